@@ -1,0 +1,116 @@
+//! The log's error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::Offset;
+use crate::batch::BatchError;
+
+/// Everything that can go wrong in a log operation. An error leaves the log
+/// as it was: nothing is appended, truncated or deleted half-way.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A batch in an append is malformed (CRC, length, magic, records).
+    #[error("invalid record batch at byte {position} of the append: {source}")]
+    InvalidBatch {
+        /// Byte position of the batch within the appended buffer.
+        position: usize,
+        /// What is wrong with it.
+        #[source]
+        source: BatchError,
+    },
+    /// A batch is larger than `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    RecordTooLarge {
+        /// Size of the batch.
+        size: usize,
+        /// The limit.
+        max: u64,
+    },
+    /// A compacted log only takes keyed records.
+    #[error("compacted log requires a key on every record (batch at byte {position})")]
+    MissingKey {
+        /// Byte position of the batch within the appended buffer.
+        position: usize,
+    },
+    /// The append held no batch.
+    #[error("append holds no record batches")]
+    EmptyAppend,
+    /// An offset outside `[log start, log end]`.
+    #[error("offset {offset} is out of range (log start {log_start}, log end {log_end})")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: Offset,
+        /// First offset in the log.
+        log_start: Offset,
+        /// Offset the next record will get.
+        log_end: Offset,
+    },
+    /// Replicated batches must continue the log.
+    #[error("batch base offset {offset} is below the log end offset {log_end}")]
+    NonMonotonicOffset {
+        /// Base offset of the offending batch.
+        offset: Offset,
+        /// Where the log currently ends.
+        log_end: Offset,
+    },
+    /// An I/O operation failed; the log is unchanged and still readable.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the log was doing.
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file of the log (checkpoint, segment name) could not be understood.
+    #[error("corrupt {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A config value is out of range or malformed.
+    #[error("invalid value {value:?} for config {key}: {reason}")]
+    InvalidConfig {
+        /// Kafka config key.
+        key: String,
+        /// The refused value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// Not a log config key.
+    #[error("unknown config {key}")]
+    UnknownConfig {
+        /// The key.
+        key: String,
+    },
+    /// The cleaner's view of the log went stale while it worked (segments
+    /// were deleted or truncated meanwhile); nothing was changed.
+    #[error("compaction of {path} aborted: the log changed while it was being cleaned")]
+    CleaningAborted {
+        /// Partition directory.
+        path: PathBuf,
+    },
+}
+
+impl LogError {
+    /// Wraps an I/O error with the operation and path it concerns.
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> LogError {
+        let path = path.into();
+        move |source| LogError::Io { op, path, source }
+    }
+
+    /// Whether the error is the disk being full (ENOSPC or a quota).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, LogError::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+}

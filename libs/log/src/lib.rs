@@ -1,0 +1,79 @@
+//! `runnel-log`: the storage engine every Runnel partition runs on.
+//!
+//! A partition is a directory of segments holding Kafka v2 record batches
+//! exactly as producers sent them (the broker only patches the header), with
+//! a sparse offset index and a time index per segment. This crate is
+//! synchronous and does no networking and spawns no threads: the broker calls
+//! it from its own I/O threads.
+//!
+//! Map of the crate:
+//!
+//! - [`batch`]: the v2 record batch format: zero-copy validated views,
+//!   in-place header patching, a builder, record decoding, and the gzip,
+//!   snappy, lz4 and zstd codecs.
+//! - [`Log`]: one partition. Appends as leader (assigns offsets) or follower
+//!   (keeps the leader's), reads whole batches up to a byte limit and a high
+//!   watermark, looks up offsets by timestamp, truncates, advances the log
+//!   start, applies retention, flushes (`flush.messages`, `flush.ms`, or
+//!   explicitly), and recovers on open. See the `log` module docs for the
+//!   directory layout.
+//! - [`LeaderEpochCache`]: the leader-epoch checkpoint (epoch → start
+//!   offset) that followers use to find where they diverged from a new leader.
+//! - [`cleaner`]: compaction for `cleanup.policy=compact`, with a crash-safe
+//!   segment swap.
+//! - [`LogConfig`]: Kafka's topic config names, defaults and bounds.
+//! - [`storage`]: the file-system surface, with a fault-injecting
+//!   implementation for tests (full disk, crash at the N-th operation).
+//!
+//! ```
+//! use runnel_log::{Log, LogConfig, batch::{BatchBuilder, Compression}};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut log = Log::open(dir.path().join("orders-0"), LogConfig::default()).unwrap();
+//! let mut batch = BatchBuilder::new(Compression::Zstd);
+//! batch.append(1_700_000_000_000, Some(b"order-1"), Some(b"created"), &[]);
+//! let mut bytes = batch.build().unwrap();
+//! let info = log.append_as_leader(&mut bytes, 0).unwrap();
+//! assert_eq!((info.first_offset, log.log_end_offset()), (0, 1));
+//! let fetched = log.read(0, 1024 * 1024, None, true).unwrap();
+//! assert_eq!(fetched.len(), bytes.len());
+//! log.close().unwrap();
+//! ```
+//!
+//! # Fuzzing
+//!
+//! `libs/log/fuzz` holds `cargo fuzz` targets for the batch decoder
+//! (`batch_decode`) and for segment recovery (`segment_recovery`). With only
+//! the stable toolchain installed:
+//!
+//! ```text
+//! cargo install cargo-fuzz
+//! cd libs/log && RUSTC_BOOTSTRAP=1 cargo fuzz run batch_decode -- -max_total_time=600
+//! cd libs/log && RUSTC_BOOTSTRAP=1 cargo fuzz run segment_recovery -- -max_total_time=600
+//! ```
+
+pub mod batch;
+mod checkpoint;
+pub mod cleaner;
+mod clock;
+mod config;
+mod error;
+mod index;
+mod log;
+mod scan;
+mod segment;
+pub mod storage;
+
+pub use checkpoint::{EpochEntry, LeaderEpochCache};
+pub use cleaner::{CleanStats, CleanedLog, CleanerConfig, CleaningPlan};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{CleanupPolicy, LogConfig};
+pub use error::LogError;
+pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
+
+/// A position in a partition log (Kafka's 64-bit offset).
+pub type Offset = i64;
+/// A leader epoch; -1 when unknown.
+pub type LeaderEpoch = i32;
+/// Milliseconds since the Unix epoch.
+pub type TimestampMs = i64;

@@ -1,0 +1,906 @@
+//! A partition log: an ordered set of segments plus the offsets and
+//! checkpoints that describe it.
+//!
+//! Directory layout (`<topic>-<partition>/`):
+//!
+//! ```text
+//! 00000000000000000000.log        batches, as received
+//! 00000000000000000000.index      sparse offset index (every index.interval.bytes)
+//! 00000000000000000000.timeindex  time index
+//! 00000000000000052318.log ...    later segments, named by base offset
+//! leader-epoch-checkpoint         epoch -> start offset
+//! recovery-point-checkpoint       everything below this offset is fsynced
+//! log-start-offset-checkpoint     first offset consumers may read
+//! cleaner-offset-checkpoint       first offset the cleaner has not compacted
+//! .clean-shutdown                 present only after a clean close
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{RecordBatch, RecordBatchMut, TimestampType};
+use crate::checkpoint::{self, LeaderEpochCache};
+use crate::clock::{Clock, SystemClock};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::segment::{BatchMeta, LOG_SUFFIX, Segment};
+use crate::storage::{StdStorage, Storage};
+use crate::{LeaderEpoch, Offset, TimestampMs};
+
+pub(crate) const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+pub(crate) const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-checkpoint";
+pub(crate) const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
+pub(crate) const CLEANER_OFFSET_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+pub(crate) const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+/// Suffix of a segment the cleaner is still writing.
+pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+/// Suffix of a cleaned segment waiting to replace the segments it compacts.
+pub(crate) const SWAP_SUFFIX: &str = ".swap";
+
+/// The directory name of a partition's log: `<topic>-<partition>`.
+pub fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+/// Splits a partition directory name into topic and partition.
+pub fn parse_partition_dir_name(name: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition: i32 = partition.parse().ok()?;
+    (!topic.is_empty() && partition >= 0).then_some((topic, partition))
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record (base offset of the first batch).
+    pub first_offset: Offset,
+    /// Offset of the last record.
+    pub last_offset: Offset,
+    /// Largest timestamp appended (the log-append time for `LogAppendTime`).
+    pub max_timestamp: TimestampMs,
+    /// Offset carrying that timestamp (last offset of its batch).
+    pub offset_of_max_timestamp: Offset,
+    /// The broker time stamped on the batches, for `LogAppendTime` logs.
+    pub log_append_time: Option<TimestampMs>,
+    /// Records appended.
+    pub record_count: u64,
+    /// Batches appended.
+    pub batch_count: usize,
+    /// Bytes appended.
+    pub bytes: usize,
+}
+
+/// What opening the log found and did, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The log was closed cleanly: only the active segment's tail was checked.
+    pub clean_shutdown: bool,
+    /// Segments scanned and validated batch by batch.
+    pub recovered_segments: usize,
+    /// Bytes scanned by recovery.
+    pub recovered_bytes: u64,
+    /// Bytes of torn or corrupt data cut off.
+    pub truncated_bytes: u64,
+    /// Segments dropped because they followed corruption or lay below the log start.
+    pub deleted_segments: usize,
+    /// Segments whose index files were rebuilt.
+    pub rebuilt_indexes: usize,
+    /// Interrupted compactions finished (swap files installed).
+    pub completed_swaps: usize,
+}
+
+/// A partition's append-only log on local disk.
+#[derive(Debug)]
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) segments: BTreeMap<Offset, Segment>,
+    log_start_offset: Offset,
+    log_end_offset: Offset,
+    recovery_point: Offset,
+    epochs: LeaderEpochCache,
+    unflushed_messages: i64,
+    last_flush_ms: TimestampMs,
+    pub(crate) first_dirty_offset: Offset,
+    report: OpenReport,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` on the local file system.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, LogError> {
+        Self::open_with(dir, config, Arc::new(StdStorage), Arc::new(SystemClock))
+    }
+
+    /// Opens (or creates) the log in `dir` through `storage`, with `clock`.
+    ///
+    /// Recovers from an unclean shutdown: every segment from the last
+    /// recovery point on is validated batch by batch, a torn or corrupt tail
+    /// is cut at the last valid batch (segments after it are dropped), and
+    /// missing or malformed indexes are rebuilt. Interrupted compactions are
+    /// rolled back or finished.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_owned();
+        let st = storage.as_ref();
+        st.create_dir_all(&dir)
+            .map_err(LogError::io("create log directory", &dir))?;
+        let now = clock.now_ms();
+        let mut report = OpenReport {
+            completed_swaps: crate::cleaner::recover_interrupted_cleaning(st, &dir)?,
+            ..OpenReport::default()
+        };
+
+        let names = st
+            .list(&dir)
+            .map_err(LogError::io("list log directory", &dir))?;
+        let mut bases: Vec<Offset> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(LOG_SUFFIX))
+            .filter_map(|b| (b.len() == 20).then(|| b.parse().ok()).flatten())
+            .collect();
+        bases.sort_unstable();
+        remove_orphan_indexes(st, &dir, &names, &bases)?;
+
+        let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean = st.exists(&marker);
+        if clean {
+            // From here on a crash must be treated as unclean.
+            st.remove_file(&marker)
+                .map_err(LogError::io("remove clean shutdown marker", &marker))?;
+            st.sync_dir(&dir)
+                .map_err(LogError::io("sync directory", &dir))?;
+        }
+        report.clean_shutdown = clean;
+        let recovery_checkpoint =
+            checkpoint::read_offset(st, &dir.join(RECOVERY_POINT_CHECKPOINT))?;
+        let start_checkpoint = checkpoint::read_offset(st, &dir.join(LOG_START_OFFSET_CHECKPOINT))?;
+
+        let mut segments = BTreeMap::new();
+        let mut rebuild = Vec::new();
+        for &base in &bases {
+            let (segment, needs_rebuild) =
+                Segment::open(st, &dir, base, "", config.index_interval_bytes, now)?;
+            if needs_rebuild {
+                rebuild.push(base);
+            }
+            segments.insert(base, segment);
+        }
+
+        // Unclean: validate everything from the segment holding the recovery point.
+        let recover_from = (!clean).then(|| {
+            let point = recovery_checkpoint.unwrap_or(0);
+            segments
+                .range(..=point)
+                .next_back()
+                .map(|(&b, _)| b)
+                .unwrap_or(Offset::MIN)
+        });
+        let mut recovered = Vec::new();
+        let mut cut_at = None;
+        let mut needs_full_recovery = recover_from;
+        if clean {
+            if let Some(segment) = segments.values_mut().next_back() {
+                if rebuild.contains(&segment.base_offset()) || !segment.load_tail()? {
+                    needs_full_recovery = Some(segment.base_offset());
+                }
+            }
+        }
+        if let Some(from) = needs_full_recovery {
+            for (&base, segment) in segments.range_mut(from..) {
+                let before = segment.size();
+                let outcome = segment.recover(None)?;
+                report.recovered_segments += 1;
+                report.recovered_bytes += outcome.valid_size;
+                report.truncated_bytes += before - outcome.valid_size;
+                recovered.push(base);
+                rebuild.retain(|&b| b != base);
+                if outcome.stopped.is_some() {
+                    cut_at = Some(base);
+                    break;
+                }
+            }
+        }
+        if let Some(cut) = cut_at {
+            // Nothing after corruption can be trusted to follow it.
+            let later: Vec<Offset> = segments.range(cut + 1..).map(|(&b, _)| b).collect();
+            for base in later.into_iter().rev() {
+                let segment = segments.remove(&base).expect("listed above");
+                report.truncated_bytes += segment.size();
+                report.deleted_segments += 1;
+                segment.delete(st)?;
+            }
+        }
+        for base in rebuild {
+            if let Some(segment) = segments.get_mut(&base) {
+                segment.rebuild_index_files()?;
+                report.rebuilt_indexes += 1;
+            }
+        }
+
+        let mut log_start = start_checkpoint.unwrap_or(Offset::MIN);
+        if segments.is_empty() {
+            let base = log_start.max(0);
+            segments.insert(
+                base,
+                Segment::create(st, &dir, base, "", config.index_interval_bytes, now)?,
+            );
+        }
+        let active = segments.values().next_back().expect("at least one segment");
+        let log_end = active
+            .next_offset()
+            .expect("the active segment was scanned, so its end is known");
+        let first_base = segments
+            .keys()
+            .next()
+            .copied()
+            .expect("at least one segment");
+        log_start = log_start.max(first_base).min(log_end);
+
+        // Segments wholly below the log start are garbage from an interrupted deletion.
+        let below: Vec<Offset> = segments
+            .keys()
+            .zip(segments.keys().skip(1))
+            .filter(|&(_, &next)| next <= log_start)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in below {
+            let segment = segments.remove(&base).expect("listed above");
+            report.deleted_segments += 1;
+            segment.delete(st)?;
+        }
+
+        let mut epochs =
+            LeaderEpochCache::load(Arc::clone(&storage), dir.join(LEADER_EPOCH_CHECKPOINT))?;
+        epochs.truncate_from_end(log_end)?;
+        epochs.truncate_from_start(log_start)?;
+
+        let first_dirty_offset = checkpoint::read_offset(st, &dir.join(CLEANER_OFFSET_CHECKPOINT))?
+            .unwrap_or(log_start)
+            .clamp(log_start, log_end);
+
+        let mut log = Log {
+            dir,
+            config,
+            storage,
+            clock,
+            segments,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+            recovery_point: recovery_checkpoint.unwrap_or(0).min(log_end),
+            epochs,
+            unflushed_messages: 0,
+            last_flush_ms: now,
+            first_dirty_offset,
+            report,
+        };
+        let active_base = log.active_base();
+        for base in &recovered {
+            if *base != active_base {
+                if let Some(segment) = log.segments.get_mut(base) {
+                    segment.seal()?;
+                }
+            }
+        }
+        if !recovered.is_empty() || log.report.deleted_segments > 0 {
+            // Recovered segments are now known good: make that durable so the
+            // next start need not scan them again.
+            log.flush()?;
+        }
+        if start_checkpoint != Some(log_start) {
+            log.write_log_start_checkpoint()?;
+        }
+        Ok(log)
+    }
+
+    /// What opening the log found and did.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log's configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration; takes effect for the next append, roll and retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        for segment in self.segments.values_mut() {
+            segment.set_index_interval_bytes(config.index_interval_bytes);
+        }
+        self.config = config;
+    }
+
+    /// First offset that can be read.
+    pub fn log_start_offset(&self) -> Offset {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record will get.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log_end_offset
+    }
+
+    /// Offsets below this are known to be on stable storage.
+    pub fn recovery_point(&self) -> Offset {
+        self.recovery_point
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
+        self.segments.keys().copied().collect()
+    }
+
+    /// The leader-epoch cache (epoch → start offset).
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
+    }
+
+    /// Kafka's OffsetForLeaderEpoch answered from this log.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset)
+    }
+
+    /// Records that `epoch` starts at the current log end (a new leader takes over).
+    pub fn assign_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<(), LogError> {
+        self.epochs.assign(epoch, self.log_end_offset)
+    }
+
+    fn active_base(&self) -> Offset {
+        *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// Appends batches from a producer as the partition leader.
+    ///
+    /// `records` holds one or more v2 batches. Each is validated (length,
+    /// magic, CRC, record count vs offsets, `max.message.bytes`, keys on
+    /// compacted logs); only then are offsets assigned by patching each
+    /// batch's header in place (base offset, `leader_epoch`, and the
+    /// log-append time for `LogAppendTime` logs) and the bytes written. On
+    /// any error nothing is written.
+    pub fn append_as_leader(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, LogError> {
+        let mut metas = self.validate(records, true)?;
+        let now = self.clock.now_ms();
+        let log_append_time =
+            (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let mut next = self.log_end_offset;
+        let mut rest: &mut [u8] = records;
+        for meta in &mut metas {
+            let (mut batch, tail) =
+                RecordBatchMut::new(rest).map_err(|source| LogError::InvalidBatch {
+                    position: meta.position,
+                    source,
+                })?;
+            batch.set_base_offset(next);
+            batch.set_partition_leader_epoch(leader_epoch);
+            if let Some(t) = log_append_time {
+                batch.set_log_append_time(t);
+                meta.max_timestamp = t;
+            }
+            meta.last_offset = next + (meta.last_offset - meta.base_offset);
+            meta.base_offset = next;
+            meta.partition_leader_epoch = leader_epoch;
+            meta.offset_of_max_timestamp = meta.last_offset;
+            next = meta.last_offset + 1;
+            rest = tail;
+        }
+        self.append_validated(records, &metas, log_append_time)
+    }
+
+    /// Appends batches replicated from the leader, with their offsets and
+    /// epochs as the leader assigned them (bytes unchanged).
+    ///
+    /// The first batch must start at or after the log end offset and every
+    /// batch after the previous one; gaps are allowed (the leader's log may
+    /// be compacted).
+    pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
+        let metas = self.validate(records, false)?;
+        let mut floor = self.log_end_offset;
+        for meta in &metas {
+            if meta.base_offset < floor {
+                return Err(LogError::NonMonotonicOffset {
+                    offset: meta.base_offset,
+                    log_end: floor,
+                });
+            }
+            floor = meta.last_offset + 1;
+        }
+        self.append_validated(records, &metas, None)
+    }
+
+    /// Validates every batch and describes it with the offsets it carries
+    /// (the leader path then reassigns them).
+    fn validate(&self, records: &[u8], from_producer: bool) -> Result<Vec<BatchMeta>, LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyAppend);
+        }
+        let mut metas = Vec::new();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let position = records.len() - rest.len();
+            let invalid = |source| LogError::InvalidBatch { position, source };
+            let (batch, tail) = RecordBatch::parse(rest).map_err(invalid)?;
+            let size = batch.size();
+            if size as u64 > self.config.max_message_bytes {
+                return Err(LogError::RecordTooLarge {
+                    size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            let h = batch.header();
+            if from_producer {
+                if i64::from(h.records_count) != i64::from(h.last_offset_delta) + 1 {
+                    return Err(invalid(crate::batch::BatchError::InvalidRecordCount {
+                        count: h.records_count,
+                        last_offset_delta: h.last_offset_delta,
+                    }));
+                }
+                if self.config.cleanup_policy.compact && !h.is_control() {
+                    // Kafka refuses keyless records on compacted topics: the
+                    // cleaner could never decide which value is latest.
+                    for record in batch.records().map_err(invalid)? {
+                        if record.map_err(invalid)?.key.is_none() {
+                            return Err(LogError::MissingKey { position });
+                        }
+                    }
+                }
+            }
+            metas.push(BatchMeta {
+                position,
+                size,
+                base_offset: h.base_offset,
+                records_count: h.records_count,
+                partition_leader_epoch: h.partition_leader_epoch,
+                last_offset: h.last_offset(),
+                max_timestamp: h.max_timestamp,
+                offset_of_max_timestamp: h.last_offset(),
+            });
+            rest = tail;
+        }
+        Ok(metas)
+    }
+
+    fn append_validated(
+        &mut self,
+        records: &[u8],
+        metas: &[BatchMeta],
+        log_append_time: Option<TimestampMs>,
+    ) -> Result<AppendInfo, LogError> {
+        let first = metas.first().expect("validate refuses empty appends");
+        let last = metas.last().expect("validate refuses empty appends");
+        let first_offset = first.base_offset;
+        let (mut max_ts, mut offset_of_max) = (crate::batch::NO_TIMESTAMP, first_offset);
+        for m in metas {
+            if m.max_timestamp > max_ts {
+                max_ts = m.max_timestamp;
+                offset_of_max = m.offset_of_max_timestamp;
+            }
+        }
+        let now = self.clock.now_ms();
+        let active = self
+            .segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment");
+        // A follower's first batch may start past an empty active segment's base (gaps).
+        if active.should_roll(
+            &self.config,
+            records.len() as u64,
+            last.last_offset,
+            max_ts,
+            now,
+        ) || (active.size() == 0 && active.base_offset() != first_offset)
+        {
+            self.roll_at(first_offset)?;
+        }
+
+        // Epochs first: if the data write then fails, the entry is removed
+        // again; the reverse order could leave data without its epoch.
+        let epoch_before = self.epochs.latest_epoch();
+        for m in metas {
+            let epoch = m.partition_leader_epoch;
+            if epoch >= 0 && self.epochs.latest_epoch().is_none_or(|e| epoch > e) {
+                self.epochs.assign(epoch, m.base_offset)?;
+            }
+        }
+        if let Err(e) = self.active_mut().append(records, metas) {
+            if self.epochs.latest_epoch() != epoch_before {
+                let _ = self.epochs.truncate_from_end(first_offset);
+            }
+            return Err(e);
+        }
+        let record_count: u64 = metas.iter().map(|m| m.records_count.max(0) as u64).sum();
+        self.log_end_offset = last.last_offset + 1;
+        self.unflushed_messages = self.unflushed_messages.saturating_add(record_count as i64);
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset: last.last_offset,
+            max_timestamp: max_ts,
+            offset_of_max_timestamp: offset_of_max,
+            log_append_time,
+            record_count,
+            batch_count: metas.len(),
+            bytes: records.len(),
+        })
+    }
+
+    /// Starts a new segment at the log end offset, whatever the roll policy says.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        self.roll_at(self.log_end_offset)
+    }
+
+    fn roll_at(&mut self, base: Offset) -> Result<(), LogError> {
+        let now = self.clock.now_ms();
+        let active_base = self.active_base();
+        let active = self.active_mut();
+        if active.size() == 0 {
+            if active_base == base {
+                return Ok(());
+            }
+            // An empty active segment is replaced rather than kept as a hole.
+            let empty = self.segments.remove(&active_base).expect("active segment");
+            empty.delete(self.storage.as_ref())?;
+        } else {
+            active.seal()?;
+        }
+        let segment = Segment::create(
+            self.storage.as_ref(),
+            &self.dir,
+            base,
+            "",
+            self.config.index_interval_bytes,
+            now,
+        )?;
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the one holding `offset`.
+    ///
+    /// Returns at most `max_bytes` (but always at least one batch when
+    /// `min_one_batch` is set and data exists, so a consumer can make progress
+    /// past a large batch) and never a batch that reaches `upper_bound`
+    /// (exclusive; the high watermark for consumers). Data comes from one
+    /// segment per call. `offset` must lie in `[log start, log end]`.
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        upper_bound: Option<Offset>,
+        min_one_batch: bool,
+    ) -> Result<Bytes, LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let upper = upper_bound
+            .unwrap_or(self.log_end_offset)
+            .min(self.log_end_offset);
+        if offset >= upper {
+            return Ok(Bytes::new());
+        }
+        let first = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(Offset::MIN, |(&b, _)| b);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            if let Some((position, _)) = segment.translate(offset)? {
+                return segment.read(position, max_bytes, upper, min_one_batch);
+            }
+        }
+        Ok(Bytes::new())
+    }
+
+    fn out_of_range(&self, offset: Offset) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start_offset,
+            log_end: self.log_end_offset,
+        }
+    }
+
+    /// Kafka's ListOffsets by timestamp: the first record at or after
+    /// `timestamp`, with its timestamp; `None` if every record is older.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: TimestampMs,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        for segment in self.segments.values() {
+            // Segments never sealed may not know their max timestamp; search them.
+            if segment.size() == 0
+                || (segment.max_timestamp() < timestamp && segment.max_timestamp() >= 0)
+            {
+                continue;
+            }
+            if let Some(found) = segment.find_by_timestamp(timestamp, self.log_start_offset)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets `MAX_TIMESTAMP`, KIP-734).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let best = self
+            .segments
+            .values()
+            .filter(|s| s.size() > 0)
+            .max_by_key(|s| s.max_timestamp());
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        let ts = segment.max_timestamp();
+        segment.find_by_timestamp(ts, self.log_start_offset)
+    }
+
+    /// Removes every record at or after `offset` (a follower diverged from a
+    /// new leader). Whole batches go: a batch that holds `offset` is removed
+    /// with any earlier records it holds, as in Kafka.
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<(), LogError> {
+        if offset >= self.log_end_offset {
+            return Ok(());
+        }
+        if offset < self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        // Newest first, so a crash part-way leaves a log that ends earlier,
+        // never one with a hole.
+        let later: Vec<Offset> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
+        for base in later.into_iter().rev() {
+            let segment = self.segments.remove(&base).expect("listed above");
+            segment.delete(self.storage.as_ref())?;
+        }
+        let active = self.active_mut();
+        active.truncate_to(offset)?;
+        active.flush()?;
+        self.log_end_offset = active.next_offset().expect("active segment end is known");
+        self.epochs.truncate_from_end(offset)?;
+        self.first_dirty_offset = self.first_dirty_offset.min(self.log_end_offset);
+        if self.recovery_point > self.log_end_offset {
+            self.recovery_point = self.log_end_offset;
+            self.write_recovery_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower far behind a
+    /// leader whose log starts later).
+    pub fn truncate_fully_and_start_at(&mut self, offset: Offset) -> Result<(), LogError> {
+        let bases: Vec<Offset> = self.segments.keys().copied().collect();
+        for base in bases.into_iter().rev() {
+            let segment = self.segments.remove(&base).expect("listed above");
+            segment.delete(self.storage.as_ref())?;
+        }
+        let now = self.clock.now_ms();
+        let segment = Segment::create(
+            self.storage.as_ref(),
+            &self.dir,
+            offset,
+            "",
+            self.config.index_interval_bytes,
+            now,
+        )?;
+        self.segments.insert(offset, segment);
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.recovery_point = offset;
+        self.first_dirty_offset = offset;
+        self.epochs.clear()?;
+        self.write_log_start_checkpoint()?;
+        self.write_recovery_checkpoint()?;
+        Ok(())
+    }
+
+    /// Moves the log start forward (Kafka DeleteRecords); segments wholly
+    /// below it are deleted. Returns false if `offset` is not past the current start.
+    pub fn advance_log_start_offset(&mut self, offset: Offset) -> Result<bool, LogError> {
+        if offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset <= self.log_start_offset {
+            return Ok(false);
+        }
+        let previous = self.log_start_offset;
+        self.log_start_offset = offset;
+        if let Err(e) = self.write_log_start_checkpoint() {
+            self.log_start_offset = previous;
+            return Err(e);
+        }
+        self.epochs.truncate_from_start(offset)?;
+        self.first_dirty_offset = self.first_dirty_offset.max(offset);
+        self.delete_segments_below_start()?;
+        Ok(true)
+    }
+
+    fn delete_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let bases: Vec<Offset> = self.segments.keys().copied().collect();
+        let mut deleted = 0;
+        for pair in bases.windows(2) {
+            if pair[1] > self.log_start_offset {
+                break;
+            }
+            let segment = self.segments.remove(&pair[0]).expect("listed above");
+            segment.delete(self.storage.as_ref())?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Applies retention: deletes closed segments wholly below
+    /// `high_watermark` that are older than `retention.ms` or beyond
+    /// `retention.bytes` (for `cleanup.policy` with `delete`), and those below
+    /// the log start offset. Never touches the active segment. Returns how
+    /// many segments were deleted.
+    pub fn delete_old_segments(&mut self, high_watermark: Offset) -> Result<usize, LogError> {
+        let now = self.clock.now_ms();
+        let mut new_start = self.log_start_offset;
+        if self.config.cleanup_policy.delete {
+            let bases: Vec<Offset> = self.segments.keys().copied().collect();
+            let mut excess = if self.config.retention_bytes >= 0 {
+                self.size_bytes() as i64 - self.config.retention_bytes
+            } else {
+                i64::MIN
+            };
+            // Closed segments, oldest first, each with the next segment's base.
+            for pair in bases.windows(2) {
+                let (base, next_base) = (pair[0], pair[1]);
+                if next_base > high_watermark {
+                    break;
+                }
+                let segment = &self.segments[&base];
+                let expired = self.config.retention_ms >= 0
+                    && now.saturating_sub(segment.max_timestamp()) > self.config.retention_ms;
+                let size = segment.size() as i64;
+                let oversize = excess != i64::MIN && excess - size >= 0;
+                if !(expired || oversize) {
+                    break;
+                }
+                if oversize {
+                    excess -= size;
+                }
+                new_start = new_start.max(next_base);
+            }
+        }
+        if new_start > self.log_start_offset {
+            let previous = self.log_start_offset;
+            self.log_start_offset = new_start;
+            if let Err(e) = self.write_log_start_checkpoint() {
+                self.log_start_offset = previous;
+                return Err(e);
+            }
+            self.epochs.truncate_from_start(new_start)?;
+            self.first_dirty_offset = self.first_dirty_offset.max(new_start);
+        }
+        self.delete_segments_below_start()
+    }
+
+    /// Writes everything to stable storage (segments, indexes, directory) and
+    /// moves the recovery point to the log end.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let from = self
+            .segments
+            .range(..=self.recovery_point)
+            .next_back()
+            .map_or(Offset::MIN, |(&b, _)| b);
+        for segment in self.segments.range_mut(from..).map(|(_, s)| s) {
+            segment.flush()?;
+        }
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io("sync directory", &self.dir))?;
+        self.recovery_point = self.log_end_offset;
+        self.write_recovery_checkpoint()?;
+        self.unflushed_messages = 0;
+        self.last_flush_ms = self.clock.now_ms();
+        Ok(())
+    }
+
+    /// Flushes if `flush.ms` has passed since the last flush with data unflushed.
+    pub fn maybe_flush(&mut self) -> Result<bool, LogError> {
+        let due = self.unflushed_messages > 0
+            && self.clock.now_ms().saturating_sub(self.last_flush_ms) >= self.config.flush_ms;
+        if due {
+            self.flush()?;
+        }
+        Ok(due)
+    }
+
+    /// Flushes and closes the log, leaving a clean-shutdown marker so the
+    /// next open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        for segment in self.segments.values() {
+            segment.trim()?;
+        }
+        self.flush()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);
+        checkpoint::write_atomically(self.storage.as_ref(), &marker, b"")?;
+        Ok(())
+    }
+
+    /// Deletes the log and its directory.
+    pub fn delete(self) -> Result<(), LogError> {
+        self.storage
+            .remove_dir_all(&self.dir)
+            .map_err(LogError::io("delete log directory", &self.dir))
+    }
+
+    fn write_log_start_checkpoint(&self) -> Result<(), LogError> {
+        checkpoint::write_offset(
+            self.storage.as_ref(),
+            &self.dir.join(LOG_START_OFFSET_CHECKPOINT),
+            self.log_start_offset,
+        )
+    }
+
+    fn write_recovery_checkpoint(&self) -> Result<(), LogError> {
+        checkpoint::write_offset(
+            self.storage.as_ref(),
+            &self.dir.join(RECOVERY_POINT_CHECKPOINT),
+            self.recovery_point,
+        )
+    }
+}
+
+/// Removes `.index` / `.timeindex` files whose `.log` is gone (a deletion
+/// that crashed half-way).
+fn remove_orphan_indexes(
+    storage: &dyn Storage,
+    dir: &Path,
+    names: &[String],
+    bases: &[Offset],
+) -> Result<(), LogError> {
+    for name in names {
+        let Some(base) = name
+            .strip_suffix(crate::segment::INDEX_SUFFIX)
+            .or_else(|| name.strip_suffix(crate::segment::TIME_INDEX_SUFFIX))
+        else {
+            continue;
+        };
+        let Ok(base) = base.parse::<Offset>() else {
+            continue;
+        };
+        if bases.binary_search(&base).is_err() {
+            let path = dir.join(name);
+            storage
+                .remove_file(&path)
+                .map_err(LogError::io("remove orphan index", &path))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,855 @@
+//! One segment: a `.log` file of batches plus its `.index` and `.timeindex`.
+//!
+//! Files are named by the segment's base offset, zero-padded to 20 digits
+//! (`00000000000000000000.log`). Appends write at the segment's logical size
+//! with a positional write, so a failed write (a full disk) is undone by
+//! truncating back and never leaves the in-memory view pointing at garbage.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::batch::BatchHeader;
+use crate::error::LogError;
+use crate::index::{OFFSET_ENTRY_SIZE, OffsetEntry, SegmentIndex, TIME_ENTRY_SIZE, relative};
+use crate::scan::{LOOKUP_CHUNK, SCAN_CHUNK, ScanError, Scanner};
+use crate::storage::{Storage, StorageFile};
+use crate::{Offset, TimestampMs};
+
+/// Suffix of a segment's log file.
+pub(crate) const LOG_SUFFIX: &str = ".log";
+/// Suffix of a segment's offset index.
+pub(crate) const INDEX_SUFFIX: &str = ".index";
+/// Suffix of a segment's time index.
+pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+
+/// The file name of a segment file: base offset, 20 digits, then the suffix.
+pub(crate) fn file_name(base: Offset, suffix: &str, extra: &str) -> String {
+    format!("{base:020}{suffix}{extra}")
+}
+
+/// Facts about one batch being appended, gathered during validation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchMeta {
+    /// Byte position of the batch within the appended buffer.
+    pub position: usize,
+    /// Size in bytes.
+    pub size: usize,
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// Records it holds.
+    pub records_count: i32,
+    /// Epoch of the leader that appended it.
+    pub partition_leader_epoch: crate::LeaderEpoch,
+    /// Offset of its last record.
+    pub last_offset: Offset,
+    /// Its max timestamp.
+    pub max_timestamp: TimestampMs,
+    /// Offset holding that timestamp (the last offset, as Kafka records it for v2).
+    pub offset_of_max_timestamp: Offset,
+}
+
+/// What a recovery scan of a segment found.
+#[derive(Debug)]
+pub(crate) struct ScanOutcome {
+    /// Bytes of valid batches from the start.
+    pub valid_size: u64,
+    /// Offset after the last valid batch, if there is one.
+    pub next_offset: Option<Offset>,
+    /// Why the scan stopped before the end of the file (torn tail, bad CRC,
+    /// offsets going backwards), if it did.
+    pub stopped: Option<String>,
+}
+
+/// A segment of a partition log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: Offset,
+    dir: PathBuf,
+    /// Extra suffix while the segment is being built by the cleaner (`.cleaned`, `.swap`).
+    extra: &'static str,
+    log: Arc<dyn StorageFile>,
+    offset_index_file: Arc<dyn StorageFile>,
+    time_index_file: Arc<dyn StorageFile>,
+    /// Logical size: the bytes of whole batches; anything after is ignored and overwritten.
+    size: u64,
+    index: OnceLock<SegmentIndex>,
+    max_timestamp: TimestampMs,
+    offset_of_max_timestamp: Offset,
+    /// Max timestamp of the first batch, from which `segment.ms` is measured.
+    rolling_based_timestamp: Option<TimestampMs>,
+    created_ms: TimestampMs,
+    bytes_since_last_index_entry: u64,
+    /// `index.interval.bytes` of the log.
+    index_interval_bytes: u64,
+    /// Offset after the last batch, when known (always for the active segment).
+    next_offset: Option<Offset>,
+}
+
+impl Segment {
+    /// Creates an empty segment (any existing files with these names are emptied).
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+        extra: &'static str,
+        index_interval_bytes: u64,
+        now_ms: TimestampMs,
+    ) -> Result<Segment, LogError> {
+        let open = |suffix: &str| -> Result<Arc<dyn StorageFile>, LogError> {
+            let path = dir.join(file_name(base_offset, suffix, extra));
+            let file = storage
+                .open(&path, true)
+                .map_err(LogError::io("create segment file", &path))?;
+            file.set_len(0)
+                .map_err(LogError::io("truncate segment file", &path))?;
+            Ok(file)
+        };
+        let index = OnceLock::new();
+        index
+            .set(SegmentIndex::default())
+            .expect("fresh OnceLock is empty");
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            extra,
+            log: open(LOG_SUFFIX)?,
+            offset_index_file: open(INDEX_SUFFIX)?,
+            time_index_file: open(TIME_INDEX_SUFFIX)?,
+            size: 0,
+            index,
+            max_timestamp: crate::batch::NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            rolling_based_timestamp: None,
+            created_ms: now_ms,
+            bytes_since_last_index_entry: 0,
+            index_interval_bytes,
+            next_offset: Some(base_offset),
+        })
+    }
+
+    /// Opens an existing segment without scanning it. Returns the segment and
+    /// whether its indexes are missing or malformed (the caller rebuilds them).
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: Offset,
+        extra: &'static str,
+        index_interval_bytes: u64,
+        now_ms: TimestampMs,
+    ) -> Result<(Segment, bool), LogError> {
+        let path = |suffix: &str| dir.join(file_name(base_offset, suffix, extra));
+        let log_path = path(LOG_SUFFIX);
+        let log = storage
+            .open(&log_path, false)
+            .map_err(LogError::io("open segment", &log_path))?;
+        let size = log.len().map_err(LogError::io("stat segment", &log_path))?;
+        let mut indexes_ok = true;
+        let mut open_index =
+            |suffix: &str, entry: usize| -> Result<Arc<dyn StorageFile>, LogError> {
+                let p = path(suffix);
+                indexes_ok &= storage.exists(&p);
+                let file = storage
+                    .open(&p, true)
+                    .map_err(LogError::io("open index", &p))?;
+                let len = file.len().map_err(LogError::io("stat index", &p))?;
+                indexes_ok &= len % entry as u64 == 0;
+                Ok(file)
+            };
+        let offset_index_file = open_index(INDEX_SUFFIX, OFFSET_ENTRY_SIZE)?;
+        let time_index_file = open_index(TIME_INDEX_SUFFIX, TIME_ENTRY_SIZE)?;
+        let mut segment = Segment {
+            base_offset,
+            dir: dir.to_owned(),
+            extra,
+            log,
+            offset_index_file,
+            time_index_file,
+            size,
+            index: OnceLock::new(),
+            max_timestamp: crate::batch::NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            rolling_based_timestamp: None,
+            created_ms: now_ms,
+            bytes_since_last_index_entry: 0,
+            index_interval_bytes,
+            next_offset: None,
+        };
+        if indexes_ok {
+            // The last time index entry of a closed segment is its max timestamp
+            // (written when the segment rolled); reading 12 bytes avoids loading it all.
+            let len = segment
+                .time_index_file
+                .len()
+                .map_err(LogError::io("stat index", path(TIME_INDEX_SUFFIX)))?;
+            if len >= TIME_ENTRY_SIZE as u64 {
+                let mut e = [0u8; TIME_ENTRY_SIZE];
+                segment
+                    .time_index_file
+                    .read_exact_at(&mut e, len - TIME_ENTRY_SIZE as u64)
+                    .map_err(LogError::io("read index", path(TIME_INDEX_SUFFIX)))?;
+                segment.max_timestamp = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
+                segment.offset_of_max_timestamp = base_offset
+                    + Offset::from(u32::from_be_bytes(e[8..].try_into().expect("4 bytes")));
+            }
+        }
+        Ok((segment, !indexes_ok))
+    }
+
+    /// Changes `index.interval.bytes` for future index entries.
+    pub(crate) fn set_index_interval_bytes(&mut self, bytes: u64) {
+        self.index_interval_bytes = bytes;
+    }
+
+    /// The segment's base offset.
+    pub(crate) fn base_offset(&self) -> Offset {
+        self.base_offset
+    }
+
+    /// Logical size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Largest record timestamp in the segment (-1 when empty or unknown).
+    pub(crate) fn max_timestamp(&self) -> TimestampMs {
+        self.max_timestamp
+    }
+
+    /// Offset after the last batch, when known.
+    pub(crate) fn next_offset(&self) -> Option<Offset> {
+        self.next_offset
+    }
+
+    /// Handle of the log file, for readers that outlive a borrow of the log (the cleaner).
+    pub(crate) fn log_file(&self) -> Arc<dyn StorageFile> {
+        Arc::clone(&self.log)
+    }
+
+    /// Path of one of the segment's files.
+    pub(crate) fn path(&self, suffix: &str) -> PathBuf {
+        self.dir
+            .join(file_name(self.base_offset, suffix, self.extra))
+    }
+
+    fn index(&self) -> Result<&SegmentIndex, LogError> {
+        if let Some(index) = self.index.get() {
+            return Ok(index);
+        }
+        let loaded = self.load_index()?;
+        // Another reader may have won the race; either copy is the same.
+        let _ = self.index.set(loaded);
+        Ok(self.index.get().expect("just set"))
+    }
+
+    fn index_mut(&mut self) -> Result<&mut SegmentIndex, LogError> {
+        self.index()?;
+        Ok(self.index.get_mut().expect("loaded above"))
+    }
+
+    /// Reads the index files, rebuilding them from the log if they do not make sense.
+    fn load_index(&self) -> Result<SegmentIndex, LogError> {
+        let read_all = |file: &Arc<dyn StorageFile>, suffix: &str| -> Result<Vec<u8>, LogError> {
+            let p = self.path(suffix);
+            let len = file.len().map_err(LogError::io("stat index", &p))?;
+            let mut buf = vec![0u8; len as usize];
+            file.read_exact_at(&mut buf, 0)
+                .map_err(LogError::io("read index", &p))?;
+            Ok(buf)
+        };
+        let offsets = read_all(&self.offset_index_file, INDEX_SUFFIX)?;
+        let times = read_all(&self.time_index_file, TIME_INDEX_SUFFIX)?;
+        if let Some(index) = SegmentIndex::decode(&offsets, &times, self.size) {
+            return Ok(index);
+        }
+        let (mut index, _) = self.rebuild_index()?;
+        self.write_index_files(&mut index)?;
+        Ok(index)
+    }
+
+    /// Scans the whole segment, validating every batch (CRC, offsets after
+    /// `floor` and increasing), rebuilds the indexes and cuts the file after
+    /// the last valid batch.
+    pub(crate) fn recover(&mut self, floor: Option<Offset>) -> Result<ScanOutcome, LogError> {
+        let mut index = SegmentIndex::default();
+        let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, SCAN_CHUNK);
+        let mut acc = Accumulator::new(self.base_offset);
+        let mut stopped = None;
+        let mut floor = floor.unwrap_or(self.base_offset).max(self.base_offset);
+        loop {
+            let (pos, header) = match scanner.next_batch() {
+                Ok(Some((pos, batch))) => (pos, *batch.header()),
+                Ok(None) => break,
+                Err(ScanError::Invalid { position, error }) => {
+                    stopped = Some(format!("at byte {position}: {error}"));
+                    break;
+                }
+                Err(ScanError::Io(e)) => {
+                    return Err(LogError::io("read segment", self.path(LOG_SUFFIX))(e));
+                }
+            };
+            // Offsets must increase and stay addressable from the segment base.
+            if header.base_offset < floor
+                || relative(self.base_offset, header.last_offset()).is_none()
+            {
+                stopped = Some(format!(
+                    "at byte {pos}: batch offsets {}..={} do not follow offset {floor}",
+                    header.base_offset,
+                    header.last_offset()
+                ));
+                break;
+            }
+            acc.add(&mut index, pos, &header, self.index_interval_bytes);
+            floor = header.next_offset();
+        }
+        let valid_size = acc.end;
+        let path = self.path(LOG_SUFFIX);
+        let file_len = self
+            .log
+            .len()
+            .map_err(LogError::io("stat segment", &path))?;
+        if file_len > valid_size {
+            self.log
+                .set_len(valid_size)
+                .map_err(LogError::io("truncate segment", &path))?;
+        }
+        self.size = valid_size;
+        self.adopt(index, &acc);
+        Ok(ScanOutcome {
+            valid_size,
+            next_offset: acc.next,
+            stopped,
+        })
+    }
+
+    /// Takes a freshly built index and the stats gathered while building it;
+    /// the index files are rewritten from scratch on the next persist.
+    fn adopt(&mut self, mut index: SegmentIndex, acc: &Accumulator) {
+        index.persisted_offsets = 0;
+        index.persisted_times = 0;
+        self.max_timestamp = acc.max_timestamp;
+        self.offset_of_max_timestamp = acc.offset_of_max;
+        self.rolling_based_timestamp = acc.first_timestamp;
+        self.bytes_since_last_index_entry = acc.bytes_since_entry;
+        self.next_offset = Some(acc.next.unwrap_or(self.base_offset));
+        self.index = OnceLock::new();
+        let _ = self.index.set(index);
+    }
+
+    /// Rebuilds the indexes by skimming batch headers (no CRC check).
+    fn rebuild_index(&self) -> Result<(SegmentIndex, Accumulator), LogError> {
+        let mut index = SegmentIndex::default();
+        let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, SCAN_CHUNK);
+        let mut acc = Accumulator::new(self.base_offset);
+        while let Some((pos, header)) = self.next_header(&mut scanner)? {
+            acc.add(&mut index, pos, &header, self.index_interval_bytes);
+        }
+        if let Some(rel) = relative(self.base_offset, acc.offset_of_max) {
+            index.maybe_append_time(acc.max_timestamp, rel);
+        }
+        Ok((index, acc))
+    }
+
+    fn next_header(
+        &self,
+        scanner: &mut Scanner<'_>,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        match scanner.next_header() {
+            Ok(h) => Ok(h),
+            Err(ScanError::Io(e)) => Err(LogError::io("read segment", self.path(LOG_SUFFIX))(e)),
+            Err(ScanError::Invalid { position, error }) => Err(LogError::Corrupt {
+                path: self.path(LOG_SUFFIX),
+                reason: format!("invalid batch at byte {position}: {error}"),
+            }),
+        }
+    }
+
+    /// Checks the tail after the last index entry of a segment trusted after
+    /// a clean shutdown, learning its end offset and max timestamp. Returns
+    /// false, changing nothing, if the tail is invalid: the caller then
+    /// recovers the whole segment.
+    pub(crate) fn load_tail(&mut self) -> Result<bool, LogError> {
+        let index = self.index()?;
+        let start = index.offsets.last().map_or(0, |e| u64::from(e.position));
+        let (max_ts, offset_of_max) = match index.times.last() {
+            Some(t) => (
+                t.timestamp,
+                self.base_offset + Offset::from(t.relative_offset),
+            ),
+            None => (crate::batch::NO_TIMESTAMP, self.base_offset),
+        };
+        let mut acc = Accumulator::new(self.base_offset);
+        acc.max_timestamp = max_ts;
+        acc.offset_of_max = offset_of_max;
+        acc.end = start;
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, SCAN_CHUNK);
+        let mut scratch = SegmentIndex::default();
+        loop {
+            match scanner.next_batch() {
+                Ok(Some((pos, batch))) => {
+                    let header = *batch.header();
+                    acc.add(&mut scratch, pos, &header, u64::MAX);
+                }
+                Ok(None) => break,
+                Err(ScanError::Invalid { .. }) => return Ok(false),
+                Err(ScanError::Io(e)) => {
+                    return Err(LogError::io("read segment", self.path(LOG_SUFFIX))(e));
+                }
+            }
+        }
+        if self.size > 0 && acc.next.is_none() {
+            return Ok(false);
+        }
+        self.max_timestamp = acc.max_timestamp;
+        self.offset_of_max_timestamp = acc.offset_of_max;
+        self.bytes_since_last_index_entry = acc.bytes_since_entry;
+        self.next_offset = Some(acc.next.unwrap_or(self.base_offset));
+        self.rolling_based_timestamp = self.first_batch_header()?.map(|h| h.max_timestamp);
+        Ok(true)
+    }
+
+    fn first_batch_header(&self) -> Result<Option<BatchHeader>, LogError> {
+        let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, LOOKUP_CHUNK);
+        Ok(self.next_header(&mut scanner)?.map(|(_, h)| h))
+    }
+
+    /// Whether appending `size` bytes ending at `last_offset` with
+    /// `max_timestamp` must go to a new segment.
+    pub(crate) fn should_roll(
+        &self,
+        config: &crate::LogConfig,
+        size: u64,
+        last_offset: Offset,
+        max_timestamp: TimestampMs,
+        now_ms: TimestampMs,
+    ) -> bool {
+        if self.size == 0 {
+            return false;
+        }
+        let index = self.index.get();
+        let index_full = index.is_some_and(|i| {
+            ((i.offsets.len() + 1) * OFFSET_ENTRY_SIZE) as u64 > config.segment_index_bytes
+                || ((i.times.len() + 1) * TIME_ENTRY_SIZE) as u64 > config.segment_index_bytes
+        });
+        // Kafka measures segment age by record time when records carry one.
+        let waited = match self.rolling_based_timestamp {
+            Some(first) if first >= 0 => max_timestamp.saturating_sub(first),
+            _ => now_ms.saturating_sub(self.created_ms),
+        };
+        self.size + size > config.segment_bytes
+            || waited > config.segment_ms.saturating_sub(config.segment_jitter_ms)
+            || index_full
+            || relative(self.base_offset, last_offset).is_none_or(|r| r > i32::MAX as u32)
+    }
+
+    /// Appends validated, offset-assigned batches (`bytes`), described by `batches`.
+    ///
+    /// On a write error the file is cut back to its previous size and the
+    /// segment is unchanged.
+    pub(crate) fn append(&mut self, bytes: &[u8], batches: &[BatchMeta]) -> Result<(), LogError> {
+        let start = self.size;
+        if let Err(e) = self.log.write_all_at(bytes, start) {
+            // Best effort: the logical size already excludes the partial write,
+            // and recovery would cut it too.
+            let _ = self.log.set_len(start);
+            return Err(LogError::io("append to segment", self.path(LOG_SUFFIX))(e));
+        }
+        self.size += bytes.len() as u64;
+        let base = self.base_offset;
+        let index_interval_bytes = self.index_interval_bytes;
+        let mut bytes_since = self.bytes_since_last_index_entry;
+        let (mut max_ts, mut offset_of_max) = (self.max_timestamp, self.offset_of_max_timestamp);
+        let index = self.index_mut()?;
+        for b in batches {
+            if b.max_timestamp > max_ts {
+                max_ts = b.max_timestamp;
+                offset_of_max = b.offset_of_max_timestamp;
+            }
+            bytes_since += b.size as u64;
+            if bytes_since > index_interval_bytes {
+                push_index_entries(
+                    index,
+                    base,
+                    start + b.position as u64,
+                    b.last_offset,
+                    max_ts,
+                    offset_of_max,
+                );
+                bytes_since = 0;
+            }
+        }
+        if self.rolling_based_timestamp.is_none() {
+            self.rolling_based_timestamp = batches.first().map(|b| b.max_timestamp);
+        }
+        self.bytes_since_last_index_entry = bytes_since;
+        self.max_timestamp = max_ts;
+        self.offset_of_max_timestamp = offset_of_max;
+        if let Some(last) = batches.last() {
+            self.next_offset = Some(last.last_offset + 1);
+        }
+        Ok(())
+    }
+
+    /// Position and header of the first batch whose last offset is at or after `offset`.
+    pub(crate) fn translate(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let rel = offset.saturating_sub(self.base_offset).max(0) as u64;
+        let start = self.index()?.lookup_position(rel);
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+        while let Some((pos, header)) = self.next_header(&mut scanner)? {
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads whole batches from `position`: as many as fit in `max_bytes`
+    /// (at least one when `min_one`), stopping before any batch that reaches
+    /// `upper_bound` (exclusive offset bound, e.g. the high watermark).
+    pub(crate) fn read(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        upper_bound: Offset,
+        min_one: bool,
+    ) -> Result<Bytes, LogError> {
+        let path = self.path(LOG_SUFFIX);
+        let available = (self.size - position) as usize;
+        let want = available.min(max_bytes.max(crate::batch::RECORD_BATCH_OVERHEAD));
+        let mut buf = vec![0u8; want];
+        self.log
+            .read_exact_at(&mut buf, position)
+            .map_err(LogError::io("read segment", &path))?;
+        let mut end = 0usize;
+        loop {
+            let Ok(header) = BatchHeader::parse(&buf[end..]) else {
+                break;
+            };
+            if header.last_offset() >= upper_bound {
+                break;
+            }
+            let next = end + header.size();
+            if next > max_bytes && !(min_one && end == 0) {
+                break;
+            }
+            if next > buf.len() {
+                if end == 0 && next <= available {
+                    // The first batch is larger than what was read: read all of it.
+                    let mut whole = vec![0u8; header.size()];
+                    self.log
+                        .read_exact_at(&mut whole, position)
+                        .map_err(LogError::io("read segment", &path))?;
+                    return Ok(Bytes::from(whole));
+                }
+                break;
+            }
+            end = next;
+        }
+        buf.truncate(end);
+        Ok(Bytes::from(buf))
+    }
+
+    /// Earliest record at or after `timestamp` with offset at or after `min_offset`.
+    pub(crate) fn find_by_timestamp(
+        &self,
+        timestamp: TimestampMs,
+        min_offset: Offset,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let from = self.base_offset + Offset::from(self.index()?.lookup_time(timestamp));
+        let from = from.max(min_offset);
+        let Some((start, _)) = self.translate(from)? else {
+            return Ok(None);
+        };
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+        loop {
+            let batch = match scanner.next_batch() {
+                Ok(Some((_, batch))) => batch,
+                Ok(None) => return Ok(None),
+                Err(ScanError::Io(e)) => {
+                    return Err(LogError::io("read segment", self.path(LOG_SUFFIX))(e));
+                }
+                Err(ScanError::Invalid { position, error }) => {
+                    return Err(LogError::Corrupt {
+                        path: self.path(LOG_SUFFIX),
+                        reason: format!("invalid batch at byte {position}: {error}"),
+                    });
+                }
+            };
+            if batch.header().max_timestamp < timestamp {
+                continue;
+            }
+            let records = batch.records().map_err(|e| LogError::Corrupt {
+                path: self.path(LOG_SUFFIX),
+                reason: e.to_string(),
+            })?;
+            for record in records {
+                let record = record.map_err(|e| LogError::Corrupt {
+                    path: self.path(LOG_SUFFIX),
+                    reason: e.to_string(),
+                })?;
+                if record.timestamp >= timestamp && record.offset >= min_offset {
+                    return Ok(Some((record.offset, record.timestamp)));
+                }
+            }
+        }
+    }
+
+    /// Removes every batch that holds an offset at or after `offset`; returns
+    /// the bytes removed.
+    pub(crate) fn truncate_to(&mut self, offset: Offset) -> Result<u64, LogError> {
+        let Some((position, _)) = self.translate(offset)? else {
+            return Ok(0);
+        };
+        let removed = self.size - position;
+        let path = self.path(LOG_SUFFIX);
+        self.log
+            .set_len(position)
+            .map_err(LogError::io("truncate segment", &path))?;
+        self.size = position;
+        let rel = (offset - self.base_offset).max(0) as u64;
+        let base = self.base_offset;
+        let index = self.index_mut()?;
+        index.truncate(position, rel);
+        let start = index.offsets.last().map_or(0, |e| u64::from(e.position));
+        let (mut max_ts, mut offset_of_max) = match index.times.last() {
+            Some(t) => (t.timestamp, base + Offset::from(t.relative_offset)),
+            None => (crate::batch::NO_TIMESTAMP, base),
+        };
+        // Recompute the tail's max timestamp and end from the last index entry on.
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, SCAN_CHUNK);
+        let mut next = None;
+        let mut bytes_since = 0;
+        while let Some((_, h)) = self.next_header(&mut scanner)? {
+            if h.max_timestamp > max_ts {
+                max_ts = h.max_timestamp;
+                offset_of_max = h.last_offset();
+            }
+            bytes_since += h.size() as u64;
+            next = Some(h.next_offset());
+        }
+        self.max_timestamp = max_ts;
+        self.offset_of_max_timestamp = offset_of_max;
+        self.bytes_since_last_index_entry = bytes_since;
+        if self.size == 0 {
+            self.rolling_based_timestamp = None;
+        }
+        self.next_offset = Some(next.unwrap_or(self.base_offset));
+        self.truncate_index_files()?;
+        Ok(removed)
+    }
+
+    /// Cuts the index files to the entries that are both persisted and kept.
+    fn truncate_index_files(&mut self) -> Result<(), LogError> {
+        let (po, pt) = {
+            let index = self.index()?;
+            (index.persisted_offsets, index.persisted_times)
+        };
+        self.offset_index_file
+            .set_len((po * OFFSET_ENTRY_SIZE) as u64)
+            .map_err(LogError::io("truncate index", self.path(INDEX_SUFFIX)))?;
+        self.time_index_file
+            .set_len((pt * TIME_ENTRY_SIZE) as u64)
+            .map_err(LogError::io("truncate index", self.path(TIME_INDEX_SUFFIX)))?;
+        Ok(())
+    }
+
+    /// Writes index entries that are not yet in the files.
+    pub(crate) fn persist_index(&mut self) -> Result<(), LogError> {
+        let Some(index) = self.index.get_mut() else {
+            return Ok(()); // never loaded, so never changed
+        };
+        let mut index = std::mem::take(index);
+        let result = self.write_index_files(&mut index);
+        let _ = self.index.get_mut().map(|slot| *slot = index);
+        result
+    }
+
+    fn write_index_files(&self, index: &mut SegmentIndex) -> Result<(), LogError> {
+        if index.persisted_offsets == 0 {
+            self.offset_index_file
+                .set_len(0)
+                .map_err(LogError::io("truncate index", self.path(INDEX_SUFFIX)))?;
+        }
+        if index.persisted_times == 0 {
+            self.time_index_file
+                .set_len(0)
+                .map_err(LogError::io("truncate index", self.path(TIME_INDEX_SUFFIX)))?;
+        }
+        if let Some((pos, buf)) = index.pending_offsets() {
+            self.offset_index_file
+                .write_all_at(&buf, pos)
+                .map_err(LogError::io("write index", self.path(INDEX_SUFFIX)))?;
+            index.persisted_offsets = index.offsets.len();
+        }
+        if let Some((pos, buf)) = index.pending_times() {
+            self.time_index_file
+                .write_all_at(&buf, pos)
+                .map_err(LogError::io("write index", self.path(TIME_INDEX_SUFFIX)))?;
+            index.persisted_times = index.times.len();
+        }
+        Ok(())
+    }
+
+    /// Closes the segment for appends: records its max timestamp as the last
+    /// time index entry (what a later open reads) and writes the indexes.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        let (base, max_ts, offset_of_max) = (
+            self.base_offset,
+            self.max_timestamp,
+            self.offset_of_max_timestamp,
+        );
+        if self.size > 0 {
+            if let Some(rel) = relative(base, offset_of_max) {
+                self.index_mut()?.maybe_append_time(max_ts, rel);
+            }
+        }
+        self.persist_index()
+    }
+
+    /// Writes pending index entries and fsyncs the log and both indexes.
+    pub(crate) fn flush(&mut self) -> Result<(), LogError> {
+        self.persist_index()?;
+        self.log
+            .sync_data()
+            .map_err(LogError::io("sync segment", self.path(LOG_SUFFIX)))?;
+        self.offset_index_file
+            .sync_data()
+            .map_err(LogError::io("sync index", self.path(INDEX_SUFFIX)))?;
+        self.time_index_file
+            .sync_data()
+            .map_err(LogError::io("sync index", self.path(TIME_INDEX_SUFFIX)))?;
+        Ok(())
+    }
+
+    /// Cuts files to their logical size (a failed write may have left a partial batch).
+    pub(crate) fn trim(&self) -> Result<(), LogError> {
+        let path = self.path(LOG_SUFFIX);
+        let len = self
+            .log
+            .len()
+            .map_err(LogError::io("stat segment", &path))?;
+        if len != self.size {
+            self.log
+                .set_len(self.size)
+                .map_err(LogError::io("truncate segment", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the segment's files (the log file first, so a crash leaves at
+    /// most orphan indexes, which recovery removes).
+    pub(crate) fn delete(&self, storage: &dyn Storage) -> Result<(), LogError> {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let p = self.path(suffix);
+            match storage.remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("delete segment", &p)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames the segment's files to carry `extra` instead of the current suffix
+    /// (indexes first: the log file's rename is the step that counts).
+    pub(crate) fn rename_extra(
+        &mut self,
+        storage: &dyn Storage,
+        extra: &'static str,
+    ) -> Result<(), LogError> {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+            let from = self.path(suffix);
+            let to = self.dir.join(file_name(self.base_offset, suffix, extra));
+            storage
+                .rename(&from, &to)
+                .map_err(LogError::io("rename segment file", &from))?;
+        }
+        self.extra = extra;
+        Ok(())
+    }
+
+    /// Rebuilds both index files from the log (an index was missing or malformed).
+    pub(crate) fn rebuild_index_files(&mut self) -> Result<(), LogError> {
+        let (index, acc) = self.rebuild_index()?;
+        self.adopt(index, &acc);
+        self.persist_index()
+    }
+}
+
+/// Running totals while walking a segment's batches in order.
+#[derive(Debug)]
+struct Accumulator {
+    base: Offset,
+    end: u64,
+    next: Option<Offset>,
+    max_timestamp: TimestampMs,
+    offset_of_max: Offset,
+    first_timestamp: Option<TimestampMs>,
+    bytes_since_entry: u64,
+}
+
+impl Accumulator {
+    fn new(base: Offset) -> Self {
+        Accumulator {
+            base,
+            end: 0,
+            next: None,
+            max_timestamp: crate::batch::NO_TIMESTAMP,
+            offset_of_max: base,
+            first_timestamp: None,
+            bytes_since_entry: 0,
+        }
+    }
+
+    /// Counts the batch at `pos`, adding index entries every `interval` bytes.
+    fn add(&mut self, index: &mut SegmentIndex, pos: u64, header: &BatchHeader, interval: u64) {
+        self.first_timestamp.get_or_insert(header.max_timestamp);
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max = header.last_offset();
+        }
+        self.bytes_since_entry += header.size() as u64;
+        if self.bytes_since_entry > interval {
+            push_index_entries(
+                index,
+                self.base,
+                pos,
+                header.last_offset(),
+                self.max_timestamp,
+                self.offset_of_max,
+            );
+            self.bytes_since_entry = 0;
+        }
+        self.end = pos + header.size() as u64;
+        self.next = Some(header.next_offset());
+    }
+}
+
+/// Adds an offset index entry for the batch at `position` ending at
+/// `last_offset`, and a time index entry when the max timestamp grew.
+fn push_index_entries(
+    index: &mut SegmentIndex,
+    base: Offset,
+    position: u64,
+    last_offset: Offset,
+    max_ts: TimestampMs,
+    offset_of_max: Offset,
+) {
+    let (Some(rel), Ok(pos)) = (relative(base, last_offset), u32::try_from(position)) else {
+        return;
+    };
+    if index
+        .offsets
+        .last()
+        .is_none_or(|e| e.relative_offset < rel && e.position < pos)
+    {
+        index.offsets.push(OffsetEntry {
+            relative_offset: rel,
+            position: pos,
+        });
+    }
+    if let Some(rel_max) = relative(base, offset_of_max) {
+        index.maybe_append_time(max_ts, rel_max);
+    }
+}

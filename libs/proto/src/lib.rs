@@ -1,0 +1,24 @@
+//! Runnel's service-to-service gRPC APIs.
+//!
+//! Generated at build time from the versioned packages under `proto/` (tonic
+//! for services, prost for messages). Nothing here is hand-written except the
+//! module tree that mirrors the proto packages; domain types live in the
+//! crates that use these messages.
+
+#![allow(missing_docs, clippy::all)]
+
+/// `runnel.common.v1`: error codes and details shared by every API.
+pub mod common {
+    /// Version 1 of the common package.
+    pub mod v1 {
+        tonic::include_proto!("runnel.common.v1");
+    }
+}
+
+/// `runnel.broker.v1`: produce, fetch and offset lookups against brokers.
+pub mod broker {
+    /// Version 1 of the broker data-plane API.
+    pub mod v1 {
+        tonic::include_proto!("runnel.broker.v1");
+    }
+}
