@@ -1,0 +1,115 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use runnel_log::batch::{BatchBuilder, Batches, Compression, Record};
+use runnel_log::storage::{StdStorage, Storage};
+use runnel_log::{Log, LogConfig, ManualClock, Offset};
+
+/// Start of every test clock: 2023-11-14T22:13:20Z.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// A batch of `n` records `key-{first+i}` / `value-{first+i}` padded to `value_len`.
+pub fn batch(first: u64, n: u64, value_len: usize, ts: i64) -> Vec<u8> {
+    batch_with(Compression::None, first, n, value_len, ts)
+}
+
+/// Like [`batch`] with a codec.
+pub fn batch_with(codec: Compression, first: u64, n: u64, value_len: usize, ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(codec);
+    for i in first..first + n {
+        let mut value = format!("value-{i}-").into_bytes();
+        value.resize(value_len.max(value.len()), b'.');
+        b.append(ts, Some(format!("key-{i}").as_bytes()), Some(&value), &[]);
+    }
+    b.build().unwrap()
+}
+
+/// A batch with explicit (key, value) records, all at `ts`.
+pub fn kv_batch(records: &[(&str, Option<&str>)], ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for (k, v) in records {
+        b.append(ts, Some(k.as_bytes()), v.map(str::as_bytes), &[]);
+    }
+    b.build().unwrap()
+}
+
+/// Opens a log at `dir` with a manual clock.
+pub fn open(dir: &Path, config: LogConfig, clock: &ManualClock) -> Log {
+    open_on(dir, config, clock, Arc::new(StdStorage))
+}
+
+/// Opens a log through a given storage.
+pub fn open_on(
+    dir: &Path,
+    config: LogConfig,
+    clock: &ManualClock,
+    storage: Arc<dyn Storage>,
+) -> Log {
+    Log::open_with(dir, config, storage, Arc::new(clock.clone())).unwrap()
+}
+
+/// Every byte readable from the log start, batch by batch, following segments.
+pub fn read_all_bytes(log: &Log) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let chunk = log.read(offset, 1 << 20, None, true).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut next = offset;
+        for b in Batches::new(&chunk) {
+            next = b.unwrap().header().next_offset();
+        }
+        assert!(next > offset, "read made no progress at {offset}");
+        out.extend_from_slice(&chunk);
+        offset = next;
+    }
+    out
+}
+
+/// Every record readable from the log start.
+pub fn read_all(log: &Log) -> Vec<Record> {
+    let bytes = read_all_bytes(log);
+    let mut out = Vec::new();
+    for b in Batches::new(&bytes) {
+        for r in b.unwrap().records().unwrap() {
+            out.push(r.unwrap());
+        }
+    }
+    out
+}
+
+/// (offset, key, value) of every readable record, as strings.
+pub fn kv(log: &Log) -> Vec<(Offset, String, Option<String>)> {
+    read_all(log)
+        .into_iter()
+        .map(|r| {
+            let s = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+            (r.offset, r.key.map(s).unwrap_or_default(), r.value.map(s))
+        })
+        .collect()
+}
+
+/// A config with small segments so tests roll often.
+pub fn small_segments(segment_bytes: u64) -> LogConfig {
+    let mut c = LogConfig::default();
+    c.segment_bytes = segment_bytes;
+    c.index_interval_bytes = 256;
+    c
+}
+
+/// Names of the files in a directory, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
