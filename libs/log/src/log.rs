@@ -243,7 +243,9 @@ impl Log {
             .next()
             .copied()
             .expect("at least one segment");
-        log_start = log_start.max(first_base).min(log_end);
+        log_start = log_start.max(first_base);
+        // A torn tail took the batch holding the log start: restart empty there.
+        let restart_empty = log_start > log_end;
 
         // Segments wholly below the log start are garbage from an interrupted deletion.
         let below: Vec<Offset> = segments
@@ -265,7 +267,7 @@ impl Log {
 
         let first_dirty_offset = checkpoint::read_offset(st, &dir.join(CLEANER_OFFSET_CHECKPOINT))?
             .unwrap_or(log_start)
-            .clamp(log_start, log_end);
+            .clamp(log_start, log_end.max(log_start));
 
         let mut log = Log {
             dir,
@@ -295,7 +297,9 @@ impl Log {
             // next start need not scan them again.
             log.flush()?;
         }
-        if start_checkpoint != Some(log_start) {
+        if restart_empty {
+            log.truncate_fully_and_start_at(log_start)?;
+        } else if start_checkpoint != Some(log_start) {
             log.write_log_start_checkpoint()?;
         }
         Ok(log)
@@ -690,6 +694,11 @@ impl Log {
         active.truncate_to(offset)?;
         active.flush()?;
         self.log_end_offset = active.next_offset().expect("active segment end is known");
+        if self.log_end_offset < self.log_start_offset {
+            // The batch holding the log start went too: nothing readable is
+            // left, so restart empty at the start (which never moves back).
+            return self.truncate_fully_and_start_at(self.log_start_offset);
+        }
         self.epochs.truncate_from_end(offset)?;
         self.first_dirty_offset = self.first_dirty_offset.min(self.log_end_offset);
         if self.recovery_point > self.log_end_offset {

@@ -337,13 +337,22 @@ impl Segment {
         let _ = self.index.set(index);
     }
 
-    /// Rebuilds the indexes by skimming batch headers (no CRC check).
+    /// Rebuilds the indexes by skimming batch headers (no CRC check), up to
+    /// the first batch that does not parse: recovery deals with that one.
     fn rebuild_index(&self) -> Result<(SegmentIndex, Accumulator), LogError> {
         let mut index = SegmentIndex::default();
         let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, SCAN_CHUNK);
         let mut acc = Accumulator::new(self.base_offset);
-        while let Some((pos, header)) = self.next_header(&mut scanner)? {
-            acc.add(&mut index, pos, &header, self.index_interval_bytes);
+        loop {
+            match scanner.next_header() {
+                Ok(Some((pos, header))) => {
+                    acc.add(&mut index, pos, &header, self.index_interval_bytes)
+                }
+                Ok(None) | Err(ScanError::Invalid { .. }) => break,
+                Err(ScanError::Io(e)) => {
+                    return Err(LogError::io("read segment", self.path(LOG_SUFFIX))(e));
+                }
+            }
         }
         if let Some(rel) = relative(self.base_offset, acc.offset_of_max) {
             index.maybe_append_time(acc.max_timestamp, rel);

@@ -113,3 +113,11 @@ pub fn files(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Proptest cases: `default`, or `RUNNEL_PROPTEST_CASES` for a deeper run.
+pub fn cases(default: u32) -> u32 {
+    std::env::var("RUNNEL_PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
