@@ -683,6 +683,10 @@ impl Log {
         if offset < self.log_start_offset {
             return self.truncate_fully_and_start_at(offset);
         }
+        // Epochs first: if the data truncation then fails, a retry finds the
+        // cache already right; the reverse order could leave epochs pointing
+        // past the end of the log.
+        self.epochs.truncate_from_end(offset)?;
         // Newest first, so a crash part-way leaves a log that ends earlier,
         // never one with a hole.
         let later: Vec<Offset> = self.segments.range(offset + 1..).map(|(&b, _)| b).collect();
@@ -692,14 +696,14 @@ impl Log {
         }
         let active = self.active_mut();
         active.truncate_to(offset)?;
-        active.flush()?;
+        // Truncated data must not come back after a power loss.
+        active.sync()?;
         self.log_end_offset = active.next_offset().expect("active segment end is known");
         if self.log_end_offset < self.log_start_offset {
             // The batch holding the log start went too: nothing readable is
             // left, so restart empty at the start (which never moves back).
             return self.truncate_fully_and_start_at(self.log_start_offset);
         }
-        self.epochs.truncate_from_end(offset)?;
         self.first_dirty_offset = self.first_dirty_offset.min(self.log_end_offset);
         if self.recovery_point > self.log_end_offset {
             self.recovery_point = self.log_end_offset;

@@ -719,6 +719,11 @@ impl Segment {
     /// Writes pending index entries and fsyncs the log and both indexes.
     pub(crate) fn flush(&mut self) -> Result<(), LogError> {
         self.persist_index()?;
+        self.sync()
+    }
+
+    /// Fsyncs the log and both index files as they are.
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.log
             .sync_data()
             .map_err(LogError::io("sync segment", self.path(LOG_SUFFIX)))?;
