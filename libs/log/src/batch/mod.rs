@@ -231,7 +231,7 @@ impl BatchHeader {
         }
         if buf.len() < RECORD_BATCH_OVERHEAD {
             return Err(BatchError::Truncated {
-                needed: RECORD_BATCH_OVERHEAD,
+                needed: LOG_OVERHEAD + batch_length as usize,
                 available: buf.len(),
             });
         }
