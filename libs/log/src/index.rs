@@ -120,7 +120,9 @@ impl SegmentIndex {
 
     /// Decodes index files, checking they are sorted and point inside a log of `log_size` bytes.
     pub(crate) fn decode(offsets: &[u8], times: &[u8], log_size: u64) -> Option<SegmentIndex> {
-        if offsets.len() % OFFSET_ENTRY_SIZE != 0 || times.len() % TIME_ENTRY_SIZE != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY_SIZE)
+            || !times.len().is_multiple_of(TIME_ENTRY_SIZE)
+        {
             return None;
         }
         let offsets: Vec<OffsetEntry> = offsets
@@ -146,7 +148,7 @@ impl SegmentIndex {
         let inside = offsets
             .last()
             .is_none_or(|e| u64::from(e.position) < log_size);
-        (sorted_offsets && sorted_times && inside).then(|| SegmentIndex {
+        (sorted_offsets && sorted_times && inside).then_some(SegmentIndex {
             persisted_offsets: offsets.len(),
             persisted_times: times.len(),
             offsets,

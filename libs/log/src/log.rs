@@ -187,12 +187,11 @@ impl Log {
         let mut recovered = Vec::new();
         let mut cut_at = None;
         let mut needs_full_recovery = recover_from;
-        if clean {
-            if let Some(segment) = segments.values_mut().next_back() {
-                if rebuild.contains(&segment.base_offset()) || !segment.load_tail()? {
-                    needs_full_recovery = Some(segment.base_offset());
-                }
-            }
+        if clean
+            && let Some(segment) = segments.values_mut().next_back()
+            && (rebuild.contains(&segment.base_offset()) || !segment.load_tail()?)
+        {
+            needs_full_recovery = Some(segment.base_offset());
         }
         if let Some(from) = needs_full_recovery {
             for (&base, segment) in segments.range_mut(from..) {
@@ -286,10 +285,10 @@ impl Log {
         };
         let active_base = log.active_base();
         for base in &recovered {
-            if *base != active_base {
-                if let Some(segment) = log.segments.get_mut(base) {
-                    segment.seal()?;
-                }
+            if *base != active_base
+                && let Some(segment) = log.segments.get_mut(base)
+            {
+                segment.seal()?;
             }
         }
         if !recovered.is_empty() || log.report.deleted_segments > 0 {

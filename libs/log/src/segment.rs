@@ -531,10 +531,7 @@ impl Segment {
             .read_exact_at(&mut buf, position)
             .map_err(LogError::io("read segment", &path))?;
         let mut end = 0usize;
-        loop {
-            let Ok(header) = BatchHeader::parse(&buf[end..]) else {
-                break;
-            };
+        while let Ok(header) = BatchHeader::parse(&buf[end..]) {
             if header.last_offset() >= upper_bound {
                 break;
             }
@@ -708,10 +705,10 @@ impl Segment {
             self.max_timestamp,
             self.offset_of_max_timestamp,
         );
-        if self.size > 0 {
-            if let Some(rel) = relative(base, offset_of_max) {
-                self.index_mut()?.maybe_append_time(max_ts, rel);
-            }
+        if self.size > 0
+            && let Some(rel) = relative(base, offset_of_max)
+        {
+            self.index_mut()?.maybe_append_time(max_ts, rel);
         }
         self.persist_index()
     }

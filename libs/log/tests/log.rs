@@ -129,8 +129,10 @@ fn segments_roll_on_size_and_reads_cross_them() {
 fn segments_roll_on_age_and_on_a_full_index() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let mut config = LogConfig::default();
-    config.segment_ms = 60_000;
+    let config = LogConfig {
+        segment_ms: 60_000,
+        ..LogConfig::default()
+    };
     let mut log = open(&dir.path().join("age"), config, &clock);
     log.append_as_leader(&mut batch(0, 1, 10, T0), 0).unwrap();
     log.append_as_leader(&mut batch(1, 1, 10, T0 + 59_000), 0)
@@ -262,8 +264,10 @@ fn snapshot(dir: &std::path::Path) -> Vec<(String, u64)> {
 fn bad_appends_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let mut config = LogConfig::default();
-    config.max_message_bytes = 2000;
+    let config = LogConfig {
+        max_message_bytes: 2000,
+        ..LogConfig::default()
+    };
     let mut log = open(dir.path(), config, &clock);
     log.append_as_leader(&mut batch(0, 2, 10, T0), 0).unwrap();
     let before = snapshot(dir.path());
@@ -481,7 +485,7 @@ fn retention_deletes_old_closed_segments_only() {
     assert!(deleted > 0);
     let first = read_all(&log).first().unwrap().timestamp;
     assert!(
-        first >= T0 + 20_000 && first <= T0 + 26_000,
+        (T0 + 20_000..=T0 + 26_000).contains(&first),
         "first kept record at {}",
         first - T0
     );
@@ -534,16 +538,20 @@ fn flush_policy_moves_the_recovery_point() {
     log.flush().unwrap();
     assert_eq!(log.recovery_point(), 5);
 
-    let mut config = LogConfig::default();
-    config.flush_messages = 3;
+    let config = LogConfig {
+        flush_messages: 3,
+        ..LogConfig::default()
+    };
     let mut log = open(&dir.path().join("messages"), config, &clock);
     log.append_as_leader(&mut batch(0, 2, 10, T0), 0).unwrap();
     assert_eq!(log.recovery_point(), 0);
     log.append_as_leader(&mut batch(2, 1, 10, T0), 0).unwrap();
     assert_eq!(log.recovery_point(), 3);
 
-    let mut config = LogConfig::default();
-    config.flush_ms = 500;
+    let config = LogConfig {
+        flush_ms: 500,
+        ..LogConfig::default()
+    };
     let mut log = open(&dir.path().join("ms"), config, &clock);
     log.append_as_leader(&mut batch(0, 2, 10, T0), 0).unwrap();
     clock.advance(499);
@@ -720,7 +728,7 @@ fn missing_or_corrupt_indexes_are_rebuilt() {
         .unwrap()
         .len();
     assert!(
-        idx > 0 && idx % 8 == 0,
+        idx > 0 && idx.is_multiple_of(8),
         "rebuilt index written back ({idx} bytes)"
     );
 }

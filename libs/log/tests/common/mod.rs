@@ -98,10 +98,11 @@ pub fn kv(log: &Log) -> Vec<(Offset, String, Option<String>)> {
 
 /// A config with small segments so tests roll often.
 pub fn small_segments(segment_bytes: u64) -> LogConfig {
-    let mut c = LogConfig::default();
-    c.segment_bytes = segment_bytes;
-    c.index_interval_bytes = 256;
-    c
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    }
 }
 
 /// Names of the files in a directory, sorted.
