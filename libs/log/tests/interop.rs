@@ -31,8 +31,11 @@ fn b64(v: &Value) -> Option<Bytes> {
         .map(|s| Bytes::from(base64::engine::general_purpose::STANDARD.decode(s).unwrap()))
 }
 
+/// Key, value, headers and timestamp of one expected record.
+type Expected = (Option<Bytes>, Option<Bytes>, Vec<Header>, i64);
+
 /// The records a manifest entry says the file must decode to.
-fn expected_records(entry: &Value) -> Vec<(Option<Bytes>, Option<Bytes>, Vec<Header>, i64)> {
+fn expected_records(entry: &Value) -> Vec<Expected> {
     entry["records"]
         .as_array()
         .unwrap()
