@@ -402,11 +402,7 @@ impl Log {
         let mut next = self.log_end_offset;
         let mut rest: &mut [u8] = records;
         for meta in &mut metas {
-            let (mut batch, tail) =
-                RecordBatchMut::new(rest).map_err(|source| LogError::InvalidBatch {
-                    position: meta.position,
-                    source,
-                })?;
+            let (mut batch, tail) = RecordBatchMut::validated(rest, meta.size);
             batch.set_base_offset(next);
             batch.set_partition_leader_epoch(leader_epoch);
             if let Some(t) = log_append_time {

@@ -474,6 +474,13 @@ impl<'a> RecordBatchMut<'a> {
         Ok((RecordBatchMut { bytes }, rest))
     }
 
+    /// Wraps the first `size` bytes of `buf`, a batch the caller has already
+    /// validated with [`RecordBatch::parse`] (no second CRC pass).
+    pub(crate) fn validated(buf: &'a mut [u8], size: usize) -> (RecordBatchMut<'a>, &'a mut [u8]) {
+        let (bytes, rest) = buf.split_at_mut(size);
+        (RecordBatchMut { bytes }, rest)
+    }
+
     /// Read-only view of the same batch.
     pub fn header(&self) -> BatchHeader {
         BatchHeader::parse(self.bytes).expect("validated in RecordBatchMut::new")
