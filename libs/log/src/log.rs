@@ -793,7 +793,7 @@ impl Log {
                 }
                 let segment = &self.segments[&base];
                 let expired = self.config.retention_ms >= 0
-                    && now.saturating_sub(segment.max_timestamp()) > self.config.retention_ms;
+                    && now.saturating_sub(segment.retention_timestamp()) > self.config.retention_ms;
                 let size = segment.size() as i64;
                 let oversize = excess != i64::MIN && excess - size >= 0;
                 if !(expired || oversize) {
@@ -884,6 +884,12 @@ impl Log {
         )
     }
 }
+
+/// The broker shares a log between its request handlers and I/O threads.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Log>();
+};
 
 /// Removes `.index` / `.timeindex` files whose `.log` is gone (a deletion
 /// that crashed half-way).

@@ -217,6 +217,16 @@ impl Segment {
         self.max_timestamp
     }
 
+    /// The time retention measures the segment's age from: its largest
+    /// record timestamp, or when it was created or opened if it has none.
+    pub(crate) fn retention_timestamp(&self) -> TimestampMs {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.created_ms
+        }
+    }
+
     /// Offset after the last batch, when known.
     pub(crate) fn next_offset(&self) -> Option<Offset> {
         self.next_offset
