@@ -65,14 +65,14 @@ impl Model {
         self.batches.concat()
     }
     fn end(&self) -> Offset {
-        self.batches.last().map_or(0, |b| {
-            Batches::new(b)
-                .last()
-                .unwrap()
-                .unwrap()
-                .header()
-                .next_offset()
-        })
+        self.batches.last().map_or(0, |b| next_offset(b))
+    }
+
+    /// The model after `truncate_to(target)`: whole batches at or past it go.
+    fn truncated(&self, target: Offset) -> Model {
+        let mut batches = self.batches.clone();
+        batches.retain(|b| next_offset(b) <= target);
+        Model { batches }
     }
 }
 
@@ -95,15 +95,7 @@ fn apply(log: &mut Log, model: &mut Model, step: Step, key: &mut u64) -> Result<
         Step::Truncate { back } => {
             let target = model.end() - back;
             log.truncate_to(target)?;
-            model.batches.retain(|b| {
-                Batches::new(b)
-                    .last()
-                    .unwrap()
-                    .unwrap()
-                    .header()
-                    .next_offset()
-                    <= target
-            });
+            *model = model.truncated(target);
         }
     }
     Ok(())
@@ -188,7 +180,7 @@ fn a_crash_at_any_storage_operation_keeps_every_acknowledged_write() {
         let got = read_all_bytes(&log);
         assert_eq!(
             log.log_end_offset(),
-            end_of(&got),
+            next_offset(&got),
             "crash after {fail_after} ops in {step:?}"
         );
         // Acknowledged steps all happened; the interrupted one may have
@@ -196,17 +188,7 @@ fn a_crash_at_any_storage_operation_keeps_every_acknowledged_write() {
         let old = before.bytes();
         let ok = match step {
             Step::Truncate { back } => {
-                let mut after = before.clone();
-                let target = before.end() - back;
-                after.batches.retain(|b| {
-                    Batches::new(b)
-                        .last()
-                        .unwrap()
-                        .unwrap()
-                        .header()
-                        .next_offset()
-                        <= target
-                });
+                let after = before.truncated(before.end() - back);
                 old.starts_with(&got) && got.starts_with(&after.bytes())
             }
             Step::Append { .. } => {
@@ -223,10 +205,4 @@ fn a_crash_at_any_storage_operation_keeps_every_acknowledged_write() {
         );
     }
     assert!(crash_points > 50, "only {crash_points} crash points");
-}
-
-fn end_of(bytes: &[u8]) -> Offset {
-    Batches::new(bytes)
-        .last()
-        .map_or(0, |b| b.unwrap().header().next_offset())
 }

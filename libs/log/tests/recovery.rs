@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use proptest::prelude::*;
-use runnel_log::batch::{Batches, Compression};
+use runnel_log::batch::Compression;
 use runnel_log::{LogConfig, ManualClock, Offset};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -55,15 +55,6 @@ fn check_recovers_to(dir: &Path, clock: &ManualClock, kept: &[Vec<u8>]) {
     // And the result is stable across another (unclean) restart.
     let log = open(dir, config(), clock);
     assert_eq!(log.log_end_offset(), end + 2);
-}
-
-fn next_offset(batch: &[u8]) -> Offset {
-    Batches::new(batch)
-        .last()
-        .unwrap()
-        .unwrap()
-        .header()
-        .next_offset()
 }
 
 #[test]

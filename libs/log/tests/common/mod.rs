@@ -53,6 +53,13 @@ pub fn open_on(
     Log::open_with(dir, config, storage, Arc::new(clock.clone())).unwrap()
 }
 
+/// The offset after the last batch in `bytes` (stored batches, in order).
+pub fn next_offset(bytes: &[u8]) -> Offset {
+    Batches::new(bytes)
+        .last()
+        .map_or(0, |b| b.unwrap().header().next_offset())
+}
+
 /// Every byte readable from the log start, batch by batch, following segments.
 pub fn read_all_bytes(log: &Log) -> Vec<u8> {
     let mut out = Vec::new();
