@@ -251,8 +251,8 @@ mod tests {
         compress(Compression::Lz4, b"hello", &mut out).unwrap();
         assert_eq!(&out[..4], &[0x04, 0x22, 0x4d, 0x18], "lz4 frame magic");
         // FLG: version 01, independent blocks, no block or content checksum,
-        // no content size: exactly what librdkafka writes and every Kafka
-        // client reads (the Java client rejects dependent blocks).
+        // no content size: byte for byte the descriptor librdkafka writes
+        // (see tests/data/kafka-batches/ck-lz4.bin).
         assert_eq!(out[4], 0x60, "FLG byte");
         assert_eq!(out[5], 0x40, "64 KiB max block size");
     }
