@@ -226,3 +226,21 @@ fn null_empty_and_present_fields_stay_distinct() {
     );
     assert_eq!(records[1].headers[0].value.as_deref(), Some(&b""[..]));
 }
+
+#[test]
+fn offsets_past_i64_max_are_refused() {
+    // Found by the batch_decode fuzz target: base offset near i64::MAX.
+    let mut b = BatchBuilder::new(Compression::None).base_offset(i64::MAX - 3);
+    for _ in 0..10 {
+        b.append(1, Some(b"k"), Some(b"v"), &[]);
+    }
+    let bytes = b.build().unwrap();
+    let err = RecordBatch::parse(&bytes).unwrap_err();
+    assert!(matches!(err, BatchError::InvalidOffsets { .. }), "{err}");
+    assert!(BatchHeader::parse(&bytes).is_err());
+    assert_eq!(
+        Batches::new(&bytes).count(),
+        1,
+        "one error, then the iterator stops"
+    );
+}

@@ -108,6 +108,14 @@ pub enum BatchError {
         /// `lastOffsetDelta` field.
         last_offset_delta: i32,
     },
+    /// The offset range does not fit 64 bits or the offset delta is negative.
+    #[error("record batch offsets {base_offset} + {last_offset_delta} are out of range")]
+    InvalidOffsets {
+        /// `baseOffset` field.
+        base_offset: Offset,
+        /// `lastOffsetDelta` field.
+        last_offset_delta: i32,
+    },
     /// Compression codec bits name no known codec.
     #[error("record batch uses unknown compression codec {codec}")]
     UnknownCompression {
@@ -235,14 +243,27 @@ impl BatchHeader {
                 available: buf.len(),
             });
         }
+        let base_offset = read_i64(buf, BASE_OFFSET_AT);
+        let last_offset_delta = read_i32(buf, LAST_OFFSET_DELTA_AT);
+        // Every later computation of the batch's last offset relies on this.
+        if last_offset_delta < 0
+            || base_offset
+                .checked_add(i64::from(last_offset_delta))
+                .is_none()
+        {
+            return Err(BatchError::InvalidOffsets {
+                base_offset,
+                last_offset_delta,
+            });
+        }
         Ok(BatchHeader {
-            base_offset: read_i64(buf, BASE_OFFSET_AT),
+            base_offset,
             batch_length,
             partition_leader_epoch: read_i32(buf, PARTITION_LEADER_EPOCH_AT),
             magic,
             crc: read_u32(buf, CRC_AT),
             attributes: read_i16(buf, ATTRIBUTES_AT),
-            last_offset_delta: read_i32(buf, LAST_OFFSET_DELTA_AT),
+            last_offset_delta,
             base_timestamp: read_i64(buf, BASE_TIMESTAMP_AT),
             max_timestamp: read_i64(buf, MAX_TIMESTAMP_AT),
             producer_id: read_i64(buf, PRODUCER_ID_AT),
@@ -262,9 +283,9 @@ impl BatchHeader {
         self.base_offset + Offset::from(self.last_offset_delta)
     }
 
-    /// The offset right after this batch.
+    /// The offset right after this batch (saturating at `i64::MAX`).
     pub fn next_offset(&self) -> Offset {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     /// Compression codec of the records.
@@ -336,7 +357,7 @@ impl<'a> RecordBatch<'a> {
         let last = header.last_offset_delta;
         // After compaction a batch may hold fewer records than its offset
         // range, never more; an empty batch keeps a producer's sequence alive.
-        if count < 0 || last < 0 || i64::from(count) > i64::from(last) + 1 {
+        if count < 0 || i64::from(count) > i64::from(last) + 1 {
             return Err(BatchError::InvalidRecordCount {
                 count,
                 last_offset_delta: last,

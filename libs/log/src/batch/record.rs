@@ -131,8 +131,14 @@ impl Records {
             Some(t) => t,
             None => self.base_timestamp.wrapping_add(timestamp_delta),
         };
+        let offset = self
+            .base_offset
+            .checked_add(Offset::from(offset_delta))
+            .ok_or(BatchError::MalformedRecord {
+                reason: "record offset overflows",
+            })?;
         Ok(Record {
-            offset: self.base_offset + Offset::from(offset_delta),
+            offset,
             timestamp,
             key,
             value,
