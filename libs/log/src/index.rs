@@ -45,26 +45,24 @@ pub(crate) struct SegmentIndex {
 
 impl SegmentIndex {
     /// Position to start scanning from for the first batch ending at or after `relative`.
-    pub(crate) fn lookup_position(&self, relative: u64) -> u64 {
+    /// The entry to start scanning from for the first batch ending at or
+    /// after `relative` (`None`: scan from the start of the segment).
+    pub(crate) fn lookup_position(&self, relative: u64) -> Option<OffsetEntry> {
         let i = self
             .offsets
             .partition_point(|e| u64::from(e.relative_offset) < relative);
         // Entries before `i` end strictly before `relative`; the batch after
         // the last of them is the first candidate. Starting at entry i-1's
-        // batch and skipping it is the same, and keeps positions exact.
-        match i.checked_sub(1) {
-            Some(j) => u64::from(self.offsets[j].position),
-            None => 0,
-        }
+        // batch and skipping it is the same, and lets the caller check that
+        // the entry really points at a batch ending at its offset.
+        i.checked_sub(1).map(|j| self.offsets[j])
     }
 
-    /// Relative offset to start a timestamp search from: every record before it is older than `timestamp`.
-    pub(crate) fn lookup_time(&self, timestamp: TimestampMs) -> u32 {
+    /// The entry to start a timestamp search from: every record up to its
+    /// offset is older than `timestamp` (`None`: search from the start).
+    pub(crate) fn lookup_time(&self, timestamp: TimestampMs) -> Option<TimeEntry> {
         let i = self.times.partition_point(|e| e.timestamp < timestamp);
-        match i.checked_sub(1) {
-            Some(j) => self.times[j].relative_offset,
-            None => 0,
-        }
+        i.checked_sub(1).map(|j| self.times[j])
     }
 
     /// Adds a time entry if `timestamp` is larger than the last one.
@@ -182,12 +180,13 @@ mod tests {
     #[test]
     fn lookup_starts_at_the_last_batch_ending_before_the_target() {
         let idx = index(&[(9, 1000), (19, 2000), (29, 3000)]);
-        assert_eq!(idx.lookup_position(0), 0);
-        assert_eq!(idx.lookup_position(9), 0);
-        assert_eq!(idx.lookup_position(10), 1000);
-        assert_eq!(idx.lookup_position(19), 1000);
-        assert_eq!(idx.lookup_position(20), 2000);
-        assert_eq!(idx.lookup_position(1000), 3000);
+        let pos = |r| idx.lookup_position(r).map_or(0, |e| e.position);
+        assert_eq!(pos(0), 0);
+        assert_eq!(pos(9), 0);
+        assert_eq!(pos(10), 1000);
+        assert_eq!(pos(19), 1000);
+        assert_eq!(pos(20), 2000);
+        assert_eq!(pos(1000), 3000);
     }
 
     #[test]

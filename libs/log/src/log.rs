@@ -852,8 +852,12 @@ impl Log {
     /// Flushes and closes the log, leaving a clean-shutdown marker so the
     /// next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
-        for segment in self.segments.values() {
+        for segment in self.segments.values_mut() {
             segment.trim()?;
+            // A clean start trusts index files: do not leave a damaged one.
+            if segment.index_damaged() {
+                segment.rebuild_index_files()?;
+            }
         }
         self.flush()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);

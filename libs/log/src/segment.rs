@@ -6,6 +6,7 @@
 //! truncating back and never leaves the in-memory view pointing at garbage.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -83,6 +84,8 @@ pub(crate) struct Segment {
     bytes_since_last_index_entry: u64,
     /// `index.interval.bytes` of the log.
     index_interval_bytes: u64,
+    /// Set when a lookup found the index pointing at the wrong place.
+    index_damaged: AtomicBool,
     /// Offset after the last batch, when known (always for the active segment).
     next_offset: Option<Offset>,
 }
@@ -125,6 +128,7 @@ impl Segment {
             created_ms: now_ms,
             bytes_since_last_index_entry: 0,
             index_interval_bytes,
+            index_damaged: AtomicBool::new(false),
             next_offset: Some(base_offset),
         })
     }
@@ -174,6 +178,7 @@ impl Segment {
             created_ms: now_ms,
             bytes_since_last_index_entry: 0,
             index_interval_bytes,
+            index_damaged: AtomicBool::new(false),
             next_offset: None,
         };
         if indexes_ok {
@@ -513,14 +518,34 @@ impl Segment {
     /// Position and header of the first batch whose last offset is at or after `offset`.
     pub(crate) fn translate(&self, offset: Offset) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = offset.saturating_sub(self.base_offset).max(0) as u64;
-        let start = self.index()?.lookup_position(rel);
+        let entry = self.index()?.lookup_position(rel);
+        let start = entry.map_or(0, |e| u64::from(e.position));
         let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+        if let Some(e) = entry {
+            // The batch an entry points at must end at the entry's offset; if
+            // not, the index is damaged (the log itself was validated), so
+            // scan from the start instead and rebuild the index at close.
+            let expected = self.base_offset + Offset::from(e.relative_offset);
+            let points_right =
+                matches!(scanner.next_header(), Ok(Some((_, h))) if h.last_offset() == expected);
+            if !points_right {
+                self.index_damaged.store(true, Ordering::Relaxed);
+                scanner = Scanner::new(self.log.as_ref(), 0, self.size, LOOKUP_CHUNK);
+            } else if expected >= offset {
+                scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+            }
+        }
         while let Some((pos, header)) = self.next_header(&mut scanner)? {
             if header.last_offset() >= offset {
                 return Ok(Some((pos, header)));
             }
         }
         Ok(None)
+    }
+
+    /// Whether a lookup found the index pointing at the wrong place.
+    pub(crate) fn index_damaged(&self) -> bool {
+        self.index_damaged.load(Ordering::Relaxed)
     }
 
     /// Reads whole batches from `position`: as many as fit in `max_bytes`
@@ -572,7 +597,19 @@ impl Segment {
         timestamp: TimestampMs,
         min_offset: Offset,
     ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
-        let from = self.base_offset + Offset::from(self.index()?.lookup_time(timestamp));
+        let entry = self.index()?.lookup_time(timestamp);
+        let mut from = self.base_offset;
+        if let Some(e) = entry {
+            // A time entry names the last offset of the batch holding its
+            // (max-so-far) timestamp; check that before trusting it.
+            let offset = self.base_offset + Offset::from(e.relative_offset);
+            match self.translate(offset)? {
+                Some((_, h)) if h.last_offset() == offset && h.max_timestamp == e.timestamp => {
+                    from = offset
+                }
+                _ => self.index_damaged.store(true, Ordering::Relaxed),
+            }
+        }
         let from = from.max(min_offset);
         let Some((start, _)) = self.translate(from)? else {
             return Ok(None);
@@ -794,6 +831,7 @@ impl Segment {
     pub(crate) fn rebuild_index_files(&mut self) -> Result<(), LogError> {
         let (index, acc) = self.rebuild_index()?;
         self.adopt(index, &acc);
+        self.index_damaged.store(false, Ordering::Relaxed);
         self.persist_index()
     }
 }
