@@ -40,6 +40,10 @@ use crate::segment::{BatchMeta, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SU
 use crate::storage::{Storage, StorageFile};
 use crate::{Offset, TimestampMs};
 
+/// Bytes a key map entry costs beyond the key: the `Bytes` handle, the
+/// offset and the hash table's own slot.
+const MAP_ENTRY_OVERHEAD: usize = 64;
+
 /// Cleaner settings (Kafka's `log.cleaner.*` broker configs).
 #[derive(Debug, Clone)]
 pub struct CleanerConfig {
@@ -353,10 +357,14 @@ impl CleaningPlan {
                         continue;
                     }
                     if let Some(key) = record.key {
-                        // Key bytes plus the map's per-entry overhead.
-                        let key_len = key.len();
-                        if map.insert(key, record.offset).is_none() {
-                            map_bytes += key_len + 48;
+                        match map.get_mut(&key[..]) {
+                            Some(offset) => *offset = record.offset,
+                            None => {
+                                // A copy: a slice would pin the whole decoded
+                                // batch, which the budget does not count.
+                                map_bytes += key.len() + MAP_ENTRY_OVERHEAD;
+                                map.insert(Bytes::copy_from_slice(&key), record.offset);
+                            }
                         }
                     }
                 }

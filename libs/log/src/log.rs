@@ -102,7 +102,13 @@ pub struct Log {
     pub(crate) segments: BTreeMap<Offset, Segment>,
     log_start_offset: Offset,
     log_end_offset: Offset,
+    /// Offsets below this are on stable storage.
     recovery_point: Offset,
+    /// The recovery point as last written to disk: a crash rescans from the
+    /// segment holding it. May trail `recovery_point` (see `flush`).
+    checkpointed_recovery_point: Offset,
+    /// A segment was created or sealed since the last full flush.
+    segments_changed: bool,
     epochs: LeaderEpochCache,
     unflushed_messages: i64,
     last_flush_ms: TimestampMs,
@@ -277,6 +283,8 @@ impl Log {
             log_start_offset: log_start,
             log_end_offset: log_end,
             recovery_point: recovery_checkpoint.unwrap_or(0).min(log_end),
+            checkpointed_recovery_point: recovery_checkpoint.unwrap_or(0),
+            segments_changed: true,
             epochs,
             unflushed_messages: 0,
             last_flush_ms: now,
@@ -416,7 +424,7 @@ impl Log {
             next = meta.last_offset + 1;
             rest = tail;
         }
-        self.append_validated(records, &metas, log_append_time)
+        self.append_validated(records, &metas, log_append_time, now)
     }
 
     /// Appends batches replicated from the leader, with their offsets and
@@ -437,7 +445,8 @@ impl Log {
             }
             floor = meta.last_offset + 1;
         }
-        self.append_validated(records, &metas, None)
+        let now = self.clock.now_ms();
+        self.append_validated(records, &metas, None, now)
     }
 
     /// Validates every batch and describes it with the offsets it carries
@@ -497,6 +506,7 @@ impl Log {
         records: &[u8],
         metas: &[BatchMeta],
         log_append_time: Option<TimestampMs>,
+        now: TimestampMs,
     ) -> Result<AppendInfo, LogError> {
         let first = metas.first().expect("validate refuses empty appends");
         let last = metas.last().expect("validate refuses empty appends");
@@ -508,7 +518,6 @@ impl Log {
                 offset_of_max = m.offset_of_max_timestamp;
             }
         }
-        let now = self.clock.now_ms();
         let active = self
             .segments
             .values()
@@ -587,6 +596,7 @@ impl Log {
             now,
         )?;
         self.segments.insert(base, segment);
+        self.segments_changed = true;
         Ok(())
     }
 
@@ -619,8 +629,8 @@ impl Log {
             .next_back()
             .map_or(Offset::MIN, |(&b, _)| b);
         for segment in self.segments.range(first..).map(|(_, s)| s) {
-            if let Some((position, _)) = segment.translate(offset)? {
-                return segment.read(position, max_bytes, upper, min_one_batch);
+            if let Some((position, first)) = segment.translate(offset)? {
+                return segment.read(position, &first, max_bytes, upper, min_one_batch);
             }
         }
         Ok(Bytes::new())
@@ -700,9 +710,9 @@ impl Log {
             return self.truncate_fully_and_start_at(self.log_start_offset);
         }
         self.first_dirty_offset = self.first_dirty_offset.min(self.log_end_offset);
-        if self.recovery_point > self.log_end_offset {
-            self.recovery_point = self.log_end_offset;
-            self.write_recovery_checkpoint()?;
+        self.recovery_point = self.recovery_point.min(self.log_end_offset);
+        if self.checkpointed_recovery_point > self.log_end_offset {
+            self.write_recovery_checkpoint(self.log_end_offset)?;
         }
         Ok(())
     }
@@ -731,7 +741,8 @@ impl Log {
         self.first_dirty_offset = offset;
         self.epochs.clear()?;
         self.write_log_start_checkpoint()?;
-        self.write_recovery_checkpoint()?;
+        self.write_recovery_checkpoint(offset)?;
+        self.segments_changed = true;
         Ok(())
     }
 
@@ -818,22 +829,35 @@ impl Log {
         self.delete_segments_below_start()
     }
 
-    /// Writes everything to stable storage (segments, indexes, directory) and
-    /// moves the recovery point to the log end.
+    /// Writes everything appended so far to stable storage and moves the
+    /// recovery point to the log end.
+    ///
+    /// In steady state (the checkpointed recovery point already lies in the
+    /// active segment and no segment was created or sealed since) this is
+    /// one fdatasync of the active segment's log file: a crash rescans that
+    /// whole segment and rebuilds its indexes anyway. Otherwise every segment
+    /// from the checkpointed recovery point on is synced with its indexes,
+    /// then the directory, then the recovery-point checkpoint is written.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        let from = self
-            .segments
-            .range(..=self.recovery_point)
-            .next_back()
-            .map_or(Offset::MIN, |(&b, _)| b);
-        for segment in self.segments.range_mut(from..).map(|(_, s)| s) {
-            segment.flush()?;
+        let active_base = self.active_base();
+        if !self.segments_changed && self.checkpointed_recovery_point >= active_base {
+            self.active_mut().sync_log()?;
+        } else {
+            let from = self
+                .segments
+                .range(..=self.checkpointed_recovery_point)
+                .next_back()
+                .map_or(Offset::MIN, |(&b, _)| b);
+            for segment in self.segments.range_mut(from..).map(|(_, s)| s) {
+                segment.flush()?;
+            }
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(LogError::io("sync directory", &self.dir))?;
+            self.write_recovery_checkpoint(self.log_end_offset)?;
+            self.segments_changed = false;
         }
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(LogError::io("sync directory", &self.dir))?;
         self.recovery_point = self.log_end_offset;
-        self.write_recovery_checkpoint()?;
         self.unflushed_messages = 0;
         self.last_flush_ms = self.clock.now_ms();
         Ok(())
@@ -852,6 +876,8 @@ impl Log {
     /// Flushes and closes the log, leaving a clean-shutdown marker so the
     /// next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
+        // A clean start trusts the checkpoint: write it, whatever `flush` would skip.
+        self.segments_changed = true;
         for segment in self.segments.values_mut() {
             segment.trim()?;
             // A clean start trusts index files: do not leave a damaged one.
@@ -880,12 +906,14 @@ impl Log {
         )
     }
 
-    fn write_recovery_checkpoint(&self) -> Result<(), LogError> {
+    fn write_recovery_checkpoint(&mut self, offset: Offset) -> Result<(), LogError> {
         checkpoint::write_offset(
             self.storage.as_ref(),
             &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            self.recovery_point,
-        )
+            offset,
+        )?;
+        self.checkpointed_recovery_point = offset;
+        Ok(())
     }
 }
 

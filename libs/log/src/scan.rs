@@ -37,8 +37,9 @@ pub(crate) struct Scanner<'f> {
     chunk: usize,
 }
 
-/// Chunk size for lookups, which read a few KiB around an index entry.
-pub(crate) const LOOKUP_CHUNK: usize = 16 * 1024;
+/// Largest read a lookup starts with; a lookup reads from an index entry to
+/// about the next one (`index.interval.bytes` apart).
+pub(crate) const MAX_LOOKUP_CHUNK: usize = 64 * 1024;
 /// Chunk size for whole-segment scans.
 pub(crate) const SCAN_CHUNK: usize = 4 * 1024 * 1024;
 

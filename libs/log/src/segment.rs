@@ -14,7 +14,7 @@ use bytes::Bytes;
 use crate::batch::BatchHeader;
 use crate::error::LogError;
 use crate::index::{OFFSET_ENTRY_SIZE, OffsetEntry, SegmentIndex, TIME_ENTRY_SIZE, relative};
-use crate::scan::{LOOKUP_CHUNK, SCAN_CHUNK, ScanError, Scanner};
+use crate::scan::{MAX_LOOKUP_CHUNK, SCAN_CHUNK, ScanError, Scanner};
 use crate::storage::{Storage, StorageFile};
 use crate::{Offset, TimestampMs};
 
@@ -105,8 +105,16 @@ impl Segment {
             let file = storage
                 .open(&path, true)
                 .map_err(LogError::io("create segment file", &path))?;
-            file.set_len(0)
-                .map_err(LogError::io("truncate segment file", &path))?;
+            // Only when there is something to cut: on ext4, truncating a file
+            // makes its close write back all its dirty pages.
+            if file
+                .len()
+                .map_err(LogError::io("stat segment file", &path))?
+                > 0
+            {
+                file.set_len(0)
+                    .map_err(LogError::io("truncate segment file", &path))?;
+            }
             Ok(file)
         };
         let index = OnceLock::new();
@@ -434,7 +442,7 @@ impl Segment {
     }
 
     fn first_batch_header(&self) -> Result<Option<BatchHeader>, LogError> {
-        let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, LOOKUP_CHUNK);
+        let mut scanner = Scanner::new(self.log.as_ref(), 0, self.size, self.lookup_chunk());
         Ok(self.next_header(&mut scanner)?.map(|(_, h)| h))
     }
 
@@ -520,7 +528,7 @@ impl Segment {
         let rel = offset.saturating_sub(self.base_offset).max(0) as u64;
         let entry = self.index()?.lookup_position(rel);
         let start = entry.map_or(0, |e| u64::from(e.position));
-        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, self.lookup_chunk());
         if let Some(e) = entry {
             // The batch an entry points at must end at the entry's offset; if
             // not, the index is damaged (the log itself was validated), so
@@ -530,9 +538,9 @@ impl Segment {
                 matches!(scanner.next_header(), Ok(Some((_, h))) if h.last_offset() == expected);
             if !points_right {
                 self.index_damaged.store(true, Ordering::Relaxed);
-                scanner = Scanner::new(self.log.as_ref(), 0, self.size, LOOKUP_CHUNK);
+                scanner = Scanner::new(self.log.as_ref(), 0, self.size, self.lookup_chunk());
             } else if expected >= offset {
-                scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+                scanner = Scanner::new(self.log.as_ref(), start, self.size, self.lookup_chunk());
             }
         }
         while let Some((pos, header)) = self.next_header(&mut scanner)? {
@@ -543,46 +551,52 @@ impl Segment {
         Ok(None)
     }
 
+    /// Bytes a lookup reads at once: the stretch between two index entries
+    /// plus the next header, so one read usually finds the batch.
+    fn lookup_chunk(&self) -> usize {
+        (self.index_interval_bytes as usize).min(MAX_LOOKUP_CHUNK)
+            + 2 * crate::batch::RECORD_BATCH_OVERHEAD
+    }
+
     /// Whether a lookup found the index pointing at the wrong place.
     pub(crate) fn index_damaged(&self) -> bool {
         self.index_damaged.load(Ordering::Relaxed)
     }
 
-    /// Reads whole batches from `position`: as many as fit in `max_bytes`
-    /// (at least one when `min_one`), stopping before any batch that reaches
-    /// `upper_bound` (exclusive offset bound, e.g. the high watermark).
+    /// Reads whole batches starting with `first` (found by [`Self::translate`]
+    /// at `position`): as many as fit in `max_bytes` (at least one when
+    /// `min_one`), stopping before any batch that reaches `upper_bound`
+    /// (exclusive offset bound, e.g. the high watermark).
     pub(crate) fn read(
         &self,
         position: u64,
+        first: &BatchHeader,
         max_bytes: usize,
         upper_bound: Offset,
         min_one: bool,
     ) -> Result<Bytes, LogError> {
-        let path = self.path(LOG_SUFFIX);
-        let available = (self.size - position) as usize;
-        let want = available.min(max_bytes.max(crate::batch::RECORD_BATCH_OVERHEAD));
+        if first.last_offset() >= upper_bound {
+            return Ok(Bytes::new());
+        }
+        let want = if first.size() >= max_bytes {
+            // Only the first batch can be served: read exactly it, or nothing.
+            if !(min_one || first.size() == max_bytes) {
+                return Ok(Bytes::new());
+            }
+            first.size()
+        } else {
+            ((self.size - position) as usize).min(max_bytes)
+        };
+        // Reading into a fresh buffer is what hands the bytes to the caller as
+        // an owned `Bytes`; the zeroing is the price of no `unsafe`.
         let mut buf = vec![0u8; want];
         self.log
             .read_exact_at(&mut buf, position)
-            .map_err(LogError::io("read segment", &path))?;
-        let mut end = 0usize;
+            .map_err(|e| LogError::io("read segment", self.path(LOG_SUFFIX))(e))?;
+        let mut end = first.size();
         while let Ok(header) = BatchHeader::parse(&buf[end..]) {
-            if header.last_offset() >= upper_bound {
-                break;
-            }
             let next = end + header.size();
-            if next > max_bytes && !(min_one && end == 0) {
-                break;
-            }
-            if next > buf.len() {
-                if end == 0 && next <= available {
-                    // The first batch is larger than what was read: read all of it.
-                    let mut whole = vec![0u8; header.size()];
-                    self.log
-                        .read_exact_at(&mut whole, position)
-                        .map_err(LogError::io("read segment", &path))?;
-                    return Ok(Bytes::from(whole));
-                }
+            if header.last_offset() >= upper_bound || next > buf.len() {
                 break;
             }
             end = next;
@@ -597,24 +611,30 @@ impl Segment {
         timestamp: TimestampMs,
         min_offset: Offset,
     ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
-        let entry = self.index()?.lookup_time(timestamp);
-        let mut from = self.base_offset;
-        if let Some(e) = entry {
+        let mut start = None;
+        if let Some(e) = self.index()?.lookup_time(timestamp) {
             // A time entry names the last offset of the batch holding its
             // (max-so-far) timestamp; check that before trusting it.
             let offset = self.base_offset + Offset::from(e.relative_offset);
-            match self.translate(offset)? {
-                Some((_, h)) if h.last_offset() == offset && h.max_timestamp == e.timestamp => {
-                    from = offset
+            match self.translate(offset.max(min_offset))? {
+                Some((pos, h)) if offset >= min_offset => {
+                    if h.last_offset() == offset && h.max_timestamp == e.timestamp {
+                        start = Some(pos);
+                    } else {
+                        self.index_damaged.store(true, Ordering::Relaxed);
+                    }
                 }
-                _ => self.index_damaged.store(true, Ordering::Relaxed),
+                found => start = found.map(|(pos, _)| pos),
             }
         }
-        let from = from.max(min_offset);
-        let Some((start, _)) = self.translate(from)? else {
-            return Ok(None);
+        let start = match start {
+            Some(pos) => pos,
+            None => match self.translate(min_offset.max(self.base_offset))? {
+                Some((pos, _)) => pos,
+                None => return Ok(None),
+            },
         };
-        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, LOOKUP_CHUNK);
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, self.lookup_chunk());
         loop {
             let batch = match scanner.next_batch() {
                 Ok(Some((_, batch))) => batch,
@@ -764,6 +784,13 @@ impl Segment {
     pub(crate) fn flush(&mut self) -> Result<(), LogError> {
         self.persist_index()?;
         self.sync()
+    }
+
+    /// Fsyncs the log file only.
+    pub(crate) fn sync_log(&self) -> Result<(), LogError> {
+        self.log
+            .sync_data()
+            .map_err(LogError::io("sync segment", self.path(LOG_SUFFIX)))
     }
 
     /// Fsyncs the log and both index files as they are.

@@ -781,3 +781,40 @@ fn a_damaged_index_entry_is_detected_and_repaired() {
         "time index rebuilt at close"
     );
 }
+
+#[test]
+fn a_steady_state_flush_is_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let storage = runnel_log::storage::FaultyStorage::new();
+    let mut log = open_on(
+        dir.path(),
+        small_segments(4096),
+        &clock,
+        std::sync::Arc::new(storage.clone()),
+    );
+    log.append_as_leader(&mut batch(0, 1, 10, T0), 0).unwrap();
+    log.flush().unwrap(); // first flush after open: full (checkpoint, directory, indexes)
+    let ops = |f: &mut dyn FnMut()| {
+        let before = storage.mutating_ops();
+        f();
+        storage.mutating_ops() - before
+    };
+    for i in 1..5 {
+        log.append_as_leader(&mut batch(i, 1, 10, T0), 0).unwrap();
+        assert_eq!(
+            ops(&mut || log.flush().unwrap()),
+            1,
+            "fdatasync of the active segment only"
+        );
+        assert_eq!(log.recovery_point(), log.log_end_offset());
+    }
+    // After a roll the sealed segment's indexes and the checkpoint must be durable too.
+    log.roll().unwrap();
+    log.append_as_leader(&mut batch(9, 1, 10, T0), 0).unwrap();
+    assert!(ops(&mut || log.flush().unwrap()) > 3);
+    let text = std::fs::read_to_string(dir.path().join("recovery-point-checkpoint")).unwrap();
+    assert_eq!(text, format!("0\n{}\n", log.log_end_offset()));
+    log.append_as_leader(&mut batch(10, 1, 10, T0), 0).unwrap();
+    assert_eq!(ops(&mut || log.flush().unwrap()), 1);
+}
