@@ -156,7 +156,7 @@ fn decompress_limited(
     limit: usize,
 ) -> Result<Vec<u8>, BatchError> {
     let fail = |source| BatchError::Decompression { codec, source };
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit + 1));
     match codec {
         Compression::None => out.extend_from_slice(input),
         Compression::Gzip => {
@@ -203,9 +203,33 @@ fn truncated(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, format!("truncated {what}"))
 }
 
-fn read_limited(reader: impl Read, out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
-    // Reading one byte past the limit tells "exactly at the limit" from "over it".
-    reader.take(limit as u64 + 1).read_to_end(out)?;
+/// Reads to the end, or to one byte past `limit` (which tells "exactly at the
+/// limit" from "over it"), never letting `out` grow past that: `read_to_end`
+/// would double its buffer and allocate up to twice the limit for a bomb.
+fn read_limited(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
+    let cap = limit + 1;
+    while out.len() < cap {
+        let start = out.len();
+        let want = start.max(64 * 1024).min(cap - start);
+        out.reserve_exact(want);
+        out.resize(start + want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match reader.read(&mut out[start + filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    out.truncate(start + filled);
+                    return Err(e);
+                }
+            }
+        }
+        out.truncate(start + filled);
+        if filled < want {
+            break;
+        }
+    }
     Ok(())
 }
 
