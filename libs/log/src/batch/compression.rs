@@ -177,11 +177,11 @@ fn decompress_limited(
                     let (block, tail) = tail
                         .split_at_checked(len)
                         .ok_or_else(|| fail(truncated("xerial block")))?;
-                    snappy_raw(block, &mut out, limit).map_err(fail)?;
+                    snappy_raw(block, &mut out, limit)?;
                     rest = tail;
                 }
             } else {
-                snappy_raw(input, &mut out, limit).map_err(fail)?;
+                snappy_raw(input, &mut out, limit)?;
             }
         }
         Compression::Lz4 => {
@@ -233,18 +233,32 @@ fn read_limited(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> io::R
     Ok(())
 }
 
-fn snappy_raw(block: &[u8], out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
-    let n = snap::raw::decompress_len(block).map_err(io::Error::other)?;
+/// Most output a raw snappy block can produce per input byte: its densest
+/// element, a 3-byte copy, emits 64 bytes.
+const SNAPPY_MAX_EXPANSION: usize = 22;
+
+/// Decompresses one raw snappy block, checking the length it claims before
+/// allocating for it.
+fn snappy_raw(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), BatchError> {
+    let fail = |source| BatchError::Decompression {
+        codec: Compression::Snappy,
+        source,
+    };
+    let n = snap::raw::decompress_len(block).map_err(|e| fail(io::Error::other(e)))?;
+    if n > block.len().saturating_mul(SNAPPY_MAX_EXPANSION) {
+        return Err(fail(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("block of {} bytes claims {n} bytes of output", block.len()),
+        )));
+    }
     if out.len() + n > limit {
-        // Reported as too large by the caller's final length check.
-        out.resize(limit + 1, 0);
-        return Ok(());
+        return Err(BatchError::DecompressedTooLarge { limit });
     }
     let start = out.len();
     out.resize(start + n, 0);
     let written = snap::raw::Decoder::new()
         .decompress(block, &mut out[start..])
-        .map_err(io::Error::other)?;
+        .map_err(|e| fail(io::Error::other(e)))?;
     out.truncate(start + written);
     Ok(())
 }
@@ -304,6 +318,31 @@ mod tests {
                 "{codec}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn snappy_lengths_are_checked_before_allocating() {
+        // Found while fuzzing: a raw snappy block whose length prefix claims
+        // 256 MiB made the decoder allocate all of it first.
+        let mut block = Vec::new();
+        let mut claimed = (MAX_DECOMPRESSED_BATCH_BYTES - 1) as u64;
+        while claimed >= 0x80 {
+            block.push((claimed as u8) | 0x80);
+            claimed >>= 7;
+        }
+        block.push(claimed as u8);
+        block.extend_from_slice(&[0u8; 40]);
+        let err = decompress(Compression::Snappy, &block).unwrap_err();
+        assert!(matches!(err, BatchError::Decompression { .. }), "{err}");
+        // The densest legitimate block, all zeros, is still accepted.
+        let zeros = vec![0u8; 1 << 20];
+        let packed = snap::raw::Encoder::new().compress_vec(&zeros).unwrap();
+        assert!(
+            packed.len() * SNAPPY_MAX_EXPANSION >= zeros.len(),
+            "ratio {}",
+            zeros.len() / packed.len()
+        );
+        assert_eq!(decompress(Compression::Snappy, &packed).unwrap(), zeros);
     }
 
     #[test]
