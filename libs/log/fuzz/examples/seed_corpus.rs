@@ -2,7 +2,7 @@
 //! `cargo run --example seed_corpus` (from `libs/log/fuzz`).
 //!
 //! - `corpus/batch_decode/`: batches built with `BatchBuilder` for every codec
-//!   (the real client captures in `/work/shared/fixtures/kafka-batches/*.bin`
+//!   (the real client captures in `libs/log/tests/data/kafka-batches/*.bin`
 //!   are copied in separately, see README.md);
 //! - `corpus/segment_recovery/`: an undamaged run and a few typical damages
 //!   for every template.
