@@ -86,10 +86,7 @@ fn segments_roll_on_size_and_reads_cross_them() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let mut log = open(dir.path(), small_segments(4096), &clock);
-    for i in 0..100u64 {
-        log.append_as_leader(&mut batch(i * 3, 3, 100, T0), 0)
-            .unwrap();
-    }
+    fill(&mut log, 100, 3, 100, 0);
     let bases = log.segment_base_offsets();
     assert_eq!(
         bases.len(),
@@ -400,10 +397,7 @@ fn log_start_offset_advances_deletes_segments_and_persists() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let mut log = open(dir.path(), small_segments(1024), &clock);
-    for i in 0..40u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 60, T0), 0)
-            .unwrap();
-    }
+    fill(&mut log, 40, 2, 60, 0);
     let bases = log.segment_base_offsets();
     let target = bases[3] + 1;
     assert!(log.advance_log_start_offset(target).unwrap());
@@ -439,10 +433,7 @@ fn retention_deletes_old_closed_segments_only() {
     let mut config = small_segments(1024);
     config.retention_ms = 60_000;
     let mut log = open(dir.path(), config.clone(), &clock);
-    for i in 0..40u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 60, T0 + i as i64 * 1000), 0)
-            .unwrap();
-    }
+    fill(&mut log, 40, 2, 60, 1000);
     let bases = log.segment_base_offsets();
     let end = log.log_end_offset();
     // Nothing is old yet.
@@ -473,10 +464,7 @@ fn retention_deletes_old_closed_segments_only() {
     let mut config = small_segments(1024);
     config.retention_bytes = 3000;
     let mut log = open(&dir.path().join("bytes"), config, &clock);
-    for i in 0..40u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 60, T0), 0)
-            .unwrap();
-    }
+    fill(&mut log, 40, 2, 60, 0);
     log.delete_old_segments(log.log_end_offset()).unwrap();
     assert!(log.size_bytes() >= 3000, "{}", log.size_bytes());
     assert!(log.size_bytes() < 3000 + 1024, "{}", log.size_bytes());
@@ -486,10 +474,7 @@ fn retention_deletes_old_closed_segments_only() {
     config.retention_ms = 1;
     config.set("cleanup.policy", "compact").unwrap();
     let mut log = open(&dir.path().join("compact"), config, &clock);
-    for i in 0..20u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 60, T0), 0)
-            .unwrap();
-    }
+    fill(&mut log, 20, 2, 60, 0);
     assert_eq!(log.delete_old_segments(log.log_end_offset()).unwrap(), 0);
 }
 
@@ -649,10 +634,7 @@ fn missing_or_corrupt_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let mut log = open(dir.path(), small_segments(8192), &clock);
-    for i in 0..100u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 100, T0 + i as i64 * 10), 0)
-            .unwrap();
-    }
+    fill(&mut log, 100, 2, 100, 10);
     let expect: Vec<_> = (0..200)
         .map(|o| log.read(o, 1, None, true).unwrap())
         .collect();
@@ -732,10 +714,7 @@ fn a_damaged_index_entry_is_detected_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
     let mut log = open(dir.path(), small_segments(1 << 20), &clock);
-    for i in 0..60u64 {
-        log.append_as_leader(&mut batch(i * 2, 2, 150, T0 + i as i64 * 10), 0)
-            .unwrap();
-    }
+    fill(&mut log, 60, 2, 150, 10);
     let expect: Vec<_> = (0..120)
         .map(|o| log.read(o, 1, None, true).unwrap())
         .collect();

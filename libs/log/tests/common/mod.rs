@@ -29,6 +29,15 @@ pub fn batch_with(codec: Compression, first: u64, n: u64, value_len: usize, ts: 
     b.build().unwrap()
 }
 
+/// Appends `batches` batches of `per_batch` records (`value_len`-byte
+/// values) at epoch 0, batch `i` stamped `T0 + i * ts_step`.
+pub fn fill(log: &mut Log, batches: u64, per_batch: u64, value_len: usize, ts_step: i64) {
+    for i in 0..batches {
+        let mut b = batch(i * per_batch, per_batch, value_len, T0 + i as i64 * ts_step);
+        log.append_as_leader(&mut b, 0).unwrap();
+    }
+}
+
 /// A batch with explicit (key, value) records, all at `ts`.
 pub fn kv_batch(records: &[(&str, Option<&str>)], ts: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(Compression::None);
