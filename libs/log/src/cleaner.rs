@@ -20,10 +20,9 @@
 //!
 //! The swap is crash-safe: a cleaned segment is fsynced as `.cleaned`,
 //! renamed to `.swap` (the commit point), the segments it replaces are
-//! deleted, and it is renamed to its final name. On open,
-//! opening the log deletes `.cleaned` files (not committed)
-//! and finishes any `.swap` (committed), so a crash at any point leaves every
-//! record that should be kept.
+//! deleted, and it is renamed to its final name. Opening the log deletes
+//! `.cleaned` files (not committed) and finishes any `.swap` (committed), so
+//! a crash at any point leaves every record that should be kept.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
