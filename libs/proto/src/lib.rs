@@ -15,6 +15,22 @@ pub mod common {
     }
 }
 
+/// `runnel.metadata.v1`: the records of the cluster metadata log.
+pub mod metadata {
+    /// Version 1 of the metadata records.
+    pub mod v1 {
+        tonic::include_proto!("runnel.metadata.v1");
+    }
+}
+
+/// `runnel.controller.v1`: broker lifecycle, topic admin, configs, metadata watch.
+pub mod controller {
+    /// Version 1 of the controller API.
+    pub mod v1 {
+        tonic::include_proto!("runnel.controller.v1");
+    }
+}
+
 /// `runnel.broker.v1`: produce, fetch and offset lookups against brokers.
 pub mod broker {
     /// Version 1 of the broker data-plane API.
