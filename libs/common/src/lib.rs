@@ -1,0 +1,19 @@
+//! `runnel-common`: what every Runnel service shares.
+//!
+//! - [`telemetry`]: tracing set-up (human or JSON logs, `RUST_LOG`), an
+//!   OpenTelemetry OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+//!   and W3C trace-context propagation across gRPC calls.
+//! - [`admin`]: the admin HTTP server every service runs: `/metrics`
+//!   (Prometheus), `/healthz`, `/readyz`.
+//! - [`shutdown`]: Ctrl-C / SIGTERM as a cancellation token.
+//! - [`config`]: loading a service's config from TOML with `RUNNEL_*`
+//!   environment overrides.
+//! - [`errors`]: stable error codes carried in gRPC statuses.
+//! - [`topics`]: Kafka's topic name rules and topic config keys.
+
+pub mod admin;
+pub mod config;
+pub mod errors;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topics;
