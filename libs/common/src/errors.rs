@@ -24,7 +24,14 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::InvalidRequiredAcks
         | E::InvalidTimestamp
         | E::InvalidRequest
-        | E::InvalidRecord => Code::InvalidArgument,
+        | E::InvalidRecord
+        | E::InvalidPartitions
+        | E::InvalidReplicationFactor
+        | E::InvalidReplicaAssignment
+        | E::InvalidConfig => Code::InvalidArgument,
+        E::TopicAlreadyExists => Code::AlreadyExists,
+        E::StaleBrokerEpoch => Code::FailedPrecondition,
+        E::NotController | E::BrokerNotAvailable => Code::Unavailable,
         E::LeaderNotAvailable
         | E::NotLeaderOrFollower
         | E::NotEnoughReplicas
@@ -74,6 +81,8 @@ pub fn is_retriable(code: ErrorCode) -> bool {
             | ErrorCode::FencedLeaderEpoch
             | ErrorCode::UnknownLeaderEpoch
             | ErrorCode::KafkaStorageError
+            | ErrorCode::NotController
+            | ErrorCode::BrokerNotAvailable
     )
 }
 

@@ -10,10 +10,12 @@
 //!   environment overrides.
 //! - [`errors`]: stable error codes carried in gRPC statuses.
 //! - [`topics`]: Kafka's topic name rules and topic config keys.
+//! - [`metadata`]: the metadata image every process folds the metadata log into.
 
 pub mod admin;
 pub mod config;
 pub mod errors;
+pub mod metadata;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -1,0 +1,331 @@
+//! The cluster metadata as a pure function of the metadata log.
+//!
+//! [`MetadataImage::apply`] folds one record into the image. It is
+//! deterministic and does no I/O, so the controller (which also writes every
+//! record to SQLite) and every broker (which watches the log) reach the same
+//! image from the same records.
+
+use std::collections::BTreeMap;
+
+use runnel_proto::metadata::v1::{
+    ConfigResourceType, Endpoint, MetadataRecord, PartitionChanged, PartitionCreated,
+    metadata_record::Record,
+};
+
+/// A 16-byte topic id (a random UUID), so a re-created topic is a new topic.
+pub type TopicId = [u8; 16];
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerState {
+    /// Epoch of the current registration (the offset of its record).
+    pub epoch: i64,
+    /// Where it listens.
+    pub endpoints: Vec<Endpoint>,
+    /// Its rack, or "".
+    pub rack: String,
+    /// Random per process start.
+    pub incarnation_id: String,
+    /// Fenced brokers lead nothing and take no new replicas.
+    pub fenced: bool,
+}
+
+impl BrokerState {
+    /// The endpoint named `name` ("grpc", "kafka", "admin").
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
+
+/// One partition's replicas and leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Replica broker ids, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+    /// Leader broker id, -1 for none.
+    pub leader: i32,
+    /// Bumped on every leader change.
+    pub leader_epoch: i32,
+    /// Bumped on every change.
+    pub partition_epoch: i32,
+}
+
+/// A topic, its partitions and its config overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    /// The topic id.
+    pub id: TopicId,
+    /// Partitions by index (0..n, no holes).
+    pub partitions: BTreeMap<i32, PartitionState>,
+    /// Config keys set on the topic.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Everything the metadata log says, as of `next_offset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    /// Offset after the last record applied.
+    pub next_offset: i64,
+    /// Brokers by id.
+    pub brokers: BTreeMap<i32, BrokerState>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicState>,
+    /// Broker config overrides by broker id ("" for the cluster default).
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// A record that does not fit the image (a bug in whoever wrote the log).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata record at offset {offset} cannot be applied: {reason}")]
+pub struct ApplyError {
+    /// Offset of the record.
+    pub offset: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// A topic id from its wire bytes (`None` unless exactly 16 bytes).
+pub fn topic_id(bytes: &[u8]) -> Option<TopicId> {
+    bytes.try_into().ok()
+}
+
+impl MetadataImage {
+    /// Applies the record at `offset`, which must be `next_offset`.
+    pub fn apply(&mut self, offset: i64, record: &MetadataRecord) -> Result<(), ApplyError> {
+        let fail = |reason: String| ApplyError { offset, reason };
+        if offset != self.next_offset {
+            return Err(fail(format!("expected offset {}", self.next_offset)));
+        }
+        let Some(record) = &record.record else {
+            return Err(fail("empty record".into()));
+        };
+        match record {
+            Record::BrokerRegistered(r) => {
+                self.brokers.insert(
+                    r.broker_id,
+                    BrokerState {
+                        epoch: r.broker_epoch,
+                        endpoints: r.endpoints.clone(),
+                        rack: r.rack.clone(),
+                        incarnation_id: r.incarnation_id.clone(),
+                        fenced: true,
+                    },
+                );
+            }
+            Record::BrokerFenced(r) => {
+                let b = self.broker_at(r.broker_id, r.broker_epoch).map_err(fail)?;
+                b.fenced = true;
+            }
+            Record::BrokerUnfenced(r) => {
+                let b = self.broker_at(r.broker_id, r.broker_epoch).map_err(fail)?;
+                b.fenced = false;
+            }
+            Record::TopicCreated(r) => {
+                let id =
+                    topic_id(&r.topic_id).ok_or_else(|| fail("topic id is not 16 bytes".into()))?;
+                if self.topics.contains_key(&r.name) {
+                    return Err(fail(format!("topic {} already exists", r.name)));
+                }
+                self.topics.insert(
+                    r.name.clone(),
+                    TopicState {
+                        id,
+                        partitions: BTreeMap::new(),
+                        configs: BTreeMap::new(),
+                    },
+                );
+            }
+            Record::TopicDeleted(r) => {
+                self.topic(&r.name, &r.topic_id).map_err(fail)?;
+                self.topics.remove(&r.name);
+            }
+            Record::PartitionCreated(r) => {
+                let PartitionCreated {
+                    topic,
+                    topic_id,
+                    partition,
+                    replicas,
+                    isr,
+                    leader,
+                    leader_epoch,
+                    partition_epoch,
+                } = r;
+                let t = self.topic(topic, topic_id).map_err(fail)?;
+                if *partition != t.partitions.len() as i32 {
+                    return Err(fail(format!(
+                        "partition {topic}-{partition} is not the next one"
+                    )));
+                }
+                t.partitions.insert(
+                    *partition,
+                    PartitionState {
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                    },
+                );
+            }
+            Record::PartitionChanged(r) => {
+                let PartitionChanged {
+                    topic,
+                    topic_id,
+                    partition,
+                    leader,
+                    isr,
+                    leader_epoch,
+                    partition_epoch,
+                } = r;
+                let t = self.topic(topic, topic_id).map_err(fail)?;
+                let p = t
+                    .partitions
+                    .get_mut(partition)
+                    .ok_or_else(|| fail(format!("no partition {topic}-{partition}")))?;
+                p.leader = *leader;
+                p.isr = isr.clone();
+                p.leader_epoch = *leader_epoch;
+                p.partition_epoch = *partition_epoch;
+            }
+            Record::ConfigSet(r) => {
+                let resource = r
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| fail("config without resource".into()))?;
+                self.configs_mut(resource.r#type(), &resource.name)
+                    .map_err(fail)?
+                    .insert(r.key.clone(), r.value.clone());
+            }
+            Record::ConfigRemoved(r) => {
+                let resource = r
+                    .resource
+                    .as_ref()
+                    .ok_or_else(|| fail("config without resource".into()))?;
+                self.configs_mut(resource.r#type(), &resource.name)
+                    .map_err(fail)?
+                    .remove(&r.key);
+            }
+        }
+        self.next_offset += 1;
+        Ok(())
+    }
+
+    fn broker_at(&mut self, id: i32, epoch: i64) -> Result<&mut BrokerState, String> {
+        match self.brokers.get_mut(&id) {
+            Some(b) if b.epoch == epoch => Ok(b),
+            Some(b) => Err(format!("broker {id} has epoch {}, not {epoch}", b.epoch)),
+            None => Err(format!("no broker {id}")),
+        }
+    }
+
+    fn topic(&mut self, name: &str, id: &[u8]) -> Result<&mut TopicState, String> {
+        match self.topics.get_mut(name) {
+            Some(t) if t.id[..] == *id => Ok(t),
+            Some(_) => Err(format!("topic {name} has another id")),
+            None => Err(format!("no topic {name}")),
+        }
+    }
+
+    fn configs_mut(
+        &mut self,
+        kind: ConfigResourceType,
+        name: &str,
+    ) -> Result<&mut BTreeMap<String, String>, String> {
+        match kind {
+            ConfigResourceType::Topic => self
+                .topics
+                .get_mut(name)
+                .map(|t| &mut t.configs)
+                .ok_or_else(|| format!("no topic {name}")),
+            ConfigResourceType::Broker => {
+                Ok(self.broker_configs.entry(name.to_owned()).or_default())
+            }
+            ConfigResourceType::Unspecified => Err("config resource type unspecified".into()),
+        }
+    }
+
+    /// Brokers that may lead partitions and take new replicas.
+    pub fn live_brokers(&self) -> impl Iterator<Item = (i32, &BrokerState)> {
+        self.brokers
+            .iter()
+            .filter(|(_, b)| !b.fenced)
+            .map(|(&id, b)| (id, b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_proto::metadata::v1::{
+        BrokerRegistered, BrokerUnfenced, ConfigResource, ConfigSet, TopicCreated, TopicDeleted,
+    };
+
+    fn rec(r: Record) -> MetadataRecord {
+        MetadataRecord { record: Some(r) }
+    }
+
+    #[test]
+    fn records_fold_into_the_image() {
+        let mut img = MetadataImage::default();
+        let id = [7u8; 16];
+        let records = vec![
+            rec(Record::BrokerRegistered(BrokerRegistered {
+                broker_id: 1,
+                broker_epoch: 0,
+                endpoints: vec![],
+                rack: "r1".into(),
+                incarnation_id: "x".into(),
+            })),
+            rec(Record::BrokerUnfenced(BrokerUnfenced {
+                broker_id: 1,
+                broker_epoch: 0,
+            })),
+            rec(Record::TopicCreated(TopicCreated {
+                name: "t".into(),
+                topic_id: id.to_vec().into(),
+            })),
+            rec(Record::PartitionCreated(PartitionCreated {
+                topic: "t".into(),
+                topic_id: id.to_vec().into(),
+                partition: 0,
+                replicas: vec![1],
+                isr: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            })),
+            rec(Record::ConfigSet(ConfigSet {
+                resource: Some(ConfigResource {
+                    r#type: ConfigResourceType::Topic as i32,
+                    name: "t".into(),
+                }),
+                key: "retention.ms".into(),
+                value: "1".into(),
+            })),
+        ];
+        for (i, r) in records.iter().enumerate() {
+            img.apply(i as i64, r).unwrap();
+        }
+        assert_eq!(img.next_offset, 5);
+        assert!(!img.brokers[&1].fenced);
+        assert_eq!(img.topics["t"].partitions[&0].leader, 1);
+        assert_eq!(img.topics["t"].configs["retention.ms"], "1");
+        // Out-of-order offsets and dangling references are refused, changing nothing.
+        let before = img.clone();
+        assert!(img.apply(9, &records[0]).is_err());
+        let wrong = rec(Record::TopicDeleted(TopicDeleted {
+            name: "t".into(),
+            topic_id: vec![0; 16].into(),
+        }));
+        assert!(img.apply(5, &wrong).is_err());
+        assert_eq!(img, before);
+        let delete = rec(Record::TopicDeleted(TopicDeleted {
+            name: "t".into(),
+            topic_id: id.to_vec().into(),
+        }));
+        img.apply(5, &delete).unwrap();
+        assert!(img.topics.is_empty());
+    }
+}
