@@ -270,7 +270,7 @@ mod tests {
     fn records_fold_into_the_image() {
         let mut img = MetadataImage::default();
         let id = [7u8; 16];
-        let records = vec![
+        let records = [
             rec(Record::BrokerRegistered(BrokerRegistered {
                 broker_id: 1,
                 broker_epoch: 0,
