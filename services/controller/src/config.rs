@@ -1,0 +1,44 @@
+//! The controller's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Controller settings. TOML keys are the field names; every one can be set
+/// with `RUNNEL_CONTROLLER_<FIELD>` in the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This controller's id (`node.id`).
+    pub node_id: i32,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Host brokers and clients use to reach this controller (default: the listen IP).
+    pub advertised_host: Option<String>,
+    /// Where `controller.db` lives.
+    pub data_dir: PathBuf,
+    /// `num.partitions`: partitions of a topic created without a count.
+    pub num_partitions: i32,
+    /// `default.replication.factor`: replicas of a topic created without one.
+    pub default_replication_factor: i32,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9093)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9193)),
+            advertised_host: None,
+            data_dir: PathBuf::from("./runnel-data/controller"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            broker_session_timeout_ms: 9000,
+        }
+    }
+}

@@ -1,0 +1,773 @@
+//! The controller's rules: registration and liveness of brokers, topic and
+//! partition administration, configs, and publishing the metadata log.
+//!
+//! Every change is decided under one lock against the current image, turned
+//! into metadata records, applied to a copy of the image (so a record that
+//! does not apply is never written), written to the store in one
+//! transaction, and only then made visible: the image swapped in and the
+//! records broadcast to watchers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use runnel_common::metadata::{ApplyError, MetadataImage};
+use runnel_common::topics::{TopicConfig, TopicConfigError, collision_key, validate_topic_name};
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::metadata::v1::{
+    BrokerFenced, BrokerRegistered, BrokerUnfenced, ConfigRemoved, ConfigResource,
+    ConfigResourceType, ConfigSet, Endpoint, MetadataEvent, MetadataRecord, PartitionCreated,
+    TopicCreated, TopicDeleted, metadata_record::Record,
+};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::placement;
+use crate::store::{Store, StoreError};
+
+/// Settings the controller's rules depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This controller's id.
+    pub node_id: i32,
+    /// Where clients reach this controller.
+    pub endpoints: Vec<Endpoint>,
+    /// `num.partitions`: partitions of a topic created without a count.
+    pub num_partitions: i32,
+    /// `default.replication.factor`: replicas of a topic created without one.
+    pub default_replication_factor: i32,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout: Duration,
+}
+
+/// A controller operation that failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The store failed; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record did not apply (a bug); nothing was written.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The request is refused; the code says why.
+    #[error("{message}")]
+    Refused {
+        /// Kafka error code.
+        code: ErrorCode,
+        /// Explanation with the values involved.
+        message: String,
+    },
+}
+
+impl ControllerError {
+    fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
+        ControllerError::Refused {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The stable error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ControllerError::Store(_) | ControllerError::Apply(_) => ErrorCode::UnknownServerError,
+            ControllerError::Refused { code, .. } => *code,
+        }
+    }
+}
+
+/// The result for one item of a batch request (a topic to create, say).
+type ItemResult = Result<(), (ErrorCode, String)>;
+
+struct Inner {
+    image: MetadataImage,
+    /// Last heartbeat per broker. Not persisted: a new controller gives every
+    /// broker a fresh session rather than fencing healthy ones.
+    heartbeats: HashMap<i32, Instant>,
+}
+
+/// The controller: state, store and the metadata event stream.
+pub struct Controller {
+    store: Store,
+    settings: Settings,
+    cluster_id: String,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<Vec<MetadataEvent>>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("node_id", &self.settings.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn record(r: Record) -> MetadataRecord {
+    MetadataRecord { record: Some(r) }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn topic_resource(name: &str) -> ConfigResource {
+    ConfigResource {
+        r#type: ConfigResourceType::Topic as i32,
+        name: name.to_owned(),
+    }
+}
+
+impl Controller {
+    /// A controller over `store`, with its state loaded from the store's tables.
+    pub async fn load(store: Store, settings: Settings) -> Result<Controller, ControllerError> {
+        let image = store.load_image().await?;
+        let cluster_id = store.cluster_id().await?;
+        let now = Instant::now();
+        let heartbeats = image.brokers.keys().map(|&id| (id, now)).collect();
+        metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
+        Ok(Controller {
+            store,
+            settings,
+            cluster_id,
+            inner: Mutex::new(Inner { image, heartbeats }),
+            events: broadcast::channel(1024).0,
+        })
+    }
+
+    /// The store (for watchers catching up).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A receiver of every committed batch of metadata events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<MetadataEvent>>> {
+        self.events.subscribe()
+    }
+
+    /// A copy of the current metadata image.
+    pub async fn image(&self) -> MetadataImage {
+        self.inner.lock().await.image.clone()
+    }
+
+    /// Validates, persists and publishes `records` as the next entries of the log.
+    async fn commit(
+        &self,
+        inner: &mut Inner,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(), ControllerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let timestamp_ms = now_ms();
+        let mut next = inner.image.clone();
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            let offset = next.next_offset;
+            next.apply(offset, &record)?;
+            events.push(MetadataEvent {
+                offset,
+                record: Some(record),
+                timestamp_ms,
+            });
+        }
+        self.store.append(&events).await?;
+        inner.image = next;
+        metrics::gauge!("runnel_controller_metadata_end_offset")
+            .set(inner.image.next_offset as f64);
+        let _ = self.events.send(Arc::new(events));
+        Ok(())
+    }
+
+    /// Registers a broker; a new incarnation gets a new epoch (and starts fenced).
+    pub async fn register_broker(
+        &self,
+        req: pb::RegisterBrokerRequest,
+    ) -> Result<i64, ControllerError> {
+        if req.broker_id < 0 {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                format!("broker id {} is negative", req.broker_id),
+            ));
+        }
+        let mut inner = self.inner.lock().await;
+        if let Some(b) = inner.image.brokers.get(&req.broker_id)
+            && b.incarnation_id == req.incarnation_id
+        {
+            // A retried registration of the same process.
+            let epoch = b.epoch;
+            inner.heartbeats.insert(req.broker_id, Instant::now());
+            return Ok(epoch);
+        }
+        let epoch = inner.image.next_offset;
+        let r = record(Record::BrokerRegistered(BrokerRegistered {
+            broker_id: req.broker_id,
+            broker_epoch: epoch,
+            endpoints: req.endpoints,
+            rack: req.rack,
+            incarnation_id: req.incarnation_id,
+        }));
+        self.commit(&mut inner, vec![r]).await?;
+        inner.heartbeats.insert(req.broker_id, Instant::now());
+        tracing::info!(broker = req.broker_id, epoch, "broker registered");
+        Ok(epoch)
+    }
+
+    /// A broker's heartbeat: keeps its session, unfences it once it has caught
+    /// up with the log, fences it when it says it is shutting down.
+    pub async fn heartbeat(
+        &self,
+        req: pb::BrokerHeartbeatRequest,
+    ) -> Result<pb::BrokerHeartbeatResponse, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let Some(b) = inner.image.brokers.get(&req.broker_id) else {
+            return Ok(pb::BrokerHeartbeatResponse {
+                fenced: true,
+                should_register: true,
+            });
+        };
+        if b.epoch != req.broker_epoch {
+            return Ok(pb::BrokerHeartbeatResponse {
+                fenced: true,
+                should_register: true,
+            });
+        }
+        let (fenced, epoch) = (b.fenced, b.epoch);
+        inner.heartbeats.insert(req.broker_id, Instant::now());
+        let id = req.broker_id;
+        if req.shutting_down {
+            if !fenced {
+                let r = record(Record::BrokerFenced(BrokerFenced {
+                    broker_id: id,
+                    broker_epoch: epoch,
+                }));
+                self.commit(&mut inner, vec![r]).await?;
+                tracing::info!(broker = id, "broker fenced: shutting down");
+            }
+            return Ok(pb::BrokerHeartbeatResponse {
+                fenced: true,
+                should_register: false,
+            });
+        }
+        // Caught up: it has applied its own registration record.
+        if fenced && req.metadata_offset > epoch {
+            let r = record(Record::BrokerUnfenced(BrokerUnfenced {
+                broker_id: id,
+                broker_epoch: epoch,
+            }));
+            self.commit(&mut inner, vec![r]).await?;
+            tracing::info!(broker = id, "broker unfenced");
+            return Ok(pb::BrokerHeartbeatResponse {
+                fenced: false,
+                should_register: false,
+            });
+        }
+        Ok(pb::BrokerHeartbeatResponse {
+            fenced,
+            should_register: false,
+        })
+    }
+
+    /// Fences every live broker whose last heartbeat is older than the session timeout.
+    pub async fn fence_expired_brokers(&self) -> Result<Vec<i32>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let timeout = self.settings.broker_session_timeout;
+        let now = Instant::now();
+        let mut records = Vec::new();
+        let mut fenced = Vec::new();
+        for (&id, b) in &inner.image.brokers {
+            let last = inner.heartbeats.get(&id).copied().unwrap_or(now);
+            if !b.fenced && now.duration_since(last) > timeout {
+                records.push(record(Record::BrokerFenced(BrokerFenced {
+                    broker_id: id,
+                    broker_epoch: b.epoch,
+                })));
+                fenced.push(id);
+            }
+        }
+        self.commit(&mut inner, records).await?;
+        for id in &fenced {
+            tracing::warn!(
+                broker = id,
+                timeout_ms = timeout.as_millis() as u64,
+                "broker fenced: session expired"
+            );
+        }
+        Ok(fenced)
+    }
+
+    /// Creates topics; each gets its own result.
+    pub async fn create_topics(
+        &self,
+        req: pb::CreateTopicsRequest,
+    ) -> Result<Vec<pb::TopicResult>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        // Names created by this request, so two colliding names in one request are caught.
+        let mut taken: BTreeSet<String> = inner
+            .image
+            .topics
+            .keys()
+            .map(|n| collision_key(n))
+            .collect();
+        // As Kafka: a name listed twice in one request is refused every time.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in &req.topics {
+            *counts.entry(t.name.as_str()).or_default() += 1;
+        }
+        let duplicated: BTreeSet<String> = counts
+            .into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for topic in req.topics {
+            let result = if duplicated.contains(&topic.name) {
+                Err((
+                    ErrorCode::InvalidRequest,
+                    format!("topic {} appears more than once in the request", topic.name),
+                ))
+            } else {
+                self.plan_topic(&inner.image, &topic, &mut taken)
+            };
+            match result {
+                Ok(mut topic_records) => {
+                    if !req.validate_only {
+                        records.append(&mut topic_records);
+                    }
+                    results.push(topic_result(&topic.name, Ok(())));
+                }
+                Err(e) => results.push(topic_result(&topic.name, Err(e))),
+            }
+        }
+        self.commit(&mut inner, records).await?;
+        for r in &results {
+            if r.error_code == ErrorCode::None as i32 && !req.validate_only {
+                tracing::info!(topic = %r.name, "topic created");
+            }
+        }
+        Ok(results)
+    }
+
+    fn plan_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &pb::CreatableTopic,
+        taken: &mut BTreeSet<String>,
+    ) -> Result<Vec<MetadataRecord>, (ErrorCode, String)> {
+        let name = &topic.name;
+        validate_topic_name(name).map_err(|e| (ErrorCode::InvalidTopicException, e.to_string()))?;
+        if image.topics.contains_key(name) {
+            return Err((
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        if taken.contains(&collision_key(name)) {
+            return Err((
+                ErrorCode::InvalidTopicException,
+                format!(
+                    "topic {name} collides with an existing topic once '.' and '_' are treated alike"
+                ),
+            ));
+        }
+        let partitions = if topic.partitions == -1 {
+            self.settings.num_partitions
+        } else {
+            topic.partitions
+        };
+        if partitions < 1 {
+            return Err((
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be at least 1, not {partitions}"),
+            ));
+        }
+        let rf = if topic.replication_factor == -1 {
+            self.settings.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
+        let brokers: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
+        if rf < 1 {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor must be at least 1, not {rf}"),
+            ));
+        }
+        if rf as usize > brokers.len() {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication factor {rf} is larger than the {} available brokers",
+                    brokers.len()
+                ),
+            ));
+        }
+        TopicConfig::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let mut records = vec![record(Record::TopicCreated(TopicCreated {
+            name: name.clone(),
+            topic_id: id.to_vec().into(),
+        }))];
+        records.extend(partition_records(
+            name,
+            &id,
+            &brokers,
+            0,
+            partitions as usize,
+            rf as usize,
+        ));
+        for (key, value) in &topic.configs {
+            records.push(record(Record::ConfigSet(ConfigSet {
+                resource: Some(topic_resource(name)),
+                key: key.clone(),
+                value: value.clone(),
+            })));
+        }
+        taken.insert(collision_key(name));
+        Ok(records)
+    }
+
+    /// Deletes topics; each gets its own result.
+    pub async fn delete_topics(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<pb::TopicResult>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        let mut seen = BTreeSet::new();
+        for name in names {
+            let result = match inner.image.topics.get(&name) {
+                Some(t) if seen.insert(name.clone()) => {
+                    records.push(record(Record::TopicDeleted(TopicDeleted {
+                        name: name.clone(),
+                        topic_id: t.id.to_vec().into(),
+                    })));
+                    Ok(())
+                }
+                Some(_) => Ok(()),
+                None => Err((
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {name} does not exist"),
+                )),
+            };
+            results.push(topic_result(&name, result));
+        }
+        self.commit(&mut inner, records).await?;
+        for r in &results {
+            if r.error_code == ErrorCode::None as i32 {
+                tracing::info!(topic = %r.name, "topic deleted");
+            }
+        }
+        Ok(results)
+    }
+
+    /// Grows a topic to `count` partitions; shrinking is refused.
+    pub async fn create_partitions(
+        &self,
+        req: pb::CreatePartitionsRequest,
+    ) -> Result<pb::TopicResult, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let name = req.topic.clone();
+        let planned = (|| {
+            let t = inner.image.topics.get(&name).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {name} does not exist"),
+                )
+            })?;
+            let current = t.partitions.len() as i32;
+            if req.count < current {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "topic {name} has {current} partitions; partitions can only be added, not removed (asked for {})",
+                        req.count
+                    ),
+                ));
+            }
+            if req.count == current {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!("topic {name} already has {current} partitions"),
+                ));
+            }
+            let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
+            let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
+            if rf > brokers.len() {
+                return Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {rf} is larger than the {} available brokers",
+                        brokers.len()
+                    ),
+                ));
+            }
+            Ok(partition_records(
+                &name,
+                &t.id,
+                &brokers,
+                current as usize,
+                (req.count - current) as usize,
+                rf,
+            ))
+        })();
+        let result = match planned {
+            Ok(records) => {
+                if !req.validate_only {
+                    self.commit(&mut inner, records).await?;
+                    tracing::info!(topic = %name, partitions = req.count, "partitions added");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        Ok(topic_result(&name, result))
+    }
+
+    /// Brokers with liveness, and the controller itself.
+    pub async fn describe_cluster(&self) -> pb::DescribeClusterResponse {
+        let inner = self.inner.lock().await;
+        pb::DescribeClusterResponse {
+            brokers: broker_infos(&inner),
+            controller_id: self.settings.node_id,
+            controller_endpoints: self.settings.endpoints.clone(),
+            metadata_end_offset: inner.image.next_offset,
+            cluster_id: self.cluster_id.clone(),
+        }
+    }
+
+    /// Topics (all, or the named ones) with partitions and brokers.
+    pub async fn metadata(&self, topics: Vec<String>) -> pb::GetMetadataResponse {
+        let inner = self.inner.lock().await;
+        let image = &inner.image;
+        let names: Vec<String> = if topics.is_empty() {
+            image.topics.keys().cloned().collect()
+        } else {
+            topics
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| match image.topics.get(&name) {
+                Some(t) => pb::TopicMetadata {
+                    name,
+                    topic_id: t.id.to_vec().into(),
+                    error_code: ErrorCode::None as i32,
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|(&partition, p)| pb::PartitionMetadata {
+                            partition,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
+                        })
+                        .collect(),
+                },
+                None => pb::TopicMetadata {
+                    name,
+                    error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        pb::GetMetadataResponse {
+            topics,
+            brokers: broker_infos(&inner),
+            metadata_end_offset: image.next_offset,
+        }
+    }
+
+    /// Every config of each resource, with where its value comes from.
+    pub async fn describe_configs(
+        &self,
+        resources: Vec<ConfigResource>,
+    ) -> Vec<pb::ResourceConfigs> {
+        let inner = self.inner.lock().await;
+        resources
+            .into_iter()
+            .map(
+                |resource| match (resource.r#type(), inner.image.topics.get(&resource.name)) {
+                    (ConfigResourceType::Topic, Some(t)) => {
+                        let defaults = TopicConfig::default();
+                        let entries = TopicConfig::keys()
+                            .into_iter()
+                            .map(|key| match t.configs.get(key) {
+                                Some(v) => pb::ConfigEntry {
+                                    key: key.to_owned(),
+                                    value: v.clone(),
+                                    source: pb::ConfigSource::Topic as i32,
+                                },
+                                None => pb::ConfigEntry {
+                                    key: key.to_owned(),
+                                    value: defaults.get(key).unwrap_or_default(),
+                                    source: pb::ConfigSource::Default as i32,
+                                },
+                            })
+                            .collect();
+                        pb::ResourceConfigs {
+                            resource: Some(resource),
+                            error_code: ErrorCode::None as i32,
+                            error_message: String::new(),
+                            entries,
+                        }
+                    }
+                    (ConfigResourceType::Topic, None) => pb::ResourceConfigs {
+                        error_code: ErrorCode::UnknownTopicOrPartition as i32,
+                        error_message: format!("topic {} does not exist", resource.name),
+                        resource: Some(resource),
+                        entries: Vec::new(),
+                    },
+                    _ => pb::ResourceConfigs {
+                        error_code: ErrorCode::InvalidRequest as i32,
+                        error_message: "only topic configs can be described".into(),
+                        resource: Some(resource),
+                        entries: Vec::new(),
+                    },
+                },
+            )
+            .collect()
+    }
+
+    /// Sets and removes topic config keys, all or nothing.
+    pub async fn alter_configs(&self, req: pb::AlterConfigsRequest) -> Result<(), ControllerError> {
+        let resource = req.resource.unwrap_or_default();
+        if resource.r#type() != ConfigResourceType::Topic {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                "only topic configs can be altered; broker configs are static",
+            ));
+        }
+        let mut inner = self.inner.lock().await;
+        let name = resource.name.clone();
+        let t = inner.image.topics.get(&name).ok_or_else(|| {
+            ControllerError::refused(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("topic {name} does not exist"),
+            )
+        })?;
+        let mut merged: BTreeMap<String, String> = t.configs.clone();
+        let mut records = Vec::new();
+        for op in &req.ops {
+            match pb::AlterOp::try_from(op.op) {
+                Ok(pb::AlterOp::Set) => {
+                    merged.insert(op.key.clone(), op.value.clone());
+                    records.push(record(Record::ConfigSet(ConfigSet {
+                        resource: Some(topic_resource(&name)),
+                        key: op.key.clone(),
+                        value: op.value.clone(),
+                    })));
+                }
+                Ok(pb::AlterOp::Delete) => {
+                    if !TopicConfig::keys().contains(&op.key.as_str()) {
+                        return Err(ControllerError::refused(
+                            ErrorCode::InvalidConfig,
+                            TopicConfigError::UnknownKey {
+                                key: op.key.clone(),
+                            }
+                            .to_string(),
+                        ));
+                    }
+                    if merged.remove(&op.key).is_some() {
+                        records.push(record(Record::ConfigRemoved(ConfigRemoved {
+                            resource: Some(topic_resource(&name)),
+                            key: op.key.clone(),
+                        })));
+                    }
+                }
+                Err(_) => {
+                    return Err(ControllerError::refused(
+                        ErrorCode::InvalidRequest,
+                        "unknown alter operation",
+                    ));
+                }
+            }
+        }
+        TopicConfig::from_pairs(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| ControllerError::refused(ErrorCode::InvalidConfig, e.to_string()))?;
+        if !req.validate_only {
+            self.commit(&mut inner, records).await?;
+            tracing::info!(topic = %name, "topic configs altered");
+        }
+        Ok(())
+    }
+}
+
+fn topic_result(name: &str, result: ItemResult) -> pb::TopicResult {
+    match result {
+        Ok(()) => pb::TopicResult {
+            name: name.to_owned(),
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+        },
+        Err((code, message)) => pb::TopicResult {
+            name: name.to_owned(),
+            error_code: code as i32,
+            error_message: message,
+        },
+    }
+}
+
+/// Records for new partitions `first..first + count` of a topic.
+fn partition_records(
+    name: &str,
+    id: &[u8; 16],
+    brokers: &[i32],
+    first: usize,
+    count: usize,
+    rf: usize,
+) -> Vec<MetadataRecord> {
+    let mut rng = rand::rng();
+    let n = brokers.len();
+    let assignment = placement::assign(
+        brokers,
+        first,
+        count,
+        rf,
+        rng.random_range(0..n),
+        rng.random_range(0..n),
+    );
+    assignment
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            record(Record::PartitionCreated(PartitionCreated {
+                topic: name.to_owned(),
+                topic_id: id.to_vec().into(),
+                partition: (first + i) as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }))
+        })
+        .collect()
+}
+
+fn broker_infos(inner: &Inner) -> Vec<pb::BrokerInfo> {
+    let now = Instant::now();
+    inner
+        .image
+        .brokers
+        .iter()
+        .map(|(&id, b)| pb::BrokerInfo {
+            broker_id: id,
+            broker_epoch: b.epoch,
+            endpoints: b.endpoints.clone(),
+            rack: b.rack.clone(),
+            fenced: b.fenced,
+            last_heartbeat_age_ms: inner
+                .heartbeats
+                .get(&id)
+                .map_or(-1, |t| now.duration_since(*t).as_millis() as i64),
+        })
+        .collect()
+}

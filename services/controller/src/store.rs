@@ -1,0 +1,381 @@
+//! The controller's SQLite store: the metadata log and the state it produces.
+//!
+//! Appending records and applying them to the state tables happen in one
+//! transaction, together with the applied offset, so the state on disk is
+//! always exactly the log folded up to `applied.next_offset`. The schema is in
+//! `migrations/`, run at start.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use prost::Message;
+use runnel_common::metadata::{BrokerState, MetadataImage, PartitionState, TopicState, topic_id};
+use runnel_proto::metadata::v1::{
+    Endpoint, MetadataEvent, MetadataRecord, metadata_record::Record,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("metadata store: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("metadata store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data does not decode (a bug or a damaged file).
+    #[error("metadata store is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// The metadata store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn ids_to_text(ids: &[i32]) -> String {
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn text_to_ids(text: &str) -> Result<Vec<i32>, StoreError> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|s| {
+            s.parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad broker id list {text:?}")))
+        })
+        .collect()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and runs migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // An acknowledged metadata change must survive a power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../../migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the database.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The cluster id, created on first start.
+    pub async fn cluster_id(&self) -> Result<String, StoreError> {
+        let candidate = uuid::Uuid::new_v4().simple().to_string();
+        sqlx::query("INSERT OR IGNORE INTO cluster (id, cluster_id) VALUES (1, ?)")
+            .bind(&candidate)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT cluster_id FROM cluster WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("cluster_id")?)
+    }
+
+    /// Appends `events` (consecutive offsets from the current end) and applies
+    /// them to the state tables, all in one transaction.
+    pub async fn append(&self, events: &[MetadataEvent]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query("SELECT next_offset FROM applied WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("next_offset")?;
+        let mut expected = next;
+        for event in events {
+            if event.offset != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "append at offset {} but the log ends at {expected}",
+                    event.offset
+                )));
+            }
+            let record = event
+                .record
+                .as_ref()
+                .ok_or_else(|| StoreError::Corrupt("event without record".into()))?;
+            sqlx::query(
+                r#"INSERT INTO metadata_log ("offset", timestamp_ms, record) VALUES (?, ?, ?)"#,
+            )
+            .bind(event.offset)
+            .bind(event.timestamp_ms)
+            .bind(record.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+            apply(&mut tx, record).await?;
+            expected += 1;
+        }
+        sqlx::query("UPDATE applied SET next_offset = ? WHERE id = 1")
+            .bind(expected)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events from `from` on.
+    pub async fn read_log(&self, from: i64, limit: i64) -> Result<Vec<MetadataEvent>, StoreError> {
+        let rows = sqlx::query(
+            r#"SELECT "offset", timestamp_ms, record FROM metadata_log WHERE "offset" >= ? ORDER BY "offset" LIMIT ?"#,
+        )
+        .bind(from)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let bytes: Vec<u8> = row.try_get("record")?;
+                let record = MetadataRecord::decode(bytes.as_slice()).map_err(|e| {
+                    StoreError::Corrupt(format!("undecodable metadata record: {e}"))
+                })?;
+                Ok(MetadataEvent {
+                    offset: row.try_get("offset")?,
+                    timestamp_ms: row.try_get("timestamp_ms")?,
+                    record: Some(record),
+                })
+            })
+            .collect()
+    }
+
+    /// The state tables as a metadata image.
+    pub async fn load_image(&self) -> Result<MetadataImage, StoreError> {
+        let mut image = MetadataImage {
+            next_offset: sqlx::query("SELECT next_offset FROM applied WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("next_offset")?,
+            ..MetadataImage::default()
+        };
+        for row in
+            sqlx::query("SELECT broker_id, broker_epoch, incarnation_id, rack, fenced FROM brokers")
+                .fetch_all(&self.pool)
+                .await?
+        {
+            image.brokers.insert(
+                row.try_get("broker_id")?,
+                BrokerState {
+                    epoch: row.try_get("broker_epoch")?,
+                    endpoints: Vec::new(),
+                    rack: row.try_get("rack")?,
+                    incarnation_id: row.try_get("incarnation_id")?,
+                    fenced: row.try_get::<i64, _>("fenced")? != 0,
+                },
+            );
+        }
+        for row in sqlx::query(
+            "SELECT broker_id, name, host, port FROM broker_endpoints ORDER BY broker_id, position",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let id: i32 = row.try_get("broker_id")?;
+            let broker = image
+                .brokers
+                .get_mut(&id)
+                .ok_or_else(|| StoreError::Corrupt(format!("endpoint of unknown broker {id}")))?;
+            broker.endpoints.push(Endpoint {
+                name: row.try_get("name")?,
+                host: row.try_get("host")?,
+                port: row.try_get::<i64, _>("port")? as u32,
+            });
+        }
+        for row in sqlx::query("SELECT name, topic_id FROM topics")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let id: Vec<u8> = row.try_get("topic_id")?;
+            let id = topic_id(&id)
+                .ok_or_else(|| StoreError::Corrupt("topic id is not 16 bytes".into()))?;
+            image.topics.insert(
+                row.try_get("name")?,
+                TopicState {
+                    id,
+                    partitions: BTreeMap::new(),
+                    configs: BTreeMap::new(),
+                },
+            );
+        }
+        for row in sqlx::query(
+            "SELECT topic, partition, replicas, isr, leader, leader_epoch, partition_epoch FROM partitions",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let topic: String = row.try_get("topic")?;
+            let t = image
+                .topics
+                .get_mut(&topic)
+                .ok_or_else(|| StoreError::Corrupt(format!("partition of unknown topic {topic}")))?;
+            t.partitions.insert(
+                row.try_get("partition")?,
+                PartitionState {
+                    replicas: text_to_ids(&row.try_get::<String, _>("replicas")?)?,
+                    isr: text_to_ids(&row.try_get::<String, _>("isr")?)?,
+                    leader: row.try_get("leader")?,
+                    leader_epoch: row.try_get("leader_epoch")?,
+                    partition_epoch: row.try_get("partition_epoch")?,
+                },
+            );
+        }
+        for row in sqlx::query("SELECT resource_type, resource_name, key, value FROM configs")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let kind: i64 = row.try_get("resource_type")?;
+            let name: String = row.try_get("resource_name")?;
+            let configs = match kind {
+                2 => {
+                    &mut image
+                        .topics
+                        .get_mut(&name)
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("config of unknown topic {name}"))
+                        })?
+                        .configs
+                }
+                4 => image.broker_configs.entry(name).or_default(),
+                other => return Err(StoreError::Corrupt(format!("config resource type {other}"))),
+            };
+            configs.insert(row.try_get("key")?, row.try_get("value")?);
+        }
+        Ok(image)
+    }
+}
+
+/// Applies one record to the state tables (the SQL twin of `MetadataImage::apply`).
+async fn apply(
+    tx: &mut Transaction<'_, Sqlite>,
+    record: &MetadataRecord,
+) -> Result<(), StoreError> {
+    let Some(record) = &record.record else {
+        return Err(StoreError::Corrupt("empty metadata record".into()));
+    };
+    match record {
+        Record::BrokerRegistered(r) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO brokers (broker_id, broker_epoch, incarnation_id, rack, fenced) VALUES (?, ?, ?, ?, 1)",
+            )
+            .bind(r.broker_id)
+            .bind(r.broker_epoch)
+            .bind(&r.incarnation_id)
+            .bind(&r.rack)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM broker_endpoints WHERE broker_id = ?")
+                .bind(r.broker_id)
+                .execute(&mut **tx)
+                .await?;
+            for (i, e) in r.endpoints.iter().enumerate() {
+                sqlx::query("INSERT INTO broker_endpoints (broker_id, position, name, host, port) VALUES (?, ?, ?, ?, ?)")
+                    .bind(r.broker_id)
+                    .bind(i as i64)
+                    .bind(&e.name)
+                    .bind(&e.host)
+                    .bind(i64::from(e.port))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Record::BrokerFenced(r) => set_fenced(tx, r.broker_id, r.broker_epoch, true).await?,
+        Record::BrokerUnfenced(r) => set_fenced(tx, r.broker_id, r.broker_epoch, false).await?,
+        Record::TopicCreated(r) => {
+            sqlx::query("INSERT INTO topics (name, topic_id) VALUES (?, ?)")
+                .bind(&r.name)
+                .bind(r.topic_id.to_vec())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::TopicDeleted(r) => {
+            sqlx::query("DELETE FROM topics WHERE name = ? AND topic_id = ?")
+                .bind(&r.name)
+                .bind(r.topic_id.to_vec())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("DELETE FROM configs WHERE resource_type = 2 AND resource_name = ?")
+                .bind(&r.name)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::PartitionCreated(r) => {
+            sqlx::query(
+                "INSERT INTO partitions (topic, partition, replicas, isr, leader, leader_epoch, partition_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.topic)
+            .bind(r.partition)
+            .bind(ids_to_text(&r.replicas))
+            .bind(ids_to_text(&r.isr))
+            .bind(r.leader)
+            .bind(r.leader_epoch)
+            .bind(r.partition_epoch)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::PartitionChanged(r) => {
+            sqlx::query(
+                "UPDATE partitions SET isr = ?, leader = ?, leader_epoch = ?, partition_epoch = ? WHERE topic = ? AND partition = ?",
+            )
+            .bind(ids_to_text(&r.isr))
+            .bind(r.leader)
+            .bind(r.leader_epoch)
+            .bind(r.partition_epoch)
+            .bind(&r.topic)
+            .bind(r.partition)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::ConfigSet(r) => {
+            let resource = r.resource.clone().unwrap_or_default();
+            sqlx::query(
+                "INSERT OR REPLACE INTO configs (resource_type, resource_name, key, value) VALUES (?, ?, ?, ?)",
+            )
+            .bind(resource.r#type)
+            .bind(&resource.name)
+            .bind(&r.key)
+            .bind(&r.value)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::ConfigRemoved(r) => {
+            let resource = r.resource.clone().unwrap_or_default();
+            sqlx::query(
+                "DELETE FROM configs WHERE resource_type = ? AND resource_name = ? AND key = ?",
+            )
+            .bind(resource.r#type)
+            .bind(&resource.name)
+            .bind(&r.key)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_fenced(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: i32,
+    epoch: i64,
+    fenced: bool,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE brokers SET fenced = ? WHERE broker_id = ? AND broker_epoch = ?")
+        .bind(i64::from(fenced))
+        .bind(id)
+        .bind(epoch)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

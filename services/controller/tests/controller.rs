@@ -1,0 +1,472 @@
+//! The controller through its gRPC API: broker lifecycle, topic admin with
+//! Kafka's validation, configs, the watch stream, and restarts.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use runnel_common::metadata::MetadataImage;
+use runnel_common::shutdown::CancellationToken;
+use runnel_controller::{Config, ControllerHandle};
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::controller::v1::controller_client::ControllerClient;
+use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType, metadata_record::Record};
+use tonic::transport::Channel;
+
+async fn start(dir: &Path, session_timeout_ms: u64) -> ControllerHandle {
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_owned(),
+        broker_session_timeout_ms: session_timeout_ms,
+        ..Config::default()
+    };
+    runnel_controller::start(config, CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+async fn client(handle: &ControllerHandle) -> ControllerClient<Channel> {
+    ControllerClient::connect(format!("http://{}", handle.grpc_addr))
+        .await
+        .unwrap()
+}
+
+/// Registers brokers 1..=n and heartbeats each once so they are unfenced.
+async fn brokers(c: &mut ControllerClient<Channel>, n: i32) -> Vec<i64> {
+    let mut epochs = Vec::new();
+    for id in 1..=n {
+        let epoch = c
+            .register_broker(pb::RegisterBrokerRequest {
+                broker_id: id,
+                endpoints: vec![],
+                rack: String::new(),
+                incarnation_id: format!("inc-{id}"),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .broker_epoch;
+        let end = c
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .metadata_end_offset;
+        let hb = c
+            .broker_heartbeat(pb::BrokerHeartbeatRequest {
+                broker_id: id,
+                broker_epoch: epoch,
+                metadata_offset: end,
+                shutting_down: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!hb.fenced, "broker {id} caught up is unfenced");
+        epochs.push(epoch);
+    }
+    epochs
+}
+
+fn topic(name: &str, partitions: i32, rf: i32, configs: &[(&str, &str)]) -> pb::CreatableTopic {
+    pb::CreatableTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: rf,
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+async fn create(
+    c: &mut ControllerClient<Channel>,
+    topics: Vec<pb::CreatableTopic>,
+) -> Vec<(ErrorCode, String)> {
+    c.create_topics(pb::CreateTopicsRequest {
+        topics,
+        validate_only: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .topics
+    .into_iter()
+    .map(|t| (t.error_code(), t.error_message))
+    .collect()
+}
+
+/// The whole log folded from offset 0.
+async fn replay(c: &mut ControllerClient<Channel>, end: i64) -> MetadataImage {
+    let mut stream = c
+        .watch(pb::WatchRequest { from_offset: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut image = MetadataImage::default();
+    while image.next_offset < end {
+        let batch = stream.message().await.unwrap().unwrap();
+        for e in batch.events {
+            image.apply(e.offset, e.record.as_ref().unwrap()).unwrap();
+        }
+    }
+    image
+}
+
+#[tokio::test]
+async fn topics_are_created_validated_placed_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    brokers(&mut c, 3).await;
+
+    let results = create(
+        &mut c,
+        vec![
+            topic("orders", 6, 3, &[("retention.ms", "1000")]),
+            topic("twice", 1, 1, &[]),
+            topic("bad name", 1, 1, &[]),
+            topic(&"x".repeat(250), 1, 1, &[]),
+            topic("zero", 0, 1, &[]),
+            topic("too.many.replicas", 1, 4, &[]),
+            topic("bad-config", 1, 1, &[("retention.ms", "soon")]),
+            topic("unknown-config", 1, 1, &[("no.such.key", "1")]),
+            topic("a.b", 1, 1, &[]),
+            topic("a_b", 1, 1, &[]),
+            topic("defaults", -1, -1, &[]),
+            topic("twice", 1, 1, &[]),
+        ],
+    )
+    .await;
+    let codes: Vec<ErrorCode> = results.iter().map(|r| r.0).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ErrorCode::None,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidTopicException,
+            ErrorCode::InvalidTopicException,
+            ErrorCode::InvalidPartitions,
+            ErrorCode::InvalidReplicationFactor,
+            ErrorCode::InvalidConfig,
+            ErrorCode::InvalidConfig,
+            ErrorCode::None,
+            ErrorCode::InvalidTopicException,
+            ErrorCode::None,
+            ErrorCode::InvalidRequest,
+        ],
+        "{results:?}"
+    );
+    let again = create(&mut c, vec![topic("orders", 1, 1, &[])]).await;
+    assert_eq!(again[0].0, ErrorCode::TopicAlreadyExists, "{again:?}");
+    assert!(
+        results[5]
+            .1
+            .contains("replication factor 4 is larger than the 3 available brokers"),
+        "{}",
+        results[5].1
+    );
+    assert!(results[9].1.contains("collides"), "{}", results[9].1);
+
+    let md = c
+        .get_metadata(pb::GetMetadataRequest { topics: vec![] })
+        .await
+        .unwrap()
+        .into_inner();
+    let orders = md.topics.iter().find(|t| t.name == "orders").unwrap();
+    assert_eq!(orders.partitions.len(), 6);
+    let mut leaders: HashMap<i32, usize> = HashMap::new();
+    for p in &orders.partitions {
+        assert_eq!(p.replicas.len(), 3);
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, p.replicas[0]);
+        *leaders.entry(p.leader).or_default() += 1;
+    }
+    assert_eq!(
+        leaders.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "leaders spread: {leaders:?}"
+    );
+    let defaults = md.topics.iter().find(|t| t.name == "defaults").unwrap();
+    assert_eq!(defaults.partitions.len(), 1, "num.partitions");
+
+    // Partitions grow; shrinking or standing still is refused with a clear error.
+    let grow = |count| pb::CreatePartitionsRequest {
+        topic: "orders".into(),
+        count,
+        validate_only: false,
+    };
+    let r = c
+        .create_partitions(grow(8))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(r.error_code(), ErrorCode::None);
+    let r = c
+        .create_partitions(grow(4))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(r.error_code(), ErrorCode::InvalidPartitions);
+    assert!(
+        r.error_message.contains("can only be added, not removed"),
+        "{}",
+        r.error_message
+    );
+    let r = c
+        .create_partitions(grow(8))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(r.error_code(), ErrorCode::InvalidPartitions);
+
+    // Configs: describe shows sources; alter validates all-or-nothing.
+    let resource = ConfigResource {
+        r#type: ConfigResourceType::Topic as i32,
+        name: "orders".into(),
+    };
+    let describe = |c: &mut ControllerClient<Channel>| {
+        let mut c = c.clone();
+        let resource = resource.clone();
+        async move {
+            let r = c
+                .describe_configs(pb::DescribeConfigsRequest {
+                    resources: vec![resource],
+                })
+                .await
+                .unwrap();
+            let entries = r.into_inner().resources.remove(0).entries;
+            entries
+                .into_iter()
+                .map(|e| (e.key.clone(), (e.value.clone(), e.source())))
+                .collect::<HashMap<_, _>>()
+        }
+    };
+    let configs = describe(&mut c).await;
+    assert_eq!(
+        configs["retention.ms"],
+        ("1000".into(), pb::ConfigSource::Topic)
+    );
+    assert_eq!(
+        configs["segment.bytes"],
+        ("1073741824".into(), pb::ConfigSource::Default)
+    );
+    let alter = |ops: Vec<(&str, &str, pb::AlterOp)>| pb::AlterConfigsRequest {
+        resource: Some(resource.clone()),
+        ops: ops
+            .into_iter()
+            .map(|(k, v, op)| pb::AlterConfigOp {
+                key: k.into(),
+                value: v.into(),
+                op: op as i32,
+            })
+            .collect(),
+        validate_only: false,
+    };
+    let err = c
+        .alter_configs(alter(vec![
+            ("cleanup.policy", "compact", pb::AlterOp::Set),
+            ("min.insync.replicas", "0", pb::AlterOp::Set),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        runnel_common::errors::code_of(&err),
+        ErrorCode::InvalidConfig
+    );
+    assert_eq!(
+        describe(&mut c).await["cleanup.policy"].0,
+        "delete",
+        "nothing applied"
+    );
+    c.alter_configs(alter(vec![
+        ("cleanup.policy", "compact", pb::AlterOp::Set),
+        ("retention.ms", "", pb::AlterOp::Delete),
+    ]))
+    .await
+    .unwrap();
+    let configs = describe(&mut c).await;
+    assert_eq!(
+        configs["cleanup.policy"],
+        ("compact".into(), pb::ConfigSource::Topic)
+    );
+    assert_eq!(configs["retention.ms"].1, pb::ConfigSource::Default);
+
+    // Deletion, and a clear error for an unknown topic.
+    let r = c
+        .delete_topics(pb::DeleteTopicsRequest {
+            names: vec!["defaults".into(), "nope".into()],
+        })
+        .await
+        .unwrap();
+    let codes: Vec<_> = r
+        .into_inner()
+        .topics
+        .iter()
+        .map(|t| t.error_code())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![ErrorCode::None, ErrorCode::UnknownTopicOrPartition]
+    );
+
+    // The state is exactly the log folded from the start...
+    let before = handle.controller.image().await;
+    assert_eq!(replay(&mut c, before.next_offset).await, before);
+    // ...and a restarted controller loads the same state from SQLite.
+    handle.shutdown().await;
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let after = handle.controller.image().await;
+    assert_eq!(after, before);
+    assert_eq!(replay(&mut c, after.next_offset).await, after);
+    // Names stay taken across the restart.
+    let results = create(&mut c, vec![topic("orders", 1, 1, &[])]).await;
+    assert_eq!(results[0].0, ErrorCode::TopicAlreadyExists);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn brokers_are_fenced_when_silent_and_unfenced_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 300).await;
+    let mut c = client(&handle).await;
+    let epochs = brokers(&mut c, 2).await;
+    // Broker 1 keeps heartbeating, broker 2 goes silent.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let end = c
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let hb = c
+            .broker_heartbeat(pb::BrokerHeartbeatRequest {
+                broker_id: 1,
+                broker_epoch: epochs[0],
+                metadata_offset: end.metadata_end_offset,
+                shutting_down: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!hb.fenced);
+        let b2 = end.brokers.iter().find(|b| b.broker_id == 2).unwrap();
+        if b2.fenced {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker 2 never fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A stale epoch must register again; a new incarnation gets a new epoch.
+    let hb = c
+        .broker_heartbeat(pb::BrokerHeartbeatRequest {
+            broker_id: 2,
+            broker_epoch: epochs[1] - 1,
+            metadata_offset: 0,
+            shutting_down: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hb.should_register);
+    let epoch = c
+        .register_broker(pb::RegisterBrokerRequest {
+            broker_id: 2,
+            endpoints: vec![],
+            rack: String::new(),
+            incarnation_id: "restarted".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .broker_epoch;
+    assert!(epoch > epochs[1]);
+    // A shutting-down broker is fenced at once.
+    let hb = c
+        .broker_heartbeat(pb::BrokerHeartbeatRequest {
+            broker_id: 1,
+            broker_epoch: epochs[0],
+            metadata_offset: 1000,
+            shutting_down: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hb.fenced);
+    // The watch stream saw every step, in order.
+    let image = handle.controller.image().await;
+    let mut stream = c
+        .watch(pb::WatchRequest { from_offset: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut kinds = Vec::new();
+    while (kinds.len() as i64) < image.next_offset {
+        for e in stream.message().await.unwrap().unwrap().events {
+            assert_eq!(e.offset, kinds.len() as i64);
+            kinds.push(match e.record.unwrap().record.unwrap() {
+                Record::BrokerRegistered(r) => format!("registered {}", r.broker_id),
+                Record::BrokerUnfenced(r) => format!("unfenced {}", r.broker_id),
+                Record::BrokerFenced(r) => format!("fenced {}", r.broker_id),
+                other => format!("{other:?}"),
+            });
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            "registered 1",
+            "unfenced 1",
+            "registered 2",
+            "unfenced 2",
+            "fenced 2",
+            "registered 2",
+            "fenced 1"
+        ]
+    );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn watchers_get_live_events_after_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    brokers(&mut c, 1).await;
+    let mut stream = c
+        .watch(pb::WatchRequest { from_offset: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.events[0].offset, 1, "starts where asked");
+    create(&mut c, vec![topic("live", 2, 1, &[])]).await;
+    let mut offsets = vec![];
+    while offsets.len() < 3 {
+        for e in stream.message().await.unwrap().unwrap().events {
+            offsets.push(e.offset);
+        }
+    }
+    assert_eq!(
+        offsets,
+        vec![2, 3, 4],
+        "topic + 2 partitions, no gaps or repeats"
+    );
+    handle.shutdown().await;
+}
