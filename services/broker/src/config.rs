@@ -1,0 +1,70 @@
+//! The broker's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Broker settings. TOML keys are the field names; every one can be set with
+/// `RUNNEL_BROKER_<FIELD>` in the environment. Names follow Kafka's broker
+/// configs where Kafka has one (`auto_create_topics_enable` is
+/// `auto.create.topics.enable`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `broker.id`.
+    pub broker_id: i32,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Host clients use to reach this broker (default: the listen IP).
+    pub advertised_host: Option<String>,
+    /// `broker.rack`.
+    pub rack: String,
+    /// Where partition logs live (`log.dirs`).
+    pub data_dir: PathBuf,
+    /// The controller's gRPC address, `host:port`.
+    pub controller: String,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: u64,
+    /// `log.retention.check.interval.ms`: how often retention and compaction run.
+    pub log_retention_check_interval_ms: u64,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions` for auto-created topics.
+    pub num_partitions: i32,
+    /// `default.replication.factor` for auto-created topics.
+    pub default_replication_factor: i32,
+    /// Disk I/O threads (`num.io.threads`); 0 means one per CPU.
+    pub io_threads: usize,
+    /// Jobs queued per I/O thread before producers wait.
+    pub io_queue_depth: usize,
+    /// `socket.request.max.bytes`: the largest request accepted.
+    pub socket_request_max_bytes: usize,
+    /// `log.cleaner.dedupe.buffer.size`.
+    pub log_cleaner_dedupe_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            broker_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9194)),
+            advertised_host: None,
+            rack: String::new(),
+            data_dir: PathBuf::from("./runnel-data/broker-1"),
+            controller: "127.0.0.1:9093".into(),
+            heartbeat_interval_ms: 2000,
+            log_retention_check_interval_ms: 300_000,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            io_threads: 0,
+            io_queue_depth: 256,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+        }
+    }
+}

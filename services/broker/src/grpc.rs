@@ -1,0 +1,75 @@
+//! The broker's gRPC service: spans, metrics and translation only.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use runnel_common::telemetry::server_span;
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::broker::v1::broker_server::Broker as BrokerApi;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::service::Broker;
+
+/// The gRPC face of a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerService {
+    broker: Arc<Broker>,
+}
+
+impl BrokerService {
+    /// Serves `broker`.
+    pub fn new(broker: Arc<Broker>) -> Self {
+        BrokerService { broker }
+    }
+}
+
+async fn handle<T>(
+    method: &'static str,
+    metadata: &tonic::metadata::MetadataMap,
+    fut: impl Future<Output = T>,
+) -> Result<Response<T>, Status> {
+    let start = Instant::now();
+    let result = fut
+        .instrument(server_span("broker", method, metadata))
+        .await;
+    metrics::counter!("runnel_broker_requests_total", "method" => method).increment(1);
+    metrics::histogram!("runnel_broker_request_seconds", "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    Ok(Response::new(result))
+}
+
+#[tonic::async_trait]
+impl BrokerApi for BrokerService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("Produce", &meta, self.broker.produce(req)).await
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("Fetch", &meta, self.broker.fetch(req)).await
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("ListOffsets", &meta, self.broker.list_offsets(req)).await
+    }
+
+    async fn metadata(
+        &self,
+        request: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("Metadata", &meta, self.broker.metadata(req)).await
+    }
+}

@@ -1,0 +1,248 @@
+//! `runnel-broker`: hosts partition logs and serves produce, fetch, offset
+//! lookups and metadata.
+//!
+//! - [`Config`] and [`start`]: run a broker (the `runnel-broker` binary and
+//!   `runnel dev` both call this).
+//! - `metadata`: registration, heartbeats and the metadata watch.
+//! - `partition`: the hosted logs, kept in line with the metadata.
+//! - `service`: the request logic; `grpc`: the API over it.
+//! - `io`: the disk I/O threads; `maintenance`: retention, flushing, compaction.
+
+mod config;
+mod errors;
+mod grpc;
+pub mod io;
+mod maintenance;
+pub mod metadata;
+pub mod partition;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_common::admin::{self, Readiness};
+use runnel_common::shutdown::CancellationToken;
+use runnel_log::CleanerConfig;
+use runnel_proto::broker::v1::broker_server::BrokerServer;
+use runnel_proto::metadata::v1::Endpoint;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::Config;
+pub use grpc::BrokerService;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The data directory or I/O threads could not be set up.
+    #[error("cannot set up {what}: {source}")]
+    Setup {
+        /// What.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The controller address is malformed.
+    #[error("invalid controller address {addr:?}: {message}")]
+    Controller {
+        /// The address.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    /// Ready once registered and caught up with the metadata.
+    pub readiness: Readiness,
+    /// The hosted logs.
+    pub logs: Arc<partition::LogManager>,
+    shutdown: CancellationToken,
+    servers: JoinSet<()>,
+    link: tokio::task::JoinHandle<()>,
+    io: Arc<io::IoPool>,
+}
+
+impl BrokerHandle {
+    /// Stops the broker cleanly: stops accepting, finishes in-flight
+    /// requests, tells the controller, flushes and closes every log.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// A token that stops the broker when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the broker has stopped (its token was cancelled).
+    pub async fn wait(mut self) {
+        while self.servers.join_next().await.is_some() {}
+        let _ = self.link.await;
+        self.logs.close_all().await;
+        drop(self.logs);
+        if let Ok(io) = Arc::try_unwrap(self.io) {
+            io.shutdown();
+        }
+        tracing::info!("broker stopped");
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts a broker: binds its listeners, registers with the controller (in
+/// the background, retrying until it answers) and serves until `shutdown`.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<BrokerHandle, StartError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Setup {
+        what: format!("data directory {}", config.data_dir.display()),
+        source,
+    })?;
+    let (grpc_listener, grpc_addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
+    let host = config
+        .advertised_host
+        .clone()
+        .unwrap_or_else(|| grpc_addr.ip().to_string());
+    let threads = if config.io_threads == 0 {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    } else {
+        config.io_threads
+    };
+    let io = Arc::new(
+        io::IoPool::new(threads, config.io_queue_depth).map_err(|source| StartError::Setup {
+            what: "I/O threads".into(),
+            source,
+        })?,
+    );
+    let logs = Arc::new(partition::LogManager::new(
+        config.data_dir.clone(),
+        config.broker_id,
+        Arc::clone(&io),
+    ));
+    let cache = Arc::new(metadata::MetadataCache::default());
+    let controller =
+        metadata::controller_client(&config.controller).map_err(|e| StartError::Controller {
+            addr: config.controller.clone(),
+            message: e.to_string(),
+        })?;
+    let readiness = Readiness::new();
+
+    let identity = metadata::Identity {
+        broker_id: config.broker_id,
+        endpoints: vec![
+            Endpoint {
+                name: "grpc".into(),
+                host: host.clone(),
+                port: u32::from(grpc_addr.port()),
+            },
+            Endpoint {
+                name: "admin".into(),
+                host,
+                port: u32::from(admin_addr.port()),
+            },
+        ],
+        rack: config.rack.clone(),
+        incarnation_id: uuid::Uuid::new_v4().simple().to_string(),
+        heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms.max(10)),
+    };
+    // The link outlives the servers: it sends the goodbye heartbeat after
+    // they stop, so it gets its own token, cancelled once the servers are done.
+    let link_token = CancellationToken::new();
+    let link = tokio::spawn(metadata::run_link(
+        controller.clone(),
+        identity,
+        Arc::clone(&cache),
+        Arc::clone(&logs),
+        readiness.clone(),
+        link_token.clone(),
+    ));
+
+    let broker = Arc::new(service::Broker::new(
+        service::Limits {
+            broker_id: config.broker_id,
+            auto_create_topics_enable: config.auto_create_topics_enable,
+            num_partitions: config.num_partitions,
+            default_replication_factor: config.default_replication_factor,
+        },
+        Arc::clone(&logs),
+        Arc::clone(&cache),
+        controller,
+        shutdown.clone(),
+    ));
+    let mut servers = JoinSet::new();
+    let token = shutdown.clone();
+    let max = config.socket_request_max_bytes;
+    let done = link_token.clone();
+    servers.spawn(async move {
+        let service = BrokerServer::new(BrokerService::new(broker))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                token.cancelled_owned(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "broker gRPC server failed");
+        }
+        done.cancel();
+    });
+    let token = shutdown.clone();
+    let ready = readiness.clone();
+    servers.spawn(async move {
+        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+            tracing::error!(error = %e, "broker admin server failed");
+        }
+    });
+    servers.spawn(maintenance::run(
+        Arc::clone(&logs),
+        Duration::from_millis(config.log_retention_check_interval_ms),
+        CleanerConfig {
+            dedupe_buffer_bytes: config.log_cleaner_dedupe_buffer_size,
+        },
+        shutdown.clone(),
+    ));
+    tracing::info!(broker = config.broker_id, %grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), controller = %config.controller, "broker started");
+    Ok(BrokerHandle {
+        grpc_addr,
+        admin_addr,
+        readiness,
+        logs,
+        shutdown,
+        servers,
+        link,
+        io,
+    })
+}

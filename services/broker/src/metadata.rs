@@ -1,0 +1,261 @@
+//! The broker's view of the cluster and its link to the controller.
+//!
+//! The link registers the broker, heartbeats, and follows the controller's
+//! metadata log with `Watch`, folding each record into the same
+//! [`MetadataImage`] the controller keeps, then reconciling the hosted
+//! partitions with it. It reconnects and resumes from its offset when the
+//! controller goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use runnel_common::admin::Readiness;
+use runnel_common::metadata::MetadataImage;
+use runnel_common::shutdown::CancellationToken;
+use runnel_common::telemetry::TraceInterceptor;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::controller::v1::controller_client::ControllerClient;
+use runnel_proto::metadata::v1::Endpoint;
+use tokio::sync::watch;
+use tonic::codegen::InterceptedService;
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use crate::partition::LogManager;
+
+/// A controller client that propagates trace context.
+pub type Controller = ControllerClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// A lazily connecting client for the controller at `addr` (`host:port`).
+pub fn controller_client(addr: &str) -> Result<Controller, tonic::transport::Error> {
+    let channel = TonicEndpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .connect_lazy();
+    Ok(ControllerClient::with_interceptor(
+        channel,
+        TraceInterceptor,
+    ))
+}
+
+/// The metadata as this broker has applied it.
+#[derive(Debug)]
+pub struct MetadataCache {
+    image: RwLock<MetadataImage>,
+    applied: watch::Sender<i64>,
+    cluster_id: RwLock<String>,
+    controller_endpoints: RwLock<Vec<Endpoint>>,
+}
+
+impl Default for MetadataCache {
+    fn default() -> Self {
+        MetadataCache {
+            image: RwLock::new(MetadataImage::default()),
+            applied: watch::channel(0).0,
+            cluster_id: RwLock::new(String::new()),
+            controller_endpoints: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl MetadataCache {
+    /// Reads the image.
+    pub fn with<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
+        f(&self.image.read())
+    }
+
+    /// A copy of the image.
+    pub fn snapshot(&self) -> MetadataImage {
+        self.image.read().clone()
+    }
+
+    /// Offset after the last applied record.
+    pub fn applied_offset(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// A receiver that changes whenever records are applied.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
+    /// The cluster id, once known.
+    pub fn cluster_id(&self) -> String {
+        self.cluster_id.read().clone()
+    }
+
+    /// Where the controller can be reached.
+    pub fn controller_endpoints(&self) -> Vec<Endpoint> {
+        self.controller_endpoints.read().clone()
+    }
+}
+
+/// What the link needs to know about this broker.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `broker.id`.
+    pub broker_id: i32,
+    /// Advertised endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Rack.
+    pub rack: String,
+    /// Random per process start.
+    pub incarnation_id: String,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+}
+
+/// Follows the controller until `shutdown`; reconnects after failures.
+pub async fn run_link(
+    mut controller: Controller,
+    identity: Identity,
+    cache: Arc<MetadataCache>,
+    logs: Arc<LogManager>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut caught_up_once = false;
+    let mut epoch = None;
+    loop {
+        let session = session(
+            &mut controller,
+            &identity,
+            &cache,
+            &logs,
+            &readiness,
+            &shutdown,
+            &mut caught_up_once,
+            &mut epoch,
+        );
+        match session.await {
+            Ok(()) => break,
+            Err(e) => {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "controller link lost");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    // Tell the controller we are going, so it does not wait for the session to time out.
+    if let Some(epoch) = epoch {
+        let goodbye = controller.broker_heartbeat(pb::BrokerHeartbeatRequest {
+            broker_id: identity.broker_id,
+            broker_epoch: epoch,
+            metadata_offset: cache.applied_offset(),
+            shutting_down: true,
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("controller call failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("metadata stream ended")]
+    StreamEnded,
+    #[error("the controller asked this broker to register again")]
+    Reregister,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    controller: &mut Controller,
+    identity: &Identity,
+    cache: &Arc<MetadataCache>,
+    logs: &Arc<LogManager>,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+    caught_up_once: &mut bool,
+    epoch_slot: &mut Option<i64>,
+) -> Result<(), LinkError> {
+    let epoch = controller
+        .register_broker(pb::RegisterBrokerRequest {
+            broker_id: identity.broker_id,
+            endpoints: identity.endpoints.clone(),
+            rack: identity.rack.clone(),
+            incarnation_id: identity.incarnation_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .broker_epoch;
+    *epoch_slot = Some(epoch);
+    let cluster = controller
+        .describe_cluster(pb::DescribeClusterRequest {})
+        .await?
+        .into_inner();
+    *cache.cluster_id.write() = cluster.cluster_id;
+    *cache.controller_endpoints.write() = cluster.controller_endpoints;
+    let catch_up_to = cluster.metadata_end_offset;
+    tracing::info!(
+        broker = identity.broker_id,
+        epoch,
+        "registered with the controller"
+    );
+
+    let mut stream = controller
+        .watch(pb::WatchRequest {
+            from_offset: cache.applied_offset(),
+        })
+        .await?
+        .into_inner();
+    let mut heartbeat = tokio::time::interval(identity.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = heartbeat.tick() => {
+                let hb = controller
+                    .broker_heartbeat(pb::BrokerHeartbeatRequest {
+                        broker_id: identity.broker_id,
+                        broker_epoch: epoch,
+                        metadata_offset: cache.applied_offset(),
+                        shutting_down: false,
+                    })
+                    .await?
+                    .into_inner();
+                if hb.should_register {
+                    return Err(LinkError::Reregister);
+                }
+            }
+            message = stream.message() => {
+                let Some(batch) = message? else { return Err(LinkError::StreamEnded) };
+                let applied = {
+                    let mut image = cache.image.write();
+                    for event in &batch.events {
+                        if event.offset < image.next_offset {
+                            continue; // already applied before a reconnect
+                        }
+                        let Some(record) = &event.record else { continue };
+                        if let Err(e) = image.apply(event.offset, record) {
+                            tracing::error!(error = %e, "metadata record does not apply; resyncing");
+                            *image = MetadataImage::default();
+                            return Err(LinkError::StreamEnded);
+                        }
+                    }
+                    image.next_offset
+                };
+                let caught_up = applied >= catch_up_to;
+                let first_catch_up = caught_up && !*caught_up_once;
+                let snapshot = cache.snapshot();
+                if let Err(e) = logs.reconcile(&snapshot, first_catch_up).await {
+                    tracing::error!(error = %e, "applying metadata to local partitions failed");
+                }
+                cache.applied.send_replace(applied);
+                if first_catch_up {
+                    *caught_up_once = true;
+                    readiness.set(true);
+                    tracing::info!(metadata_offset = applied, "caught up with the metadata log");
+                    // Heartbeat at once so the controller unfences us without waiting a tick.
+                    heartbeat.reset_immediately();
+                }
+            }
+        }
+    }
+}

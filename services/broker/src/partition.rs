@@ -1,0 +1,519 @@
+//! The partitions this broker hosts: their logs and leadership state, and
+//! keeping them in line with the metadata.
+//!
+//! A partition's log lives in `<data_dir>/<topic>-<partition>/`, next to a
+//! `partition.metadata` file holding the topic id, so a topic deleted and
+//! created again under the same name never inherits the old data.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use runnel_common::metadata::{MetadataImage, TopicId};
+use runnel_common::topics::TopicConfig;
+use runnel_log::{
+    AppendInfo, Log, LogError, Offset, TimestampMs, parse_partition_dir_name, partition_dir_name,
+};
+use tokio::sync::Notify;
+
+use crate::io::{IoPool, IoStopped};
+
+/// A partition's identity: topic name and index.
+pub type PartitionKey = (String, i32);
+
+const PARTITION_METADATA: &str = "partition.metadata";
+
+/// Leadership and config of a partition, from the metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicaState {
+    /// This broker leads the partition.
+    pub is_leader: bool,
+    /// The current leader epoch.
+    pub leader_epoch: i32,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+    /// The topic's configs.
+    pub config: TopicConfig,
+}
+
+/// One partition hosted here.
+#[derive(Debug)]
+pub struct Partition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub index: i32,
+    /// Topic id the log belongs to.
+    pub topic_id: TopicId,
+    log: RwLock<Log>,
+    state: Mutex<ReplicaState>,
+    high_watermark: AtomicI64,
+    log_start: AtomicI64,
+    log_end: AtomicI64,
+    /// Woken whenever the high watermark moves (long-polling fetches wait on it).
+    pub data: Notify,
+    end_offset_gauge: metrics::Gauge,
+}
+
+impl Partition {
+    fn new(topic: &str, index: i32, topic_id: TopicId, log: Log, state: ReplicaState) -> Partition {
+        let gauge = metrics::gauge!("runnel_log_end_offset", "topic" => topic.to_owned(), "partition" => index.to_string());
+        let p = Partition {
+            topic: topic.to_owned(),
+            index,
+            topic_id,
+            high_watermark: AtomicI64::new(log.log_end_offset()),
+            log_start: AtomicI64::new(log.log_start_offset()),
+            log_end: AtomicI64::new(log.log_end_offset()),
+            log: RwLock::new(log),
+            state: Mutex::new(state),
+            data: Notify::new(),
+            end_offset_gauge: gauge,
+        };
+        p.end_offset_gauge.set(p.log_end_offset() as f64);
+        p
+    }
+
+    /// The partition's key.
+    pub fn key(&self) -> PartitionKey {
+        (self.topic.clone(), self.index)
+    }
+
+    /// Leadership and config.
+    pub fn state(&self) -> ReplicaState {
+        self.state.lock().clone()
+    }
+
+    /// Offsets below this are readable by consumers.
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// First readable offset.
+    pub fn log_start_offset(&self) -> Offset {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    /// Offset the next record gets.
+    pub fn log_end_offset(&self) -> Offset {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    /// After the log changed: publish its offsets and wake waiting fetches.
+    fn publish(&self, log: &Log) {
+        self.log_start
+            .store(log.log_start_offset(), Ordering::Release);
+        self.log_end.store(log.log_end_offset(), Ordering::Release);
+        // Replication (followers, ISR) is not here yet: the leader's log end is committed.
+        self.high_watermark
+            .store(log.log_end_offset(), Ordering::Release);
+        self.end_offset_gauge.set(log.log_end_offset() as f64);
+        self.data.notify_waiters();
+    }
+
+    /// Appends producer batches as leader (blocking; run on the I/O thread).
+    pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        let mut log = self.log.write();
+        let info = log.append_as_leader(records, leader_epoch)?;
+        self.publish(&log);
+        Ok(info)
+    }
+
+    /// Reads committed batches from `offset` (blocking).
+    pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Bytes, LogError> {
+        let log = self.log.read();
+        log.read(offset, max_bytes, Some(self.high_watermark()), min_one)
+    }
+
+    /// The first committed record at or after `timestamp` (blocking).
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: TimestampMs,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let hw = self.high_watermark();
+        let found = self.log.read().offset_for_timestamp(timestamp)?;
+        Ok(found.filter(|(o, _)| *o < hw))
+    }
+
+    /// The committed record with the largest timestamp (blocking).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let hw = self.high_watermark();
+        let found = self.log.read().max_timestamp_offset()?;
+        Ok(found.filter(|(o, _)| *o < hw))
+    }
+
+    /// Applies retention and the flush policy (blocking).
+    pub fn retain_and_flush(&self) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        let deleted = log.delete_old_segments(self.high_watermark())?;
+        if deleted > 0 {
+            tracing::info!(topic = %self.topic, partition = self.index, segments = deleted, "retention deleted segments");
+        }
+        log.maybe_flush()?;
+        self.publish(&log);
+        Ok(())
+    }
+
+    /// Applies the `flush.ms` policy only (blocking).
+    pub fn flush_if_due(&self) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        if log.maybe_flush()? {
+            self.publish(&log);
+        }
+        Ok(())
+    }
+
+    /// What a compaction would rewrite, if the log wants one now (blocking).
+    pub fn plan_cleaning(&self) -> Option<runnel_log::CleaningPlan> {
+        let log = self.log.read();
+        if log.needs_cleaning() {
+            log.plan_cleaning()
+        } else {
+            None
+        }
+    }
+
+    /// Swaps in compacted segments (blocking).
+    pub fn install_cleaned(&self, cleaned: runnel_log::CleanedLog) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        match log.install_cleaned(cleaned) {
+            Ok(stats) => tracing::info!(
+                topic = %self.topic,
+                partition = self.index,
+                bytes_read = stats.bytes_read,
+                bytes_written = stats.bytes_written,
+                "log compacted"
+            ),
+            Err(LogError::CleaningAborted { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.publish(&log);
+        Ok(())
+    }
+
+    /// Applies new leadership and config from the metadata (blocking).
+    fn update(&self, state: ReplicaState) -> Result<(), LogError> {
+        let mut current = self.state.lock();
+        if *current == state {
+            return Ok(());
+        }
+        let mut log = self.log.write();
+        if state.config.log != current.config.log {
+            log.set_config(state.config.log.clone());
+        }
+        if state.is_leader && (!current.is_leader || state.leader_epoch != current.leader_epoch) {
+            log.assign_leader_epoch(state.leader_epoch)?;
+        }
+        *current = state;
+        Ok(())
+    }
+
+    /// Flushes and closes the log cleanly (blocking).
+    fn close(self) -> Result<(), LogError> {
+        self.log.into_inner().close()
+    }
+}
+
+/// Why hosting a partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The log failed.
+    #[error("{topic}-{partition}: {source}")]
+    Log {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What the log said.
+        #[source]
+        source: LogError,
+    },
+    /// The partition directory could not be prepared.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The I/O threads are gone (shutting down).
+    #[error(transparent)]
+    Stopped(#[from] IoStopped),
+}
+
+/// The partitions hosted here, kept in line with the metadata.
+#[derive(Debug)]
+pub struct LogManager {
+    data_dir: PathBuf,
+    broker_id: i32,
+    io: Arc<IoPool>,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    /// Serializes reconciliations.
+    reconciling: tokio::sync::Mutex<()>,
+}
+
+/// What the metadata wants this broker to host.
+struct Desired {
+    topic_id: TopicId,
+    state: ReplicaState,
+}
+
+impl LogManager {
+    /// A manager for logs under `data_dir`.
+    pub fn new(data_dir: PathBuf, broker_id: i32, io: Arc<IoPool>) -> LogManager {
+        LogManager {
+            data_dir,
+            broker_id,
+            io,
+            partitions: RwLock::new(HashMap::new()),
+            reconciling: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The I/O threads.
+    pub fn io(&self) -> &Arc<IoPool> {
+        &self.io
+    }
+
+    /// A hosted partition.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().values().cloned().collect()
+    }
+
+    fn desired(&self, image: &MetadataImage) -> HashMap<PartitionKey, Desired> {
+        let mut out = HashMap::new();
+        for (name, t) in &image.topics {
+            let config = TopicConfig::from_pairs(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .unwrap_or_else(|e| {
+                    tracing::error!(topic = %name, error = %e, "invalid topic config in metadata; using defaults");
+                    TopicConfig::default()
+                });
+            for (&index, p) in &t.partitions {
+                if p.replicas.contains(&self.broker_id) {
+                    out.insert(
+                        (name.clone(), index),
+                        Desired {
+                            topic_id: t.id,
+                            state: ReplicaState {
+                                is_leader: p.leader == self.broker_id,
+                                leader_epoch: p.leader_epoch,
+                                isr: p.isr.clone(),
+                                config: config.clone(),
+                            },
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Opens, creates, updates and deletes logs so this broker hosts exactly
+    /// the partitions `image` assigns it. With `delete_strays`, partition
+    /// directories on disk that the metadata does not know are removed too
+    /// (only once the broker has caught up with the metadata log).
+    pub async fn reconcile(
+        &self,
+        image: &MetadataImage,
+        delete_strays: bool,
+    ) -> Result<(), ManagerError> {
+        let _serial = self.reconciling.lock().await;
+        let desired = self.desired(image);
+        // Gone or replaced by a topic of the same name.
+        let stale: Vec<Arc<Partition>> = self
+            .partitions
+            .read()
+            .iter()
+            .filter(|(k, p)| desired.get(*k).is_none_or(|d| d.topic_id != p.topic_id))
+            .map(|(_, p)| Arc::clone(p))
+            .collect();
+        for p in stale {
+            self.remove(&p).await?;
+        }
+        for (key, want) in desired {
+            let existing = self.partitions.read().get(&key).cloned();
+            match existing {
+                Some(p) => {
+                    let io_key = key.clone();
+                    self.io
+                        .run(&io_key, move || p.update(want.state))
+                        .await?
+                        .map_err(|source| ManagerError::Log {
+                            topic: key.0.clone(),
+                            partition: key.1,
+                            source,
+                        })?;
+                }
+                None => self.open(key, want).await?,
+            }
+        }
+        if delete_strays {
+            self.delete_strays()?;
+        }
+        Ok(())
+    }
+
+    async fn open(&self, key: PartitionKey, want: Desired) -> Result<(), ManagerError> {
+        let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
+        let (topic, index) = key.clone();
+        let opened = self
+            .io
+            .run(&key, move || -> Result<Partition, ManagerError> {
+                prepare_dir(&dir, &want.topic_id)?;
+                let log = Log::open(&dir, want.state.config.log.clone()).map_err(|source| {
+                    ManagerError::Log {
+                        topic: topic.clone(),
+                        partition: index,
+                        source,
+                    }
+                })?;
+                let report = log.open_report().clone();
+                if report.recovered_segments > 0 || report.truncated_bytes > 0 {
+                    tracing::info!(topic = %topic, partition = index, ?report, "log recovered");
+                }
+                let p = Partition::new(
+                    &topic,
+                    index,
+                    want.topic_id,
+                    log,
+                    ReplicaState {
+                        is_leader: false,
+                        leader_epoch: -1,
+                        isr: Vec::new(),
+                        config: want.state.config.clone(),
+                    },
+                );
+                p.update(want.state).map_err(|source| ManagerError::Log {
+                    topic: topic.clone(),
+                    partition: index,
+                    source,
+                })?;
+                Ok(p)
+            })
+            .await??;
+        tracing::info!(topic = %key.0, partition = key.1, log_end_offset = opened.log_end_offset(), leader = opened.state().is_leader, "partition opened");
+        self.partitions.write().insert(key, Arc::new(opened));
+        Ok(())
+    }
+
+    async fn remove(&self, p: &Arc<Partition>) -> Result<(), ManagerError> {
+        let key = p.key();
+        self.partitions.write().remove(&key);
+        let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
+        self.io
+            .run(&key, move || {
+                std::fs::remove_dir_all(&dir).or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+            })
+            .await?
+            .map_err(|source| ManagerError::Io {
+                path: self.data_dir.join(partition_dir_name(&key.0, key.1)),
+                source,
+            })?;
+        // Wake fetches waiting on it so they see it gone.
+        p.data.notify_waiters();
+        tracing::info!(topic = %key.0, partition = key.1, "partition deleted");
+        Ok(())
+    }
+
+    fn delete_strays(&self) -> Result<(), ManagerError> {
+        let hosted: HashSet<PartitionKey> = self.partitions.read().keys().cloned().collect();
+        let entries = match std::fs::read_dir(&self.data_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(ManagerError::Io {
+                    path: self.data_dir.clone(),
+                    source,
+                });
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((topic, index)) = parse_partition_dir_name(&name) else {
+                continue;
+            };
+            if !entry.path().join(PARTITION_METADATA).exists()
+                || hosted.contains(&(topic.to_owned(), index))
+            {
+                continue;
+            }
+            tracing::info!(dir = %name, "deleting a partition the metadata no longer assigns here");
+            std::fs::remove_dir_all(entry.path()).map_err(|source| ManagerError::Io {
+                path: entry.path(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes every log cleanly.
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, p)| p).collect();
+        for p in all {
+            let key = p.key();
+            let closed = self
+                .io
+                .run(&key, move || match Arc::try_unwrap(p) {
+                    Ok(p) => p.close(),
+                    // A request still holds it; its log is flushed when the last handle drops.
+                    Err(p) => p.log.write().flush(),
+                })
+                .await;
+            match closed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "closing log failed")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "closing log failed")
+                }
+            }
+        }
+    }
+}
+
+/// Makes `dir` hold a log of `topic_id`: a directory left by an older topic
+/// of the same name is emptied first.
+fn prepare_dir(dir: &Path, topic_id: &TopicId) -> Result<(), ManagerError> {
+    let io_err = |source| ManagerError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let meta = dir.join(PARTITION_METADATA);
+    let wanted = format!(
+        "version: 0\ntopic_id: {}\n",
+        uuid::Uuid::from_bytes(*topic_id).simple()
+    );
+    match std::fs::read_to_string(&meta) {
+        Ok(existing) if existing == wanted => return Ok(()),
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; removing it");
+            std::fs::remove_dir_all(dir).map_err(io_err)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    std::fs::write(&tmp, wanted).map_err(io_err)?;
+    std::fs::rename(&tmp, &meta).map_err(io_err)?;
+    Ok(())
+}

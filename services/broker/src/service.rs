@@ -1,0 +1,544 @@
+//! What the broker does for each request: find the partition, check
+//! leadership, hand disk work to the I/O threads, and answer per partition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use runnel_common::errors::code_of;
+use runnel_common::shutdown::CancellationToken;
+use runnel_common::topics::validate_topic_name;
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as cpb;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::errors::log_error;
+use crate::metadata::{Controller, MetadataCache};
+use crate::partition::{LogManager, Partition};
+
+/// Kafka's default `fetch.max.bytes`.
+const DEFAULT_FETCH_MAX_BYTES: usize = 52_428_800;
+/// Kafka's default `max.partition.fetch.bytes`.
+const DEFAULT_PARTITION_FETCH_BYTES: usize = 1_048_576;
+/// Longest a fetch may wait for data.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+/// Broker settings the request logic uses.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// This broker's id.
+    pub broker_id: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions` for auto-created topics.
+    pub num_partitions: i32,
+    /// `default.replication.factor` for auto-created topics.
+    pub default_replication_factor: i32,
+}
+
+/// The request logic of a broker.
+#[derive(Debug)]
+pub struct Broker {
+    limits: Limits,
+    logs: Arc<LogManager>,
+    metadata: Arc<MetadataCache>,
+    controller: Controller,
+    /// Bounds reads in flight on the blocking pool.
+    read_permits: Semaphore,
+    shutdown: CancellationToken,
+}
+
+type Failure = (ErrorCode, String);
+
+impl Broker {
+    /// The broker's request logic over its logs and metadata.
+    pub fn new(
+        limits: Limits,
+        logs: Arc<LogManager>,
+        metadata: Arc<MetadataCache>,
+        controller: Controller,
+        shutdown: CancellationToken,
+    ) -> Broker {
+        Broker {
+            limits,
+            logs,
+            metadata,
+            controller,
+            read_permits: Semaphore::new(64),
+            shutdown,
+        }
+    }
+
+    /// The partition if this broker leads it, else why not.
+    fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure> {
+        let me = self.limits.broker_id;
+        self.metadata.with(|image| {
+            let t = image.topics.get(topic).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {topic} does not exist"),
+                )
+            })?;
+            let p = t.partitions.get(&partition).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!(
+                        "topic {topic} has no partition {partition} (it has {})",
+                        t.partitions.len()
+                    ),
+                )
+            })?;
+            if p.leader != me {
+                return Err((
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "broker {me} does not lead {topic}-{partition}; the leader is {}",
+                        p.leader
+                    ),
+                ));
+            }
+            Ok(())
+        })?;
+        self.logs.get(topic, partition).ok_or_else(|| {
+            (
+                ErrorCode::LeaderNotAvailable,
+                format!("{topic}-{partition} is still being opened on broker {me}"),
+            )
+        })
+    }
+
+    /// Appends each partition's batches; answers when they are acknowledged per `acks`.
+    pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
+        let acks = req.acks();
+        let work = req
+            .partitions
+            .into_iter()
+            .map(|p| self.produce_partition(acks, p));
+        let mut partitions = join_all(work).await;
+        if acks == pb::Acks::None {
+            // The producer asked for no acknowledgement: it gets no offsets.
+            for p in &mut partitions {
+                p.base_offset = -1;
+            }
+        }
+        pb::ProduceResponse { partitions }
+    }
+
+    async fn produce_partition(
+        &self,
+        acks: pb::Acks,
+        req: pb::ProducePartition,
+    ) -> pb::ProducePartitionResult {
+        let mut result = pb::ProducePartitionResult {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        };
+        let p = match self.leader(&req.topic, req.partition) {
+            Ok(p) => p,
+            Err((code, message)) => return fail(result, code, message),
+        };
+        let state = p.state();
+        if acks == pb::Acks::All && (state.isr.len() as i32) < state.config.min_insync_replicas {
+            return fail(
+                result,
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{}-{} has {} in-sync replicas, fewer than min.insync.replicas {}",
+                    req.topic,
+                    req.partition,
+                    state.isr.len(),
+                    state.config.min_insync_replicas
+                ),
+            );
+        }
+        let size = req.records.len();
+        // The log patches offsets in place: take the buffer if we own it, else copy.
+        let mut records: BytesMut = req
+            .records
+            .try_into_mut()
+            .unwrap_or_else(|b| BytesMut::from(&b[..]));
+        let key = p.key();
+        let epoch = state.leader_epoch;
+        let target = Arc::clone(&p);
+        match self
+            .logs
+            .io()
+            .run(&key, move || target.append(&mut records, epoch))
+            .await
+        {
+            Ok(Ok(info)) => {
+                metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
+                metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
+                result.base_offset = info.first_offset;
+                result.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                result.log_start_offset = p.log_start_offset();
+                result
+            }
+            Ok(Err(e)) => {
+                let (code, message) = log_error(&e);
+                fail(result, code, message)
+            }
+            Err(e) => fail(result, ErrorCode::KafkaStorageError, e.to_string()),
+        }
+    }
+
+    /// Reads committed batches, waiting up to `max_wait_ms` for `min_bytes`.
+    pub async fn fetch(&self, req: pb::FetchRequest) -> pb::FetchResponse {
+        let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
+        let deadline = Instant::now() + wait;
+        let max_bytes = if req.max_bytes == 0 {
+            DEFAULT_FETCH_MAX_BYTES
+        } else {
+            req.max_bytes as usize
+        };
+        let min_bytes = req.min_bytes as usize;
+        loop {
+            // Register for wake-ups before looking, so an append in between is not missed.
+            let partitions: Vec<Option<Arc<Partition>>> = req
+                .partitions
+                .iter()
+                .map(|p| self.logs.get(&p.topic, p.partition))
+                .collect();
+            let mut wakeups: Vec<_> = partitions
+                .iter()
+                .flatten()
+                .map(|p| {
+                    let p = Arc::clone(p);
+                    Box::pin(async move { p.data.notified().await })
+                })
+                .collect();
+            // `notified()` futures only register when first polled: poll each once.
+            for w in &mut wakeups {
+                let _ = futures::poll!(w.as_mut());
+            }
+            let mut results = Vec::with_capacity(req.partitions.len());
+            let mut total = 0usize;
+            let mut errors = false;
+            for fp in &req.partitions {
+                let r = self
+                    .fetch_partition(fp, max_bytes.saturating_sub(total), total == 0)
+                    .await;
+                total += r.records.len();
+                errors |= r.error_code != ErrorCode::None as i32;
+                results.push(r);
+            }
+            let done = total >= min_bytes.max(1)
+                || errors
+                || Instant::now() >= deadline
+                || self.shutdown.is_cancelled();
+            if done {
+                metrics::counter!("runnel_broker_bytes_out_total").increment(total as u64);
+                return pb::FetchResponse {
+                    partitions: results,
+                };
+            }
+            let any_data = async {
+                if wakeups.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                futures::future::select_all(wakeups).await;
+            };
+            tokio::select! {
+                () = any_data => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn fetch_partition(
+        &self,
+        req: &pb::FetchPartition,
+        budget: usize,
+        first: bool,
+    ) -> pb::FetchPartitionResult {
+        let mut result = pb::FetchPartitionResult {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            high_watermark: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        };
+        let p = match self.leader(&req.topic, req.partition) {
+            Ok(p) => p,
+            Err((code, message)) => return fail_fetch(result, code, message),
+        };
+        let epoch = p.state().leader_epoch;
+        if req.current_leader_epoch >= 0 && req.current_leader_epoch != epoch {
+            let code = if req.current_leader_epoch < epoch {
+                ErrorCode::FencedLeaderEpoch
+            } else {
+                ErrorCode::UnknownLeaderEpoch
+            };
+            return fail_fetch(
+                result,
+                code,
+                format!(
+                    "fetch names leader epoch {} but the current one is {epoch}",
+                    req.current_leader_epoch
+                ),
+            );
+        }
+        let (hw, start, end) = (p.high_watermark(), p.log_start_offset(), p.log_end_offset());
+        result.high_watermark = hw;
+        result.log_start_offset = start;
+        if req.fetch_offset < start || req.fetch_offset > end {
+            return fail_fetch(
+                result,
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {} is out of range for {}-{} (log start {start}, log end {end})",
+                    req.fetch_offset, req.topic, req.partition
+                ),
+            );
+        }
+        if req.fetch_offset >= hw || budget == 0 {
+            return result;
+        }
+        let limit = if req.partition_max_bytes == 0 {
+            DEFAULT_PARTITION_FETCH_BYTES
+        } else {
+            req.partition_max_bytes as usize
+        };
+        let max = limit.min(budget);
+        let Ok(_permit) = self.read_permits.acquire().await else {
+            return result;
+        };
+        let offset = req.fetch_offset;
+        let reader = Arc::clone(&p);
+        match tokio::task::spawn_blocking(move || reader.read(offset, max, first)).await {
+            Ok(Ok(records)) => {
+                result.records = records;
+                result
+            }
+            Ok(Err(e)) => {
+                let (code, message) = log_error(&e);
+                fail_fetch(result, code, message)
+            }
+            Err(e) => fail_fetch(result, ErrorCode::UnknownServerError, e.to_string()),
+        }
+    }
+
+    /// Earliest, latest, or first-at-timestamp offsets.
+    pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for q in req.partitions {
+            let mut r = pb::ListOffsetsPartitionResult {
+                topic: q.topic.clone(),
+                partition: q.partition,
+                offset: -1,
+                timestamp_ms: -1,
+                leader_epoch: -1,
+                ..Default::default()
+            };
+            let p = match self.leader(&q.topic, q.partition) {
+                Ok(p) => p,
+                Err((code, message)) => {
+                    r.error_code = code as i32;
+                    r.error_message = message;
+                    out.push(r);
+                    continue;
+                }
+            };
+            r.leader_epoch = p.state().leader_epoch;
+            let lookup = match q.spec() {
+                pb::OffsetSpec::Earliest => Ok(Some((p.log_start_offset(), -1))),
+                pb::OffsetSpec::Latest => Ok(Some((p.high_watermark(), -1))),
+                pb::OffsetSpec::Timestamp => {
+                    let (reader, ts) = (Arc::clone(&p), q.timestamp_ms);
+                    tokio::task::spawn_blocking(move || reader.offset_for_timestamp(ts))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(runnel_log::LogError::Corrupt {
+                                path: Default::default(),
+                                reason: e.to_string(),
+                            })
+                        })
+                }
+                pb::OffsetSpec::MaxTimestamp => {
+                    let reader = Arc::clone(&p);
+                    tokio::task::spawn_blocking(move || reader.max_timestamp_offset())
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(runnel_log::LogError::Corrupt {
+                                path: Default::default(),
+                                reason: e.to_string(),
+                            })
+                        })
+                }
+            };
+            match lookup {
+                Ok(Some((offset, ts))) => {
+                    r.offset = offset;
+                    r.timestamp_ms = ts;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let (code, message) = log_error(&e);
+                    r.error_code = code as i32;
+                    r.error_message = message;
+                }
+            }
+            out.push(r);
+        }
+        pb::ListOffsetsResponse { partitions: out }
+    }
+
+    /// Brokers, controller and topics; creates missing topics when allowed.
+    pub async fn metadata(&self, req: pb::MetadataRequest) -> pb::MetadataResponse {
+        let wanted = req.topics.clone();
+        if req.allow_auto_topic_creation && self.limits.auto_create_topics_enable {
+            let missing: Vec<String> = self.metadata.with(|image| {
+                wanted
+                    .iter()
+                    .filter(|t| !image.topics.contains_key(*t) && validate_topic_name(t).is_ok())
+                    .cloned()
+                    .collect()
+            });
+            if !missing.is_empty() {
+                self.auto_create(missing).await;
+            }
+        }
+        let image = self.metadata.snapshot();
+        let names: Vec<String> = if wanted.is_empty() {
+            image.topics.keys().cloned().collect()
+        } else {
+            wanted
+        };
+        let topics = names
+            .into_iter()
+            .map(|name| {
+                let Some(t) = image.topics.get(&name) else {
+                    let (code, message) = match validate_topic_name(&name) {
+                        Ok(()) => (
+                            ErrorCode::UnknownTopicOrPartition,
+                            format!("topic {name} does not exist"),
+                        ),
+                        Err(e) => (ErrorCode::InvalidTopicException, e.to_string()),
+                    };
+                    return pb::TopicInfo {
+                        name,
+                        error_code: code as i32,
+                        error_message: message,
+                        ..Default::default()
+                    };
+                };
+                pb::TopicInfo {
+                    name,
+                    topic_id: t.id.to_vec().into(),
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|(&partition, p)| pb::PartitionInfo {
+                            partition,
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            replicas: p.replicas.clone(),
+                            isr: p.isr.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        pb::MetadataResponse {
+            brokers: image
+                .brokers
+                .iter()
+                .map(|(&id, b)| pb::BrokerEndpoints {
+                    broker_id: id,
+                    endpoints: b.endpoints.clone(),
+                    rack: b.rack.clone(),
+                    fenced: b.fenced,
+                })
+                .collect(),
+            controller_endpoints: self.metadata.controller_endpoints(),
+            topics,
+            metadata_offset: image.next_offset,
+            cluster_id: self.metadata.cluster_id(),
+        }
+    }
+
+    /// Asks the controller to create `topics`, then waits (briefly) until the
+    /// metadata reaching this broker has them.
+    async fn auto_create(&self, topics: Vec<String>) {
+        let request = cpb::CreateTopicsRequest {
+            topics: topics
+                .iter()
+                .map(|name| cpb::CreatableTopic {
+                    name: name.clone(),
+                    partitions: self.limits.num_partitions,
+                    replication_factor: self.limits.default_replication_factor,
+                    configs: Default::default(),
+                })
+                .collect(),
+            validate_only: false,
+        };
+        match self.controller.clone().create_topics(request).await {
+            Ok(r) => {
+                for t in r.into_inner().topics {
+                    if t.error_code() != ErrorCode::None
+                        && t.error_code() != ErrorCode::TopicAlreadyExists
+                    {
+                        tracing::warn!(topic = %t.name, error = %t.error_message, "auto-creating topic failed");
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(code = ?code_of(&status), error = %status.message(), "auto-creating topics failed");
+                return;
+            }
+        }
+        let mut applied = self.metadata.subscribe();
+        let me = self.limits.broker_id;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                // Known, and every partition this broker leads opened.
+                let ready = self.metadata.with(|image| {
+                    topics.iter().all(|t| {
+                        image.topics.get(t).is_some_and(|state| {
+                            state
+                                .partitions
+                                .iter()
+                                .filter(|(_, p)| p.leader == me)
+                                .all(|(&i, _)| self.logs.get(t, i).is_some())
+                        })
+                    })
+                });
+                if ready || applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn fail(
+    mut r: pb::ProducePartitionResult,
+    code: ErrorCode,
+    message: String,
+) -> pb::ProducePartitionResult {
+    r.error_code = code as i32;
+    r.error_message = message;
+    r
+}
+
+fn fail_fetch(
+    mut r: pb::FetchPartitionResult,
+    code: ErrorCode,
+    message: String,
+) -> pb::FetchPartitionResult {
+    r.error_code = code as i32;
+    r.error_message = message;
+    r.records = Bytes::new();
+    r
+}
