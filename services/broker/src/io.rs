@@ -101,7 +101,7 @@ mod tests {
             );
         }
         assert!(tasks.iter().all(Result::is_ok));
-        let seen = seen.lock();
+        let seen = std::mem::take(&mut *seen.lock());
         assert_eq!(
             seen.iter().map(|s| s.0).collect::<Vec<_>>(),
             (0..50).collect::<Vec<_>>()
