@@ -1,0 +1,440 @@
+//! Administration: topics, partitions, configs, the cluster.
+//!
+//! Requests go to the controller, found through any broker's metadata;
+//! partition offsets come from each partition's leader.
+//!
+//! ```no_run
+//! # async fn demo() -> runnel_client::Result<()> {
+//! use runnel_client::{Admin, ClientConfig, NewTopic};
+//!
+//! let admin = Admin::new(ClientConfig::new("127.0.0.1:9094"));
+//! admin.create_topic(NewTopic::new("orders").partitions(6).config("retention.ms", "86400000")).await?;
+//! for p in admin.describe_topic("orders").await?.partitions {
+//!     println!("partition {} led by {}: offsets {}..{}", p.partition, p.leader, p.log_start_offset, p.log_end_offset);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use runnel_proto::broker::v1 as bpb;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::error::{ClientError, Result};
+
+/// A topic to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewTopic {
+    /// Name.
+    pub name: String,
+    /// Partitions (`None`: the cluster's `num.partitions`).
+    pub partitions: Option<i32>,
+    /// Replication factor (`None`: the cluster's `default.replication.factor`).
+    pub replication_factor: Option<i32>,
+    /// Topic configs.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl NewTopic {
+    /// A topic with the cluster's defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewTopic {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the partition count.
+    pub fn partitions(mut self, n: i32) -> Self {
+        self.partitions = Some(n);
+        self
+    }
+
+    /// Sets the replication factor.
+    pub fn replication_factor(mut self, n: i32) -> Self {
+        self.replication_factor = Some(n);
+        self
+    }
+
+    /// Sets a topic config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// A partition with its placement and offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Index.
+    pub partition: i32,
+    /// Leader broker id (-1: none).
+    pub leader: i32,
+    /// Leader epoch.
+    pub leader_epoch: i32,
+    /// Replica broker ids, preferred leader first.
+    pub replicas: Vec<i32>,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+    /// First readable offset (-1 if the leader did not answer).
+    pub log_start_offset: i64,
+    /// Offset the next record gets, as consumers see it: the high watermark (-1 if unknown).
+    pub log_end_offset: i64,
+}
+
+impl PartitionDescription {
+    /// Fewer in-sync replicas than replicas.
+    pub fn under_replicated(&self) -> bool {
+        self.isr.len() < self.replicas.len()
+    }
+}
+
+/// A config value and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// Kafka config key.
+    pub key: String,
+    /// Value.
+    pub value: String,
+    /// Set on the topic (else it is the default).
+    pub is_set: bool,
+}
+
+/// A topic with its partitions and configs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// Name.
+    pub name: String,
+    /// Topic id (hex).
+    pub topic_id: String,
+    /// Partitions in index order.
+    pub partitions: Vec<PartitionDescription>,
+    /// Every config key with its value.
+    pub configs: Vec<ConfigEntry>,
+}
+
+/// A broker and its liveness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDescription {
+    /// Broker id.
+    pub id: i32,
+    /// gRPC address.
+    pub addr: String,
+    /// Rack.
+    pub rack: String,
+    /// Fenced by the controller (missed heartbeats, shutting down, or not caught up yet).
+    pub fenced: bool,
+    /// Milliseconds since its last heartbeat (-1: none since the controller started).
+    pub last_heartbeat_age_ms: i64,
+}
+
+/// The cluster: brokers, controller, metadata log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// Controller id.
+    pub controller_id: i32,
+    /// Controller gRPC address.
+    pub controller_addr: String,
+    /// Offset the next metadata record gets.
+    pub metadata_end_offset: i64,
+    /// Brokers by id.
+    pub brokers: Vec<BrokerDescription>,
+}
+
+/// Administers a Runnel cluster.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    cluster: Arc<Cluster>,
+}
+
+fn topic_resource(name: &str) -> ConfigResource {
+    ConfigResource {
+        r#type: ConfigResourceType::Topic as i32,
+        name: name.to_owned(),
+    }
+}
+
+fn check(result: pb::TopicResult) -> Result<()> {
+    match result.error_code() {
+        ErrorCode::None => Ok(()),
+        code => Err(ClientError::server(code, result.error_message)),
+    }
+}
+
+impl Admin {
+    /// An admin client for the cluster at `client.bootstrap`.
+    pub fn new(client: ClientConfig) -> Admin {
+        Admin {
+            cluster: Cluster::new(client),
+        }
+    }
+
+    /// An admin client sharing connections with other clients of `cluster`.
+    pub fn with_cluster(cluster: Arc<Cluster>) -> Admin {
+        Admin { cluster }
+    }
+
+    /// Creates one topic.
+    pub async fn create_topic(&self, topic: NewTopic) -> Result<()> {
+        let mut results = self.create_topics(vec![topic], false).await?;
+        results.pop().map_or(Ok(()), |(_, r)| r)
+    }
+
+    /// Creates topics (or only checks them, with `validate_only`); one result each.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Result<Vec<(String, Result<()>)>> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let request = pb::CreateTopicsRequest {
+            topics: topics
+                .into_iter()
+                .map(|t| pb::CreatableTopic {
+                    name: t.name,
+                    partitions: t.partitions.unwrap_or(-1),
+                    replication_factor: t.replication_factor.unwrap_or(-1),
+                    configs: t.configs.into_iter().collect(),
+                })
+                .collect(),
+            validate_only,
+        };
+        let response = c
+            .create_topics(request)
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?;
+        Ok(response
+            .into_inner()
+            .topics
+            .into_iter()
+            .map(|t| (t.name.clone(), check(t)))
+            .collect())
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let response = c
+            .delete_topics(pb::DeleteTopicsRequest {
+                names: vec![name.to_owned()],
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?;
+        response
+            .into_inner()
+            .topics
+            .into_iter()
+            .next()
+            .map_or(Ok(()), check)
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub async fn create_partitions(&self, name: &str, total: i32) -> Result<()> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let response = c
+            .create_partitions(pb::CreatePartitionsRequest {
+                topic: name.to_owned(),
+                count: total,
+                validate_only: false,
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?;
+        response.into_inner().result.map_or(Ok(()), check)
+    }
+
+    /// Every topic name, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let md = c
+            .get_metadata(pb::GetMetadataRequest { topics: vec![] })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let mut names: Vec<String> = md.topics.into_iter().map(|t| t.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A topic's partitions (with offsets from their leaders) and configs.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let md = c
+            .get_metadata(pb::GetMetadataRequest {
+                topics: vec![name.to_owned()],
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let topic = md.topics.into_iter().next().ok_or_else(|| {
+            ClientError::server(ErrorCode::UnknownServerError, "empty metadata response")
+        })?;
+        if topic.error_code() != ErrorCode::None {
+            return Err(ClientError::server(
+                topic.error_code(),
+                format!("topic {name} does not exist"),
+            ));
+        }
+        let configs = self.describe_configs(name).await?;
+        self.cluster.refresh(&[name.to_owned()], false).await?;
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            let (start, end) = self.offsets(name, p.partition).await.unwrap_or((-1, -1));
+            partitions.push(PartitionDescription {
+                partition: p.partition,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas,
+                isr: p.isr,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        Ok(TopicDescription {
+            name: topic.name,
+            topic_id: topic.topic_id.iter().map(|b| format!("{b:02x}")).collect(),
+            partitions,
+            configs,
+        })
+    }
+
+    /// Log start and high watermark of one partition, from its leader.
+    pub async fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let (_, addr) = self.cluster.leader_addr(topic, partition).ok_or_else(|| {
+            ClientError::server(
+                ErrorCode::LeaderNotAvailable,
+                format!("no leader for {topic}-{partition}"),
+            )
+        })?;
+        let mut b = self.cluster.broker_at(&addr)?;
+        let spec = |spec: bpb::OffsetSpec| bpb::ListOffsetsPartition {
+            topic: topic.to_owned(),
+            partition,
+            spec: spec as i32,
+            timestamp_ms: 0,
+        };
+        let response = b
+            .list_offsets(bpb::ListOffsetsRequest {
+                partitions: vec![
+                    spec(bpb::OffsetSpec::Earliest),
+                    spec(bpb::OffsetSpec::Latest),
+                ],
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let mut offsets = Vec::new();
+        for r in response.partitions {
+            if r.error_code() != ErrorCode::None {
+                return Err(ClientError::server(r.error_code(), r.error_message));
+            }
+            offsets.push(r.offset);
+        }
+        match offsets[..] {
+            [start, end] => Ok((start, end)),
+            _ => Err(ClientError::server(
+                ErrorCode::UnknownServerError,
+                "incomplete ListOffsets response",
+            )),
+        }
+    }
+
+    /// Every config of a topic.
+    pub async fn describe_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let response = c
+            .describe_configs(pb::DescribeConfigsRequest {
+                resources: vec![topic_resource(topic)],
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let r = response.resources.into_iter().next().ok_or_else(|| {
+            ClientError::server(
+                ErrorCode::UnknownServerError,
+                "empty DescribeConfigs response",
+            )
+        })?;
+        if r.error_code() != ErrorCode::None {
+            return Err(ClientError::server(r.error_code(), r.error_message));
+        }
+        Ok(r.entries
+            .into_iter()
+            .map(|e| ConfigEntry {
+                is_set: e.source() == pb::ConfigSource::Topic,
+                key: e.key,
+                value: e.value,
+            })
+            .collect())
+    }
+
+    /// Sets and removes topic configs, all or nothing.
+    pub async fn alter_configs(
+        &self,
+        topic: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let mut ops: Vec<pb::AlterConfigOp> = set
+            .iter()
+            .map(|(k, v)| pb::AlterConfigOp {
+                key: k.clone(),
+                value: v.clone(),
+                op: pb::AlterOp::Set as i32,
+            })
+            .collect();
+        ops.extend(delete.iter().map(|k| pb::AlterConfigOp {
+            key: k.clone(),
+            value: String::new(),
+            op: pb::AlterOp::Delete as i32,
+        }));
+        c.alter_configs(pb::AlterConfigsRequest {
+            resource: Some(topic_resource(topic)),
+            ops,
+            validate_only: false,
+        })
+        .await
+        .map_err(|s| ClientError::from_status(&addr, s))?;
+        Ok(())
+    }
+
+    /// Brokers with liveness and the controller.
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let (addr, mut c) = self.cluster.controller().await?;
+        let r = c
+            .describe_cluster(pb::DescribeClusterRequest {})
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let grpc = |endpoints: &[runnel_proto::metadata::v1::Endpoint]| {
+            endpoints
+                .iter()
+                .find(|e| e.name == "grpc")
+                .map(|e| format!("{}:{}", e.host, e.port))
+                .unwrap_or_default()
+        };
+        Ok(ClusterDescription {
+            cluster_id: r.cluster_id,
+            controller_id: r.controller_id,
+            controller_addr: grpc(&r.controller_endpoints),
+            metadata_end_offset: r.metadata_end_offset,
+            brokers: r
+                .brokers
+                .iter()
+                .map(|b| BrokerDescription {
+                    id: b.broker_id,
+                    addr: grpc(&b.endpoints),
+                    rack: b.rack.clone(),
+                    fenced: b.fenced,
+                    last_heartbeat_age_ms: b.last_heartbeat_age_ms,
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! `runnel-client`: the Rust client for Runnel.
+//!
+//! - [`Admin`]: topics, partitions, configs, cluster (see its module docs
+//!   for an example).
+//! - [`Producer`]: Kafka's partitioning (murmur2 for keys, sticky for null
+//!   keys), batching by `batch.size` and `linger.ms`, compression, `acks`,
+//!   retries within `delivery.timeout.ms`, and a [`DeliveryFuture`] per record.
+//! - [`Consumer`]: assign partitions, seek (offset, beginning, end,
+//!   timestamp), poll, `auto.offset.reset`.
+//!
+//! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
+//! share one [`Cluster`] (connections and metadata) between them.
+
+pub mod admin;
+pub mod cluster;
+pub mod consumer;
+mod error;
+pub mod partitioner;
+pub mod producer;
+
+pub use admin::{
+    Admin, BrokerDescription, ClusterDescription, ConfigEntry, NewTopic, PartitionDescription,
+    TopicDescription,
+};
+pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
+pub use error::{ClientError, Result};
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use runnel_log::batch::{Compression, Header};
+pub use runnel_proto::common::v1::ErrorCode;

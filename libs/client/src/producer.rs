@@ -1,0 +1,705 @@
+//! The producer: partitions, batches, compresses and sends records, and
+//! tells each caller where its record landed.
+//!
+//! Records accumulate per partition in an open batch (`batch.size`,
+//! `linger.ms`); closed batches wait in the partition's queue. A sender task
+//! sends each leader one request holding every ready partition's queued
+//! batches (up to `max.request.size`), with at most one request in flight per
+//! partition, so retries never reorder a partition's records. Retriable
+//! errors (leader moved, broker unreachable, timeouts) refresh the metadata
+//! and retry after `retry.backoff.ms` until `delivery.timeout.ms` runs out.
+//!
+//! ```no_run
+//! # async fn demo() -> runnel_client::Result<()> {
+//! use runnel_client::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
+//!
+//! let producer = Producer::new(ClientConfig::new("127.0.0.1:9094"), ProducerConfig::default());
+//! let delivery = producer.send(ProducerRecord::new("orders", "order-42 created").key("order-42")).await?;
+//! let metadata = delivery.await?;
+//! println!("stored at {}-{} offset {}", metadata.topic, metadata.partition, metadata.offset);
+//! producer.close().await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use runnel_log::batch::{BatchBuilder, Compression, Header};
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::cluster::{ClientConfig, Cluster};
+use crate::error::{ClientError, Result};
+use crate::partitioner::{next_sticky, partition_for_key};
+
+/// How many replicas must have a record before it is acknowledged (`acks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// `acks=0`: do not wait.
+    None,
+    /// `acks=1`: the leader has it.
+    Leader,
+    /// `acks=all`: every in-sync replica has it.
+    All,
+}
+
+impl Acks {
+    /// Parses Kafka's spelling: `0`, `1`, `all` (or `-1`).
+    pub fn parse(s: &str) -> Option<Acks> {
+        match s {
+            "0" => Some(Acks::None),
+            "1" => Some(Acks::Leader),
+            "all" | "-1" => Some(Acks::All),
+            _ => None,
+        }
+    }
+
+    fn wire(self) -> pb::Acks {
+        match self {
+            Acks::None => pb::Acks::None,
+            Acks::Leader => pb::Acks::Leader,
+            Acks::All => pb::Acks::All,
+        }
+    }
+}
+
+/// Producer settings, with Kafka's names and defaults.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `acks` (default all).
+    pub acks: Acks,
+    /// `batch.size`: a partition's batch is sent once it reaches this many bytes.
+    pub batch_size: usize,
+    /// `linger.ms`: longest a batch waits to fill.
+    pub linger: Duration,
+    /// `compression.type`.
+    pub compression: Compression,
+    /// `retry.backoff.ms`.
+    pub retry_backoff: Duration,
+    /// `delivery.timeout.ms`: a record not acknowledged by then fails.
+    pub delivery_timeout: Duration,
+    /// `max.request.size`: most bytes of batches per partition per request.
+    pub max_request_size: usize,
+    /// `buffer.memory`: bytes waiting to be sent before `send` waits.
+    pub buffer_memory: usize,
+    /// Create topics that do not exist (if the broker allows it).
+    pub allow_auto_topic_creation: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_size: 16_384,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            retry_backoff: Duration::from_millis(100),
+            delivery_timeout: Duration::from_secs(120),
+            max_request_size: 1_048_576,
+            buffer_memory: 32 * 1024 * 1024,
+            allow_auto_topic_creation: true,
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    /// Key (`None`: no key).
+    pub key: Option<Bytes>,
+    /// Value (`None`: a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<Header>,
+    /// Timestamp in ms; `None`: now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and no key.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sends to this partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<Bytes>, value: Option<impl Into<Bytes>>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// Sets the timestamp.
+    pub fn timestamp(mut self, ms: i64) -> Self {
+        self.timestamp = Some(ms);
+        self
+    }
+}
+
+/// Where an acknowledged record is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset (-1 with `acks=0`).
+    pub offset: i64,
+    /// The record's timestamp (the broker's for `LogAppendTime` topics).
+    pub timestamp: i64,
+}
+
+/// What a batch's send came to: its base offset and log-append time, or why it failed.
+type Outcome = Option<std::result::Result<(i64, i64), ClientError>>;
+
+/// Resolves when the record is acknowledged (or fails).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    outcome: watch::Receiver<Outcome>,
+    topic: Arc<str>,
+    partition: i32,
+    index: i64,
+    timestamp: i64,
+}
+
+impl IntoFuture for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    type IntoFuture = BoxFuture<'static, Result<RecordMetadata>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let outcome = self
+                .outcome
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .clone()
+                .expect("waited for Some");
+            let (base, append_time) = outcome?;
+            Ok(RecordMetadata {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                offset: if base < 0 { -1 } else { base + self.index },
+                timestamp: if append_time >= 0 {
+                    append_time
+                } else {
+                    self.timestamp
+                },
+            })
+        })
+    }
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    outcome: watch::Sender<Outcome>,
+}
+
+struct ReadyBatch {
+    bytes: Bytes,
+    records: i64,
+    created: Instant,
+    outcome: watch::Sender<Outcome>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    in_flight: bool,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    queues: HashMap<(Arc<str>, i32), PartitionQueue>,
+    sticky: HashMap<Arc<str>, i32>,
+    /// Bytes accepted and not yet acknowledged.
+    buffered: usize,
+    /// Close every open batch now (flush, close).
+    flushing: bool,
+    closed: bool,
+}
+
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    acc: Mutex<Accumulator>,
+    /// Wakes the sender: new data, a finished request, a flush.
+    wake: Notify,
+    /// Wakes `send` callers waiting for buffer space and `flush` callers.
+    progress: Notify,
+}
+
+/// Sends records to a Runnel cluster.
+pub struct Producer {
+    shared: Arc<Shared>,
+    sender: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Producer {
+    /// A producer for the cluster at `client.bootstrap`.
+    pub fn new(client: ClientConfig, config: ProducerConfig) -> Producer {
+        Self::with_cluster(Cluster::new(client), config)
+    }
+
+    /// A producer sharing connections with other clients of `cluster`.
+    pub fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        let shared = Arc::new(Shared {
+            cluster,
+            config,
+            acc: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            progress: Notify::new(),
+        });
+        let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
+        Producer { shared, sender }
+    }
+
+    /// Queues a record; the returned future resolves once it is acknowledged.
+    ///
+    /// Waits only for metadata (the first record of a topic) and for buffer
+    /// space (`buffer.memory`) when the cluster falls behind.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let shared = &self.shared;
+        let topic = shared
+            .cluster
+            .topic(&record.topic, shared.config.allow_auto_topic_creation)
+            .await?;
+        let partitions = topic.partitions.len() as i32;
+        if partitions == 0 {
+            return Err(ClientError::server(
+                ErrorCode::LeaderNotAvailable,
+                format!("topic {} has no partitions yet", record.topic),
+            ));
+        }
+        if let Some(p) = record.partition
+            && !(0..partitions).contains(&p)
+        {
+            return Err(ClientError::server(
+                ErrorCode::UnknownTopicOrPartition,
+                format!(
+                    "topic {} has no partition {p} (it has {partitions})",
+                    record.topic
+                ),
+            ));
+        }
+        let size = 64
+            + record.key.as_ref().map_or(0, Bytes::len)
+            + record.value.as_ref().map_or(0, Bytes::len)
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, Bytes::len) + 8)
+                .sum::<usize>();
+        if size > shared.config.max_request_size {
+            return Err(ClientError::server(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "the record is {size} bytes, larger than max.request.size {}",
+                    shared.config.max_request_size
+                ),
+            ));
+        }
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        loop {
+            let progressed = shared.progress.notified();
+            {
+                let mut acc = shared.acc.lock();
+                if acc.closed {
+                    return Err(ClientError::Closed);
+                }
+                if acc.buffered + size <= shared.config.buffer_memory || acc.buffered == 0 {
+                    let future = self.append(&mut acc, &record, partitions, size, timestamp);
+                    drop(acc);
+                    shared.wake.notify_one();
+                    return Ok(future);
+                }
+            }
+            // Buffer full: the sender frees space as requests complete.
+            progressed.await;
+        }
+    }
+
+    fn append(
+        &self,
+        acc: &mut Accumulator,
+        record: &ProducerRecord,
+        partitions: i32,
+        size: usize,
+        timestamp: i64,
+    ) -> DeliveryFuture {
+        let config = &self.shared.config;
+        let topic: Arc<str> = match acc.queues.keys().find(|(t, _)| **t == *record.topic) {
+            Some((t, _)) => Arc::clone(t),
+            None => Arc::from(record.topic.as_str()),
+        };
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => *acc
+                .sticky
+                .entry(Arc::clone(&topic))
+                .or_insert_with(|| next_sticky(None, partitions)),
+        };
+        acc.buffered += size;
+        let queue = acc
+            .queues
+            .entry((Arc::clone(&topic), partition))
+            .or_default();
+        if let Some(open) = &queue.open
+            && open.builder.uncompressed_size() + size > config.batch_size
+            && !open.builder.is_empty()
+        {
+            close_open(queue);
+        }
+        let open = queue.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(config.compression),
+            created: Instant::now(),
+            outcome: watch::channel(None).0,
+        });
+        let index = open.builder.len() as i64;
+        open.builder.append(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        let future = DeliveryFuture {
+            outcome: open.outcome.subscribe(),
+            topic: Arc::clone(&topic),
+            partition,
+            index,
+            timestamp,
+        };
+        let full = open.builder.uncompressed_size() >= config.batch_size;
+        if full {
+            close_open(queue);
+        }
+        if full && record.partition.is_none() && record.key.is_none() {
+            // KIP-480: a full batch moves null-key records to another partition.
+            let next = next_sticky(Some(partition), partitions);
+            acc.sticky.insert(topic, next);
+        }
+        future
+    }
+
+    /// Sends everything queued and waits until all of it is acknowledged or failed.
+    pub async fn flush(&self) -> Result<()> {
+        self.shared.acc.lock().flushing = true;
+        self.shared.wake.notify_one();
+        loop {
+            let progressed = self.shared.progress.notified();
+            {
+                let acc = self.shared.acc.lock();
+                let idle = acc
+                    .queues
+                    .values()
+                    .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight);
+                if idle {
+                    drop(acc);
+                    self.shared.acc.lock().flushing = false;
+                    return Ok(());
+                }
+            }
+            progressed.await;
+        }
+    }
+
+    /// Flushes, then stops the producer.
+    pub async fn close(self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.acc.lock().closed = true;
+        self.shared.wake.notify_one();
+        let _ = self.sender.await;
+        flushed
+    }
+}
+
+/// Moves a partition's open batch to its ready queue, encoding it.
+fn close_open(queue: &mut PartitionQueue) {
+    let Some(open) = queue.open.take() else {
+        return;
+    };
+    let records = open.builder.len() as i64;
+    match open.builder.build() {
+        Ok(bytes) => queue.ready.push_back(ReadyBatch {
+            bytes: Bytes::from(bytes),
+            records,
+            created: open.created,
+            outcome: open.outcome,
+        }),
+        Err(e) => {
+            let _ = open.outcome.send(Some(Err(ClientError::Invalid(format!(
+                "cannot encode the batch: {e}"
+            )))));
+        }
+    }
+}
+
+/// One partition's batches in a request.
+struct InFlight {
+    topic: Arc<str>,
+    partition: i32,
+    batches: Vec<ReadyBatch>,
+}
+
+async fn run_sender(shared: Arc<Shared>) {
+    let mut requests = tokio::task::JoinSet::new();
+    loop {
+        let (sends, next_wake, done) = collect(&shared);
+        for (addr, parts) in sends {
+            requests.spawn(send_request(Arc::clone(&shared), addr, parts));
+        }
+        if done && requests.is_empty() {
+            return;
+        }
+        let deadline = next_wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            () = shared.wake.notified() => {}
+            Some(_) = requests.join_next() => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+type Sends = Vec<(String, Vec<InFlight>)>;
+
+/// Closes lingering batches, fails expired ones, and takes what can be sent
+/// now, grouped by leader. Returns when to look again and whether the
+/// producer is closed and drained.
+fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
+    let config = &shared.config;
+    let now = Instant::now();
+    let mut acc = shared.acc.lock();
+    let flushing = acc.flushing || acc.closed;
+    let mut by_leader: HashMap<String, Vec<InFlight>> = HashMap::new();
+    let mut next_wake: Option<Instant> = None;
+    let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n| n.min(t)));
+    let mut need_metadata = Vec::new();
+    let mut freed = 0usize;
+    for ((topic, partition), queue) in acc.queues.iter_mut() {
+        if let Some(open) = &queue.open {
+            if flushing || now >= open.created + config.linger {
+                close_open(queue);
+            } else {
+                wake_at(open.created + config.linger);
+            }
+        }
+        // Expired batches fail; they never reach a broker.
+        while let Some(b) = queue.ready.front() {
+            if now < b.created + config.delivery_timeout || queue.in_flight {
+                break;
+            }
+            let b = queue.ready.pop_front().expect("front exists");
+            freed += b.bytes.len();
+            let _ = b.outcome.send(Some(Err(ClientError::Timeout {
+                what: format!("delivery to {topic}-{partition}"),
+                ms: config.delivery_timeout.as_millis() as u64,
+            })));
+        }
+        if queue.in_flight || queue.ready.is_empty() {
+            continue;
+        }
+        if let Some(t) = queue.retry_at {
+            if now < t {
+                wake_at(t);
+                continue;
+            }
+            queue.retry_at = None;
+        }
+        let Some((_, addr)) = shared.cluster.leader_addr(topic, *partition) else {
+            need_metadata.push(topic.to_string());
+            queue.retry_at = Some(now + config.retry_backoff);
+            wake_at(now + config.retry_backoff);
+            continue;
+        };
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        while let Some(b) = queue.ready.front() {
+            if !batches.is_empty() && bytes + b.bytes.len() > config.max_request_size {
+                break;
+            }
+            bytes += b.bytes.len();
+            batches.push(queue.ready.pop_front().expect("front exists"));
+        }
+        queue.in_flight = true;
+        by_leader.entry(addr).or_default().push(InFlight {
+            topic: Arc::clone(topic),
+            partition: *partition,
+            batches,
+        });
+    }
+    acc.buffered = acc.buffered.saturating_sub(freed);
+    let done = acc.closed
+        && acc
+            .queues
+            .values()
+            .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight);
+    drop(acc);
+    if freed > 0 {
+        shared.progress.notify_waiters();
+    }
+    if !need_metadata.is_empty() {
+        need_metadata.sort();
+        need_metadata.dedup();
+        let cluster = Arc::clone(&shared.cluster);
+        tokio::spawn(async move {
+            let _ = cluster.refresh(&need_metadata, false).await;
+        });
+    }
+    (by_leader.into_iter().collect(), next_wake, done)
+}
+
+async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
+    let config = &shared.config;
+    let request = pb::ProduceRequest {
+        acks: config.acks.wire() as i32,
+        timeout_ms: config
+            .delivery_timeout
+            .as_millis()
+            .min(u128::from(u32::MAX)) as u32,
+        partitions: parts
+            .iter()
+            .map(|p| pb::ProducePartition {
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                records: concat(&p.batches),
+            })
+            .collect(),
+    };
+    let response = match shared.cluster.broker_at(&addr) {
+        Ok(mut client) => client
+            .produce(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| ClientError::from_status(&addr, s)),
+        Err(e) => Err(e),
+    };
+    let mut results: HashMap<(String, i32), std::result::Result<(i64, i64), ClientError>> =
+        HashMap::new();
+    match response {
+        Ok(r) => {
+            for p in r.partitions {
+                let outcome = if p.error_code() == ErrorCode::None {
+                    Ok((p.base_offset, p.log_append_time_ms))
+                } else {
+                    Err(ClientError::server(p.error_code(), p.error_message))
+                };
+                results.insert((p.topic, p.partition), outcome);
+            }
+        }
+        Err(e) => {
+            for p in &parts {
+                results.insert((p.topic.to_string(), p.partition), Err(e.clone()));
+            }
+        }
+    }
+    let mut refresh = Vec::new();
+    let mut freed = 0;
+    {
+        let mut acc = shared.acc.lock();
+        let now = Instant::now();
+        for part in parts {
+            let outcome = results
+                .remove(&(part.topic.to_string(), part.partition))
+                .unwrap_or_else(|| {
+                    Err(ClientError::server(
+                        ErrorCode::UnknownServerError,
+                        "no result for the partition",
+                    ))
+                });
+            let queue = acc
+                .queues
+                .entry((Arc::clone(&part.topic), part.partition))
+                .or_default();
+            queue.in_flight = false;
+            match outcome {
+                Ok((base, append_time)) => {
+                    let mut next = base;
+                    for b in part.batches {
+                        freed += b.bytes.len();
+                        let _ = b
+                            .outcome
+                            .send(Some(Ok((if base < 0 { -1 } else { next }, append_time))));
+                        next += b.records;
+                    }
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(topic = %part.topic, partition = part.partition, error = %e, "produce will be retried");
+                    refresh.push(part.topic.to_string());
+                    queue.retry_at = Some(now + config.retry_backoff);
+                    // Back at the front, in order, ahead of newer batches.
+                    for b in part.batches.into_iter().rev() {
+                        queue.ready.push_front(b);
+                    }
+                }
+                Err(e) => {
+                    for b in part.batches {
+                        freed += b.bytes.len();
+                        let _ = b.outcome.send(Some(Err(e.clone())));
+                    }
+                }
+            }
+        }
+        acc.buffered = acc.buffered.saturating_sub(freed);
+    }
+    if !refresh.is_empty() {
+        refresh.sort();
+        refresh.dedup();
+        let _ = shared.cluster.refresh(&refresh, false).await;
+    }
+    shared.progress.notify_waiters();
+    shared.wake.notify_one();
+}
+
+fn concat(batches: &[ReadyBatch]) -> Bytes {
+    if let [one] = batches {
+        return one.bytes.clone();
+    }
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
+    for b in batches {
+        out.extend_from_slice(&b.bytes);
+    }
+    Bytes::from(out)
+}
