@@ -89,6 +89,17 @@ impl BrokerHandle {
         self.wait().await;
     }
 
+    /// Stops the broker without flushing or closing its logs, as a crash
+    /// would (what was written stays in the page cache, as after `kill -9`);
+    /// the next start recovers the logs.
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        while self.servers.join_next().await.is_some() {}
+        self.link.abort();
+        let _ = self.link.await;
+        self.logs.abandon();
+    }
+
     /// A token that stops the broker when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

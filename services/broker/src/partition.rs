@@ -464,6 +464,11 @@ impl LogManager {
         Ok(())
     }
 
+    /// Forgets every log without flushing or closing it (a simulated crash).
+    pub fn abandon(&self) {
+        self.partitions.write().clear();
+    }
+
     /// Flushes and closes every log cleanly.
     pub async fn close_all(&self) {
         let all: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, p)| p).collect();

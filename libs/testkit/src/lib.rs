@@ -1,0 +1,277 @@
+//! `runnel-testkit`: a whole Runnel cluster inside one test process.
+//!
+//! [`TestCluster::builder`] starts a controller and brokers on ephemeral
+//! loopback ports with temporary data directories; a test can stop, kill
+//! (no flush, like `kill -9`) and restart any of them, and waits for the
+//! cluster to settle with bounded polls rather than sleeps. Only tests
+//! depend on this crate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runnel_broker::BrokerHandle;
+use runnel_client::{Admin, ClientConfig, Cluster};
+use runnel_common::shutdown::CancellationToken;
+use runnel_controller::ControllerHandle;
+use tempfile::TempDir;
+
+/// Builds a [`TestCluster`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    brokers: usize,
+    retention_check_interval_ms: u64,
+    auto_create_topics: bool,
+    num_partitions: i32,
+}
+
+impl Builder {
+    /// How many brokers (default 1).
+    pub fn brokers(mut self, n: usize) -> Self {
+        self.brokers = n;
+        self
+    }
+
+    /// The brokers' `log.retention.check.interval.ms` (default 5 minutes).
+    pub fn retention_check_interval_ms(mut self, ms: u64) -> Self {
+        self.retention_check_interval_ms = ms;
+        self
+    }
+
+    /// The brokers' `auto.create.topics.enable` (default true).
+    pub fn auto_create_topics(mut self, enabled: bool) -> Self {
+        self.auto_create_topics = enabled;
+        self
+    }
+
+    /// `num.partitions` for topics created without a count (default 1).
+    pub fn num_partitions(mut self, n: i32) -> Self {
+        self.num_partitions = n;
+        self
+    }
+
+    /// Starts the cluster and waits until every broker is registered, caught up and unfenced.
+    pub async fn start(self) -> TestCluster {
+        let dir = tempfile::tempdir().expect("a temp dir for the test cluster");
+        let mut cluster = TestCluster {
+            dir,
+            settings: self.clone(),
+            controller: None,
+            controller_addr: None,
+            brokers: (0..self.brokers).map(|_| None).collect(),
+            broker_addrs: vec![None; self.brokers],
+        };
+        cluster.start_controller().await;
+        for i in 0..self.brokers {
+            cluster.start_broker(i).await;
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+}
+
+/// A running in-process cluster; dropping it stops everything.
+#[derive(Debug)]
+pub struct TestCluster {
+    dir: TempDir,
+    settings: Builder,
+    controller: Option<ControllerHandle>,
+    controller_addr: Option<SocketAddr>,
+    brokers: Vec<Option<BrokerHandle>>,
+    broker_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+impl TestCluster {
+    /// A builder with one broker.
+    pub fn builder() -> Builder {
+        Builder {
+            brokers: 1,
+            retention_check_interval_ms: 300_000,
+            auto_create_topics: true,
+            num_partitions: 1,
+        }
+    }
+
+    /// The directory holding every node's data.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    /// Bootstrap addresses of the running brokers.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .zip(&self.broker_addrs)
+            .filter(|(b, _)| b.is_some())
+            .filter_map(|(_, a)| a.map(|(grpc, _)| grpc.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A client config for this cluster.
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig::new(self.bootstrap())
+    }
+
+    /// A shared client connection to this cluster.
+    pub fn client(&self) -> std::sync::Arc<Cluster> {
+        Cluster::new(self.client_config())
+    }
+
+    /// An admin client.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.client_config())
+    }
+
+    /// The controller's gRPC address.
+    pub fn controller_addr(&self) -> SocketAddr {
+        self.controller_addr.expect("the controller was started")
+    }
+
+    /// Broker `i`'s admin HTTP address.
+    pub fn broker_admin_addr(&self, i: usize) -> SocketAddr {
+        self.broker_addrs[i].expect("broker was started").1
+    }
+
+    async fn start_controller(&mut self) {
+        let config = runnel_controller::Config {
+            listen: self.controller_addr.unwrap_or_else(any_port),
+            admin_listen: any_port(),
+            data_dir: self.dir.path().join("controller"),
+            broker_session_timeout_ms: 2_000,
+            num_partitions: self.settings.num_partitions,
+            ..runnel_controller::Config::default()
+        };
+        let handle = runnel_controller::start(config, CancellationToken::new())
+            .await
+            .expect("the controller starts");
+        self.controller_addr = Some(handle.grpc_addr);
+        self.controller = Some(handle);
+    }
+
+    async fn start_broker(&mut self, i: usize) {
+        // A restarted broker keeps its ports, as a real one would.
+        let (listen, admin_listen) = self.broker_addrs[i].unwrap_or((any_port(), any_port()));
+        let config = runnel_broker::Config {
+            broker_id: i as i32 + 1,
+            listen,
+            admin_listen,
+            data_dir: self.dir.path().join(format!("broker-{}", i + 1)),
+            controller: self.controller_addr().to_string(),
+            heartbeat_interval_ms: 100,
+            log_retention_check_interval_ms: self.settings.retention_check_interval_ms,
+            auto_create_topics_enable: self.settings.auto_create_topics,
+            num_partitions: self.settings.num_partitions,
+            io_threads: 2,
+            ..runnel_broker::Config::default()
+        };
+        let handle = runnel_broker::start(config, CancellationToken::new())
+            .await
+            .expect("the broker starts");
+        self.broker_addrs[i] = Some((handle.grpc_addr, handle.admin_addr));
+        self.brokers[i] = Some(handle);
+    }
+
+    /// Waits (bounded) until every running broker is ready and unfenced.
+    pub async fn wait_ready(&self) {
+        let admin = self.admin();
+        let want: Vec<i32> = (0..self.brokers.len())
+            .filter(|&i| self.brokers[i].is_some())
+            .map(|i| i as i32 + 1)
+            .collect();
+        wait_for(
+            "brokers ready and unfenced",
+            Duration::from_secs(20),
+            || {
+                let admin = admin.clone();
+                let want = want.clone();
+                let ready = self
+                    .brokers
+                    .iter()
+                    .flatten()
+                    .all(|b| b.readiness.is_ready());
+                async move {
+                    if !ready {
+                        return false;
+                    }
+                    match admin.describe_cluster().await {
+                        Ok(c) => want
+                            .iter()
+                            .all(|id| c.brokers.iter().any(|b| b.id == *id && !b.fenced)),
+                        Err(_) => false,
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Stops broker `i` cleanly (flush, close, tell the controller).
+    pub async fn stop_broker(&mut self, i: usize) {
+        if let Some(b) = self.brokers[i].take() {
+            b.shutdown().await;
+        }
+    }
+
+    /// Stops broker `i` as a crash would: nothing flushed or closed.
+    pub async fn kill_broker(&mut self, i: usize) {
+        if let Some(b) = self.brokers[i].take() {
+            b.kill().await;
+        }
+    }
+
+    /// Starts broker `i` again (same id, ports and data) and waits until it is ready.
+    pub async fn restart_broker(&mut self, i: usize) {
+        self.stop_broker(i).await;
+        self.start_broker(i).await;
+        self.wait_ready().await;
+    }
+
+    /// Starts a stopped or killed broker `i` and waits until it is ready.
+    pub async fn start_broker_again(&mut self, i: usize) {
+        self.start_broker(i).await;
+        self.wait_ready().await;
+    }
+
+    /// Restarts the controller (same port and data).
+    pub async fn restart_controller(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.shutdown().await;
+        }
+        self.start_controller().await;
+        self.wait_ready().await;
+    }
+
+    /// Stops everything cleanly.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.brokers.len() {
+            self.stop_broker(i).await;
+        }
+        if let Some(c) = self.controller.take() {
+            c.shutdown().await;
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `limit`.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
