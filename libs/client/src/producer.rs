@@ -248,6 +248,8 @@ struct Accumulator {
 }
 
 struct Shared {
+    /// Records whose batch failed for good (for tools that do not await every delivery).
+    failed: std::sync::atomic::AtomicU64,
     cluster: Arc<Cluster>,
     config: ProducerConfig,
     acc: Mutex<Accumulator>,
@@ -286,6 +288,7 @@ impl Producer {
     /// A producer sharing connections with other clients of `cluster`.
     pub fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
         let shared = Arc::new(Shared {
+            failed: std::sync::atomic::AtomicU64::new(0),
             cluster,
             config,
             acc: Mutex::new(Accumulator::default()),
@@ -424,6 +427,12 @@ impl Producer {
         future
     }
 
+    /// Records that failed for good so far (expired or refused), whether or
+    /// not anyone awaits their delivery futures.
+    pub fn failed_records(&self) -> u64 {
+        self.shared.failed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Sends everything queued and waits until all of it is acknowledged or failed.
     pub async fn flush(&self) -> Result<()> {
         self.shared.acc.lock().flushing = true;
@@ -533,6 +542,7 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             }
             let b = queue.ready.pop_front().expect("front exists");
             freed += b.bytes.len();
+            shared.failed.fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
             let _ = b.outcome.send(Some(Err(ClientError::Timeout {
                 what: format!("delivery to {topic}-{partition}"),
                 ms: config.delivery_timeout.as_millis() as u64,
@@ -677,6 +687,7 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 Err(e) => {
                     for b in part.batches {
                         freed += b.bytes.len();
+                        shared.failed.fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
                         let _ = b.outcome.send(Some(Err(e.clone())));
                     }
                 }

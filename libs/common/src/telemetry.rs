@@ -62,6 +62,7 @@ pub fn init(service: &str, format: LogFormat) -> Result<TelemetryGuard, Telemetr
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_filter(filter())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

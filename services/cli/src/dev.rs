@@ -1,0 +1,78 @@
+//! `runnel dev`: controller and broker in one process, on loopback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use runnel_common::telemetry::{self, LogFormat};
+
+/// `runnel dev` options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the controller's metadata and the broker's logs live.
+    #[arg(long, default_value = "./runnel-data")]
+    data_dir: PathBuf,
+    /// Log lines as JSON.
+    #[arg(long)]
+    log_json: bool,
+    /// The broker's gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:9094")]
+    broker_listen: SocketAddr,
+    /// The broker's admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9194")]
+    broker_admin_listen: SocketAddr,
+    /// The controller's gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    controller_listen: SocketAddr,
+    /// The controller's admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9193")]
+    controller_admin_listen: SocketAddr,
+}
+
+/// Runs the dev cluster until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let format = if args.log_json { LogFormat::Json } else { LogFormat::Human };
+    let _telemetry = telemetry::init("runnel-dev", format)?;
+    let shutdown = runnel_common::shutdown::on_signal();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+
+    let controller_config = runnel_controller::Config {
+        data_dir: args.data_dir.join("controller"),
+        listen: args.controller_listen,
+        admin_listen: args.controller_admin_listen,
+        ..runnel_controller::Config::default()
+    };
+    let controller = runnel_controller::start(controller_config, shutdown.child_token())
+        .await
+        .context("starting the controller")?;
+    let broker_config = runnel_broker::Config {
+        data_dir: args.data_dir.join("broker-1"),
+        listen: args.broker_listen,
+        admin_listen: args.broker_admin_listen,
+        controller: controller.grpc_addr.to_string(),
+        ..runnel_broker::Config::default()
+    };
+    let broker = runnel_broker::start(broker_config, shutdown.child_token())
+        .await
+        .context("starting the broker")?;
+
+    // Ready: registered, caught up with the metadata, unfenced.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !broker.readiness.is_ready() && tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    println!("runnel dev is running (data in {})", args.data_dir.display());
+    println!("  broker      {}  (runnel --bootstrap {})", broker.grpc_addr, broker.grpc_addr);
+    println!("  controller  {}", controller.grpc_addr);
+    println!("  metrics     http://{}/metrics  http://{}/metrics", broker.admin_addr, controller.admin_addr);
+    println!("  health      http://{}/healthz  http://{}/readyz", broker.admin_addr, broker.admin_addr);
+    println!("Press Ctrl-C to stop.");
+
+    shutdown.cancelled().await;
+    // The broker first, so it can flush and say goodbye to a live controller.
+    broker.shutdown().await;
+    controller.shutdown().await;
+    println!("runnel dev stopped");
+    Ok(())
+}

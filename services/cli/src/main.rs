@@ -1,0 +1,76 @@
+//! `runnel`: the command-line entry point to Runnel.
+//!
+//! `runnel dev` runs a whole cluster in one process; the other commands talk
+//! to a cluster through `--bootstrap` (env `RUNNEL_BOOTSTRAP`, default the
+//! local broker). Errors are one line on stderr and a non-zero exit.
+
+mod bench;
+mod cluster;
+mod consume;
+mod dev;
+mod produce;
+mod topics;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use runnel_client::ClientConfig;
+
+/// Runnel: a distributed, replicated event log that speaks Kafka's record format.
+#[derive(Debug, Parser)]
+#[command(name = "runnel", version, about)]
+struct Cli {
+    /// A broker's gRPC address, host:port (several: comma-separated).
+    #[arg(long, global = true, env = "RUNNEL_BOOTSTRAP", default_value = runnel_client::DEFAULT_BOOTSTRAP)]
+    bootstrap: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole cluster (controller and broker) in this process.
+    Dev(dev::Args),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topics(topics::Command),
+    /// Send one record per stdin line.
+    Produce(produce::Args),
+    /// Print records, one value per line.
+    Consume(consume::Args),
+    /// Show the brokers, the controller and their liveness.
+    Cluster,
+    /// Measure produce, consume and end-to-end throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = ClientConfig::new(cli.bootstrap.clone());
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Topics(cmd) => topics::run(client, cmd).await,
+            Command::Produce(args) => produce::run(client, args).await,
+            Command::Consume(args) => consume::run(client, args).await,
+            Command::Cluster => cluster::run(client).await,
+            Command::Bench(cmd) => bench::run(client, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
