@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use std::sync::Mutex;
 use runnel_client::{
-    Acks, Admin, ClientConfig, Cluster, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord,
+    Acks, Admin, ClientConfig, Cluster, Compression, Consumer, ConsumerConfig, NewTopic,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord,
 };
+use std::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::produce::{parse_acks, parse_compression};
@@ -87,7 +87,10 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             let have = available(&cluster, &args.topic).await?;
             if have < args.records {
                 eprintln!("preparing: producing {} records first", args.records - have);
-                let fill = Args { records: args.records - have, ..args.clone() };
+                let fill = Args {
+                    records: args.records - have,
+                    ..args.clone()
+                };
                 produce(&cluster, &fill, false).await?;
             }
             let r = consume(&cluster, &args).await?;
@@ -133,7 +136,12 @@ async fn ensure_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32) -> a
         .with_context(|| format!("cannot create benchmark topic {topic}"))?;
     // Wait until the brokers serve it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster.refresh(&[topic.to_owned()], false).await?.topics.contains_key(topic) {
+    while !cluster
+        .refresh(&[topic.to_owned()], false)
+        .await?
+        .topics
+        .contains_key(topic)
+    {
         if Instant::now() > deadline {
             bail!("topic {topic} was created but no broker serves it yet");
         }
@@ -145,13 +153,18 @@ async fn ensure_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32) -> a
 async fn available(cluster: &Arc<Cluster>, topic: &str) -> anyhow::Result<u64> {
     let admin = Admin::with_cluster(Arc::clone(cluster));
     let t = admin.describe_topic(topic).await?;
-    Ok(t.partitions.iter().map(|p| (p.log_end_offset - p.log_start_offset).max(0) as u64).sum())
+    Ok(t.partitions
+        .iter()
+        .map(|p| (p.log_end_offset - p.log_start_offset).max(0) as u64)
+        .sum())
 }
 
 fn payloads(size: usize) -> Vec<Bytes> {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..64).map(|_| Bytes::from((0..size).map(|_| rng.random::<u8>()).collect::<Vec<u8>>())).collect()
+    (0..64)
+        .map(|_| Bytes::from((0..size).map(|_| rng.random::<u8>()).collect::<Vec<u8>>()))
+        .collect()
 }
 
 fn histogram() -> Histogram<u64> {
@@ -163,7 +176,9 @@ fn progress(total: u64, show: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} {eta}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} {eta}")
+    {
         bar.set_style(style);
     }
     bar
@@ -191,15 +206,24 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
                 ..ProducerConfig::default()
             },
         );
-        let (topic, payloads, latency, bar) = (args.topic.clone(), payloads(args.record_size), Arc::clone(&latency), bar.clone());
+        let (topic, payloads, latency, bar) = (
+            args.topic.clone(),
+            payloads(args.record_size),
+            Arc::clone(&latency),
+            bar.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut samples = Vec::new();
             for i in 0..share {
                 let value = payloads[(i % payloads.len() as u64) as usize].clone();
                 let sent = Instant::now();
-                let delivery = producer.send(ProducerRecord::new(topic.as_str(), value)).await?;
+                let delivery = producer
+                    .send(ProducerRecord::new(topic.as_str(), value))
+                    .await?;
                 if i % SAMPLE == 0 {
-                    samples.push(tokio::spawn(async move { delivery.await.map(|_| sent.elapsed()) }));
+                    samples.push(tokio::spawn(async move {
+                        delivery.await.map(|_| sent.elapsed())
+                    }));
                 }
                 if i % 4096 == 0 {
                     bar.inc(4096.min(share - i));
@@ -237,7 +261,10 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    let latency = Arc::try_unwrap(latency).ok().and_then(|m| m.into_inner().ok()).unwrap_or_else(histogram);
+    let latency = Arc::try_unwrap(latency)
+        .ok()
+        .and_then(|m| m.into_inner().ok())
+        .unwrap_or_else(histogram);
     Ok(Outcome {
         records: args.records,
         bytes: args.records * args.record_size as u64,
@@ -256,7 +283,9 @@ async fn consume(cluster: &Arc<Cluster>, args: &Args) -> anyhow::Result<Outcome>
             ..ConsumerConfig::default()
         },
     );
-    consumer.assign(consumer.partitions_of(&args.topic).await?).await?;
+    consumer
+        .assign(consumer.partitions_of(&args.topic).await?)
+        .await?;
     let mut latency = histogram();
     let (mut records, mut bytes) = (0u64, 0u64);
     let start = Instant::now();
@@ -264,16 +293,27 @@ async fn consume(cluster: &Arc<Cluster>, args: &Args) -> anyhow::Result<Outcome>
         let t = Instant::now();
         let batch = consumer.poll(Duration::from_secs(5)).await?;
         if batch.is_empty() {
-            bail!("no records arrived for 5 s after {records} of {}", args.records);
+            bail!(
+                "no records arrived for 5 s after {records} of {}",
+                args.records
+            );
         }
         let _ = latency.record(t.elapsed().as_micros().max(1) as u64);
         records += batch.len() as u64;
-        bytes += batch.iter().map(|r| r.value.as_ref().map_or(0, Bytes::len) as u64).sum::<u64>();
+        bytes += batch
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, Bytes::len) as u64)
+            .sum::<u64>();
         bar.set_position(records.min(args.records));
     }
     let elapsed = start.elapsed();
     bar.finish_and_clear();
-    Ok(Outcome { records, bytes, elapsed, latency })
+    Ok(Outcome {
+        records,
+        bytes,
+        elapsed,
+        latency,
+    })
 }
 
 async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<Outcome> {
@@ -286,7 +326,9 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
             ..ConsumerConfig::default()
         },
     );
-    consumer.assign(consumer.partitions_of(&args.topic).await?).await?;
+    consumer
+        .assign(consumer.partitions_of(&args.topic).await?)
+        .await?;
     // Resolve the starting positions before anything is sent.
     consumer.poll(Duration::from_millis(1)).await?;
     let total = args.records;
@@ -332,7 +374,9 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
         for _ in 0..per_tick.min(total - sent) {
             let mut value = filler[(sent % filler.len() as u64) as usize].to_vec();
             value[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_le_bytes());
-            let _ = producer.send(ProducerRecord::new(args.topic.as_str(), value)).await?;
+            let _ = producer
+                .send(ProducerRecord::new(args.topic.as_str(), value))
+                .await?;
             sent += 1;
         }
         bar.set_position(sent);

@@ -40,7 +40,11 @@ pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
     let mut consumer = Consumer::new(
         client,
         ConsumerConfig {
-            auto_offset_reset: if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest },
+            auto_offset_reset: if args.from_beginning {
+                OffsetReset::Earliest
+            } else {
+                OffsetReset::Latest
+            },
             ..ConsumerConfig::default()
         },
     );

@@ -31,7 +31,11 @@ pub struct Args {
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let format = if args.log_json { LogFormat::Json } else { LogFormat::Human };
+    let format = if args.log_json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    };
     let _telemetry = telemetry::init("runnel-dev", format)?;
     let shutdown = runnel_common::shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir)
@@ -59,14 +63,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Ready: registered, caught up with the metadata, unfenced.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !broker.readiness.is_ready() && tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
+    while !broker.readiness.is_ready()
+        && tokio::time::Instant::now() < deadline
+        && !shutdown.is_cancelled()
+    {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    println!("runnel dev is running (data in {})", args.data_dir.display());
-    println!("  broker      {}  (runnel --bootstrap {})", broker.grpc_addr, broker.grpc_addr);
+    println!(
+        "runnel dev is running (data in {})",
+        args.data_dir.display()
+    );
+    println!(
+        "  broker      {}  (runnel --bootstrap {})",
+        broker.grpc_addr, broker.grpc_addr
+    );
     println!("  controller  {}", controller.grpc_addr);
-    println!("  metrics     http://{}/metrics  http://{}/metrics", broker.admin_addr, controller.admin_addr);
-    println!("  health      http://{}/healthz  http://{}/readyz", broker.admin_addr, broker.admin_addr);
+    println!(
+        "  metrics     http://{}/metrics  http://{}/metrics",
+        broker.admin_addr, controller.admin_addr
+    );
+    println!(
+        "  health      http://{}/healthz  http://{}/readyz",
+        broker.admin_addr, broker.admin_addr
+    );
     println!("Press Ctrl-C to stop.");
 
     shutdown.cancelled().await;

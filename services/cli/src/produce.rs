@@ -3,7 +3,10 @@
 use std::collections::VecDeque;
 
 use anyhow::{Context, anyhow, bail};
-use runnel_client::{Acks, ClientConfig, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use runnel_client::{
+    Acks, ClientConfig, ClientError, Compression, DeliveryFuture, Producer, ProducerConfig,
+    ProducerRecord,
+};
 use tokio::io::AsyncBufReadExt;
 
 /// `runnel produce` options.
@@ -30,7 +33,8 @@ pub(crate) fn parse_acks(s: &str) -> Result<Acks, String> {
 }
 
 pub(crate) fn parse_compression(s: &str) -> Result<Compression, String> {
-    Compression::from_name(s).ok_or_else(|| format!("compression must be none, gzip, snappy, lz4 or zstd, not {s:?}"))
+    Compression::from_name(s)
+        .ok_or_else(|| format!("compression must be none, gzip, snappy, lz4 or zstd, not {s:?}"))
 }
 
 /// Deliveries waiting for acknowledgement before sending waits for the oldest.
@@ -88,7 +92,9 @@ pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
     closed.context("flushing the producer")?;
     if failed > 0 {
         let e = first_error.map_or_else(|| "unknown error".to_owned(), |e| e.to_string());
-        return Err(anyhow!("{failed} of {sent} records were not acknowledged: {e}"));
+        return Err(anyhow!(
+            "{failed} of {sent} records were not acknowledged: {e}"
+        ));
     }
     Ok(())
 }

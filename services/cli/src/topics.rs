@@ -54,7 +54,9 @@ pub enum Command {
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected key=value, got {s:?}"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))?;
     Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
@@ -62,12 +64,20 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
     let admin = Admin::new(client);
     match cmd {
-        Command::Create { name, partitions, replication_factor, configs } => {
+        Command::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
             let mut topic = NewTopic::new(&name);
             topic.partitions = partitions;
             topic.replication_factor = replication_factor;
             topic.configs = configs.into_iter().collect();
-            admin.create_topic(topic).await.with_context(|| format!("cannot create topic {name}"))?;
+            admin
+                .create_topic(topic)
+                .await
+                .with_context(|| format!("cannot create topic {name}"))?;
             println!("created topic {name}");
         }
         Command::List => {
@@ -78,10 +88,30 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         Command::Describe { name } => {
             let t = admin.describe_topic(&name).await?;
             let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
-            println!("Topic: {}  TopicId: {}  Partitions: {}  ReplicationFactor: {rf}", t.name, t.topic_id, t.partitions.len());
-            let set: Vec<String> = t.configs.iter().filter(|c| c.is_set).map(|c| format!("{}={}", c.key, c.value)).collect();
-            println!("Configs: {}", if set.is_empty() { "(all defaults)".to_owned() } else { set.join(",") });
-            println!("{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}", "Partition", "Leader", "Replicas", "Isr", "LogStart", "LogEnd");
+            println!(
+                "Topic: {}  TopicId: {}  Partitions: {}  ReplicationFactor: {rf}",
+                t.name,
+                t.topic_id,
+                t.partitions.len()
+            );
+            let set: Vec<String> = t
+                .configs
+                .iter()
+                .filter(|c| c.is_set)
+                .map(|c| format!("{}={}", c.key, c.value))
+                .collect();
+            println!(
+                "Configs: {}",
+                if set.is_empty() {
+                    "(all defaults)".to_owned()
+                } else {
+                    set.join(",")
+                }
+            );
+            println!(
+                "{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}",
+                "Partition", "Leader", "Replicas", "Isr", "LogStart", "LogEnd"
+            );
             let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             let mut under = 0;
             for p in &t.partitions {
@@ -123,7 +153,10 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             println!("updated configs of {name}");
         }
         Command::Delete { name } => {
-            admin.delete_topic(&name).await.with_context(|| format!("cannot delete topic {name}"))?;
+            admin
+                .delete_topic(&name)
+                .await
+                .with_context(|| format!("cannot delete topic {name}"))?;
             println!("deleted topic {name}");
         }
     }

@@ -1,0 +1,359 @@
+//! The `runnel` binary as users and scripts run it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use runnel_client::partitioner::partition_for_key;
+
+const RUNNEL: &str = env!("CARGO_BIN_EXE_runnel");
+
+/// A `runnel dev` process on ephemeral ports.
+struct Dev {
+    child: Child,
+    bootstrap: String,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Dev {
+    fn start(dir: &Path) -> Dev {
+        let stderr_path = dir.join(format!(
+            "dev-{}.err",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = Command::new(RUNNEL)
+            .args(["dev", "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--broker-listen",
+                "127.0.0.1:0",
+                "--broker-admin-listen",
+                "127.0.0.1:0",
+                "--controller-listen",
+                "127.0.0.1:0",
+                "--controller-admin-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut bootstrap = None;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("runnel dev prints its addresses");
+            if let Some(rest) = line.trim_start().strip_prefix("broker") {
+                bootstrap = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+        Dev {
+            child,
+            bootstrap: bootstrap.expect("the broker address line"),
+            stderr_path,
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run_with(&self.bootstrap, args, stdin)
+    }
+
+    fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; returns whether it exited with success, and its log.
+    fn terminate(mut self) -> (bool, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (
+                    status.success(),
+                    std::fs::read_to_string(&self.stderr_path).unwrap(),
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "runnel dev did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_with(bootstrap: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(RUNNEL)
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.map(<[u8]>::to_vec).unwrap_or_default();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The error contract: non-zero exit, one line on stderr, naming the problem.
+fn fails_with(out: &Output, needle: &str) {
+    assert!(
+        !out.status.success(),
+        "expected failure, got: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "one line: {err:?}");
+    assert!(
+        err.starts_with("error: ") && err.contains(needle),
+        "{err:?} should mention {needle:?}"
+    );
+}
+
+const N: usize = 100_000;
+
+/// Checks consumed `key:value` lines: every key once, values intact, and
+/// each partition's keys in send order.
+fn check(lines: &str, n: usize) {
+    let mut per_partition: HashMap<i32, Vec<usize>> = HashMap::new();
+    let mut seen = vec![false; n];
+    let mut count = 0;
+    for line in lines.lines() {
+        let (key, value) = line.split_once(':').unwrap();
+        let i: usize = key.strip_prefix("key-").unwrap().parse().unwrap();
+        assert_eq!(value, format!("value-{i}"));
+        assert!(!std::mem::replace(&mut seen[i], true), "duplicate {key}");
+        per_partition
+            .entry(partition_for_key(key.as_bytes(), 3))
+            .or_default()
+            .push(i);
+        count += 1;
+    }
+    assert_eq!(count, n);
+    for (p, keys) in per_partition {
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "partition {p} out of order"
+        );
+    }
+}
+
+#[test]
+fn records_survive_kill_9_and_producing_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    assert_eq!(
+        ok(&dev.run(&["topics", "create", "orders", "--partitions", "3"], None)),
+        "created topic orders\n"
+    );
+    let input: String = (0..N).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    ok(&dev.run(
+        &["produce", "orders", "--key-separator", ":", "--acks", "all"],
+        Some(input.as_bytes()),
+    ));
+    let consume = [
+        "consume",
+        "orders",
+        "--from-beginning",
+        "--print-key",
+        "--key-separator",
+        ":",
+        "--timeout-ms",
+        "5000",
+    ];
+    check(&ok(&dev.run(&consume, None)), N);
+
+    // kill -9, restart on the same data: everything acknowledged is there.
+    dev.kill_9();
+    let dev = Dev::start(dir.path());
+    check(&ok(&dev.run(&consume, None)), N);
+    let extra: String = (N..N + 10)
+        .map(|i| format!("key-{i}:value-{i}\n"))
+        .collect();
+    ok(&dev.run(
+        &["produce", "orders", "--key-separator", ":"],
+        Some(extra.as_bytes()),
+    ));
+    check(&ok(&dev.run(&consume, None)), N + 10);
+    let described = ok(&dev.run(&["topics", "describe", "orders"], None));
+    let total: i64 = described
+        .lines()
+        .skip(3)
+        .map(|l| l.split_whitespace().nth(5).unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, (N + 10) as i64, "{described}");
+    // --max-messages stops early; --partition/--offset reads from there.
+    let out = ok(&dev.run(
+        &[
+            "consume",
+            "orders",
+            "--from-beginning",
+            "--max-messages",
+            "7",
+        ],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 7);
+    let out = ok(&dev.run(
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "1",
+            "--offset",
+            "5",
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "3000",
+        ],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 1);
+    let (clean, _) = dev.terminate();
+    assert!(clean, "SIGTERM exits 0");
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_restart_needs_no_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    ok(&dev.run(
+        &[
+            "topics",
+            "create",
+            "t",
+            "--partitions",
+            "2",
+            "--config",
+            "segment.bytes=100000",
+        ],
+        None,
+    ));
+    let input: String = (0..1000).map(|i| format!("{i}\n")).collect();
+    ok(&dev.run(&["produce", "t"], Some(input.as_bytes())));
+    let (clean, log) = dev.terminate();
+    assert!(clean, "exit status 0 on SIGTERM");
+    assert!(log.contains("broker stopped"), "{log}");
+    let dev = Dev::start(dir.path());
+    let out = ok(&dev.run(
+        &["consume", "t", "--from-beginning", "--timeout-ms", "3000"],
+        None,
+    ));
+    assert_eq!(out.lines().count(), 1000);
+    assert!(
+        !dev.log().contains("log recovered"),
+        "a clean shutdown needs no recovery: {}",
+        dev.log()
+    );
+    let described = ok(&dev.run(&["topics", "describe", "t"], None));
+    assert!(
+        described.contains("Configs: segment.bytes=100000"),
+        "{described}"
+    );
+    let cluster = ok(&dev.run(&["cluster"], None));
+    assert!(cluster.contains("alive"), "{cluster}");
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    fails_with(
+        &dev.run(&["topics", "create", "bad name"], None),
+        "only ASCII letters",
+    );
+    fails_with(
+        &dev.run(
+            &["topics", "create", "t", "--config", "retention.ms=never"],
+            None,
+        ),
+        "retention.ms",
+    );
+    ok(&dev.run(&["topics", "create", "t", "--partitions", "3"], None));
+    fails_with(&dev.run(&["topics", "create", "t"], None), "already exists");
+    fails_with(
+        &dev.run(&["topics", "alter", "t", "--partitions", "2"], None),
+        "can only be added",
+    );
+    fails_with(
+        &dev.run(
+            &["topics", "config", "t", "--set", "cleanup.policy=shred"],
+            None,
+        ),
+        "cleanup.policy",
+    );
+    fails_with(
+        &dev.run(&["consume", "missing", "--timeout-ms", "100"], None),
+        "topic missing does not exist",
+    );
+    fails_with(
+        &dev.run(&["topics", "delete", "missing"], None),
+        "does not exist",
+    );
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    fails_with(&dev.run(&["produce", "t"], Some(&huge)), "max.request.size");
+    fails_with(
+        &run_with("127.0.0.1:1", &["topics", "list"], None),
+        "127.0.0.1:1",
+    );
+    fails_with(
+        &run_with("127.0.0.1:1", &["produce", "t"], Some(b"x\n")),
+        "127.0.0.1:1",
+    );
+    // The topic is unchanged by all of that.
+    let described = ok(&dev.run(&["topics", "describe", "t"], None));
+    assert!(described.contains("Partitions: 3"), "{described}");
+    assert!(described.contains("(all defaults)"), "{described}");
+}
