@@ -219,6 +219,8 @@ struct OpenBatch {
     builder: BatchBuilder,
     created: Instant,
     outcome: watch::Sender<Outcome>,
+    /// The caller's span when the batch opened: its requests are traced under it.
+    span: tracing::Span,
 }
 
 struct ReadyBatch {
@@ -226,6 +228,7 @@ struct ReadyBatch {
     records: i64,
     created: Instant,
     outcome: watch::Sender<Outcome>,
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -400,6 +403,7 @@ impl Producer {
             builder: BatchBuilder::new(config.compression),
             created: Instant::now(),
             outcome: watch::channel(None).0,
+            span: tracing::Span::current(),
         });
         let index = open.builder.len() as i64;
         open.builder.append(
@@ -430,7 +434,9 @@ impl Producer {
     /// Records that failed for good so far (expired or refused), whether or
     /// not anyone awaits their delivery futures.
     pub fn failed_records(&self) -> u64 {
-        self.shared.failed.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends everything queued and waits until all of it is acknowledged or failed.
@@ -477,6 +483,7 @@ fn close_open(queue: &mut PartitionQueue) {
             records,
             created: open.created,
             outcome: open.outcome,
+            span: open.span,
         }),
         Err(e) => {
             let _ = open.outcome.send(Some(Err(ClientError::Invalid(format!(
@@ -498,7 +505,16 @@ async fn run_sender(shared: Arc<Shared>) {
     loop {
         let (sends, next_wake, done) = collect(&shared);
         for (addr, parts) in sends {
-            requests.spawn(send_request(Arc::clone(&shared), addr, parts));
+            // Traced under the span of whoever sent the oldest record in it.
+            let parent = parts
+                .first()
+                .and_then(|p| p.batches.first())
+                .map_or_else(tracing::Span::none, |b| b.span.clone());
+            let span = tracing::info_span!(parent: &parent, "produce", broker = %addr, partitions = parts.len());
+            requests.spawn(tracing::Instrument::instrument(
+                send_request(Arc::clone(&shared), addr, parts),
+                span,
+            ));
         }
         if done && requests.is_empty() {
             return;
@@ -542,7 +558,9 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             }
             let b = queue.ready.pop_front().expect("front exists");
             freed += b.bytes.len();
-            shared.failed.fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .failed
+                .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
             let _ = b.outcome.send(Some(Err(ClientError::Timeout {
                 what: format!("delivery to {topic}-{partition}"),
                 ms: config.delivery_timeout.as_millis() as u64,
@@ -687,7 +705,9 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 Err(e) => {
                     for b in part.batches {
                         freed += b.bytes.len();
-                        shared.failed.fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
+                        shared
+                            .failed
+                            .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
                         let _ = b.outcome.send(Some(Err(e.clone())));
                     }
                 }

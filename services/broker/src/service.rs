@@ -167,12 +167,10 @@ impl Broker {
         let key = p.key();
         let epoch = state.leader_epoch;
         let target = Arc::clone(&p);
-        match self
-            .logs
-            .io()
-            .run(&key, move || target.append(&mut records, epoch))
-            .await
-        {
+        // The disk write happens on an I/O thread; keep it in this request's trace.
+        let span = tracing::info_span!("append", topic = %req.topic, partition = req.partition, bytes = size);
+        let append = move || span.in_scope(|| target.append(&mut records, epoch));
+        match self.logs.io().run(&key, append).await {
             Ok(Ok(info)) => {
                 metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
                 metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
