@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use runnel_common::telemetry::TraceInterceptor;
+use runnel_common::transport;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
 use runnel_proto::common::v1::ErrorCode;
@@ -126,6 +127,8 @@ pub struct Cluster {
     config: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
     metadata: RwLock<Arc<ClusterMetadata>>,
+    /// Bumped whenever `metadata` is replaced, so callers can cache what they derive from it.
+    generation: std::sync::atomic::AtomicU64,
     refreshing: tokio::sync::Mutex<()>,
 }
 
@@ -136,6 +139,7 @@ impl Cluster {
             config,
             channels: Mutex::new(HashMap::new()),
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
+            generation: std::sync::atomic::AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         })
     }
@@ -152,15 +156,11 @@ impl Cluster {
         let invalid = |e: tonic::transport::Error| {
             ClientError::Invalid(format!("invalid address {addr:?}: {e}"))
         };
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(invalid)?
-            .connect_timeout(self.config.connect_timeout)
-            .timeout(self.config.request_timeout)
-            .tcp_nodelay(true)
-            // Large windows: a produce or fetch carries megabytes of batches.
-            .initial_stream_window_size(Some(16 * 1024 * 1024))
-            .initial_connection_window_size(Some(64 * 1024 * 1024))
-            .connect_lazy();
+        let channel =
+            transport::endpoint(Endpoint::from_shared(format!("http://{addr}")).map_err(invalid)?)
+                .connect_timeout(self.config.connect_timeout)
+                .timeout(self.config.request_timeout)
+                .connect_lazy();
         self.channels
             .lock()
             .insert(addr.to_owned(), channel.clone());
@@ -235,6 +235,8 @@ impl Cluster {
                 Ok(response) => {
                     let fresh = Arc::new(self.merge(response.into_inner(), topics));
                     *self.metadata.write() = Arc::clone(&fresh);
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
                     return Ok(fresh);
                 }
                 Err(status) => last_error = ClientError::from_status(&addr, status),
@@ -318,6 +320,19 @@ impl Cluster {
             format!("topic {name} does not exist"),
         ));
         Err(ClientError::server(code, message))
+    }
+
+    /// Changes whenever the metadata is refreshed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// How many partitions `topic` has in the current metadata (no request).
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        self.metadata()
+            .topics
+            .get(topic)
+            .map(|t| t.partitions.len())
     }
 
     /// The address of the broker leading `topic`-`partition`, from the current metadata.

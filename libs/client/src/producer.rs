@@ -32,7 +32,7 @@ use parking_lot::Mutex;
 use runnel_log::batch::{BatchBuilder, Compression, Header};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::cluster::{ClientConfig, Cluster};
@@ -175,12 +175,39 @@ pub struct RecordMetadata {
 }
 
 /// What a batch's send came to: its base offset and log-append time, or why it failed.
-type Outcome = Option<std::result::Result<(i64, i64), ClientError>>;
+type Outcome = std::result::Result<(i64, i64), ClientError>;
+
+/// A batch's outcome, set once and shared by the delivery futures of all its records.
+#[derive(Debug, Default)]
+struct BatchResult {
+    outcome: std::sync::OnceLock<Outcome>,
+    done: Notify,
+}
+
+/// The producer's end of a [`BatchResult`]: resolves it once, and with
+/// `Closed` if the batch is dropped unresolved (the producer went away).
+#[derive(Debug, Default)]
+struct BatchOutcome(Arc<BatchResult>);
+
+impl BatchOutcome {
+    fn resolve(&self, outcome: Outcome) {
+        let _ = self.0.outcome.set(outcome);
+        self.0.done.notify_waiters();
+    }
+}
+
+impl Drop for BatchOutcome {
+    fn drop(&mut self) {
+        if self.0.outcome.get().is_none() {
+            self.resolve(Err(ClientError::Closed));
+        }
+    }
+}
 
 /// Resolves when the record is acknowledged (or fails).
 #[derive(Debug)]
 pub struct DeliveryFuture {
-    outcome: watch::Receiver<Outcome>,
+    batch: Arc<BatchResult>,
     topic: Arc<str>,
     partition: i32,
     index: i64,
@@ -191,15 +218,16 @@ impl IntoFuture for DeliveryFuture {
     type Output = Result<RecordMetadata>;
     type IntoFuture = BoxFuture<'static, Result<RecordMetadata>>;
 
-    fn into_future(mut self) -> Self::IntoFuture {
+    fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let outcome = self
-                .outcome
-                .wait_for(Option::is_some)
-                .await
-                .map_err(|_| ClientError::Closed)?
-                .clone()
-                .expect("waited for Some");
+            let outcome = loop {
+                // Created before the check, so a resolve in between still wakes it.
+                let done = self.batch.done.notified();
+                if let Some(outcome) = self.batch.outcome.get() {
+                    break outcome.clone();
+                }
+                done.await;
+            };
             let (base, append_time) = outcome?;
             Ok(RecordMetadata {
                 topic: self.topic.to_string(),
@@ -217,8 +245,10 @@ impl IntoFuture for DeliveryFuture {
 
 struct OpenBatch {
     builder: BatchBuilder,
+    /// What the batch's records count against `buffer.memory` (estimated at `send`).
+    accounted: usize,
     created: Instant,
-    outcome: watch::Sender<Outcome>,
+    outcome: BatchOutcome,
     /// The caller's span when the batch opened: its requests are traced under it.
     span: tracing::Span,
 }
@@ -226,8 +256,9 @@ struct OpenBatch {
 struct ReadyBatch {
     bytes: Bytes,
     records: i64,
+    accounted: usize,
     created: Instant,
-    outcome: watch::Sender<Outcome>,
+    outcome: BatchOutcome,
     span: tracing::Span,
 }
 
@@ -239,15 +270,46 @@ struct PartitionQueue {
     retry_at: Option<Instant>,
 }
 
+/// One topic's partition queues (indexed by partition) and its sticky partition.
+#[derive(Default)]
+struct TopicQueues {
+    partitions: Vec<PartitionQueue>,
+    sticky: Option<i32>,
+    /// The partition count as of metadata `generation`.
+    partition_count: i32,
+    generation: u64,
+}
+
+impl TopicQueues {
+    fn queue(&mut self, partition: i32) -> &mut PartitionQueue {
+        let i = partition as usize;
+        if self.partitions.len() <= i {
+            self.partitions.resize_with(i + 1, PartitionQueue::default);
+        }
+        &mut self.partitions[i]
+    }
+}
+
 #[derive(Default)]
 struct Accumulator {
-    queues: HashMap<(Arc<str>, i32), PartitionQueue>,
-    sticky: HashMap<Arc<str>, i32>,
+    topics: HashMap<Arc<str>, TopicQueues>,
     /// Bytes accepted and not yet acknowledged.
     buffered: usize,
     /// Close every open batch now (flush, close).
     flushing: bool,
     closed: bool,
+}
+
+impl Accumulator {
+    fn queues(&self) -> impl Iterator<Item = &PartitionQueue> {
+        self.topics.values().flat_map(|t| t.partitions.iter())
+    }
+
+    /// Nothing open, queued or in flight.
+    fn idle(&self) -> bool {
+        self.queues()
+            .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
+    }
 }
 
 struct Shared {
@@ -275,6 +337,9 @@ impl std::fmt::Debug for Producer {
             .finish_non_exhaustive()
     }
 }
+
+/// Most bytes a new batch allocates up front; larger batches grow as they fill.
+const BATCH_PREALLOCATION: usize = 1 << 20;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -308,28 +373,6 @@ impl Producer {
     /// space (`buffer.memory`) when the cluster falls behind.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let shared = &self.shared;
-        let topic = shared
-            .cluster
-            .topic(&record.topic, shared.config.allow_auto_topic_creation)
-            .await?;
-        let partitions = topic.partitions.len() as i32;
-        if partitions == 0 {
-            return Err(ClientError::server(
-                ErrorCode::LeaderNotAvailable,
-                format!("topic {} has no partitions yet", record.topic),
-            ));
-        }
-        if let Some(p) = record.partition
-            && !(0..partitions).contains(&p)
-        {
-            return Err(ClientError::server(
-                ErrorCode::UnknownTopicOrPartition,
-                format!(
-                    "topic {} has no partition {p} (it has {partitions})",
-                    record.topic
-                ),
-            ));
-        }
         let size = 64
             + record.key.as_ref().map_or(0, Bytes::len)
             + record.value.as_ref().map_or(0, Bytes::len)
@@ -348,64 +391,133 @@ impl Producer {
             ));
         }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        // Read before the metadata is looked at: a refresh in between makes the cache stale, not wrong.
+        let generation = shared.cluster.generation();
+        let mut looked_up = None;
         loop {
             let progressed = shared.progress.notified();
-            {
+            let partitions = {
                 let mut acc = shared.acc.lock();
                 if acc.closed {
                     return Err(ClientError::Closed);
                 }
-                if acc.buffered + size <= shared.config.buffer_memory || acc.buffered == 0 {
-                    let future = self.append(&mut acc, &record, partitions, size, timestamp);
-                    drop(acc);
-                    shared.wake.notify_one();
-                    return Ok(future);
+                let cached = acc
+                    .topics
+                    .get(record.topic.as_str())
+                    .filter(|t| t.generation == generation && t.partition_count > 0)
+                    .map(|t| t.partition_count);
+                match cached.or(looked_up) {
+                    Some(partitions) => {
+                        if let Some(p) = record.partition
+                            && !(0..partitions).contains(&p)
+                        {
+                            return Err(ClientError::server(
+                                ErrorCode::UnknownTopicOrPartition,
+                                format!(
+                                    "topic {} has no partition {p} (it has {partitions})",
+                                    record.topic
+                                ),
+                            ));
+                        }
+                        if acc.buffered + size <= shared.config.buffer_memory || acc.buffered == 0 {
+                            let (future, wake) = self.append(
+                                &mut acc,
+                                &record,
+                                (partitions, generation),
+                                size,
+                                timestamp,
+                            );
+                            drop(acc);
+                            // The sender only needs to hear of a batch to send or a linger to time.
+                            if wake {
+                                shared.wake.notify_one();
+                            }
+                            return Ok(future);
+                        }
+                        Some(partitions)
+                    }
+                    None => None,
                 }
+            };
+            match partitions {
+                // Buffer full: the sender frees space as requests complete.
+                Some(_) => progressed.await,
+                None => looked_up = Some(self.partition_count(&record.topic).await?),
             }
-            // Buffer full: the sender frees space as requests complete.
-            progressed.await;
         }
     }
 
+    /// The topic's partition count from the metadata, fetched if unknown.
+    async fn partition_count(&self, topic: &str) -> Result<i32> {
+        let cluster = &self.shared.cluster;
+        let n = match cluster.partition_count(topic) {
+            Some(n) => n,
+            None => cluster
+                .topic(topic, self.shared.config.allow_auto_topic_creation)
+                .await?
+                .partitions
+                .len(),
+        };
+        if n == 0 {
+            return Err(ClientError::server(
+                ErrorCode::LeaderNotAvailable,
+                format!("topic {topic} has no partitions yet"),
+            ));
+        }
+        Ok(n as i32)
+    }
+
+    /// Adds the record to its partition's open batch. Returns its delivery
+    /// future and whether the sender must look (a batch opened or closed).
     fn append(
         &self,
         acc: &mut Accumulator,
         record: &ProducerRecord,
-        partitions: i32,
+        (partitions, generation): (i32, u64),
         size: usize,
         timestamp: i64,
-    ) -> DeliveryFuture {
+    ) -> (DeliveryFuture, bool) {
         let config = &self.shared.config;
-        let topic: Arc<str> = match acc.queues.keys().find(|(t, _)| **t == *record.topic) {
+        let topic: Arc<str> = match acc.topics.get_key_value(record.topic.as_str()) {
             Some((t, _)) => Arc::clone(t),
             None => Arc::from(record.topic.as_str()),
         };
+        acc.buffered += size;
+        let queues = acc.topics.entry(Arc::clone(&topic)).or_default();
+        queues.partition_count = partitions;
+        queues.generation = generation;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => *acc
+            (None, None) => *queues
                 .sticky
-                .entry(Arc::clone(&topic))
-                .or_insert_with(|| next_sticky(None, partitions)),
+                .get_or_insert_with(|| next_sticky(None, partitions)),
         };
-        acc.buffered += size;
-        let queue = acc
-            .queues
-            .entry((Arc::clone(&topic), partition))
-            .or_default();
+        let mut freed = 0;
+        let mut wake = false;
+        let queue = queues.queue(partition);
         if let Some(open) = &queue.open
             && open.builder.uncompressed_size() + size > config.batch_size
             && !open.builder.is_empty()
         {
-            close_open(queue);
+            freed += close_open(queue);
+            wake = true;
         }
-        let open = queue.open.get_or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(config.compression),
-            created: Instant::now(),
-            outcome: watch::channel(None).0,
-            span: tracing::Span::current(),
+        let open = queue.open.get_or_insert_with(|| {
+            wake = true;
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(
+                    config.compression,
+                    config.batch_size.min(BATCH_PREALLOCATION),
+                ),
+                accounted: 0,
+                created: Instant::now(),
+                outcome: BatchOutcome::default(),
+                span: tracing::Span::current(),
+            }
         });
         let index = open.builder.len() as i64;
+        open.accounted += size;
         open.builder.append(
             timestamp,
             record.key.as_deref(),
@@ -413,22 +525,23 @@ impl Producer {
             &record.headers,
         );
         let future = DeliveryFuture {
-            outcome: open.outcome.subscribe(),
-            topic: Arc::clone(&topic),
+            batch: Arc::clone(&open.outcome.0),
+            topic,
             partition,
             index,
             timestamp,
         };
         let full = open.builder.uncompressed_size() >= config.batch_size;
         if full {
-            close_open(queue);
+            freed += close_open(queue);
+            wake = true;
+            if record.partition.is_none() && record.key.is_none() {
+                // KIP-480: a full batch moves null-key records to another partition.
+                queues.sticky = Some(next_sticky(Some(partition), partitions));
+            }
         }
-        if full && record.partition.is_none() && record.key.is_none() {
-            // KIP-480: a full batch moves null-key records to another partition.
-            let next = next_sticky(Some(partition), partitions);
-            acc.sticky.insert(topic, next);
-        }
-        future
+        acc.buffered = acc.buffered.saturating_sub(freed);
+        (future, wake)
     }
 
     /// Records that failed for good so far (expired or refused), whether or
@@ -447,11 +560,7 @@ impl Producer {
             let progressed = self.shared.progress.notified();
             {
                 let acc = self.shared.acc.lock();
-                let idle = acc
-                    .queues
-                    .values()
-                    .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight);
-                if idle {
+                if acc.idle() {
                     drop(acc);
                     self.shared.acc.lock().flushing = false;
                     return Ok(());
@@ -471,24 +580,30 @@ impl Producer {
     }
 }
 
-/// Moves a partition's open batch to its ready queue, encoding it.
-fn close_open(queue: &mut PartitionQueue) {
+/// Moves a partition's open batch to its ready queue, encoding it. Returns
+/// the `buffer.memory` bytes freed when the batch cannot be encoded and fails.
+fn close_open(queue: &mut PartitionQueue) -> usize {
     let Some(open) = queue.open.take() else {
-        return;
+        return 0;
     };
     let records = open.builder.len() as i64;
     match open.builder.build() {
-        Ok(bytes) => queue.ready.push_back(ReadyBatch {
-            bytes: Bytes::from(bytes),
-            records,
-            created: open.created,
-            outcome: open.outcome,
-            span: open.span,
-        }),
+        Ok(bytes) => {
+            queue.ready.push_back(ReadyBatch {
+                bytes: Bytes::from(bytes),
+                records,
+                accounted: open.accounted,
+                created: open.created,
+                outcome: open.outcome,
+                span: open.span,
+            });
+            0
+        }
         Err(e) => {
-            let _ = open.outcome.send(Some(Err(ClientError::Invalid(format!(
+            open.outcome.resolve(Err(ClientError::Invalid(format!(
                 "cannot encode the batch: {e}"
-            )))));
+            ))));
+            open.accounted
         }
     }
 }
@@ -543,10 +658,16 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
     let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n| n.min(t)));
     let mut need_metadata = Vec::new();
     let mut freed = 0usize;
-    for ((topic, partition), queue) in acc.queues.iter_mut() {
+    let queues = acc.topics.iter_mut().flat_map(|(topic, t)| {
+        t.partitions
+            .iter_mut()
+            .enumerate()
+            .map(move |(p, q)| (topic, p as i32, q))
+    });
+    for (topic, partition, queue) in queues {
         if let Some(open) = &queue.open {
             if flushing || now >= open.created + config.linger {
-                close_open(queue);
+                freed += close_open(queue);
             } else {
                 wake_at(open.created + config.linger);
             }
@@ -557,14 +678,14 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
                 break;
             }
             let b = queue.ready.pop_front().expect("front exists");
-            freed += b.bytes.len();
+            freed += b.accounted;
             shared
                 .failed
                 .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
-            let _ = b.outcome.send(Some(Err(ClientError::Timeout {
+            b.outcome.resolve(Err(ClientError::Timeout {
                 what: format!("delivery to {topic}-{partition}"),
                 ms: config.delivery_timeout.as_millis() as u64,
-            })));
+            }));
         }
         if queue.in_flight || queue.ready.is_empty() {
             continue;
@@ -576,7 +697,7 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             }
             queue.retry_at = None;
         }
-        let Some((_, addr)) = shared.cluster.leader_addr(topic, *partition) else {
+        let Some((_, addr)) = shared.cluster.leader_addr(topic, partition) else {
             need_metadata.push(topic.to_string());
             queue.retry_at = Some(now + config.retry_backoff);
             wake_at(now + config.retry_backoff);
@@ -594,16 +715,12 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
         queue.in_flight = true;
         by_leader.entry(addr).or_default().push(InFlight {
             topic: Arc::clone(topic),
-            partition: *partition,
+            partition,
             batches,
         });
     }
     acc.buffered = acc.buffered.saturating_sub(freed);
-    let done = acc.closed
-        && acc
-            .queues
-            .values()
-            .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight);
+    let done = acc.closed && acc.idle();
     drop(acc);
     if freed > 0 {
         shared.progress.notify_waiters();
@@ -678,18 +795,18 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                     ))
                 });
             let queue = acc
-                .queues
-                .entry((Arc::clone(&part.topic), part.partition))
-                .or_default();
+                .topics
+                .entry(Arc::clone(&part.topic))
+                .or_default()
+                .queue(part.partition);
             queue.in_flight = false;
             match outcome {
                 Ok((base, append_time)) => {
                     let mut next = base;
                     for b in part.batches {
-                        freed += b.bytes.len();
-                        let _ = b
-                            .outcome
-                            .send(Some(Ok((if base < 0 { -1 } else { next }, append_time))));
+                        freed += b.accounted;
+                        b.outcome
+                            .resolve(Ok((if base < 0 { -1 } else { next }, append_time)));
                         next += b.records;
                     }
                 }
@@ -704,11 +821,11 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 }
                 Err(e) => {
                     for b in part.batches {
-                        freed += b.bytes.len();
+                        freed += b.accounted;
                         shared
                             .failed
                             .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
-                        let _ = b.outcome.send(Some(Err(e.clone())));
+                        b.outcome.resolve(Err(e.clone()));
                     }
                 }
             }

@@ -11,6 +11,7 @@
 //! - [`errors`]: stable error codes carried in gRPC statuses.
 //! - [`topics`]: Kafka's topic name rules and topic config keys.
 //! - [`metadata`]: the metadata image every process folds the metadata log into.
+//! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
 
 pub mod admin;
 pub mod config;
@@ -19,3 +20,4 @@ pub mod metadata;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;
+pub mod transport;

@@ -218,7 +218,7 @@ pub async fn start(
         let service = BrokerServer::new(BrokerService::new(broker))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = runnel_common::transport::server()
             .add_service(service)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(grpc_listener),

@@ -28,9 +28,10 @@ pub type Controller = ControllerClient<InterceptedService<Channel, TraceIntercep
 
 /// A lazily connecting client for the controller at `addr` (`host:port`).
 pub fn controller_client(addr: &str) -> Result<Controller, tonic::transport::Error> {
-    let channel = TonicEndpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .connect_lazy();
+    let channel =
+        runnel_common::transport::endpoint(TonicEndpoint::from_shared(format!("http://{addr}"))?)
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
     Ok(ControllerClient::with_interceptor(
         channel,
         TraceInterceptor,

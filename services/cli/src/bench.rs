@@ -216,11 +216,12 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
             let mut samples = Vec::new();
             for i in 0..share {
                 let value = payloads[(i % payloads.len() as u64) as usize].clone();
-                let sent = Instant::now();
+                let sampled = i % SAMPLE == 0;
+                let sent = sampled.then(Instant::now);
                 let delivery = producer
                     .send(ProducerRecord::new(topic.as_str(), value))
                     .await?;
-                if i % SAMPLE == 0 {
+                if let Some(sent) = sent {
                     samples.push(tokio::spawn(async move {
                         delivery.await.map(|_| sent.elapsed())
                     }));

@@ -156,7 +156,7 @@ pub async fn start(
     let token = shutdown.clone();
     tasks.spawn(async move {
         let incoming = TcpListenerStream::new(grpc_listener);
-        if let Err(e) = tonic::transport::Server::builder()
+        if let Err(e) = runnel_common::transport::server()
             .add_service(ControllerServer::new(service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await

@@ -64,6 +64,13 @@ impl BatchBuilder {
         }
     }
 
+    /// Like [`BatchBuilder::new`], with room for `capacity` bytes of records up front.
+    pub fn with_capacity(compression: Compression, capacity: usize) -> Self {
+        let mut builder = Self::new(compression);
+        builder.buf.reserve(capacity);
+        builder
+    }
+
     /// Offset of the first record (the broker overwrites it on append).
     pub fn base_offset(mut self, offset: Offset) -> Self {
         self.base_offset = offset;
