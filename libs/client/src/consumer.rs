@@ -90,11 +90,14 @@ impl Default for ConsumerConfig {
     }
 }
 
+/// How long to wait before asking again for positions that could not be resolved.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// A record read from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerRecord {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared by every record of the partition).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -118,6 +121,18 @@ enum Target {
     Timestamp(i64),
 }
 
+/// What one fetch round brought back, per broker address.
+type FetchResults = Vec<(String, Result<pb::FetchResponse>)>;
+
+/// A fetch on its way: sent ahead while the caller works through the
+/// buffered records, so the broker's transfer overlaps the caller's work.
+#[derive(Debug)]
+struct InFlightFetch {
+    /// The offsets asked for: a result counts only where the position is still there.
+    offsets: HashMap<TopicPartition, i64>,
+    task: tokio::task::JoinHandle<FetchResults>,
+}
+
 /// Reads records from assigned partitions.
 #[derive(Debug)]
 pub struct Consumer {
@@ -127,6 +142,13 @@ pub struct Consumer {
     positions: HashMap<TopicPartition, i64>,
     pending: HashMap<TopicPartition, Target>,
     buffered: VecDeque<ConsumerRecord>,
+    fetch: Option<InFlightFetch>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.cancel_fetch();
+    }
 }
 
 impl Consumer {
@@ -144,6 +166,7 @@ impl Consumer {
             positions: HashMap::new(),
             pending: HashMap::new(),
             buffered: VecDeque::new(),
+            fetch: None,
         }
     }
 
@@ -163,10 +186,14 @@ impl Consumer {
                 ));
             }
         }
+        self.cancel_fetch();
         self.positions.retain(|tp, _| partitions.contains(tp));
         self.pending.retain(|tp, _| partitions.contains(tp));
-        self.buffered
-            .retain(|r| partitions.contains(&TopicPartition::new(r.topic.clone(), r.partition)));
+        self.buffered.retain(|r| {
+            partitions
+                .iter()
+                .any(|tp| *tp.topic == *r.topic && tp.partition == r.partition)
+        });
         self.assignment = partitions;
         Ok(())
     }
@@ -186,10 +213,18 @@ impl Consumer {
     }
 
     fn set_target(&mut self, tp: &TopicPartition, target: Target) {
+        self.cancel_fetch();
         self.positions.remove(tp);
         self.pending.insert(tp.clone(), target);
         self.buffered
-            .retain(|r| !(r.topic == tp.topic && r.partition == tp.partition));
+            .retain(|r| !(*r.topic == *tp.topic && r.partition == tp.partition));
+    }
+
+    /// Drops the fetch in flight (its offsets are no longer the positions).
+    fn cancel_fetch(&mut self) {
+        if let Some(f) = self.fetch.take() {
+            f.task.abort();
+        }
     }
 
     /// Reads `tp` from `offset` next.
@@ -217,7 +252,7 @@ impl Consumer {
         let first_buffered = self
             .buffered
             .iter()
-            .find(|r| r.topic == tp.topic && r.partition == tp.partition);
+            .find(|r| *r.topic == *tp.topic && r.partition == tp.partition);
         first_buffered
             .map(|r| r.offset)
             .or_else(|| self.positions.get(tp).copied())
@@ -248,22 +283,39 @@ impl Consumer {
             };
             wanted.push((tp.clone(), target));
         }
+        let mut refresh = false;
         for (tp, target) in wanted {
-            let offset = match target {
-                Target::Offset(o) => o,
-                Target::Earliest => self.list_offset(&tp, pb::OffsetSpec::Earliest, 0).await?,
-                Target::Latest => self.list_offset(&tp, pb::OffsetSpec::Latest, 0).await?,
-                Target::Timestamp(ts) => {
-                    match self.list_offset(&tp, pb::OffsetSpec::Timestamp, ts).await? {
-                        -1 => self.list_offset(&tp, pb::OffsetSpec::Latest, 0).await?,
-                        o => o,
-                    }
+            let offset = match self.offset_of(&tp, target).await {
+                Ok(offset) => offset,
+                // Leader moving or log still opening: try again on the next round.
+                Err(e) if e.is_retriable() => {
+                    refresh = true;
+                    continue;
                 }
+                Err(e) => return Err(e),
             };
             self.pending.remove(&tp);
             self.positions.insert(tp, offset);
         }
+        if refresh {
+            let topics: Vec<String> = self.assignment.iter().map(|tp| tp.topic.clone()).collect();
+            let _ = self.cluster.refresh(&topics, false).await;
+        }
         Ok(())
+    }
+
+    async fn offset_of(&self, tp: &TopicPartition, target: Target) -> Result<i64> {
+        Ok(match target {
+            Target::Offset(o) => o,
+            Target::Earliest => self.list_offset(tp, pb::OffsetSpec::Earliest, 0).await?,
+            Target::Latest => self.list_offset(tp, pb::OffsetSpec::Latest, 0).await?,
+            Target::Timestamp(ts) => {
+                match self.list_offset(tp, pb::OffsetSpec::Timestamp, ts).await? {
+                    -1 => self.list_offset(tp, pb::OffsetSpec::Latest, 0).await?,
+                    o => o,
+                }
+            }
+        })
     }
 
     async fn list_offset(
@@ -320,23 +372,49 @@ impl Consumer {
         loop {
             if !self.buffered.is_empty() {
                 let n = self.buffered.len().min(self.config.max_poll_records);
-                return Ok(self.buffered.drain(..n).collect());
+                let records: Vec<ConsumerRecord> = self.buffered.drain(..n).collect();
+                if self.buffered.is_empty() && self.fetch.is_none() {
+                    // Fetch the next records while the caller handles these.
+                    self.start_fetch(self.config.fetch_max_wait).await?;
+                }
+                return Ok(records);
             }
             if self.assignment.is_empty() {
                 return Ok(Vec::new());
             }
             self.resolve_positions().await?;
+            if self.fetch.is_none() {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                self.start_fetch(remaining.min(self.config.fetch_max_wait))
+                    .await?;
+            }
+            let Some(fetch) = self.fetch.as_mut() else {
+                // No partition has a position yet (its leader is not ready): wait a little.
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                tokio::time::sleep_until(deadline.min(now + RETRY_BACKOFF)).await;
+                continue;
+            };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            self.fetch_once(remaining.min(self.config.fetch_max_wait))
-                .await?;
+            let Ok(joined) = tokio::time::timeout(remaining, &mut fetch.task).await else {
+                // Still waiting on the broker: it stays in flight for the next poll.
+                return Ok(Vec::new());
+            };
+            let offsets = self.fetch.take().map(|f| f.offsets).unwrap_or_default();
+            let results = joined.map_err(|_| ClientError::Closed)?;
+            self.complete_fetch(&offsets, results).await?;
             if self.buffered.is_empty() && Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
         }
     }
 
-    async fn fetch_once(&mut self, wait: Duration) -> Result<()> {
+    /// Sends one fetch to each leader for every partition with a position.
+    async fn start_fetch(&mut self, wait: Duration) -> Result<()> {
         let mut by_leader: HashMap<String, Vec<pb::FetchPartition>> = HashMap::new();
+        let mut offsets = HashMap::new();
         for tp in &self.assignment {
             let Some(&offset) = self.positions.get(tp) else {
                 continue;
@@ -349,8 +427,13 @@ impl Consumer {
                 partition_max_bytes: self.config.max_partition_fetch_bytes,
                 current_leader_epoch: -1,
             });
+            offsets.insert(tp.clone(), offset);
         }
-        let requests = by_leader.into_iter().map(|(addr, partitions)| {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut requests = Vec::new();
+        for (addr, partitions) in by_leader {
             let request = pb::FetchRequest {
                 max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
                 min_bytes: self.config.fetch_min_bytes,
@@ -358,7 +441,7 @@ impl Consumer {
                 partitions,
             };
             let client = self.cluster.broker_at(&addr);
-            async move {
+            requests.push(async move {
                 let result = match client {
                     Ok(mut c) => c
                         .fetch(request)
@@ -368,10 +451,23 @@ impl Consumer {
                     Err(e) => Err(e),
                 };
                 (addr, result)
-            }
+            });
+        }
+        self.fetch = Some(InFlightFetch {
+            offsets,
+            task: tokio::spawn(join_all(requests)),
         });
+        Ok(())
+    }
+
+    /// Takes a fetch's records where the positions have not moved since it was sent.
+    async fn complete_fetch(
+        &mut self,
+        offsets: &HashMap<TopicPartition, i64>,
+        results: FetchResults,
+    ) -> Result<()> {
         let mut refresh = false;
-        for (_, result) in join_all(requests).await {
+        for (_, result) in results {
             let response = match result {
                 Ok(r) => r,
                 Err(e) if e.is_retriable() => {
@@ -380,8 +476,11 @@ impl Consumer {
                 }
                 Err(e) => return Err(e),
             };
-            for p in response.partitions {
-                let tp = TopicPartition::new(p.topic.clone(), p.partition);
+            for mut p in response.partitions {
+                let tp = TopicPartition::new(std::mem::take(&mut p.topic), p.partition);
+                if offsets.get(&tp).is_none() || offsets.get(&tp) != self.positions.get(&tp) {
+                    continue;
+                }
                 match p.error_code() {
                     ErrorCode::None => self.decode(&tp, &p.records)?,
                     ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
@@ -408,6 +507,7 @@ impl Consumer {
             return Ok(());
         };
         let mut next = position;
+        let topic: Arc<str> = Arc::from(tp.topic.as_str());
         for batch in Batches::new(records) {
             let batch = batch.map_err(|e| {
                 ClientError::server(
@@ -437,7 +537,7 @@ impl Consumer {
                     continue;
                 }
                 self.buffered.push_back(ConsumerRecord {
-                    topic: tp.topic.clone(),
+                    topic: Arc::clone(&topic),
                     partition: tp.partition,
                     offset: r.offset,
                     timestamp: r.timestamp,

@@ -271,3 +271,43 @@ async fn seeks_and_offset_resets() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_buffer_memory_makes_send_wait_and_still_delivers_everything() {
+    let cluster = TestCluster::builder().start().await;
+    cluster
+        .admin()
+        .create_topic(NewTopic::new("small-buffer").partitions(2))
+        .await
+        .unwrap();
+    // Far more records than fit in the buffer: `send` waits for acknowledgements
+    // to free space, and the space freed must be the space taken.
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            buffer_memory: 64 * 1024,
+            batch_size: 4096,
+            acks: runnel_client::Acks::Leader,
+            ..ProducerConfig::default()
+        },
+    );
+    let sending = async {
+        let mut deliveries = Vec::new();
+        for i in 0..20_000u32 {
+            let record = ProducerRecord::new("small-buffer", vec![b'x'; 100]).key(i.to_string());
+            deliveries.push(producer.send(record).await.unwrap());
+        }
+        for d in deliveries {
+            d.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), sending)
+        .await
+        .expect("send stalled: buffer.memory space was not given back");
+    producer.close().await.unwrap();
+    assert_eq!(
+        consume_all(&cluster, "small-buffer", 20_000).await.len(),
+        20_000
+    );
+    cluster.shutdown().await;
+}

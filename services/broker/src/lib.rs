@@ -28,7 +28,6 @@ use runnel_proto::broker::v1::broker_server::BrokerServer;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use grpc::BrokerService;
@@ -221,7 +220,7 @@ pub async fn start(
         if let Err(e) = runnel_common::transport::server()
             .add_service(service)
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
+                runnel_common::transport::incoming(grpc_listener),
                 token.cancelled_owned(),
             )
             .await

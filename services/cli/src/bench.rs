@@ -57,9 +57,15 @@ pub struct Args {
     /// Producer batch.size in bytes.
     #[arg(long, default_value_t = 262_144)]
     batch_size: usize,
-    /// Producer linger.ms.
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// Producer linger.ms [default: 5; 0 for e2e, which measures latency].
+    #[arg(long)]
+    linger_ms: Option<u64>,
+}
+
+impl Args {
+    fn linger(&self, default_ms: u64) -> Duration {
+        Duration::from_millis(self.linger_ms.unwrap_or(default_ms))
+    }
 }
 
 /// End-to-end options.
@@ -79,7 +85,18 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;
             let r = produce(&cluster, &args, true).await?;
-            print_result("produce", &args, &r);
+            println!(
+                "produce: {} records ({} B) on {} ({} partitions), acks={}, {} producer(s), compression={}",
+                r.records,
+                args.record_size,
+                args.topic,
+                args.partitions,
+                acks_name(args.acks),
+                args.producers,
+                args.compression
+            );
+            print_throughput(&r);
+            print_latency("latency", &r.latency);
         }
         Command::Consume(args) => {
             let cluster = Cluster::new(client);
@@ -94,7 +111,12 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 produce(&cluster, &fill, false).await?;
             }
             let r = consume(&cluster, &args).await?;
-            print_result("consume", &args, &r);
+            println!(
+                "consume: {} records ({} B) from {} ({} partitions)",
+                r.records, args.record_size, args.topic, args.partitions
+            );
+            print_throughput(&r);
+            print_latency("poll latency", &r.latency);
         }
         Command::E2e(args) => {
             let cluster = Cluster::new(client);
@@ -112,7 +134,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 base.partitions,
                 acks_name(base.acks)
             );
-            print_latency(&r.latency);
+            print_latency("latency", &r.latency);
         }
     }
     Ok(())
@@ -201,7 +223,7 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
                 acks: args.acks,
                 compression: args.compression,
                 batch_size: args.batch_size,
-                linger: Duration::from_millis(args.linger_ms),
+                linger: args.linger(5),
                 max_request_size: args.batch_size.max(1_048_576) * 4,
                 ..ProducerConfig::default()
             },
@@ -360,7 +382,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
             acks: args.acks,
             compression: args.compression,
             batch_size: args.batch_size,
-            linger: Duration::from_millis(args.linger_ms),
+            linger: args.linger(0),
             ..ProducerConfig::default()
         },
     );
@@ -369,15 +391,22 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_tick / rate.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = 0u64;
+    let mut acks = Vec::new();
     let bar = progress(total, true);
     while sent < total {
         tick.tick().await;
         for _ in 0..per_tick.min(total - sent) {
             let mut value = filler[(sent % filler.len() as u64) as usize].to_vec();
             value[..8].copy_from_slice(&(origin.elapsed().as_nanos() as u64).to_le_bytes());
-            let _ = producer
+            let at = Instant::now();
+            let delivery = producer
                 .send(ProducerRecord::new(args.topic.as_str(), value))
                 .await?;
+            if sent % SAMPLE == 0 {
+                acks.push(tokio::spawn(
+                    async move { delivery.await.map(|_| at.elapsed()) },
+                ));
+            }
             sent += 1;
         }
         bar.set_position(sent);
@@ -390,6 +419,13 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     }
     let latency = reader.await.context("the consumer task failed")??;
     bar.finish_and_clear();
+    let mut ack = histogram();
+    for a in acks {
+        if let Ok(Ok(d)) = a.await {
+            let _ = ack.record(d.as_micros().max(1) as u64);
+        }
+    }
+    print_latency("ack latency", &ack);
     Ok(Outcome {
         records: total,
         bytes: total * args.record_size as u64,
@@ -406,31 +442,20 @@ fn acks_name(acks: Acks) -> &'static str {
     }
 }
 
-fn print_result(what: &str, args: &Args, r: &Outcome) {
+fn print_throughput(r: &Outcome) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    println!(
-        "{what}: {} records ({} B) on {} ({} partitions), acks={}, {} producer(s), compression={}",
-        r.records,
-        args.record_size,
-        args.topic,
-        args.partitions,
-        acks_name(args.acks),
-        args.producers,
-        args.compression
-    );
     println!(
         "throughput: {:.0} records/s, {:.1} MB/s in {:.2} s",
         r.records as f64 / secs,
         r.bytes as f64 / secs / 1e6,
         secs
     );
-    print_latency(&r.latency);
 }
 
-fn print_latency(h: &Histogram<u64>) {
+fn print_latency(what: &str, h: &Histogram<u64>) {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "latency ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
+        "{what} ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
         ms(0.5),
         ms(0.95),
         ms(0.99),

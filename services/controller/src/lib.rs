@@ -26,7 +26,6 @@ use runnel_proto::controller::v1::controller_server::ControllerServer;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::Config;
 pub use controller::{Controller, ControllerError, Settings};
@@ -155,7 +154,7 @@ pub async fn start(
     let service = ControllerService::new(Arc::clone(&controller), shutdown.clone());
     let token = shutdown.clone();
     tasks.spawn(async move {
-        let incoming = TcpListenerStream::new(grpc_listener);
+        let incoming = runnel_common::transport::incoming(grpc_listener);
         if let Err(e) = runnel_common::transport::server()
             .add_service(ControllerServer::new(service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
