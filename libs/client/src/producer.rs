@@ -178,18 +178,29 @@ pub struct RecordMetadata {
 type Outcome = std::result::Result<(i64, i64), ClientError>;
 
 /// A batch's outcome, set once and shared by the delivery futures of all its records.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BatchResult {
+    topic: Arc<str>,
+    partition: i32,
     outcome: std::sync::OnceLock<Outcome>,
     done: Notify,
 }
 
 /// The producer's end of a [`BatchResult`]: resolves it once, and with
 /// `Closed` if the batch is dropped unresolved (the producer went away).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BatchOutcome(Arc<BatchResult>);
 
 impl BatchOutcome {
+    fn new(topic: Arc<str>, partition: i32) -> Self {
+        BatchOutcome(Arc::new(BatchResult {
+            topic,
+            partition,
+            outcome: std::sync::OnceLock::new(),
+            done: Notify::new(),
+        }))
+    }
+
     fn resolve(&self, outcome: Outcome) {
         let _ = self.0.outcome.set(outcome);
         self.0.done.notify_waiters();
@@ -208,8 +219,6 @@ impl Drop for BatchOutcome {
 #[derive(Debug)]
 pub struct DeliveryFuture {
     batch: Arc<BatchResult>,
-    topic: Arc<str>,
-    partition: i32,
     index: i64,
     timestamp: i64,
 }
@@ -230,8 +239,8 @@ impl IntoFuture for DeliveryFuture {
             };
             let (base, append_time) = outcome?;
             Ok(RecordMetadata {
-                topic: self.topic.to_string(),
-                partition: self.partition,
+                topic: self.batch.topic.to_string(),
+                partition: self.batch.partition,
                 offset: if base < 0 { -1 } else { base + self.index },
                 timestamp: if append_time >= 0 {
                     append_time
@@ -271,8 +280,8 @@ struct PartitionQueue {
 }
 
 /// One topic's partition queues (indexed by partition) and its sticky partition.
-#[derive(Default)]
 struct TopicQueues {
+    name: Arc<str>,
     partitions: Vec<PartitionQueue>,
     sticky: Option<i32>,
     /// The partition count as of metadata `generation`.
@@ -281,18 +290,34 @@ struct TopicQueues {
 }
 
 impl TopicQueues {
-    fn queue(&mut self, partition: i32) -> &mut PartitionQueue {
-        let i = partition as usize;
-        if self.partitions.len() <= i {
-            self.partitions.resize_with(i + 1, PartitionQueue::default);
+    fn new(name: &str) -> Self {
+        TopicQueues {
+            name: Arc::from(name),
+            partitions: Vec::new(),
+            sticky: None,
+            partition_count: 0,
+            generation: 0,
         }
-        &mut self.partitions[i]
     }
+
+    fn queue(&mut self, partition: i32) -> &mut PartitionQueue {
+        queue_at(&mut self.partitions, partition)
+    }
+}
+
+/// The queue of `partition`, made if missing.
+fn queue_at(queues: &mut Vec<PartitionQueue>, partition: i32) -> &mut PartitionQueue {
+    let i = partition as usize;
+    if queues.len() <= i {
+        queues.resize_with(i + 1, PartitionQueue::default);
+    }
+    &mut queues[i]
 }
 
 #[derive(Default)]
 struct Accumulator {
-    topics: HashMap<Arc<str>, TopicQueues>,
+    /// By topic name (hashbrown for lookups by `&str` that hash once, with a fast hasher).
+    topics: hashbrown::HashMap<Arc<str>, TopicQueues>,
     /// Bytes accepted and not yet acknowledged.
     buffered: usize,
     /// Close every open batch now (flush, close).
@@ -478,12 +503,11 @@ impl Producer {
         timestamp: i64,
     ) -> (DeliveryFuture, bool) {
         let config = &self.shared.config;
-        let topic: Arc<str> = match acc.topics.get_key_value(record.topic.as_str()) {
-            Some((t, _)) => Arc::clone(t),
-            None => Arc::from(record.topic.as_str()),
-        };
         acc.buffered += size;
-        let queues = acc.topics.entry(Arc::clone(&topic)).or_default();
+        let queues = acc
+            .topics
+            .entry_ref(record.topic.as_str())
+            .or_insert_with(|| TopicQueues::new(&record.topic));
         queues.partition_count = partitions;
         queues.generation = generation;
         let partition = match (record.partition, &record.key) {
@@ -495,7 +519,8 @@ impl Producer {
         };
         let mut freed = 0;
         let mut wake = false;
-        let queue = queues.queue(partition);
+        let name = &queues.name;
+        let queue = queue_at(&mut queues.partitions, partition);
         if let Some(open) = &queue.open
             && open.builder.uncompressed_size() + size > config.batch_size
             && !open.builder.is_empty()
@@ -506,13 +531,13 @@ impl Producer {
         let open = queue.open.get_or_insert_with(|| {
             wake = true;
             OpenBatch {
+                outcome: BatchOutcome::new(Arc::clone(name), partition),
                 builder: BatchBuilder::with_capacity(
                     config.compression,
                     config.batch_size.min(BATCH_PREALLOCATION),
                 ),
                 accounted: 0,
                 created: Instant::now(),
-                outcome: BatchOutcome::default(),
                 span: tracing::Span::current(),
             }
         });
@@ -526,8 +551,6 @@ impl Producer {
         );
         let future = DeliveryFuture {
             batch: Arc::clone(&open.outcome.0),
-            topic,
-            partition,
             index,
             timestamp,
         };
@@ -796,8 +819,8 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 });
             let queue = acc
                 .topics
-                .entry(Arc::clone(&part.topic))
-                .or_default()
+                .entry_ref(&*part.topic)
+                .or_insert_with(|| TopicQueues::new(&part.topic))
                 .queue(part.partition);
             queue.in_flight = false;
             match outcome {

@@ -1,7 +1,8 @@
 //! Dedicated threads for disk work, so the async runtime never blocks on it.
 //!
-//! Each partition is pinned to one I/O thread (by hashing its name), which
-//! runs its appends and maintenance in order. Every thread has a bounded
+//! Each partition is pinned to one I/O thread, which runs its appends and
+//! maintenance in order. A topic's partitions go to consecutive threads (the
+//! topic name's hash picks the first), so a busy topic uses them all. Every thread has a bounded
 //! queue: when the disk falls behind, submitting waits, and that wait
 //! reaches producers as slower acknowledgements instead of unbounded memory.
 
@@ -47,17 +48,18 @@ impl IoPool {
         })
     }
 
-    /// The queue of the thread that owns `key`.
-    fn queue(&self, key: &impl Hash) -> &mpsc::Sender<Job> {
+    /// The queue of the thread that owns partition `partition` of `topic`.
+    fn queue(&self, (topic, partition): &(String, i32)) -> &mpsc::Sender<Job> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        &self.queues[(h.finish() % self.queues.len() as u64) as usize]
+        topic.hash(&mut h);
+        let slot = h.finish().wrapping_add(*partition as u64) % self.queues.len() as u64;
+        &self.queues[slot as usize]
     }
 
-    /// Runs `f` on the thread that owns `key` and returns its result.
-    pub async fn run<K: Hash, R: Send + 'static>(
+    /// Runs `f` on the thread that owns partition `key` and returns its result.
+    pub async fn run<R: Send + 'static>(
         &self,
-        key: &K,
+        key: &(String, i32),
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, IoStopped> {
         let (tx, rx) = oneshot::channel();
@@ -93,7 +95,7 @@ mod tests {
             let seen = Arc::clone(&seen);
             // Submitted one after the other: each waits for its queue slot.
             tasks.push(
-                pool.run(&"orders-0", move || {
+                pool.run(&("orders".to_owned(), 0), move || {
                     seen.lock()
                         .push((i, std::thread::current().name().map(str::to_owned)));
                 })
@@ -113,10 +115,29 @@ mod tests {
         let counter = Arc::new(AtomicUsize::new(0));
         let c = Arc::clone(&counter);
         assert_eq!(
-            pool.run(&"x", move || c.fetch_add(1, Ordering::SeqCst) + 41)
+            pool.run(&("x".to_owned(), 0), move || c
+                .fetch_add(1, Ordering::SeqCst)
+                + 41)
                 .await,
             Ok(41)
         );
         Arc::into_inner(pool).unwrap().shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_topics_partitions_use_every_thread() {
+        let pool = IoPool::new(2, 4).unwrap();
+        let mut threads = std::collections::HashSet::new();
+        for partition in 0..2 {
+            let name = pool
+                .run(&("orders".to_owned(), partition), || {
+                    std::thread::current().name().map(str::to_owned)
+                })
+                .await
+                .unwrap();
+            threads.insert(name);
+        }
+        assert_eq!(threads.len(), 2, "{threads:?}");
+        pool.shutdown();
     }
 }

@@ -206,8 +206,14 @@ fn progress(total: u64, show: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// Every SAMPLE-th record's acknowledgement latency is measured.
-const SAMPLE: u64 = 16;
+/// About this many records get their acknowledgement latency measured
+/// (each costs a task; measuring every record would cost more than sending it).
+const LATENCY_SAMPLES: u64 = 100_000;
+
+/// Measure one record in `sample_every(n)` of `n`.
+fn sample_every(records: u64) -> u64 {
+    (records / LATENCY_SAMPLES).max(1)
+}
 
 async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Result<Outcome> {
     let bar = progress(args.records, show);
@@ -217,6 +223,7 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
     let producers = args.producers.max(1) as u64;
     for k in 0..producers {
         let share = args.records / producers + u64::from(k < args.records % producers);
+        let every = sample_every(share);
         let producer = Producer::with_cluster(
             Arc::clone(cluster),
             ProducerConfig {
@@ -238,7 +245,7 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
             let mut samples = Vec::new();
             for i in 0..share {
                 let value = payloads[(i % payloads.len() as u64) as usize].clone();
-                let sampled = i % SAMPLE == 0;
+                let sampled = i % every == 0;
                 let sent = sampled.then(Instant::now);
                 let delivery = producer
                     .send(ProducerRecord::new(topic.as_str(), value))
@@ -352,8 +359,19 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     consumer
         .assign(consumer.partitions_of(&args.topic).await?)
         .await?;
-    // Resolve the starting positions before anything is sent.
-    consumer.poll(Duration::from_millis(1)).await?;
+    // Resolve the starting positions before anything is sent: a position
+    // resolved later ("latest") would skip what was sent in between.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer
+        .assignment()
+        .iter()
+        .any(|tp| consumer.position(tp).is_none())
+    {
+        if Instant::now() > deadline {
+            bail!("the partitions of {} did not become readable", args.topic);
+        }
+        consumer.poll(Duration::from_millis(10)).await?;
+    }
     let total = args.records;
     let reader = tokio::spawn(async move {
         let mut h = histogram();
@@ -392,6 +410,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sent = 0u64;
     let mut acks = Vec::new();
+    let every = sample_every(total);
     let bar = progress(total, true);
     while sent < total {
         tick.tick().await;
@@ -402,7 +421,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
             let delivery = producer
                 .send(ProducerRecord::new(args.topic.as_str(), value))
                 .await?;
-            if sent % SAMPLE == 0 {
+            if sent % every == 0 {
                 acks.push(tokio::spawn(
                     async move { delivery.await.map(|_| at.elapsed()) },
                 ));

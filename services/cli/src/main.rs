@@ -16,6 +16,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use runnel_client::ClientConfig;
 
+// Keeps freed memory for reuse: batches and requests are megabytes each,
+// and the system allocator hands such blocks back to the kernel on free,
+// so every new one page-faults again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runnel: a distributed, replicated event log that speaks Kafka's record format.
 #[derive(Debug, Parser)]
 #[command(name = "runnel", version, about)]
