@@ -513,9 +513,28 @@ impl Producer {
         let partition = match (record.partition, &record.key) {
             (Some(p), _) => p,
             (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => *queues
-                .sticky
-                .get_or_insert_with(|| next_sticky(None, partitions)),
+            (None, None) => {
+                // KIP-480: null-key records stick to one partition until its
+                // batch is done; a record that would start a new batch moves on.
+                let current = *queues
+                    .sticky
+                    .get_or_insert_with(|| next_sticky(None, partitions));
+                let fits = queues
+                    .partitions
+                    .get(current as usize)
+                    .and_then(|q| q.open.as_ref())
+                    .is_some_and(|open| {
+                        open.builder.uncompressed_size() + size <= config.batch_size
+                            || open.builder.is_empty()
+                    });
+                if fits {
+                    current
+                } else {
+                    let next = next_sticky(Some(current), partitions);
+                    queues.sticky = Some(next);
+                    next
+                }
+            }
         };
         let mut freed = 0;
         let mut wake = false;
@@ -554,14 +573,9 @@ impl Producer {
             index,
             timestamp,
         };
-        let full = open.builder.uncompressed_size() >= config.batch_size;
-        if full {
+        if open.builder.uncompressed_size() >= config.batch_size {
             freed += close_open(queue);
             wake = true;
-            if record.partition.is_none() && record.key.is_none() {
-                // KIP-480: a full batch moves null-key records to another partition.
-                queues.sticky = Some(next_sticky(Some(partition), partitions));
-            }
         }
         acc.buffered = acc.buffered.saturating_sub(freed);
         (future, wake)

@@ -311,3 +311,49 @@ async fn a_small_buffer_memory_makes_send_wait_and_still_delivers_everything() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_key_records_stick_to_a_partition_until_its_batch_is_done() {
+    let cluster = TestCluster::builder().start().await;
+    cluster
+        .admin()
+        .create_topic(NewTopic::new("sticky").partitions(3))
+        .await
+        .unwrap();
+    // ~9 records of 100 bytes fill a 1 KiB batch.
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            batch_size: 1024,
+            linger: Duration::from_secs(1),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for _ in 0..600 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("sticky", vec![b'v'; 100]))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut partitions = Vec::new();
+    for d in deliveries {
+        partitions.push(d.await.unwrap().partition);
+    }
+    producer.close().await.unwrap();
+    let switches = partitions.windows(2).filter(|w| w[0] != w[1]).count();
+    let used: std::collections::HashSet<_> = partitions.iter().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "every partition gets batches: {partitions:?}"
+    );
+    // One switch per full batch: roughly 600 / 9, never one per record.
+    assert!(
+        (40..=100).contains(&switches),
+        "{switches} partition switches for 600 records"
+    );
+    cluster.shutdown().await;
+}
