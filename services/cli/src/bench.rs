@@ -245,7 +245,7 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
             let mut samples = Vec::new();
             for i in 0..share {
                 let value = payloads[(i % payloads.len() as u64) as usize].clone();
-                let sampled = i % every == 0;
+                let sampled = i.is_multiple_of(every);
                 let sent = sampled.then(Instant::now);
                 let delivery = producer
                     .send(ProducerRecord::new(topic.as_str(), value))
@@ -421,7 +421,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
             let delivery = producer
                 .send(ProducerRecord::new(args.topic.as_str(), value))
                 .await?;
-            if sent % every == 0 {
+            if sent.is_multiple_of(every) {
                 acks.push(tokio::spawn(
                     async move { delivery.await.map(|_| at.elapsed()) },
                 ));
