@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runnel_broker::BrokerHandle;
-use runnel_client::{Admin, ClientConfig, Cluster};
+use runnel_client::{Admin, ClientConfig, Cluster, NewTopic};
 use runnel_common::shutdown::CancellationToken;
 use runnel_controller::ControllerHandle;
 use tempfile::TempDir;
@@ -204,6 +204,30 @@ impl TestCluster {
                             .all(|id| c.brokers.iter().any(|b| b.id == *id && !b.fenced)),
                         Err(_) => false,
                     }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Creates a topic and waits until the leader of every partition serves it
+    /// (creation returns once the controller has it; brokers open logs after).
+    pub async fn create_topic(&self, topic: NewTopic) {
+        let admin = self.admin();
+        let name = topic.name.clone();
+        if let Err(e) = admin.create_topic(topic).await {
+            panic!("cannot create topic {name}: {e}");
+        }
+        wait_for(
+            &format!("the partitions of {name} to be served"),
+            Duration::from_secs(20),
+            || {
+                let (admin, name) = (admin.clone(), name.clone());
+                async move {
+                    admin.describe_topic(&name).await.is_ok_and(|t| {
+                        !t.partitions.is_empty()
+                            && t.partitions.iter().all(|p| p.log_end_offset >= 0)
+                    })
                 }
             },
         )

@@ -90,10 +90,9 @@ async fn bad_produce_and_fetch_requests_are_refused() {
         .start()
         .await;
     let admin = cluster.admin();
-    admin
+    cluster
         .create_topic(NewTopic::new("small").config("max.message.bytes", "2000"))
-        .await
-        .unwrap();
+        .await;
     let mut b = broker(&cluster).await;
     let good = |n: usize| {
         let mut builder = BatchBuilder::new(Compression::None);

@@ -23,11 +23,7 @@ async fn a_produce_is_traced_from_client_to_disk() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let cluster = TestCluster::builder().start().await;
-    cluster
-        .admin()
-        .create_topic(NewTopic::new("traced"))
-        .await
-        .unwrap();
+    cluster.create_topic(NewTopic::new("traced")).await;
     let producer = Producer::with_cluster(cluster.client(), ProducerConfig::default());
     async {
         producer
