@@ -28,16 +28,24 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::InvalidPartitions
         | E::InvalidReplicationFactor
         | E::InvalidReplicaAssignment
-        | E::InvalidConfig => Code::InvalidArgument,
+        | E::InvalidConfig
+        | E::IneligibleReplica => Code::InvalidArgument,
         E::TopicAlreadyExists => Code::AlreadyExists,
-        E::StaleBrokerEpoch => Code::FailedPrecondition,
+        E::StaleBrokerEpoch
+        | E::OutOfOrderSequenceNumber
+        | E::DuplicateSequenceNumber
+        | E::InvalidProducerEpoch
+        | E::UnknownProducerId
+        | E::ProducerFenced
+        | E::InvalidUpdateVersion => Code::FailedPrecondition,
         E::NotController | E::BrokerNotAvailable => Code::Unavailable,
         E::LeaderNotAvailable
         | E::NotLeaderOrFollower
         | E::NotEnoughReplicas
         | E::NotEnoughReplicasAfterAppend
         | E::FencedLeaderEpoch
-        | E::UnknownLeaderEpoch => Code::Unavailable,
+        | E::UnknownLeaderEpoch
+        | E::NewLeaderElected => Code::Unavailable,
         E::RequestTimedOut => Code::DeadlineExceeded,
         E::KafkaStorageError | E::UnknownServerError => Code::Internal,
     }

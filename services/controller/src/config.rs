@@ -26,6 +26,10 @@ pub struct Config {
     pub default_replication_factor: i32,
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms: how often to look.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -39,6 +43,8 @@ impl Default for Config {
             num_partitions: 1,
             default_replication_factor: 1,
             broker_session_timeout_ms: 9000,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }

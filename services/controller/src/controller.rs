@@ -18,11 +18,12 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{
     BrokerFenced, BrokerRegistered, BrokerUnfenced, ConfigRemoved, ConfigResource,
-    ConfigResourceType, ConfigSet, Endpoint, MetadataEvent, MetadataRecord, PartitionCreated,
-    TopicCreated, TopicDeleted, metadata_record::Record,
+    ConfigResourceType, ConfigSet, Endpoint, MetadataEvent, MetadataRecord, PartitionChanged,
+    PartitionCreated, TopicCreated, TopicDeleted, metadata_record::Record,
 };
 use tokio::sync::{Mutex, broadcast};
 
+use crate::election;
 use crate::placement;
 use crate::store::{Store, StoreError};
 
@@ -121,6 +122,24 @@ fn topic_resource(name: &str) -> ConfigResource {
     }
 }
 
+/// `first` followed by the partition changes `then` decides on the image
+/// `first` leaves behind (an election after a fencing, say).
+fn with_consequences(
+    image: &mut MetadataImage,
+    first: MetadataRecord,
+    then: impl FnOnce(&MetadataImage) -> Vec<PartitionChanged>,
+    out: &mut Vec<MetadataRecord>,
+) -> Result<(), ApplyError> {
+    image.apply(image.next_offset, &first)?;
+    out.push(first);
+    for change in then(image) {
+        let r = record(Record::PartitionChanged(change));
+        image.apply(image.next_offset, &r)?;
+        out.push(r);
+    }
+    Ok(())
+}
+
 impl Controller {
     /// A controller over `store`, with its state loaded from the store's tables.
     pub async fn load(store: Store, settings: Settings) -> Result<Controller, ControllerError> {
@@ -151,6 +170,20 @@ impl Controller {
     /// A copy of the current metadata image.
     pub async fn image(&self) -> MetadataImage {
         self.inner.lock().await.image.clone()
+    }
+
+    /// Records that fence broker `id` and move its leaderships and ISR places.
+    fn fence_records(
+        image: &mut MetadataImage,
+        id: i32,
+        broker_epoch: i64,
+        out: &mut Vec<MetadataRecord>,
+    ) -> Result<(), ApplyError> {
+        let fence = record(Record::BrokerFenced(BrokerFenced {
+            broker_id: id,
+            broker_epoch,
+        }));
+        with_consequences(image, fence, |i| election::on_broker_fenced(i, id), out)
     }
 
     /// Validates, persists and publishes `records` as the next entries of the log.
@@ -240,12 +273,17 @@ impl Controller {
         let id = req.broker_id;
         if req.shutting_down {
             if !fenced {
-                let r = record(Record::BrokerFenced(BrokerFenced {
-                    broker_id: id,
-                    broker_epoch: epoch,
-                }));
-                self.commit(&mut inner, vec![r]).await?;
-                tracing::info!(broker = id, "broker fenced: shutting down");
+                // Controlled shutdown: its leaderships move before it goes.
+                let mut records = Vec::new();
+                let mut image = inner.image.clone();
+                Self::fence_records(&mut image, id, epoch, &mut records)?;
+                let moved = records.len() - 1;
+                self.commit(&mut inner, records).await?;
+                tracing::info!(
+                    broker = id,
+                    partitions_changed = moved,
+                    "broker fenced: shutting down"
+                );
             }
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: true,
@@ -258,8 +296,21 @@ impl Controller {
                 broker_id: id,
                 broker_epoch: epoch,
             }));
-            self.commit(&mut inner, vec![r]).await?;
-            tracing::info!(broker = id, "broker unfenced");
+            let mut records = Vec::new();
+            let mut image = inner.image.clone();
+            with_consequences(
+                &mut image,
+                r,
+                |i| election::on_broker_unfenced(i, id),
+                &mut records,
+            )?;
+            let elected = records.len() - 1;
+            self.commit(&mut inner, records).await?;
+            tracing::info!(
+                broker = id,
+                offline_partitions_elected = elected,
+                "broker unfenced"
+            );
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: false,
                 should_register: false,
@@ -278,13 +329,11 @@ impl Controller {
         let now = Instant::now();
         let mut records = Vec::new();
         let mut fenced = Vec::new();
+        let mut image = inner.image.clone();
         for (&id, b) in &inner.image.brokers {
             let last = inner.heartbeats.get(&id).copied().unwrap_or(now);
             if !b.fenced && now.duration_since(last) > timeout {
-                records.push(record(Record::BrokerFenced(BrokerFenced {
-                    broker_id: id,
-                    broker_epoch: b.epoch,
-                })));
+                Self::fence_records(&mut image, id, b.epoch, &mut records)?;
                 fenced.push(id);
             }
         }
@@ -297,6 +346,103 @@ impl Controller {
             );
         }
         Ok(fenced)
+    }
+
+    /// A leader's ISR changes (Kafka's AlterPartition): each partition is
+    /// checked on its own against the leader and partition epochs, and the
+    /// accepted ones are committed together.
+    pub async fn alter_partition(
+        &self,
+        req: pb::AlterPartitionRequest,
+    ) -> Result<Vec<pb::PartitionIsrResult>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        match inner.image.brokers.get(&req.broker_id) {
+            Some(b) if b.epoch == req.broker_epoch && !b.fenced => {}
+            Some(b) => {
+                return Err(ControllerError::refused(
+                    ErrorCode::StaleBrokerEpoch,
+                    format!(
+                        "broker {} asked with epoch {}, its registration has epoch {}{}",
+                        req.broker_id,
+                        req.broker_epoch,
+                        b.epoch,
+                        if b.fenced { " and is fenced" } else { "" }
+                    ),
+                ));
+            }
+            None => {
+                return Err(ControllerError::refused(
+                    ErrorCode::StaleBrokerEpoch,
+                    format!("broker {} is not registered", req.broker_id),
+                ));
+            }
+        }
+        let mut image = inner.image.clone();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(req.partitions.len());
+        for p in req.partitions {
+            let change = election::IsrChange {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                leader: req.broker_id,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: p.isr,
+            };
+            let mut result = pb::PartitionIsrResult {
+                topic: p.topic,
+                partition: p.partition,
+                ..Default::default()
+            };
+            match election::alter_isr(&image, &change) {
+                Ok(Some(c)) => {
+                    let r = record(Record::PartitionChanged(c));
+                    image.apply(image.next_offset, &r)?;
+                    records.push(r);
+                }
+                Ok(None) => {}
+                Err(refused) => {
+                    result.error_code = refused.code as i32;
+                    result.error_message = refused.message;
+                }
+            }
+            if let Some(state) = image
+                .topics
+                .get(&result.topic)
+                .and_then(|t| t.partitions.get(&result.partition))
+            {
+                result.leader = state.leader;
+                result.leader_epoch = state.leader_epoch;
+                result.partition_epoch = state.partition_epoch;
+                result.isr = state.isr.clone();
+            }
+            results.push(result);
+        }
+        let changed = records.len();
+        self.commit(&mut inner, records).await?;
+        if changed > 0 {
+            tracing::info!(broker = req.broker_id, changed, "ISR changed");
+        }
+        Ok(results)
+    }
+
+    /// Moves leadership back to preferred replicas that are in sync
+    /// (`auto.leader.rebalance.enable`); returns how many partitions moved.
+    pub async fn elect_preferred_leaders(&self) -> Result<usize, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let records: Vec<MetadataRecord> = election::preferred_leaders(&inner.image)
+            .into_iter()
+            .map(|c| record(Record::PartitionChanged(c)))
+            .collect();
+        let moved = records.len();
+        self.commit(&mut inner, records).await?;
+        if moved > 0 {
+            tracing::info!(
+                partitions = moved,
+                "leadership moved back to preferred replicas"
+            );
+        }
+        Ok(moved)
     }
 
     /// Creates topics; each gets its own result.

@@ -94,6 +94,22 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn alter_partition(
+        &self,
+        request: Request<pb::AlterPartitionRequest>,
+    ) -> Result<Response<pb::AlterPartitionResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("AlterPartition", &meta, async {
+            let partitions = self
+                .controller
+                .alter_partition(req)
+                .await
+                .map_err(to_status)?;
+            Ok(pb::AlterPartitionResponse { partitions })
+        })
+        .await
+    }
+
     async fn create_topics(
         &self,
         request: Request<pb::CreateTopicsRequest>,

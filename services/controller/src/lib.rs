@@ -12,6 +12,7 @@
 
 mod config;
 pub mod controller;
+pub mod election;
 mod grpc;
 mod placement;
 pub mod store;
@@ -186,6 +187,24 @@ pub async fn start(
             }
         }
     });
+    if config.auto_leader_rebalance_enable {
+        let token = shutdown.clone();
+        let rebalance = Arc::clone(&controller);
+        let period = Duration::from_millis(config.leader_imbalance_check_interval_ms.max(10));
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Err(e) = rebalance.elect_preferred_leaders().await {
+                    tracing::error!(error = %e, "preferred leader election failed");
+                }
+            }
+        });
+    }
     readiness.set(true);
     tracing::info!(%grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), "controller started");
     Ok(ControllerHandle {

@@ -470,3 +470,101 @@ async fn watchers_get_live_events_after_history() {
     );
     handle.shutdown().await;
 }
+
+/// The partition's (leader, leader epoch, partition epoch, ISR) in the controller's image.
+async fn partition_state(
+    handle: &ControllerHandle,
+    topic: &str,
+    p: i32,
+) -> (i32, i32, i32, Vec<i32>) {
+    let image = handle.controller.image().await;
+    let s = &image.topics[topic].partitions[&p];
+    (s.leader, s.leader_epoch, s.partition_epoch, s.isr.clone())
+}
+
+#[tokio::test]
+async fn leadership_moves_when_a_leader_is_fenced_and_isr_changes_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let epochs = brokers(&mut c, 3).await;
+    assert_eq!(
+        create(&mut c, vec![topic("t", 1, 3, &[])]).await[0].0,
+        ErrorCode::None
+    );
+    let (leader, le, pe, isr) = partition_state(&handle, "t", 0).await;
+    assert_eq!(isr.len(), 3);
+
+    // The leader shrinks its ISR to itself and one follower.
+    let follower = *isr.iter().find(|&&r| r != leader).unwrap();
+    let shrink = |le: i32, pe: i32, isr: Vec<i32>| pb::AlterPartitionRequest {
+        broker_id: leader,
+        broker_epoch: epochs[(leader - 1) as usize],
+        partitions: vec![pb::PartitionIsrChange {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr,
+        }],
+    };
+    let r = c
+        .alter_partition(shrink(le, pe, vec![leader, follower]))
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .remove(0);
+    assert_eq!(r.error_code(), ErrorCode::None, "{}", r.error_message);
+    assert_eq!(
+        (r.isr.clone(), r.partition_epoch),
+        (vec![leader, follower], pe + 1)
+    );
+    // The same change based on the old partition epoch, now with a different ISR: refused.
+    let stale = c
+        .alter_partition(shrink(le, pe, vec![leader]))
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .remove(0);
+    assert_eq!(stale.error_code(), ErrorCode::InvalidUpdateVersion);
+    // A broker that is not the leader cannot change it.
+    let mut not_leader = shrink(le, pe + 1, vec![follower]);
+    not_leader.broker_id = follower;
+    not_leader.broker_epoch = epochs[(follower - 1) as usize];
+    let r = c
+        .alter_partition(not_leader)
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .remove(0);
+    assert_eq!(r.error_code(), ErrorCode::FencedLeaderEpoch);
+
+    // Controlled shutdown of the leader: the in-sync follower takes over at once.
+    let hb = c
+        .broker_heartbeat(pb::BrokerHeartbeatRequest {
+            broker_id: leader,
+            broker_epoch: epochs[(leader - 1) as usize],
+            metadata_offset: 0,
+            shutting_down: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(hb.fenced);
+    let (new_leader, new_le, _, new_isr) = partition_state(&handle, "t", 0).await;
+    assert_eq!((new_leader, new_le), (follower, le + 1));
+    assert_eq!(new_isr, vec![follower]);
+    // The old leader's ISR requests are refused now: it is fenced.
+    let err = c
+        .alter_partition(shrink(le, pe + 1, vec![leader]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        runnel_common::errors::code_of(&err),
+        ErrorCode::StaleBrokerEpoch
+    );
+    handle.shutdown().await;
+}
