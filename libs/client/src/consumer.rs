@@ -435,6 +435,7 @@ impl Consumer {
         let mut requests = Vec::new();
         for (addr, partitions) in by_leader {
             let request = pb::FetchRequest {
+                replica: None,
                 max_wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
                 min_bytes: self.config.fetch_min_bytes,
                 max_bytes: self.config.fetch_max_bytes,

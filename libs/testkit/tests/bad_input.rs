@@ -209,6 +209,7 @@ async fn bad_produce_and_fetch_requests_are_refused() {
             partition_max_bytes: 1 << 20,
             current_leader_epoch: -1,
         }],
+        replica: None,
     };
     let r = b
         .fetch(fetch)

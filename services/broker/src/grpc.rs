@@ -65,6 +65,19 @@ impl BrokerApi for BrokerService {
         handle("ListOffsets", &meta, self.broker.list_offsets(req)).await
     }
 
+    async fn offset_for_leader_epoch(
+        &self,
+        request: Request<pb::OffsetForLeaderEpochRequest>,
+    ) -> Result<Response<pb::OffsetForLeaderEpochResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle(
+            "OffsetForLeaderEpoch",
+            &meta,
+            self.broker.offset_for_leader_epoch(req),
+        )
+        .await
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,

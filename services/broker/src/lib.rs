@@ -15,6 +15,7 @@ pub mod io;
 mod maintenance;
 pub mod metadata;
 pub mod partition;
+mod replica;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -236,6 +237,15 @@ pub async fn start(
             tracing::error!(error = %e, "broker admin server failed");
         }
     });
+    servers.spawn(
+        replica::Fetchers::new(
+            config.broker_id,
+            Arc::clone(&logs),
+            Arc::clone(&cache),
+            shutdown.clone(),
+        )
+        .supervise(),
+    );
     servers.spawn(maintenance::run(
         Arc::clone(&logs),
         Duration::from_millis(config.log_retention_check_interval_ms),

@@ -69,6 +69,11 @@ impl MetadataCache {
         self.image.read().clone()
     }
 
+    /// Told of every applied metadata batch (after the logs were reconciled with it).
+    pub fn subscribe_applied(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
+    }
+
     /// Offset after the last applied record.
     pub fn applied_offset(&self) -> i64 {
         *self.applied.borrow()

@@ -31,8 +31,12 @@ const PARTITION_METADATA: &str = "partition.metadata";
 pub struct ReplicaState {
     /// This broker leads the partition.
     pub is_leader: bool,
+    /// The leader's broker id (-1: none).
+    pub leader: i32,
     /// The current leader epoch.
     pub leader_epoch: i32,
+    /// Every replica, preferred leader first.
+    pub replicas: Vec<i32>,
     /// In-sync replicas.
     pub isr: Vec<i32>,
     /// The topic's configs.
@@ -53,25 +57,65 @@ pub struct Partition {
     high_watermark: AtomicI64,
     log_start: AtomicI64,
     log_end: AtomicI64,
-    /// Woken whenever the high watermark moves (long-polling fetches wait on it).
+    /// Woken whenever the log end or the high watermark moves (long-polling
+    /// fetches and acks=all produces wait on it).
     pub data: Notify,
     end_offset_gauge: metrics::Gauge,
+    /// The leader's view of its followers; a leaf lock (nothing else is taken under it).
+    replication: Mutex<Replication>,
+}
+
+/// A follower's progress as its leader sees it (Kafka's `Replica` state).
+#[derive(Debug, Clone, Copy)]
+struct FollowerProgress {
+    /// Its log end offset: the offset it last fetched from.
+    log_end: Offset,
+    /// When it last had everything the leader had.
+    last_caught_up: std::time::Instant,
+    /// The leader's log end and the time of its previous fetch.
+    previous_leader_end: Offset,
+    previous_fetch: std::time::Instant,
+}
+
+/// What the leader needs to move the high watermark.
+#[derive(Debug, Default)]
+struct Replication {
+    broker_id: i32,
+    is_leader: bool,
+    isr: Vec<i32>,
+    /// Replicas the leader asked to add to the ISR: counted for the high
+    /// watermark from the moment it asks, so a replica that joins never
+    /// lacks a record below it.
+    pending_additions: Vec<i32>,
+    followers: HashMap<i32, FollowerProgress>,
 }
 
 impl Partition {
-    fn new(topic: &str, index: i32, topic_id: TopicId, log: Log, state: ReplicaState) -> Partition {
+    fn new(
+        broker_id: i32,
+        topic: &str,
+        index: i32,
+        topic_id: TopicId,
+        log: Log,
+        state: ReplicaState,
+    ) -> Partition {
         let gauge = metrics::gauge!("runnel_log_end_offset", "topic" => topic.to_owned(), "partition" => index.to_string());
         let p = Partition {
             topic: topic.to_owned(),
             index,
             topic_id,
-            high_watermark: AtomicI64::new(log.log_end_offset()),
+            // Known once this replica leads (its ISR's log ends) or hears its leader.
+            high_watermark: AtomicI64::new(log.log_start_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
             log_end: AtomicI64::new(log.log_end_offset()),
             log: RwLock::new(log),
             state: Mutex::new(state),
             data: Notify::new(),
             end_offset_gauge: gauge,
+            replication: Mutex::new(Replication {
+                broker_id,
+                ..Replication::default()
+            }),
         };
         p.end_offset_gauge.set(p.log_end_offset() as f64);
         p
@@ -107,11 +151,115 @@ impl Partition {
         self.log_start
             .store(log.log_start_offset(), Ordering::Release);
         self.log_end.store(log.log_end_offset(), Ordering::Release);
-        // Replication (followers, ISR) is not here yet: the leader's log end is committed.
-        self.high_watermark
-            .store(log.log_end_offset(), Ordering::Release);
         self.end_offset_gauge.set(log.log_end_offset() as f64);
+        self.advance_high_watermark();
         self.data.notify_waiters();
+    }
+
+    /// As leader: the high watermark becomes the lowest log end among the
+    /// ISR (and replicas about to join it), never moving back.
+    fn advance_high_watermark(&self) {
+        let r = self.replication.lock();
+        if !r.is_leader {
+            return;
+        }
+        let current = self.high_watermark();
+        let mut hw = self.log_end_offset();
+        for id in r.isr.iter().chain(&r.pending_additions) {
+            if *id == r.broker_id {
+                continue;
+            }
+            hw = hw.min(r.followers.get(id).map_or(current, |f| f.log_end));
+        }
+        if hw > current {
+            self.high_watermark.store(hw, Ordering::Release);
+            drop(r);
+            self.data.notify_waiters();
+        }
+    }
+
+    /// As leader: follower `id` fetched from `offset` (so it holds everything
+    /// below it); the high watermark may move.
+    pub fn follower_fetched(&self, id: i32, offset: Offset) {
+        let now = std::time::Instant::now();
+        let leader_end = self.log_end_offset();
+        {
+            let mut r = self.replication.lock();
+            let f = r.followers.entry(id).or_insert(FollowerProgress {
+                log_end: -1,
+                last_caught_up: now,
+                previous_leader_end: -1,
+                previous_fetch: now,
+            });
+            f.log_end = offset;
+            // Kafka's rule: caught up now, or caught up with where the leader
+            // was at the previous fetch.
+            if offset >= leader_end {
+                f.last_caught_up = now;
+            } else if offset >= f.previous_leader_end && f.previous_leader_end >= 0 {
+                f.last_caught_up = f.last_caught_up.max(f.previous_fetch);
+            }
+            f.previous_leader_end = leader_end;
+            f.previous_fetch = now;
+        }
+        self.advance_high_watermark();
+    }
+
+    /// As follower: the leader's high watermark, capped by what this replica has.
+    pub fn set_follower_high_watermark(&self, leader_hw: Offset) {
+        let hw = leader_hw.min(self.log_end_offset());
+        if self.high_watermark.swap(hw, Ordering::AcqRel) != hw {
+            self.data.notify_waiters();
+        }
+    }
+
+    /// Reads batches from `offset` up to the log end, for a follower (blocking).
+    pub fn read_for_follower(&self, offset: Offset, max_bytes: usize) -> Result<Bytes, LogError> {
+        self.log.read().read(offset, max_bytes, None, true)
+    }
+
+    /// As follower: appends the leader's batches unchanged (blocking).
+    pub fn append_as_follower(&self, records: &[u8]) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        if !records.is_empty() {
+            log.append_as_follower(records)?;
+        }
+        self.publish(&log);
+        Ok(())
+    }
+
+    /// The last leader epoch in this replica's log and where it ends, for a
+    /// follower's truncation (`None`: no epoch recorded yet).
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log.read().leader_epochs().latest_epoch()
+    }
+
+    /// Kafka's OffsetForLeaderEpoch on this log: the largest epoch <= `epoch`
+    /// and the offset it ended at.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        self.log.read().end_offset_for_epoch(epoch)
+    }
+
+    /// As follower: cuts what diverged from the leader (blocking).
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        if offset < log.log_end_offset() {
+            log.truncate_to(offset)?;
+            tracing::info!(topic = %self.topic, partition = self.index, offset, "truncated to the leader's log");
+        }
+        let hw = self.high_watermark().min(log.log_end_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+        self.publish(&log);
+        Ok(())
+    }
+
+    /// As follower: the leader's log starts after ours ends; start over there (blocking).
+    pub fn restart_at(&self, offset: Offset) -> Result<(), LogError> {
+        let mut log = self.log.write();
+        log.truncate_fully_and_start_at(offset)?;
+        self.high_watermark.store(offset, Ordering::Release);
+        self.publish(&log);
+        Ok(())
     }
 
     /// Appends producer batches as leader (blocking; run on the I/O thread).
@@ -204,10 +352,27 @@ impl Partition {
         if state.config.log != current.config.log {
             log.set_config(state.config.log.clone());
         }
-        if state.is_leader && (!current.is_leader || state.leader_epoch != current.leader_epoch) {
+        let new_leadership =
+            state.is_leader && (!current.is_leader || state.leader_epoch != current.leader_epoch);
+        if new_leadership {
             log.assign_leader_epoch(state.leader_epoch)?;
         }
+        {
+            let mut r = self.replication.lock();
+            if new_leadership || !state.is_leader {
+                // A new term: followers' progress is learnt afresh, and each
+                // gets a full lag allowance (as Kafka resets lastCaughtUpTime).
+                r.followers.clear();
+            }
+            if r.isr != state.isr {
+                r.pending_additions.clear();
+            }
+            r.is_leader = state.is_leader;
+            r.isr = state.isr.clone();
+        }
         *current = state;
+        drop(current);
+        self.publish(&log);
         Ok(())
     }
 
@@ -308,7 +473,9 @@ impl LogManager {
                             topic_id: t.id,
                             state: ReplicaState {
                                 is_leader: p.leader == self.broker_id,
+                                leader: p.leader,
                                 leader_epoch: p.leader_epoch,
+                                replicas: p.replicas.clone(),
                                 isr: p.isr.clone(),
                                 config: config.clone(),
                             },
@@ -368,6 +535,7 @@ impl LogManager {
     async fn open(&self, key: PartitionKey, want: Desired) -> Result<(), ManagerError> {
         let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
         let (topic, index) = key.clone();
+        let broker_id = self.broker_id;
         let opened = self
             .io
             .run(&key, move || -> Result<Partition, ManagerError> {
@@ -384,13 +552,16 @@ impl LogManager {
                     tracing::info!(topic = %topic, partition = index, ?report, "log recovered");
                 }
                 let p = Partition::new(
+                    broker_id,
                     &topic,
                     index,
                     want.topic_id,
                     log,
                     ReplicaState {
                         is_leader: false,
+                        leader: -1,
                         leader_epoch: -1,
+                        replicas: Vec::new(),
                         isr: Vec::new(),
                         config: want.state.config.clone(),
                     },

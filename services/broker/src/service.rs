@@ -113,10 +113,11 @@ impl Broker {
     /// Appends each partition's batches; answers when they are acknowledged per `acks`.
     pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
         let acks = req.acks();
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms).max(1));
         let work = req
             .partitions
             .into_iter()
-            .map(|p| self.produce_partition(acks, p));
+            .map(|p| self.produce_partition(acks, timeout, p));
         let mut partitions = join_all(work).await;
         if acks == pb::Acks::None {
             // The producer asked for no acknowledgement: it gets no offsets.
@@ -130,6 +131,7 @@ impl Broker {
     async fn produce_partition(
         &self,
         acks: pb::Acks,
+        timeout: Duration,
         req: pb::ProducePartition,
     ) -> pb::ProducePartitionResult {
         let mut result = pb::ProducePartitionResult {
@@ -174,6 +176,13 @@ impl Broker {
             Ok(Ok(info)) => {
                 metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
                 metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
+                if acks == pb::Acks::All
+                    && let Err((code, message)) = self
+                        .await_replication(&p, epoch, info.last_offset, timeout)
+                        .await
+                {
+                    return fail(result, code, message);
+                }
                 result.base_offset = info.first_offset;
                 result.log_append_time_ms = info.log_append_time.unwrap_or(-1);
                 result.log_start_offset = p.log_start_offset();
@@ -187,6 +196,131 @@ impl Broker {
         }
     }
 
+    /// acks=all: waits until the high watermark covers `last_offset`, i.e.
+    /// every in-sync replica has it, while this broker still leads in `epoch`.
+    async fn await_replication(
+        &self,
+        p: &Partition,
+        epoch: i32,
+        last_offset: i64,
+        timeout: Duration,
+    ) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = p.data.notified();
+            let state = p.state();
+            if !state.is_leader || state.leader_epoch != epoch {
+                return Err((
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "{}-{}: leadership moved before the write was replicated (leader now {})",
+                        p.topic, p.index, state.leader
+                    ),
+                ));
+            }
+            if p.high_watermark() > last_offset {
+                if (state.isr.len() as i32) < state.config.min_insync_replicas {
+                    return Err((
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "{}-{}: the ISR shrank to {} replicas, fewer than min.insync.replicas {}",
+                            p.topic,
+                            p.index,
+                            state.isr.len(),
+                            state.config.min_insync_replicas
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err((
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "{}-{}: not replicated to the ISR {:?} within {} ms",
+                            p.topic, p.index, state.isr, timeout.as_millis()
+                        ),
+                    ));
+                }
+                () = self.shutdown.cancelled() => {
+                    return Err((ErrorCode::NotLeaderOrFollower, "the broker is shutting down".into()));
+                }
+            }
+        }
+    }
+
+    /// A fetching follower must be a registered, unfenced broker in the
+    /// incarnation it names.
+    fn check_replica(&self, r: &pb::FetchingReplica) -> Result<(), Failure> {
+        self.metadata
+            .with(|image| match image.brokers.get(&r.broker_id) {
+                Some(b) if b.epoch == r.broker_epoch && !b.fenced => Ok(()),
+                Some(b) => Err((
+                    ErrorCode::StaleBrokerEpoch,
+                    format!(
+                        "replica {} fetches with broker epoch {}, its registration is {}{}",
+                        r.broker_id,
+                        r.broker_epoch,
+                        b.epoch,
+                        if b.fenced { " (fenced)" } else { "" }
+                    ),
+                )),
+                None => Err((
+                    ErrorCode::StaleBrokerEpoch,
+                    format!("replica {} is not a registered broker", r.broker_id),
+                )),
+            })
+    }
+
+    /// Kafka's OffsetForLeaderEpoch: where each asked epoch ends in this leader's log.
+    pub async fn offset_for_leader_epoch(
+        &self,
+        req: pb::OffsetForLeaderEpochRequest,
+    ) -> pb::OffsetForLeaderEpochResponse {
+        let partitions = req
+            .partitions
+            .into_iter()
+            .map(|q| {
+                let mut r = pb::EpochEndOffset {
+                    topic: q.topic.clone(),
+                    partition: q.partition,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                    ..Default::default()
+                };
+                let p = match self.leader(&q.topic, q.partition) {
+                    Ok(p) => p,
+                    Err((code, message)) => {
+                        r.error_code = code as i32;
+                        r.error_message = message;
+                        return r;
+                    }
+                };
+                let current = p.state().leader_epoch;
+                if q.current_leader_epoch >= 0 && q.current_leader_epoch != current {
+                    r.error_code = if q.current_leader_epoch < current {
+                        ErrorCode::FencedLeaderEpoch
+                    } else {
+                        ErrorCode::UnknownLeaderEpoch
+                    } as i32;
+                    r.error_message = format!(
+                        "the request names leader epoch {} but the current one is {current}",
+                        q.current_leader_epoch
+                    );
+                    return r;
+                }
+                if let Some((epoch, end)) = p.end_offset_for_epoch(q.leader_epoch) {
+                    r.leader_epoch = epoch;
+                    r.end_offset = end;
+                }
+                r
+            })
+            .collect();
+        pb::OffsetForLeaderEpochResponse { partitions }
+    }
+
     /// Reads committed batches, waiting up to `max_wait_ms` for `min_bytes`.
     pub async fn fetch(&self, req: pb::FetchRequest) -> pb::FetchResponse {
         let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
@@ -197,6 +331,28 @@ impl Broker {
             req.max_bytes as usize
         };
         let min_bytes = req.min_bytes as usize;
+        let follower = match &req.replica {
+            None => None,
+            Some(r) => match self.check_replica(r) {
+                Ok(()) => Some(r.broker_id),
+                Err((code, message)) => {
+                    let partitions = req
+                        .partitions
+                        .iter()
+                        .map(|p| pb::FetchPartitionResult {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            error_code: code as i32,
+                            error_message: message.clone(),
+                            high_watermark: -1,
+                            log_start_offset: -1,
+                            ..Default::default()
+                        })
+                        .collect();
+                    return pb::FetchResponse { partitions };
+                }
+            },
+        };
         loop {
             // Register for wake-ups before looking, so an append in between is not missed.
             let partitions: Vec<Option<Arc<Partition>>> = req
@@ -221,7 +377,7 @@ impl Broker {
             let mut errors = false;
             for fp in &req.partitions {
                 let r = self
-                    .fetch_partition(fp, max_bytes.saturating_sub(total), total == 0)
+                    .fetch_partition(fp, max_bytes.saturating_sub(total), total == 0, follower)
                     .await;
                 total += r.records.len();
                 errors |= r.error_code != ErrorCode::None as i32;
@@ -256,6 +412,7 @@ impl Broker {
         req: &pb::FetchPartition,
         budget: usize,
         first: bool,
+        follower: Option<i32>,
     ) -> pb::FetchPartitionResult {
         let mut result = pb::FetchPartitionResult {
             topic: req.topic.clone(),
@@ -284,7 +441,25 @@ impl Broker {
                 ),
             );
         }
-        let (hw, start, end) = (p.high_watermark(), p.log_start_offset(), p.log_end_offset());
+        if let Some(id) = follower
+            && !p.state().replicas.contains(&id)
+        {
+            return fail_fetch(
+                result,
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {id} is not a replica of {}-{}",
+                    req.topic, req.partition
+                ),
+            );
+        }
+        let (start, end) = (p.log_start_offset(), p.log_end_offset());
+        if let Some(id) = follower
+            && (start..=end).contains(&req.fetch_offset)
+        {
+            p.follower_fetched(id, req.fetch_offset);
+        }
+        let hw = p.high_watermark();
         result.high_watermark = hw;
         result.log_start_offset = start;
         if req.fetch_offset < start || req.fetch_offset > end {
@@ -297,7 +472,9 @@ impl Broker {
                 ),
             );
         }
-        if req.fetch_offset >= hw || budget == 0 {
+        // Consumers read what is committed; followers read everything.
+        let readable_end = if follower.is_some() { end } else { hw };
+        if req.fetch_offset >= readable_end || budget == 0 {
             return result;
         }
         let limit = if req.partition_max_bytes == 0 {
@@ -311,7 +488,14 @@ impl Broker {
         };
         let offset = req.fetch_offset;
         let reader = Arc::clone(&p);
-        match tokio::task::spawn_blocking(move || reader.read(offset, max, first)).await {
+        let read = move || {
+            if follower.is_some() {
+                reader.read_for_follower(offset, max)
+            } else {
+                reader.read(offset, max, first)
+            }
+        };
+        match tokio::task::spawn_blocking(read).await {
             Ok(Ok(records)) => {
                 result.records = records;
                 result

@@ -1,0 +1,104 @@
+//! Replication across three brokers: followers copy the leader, acks=all
+//! waits for the ISR, and a new leader has every acknowledged record.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use runnel_client::{
+    Acks, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+};
+use runnel_testkit::{TestCluster, wait_for};
+
+async fn produce(cluster: &TestCluster, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in range {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new(topic, format!("record-{i}")).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut offsets = Vec::new();
+    for d in deliveries {
+        offsets.push(d.await.unwrap().offset);
+    }
+    producer.close().await.unwrap();
+    offsets
+}
+
+async fn read_all(cluster: &TestCluster, topic: &str, expected: usize) -> Vec<String> {
+    let mut consumer = Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(consumer.partitions_of(topic).await.unwrap())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while out.len() < expected && tokio::time::Instant::now() < deadline {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+async fn leader(cluster: &TestCluster, topic: &str) -> i32 {
+    cluster
+        .admin()
+        .describe_topic(topic)
+        .await
+        .unwrap()
+        .partitions[0]
+        .leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_the_leaders_death() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("replicated")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    let offsets = produce(&cluster, "replicated", 0..2000).await;
+    assert_eq!(offsets, (0..2000).collect::<Vec<i64>>());
+
+    let old = leader(&cluster, "replicated").await;
+    cluster.kill_broker((old - 1) as usize).await;
+    let admin = cluster.admin();
+    wait_for("a new leader", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .describe_topic("replicated")
+                .await
+                .is_ok_and(|t| t.partitions[0].leader >= 0 && t.partitions[0].leader != old)
+        }
+    })
+    .await;
+    // Everything acknowledged is on the new leader, and writing goes on after it.
+    let more = produce(&cluster, "replicated", 2000..2500).await;
+    assert_eq!(more, (2000..2500).collect::<Vec<i64>>());
+    let read = read_all(&cluster, "replicated", 2500).await;
+    let expected: Vec<String> = (0..2500).map(|i| format!("record-{i}")).collect();
+    assert_eq!(read, expected);
+    cluster.shutdown().await;
+}

@@ -1,0 +1,342 @@
+//! The follower side of replication: one fetcher per leader this broker
+//! follows, pulling every followed partition of that leader in one
+//! long-polling request and appending the leader's bytes unchanged.
+//!
+//! Before a partition fetches in a new leader epoch, its fetcher asks the
+//! leader where this replica's last epoch ends (Kafka's
+//! OffsetForLeaderEpoch) and truncates whatever diverged: records a former
+//! leader wrote but never got acknowledged by the ISR.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use runnel_common::shutdown::CancellationToken;
+use runnel_common::telemetry::TraceInterceptor;
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::broker::v1::broker_client::BrokerClient;
+use runnel_proto::common::v1::ErrorCode;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::metadata::MetadataCache;
+use crate::partition::{LogManager, Partition, PartitionKey};
+
+type Client = BrokerClient<InterceptedService<Channel, TraceInterceptor>>;
+
+/// How long a fetch waits at the leader for new data.
+const FETCH_WAIT_MS: u32 = 500;
+/// Most bytes per partition per fetch.
+const PARTITION_FETCH_BYTES: u32 = 1 << 20;
+/// Most bytes per fetch.
+const FETCH_BYTES: u32 = 64 << 20;
+/// Pause after a failed round.
+const BACKOFF: Duration = Duration::from_millis(100);
+
+/// The fetchers of one broker.
+#[derive(Debug)]
+pub struct Fetchers {
+    me: i32,
+    logs: Arc<LogManager>,
+    metadata: Arc<MetadataCache>,
+    running: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
+    shutdown: CancellationToken,
+}
+
+impl Fetchers {
+    /// Fetchers for broker `me`; they stop when `shutdown` is cancelled.
+    pub fn new(
+        me: i32,
+        logs: Arc<LogManager>,
+        metadata: Arc<MetadataCache>,
+        shutdown: CancellationToken,
+    ) -> Arc<Fetchers> {
+        Arc::new(Fetchers {
+            me,
+            logs,
+            metadata,
+            running: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Keeps a fetcher running for every leader followed, re-checking
+    /// after each metadata change, until shutdown.
+    pub async fn supervise(self: Arc<Self>) {
+        let mut applied = self.metadata.subscribe_applied();
+        loop {
+            self.ensure();
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                changed = applied.changed() => if changed.is_err() { break },
+                // Also after a fetcher ends on its own (its leader led nothing more).
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        let handles: Vec<_> = self.running.lock().drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
+
+    fn ensure(self: &Arc<Self>) {
+        let leaders: HashSet<i32> = self
+            .logs
+            .all()
+            .iter()
+            .map(|p| p.state())
+            .filter(|s| !s.is_leader && s.leader >= 0 && s.leader != self.me)
+            .map(|s| s.leader)
+            .collect();
+        let mut running = self.running.lock();
+        running.retain(|_, h| !h.is_finished());
+        for leader in leaders {
+            running
+                .entry(leader)
+                .or_insert_with(|| tokio::spawn(Arc::clone(self).follow(leader)));
+        }
+    }
+
+    /// The partitions this broker follows from `leader` right now.
+    fn followed(&self, leader: i32) -> Vec<Arc<Partition>> {
+        self.logs
+            .all()
+            .into_iter()
+            .filter(|p| {
+                let s = p.state();
+                !s.is_leader && s.leader == leader
+            })
+            .collect()
+    }
+
+    fn leader_addr(&self, leader: i32) -> Option<String> {
+        self.metadata.with(|image| {
+            let b = image.brokers.get(&leader)?;
+            let e = b.endpoint("grpc")?;
+            Some(format!("{}:{}", e.host, e.port))
+        })
+    }
+
+    fn my_epoch(&self) -> Option<i64> {
+        self.metadata
+            .with(|image| image.brokers.get(&self.me).map(|b| b.epoch))
+    }
+
+    /// Follows `leader` until it leads nothing this broker hosts.
+    async fn follow(self: Arc<Self>, leader: i32) {
+        // The leader epoch each partition last truncated for.
+        let mut truncated: HashMap<PartitionKey, i32> = HashMap::new();
+        let mut client: Option<(String, Client)> = None;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let partitions = self.followed(leader);
+            if partitions.is_empty() {
+                return;
+            }
+            let (Some(addr), Some(my_epoch)) = (self.leader_addr(leader), self.my_epoch()) else {
+                self.pause().await;
+                continue;
+            };
+            if client.as_ref().is_none_or(|(a, _)| *a != addr) {
+                match connect(&addr) {
+                    Ok(c) => client = Some((addr.clone(), c)),
+                    Err(e) => {
+                        tracing::warn!(leader, %addr, error = %e, "cannot reach the leader");
+                        self.pause().await;
+                        continue;
+                    }
+                }
+            }
+            let Some((_, c)) = client.as_mut() else {
+                continue;
+            };
+            let round = self.round(c, &partitions, my_epoch, &mut truncated).await;
+            if let Err(e) = round {
+                tracing::debug!(leader, error = %e, "replica fetch failed; retrying");
+                client = None;
+                self.pause().await;
+            }
+        }
+    }
+
+    async fn pause(&self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            () = tokio::time::sleep(BACKOFF) => {}
+        }
+    }
+
+    /// Truncates partitions new to their leader epoch, then fetches once.
+    async fn round(
+        &self,
+        client: &mut Client,
+        partitions: &[Arc<Partition>],
+        my_epoch: i64,
+        truncated: &mut HashMap<PartitionKey, i32>,
+    ) -> Result<(), tonic::Status> {
+        let stale: Vec<&Arc<Partition>> = partitions
+            .iter()
+            .filter(|p| truncated.get(&p.key()) != Some(&p.state().leader_epoch))
+            .collect();
+        if !stale.is_empty() {
+            self.truncate(client, &stale, truncated).await?;
+        }
+        let ready: Vec<&Arc<Partition>> = partitions
+            .iter()
+            .filter(|p| truncated.get(&p.key()) == Some(&p.state().leader_epoch))
+            .collect();
+        if ready.is_empty() {
+            self.pause().await;
+            return Ok(());
+        }
+        let request = pb::FetchRequest {
+            max_wait_ms: FETCH_WAIT_MS,
+            min_bytes: 1,
+            max_bytes: FETCH_BYTES,
+            partitions: ready
+                .iter()
+                .map(|p| pb::FetchPartition {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    fetch_offset: p.log_end_offset(),
+                    partition_max_bytes: PARTITION_FETCH_BYTES,
+                    current_leader_epoch: p.state().leader_epoch,
+                })
+                .collect(),
+            replica: Some(pb::FetchingReplica {
+                broker_id: self.me,
+                broker_epoch: my_epoch,
+            }),
+        };
+        let response = tokio::select! {
+            r = client.fetch(request) => r?.into_inner(),
+            () = self.shutdown.cancelled() => return Ok(()),
+        };
+        let by_key: HashMap<PartitionKey, &Arc<Partition>> =
+            ready.iter().map(|p| (p.key(), *p)).collect();
+        let mut failed = false;
+        for r in response.partitions {
+            let key = (r.topic.clone(), r.partition);
+            let Some(&p) = by_key.get(&key) else { continue };
+            match r.error_code() {
+                ErrorCode::None => {
+                    let target = Arc::clone(p);
+                    let records = r.records;
+                    let appended = self
+                        .logs
+                        .io()
+                        .run(&key, move || target.append_as_follower(&records))
+                        .await;
+                    match appended {
+                        Ok(Ok(())) => p.set_follower_high_watermark(r.high_watermark),
+                        Ok(Err(e)) => {
+                            tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot append the leader's batches");
+                            truncated.remove(&key);
+                            failed = true;
+                        }
+                        Err(_) => return Ok(()),
+                    }
+                }
+                ErrorCode::OffsetOutOfRange if p.log_end_offset() < r.log_start_offset => {
+                    // The leader deleted what this replica would fetch next: start at its log start.
+                    let target = Arc::clone(p);
+                    let start = r.log_start_offset;
+                    let _ = self
+                        .logs
+                        .io()
+                        .run(&key, move || target.restart_at(start))
+                        .await;
+                }
+                code => {
+                    tracing::debug!(topic = %key.0, partition = key.1, ?code, message = %r.error_message, "replica fetch refused");
+                    truncated.remove(&key);
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.pause().await;
+        }
+        Ok(())
+    }
+
+    /// Asks the leader where this replica's last epoch ends and cuts what diverged.
+    async fn truncate(
+        &self,
+        client: &mut Client,
+        partitions: &[&Arc<Partition>],
+        truncated: &mut HashMap<PartitionKey, i32>,
+    ) -> Result<(), tonic::Status> {
+        let mut asked = Vec::new();
+        let mut request = pb::OffsetForLeaderEpochRequest::default();
+        for p in partitions {
+            let epoch = p.state().leader_epoch;
+            match p.latest_epoch() {
+                Some(last) => {
+                    request.partitions.push(pb::OffsetForLeaderEpochPartition {
+                        topic: p.topic.clone(),
+                        partition: p.index,
+                        current_leader_epoch: epoch,
+                        leader_epoch: last,
+                    });
+                    asked.push(Arc::clone(p));
+                }
+                // Nothing written in any epoch: nothing can have diverged.
+                None => {
+                    truncated.insert(p.key(), epoch);
+                }
+            }
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let response = client.offset_for_leader_epoch(request).await?.into_inner();
+        for (p, r) in asked.iter().zip(response.partitions) {
+            let key = p.key();
+            if r.error_code() != ErrorCode::None {
+                tracing::debug!(topic = %key.0, partition = key.1, message = %r.error_message, "epoch end offset refused");
+                continue;
+            }
+            // Where this replica's log agrees with the leader's.
+            let mut end = if r.leader_epoch < 0 {
+                p.high_watermark()
+            } else {
+                r.end_offset
+            };
+            if r.leader_epoch >= 0
+                && let Some((_, mine)) = p.end_offset_for_epoch(r.leader_epoch)
+            {
+                end = end.min(mine);
+            }
+            let target = Arc::clone(p);
+            match self
+                .logs
+                .io()
+                .run(&key, move || target.truncate_to(end))
+                .await
+            {
+                Ok(Ok(())) => {
+                    truncated.insert(key, p.state().leader_epoch);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "truncation failed");
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
+    let channel =
+        runnel_common::transport::endpoint(Endpoint::from_shared(format!("http://{addr}"))?)
+            .connect_timeout(Duration::from_secs(3))
+            .connect_lazy();
+    Ok(BrokerClient::with_interceptor(channel, TraceInterceptor)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
