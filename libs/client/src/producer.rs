@@ -277,6 +277,8 @@ struct PartitionQueue {
     ready: VecDeque<ReadyBatch>,
     in_flight: bool,
     retry_at: Option<Instant>,
+    /// Why the last attempt failed, for the error if the batch expires.
+    last_error: Option<ClientError>,
 }
 
 /// One topic's partition queues (indexed by partition) and its sticky partition.
@@ -719,8 +721,12 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             shared
                 .failed
                 .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
+            let what = match &queue.last_error {
+                Some(e) => format!("delivery to {topic}-{partition} (last error: {e})"),
+                None => format!("delivery to {topic}-{partition}"),
+            };
             b.outcome.resolve(Err(ClientError::Timeout {
-                what: format!("delivery to {topic}-{partition}"),
+                what,
                 ms: config.delivery_timeout.as_millis() as u64,
             }));
         }
@@ -839,6 +845,7 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
             queue.in_flight = false;
             match outcome {
                 Ok((base, append_time)) => {
+                    queue.last_error = None;
                     let mut next = base;
                     for b in part.batches {
                         freed += b.accounted;
@@ -849,6 +856,7 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(topic = %part.topic, partition = part.partition, error = %e, "produce will be retried");
+                    queue.last_error = Some(e);
                     refresh.push(part.topic.to_string());
                     queue.retry_at = Some(now + config.retry_backoff);
                     // Back at the front, in order, ahead of newer batches.

@@ -163,6 +163,8 @@ impl TestCluster {
             data_dir: self.dir.path().join(format!("broker-{}", i + 1)),
             controller: self.controller_addr().to_string(),
             heartbeat_interval_ms: 100,
+            // Short, so tests see followers leave and rejoin the ISR quickly.
+            replica_lag_time_max_ms: 1_000,
             log_retention_check_interval_ms: self.settings.retention_check_interval_ms,
             auto_create_topics_enable: self.settings.auto_create_topics,
             num_partitions: self.settings.num_partitions,

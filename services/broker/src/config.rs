@@ -28,6 +28,8 @@ pub struct Config {
     pub controller: String,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower behind this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// `log.retention.check.interval.ms`: how often retention and compaction run.
     pub log_retention_check_interval_ms: u64,
     /// `auto.create.topics.enable`.
@@ -57,6 +59,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./runnel-data/broker-1"),
             controller: "127.0.0.1:9093".into(),
             heartbeat_interval_ms: 2000,
+            replica_lag_time_max_ms: 30_000,
             log_retention_check_interval_ms: 300_000,
             auto_create_topics_enable: true,
             num_partitions: 1,

@@ -198,6 +198,7 @@ pub async fn start(
         link_token.clone(),
     ));
 
+    let isr_controller = controller.clone();
     let broker = Arc::new(service::Broker::new(
         service::Limits {
             broker_id: config.broker_id,
@@ -246,6 +247,14 @@ pub async fn start(
         )
         .supervise(),
     );
+    servers.spawn(replica::manage_isr(
+        config.broker_id,
+        Arc::clone(&logs),
+        Arc::clone(&cache),
+        isr_controller,
+        Duration::from_millis(config.replica_lag_time_max_ms.max(10)),
+        shutdown.clone(),
+    ));
     servers.spawn(maintenance::run(
         Arc::clone(&logs),
         Duration::from_millis(config.log_retention_check_interval_ms),

@@ -82,6 +82,9 @@ struct FollowerProgress {
 struct Replication {
     broker_id: i32,
     is_leader: bool,
+    /// When this replica started leading in the current epoch: followers
+    /// not heard from yet count as caught up then.
+    term_started: Option<std::time::Instant>,
     isr: Vec<i32>,
     /// Replicas the leader asked to add to the ISR: counted for the high
     /// watermark from the moment it asks, so a replica that joins never
@@ -203,6 +206,58 @@ impl Partition {
             f.previous_fetch = now;
         }
         self.advance_high_watermark();
+    }
+
+    /// As leader: the ISR this partition should have now, if it differs from
+    /// the current one: followers behind for longer than `max_lag` leave,
+    /// replicas caught up with the high watermark (and with this leader's
+    /// term) join. Joining replicas count for the high watermark from now on.
+    pub fn wanted_isr(&self, max_lag: std::time::Duration) -> Option<Vec<i32>> {
+        let now = std::time::Instant::now();
+        let state = self.state();
+        let hw = self.high_watermark();
+        // Where this leader's epoch began: a joiner must hold records from this term on.
+        let term_start = self
+            .end_offset_for_epoch(state.leader_epoch - 1)
+            .map_or(0, |(_, end)| end);
+        let mut r = self.replication.lock();
+        if !r.is_leader || r.isr != state.isr {
+            return None;
+        }
+        let since = r.term_started.unwrap_or(now);
+        let me = r.broker_id;
+        let mut isr: Vec<i32> = r
+            .isr
+            .iter()
+            .copied()
+            .filter(|&id| {
+                id == me
+                    || now.duration_since(r.followers.get(&id).map_or(since, |f| f.last_caught_up))
+                        <= max_lag
+            })
+            .collect();
+        let joining: Vec<i32> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|id| !isr.contains(id) && !r.isr.contains(id))
+            .filter(|id| {
+                r.followers
+                    .get(id)
+                    .is_some_and(|f| f.log_end >= hw && f.log_end >= term_start)
+            })
+            .collect();
+        isr.extend(&joining);
+        if isr == r.isr {
+            return None;
+        }
+        r.pending_additions = joining;
+        Some(isr)
+    }
+
+    /// The controller refused an ISR change: stop counting would-be joiners.
+    pub fn isr_change_refused(&self) {
+        self.replication.lock().pending_additions.clear();
     }
 
     /// As follower: the leader's high watermark, capped by what this replica has.
@@ -363,6 +418,7 @@ impl Partition {
                 // A new term: followers' progress is learnt afresh, and each
                 // gets a full lag allowance (as Kafka resets lastCaughtUpTime).
                 r.followers.clear();
+                r.term_started = state.is_leader.then(std::time::Instant::now);
             }
             if r.isr != state.isr {
                 r.pending_additions.clear();

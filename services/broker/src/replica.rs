@@ -340,3 +340,81 @@ fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }
+
+/// The leader side of ISR upkeep: every `max_lag / 4`, asks the controller
+/// to drop followers that fell behind for `max_lag` (`replica.lag.time.max.ms`)
+/// and to add replicas that caught up, until shutdown.
+pub async fn manage_isr(
+    me: i32,
+    logs: Arc<LogManager>,
+    metadata: Arc<MetadataCache>,
+    mut controller: crate::metadata::Controller,
+    max_lag: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval((max_lag / 4).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut changes = Vec::new();
+        let mut asked = HashMap::new();
+        for p in logs.all() {
+            if let Some(isr) = p.wanted_isr(max_lag) {
+                let state = p.state();
+                let partition_epoch = metadata.with(|image| {
+                    image
+                        .topics
+                        .get(&p.topic)
+                        .and_then(|t| t.partitions.get(&p.index))
+                        .map(|s| s.partition_epoch)
+                });
+                let Some(partition_epoch) = partition_epoch else {
+                    p.isr_change_refused();
+                    continue;
+                };
+                tracing::info!(topic = %p.topic, partition = p.index, from = ?state.isr, to = ?isr, "asking for an ISR change");
+                changes.push(runnel_proto::controller::v1::PartitionIsrChange {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch,
+                    isr,
+                });
+                asked.insert(p.key(), p);
+            }
+        }
+        if changes.is_empty() {
+            continue;
+        }
+        let Some(broker_epoch) = metadata.with(|image| image.brokers.get(&me).map(|b| b.epoch))
+        else {
+            continue;
+        };
+        let request = runnel_proto::controller::v1::AlterPartitionRequest {
+            broker_id: me,
+            broker_epoch,
+            partitions: changes,
+        };
+        match controller.alter_partition(request).await {
+            Ok(response) => {
+                for r in response.into_inner().partitions {
+                    if r.error_code() != ErrorCode::None {
+                        tracing::info!(topic = %r.topic, partition = r.partition, message = %r.error_message, "ISR change refused");
+                        if let Some(p) = asked.get(&(r.topic.clone(), r.partition)) {
+                            p.isr_change_refused();
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "cannot reach the controller for an ISR change");
+                for p in asked.values() {
+                    p.isr_change_refused();
+                }
+            }
+        }
+    }
+}
