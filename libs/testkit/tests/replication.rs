@@ -203,3 +203,45 @@ async fn a_follower_leaves_the_isr_when_down_and_rejoins_once_caught_up() {
     assert_eq!(read, expected);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_every_broker_loses_nothing_acknowledged() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("all-down")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    let offsets = produce(&cluster, "all-down", 0..1000).await;
+    assert_eq!(offsets.len(), 1000);
+    for i in 0..3 {
+        cluster.kill_broker(i).await;
+    }
+    for i in 0..3 {
+        cluster.start_broker_again(i).await;
+    }
+    let admin = cluster.admin();
+    wait_for(
+        "a leader after the restart",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .describe_topic("all-down")
+                    .await
+                    .is_ok_and(|t| t.partitions[0].leader >= 0)
+            }
+        },
+    )
+    .await;
+    let more = produce(&cluster, "all-down", 1000..1100).await;
+    assert_eq!(more, (1000..1100).collect::<Vec<i64>>());
+    let read = read_all(&cluster, "all-down", 1100).await;
+    let expected: Vec<String> = (0..1100).map(|i| format!("record-{i}")).collect();
+    assert_eq!(read, expected);
+    cluster.shutdown().await;
+}

@@ -243,7 +243,18 @@ impl Controller {
             rack: req.rack,
             incarnation_id: req.incarnation_id,
         }));
-        self.commit(&mut inner, vec![r]).await?;
+        // A new incarnation starts fenced, and what the old one led moves now:
+        // after a crash its log may be shorter than what the ISR acknowledged.
+        let id = req.broker_id;
+        let mut records = Vec::new();
+        let mut image = inner.image.clone();
+        with_consequences(
+            &mut image,
+            r,
+            |i| election::on_broker_fenced(i, id),
+            &mut records,
+        )?;
+        self.commit(&mut inner, records).await?;
         inner.heartbeats.insert(req.broker_id, Instant::now());
         tracing::info!(broker = req.broker_id, epoch, "broker registered");
         Ok(epoch)
