@@ -113,9 +113,12 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 "Partition", "Leader", "Replicas", "Isr", "LogStart", "LogEnd"
             );
             let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-            let mut under = 0;
+            let (mut under, mut offline) = (0, 0);
             for p in &t.partitions {
-                let flag = if p.under_replicated() {
+                let flag = if p.leader < 0 {
+                    offline += 1;
+                    "  offline (no leader)"
+                } else if p.under_replicated() {
                     under += 1;
                     "  under-replicated"
                 } else {
@@ -133,6 +136,9 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             }
             if under > 0 {
                 println!("{under} under-replicated partition(s)");
+            }
+            if offline > 0 {
+                println!("{offline} offline partition(s): no in-sync replica is serving");
             }
         }
         Command::Alter { name, partitions } => {

@@ -122,6 +122,21 @@ fn topic_resource(name: &str) -> ConfigResource {
     }
 }
 
+/// Cluster-wide partition health: offline (no leader) and under-replicated
+/// (ISR smaller than the replica set) partition counts.
+fn publish_partition_gauges(image: &MetadataImage) {
+    let (mut offline, mut under) = (0u64, 0u64);
+    for p in image.topics.values().flat_map(|t| t.partitions.values()) {
+        if p.leader == election::NO_LEADER {
+            offline += 1;
+        } else if p.isr.len() < p.replicas.len() {
+            under += 1;
+        }
+    }
+    metrics::gauge!("runnel_controller_offline_partitions").set(offline as f64);
+    metrics::gauge!("runnel_controller_under_replicated_partitions").set(under as f64);
+}
+
 /// `first` followed by the partition changes `then` decides on the image
 /// `first` leaves behind (an election after a fencing, say).
 fn with_consequences(
@@ -148,6 +163,7 @@ impl Controller {
         let now = Instant::now();
         let heartbeats = image.brokers.keys().map(|&id| (id, now)).collect();
         metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
+        publish_partition_gauges(&image);
         Ok(Controller {
             store,
             settings,
@@ -211,6 +227,7 @@ impl Controller {
         inner.image = next;
         metrics::gauge!("runnel_controller_metadata_end_offset")
             .set(inner.image.next_offset as f64);
+        publish_partition_gauges(&inner.image);
         let _ = self.events.send(Arc::new(events));
         Ok(())
     }
