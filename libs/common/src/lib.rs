@@ -12,11 +12,13 @@
 //! - [`topics`]: Kafka's topic name rules and topic config keys.
 //! - [`metadata`]: the metadata image every process folds the metadata log into.
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
+//! - [`netfault`]: cutting a node off from its peers, for failure tests.
 
 pub mod admin;
 pub mod config;
 pub mod errors;
 pub mod metadata;
+pub mod netfault;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

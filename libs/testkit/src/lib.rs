@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use runnel_broker::BrokerHandle;
 use runnel_client::{Admin, ClientConfig, Cluster, NewTopic};
+use runnel_common::netfault::NetFault;
 use runnel_common::shutdown::CancellationToken;
 use runnel_controller::ControllerHandle;
 use tempfile::TempDir;
@@ -60,6 +61,8 @@ impl Builder {
             controller_addr: None,
             brokers: (0..self.brokers).map(|_| None).collect(),
             broker_addrs: vec![None; self.brokers],
+            // One switch each: clones of one `NetFault` would share it.
+            faults: (0..self.brokers).map(|_| NetFault::default()).collect(),
         };
         cluster.start_controller().await;
         for i in 0..self.brokers {
@@ -79,6 +82,8 @@ pub struct TestCluster {
     controller_addr: Option<SocketAddr>,
     brokers: Vec<Option<BrokerHandle>>,
     broker_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
+    /// One network switch per broker, kept across restarts.
+    faults: Vec<NetFault>,
 }
 
 fn any_port() -> SocketAddr {
@@ -165,6 +170,7 @@ impl TestCluster {
             heartbeat_interval_ms: 100,
             // Short, so tests see followers leave and rejoin the ISR quickly.
             replica_lag_time_max_ms: 1_000,
+            net_fault: self.faults[i].clone(),
             log_retention_check_interval_ms: self.settings.retention_check_interval_ms,
             auto_create_topics_enable: self.settings.auto_create_topics,
             num_partitions: self.settings.num_partitions,
@@ -234,6 +240,46 @@ impl TestCluster {
             },
         )
         .await;
+    }
+
+    /// Where broker `i` serves gRPC.
+    pub fn broker_addr(&self, i: usize) -> SocketAddr {
+        self.broker_addrs[i].expect("broker was started").0
+    }
+
+    /// The leader of `topic`-`partition` as the controller sees it (-1: none),
+    /// which a cut-off broker's own answer may not be.
+    pub async fn controller_leader(&self, topic: &str, partition: i32) -> i32 {
+        let image = self
+            .controller
+            .as_ref()
+            .expect("the controller is running")
+            .controller
+            .image()
+            .await;
+        image
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .map_or(-1, |p| p.leader)
+    }
+
+    /// Cuts broker `i` off from the controller and the other brokers, in
+    /// both directions (clients still reach it). See [`NetFault`].
+    pub fn isolate(&self, i: usize) {
+        self.faults[i].isolate();
+    }
+
+    /// Reconnects every isolated broker.
+    pub fn heal(&self) {
+        for f in &self.faults {
+            f.heal();
+        }
+    }
+
+    /// The partitions broker `i` hosts (for looking at a replica's log directly).
+    pub fn broker_logs(&self, i: usize) -> std::sync::Arc<runnel_broker::partition::LogManager> {
+        std::sync::Arc::clone(&self.brokers[i].as_ref().expect("broker is running").logs)
     }
 
     /// Stops broker `i` cleanly (flush, close, tell the controller).

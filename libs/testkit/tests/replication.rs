@@ -245,3 +245,122 @@ async fn killing_every_broker_loses_nothing_acknowledged() {
     assert_eq!(read, expected);
     cluster.shutdown().await;
 }
+
+/// The record values in broker `i`'s replica of `topic`-0, read from its log.
+fn replica_values(cluster: &TestCluster, i: usize, topic: &str) -> Vec<String> {
+    let p = cluster.broker_logs(i).get(topic, 0).unwrap();
+    let bytes = p.read_for_follower(0, usize::MAX / 2).unwrap();
+    let mut out = Vec::new();
+    for batch in runnel_log::batch::Batches::new(&bytes) {
+        for r in batch.unwrap().records().unwrap() {
+            out.push(String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_cannot_acknowledge_and_drops_its_tail_after_healing() {
+    use runnel_log::batch::{BatchBuilder, Compression};
+    use runnel_proto::broker::v1 as pb;
+
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("cut")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    produce(&cluster, "cut", 0..100).await;
+    let old = cluster.controller_leader("cut", 0).await;
+    let oi = (old - 1) as usize;
+    cluster.isolate(oi);
+
+    // Straight to the cut-off leader: acks=1 is taken (it cannot know better),
+    // acks=all is never acknowledged.
+    let mut direct =
+        pb::broker_client::BrokerClient::connect(format!("http://{}", cluster.broker_addr(oi)))
+            .await
+            .unwrap();
+    let batch = |value: &str| {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.append(1, None, Some(value.as_bytes()), &[]);
+        b.build().unwrap()
+    };
+    let send = |acks: pb::Acks, value: &str| pb::ProduceRequest {
+        acks: acks as i32,
+        timeout_ms: 1500,
+        partitions: vec![pb::ProducePartition {
+            topic: "cut".into(),
+            partition: 0,
+            records: batch(value).into(),
+        }],
+    };
+    let r = direct
+        .produce(send(pb::Acks::Leader, "lost-acks-1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .remove(0);
+    assert_eq!(r.error_code(), runnel_client::ErrorCode::None);
+    let r = direct
+        .produce(send(pb::Acks::All, "never-acknowledged"))
+        .await
+        .unwrap()
+        .into_inner()
+        .partitions
+        .remove(0);
+    assert_ne!(
+        r.error_code(),
+        runnel_client::ErrorCode::None,
+        "an isolated leader acknowledged an acks=all write"
+    );
+
+    // The controller moves leadership to an in-sync replica.
+    wait_for("a new leader", Duration::from_secs(30), || async {
+        let l = cluster.controller_leader("cut", 0).await;
+        l >= 0 && l != old
+    })
+    .await;
+    let healthy = (0..3).find(|&i| i != oi).unwrap();
+    let producer = Producer::new(
+        runnel_client::ClientConfig::new(cluster.broker_addr(healthy).to_string()),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 100..200 {
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("cut", format!("record-{i}")).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    // Healed: the old leader follows, cutting the tail only it had.
+    cluster.heal();
+    let expected: Vec<String> = (0..200).map(|i| format!("record-{i}")).collect();
+    wait_for(
+        "the old leader to match the new one",
+        Duration::from_secs(30),
+        || {
+            let same = replica_values(&cluster, oi, "cut") == expected;
+            async move { same }
+        },
+    )
+    .await;
+    let new = (cluster.controller_leader("cut", 0).await - 1) as usize;
+    assert_eq!(replica_values(&cluster, new, "cut"), expected);
+    assert_eq!(read_all(&cluster, "cut", 200).await, expected);
+    cluster.shutdown().await;
+}

@@ -30,6 +30,9 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// `replica.lag.time.max.ms`: a follower behind this long leaves the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// Failure tests cut the broker off from its peers with this switch.
+    #[serde(skip)]
+    pub net_fault: runnel_common::netfault::NetFault,
     /// `log.retention.check.interval.ms`: how often retention and compaction run.
     pub log_retention_check_interval_ms: u64,
     /// `auto.create.topics.enable`.
@@ -60,6 +63,7 @@ impl Default for Config {
             controller: "127.0.0.1:9093".into(),
             heartbeat_interval_ms: 2000,
             replica_lag_time_max_ms: 30_000,
+            net_fault: runnel_common::netfault::NetFault::default(),
             log_retention_check_interval_ms: 300_000,
             auto_create_topics_enable: true,
             num_partitions: 1,

@@ -185,6 +185,7 @@ pub async fn start(
         rack: config.rack.clone(),
         incarnation_id: uuid::Uuid::new_v4().simple().to_string(),
         heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms.max(10)),
+        net_fault: config.net_fault.clone(),
     };
     // The link outlives the servers: it sends the goodbye heartbeat after
     // they stop, so it gets its own token, cancelled once the servers are done.
@@ -215,11 +216,13 @@ pub async fn start(
     let token = shutdown.clone();
     let max = config.socket_request_max_bytes;
     let done = link_token.clone();
+    let net_fault = config.net_fault.clone();
     servers.spawn(async move {
         let service = BrokerServer::new(BrokerService::new(broker))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         if let Err(e) = runnel_common::transport::server()
+            .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
             .add_service(service)
             .serve_with_incoming_shutdown(
                 runnel_common::transport::incoming(grpc_listener),
@@ -243,6 +246,7 @@ pub async fn start(
             config.broker_id,
             Arc::clone(&logs),
             Arc::clone(&cache),
+            config.net_fault.clone(),
             shutdown.clone(),
         )
         .supervise(),
@@ -252,6 +256,7 @@ pub async fn start(
         Arc::clone(&logs),
         Arc::clone(&cache),
         isr_controller,
+        config.net_fault.clone(),
         Duration::from_millis(config.replica_lag_time_max_ms.max(10)),
         shutdown.clone(),
     ));

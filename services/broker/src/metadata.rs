@@ -108,6 +108,8 @@ pub struct Identity {
     pub incarnation_id: String,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
+    /// Cuts the link while a test isolates this broker.
+    pub net_fault: runnel_common::netfault::NetFault,
 }
 
 /// Follows the controller until `shutdown`; reconnects after failures.
@@ -168,6 +170,8 @@ enum LinkError {
     StreamEnded,
     #[error("the controller asked this broker to register again")]
     Reregister,
+    #[error("cut off from the controller (network fault)")]
+    Isolated,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -181,6 +185,9 @@ async fn session(
     caught_up_once: &mut bool,
     epoch_slot: &mut Option<i64>,
 ) -> Result<(), LinkError> {
+    if identity.net_fault.is_isolated() {
+        return Err(LinkError::Isolated);
+    }
     let epoch = controller
         .register_broker(pb::RegisterBrokerRequest {
             broker_id: identity.broker_id,
@@ -217,6 +224,9 @@ async fn session(
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             _ = heartbeat.tick() => {
+                if identity.net_fault.is_isolated() {
+                    return Err(LinkError::Isolated);
+                }
                 let hb = controller
                     .broker_heartbeat(pb::BrokerHeartbeatRequest {
                         broker_id: identity.broker_id,
@@ -232,6 +242,9 @@ async fn session(
             }
             message = stream.message() => {
                 let Some(batch) = message? else { return Err(LinkError::StreamEnded) };
+                if identity.net_fault.is_isolated() {
+                    return Err(LinkError::Isolated);
+                }
                 let applied = {
                     let mut image = cache.image.write();
                     for event in &batch.events {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use runnel_common::netfault::{NetFault, PEER_HEADER};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::TraceInterceptor;
 use runnel_proto::broker::v1 as pb;
@@ -23,7 +24,19 @@ use tonic::transport::{Channel, Endpoint};
 use crate::metadata::MetadataCache;
 use crate::partition::{LogManager, Partition, PartitionKey};
 
-type Client = BrokerClient<InterceptedService<Channel, TraceInterceptor>>;
+type Client = BrokerClient<InterceptedService<Channel, PeerInterceptor>>;
+
+/// Trace context plus [`PEER_HEADER`]: this request comes from a cluster peer.
+#[derive(Debug, Clone)]
+struct PeerInterceptor(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for PeerInterceptor {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let mut request = TraceInterceptor.call(request)?;
+        request.metadata_mut().insert(PEER_HEADER, self.0.clone());
+        Ok(request)
+    }
+}
 
 /// How long a fetch waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
@@ -41,6 +54,7 @@ pub struct Fetchers {
     logs: Arc<LogManager>,
     metadata: Arc<MetadataCache>,
     running: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
+    net_fault: NetFault,
     shutdown: CancellationToken,
 }
 
@@ -50,6 +64,7 @@ impl Fetchers {
         me: i32,
         logs: Arc<LogManager>,
         metadata: Arc<MetadataCache>,
+        net_fault: NetFault,
         shutdown: CancellationToken,
     ) -> Arc<Fetchers> {
         Arc::new(Fetchers {
@@ -57,6 +72,7 @@ impl Fetchers {
             logs,
             metadata,
             running: Mutex::new(HashMap::new()),
+            net_fault,
             shutdown,
         })
     }
@@ -136,12 +152,16 @@ impl Fetchers {
             if partitions.is_empty() {
                 return;
             }
+            if self.net_fault.is_isolated() {
+                self.pause().await;
+                continue;
+            }
             let (Some(addr), Some(my_epoch)) = (self.leader_addr(leader), self.my_epoch()) else {
                 self.pause().await;
                 continue;
             };
             if client.as_ref().is_none_or(|(a, _)| *a != addr) {
-                match connect(&addr) {
+                match connect(&addr, self.me) {
                     Ok(c) => client = Some((addr.clone(), c)),
                     Err(e) => {
                         tracing::warn!(leader, %addr, error = %e, "cannot reach the leader");
@@ -331,12 +351,13 @@ impl Fetchers {
     }
 }
 
-fn connect(addr: &str) -> Result<Client, tonic::transport::Error> {
+fn connect(addr: &str, me: i32) -> Result<Client, tonic::transport::Error> {
     let channel =
         runnel_common::transport::endpoint(Endpoint::from_shared(format!("http://{addr}"))?)
             .connect_timeout(Duration::from_secs(3))
             .connect_lazy();
-    Ok(BrokerClient::with_interceptor(channel, TraceInterceptor)
+    let peer = PeerInterceptor(tonic::metadata::MetadataValue::from(me));
+    Ok(BrokerClient::with_interceptor(channel, peer)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }
@@ -349,6 +370,7 @@ pub async fn manage_isr(
     logs: Arc<LogManager>,
     metadata: Arc<MetadataCache>,
     mut controller: crate::metadata::Controller,
+    net_fault: NetFault,
     max_lag: Duration,
     shutdown: CancellationToken,
 ) {
@@ -358,6 +380,9 @@ pub async fn manage_isr(
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if net_fault.is_isolated() {
+            continue;
         }
         let mut changes = Vec::new();
         let mut asked = HashMap::new();
