@@ -363,14 +363,11 @@ impl Broker {
             let mut wakeups: Vec<_> = partitions
                 .iter()
                 .flatten()
-                .map(|p| {
-                    let p = Arc::clone(p);
-                    Box::pin(async move { p.data.notified().await })
-                })
+                .map(|p| Box::pin(p.data.notified()))
                 .collect();
-            // `notified()` futures only register when first polled: poll each once.
+            // Registered now, not at their first poll, so nothing in between is missed.
             for w in &mut wakeups {
-                let _ = futures::poll!(w.as_mut());
+                w.as_mut().enable();
             }
             let mut results = Vec::with_capacity(req.partitions.len());
             let mut total = 0usize;

@@ -63,6 +63,17 @@ async fn handle<T>(
     result.map(Response::new)
 }
 
+/// Runs a request that changes the metadata as its own task, so a caller
+/// that goes away (a killed broker, a timed-out client) cannot cancel it
+/// between writing the store and updating the in-memory image.
+async fn detached<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(fut.in_current_span())
+        .await
+        .unwrap_or_else(|e| Err(status(ErrorCode::UnknownServerError, e.to_string())))
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -72,14 +83,15 @@ impl ControllerApi for ControllerService {
         request: Request<pb::RegisterBrokerRequest>,
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("RegisterBroker", &meta, async {
-            let broker_epoch = self
-                .controller
-                .register_broker(req)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::RegisterBrokerResponse { broker_epoch })
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "RegisterBroker",
+            &meta,
+            detached(async move {
+                let broker_epoch = controller.register_broker(req).await.map_err(to_status)?;
+                Ok(pb::RegisterBrokerResponse { broker_epoch })
+            }),
+        )
         .await
     }
 
@@ -88,9 +100,12 @@ impl ControllerApi for ControllerService {
         request: Request<pb::BrokerHeartbeatRequest>,
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("BrokerHeartbeat", &meta, async {
-            self.controller.heartbeat(req).await.map_err(to_status)
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "BrokerHeartbeat",
+            &meta,
+            detached(async move { controller.heartbeat(req).await.map_err(to_status) }),
+        )
         .await
     }
 
@@ -99,14 +114,15 @@ impl ControllerApi for ControllerService {
         request: Request<pb::AlterPartitionRequest>,
     ) -> Result<Response<pb::AlterPartitionResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("AlterPartition", &meta, async {
-            let partitions = self
-                .controller
-                .alter_partition(req)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::AlterPartitionResponse { partitions })
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AlterPartition",
+            &meta,
+            detached(async move {
+                let partitions = controller.alter_partition(req).await.map_err(to_status)?;
+                Ok(pb::AlterPartitionResponse { partitions })
+            }),
+        )
         .await
     }
 
@@ -115,14 +131,15 @@ impl ControllerApi for ControllerService {
         request: Request<pb::CreateTopicsRequest>,
     ) -> Result<Response<pb::CreateTopicsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("CreateTopics", &meta, async {
-            let topics = self
-                .controller
-                .create_topics(req)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::CreateTopicsResponse { topics })
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "CreateTopics",
+            &meta,
+            detached(async move {
+                let topics = controller.create_topics(req).await.map_err(to_status)?;
+                Ok(pb::CreateTopicsResponse { topics })
+            }),
+        )
         .await
     }
 
@@ -131,14 +148,18 @@ impl ControllerApi for ControllerService {
         request: Request<pb::DeleteTopicsRequest>,
     ) -> Result<Response<pb::DeleteTopicsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("DeleteTopics", &meta, async {
-            let topics = self
-                .controller
-                .delete_topics(req.names)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::DeleteTopicsResponse { topics })
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "DeleteTopics",
+            &meta,
+            detached(async move {
+                let topics = controller
+                    .delete_topics(req.names)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::DeleteTopicsResponse { topics })
+            }),
+        )
         .await
     }
 
@@ -147,16 +168,17 @@ impl ControllerApi for ControllerService {
         request: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("CreatePartitions", &meta, async {
-            let result = self
-                .controller
-                .create_partitions(req)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::CreatePartitionsResponse {
-                result: Some(result),
-            })
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "CreatePartitions",
+            &meta,
+            detached(async move {
+                let result = controller.create_partitions(req).await.map_err(to_status)?;
+                Ok(pb::CreatePartitionsResponse {
+                    result: Some(result),
+                })
+            }),
+        )
         .await
     }
 
@@ -199,13 +221,15 @@ impl ControllerApi for ControllerService {
         request: Request<pb::AlterConfigsRequest>,
     ) -> Result<Response<pb::AlterConfigsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("AlterConfigs", &meta, async {
-            self.controller
-                .alter_configs(req)
-                .await
-                .map_err(to_status)?;
-            Ok(pb::AlterConfigsResponse {})
-        })
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AlterConfigs",
+            &meta,
+            detached(async move {
+                controller.alter_configs(req).await.map_err(to_status)?;
+                Ok(pb::AlterConfigsResponse {})
+            }),
+        )
         .await
     }
 
