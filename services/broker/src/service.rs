@@ -298,17 +298,11 @@ impl Broker {
                         return r;
                     }
                 };
-                let current = p.state().leader_epoch;
-                if q.current_leader_epoch >= 0 && q.current_leader_epoch != current {
-                    r.error_code = if q.current_leader_epoch < current {
-                        ErrorCode::FencedLeaderEpoch
-                    } else {
-                        ErrorCode::UnknownLeaderEpoch
-                    } as i32;
-                    r.error_message = format!(
-                        "the request names leader epoch {} but the current one is {current}",
-                        q.current_leader_epoch
-                    );
+                if let Err((code, message)) =
+                    check_leader_epoch(q.current_leader_epoch, p.state().leader_epoch)
+                {
+                    r.error_code = code as i32;
+                    r.error_message = message;
                     return r;
                 }
                 if let Some((epoch, end)) = p.end_offset_for_epoch(q.leader_epoch) {
@@ -422,21 +416,10 @@ impl Broker {
             Ok(p) => p,
             Err((code, message)) => return fail_fetch(result, code, message),
         };
-        let epoch = p.state().leader_epoch;
-        if req.current_leader_epoch >= 0 && req.current_leader_epoch != epoch {
-            let code = if req.current_leader_epoch < epoch {
-                ErrorCode::FencedLeaderEpoch
-            } else {
-                ErrorCode::UnknownLeaderEpoch
-            };
-            return fail_fetch(
-                result,
-                code,
-                format!(
-                    "fetch names leader epoch {} but the current one is {epoch}",
-                    req.current_leader_epoch
-                ),
-            );
+        if let Err((code, message)) =
+            check_leader_epoch(req.current_leader_epoch, p.state().leader_epoch)
+        {
+            return fail_fetch(result, code, message);
         }
         if let Some(id) = follower
             && !p.state().replicas.contains(&id)
@@ -709,6 +692,23 @@ fn fail(
     r.error_code = code as i32;
     r.error_message = message;
     r
+}
+
+/// Kafka's leader-epoch fencing: a request naming an epoch (>= 0) must name
+/// the current one; an older one is fenced, a newer one not known here yet.
+fn check_leader_epoch(requested: i32, current: i32) -> Result<(), Failure> {
+    if requested < 0 || requested == current {
+        return Ok(());
+    }
+    let code = if requested < current {
+        ErrorCode::FencedLeaderEpoch
+    } else {
+        ErrorCode::UnknownLeaderEpoch
+    };
+    Err((
+        code,
+        format!("the request names leader epoch {requested} but the current one is {current}"),
+    ))
 }
 
 fn fail_fetch(
