@@ -64,8 +64,20 @@ impl ClientError {
 
     /// Converts a gRPC status from `addr` into a client error.
     pub(crate) fn from_status(addr: &str, status: tonic::Status) -> Self {
+        // Runnel servers attach an ErrorDetail to every status they send; a
+        // status without one of these kinds comes from the connection itself
+        // (refused, reset, dropped mid-request), so it is worth a retry.
+        let from_transport = status.details().is_empty()
+            && matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Aborted
+                    | tonic::Code::Internal
+            );
         match status.code() {
-            tonic::Code::Unavailable if status.details().is_empty() => ClientError::Unreachable {
+            _ if from_transport => ClientError::Unreachable {
                 addr: addr.to_owned(),
                 message: status.message().to_owned(),
             },

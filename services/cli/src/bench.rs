@@ -377,9 +377,10 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
         let mut h = histogram();
         let mut seen = 0u64;
         while seen < total {
-            let batch = consumer.poll(Duration::from_secs(5)).await?;
+            // Long enough to sit through a leader failover (broker.session.timeout.ms).
+            let batch = consumer.poll(Duration::from_secs(30)).await?;
             if batch.is_empty() {
-                bail!("no records arrived for 5 s after {seen} of {total}");
+                bail!("no records arrived for 30 s after {seen} of {total}");
             }
             let now = origin.elapsed().as_nanos() as u64;
             for r in batch {
@@ -433,17 +434,27 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     producer.flush().await?;
     let failed = producer.failed_records();
     producer.close().await?;
+    let mut ack = histogram();
+    let mut first_error = None;
+    for a in acks {
+        match a.await {
+            Ok(Ok(d)) => {
+                let _ = ack.record(d.as_micros().max(1) as u64);
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {}
+        }
+    }
     if failed > 0 {
-        bail!("{failed} records were not acknowledged");
+        match first_error {
+            Some(e) => bail!("{failed} records were not acknowledged; the first: {e}"),
+            None => bail!("{failed} records were not acknowledged"),
+        }
     }
     let latency = reader.await.context("the consumer task failed")??;
     bar.finish_and_clear();
-    let mut ack = histogram();
-    for a in acks {
-        if let Ok(Ok(d)) = a.await {
-            let _ = ack.record(d.as_micros().max(1) as u64);
-        }
-    }
     print_latency("ack latency", &ack);
     Ok(Outcome {
         records: total,

@@ -173,7 +173,8 @@ pub async fn start(
     });
     let token = shutdown.clone();
     let liveness = Arc::clone(&controller);
-    let period = (Duration::from_millis(config.broker_session_timeout_ms) / 4)
+    // Checked often: a dead broker's partitions wait for this on top of the timeout.
+    let period = (Duration::from_millis(config.broker_session_timeout_ms) / 20)
         .max(Duration::from_millis(50));
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(period);
