@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use runnel_broker::BrokerHandle;
-use runnel_client::{Admin, ClientConfig, Cluster, NewTopic};
+use runnel_client::{
+    Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset,
+};
 use runnel_common::netfault::NetFault;
 use runnel_common::shutdown::CancellationToken;
 use runnel_controller::ControllerHandle;
@@ -216,6 +218,18 @@ impl TestCluster {
             },
         )
         .await;
+    }
+
+    /// A consumer that reads what it is assigned from the log start
+    /// (`auto.offset.reset=earliest`).
+    pub fn earliest_consumer(&self) -> Consumer {
+        Consumer::with_cluster(
+            self.client(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                ..ConsumerConfig::default()
+            },
+        )
     }
 
     /// Creates a topic and waits until the leader of every partition serves it

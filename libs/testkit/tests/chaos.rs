@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use runnel_client::{
-    Acks, ClientConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig,
-    ProducerRecord, TopicPartition,
+    Acks, ClientConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use runnel_testkit::{TestCluster, wait_for};
 
@@ -74,13 +73,7 @@ async fn produce_until(bootstrap: String, stop: Arc<AtomicBool>) -> BTreeMap<(i3
 
 /// Every record of `partition` from offset 0 up to `end`.
 async fn read_partition(cluster: &TestCluster, partition: i32, end: i64) -> BTreeMap<i64, String> {
-    let mut consumer = Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut consumer = cluster.earliest_consumer();
     consumer
         .assign(vec![TopicPartition::new("chaos", partition)])
         .await

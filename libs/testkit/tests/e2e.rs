@@ -47,13 +47,7 @@ async fn produce(
 }
 
 async fn consume_all(cluster: &TestCluster, topic: &str, expected: usize) -> Vec<ConsumerRecord> {
-    let mut consumer = Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut consumer = cluster.earliest_consumer();
     let partitions = consumer.partitions_of(topic).await.unwrap();
     consumer.assign(partitions).await.unwrap();
     let mut out = Vec::new();
@@ -256,13 +250,7 @@ async fn seeks_and_offset_resets() {
         "{err}"
     );
     // With earliest, an out-of-range position resets.
-    let mut lenient = Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut lenient = cluster.earliest_consumer();
     lenient.assign(vec![tp.clone()]).await.unwrap();
     lenient.seek(&tp, 500);
     assert_eq!(

@@ -5,19 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use runnel_client::{
-    Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-};
+use runnel_client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
 use runnel_testkit::{TestCluster, wait_for};
 
 async fn read_all(cluster: &TestCluster, topic: &str) -> Vec<(i64, String, Option<String>)> {
-    let mut consumer = Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut consumer = cluster.earliest_consumer();
     consumer
         .assign(consumer.partitions_of(topic).await.unwrap())
         .await

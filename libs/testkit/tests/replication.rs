@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use runnel_client::{
-    Acks, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-};
+use runnel_client::{Acks, NewTopic, Producer, ProducerConfig, ProducerRecord};
 use runnel_testkit::{TestCluster, wait_for};
 
 async fn produce(cluster: &TestCluster, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
@@ -36,13 +34,7 @@ async fn produce(cluster: &TestCluster, topic: &str, range: std::ops::Range<u32>
 }
 
 async fn read_all(cluster: &TestCluster, topic: &str, expected: usize) -> Vec<String> {
-    let mut consumer = Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-    );
+    let mut consumer = cluster.earliest_consumer();
     consumer
         .assign(consumer.partitions_of(topic).await.unwrap())
         .await
