@@ -134,6 +134,22 @@ impl Partition {
         self.state.lock().clone()
     }
 
+    /// The current leader epoch (without copying the whole state: fetch paths ask per partition).
+    pub fn leader_epoch(&self) -> i32 {
+        self.state.lock().leader_epoch
+    }
+
+    /// Whether broker `id` holds a replica of this partition.
+    pub fn has_replica(&self, id: i32) -> bool {
+        self.state.lock().replicas.contains(&id)
+    }
+
+    /// Whether this broker follows `leader` for this partition.
+    pub fn follows(&self, leader: i32) -> bool {
+        let s = self.state.lock();
+        !s.is_leader && s.leader == leader
+    }
+
     /// Offsets below this are readable by consumers.
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark.load(Ordering::Acquire)

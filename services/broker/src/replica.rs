@@ -119,10 +119,7 @@ impl Fetchers {
         self.logs
             .all()
             .into_iter()
-            .filter(|p| {
-                let s = p.state();
-                !s.is_leader && s.leader == leader
-            })
+            .filter(|p| p.follows(leader))
             .collect()
     }
 
@@ -199,14 +196,14 @@ impl Fetchers {
     ) -> Result<(), tonic::Status> {
         let stale: Vec<&Arc<Partition>> = partitions
             .iter()
-            .filter(|p| truncated.get(&p.key()) != Some(&p.state().leader_epoch))
+            .filter(|p| truncated.get(&p.key()) != Some(&p.leader_epoch()))
             .collect();
         if !stale.is_empty() {
             self.truncate(client, &stale, truncated).await?;
         }
         let ready: Vec<&Arc<Partition>> = partitions
             .iter()
-            .filter(|p| truncated.get(&p.key()) == Some(&p.state().leader_epoch))
+            .filter(|p| truncated.get(&p.key()) == Some(&p.leader_epoch()))
             .collect();
         if ready.is_empty() {
             self.pause().await;
@@ -223,7 +220,7 @@ impl Fetchers {
                     partition: p.index,
                     fetch_offset: p.log_end_offset(),
                     partition_max_bytes: PARTITION_FETCH_BYTES,
-                    current_leader_epoch: p.state().leader_epoch,
+                    current_leader_epoch: p.leader_epoch(),
                 })
                 .collect(),
             replica: Some(pb::FetchingReplica {
@@ -293,7 +290,7 @@ impl Fetchers {
         let mut asked = Vec::new();
         let mut request = pb::OffsetForLeaderEpochRequest::default();
         for p in partitions {
-            let epoch = p.state().leader_epoch;
+            let epoch = p.leader_epoch();
             match p.latest_epoch() {
                 Some(last) => {
                     request.partitions.push(pb::OffsetForLeaderEpochPartition {
@@ -339,7 +336,7 @@ impl Fetchers {
                 .await
             {
                 Ok(Ok(())) => {
-                    truncated.insert(key, p.state().leader_epoch);
+                    truncated.insert(key, p.leader_epoch());
                 }
                 Ok(Err(e)) => {
                     tracing::error!(topic = %key.0, partition = key.1, error = %e, "truncation failed");
@@ -394,7 +391,6 @@ pub async fn manage_isr(
                 under += u64::from(state.isr.len() < state.replicas.len());
             }
             if let Some(isr) = p.wanted_isr(max_lag) {
-                let state = p.state();
                 let partition_epoch = metadata.with(|image| {
                     image
                         .topics

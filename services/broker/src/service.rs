@@ -299,7 +299,7 @@ impl Broker {
                     }
                 };
                 if let Err((code, message)) =
-                    check_leader_epoch(q.current_leader_epoch, p.state().leader_epoch)
+                    check_leader_epoch(q.current_leader_epoch, p.leader_epoch())
                 {
                     r.error_code = code as i32;
                     r.error_message = message;
@@ -416,13 +416,12 @@ impl Broker {
             Ok(p) => p,
             Err((code, message)) => return fail_fetch(result, code, message),
         };
-        if let Err((code, message)) =
-            check_leader_epoch(req.current_leader_epoch, p.state().leader_epoch)
+        if let Err((code, message)) = check_leader_epoch(req.current_leader_epoch, p.leader_epoch())
         {
             return fail_fetch(result, code, message);
         }
         if let Some(id) = follower
-            && !p.state().replicas.contains(&id)
+            && !p.has_replica(id)
         {
             return fail_fetch(
                 result,
