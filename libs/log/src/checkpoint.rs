@@ -20,6 +20,26 @@ pub(crate) fn write_atomically(
     path: &Path,
     contents: &[u8],
 ) -> Result<(), LogError> {
+    replace(storage, path, contents, true)
+}
+
+/// Replaces `path` with `contents` through a rename but without fsync: for
+/// files that carry their own checksum and can be rebuilt, so a crash that
+/// loses or tears them costs a rebuild, never a wrong answer.
+pub(crate) fn write_unsynced(
+    storage: &dyn Storage,
+    path: &Path,
+    contents: &[u8],
+) -> Result<(), LogError> {
+    replace(storage, path, contents, false)
+}
+
+fn replace(
+    storage: &dyn Storage,
+    path: &Path,
+    contents: &[u8],
+    sync: bool,
+) -> Result<(), LogError> {
     let tmp = tmp_path(path);
     let file = storage
         .open(&tmp, true)
@@ -28,12 +48,14 @@ pub(crate) fn write_atomically(
         .map_err(LogError::io("write checkpoint", &tmp))?;
     file.write_all_at(contents, 0)
         .map_err(LogError::io("write checkpoint", &tmp))?;
-    file.sync_data()
-        .map_err(LogError::io("sync checkpoint", &tmp))?;
+    if sync {
+        file.sync_data()
+            .map_err(LogError::io("sync checkpoint", &tmp))?;
+    }
     storage
         .rename(&tmp, path)
         .map_err(LogError::io("rename checkpoint", &tmp))?;
-    if let Some(dir) = path.parent() {
+    if sync && let Some(dir) = path.parent() {
         storage
             .sync_dir(dir)
             .map_err(LogError::io("sync directory", dir))?;

@@ -73,6 +73,36 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// An idempotent producer's batch does not follow its last sequence number.
+    #[error(
+        "out of order sequence number for producer {producer_id}: found {found}, expected {expected}"
+    )]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence number.
+        found: i32,
+        /// The sequence number the partition expected.
+        expected: i32,
+    },
+    /// A batch from an older epoch of a producer that has since moved on (fenced).
+    #[error("producer {producer_id} epoch {epoch} is older than its current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The newest epoch the partition has seen.
+        current: i16,
+    },
+    /// A batch's producer fields make no sense (a producer id with a negative epoch or sequence).
+    #[error("invalid producer state in batch of producer {producer_id}: {reason}")]
+    InvalidProducerState {
+        /// The producer.
+        producer_id: i64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A config value is out of range or malformed.
     #[error("invalid value {value:?} for config {key}: {reason}")]
     InvalidConfig {

@@ -19,6 +19,9 @@
 //!   directory layout.
 //! - [`LeaderEpochCache`]: the leader-epoch checkpoint (epoch → start
 //!   offset) that followers use to find where they diverged from a new leader.
+//! - [`producer`]: idempotent-producer state (epochs, sequences, the
+//!   offsets of recent batches) that lets a leader answer a retried batch
+//!   with its original offsets; rebuilt from the log and snapshots.
 //! - [`cleaner`]: compaction for `cleanup.policy=compact`, with a crash-safe
 //!   segment swap.
 //! - [`LogConfig`]: Kafka's topic config names, defaults and bounds.
@@ -60,6 +63,7 @@ mod config;
 mod error;
 mod index;
 mod log;
+pub mod producer;
 mod scan;
 mod segment;
 pub mod storage;

@@ -12,6 +12,7 @@
 //! recovery-point-checkpoint       everything below this offset is fsynced
 //! log-start-offset-checkpoint     first offset consumers may read
 //! cleaner-offset-checkpoint       first offset the cleaner has not compacted
+//! 00000000000000052318.snapshot   idempotent-producer state as of that offset
 //! .clean-shutdown                 present only after a clean close
 //! ```
 
@@ -26,6 +27,7 @@ use crate::checkpoint::{self, LeaderEpochCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::producer::{self, CachedBatch, ProducerEntry, ProducerStates, SequenceCheck};
 use crate::segment::{BatchMeta, LOG_SUFFIX, Segment};
 use crate::storage::{StdStorage, Storage};
 use crate::{LeaderEpoch, Offset, TimestampMs};
@@ -71,6 +73,14 @@ pub struct AppendInfo {
     pub batch_count: usize,
     /// Bytes appended.
     pub bytes: usize,
+    /// Batches not appended because the log already held them (an
+    /// idempotent producer's retry); they count for none of the above
+    /// except the offsets.
+    pub duplicate_batches: usize,
+    /// Set only when some batches were duplicates: the base offset of each
+    /// batch of the append, in order. Empty means the batches got
+    /// consecutive offsets from `first_offset`.
+    pub batch_base_offsets: Vec<Offset>,
 }
 
 /// What opening the log found and did, for logs and metrics.
@@ -90,6 +100,10 @@ pub struct OpenReport {
     pub rebuilt_indexes: usize,
     /// Interrupted compactions finished (swap files installed).
     pub completed_swaps: usize,
+    /// Batch headers read to rebuild the idempotent-producer state past its newest snapshot.
+    pub replayed_producer_batches: u64,
+    /// Producer snapshots that could not be read and were deleted.
+    pub discarded_producer_snapshots: usize,
 }
 
 /// A partition's append-only log on local disk.
@@ -114,6 +128,7 @@ pub struct Log {
     last_flush_ms: TimestampMs,
     pub(crate) first_dirty_offset: Offset,
     report: OpenReport,
+    producers: ProducerStates,
 }
 
 impl Log {
@@ -290,6 +305,7 @@ impl Log {
             last_flush_ms: now,
             first_dirty_offset,
             report,
+            producers: ProducerStates::default(),
         };
         let active_base = log.active_base();
         for base in &recovered {
@@ -309,7 +325,53 @@ impl Log {
         } else if start_checkpoint != Some(log_start) {
             log.write_log_start_checkpoint()?;
         }
+        log.rebuild_producer_state()?;
         Ok(log)
+    }
+
+    /// Rebuilds the producer state: the newest snapshot at or below the log
+    /// end, then every batch after it.
+    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        let (loaded, discarded) =
+            producer::load_latest(self.storage.as_ref(), &self.dir, self.log_end_offset)?;
+        self.report.discarded_producer_snapshots += discarded;
+        let (mut state, from) =
+            loaded.unwrap_or_else(|| (ProducerStates::default(), self.log_start_offset));
+        let from = from.max(self.log_start_offset);
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(Offset::MIN, |(&b, _)| b);
+        let mut replayed = 0u64;
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            segment.for_each_header_from(from, |h| {
+                state.apply(h);
+                replayed += 1;
+            })?;
+        }
+        self.report.replayed_producer_batches += replayed;
+        state.remove_stale(self.log_start_offset, self.clock.now_ms(), None);
+        self.producers = state;
+        Ok(())
+    }
+
+    /// What this partition knows about an idempotent producer.
+    pub fn producer(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(producer_id)
+    }
+
+    /// How many producers this partition tracks.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Forgets producers silent for longer than `max_idle_ms`
+    /// (`producer.id.expiration.ms`). Returns how many went.
+    pub fn remove_expired_producers(&mut self, max_idle_ms: i64) -> usize {
+        let now = self.clock.now_ms();
+        self.producers
+            .remove_stale(self.log_start_offset, now, Some(max_idle_ms))
     }
 
     /// What opening the log found and did.
@@ -409,8 +471,29 @@ impl Log {
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let mut next = self.log_end_offset;
         let mut rest: &mut [u8] = records;
-        for meta in &mut metas {
+        // Sequence checks see the earlier batches of this append: apply them
+        // as we go, then put the state back; it is applied for real once the
+        // bytes are written (so a roll's snapshot holds exactly what precedes it).
+        let mut undo = Vec::new();
+        let mut duplicates: Vec<(usize, CachedBatch)> = Vec::new();
+        for (i, meta) in metas.iter_mut().enumerate() {
             let (mut batch, tail) = RecordBatchMut::validated(rest, meta.size);
+            rest = tail;
+            let header = batch.header();
+            let idempotent = header.has_producer_id() && !header.is_control();
+            if idempotent {
+                match self.producers.check(&header) {
+                    Ok(SequenceCheck::Append) => {}
+                    Ok(SequenceCheck::Duplicate(original)) => {
+                        duplicates.push((i, original));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.producers.restore(undo);
+                        return Err(e);
+                    }
+                }
+            }
             batch.set_base_offset(next);
             batch.set_partition_leader_epoch(leader_epoch);
             if let Some(t) = log_append_time {
@@ -422,9 +505,66 @@ impl Log {
             meta.partition_leader_epoch = leader_epoch;
             meta.offset_of_max_timestamp = meta.last_offset;
             next = meta.last_offset + 1;
-            rest = tail;
+            if idempotent {
+                self.producers.save(header.producer_id, &mut undo);
+                self.producers.apply(&batch.header());
+            }
         }
-        self.append_validated(records, &metas, log_append_time, now)
+        self.producers.restore(undo);
+        if duplicates.is_empty() {
+            return self.append_validated(records, &metas, log_append_time, now);
+        }
+        self.append_without_duplicates(records, metas, &duplicates, log_append_time, now)
+    }
+
+    /// Appends the batches of a leader append that are not duplicates and
+    /// describes the whole append, duplicates with their original offsets.
+    fn append_without_duplicates(
+        &mut self,
+        records: &[u8],
+        metas: Vec<BatchMeta>,
+        duplicates: &[(usize, CachedBatch)],
+        log_append_time: Option<TimestampMs>,
+        now: TimestampMs,
+    ) -> Result<AppendInfo, LogError> {
+        let mut offsets = Vec::with_capacity(metas.len());
+        let mut last_offset = Offset::MIN;
+        let mut fresh_bytes = Vec::new();
+        let mut fresh = Vec::new();
+        let mut dups = duplicates.iter().peekable();
+        for (i, meta) in metas.into_iter().enumerate() {
+            if let Some((_, original)) = dups.next_if(|(d, _)| *d == i) {
+                offsets.push(original.first_offset);
+                last_offset = last_offset.max(original.last_offset);
+                continue;
+            }
+            offsets.push(meta.base_offset);
+            last_offset = last_offset.max(meta.last_offset);
+            let position = fresh_bytes.len();
+            fresh_bytes.extend_from_slice(&records[meta.position..meta.position + meta.size]);
+            fresh.push(BatchMeta { position, ..meta });
+        }
+        let mut info = if fresh.is_empty() {
+            AppendInfo {
+                first_offset: offsets[0],
+                last_offset,
+                max_timestamp: crate::batch::NO_TIMESTAMP,
+                offset_of_max_timestamp: offsets[0],
+                log_append_time: None,
+                record_count: 0,
+                batch_count: 0,
+                bytes: 0,
+                duplicate_batches: 0,
+                batch_base_offsets: Vec::new(),
+            }
+        } else {
+            self.append_validated(&fresh_bytes, &fresh, log_append_time, now)?
+        };
+        info.first_offset = offsets[0];
+        info.last_offset = last_offset;
+        info.duplicate_batches = duplicates.len();
+        info.batch_base_offsets = offsets;
+        Ok(info)
     }
 
     /// Appends batches replicated from the leader, with their offsets and
@@ -550,6 +690,11 @@ impl Log {
             }
             return Err(e);
         }
+        for m in metas {
+            if let Ok(h) = crate::batch::BatchHeader::parse(&records[m.position..]) {
+                self.producers.apply(&h);
+            }
+        }
         let record_count: u64 = metas.iter().map(|m| m.records_count.max(0) as u64).sum();
         self.log_end_offset = last.last_offset + 1;
         self.unflushed_messages = self.unflushed_messages.saturating_add(record_count as i64);
@@ -565,6 +710,8 @@ impl Log {
             record_count,
             batch_count: metas.len(),
             bytes: records.len(),
+            duplicate_batches: 0,
+            batch_base_offsets: Vec::new(),
         })
     }
 
@@ -575,6 +722,8 @@ impl Log {
 
     fn roll_at(&mut self, base: Offset) -> Result<(), LogError> {
         let now = self.clock.now_ms();
+        // The new segment's snapshot: a restart replays at most the active segment.
+        producer::write_snapshot(self.storage.as_ref(), &self.dir, base, &self.producers)?;
         let active_base = self.active_base();
         let active = self.active_mut();
         if active.size() == 0 {
@@ -714,7 +863,16 @@ impl Log {
         if self.checkpointed_recovery_point > self.log_end_offset {
             self.write_recovery_checkpoint(self.log_end_offset)?;
         }
-        Ok(())
+        // Snapshots past the new end describe batches that are gone: delete
+        // them durably, or a crash could bring one back over new data.
+        let stale = self.log_end_offset;
+        if producer::delete_snapshots(self.storage.as_ref(), &self.dir, |o| o > stale)? > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(LogError::io("sync directory", &self.dir))?;
+        }
+        // The truncated batches' producers must not look appended.
+        self.rebuild_producer_state()
     }
 
     /// Empties the log and restarts it at `offset` (a follower far behind a
@@ -740,6 +898,12 @@ impl Log {
         self.recovery_point = offset;
         self.first_dirty_offset = offset;
         self.epochs.clear()?;
+        if producer::delete_snapshots(self.storage.as_ref(), &self.dir, |_| true)? > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(LogError::io("sync directory", &self.dir))?;
+        }
+        self.producers = ProducerStates::default();
         self.write_log_start_checkpoint()?;
         self.write_recovery_checkpoint(offset)?;
         self.segments_changed = true;
@@ -768,6 +932,15 @@ impl Log {
     }
 
     fn delete_segments_below_start(&mut self) -> Result<usize, LogError> {
+        let start = self.log_start_offset;
+        self.producers
+            .remove_stale(start, self.clock.now_ms(), None);
+        let keep_from = self
+            .segments
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(&b, _)| b);
+        producer::delete_snapshots(self.storage.as_ref(), &self.dir, |o| o < keep_from)?;
         let bases: Vec<Offset> = self.segments.keys().copied().collect();
         let mut deleted = 0;
         for pair in bases.windows(2) {
@@ -886,6 +1059,12 @@ impl Log {
             }
         }
         self.flush()?;
+        producer::write_snapshot(
+            self.storage.as_ref(),
+            &self.dir,
+            self.log_end_offset,
+            &self.producers,
+        )?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);
         checkpoint::write_atomically(self.storage.as_ref(), &marker, b"")?;
         Ok(())

@@ -397,6 +397,25 @@ impl Segment {
         }
     }
 
+    /// Calls `f` with the header of every batch whose last offset is at or
+    /// after `offset`, in order (replaying producer state).
+    pub(crate) fn for_each_header_from(
+        &self,
+        offset: Offset,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let Some((start, _)) = self.translate(offset)? else {
+            return Ok(());
+        };
+        let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, SCAN_CHUNK);
+        while let Some((_, header)) = self.next_header(&mut scanner)? {
+            if header.last_offset() >= offset {
+                f(&header);
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the tail after the last index entry of a segment trusted after
     /// a clean shutdown, learning its end offset and max timestamp. Returns
     /// false, changing nothing, if the tail is invalid: the caller then

@@ -1,0 +1,547 @@
+//! Idempotent-producer state of one partition (Kafka's `ProducerStateManager`).
+//!
+//! For each producer id the log remembers its epoch and the sequence ranges
+//! and offsets of its latest batches. With that the leader recognises a
+//! retried batch and answers with the offsets it got the first time instead
+//! of appending it again, and refuses a batch that skips sequence numbers.
+//!
+//! The state is derived from the log alone: every append (leader or
+//! follower) updates it, and opening or truncating the log rebuilds it by
+//! replaying batch headers from the newest snapshot at or below the log end.
+//! Snapshots (`<offset>.snapshot`: the state as of that offset) are written
+//! when a segment rolls and when the log closes, so a restart replays at
+//! most the active segment, and deleted with the segments they precede.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use crate::batch::BatchHeader;
+use crate::checkpoint;
+use crate::error::LogError;
+use crate::storage::Storage;
+use crate::{Offset, TimestampMs};
+
+/// Batches remembered per producer. A producer must not have more than this
+/// many unacknowledged batches for one partition, or a retry of the oldest
+/// can no longer be told apart from a gap (Runnel's client caps its
+/// requests by it; Kafka's clients keep at most 5 in flight).
+pub const CACHED_BATCHES: usize = 64;
+
+pub(crate) const SNAPSHOT_SUFFIX: &str = ".snapshot";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"RNPS";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// One remembered batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedBatch {
+    /// Sequence number of its first record.
+    pub first_seq: i32,
+    /// Sequence number of its last record.
+    pub last_seq: i32,
+    /// Offset of its first record.
+    pub first_offset: Offset,
+    /// Offset of its last record.
+    pub last_offset: Offset,
+}
+
+/// What a partition knows about one producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    /// The producer's current epoch.
+    pub epoch: i16,
+    /// Its latest batches in this epoch, oldest first.
+    batches: VecDeque<CachedBatch>,
+    /// Largest batch timestamp seen from it (for `producer.id.expiration.ms`).
+    pub last_timestamp: TimestampMs,
+}
+
+impl ProducerEntry {
+    /// Sequence number of the last record appended in the current epoch.
+    pub fn last_seq(&self) -> Option<i32> {
+        self.batches.back().map(|b| b.last_seq)
+    }
+
+    /// Offset of the producer's last appended record.
+    pub fn last_offset(&self) -> Option<Offset> {
+        self.batches.back().map(|b| b.last_offset)
+    }
+
+    /// The remembered batches, oldest first.
+    pub fn batches(&self) -> impl Iterator<Item = &CachedBatch> {
+        self.batches.iter()
+    }
+}
+
+/// The sequence number of the last record of a batch (sequences wrap at `i32::MAX`).
+pub fn last_sequence(h: &BatchHeader) -> i32 {
+    add_sequence(h.base_sequence, h.last_offset_delta)
+}
+
+/// `seq + n`, wrapping past `i32::MAX` to 0 as Kafka's producers do.
+pub fn add_sequence(seq: i32, n: i32) -> i32 {
+    if seq > i32::MAX - n {
+        n - (i32::MAX - seq) - 1
+    } else {
+        seq + n
+    }
+}
+
+/// What the leader makes of a producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SequenceCheck {
+    /// Append it.
+    Append,
+    /// Already in the log: answer with these offsets, append nothing.
+    Duplicate(CachedBatch),
+}
+
+/// Producer state of one partition, as of `end_offset`.
+#[derive(Debug, Default)]
+pub(crate) struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+impl ProducerStates {
+    pub(crate) fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Checks a producer's batch against what the log already holds from it
+    /// (Kafka's rules): an older epoch is fenced; a newer epoch must start
+    /// at sequence 0; in the same epoch, a batch matching a remembered one
+    /// is a duplicate and anything else must follow the last sequence. A
+    /// producer the partition does not know may start anywhere (its state
+    /// may have expired or gone with retention).
+    pub(crate) fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, LogError> {
+        if h.producer_epoch < 0 || h.base_sequence < 0 {
+            return Err(LogError::InvalidProducerState {
+                producer_id: h.producer_id,
+                reason: format!(
+                    "epoch {} and base sequence {} must not be negative",
+                    h.producer_epoch, h.base_sequence
+                ),
+            });
+        }
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if h.producer_epoch > entry.epoch {
+            return if h.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(LogError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    found: h.base_sequence,
+                    expected: 0,
+                })
+            };
+        }
+        let last_seq = last_sequence(h);
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
+        {
+            return Ok(SequenceCheck::Duplicate(*b));
+        }
+        match entry.last_seq() {
+            Some(last) if add_sequence(last, 1) != h.base_sequence => {
+                Err(LogError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    found: h.base_sequence,
+                    expected: add_sequence(last, 1),
+                })
+            }
+            _ => Ok(SequenceCheck::Append),
+        }
+    }
+
+    /// Records an appended batch (its header carries its final offsets).
+    /// Batches without a producer id and control batches change nothing.
+    pub(crate) fn apply(&mut self, h: &BatchHeader) {
+        if !h.has_producer_id() || h.is_control() {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::new(),
+                last_timestamp: h.max_timestamp,
+            });
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == CACHED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(CachedBatch {
+            first_seq: h.base_sequence,
+            last_seq: last_sequence(h),
+            first_offset: h.base_offset,
+            last_offset: h.last_offset(),
+        });
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+    }
+
+    /// Saves an entry before an append changes it, so a failed write can be undone.
+    pub(crate) fn save(&self, producer_id: i64, undo: &mut Vec<(i64, Option<ProducerEntry>)>) {
+        if !undo.iter().any(|(id, _)| *id == producer_id) {
+            undo.push((producer_id, self.producers.get(&producer_id).cloned()));
+        }
+    }
+
+    /// Puts back entries saved by [`save`](Self::save).
+    pub(crate) fn restore(&mut self, undo: Vec<(i64, Option<ProducerEntry>)>) {
+        for (id, entry) in undo {
+            match entry {
+                Some(e) => self.producers.insert(id, e),
+                None => self.producers.remove(&id),
+            };
+        }
+    }
+
+    /// Forgets producers whose last record lies below the log start (their
+    /// batches were deleted) or who have been silent for `max_idle_ms`.
+    /// Returns how many were removed.
+    pub(crate) fn remove_stale(
+        &mut self,
+        log_start: Offset,
+        now: TimestampMs,
+        max_idle_ms: Option<i64>,
+    ) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| {
+            let deleted = e.last_offset().is_none_or(|o| o < log_start);
+            let idle = max_idle_ms.is_some_and(|max| now.saturating_sub(e.last_timestamp) > max);
+            !(deleted || idle)
+        });
+        before - self.producers.len()
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(4 + self.producers.len() * 40);
+        body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let e = &self.producers[id];
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&(e.batches.len() as u16).to_be_bytes());
+            for b in &e.batches {
+                body.extend_from_slice(&b.first_seq.to_be_bytes());
+                body.extend_from_slice(&b.last_seq.to_be_bytes());
+                body.extend_from_slice(&b.first_offset.to_be_bytes());
+                body.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(12 + body.len());
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(buf: &[u8]) -> Result<ProducerStates, String> {
+        let mut r = Reader(buf);
+        if r.take(4)? != SNAPSHOT_MAGIC {
+            return Err("not a producer snapshot".into());
+        }
+        let version = r.u32()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown snapshot version {version}"));
+        }
+        let crc = r.u32()?;
+        if crc32c::crc32c(r.0) != crc {
+            return Err("checksum mismatch".into());
+        }
+        let count = r.u32()?;
+        let mut producers = HashMap::with_capacity((count as usize).min(1 << 16));
+        for _ in 0..count {
+            let id = r.i64()?;
+            let epoch = r.i16()?;
+            let last_timestamp = r.i64()?;
+            let n = r.u16()?;
+            let mut batches = VecDeque::with_capacity(usize::from(n));
+            for _ in 0..n {
+                batches.push_back(CachedBatch {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    first_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+            producers.insert(
+                id,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    last_timestamp,
+                },
+            );
+        }
+        if !r.0.is_empty() {
+            return Err(format!("{} bytes after the last entry", r.0.len()));
+        }
+        Ok(ProducerStates { producers })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    fn i16(&mut self) -> Result<i16, String> {
+        Ok(i16::from_be_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    fn i32(&mut self) -> Result<i32, String> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+}
+
+/// Snapshot file name for `offset`.
+pub(crate) fn snapshot_path(dir: &Path, offset: Offset) -> PathBuf {
+    dir.join(format!("{offset:020}{SNAPSHOT_SUFFIX}"))
+}
+
+/// Offsets of the snapshots in `dir`, ascending.
+pub(crate) fn list_snapshots(storage: &dyn Storage, dir: &Path) -> Result<Vec<Offset>, LogError> {
+    let names = storage
+        .list(dir)
+        .map_err(LogError::io("list log directory", dir))?;
+    let mut offsets: Vec<Offset> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(SNAPSHOT_SUFFIX))
+        .filter_map(|b| (b.len() == 20).then(|| b.parse().ok()).flatten())
+        .collect();
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// Writes the state as of `offset`. Not fsynced: a snapshot lost or torn
+/// by a crash fails its checksum or is missing, and the state is rebuilt
+/// from an older one and the log.
+pub(crate) fn write_snapshot(
+    storage: &dyn Storage,
+    dir: &Path,
+    offset: Offset,
+    state: &ProducerStates,
+) -> Result<(), LogError> {
+    checkpoint::write_unsynced(storage, &snapshot_path(dir, offset), &state.encode())
+}
+
+/// Deletes the snapshots whose offset satisfies `doomed`; returns how many.
+pub(crate) fn delete_snapshots(
+    storage: &dyn Storage,
+    dir: &Path,
+    doomed: impl Fn(Offset) -> bool,
+) -> Result<usize, LogError> {
+    let mut deleted = 0;
+    for offset in list_snapshots(storage, dir)? {
+        if doomed(offset) {
+            let path = snapshot_path(dir, offset);
+            storage
+                .remove_file(&path)
+                .map_err(LogError::io("delete producer snapshot", &path))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// What [`load_latest`] found: the state and the offset it is as of, if any
+/// snapshot was readable, and how many unreadable snapshots it deleted.
+pub(crate) type Loaded = (Option<(ProducerStates, Offset)>, usize);
+
+/// Loads the newest readable snapshot at or below `at_most`. Snapshots past
+/// it and unreadable ones are deleted (the state is rebuilt from the log
+/// instead, as Kafka does).
+pub(crate) fn load_latest(
+    storage: &dyn Storage,
+    dir: &Path,
+    at_most: Offset,
+) -> Result<Loaded, LogError> {
+    delete_snapshots(storage, dir, |o| o > at_most)?;
+    let mut discarded = 0;
+    for offset in list_snapshots(storage, dir)?.into_iter().rev() {
+        let path = snapshot_path(dir, offset);
+        let decoded = checkpoint::read_file(storage, &path)?
+            .ok_or_else(|| "vanished".to_owned())
+            .and_then(|bytes| ProducerStates::decode(&bytes));
+        match decoded {
+            Ok(state) => return Ok((Some((state, offset)), discarded)),
+            Err(_) => {
+                discarded += 1;
+                storage
+                    .remove_file(&path)
+                    .map_err(LogError::io("delete producer snapshot", &path))?;
+            }
+        }
+    }
+    Ok((None, discarded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, offset: Offset, records: i32) -> BatchHeader {
+        BatchHeader {
+            base_offset: offset,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 1000,
+            max_timestamp: 1000 + offset,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    #[test]
+    fn sequences_follow_kafkas_rules() {
+        let mut s = ProducerStates::default();
+        // An unknown producer may start anywhere.
+        assert_eq!(
+            s.check(&header(7, 0, 5, 0, 3)).unwrap(),
+            SequenceCheck::Append
+        );
+        s.apply(&header(7, 0, 5, 0, 3));
+        // The same batch again is a duplicate with its original offsets.
+        assert_eq!(
+            s.check(&header(7, 0, 5, 99, 3)).unwrap(),
+            SequenceCheck::Duplicate(CachedBatch {
+                first_seq: 5,
+                last_seq: 7,
+                first_offset: 0,
+                last_offset: 2
+            })
+        );
+        assert_eq!(
+            s.check(&header(7, 0, 8, 3, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+        assert!(matches!(
+            s.check(&header(7, 0, 9, 3, 1)),
+            Err(LogError::OutOfOrderSequence {
+                found: 9,
+                expected: 8,
+                ..
+            })
+        ));
+        // A new epoch must start at 0; an old one is fenced.
+        assert!(matches!(
+            s.check(&header(7, 1, 8, 3, 1)),
+            Err(LogError::OutOfOrderSequence { expected: 0, .. })
+        ));
+        assert_eq!(
+            s.check(&header(7, 1, 0, 3, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+        s.apply(&header(7, 1, 0, 3, 1));
+        assert!(matches!(
+            s.check(&header(7, 0, 8, 4, 1)),
+            Err(LogError::InvalidProducerEpoch {
+                epoch: 0,
+                current: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.check(&header(7, 1, -1, 4, 1)),
+            Err(LogError::InvalidProducerState { .. })
+        ));
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(add_sequence(i32::MAX, 1), 0);
+        assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
+        let mut s = ProducerStates::default();
+        s.apply(&header(1, 0, i32::MAX - 1, 0, 2));
+        assert_eq!(s.get(1).unwrap().last_seq(), Some(i32::MAX));
+        assert_eq!(
+            s.check(&header(1, 0, 0, 2, 1)).unwrap(),
+            SequenceCheck::Append
+        );
+    }
+
+    #[test]
+    fn only_the_latest_batches_are_remembered() {
+        let mut s = ProducerStates::default();
+        for i in 0..(CACHED_BATCHES as i32 + 10) {
+            s.apply(&header(1, 0, i, Offset::from(i), 1));
+        }
+        let e = s.get(1).unwrap();
+        assert_eq!(e.batches().count(), CACHED_BATCHES);
+        assert_eq!(e.batches().next().unwrap().first_seq, 10);
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_corruption_is_detected() {
+        let mut s = ProducerStates::default();
+        s.apply(&header(1, 0, 0, 0, 5));
+        s.apply(&header(2, 3, 10, 5, 2));
+        let bytes = s.encode();
+        let back = ProducerStates::decode(&bytes).unwrap();
+        assert_eq!(back.producers, s.producers);
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(ProducerStates::decode(&bad).is_err());
+        assert!(ProducerStates::decode(&bytes[..bytes.len() - 3]).is_err());
+    }
+
+    #[test]
+    fn stale_producers_are_removed() {
+        let mut s = ProducerStates::default();
+        s.apply(&header(1, 0, 0, 0, 5)); // last offset 4, ts 1000
+        s.apply(&header(2, 0, 0, 10, 1)); // last offset 10, ts 1010
+        assert_eq!(s.remove_stale(5, 0, None), 1);
+        assert!(s.get(1).is_none());
+        assert_eq!(s.remove_stale(0, 100_000, Some(1000)), 1);
+        assert_eq!(s.len(), 0);
+    }
+}
