@@ -203,15 +203,8 @@ impl Cluster {
         Arc::clone(&self.metadata.read())
     }
 
-    /// Fetches metadata for `topics` (all topics when empty) from the
-    /// bootstrap brokers or any known broker, creating missing topics if
-    /// `auto_create` and the broker allows it.
-    pub async fn refresh(
-        &self,
-        topics: &[String],
-        auto_create: bool,
-    ) -> Result<Arc<ClusterMetadata>> {
-        let _one_at_a_time = self.refreshing.lock().await;
+    /// Addresses to ask when any broker will do: the bootstrap list, then every known broker.
+    pub fn broker_addrs(&self) -> Vec<String> {
         let mut addrs: Vec<String> = self
             .config
             .bootstrap
@@ -224,6 +217,19 @@ impl Cluster {
                 addrs.push(b.addr.clone());
             }
         }
+        addrs
+    }
+
+    /// Fetches metadata for `topics` (all topics when empty) from the
+    /// bootstrap brokers or any known broker, creating missing topics if
+    /// `auto_create` and the broker allows it.
+    pub async fn refresh(
+        &self,
+        topics: &[String],
+        auto_create: bool,
+    ) -> Result<Arc<ClusterMetadata>> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let addrs = self.broker_addrs();
         let mut last_error = ClientError::Invalid("no bootstrap address given".into());
         for addr in addrs {
             let mut client = self.broker_at(&addr)?;

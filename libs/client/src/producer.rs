@@ -9,6 +9,13 @@
 //! errors (leader moved, broker unreachable, timeouts) refresh the metadata
 //! and retry after `retry.backoff.ms` until `delivery.timeout.ms` runs out.
 //!
+//! With `enable.idempotence` (the default, with `acks=all`) the producer
+//! gets a producer id from a broker and numbers each partition's records;
+//! a retried batch keeps its numbers, so a leader that already has it
+//! answers with its original offsets instead of storing it twice. If a batch
+//! fails for good, the producer bumps its epoch and renumbers the
+//! partition's unsent batches from zero (as Kafka's does, KIP-360).
+//!
 //! ```no_run
 //! # async fn demo() -> runnel_client::Result<()> {
 //! use runnel_client::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -29,7 +36,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use runnel_log::batch::{BatchBuilder, Compression, Header};
+use runnel_log::batch::{BatchBuilder, Compression, Header, RecordBatchMut};
+use runnel_log::producer::{CACHED_BATCHES, add_sequence};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use tokio::sync::Notify;
@@ -91,6 +99,11 @@ pub struct ProducerConfig {
     pub buffer_memory: usize,
     /// Create topics that do not exist (if the broker allows it).
     pub allow_auto_topic_creation: bool,
+    /// `enable.idempotence` (default true): retries never duplicate or
+    /// reorder records. Takes effect with `acks=all` only; with other acks
+    /// the producer is not idempotent, as Kafka's is when acks is set lower
+    /// and idempotence is not asked for explicitly.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -105,6 +118,7 @@ impl Default for ProducerConfig {
             max_request_size: 1_048_576,
             buffer_memory: 32 * 1024 * 1024,
             allow_auto_topic_creation: true,
+            enable_idempotence: true,
         }
     }
 }
@@ -262,6 +276,13 @@ struct OpenBatch {
     span: tracing::Span,
 }
 
+/// An idempotent producer's id and epoch (from InitProducerId, the epoch bumped by the producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    id: i64,
+    epoch: i16,
+}
+
 struct ReadyBatch {
     bytes: Bytes,
     records: i64,
@@ -279,6 +300,9 @@ struct PartitionQueue {
     retry_at: Option<Instant>,
     /// Why the last attempt failed, for the error if the batch expires.
     last_error: Option<ClientError>,
+    /// Idempotence: the identity this partition's batches are numbered
+    /// under and the sequence number of the next record.
+    sequence: Option<(Identity, i32)>,
 }
 
 /// One topic's partition queues (indexed by partition) and its sticky partition.
@@ -325,6 +349,8 @@ struct Accumulator {
     /// Close every open batch now (flush, close).
     flushing: bool,
     closed: bool,
+    /// The idempotent producer's identity, once known (None when not idempotent).
+    identity: Option<Identity>,
 }
 
 impl Accumulator {
@@ -349,6 +375,10 @@ struct Shared {
     wake: Notify,
     /// Wakes `send` callers waiting for buffer space and `flush` callers.
     progress: Notify,
+    /// `enable.idempotence` in effect (it needs `acks=all`).
+    idempotent: bool,
+    /// One InitProducerId at a time.
+    init: tokio::sync::Mutex<()>,
 }
 
 /// Sends records to a Runnel cluster.
@@ -385,10 +415,12 @@ impl Producer {
         let shared = Arc::new(Shared {
             failed: std::sync::atomic::AtomicU64::new(0),
             cluster,
+            idempotent: config.enable_idempotence && config.acks == Acks::All,
             config,
             acc: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
             progress: Notify::new(),
+            init: tokio::sync::Mutex::new(()),
         });
         let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
         Producer { shared, sender }
@@ -418,6 +450,9 @@ impl Producer {
             ));
         }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        if shared.idempotent && shared.acc.lock().identity.is_none() {
+            self.init_identity().await?;
+        }
         // Read before the metadata is looked at: a refresh in between makes the cache stale, not wrong.
         let generation = shared.cluster.generation();
         let mut looked_up = None;
@@ -474,6 +509,72 @@ impl Producer {
         }
     }
 
+    /// Gets a producer id from a broker (Kafka's InitProducerId), retrying
+    /// retriable failures within `delivery.timeout.ms`.
+    async fn init_identity(&self) -> Result<()> {
+        let shared = &self.shared;
+        let _one = shared.init.lock().await;
+        if shared.acc.lock().identity.is_some() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + shared.config.delivery_timeout;
+        let mut last_error = None;
+        loop {
+            for addr in shared.cluster.broker_addrs() {
+                let request = pb::InitProducerIdRequest {
+                    transactional_id: String::new(),
+                    transaction_timeout_ms: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                };
+                let answer = match shared.cluster.broker_at(&addr) {
+                    Ok(mut client) => client
+                        .init_producer_id(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|s| ClientError::from_status(&addr, s)),
+                    Err(e) => Err(e),
+                };
+                let error = match answer {
+                    Ok(r) if r.error_code() == ErrorCode::None => {
+                        let epoch = i16::try_from(r.producer_epoch).map_err(|_| {
+                            ClientError::Invalid(format!(
+                                "broker {addr} gave producer epoch {}",
+                                r.producer_epoch
+                            ))
+                        })?;
+                        tracing::debug!(
+                            producer_id = r.producer_id,
+                            epoch,
+                            "idempotent producer initialised"
+                        );
+                        shared.acc.lock().identity = Some(Identity {
+                            id: r.producer_id,
+                            epoch,
+                        });
+                        return Ok(());
+                    }
+                    Ok(r) => ClientError::server(r.error_code(), r.error_message),
+                    Err(e) => e,
+                };
+                if !error.is_retriable() {
+                    return Err(error);
+                }
+                last_error = Some(error);
+            }
+            if Instant::now() + shared.config.retry_backoff >= deadline {
+                return Err(ClientError::Timeout {
+                    what: match last_error {
+                        Some(e) => format!("getting a producer id (last error: {e})"),
+                        None => "getting a producer id".into(),
+                    },
+                    ms: shared.config.delivery_timeout.as_millis() as u64,
+                });
+            }
+            tokio::time::sleep(shared.config.retry_backoff).await;
+        }
+    }
+
     /// The topic's partition count from the metadata, fetched if unknown.
     async fn partition_count(&self, topic: &str) -> Result<i32> {
         let cluster = &self.shared.cluster;
@@ -505,6 +606,7 @@ impl Producer {
         timestamp: i64,
     ) -> (DeliveryFuture, bool) {
         let config = &self.shared.config;
+        let identity = acc.identity;
         acc.buffered += size;
         let queues = acc
             .topics
@@ -546,7 +648,7 @@ impl Producer {
             && open.builder.uncompressed_size() + size > config.batch_size
             && !open.builder.is_empty()
         {
-            freed += close_open(queue);
+            freed += close_open(queue, identity);
             wake = true;
         }
         let open = queue.open.get_or_insert_with(|| {
@@ -576,7 +678,7 @@ impl Producer {
             timestamp,
         };
         if open.builder.uncompressed_size() >= config.batch_size {
-            freed += close_open(queue);
+            freed += close_open(queue, identity);
             wake = true;
         }
         acc.buffered = acc.buffered.saturating_sub(freed);
@@ -619,14 +721,25 @@ impl Producer {
     }
 }
 
-/// Moves a partition's open batch to its ready queue, encoding it. Returns
-/// the `buffer.memory` bytes freed when the batch cannot be encoded and fails.
-fn close_open(queue: &mut PartitionQueue) -> usize {
+/// Moves a partition's open batch to its ready queue, encoding it (numbered
+/// for an idempotent producer). Returns the `buffer.memory` bytes freed when
+/// the batch cannot be encoded and fails.
+fn close_open(queue: &mut PartitionQueue, identity: Option<Identity>) -> usize {
     let Some(open) = queue.open.take() else {
         return 0;
     };
     let records = open.builder.len() as i64;
-    match open.builder.build() {
+    let mut builder = open.builder;
+    if let Some(identity) = identity {
+        let seq = match queue.sequence {
+            Some((numbered, next)) if numbered == identity => next,
+            // A new identity (or epoch) numbers from zero.
+            _ => 0,
+        };
+        builder = builder.producer(identity.id, identity.epoch, seq);
+        queue.sequence = Some((identity, add_sequence(seq, records as i32)));
+    }
+    match builder.build() {
         Ok(bytes) => {
             queue.ready.push_back(ReadyBatch {
                 bytes: Bytes::from(bytes),
@@ -692,6 +805,8 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
     let now = Instant::now();
     let mut acc = shared.acc.lock();
     let flushing = acc.flushing || acc.closed;
+    let identity = acc.identity;
+    let mut renumber = Vec::new();
     let mut by_leader: HashMap<String, Vec<InFlight>> = HashMap::new();
     let mut next_wake: Option<Instant> = None;
     let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n| n.min(t)));
@@ -706,7 +821,7 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
     for (topic, partition, queue) in queues {
         if let Some(open) = &queue.open {
             if flushing || now >= open.created + config.linger {
-                freed += close_open(queue);
+                freed += close_open(queue, identity);
             } else {
                 wake_at(open.created + config.linger);
             }
@@ -729,6 +844,9 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
                 what,
                 ms: config.delivery_timeout.as_millis() as u64,
             }));
+            if identity.is_some() {
+                renumber.push((Arc::clone(topic), partition));
+            }
         }
         if queue.in_flight || queue.ready.is_empty() {
             continue;
@@ -752,6 +870,10 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             if !batches.is_empty() && bytes + b.bytes.len() > config.max_request_size {
                 break;
             }
+            // A leader recognises retries among a producer's latest batches only.
+            if identity.is_some() && batches.len() == CACHED_BATCHES {
+                break;
+            }
             bytes += b.bytes.len();
             batches.push(queue.ready.pop_front().expect("front exists"));
         }
@@ -761,6 +883,10 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             partition,
             batches,
         });
+    }
+    renumber.dedup();
+    for (topic, partition) in renumber {
+        bump_epoch(&mut acc, &topic, partition);
     }
     acc.buffered = acc.buffered.saturating_sub(freed);
     let done = acc.closed && acc.idle();
@@ -804,13 +930,13 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
             .map_err(|s| ClientError::from_status(&addr, s)),
         Err(e) => Err(e),
     };
-    let mut results: HashMap<(String, i32), std::result::Result<(i64, i64), ClientError>> =
-        HashMap::new();
+    type Outcome = std::result::Result<(i64, Vec<i64>, i64), ClientError>;
+    let mut results: HashMap<(String, i32), Outcome> = HashMap::new();
     match response {
         Ok(r) => {
             for p in r.partitions {
                 let outcome = if p.error_code() == ErrorCode::None {
-                    Ok((p.base_offset, p.log_append_time_ms))
+                    Ok((p.base_offset, p.batch_base_offsets, p.log_append_time_ms))
                 } else {
                     Err(ClientError::server(p.error_code(), p.error_message))
                 };
@@ -844,13 +970,20 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 .queue(part.partition);
             queue.in_flight = false;
             match outcome {
-                Ok((base, append_time)) => {
+                Ok((base, batch_offsets, append_time)) => {
                     queue.last_error = None;
+                    // Offsets are consecutive unless some batches were retries
+                    // the leader already had (then each batch has its own).
+                    let listed = batch_offsets.len() == part.batches.len();
                     let mut next = base;
-                    for b in part.batches {
+                    for (i, b) in part.batches.into_iter().enumerate() {
                         freed += b.accounted;
-                        b.outcome
-                            .resolve(Ok((if base < 0 { -1 } else { next }, append_time)));
+                        let offset = match (base < 0, listed) {
+                            (true, _) => -1,
+                            (false, true) => batch_offsets[i],
+                            (false, false) => next,
+                        };
+                        b.outcome.resolve(Ok((offset, append_time)));
                         next += b.records;
                     }
                 }
@@ -872,6 +1005,9 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                             .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
                         b.outcome.resolve(Err(e.clone()));
                     }
+                    if shared.idempotent {
+                        bump_epoch(&mut acc, &part.topic, part.partition);
+                    }
                 }
             }
         }
@@ -884,6 +1020,49 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
     }
     shared.progress.notify_waiters();
     shared.wake.notify_one();
+}
+
+/// After a batch of `topic`-`partition` failed for good its successors
+/// cannot follow its sequence numbers: the producer moves to a new epoch
+/// (every partition's next batch starts again at 0) and renumbers this
+/// partition's unsent batches under it (Kafka's epoch bump, KIP-360).
+fn bump_epoch(acc: &mut Accumulator, topic: &str, partition: i32) {
+    let Some(old) = acc.identity else {
+        return;
+    };
+    let Some(epoch) = old.epoch.checked_add(1) else {
+        tracing::warn!(
+            producer_id = old.id,
+            "producer epoch exhausted; sequences not reset"
+        );
+        return;
+    };
+    let identity = Identity { id: old.id, epoch };
+    acc.identity = Some(identity);
+    tracing::debug!(
+        producer_id = old.id,
+        epoch,
+        topic,
+        partition,
+        "producer epoch bumped after a failed batch"
+    );
+    let Some(queue) = acc
+        .topics
+        .get_mut(topic)
+        .and_then(|t| t.partitions.get_mut(partition as usize))
+    else {
+        return;
+    };
+    let mut seq = 0i32;
+    for b in &mut queue.ready {
+        let mut bytes = bytes::BytesMut::from(&b.bytes[..]);
+        if let Ok((mut batch, _)) = RecordBatchMut::new(&mut bytes) {
+            batch.set_producer(identity.id, identity.epoch, seq);
+        }
+        b.bytes = bytes.freeze();
+        seq = add_sequence(seq, b.records as i32);
+    }
+    queue.sequence = Some((identity, seq));
 }
 
 fn concat(batches: &[ReadyBatch]) -> Bytes {

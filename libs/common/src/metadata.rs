@@ -74,6 +74,8 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicState>,
     /// Broker config overrides by broker id ("" for the cluster default).
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Every producer id below this has been handed out in some broker's block.
+    pub next_producer_id: i64,
 }
 
 /// A record that does not fit the image (a bug in whoever wrote the log).
@@ -188,6 +190,15 @@ impl MetadataImage {
                 p.isr = isr.clone();
                 p.leader_epoch = *leader_epoch;
                 p.partition_epoch = *partition_epoch;
+            }
+            Record::ProducerIdsAllocated(r) => {
+                if r.next_producer_id <= self.next_producer_id {
+                    return Err(fail(format!(
+                        "producer ids must move forward: {} after {}",
+                        r.next_producer_id, self.next_producer_id
+                    )));
+                }
+                self.next_producer_id = r.next_producer_id;
             }
             Record::ConfigSet(r) => {
                 let resource = r

@@ -133,6 +133,16 @@ proptest! {
         }
         // Only attributes, CRC and max timestamp changed.
         prop_assert_eq!(&bytes[61..], &original[61..]);
+        // A producer re-sequencing the batch keeps it valid too.
+        let (mut m, _) = RecordBatchMut::new(&mut bytes).unwrap();
+        m.set_producer(offset, epoch as i16, append_time as i32 & i32::MAX);
+        let (batch, _) = RecordBatch::parse(&bytes).unwrap();
+        let h = batch.header();
+        prop_assert_eq!(
+            (h.producer_id, h.producer_epoch, h.base_sequence),
+            (offset, epoch as i16, append_time as i32 & i32::MAX)
+        );
+        prop_assert_eq!(batch.records().unwrap().count(), records.len());
     }
 
     #[test]

@@ -15,7 +15,11 @@ pub fn log_error(e: &LogError) -> (ErrorCode, String) {
             _ => ErrorCode::InvalidRecord,
         },
         LogError::RecordTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::MissingKey { .. } | LogError::EmptyAppend => ErrorCode::InvalidRecord,
+        LogError::MissingKey { .. }
+        | LogError::EmptyAppend
+        | LogError::InvalidProducerState { .. } => ErrorCode::InvalidRecord,
+        LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+        LogError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Io { .. } | LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,
         LogError::InvalidConfig { .. } | LogError::UnknownConfig { .. } => ErrorCode::InvalidConfig,

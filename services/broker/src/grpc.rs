@@ -78,6 +78,14 @@ impl BrokerApi for BrokerService {
         .await
     }
 
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("InitProducerId", &meta, self.broker.init_producer_id(req)).await
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,

@@ -49,6 +49,8 @@ pub struct Broker {
     /// Bounds reads in flight on the blocking pool.
     read_permits: Semaphore,
     shutdown: CancellationToken,
+    /// The unused rest of this broker's block of producer ids.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
 }
 
 type Failure = (ErrorCode, String);
@@ -69,7 +71,84 @@ impl Broker {
             controller,
             read_permits: Semaphore::new(64),
             shutdown,
+            producer_ids: tokio::sync::Mutex::new(0..0),
         }
+    }
+
+    /// A new producer id (epoch 0) for an idempotent producer, from this
+    /// broker's block; an exhausted block is replaced by the controller's next.
+    pub async fn init_producer_id(
+        &self,
+        req: pb::InitProducerIdRequest,
+    ) -> pb::InitProducerIdResponse {
+        let mut response = pb::InitProducerIdResponse {
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        };
+        let fail = |mut r: pb::InitProducerIdResponse, code: ErrorCode, message: String| {
+            r.error_code = code as i32;
+            r.error_message = message;
+            r
+        };
+        if !req.transactional_id.is_empty() {
+            return fail(
+                response,
+                ErrorCode::InvalidRequest,
+                "transactions are not supported yet: leave transactional.id unset".into(),
+            );
+        }
+        // Without a transactional id Kafka hands out a fresh id whatever the
+        // request carries (the producer bumps its epoch itself, KIP-360).
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let me = self.limits.broker_id;
+            let Some(broker_epoch) = self
+                .metadata
+                .with(|image| image.brokers.get(&me).map(|b| b.epoch))
+            else {
+                return fail(
+                    response,
+                    ErrorCode::BrokerNotAvailable,
+                    format!("broker {me} is not registered yet"),
+                );
+            };
+            let request = runnel_proto::controller::v1::AllocateProducerIdsRequest {
+                broker_id: me,
+                broker_epoch,
+            };
+            match self.controller.clone().allocate_producer_ids(request).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    *block =
+                        r.producer_id_start..r.producer_id_start + i64::from(r.producer_id_len);
+                }
+                Err(status) => {
+                    let code = runnel_common::errors::code_of(&status);
+                    // Whatever went wrong with the controller, the producer may retry.
+                    let code = if runnel_common::errors::is_retriable(code) {
+                        code
+                    } else {
+                        ErrorCode::BrokerNotAvailable
+                    };
+                    return fail(
+                        response,
+                        code,
+                        format!("no producer ids from the controller: {}", status.message()),
+                    );
+                }
+            }
+        }
+        let Some(id) = block.next() else {
+            return fail(
+                response,
+                ErrorCode::BrokerNotAvailable,
+                "empty producer id block".into(),
+            );
+        };
+        response.producer_id = id;
+        response.producer_epoch = 0;
+        response
     }
 
     /// The partition if this broker leads it, else why not.
@@ -123,6 +202,7 @@ impl Broker {
             // The producer asked for no acknowledgement: it gets no offsets.
             for p in &mut partitions {
                 p.base_offset = -1;
+                p.batch_base_offsets.clear();
             }
         }
         pb::ProduceResponse { partitions }
@@ -184,6 +264,7 @@ impl Broker {
                     return fail(result, code, message);
                 }
                 result.base_offset = info.first_offset;
+                result.batch_base_offsets = info.batch_base_offsets;
                 result.log_append_time_ms = info.log_append_time.unwrap_or(-1);
                 result.log_start_offset = p.log_start_offset();
                 result

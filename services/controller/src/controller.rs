@@ -78,6 +78,29 @@ impl ControllerError {
     }
 }
 
+/// Producer ids per block handed to a broker (Kafka's `PRODUCER_ID_BLOCK_SIZE`).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// A broker request must come from a registered, unfenced broker in the
+/// registration it names.
+fn check_live_broker(image: &MetadataImage, id: i32, epoch: i64) -> Result<(), ControllerError> {
+    match image.brokers.get(&id) {
+        Some(b) if b.epoch == epoch && !b.fenced => Ok(()),
+        Some(b) => Err(ControllerError::refused(
+            ErrorCode::StaleBrokerEpoch,
+            format!(
+                "broker {id} asked with epoch {epoch}, its registration has epoch {}{}",
+                b.epoch,
+                if b.fenced { " and is fenced" } else { "" }
+            ),
+        )),
+        None => Err(ControllerError::refused(
+            ErrorCode::StaleBrokerEpoch,
+            format!("broker {id} is not registered"),
+        )),
+    }
+}
+
 /// The result for one item of a batch request (a topic to create, say).
 type ItemResult = Result<(), (ErrorCode, String)>;
 
@@ -384,27 +407,7 @@ impl Controller {
         req: pb::AlterPartitionRequest,
     ) -> Result<Vec<pb::PartitionIsrResult>, ControllerError> {
         let mut inner = self.inner.lock().await;
-        match inner.image.brokers.get(&req.broker_id) {
-            Some(b) if b.epoch == req.broker_epoch && !b.fenced => {}
-            Some(b) => {
-                return Err(ControllerError::refused(
-                    ErrorCode::StaleBrokerEpoch,
-                    format!(
-                        "broker {} asked with epoch {}, its registration has epoch {}{}",
-                        req.broker_id,
-                        req.broker_epoch,
-                        b.epoch,
-                        if b.fenced { " and is fenced" } else { "" }
-                    ),
-                ));
-            }
-            None => {
-                return Err(ControllerError::refused(
-                    ErrorCode::StaleBrokerEpoch,
-                    format!("broker {} is not registered", req.broker_id),
-                ));
-            }
-        }
+        check_live_broker(&inner.image, req.broker_id, req.broker_epoch)?;
         let mut image = inner.image.clone();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(req.partitions.len());
@@ -452,6 +455,31 @@ impl Controller {
             tracing::info!(broker = req.broker_id, changed, "ISR changed");
         }
         Ok(results)
+    }
+
+    /// Hands a live broker the next block of [`PRODUCER_ID_BLOCK_SIZE`]
+    /// producer ids (Kafka's AllocateProducerIds); returns the block's first id.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<i64, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        check_live_broker(&inner.image, broker_id, broker_epoch)?;
+        let start = inner.image.next_producer_id;
+        let next = start.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
+            ControllerError::refused(ErrorCode::UnknownServerError, "producer ids exhausted")
+        })?;
+        let r = record(Record::ProducerIdsAllocated(
+            runnel_proto::metadata::v1::ProducerIdsAllocated {
+                broker_id,
+                broker_epoch,
+                next_producer_id: next,
+            },
+        ));
+        self.commit(&mut inner, vec![r]).await?;
+        tracing::debug!(broker = broker_id, start, "producer id block allocated");
+        Ok(start)
     }
 
     /// Moves leadership back to preferred replicas that are in sync

@@ -126,6 +126,29 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn allocate_producer_ids(
+        &self,
+        request: Request<pb::AllocateProducerIdsRequest>,
+    ) -> Result<Response<pb::AllocateProducerIdsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AllocateProducerIds",
+            &meta,
+            detached(async move {
+                let start = controller
+                    .allocate_producer_ids(req.broker_id, req.broker_epoch)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::AllocateProducerIdsResponse {
+                    producer_id_start: start,
+                    producer_id_len: crate::controller::PRODUCER_ID_BLOCK_SIZE as i32,
+                })
+            }),
+        )
+        .await
+    }
+
     async fn create_topics(
         &self,
         request: Request<pb::CreateTopicsRequest>,

@@ -161,6 +161,11 @@ impl Store {
                 .try_get("next_offset")?,
             ..MetadataImage::default()
         };
+        image.next_producer_id =
+            sqlx::query("SELECT next_producer_id FROM producer_ids WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("next_producer_id")?;
         for row in
             sqlx::query("SELECT broker_id, broker_epoch, incarnation_id, rack, fenced FROM brokers")
                 .fetch_all(&self.pool)
@@ -337,6 +342,12 @@ async fn apply(
             .bind(r.partition)
             .execute(&mut **tx)
             .await?;
+        }
+        Record::ProducerIdsAllocated(r) => {
+            sqlx::query("UPDATE producer_ids SET next_producer_id = ? WHERE id = 1")
+                .bind(r.next_producer_id)
+                .execute(&mut **tx)
+                .await?;
         }
         Record::ConfigSet(r) => {
             let resource = r.resource.clone().unwrap_or_default();

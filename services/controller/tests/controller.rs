@@ -568,3 +568,55 @@ async fn leadership_moves_when_a_leader_is_fenced_and_isr_changes_are_checked() 
     );
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn producer_id_blocks_never_overlap_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let epochs = brokers(&mut c, 2).await;
+    let mut blocks = Vec::new();
+    for (id, epoch) in [(1, epochs[0]), (2, epochs[1]), (1, epochs[0])] {
+        let r = c
+            .allocate_producer_ids(pb::AllocateProducerIdsRequest {
+                broker_id: id,
+                broker_epoch: epoch,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        blocks.push((r.producer_id_start, r.producer_id_len));
+    }
+    assert_eq!(blocks, vec![(0, 1000), (1000, 1000), (2000, 1000)]);
+    // A stale registration gets nothing.
+    let stale = c
+        .allocate_producer_ids(pb::AllocateProducerIdsRequest {
+            broker_id: 1,
+            broker_epoch: epochs[0] - 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        runnel_common::errors::code_of(&stale),
+        ErrorCode::StaleBrokerEpoch
+    );
+    let before = handle.controller.image().await;
+    assert_eq!(before.next_producer_id, 3000);
+    assert_eq!(replay(&mut c, before.next_offset).await, before);
+    handle.shutdown().await;
+
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    assert_eq!(handle.controller.image().await.next_producer_id, 3000);
+    let epochs = brokers(&mut c, 1).await;
+    let next = c
+        .allocate_producer_ids(pb::AllocateProducerIdsRequest {
+            broker_id: 1,
+            broker_epoch: epochs[0],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next.producer_id_start, 3000);
+    handle.shutdown().await;
+}

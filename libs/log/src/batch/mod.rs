@@ -527,6 +527,18 @@ impl<'a> RecordBatchMut<'a> {
         self.update_crc();
     }
 
+    /// Stamps an idempotent producer's id, epoch and first sequence number,
+    /// fixing the CRC (a producer re-sequencing batches it has not had
+    /// acknowledged after bumping its epoch).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.bytes[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+        self.bytes[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&producer_epoch.to_be_bytes());
+        self.bytes[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&base_sequence.to_be_bytes());
+        self.update_crc();
+    }
+
     fn update_crc(&mut self) {
         let crc = crc32c::crc32c(&self.bytes[ATTRIBUTES_AT..]);
         self.bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
