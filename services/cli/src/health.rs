@@ -102,10 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(200) => Ok(()),
         Some(code) => {
             let body = String::from_utf8_lossy(&response);
-            let body = body
-                .split_once("\r\n\r\n")
-                .map_or("", |(_, b)| b)
-                .trim();
+            let body = body.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
             if body.is_empty() {
                 bail!("{} answered {code}", args.url)
             }

@@ -172,7 +172,9 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
     }
     drop(tx);
     let closed = producer.close().await;
-    let tally = writer.await.context("the acknowledgement writer failed")??;
+    let tally = writer
+        .await
+        .context("the acknowledgement writer failed")??;
     closed.context("flushing the producer")?;
     let failed = tally.failed + send_failed;
     println!(

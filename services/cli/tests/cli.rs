@@ -398,7 +398,11 @@ fn verify_reads_back_every_acknowledged_record_and_names_what_is_not() {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            (f[0].parse().unwrap(), f[1].parse().unwrap(), f[2].to_owned())
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+            )
         })
         .collect();
     assert_eq!(rows.len(), 2000);
@@ -437,7 +441,10 @@ fn verify_reads_back_every_acknowledged_record_and_names_what_is_not() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("moved: {id} acknowledged at v-{p} offset {}", o + 100_000)),
+        stderr.contains(&format!(
+            "moved: {id} acknowledged at v-{p} offset {}",
+            o + 100_000
+        )),
         "{stderr}"
     );
     assert!(
@@ -448,7 +455,10 @@ fn verify_reads_back_every_acknowledged_record_and_names_what_is_not() {
     // A record written twice is a duplicate: counted, and fatal only when asked.
     ok(&dev.run(&["produce", "v"], Some(format!("{id}\n").as_bytes())));
     let out = ok(&check(acked, &[]));
-    assert!(out.contains("0 missing, 0 at another offset, 1 duplicates"), "{out}");
+    assert!(
+        out.contains("0 missing, 0 at another offset, 1 duplicates"),
+        "{out}"
+    );
     fails_with(
         &check(acked, &["--fail-on-duplicates"]),
         "1 records were written more than once",
