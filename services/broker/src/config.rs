@@ -20,6 +20,17 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Host clients use to reach this broker (default: the listen IP).
     pub advertised_host: Option<String>,
+    /// A second gRPC listener for clients outside the brokers' own network
+    /// (the `EXTERNAL` entry of Kafka's `listeners`); none when unset.
+    /// Metadata served on it names every broker (and the controller) by its
+    /// external address; replication keeps using `listen`/`advertised_host`.
+    pub external_listen: Option<SocketAddr>,
+    /// Host outside clients use to reach `external_listen` (the `EXTERNAL`
+    /// entry of `advertised.listeners`; default: its listen IP).
+    pub external_advertised_host: Option<String>,
+    /// Port outside clients use to reach `external_listen`, when it differs
+    /// (a published container port; default: the bound port).
+    pub external_advertised_port: Option<u16>,
     /// `broker.rack`.
     pub rack: String,
     /// Where partition logs live (`log.dirs`).
@@ -58,6 +69,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9194)),
             advertised_host: None,
+            external_listen: None,
+            external_advertised_host: None,
+            external_advertised_port: None,
             rack: String::new(),
             data_dir: PathBuf::from("./runnel-data/broker-1"),
             controller: "127.0.0.1:9093".into(),

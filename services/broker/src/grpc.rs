@@ -9,18 +9,24 @@ use runnel_proto::broker::v1::broker_server::Broker as BrokerApi;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::service::Broker;
+use crate::service::{Broker, Listener};
 
 /// The gRPC face of a [`Broker`].
 #[derive(Debug, Clone)]
 pub struct BrokerService {
     broker: Arc<Broker>,
+    listener: Listener,
 }
 
 impl BrokerService {
-    /// Serves `broker`.
+    /// Serves `broker` on its (internal) listener.
     pub fn new(broker: Arc<Broker>) -> Self {
-        BrokerService { broker }
+        Self::on(broker, Listener::Internal)
+    }
+
+    /// Serves `broker` on `listener`, whose clients get its addresses in metadata.
+    pub fn on(broker: Arc<Broker>, listener: Listener) -> Self {
+        BrokerService { broker, listener }
     }
 }
 
@@ -91,6 +97,6 @@ impl BrokerApi for BrokerService {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let (meta, _, req) = request.into_parts();
-        handle("Metadata", &meta, self.broker.metadata(req)).await
+        handle("Metadata", &meta, self.broker.metadata(req, self.listener)).await
     }
 }

@@ -69,6 +69,8 @@ pub enum StartError {
 pub struct BrokerHandle {
     /// Where the gRPC API listens.
     pub grpc_addr: SocketAddr,
+    /// Where the external gRPC listener listens, if configured.
+    pub external_grpc_addr: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin_addr: SocketAddr,
     /// Ready once registered and caught up with the metadata.
@@ -140,6 +142,10 @@ pub async fn start(
     })?;
     let (grpc_listener, grpc_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
+    let external = match config.external_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let host = config
         .advertised_host
         .clone()
@@ -168,20 +174,31 @@ pub async fn start(
         })?;
     let readiness = Readiness::new();
 
+    let mut endpoints = vec![
+        Endpoint {
+            name: "grpc".into(),
+            host: host.clone(),
+            port: u32::from(grpc_addr.port()),
+        },
+        Endpoint {
+            name: "admin".into(),
+            host,
+            port: u32::from(admin_addr.port()),
+        },
+    ];
+    if let Some((_, addr)) = &external {
+        endpoints.push(Endpoint {
+            name: service::EXTERNAL_GRPC_ENDPOINT.into(),
+            host: config
+                .external_advertised_host
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+            port: u32::from(config.external_advertised_port.unwrap_or(addr.port())),
+        });
+    }
     let identity = metadata::Identity {
         broker_id: config.broker_id,
-        endpoints: vec![
-            Endpoint {
-                name: "grpc".into(),
-                host: host.clone(),
-                port: u32::from(grpc_addr.port()),
-            },
-            Endpoint {
-                name: "admin".into(),
-                host,
-                port: u32::from(admin_addr.port()),
-            },
-        ],
+        endpoints,
         rack: config.rack.clone(),
         incarnation_id: uuid::Uuid::new_v4().simple().to_string(),
         heartbeat_interval: Duration::from_millis(config.heartbeat_interval_ms.max(10)),
@@ -213,27 +230,26 @@ pub async fn start(
         shutdown.clone(),
     ));
     let mut servers = JoinSet::new();
-    let token = shutdown.clone();
-    let max = config.socket_request_max_bytes;
     let done = link_token.clone();
-    let net_fault = config.net_fault.clone();
+    let internal = serve_grpc(
+        grpc_listener,
+        BrokerService::new(Arc::clone(&broker)),
+        &config,
+        shutdown.clone(),
+    );
     servers.spawn(async move {
-        let service = BrokerServer::new(BrokerService::new(broker))
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        if let Err(e) = runnel_common::transport::server()
-            .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                runnel_common::transport::incoming(grpc_listener),
-                token.cancelled_owned(),
-            )
-            .await
-        {
-            tracing::error!(error = %e, "broker gRPC server failed");
-        }
+        internal.await;
         done.cancel();
     });
+    let external_grpc_addr = external.as_ref().map(|(_, addr)| *addr);
+    if let Some((listener, _)) = external {
+        servers.spawn(serve_grpc(
+            listener,
+            BrokerService::on(broker, service::Listener::External),
+            &config,
+            shutdown.clone(),
+        ));
+    }
     let token = shutdown.clone();
     let ready = readiness.clone();
     servers.spawn(async move {
@@ -268,9 +284,10 @@ pub async fn start(
         },
         shutdown.clone(),
     ));
-    tracing::info!(broker = config.broker_id, %grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), controller = %config.controller, "broker started");
+    tracing::info!(broker = config.broker_id, %grpc_addr, external_grpc_addr = ?external_grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), controller = %config.controller, "broker started");
     Ok(BrokerHandle {
         grpc_addr,
+        external_grpc_addr,
         admin_addr,
         readiness,
         logs,
@@ -279,4 +296,31 @@ pub async fn start(
         link,
         io,
     })
+}
+
+/// Serves the broker's gRPC API on `listener` until `shutdown`.
+fn serve_grpc(
+    listener: TcpListener,
+    service: BrokerService,
+    config: &Config,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let max = config.socket_request_max_bytes;
+    let net_fault = config.net_fault.clone();
+    async move {
+        let service = BrokerServer::new(service)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        if let Err(e) = runnel_common::transport::server()
+            .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                runnel_common::transport::incoming(listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, "broker gRPC server failed");
+        }
+    }
 }

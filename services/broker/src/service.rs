@@ -12,6 +12,7 @@ use runnel_common::topics::validate_topic_name;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as cpb;
+use runnel_proto::metadata::v1::Endpoint;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -54,6 +55,41 @@ pub struct Broker {
 }
 
 type Failure = (ErrorCode, String);
+
+/// The endpoint a broker or controller registers for clients outside its
+/// network (a broker's `external_listen`, as advertised).
+pub const EXTERNAL_GRPC_ENDPOINT: &str = "grpc-external";
+
+/// Which of the broker's gRPC listeners a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listener {
+    /// `listen`: other brokers and clients inside the cluster's network.
+    #[default]
+    Internal,
+    /// `external_listen`: clients outside it (Kafka's `EXTERNAL` listener).
+    External,
+}
+
+/// A node's endpoints as a client on `listener` must see them. Clients dial
+/// the endpoint named `grpc`, so on the external listener a node's
+/// `grpc-external` endpoint takes that name (its internal one is dropped);
+/// a node without an external endpoint is shown as it registered.
+pub fn endpoints_for(listener: Listener, endpoints: Vec<Endpoint>) -> Vec<Endpoint> {
+    let has_external = endpoints.iter().any(|e| e.name == EXTERNAL_GRPC_ENDPOINT);
+    if listener == Listener::Internal || !has_external {
+        return endpoints;
+    }
+    endpoints
+        .into_iter()
+        .filter(|e| e.name != "grpc")
+        .map(|mut e| {
+            if e.name == EXTERNAL_GRPC_ENDPOINT {
+                e.name = "grpc".into();
+            }
+            e
+        })
+        .collect()
+}
 
 impl Broker {
     /// The broker's request logic over its logs and metadata.
@@ -633,8 +669,13 @@ impl Broker {
         pb::ListOffsetsResponse { partitions: out }
     }
 
-    /// Brokers, controller and topics; creates missing topics when allowed.
-    pub async fn metadata(&self, req: pb::MetadataRequest) -> pb::MetadataResponse {
+    /// Brokers, controller and topics, with the addresses a client on
+    /// `listener` can reach; creates missing topics when allowed.
+    pub async fn metadata(
+        &self,
+        req: pb::MetadataRequest,
+        listener: Listener,
+    ) -> pb::MetadataResponse {
         let wanted = req.topics.clone();
         if req.allow_auto_topic_creation && self.limits.auto_create_topics_enable {
             let missing: Vec<String> = self.metadata.with(|image| {
@@ -697,12 +738,12 @@ impl Broker {
                 .iter()
                 .map(|(&id, b)| pb::BrokerEndpoints {
                     broker_id: id,
-                    endpoints: b.endpoints.clone(),
+                    endpoints: endpoints_for(listener, b.endpoints.clone()),
                     rack: b.rack.clone(),
                     fenced: b.fenced,
                 })
                 .collect(),
-            controller_endpoints: self.metadata.controller_endpoints(),
+            controller_endpoints: endpoints_for(listener, self.metadata.controller_endpoints()),
             topics,
             metadata_offset: image.next_offset,
             cluster_id: self.metadata.cluster_id(),
@@ -800,4 +841,47 @@ fn fail_fetch(
     r.error_message = message;
     r.records = Bytes::new();
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(name: &str, host: &str, port: u32) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn external_listener_names_the_external_endpoint_grpc() {
+        let registered = vec![
+            endpoint("grpc", "broker-2", 9094),
+            endpoint("admin", "broker-2", 9194),
+            endpoint(EXTERNAL_GRPC_ENDPOINT, "127.0.0.1", 9194),
+        ];
+        assert_eq!(
+            endpoints_for(Listener::External, registered.clone()),
+            vec![
+                endpoint("admin", "broker-2", 9194),
+                endpoint("grpc", "127.0.0.1", 9194),
+            ]
+        );
+        // Inside the network (and for replication) nothing changes.
+        assert_eq!(
+            endpoints_for(Listener::Internal, registered.clone()),
+            registered
+        );
+    }
+
+    #[test]
+    fn a_node_without_an_external_endpoint_keeps_its_own() {
+        let registered = vec![endpoint("grpc", "127.0.0.1", 9093)];
+        assert_eq!(
+            endpoints_for(Listener::External, registered.clone()),
+            registered
+        );
+    }
 }

@@ -8,8 +8,10 @@ mod bench;
 mod cluster;
 mod consume;
 mod dev;
+mod health;
 mod produce;
 mod topics;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -49,6 +51,12 @@ enum Command {
     /// Measure produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Produce records and check that every acknowledged one can be read back
+    /// (Kafka's verifiable producer and consumer, for fault tests).
+    #[command(subcommand)]
+    Verify(verify::Command),
+    /// Exit 0 if a service's admin URL (e.g. `/readyz`) answers 200; for health checks.
+    Health(health::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +80,8 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(client, args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,
+            Command::Verify(cmd) => verify::run(client, cmd).await,
+            Command::Health(args) => health::run(args).await,
         }
     });
     match result {

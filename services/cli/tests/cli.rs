@@ -17,6 +17,8 @@ const RUNNEL: &str = env!("CARGO_BIN_EXE_runnel");
 struct Dev {
     child: Child,
     bootstrap: String,
+    /// The broker's `/readyz` URL.
+    readyz: String,
     stderr_path: std::path::PathBuf,
 }
 
@@ -57,12 +59,16 @@ impl Dev {
             }
         });
         let mut bootstrap = None;
+        let mut readyz = None;
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("runnel dev prints its addresses");
             if let Some(rest) = line.trim_start().strip_prefix("broker") {
                 bootstrap = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.trim_start().strip_prefix("health") {
+                readyz = rest.split_whitespace().nth(1).map(str::to_owned);
             }
             if line.starts_with("Press Ctrl-C") {
                 break;
@@ -71,6 +77,7 @@ impl Dev {
         Dev {
             child,
             bootstrap: bootstrap.expect("the broker address line"),
+            readyz: readyz.expect("the health line"),
             stderr_path,
         }
     }
@@ -356,4 +363,121 @@ fn errors_are_one_clear_line() {
     let described = ok(&dev.run(&["topics", "describe", "t"], None));
     assert!(described.contains("Partitions: 3"), "{described}");
     assert!(described.contains("(all defaults)"), "{described}");
+}
+
+#[test]
+fn verify_reads_back_every_acknowledged_record_and_names_what_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    ok(&dev.run(&["topics", "create", "v", "--partitions", "3"], None));
+    let acked = dir.path().join("acked");
+    let acked = acked.to_str().unwrap();
+    let out = ok(&dev.run(
+        &[
+            "verify",
+            "produce",
+            "--topic",
+            "v",
+            "--rate",
+            "2000",
+            "--duration-secs",
+            "1",
+            "--acked-out",
+            acked,
+            "--max-failed",
+            "0",
+        ],
+        None,
+    ));
+    assert!(
+        out.contains("sent 2000, acknowledged 2000, failed 0"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(acked).unwrap();
+    let rows: Vec<(i32, i64, String)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[2].to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 2000);
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(ids.len(), 2000, "ids are unique");
+    let check = |acked: &str, extra: &[&str]| {
+        let mut args = vec!["verify", "check", "--topic", "v", "--acked", acked];
+        args.extend_from_slice(extra);
+        dev.run(&args, None)
+    };
+    let out = ok(&check(acked, &[]));
+    assert!(
+        out.contains(
+            "2000 acknowledged, 2000 read back at their offsets, 0 missing, 0 at another offset, 0 duplicates"
+        ),
+        "{out}"
+    );
+
+    // An acknowledged record that is not there, or not at its offset, fails the check.
+    let (p, o, id) = &rows[0];
+    let tampered = dir.path().join("tampered");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[0] = format!("{p} {} {id}", o + 100_000);
+    lines.push("1 3 never-sent-1".to_owned());
+    std::fs::write(&tampered, lines.join("\n")).unwrap();
+    let out = check(tampered.to_str().unwrap(), &[]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1999 read back at their offsets, 1 missing, 1 at another offset"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing: never-sent-1 acknowledged at v-1 offset 3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "moved: {id} acknowledged at v-{p} offset {}",
+            o + 100_000
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 2 acknowledged records are not where they were acknowledged"),
+        "{stderr}"
+    );
+
+    // A record written twice is a duplicate: counted, and fatal only when asked.
+    ok(&dev.run(&["produce", "v"], Some(format!("{id}\n").as_bytes())));
+    let out = ok(&check(acked, &[]));
+    assert!(
+        out.contains("0 missing, 0 at another offset, 1 duplicates"),
+        "{out}"
+    );
+    fails_with(
+        &check(acked, &["--fail-on-duplicates"]),
+        "1 records were written more than once",
+    );
+}
+
+#[test]
+fn health_succeeds_only_when_the_url_answers_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    assert_eq!(ok(&dev.run(&["health", &dev.readyz], None)), "");
+    let missing = dev.readyz.replace("/readyz", "/nothing-here");
+    fails_with(&dev.run(&["health", &missing], None), "answered 404");
+    fails_with(
+        &dev.run(&["health", "http://127.0.0.1:1/readyz"], None),
+        "cannot connect to 127.0.0.1:1",
+    );
+    fails_with(
+        &dev.run(&["health", "https://127.0.0.1/readyz"], None),
+        "not an http:// URL",
+    );
 }

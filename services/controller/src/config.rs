@@ -18,6 +18,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Host brokers and clients use to reach this controller (default: the listen IP).
     pub advertised_host: Option<String>,
+    /// Host clients outside the cluster's network reach the gRPC listener at
+    /// (brokers' external listeners hand it to their clients); none when unset.
+    pub external_advertised_host: Option<String>,
+    /// Port for `external_advertised_host` (default: the gRPC listen port).
+    pub external_advertised_port: Option<u16>,
     /// Where `controller.db` lives.
     pub data_dir: PathBuf,
     /// `num.partitions`: partitions of a topic created without a count.
@@ -39,6 +44,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9093)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9193)),
             advertised_host: None,
+            external_advertised_host: None,
+            external_advertised_port: None,
             data_dir: PathBuf::from("./runnel-data/controller"),
             num_partitions: 1,
             default_replication_factor: 1,

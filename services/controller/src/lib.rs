@@ -129,21 +129,31 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| grpc_addr.ip().to_string());
 
+    let mut endpoints = vec![
+        Endpoint {
+            name: "grpc".into(),
+            host: host.clone(),
+            port: u32::from(grpc_addr.port()),
+        },
+        Endpoint {
+            name: "admin".into(),
+            host,
+            port: u32::from(admin_addr.port()),
+        },
+    ];
+    if let Some(external_host) = &config.external_advertised_host {
+        // The name brokers' external listeners look for (runnel-broker's
+        // `EXTERNAL_GRPC_ENDPOINT`; services share no crate, so it is spelled twice).
+        endpoints.push(Endpoint {
+            name: "grpc-external".into(),
+            host: external_host.clone(),
+            port: u32::from(config.external_advertised_port.unwrap_or(grpc_addr.port())),
+        });
+    }
     let store = store::Store::open(&config.data_dir.join("controller.db")).await?;
     let settings = Settings {
         node_id: config.node_id,
-        endpoints: vec![
-            Endpoint {
-                name: "grpc".into(),
-                host: host.clone(),
-                port: u32::from(grpc_addr.port()),
-            },
-            Endpoint {
-                name: "admin".into(),
-                host,
-                port: u32::from(admin_addr.port()),
-            },
-        ],
+        endpoints,
         num_partitions: config.num_partitions,
         default_replication_factor: config.default_replication_factor,
         broker_session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
