@@ -1,6 +1,8 @@
 //! A seeded random schedule of broker kills, restarts and isolations under
-//! continuous acks=all production, with a checker: every acknowledged
-//! record is at its acknowledged offset afterwards.
+//! continuous acks=all idempotent production, with a checker: every
+//! acknowledged record is at its acknowledged offset afterwards, and no
+//! record is stored twice unless a batch failed for good (its delivery
+//! timed out: then, as with Kafka, the producer renumbers what follows it).
 //!
 //! `RUNNEL_CHAOS_ROUNDS` (default 4) and `RUNNEL_CHAOS_SEED` (default: a
 //! fresh one, printed) set the run; a failure prints the seed to repeat it.
@@ -26,8 +28,12 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Produces until `stop`, recording (partition, offset) → value for every acknowledged record.
-async fn produce_until(bootstrap: String, stop: Arc<AtomicBool>) -> BTreeMap<(i32, i64), String> {
+/// Produces until `stop`, recording (partition, offset) → value for every
+/// acknowledged record; also returns how many records failed for good.
+async fn produce_until(
+    bootstrap: String,
+    stop: Arc<AtomicBool>,
+) -> (BTreeMap<(i32, i64), String>, u64) {
     let producer = Producer::new(
         ClientConfig::new(bootstrap),
         ProducerConfig {
@@ -67,8 +73,9 @@ async fn produce_until(bootstrap: String, stop: Arc<AtomicBool>) -> BTreeMap<(i3
             acked.insert((m.partition, m.offset), value);
         }
     }
+    let failed = producer.failed_records();
     let _ = producer.close().await;
-    acked
+    (acked, failed)
 }
 
 /// Every record of `partition` from offset 0 up to `end`.
@@ -147,7 +154,7 @@ async fn acknowledged_records_survive_a_random_schedule_of_failures() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
-    let acked = producing.await.unwrap();
+    let (acked, failed) = producing.await.unwrap();
 
     // Let every replica catch up, then read each partition to its end.
     let admin = cluster.admin();
@@ -168,8 +175,15 @@ async fn acknowledged_records_survive_a_random_schedule_of_failures() {
     .await;
     let described = admin.describe_topic("chaos").await.unwrap();
     let mut checked = 0;
+    let mut stored = std::collections::HashMap::new();
+    let mut duplicates = 0;
     for p in &described.partitions {
         let log = read_partition(&cluster, p.partition, p.log_end_offset).await;
+        for value in log.values() {
+            if stored.insert(value.clone(), ()).is_some() {
+                duplicates += 1;
+            }
+        }
         for ((partition, offset), value) in acked.range((p.partition, 0)..(p.partition + 1, 0)) {
             assert_eq!(
                 log.get(offset),
@@ -180,8 +194,13 @@ async fn acknowledged_records_survive_a_random_schedule_of_failures() {
         }
     }
     assert!(checked > 0, "seed {seed}: nothing was acknowledged");
+    assert!(
+        duplicates == 0 || failed > 0,
+        "seed {seed}: {duplicates} records stored twice though no batch failed"
+    );
     println!(
-        "chaos: seed {seed}: {rounds} rounds ran clean, {checked} acknowledged records checked"
+        "chaos: seed {seed}: {rounds} rounds ran clean, {checked} acknowledged records checked, \
+         {failed} failed for good, {duplicates} stored twice"
     );
     cluster.shutdown().await;
 }

@@ -186,7 +186,6 @@ async fn a_retry_reaching_a_new_leader_or_a_restarted_cluster_is_not_stored_twic
                 spec: pb::OffsetSpec::Latest as i32,
                 timestamp_ms: 0,
             }],
-            ..Default::default()
         })
         .await
         .unwrap()
@@ -226,7 +225,7 @@ async fn production_through_a_leaders_death_stores_every_record_exactly_once_in_
                     ProducerRecord::new("exactly-once", format!("{i}")).partition(partition);
                 deliveries.push((i, producer.send(record).await.unwrap()));
                 i += 1;
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
