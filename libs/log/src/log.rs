@@ -344,9 +344,11 @@ impl Log {
             .next_back()
             .map_or(Offset::MIN, |(&b, _)| b);
         let mut replayed = 0u64;
+        // Replayed producers count as seen now: their expiry restarts.
+        let now = self.clock.now_ms();
         for segment in self.segments.range(first..).map(|(_, s)| s) {
             segment.for_each_header_from(from, |h| {
-                state.apply(h);
+                state.apply(h, now);
                 replayed += 1;
             })?;
         }
@@ -507,7 +509,7 @@ impl Log {
             next = meta.last_offset + 1;
             if idempotent {
                 self.producers.save(header.producer_id, &mut undo);
-                self.producers.apply(&batch.header());
+                self.producers.apply(&batch.header(), now);
             }
         }
         self.producers.restore(undo);
@@ -692,7 +694,7 @@ impl Log {
         }
         for m in metas {
             if let Ok(h) = crate::batch::BatchHeader::parse(&records[m.position..]) {
-                self.producers.apply(&h);
+                self.producers.apply(&h, now);
             }
         }
         let record_count: u64 = metas.iter().map(|m| m.records_count.max(0) as u64).sum();

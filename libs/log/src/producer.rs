@@ -51,7 +51,9 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Its latest batches in this epoch, oldest first.
     batches: VecDeque<CachedBatch>,
-    /// Largest batch timestamp seen from it (for `producer.id.expiration.ms`).
+    /// When this partition last appended a batch of it, by the broker's
+    /// clock (for `producer.id.expiration.ms`; record timestamps are the
+    /// producer's and may be anything).
     pub last_timestamp: TimestampMs,
 }
 
@@ -167,9 +169,9 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended batch (its header carries its final offsets).
-    /// Batches without a producer id and control batches change nothing.
-    pub(crate) fn apply(&mut self, h: &BatchHeader) {
+    /// Records a batch appended at `now` (its header carries its final
+    /// offsets). Batches without a producer id and control batches change nothing.
+    pub(crate) fn apply(&mut self, h: &BatchHeader, now: TimestampMs) {
         if !h.has_producer_id() || h.is_control() {
             return;
         }
@@ -179,7 +181,7 @@ impl ProducerStates {
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
-                last_timestamp: h.max_timestamp,
+                last_timestamp: now,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -194,7 +196,7 @@ impl ProducerStates {
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
         });
-        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+        entry.last_timestamp = entry.last_timestamp.max(now);
     }
 
     /// Saves an entry before an append changes it, so a failed write can be undone.
@@ -422,6 +424,8 @@ pub(crate) fn load_latest(
 mod tests {
     use super::*;
 
+    const T: TimestampMs = 1000;
+
     fn header(pid: i64, epoch: i16, seq: i32, offset: Offset, records: i32) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
@@ -448,7 +452,7 @@ mod tests {
             s.check(&header(7, 0, 5, 0, 3)).unwrap(),
             SequenceCheck::Append
         );
-        s.apply(&header(7, 0, 5, 0, 3));
+        s.apply(&header(7, 0, 5, 0, 3), T);
         // The same batch again is a duplicate with its original offsets.
         assert_eq!(
             s.check(&header(7, 0, 5, 99, 3)).unwrap(),
@@ -480,7 +484,7 @@ mod tests {
             s.check(&header(7, 1, 0, 3, 1)).unwrap(),
             SequenceCheck::Append
         );
-        s.apply(&header(7, 1, 0, 3, 1));
+        s.apply(&header(7, 1, 0, 3, 1), T);
         assert!(matches!(
             s.check(&header(7, 0, 8, 4, 1)),
             Err(LogError::InvalidProducerEpoch {
@@ -500,7 +504,7 @@ mod tests {
         assert_eq!(add_sequence(i32::MAX, 1), 0);
         assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, i32::MAX - 1, 0, 2));
+        s.apply(&header(1, 0, i32::MAX - 1, 0, 2), T);
         assert_eq!(s.get(1).unwrap().last_seq(), Some(i32::MAX));
         assert_eq!(
             s.check(&header(1, 0, 0, 2, 1)).unwrap(),
@@ -512,7 +516,7 @@ mod tests {
     fn only_the_latest_batches_are_remembered() {
         let mut s = ProducerStates::default();
         for i in 0..(CACHED_BATCHES as i32 + 10) {
-            s.apply(&header(1, 0, i, Offset::from(i), 1));
+            s.apply(&header(1, 0, i, Offset::from(i), 1), T);
         }
         let e = s.get(1).unwrap();
         assert_eq!(e.batches().count(), CACHED_BATCHES);
@@ -522,8 +526,8 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_corruption_is_detected() {
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, 0, 0, 5));
-        s.apply(&header(2, 3, 10, 5, 2));
+        s.apply(&header(1, 0, 0, 0, 5), T);
+        s.apply(&header(2, 3, 10, 5, 2), T);
         let bytes = s.encode();
         let back = ProducerStates::decode(&bytes).unwrap();
         assert_eq!(back.producers, s.producers);
@@ -537,8 +541,8 @@ mod tests {
     #[test]
     fn stale_producers_are_removed() {
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, 0, 0, 5)); // last offset 4, ts 1000
-        s.apply(&header(2, 0, 0, 10, 1)); // last offset 10, ts 1010
+        s.apply(&header(1, 0, 0, 0, 5), T); // last offset 4
+        s.apply(&header(2, 0, 0, 10, 1), T + 10); // last offset 10
         assert_eq!(s.remove_stale(5, 0, None), 1);
         assert!(s.get(1).is_none());
         assert_eq!(s.remove_stale(0, 100_000, Some(1000)), 1);

@@ -184,3 +184,21 @@ fn an_unreadable_snapshot_is_rebuilt_from_the_log() {
     let dup = log.append_as_leader(&mut pbatch(1, 0, 0, 5), 0).unwrap();
     assert_eq!(dup.duplicate_batches, 1);
 }
+
+#[test]
+fn idle_producers_expire_by_the_brokers_clock_not_record_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    // The records carry T0, ten days before the broker's clock: that does
+    // not make their producer look idle.
+    let clock = ManualClock::new(T0 + 10 * 86_400_000);
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    log.append_as_leader(&mut pbatch(1, 0, 0, 1), 0).unwrap();
+    clock.advance(60_000);
+    log.append_as_leader(&mut pbatch(2, 0, 0, 1), 0).unwrap();
+    assert_eq!(log.remove_expired_producers(86_400_000), 0);
+    clock.advance(30_000);
+    assert_eq!(log.remove_expired_producers(60_000), 1);
+    assert!(log.producer(1).is_none() && log.producer(2).is_some());
+    // A forgotten producer may start anywhere again.
+    log.append_as_leader(&mut pbatch(1, 0, 40, 1), 0).unwrap();
+}

@@ -60,6 +60,9 @@ pub struct Config {
     pub socket_request_max_bytes: usize,
     /// `log.cleaner.dedupe.buffer.size`.
     pub log_cleaner_dedupe_buffer_size: usize,
+    /// `producer.id.expiration.ms`: a partition forgets an idempotent
+    /// producer silent this long (its retries are then no longer recognised).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             io_queue_depth: 256,
             socket_request_max_bytes: 100 * 1024 * 1024,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }

@@ -278,9 +278,12 @@ pub async fn start(
     ));
     servers.spawn(maintenance::run(
         Arc::clone(&logs),
-        Duration::from_millis(config.log_retention_check_interval_ms),
-        CleanerConfig {
-            dedupe_buffer_bytes: config.log_cleaner_dedupe_buffer_size,
+        maintenance::Upkeep {
+            retention_interval: Duration::from_millis(config.log_retention_check_interval_ms),
+            cleaner: CleanerConfig {
+                dedupe_buffer_bytes: config.log_cleaner_dedupe_buffer_size,
+            },
+            producer_id_expiration_ms: config.producer_id_expiration_ms,
         },
         shutdown.clone(),
     ));

@@ -1,5 +1,6 @@
-//! Background upkeep of the hosted logs: retention and compaction every
-//! `log.retention.check.interval.ms`, and the `flush.ms` policy every second.
+//! Background upkeep of the hosted logs: retention, compaction and the
+//! expiry of idle producers every `log.retention.check.interval.ms`, and the
+//! `flush.ms` policy every second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +10,24 @@ use runnel_log::CleanerConfig;
 
 use crate::partition::{LogManager, Partition};
 
+/// What the periodic upkeep needs to know.
+#[derive(Debug, Clone)]
+pub struct Upkeep {
+    /// `log.retention.check.interval.ms`.
+    pub retention_interval: Duration,
+    /// The compaction settings.
+    pub cleaner: CleanerConfig,
+    /// `producer.id.expiration.ms`: idempotent producers silent this long are forgotten.
+    pub producer_id_expiration_ms: i64,
+}
+
 /// Runs retention, flushing and compaction until `shutdown`.
-pub async fn run(
-    logs: Arc<LogManager>,
-    retention_interval: Duration,
-    cleaner: CleanerConfig,
-    shutdown: CancellationToken,
-) {
+pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationToken) {
+    let Upkeep {
+        retention_interval,
+        cleaner,
+        producer_id_expiration_ms,
+    } = upkeep;
     let mut retention = tokio::time::interval(retention_interval.max(Duration::from_millis(10)));
     let mut flush = tokio::time::interval(Duration::from_secs(1));
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,7 +37,7 @@ pub async fn run(
             () = shutdown.cancelled() => return,
             _ = retention.tick() => {
                 for p in logs.all() {
-                    retain_and_compact(&logs, p, &cleaner).await;
+                    retain_and_compact(&logs, p, &cleaner, producer_id_expiration_ms).await;
                 }
             }
             _ = flush.tick() => {
@@ -42,13 +54,20 @@ pub async fn run(
     }
 }
 
-async fn retain_and_compact(logs: &LogManager, p: Arc<Partition>, cleaner: &CleanerConfig) {
+async fn retain_and_compact(
+    logs: &LogManager,
+    p: Arc<Partition>,
+    cleaner: &CleanerConfig,
+    producer_id_expiration_ms: i64,
+) {
     let key = p.key();
     let target = Arc::clone(&p);
     let planned = logs
         .io()
         .run(&key, move || {
-            target.retain_and_flush().map(|()| target.plan_cleaning())
+            target
+                .retain_and_flush(producer_id_expiration_ms)
+                .map(|()| target.plan_cleaning())
         })
         .await;
     let plan = match planned {

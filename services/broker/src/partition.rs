@@ -365,11 +365,15 @@ impl Partition {
     }
 
     /// Applies retention and the flush policy (blocking).
-    pub fn retain_and_flush(&self) -> Result<(), LogError> {
+    pub fn retain_and_flush(&self, producer_id_expiration_ms: i64) -> Result<(), LogError> {
         let mut log = self.log.write();
         let deleted = log.delete_old_segments(self.high_watermark())?;
         if deleted > 0 {
             tracing::info!(topic = %self.topic, partition = self.index, segments = deleted, "retention deleted segments");
+        }
+        let expired = log.remove_expired_producers(producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(topic = %self.topic, partition = self.index, producers = expired, "idle producers expired");
         }
         log.maybe_flush()?;
         self.publish(&log);

@@ -292,6 +292,11 @@ impl Broker {
             Ok(Ok(info)) => {
                 metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
                 metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
+                if info.duplicate_batches > 0 {
+                    // An idempotent producer's retry of batches already stored.
+                    metrics::counter!("runnel_broker_duplicate_batches_total")
+                        .increment(info.duplicate_batches as u64);
+                }
                 if acks == pb::Acks::All
                     && let Err((code, message)) = self
                         .await_replication(&p, epoch, info.last_offset, timeout)
