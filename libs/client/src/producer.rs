@@ -450,12 +450,15 @@ impl Producer {
             ));
         }
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        if shared.idempotent && shared.acc.lock().identity.is_none() {
-            self.init_identity().await?;
-        }
         // Read before the metadata is looked at: a refresh in between makes the cache stale, not wrong.
         let generation = shared.cluster.generation();
         let mut looked_up = None;
+        if shared.idempotent && shared.acc.lock().identity.is_none() {
+            // The topic first: an unreachable cluster or a missing topic fails
+            // fast here, as without idempotence.
+            looked_up = Some(self.partition_count(&record.topic).await?);
+            self.init_identity().await?;
+        }
         loop {
             let progressed = shared.progress.notified();
             let partitions = {

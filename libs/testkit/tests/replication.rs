@@ -356,3 +356,47 @@ async fn an_isolated_leader_cannot_acknowledge_and_drops_its_tail_after_healing(
     assert_eq!(read_all(&cluster, "cut", 200).await, expected);
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_starts_from_its_checkpointed_high_watermark() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("hw")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    produce(&cluster, "hw", 0..500).await;
+    let old = leader(&cluster, "hw").await as usize - 1;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    for &f in &followers {
+        let logs = cluster.broker_logs(f);
+        wait_for(
+            "the follower learns the high watermark",
+            Duration::from_secs(30),
+            || {
+                let logs = std::sync::Arc::clone(&logs);
+                async move { logs.get("hw", 0).is_some_and(|p| p.high_watermark() == 500) }
+            },
+        )
+        .await;
+    }
+    // Followers first, the leader last: nobody is left to lead when one
+    // follower comes back, so its high watermark can only come from its
+    // checkpoint (without it, the log start: 0).
+    for &i in followers.iter().chain(std::iter::once(&old)) {
+        cluster.stop_broker(i).await;
+    }
+    cluster.start_broker_again(followers[0]).await;
+    let logs = cluster.broker_logs(followers[0]);
+    wait_for("the partition reopened", Duration::from_secs(30), || {
+        let logs = std::sync::Arc::clone(&logs);
+        async move { logs.get("hw", 0).is_some() }
+    })
+    .await;
+    let p = logs.get("hw", 0).unwrap();
+    assert_eq!((p.high_watermark(), p.log_end_offset()), (500, 500));
+    cluster.shutdown().await;
+}

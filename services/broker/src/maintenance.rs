@@ -10,6 +10,9 @@ use runnel_log::CleanerConfig;
 
 use crate::partition::{LogManager, Partition};
 
+/// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
 /// What the periodic upkeep needs to know.
 #[derive(Debug, Clone)]
 pub struct Upkeep {
@@ -30,6 +33,8 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
     } = upkeep;
     let mut retention = tokio::time::interval(retention_interval.max(Duration::from_millis(10)));
     let mut flush = tokio::time::interval(Duration::from_secs(1));
+    let mut checkpoint = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+    checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,6 +43,13 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
             _ = retention.tick() => {
                 for p in logs.all() {
                     retain_and_compact(&logs, p, &cleaner, producer_id_expiration_ms).await;
+                }
+            }
+            _ = checkpoint.tick() => {
+                let logs = Arc::clone(&logs);
+                match tokio::task::spawn_blocking(move || logs.checkpoint_high_watermarks()).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "writing the high-watermark checkpoint failed"),
+                    Ok(Ok(())) | Err(_) => {}
                 }
             }
             _ = flush.tick() => {

@@ -25,6 +25,9 @@ use crate::io::{IoPool, IoStopped};
 pub type PartitionKey = (String, i32);
 
 const PARTITION_METADATA: &str = "partition.metadata";
+/// Every hosted partition's high watermark, so a restarted broker does not
+/// start from the log start (Kafka's file of the same name and format).
+const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// Leadership and config of a partition, from the metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -452,6 +455,12 @@ impl Partition {
         Ok(())
     }
 
+    /// Starts from a high watermark remembered across a restart (within the log).
+    fn restore_high_watermark(&self, hw: Offset) {
+        let hw = hw.clamp(self.log_start_offset(), self.log_end_offset());
+        self.high_watermark.store(hw, Ordering::Release);
+    }
+
     /// Flushes and closes the log cleanly (blocking).
     fn close(self) -> Result<(), LogError> {
         self.log.into_inner().close()
@@ -495,6 +504,8 @@ pub struct LogManager {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     /// Serializes reconciliations.
     reconciling: tokio::sync::Mutex<()>,
+    /// High watermarks as last checkpointed (read at start, updated at each write).
+    high_watermarks: Mutex<HashMap<PartitionKey, Offset>>,
 }
 
 /// What the metadata wants this broker to host.
@@ -506,13 +517,51 @@ struct Desired {
 impl LogManager {
     /// A manager for logs under `data_dir`.
     pub fn new(data_dir: PathBuf, broker_id: i32, io: Arc<IoPool>) -> LogManager {
+        let path = data_dir.join(HW_CHECKPOINT);
+        let high_watermarks = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|reason| {
+                // Only a hint: partitions then start from their log start, as without it.
+                tracing::warn!(path = %path.display(), %reason, "ignoring unreadable high-watermark checkpoint");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
         LogManager {
             data_dir,
             broker_id,
             io,
             partitions: RwLock::new(HashMap::new()),
             reconciling: tokio::sync::Mutex::new(()),
+            high_watermarks: Mutex::new(high_watermarks),
         }
+    }
+
+    /// Writes every hosted partition's high watermark to the checkpoint file
+    /// (temp file, fsync, rename) when any changed since the last write
+    /// (blocking; Kafka does it every `replica.high.watermark.checkpoint.interval.ms`).
+    pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
+        let mut known = self.high_watermarks.lock();
+        let mut changed = false;
+        for p in self.all() {
+            let hw = p.high_watermark();
+            if known.insert(p.key(), hw) != Some(hw) {
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(());
+        }
+        let text = format_hw_checkpoint(&known);
+        let path = self.data_dir.join(HW_CHECKPOINT);
+        let tmp = self.data_dir.join(format!("{HW_CHECKPOINT}.tmp"));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.data_dir)?.sync_all()
     }
 
     /// The I/O threads.
@@ -612,6 +661,7 @@ impl LogManager {
         let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
         let (topic, index) = key.clone();
         let broker_id = self.broker_id;
+        let checkpointed = self.high_watermarks.lock().get(&key).copied();
         let opened = self
             .io
             .run(&key, move || -> Result<Partition, ManagerError> {
@@ -642,6 +692,9 @@ impl LogManager {
                         config: want.state.config.clone(),
                     },
                 );
+                if let Some(hw) = checkpointed {
+                    p.restore_high_watermark(hw);
+                }
                 p.update(want.state).map_err(|source| ManagerError::Log {
                     topic: topic.clone(),
                     partition: index,
@@ -658,6 +711,7 @@ impl LogManager {
     async fn remove(&self, p: &Arc<Partition>) -> Result<(), ManagerError> {
         let key = p.key();
         self.partitions.write().remove(&key);
+        self.high_watermarks.lock().remove(&key);
         let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
         self.io
             .run(&key, move || {
@@ -718,6 +772,9 @@ impl LogManager {
 
     /// Flushes and closes every log cleanly.
     pub async fn close_all(&self) {
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
+        }
         let all: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, p)| p).collect();
         for p in all {
             let key = p.key();
@@ -740,6 +797,48 @@ impl LogManager {
             }
         }
     }
+}
+
+/// Writes a high-watermark checkpoint's text (what [`parse_hw_checkpoint`] reads).
+fn format_hw_checkpoint(entries: &HashMap<PartitionKey, Offset>) -> String {
+    let mut sorted: Vec<_> = entries.iter().collect();
+    sorted.sort();
+    let mut text = format!("0\n{}\n", sorted.len());
+    for ((topic, partition), hw) in sorted {
+        text.push_str(&format!("{topic} {partition} {hw}\n"));
+    }
+    text
+}
+
+/// Reads a high-watermark checkpoint: a version line (0), a count, then
+/// `topic partition offset` lines.
+fn parse_hw_checkpoint(text: &str) -> Result<HashMap<PartitionKey, Offset>, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some("0") {
+        return Err("unknown version".into());
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or("missing entry count")?;
+    let mut out = HashMap::with_capacity(count.min(1 << 16));
+    for line in lines {
+        let mut fields = line.split(' ');
+        let (Some(topic), Some(partition), Some(hw), None) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            return Err(format!("malformed line {line:?}"));
+        };
+        let partition = partition
+            .parse()
+            .map_err(|_| format!("bad partition in {line:?}"))?;
+        let hw = hw.parse().map_err(|_| format!("bad offset in {line:?}"))?;
+        out.insert((topic.to_owned(), partition), hw);
+    }
+    if out.len() != count {
+        return Err(format!("{} entries, expected {count}", out.len()));
+    }
+    Ok(out)
 }
 
 /// Makes `dir` hold a log of `topic_id`: a directory left by an older topic
@@ -768,4 +867,24 @@ fn prepare_dir(dir: &Path, topic_id: &TopicId) -> Result<(), ManagerError> {
     std::fs::write(&tmp, wanted).map_err(io_err)?;
     std::fs::rename(&tmp, &meta).map_err(io_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_watermark_checkpoints_round_trip_and_damage_is_detected() {
+        let mut hws = HashMap::new();
+        hws.insert(("orders".to_owned(), 0), 42);
+        hws.insert(("orders".to_owned(), 1), 0);
+        hws.insert(("a.b_c-d".to_owned(), 7), 1 << 40);
+        let text = format_hw_checkpoint(&hws);
+        assert!(text.starts_with("0\n3\n"));
+        assert_eq!(parse_hw_checkpoint(&text).unwrap(), hws);
+        assert!(parse_hw_checkpoint("1\n0\n").is_err());
+        assert!(parse_hw_checkpoint("0\n2\norders 0 42\n").is_err());
+        assert!(parse_hw_checkpoint("0\n1\norders zero 42\n").is_err());
+        assert!(parse_hw_checkpoint("0\n1\norders 0 42 9\n").is_err());
+    }
 }
