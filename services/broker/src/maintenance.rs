@@ -47,9 +47,9 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
             }
             _ = checkpoint.tick() => {
                 let logs = Arc::clone(&logs);
-                match tokio::task::spawn_blocking(move || logs.checkpoint_high_watermarks()).await {
-                    Ok(Err(e)) => tracing::error!(error = %e, "writing the high-watermark checkpoint failed"),
-                    Ok(Ok(())) | Err(_) => {}
+                let written = tokio::task::spawn_blocking(move || logs.checkpoint_high_watermarks()).await;
+                if let Ok(Err(e)) = written {
+                    tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
                 }
             }
             _ = flush.tick() => {
