@@ -37,7 +37,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use runnel_log::batch::{BatchBuilder, Compression, Header, RecordBatchMut};
-use runnel_log::producer::{CACHED_BATCHES, add_sequence};
+use runnel_log::producer::add_sequence;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use tokio::sync::Notify;
@@ -871,10 +871,6 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
         let mut bytes = 0;
         while let Some(b) = queue.ready.front() {
             if !batches.is_empty() && bytes + b.bytes.len() > config.max_request_size {
-                break;
-            }
-            // A leader recognises retries among a producer's latest batches only.
-            if identity.is_some() && batches.len() == CACHED_BATCHES {
                 break;
             }
             bytes += b.bytes.len();

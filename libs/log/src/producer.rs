@@ -1,9 +1,11 @@
 //! Idempotent-producer state of one partition (Kafka's `ProducerStateManager`).
 //!
 //! For each producer id the log remembers its epoch and the sequence ranges
-//! and offsets of its latest batches. With that the leader recognises a
-//! retried batch and answers with the offsets it got the first time instead
-//! of appending it again, and refuses a batch that skips sequence numbers.
+//! and offsets of its latest batches, as runs: batches that follow each
+//! other in both sequence and offset share one entry (a request of many
+//! batches is one run). With that the leader recognises a retried batch and
+//! answers with the offsets it got the first time instead of appending it
+//! again, and refuses a batch that skips sequence numbers.
 //!
 //! The state is derived from the log alone: every append (leader or
 //! follower) updates it, and opening or truncating the log rebuilds it by
@@ -21,17 +23,17 @@ use crate::error::LogError;
 use crate::storage::Storage;
 use crate::{Offset, TimestampMs};
 
-/// Batches remembered per producer. A producer must not have more than this
-/// many unacknowledged batches for one partition, or a retry of the oldest
-/// can no longer be told apart from a gap (Runnel's client caps its
-/// requests by it; Kafka's clients keep at most 5 in flight).
+/// Runs of batches remembered per producer. A retry is recognised while its
+/// run is among the producer's latest this many (each run is an unbroken
+/// stretch of its batches, so Runnel's client, with one request in flight
+/// per partition, needs one; Kafka's clients keep at most 5 batches in flight).
 pub const CACHED_BATCHES: usize = 64;
 
 pub(crate) const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RNPS";
 const SNAPSHOT_VERSION: u32 = 1;
 
-/// One remembered batch of a producer.
+/// One remembered batch of a producer, or a run of consecutive ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachedBatch {
     /// Sequence number of its first record.
@@ -150,12 +152,21 @@ impl ProducerStates {
             };
         }
         let last_seq = last_sequence(h);
-        if let Some(b) = entry
-            .batches
-            .iter()
-            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last_seq)
-        {
-            return Ok(SequenceCheck::Duplicate(*b));
+        // Within a run, sequences and offsets advance together (and never wrap).
+        let within = |b: &&CachedBatch| {
+            (b.first_seq == h.base_sequence && b.last_seq == last_seq)
+                || (h.base_sequence <= last_seq
+                    && b.first_seq <= h.base_sequence
+                    && last_seq <= b.last_seq)
+        };
+        if let Some(run) = entry.batches.iter().rev().find(within) {
+            let first_offset = run.first_offset + Offset::from(h.base_sequence - run.first_seq);
+            return Ok(SequenceCheck::Duplicate(CachedBatch {
+                first_seq: h.base_sequence,
+                last_seq,
+                first_offset,
+                last_offset: first_offset + Offset::from(h.last_offset_delta),
+            }));
         }
         match entry.last_seq() {
             Some(last) if add_sequence(last, 1) != h.base_sequence => {
@@ -187,12 +198,30 @@ impl ProducerStates {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        let last_seq = last_sequence(h);
+        let wraps = last_seq < h.base_sequence;
+        if let Some(run) = entry.batches.back_mut() {
+            if !wraps
+                && run.last_seq < h.base_sequence
+                && h.base_sequence == add_sequence(run.last_seq, 1)
+                && h.base_offset == run.last_offset + 1
+            {
+                run.last_seq = last_seq;
+                run.last_offset = h.last_offset();
+                entry.last_timestamp = entry.last_timestamp.max(now);
+                return;
+            }
+            if h.base_sequence <= run.last_seq {
+                // The sequence wrapped past i32::MAX: older runs would match new numbers.
+                entry.batches.clear();
+            }
+        }
         if entry.batches.len() == CACHED_BATCHES {
             entry.batches.pop_front();
         }
         entry.batches.push_back(CachedBatch {
             first_seq: h.base_sequence,
-            last_seq: last_sequence(h),
+            last_seq,
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
         });
@@ -513,14 +542,55 @@ mod tests {
     }
 
     #[test]
-    fn only_the_latest_batches_are_remembered() {
+    fn consecutive_batches_form_one_run_and_only_the_latest_runs_are_remembered() {
+        let mut s = ProducerStates::default();
+        // Offsets follow sequences: one run, and any batch of it is a duplicate.
+        for i in 0..10 {
+            s.apply(&header(1, 0, i * 3, Offset::from(i * 3), 3), T);
+        }
+        assert_eq!(s.get(1).unwrap().batches().count(), 1);
+        assert_eq!(
+            s.check(&header(1, 0, 9, 99, 3)).unwrap(),
+            SequenceCheck::Duplicate(CachedBatch {
+                first_seq: 9,
+                last_seq: 11,
+                first_offset: 9,
+                last_offset: 11
+            })
+        );
+        // A batch overlapping the end of the run is not a duplicate but a gap.
+        assert!(s.check(&header(1, 0, 28, 99, 3)).is_err());
+        // Another producer's records in between start a new run each time.
         let mut s = ProducerStates::default();
         for i in 0..(CACHED_BATCHES as i32 + 10) {
-            s.apply(&header(1, 0, i, Offset::from(i), 1), T);
+            s.apply(&header(1, 0, i, Offset::from(i) * 2, 1), T);
         }
         let e = s.get(1).unwrap();
         assert_eq!(e.batches().count(), CACHED_BATCHES);
         assert_eq!(e.batches().next().unwrap().first_seq, 10);
+        assert!(s.check(&header(1, 0, 9, 0, 1)).is_err(), "forgotten");
+        assert!(matches!(
+            s.check(&header(1, 0, 10, 0, 1)).unwrap(),
+            SequenceCheck::Duplicate(CachedBatch {
+                first_offset: 20,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_wrapped_sequence_forgets_the_runs_before_it() {
+        let mut s = ProducerStates::default();
+        s.apply(&header(1, 0, 5, 0, 5), T);
+        s.apply(&header(1, 0, 10, 10, i32::MAX - 9), T);
+        s.apply(&header(1, 0, 0, i64::from(i32::MAX) + 1, 6), T);
+        let e = s.get(1).unwrap();
+        assert_eq!(e.batches().count(), 1);
+        // Sequence 5..9 is new again, not the old run's.
+        assert_eq!(
+            s.check(&header(1, 0, 6, 0, 1)).unwrap(),
+            SequenceCheck::Append
+        );
     }
 
     #[test]

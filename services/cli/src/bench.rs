@@ -60,6 +60,9 @@ pub struct Args {
     /// Producer linger.ms [default: 5; 0 for e2e, which measures latency].
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Producer enable.idempotence (in effect with --acks all).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    enable_idempotence: bool,
 }
 
 impl Args {
@@ -232,6 +235,7 @@ async fn produce(cluster: &Arc<Cluster>, args: &Args, show: bool) -> anyhow::Res
                 batch_size: args.batch_size,
                 linger: args.linger(5),
                 max_request_size: args.batch_size.max(1_048_576) * 4,
+                enable_idempotence: args.enable_idempotence,
                 ..ProducerConfig::default()
             },
         );
@@ -402,6 +406,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
             compression: args.compression,
             batch_size: args.batch_size,
             linger: args.linger(0),
+            enable_idempotence: args.enable_idempotence,
             ..ProducerConfig::default()
         },
     );
