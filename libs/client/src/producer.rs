@@ -851,6 +851,14 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
                 renumber.push((Arc::clone(topic), partition));
             }
         }
+        if renumber
+            .last()
+            .is_some_and(|(t, p)| *p == partition && Arc::ptr_eq(t, topic))
+        {
+            // Its batches are renumbered below, under a new epoch; send them next round.
+            wake_at(now);
+            continue;
+        }
         if queue.in_flight || queue.ready.is_empty() {
             continue;
         }

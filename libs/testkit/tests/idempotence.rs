@@ -297,3 +297,77 @@ async fn production_through_a_leaders_death_stores_every_record_exactly_once_in_
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_expires_does_not_block_the_records_after_it() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("expiry")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "3"),
+        )
+        .await;
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            delivery_timeout: Duration::from_secs(2),
+            ..ProducerConfig::default()
+        },
+    );
+    let send =
+        |value: &'static str| producer.send(ProducerRecord::new("expiry", value).partition(0));
+    // The partition knows the producer: its next batch must follow on.
+    assert_eq!(send("before").await.unwrap().await.unwrap().offset, 0);
+
+    let leader_id = leader(&cluster, "expiry", 0).await;
+    let follower = (1..=3).find(|&b| b != leader_id).unwrap();
+    cluster.kill_broker((follower - 1) as usize).await;
+    let admin = cluster.admin();
+    let isr_is = |n: usize| {
+        let admin = admin.clone();
+        move || {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .describe_topic("expiry")
+                    .await
+                    .is_ok_and(|t| t.partitions[0].isr.len() == n)
+            }
+        }
+    };
+    wait_for("the ISR to shrink", Duration::from_secs(30), isr_is(2)).await;
+    let logs = cluster.broker_logs((leader_id - 1) as usize);
+    wait_for("the leader to see it", Duration::from_secs(30), || {
+        let logs = Arc::clone(&logs);
+        async move {
+            logs.get("expiry", 0)
+                .is_some_and(|p| p.state().isr.len() == 2)
+        }
+    })
+    .await;
+    // Refused before it is appended, until its delivery timeout: it fails for good.
+    assert!(send("lost").await.unwrap().await.is_err());
+    assert_eq!(producer.failed_records(), 1);
+
+    cluster.start_broker_again((follower - 1) as usize).await;
+    wait_for("the ISR to grow back", Duration::from_secs(30), isr_is(3)).await;
+    // The producer moved to a new epoch: the next record is not a gap.
+    let after = send("after").await.unwrap().await.unwrap();
+    producer.close().await.unwrap();
+    let mut consumer = cluster.earliest_consumer();
+    consumer
+        .assign(consumer.partitions_of("expiry").await.unwrap())
+        .await
+        .unwrap();
+    let mut values = Vec::new();
+    while values.len() <= after.offset as usize {
+        for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+            values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    values.retain(|v| v != "lost");
+    assert_eq!(values, ["before", "after"]);
+    cluster.shutdown().await;
+}
