@@ -88,6 +88,23 @@ pub struct ApplyError {
     pub reason: String,
 }
 
+/// The endpoints every service registers: its gRPC and admin HTTP
+/// addresses at the host others reach it by.
+pub fn service_endpoints(host: &str, grpc_port: u16, admin_port: u16) -> Vec<Endpoint> {
+    vec![
+        Endpoint {
+            name: "grpc".into(),
+            host: host.to_owned(),
+            port: u32::from(grpc_port),
+        },
+        Endpoint {
+            name: "admin".into(),
+            host: host.to_owned(),
+            port: u32::from(admin_port),
+        },
+    ]
+}
+
 /// A topic id from its wire bytes (`None` unless exactly 16 bytes).
 pub fn topic_id(bytes: &[u8]) -> Option<TopicId> {
     bytes.try_into().ok()

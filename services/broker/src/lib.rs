@@ -174,18 +174,8 @@ pub async fn start(
         })?;
     let readiness = Readiness::new();
 
-    let mut endpoints = vec![
-        Endpoint {
-            name: "grpc".into(),
-            host: host.clone(),
-            port: u32::from(grpc_addr.port()),
-        },
-        Endpoint {
-            name: "admin".into(),
-            host,
-            port: u32::from(admin_addr.port()),
-        },
-    ];
+    let mut endpoints =
+        runnel_common::metadata::service_endpoints(&host, grpc_addr.port(), admin_addr.port());
     if let Some((_, addr)) = &external {
         endpoints.push(Endpoint {
             name: service::EXTERNAL_GRPC_ENDPOINT.into(),

@@ -129,18 +129,8 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| grpc_addr.ip().to_string());
 
-    let mut endpoints = vec![
-        Endpoint {
-            name: "grpc".into(),
-            host: host.clone(),
-            port: u32::from(grpc_addr.port()),
-        },
-        Endpoint {
-            name: "admin".into(),
-            host,
-            port: u32::from(admin_addr.port()),
-        },
-    ];
+    let mut endpoints =
+        runnel_common::metadata::service_endpoints(&host, grpc_addr.port(), admin_addr.port());
     if let Some(external_host) = &config.external_advertised_host {
         // The name brokers' external listeners look for (runnel-broker's
         // `EXTERNAL_GRPC_ENDPOINT`; services share no crate, so it is spelled twice).
