@@ -353,7 +353,7 @@ impl Log {
             })?;
         }
         self.report.replayed_producer_batches += replayed;
-        state.remove_stale(self.log_start_offset, self.clock.now_ms(), None);
+        state.remove_stale(self.log_start_offset, now, None);
         self.producers = state;
         Ok(())
     }
