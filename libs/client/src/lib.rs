@@ -7,11 +7,14 @@
 //!   retries within `delivery.timeout.ms`, and a [`DeliveryFuture`] per record.
 //! - [`Consumer`]: assign partitions, seek (offset, beginning, end,
 //!   timestamp), poll, `auto.offset.reset`.
+//! - [`assignor`]: Kafka's partition assignors for consumer groups (range,
+//!   round-robin, cooperative-sticky).
 //!
 //! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
 //! share one [`Cluster`] (connections and metadata) between them.
 
 pub mod admin;
+pub mod assignor;
 pub mod cluster;
 pub mod consumer;
 mod error;
