@@ -29,7 +29,21 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::InvalidReplicationFactor
         | E::InvalidReplicaAssignment
         | E::InvalidConfig
-        | E::IneligibleReplica => Code::InvalidArgument,
+        | E::IneligibleReplica
+        | E::InvalidGroupId
+        | E::InvalidSessionTimeout
+        | E::InconsistentGroupProtocol => Code::InvalidArgument,
+        E::GroupIdNotFound => Code::NotFound,
+        E::IllegalGeneration
+        | E::UnknownMemberId
+        | E::MemberIdRequired
+        | E::FencedInstanceId
+        | E::NonEmptyGroup
+        | E::GroupMaxSizeReached => Code::FailedPrecondition,
+        E::RebalanceInProgress
+        | E::CoordinatorLoadInProgress
+        | E::CoordinatorNotAvailable
+        | E::NotCoordinator => Code::Unavailable,
         E::TopicAlreadyExists => Code::AlreadyExists,
         E::StaleBrokerEpoch
         | E::OutOfOrderSequenceNumber
@@ -91,6 +105,9 @@ pub fn is_retriable(code: ErrorCode) -> bool {
             | ErrorCode::KafkaStorageError
             | ErrorCode::NotController
             | ErrorCode::BrokerNotAvailable
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
     )
 }
 

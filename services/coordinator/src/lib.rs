@@ -1,0 +1,15 @@
+//! `runnel-coordinator`: the group coordinator service (issue 6, in progress).
+//!
+//! Consumers in a group share a topic's partitions, each partition read by
+//! one member at a time. The coordinator runs Kafka's classic group
+//! protocol: members join, one of them (the leader) assigns partitions with
+//! a client-side assignor, the coordinator hands every member its share and
+//! watches heartbeats; a member that joins, leaves or goes silent starts a
+//! new generation. Committed offsets are fenced by generation and member.
+//!
+//! - [`group`]: one group's membership and rebalance state machine, pure
+//!   and driven by the caller's clock, so every timing rule is tested
+//!   without sleeping. The gRPC service and the `__consumer_offsets`
+//!   storage build on it.
+
+pub mod group;
