@@ -38,3 +38,11 @@ pub mod broker {
         tonic::include_proto!("runnel.broker.v1");
     }
 }
+
+/// `runnel.coordinator.v1`: the records of the `__consumer_offsets` topic.
+pub mod coordinator {
+    /// Version 1 of the coordinator's records.
+    pub mod v1 {
+        tonic::include_proto!("runnel.coordinator.v1");
+    }
+}

@@ -11,5 +11,9 @@
 //!   and driven by the caller's clock, so every timing rule is tested
 //!   without sleeping. The gRPC service and the `__consumer_offsets`
 //!   storage build on it.
+//! - [`offsets`]: the records of `__consumer_offsets` (committed offsets,
+//!   group metadata), the state they replay into, offset retention, and
+//!   which partition (so which coordinator) holds a group.
 
 pub mod group;
+pub mod offsets;
