@@ -39,7 +39,8 @@ pub mod broker {
     }
 }
 
-/// `runnel.coordinator.v1`: the records of the `__consumer_offsets` topic.
+/// `runnel.coordinator.v1`: the group coordinator's API and the records of
+/// the `__consumer_offsets` topic.
 pub mod coordinator {
     /// Version 1 of the coordinator's records.
     pub mod v1 {

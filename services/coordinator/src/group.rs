@@ -849,6 +849,19 @@ impl Group {
         replies
     }
 
+    /// Abandons the current generation (it could not be stored): members
+    /// are told to rejoin by their next heartbeat.
+    pub fn rebalance(&mut self, now: Ms) -> Vec<Reply> {
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                let mut replies = self.prepare_rebalance(now);
+                replies.extend(self.try_complete_join(now));
+                replies
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether an OffsetCommit from this member in this generation may be
     /// stored. A group with no members takes commits with generation -1
     /// and no member id (admin tools, manual assignment).

@@ -14,6 +14,10 @@
 //! - [`offsets`]: the records of `__consumer_offsets` (committed offsets,
 //!   group metadata), the state they replay into, offset retention, and
 //!   which partition (so which coordinator) holds a group.
+//! - [`manager`]: the groups of one coordinator with their waiting callers
+//!   and committed offsets; what must survive a restart goes through a
+//!   [`manager::RecordSink`] into `__consumer_offsets` before it is acknowledged.
 
 pub mod group;
+pub mod manager;
 pub mod offsets;

@@ -1,0 +1,400 @@
+//! The coordinator's groups in one process: the [`Group`] state machines,
+//! the callers waiting on them, and the committed offsets, with every
+//! change that must survive a restart written to `__consumer_offsets`
+//! through a [`RecordSink`] before it is acknowledged.
+//!
+//! A JoinGroup or SyncGroup that has to wait parks on a oneshot channel;
+//! whichever call completes the phase (another member's join, the leader's
+//! sync, or the periodic [`GroupManager::tick`]) delivers the answers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1::{GroupMemberValue, GroupValue};
+use tokio::sync::oneshot;
+
+use crate::group::{
+    Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Ms, Reply, Step, SyncResponse,
+};
+use crate::offsets::{
+    CommittedOffset, DEFAULT_OFFSETS_PARTITIONS, OffsetsState, group_record, offset_record,
+    partition_for,
+};
+
+/// A record for `__consumer_offsets`: key and value (None: a tombstone).
+pub type OffsetsRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// Why records could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("writing to __consumer_offsets failed: {message}")]
+pub struct SinkError {
+    /// The code to answer with (retriable ones make clients retry).
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where the coordinator writes its records: a partition of
+/// `__consumer_offsets`, durably (acks=all) before the call returns.
+pub trait RecordSink: Send + Sync {
+    /// Appends `records` to partition `partition`, in order.
+    fn append(
+        &self,
+        partition: i32,
+        records: Vec<OffsetsRecord>,
+    ) -> BoxFuture<'_, Result<(), SinkError>>;
+}
+
+/// One committed offset to store.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The next offset to read.
+    pub offset: i64,
+    /// Leader epoch of the last record read, or -1.
+    pub leader_epoch: i32,
+    /// The committer's metadata.
+    pub metadata: String,
+}
+
+#[derive(Default)]
+struct Waiters {
+    join: HashMap<String, oneshot::Sender<JoinResponse>>,
+    sync: HashMap<String, oneshot::Sender<SyncResponse>>,
+}
+
+struct Entry {
+    group: Group,
+    waiters: Waiters,
+}
+
+/// The groups this coordinator serves.
+pub struct GroupManager {
+    config: GroupConfig,
+    partitions: i32,
+    groups: Mutex<HashMap<String, Entry>>,
+    offsets: Mutex<OffsetsState>,
+    sink: Arc<dyn RecordSink>,
+    clock: Box<dyn Fn() -> Ms + Send + Sync>,
+}
+
+impl std::fmt::Debug for GroupManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupManager")
+            .field("groups", &self.groups.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn wall_clock_ms() -> Ms {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Ms)
+}
+
+impl GroupManager {
+    /// A manager writing through `sink`, on the wall clock.
+    pub fn new(config: GroupConfig, sink: Arc<dyn RecordSink>) -> GroupManager {
+        Self::with_clock(config, sink, Box::new(wall_clock_ms))
+    }
+
+    /// A manager on a given clock (tests drive time by hand).
+    pub fn with_clock(
+        config: GroupConfig,
+        sink: Arc<dyn RecordSink>,
+        clock: Box<dyn Fn() -> Ms + Send + Sync>,
+    ) -> GroupManager {
+        GroupManager {
+            config,
+            partitions: DEFAULT_OFFSETS_PARTITIONS,
+            groups: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(OffsetsState::default()),
+            sink,
+            clock,
+        }
+    }
+
+    /// Replays records of `__consumer_offsets` (a coordinator taking over a partition).
+    pub fn load(&self, records: &[OffsetsRecord]) -> Result<(), crate::offsets::RecordError> {
+        let mut offsets = self.offsets.lock();
+        for (k, v) in records {
+            offsets.apply(k, v.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn deliver(waiters: &mut Waiters, replies: Vec<Reply>) {
+        for reply in replies {
+            match reply {
+                Reply::Join(id, r) => {
+                    if let Some(tx) = waiters.join.remove(&id) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Reply::Sync(id, r) => {
+                    if let Some(tx) = waiters.sync.remove(&id) {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        }
+    }
+
+    /// JoinGroup: answers once the next generation has formed.
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResponse {
+        let wait_limit = Duration::from_millis(
+            (req.rebalance_timeout_ms.max(0) as u64)
+                .max(self.config.initial_rebalance_delay_ms.max(0) as u64)
+                + 5_000,
+        );
+        let member = req.member_id.clone();
+        let rx = {
+            let now = (self.clock)();
+            let mut groups = self.groups.lock();
+            let entry = groups.entry(group_id.to_owned()).or_insert_with(|| Entry {
+                group: Group::new(group_id, self.config.clone()),
+                waiters: Waiters::default(),
+            });
+            let (step, replies) = entry.group.join(req, now);
+            let rx = match step {
+                Step::Respond(r) => {
+                    Self::deliver(&mut entry.waiters, replies);
+                    return r;
+                }
+                Step::Wait(id) => {
+                    let (tx, rx) = oneshot::channel();
+                    // A retried join replaces the earlier caller's wait.
+                    entry.waiters.join.insert(id, tx);
+                    rx
+                }
+            };
+            Self::deliver(&mut entry.waiters, replies);
+            rx
+        };
+        match tokio::time::timeout(wait_limit, rx).await {
+            Ok(Ok(r)) => r,
+            _ => JoinResponse {
+                error: ErrorCode::RebalanceInProgress,
+                generation_id: -1,
+                protocol_name: String::new(),
+                leader: String::new(),
+                member_id: member,
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// SyncGroup: the member's assignment, once the leader has sent them all.
+    /// The new generation is written to `__consumer_offsets` before anyone
+    /// gets an assignment.
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> SyncResponse {
+        let refused = |error| SyncResponse {
+            error,
+            assignment: Vec::new(),
+        };
+        let (rx, completed) = {
+            let now = (self.clock)();
+            let mut groups = self.groups.lock();
+            let Some(entry) = groups.get_mut(group_id) else {
+                return refused(ErrorCode::UnknownMemberId);
+            };
+            let (step, replies) =
+                entry
+                    .group
+                    .sync(member_id, group_instance_id, generation, assignments, now);
+            let rx = match step {
+                Step::Respond(r) => return r,
+                Step::Wait(id) => {
+                    let (tx, rx) = oneshot::channel();
+                    entry.waiters.sync.insert(id, tx);
+                    rx
+                }
+            };
+            if replies.is_empty() {
+                (rx, None)
+            } else {
+                // The leader's sync completed the generation: store it first.
+                (rx, Some((group_value(&entry.group, now), replies)))
+            }
+        };
+        if let Some((value, replies)) = completed {
+            let partition = partition_for(group_id, self.partitions);
+            let stored = self
+                .sink
+                .append(partition, vec![group_record(group_id, Some(&value))])
+                .await;
+            let mut groups = self.groups.lock();
+            if let Some(entry) = groups.get_mut(group_id) {
+                let replies = match stored {
+                    Ok(()) => replies,
+                    Err(e) => {
+                        tracing::warn!(group = group_id, error = %e, "storing the generation failed; rebalancing");
+                        let mut failed: Vec<Reply> = replies
+                            .into_iter()
+                            .map(|r| match r {
+                                Reply::Sync(id, _) => Reply::Sync(id, refused(e.code)),
+                                other => other,
+                            })
+                            .collect();
+                        failed.extend(entry.group.rebalance((self.clock)()));
+                        failed
+                    }
+                };
+                Self::deliver(&mut entry.waiters, replies);
+            }
+        }
+        rx.await
+            .unwrap_or_else(|_| refused(ErrorCode::RebalanceInProgress))
+    }
+
+    /// Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        let now = (self.clock)();
+        let mut groups = self.groups.lock();
+        let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
+        entry
+            .group
+            .heartbeat(member_id, group_instance_id, generation, now)
+    }
+
+    /// LeaveGroup.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Result<(), ErrorCode> {
+        let now = (self.clock)();
+        let mut groups = self.groups.lock();
+        let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
+        let replies = entry.group.leave(member_id, group_instance_id, now)?;
+        Self::deliver(&mut entry.waiters, replies);
+        Ok(())
+    }
+
+    /// Drops silent members and completes phases whose deadline passed; the
+    /// service calls it a few times a second.
+    pub fn tick(&self) {
+        let now = (self.clock)();
+        let mut groups = self.groups.lock();
+        for entry in groups.values_mut() {
+            let replies = entry.group.tick(now);
+            Self::deliver(&mut entry.waiters, replies);
+        }
+    }
+
+    /// OffsetCommit: checked against the member's generation, written to
+    /// `__consumer_offsets`, then visible to OffsetFetch.
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        commits: Vec<OffsetCommit>,
+    ) -> Result<(), ErrorCode> {
+        {
+            let groups = self.groups.lock();
+            match groups.get(group_id) {
+                Some(entry) => {
+                    entry
+                        .group
+                        .check_commit(member_id, group_instance_id, generation)?
+                }
+                // A group nobody has joined takes admin commits only.
+                None if generation < 0 && member_id.is_empty() => {}
+                None => return Err(ErrorCode::IllegalGeneration),
+            }
+        }
+        let now = (self.clock)();
+        let stored: Vec<(OffsetCommit, CommittedOffset)> = commits
+            .into_iter()
+            .map(|c| {
+                let value = CommittedOffset {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp_ms: now,
+                };
+                (c, value)
+            })
+            .collect();
+        let records = stored
+            .iter()
+            .map(|(c, v)| offset_record(group_id, &c.topic, c.partition, Some(v)))
+            .collect::<Vec<_>>();
+        self.sink
+            .append(partition_for(group_id, self.partitions), records.clone())
+            .await
+            .map_err(|e| e.code)?;
+        let mut offsets = self.offsets.lock();
+        for (k, v) in &records {
+            // Written just above from valid values: applying cannot fail.
+            let _ = offsets.apply(k, v.as_deref());
+        }
+        Ok(())
+    }
+
+    /// OffsetFetch: a group's committed offset for a partition.
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
+        self.offsets
+            .lock()
+            .committed(group_id, topic, partition)
+            .cloned()
+    }
+
+    /// The state of a group (`Dead` when unknown).
+    pub fn state(&self, group_id: &str) -> GroupState {
+        self.groups
+            .lock()
+            .get(group_id)
+            .map_or(GroupState::Dead, |e| e.group.state())
+    }
+}
+
+/// The record of a group's generation.
+fn group_value(group: &Group, now: Ms) -> GroupValue {
+    GroupValue {
+        protocol_type: "consumer".into(),
+        generation: group.generation(),
+        protocol: group.protocol().unwrap_or_default().to_owned(),
+        leader: group.leader().unwrap_or_default().to_owned(),
+        state_timestamp_ms: now,
+        members: group
+            .members()
+            .into_iter()
+            .map(|m| GroupMemberValue {
+                member_id: m.member_id,
+                group_instance_id: m.group_instance_id.unwrap_or_default(),
+                client_id: m.client_id,
+                assignment: m.assignment.into(),
+                ..GroupMemberValue::default()
+            })
+            .collect(),
+    }
+}
