@@ -368,6 +368,99 @@ impl GroupManager {
             .cloned()
     }
 
+    /// Every committed offset of a group: (topic, partition, offset).
+    pub fn group_offsets(&self, group_id: &str) -> Vec<(String, i32, CommittedOffset)> {
+        self.offsets
+            .lock()
+            .group_offsets(group_id)
+            .map(|((t, p), c)| (t.clone(), *p, c.clone()))
+            .collect()
+    }
+
+    /// Every group: with members, or with committed offsets only (Empty).
+    pub fn list(&self) -> Vec<(String, GroupState)> {
+        let groups = self.groups.lock();
+        let offsets = self.offsets.lock();
+        let mut out: Vec<(String, GroupState)> = groups
+            .iter()
+            .filter(|(_, e)| e.group.state() != GroupState::Dead)
+            .map(|(id, e)| (id.clone(), e.group.state()))
+            .collect();
+        for id in offsets.group_ids() {
+            if !groups.contains_key(id) {
+                out.push((id.to_owned(), GroupState::Empty));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// A group's state, protocol, generation and members, if it exists.
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let groups = self.groups.lock();
+        match groups.get(group_id) {
+            Some(e) if e.group.state() != GroupState::Dead => Some(GroupDescription {
+                state: e.group.state(),
+                protocol: e.group.protocol().unwrap_or_default().to_owned(),
+                generation: e.group.generation(),
+                members: e.group.members(),
+            }),
+            Some(_) => None,
+            None => self
+                .offsets
+                .lock()
+                .group_ids()
+                .contains(&group_id)
+                .then(|| GroupDescription {
+                    state: GroupState::Empty,
+                    protocol: String::new(),
+                    generation: 0,
+                    members: Vec::new(),
+                }),
+        }
+    }
+
+    /// DeleteGroups: an empty group's metadata and offsets go (tombstones
+    /// first, so a coordinator replaying the topic does not bring them back).
+    pub async fn delete(&self, group_id: &str) -> Result<(), ErrorCode> {
+        let exists = {
+            let groups = self.groups.lock();
+            match groups.get(group_id) {
+                Some(e) if e.group.state() == GroupState::Empty => true,
+                Some(e) if e.group.state() == GroupState::Dead => false,
+                Some(_) => return Err(ErrorCode::NonEmptyGroup),
+                None => false,
+            }
+        };
+        let offsets = self.group_offsets(group_id);
+        if !exists && offsets.is_empty() {
+            return Err(ErrorCode::GroupIdNotFound);
+        }
+        let mut records: Vec<OffsetsRecord> = offsets
+            .iter()
+            .map(|(t, p, _)| offset_record(group_id, t, *p, None))
+            .collect();
+        records.push(group_record(group_id, None));
+        self.sink
+            .append(partition_for(group_id, self.partitions), records.clone())
+            .await
+            .map_err(|e| e.code)?;
+        {
+            let mut state = self.offsets.lock();
+            for (k, v) in &records {
+                let _ = state.apply(k, v.as_deref());
+            }
+        }
+        let mut groups = self.groups.lock();
+        if let Some(e) = groups.get_mut(group_id) {
+            // A member may have joined while the tombstones were written.
+            if e.group.delete().is_ok() {
+                groups.remove(group_id);
+            }
+        }
+        Ok(())
+    }
+
     /// The state of a group (`Dead` when unknown).
     pub fn state(&self, group_id: &str) -> GroupState {
         self.groups
@@ -375,6 +468,19 @@ impl GroupManager {
             .get(group_id)
             .map_or(GroupState::Dead, |e| e.group.state())
     }
+}
+
+/// What DescribeGroups says of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Its state.
+    pub state: GroupState,
+    /// The chosen assignor, if any.
+    pub protocol: String,
+    /// The generation.
+    pub generation: i32,
+    /// Members with their assignments.
+    pub members: Vec<crate::group::MemberDescription>,
 }
 
 /// The record of a group's generation.

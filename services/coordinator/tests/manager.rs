@@ -163,3 +163,50 @@ async fn a_generation_that_cannot_be_stored_is_not_handed_out() {
         Err(ErrorCode::RebalanceInProgress)
     );
 }
+
+#[tokio::test]
+async fn groups_are_listed_described_and_deleted_only_when_empty() {
+    let sink = Arc::new(Recorded::default());
+    let manager = GroupManager::new(config(), sink.clone());
+    let joined = manager.join("live", join("a")).await;
+    manager
+        .sync("live", "a", None, 1, vec![("a".into(), b"x".to_vec())])
+        .await;
+    manager
+        .commit("live", "a", None, joined.generation_id, commit(3))
+        .await
+        .unwrap();
+    manager
+        .commit("offsets-only", "", None, -1, commit(9))
+        .await
+        .unwrap();
+    assert_eq!(
+        manager.list(),
+        vec![
+            ("live".into(), GroupState::Stable),
+            ("offsets-only".into(), GroupState::Empty)
+        ]
+    );
+    let d = manager.describe("live").unwrap();
+    assert_eq!(
+        (d.generation, d.members.len(), d.protocol.as_str()),
+        (1, 1, "range")
+    );
+    assert_eq!(manager.delete("live").await, Err(ErrorCode::NonEmptyGroup));
+    assert_eq!(
+        manager.delete("nope").await,
+        Err(ErrorCode::GroupIdNotFound)
+    );
+    manager.delete("offsets-only").await.unwrap();
+    assert!(manager.committed("offsets-only", "t", 0).is_none());
+    assert!(manager.describe("offsets-only").is_none());
+    // The tombstones were written: a successor does not see the group.
+    let records: Vec<OffsetsRecord> = sink.records.lock().iter().map(|(_, r)| r.clone()).collect();
+    let successor = GroupManager::new(config(), Arc::new(Recorded::default()));
+    successor.load(&records).unwrap();
+    assert!(successor.committed("offsets-only", "t", 0).is_none());
+    assert_eq!(successor.committed("live", "t", 0).unwrap().offset, 3);
+    manager.leave("live", "a", None).unwrap();
+    manager.delete("live").await.unwrap();
+    assert_eq!(manager.list(), vec![]);
+}
