@@ -17,10 +17,12 @@
 //! - [`manager`]: the groups of one coordinator with their waiting callers
 //!   and committed offsets; what must survive a restart goes through a
 //!   [`manager::RecordSink`] into `__consumer_offsets` before it is acknowledged.
+//! - [`grpc`]: the Coordinator gRPC API over the manager.
 //! - [`offsets_topic`]: that sink on the brokers (acks=all, idempotent), and
 //!   the reader a coordinator replays its partitions with.
 
 pub mod group;
+pub mod grpc;
 pub mod manager;
 pub mod offsets;
 pub mod offsets_topic;

@@ -1,0 +1,363 @@
+//! The coordinator's gRPC API over a [`GroupManager`]: translation only.
+//! Errors travel in each response's `error_code`, as in Kafka's group APIs.
+
+use std::sync::Arc;
+
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1 as pb;
+use runnel_proto::coordinator::v1::coordinator_server::Coordinator;
+use tonic::{Request, Response, Status};
+
+use crate::group::JoinRequest;
+use crate::manager::{GroupManager, OffsetCommit};
+
+/// Where this coordinator can be reached (FindCoordinator's answer).
+#[derive(Debug, Clone)]
+pub struct Advertised {
+    /// Coordinator id.
+    pub id: i32,
+    /// Host clients reach it at.
+    pub host: String,
+    /// Its gRPC port.
+    pub port: u16,
+}
+
+/// The gRPC face of a [`GroupManager`].
+#[derive(Debug, Clone)]
+pub struct CoordinatorService {
+    manager: Arc<GroupManager>,
+    me: Advertised,
+}
+
+impl CoordinatorService {
+    /// Serves `manager`, advertising itself as `me`.
+    pub fn new(manager: Arc<GroupManager>, me: Advertised) -> Self {
+        CoordinatorService { manager, me }
+    }
+}
+
+fn instance(id: &str) -> Option<&str> {
+    (!id.is_empty()).then_some(id)
+}
+
+fn check_group_id(id: &str) -> Result<(), (ErrorCode, String)> {
+    if id.is_empty() {
+        return Err((ErrorCode::InvalidGroupId, "the group id is empty".into()));
+    }
+    Ok(())
+}
+
+fn message(code: ErrorCode) -> String {
+    if code == ErrorCode::None {
+        String::new()
+    } else {
+        code.as_str_name().to_owned()
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn find_coordinator(
+        &self,
+        request: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let req = request.into_inner();
+        let mut r = pb::FindCoordinatorResponse {
+            coordinator_id: -1,
+            ..Default::default()
+        };
+        if let Err((code, msg)) = check_group_id(&req.group_id) {
+            r.error_code = code as i32;
+            r.error_message = msg;
+            return Ok(Response::new(r));
+        }
+        // One coordinator owns every partition of __consumer_offsets until
+        // the controller shares them among several.
+        r.coordinator_id = self.me.id;
+        r.host = self.me.host.clone();
+        r.port = u32::from(self.me.port);
+        Ok(Response::new(r))
+    }
+
+    async fn join_group(
+        &self,
+        request: Request<pb::JoinGroupRequest>,
+    ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        let req = request.into_inner();
+        if let Err((code, msg)) = check_group_id(&req.group_id) {
+            return Ok(Response::new(pb::JoinGroupResponse {
+                error_code: code as i32,
+                error_message: msg,
+                generation_id: -1,
+                ..Default::default()
+            }));
+        }
+        let client_id = if req.client_id.is_empty() {
+            "consumer".to_owned()
+        } else {
+            req.client_id.clone()
+        };
+        let join = JoinRequest {
+            member_id: req.member_id,
+            group_instance_id: instance(&req.group_instance_id).map(str::to_owned),
+            fresh_member_id: format!("{client_id}-{}", uuid::Uuid::new_v4()),
+            client_id,
+            session_timeout_ms: i64::from(req.session_timeout_ms),
+            rebalance_timeout_ms: i64::from(req.rebalance_timeout_ms.max(req.session_timeout_ms)),
+            protocol_type: req.protocol_type,
+            protocols: req
+                .protocols
+                .into_iter()
+                .map(|p| (p.name, p.metadata.to_vec()))
+                .collect(),
+            // KIP-394: a new dynamic member learns its id before it counts.
+            require_known_member_id: true,
+        };
+        let r = self.manager.join(&req.group_id, join).await;
+        Ok(Response::new(pb::JoinGroupResponse {
+            error_code: r.error as i32,
+            error_message: message(r.error),
+            generation_id: r.generation_id,
+            protocol_name: r.protocol_name,
+            leader: r.leader,
+            member_id: r.member_id,
+            members: r
+                .members
+                .into_iter()
+                .map(|m| pb::JoinGroupMember {
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id.unwrap_or_default(),
+                    metadata: m.metadata.into(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn sync_group(
+        &self,
+        request: Request<pb::SyncGroupRequest>,
+    ) -> Result<Response<pb::SyncGroupResponse>, Status> {
+        let req = request.into_inner();
+        let assignments = req
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id, a.assignment.to_vec()))
+            .collect();
+        let r = self
+            .manager
+            .sync(
+                &req.group_id,
+                &req.member_id,
+                instance(&req.group_instance_id),
+                req.generation_id,
+                assignments,
+            )
+            .await;
+        Ok(Response::new(pb::SyncGroupResponse {
+            error_code: r.error as i32,
+            error_message: message(r.error),
+            assignment: r.assignment.into(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let code = self
+            .manager
+            .heartbeat(
+                &req.group_id,
+                &req.member_id,
+                instance(&req.group_instance_id),
+                req.generation_id,
+            )
+            .err()
+            .unwrap_or(ErrorCode::None);
+        Ok(Response::new(pb::HeartbeatResponse {
+            error_code: code as i32,
+            error_message: message(code),
+        }))
+    }
+
+    async fn leave_group(
+        &self,
+        request: Request<pb::LeaveGroupRequest>,
+    ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        let req = request.into_inner();
+        let code = self
+            .manager
+            .leave(
+                &req.group_id,
+                &req.member_id,
+                instance(&req.group_instance_id),
+            )
+            .err()
+            .unwrap_or(ErrorCode::None);
+        Ok(Response::new(pb::LeaveGroupResponse {
+            error_code: code as i32,
+            error_message: message(code),
+        }))
+    }
+
+    async fn offset_commit(
+        &self,
+        request: Request<pb::OffsetCommitRequest>,
+    ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
+        let req = request.into_inner();
+        let commits: Vec<OffsetCommit> = req
+            .partitions
+            .iter()
+            .map(|p| OffsetCommit {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: p.metadata.clone(),
+            })
+            .collect();
+        let code = match check_group_id(&req.group_id) {
+            Err((code, _)) => code,
+            Ok(()) => self
+                .manager
+                .commit(
+                    &req.group_id,
+                    &req.member_id,
+                    instance(&req.group_instance_id),
+                    req.generation_id,
+                    commits,
+                )
+                .await
+                .err()
+                .unwrap_or(ErrorCode::None),
+        };
+        Ok(Response::new(pb::OffsetCommitResponse {
+            partitions: req
+                .partitions
+                .into_iter()
+                .map(|p| pb::OffsetCommitPartitionResult {
+                    topic: p.topic,
+                    partition: p.partition,
+                    error_code: code as i32,
+                    error_message: message(code),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn offset_fetch(
+        &self,
+        request: Request<pb::OffsetFetchRequest>,
+    ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
+        let req = request.into_inner();
+        let fetched = |topic: &str, partition: i32| {
+            let c = self.manager.committed(&req.group_id, topic, partition);
+            pb::OffsetFetchPartition {
+                topic: topic.to_owned(),
+                partition,
+                offset: c.as_ref().map_or(-1, |c| c.offset),
+                leader_epoch: c.as_ref().map_or(-1, |c| c.leader_epoch),
+                metadata: c.map(|c| c.metadata).unwrap_or_default(),
+            }
+        };
+        let partitions = if req.topics.is_empty() {
+            self.manager
+                .group_offsets(&req.group_id)
+                .into_iter()
+                .map(|(topic, partition, _)| fetched(&topic, partition))
+                .collect()
+        } else {
+            req.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|&p| fetched(&t.topic, p)))
+                .collect()
+        };
+        Ok(Response::new(pb::OffsetFetchResponse {
+            partitions,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let req = request.into_inner();
+        let groups = self
+            .manager
+            .list()
+            .into_iter()
+            .filter(|(_, state)| {
+                req.states.is_empty() || req.states.iter().any(|s| s == state.name())
+            })
+            .map(|(group_id, state)| pb::ListedGroup {
+                group_id,
+                protocol_type: "consumer".into(),
+                state: state.name().into(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn describe_groups(
+        &self,
+        request: Request<pb::DescribeGroupsRequest>,
+    ) -> Result<Response<pb::DescribeGroupsResponse>, Status> {
+        let req = request.into_inner();
+        let groups = req
+            .group_ids
+            .into_iter()
+            .map(|id| match self.manager.describe(&id) {
+                Some(d) => pb::DescribedGroup {
+                    group_id: id,
+                    state: d.state.name().into(),
+                    protocol_type: "consumer".into(),
+                    protocol: d.protocol,
+                    generation_id: d.generation,
+                    members: d
+                        .members
+                        .into_iter()
+                        .map(|m| pb::DescribedMember {
+                            member_id: m.member_id,
+                            group_instance_id: m.group_instance_id.unwrap_or_default(),
+                            client_id: m.client_id,
+                            client_host: String::new(),
+                            assignment: m.assignment.into(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+                // Kafka describes an unknown group as Dead, without an error.
+                None => pb::DescribedGroup {
+                    group_id: id,
+                    state: "Dead".into(),
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeGroupsResponse { groups }))
+    }
+
+    async fn delete_groups(
+        &self,
+        request: Request<pb::DeleteGroupsRequest>,
+    ) -> Result<Response<pb::DeleteGroupsResponse>, Status> {
+        let req = request.into_inner();
+        let mut groups = Vec::with_capacity(req.group_ids.len());
+        for id in req.group_ids {
+            let code = self
+                .manager
+                .delete(&id)
+                .await
+                .err()
+                .unwrap_or(ErrorCode::None);
+            groups.push(pb::DeletedGroup {
+                group_id: id,
+                error_code: code as i32,
+                error_message: message(code),
+            });
+        }
+        Ok(Response::new(pb::DeleteGroupsResponse { groups }))
+    }
+}

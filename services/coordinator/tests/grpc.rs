@@ -1,0 +1,242 @@
+//! The Coordinator gRPC API end to end: a coordinator over a three-broker
+//! cluster, two members forming a group, commits fenced by generation,
+//! and group administration.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_coordinator::group::GroupConfig;
+use runnel_coordinator::grpc::{Advertised, CoordinatorService};
+use runnel_coordinator::manager::GroupManager;
+use runnel_coordinator::offsets_topic::OffsetsTopic;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1 as pb;
+use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
+use runnel_proto::coordinator::v1::coordinator_server::CoordinatorServer;
+use runnel_testkit::TestCluster;
+use tonic::transport::Channel;
+
+async fn serve(cluster: &TestCluster) -> CoordinatorClient<Channel> {
+    let topic = Arc::new(OffsetsTopic::new(cluster.client()));
+    topic.ensure(50, 3).await.unwrap();
+    let manager = Arc::new(GroupManager::new(
+        GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        },
+        topic,
+    ));
+    let ticker = Arc::clone(&manager);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ticker.tick();
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = CoordinatorService::new(
+        manager,
+        Advertised {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: addr.port(),
+        },
+    );
+    tokio::spawn(
+        runnel_common::transport::server()
+            .add_service(CoordinatorServer::new(service))
+            .serve_with_incoming(runnel_common::transport::incoming(listener)),
+    );
+    CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+fn join(member_id: &str) -> pb::JoinGroupRequest {
+    pb::JoinGroupRequest {
+        group_id: "app".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 2_000,
+        member_id: member_id.into(),
+        protocol_type: "consumer".into(),
+        protocols: vec![pb::GroupProtocol {
+            name: "range".into(),
+            metadata: b"orders".to_vec().into(),
+        }],
+        client_id: "test".into(),
+        ..Default::default()
+    }
+}
+
+/// Joins as a new member: first the member id (KIP-394), then the generation.
+async fn join_new(c: &mut CoordinatorClient<Channel>) -> pb::JoinGroupResponse {
+    let first = c.join_group(join("")).await.unwrap().into_inner();
+    assert_eq!(first.error_code(), ErrorCode::MemberIdRequired);
+    assert!(first.member_id.starts_with("test-"));
+    c.join_group(join(&first.member_id))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_form_a_group_commit_and_the_group_is_administered() {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    let mut c = serve(&cluster).await;
+    let found = c
+        .find_coordinator(pb::FindCoordinatorRequest {
+            group_id: "app".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (found.error_code(), found.coordinator_id),
+        (ErrorCode::None, 1)
+    );
+
+    let a = join_new(&mut c).await;
+    assert_eq!((a.error_code(), a.generation_id), (ErrorCode::None, 1));
+    assert_eq!(a.leader, a.member_id);
+    let sync = |member: &str, generation, assignments: Vec<pb::SyncGroupAssignment>| {
+        pb::SyncGroupRequest {
+            group_id: "app".into(),
+            generation_id: generation,
+            member_id: member.into(),
+            assignments,
+            ..Default::default()
+        }
+    };
+    let assign = |m: &str, a: &str| pb::SyncGroupAssignment {
+        member_id: m.into(),
+        assignment: a.as_bytes().to_vec().into(),
+    };
+    let s = c
+        .sync_group(sync(&a.member_id, 1, vec![assign(&a.member_id, "0,1")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&s.assignment[..], b"0,1");
+
+    // A second member: both rejoin into generation 2.
+    let mut c2 = c.clone();
+    let b = tokio::spawn(async move { join_new(&mut c2).await });
+    let hb = |generation| pb::HeartbeatRequest {
+        group_id: "app".into(),
+        generation_id: generation,
+        member_id: a.member_id.clone(),
+        ..Default::default()
+    };
+    loop {
+        let r = c.heartbeat(hb(1)).await.unwrap().into_inner();
+        if r.error_code() == ErrorCode::RebalanceInProgress {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a2 = c.join_group(join(&a.member_id)).await.unwrap().into_inner();
+    let b = b.await.unwrap();
+    assert_eq!((a2.generation_id, b.generation_id), (2, 2));
+    assert_eq!(a2.members.len(), 2);
+    let mut cb = c.clone();
+    let b_id = b.member_id.clone();
+    let b_sync = tokio::spawn(async move {
+        cb.sync_group(sync(&b_id, 2, vec![]))
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    c.sync_group(sync(
+        &a.member_id,
+        2,
+        vec![assign(&a.member_id, "0"), assign(&b.member_id, "1")],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(&b_sync.await.unwrap().assignment[..], b"1");
+
+    // Commits: the current generation only, then fetched back.
+    let commit = |generation, offset| pb::OffsetCommitRequest {
+        group_id: "app".into(),
+        generation_id: generation,
+        member_id: b.member_id.clone(),
+        partitions: vec![pb::OffsetCommitPartition {
+            topic: "orders".into(),
+            partition: 1,
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+        }],
+        ..Default::default()
+    };
+    let ok = c.offset_commit(commit(2, 77)).await.unwrap().into_inner();
+    assert_eq!(ok.partitions[0].error_code(), ErrorCode::None);
+    let stale = c.offset_commit(commit(1, 99)).await.unwrap().into_inner();
+    assert_eq!(
+        stale.partitions[0].error_code(),
+        ErrorCode::IllegalGeneration
+    );
+    let fetched = c
+        .offset_fetch(pb::OffsetFetchRequest {
+            group_id: "app".into(),
+            topics: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.partitions.len(), 1);
+    assert_eq!(fetched.partitions[0].offset, 77);
+
+    // Administration: listed, described, not deletable while it has members.
+    let listed = c
+        .list_groups(pb::ListGroupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.groups.len(), 1);
+    assert_eq!(listed.groups[0].state, "Stable");
+    let described = c
+        .describe_groups(pb::DescribeGroupsRequest {
+            group_ids: vec!["app".into(), "ghost".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.groups[0].members.len(), 2);
+    assert_eq!(described.groups[1].state, "Dead");
+    let refused = c
+        .delete_groups(pb::DeleteGroupsRequest {
+            group_ids: vec!["app".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(refused.groups[0].error_code(), ErrorCode::NonEmptyGroup);
+    for id in [&a.member_id, &b.member_id] {
+        c.leave_group(pb::LeaveGroupRequest {
+            group_id: "app".into(),
+            member_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let deleted = c
+        .delete_groups(pb::DeleteGroupsRequest {
+            group_ids: vec!["app".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.groups[0].error_code(), ErrorCode::None);
+    let listed = c
+        .list_groups(pb::ListGroupsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.groups.is_empty(), "{:?}", listed.groups);
+    cluster.shutdown().await;
+}
