@@ -121,6 +121,12 @@ impl GroupManager {
         }
     }
 
+    /// Uses `n` partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
+    pub fn offsets_partitions(mut self, n: i32) -> Self {
+        self.partitions = n.max(1);
+        self
+    }
+
     /// Replays records of `__consumer_offsets` (a coordinator taking over a partition).
     pub fn load(&self, records: &[OffsetsRecord]) -> Result<(), crate::offsets::RecordError> {
         let mut offsets = self.offsets.lock();

@@ -1,0 +1,66 @@
+//! The coordinator's configuration.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// Coordinator settings. TOML keys are the field names; every one can be
+/// set with `RUNNEL_COORDINATOR_<FIELD>` in the environment. Names follow
+/// Kafka's group-coordinator configs (`offsets_topic_num_partitions` is
+/// `offsets.topic.num.partitions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This coordinator's id.
+    pub coordinator_id: i32,
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// Host clients use to reach this coordinator (default: the listen IP).
+    pub advertised_host: Option<String>,
+    /// Brokers to reach the cluster through, `host:port`, comma-separated.
+    pub bootstrap: String,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor` (capped by the brokers there are).
+    pub offsets_topic_replication_factor: i32,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i64,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i64,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.max.size`.
+    pub group_max_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            coordinator_id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9195)),
+            advertised_host: None,
+            bootstrap: "127.0.0.1:9094".into(),
+            offsets_topic_num_partitions: crate::offsets::DEFAULT_OFFSETS_PARTITIONS,
+            offsets_topic_replication_factor: 3,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: usize::MAX,
+        }
+    }
+}
+
+impl Config {
+    /// The group limits this config sets.
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_size: self.group_max_size,
+        }
+    }
+}
