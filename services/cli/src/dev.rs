@@ -1,4 +1,4 @@
-//! `runnel dev`: controller and broker in one process, on loopback.
+//! `runnel dev`: controller, broker and group coordinator in one process, on loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +27,12 @@ pub struct Args {
     /// The controller's admin HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:9193")]
     controller_admin_listen: SocketAddr,
+    /// The group coordinator's gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:9095")]
+    coordinator_listen: SocketAddr,
+    /// The group coordinator's admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9195")]
+    coordinator_admin_listen: SocketAddr,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -69,6 +75,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // Its groups live in __consumer_offsets on the broker; it loads them in the background.
+    let coordinator_config = runnel_coordinator::Config {
+        listen: args.coordinator_listen,
+        admin_listen: args.coordinator_admin_listen,
+        bootstrap: broker.grpc_addr.to_string(),
+        offsets_topic_replication_factor: 1,
+        ..runnel_coordinator::Config::default()
+    };
+    let coordinator = runnel_coordinator::start(coordinator_config, shutdown.child_token())
+        .await
+        .context("starting the group coordinator")?;
     println!(
         "runnel dev is running (data in {})",
         args.data_dir.display()
@@ -78,9 +95,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         broker.grpc_addr, broker.grpc_addr
     );
     println!("  controller  {}", controller.grpc_addr);
+    println!("  coordinator {}", coordinator.grpc_addr);
     println!(
-        "  metrics     http://{}/metrics  http://{}/metrics",
-        broker.admin_addr, controller.admin_addr
+        "  metrics     http://{}/metrics  http://{}/metrics  http://{}/metrics",
+        broker.admin_addr, controller.admin_addr, coordinator.admin_addr
     );
     println!(
         "  health      http://{}/healthz  http://{}/readyz",
@@ -89,7 +107,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
 
     shutdown.cancelled().await;
-    // The broker first, so it can flush and say goodbye to a live controller.
+    // The coordinator first (it writes through the broker), then the broker,
+    // so it can flush and say goodbye to a live controller.
+    coordinator.shutdown().await;
     broker.shutdown().await;
     controller.shutdown().await;
     println!("runnel dev stopped");

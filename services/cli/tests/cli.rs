@@ -43,6 +43,10 @@ impl Dev {
                 "127.0.0.1:0",
                 "--controller-admin-listen",
                 "127.0.0.1:0",
+                "--coordinator-listen",
+                "127.0.0.1:0",
+                "--coordinator-admin-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
