@@ -299,10 +299,17 @@ fn sticky_assignment(
                 if owned[from].len() < owned[to].len() + 2 {
                     break;
                 }
+                // Partitions `from` only just got cost no revocation: move those first.
+                let eligible = |tp: &&TopicPartition| subscribes(to, &tp.topic);
+                let fresh = |tp: &&TopicPartition| {
+                    previous.get(*tp).map(String::as_str) != Some(members[from].member_id.as_str())
+                };
                 let candidate = owned[from]
                     .iter()
                     .rev()
-                    .find(|tp| subscribes(to, &tp.topic))
+                    .filter(eligible)
+                    .find(fresh)
+                    .or_else(|| owned[from].iter().rev().find(eligible))
                     .cloned();
                 if let Some(tp) = candidate {
                     owned[from].remove(&tp);
