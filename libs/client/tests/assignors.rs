@@ -145,7 +145,7 @@ proptest! {
         let mut current = second;
         let mut rounds = 0;
         loop {
-            let after = with_owned(&next, &current, 2 + rounds as i32);
+            let after = with_owned(&next, &current, 2 + rounds);
             let following = sticky.assign(&counts, &after);
             for m in &after {
                 for tp in &m.owned {
