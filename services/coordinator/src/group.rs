@@ -11,7 +11,9 @@
 //! A rebalance waits for every known member to rejoin, or for the largest
 //! rebalance timeout among them; members that did not rejoin are dropped.
 //! The new generation's leader gets every member's subscription and
-//! answers with the assignment in its SyncGroup. Heartbeats keep a
+//! answers with the assignment in its SyncGroup; the caller stores the
+//! generation ([`Group::take_store`], then [`Group::stored`]) before any
+//! member gets its share, so an assignment never outlives a lost write. Heartbeats keep a
 //! member's session; one silent for its session timeout is dropped. Static
 //! members (`group.instance.id`) that rejoin take over their old identity
 //! without a rebalance, fencing the old member id.
@@ -217,6 +219,10 @@ pub struct Group {
     pending_members: Vec<String>,
     /// When the current phase gives up waiting.
     deadline: Ms,
+    /// The generation whose assignment waits to be stored, and whether the
+    /// caller has taken that job.
+    storing: Option<i32>,
+    store_taken: bool,
 }
 
 impl Group {
@@ -234,6 +240,8 @@ impl Group {
             static_members: BTreeMap::new(),
             pending_members: Vec::new(),
             deadline: 0,
+            storing: None,
+            store_taken: false,
         }
     }
 
@@ -475,6 +483,8 @@ impl Group {
     /// Starts a rebalance: waiting members of the old phase are told to rejoin.
     fn prepare_rebalance(&mut self, now: Ms) -> Vec<Reply> {
         let mut replies = Vec::new();
+        self.storing = None;
+        self.store_taken = false;
         if self.state == GroupState::CompletingRebalance {
             // The pending syncs of the generation being abandoned.
             for (id, m) in &mut self.members {
@@ -696,25 +706,60 @@ impl Group {
                 if self.leader.as_deref() != Some(member_id) {
                     return (Step::Wait(member_id.to_owned()), vec![]);
                 }
+                if self.storing.is_some() {
+                    // The leader's retry: its assignment is already being stored.
+                    return (Step::Wait(member_id.to_owned()), vec![]);
+                }
                 let mut given: BTreeMap<String, Vec<u8>> = assignments.into_iter().collect();
-                let mut replies = Vec::new();
                 for (id, m) in &mut self.members {
                     m.assignment = given.remove(id).unwrap_or_default();
-                    if m.awaiting_sync {
-                        m.awaiting_sync = false;
-                        replies.push(Reply::Sync(
-                            id.clone(),
-                            SyncResponse {
-                                error: ErrorCode::None,
-                                assignment: m.assignment.clone(),
-                            },
-                        ));
-                    }
                 }
-                self.state = GroupState::Stable;
-                (Step::Wait(member_id.to_owned()), replies)
+                // Nobody gets an assignment until the generation is stored
+                // (`take_store`, then `stored`).
+                self.storing = Some(self.generation);
+                (Step::Wait(member_id.to_owned()), vec![])
             }
         }
+    }
+
+    /// The generation whose assignment the leader just sent and that must be
+    /// stored before anyone gets it, once (the caller then writes it and
+    /// calls [`stored`](Self::stored) or [`rebalance`](Self::rebalance)).
+    pub fn take_store(&mut self) -> Option<i32> {
+        if self.store_taken {
+            return None;
+        }
+        let generation = self.storing?;
+        self.store_taken = true;
+        Some(generation)
+    }
+
+    /// `generation` is stored: if it is still the current one, the group is
+    /// Stable and every member waiting in SyncGroup gets its assignment.
+    pub fn stored(&mut self, generation: i32) -> Vec<Reply> {
+        if self.storing != Some(generation)
+            || self.generation != generation
+            || self.state != GroupState::CompletingRebalance
+        {
+            return Vec::new();
+        }
+        self.storing = None;
+        self.store_taken = false;
+        let mut replies = Vec::new();
+        for (id, m) in &mut self.members {
+            if m.awaiting_sync {
+                m.awaiting_sync = false;
+                replies.push(Reply::Sync(
+                    id.clone(),
+                    SyncResponse {
+                        error: ErrorCode::None,
+                        assignment: m.assignment.clone(),
+                    },
+                ));
+            }
+        }
+        self.state = GroupState::Stable;
+        replies
     }
 
     /// Handles a Heartbeat: keeps the member's session and tells it whether
@@ -782,7 +827,7 @@ impl Group {
         if now >= self.deadline {
             match self.state {
                 GroupState::PreparingRebalance => replies.extend(self.try_complete_join(now)),
-                GroupState::CompletingRebalance => {
+                GroupState::CompletingRebalance if self.storing.is_none() => {
                     // The leader never sent the assignment, or members never
                     // asked for theirs: drop those and start again.
                     let stragglers: Vec<String> = self

@@ -212,7 +212,7 @@ impl GroupManager {
             error,
             assignment: Vec::new(),
         };
-        let (rx, completed) = {
+        let (rx, store) = {
             let now = (self.clock)();
             let mut groups = self.groups.lock();
             let Some(entry) = groups.get_mut(group_id) else {
@@ -222,6 +222,7 @@ impl GroupManager {
                 entry
                     .group
                     .sync(member_id, group_instance_id, generation, assignments, now);
+            Self::deliver(&mut entry.waiters, replies);
             let rx = match step {
                 Step::Respond(r) => return r,
                 Step::Wait(id) => {
@@ -230,14 +231,14 @@ impl GroupManager {
                     rx
                 }
             };
-            if replies.is_empty() {
-                (rx, None)
-            } else {
-                // The leader's sync completed the generation: store it first.
-                (rx, Some((group_value(&entry.group, now), replies)))
-            }
+            // The leader's sync: the generation is stored before anyone gets it.
+            let store = entry
+                .group
+                .take_store()
+                .map(|generation| (generation, group_value(&entry.group, now)));
+            (rx, store)
         };
-        if let Some((value, replies)) = completed {
+        if let Some((generation, value)) = store {
             let partition = partition_for(group_id, self.partitions);
             let stored = self
                 .sink
@@ -246,18 +247,10 @@ impl GroupManager {
             let mut groups = self.groups.lock();
             if let Some(entry) = groups.get_mut(group_id) {
                 let replies = match stored {
-                    Ok(()) => replies,
+                    Ok(()) => entry.group.stored(generation),
                     Err(e) => {
                         tracing::warn!(group = group_id, error = %e, "storing the generation failed; rebalancing");
-                        let mut failed: Vec<Reply> = replies
-                            .into_iter()
-                            .map(|r| match r {
-                                Reply::Sync(id, _) => Reply::Sync(id, refused(e.code)),
-                                other => other,
-                            })
-                            .collect();
-                        failed.extend(entry.group.rebalance((self.clock)()));
-                        failed
+                        entry.group.rebalance((self.clock)())
                     }
                 };
                 Self::deliver(&mut entry.waiters, replies);

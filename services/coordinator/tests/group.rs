@@ -50,6 +50,23 @@ fn synced(replies: &[Reply], id: &str) -> SyncResponse {
         .unwrap_or_else(|| panic!("no sync reply for {id} in {replies:?}"))
 }
 
+/// The leader's SyncGroup, its generation stored: the replies it releases.
+fn leader_sync(
+    g: &mut Group,
+    id: &str,
+    generation: i32,
+    assignments: Vec<(String, Vec<u8>)>,
+    now: Ms,
+) -> Vec<Reply> {
+    let (step, replies) = g.sync(id, None, generation, assignments, now);
+    assert_eq!((step, replies.len()), (Step::Wait(id.into()), 0));
+    // Nobody has an assignment before the generation is stored.
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+    assert_eq!(g.take_store(), Some(generation));
+    assert_eq!(g.take_store(), None, "one store per generation");
+    g.stored(generation)
+}
+
 /// Two members joined and synced: generation 1, `a` leads.
 fn stable_pair(now: Ms) -> Group {
     let mut g = Group::new("g", config());
@@ -57,7 +74,7 @@ fn stable_pair(now: Ms) -> Group {
     assert_eq!(step, Step::Wait("a".into()));
     // a is alone and has rejoined: generation 1 completes at once.
     assert_eq!(joined(&replies, "a").generation_id, 1);
-    let (_, replies) = g.sync("a", None, 1, vec![("a".into(), b"a1".to_vec())], now);
+    let replies = leader_sync(&mut g, "a", 1, vec![("a".into(), b"a1".to_vec())], now);
     assert_eq!(synced(&replies, "a").assignment, b"a1");
     // b joins: a must rejoin.
     let (step, replies) = g.join(join("", "b"), now);
@@ -76,7 +93,7 @@ fn stable_pair(now: Ms) -> Group {
     let (step, replies) = g.sync("b", None, 2, vec![], now);
     assert_eq!((step, replies.len()), (Step::Wait("b".into()), 0));
     let assignments = vec![("a".into(), b"a2".to_vec()), ("b".into(), b"b2".to_vec())];
-    let (_, replies) = g.sync("a", None, 2, assignments, now);
+    let replies = leader_sync(&mut g, "a", 2, assignments, now);
     assert_eq!(synced(&replies, "a").assignment, b"a2");
     assert_eq!(synced(&replies, "b").assignment, b"b2");
     assert_eq!(g.state(), GroupState::Stable);
@@ -186,7 +203,7 @@ fn a_rebalance_stops_waiting_at_the_rebalance_timeout() {
 fn a_leader_that_never_assigns_is_dropped() {
     let mut g = Group::new("g", config());
     g.join(join("", "a"), 0);
-    g.sync("a", None, 1, vec![], 0);
+    leader_sync(&mut g, "a", 1, vec![], 0);
     g.join(join("", "b"), 0);
     g.join(join("a", ""), 0);
     // Generation 2: b syncs, the leader a never does (though it heartbeats).
@@ -243,6 +260,8 @@ fn a_static_member_returning_keeps_its_assignment_without_a_rebalance() {
         vec![("s-1".into(), b"mine".to_vec())],
         0,
     );
+    assert_eq!(g.take_store(), Some(1));
+    g.stored(1);
     // It restarts and joins again with no member id.
     req.fresh_member_id = "s-2".into();
     let (step, replies) = g.join(req, 5_000);

@@ -155,7 +155,7 @@ async fn a_generation_that_cannot_be_stored_is_not_handed_out() {
         .await;
     assert_eq!(
         (r.error, r.assignment.len()),
-        (ErrorCode::NotEnoughReplicas, 0)
+        (ErrorCode::RebalanceInProgress, 0)
     );
     assert_eq!(manager.state("g"), GroupState::PreparingRebalance);
     assert_eq!(
