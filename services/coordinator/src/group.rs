@@ -157,6 +157,26 @@ pub struct SyncResponse {
     pub assignment: Vec<u8>,
 }
 
+impl SyncResponse {
+    /// A refusal, without an assignment.
+    pub fn error(error: ErrorCode) -> Self {
+        SyncResponse {
+            error,
+            assignment: Vec::new(),
+        }
+    }
+}
+
+/// Answers a departing member's pending JoinGroup and SyncGroup with `error`.
+fn dismiss(id: &str, m: &Member, error: ErrorCode, replies: &mut Vec<Reply>) {
+    if m.awaiting_join {
+        replies.push(Reply::Join(id.to_owned(), JoinResponse::error(error, id)));
+    }
+    if m.awaiting_sync {
+        replies.push(Reply::Sync(id.to_owned(), SyncResponse::error(error)));
+    }
+}
+
 /// An answer for a member that was told to wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -378,21 +398,7 @@ impl Group {
             return self.add_member(id, req, now);
         };
         let mut replies = Vec::new();
-        if member.awaiting_join {
-            replies.push(Reply::Join(
-                old.to_owned(),
-                JoinResponse::error(ErrorCode::FencedInstanceId, old),
-            ));
-        }
-        if member.awaiting_sync {
-            replies.push(Reply::Sync(
-                old.to_owned(),
-                SyncResponse {
-                    error: ErrorCode::FencedInstanceId,
-                    assignment: Vec::new(),
-                },
-            ));
-        }
+        dismiss(old, &member, ErrorCode::FencedInstanceId, &mut replies);
         let unchanged = member.protocols == req.protocols;
         member.awaiting_join = false;
         member.awaiting_sync = false;
@@ -492,10 +498,7 @@ impl Group {
                     m.awaiting_sync = false;
                     replies.push(Reply::Sync(
                         id.clone(),
-                        SyncResponse {
-                            error: ErrorCode::RebalanceInProgress,
-                            assignment: Vec::new(),
-                        },
+                        SyncResponse::error(ErrorCode::RebalanceInProgress),
                     ));
                 }
             }
@@ -672,15 +675,7 @@ impl Group {
         assignments: Vec<(String, Vec<u8>)>,
         now: Ms,
     ) -> (Step<SyncResponse>, Vec<Reply>) {
-        let refuse = |error| {
-            (
-                Step::Respond(SyncResponse {
-                    error,
-                    assignment: Vec::new(),
-                }),
-                vec![],
-            )
-        };
+        let refuse = |error| (Step::Respond(SyncResponse::error(error)), vec![]);
         if let Err(e) = self.check_member(member_id, group_instance_id, generation) {
             return refuse(e);
         }
@@ -863,21 +858,7 @@ impl Group {
         let mut replies = Vec::new();
         for id in ids {
             if let Some(m) = self.remove_member(id) {
-                if m.awaiting_join {
-                    replies.push(Reply::Join(
-                        id.clone(),
-                        JoinResponse::error(ErrorCode::UnknownMemberId, id),
-                    ));
-                }
-                if m.awaiting_sync {
-                    replies.push(Reply::Sync(
-                        id.clone(),
-                        SyncResponse {
-                            error: ErrorCode::UnknownMemberId,
-                            assignment: Vec::new(),
-                        },
-                    ));
-                }
+                dismiss(id, &m, ErrorCode::UnknownMemberId, &mut replies);
             }
         }
         match self.state {

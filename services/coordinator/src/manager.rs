@@ -208,10 +208,7 @@ impl GroupManager {
         generation: i32,
         assignments: Vec<(String, Vec<u8>)>,
     ) -> SyncResponse {
-        let refused = |error| SyncResponse {
-            error,
-            assignment: Vec::new(),
-        };
+        let refused = SyncResponse::error;
         let (rx, store) = {
             let now = (self.clock)();
             let mut groups = self.groups.lock();
