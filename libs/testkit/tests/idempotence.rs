@@ -26,16 +26,6 @@ async fn rf3_topic(cluster: &TestCluster, name: &str, partitions: i32) {
         .await;
 }
 
-async fn leader(cluster: &TestCluster, topic: &str, partition: i32) -> i32 {
-    cluster
-        .admin()
-        .describe_topic(topic)
-        .await
-        .unwrap()
-        .partitions[partition as usize]
-        .leader
-}
-
 async fn broker(cluster: &TestCluster, id: i32) -> BrokerClient<tonic::transport::Channel> {
     let addr = cluster.broker_addr((id - 1) as usize);
     BrokerClient::connect(format!("http://{addr}"))
@@ -90,14 +80,14 @@ async fn new_leader(cluster: &TestCluster, topic: &str, old: i32) -> i32 {
         }
     })
     .await;
-    leader(cluster, topic, 0).await
+    cluster.controller_leader(topic, 0).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_reaching_a_new_leader_or_a_restarted_cluster_is_not_stored_twice() {
     let mut cluster = TestCluster::builder().brokers(3).start().await;
     rf3_topic(&cluster, "retried", 1).await;
-    let first = leader(&cluster, "retried", 0).await;
+    let first = cluster.controller_leader("retried", 0).await;
     let mut client = broker(&cluster, first).await;
 
     // Producer ids come from the controller's blocks: distinct on every broker.
@@ -171,7 +161,7 @@ async fn a_retry_reaching_a_new_leader_or_a_restarted_cluster_is_not_stored_twic
         },
     )
     .await;
-    let third = leader(&cluster, "retried", 0).await;
+    let third = cluster.controller_leader("retried", 0).await;
     let mut client = broker(&cluster, third).await;
     let after = produce(&mut client, "retried", batch(pid, 10, 1)).await;
     assert_eq!(
@@ -204,7 +194,7 @@ async fn production_through_a_leaders_death_stores_every_record_exactly_once_in_
     let mut cluster = TestCluster::builder().brokers(3).start().await;
     let partitions = 3;
     rf3_topic(&cluster, "exactly-once", partitions).await;
-    let victim = leader(&cluster, "exactly-once", 0).await;
+    let victim = cluster.controller_leader("exactly-once", 0).await;
 
     let producer = Arc::new(Producer::with_cluster(
         cluster.client(),
@@ -321,7 +311,7 @@ async fn a_batch_that_expires_does_not_block_the_records_after_it() {
     // The partition knows the producer: its next batch must follow on.
     assert_eq!(send("before").await.unwrap().await.unwrap().offset, 0);
 
-    let leader_id = leader(&cluster, "expiry", 0).await;
+    let leader_id = cluster.controller_leader("expiry", 0).await;
     let follower = (1..=3).find(|&b| b != leader_id).unwrap();
     cluster.kill_broker((follower - 1) as usize).await;
     let admin = cluster.admin();
