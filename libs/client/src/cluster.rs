@@ -15,6 +15,7 @@ use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
+use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use tonic::codegen::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -22,6 +23,8 @@ use crate::error::{ClientError, Result};
 
 /// A broker client that propagates trace context.
 pub type Broker = BrokerClient<InterceptedService<Channel, TraceInterceptor>>;
+/// A group coordinator client that propagates trace context.
+pub type Coordinator = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
 /// A controller client that propagates trace context.
 pub type Controller = ControllerClient<InterceptedService<Channel, TraceInterceptor>>;
 
@@ -326,6 +329,38 @@ impl Cluster {
             format!("topic {name} does not exist"),
         ));
         Err(ClientError::server(code, message))
+    }
+
+    /// The coordinator of `group` (Kafka's FindCoordinator), asked of any
+    /// broker: its id and gRPC address. COORDINATOR_NOT_AVAILABLE while no
+    /// live coordinator owns the group's partition of `__consumer_offsets`.
+    pub async fn find_coordinator(&self, group: &str) -> Result<(i32, String)> {
+        let mut last_error = ClientError::Invalid("no bootstrap address given".into());
+        for addr in self.broker_addrs() {
+            let mut client = self.broker_at(&addr)?;
+            let request = pb::FindCoordinatorRequest {
+                key: group.to_owned(),
+            };
+            match client.find_coordinator(request).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    return match r.error_code() {
+                        ErrorCode::None => Ok((r.coordinator_id, format!("{}:{}", r.host, r.port))),
+                        code => Err(ClientError::server(code, r.error_message)),
+                    };
+                }
+                Err(status) => last_error = ClientError::from_status(&addr, status),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// A client for the group coordinator at `addr`.
+    pub fn coordinator_at(&self, addr: &str) -> Result<Coordinator> {
+        Ok(CoordinatorClient::with_interceptor(
+            self.channel(addr)?,
+            TraceInterceptor,
+        ))
     }
 
     /// Changes whenever the metadata is refreshed.

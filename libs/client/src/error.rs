@@ -63,7 +63,7 @@ impl ClientError {
     }
 
     /// Converts a gRPC status from `addr` into a client error.
-    pub(crate) fn from_status(addr: &str, status: tonic::Status) -> Self {
+    pub fn from_status(addr: &str, status: tonic::Status) -> Self {
         // Runnel servers attach an ErrorDetail to every status they send; a
         // status without one of these kinds comes from the connection itself
         // (refused, reset, dropped mid-request), so it is worth a retry.

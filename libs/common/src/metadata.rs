@@ -8,9 +8,49 @@
 use std::collections::BTreeMap;
 
 use runnel_proto::metadata::v1::{
-    ConfigResourceType, Endpoint, MetadataRecord, PartitionChanged, PartitionCreated,
-    metadata_record::Record,
+    ConfigResourceType, Endpoint, MetadataRecord, OffsetsPartitionOwner, PartitionChanged,
+    PartitionCreated, metadata_record::Record,
 };
+
+/// The endpoint a node registers for clients outside its network (a
+/// broker's `external_listen`, a coordinator's external address).
+pub const EXTERNAL_GRPC_ENDPOINT: &str = "grpc-external";
+
+/// The internal topic holding consumer groups' committed offsets and metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The partition of `__consumer_offsets` that holds `group`, as Kafka
+/// chooses it: the absolute value of Java's `String.hashCode` modulo the
+/// partition count, so Runnel and Kafka tools agree on a group's coordinator.
+pub fn offsets_partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    // Kafka's Utils.abs: MIN_VALUE maps to 0.
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+/// A registered group coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorState {
+    /// Epoch of the current registration (the offset of its record).
+    pub epoch: i64,
+    /// Where it listens.
+    pub endpoints: Vec<Endpoint>,
+    /// Random per process start.
+    pub incarnation_id: String,
+    /// Fenced coordinators own no partitions.
+    pub fenced: bool,
+}
+
+impl CoordinatorState {
+    /// The endpoint named `name` ("grpc", "admin").
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+}
 
 /// A 16-byte topic id (a random UUID), so a re-created topic is a new topic.
 pub type TopicId = [u8; 16];
@@ -76,6 +116,10 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Every producer id below this has been handed out in some broker's block.
     pub next_producer_id: i64,
+    /// Group coordinators by id.
+    pub coordinators: BTreeMap<i32, CoordinatorState>,
+    /// Owners of `__consumer_offsets` partitions by partition.
+    pub offsets_owners: BTreeMap<i32, OffsetsPartitionOwner>,
 }
 
 /// A record that does not fit the image (a bug in whoever wrote the log).
@@ -217,6 +261,44 @@ impl MetadataImage {
                 }
                 self.next_producer_id = r.next_producer_id;
             }
+            Record::CoordinatorRegistered(r) => {
+                self.coordinators.insert(
+                    r.coordinator_id,
+                    CoordinatorState {
+                        epoch: r.coordinator_epoch,
+                        endpoints: r.endpoints.clone(),
+                        incarnation_id: r.incarnation_id.clone(),
+                        fenced: false,
+                    },
+                );
+            }
+            Record::CoordinatorFenced(r) => match self.coordinators.get_mut(&r.coordinator_id) {
+                Some(c) if c.epoch == r.coordinator_epoch => c.fenced = true,
+                _ => {
+                    return Err(fail(format!(
+                        "no coordinator {} with epoch {}",
+                        r.coordinator_id, r.coordinator_epoch
+                    )));
+                }
+            },
+            Record::OffsetsPartitionsAssigned(r) => {
+                if r.next_producer_id < self.next_producer_id {
+                    return Err(fail(format!(
+                        "producer ids must not move back: {} after {}",
+                        r.next_producer_id, self.next_producer_id
+                    )));
+                }
+                for owner in &r.owners {
+                    if owner.producer_id >= r.next_producer_id {
+                        return Err(fail(format!(
+                            "owner of partition {} has producer id {} beyond {}",
+                            owner.partition, owner.producer_id, r.next_producer_id
+                        )));
+                    }
+                    self.offsets_owners.insert(owner.partition, *owner);
+                }
+                self.next_producer_id = r.next_producer_id;
+            }
             Record::ConfigSet(r) => {
                 let resource = r
                     .resource
@@ -272,6 +354,29 @@ impl MetadataImage {
             }
             ConfigResourceType::Unspecified => Err("config resource type unspecified".into()),
         }
+    }
+
+    /// Coordinators with a live session.
+    pub fn live_coordinators(&self) -> impl Iterator<Item = (i32, &CoordinatorState)> {
+        self.coordinators
+            .iter()
+            .filter(|(_, c)| !c.fenced)
+            .map(|(&id, c)| (id, c))
+    }
+
+    /// The live coordinator owning `group`'s partition of `__consumer_offsets`,
+    /// with that partition; `None` while the topic does not exist or the
+    /// partition has no live owner.
+    pub fn group_coordinator(&self, group: &str) -> Option<(i32, &CoordinatorState, i32)> {
+        let partitions = self.topics.get(OFFSETS_TOPIC)?.partitions.len() as i32;
+        let partition = offsets_partition_for(group, partitions);
+        let owner = self.offsets_owners.get(&partition)?;
+        let c = self.coordinators.get(&owner.coordinator_id)?;
+        (c.epoch == owner.coordinator_epoch && !c.fenced).then_some((
+            owner.coordinator_id,
+            c,
+            partition,
+        ))
     }
 
     /// Brokers that may lead partitions and take new replicas.

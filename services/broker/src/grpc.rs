@@ -92,6 +92,18 @@ impl BrokerApi for BrokerService {
         handle("InitProducerId", &meta, self.broker.init_producer_id(req)).await
     }
 
+    async fn find_coordinator(
+        &self,
+        request: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let listener = self.listener;
+        handle("FindCoordinator", &meta, async {
+            self.broker.find_coordinator(&req, listener)
+        })
+        .await
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,

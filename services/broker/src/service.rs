@@ -56,9 +56,7 @@ pub struct Broker {
 
 type Failure = (ErrorCode, String);
 
-/// The endpoint a broker or controller registers for clients outside its
-/// network (a broker's `external_listen`, as advertised).
-pub const EXTERNAL_GRPC_ENDPOINT: &str = "grpc-external";
+pub use runnel_common::metadata::EXTERNAL_GRPC_ENDPOINT;
 
 /// Which of the broker's gRPC listeners a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +107,50 @@ impl Broker {
             shutdown,
             producer_ids: tokio::sync::Mutex::new(0..0),
         }
+    }
+
+    /// The coordinator owning group `req.key` as the metadata log says, with
+    /// the address a client on `listener` reaches it at.
+    pub fn find_coordinator(
+        &self,
+        req: &pb::FindCoordinatorRequest,
+        listener: Listener,
+    ) -> pb::FindCoordinatorResponse {
+        let unavailable = |message: String| pb::FindCoordinatorResponse {
+            error_code: ErrorCode::CoordinatorNotAvailable as i32,
+            error_message: message,
+            coordinator_id: -1,
+            ..Default::default()
+        };
+        if req.key.is_empty() {
+            return pb::FindCoordinatorResponse {
+                error_code: ErrorCode::InvalidGroupId as i32,
+                error_message: "the group id is empty".into(),
+                coordinator_id: -1,
+                ..Default::default()
+            };
+        }
+        self.metadata.with(|image| {
+            let Some((id, c, partition)) = image.group_coordinator(&req.key) else {
+                return unavailable(format!(
+                    "no live coordinator owns group {}'s partition of __consumer_offsets yet",
+                    req.key
+                ));
+            };
+            let endpoints = endpoints_for(listener, c.endpoints.clone());
+            match endpoints.iter().find(|e| e.name == "grpc") {
+                Some(e) => pb::FindCoordinatorResponse {
+                    error_code: ErrorCode::None as i32,
+                    error_message: String::new(),
+                    coordinator_id: id,
+                    host: e.host.clone(),
+                    port: e.port,
+                },
+                None => unavailable(format!(
+                    "coordinator {id} (owner of partition {partition}) has no gRPC endpoint"
+                )),
+            }
+        })
     }
 
     /// A new producer id (epoch 0) for an idempotent producer, from this

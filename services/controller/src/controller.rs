@@ -12,17 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use runnel_common::metadata::{ApplyError, MetadataImage};
+use runnel_common::metadata::{ApplyError, MetadataImage, OFFSETS_TOPIC};
 use runnel_common::topics::{TopicConfig, TopicConfigError, collision_key, validate_topic_name};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{
     BrokerFenced, BrokerRegistered, BrokerUnfenced, ConfigRemoved, ConfigResource,
-    ConfigResourceType, ConfigSet, Endpoint, MetadataEvent, MetadataRecord, PartitionChanged,
-    PartitionCreated, TopicCreated, TopicDeleted, metadata_record::Record,
+    ConfigResourceType, ConfigSet, CoordinatorFenced, CoordinatorRegistered, Endpoint,
+    MetadataEvent, MetadataRecord, PartitionChanged, PartitionCreated, TopicCreated, TopicDeleted,
+    metadata_record::Record,
 };
 use tokio::sync::{Mutex, broadcast};
 
+use crate::coordinators;
 use crate::election;
 use crate::placement;
 use crate::store::{Store, StoreError};
@@ -109,6 +111,8 @@ struct Inner {
     /// Last heartbeat per broker. Not persisted: a new controller gives every
     /// broker a fresh session rather than fencing healthy ones.
     heartbeats: HashMap<i32, Instant>,
+    /// Last heartbeat per group coordinator, likewise.
+    coordinator_heartbeats: HashMap<i32, Instant>,
 }
 
 /// The controller: state, store and the metadata event stream.
@@ -185,13 +189,18 @@ impl Controller {
         let cluster_id = store.cluster_id().await?;
         let now = Instant::now();
         let heartbeats = image.brokers.keys().map(|&id| (id, now)).collect();
+        let coordinator_heartbeats = image.coordinators.keys().map(|&id| (id, now)).collect();
         metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
         publish_partition_gauges(&image);
         Ok(Controller {
             store,
             settings,
             cluster_id,
-            inner: Mutex::new(Inner { image, heartbeats }),
+            inner: Mutex::new(Inner {
+                image,
+                heartbeats,
+                coordinator_heartbeats,
+            }),
             events: broadcast::channel(1024).0,
         })
     }
@@ -225,26 +234,44 @@ impl Controller {
         with_consequences(image, fence, |i| election::on_broker_fenced(i, id), out)
     }
 
-    /// Validates, persists and publishes `records` as the next entries of the log.
+    /// Validates, persists and publishes `records` as the next entries of the
+    /// log, followed by any move of `__consumer_offsets` partitions they call
+    /// for (a coordinator came or went, the topic was created or grew).
     async fn commit(
         &self,
         inner: &mut Inner,
-        records: Vec<MetadataRecord>,
+        mut records: Vec<MetadataRecord>,
     ) -> Result<(), ControllerError> {
         if records.is_empty() {
             return Ok(());
         }
         let timestamp_ms = now_ms();
         let mut next = inner.image.clone();
-        let mut events = Vec::with_capacity(records.len());
-        for record in records {
+        let mut events = Vec::with_capacity(records.len() + 1);
+        let mut i = 0;
+        while i < records.len() {
+            let r = records[i].clone();
             let offset = next.next_offset;
-            next.apply(offset, &record)?;
+            next.apply(offset, &r)?;
             events.push(MetadataEvent {
                 offset,
-                record: Some(record),
+                record: Some(r),
                 timestamp_ms,
             });
+            i += 1;
+            if i == records.len()
+                && let Some(assigned) = coordinators::reassign(&next)
+            {
+                for o in &assigned.owners {
+                    tracing::info!(
+                        partition = o.partition,
+                        coordinator = o.coordinator_id,
+                        owner_epoch = o.owner_epoch,
+                        "__consumer_offsets partition assigned"
+                    );
+                }
+                records.push(record(Record::OffsetsPartitionsAssigned(assigned)));
+            }
         }
         self.store.append(&events).await?;
         inner.image = next;
@@ -394,6 +421,135 @@ impl Controller {
                 broker = id,
                 timeout_ms = timeout.as_millis() as u64,
                 "broker fenced: session expired"
+            );
+        }
+        Ok(fenced)
+    }
+
+    /// How long a coordinator's session lasts without a heartbeat.
+    pub fn coordinator_session_timeout(&self) -> Duration {
+        self.settings.broker_session_timeout
+    }
+
+    /// Registers a group coordinator; a new incarnation gets a new epoch and
+    /// the partitions of the old one move (possibly back to it).
+    pub async fn register_coordinator(
+        &self,
+        req: pb::RegisterCoordinatorRequest,
+    ) -> Result<i64, ControllerError> {
+        if req.coordinator_id < 0 {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                format!("coordinator id {} is negative", req.coordinator_id),
+            ));
+        }
+        let mut inner = self.inner.lock().await;
+        if let Some(c) = inner.image.coordinators.get(&req.coordinator_id)
+            && c.incarnation_id == req.incarnation_id
+            && !c.fenced
+        {
+            let epoch = c.epoch;
+            inner
+                .coordinator_heartbeats
+                .insert(req.coordinator_id, Instant::now());
+            return Ok(epoch);
+        }
+        let epoch = inner.image.next_offset;
+        let r = record(Record::CoordinatorRegistered(CoordinatorRegistered {
+            coordinator_id: req.coordinator_id,
+            coordinator_epoch: epoch,
+            endpoints: req.endpoints,
+            incarnation_id: req.incarnation_id,
+        }));
+        self.commit(&mut inner, vec![r]).await?;
+        inner
+            .coordinator_heartbeats
+            .insert(req.coordinator_id, Instant::now());
+        tracing::info!(
+            coordinator = req.coordinator_id,
+            epoch,
+            "coordinator registered"
+        );
+        Ok(epoch)
+    }
+
+    /// A coordinator's heartbeat: keeps its session; fences it when it says
+    /// it is shutting down, so its partitions move at once.
+    pub async fn coordinator_heartbeat(
+        &self,
+        req: pb::CoordinatorHeartbeatRequest,
+    ) -> Result<pb::CoordinatorHeartbeatResponse, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let live = inner
+            .image
+            .coordinators
+            .get(&req.coordinator_id)
+            .is_some_and(|c| c.epoch == req.coordinator_epoch && !c.fenced);
+        if !live {
+            return Ok(pb::CoordinatorHeartbeatResponse {
+                should_register: !req.shutting_down,
+                owned: Vec::new(),
+            });
+        }
+        inner
+            .coordinator_heartbeats
+            .insert(req.coordinator_id, Instant::now());
+        if req.shutting_down {
+            let r = record(Record::CoordinatorFenced(CoordinatorFenced {
+                coordinator_id: req.coordinator_id,
+                coordinator_epoch: req.coordinator_epoch,
+            }));
+            self.commit(&mut inner, vec![r]).await?;
+            tracing::info!(
+                coordinator = req.coordinator_id,
+                "coordinator fenced: shutting down"
+            );
+            return Ok(pb::CoordinatorHeartbeatResponse::default());
+        }
+        let owned = inner
+            .image
+            .offsets_owners
+            .values()
+            .filter(|o| {
+                o.coordinator_id == req.coordinator_id
+                    && o.coordinator_epoch == req.coordinator_epoch
+            })
+            .cloned()
+            .collect();
+        Ok(pb::CoordinatorHeartbeatResponse {
+            should_register: false,
+            owned,
+        })
+    }
+
+    /// Fences every live coordinator whose last heartbeat is older than the
+    /// session timeout; its partitions move to the others.
+    pub async fn fence_expired_coordinators(&self) -> Result<Vec<i32>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let timeout = self.settings.broker_session_timeout;
+        let now = Instant::now();
+        let mut records = Vec::new();
+        let mut fenced = Vec::new();
+        for (id, c) in inner.image.live_coordinators() {
+            let last = inner
+                .coordinator_heartbeats
+                .get(&id)
+                .copied()
+                .unwrap_or(now);
+            if now.duration_since(last) > timeout {
+                records.push(record(Record::CoordinatorFenced(CoordinatorFenced {
+                    coordinator_id: id,
+                    coordinator_epoch: c.epoch,
+                })));
+                fenced.push(id);
+            }
+        }
+        self.commit(&mut inner, records).await?;
+        for id in &fenced {
+            tracing::warn!(
+                coordinator = id,
+                timeout_ms = timeout.as_millis() as u64,
+                "coordinator fenced: session expired"
             );
         }
         Ok(fenced)
@@ -646,6 +802,10 @@ impl Controller {
         let mut seen = BTreeSet::new();
         for name in names {
             let result = match inner.image.topics.get(&name) {
+                Some(_) if name == OFFSETS_TOPIC => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is an internal topic and cannot be deleted"),
+                )),
                 Some(t) if seen.insert(name.clone()) => {
                     records.push(record(Record::TopicDeleted(TopicDeleted {
                         name: name.clone(),
@@ -742,6 +902,7 @@ impl Controller {
             controller_endpoints: self.settings.endpoints.clone(),
             metadata_end_offset: inner.image.next_offset,
             cluster_id: self.cluster_id.clone(),
+            coordinators: coordinator_infos(&inner),
         }
     }
 
@@ -968,6 +1129,32 @@ fn broker_infos(inner: &Inner) -> Vec<pb::BrokerInfo> {
             fenced: b.fenced,
             last_heartbeat_age_ms: inner
                 .heartbeats
+                .get(&id)
+                .map_or(-1, |t| now.duration_since(*t).as_millis() as i64),
+        })
+        .collect()
+}
+
+fn coordinator_infos(inner: &Inner) -> Vec<pb::CoordinatorInfo> {
+    let now = Instant::now();
+    inner
+        .image
+        .coordinators
+        .iter()
+        .map(|(&id, c)| pb::CoordinatorInfo {
+            coordinator_id: id,
+            coordinator_epoch: c.epoch,
+            endpoints: c.endpoints.clone(),
+            fenced: c.fenced,
+            offsets_partitions: inner
+                .image
+                .offsets_owners
+                .values()
+                .filter(|o| o.coordinator_id == id && o.coordinator_epoch == c.epoch)
+                .map(|o| o.partition)
+                .collect(),
+            last_heartbeat_age_ms: inner
+                .coordinator_heartbeats
                 .get(&id)
                 .map_or(-1, |t| now.duration_since(*t).as_millis() as i64),
         })

@@ -149,6 +149,48 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn register_coordinator(
+        &self,
+        request: Request<pb::RegisterCoordinatorRequest>,
+    ) -> Result<Response<pb::RegisterCoordinatorResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "RegisterCoordinator",
+            &meta,
+            detached(async move {
+                let coordinator_epoch = controller
+                    .register_coordinator(req)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::RegisterCoordinatorResponse {
+                    coordinator_epoch,
+                    session_timeout_ms: controller.coordinator_session_timeout().as_millis() as i64,
+                })
+            }),
+        )
+        .await
+    }
+
+    async fn coordinator_heartbeat(
+        &self,
+        request: Request<pb::CoordinatorHeartbeatRequest>,
+    ) -> Result<Response<pb::CoordinatorHeartbeatResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "CoordinatorHeartbeat",
+            &meta,
+            detached(async move {
+                controller
+                    .coordinator_heartbeat(req)
+                    .await
+                    .map_err(to_status)
+            }),
+        )
+        .await
+    }
+
     async fn create_topics(
         &self,
         request: Request<pb::CreateTopicsRequest>,

@@ -12,6 +12,7 @@
 
 mod config;
 pub mod controller;
+pub mod coordinators;
 pub mod election;
 mod grpc;
 mod placement;
@@ -185,6 +186,9 @@ pub async fn start(
             }
             if let Err(e) = liveness.fence_expired_brokers().await {
                 tracing::error!(error = %e, "fencing expired brokers failed");
+            }
+            if let Err(e) = liveness.fence_expired_coordinators().await {
+                tracing::error!(error = %e, "fencing expired coordinators failed");
             }
         }
     });

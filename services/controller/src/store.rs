@@ -10,9 +10,12 @@ use std::path::Path;
 use std::str::FromStr;
 
 use prost::Message;
-use runnel_common::metadata::{BrokerState, MetadataImage, PartitionState, TopicState, topic_id};
+use runnel_common::metadata::{
+    BrokerState, CoordinatorState, MetadataImage, PartitionState, TopicState, topic_id,
+};
 use runnel_proto::metadata::v1::{
-    Endpoint, MetadataEvent, MetadataRecord, metadata_record::Record,
+    CoordinatorRegistered, Endpoint, MetadataEvent, MetadataRecord, OffsetsPartitionOwner,
+    metadata_record::Record,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -258,6 +261,37 @@ impl Store {
             };
             configs.insert(row.try_get("key")?, row.try_get("value")?);
         }
+        for row in sqlx::query("SELECT registration, fenced FROM coordinators")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let r = CoordinatorRegistered::decode(&row.try_get::<Vec<u8>, _>("registration")?[..])
+                .map_err(|e| StoreError::Corrupt(format!("coordinator registration: {e}")))?;
+            image.coordinators.insert(
+                r.coordinator_id,
+                CoordinatorState {
+                    epoch: r.coordinator_epoch,
+                    endpoints: r.endpoints,
+                    incarnation_id: r.incarnation_id,
+                    fenced: row.try_get::<i64, _>("fenced")? != 0,
+                },
+            );
+        }
+        for row in sqlx::query(
+            "SELECT partition, coordinator_id, coordinator_epoch, owner_epoch, producer_id FROM offsets_owners",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let owner = OffsetsPartitionOwner {
+                partition: row.try_get("partition")?,
+                coordinator_id: row.try_get("coordinator_id")?,
+                coordinator_epoch: row.try_get("coordinator_epoch")?,
+                owner_epoch: row.try_get("owner_epoch")?,
+                producer_id: row.try_get("producer_id")?,
+            };
+            image.offsets_owners.insert(owner.partition, owner);
+        }
         Ok(image)
     }
 }
@@ -344,6 +378,44 @@ async fn apply(
             .await?;
         }
         Record::ProducerIdsAllocated(r) => {
+            sqlx::query("UPDATE producer_ids SET next_producer_id = ? WHERE id = 1")
+                .bind(r.next_producer_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::CoordinatorRegistered(r) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO coordinators (coordinator_id, coordinator_epoch, incarnation_id, registration, fenced) VALUES (?, ?, ?, ?, 0)",
+            )
+            .bind(r.coordinator_id)
+            .bind(r.coordinator_epoch)
+            .bind(&r.incarnation_id)
+            .bind(r.encode_to_vec())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::CoordinatorFenced(r) => {
+            sqlx::query(
+                "UPDATE coordinators SET fenced = 1 WHERE coordinator_id = ? AND coordinator_epoch = ?",
+            )
+            .bind(r.coordinator_id)
+            .bind(r.coordinator_epoch)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::OffsetsPartitionsAssigned(r) => {
+            for o in &r.owners {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO offsets_owners (partition, coordinator_id, coordinator_epoch, owner_epoch, producer_id) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(o.partition)
+                .bind(o.coordinator_id)
+                .bind(o.coordinator_epoch)
+                .bind(o.owner_epoch)
+                .bind(o.producer_id)
+                .execute(&mut **tx)
+                .await?;
+            }
             sqlx::query("UPDATE producer_ids SET next_producer_id = ? WHERE id = 1")
                 .bind(r.next_producer_id)
                 .execute(&mut **tx)

@@ -19,6 +19,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Host clients use to reach this coordinator (default: the listen IP).
     pub advertised_host: Option<String>,
+    /// Host clients outside the cluster's network use (registered as the
+    /// `grpc-external` endpoint, shown to clients on a broker's external listener).
+    pub external_advertised_host: Option<String>,
+    /// Port those clients use, when it differs from the listen port.
+    pub external_advertised_port: Option<u16>,
     /// Brokers to reach the cluster through, `host:port`, comma-separated.
     pub bootstrap: String,
     /// `offsets.topic.num.partitions`.
@@ -42,6 +47,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9195)),
             advertised_host: None,
+            external_advertised_host: None,
+            external_advertised_port: None,
             bootstrap: "127.0.0.1:9094".into(),
             offsets_topic_num_partitions: crate::offsets::DEFAULT_OFFSETS_PARTITIONS,
             offsets_topic_replication_factor: 3,

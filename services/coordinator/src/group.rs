@@ -26,6 +26,7 @@
 use std::collections::BTreeMap;
 
 use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1::{GroupMemberValue, GroupValue};
 
 /// Milliseconds on the caller's clock.
 pub type Ms = i64;
@@ -136,7 +137,8 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
-    fn error(error: ErrorCode, member_id: &str) -> Self {
+    /// A refusal with `error`.
+    pub fn error(error: ErrorCode, member_id: &str) -> Self {
         JoinResponse {
             error,
             generation_id: -1,
@@ -301,6 +303,85 @@ impl Group {
                 assignment: m.assignment.clone(),
             })
             .collect()
+    }
+
+    /// The group as its `__consumer_offsets` record stores it.
+    pub fn value(&self, now: Ms) -> GroupValue {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            state_timestamp_ms: now,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| GroupMemberValue {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone().unwrap_or_default(),
+                    client_id: m.client_id.clone(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms as i32,
+                    session_timeout_ms: m.session_timeout_ms as i32,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| *name == protocol)
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default()
+                        .into(),
+                    assignment: m.assignment.clone().into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group as its last stored generation left it (a coordinator taking
+    /// over its partition): its members keep their ids, generation and
+    /// assignments, and their sessions start now.
+    pub fn restore(
+        id: impl Into<String>,
+        config: GroupConfig,
+        value: &GroupValue,
+        now: Ms,
+    ) -> Group {
+        let mut group = Group::new(id, config);
+        group.generation = value.generation;
+        if !value.protocol_type.is_empty() {
+            group.protocol_type = Some(value.protocol_type.clone());
+        }
+        if value.members.is_empty() {
+            return group;
+        }
+        group.protocol = Some(value.protocol.clone());
+        group.leader = Some(value.leader.clone());
+        group.state = GroupState::Stable;
+        for m in &value.members {
+            let instance = (!m.group_instance_id.is_empty()).then(|| m.group_instance_id.clone());
+            if let Some(instance) = &instance {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            group.members.insert(
+                m.member_id.clone(),
+                Member {
+                    group_instance_id: instance,
+                    client_id: m.client_id.clone(),
+                    session_timeout_ms: Ms::from(m.session_timeout_ms)
+                        .max(group.config.min_session_timeout_ms),
+                    rebalance_timeout_ms: Ms::from(m.rebalance_timeout_ms),
+                    protocols: vec![(value.protocol.clone(), m.subscription.to_vec())],
+                    assignment: m.assignment.to_vec(),
+                    last_heartbeat: now,
+                    awaiting_join: false,
+                    awaiting_sync: false,
+                    synced: true,
+                },
+            );
+        }
+        group
     }
 
     /// Handles a JoinGroup at `now`.

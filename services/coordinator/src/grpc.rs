@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use runnel_client::Cluster;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_server::Coordinator;
@@ -11,28 +12,17 @@ use tonic::{Request, Response, Status};
 use crate::group::JoinRequest;
 use crate::manager::{GroupManager, OffsetCommit};
 
-/// Where this coordinator can be reached (FindCoordinator's answer).
-#[derive(Debug, Clone)]
-pub struct Advertised {
-    /// Coordinator id.
-    pub id: i32,
-    /// Host clients reach it at.
-    pub host: String,
-    /// Its gRPC port.
-    pub port: u16,
-}
-
 /// The gRPC face of a [`GroupManager`].
 #[derive(Debug, Clone)]
 pub struct CoordinatorService {
     manager: Arc<GroupManager>,
-    me: Advertised,
+    cluster: Arc<Cluster>,
 }
 
 impl CoordinatorService {
-    /// Serves `manager`, advertising itself as `me`.
-    pub fn new(manager: Arc<GroupManager>, me: Advertised) -> Self {
-        CoordinatorService { manager, me }
+    /// Serves `manager`; FindCoordinator asks the brokers of `cluster`.
+    pub fn new(manager: Arc<GroupManager>, cluster: Arc<Cluster>) -> Self {
+        CoordinatorService { manager, cluster }
     }
 }
 
@@ -71,11 +61,18 @@ impl Coordinator for CoordinatorService {
             r.error_message = msg;
             return Ok(Response::new(r));
         }
-        // One coordinator owns every partition of __consumer_offsets until
-        // the controller shares them among several.
-        r.coordinator_id = self.me.id;
-        r.host = self.me.host.clone();
-        r.port = u32::from(self.me.port);
+        match self.cluster.find_coordinator(&req.group_id).await {
+            Ok((id, addr)) => {
+                let (host, port) = addr.rsplit_once(':').unwrap_or((&addr, "0"));
+                r.coordinator_id = id;
+                r.host = host.to_owned();
+                r.port = port.parse().unwrap_or(0);
+            }
+            Err(e) => {
+                r.error_code = e.code().unwrap_or(ErrorCode::CoordinatorNotAvailable) as i32;
+                r.error_message = e.to_string();
+            }
+        }
         Ok(Response::new(r))
     }
 
@@ -251,6 +248,13 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::OffsetFetchRequest>,
     ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
         let req = request.into_inner();
+        if let Err(code) = self.manager.check_owner(&req.group_id) {
+            return Ok(Response::new(pb::OffsetFetchResponse {
+                error_code: code as i32,
+                error_message: message(code),
+                partitions: Vec::new(),
+            }));
+        }
         let fetched = |topic: &str, partition: i32| {
             let c = self.manager.committed(&req.group_id, topic, partition);
             pb::OffsetFetchPartition {
@@ -308,32 +312,44 @@ impl Coordinator for CoordinatorService {
         let groups = req
             .group_ids
             .into_iter()
-            .map(|id| match self.manager.describe(&id) {
-                Some(d) => pb::DescribedGroup {
-                    group_id: id,
-                    state: d.state.name().into(),
-                    protocol_type: "consumer".into(),
-                    protocol: d.protocol,
-                    generation_id: d.generation,
-                    members: d
-                        .members
-                        .into_iter()
-                        .map(|m| pb::DescribedMember {
-                            member_id: m.member_id,
-                            group_instance_id: m.group_instance_id.unwrap_or_default(),
-                            client_id: m.client_id,
-                            client_host: String::new(),
-                            assignment: m.assignment.into(),
-                        })
-                        .collect(),
-                    ..Default::default()
-                },
-                // Kafka describes an unknown group as Dead, without an error.
-                None => pb::DescribedGroup {
-                    group_id: id,
-                    state: "Dead".into(),
-                    ..Default::default()
-                },
+            .map(|id| {
+                match self
+                    .manager
+                    .check_owner(&id)
+                    .map(|()| self.manager.describe(&id))
+                {
+                    Err(code) => pb::DescribedGroup {
+                        group_id: id,
+                        error_code: code as i32,
+                        error_message: message(code),
+                        ..Default::default()
+                    },
+                    Ok(Some(d)) => pb::DescribedGroup {
+                        group_id: id,
+                        state: d.state.name().into(),
+                        protocol_type: "consumer".into(),
+                        protocol: d.protocol,
+                        generation_id: d.generation,
+                        members: d
+                            .members
+                            .into_iter()
+                            .map(|m| pb::DescribedMember {
+                                member_id: m.member_id,
+                                group_instance_id: m.group_instance_id.unwrap_or_default(),
+                                client_id: m.client_id,
+                                client_host: String::new(),
+                                assignment: m.assignment.into(),
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
+                    // Kafka describes an unknown group as Dead, without an error.
+                    Ok(None) => pb::DescribedGroup {
+                        group_id: id,
+                        state: "Dead".into(),
+                        ..Default::default()
+                    },
+                }
             })
             .collect();
         Ok(Response::new(pb::DescribeGroupsResponse { groups }))

@@ -1,4 +1,4 @@
-//! `runnel-coordinator`: the group coordinator service (issue 6, in progress).
+//! `runnel-coordinator`: the group coordinator service.
 //!
 //! Consumers in a group share a topic's partitions, each partition read by
 //! one member at a time. The coordinator runs Kafka's classic group
@@ -20,8 +20,11 @@
 //!   and committed offsets; what must survive a restart goes through a
 //!   [`manager::RecordSink`] into `__consumer_offsets` before it is acknowledged.
 //! - [`grpc`]: the Coordinator gRPC API over the manager.
-//! - [`offsets_topic`]: that sink on the brokers (acks=all, idempotent), and
-//!   the reader a coordinator replays its partitions with.
+//! - [`offsets_topic`]: that sink on the brokers (acks=all, fenced per
+//!   partition by owner epoch), and the reader a coordinator replays its
+//!   partitions with.
+//! - [`ownership`]: registration with the controller, the session, and
+//!   taking over and releasing the partitions the controller assigns.
 
 mod config;
 pub mod group;
@@ -29,6 +32,7 @@ pub mod grpc;
 pub mod manager;
 pub mod offsets;
 pub mod offsets_topic;
+pub mod ownership;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,9 +100,10 @@ fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartEr
 }
 
 /// Starts a coordinator: binds its listeners, makes sure `__consumer_offsets`
-/// exists, replays it (this coordinator owns every partition of it until
-/// the controller shares them among several), then serves the group API
-/// until `shutdown` is cancelled. `/readyz` answers once the replay is done.
+/// exists, registers with the controller and serves the groups of the
+/// partitions the controller gives it (see [`ownership`]) until `shutdown`
+/// is cancelled. `/readyz` answers once it is registered and every
+/// partition it owns is loaded.
 pub async fn start(
     config: Config,
     shutdown: CancellationToken,
@@ -111,12 +116,22 @@ pub async fn start(
         .advertised_host
         .clone()
         .unwrap_or_else(|| grpc_addr.ip().to_string());
+    let mut endpoints =
+        runnel_common::metadata::service_endpoints(&host, grpc_addr.port(), admin_addr.port());
+    if let Some(external) = &config.external_advertised_host {
+        endpoints.push(runnel_proto::metadata::v1::Endpoint {
+            name: runnel_common::metadata::EXTERNAL_GRPC_ENDPOINT.into(),
+            host: external.clone(),
+            port: u32::from(config.external_advertised_port.unwrap_or(grpc_addr.port())),
+        });
+    }
     let cluster =
         runnel_client::Cluster::new(runnel_client::ClientConfig::new(config.bootstrap.clone()));
-    let topic = Arc::new(offsets_topic::OffsetsTopic::new(cluster));
+    let topic = Arc::new(offsets_topic::OffsetsTopic::new(Arc::clone(&cluster)));
     let manager = Arc::new(
         manager::GroupManager::new(config.group_config(), topic.clone())
-            .offsets_partitions(config.offsets_topic_num_partitions),
+            .offsets_partitions(config.offsets_topic_num_partitions)
+            .owning_assigned_partitions(),
     );
     let readiness = Readiness::new();
     let mut tasks = JoinSet::new();
@@ -126,22 +141,9 @@ pub async fn start(
             tracing::error!(error = %e, "coordinator admin server failed");
         }
     });
-    let service = grpc::CoordinatorService::new(
-        Arc::clone(&manager),
-        grpc::Advertised {
-            id: config.coordinator_id,
-            host,
-            port: grpc_addr.port(),
-        },
-    );
-    let (token, loader, ready) = (shutdown.clone(), Arc::clone(&manager), readiness.clone());
+    let service = grpc::CoordinatorService::new(Arc::clone(&manager), Arc::clone(&cluster));
+    let token = shutdown.clone();
     tasks.spawn(async move {
-        // Groups are answered only once every committed offset is back.
-        tokio::select! {
-            () = token.cancelled() => return,
-            () = load(&topic, &loader, &config) => {}
-        }
-        ready.set(true);
         tracing::info!(%grpc_addr, "coordinator serving");
         let incoming = runnel_common::transport::incoming(grpc_listener);
         if let Err(e) = runnel_common::transport::server()
@@ -152,6 +154,33 @@ pub async fn start(
             tracing::error!(error = %e, "coordinator gRPC server failed");
         }
     });
+    let (token, creator) = (shutdown.clone(), Arc::clone(&topic));
+    let (partitions, rf) = (
+        config.offsets_topic_num_partitions,
+        config.offsets_topic_replication_factor,
+    );
+    tasks.spawn(async move {
+        // The controller shares the topic's partitions once it exists.
+        tokio::select! {
+            () = token.cancelled() => {}
+            () = ensure_topic(&creator, partitions, rf) => {}
+        }
+    });
+    let me = ownership::Identity {
+        id: config.coordinator_id,
+        endpoints,
+        incarnation_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let (token, owner_topic, owner_manager) =
+        (shutdown.clone(), Arc::clone(&topic), Arc::clone(&manager));
+    tasks.spawn(ownership::run(
+        me,
+        cluster,
+        owner_topic,
+        owner_manager,
+        readiness,
+        token,
+    ));
     let (token, ticker) = (shutdown.clone(), Arc::clone(&manager));
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -162,7 +191,7 @@ pub async fn start(
             }
         }
     });
-    tracing::info!(%grpc_addr, %admin_addr, "coordinator started; loading __consumer_offsets");
+    tracing::info!(%grpc_addr, %admin_addr, "coordinator started");
     Ok(CoordinatorHandle {
         grpc_addr,
         admin_addr,
@@ -172,45 +201,18 @@ pub async fn start(
     })
 }
 
-/// Creates `__consumer_offsets` if needed and replays every partition,
-/// retrying while the cluster is not there yet.
-async fn load(
-    topic: &offsets_topic::OffsetsTopic,
-    manager: &manager::GroupManager,
-    config: &Config,
-) {
+/// Creates `__consumer_offsets` if needed, retrying while the cluster is
+/// not there yet.
+async fn ensure_topic(topic: &offsets_topic::OffsetsTopic, partitions: i32, rf: i32) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match try_load(topic, manager, config).await {
-            Ok(records) => {
-                tracing::info!(records, "__consumer_offsets loaded");
-                return;
-            }
+        match topic.ensure(partitions, rf).await {
+            Ok(()) => return,
             Err(e) => {
-                tracing::info!(error = %e, "cannot load __consumer_offsets yet; retrying");
+                tracing::info!(error = %e, "cannot create __consumer_offsets yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
-}
-
-async fn try_load(
-    topic: &offsets_topic::OffsetsTopic,
-    manager: &manager::GroupManager,
-    config: &Config,
-) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
-    topic
-        .ensure(
-            config.offsets_topic_num_partitions,
-            config.offsets_topic_replication_factor,
-        )
-        .await?;
-    let mut total = 0;
-    for partition in 0..config.offsets_topic_num_partitions {
-        let records = topic.read_partition(partition).await?;
-        total += records.len();
-        manager.load(&records)?;
-    }
-    Ok(total)
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use runnel_proto::common::v1::ErrorCode;
-use runnel_proto::coordinator::v1::{GroupMemberValue, GroupValue};
 use tokio::sync::oneshot;
 
 use crate::group::{
@@ -75,10 +74,22 @@ struct Entry {
     waiters: Waiters,
 }
 
+/// Where this coordinator stands with a partition of `__consumer_offsets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Taking it over: its records are being read.
+    Loading,
+    /// Serving its groups.
+    Active,
+}
+
 /// The groups this coordinator serves.
 pub struct GroupManager {
     config: GroupConfig,
     partitions: i32,
+    /// Partitions this coordinator owns; `None`: all of them (one coordinator
+    /// alone, and tests).
+    owned: Mutex<Option<HashMap<i32, Ownership>>>,
     groups: Mutex<HashMap<String, Entry>>,
     offsets: Mutex<OffsetsState>,
     sink: Arc<dyn RecordSink>,
@@ -114,6 +125,7 @@ impl GroupManager {
         GroupManager {
             config,
             partitions: DEFAULT_OFFSETS_PARTITIONS,
+            owned: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(OffsetsState::default()),
             sink,
@@ -125,6 +137,101 @@ impl GroupManager {
     pub fn offsets_partitions(mut self, n: i32) -> Self {
         self.partitions = n.max(1);
         self
+    }
+
+    /// Owns only the partitions handed to it by [`Self::begin_load`] (the
+    /// controller shares them among coordinators).
+    pub fn owning_assigned_partitions(self) -> Self {
+        *self.owned.lock() = Some(HashMap::new());
+        self
+    }
+
+    /// Whether this coordinator serves `group` now: NOT_COORDINATOR when
+    /// another owns its partition, COORDINATOR_LOAD_IN_PROGRESS while it is
+    /// still being read.
+    pub fn check_owner(&self, group_id: &str) -> Result<(), ErrorCode> {
+        let owned = self.owned.lock();
+        let Some(owned) = owned.as_ref() else {
+            return Ok(());
+        };
+        match owned.get(&partition_for(group_id, self.partitions)) {
+            Some(Ownership::Active) => Ok(()),
+            Some(Ownership::Loading) => Err(ErrorCode::CoordinatorLoadInProgress),
+            None => Err(ErrorCode::NotCoordinator),
+        }
+    }
+
+    /// The partitions this coordinator owns (`None`: all).
+    pub fn owned(&self) -> Option<HashMap<i32, Ownership>> {
+        self.owned.lock().clone()
+    }
+
+    /// Starts taking over `partition`: its groups answer
+    /// COORDINATOR_LOAD_IN_PROGRESS until [`Self::finish_load`].
+    pub fn begin_load(&self, partition: i32) {
+        if let Some(owned) = self.owned.lock().as_mut() {
+            owned.insert(partition, Ownership::Loading);
+        }
+    }
+
+    /// Replays the records of `partition` and serves its groups: their
+    /// committed offsets, and their members as the last stored generation
+    /// left them (sessions start now).
+    pub fn finish_load(
+        &self,
+        partition: i32,
+        records: &[OffsetsRecord],
+    ) -> Result<(), crate::offsets::RecordError> {
+        let mut replayed = OffsetsState::default();
+        for (k, v) in records {
+            replayed.apply(k, v.as_deref())?;
+        }
+        let now = (self.clock)();
+        let mut groups = self.groups.lock();
+        let mut offsets = self.offsets.lock();
+        for (k, v) in records {
+            offsets.apply(k, v.as_deref())?;
+        }
+        for id in replayed.group_ids() {
+            if let Some(value) = replayed.group(id)
+                && !groups.contains_key(id)
+            {
+                groups.insert(
+                    id.to_owned(),
+                    Entry {
+                        group: Group::restore(id, self.config.clone(), value, now),
+                        waiters: Waiters::default(),
+                    },
+                );
+            }
+        }
+        if let Some(owned) = self.owned.lock().as_mut() {
+            owned.insert(partition, Ownership::Active);
+        }
+        Ok(())
+    }
+
+    /// Stops serving `partition` (it moved to another coordinator): its
+    /// groups and offsets are dropped here, and members waiting on them are
+    /// told NOT_COORDINATOR so they find the new owner.
+    pub fn unload(&self, partition: i32) {
+        if let Some(owned) = self.owned.lock().as_mut() {
+            owned.remove(&partition);
+        }
+        let mine = |id: &str| partition_for(id, self.partitions) == partition;
+        let mut groups = self.groups.lock();
+        let gone: Vec<String> = groups.keys().filter(|id| mine(id)).cloned().collect();
+        for id in gone {
+            if let Some(entry) = groups.remove(&id) {
+                for (member, tx) in entry.waiters.join {
+                    let _ = tx.send(JoinResponse::error(ErrorCode::NotCoordinator, &member));
+                }
+                for (_, tx) in entry.waiters.sync {
+                    let _ = tx.send(SyncResponse::error(ErrorCode::NotCoordinator));
+                }
+            }
+        }
+        self.offsets.lock().retain_groups(|id| !mine(id));
     }
 
     /// Replays records of `__consumer_offsets` (a coordinator taking over a partition).
@@ -161,6 +268,9 @@ impl GroupManager {
                 + 5_000,
         );
         let member = req.member_id.clone();
+        if let Err(e) = self.check_owner(group_id) {
+            return JoinResponse::error(e, &member);
+        }
         let rx = {
             let now = (self.clock)();
             let mut groups = self.groups.lock();
@@ -209,6 +319,9 @@ impl GroupManager {
         assignments: Vec<(String, Vec<u8>)>,
     ) -> SyncResponse {
         let refused = SyncResponse::error;
+        if let Err(e) = self.check_owner(group_id) {
+            return refused(e);
+        }
         let (rx, store) = {
             let now = (self.clock)();
             let mut groups = self.groups.lock();
@@ -232,7 +345,7 @@ impl GroupManager {
             let store = entry
                 .group
                 .take_store()
-                .map(|generation| (generation, group_value(&entry.group, now)));
+                .map(|generation| (generation, entry.group.value(now)));
             (rx, store)
         };
         if let Some((generation, value)) = store {
@@ -265,6 +378,7 @@ impl GroupManager {
         group_instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), ErrorCode> {
+        self.check_owner(group_id)?;
         let now = (self.clock)();
         let mut groups = self.groups.lock();
         let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
@@ -280,6 +394,7 @@ impl GroupManager {
         member_id: &str,
         group_instance_id: Option<&str>,
     ) -> Result<(), ErrorCode> {
+        self.check_owner(group_id)?;
         let now = (self.clock)();
         let mut groups = self.groups.lock();
         let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
@@ -309,6 +424,7 @@ impl GroupManager {
         generation: i32,
         commits: Vec<OffsetCommit>,
     ) -> Result<(), ErrorCode> {
+        self.check_owner(group_id)?;
         {
             let groups = self.groups.lock();
             match groups.get(group_id) {
@@ -419,6 +535,7 @@ impl GroupManager {
     /// DeleteGroups: an empty group's metadata and offsets go (tombstones
     /// first, so a coordinator replaying the topic does not bring them back).
     pub async fn delete(&self, group_id: &str) -> Result<(), ErrorCode> {
+        self.check_owner(group_id)?;
         let exists = {
             let groups = self.groups.lock();
             match groups.get(group_id) {
@@ -477,26 +594,4 @@ pub struct GroupDescription {
     pub generation: i32,
     /// Members with their assignments.
     pub members: Vec<crate::group::MemberDescription>,
-}
-
-/// The record of a group's generation.
-fn group_value(group: &Group, now: Ms) -> GroupValue {
-    GroupValue {
-        protocol_type: "consumer".into(),
-        generation: group.generation(),
-        protocol: group.protocol().unwrap_or_default().to_owned(),
-        leader: group.leader().unwrap_or_default().to_owned(),
-        state_timestamp_ms: now,
-        members: group
-            .members()
-            .into_iter()
-            .map(|m| GroupMemberValue {
-                member_id: m.member_id,
-                group_instance_id: m.group_instance_id.unwrap_or_default(),
-                client_id: m.client_id,
-                assignment: m.assignment.into(),
-                ..GroupMemberValue::default()
-            })
-            .collect(),
-    }
 }

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use runnel_proto::coordinator::v1::{
-    CommittedOffsetKey, CommittedOffsetValue, GroupKey, GroupValue, OffsetsKey, offsets_key,
+    CommittedOffsetKey, CommittedOffsetValue, GroupKey, GroupValue, OffsetsKey, OwnerKey,
+    OwnerValue, offsets_key,
 };
 
 /// The internal topic's name (Kafka's).
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub use runnel_common::metadata::OFFSETS_TOPIC;
 
 /// `offsets.topic.num.partitions` default.
 pub const DEFAULT_OFFSETS_PARTITIONS: i32 = 50;
@@ -25,18 +26,7 @@ pub enum RecordError {
     Malformed(String),
 }
 
-/// The partition of `__consumer_offsets` that holds `group`, as Kafka
-/// chooses it: the absolute value of Java's `String.hashCode` modulo the
-/// partition count, so Runnel and Kafka tools agree on a group's coordinator.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for unit in group.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
-    }
-    // Kafka's Utils.abs: MIN_VALUE maps to 0.
-    let abs = if h == i32::MIN { 0 } else { h.abs() };
-    abs % partitions.max(1)
-}
+pub use runnel_common::metadata::offsets_partition_for as partition_for;
 
 /// A group's committed position in one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +77,22 @@ pub fn group_record(group: &str, value: Option<&GroupValue>) -> (Vec<u8>, Option
     (key.encode_to_vec(), value.map(Message::encode_to_vec))
 }
 
+/// The marker a new owner of `partition` writes first (see `OwnerKey`).
+pub fn owner_record(
+    partition: i32,
+    coordinator_id: i32,
+    owner_epoch: i32,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = OffsetsKey {
+        key: Some(offsets_key::Key::Owner(OwnerKey { partition })),
+    };
+    let value = OwnerValue {
+        coordinator_id,
+        owner_epoch,
+    };
+    (key.encode_to_vec(), Some(value.encode_to_vec()))
+}
+
 /// Committed offsets and group metadata of the groups in some partitions of
 /// `__consumer_offsets`.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -127,6 +133,8 @@ impl OffsetsState {
                     self.offsets.remove(&k.group);
                 }
             }
+            // Ownership markers fence writers; they hold no group state.
+            offsets_key::Key::Owner(_) => {}
             offsets_key::Key::Group(k) => match value {
                 Some(bytes) => {
                     let v = GroupValue::decode(bytes)
@@ -139,6 +147,12 @@ impl OffsetsState {
             },
         }
         Ok(())
+    }
+
+    /// Keeps only the groups `keep` accepts (a partition moved away).
+    pub fn retain_groups(&mut self, keep: impl Fn(&str) -> bool) {
+        self.offsets.retain(|id, _| keep(id));
+        self.groups.retain(|id, _| keep(id));
     }
 
     /// A group's committed offset for a partition.

@@ -1,24 +1,33 @@
-//! `__consumer_offsets` on the brokers: the [`RecordSink`] that writes to it
-//! (acks=all, idempotent, each group's records to its own partition) and
-//! the reader a coordinator replays a partition with when it takes over.
+//! `__consumer_offsets` on the brokers: the [`RecordSink`] that writes the
+//! partitions this coordinator owns (acks=all, under each partition's
+//! producer id and owner epoch, so a previous owner is fenced by the
+//! brokers) and the reader a coordinator replays a partition with when it
+//! takes over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use runnel_client::{
-    Admin, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset, TopicPartition,
 };
+use runnel_common::shutdown::CancellationToken;
+use runnel_log::batch::{BatchBuilder, Compression};
+use runnel_proto::broker::v1::{Acks, ProducePartition, ProduceRequest};
 use runnel_proto::common::v1::ErrorCode;
 
 use crate::manager::{OffsetsRecord, RecordSink, SinkError};
-use crate::offsets::OFFSETS_TOPIC;
+use crate::offsets::{OFFSETS_TOPIC, owner_record};
 
-/// The offsets topic through a Runnel client.
+/// The offsets topic through a Runnel client, with a writer for each
+/// partition this coordinator owns.
 pub struct OffsetsTopic {
     cluster: Arc<Cluster>,
-    producer: Producer,
+    writers: Mutex<HashMap<i32, Arc<PartitionWriter>>>,
 }
 
 impl std::fmt::Debug for OffsetsTopic {
@@ -30,15 +39,61 @@ impl std::fmt::Debug for OffsetsTopic {
 impl OffsetsTopic {
     /// Writes and reads `__consumer_offsets` through `cluster`.
     pub fn new(cluster: Arc<Cluster>) -> OffsetsTopic {
-        let producer = Producer::with_cluster(
-            Arc::clone(&cluster),
-            ProducerConfig {
-                linger: Duration::ZERO,
-                allow_auto_topic_creation: false,
-                ..ProducerConfig::default()
-            },
-        );
-        OffsetsTopic { cluster, producer }
+        OffsetsTopic {
+            cluster,
+            writers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cluster this topic is reached through.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// Starts writing `partition` as its owner with `producer_id` at
+    /// `owner_epoch`: writes the ownership marker (which fences any
+    /// previous owner) and returns once it is stored.
+    pub async fn take_over(
+        &self,
+        partition: i32,
+        coordinator_id: i32,
+        producer_id: i64,
+        owner_epoch: i32,
+    ) -> Result<(), SinkError> {
+        let epoch = i16::try_from(owner_epoch).map_err(|_| SinkError {
+            code: ErrorCode::UnknownServerError,
+            message: format!("owner epoch {owner_epoch} does not fit a producer epoch"),
+        })?;
+        let writer = {
+            let mut writers = self.writers.lock();
+            match writers.get(&partition) {
+                Some(w) if w.producer_id == producer_id && w.epoch == epoch => Arc::clone(w),
+                _ => {
+                    let w = Arc::new(PartitionWriter {
+                        cluster: Arc::clone(&self.cluster),
+                        partition,
+                        producer_id,
+                        epoch,
+                        next_sequence: tokio::sync::Mutex::new(Some(0)),
+                        stopped: CancellationToken::new(),
+                    });
+                    if let Some(old) = writers.insert(partition, Arc::clone(&w)) {
+                        old.stop();
+                    }
+                    w
+                }
+            }
+        };
+        writer
+            .write(vec![owner_record(partition, coordinator_id, owner_epoch)])
+            .await
+    }
+
+    /// Stops writing `partition` (it moved away).
+    pub fn release(&self, partition: i32) {
+        if let Some(w) = self.writers.lock().remove(&partition) {
+            w.stop();
+        }
     }
 
     /// Creates the topic if it does not exist: compacted, `partitions`
@@ -115,25 +170,153 @@ impl RecordSink for OffsetsTopic {
         records: Vec<OffsetsRecord>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let failed = |e: ClientError| SinkError {
-                code: e.code().unwrap_or(ErrorCode::CoordinatorNotAvailable),
-                message: e.to_string(),
-            };
-            let mut deliveries = Vec::with_capacity(records.len());
-            for (key, value) in records {
-                let record = ProducerRecord {
-                    topic: OFFSETS_TOPIC.to_owned(),
-                    partition: Some(partition),
-                    key: Some(key.into()),
-                    value: value.map(Into::into),
-                    ..ProducerRecord::default()
-                };
-                deliveries.push(self.producer.send(record).await.map_err(failed)?);
+            let writer = self.writers.lock().get(&partition).cloned();
+            match writer {
+                Some(w) => w.write(records).await,
+                None => Err(SinkError {
+                    code: ErrorCode::NotCoordinator,
+                    message: format!(
+                        "this coordinator does not own partition {partition} of {OFFSETS_TOPIC}"
+                    ),
+                }),
             }
-            for d in deliveries {
-                d.await.map_err(failed)?;
-            }
-            Ok(())
         })
+    }
+}
+
+/// Writes one partition of `__consumer_offsets` as its owner: every batch
+/// under the partition's producer id at the owner epoch, with consecutive
+/// sequence numbers, one batch in flight. A batch whose outcome is unknown
+/// is sent again unchanged (the broker recognises a retry), so nothing is
+/// written twice; a newer owner's epoch makes the broker refuse this one.
+pub struct PartitionWriter {
+    cluster: Arc<Cluster>,
+    partition: i32,
+    producer_id: i64,
+    epoch: i16,
+    next_sequence: tokio::sync::Mutex<Option<i32>>,
+    stopped: CancellationToken,
+}
+
+impl std::fmt::Debug for PartitionWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionWriter")
+            .field("partition", &self.partition)
+            .field("producer_id", &self.producer_id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_coordinator(message: String) -> SinkError {
+    SinkError {
+        code: ErrorCode::NotCoordinator,
+        message,
+    }
+}
+
+impl PartitionWriter {
+    /// Appends `records` (acks=all), retrying while the partition is
+    /// unavailable, until written, refused for good, or the writer stopped.
+    pub async fn write(&self, records: Vec<OffsetsRecord>) -> Result<(), SinkError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut sequence = self.next_sequence.lock().await;
+        let Some(seq) = *sequence else {
+            return Err(not_coordinator(format!(
+                "the writer of partition {} was fenced",
+                self.partition
+            )));
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut builder =
+            BatchBuilder::new(Compression::None).producer(self.producer_id, self.epoch, seq);
+        for (k, v) in &records {
+            builder.append(now, Some(k), v.as_deref(), &[]);
+        }
+        let batch = Bytes::from(builder.build().map_err(|e| SinkError {
+            code: ErrorCode::UnknownServerError,
+            message: format!("cannot build a batch: {e}"),
+        })?);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.send(batch.clone()).await {
+                Ok(()) => {
+                    *sequence = Some(seq.wrapping_add(records.len() as i32) & i32::MAX);
+                    return Ok(());
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(partition = self.partition, error = %e, "offsets write failed; retrying");
+                }
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, error = %e, "offsets write refused; this coordinator no longer owns the partition");
+                    *sequence = None;
+                    self.stopped.cancel();
+                    return Err(not_coordinator(e.to_string()));
+                }
+            }
+            tokio::select! {
+                () = self.stopped.cancelled() => {
+                    return Err(not_coordinator(format!(
+                        "partition {} of {OFFSETS_TOPIC} moved to another coordinator",
+                        self.partition
+                    )));
+                }
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let _ = self
+                .cluster
+                .refresh(&[OFFSETS_TOPIC.to_owned()], false)
+                .await;
+        }
+    }
+
+    async fn send(&self, batch: Bytes) -> Result<(), ClientError> {
+        let topic = OFFSETS_TOPIC.to_owned();
+        let Some((_, addr)) = self.cluster.leader_addr(&topic, self.partition) else {
+            return Err(ClientError::Server {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("no leader for {topic}-{}", self.partition),
+            });
+        };
+        let mut broker = self.cluster.broker_at(&addr)?;
+        let request = ProduceRequest {
+            acks: Acks::All as i32,
+            timeout_ms: 30_000,
+            partitions: vec![ProducePartition {
+                topic,
+                partition: self.partition,
+                records: batch,
+            }],
+        };
+        let response = broker
+            .produce(request)
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let result = response
+            .partitions
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Server {
+                code: ErrorCode::UnknownServerError,
+                message: "empty produce response".into(),
+            })?;
+        match result.error_code() {
+            ErrorCode::None => Ok(()),
+            code => Err(ClientError::Server {
+                code,
+                message: result.error_message,
+            }),
+        }
+    }
+
+    /// Stops the writer: a write waiting to retry gives up.
+    pub fn stop(&self) {
+        self.stopped.cancel();
     }
 }

@@ -7,52 +7,47 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_coordinator::group::GroupConfig;
-use runnel_coordinator::grpc::{Advertised, CoordinatorService};
-use runnel_coordinator::manager::GroupManager;
-use runnel_coordinator::offsets_topic::OffsetsTopic;
+use std::net::SocketAddr;
+
+use runnel_common::shutdown::CancellationToken;
+use runnel_coordinator::manager::Ownership;
+use runnel_coordinator::{Config, CoordinatorHandle};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
-use runnel_proto::coordinator::v1::coordinator_server::CoordinatorServer;
 use runnel_testkit::TestCluster;
 use tonic::transport::Channel;
 
-async fn serve(cluster: &TestCluster) -> CoordinatorClient<Channel> {
-    let topic = Arc::new(OffsetsTopic::new(cluster.client()));
-    topic.ensure(50, 3).await.unwrap();
-    let manager = Arc::new(GroupManager::new(
-        GroupConfig {
-            initial_rebalance_delay_ms: 0,
-            ..GroupConfig::default()
-        },
-        topic,
-    ));
-    let ticker = Arc::clone(&manager);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            ticker.tick();
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let service = CoordinatorService::new(
-        manager,
-        Advertised {
-            id: 1,
-            host: "127.0.0.1".into(),
-            port: addr.port(),
-        },
-    );
-    tokio::spawn(
-        runnel_common::transport::server()
-            .add_service(CoordinatorServer::new(service))
-            .serve_with_incoming(runnel_common::transport::incoming(listener)),
-    );
-    CoordinatorClient::connect(format!("http://{addr}"))
+async fn serve(cluster: &TestCluster) -> (CoordinatorHandle, CoordinatorClient<Channel>) {
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        bootstrap: cluster.bootstrap(),
+        offsets_topic_num_partitions: 5,
+        group_initial_rebalance_delay_ms: 0,
+        ..Config::default()
+    };
+    let handle = runnel_coordinator::start(config, CancellationToken::new())
         .await
-        .unwrap()
+        .unwrap();
+    let addr = handle.grpc_addr;
+    let manager = Arc::clone(&handle.manager);
+    runnel_testkit::wait_for(
+        "the coordinator to own its partitions",
+        Duration::from_secs(30),
+        || {
+            let m = Arc::clone(&manager);
+            async move {
+                m.owned()
+                    .is_some_and(|o| o.len() == 5 && o.values().all(|s| *s == Ownership::Active))
+            }
+        },
+    )
+    .await;
+    let client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    (handle, client)
 }
 
 fn join(member_id: &str) -> pb::JoinGroupRequest {
@@ -85,7 +80,7 @@ async fn join_new(c: &mut CoordinatorClient<Channel>) -> pb::JoinGroupResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_form_a_group_commit_and_the_group_is_administered() {
     let cluster = TestCluster::builder().brokers(3).start().await;
-    let mut c = serve(&cluster).await;
+    let (_coordinator, mut c) = serve(&cluster).await;
     let found = c
         .find_coordinator(pb::FindCoordinatorRequest {
             group_id: "app".into(),
