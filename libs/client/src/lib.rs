@@ -7,8 +7,12 @@
 //!   retries within `delivery.timeout.ms`, and a [`DeliveryFuture`] per record.
 //! - [`Consumer`]: assign partitions, seek (offset, beginning, end,
 //!   timestamp), poll, `auto.offset.reset`.
+//! - [`GroupConsumer`]: a consumer-group member: subscribe (topics or a
+//!   pattern), rebalances with a [`RebalanceListener`], automatic and
+//!   manual commits, committed offsets, positions and lag.
 //! - [`assignor`]: Kafka's partition assignors for consumer groups (range,
-//!   round-robin, cooperative-sticky).
+//!   round-robin, cooperative-sticky), and [`consumer_protocol`], the
+//!   subscription and assignment bytes members exchange.
 //!
 //! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
 //! share one [`Cluster`] (connections and metadata) between them.
@@ -17,7 +21,9 @@ pub mod admin;
 pub mod assignor;
 pub mod cluster;
 pub mod consumer;
+pub mod consumer_protocol;
 mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 
@@ -28,6 +34,7 @@ pub use admin::{
 pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
 pub use error::{ClientError, Result};
+pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

@@ -1,10 +1,10 @@
 //! `runnel-testkit`: a whole Runnel cluster inside one test process.
 //!
-//! [`TestCluster::builder`] starts a controller and brokers on ephemeral
-//! loopback ports with temporary data directories; a test can stop, kill
-//! (no flush, like `kill -9`) and restart any of them, and waits for the
-//! cluster to settle with bounded polls rather than sleeps. Only tests
-//! depend on this crate.
+//! [`TestCluster::builder`] starts a controller, brokers and (if asked)
+//! group coordinators on ephemeral loopback ports with temporary data
+//! directories; a test can stop, kill (no flush, like `kill -9`) and
+//! restart any of them, and waits for the cluster to settle with bounded
+//! polls rather than sleeps. Only tests depend on this crate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +17,7 @@ use runnel_client::{
 use runnel_common::netfault::NetFault;
 use runnel_common::shutdown::CancellationToken;
 use runnel_controller::ControllerHandle;
+use runnel_coordinator::CoordinatorHandle;
 use tempfile::TempDir;
 
 /// Builds a [`TestCluster`].
@@ -26,6 +27,7 @@ pub struct Builder {
     retention_check_interval_ms: u64,
     auto_create_topics: bool,
     num_partitions: i32,
+    coordinators: usize,
 }
 
 impl Builder {
@@ -53,6 +55,14 @@ impl Builder {
         self
     }
 
+    /// How many group coordinators (default 0). They share 5 partitions of
+    /// `__consumer_offsets`, start groups without the initial rebalance
+    /// delay, and accept session timeouts from 500 ms.
+    pub fn coordinators(mut self, n: usize) -> Self {
+        self.coordinators = n;
+        self
+    }
+
     /// Starts the cluster and waits until every broker is registered, caught up and unfenced.
     pub async fn start(self) -> TestCluster {
         let dir = tempfile::tempdir().expect("a temp dir for the test cluster");
@@ -65,12 +75,20 @@ impl Builder {
             broker_addrs: vec![None; self.brokers],
             // One switch each: clones of one `NetFault` would share it.
             faults: (0..self.brokers).map(|_| NetFault::default()).collect(),
+            coordinators: (0..self.coordinators).map(|_| None).collect(),
+            coordinator_addrs: vec![None; self.coordinators],
         };
         cluster.start_controller().await;
         for i in 0..self.brokers {
             cluster.start_broker(i).await;
         }
         cluster.wait_ready().await;
+        for i in 0..self.coordinators {
+            cluster.start_coordinator(i).await;
+        }
+        if self.coordinators > 0 {
+            cluster.wait_coordinators().await;
+        }
         cluster
     }
 }
@@ -86,6 +104,8 @@ pub struct TestCluster {
     broker_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
     /// One network switch per broker, kept across restarts.
     faults: Vec<NetFault>,
+    coordinators: Vec<Option<CoordinatorHandle>>,
+    coordinator_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
 }
 
 fn any_port() -> SocketAddr {
@@ -100,6 +120,7 @@ impl TestCluster {
             retention_check_interval_ms: 300_000,
             auto_create_topics: true,
             num_partitions: 1,
+            coordinators: 0,
         }
     }
 
@@ -332,8 +353,87 @@ impl TestCluster {
         self.wait_ready().await;
     }
 
+    async fn start_coordinator(&mut self, i: usize) {
+        let (listen, admin_listen) = self.coordinator_addrs[i].unwrap_or((any_port(), any_port()));
+        let config = runnel_coordinator::Config {
+            coordinator_id: i as i32 + 1,
+            listen,
+            admin_listen,
+            bootstrap: self.bootstrap(),
+            offsets_topic_num_partitions: 5,
+            group_initial_rebalance_delay_ms: 0,
+            group_min_session_timeout_ms: 500,
+            ..runnel_coordinator::Config::default()
+        };
+        let handle = runnel_coordinator::start(config, CancellationToken::new())
+            .await
+            .expect("the coordinator starts");
+        self.coordinator_addrs[i] = Some((handle.grpc_addr, handle.admin_addr));
+        self.coordinators[i] = Some(handle);
+    }
+
+    /// Waits (bounded) until the running coordinators own every partition
+    /// of `__consumer_offsets` between them and have loaded them all.
+    pub async fn wait_coordinators(&self) {
+        let managers: Vec<_> = self
+            .coordinators
+            .iter()
+            .flatten()
+            .map(|c| std::sync::Arc::clone(&c.manager))
+            .collect();
+        wait_for(
+            "coordinators to own and load __consumer_offsets",
+            Duration::from_secs(60),
+            || {
+                let managers = managers.clone();
+                async move {
+                    let mut active = 0;
+                    for m in &managers {
+                        let Some(owned) = m.owned() else {
+                            return false;
+                        };
+                        if owned
+                            .values()
+                            .any(|o| *o != runnel_coordinator::manager::Ownership::Active)
+                        {
+                            return false;
+                        }
+                        active += owned.len();
+                    }
+                    active == 5
+                }
+            },
+        )
+        .await;
+    }
+
+    /// The group coordinator `i`'s groups (to see who owns what).
+    pub fn coordinator(&self, i: usize) -> Option<&CoordinatorHandle> {
+        self.coordinators[i].as_ref()
+    }
+
+    /// Stops coordinator `i` as a crash would: no goodbye to the controller,
+    /// so its partitions move only when its session expires.
+    pub async fn kill_coordinator(&mut self, i: usize) {
+        if let Some(c) = self.coordinators[i].take() {
+            c.kill().await;
+        }
+    }
+
+    /// Starts coordinator `i` again (same id and ports) and waits until
+    /// the partitions are shared and loaded.
+    pub async fn start_coordinator_again(&mut self, i: usize) {
+        self.start_coordinator(i).await;
+        self.wait_coordinators().await;
+    }
+
     /// Stops everything cleanly.
     pub async fn shutdown(mut self) {
+        for c in &mut self.coordinators {
+            if let Some(c) = c.take() {
+                c.shutdown().await;
+            }
+        }
         for i in 0..self.brokers.len() {
             self.stop_broker(i).await;
         }

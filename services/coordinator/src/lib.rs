@@ -80,6 +80,13 @@ impl CoordinatorHandle {
         while self.tasks.join_next().await.is_some() {}
     }
 
+    /// Stops at once, as a crash would: nothing is said to the controller,
+    /// so this coordinator's partitions move only when its session expires.
+    pub async fn kill(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
     /// Waits until the coordinator stops (its token was cancelled).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}

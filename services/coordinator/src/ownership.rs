@@ -158,10 +158,16 @@ async fn heartbeat(
     }
 }
 
-fn release(partition: i32, o: Owned, topic: &OffsetsTopic, manager: &GroupManager) {
-    if let Some(h) = o.loading {
-        h.abort();
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(h) = &self.loading {
+            h.abort();
+        }
     }
+}
+
+fn release(partition: i32, o: Owned, topic: &OffsetsTopic, manager: &GroupManager) {
+    drop(o);
     topic.release(partition);
     manager.unload(partition);
     tracing::info!(partition, "__consumer_offsets partition released");

@@ -1,0 +1,464 @@
+//! Consumer groups end to end: group consumers against a coordinator and
+//! brokers, checked over their whole history.
+//!
+//! - Members join, leave and crash; after each rebalance every partition
+//!   has exactly one owner (a checker over every generation), and the
+//!   group reads every record exactly once (members commit after each
+//!   poll, so nothing read goes uncommitted when they go).
+//! - Committed offsets survive consumer restarts; another group reads the
+//!   same data on its own; a fifth member on four partitions idles.
+//! - The coordinator owning a group is killed under load: the group goes
+//!   on with another coordinator and no committed offset goes back.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use runnel_client::{
+    ClientConfig, ConsumerConfig, GroupConfig, GroupConsumer, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
+};
+use runnel_common::shutdown::CancellationToken;
+use runnel_testkit::{TestCluster, wait_for};
+
+const TOPIC: &str = "orders";
+
+fn group_config(group: &str) -> GroupConfig {
+    GroupConfig {
+        session_timeout: Duration::from_millis(2_000),
+        heartbeat_interval: Duration::from_millis(200),
+        max_poll_interval: Duration::from_secs(30),
+        enable_auto_commit: false,
+        consumer: ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            fetch_max_wait: Duration::from_millis(100),
+            ..ConsumerConfig::default()
+        },
+        ..GroupConfig::new(group)
+    }
+}
+
+/// What every member saw.
+#[derive(Debug, Default)]
+struct History {
+    /// (member, generation) → the partitions it was given.
+    assignments: BTreeMap<(String, i32), Vec<TopicPartition>>,
+    /// Every record read: (partition, offset) → how many times.
+    reads: BTreeMap<(i32, i64), usize>,
+    /// Members running now → what they own.
+    current: BTreeMap<String, Vec<TopicPartition>>,
+}
+
+impl History {
+    /// No partition has two owners in one generation.
+    fn check_generations(&self) {
+        let mut by_generation: BTreeMap<i32, Vec<(&str, &TopicPartition)>> = BTreeMap::new();
+        for ((member, generation), partitions) in &self.assignments {
+            for tp in partitions {
+                by_generation
+                    .entry(*generation)
+                    .or_default()
+                    .push((member, tp));
+            }
+        }
+        for (generation, owned) in by_generation {
+            let mut seen = BTreeMap::new();
+            for (member, tp) in owned {
+                if let Some(other) = seen.insert(tp.clone(), member) {
+                    panic!("generation {generation}: {tp:?} owned by {other} and {member}");
+                }
+            }
+        }
+    }
+
+    /// The running members own every partition between them, once each.
+    fn settled(&self, members: usize, partitions: i32) -> bool {
+        if self.current.len() != members {
+            return false;
+        }
+        let owned: Vec<&TopicPartition> = self.current.values().flatten().collect();
+        let distinct: BTreeSet<&TopicPartition> = owned.iter().copied().collect();
+        owned.len() == partitions as usize && distinct.len() == owned.len()
+    }
+}
+
+/// A member polling in its own task until stopped (it leaves) or crashed
+/// (it just stops, as a killed process would).
+struct Member {
+    stop: CancellationToken,
+    crash: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Member {
+    fn start(
+        client: ClientConfig,
+        config: GroupConfig,
+        name: &str,
+        history: Arc<Mutex<History>>,
+    ) -> Member {
+        let (stop, crash) = (CancellationToken::new(), CancellationToken::new());
+        let (s, c, name) = (stop.clone(), crash.clone(), name.to_owned());
+        let task = tokio::spawn(async move {
+            let mut consumer = GroupConsumer::new(client, config);
+            consumer.subscribe(vec![TOPIC.into()]);
+            loop {
+                if c.is_cancelled() {
+                    history.lock().current.remove(&name);
+                    return;
+                }
+                if s.is_cancelled() {
+                    history.lock().current.remove(&name);
+                    consumer.close().await.unwrap();
+                    return;
+                }
+                let records = consumer.poll(Duration::from_millis(100)).await.unwrap();
+                {
+                    let (_, generation) = consumer.member();
+                    let mut h = history.lock();
+                    let owned = consumer.assignment().to_vec();
+                    h.assignments
+                        .insert((name.clone(), generation), owned.clone());
+                    h.current.insert(name.clone(), owned);
+                    for r in &records {
+                        *h.reads.entry((r.partition, r.offset)).or_default() += 1;
+                    }
+                }
+                if !records.is_empty() {
+                    // A commit refused by a rebalance is retried after it.
+                    let _ = consumer.commit_sync().await;
+                }
+            }
+        });
+        Member { stop, crash, task }
+    }
+
+    async fn leave(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+
+    async fn crash(self) {
+        self.crash.cancel();
+        self.task.await.unwrap();
+    }
+}
+
+async fn produce(cluster: &TestCluster, from: usize, n: usize) {
+    let producer = Producer::new(cluster.client_config(), ProducerConfig::default());
+    let mut deliveries = Vec::new();
+    for i in from..from + n {
+        let record = ProducerRecord {
+            topic: TOPIC.into(),
+            partition: Some((i % 4) as i32),
+            value: Some(format!("r{i}").into_bytes().into()),
+            ..ProducerRecord::default()
+        };
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+}
+
+async fn wait_settled(history: &Arc<Mutex<History>>, members: usize, what: &str) {
+    wait_for(what, Duration::from_secs(60), || {
+        let h = Arc::clone(history);
+        async move { h.lock().settled(members, 4) }
+    })
+    .await;
+}
+
+async fn wait_read(history: &Arc<Mutex<History>>, n: usize) {
+    wait_for(
+        &format!("{n} records read"),
+        Duration::from_secs(60),
+        || {
+            let h = Arc::clone(history);
+            async move { h.lock().reads.len() >= n }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_join_leave_and_crash_and_every_partition_has_one_owner() {
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
+        .await;
+    produce(&cluster, 0, 400).await;
+    let history = Arc::new(Mutex::new(History::default()));
+    let client = cluster.client_config();
+    let a = Member::start(
+        client.clone(),
+        group_config("app"),
+        "a",
+        Arc::clone(&history),
+    );
+    let b = Member::start(
+        client.clone(),
+        group_config("app"),
+        "b",
+        Arc::clone(&history),
+    );
+    wait_settled(&history, 2, "two members to share four partitions").await;
+    wait_read(&history, 400).await;
+    {
+        let h = history.lock();
+        assert!(
+            h.current.values().all(|owned| owned.len() == 2),
+            "two partitions each: {:?}",
+            h.current
+        );
+    }
+
+    produce(&cluster, 400, 400).await;
+    let c = Member::start(
+        client.clone(),
+        group_config("app"),
+        "c",
+        Arc::clone(&history),
+    );
+    wait_settled(&history, 3, "a third member to take its share").await;
+    wait_read(&history, 800).await;
+
+    b.leave().await;
+    wait_settled(&history, 2, "the rest to take over from a member that left").await;
+    produce(&cluster, 800, 400).await;
+    wait_read(&history, 1200).await;
+
+    c.crash().await;
+    // The coordinator notices only when the session times out.
+    wait_settled(
+        &history,
+        1,
+        "the last member to take over from a crashed one",
+    )
+    .await;
+    produce(&cluster, 1200, 400).await;
+    wait_read(&history, 1600).await;
+    a.leave().await;
+
+    {
+        let h = history.lock();
+        h.check_generations();
+        let twice: Vec<_> = h.reads.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "records read twice: {twice:?}");
+        assert_eq!(h.reads.len(), 1600, "every record read");
+        let generations: BTreeSet<i32> = h.assignments.keys().map(|(_, g)| *g).collect();
+        assert!(
+            generations.len() >= 4,
+            "one generation per change: {generations:?}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_survive_restarts_groups_are_independent_and_extra_members_idle() {
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
+        .await;
+    produce(&cluster, 0, 200).await;
+
+    // Read half, commit, go away.
+    let mut first = GroupConsumer::new(cluster.client_config(), group_config("billing"));
+    first.subscribe(vec![TOPIC.into()]);
+    let mut read = BTreeSet::new();
+    while read.len() < 100 {
+        for r in first.poll(Duration::from_millis(200)).await.unwrap() {
+            read.insert((r.partition, r.offset));
+        }
+    }
+    first.commit_sync().await.unwrap();
+    let positions: BTreeMap<TopicPartition, i64> = first
+        .assignment()
+        .iter()
+        .map(|tp| (tp.clone(), first.position(tp).unwrap()))
+        .collect();
+    first.close().await.unwrap();
+
+    // A new member starts at the committed offsets, not at the beginning.
+    let mut second = GroupConsumer::new(cluster.client_config(), group_config("billing"));
+    second.subscribe(vec![TOPIC.into()]);
+    let mut again = BTreeSet::new();
+    while read.len() + again.len() < 200 {
+        for r in second.poll(Duration::from_millis(200)).await.unwrap() {
+            assert!(
+                !read.contains(&(r.partition, r.offset)),
+                "{}-{} was committed before the restart",
+                r.partition,
+                r.offset
+            );
+            again.insert((r.partition, r.offset));
+        }
+    }
+    let committed = second
+        .committed(&positions.keys().cloned().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    for (tp, position) in &positions {
+        assert_eq!(committed[tp], Some(*position), "{tp:?}");
+    }
+    second.close().await.unwrap();
+
+    // Another group reads everything on its own.
+    let mut other = GroupConsumer::new(cluster.client_config(), group_config("audit"));
+    other.subscribe_pattern("ord.*").unwrap();
+    let mut all = BTreeSet::new();
+    while all.len() < 200 {
+        for r in other.poll(Duration::from_millis(200)).await.unwrap() {
+            all.insert((r.partition, r.offset));
+        }
+    }
+    other.close().await.unwrap();
+
+    // Five members, four partitions: one waits with nothing.
+    let history = Arc::new(Mutex::new(History::default()));
+    let members: Vec<Member> = (0..5)
+        .map(|i| {
+            Member::start(
+                cluster.client_config(),
+                group_config("five"),
+                &format!("m{i}"),
+                Arc::clone(&history),
+            )
+        })
+        .collect();
+    wait_for("five members to settle", Duration::from_secs(60), || {
+        let h = Arc::clone(&history);
+        async move {
+            let h = h.lock();
+            h.current.len() == 5
+                && h.current.values().filter(|o| o.len() == 1).count() == 4
+                && h.current.values().filter(|o| o.is_empty()).count() == 1
+        }
+    })
+    .await;
+    let idle = history
+        .lock()
+        .current
+        .iter()
+        .find(|(_, o)| o.is_empty())
+        .map(|(m, _)| m.clone())
+        .unwrap();
+    // A busy member leaves: the idle one takes over.
+    let mut members = members;
+    let busy = (0..5).find(|i| format!("m{i}") != idle).unwrap();
+    members.remove(busy).leave().await;
+    wait_for(
+        "the idle member to take over",
+        Duration::from_secs(60),
+        || {
+            let (h, idle) = (Arc::clone(&history), idle.clone());
+            async move {
+                let h = h.lock();
+                h.settled(4, 4) && h.current.get(&idle).is_some_and(|o| o.len() == 1)
+            }
+        },
+    )
+    .await;
+    history.lock().check_generations();
+    for m in members {
+        m.leave().await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_survives_the_loss_of_its_coordinator() {
+    let mut cluster = TestCluster::builder()
+        .brokers(3)
+        .coordinators(2)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(3))
+        .await;
+    let (owner, _) = cluster.client().find_coordinator("app").await.unwrap();
+    let owner = owner as usize - 1;
+
+    // Load: a producer and a member committing after every poll.
+    let stop = CancellationToken::new();
+    let producing = {
+        let (client, stop) = (cluster.client_config(), stop.clone());
+        tokio::spawn(async move {
+            let producer = Producer::new(client, ProducerConfig::default());
+            let mut sent = 0usize;
+            while !stop.is_cancelled() {
+                let record = ProducerRecord {
+                    topic: TOPIC.into(),
+                    partition: Some((sent % 4) as i32),
+                    value: Some(format!("r{sent}").into_bytes().into()),
+                    ..ProducerRecord::default()
+                };
+                producer.send(record).await.unwrap().await.unwrap();
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let history = Arc::new(Mutex::new(History::default()));
+    let member = Member::start(
+        cluster.client_config(),
+        group_config("app"),
+        "a",
+        Arc::clone(&history),
+    );
+    wait_read(&history, 200).await;
+    let admin_committed = |cluster: &TestCluster| {
+        let cluster = cluster.client();
+        async move {
+            let probe = GroupConsumer::with_cluster(cluster, group_config("app"));
+            let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(TOPIC, p)).collect();
+            probe.committed(&tps).await.unwrap()
+        }
+    };
+    let before = admin_committed(&cluster).await;
+    assert!(
+        before.values().any(Option::is_some),
+        "commits before the kill"
+    );
+
+    cluster.kill_coordinator(owner).await;
+    // The other coordinator takes the group over once the session expires.
+    let read_before = history.lock().reads.len();
+    wait_read(&history, read_before + 400).await;
+    let (now_owner, _) = cluster.client().find_coordinator("app").await.unwrap();
+    assert_ne!(now_owner as usize - 1, owner, "the group moved");
+
+    stop.cancel();
+    let sent = producing.await.unwrap();
+    wait_read(&history, sent).await;
+    // Let the last commit land, then check nothing committed went back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = admin_committed(&cluster).await;
+    for (tp, offset) in &before {
+        assert!(
+            after[tp] >= *offset,
+            "{tp:?}: {:?} then {:?}",
+            offset,
+            after[tp]
+        );
+    }
+    member.leave().await;
+    {
+        let h = history.lock();
+        assert_eq!(h.reads.len(), sent, "every record read at least once");
+        h.check_generations();
+    }
+    cluster.shutdown().await;
+}
