@@ -150,7 +150,7 @@ pub struct ClusterDescription {
 /// Administers a Runnel cluster.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
 }
 
 fn topic_resource(name: &str) -> ConfigResource {
@@ -303,14 +303,54 @@ impl Admin {
         })
     }
 
-    /// Log start and high watermark of one partition, from its leader.
-    pub async fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    async fn leader(&self, topic: &str, partition: i32) -> Result<String> {
+        if self.cluster.leader_addr(topic, partition).is_none() {
+            self.cluster.refresh(&[topic.to_owned()], false).await?;
+        }
         let (_, addr) = self.cluster.leader_addr(topic, partition).ok_or_else(|| {
             ClientError::server(
                 ErrorCode::LeaderNotAvailable,
                 format!("no leader for {topic}-{partition}"),
             )
         })?;
+        Ok(addr)
+    }
+
+    /// The offset of the first record of `topic`-`partition` with a
+    /// timestamp at or after `timestamp_ms` (`None`: no such record).
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>> {
+        let addr = self.leader(topic, partition).await?;
+        let r = self
+            .cluster
+            .broker_at(&addr)?
+            .list_offsets(bpb::ListOffsetsRequest {
+                partitions: vec![bpb::ListOffsetsPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    spec: bpb::OffsetSpec::Timestamp as i32,
+                    timestamp_ms,
+                }],
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let r = r.partitions.into_iter().next().ok_or_else(|| {
+            ClientError::server(ErrorCode::UnknownServerError, "empty ListOffsets response")
+        })?;
+        match r.error_code() {
+            ErrorCode::None => Ok((r.offset >= 0).then_some(r.offset)),
+            code => Err(ClientError::server(code, r.error_message)),
+        }
+    }
+
+    /// Log start and high watermark of one partition, from its leader.
+    pub async fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        let addr = self.leader(topic, partition).await?;
         let mut b = self.cluster.broker_at(&addr)?;
         let spec = |spec: bpb::OffsetSpec| bpb::ListOffsetsPartition {
             topic: topic.to_owned(),

@@ -115,6 +115,8 @@ pub struct ClusterMetadata {
     pub topic_errors: HashMap<String, (ErrorCode, String)>,
     /// Cluster id.
     pub cluster_id: String,
+    /// Live group coordinators: id → gRPC address.
+    pub coordinators: HashMap<i32, String>,
 }
 
 fn grpc_addr(endpoints: &[runnel_proto::metadata::v1::Endpoint]) -> Option<String> {
@@ -285,6 +287,11 @@ impl Cluster {
                 old.topic_errors.clone()
             },
             cluster_id: response.cluster_id,
+            coordinators: response
+                .coordinators
+                .iter()
+                .filter_map(|c| Some((c.coordinator_id, grpc_addr(&c.endpoints)?)))
+                .collect(),
         };
         for t in response.topics {
             if t.error_code() == ErrorCode::None {

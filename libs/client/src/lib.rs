@@ -24,6 +24,7 @@ pub mod consumer;
 pub mod consumer_protocol;
 mod error;
 pub mod group;
+mod group_admin;
 pub mod partitioner;
 pub mod producer;
 
@@ -35,6 +36,7 @@ pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
 pub use error::{ClientError, Result};
 pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
+pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

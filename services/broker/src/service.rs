@@ -794,6 +794,13 @@ impl Broker {
             topics,
             metadata_offset: image.next_offset,
             cluster_id: self.metadata.cluster_id(),
+            coordinators: image
+                .live_coordinators()
+                .map(|(id, c)| pb::CoordinatorEndpoints {
+                    coordinator_id: id,
+                    endpoints: endpoints_for(listener, c.endpoints.clone()),
+                })
+                .collect(),
         }
     }
 

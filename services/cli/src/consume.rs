@@ -1,10 +1,16 @@
-//! `runnel consume TOPIC`: one record value per line on stdout.
+//! `runnel consume TOPIC`: one record value per line on stdout; with
+//! `--group`, as a member of a consumer group that commits what it printed.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use runnel_client::{ClientConfig, Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use std::collections::BTreeMap;
+
+use runnel_client::{
+    ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
+    OffsetReset, TopicPartition,
+};
 use tokio::time::Instant;
 
 /// `runnel consume` options.
@@ -15,6 +21,11 @@ pub struct Args {
     /// Start at the oldest record (default: only new records).
     #[arg(long)]
     from_beginning: bool,
+    /// Consume as a member of this consumer group: share the topic's
+    /// partitions with the group's other members, start at the group's
+    /// committed offsets, and commit what was printed.
+    #[arg(long, conflicts_with_all = ["partition", "offset"])]
+    group: Option<String>,
     /// Read only this partition.
     #[arg(long)]
     partition: Option<i32>,
@@ -35,16 +46,72 @@ pub struct Args {
     key_separator: String,
 }
 
-/// Prints records until --max-messages, --timeout-ms or Ctrl-C.
+/// Where records come from: assigned partitions, or a group's share.
+enum Source {
+    Plain(Consumer),
+    Group(Box<GroupConsumer>),
+}
+
+impl Source {
+    async fn poll(&mut self, wait: Duration) -> runnel_client::Result<Vec<ConsumerRecord>> {
+        match self {
+            Source::Plain(c) => c.poll(wait).await,
+            Source::Group(g) => g.poll(wait).await,
+        }
+    }
+
+    /// Commits the offset after each record printed (group only).
+    async fn commit(&mut self, printed: &mut BTreeMap<TopicPartition, i64>) -> anyhow::Result<()> {
+        if let Source::Group(g) = self
+            && !printed.is_empty()
+        {
+            let offsets = std::mem::take(printed).into_iter().collect();
+            g.commit_offsets(offsets)
+                .await
+                .context("cannot commit the group's offsets")?;
+        }
+        Ok(())
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        if let Source::Group(g) = self {
+            g.close().await.context("cannot leave the group")?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints records until --max-messages, --timeout-ms or Ctrl-C, then (with
+/// --group) commits what it printed and leaves the group.
 pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
+    let mut source = open(client, &args).await?;
+    let mut to_commit = BTreeMap::new();
+    let result = print(&mut source, &args, &mut to_commit).await;
+    let committed = source.commit(&mut to_commit).await;
+    let closed = source.close().await;
+    result.and(committed).and(closed)
+}
+
+async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
+    let reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    if let Some(group) = &args.group {
+        let mut config = GroupConfig::new(group.clone());
+        config.client_id = "runnel-consume".into();
+        // Commits follow what was printed, not what was fetched.
+        config.enable_auto_commit = false;
+        config.consumer.auto_offset_reset = reset;
+        let mut consumer = GroupConsumer::new(client, config);
+        consumer.subscribe(vec![args.topic.clone()]);
+        return Ok(Source::Group(Box::new(consumer)));
+    }
     let mut consumer = Consumer::new(
         client,
         ConsumerConfig {
-            auto_offset_reset: if args.from_beginning {
-                OffsetReset::Earliest
-            } else {
-                OffsetReset::Latest
-            },
+            auto_offset_reset: reset,
             ..ConsumerConfig::default()
         },
     );
@@ -62,12 +129,21 @@ pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
     if let Some(offset) = args.offset {
         consumer.seek(&partitions[0], offset);
     }
+    Ok(Source::Plain(consumer))
+}
+
+async fn print(
+    source: &mut Source,
+    args: &Args,
+    to_commit: &mut BTreeMap<TopicPartition, i64>,
+) -> anyhow::Result<()> {
     let shutdown = runnel_common::shutdown::on_signal();
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
+        source.commit(to_commit).await?;
         if args.max_messages.is_some_and(|m| printed >= m) {
             return Ok(());
         }
@@ -83,7 +159,7 @@ pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
         };
         let records = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = consumer.poll(wait) => r.with_context(|| format!("cannot read topic {}", args.topic))?,
+            r = source.poll(wait) => r.with_context(|| format!("cannot read topic {}", args.topic))?,
         };
         if records.is_empty() {
             continue;
@@ -109,6 +185,7 @@ pub async fn run(client: ClientConfig, args: Args) -> anyhow::Result<()> {
                 bail!("cannot write to stdout: {e}");
             }
             printed += 1;
+            to_commit.insert(TopicPartition::new(&*r.topic, r.partition), r.offset + 1);
         }
         if let Err(e) = out.flush() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {

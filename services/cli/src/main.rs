@@ -8,6 +8,7 @@ mod bench;
 mod cluster;
 mod consume;
 mod dev;
+mod groups;
 mod health;
 mod produce;
 mod topics;
@@ -44,8 +45,11 @@ enum Command {
     Topics(topics::Command),
     /// Send one record per stdin line.
     Produce(produce::Args),
-    /// Print records, one value per line.
+    /// Print records, one value per line (with --group: as a consumer-group member, committing).
     Consume(consume::Args),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Groups(groups::Command),
     /// Show the brokers, the controller and their liveness.
     Cluster,
     /// Measure produce, consume and end-to-end throughput and latency.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
             Command::Topics(cmd) => topics::run(client, cmd).await,
             Command::Produce(args) => produce::run(client, args).await,
             Command::Consume(args) => consume::run(client, args).await,
+            Command::Groups(cmd) => groups::run(client, cmd).await,
             Command::Cluster => cluster::run(client).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,
             Command::Verify(cmd) => verify::run(client, cmd).await,
