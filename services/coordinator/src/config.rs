@@ -38,6 +38,11 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: i64,
     /// `group.max.size`.
     pub group_max_size: usize,
+    /// `offsets.retention.minutes`: committed offsets of a group without
+    /// members are deleted this long after it emptied and after their commit.
+    pub offsets_retention_minutes: u64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -56,6 +61,8 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: usize::MAX,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }

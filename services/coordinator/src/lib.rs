@@ -198,6 +198,22 @@ pub async fn start(
             }
         }
     });
+    let (token, expirer) = (shutdown.clone(), Arc::clone(&manager));
+    let retention_ms =
+        i64::try_from(config.offsets_retention_minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
+    let check_every = Duration::from_millis(config.offsets_retention_check_interval_ms.max(100));
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(check_every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {
+                    expirer.expire_offsets(retention_ms).await;
+                }
+            }
+        }
+    });
     tracing::info!(%grpc_addr, %admin_addr, "coordinator started");
     Ok(CoordinatorHandle {
         grpc_addr,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1::GroupValue;
 use tokio::sync::oneshot;
 
 use crate::group::{
@@ -72,6 +73,26 @@ struct Waiters {
 struct Entry {
     group: Group,
     waiters: Waiters,
+    /// When the group last became empty (offset retention counts from it).
+    empty_since: Option<Ms>,
+}
+
+impl Entry {
+    fn new(group: Group) -> Entry {
+        Entry {
+            group,
+            waiters: Waiters::default(),
+            empty_since: None,
+        }
+    }
+
+    fn note_state(&mut self, now: Ms) {
+        if self.group.state() == GroupState::Empty {
+            self.empty_since.get_or_insert(now);
+        } else {
+            self.empty_since = None;
+        }
+    }
 }
 
 /// Where this coordinator stands with a partition of `__consumer_offsets`.
@@ -92,6 +113,9 @@ pub struct GroupManager {
     owned: Mutex<Option<HashMap<i32, Ownership>>>,
     groups: Mutex<HashMap<String, Entry>>,
     offsets: Mutex<OffsetsState>,
+    /// One writer at a time per partition of `__consumer_offsets`, so a
+    /// commit and the expiry of the same offsets cannot interleave.
+    partition_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
     sink: Arc<dyn RecordSink>,
     clock: Box<dyn Fn() -> Ms + Send + Sync>,
 }
@@ -128,6 +152,7 @@ impl GroupManager {
             owned: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(OffsetsState::default()),
+            partition_locks: Mutex::new(HashMap::new()),
             sink,
             clock,
         }
@@ -196,13 +221,11 @@ impl GroupManager {
             if let Some(value) = replayed.group(id)
                 && !groups.contains_key(id)
             {
-                groups.insert(
-                    id.to_owned(),
-                    Entry {
-                        group: Group::restore(id, self.config.clone(), value, now),
-                        waiters: Waiters::default(),
-                    },
-                );
+                let mut entry = Entry::new(Group::restore(id, self.config.clone(), value, now));
+                if value.members.is_empty() {
+                    entry.empty_since = Some(value.state_timestamp_ms);
+                }
+                groups.insert(id.to_owned(), entry);
             }
         }
         if let Some(owned) = self.owned.lock().as_mut() {
@@ -274,10 +297,9 @@ impl GroupManager {
         let rx = {
             let now = (self.clock)();
             let mut groups = self.groups.lock();
-            let entry = groups.entry(group_id.to_owned()).or_insert_with(|| Entry {
-                group: Group::new(group_id, self.config.clone()),
-                waiters: Waiters::default(),
-            });
+            let entry = groups
+                .entry(group_id.to_owned())
+                .or_insert_with(|| Entry::new(Group::new(group_id, self.config.clone())));
             let (step, replies) = entry.group.join(req, now);
             let rx = match step {
                 Step::Respond(r) => {
@@ -350,10 +372,16 @@ impl GroupManager {
         };
         if let Some((generation, value)) = store {
             let partition = partition_for(group_id, self.partitions);
-            let stored = self
-                .sink
-                .append(partition, vec![group_record(group_id, Some(&value))])
-                .await;
+            let record = group_record(group_id, Some(&value));
+            let stored = {
+                let _one_writer = self.partition_lock(partition).lock_owned().await;
+                let stored = self.sink.append(partition, vec![record.clone()]).await;
+                if stored.is_ok() {
+                    // Written just above from a valid value: applying cannot fail.
+                    let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
+                }
+                stored
+            };
             let mut groups = self.groups.lock();
             if let Some(entry) = groups.get_mut(group_id) {
                 let replies = match stored {
@@ -400,6 +428,7 @@ impl GroupManager {
         let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
         let replies = entry.group.leave(member_id, group_instance_id, now)?;
         Self::deliver(&mut entry.waiters, replies);
+        entry.note_state(now);
         Ok(())
     }
 
@@ -411,6 +440,7 @@ impl GroupManager {
         for entry in groups.values_mut() {
             let replies = entry.group.tick(now);
             Self::deliver(&mut entry.waiters, replies);
+            entry.note_state(now);
         }
     }
 
@@ -425,6 +455,8 @@ impl GroupManager {
         commits: Vec<OffsetCommit>,
     ) -> Result<(), ErrorCode> {
         self.check_owner(group_id)?;
+        let partition = partition_for(group_id, self.partitions);
+        let _one_writer = self.partition_lock(partition).lock_owned().await;
         {
             let groups = self.groups.lock();
             match groups.get(group_id) {
@@ -456,7 +488,7 @@ impl GroupManager {
             .map(|(c, v)| offset_record(group_id, &c.topic, c.partition, Some(v)))
             .collect::<Vec<_>>();
         self.sink
-            .append(partition_for(group_id, self.partitions), records.clone())
+            .append(partition, records.clone())
             .await
             .map_err(|e| e.code)?;
         let mut offsets = self.offsets.lock();
@@ -465,6 +497,120 @@ impl GroupManager {
             let _ = offsets.apply(k, v.as_deref());
         }
         Ok(())
+    }
+
+    fn partition_lock(&self, partition: i32) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.partition_locks.lock().entry(partition).or_default())
+    }
+
+    /// Offset retention (`offsets.retention.minutes`): first stores the
+    /// moment groups became empty, then deletes (with tombstones) the
+    /// offsets of groups without members whose last commit and emptying
+    /// are both older than `retention_ms`, and the group itself once none
+    /// of its offsets is left. Returns how many offsets expired.
+    pub async fn expire_offsets(&self, retention_ms: i64) -> usize {
+        let now = (self.clock)();
+        // Groups that emptied since their generation was stored.
+        let emptied: Vec<(String, GroupValue)> = {
+            let groups = self.groups.lock();
+            let offsets = self.offsets.lock();
+            groups
+                .iter()
+                .filter_map(|(id, e)| {
+                    let since = e.empty_since?;
+                    let stored = offsets.group(id)?;
+                    (!stored.members.is_empty()).then(|| {
+                        let mut value = e.group.value(since);
+                        value.members.clear();
+                        (id.clone(), value)
+                    })
+                })
+                .collect()
+        };
+        for (id, value) in emptied {
+            if self.check_owner(&id).is_err() {
+                continue;
+            }
+            let partition = partition_for(&id, self.partitions);
+            let _one_writer = self.partition_lock(partition).lock_owned().await;
+            if self.state(&id) != GroupState::Empty {
+                continue;
+            }
+            let record = group_record(&id, Some(&value));
+            if self
+                .sink
+                .append(partition, vec![record.clone()])
+                .await
+                .is_ok()
+            {
+                let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
+            }
+        }
+        let mut by_partition: HashMap<i32, Vec<String>> = HashMap::new();
+        for (group, _, _) in self.offsets.lock().expired_offsets(now, retention_ms) {
+            let p = partition_for(&group, self.partitions);
+            let groups = by_partition.entry(p).or_default();
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        let mut expired = 0;
+        for (partition, groups) in by_partition {
+            let _one_writer = self.partition_lock(partition).lock_owned().await;
+            let mut records = Vec::new();
+            let mut gone = Vec::new();
+            {
+                // Lock order everywhere: groups, then offsets.
+                let live = self.groups.lock();
+                let state = self.offsets.lock();
+                let all = state.expired_offsets(now, retention_ms);
+                for group in &groups {
+                    if self.check_owner(group).is_err()
+                        || live
+                            .get(group)
+                            .is_some_and(|e| e.group.state() != GroupState::Empty)
+                    {
+                        continue;
+                    }
+                    let mine: Vec<_> = all.iter().filter(|(g, _, _)| g == group).collect();
+                    for (g, t, p) in &mine {
+                        records.push(offset_record(g, t, *p, None));
+                    }
+                    if mine.len() == state.group_offsets(group).count() {
+                        records.push(group_record(group, None));
+                        gone.push(group.clone());
+                    }
+                    expired += mine.len();
+                }
+            }
+            if records.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.sink.append(partition, records.clone()).await {
+                tracing::warn!(partition, error = %e, "expiring offsets failed; retrying later");
+                continue;
+            }
+            {
+                let mut state = self.offsets.lock();
+                for (k, v) in &records {
+                    let _ = state.apply(k, v.as_deref());
+                }
+            }
+            let mut live = self.groups.lock();
+            for g in gone {
+                if live
+                    .get(&g)
+                    .is_some_and(|e| e.group.state() == GroupState::Empty)
+                {
+                    live.remove(&g);
+                }
+            }
+        }
+        if expired > 0 {
+            tracing::info!(expired, "committed offsets expired");
+            metrics::counter!("runnel_coordinator_expired_offsets_total").increment(expired as u64);
+        }
+        expired
     }
 
     /// OffsetFetch: a group's committed offset for a partition.
@@ -536,6 +682,8 @@ impl GroupManager {
     /// first, so a coordinator replaying the topic does not bring them back).
     pub async fn delete(&self, group_id: &str) -> Result<(), ErrorCode> {
         self.check_owner(group_id)?;
+        let partition = partition_for(group_id, self.partitions);
+        let _one_writer = self.partition_lock(partition).lock_owned().await;
         let exists = {
             let groups = self.groups.lock();
             match groups.get(group_id) {
@@ -555,7 +703,7 @@ impl GroupManager {
             .collect();
         records.push(group_record(group_id, None));
         self.sink
-            .append(partition_for(group_id, self.partitions), records.clone())
+            .append(partition, records.clone())
             .await
             .map_err(|e| e.code)?;
         {

@@ -210,3 +210,71 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
     manager.delete("live").await.unwrap();
     assert_eq!(manager.list(), vec![]);
 }
+
+#[tokio::test]
+async fn offsets_of_an_empty_group_expire_after_retention_and_not_before() {
+    let sink = Arc::new(Recorded::default());
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(1_000_000));
+    let clock = Arc::clone(&now);
+    let manager = GroupManager::with_clock(
+        config(),
+        sink.clone(),
+        Box::new(move || clock.load(Ordering::SeqCst)),
+    );
+    let first = manager.join("g", join("a")).await;
+    manager
+        .sync(
+            "g",
+            "a",
+            None,
+            first.generation_id,
+            vec![("a".into(), vec![])],
+        )
+        .await;
+    manager
+        .commit("g", "a", None, first.generation_id, commit(5))
+        .await
+        .unwrap();
+    // An admin commit for a group nobody joined.
+    manager
+        .commit("solo", "", None, -1, commit(9))
+        .await
+        .unwrap();
+    let retention = 60_000;
+    now.fetch_add(2 * retention, Ordering::SeqCst);
+    assert_eq!(
+        manager.expire_offsets(retention).await,
+        1,
+        "only the memberless group's"
+    );
+    assert!(manager.committed("solo", "t", 0).is_none());
+    assert_eq!(
+        manager.committed("g", "t", 0).unwrap().offset,
+        5,
+        "a group with members keeps its offsets"
+    );
+
+    // The member leaves: retention counts from the moment the group emptied.
+    manager.leave("g", "a", None).unwrap();
+    now.fetch_add(retention / 2, Ordering::SeqCst);
+    assert_eq!(
+        manager.expire_offsets(retention).await,
+        0,
+        "emptied too recently"
+    );
+    now.fetch_add(retention, Ordering::SeqCst);
+    assert_eq!(manager.expire_offsets(retention).await, 1);
+    assert!(manager.committed("g", "t", 0).is_none());
+    assert_eq!(
+        manager.state("g"),
+        GroupState::Dead,
+        "an empty group without offsets goes"
+    );
+    assert!(manager.list().is_empty());
+
+    // Tombstones were written, so a coordinator replaying the topic agrees.
+    let replay = GroupManager::new(config(), Arc::new(Recorded::default()));
+    let records: Vec<OffsetsRecord> = sink.records.lock().iter().map(|(_, r)| r.clone()).collect();
+    replay.load(&records).unwrap();
+    assert!(replay.list().is_empty(), "{:?}", replay.list());
+}
