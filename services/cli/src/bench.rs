@@ -1,4 +1,5 @@
-//! `runnel bench produce|consume|e2e`: throughput and latency against a cluster.
+//! `runnel bench produce|consume|e2e|group-consume|rebalance|commit`:
+//! throughput and latency against a cluster.
 //!
 //! Results are plain lines on stdout (records/s, MB/s, latency percentiles
 //! from an HDR histogram); a progress bar goes to stderr when it is a terminal.
@@ -19,6 +20,8 @@ use tokio::time::Instant;
 
 use crate::produce::{parse_acks, parse_compression};
 
+mod groups;
+
 /// `runnel bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -28,6 +31,12 @@ pub enum Command {
     Consume(Args),
     /// End-to-end latency (produce to consume) at a fixed rate.
     E2e(E2eArgs),
+    /// Consumer-group consume against assigned-partition consume of the same records.
+    GroupConsume(groups::GroupConsumeArgs),
+    /// Rebalance time of a group: members join, one more joins, one leaves.
+    Rebalance(groups::RebalanceArgs),
+    /// Offset-commit throughput and latency.
+    Commit(groups::CommitArgs),
 }
 
 /// Options shared by the benchmarks.
@@ -84,6 +93,11 @@ pub struct E2eArgs {
 /// Runs a benchmark.
 pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::GroupConsume(args) => {
+            groups::run_group_consume(Cluster::new(client), args).await?
+        }
+        Command::Rebalance(args) => groups::run_rebalance(Cluster::new(client), args).await?,
+        Command::Commit(args) => groups::run_commit(Cluster::new(client), args).await?,
         Command::Produce(args) => {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;

@@ -48,7 +48,7 @@ pub struct Args {
 
 /// Where records come from: assigned partitions, or a group's share.
 enum Source {
-    Plain(Consumer),
+    Plain(Box<Consumer>),
     Group(Box<GroupConsumer>),
 }
 
@@ -129,7 +129,7 @@ async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
     if let Some(offset) = args.offset {
         consumer.seek(&partitions[0], offset);
     }
-    Ok(Source::Plain(consumer))
+    Ok(Source::Plain(Box::new(consumer)))
 }
 
 async fn print(

@@ -146,8 +146,8 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
     let partitions: BTreeSet<TopicPartition> =
         owners.keys().chain(committed.keys()).cloned().collect();
     println!(
-        "{:<24} {:>9} {:>14} {:>14} {:>8}  {:<44} {}",
-        "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "CLIENT-ID"
+        "{:<24} {:>9} {:>14} {:>14} {:>8}  {:<44} CLIENT-ID",
+        "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"
     );
     for tp in partitions {
         let end = admin

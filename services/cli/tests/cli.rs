@@ -485,3 +485,217 @@ fn health_succeeds_only_when_the_url_answers_ok() {
         "not an http:// URL",
     );
 }
+
+/// `runnel consume --group` and `runnel groups`: a group resumes at what it
+/// committed, describe shows offsets and lag, reset-offsets is a dry run
+/// unless --execute, and bad input is one clear line that changes nothing.
+#[test]
+fn groups_commit_describe_reset_and_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    ok(&dev.run(&["topics", "create", "events", "--partitions", "2"], None));
+    let lines: String = (0..100).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    ok(&dev.run(
+        &["produce", "events", "--key-separator", ":"],
+        Some(lines.as_bytes()),
+    ));
+    let consume = |max: &str| {
+        ok(&dev.run(
+            &[
+                "consume",
+                "events",
+                "--group",
+                "app",
+                "--from-beginning",
+                "--max-messages",
+                max,
+                "--timeout-ms",
+                "5000",
+            ],
+            None,
+        ))
+    };
+    let first = consume("40");
+    assert_eq!(first.lines().count(), 40);
+    // The group resumes after what it printed: the rest, and nothing twice.
+    let rest = consume("1000");
+    assert_eq!(rest.lines().count(), 60);
+    let mut all: Vec<&str> = first.lines().chain(rest.lines()).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 100);
+
+    let listed = ok(&dev.run(&["groups", "list"], None));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("app ") && l.contains("Empty")),
+        "{listed}"
+    );
+    let described = ok(&dev.run(&["groups", "describe", "app"], None));
+    let lags: Vec<&str> = described
+        .lines()
+        .filter(|l| l.starts_with("events "))
+        .map(|l| l.split_whitespace().nth(4).unwrap())
+        .collect();
+    assert_eq!(lags, vec!["0", "0"], "{described}");
+
+    // A dry run changes nothing; --execute does.
+    let dry = ok(&dev.run(
+        &[
+            "groups",
+            "reset-offsets",
+            "app",
+            "--topic",
+            "events",
+            "--to-earliest",
+        ],
+        None,
+    ));
+    assert!(dry.contains("dry run"), "{dry}");
+    assert!(ok(&dev.run(&["groups", "describe", "app"], None)).contains(" 0  "));
+    ok(&dev.run(
+        &[
+            "groups",
+            "reset-offsets",
+            "app",
+            "--topic",
+            "events:0",
+            "--to-offset",
+            "0",
+            "--execute",
+        ],
+        None,
+    ));
+    let again = consume("1000");
+    assert!(
+        !again.is_empty() && again.lines().count() < 100,
+        "partition 0 only: {again}"
+    );
+
+    // Bad input: one line, nothing changed.
+    let before = ok(&dev.run(&["groups", "describe", "app"], None));
+    fails_with(
+        &dev.run(&["groups", "describe", "nobody"], None),
+        "group nobody does not exist",
+    );
+    fails_with(
+        &dev.run(&["groups", "delete", "nobody"], None),
+        "group nobody does not exist",
+    );
+    fails_with(
+        &dev.run(
+            &[
+                "groups",
+                "reset-offsets",
+                "app",
+                "--topic",
+                "events",
+                "--to-datetime",
+                "yesterday",
+            ],
+            None,
+        ),
+        "invalid --to-datetime",
+    );
+    fails_with(
+        &dev.run(
+            &[
+                "groups",
+                "reset-offsets",
+                "app",
+                "--topic",
+                "events:7",
+                "--to-latest",
+                "--execute",
+            ],
+            None,
+        ),
+        "has no partition 7",
+    );
+    fails_with(
+        &dev.run(
+            &[
+                "groups",
+                "reset-offsets",
+                "app",
+                "--topic",
+                "nope",
+                "--to-latest",
+                "--execute",
+            ],
+            None,
+        ),
+        "nope",
+    );
+    let no_target = dev.run(
+        &["groups", "reset-offsets", "app", "--topic", "events"],
+        None,
+    );
+    assert!(!no_target.status.success());
+    assert_eq!(ok(&dev.run(&["groups", "describe", "app"], None)), before);
+
+    // A group with a live member cannot be reset or deleted.
+    let mut member = Command::new(RUNNEL)
+        .args([
+            "--bootstrap",
+            &dev.bootstrap,
+            "consume",
+            "events",
+            "--group",
+            "app",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ok(&dev.run(&["groups", "describe", "app"], None)).contains("State: Stable") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member never joined"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let active = ok(&dev.run(&["groups", "describe", "app"], None));
+    fails_with(
+        &dev.run(
+            &[
+                "groups",
+                "reset-offsets",
+                "app",
+                "--topic",
+                "events",
+                "--to-latest",
+                "--execute",
+            ],
+            None,
+        ),
+        "active member",
+    );
+    fails_with(
+        &dev.run(&["groups", "delete", "app"], None),
+        "active members",
+    );
+    assert_eq!(ok(&dev.run(&["groups", "describe", "app"], None)), active);
+    // SIGTERM: the member commits, leaves the group, and exits 0.
+    let pid = member.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(member.wait().unwrap().success());
+    let left = ok(&dev.run(&["groups", "describe", "app"], None));
+    assert!(left.contains("State: Empty"), "{left}");
+
+    ok(&dev.run(&["groups", "delete", "app"], None));
+    fails_with(
+        &dev.run(&["groups", "describe", "app"], None),
+        "does not exist",
+    );
+    let (clean, _) = dev.terminate();
+    assert!(clean);
+}

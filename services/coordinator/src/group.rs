@@ -590,12 +590,14 @@ impl Group {
             .map(|m| m.rebalance_timeout_ms)
             .max()
             .unwrap_or(0);
+        // `group.initial.rebalance.delay.ms`: a group starting from empty
+        // waits that long for more members before its first generation.
         let delay = if self.state == GroupState::Empty {
             self.config.initial_rebalance_delay_ms
         } else {
             0
         };
-        self.deadline = now + timeout.max(delay);
+        self.deadline = now + if delay > 0 { delay } else { timeout };
         self.state = GroupState::PreparingRebalance;
         replies
     }

@@ -314,3 +314,24 @@ fn bad_joins_are_refused_and_change_nothing() {
     );
     assert_eq!(g.delete(), Err(ErrorCode::NonEmptyGroup));
 }
+
+#[test]
+fn a_new_group_waits_the_initial_rebalance_delay_not_the_rebalance_timeout() {
+    let mut g = Group::new(
+        "g",
+        GroupConfig {
+            initial_rebalance_delay_ms: 3_000,
+            ..GroupConfig::default()
+        },
+    );
+    let (step, replies) = g.join(join("", "a"), 0);
+    assert_eq!((step, replies.len()), (Step::Wait("a".into()), 0));
+    // More members arriving within the delay make the first generation.
+    let (step, replies) = g.join(join("", "b"), 1_000);
+    assert_eq!((step, replies.len()), (Step::Wait("b".into()), 0));
+    assert!(g.tick(2_999).is_empty(), "still within the delay");
+    let replies = g.tick(3_000);
+    assert_eq!(joined(&replies, "a").generation_id, 1);
+    assert_eq!(joined(&replies, "b").generation_id, 1);
+    assert_eq!(g.state(), GroupState::CompletingRebalance);
+}
