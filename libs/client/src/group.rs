@@ -181,7 +181,7 @@ fn server(code: ErrorCode, message: impl Into<String>) -> ClientError {
 }
 
 /// Codes after which finding the coordinator again may help.
-fn coordinator_moved(code: ErrorCode) -> bool {
+pub(crate) fn coordinator_moved(code: ErrorCode) -> bool {
     matches!(
         code,
         ErrorCode::NotCoordinator

@@ -12,6 +12,7 @@ use crate::cluster::Coordinator;
 use crate::consumer::TopicPartition;
 use crate::consumer_protocol::MemberAssignment;
 use crate::error::{ClientError, Result};
+use crate::group::coordinator_moved;
 
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,15 +57,6 @@ pub struct GroupDescription {
 
 fn server(code: ErrorCode, message: String) -> ClientError {
     ClientError::Server { code, message }
-}
-
-fn moved(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NotCoordinator
-            | ErrorCode::CoordinatorNotAvailable
-            | ErrorCode::CoordinatorLoadInProgress
-    )
 }
 
 impl Admin {
@@ -218,7 +210,7 @@ impl Admin {
                     .into_inner();
                 match r.partitions.into_iter().find(|p| p.error_code() != ErrorCode::None) {
                     None => Ok(()),
-                    Some(p) if moved(p.error_code()) => Err(server(p.error_code(), p.error_message)),
+                    Some(p) if coordinator_moved(p.error_code()) => Err(server(p.error_code(), p.error_message)),
                     Some(p) if p.error_code() == ErrorCode::IllegalGeneration => Err(server(
                         ErrorCode::NonEmptyGroup,
                         format!("group {group} has active members: stop them before resetting its offsets"),
