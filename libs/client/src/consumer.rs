@@ -380,6 +380,9 @@ impl Consumer {
                 return Ok(records);
             }
             if self.assignment.is_empty() {
+                // Nothing to read (a group member left idle): wait out the
+                // timeout, as Kafka's poll does, rather than spin.
+                tokio::time::sleep_until(deadline).await;
                 return Ok(Vec::new());
             }
             self.resolve_positions().await?;

@@ -291,6 +291,7 @@ impl GroupManager {
                 + 5_000,
         );
         let member = req.member_id.clone();
+        tracing::debug!(group = group_id, member = %member, "JoinGroup");
         if let Err(e) = self.check_owner(group_id) {
             return JoinResponse::error(e, &member);
         }
@@ -385,7 +386,16 @@ impl GroupManager {
             let mut groups = self.groups.lock();
             if let Some(entry) = groups.get_mut(group_id) {
                 let replies = match stored {
-                    Ok(()) => entry.group.stored(generation),
+                    Ok(()) => {
+                        tracing::info!(
+                            group = group_id,
+                            generation,
+                            members = entry.group.members().len(),
+                            protocol = entry.group.protocol().unwrap_or_default(),
+                            "group generation stored"
+                        );
+                        entry.group.stored(generation)
+                    }
                     Err(e) => {
                         tracing::warn!(group = group_id, error = %e, "storing the generation failed; rebalancing");
                         entry.group.rebalance((self.clock)())
@@ -410,9 +420,17 @@ impl GroupManager {
         let now = (self.clock)();
         let mut groups = self.groups.lock();
         let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
-        entry
+        let result = entry
             .group
-            .heartbeat(member_id, group_instance_id, generation, now)
+            .heartbeat(member_id, group_instance_id, generation, now);
+        tracing::trace!(
+            group = group_id,
+            member = member_id,
+            generation,
+            ?result,
+            "Heartbeat"
+        );
+        result
     }
 
     /// LeaveGroup.
