@@ -462,3 +462,146 @@ async fn the_group_survives_the_loss_of_its_coordinator() {
     }
     cluster.shutdown().await;
 }
+
+/// Records what a member's rebalance listener was told.
+#[derive(Default)]
+struct Told {
+    assigned: Vec<Vec<TopicPartition>>,
+    revoked: Vec<Vec<TopicPartition>>,
+    lost: Vec<Vec<TopicPartition>>,
+}
+
+struct Listener(Arc<Mutex<Told>>);
+
+impl runnel_client::RebalanceListener for Listener {
+    fn on_partitions_assigned(&mut self, p: &[TopicPartition]) {
+        self.0.lock().assigned.push(p.to_vec());
+    }
+    fn on_partitions_revoked(&mut self, p: &[TopicPartition]) {
+        self.0.lock().revoked.push(p.to_vec());
+    }
+    fn on_partitions_lost(&mut self, p: &[TopicPartition]) {
+        self.0.lock().lost.push(p.to_vec());
+    }
+}
+
+/// A consumer polling in its own task (a member that is not polled falls
+/// out of the group); `stop` hands it back.
+struct Running {
+    view: Arc<Mutex<(i32, Vec<TopicPartition>)>>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<GroupConsumer>,
+}
+
+impl Running {
+    fn start(mut consumer: GroupConsumer) -> Running {
+        let view = Arc::new(Mutex::new((-1, Vec::new())));
+        let stop = CancellationToken::new();
+        let (v, s) = (Arc::clone(&view), stop.clone());
+        let task = tokio::spawn(async move {
+            while !s.is_cancelled() {
+                consumer.poll(Duration::from_millis(50)).await.unwrap();
+                *v.lock() = (consumer.member().1, consumer.assignment().to_vec());
+            }
+            consumer
+        });
+        Running { view, stop, task }
+    }
+
+    fn owned(&self) -> Vec<TopicPartition> {
+        self.view.lock().1.clone()
+    }
+
+    fn generation(&self) -> i32 {
+        self.view.lock().0
+    }
+
+    async fn stop(self) -> GroupConsumer {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    wait_for(what, Duration::from_secs(60), || {
+        let ok = done();
+        async move { ok }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_members_keep_what_does_not_move_and_static_members_come_back_without_a_rebalance()
+ {
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
+        .await;
+    let cooperative = |instance: Option<&str>| GroupConfig {
+        assignment_strategy: vec!["cooperative-sticky".into()],
+        group_instance_id: instance.map(str::to_owned),
+        ..group_config("coop")
+    };
+    let told_a = Arc::new(Mutex::new(Told::default()));
+    let mut a = GroupConsumer::new(cluster.client_config(), cooperative(Some("a")));
+    a.set_rebalance_listener(Box::new(Listener(Arc::clone(&told_a))));
+    a.subscribe(vec![TOPIC.into()]);
+    let a = Running::start(a);
+    until("a to own everything", || a.owned().len() == 4).await;
+    let before = a.owned();
+
+    // b joins: a gives up two partitions and keeps the other two throughout.
+    let mut b = GroupConsumer::new(cluster.client_config(), cooperative(Some("b")));
+    b.subscribe(vec![TOPIC.into()]);
+    let b = Running::start(b);
+    until("two partitions each", || {
+        a.owned().len() == 2 && b.owned().len() == 2 && a.generation() == b.generation()
+    })
+    .await;
+    {
+        let told = told_a.lock();
+        let revoked: Vec<&TopicPartition> = told.revoked.iter().flatten().collect();
+        assert_eq!(
+            revoked.len(),
+            2,
+            "only what moved is revoked: {:?}",
+            told.revoked
+        );
+        for tp in a.owned() {
+            assert!(
+                before.contains(&tp) && !revoked.contains(&&tp),
+                "{tp:?} stayed with a"
+            );
+        }
+        assert!(told.lost.is_empty());
+        assert_eq!(
+            told.assigned.concat().len(),
+            4,
+            "assigned once, never again"
+        );
+    }
+
+    // b is static: it restarts within the session timeout, gets its
+    // partitions back, and the generation does not move.
+    let generation = b.generation();
+    let b_owned = b.owned();
+    drop(b.stop().await);
+    let mut b = GroupConsumer::new(cluster.client_config(), cooperative(Some("b")));
+    b.subscribe(vec![TOPIC.into()]);
+    let b = Running::start(b);
+    until("b back with its partitions", || b.owned().len() == 2).await;
+    assert_eq!(b.owned(), b_owned);
+    assert_eq!(
+        b.generation(),
+        generation,
+        "no rebalance for a returning static member"
+    );
+    assert_eq!(a.generation(), generation);
+    a.stop().await.close().await.unwrap();
+    b.stop().await.close().await.unwrap();
+    cluster.shutdown().await;
+}

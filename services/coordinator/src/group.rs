@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 
+use runnel_client::consumer_protocol::Subscription;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1::{GroupMemberValue, GroupValue};
 
@@ -245,6 +246,32 @@ pub struct Group {
     /// caller has taken that job.
     storing: Option<i32>,
     store_taken: bool,
+}
+
+/// Whether a returning static member asks for what it had: the same
+/// assignors and, for consumers, the same topics. A restarted consumer
+/// reports no owned partitions, which is no reason to rebalance (KIP-814).
+fn same_subscription(
+    protocol_type: &str,
+    old: &[(String, Vec<u8>)],
+    new: &[(String, Vec<u8>)],
+) -> bool {
+    if old == new {
+        return true;
+    }
+    if protocol_type != "consumer" || old.len() != new.len() {
+        return false;
+    }
+    let topics = |meta: &[u8]| {
+        Subscription::decode(meta).ok().map(|s| {
+            let mut t = s.topics;
+            t.sort();
+            t
+        })
+    };
+    old.iter()
+        .zip(new)
+        .all(|((on, om), (nn, nm))| on == nn && topics(om).is_some() && topics(om) == topics(nm))
 }
 
 impl Group {
@@ -480,7 +507,7 @@ impl Group {
         };
         let mut replies = Vec::new();
         dismiss(old, &member, ErrorCode::FencedInstanceId, &mut replies);
-        let unchanged = member.protocols == req.protocols;
+        let unchanged = same_subscription(&req.protocol_type, &member.protocols, &req.protocols);
         member.awaiting_join = false;
         member.awaiting_sync = false;
         self.members.insert(id.clone(), member);
