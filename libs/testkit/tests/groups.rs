@@ -605,3 +605,81 @@ async fn cooperative_members_keep_what_does_not_move_and_static_members_come_bac
     b.stop().await.close().await.unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commits_async_commits_and_lag() {
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
+        .await;
+    produce(&cluster, 0, 100).await;
+    let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(TOPIC, p)).collect();
+
+    // enable.auto.commit: positions are committed every interval while polling.
+    let mut auto = GroupConsumer::new(
+        cluster.client_config(),
+        GroupConfig {
+            enable_auto_commit: true,
+            auto_commit_interval: Duration::from_millis(200),
+            ..group_config("auto")
+        },
+    );
+    auto.subscribe(vec![TOPIC.into()]);
+    let mut read = 0;
+    while read < 100 {
+        read += auto.poll(Duration::from_millis(100)).await.unwrap().len();
+    }
+    let lag = auto.lag().await.unwrap();
+    assert_eq!(lag.len(), 4);
+    assert!(lag.iter().all(|(_, l)| *l == 0), "everything read: {lag:?}");
+    produce(&cluster, 100, 8).await;
+    wait_for(
+        "the lag to show the new records",
+        Duration::from_secs(10),
+        || {
+            let lag = auto.lag();
+            async move { lag.await.unwrap().iter().map(|(_, l)| l).sum::<i64>() == 8 }
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        auto.poll(Duration::from_millis(100)).await.unwrap();
+        let committed = auto.committed(&tps).await.unwrap();
+        let total: i64 = committed.values().map(|o| o.unwrap_or(0)).sum();
+        if total == 108 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "auto commit never caught up: {committed:?}"
+        );
+    }
+    auto.close().await.unwrap();
+
+    // commit_async: the handle says when it is stored.
+    let mut manual = GroupConsumer::new(cluster.client_config(), group_config("manual"));
+    manual.subscribe(vec![TOPIC.into()]);
+    let mut read = 0;
+    while read < 108 {
+        read += manual.poll(Duration::from_millis(100)).await.unwrap().len();
+    }
+    assert!(
+        manual
+            .committed(&tps)
+            .await
+            .unwrap()
+            .values()
+            .all(Option::is_none),
+        "nothing committed without auto commit"
+    );
+    manual.commit_async().await.unwrap().unwrap();
+    let committed = manual.committed(&tps).await.unwrap();
+    assert_eq!(committed.values().map(|o| o.unwrap()).sum::<i64>(), 108);
+    manual.close().await.unwrap();
+    cluster.shutdown().await;
+}
