@@ -34,8 +34,8 @@ pub enum Command {
         /// To this offset (clamped to the log's range).
         #[arg(long)]
         to_offset: Option<i64>,
-        /// To the first record at or after this time: YYYY-MM-DDTHH:MM:SS[.sss][Z|±HH:MM]
-        /// (no zone: UTC).
+        /// To the first record at or after this time: YYYY-MM-DDTHH:MM:SS, optionally
+        /// with .sss and a zone (Z or ±HH:MM; none: UTC).
         #[arg(long)]
         to_datetime: Option<String>,
         /// Apply the new offsets (default: only show them).
