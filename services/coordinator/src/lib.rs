@@ -194,7 +194,10 @@ pub async fn start(
         loop {
             tokio::select! {
                 () = token.cancelled() => return,
-                _ = tick.tick() => ticker.tick(),
+                _ = tick.tick() => {
+                    ticker.tick();
+                    ticker.store_emptied().await;
+                }
             }
         }
     });

@@ -14,7 +14,6 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use runnel_proto::common::v1::ErrorCode;
-use runnel_proto::coordinator::v1::GroupValue;
 use tokio::sync::oneshot;
 
 use crate::group::{
@@ -86,11 +85,15 @@ impl Entry {
         }
     }
 
-    fn note_state(&mut self, now: Ms) {
+    /// Tracks when the group emptied; true when it just did.
+    fn note_state(&mut self, now: Ms) -> bool {
         if self.group.state() == GroupState::Empty {
+            let fresh = self.empty_since.is_none();
             self.empty_since.get_or_insert(now);
+            fresh
         } else {
             self.empty_since = None;
+            false
         }
     }
 }
@@ -116,6 +119,10 @@ pub struct GroupManager {
     /// One writer at a time per partition of `__consumer_offsets`, so a
     /// commit and the expiry of the same offsets cannot interleave.
     partition_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Groups that became empty and whose stored generation still lists
+    /// members: [`GroupManager::store_emptied`] writes them, so a
+    /// coordinator taking over does not bring departed members back.
+    emptied: Mutex<Vec<String>>,
     sink: Arc<dyn RecordSink>,
     clock: Box<dyn Fn() -> Ms + Send + Sync>,
 }
@@ -153,6 +160,7 @@ impl GroupManager {
             groups: Mutex::new(HashMap::new()),
             offsets: Mutex::new(OffsetsState::default()),
             partition_locks: Mutex::new(HashMap::new()),
+            emptied: Mutex::new(Vec::new()),
             sink,
             clock,
         }
@@ -446,7 +454,9 @@ impl GroupManager {
         let entry = groups.get_mut(group_id).ok_or(ErrorCode::UnknownMemberId)?;
         let replies = entry.group.leave(member_id, group_instance_id, now)?;
         Self::deliver(&mut entry.waiters, replies);
-        entry.note_state(now);
+        if entry.note_state(now) {
+            self.emptied.lock().push(group_id.to_owned());
+        }
         Ok(())
     }
 
@@ -455,10 +465,12 @@ impl GroupManager {
     pub fn tick(&self) {
         let now = (self.clock)();
         let mut groups = self.groups.lock();
-        for entry in groups.values_mut() {
+        for (id, entry) in groups.iter_mut() {
             let replies = entry.group.tick(now);
             Self::deliver(&mut entry.waiters, replies);
-            entry.note_state(now);
+            if entry.note_state(now) {
+                self.emptied.lock().push(id.clone());
+            }
         }
     }
 
@@ -521,6 +533,51 @@ impl GroupManager {
         Arc::clone(self.partition_locks.lock().entry(partition).or_default())
     }
 
+    /// Stores the groups that became empty since the last call (the service
+    /// calls it a few times a second, after [`Self::tick`]).
+    pub async fn store_emptied(&self) {
+        let ids = std::mem::take(&mut *self.emptied.lock());
+        if !ids.is_empty() {
+            self.store_empty(ids).await;
+        }
+    }
+
+    /// Writes an empty generation for those of `ids` that are empty here
+    /// while their stored generation still lists members.
+    async fn store_empty(&self, ids: Vec<String>) {
+        for id in ids {
+            if self.check_owner(&id).is_err() {
+                continue;
+            }
+            let partition = partition_for(&id, self.partitions);
+            let _one_writer = self.partition_lock(partition).lock_owned().await;
+            let value = {
+                let groups = self.groups.lock();
+                let offsets = self.offsets.lock();
+                let Some(e) = groups.get(&id) else { continue };
+                let (Some(since), Some(stored)) = (e.empty_since, offsets.group(&id)) else {
+                    continue;
+                };
+                if e.group.state() != GroupState::Empty || stored.members.is_empty() {
+                    continue;
+                }
+                let mut value = e.group.value(since);
+                value.members.clear();
+                value
+            };
+            let record = group_record(&id, Some(&value));
+            match self.sink.append(partition, vec![record.clone()]).await {
+                Ok(()) => {
+                    let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
+                }
+                Err(e) => {
+                    tracing::warn!(group = %id, error = %e, "storing an emptied group failed; retrying later");
+                    self.emptied.lock().push(id);
+                }
+            }
+        }
+    }
+
     /// Offset retention (`offsets.retention.minutes`): first stores the
     /// moment groups became empty, then deletes (with tombstones) the
     /// offsets of groups without members whose last commit and emptying
@@ -529,41 +586,8 @@ impl GroupManager {
     pub async fn expire_offsets(&self, retention_ms: i64) -> usize {
         let now = (self.clock)();
         // Groups that emptied since their generation was stored.
-        let emptied: Vec<(String, GroupValue)> = {
-            let groups = self.groups.lock();
-            let offsets = self.offsets.lock();
-            groups
-                .iter()
-                .filter_map(|(id, e)| {
-                    let since = e.empty_since?;
-                    let stored = offsets.group(id)?;
-                    (!stored.members.is_empty()).then(|| {
-                        let mut value = e.group.value(since);
-                        value.members.clear();
-                        (id.clone(), value)
-                    })
-                })
-                .collect()
-        };
-        for (id, value) in emptied {
-            if self.check_owner(&id).is_err() {
-                continue;
-            }
-            let partition = partition_for(&id, self.partitions);
-            let _one_writer = self.partition_lock(partition).lock_owned().await;
-            if self.state(&id) != GroupState::Empty {
-                continue;
-            }
-            let record = group_record(&id, Some(&value));
-            if self
-                .sink
-                .append(partition, vec![record.clone()])
-                .await
-                .is_ok()
-            {
-                let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
-            }
-        }
+        let all: Vec<String> = self.groups.lock().keys().cloned().collect();
+        self.store_empty(all).await;
         let mut by_partition: HashMap<i32, Vec<String>> = HashMap::new();
         for (group, _, _) in self.offsets.lock().expired_offsets(now, retention_ms) {
             let p = partition_for(&group, self.partitions);

@@ -278,3 +278,41 @@ async fn offsets_of_an_empty_group_expire_after_retention_and_not_before() {
     replay.load(&records).unwrap();
     assert!(replay.list().is_empty(), "{:?}", replay.list());
 }
+
+#[tokio::test]
+async fn a_group_emptied_by_a_leave_is_stored_so_a_new_owner_does_not_bring_its_member_back() {
+    let sink = Arc::new(Recorded::default());
+    let manager = GroupManager::new(config(), sink.clone());
+    let first = manager.join("g", join("a")).await;
+    manager
+        .sync(
+            "g",
+            "a",
+            None,
+            first.generation_id,
+            vec![("a".into(), vec![])],
+        )
+        .await;
+    let replay = |sink: &Recorded| {
+        let records: Vec<OffsetsRecord> =
+            sink.records.lock().iter().map(|(_, r)| r.clone()).collect();
+        let next =
+            GroupManager::new(config(), Arc::new(Recorded::default())).owning_assigned_partitions();
+        let p = runnel_coordinator::offsets::partition_for("g", 50);
+        next.begin_load(p);
+        next.finish_load(p, &records).unwrap();
+        next.state("g")
+    };
+    assert_eq!(
+        replay(&sink),
+        GroupState::Stable,
+        "the stored generation has a"
+    );
+    manager.leave("g", "a", None).unwrap();
+    manager.store_emptied().await;
+    assert_eq!(
+        replay(&sink),
+        GroupState::Empty,
+        "a left: nobody to wait for"
+    );
+}
