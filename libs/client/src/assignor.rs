@@ -223,6 +223,29 @@ impl PartitionAssignor for CooperativeStickyAssignor {
     }
 }
 
+/// Kafka's server-side `uniform` assignor (KIP-848): a balanced assignment
+/// that keeps each partition with its current owner where it can. It is
+/// the target the coordinator reconciles members towards; the coordinator,
+/// not the assignor, makes sure a partition changes hands only once its
+/// previous owner has released it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UniformAssignor;
+
+impl PartitionAssignor for UniformAssignor {
+    fn name(&self) -> &'static str {
+        "uniform"
+    }
+
+    fn assign(
+        &self,
+        partition_counts: &BTreeMap<String, i32>,
+        members: &[GroupMember],
+    ) -> Assignment {
+        let previous = previous_owners(partition_counts, members);
+        finish(sticky_assignment(partition_counts, members, &previous))
+    }
+}
+
 /// Who owned each existing partition before, among current members that
 /// still subscribe to its topic. A partition claimed twice goes to the
 /// claim from the newest generation (the other is stale).

@@ -38,6 +38,10 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::UnknownMemberId
         | E::MemberIdRequired
         | E::FencedInstanceId
+        | E::FencedMemberEpoch
+        | E::UnreleasedInstanceId
+        | E::UnsupportedAssignor
+        | E::StaleMemberEpoch
         | E::NonEmptyGroup
         | E::GroupMaxSizeReached => Code::FailedPrecondition,
         E::RebalanceInProgress

@@ -27,6 +27,7 @@
 //!   taking over and releasing the partitions the controller assigns.
 
 mod config;
+pub mod consumer_group;
 pub mod group;
 pub mod grpc;
 pub mod manager;
