@@ -164,6 +164,19 @@ async fn produce(cluster: &TestCluster, from: usize, n: usize) {
     }
 }
 
+/// One broker and one coordinator, with the four-partition topic.
+async fn one_node_with_topic() -> TestCluster {
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
+        .await;
+    cluster
+}
+
 async fn wait_settled(history: &Arc<Mutex<History>>, members: usize, what: &str) {
     wait_for(what, Duration::from_secs(60), || {
         let h = Arc::clone(history);
@@ -186,14 +199,7 @@ async fn wait_read(history: &Arc<Mutex<History>>, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_leave_and_crash_and_every_partition_has_one_owner() {
-    let cluster = TestCluster::builder()
-        .brokers(1)
-        .coordinators(1)
-        .start()
-        .await;
-    cluster
-        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
-        .await;
+    let cluster = one_node_with_topic().await;
     produce(&cluster, 0, 400).await;
     let history = Arc::new(Mutex::new(History::default()));
     let client = cluster.client_config();
@@ -264,14 +270,7 @@ async fn members_join_leave_and_crash_and_every_partition_has_one_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commits_survive_restarts_groups_are_independent_and_extra_members_idle() {
-    let cluster = TestCluster::builder()
-        .brokers(1)
-        .coordinators(1)
-        .start()
-        .await;
-    cluster
-        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
-        .await;
+    let cluster = one_node_with_topic().await;
     produce(&cluster, 0, 200).await;
 
     // Read half, commit, go away.
@@ -533,14 +532,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_members_keep_what_does_not_move_and_static_members_come_back_without_a_rebalance()
  {
-    let cluster = TestCluster::builder()
-        .brokers(1)
-        .coordinators(1)
-        .start()
-        .await;
-    cluster
-        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
-        .await;
+    let cluster = one_node_with_topic().await;
     let cooperative = |instance: Option<&str>| GroupConfig {
         assignment_strategy: vec!["cooperative-sticky".into()],
         group_instance_id: instance.map(str::to_owned),
@@ -608,14 +600,7 @@ async fn cooperative_members_keep_what_does_not_move_and_static_members_come_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_commits_async_commits_and_lag() {
-    let cluster = TestCluster::builder()
-        .brokers(1)
-        .coordinators(1)
-        .start()
-        .await;
-    cluster
-        .create_topic(NewTopic::new(TOPIC).partitions(4).replication_factor(1))
-        .await;
+    let cluster = one_node_with_topic().await;
     produce(&cluster, 0, 100).await;
     let tps: Vec<TopicPartition> = (0..4).map(|p| TopicPartition::new(TOPIC, p)).collect();
 
