@@ -132,6 +132,21 @@ pub struct BrokerDescription {
     pub last_heartbeat_age_ms: i64,
 }
 
+/// A group coordinator as the controller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorDescription {
+    /// Coordinator id.
+    pub id: i32,
+    /// gRPC address.
+    pub addr: String,
+    /// Fenced by the controller (session expired or shut down).
+    pub fenced: bool,
+    /// How many partitions of `__consumer_offsets` it owns.
+    pub offsets_partitions: usize,
+    /// Milliseconds since its last heartbeat (-1: none since the controller started).
+    pub last_heartbeat_age_ms: i64,
+}
+
 /// The cluster: brokers, controller, metadata log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -145,6 +160,8 @@ pub struct ClusterDescription {
     pub metadata_end_offset: i64,
     /// Brokers by id.
     pub brokers: Vec<BrokerDescription>,
+    /// Group coordinators by id.
+    pub coordinators: Vec<CoordinatorDescription>,
 }
 
 /// Administers a Runnel cluster.
@@ -473,6 +490,17 @@ impl Admin {
                     rack: b.rack.clone(),
                     fenced: b.fenced,
                     last_heartbeat_age_ms: b.last_heartbeat_age_ms,
+                })
+                .collect(),
+            coordinators: r
+                .coordinators
+                .iter()
+                .map(|c| CoordinatorDescription {
+                    id: c.coordinator_id,
+                    addr: grpc(&c.endpoints),
+                    fenced: c.fenced,
+                    offsets_partitions: c.offsets_partitions.len(),
+                    last_heartbeat_age_ms: c.last_heartbeat_age_ms,
                 })
                 .collect(),
         })

@@ -2,7 +2,7 @@
 
 use runnel_client::{Admin, ClientConfig};
 
-/// Prints the controller and the brokers with their liveness.
+/// Prints the controller, the brokers and the group coordinators with their liveness.
 pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
     let c = Admin::new(client).describe_cluster().await?;
     println!("Cluster: {}", c.cluster_id);
@@ -16,16 +16,37 @@ pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
     );
     for b in &c.brokers {
         let state = if b.fenced { "fenced" } else { "alive" };
-        let age = if b.last_heartbeat_age_ms < 0 {
-            "-".to_owned()
-        } else {
-            format!("{} ms ago", b.last_heartbeat_age_ms)
-        };
+        let age = heartbeat_age(b.last_heartbeat_age_ms);
         let rack = if b.rack.is_empty() { "-" } else { &b.rack };
         println!(
             "{:>6}  {:<22}  {:<8}  {:<7}  {age}",
             b.id, b.addr, rack, state
         );
     }
+    if !c.coordinators.is_empty() {
+        println!(
+            "{:>11}  {:<22}  {:<7}  {:<10}  LastHeartbeat",
+            "Coordinator", "Address", "State", "Partitions"
+        );
+    }
+    for k in &c.coordinators {
+        let state = if k.fenced { "fenced" } else { "alive" };
+        println!(
+            "{:>11}  {:<22}  {:<7}  {:<10}  {}",
+            k.id,
+            k.addr,
+            state,
+            k.offsets_partitions,
+            heartbeat_age(k.last_heartbeat_age_ms)
+        );
+    }
     Ok(())
+}
+
+fn heartbeat_age(ms: i64) -> String {
+    if ms < 0 {
+        "-".to_owned()
+    } else {
+        format!("{ms} ms ago")
+    }
 }

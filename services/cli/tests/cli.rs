@@ -525,6 +525,13 @@ fn groups_commit_describe_reset_and_refuse_bad_input() {
     all.dedup();
     assert_eq!(all.len(), 100);
 
+    let cluster = ok(&dev.run(&["cluster"], None));
+    assert!(
+        cluster
+            .lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("alive") && l.contains(" 50 ")),
+        "the coordinator owns all 50 partitions of __consumer_offsets: {cluster}"
+    );
     let listed = ok(&dev.run(&["groups", "list"], None));
     assert!(
         listed
