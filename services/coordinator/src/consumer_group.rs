@@ -18,8 +18,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use runnel_client::TopicPartition;
 use runnel_client::assignor::{GroupMember, PartitionAssignor, RangeAssignor, UniformAssignor};
 use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1::{ConsumerGroupValue, ConsumerMemberValue, TopicPartitionRef};
 
 use crate::group::Ms;
+
+fn refs<'a>(tps: impl IntoIterator<Item = &'a TopicPartition>) -> Vec<TopicPartitionRef> {
+    tps.into_iter()
+        .map(|tp| TopicPartitionRef {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+        })
+        .collect()
+}
+
+fn from_refs(refs: &[TopicPartitionRef]) -> BTreeSet<TopicPartition> {
+    refs.iter()
+        .map(|r| TopicPartition::new(r.topic.clone(), r.partition))
+        .collect()
+}
 
 /// The member epoch a member joins with.
 pub const JOIN_EPOCH: i32 = 0;
@@ -175,6 +191,70 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             target_epoch: 0,
         }
+    }
+
+    /// The group as its `__consumer_offsets` record stores it.
+    pub fn value(&self) -> ConsumerGroupValue {
+        ConsumerGroupValue {
+            epoch: self.epoch,
+            target_epoch: self.target_epoch,
+            counts: self.counts.clone().into_iter().collect(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| ConsumerMemberValue {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone().unwrap_or_default(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    state: match m.state {
+                        MemberState::Stable => 0,
+                        MemberState::UnrevokedPartitions => 1,
+                        MemberState::UnreleasedPartitions => 2,
+                    },
+                    topics: m.topics.clone(),
+                    server_assignor: m.server_assignor.clone().unwrap_or_default(),
+                    assigned: refs(&m.assigned),
+                    revoking: refs(&m.revoking),
+                    target: refs(self.target.get(id).into_iter().flatten()),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms as i32,
+                })
+                .collect(),
+        }
+    }
+
+    /// A group as its last stored state left it (a coordinator taking over
+    /// its partition); members' sessions start now.
+    pub fn restore(config: ConsumerGroupConfig, value: &ConsumerGroupValue, now: Ms) -> Self {
+        let mut g = ConsumerGroup::new(config);
+        g.epoch = value.epoch;
+        g.target_epoch = value.target_epoch;
+        g.counts = value.counts.clone().into_iter().collect();
+        for m in &value.members {
+            g.target.insert(m.member_id.clone(), from_refs(&m.target));
+            g.members.insert(
+                m.member_id.clone(),
+                Member {
+                    instance_id: (!m.instance_id.is_empty()).then(|| m.instance_id.clone()),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    state: match m.state {
+                        1 => MemberState::UnrevokedPartitions,
+                        2 => MemberState::UnreleasedPartitions,
+                        _ => MemberState::Stable,
+                    },
+                    topics: m.topics.clone(),
+                    server_assignor: (!m.server_assignor.is_empty())
+                        .then(|| m.server_assignor.clone()),
+                    assigned: from_refs(&m.assigned),
+                    revoking: from_refs(&m.revoking),
+                    last_heartbeat: now,
+                    rebalance_timeout_ms: Ms::from(m.rebalance_timeout_ms),
+                    revoking_since: now,
+                },
+            );
+        }
+        g
     }
 
     /// The group epoch.
@@ -390,16 +470,20 @@ impl ConsumerGroup {
         Ok(id)
     }
 
+    /// The server assignor in use: the first member's choice, else the default.
+    pub fn assignor_name(&self) -> String {
+        self.members
+            .values()
+            .find_map(|m| m.server_assignor.clone())
+            .unwrap_or_else(|| self.config.default_assignor.clone())
+    }
+
     /// Recomputes the target when the group epoch moved past it.
     fn compute_target(&mut self) {
         if self.target_epoch == self.epoch {
             return;
         }
-        let name = self
-            .members
-            .values()
-            .find_map(|m| m.server_assignor.clone())
-            .unwrap_or_else(|| self.config.default_assignor.clone());
+        let name = self.assignor_name();
         let assignor = server_assignor(&name)
             .or_else(|| server_assignor("uniform"))
             .unwrap_or_else(|| Box::new(UniformAssignor));
@@ -483,17 +567,23 @@ impl ConsumerGroup {
         }
     }
 
+    fn overdue(&self, m: &Member, now: Ms) -> bool {
+        now - m.last_heartbeat > self.config.session_timeout_ms
+            || (!m.revoking.is_empty() && now - m.revoking_since > m.rebalance_timeout_ms)
+    }
+
+    /// Whether [`Self::tick`] would drop a member now.
+    pub fn has_overdue(&self, now: Ms) -> bool {
+        self.members.values().any(|m| self.overdue(m, now))
+    }
+
     /// Removes members whose session expired or who took longer than their
     /// rebalance timeout to revoke; returns their ids.
     pub fn tick(&mut self, now: Ms) -> Vec<String> {
-        let session = self.config.session_timeout_ms;
         let gone: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, m)| {
-                now - m.last_heartbeat > session
-                    || (!m.revoking.is_empty() && now - m.revoking_since > m.rebalance_timeout_ms)
-            })
+            .filter(|(_, m)| self.overdue(m, now))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &gone {

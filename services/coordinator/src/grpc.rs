@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use runnel_client::Cluster;
+use runnel_client::{Cluster, TopicPartition};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_server::Coordinator;
 use tonic::{Request, Response, Status};
 
+use crate::consumer_group::Heartbeat;
 use crate::group::JoinRequest;
 use crate::manager::{GroupManager, OffsetCommit};
 
@@ -45,8 +46,105 @@ fn message(code: ErrorCode) -> String {
     }
 }
 
+fn partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for tp in tps {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    pb::PartitionSet {
+        topics: by_topic
+            .into_iter()
+            .map(|(topic, partitions)| pb::TopicPartitions {
+                topic: topic.to_owned(),
+                partitions,
+            })
+            .collect(),
+    }
+}
+
+fn from_partition_set(set: &pb::PartitionSet) -> Vec<TopicPartition> {
+    set.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|&p| TopicPartition::new(t.topic.clone(), p))
+        })
+        .collect()
+}
+
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
+    async fn consumer_group_heartbeat(
+        &self,
+        request: Request<pb::ConsumerGroupHeartbeatRequest>,
+    ) -> Result<Response<pb::ConsumerGroupHeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let refuse = |code: ErrorCode, msg: String| {
+            Ok(Response::new(pb::ConsumerGroupHeartbeatResponse {
+                error_code: code as i32,
+                error_message: msg,
+                member_id: req.member_id.clone(),
+                member_epoch: -1,
+                ..Default::default()
+            }))
+        };
+        if let Err((code, msg)) = check_group_id(&req.group_id) {
+            return refuse(code, msg);
+        }
+        let mut topics: Vec<String> = self
+            .manager
+            .consumer_group_topics(&req.group_id)
+            .into_iter()
+            .collect();
+        if let Some(t) = &req.subscribed_topics {
+            topics.extend(t.names.iter().cloned());
+        }
+        topics.sort();
+        topics.dedup();
+        let counts = if topics.is_empty() {
+            Default::default()
+        } else {
+            match self.cluster.refresh(&topics, false).await {
+                Ok(md) => md
+                    .topics
+                    .iter()
+                    .filter(|(t, _)| topics.contains(t))
+                    .map(|(t, m)| (t.clone(), m.partitions.len() as i32))
+                    .collect(),
+                Err(e) => {
+                    return refuse(
+                        ErrorCode::CoordinatorNotAvailable,
+                        format!("cannot read the subscribed topics' metadata: {e}"),
+                    );
+                }
+            }
+        };
+        let heartbeat = Heartbeat {
+            fresh_member_id: uuid::Uuid::new_v4().to_string(),
+            member_id: req.member_id.clone(),
+            member_epoch: req.member_epoch,
+            instance_id: instance(&req.instance_id).map(str::to_owned),
+            rebalance_timeout_ms: (req.rebalance_timeout_ms > 0)
+                .then(|| i64::from(req.rebalance_timeout_ms)),
+            subscribed_topics: req.subscribed_topics.as_ref().map(|t| t.names.clone()),
+            server_assignor: (!req.server_assignor.is_empty()).then(|| req.server_assignor.clone()),
+            owned: req.owned.as_ref().map(from_partition_set),
+        };
+        let r = self
+            .manager
+            .consumer_heartbeat(&req.group_id, heartbeat, &counts)
+            .await;
+        Ok(Response::new(pb::ConsumerGroupHeartbeatResponse {
+            error_code: r.error as i32,
+            error_message: message(r.error),
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            heartbeat_interval_ms: r.heartbeat_interval_ms as i32,
+            assignment: (r.error == ErrorCode::None).then(|| partition_set(&r.assignment)),
+        }))
+    }
+
     async fn find_coordinator(
         &self,
         request: Request<pb::FindCoordinatorRequest>,

@@ -198,6 +198,7 @@ pub async fn start(
                 _ = tick.tick() => {
                     ticker.tick();
                     ticker.store_emptied().await;
+                    ticker.tick_consumer_groups().await;
                 }
             }
         }

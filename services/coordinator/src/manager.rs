@@ -7,21 +7,25 @@
 //! whichever call completes the phase (another member's join, the leader's
 //! sync, or the periodic [`GroupManager::tick`]) delivers the answers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use runnel_client::consumer_protocol::MemberAssignment;
 use runnel_proto::common::v1::ErrorCode;
 use tokio::sync::oneshot;
 
+use crate::consumer_group::{
+    ConsumerGroup, ConsumerGroupConfig, Heartbeat, HeartbeatResponse, LEAVE_EPOCH,
+};
 use crate::group::{
     Group, GroupConfig, GroupState, JoinRequest, JoinResponse, Ms, Reply, Step, SyncResponse,
 };
 use crate::offsets::{
-    CommittedOffset, DEFAULT_OFFSETS_PARTITIONS, OffsetsState, group_record, offset_record,
-    partition_for,
+    CommittedOffset, DEFAULT_OFFSETS_PARTITIONS, OffsetsState, consumer_group_record, group_record,
+    offset_record, partition_for,
 };
 
 /// A record for `__consumer_offsets`: key and value (None: a tombstone).
@@ -115,6 +119,9 @@ pub struct GroupManager {
     /// alone, and tests).
     owned: Mutex<Option<HashMap<i32, Ownership>>>,
     groups: Mutex<HashMap<String, Entry>>,
+    /// KIP-848 groups (the same group id cannot be a classic group too).
+    consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
+    consumer_config: ConsumerGroupConfig,
     offsets: Mutex<OffsetsState>,
     /// One writer at a time per partition of `__consumer_offsets`, so a
     /// commit and the expiry of the same offsets cannot interleave.
@@ -158,12 +165,20 @@ impl GroupManager {
             partitions: DEFAULT_OFFSETS_PARTITIONS,
             owned: Mutex::new(None),
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
+            consumer_config: ConsumerGroupConfig::default(),
             offsets: Mutex::new(OffsetsState::default()),
             partition_locks: Mutex::new(HashMap::new()),
             emptied: Mutex::new(Vec::new()),
             sink,
             clock,
         }
+    }
+
+    /// KIP-848 group settings (`group.consumer.*`).
+    pub fn consumer_group_config(mut self, config: ConsumerGroupConfig) -> Self {
+        self.consumer_config = config;
+        self
     }
 
     /// Uses `n` partitions of `__consumer_offsets` (`offsets.topic.num.partitions`).
@@ -236,6 +251,18 @@ impl GroupManager {
                 groups.insert(id.to_owned(), entry);
             }
         }
+        drop(offsets);
+        drop(groups);
+        let mut consumer_groups = self.consumer_groups.lock();
+        for id in replayed.group_ids() {
+            if let Some(value) = replayed.consumer_group(id) {
+                consumer_groups.insert(
+                    id.to_owned(),
+                    ConsumerGroup::restore(self.consumer_config.clone(), value, now),
+                );
+            }
+        }
+        drop(consumer_groups);
         if let Some(owned) = self.owned.lock().as_mut() {
             owned.insert(partition, Ownership::Active);
         }
@@ -262,6 +289,7 @@ impl GroupManager {
                 }
             }
         }
+        self.consumer_groups.lock().retain(|id, _| !mine(id));
         self.offsets.lock().retain_groups(|id| !mine(id));
     }
 
@@ -416,6 +444,102 @@ impl GroupManager {
             .unwrap_or_else(|_| refused(ErrorCode::RebalanceInProgress))
     }
 
+    /// A KIP-848 `ConsumerGroupHeartbeat`; `counts` are the partition
+    /// counts of the topics that exist among those subscribed. A heartbeat
+    /// that changes the group is stored before it is answered.
+    pub async fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        req: Heartbeat,
+        counts: &BTreeMap<String, i32>,
+    ) -> HeartbeatResponse {
+        let refuse = |error: ErrorCode| HeartbeatResponse {
+            error,
+            member_id: req.member_id.clone(),
+            member_epoch: LEAVE_EPOCH,
+            heartbeat_interval_ms: self.consumer_config.heartbeat_interval_ms,
+            assignment: Vec::new(),
+        };
+        if let Err(e) = self.check_owner(group_id) {
+            return refuse(e);
+        }
+        if self
+            .groups
+            .lock()
+            .get(group_id)
+            .is_some_and(|e| !matches!(e.group.state(), GroupState::Empty | GroupState::Dead))
+        {
+            return refuse(ErrorCode::InconsistentGroupProtocol);
+        }
+        let partition = partition_for(group_id, self.partitions);
+        let _one_writer = self.partition_lock(partition).lock_owned().await;
+        let now = (self.clock)();
+        let mut next = self
+            .consumer_groups
+            .lock()
+            .get(group_id)
+            .cloned()
+            .unwrap_or_else(|| ConsumerGroup::new(self.consumer_config.clone()));
+        let before = next.value();
+        let response = next.heartbeat(req.clone(), counts, now);
+        let after = next.value();
+        if after != before {
+            let record = consumer_group_record(group_id, Some(&after));
+            if let Err(e) = self.sink.append(partition, vec![record.clone()]).await {
+                return refuse(e.code);
+            }
+            let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
+        }
+        self.consumer_groups
+            .lock()
+            .insert(group_id.to_owned(), next);
+        response
+    }
+
+    /// The topics a KIP-848 group's members subscribe to.
+    pub fn consumer_group_topics(&self, group_id: &str) -> BTreeSet<String> {
+        self.consumer_groups
+            .lock()
+            .get(group_id)
+            .map(ConsumerGroup::subscribed_topics)
+            .unwrap_or_default()
+    }
+
+    /// Drops KIP-848 members whose session or revocation time ran out, and
+    /// stores the groups that changed.
+    pub async fn tick_consumer_groups(&self) {
+        let now = (self.clock)();
+        let due: Vec<String> = self
+            .consumer_groups
+            .lock()
+            .iter()
+            .filter(|(_, g)| g.has_overdue(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let partition = partition_for(&id, self.partitions);
+            let _one_writer = self.partition_lock(partition).lock_owned().await;
+            let Some(mut next) = self.consumer_groups.lock().get(&id).cloned() else {
+                continue;
+            };
+            let gone = next.tick((self.clock)());
+            if gone.is_empty() {
+                continue;
+            }
+            tracing::info!(group = %id, members = ?gone, "consumer group members fenced");
+            let record = consumer_group_record(&id, Some(&next.value()));
+            if self
+                .sink
+                .append(partition, vec![record.clone()])
+                .await
+                .is_ok()
+            {
+                let _ = self.offsets.lock().apply(&record.0, record.1.as_deref());
+                self.consumer_groups.lock().insert(id, next);
+            }
+        }
+    }
+
     /// Heartbeat.
     pub fn heartbeat(
         &self,
@@ -487,7 +611,16 @@ impl GroupManager {
         self.check_owner(group_id)?;
         let partition = partition_for(group_id, self.partitions);
         let _one_writer = self.partition_lock(partition).lock_owned().await;
+        let consumer_group = self
+            .consumer_groups
+            .lock()
+            .get(group_id)
+            .map(|g| g.check_commit(member_id, generation));
+        if let Some(check) = consumer_group
+            && !(generation < 0 && member_id.is_empty())
         {
+            check?;
+        } else {
             let groups = self.groups.lock();
             match groups.get(group_id) {
                 Some(entry) => {
@@ -686,8 +819,14 @@ impl GroupManager {
             .filter(|(_, e)| e.group.state() != GroupState::Dead)
             .map(|(id, e)| (id.clone(), e.group.state()))
             .collect();
-        for id in offsets.group_ids() {
+        let consumer_groups = self.consumer_groups.lock();
+        for (id, g) in consumer_groups.iter() {
             if !groups.contains_key(id) {
+                out.push((id.clone(), consumer_state(g)));
+            }
+        }
+        for id in offsets.group_ids() {
+            if !groups.contains_key(id) && !consumer_groups.contains_key(id) {
                 out.push((id.to_owned(), GroupState::Empty));
             }
         }
@@ -706,6 +845,29 @@ impl GroupManager {
                 members: e.group.members(),
             }),
             Some(_) => None,
+            None if self.consumer_groups.lock().contains_key(group_id) => {
+                let consumer_groups = self.consumer_groups.lock();
+                let g = consumer_groups.get(group_id)?;
+                Some(GroupDescription {
+                    state: consumer_state(g),
+                    protocol: g.assignor_name(),
+                    generation: g.epoch(),
+                    members: g
+                        .members()
+                        .iter()
+                        .map(|(id, m)| crate::group::MemberDescription {
+                            member_id: id.clone(),
+                            group_instance_id: m.instance_id.clone(),
+                            client_id: String::new(),
+                            assignment: MemberAssignment {
+                                partitions: m.assigned.iter().cloned().collect(),
+                                user_data: None,
+                            }
+                            .encode(),
+                        })
+                        .collect(),
+                })
+            }
             None => self
                 .offsets
                 .lock()
@@ -784,4 +946,15 @@ pub struct GroupDescription {
     pub generation: i32,
     /// Members with their assignments.
     pub members: Vec<crate::group::MemberDescription>,
+}
+
+/// A KIP-848 group's state in the classic names ListGroups and
+/// DescribeGroups speak: assigning and reconciling are a rebalance.
+fn consumer_state(g: &ConsumerGroup) -> GroupState {
+    match g.state_name() {
+        "Empty" => GroupState::Empty,
+        "Stable" => GroupState::Stable,
+        "Assigning" => GroupState::PreparingRebalance,
+        _ => GroupState::CompletingRebalance,
+    }
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 use runnel_proto::coordinator::v1::{
-    CommittedOffsetKey, CommittedOffsetValue, GroupKey, GroupValue, OffsetsKey, OwnerKey,
-    OwnerValue, offsets_key,
+    CommittedOffsetKey, CommittedOffsetValue, ConsumerGroupKey, ConsumerGroupValue, GroupKey,
+    GroupValue, OffsetsKey, OwnerKey, OwnerValue, offsets_key,
 };
 
 /// The internal topic's name (Kafka's).
@@ -67,6 +67,19 @@ pub fn offset_record(
     (key.encode_to_vec(), value)
 }
 
+/// The key and value (None: a tombstone) of a KIP-848 group's record.
+pub fn consumer_group_record(
+    group: &str,
+    value: Option<&ConsumerGroupValue>,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = OffsetsKey {
+        key: Some(offsets_key::Key::ConsumerGroup(ConsumerGroupKey {
+            group: group.to_owned(),
+        })),
+    };
+    (key.encode_to_vec(), value.map(Message::encode_to_vec))
+}
+
 /// The key and value (None: a tombstone) of a group-metadata record.
 pub fn group_record(group: &str, value: Option<&GroupValue>) -> (Vec<u8>, Option<Vec<u8>>) {
     let key = OffsetsKey {
@@ -99,6 +112,7 @@ pub fn owner_record(
 pub struct OffsetsState {
     offsets: BTreeMap<String, BTreeMap<(String, i32), CommittedOffset>>,
     groups: BTreeMap<String, GroupValue>,
+    consumer_groups: BTreeMap<String, ConsumerGroupValue>,
 }
 
 impl OffsetsState {
@@ -135,6 +149,17 @@ impl OffsetsState {
             }
             // Ownership markers fence writers; they hold no group state.
             offsets_key::Key::Owner(_) => {}
+            offsets_key::Key::ConsumerGroup(k) => match value {
+                Some(bytes) => {
+                    let v = ConsumerGroupValue::decode(bytes).map_err(|e| {
+                        RecordError::Malformed(format!("consumer group value: {e}"))
+                    })?;
+                    self.consumer_groups.insert(k.group, v);
+                }
+                None => {
+                    self.consumer_groups.remove(&k.group);
+                }
+            },
             offsets_key::Key::Group(k) => match value {
                 Some(bytes) => {
                     let v = GroupValue::decode(bytes)
@@ -153,6 +178,7 @@ impl OffsetsState {
     pub fn retain_groups(&mut self, keep: impl Fn(&str) -> bool) {
         self.offsets.retain(|id, _| keep(id));
         self.groups.retain(|id, _| keep(id));
+        self.consumer_groups.retain(|id, _| keep(id));
     }
 
     /// A group's committed offset for a partition.
@@ -168,6 +194,11 @@ impl OffsetsState {
         self.offsets.get(group).into_iter().flatten()
     }
 
+    /// A KIP-848 group's latest state.
+    pub fn consumer_group(&self, group: &str) -> Option<&ConsumerGroupValue> {
+        self.consumer_groups.get(group)
+    }
+
     /// A group's latest metadata.
     pub fn group(&self, group: &str) -> Option<&GroupValue> {
         self.groups.get(group)
@@ -178,6 +209,7 @@ impl OffsetsState {
         let mut ids: Vec<&str> = self
             .groups
             .keys()
+            .chain(self.consumer_groups.keys())
             .chain(self.offsets.keys())
             .map(String::as_str)
             .collect();
@@ -193,7 +225,12 @@ impl OffsetsState {
         let mut out = Vec::new();
         for (group, offsets) in &self.offsets {
             let meta = self.groups.get(group);
-            if meta.is_some_and(|g| !g.members.is_empty()) {
+            if meta.is_some_and(|g| !g.members.is_empty())
+                || self
+                    .consumer_groups
+                    .get(group)
+                    .is_some_and(|g| !g.members.is_empty())
+            {
                 continue;
             }
             let since = meta.map_or(i64::MIN, |g| g.state_timestamp_ms);

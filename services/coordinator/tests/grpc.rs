@@ -235,3 +235,134 @@ async fn members_form_a_group_commit_and_the_group_is_administered() {
     assert!(listed.groups.is_empty(), "{:?}", listed.groups);
     cluster.shutdown().await;
 }
+
+fn cgh(member_id: &str, epoch: i32, owned: Option<Vec<i32>>) -> pb::ConsumerGroupHeartbeatRequest {
+    pb::ConsumerGroupHeartbeatRequest {
+        group_id: "next".into(),
+        member_id: member_id.into(),
+        member_epoch: epoch,
+        rebalance_timeout_ms: 30_000,
+        subscribed_topics: (epoch == 0).then(|| pb::TopicNames {
+            names: vec!["orders".into()],
+        }),
+        owned: owned.map(|ps| pb::PartitionSet {
+            topics: vec![pb::TopicPartitions {
+                topic: "orders".into(),
+                partitions: ps,
+            }],
+        }),
+        ..Default::default()
+    }
+}
+
+fn partitions(r: &pb::ConsumerGroupHeartbeatResponse) -> Vec<i32> {
+    let mut ps: Vec<i32> = r
+        .assignment
+        .iter()
+        .flat_map(|a| a.topics.iter().flat_map(|t| t.partitions.clone()))
+        .collect();
+    ps.sort_unstable();
+    ps
+}
+
+/// KIP-848 over gRPC: the coordinator assigns, a partition moves only once
+/// its owner released it, commits are fenced by member epoch, and the
+/// group is stored, so a restarted coordinator carries on with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_group_heartbeats_assign_reconcile_and_survive_a_restart() {
+    let cluster = TestCluster::builder().brokers(1).start().await;
+    cluster
+        .create_topic(runnel_client::NewTopic::new("orders").partitions(4))
+        .await;
+    let (coordinator, mut c) = serve(&cluster).await;
+    let beat = |c: &mut CoordinatorClient<Channel>, req| {
+        let mut c = c.clone();
+        async move { c.consumer_group_heartbeat(req).await.unwrap().into_inner() }
+    };
+    let a = beat(&mut c, cgh("", 0, Some(vec![]))).await;
+    assert_eq!(a.error_code(), ErrorCode::None, "{}", a.error_message);
+    assert_eq!(partitions(&a), vec![0, 1, 2, 3]);
+    let b = beat(&mut c, cgh("", 0, Some(vec![]))).await;
+    assert!(partitions(&b).is_empty(), "a still owns everything");
+    // a is told to give two up, keeping its epoch until it confirms.
+    let a2 = beat(
+        &mut c,
+        cgh(&a.member_id, a.member_epoch, Some(vec![0, 1, 2, 3])),
+    )
+    .await;
+    assert_eq!(
+        (partitions(&a2).len(), a2.member_epoch),
+        (2, a.member_epoch)
+    );
+    let b2 = beat(&mut c, cgh(&b.member_id, b.member_epoch, Some(vec![]))).await;
+    assert!(partitions(&b2).is_empty(), "not released yet");
+    let kept = partitions(&a2);
+    let a3 = beat(
+        &mut c,
+        cgh(&a.member_id, a2.member_epoch, Some(kept.clone())),
+    )
+    .await;
+    assert!(a3.member_epoch > a.member_epoch);
+    let b3 = beat(&mut c, cgh(&b.member_id, b2.member_epoch, Some(vec![]))).await;
+    assert_eq!(partitions(&b3).len(), 2);
+    assert!(partitions(&b3).iter().all(|p| !kept.contains(p)));
+
+    // Commits carry the member epoch.
+    let commit = |member: &str, epoch: i32| pb::OffsetCommitRequest {
+        group_id: "next".into(),
+        generation_id: epoch,
+        member_id: member.into(),
+        partitions: vec![pb::OffsetCommitPartition {
+            topic: "orders".into(),
+            partition: kept[0],
+            offset: 7,
+            leader_epoch: -1,
+            metadata: String::new(),
+        }],
+        ..Default::default()
+    };
+    let ok = c
+        .offset_commit(commit(&a.member_id, a3.member_epoch))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.partitions[0].error_code(), ErrorCode::None);
+    let stale = c
+        .offset_commit(commit(&a.member_id, a.member_epoch - 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        stale.partitions[0].error_code(),
+        ErrorCode::StaleMemberEpoch
+    );
+    let described = c
+        .describe_groups(pb::DescribeGroupsRequest {
+            group_ids: vec!["next".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.groups[0].members.len(), 2);
+    assert_eq!(described.groups[0].protocol, "uniform");
+
+    // A new coordinator replays the group: the members carry on in their epochs.
+    coordinator.shutdown().await;
+    let (_coordinator, mut c) = serve(&cluster).await;
+    let again = beat(
+        &mut c,
+        cgh(&a.member_id, a3.member_epoch, Some(kept.clone())),
+    )
+    .await;
+    assert_eq!(
+        again.error_code(),
+        ErrorCode::None,
+        "{}",
+        again.error_message
+    );
+    assert_eq!(
+        (partitions(&again), again.member_epoch),
+        (kept, a3.member_epoch)
+    );
+    cluster.shutdown().await;
+}
