@@ -45,6 +45,7 @@ use crate::cluster::{ClientConfig, Cluster, Coordinator};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
 use crate::consumer_protocol::{MemberAssignment, Subscription};
 use crate::error::{ClientError, Result};
+use crate::next_gen::{NextGen, NextGenConfig};
 
 /// How a group member behaves (Kafka's consumer group configs).
 #[derive(Debug, Clone)]
@@ -73,6 +74,22 @@ pub struct GroupConfig {
     pub metadata_max_age: Duration,
     /// The plain consumer's settings (fetching, `auto.offset.reset`).
     pub consumer: ConsumerConfig,
+    /// `group.protocol`: classic (JoinGroup/SyncGroup, client-side
+    /// assignors) or consumer (KIP-848, assignment on the coordinator).
+    pub group_protocol: GroupProtocol,
+    /// `group.remote.assignor` for the consumer protocol (`uniform`, `range`;
+    /// none: the coordinator's default).
+    pub group_remote_assignor: Option<String>,
+}
+
+/// `group.protocol`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// Kafka's classic protocol.
+    #[default]
+    Classic,
+    /// The next-generation protocol of KIP-848.
+    Consumer,
 }
 
 impl GroupConfig {
@@ -90,6 +107,8 @@ impl GroupConfig {
             assignment_strategy: vec!["range".into(), "cooperative-sticky".into()],
             metadata_max_age: Duration::from_millis(5_000),
             consumer: ConsumerConfig::default(),
+            group_protocol: GroupProtocol::Classic,
+            group_remote_assignor: None,
         }
     }
 }
@@ -154,6 +173,8 @@ pub struct GroupConsumer {
     protocol: Option<RebalanceProtocol>,
     last_auto_commit: Instant,
     last_metadata_check: Instant,
+    /// The KIP-848 heartbeat task, with `group.protocol=consumer`.
+    next_gen: Option<NextGen>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -220,6 +241,7 @@ impl GroupConsumer {
             protocol: None,
             last_auto_commit: now,
             last_metadata_check: now,
+            next_gen: None,
         }
     }
 
@@ -278,10 +300,14 @@ impl GroupConsumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.shared.lock().last_poll = Instant::now();
-            self.check_metadata().await;
-            let state = self.shared.lock().state;
-            if state != MemberState::Stable {
-                self.rejoin(deadline).await?;
+            if self.config.group_protocol == GroupProtocol::Consumer {
+                self.next_gen_step().await?;
+            } else {
+                self.check_metadata().await;
+                let state = self.shared.lock().state;
+                if state != MemberState::Stable {
+                    self.rejoin(deadline).await?;
+                }
             }
             self.maybe_auto_commit().await;
             let now = Instant::now();
@@ -293,6 +319,86 @@ impl GroupConsumer {
             if !records.is_empty() || Instant::now() >= deadline {
                 return Ok(records);
             }
+        }
+    }
+
+    /// `group.protocol=consumer`: starts the heartbeat task, then applies
+    /// the coordinator's latest assignment: revokes what it no longer
+    /// holds (committing first with auto commit), takes what is new at
+    /// the committed offsets, and reports what it owns at once.
+    async fn next_gen_step(&mut self) -> Result<()> {
+        if self.next_gen.is_none() {
+            let topics = self.resolve_topics().await?.into_keys().collect();
+            self.next_gen = Some(NextGen::start(
+                Arc::clone(&self.cluster),
+                self.next_gen_config(),
+                topics,
+            ));
+        }
+        if self.last_metadata_check.elapsed() >= self.config.metadata_max_age {
+            self.last_metadata_check = Instant::now();
+            if let Ok(topics) = self.resolve_topics().await
+                && let Some(ng) = &self.next_gen
+            {
+                let mut s = ng.state.lock();
+                let topics: Vec<String> = topics.into_keys().collect();
+                if topics != s.topics {
+                    s.topics = topics;
+                    s.subscription_sent = false;
+                }
+            }
+        }
+        let Some(ng) = &self.next_gen else {
+            return Ok(());
+        };
+        let (assignment, lost) = {
+            let mut s = ng.state.lock();
+            let taken = (s.assignment.take(), std::mem::take(&mut s.lost));
+            let mut m = self.shared.lock();
+            m.member_id = s.member_id.clone();
+            m.generation = s.epoch;
+            m.state = MemberState::Stable;
+            m.coordinator = s.coordinator.clone();
+            taken
+        };
+        let wake = Arc::clone(&ng.wake);
+        let state = Arc::clone(&ng.state);
+        if lost && !self.owned.is_empty() {
+            let gone = std::mem::take(&mut self.owned);
+            tracing::warn!(group = %self.config.group_id, partitions = gone.len(), "partitions lost: the group dropped this member");
+            if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_lost(&gone);
+            }
+            self.consumer.assign(Vec::new()).await?;
+            state.lock().owned.clear();
+        }
+        let Some(mut target) = assignment else {
+            return Ok(());
+        };
+        target.sort();
+        if target == self.owned {
+            return Ok(());
+        }
+        self.take_assignment(target, RebalanceProtocol::Cooperative)
+            .await?;
+        // take_assignment asks a classic member to rejoin after revoking;
+        // here the heartbeat reports the release instead.
+        self.shared.lock().state = MemberState::Stable;
+        state.lock().owned = self.owned.clone();
+        wake.notify_one();
+        Ok(())
+    }
+
+    fn next_gen_config(&self) -> NextGenConfig {
+        NextGenConfig {
+            group_id: self.config.group_id.clone(),
+            instance_id: self.config.group_instance_id.clone().unwrap_or_default(),
+            rebalance_timeout_ms: self.config.max_poll_interval.as_millis() as i32,
+            server_assignor: self
+                .config
+                .group_remote_assignor
+                .clone()
+                .unwrap_or_default(),
         }
     }
 
@@ -802,6 +908,13 @@ impl GroupConsumer {
     pub async fn close(mut self) -> Result<()> {
         if let Some(h) = self.heartbeat.take() {
             h.abort();
+        }
+        if let Some(ng) = self.next_gen.take() {
+            if !self.owned.is_empty() {
+                self.revoke(self.owned.clone()).await;
+            }
+            ng.leave(&self.cluster, &self.next_gen_config()).await;
+            return Ok(());
         }
         let stable = self.shared.lock().state == MemberState::Stable;
         if stable && !self.owned.is_empty() {

@@ -25,6 +25,7 @@ pub mod consumer_protocol;
 mod error;
 pub mod group;
 mod group_admin;
+mod next_gen;
 pub mod partitioner;
 pub mod producer;
 
@@ -35,7 +36,7 @@ pub use admin::{
 pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
 pub use error::{ClientError, Result};
-pub use group::{GroupConfig, GroupConsumer, RebalanceListener};
+pub use group::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
 pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -57,7 +57,8 @@ impl Builder {
 
     /// How many group coordinators (default 0). They share 5 partitions of
     /// `__consumer_offsets`, start groups without the initial rebalance
-    /// delay, and accept session timeouts from 500 ms.
+    /// delay, accept session timeouts from 500 ms, and give KIP-848 members
+    /// a 2 s session with 200 ms heartbeats.
     pub fn coordinators(mut self, n: usize) -> Self {
         self.coordinators = n;
         self
@@ -363,6 +364,8 @@ impl TestCluster {
             offsets_topic_num_partitions: 5,
             group_initial_rebalance_delay_ms: 0,
             group_min_session_timeout_ms: 500,
+            group_consumer_session_timeout_ms: 2_000,
+            group_consumer_heartbeat_interval_ms: 200,
             ..runnel_coordinator::Config::default()
         };
         let handle = runnel_coordinator::start(config, CancellationToken::new())

@@ -668,3 +668,49 @@ async fn auto_commits_async_commits_and_lag() {
     manual.close().await.unwrap();
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_generation_members_join_leave_and_crash_and_read_everything_once() {
+    let cluster = one_node_with_topic().await;
+    produce(&cluster, 0, 400).await;
+    let kip848 = || GroupConfig {
+        group_protocol: runnel_client::GroupProtocol::Consumer,
+        ..group_config("next")
+    };
+    let history = Arc::new(Mutex::new(History::default()));
+    let client = cluster.client_config();
+    let a = Member::start(client.clone(), kip848(), "a", Arc::clone(&history));
+    let b = Member::start(client.clone(), kip848(), "b", Arc::clone(&history));
+    wait_settled(&history, 2, "two members to share four partitions").await;
+    wait_read(&history, 400).await;
+    produce(&cluster, 400, 400).await;
+    let c = Member::start(client.clone(), kip848(), "c", Arc::clone(&history));
+    wait_settled(&history, 3, "a third member to take its share").await;
+    wait_read(&history, 800).await;
+    b.leave().await;
+    wait_settled(&history, 2, "the rest to take over from a member that left").await;
+    produce(&cluster, 800, 400).await;
+    wait_read(&history, 1200).await;
+    c.crash().await;
+    wait_settled(
+        &history,
+        1,
+        "the last member to take over from a crashed one",
+    )
+    .await;
+    produce(&cluster, 1200, 400).await;
+    wait_read(&history, 1600).await;
+    a.leave().await;
+    {
+        let h = history.lock();
+        let twice: Vec<_> = h.reads.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "records read twice: {twice:?}");
+        assert_eq!(h.reads.len(), 1600, "every record read");
+    }
+    let described = cluster.admin().describe_group("next").await.unwrap();
+    assert_eq!(
+        (described.state.as_str(), described.members.len()),
+        ("Empty", 0)
+    );
+    cluster.shutdown().await;
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use runnel_client::{
     ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
-    OffsetReset, TopicPartition,
+    GroupProtocol, OffsetReset, TopicPartition,
 };
 use tokio::time::Instant;
 
@@ -26,6 +26,10 @@ pub struct Args {
     /// committed offsets, and commit what was printed.
     #[arg(long, conflicts_with_all = ["partition", "offset"])]
     group: Option<String>,
+    /// With --group: the group protocol, classic or consumer (KIP-848:
+    /// the coordinator assigns, and rebalances never stop the whole group).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "consumer"], requires = "group")]
+    group_protocol: String,
     /// Read only this partition.
     #[arg(long)]
     partition: Option<i32>,
@@ -104,6 +108,9 @@ async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
         // Commits follow what was printed, not what was fetched.
         config.enable_auto_commit = false;
         config.consumer.auto_offset_reset = reset;
+        if args.group_protocol == "consumer" {
+            config.group_protocol = GroupProtocol::Consumer;
+        }
         let mut consumer = GroupConsumer::new(client, config);
         consumer.subscribe(vec![args.topic.clone()]);
         return Ok(Source::Group(Box::new(consumer)));

@@ -38,6 +38,10 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: i64,
     /// `group.max.size`.
     pub group_max_size: usize,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: i64,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: i64,
     /// `offsets.retention.minutes`: committed offsets of a group without
     /// members are deleted this long after it emptied and after their commit.
     pub offsets_retention_minutes: u64,
@@ -61,6 +65,8 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: usize::MAX,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
         }
@@ -68,6 +74,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The KIP-848 group settings this config sets.
+    pub fn consumer_group_config(&self) -> crate::consumer_group::ConsumerGroupConfig {
+        crate::consumer_group::ConsumerGroupConfig {
+            session_timeout_ms: self.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            ..crate::consumer_group::ConsumerGroupConfig::default()
+        }
+    }
+
     /// The group limits this config sets.
     pub fn group_config(&self) -> crate::group::GroupConfig {
         crate::group::GroupConfig {

@@ -139,6 +139,7 @@ pub async fn start(
     let manager = Arc::new(
         manager::GroupManager::new(config.group_config(), topic.clone())
             .offsets_partitions(config.offsets_topic_num_partitions)
+            .consumer_group_config(config.consumer_group_config())
             .owning_assigned_partitions(),
     );
     let readiness = Readiness::new();

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use runnel_client::{
-    Admin, Cluster, ConsumerConfig, GroupConfig, GroupConsumer, NewTopic, OffsetReset,
-    TopicPartition,
+    Admin, Cluster, ConsumerConfig, GroupConfig, GroupConsumer, GroupProtocol, NewTopic,
+    OffsetReset, TopicPartition,
 };
 use tokio::time::Instant;
 
@@ -33,10 +33,16 @@ pub struct RebalanceArgs {
     /// Partitions of the topic they share.
     #[arg(long, default_value_t = 1000)]
     partitions: i32,
-    /// partition.assignment.strategy: range, roundrobin or cooperative-sticky.
+    /// The assignor: with the classic protocol range, roundrobin or
+    /// cooperative-sticky (partition.assignment.strategy); with the consumer
+    /// protocol uniform or range (group.remote.assignor).
     #[arg(long, default_value = "range")]
     assignor: String,
-    /// heartbeat.interval.ms: how soon members hear of a rebalance.
+    /// group.protocol: classic or consumer (KIP-848).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "consumer"])]
+    group_protocol: String,
+    /// heartbeat.interval.ms: how soon members hear of a rebalance (classic
+    /// protocol; the consumer protocol's comes from the coordinator).
     #[arg(long, default_value_t = 3000)]
     heartbeat_interval_ms: u64,
     /// Topic (created if missing).
@@ -176,7 +182,12 @@ fn start_member(
     views: &Views,
 ) -> BenchMember {
     let mut config = GroupConfig::new(group);
-    config.assignment_strategy = vec![args.assignor.clone()];
+    if args.group_protocol == "consumer" {
+        config.group_protocol = GroupProtocol::Consumer;
+        config.group_remote_assignor = Some(args.assignor.clone());
+    } else {
+        config.assignment_strategy = vec![args.assignor.clone()];
+    }
     config.heartbeat_interval = Duration::from_millis(args.heartbeat_interval_ms);
     config.enable_auto_commit = false;
     config.consumer.fetch_max_wait = Duration::from_millis(100);
@@ -245,8 +256,15 @@ pub async fn run_rebalance(cluster: Arc<Cluster>, args: RebalanceArgs) -> anyhow
         .collect();
     let (g1, join) = wait_settled(&views, partitions, 0, "initial join").await?;
     println!(
-        "rebalance: {} members, {partitions} partitions, assignor {}, heartbeat.interval.ms {}",
-        args.members, args.assignor, args.heartbeat_interval_ms
+        "rebalance: {} members, {partitions} partitions, group.protocol {}, assignor {}, heartbeat interval {}",
+        args.members,
+        args.group_protocol,
+        args.assignor,
+        if args.group_protocol == "consumer" {
+            "set by the coordinator (group.consumer.heartbeat.interval.ms)".to_owned()
+        } else {
+            format!("{} ms", args.heartbeat_interval_ms)
+        }
     );
     println!(
         "initial join (includes group.initial.rebalance.delay.ms): {:.2} s, generation {g1}",

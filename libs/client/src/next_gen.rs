@@ -1,0 +1,210 @@
+//! The member side of the next-generation group protocol (KIP-848,
+//! `group.protocol=consumer`): a background task sends
+//! `ConsumerGroupHeartbeat` with the subscription and the partitions this
+//! member owns, and keeps the coordinator's latest assignment; `poll`
+//! applies it (revoking first, then taking what is new) and wakes the task
+//! so the coordinator learns at once what was released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1 as pb;
+use tokio::sync::Notify;
+
+use crate::cluster::Cluster;
+use crate::consumer::TopicPartition;
+
+/// The member epoch that joins.
+const JOIN: i32 = 0;
+/// The member epoch that leaves.
+const LEAVE: i32 = -1;
+
+/// What the heartbeat task and `poll` share.
+#[derive(Debug, Default)]
+pub(crate) struct NextGenState {
+    /// The member id ("" until the coordinator gave one).
+    pub member_id: String,
+    /// The member epoch (0: joining).
+    pub epoch: i32,
+    /// The coordinator's latest assignment for this member.
+    pub assignment: Option<Vec<TopicPartition>>,
+    /// What this member owns now (reported with every heartbeat).
+    pub owned: Vec<TopicPartition>,
+    /// Topics subscribed to; sent when `subscription_sent` is false.
+    pub topics: Vec<String>,
+    pub subscription_sent: bool,
+    /// Set when the group dropped this member: what it owned is lost.
+    pub lost: bool,
+    /// The coordinator's address, if known.
+    pub coordinator: Option<String>,
+}
+
+/// Handle to the heartbeat task.
+#[derive(Debug)]
+pub(crate) struct NextGen {
+    pub state: Arc<Mutex<NextGenState>>,
+    pub wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NextGen {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Settings the task needs.
+#[derive(Debug, Clone)]
+pub(crate) struct NextGenConfig {
+    pub group_id: String,
+    pub instance_id: String,
+    pub rebalance_timeout_ms: i32,
+    pub server_assignor: String,
+}
+
+fn partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
+    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+    for tp in tps {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    pb::PartitionSet {
+        topics: by_topic
+            .into_iter()
+            .map(|(topic, partitions)| pb::TopicPartitions {
+                topic: topic.to_owned(),
+                partitions,
+            })
+            .collect(),
+    }
+}
+
+impl NextGen {
+    /// Starts heartbeating for `topics`.
+    pub fn start(cluster: Arc<Cluster>, config: NextGenConfig, topics: Vec<String>) -> NextGen {
+        let state = Arc::new(Mutex::new(NextGenState {
+            topics,
+            ..NextGenState::default()
+        }));
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(run(cluster, config, Arc::clone(&state), Arc::clone(&wake)));
+        NextGen { state, wake, task }
+    }
+
+    /// Leaves the group (epoch -1; a static member -2 keeps its place).
+    pub async fn leave(&self, cluster: &Cluster, config: &NextGenConfig) {
+        let (member_id, addr) = {
+            let s = self.state.lock();
+            (s.member_id.clone(), s.coordinator.clone())
+        };
+        let Some(addr) = addr else { return };
+        if member_id.is_empty() {
+            return;
+        }
+        if let Ok(mut c) = cluster.coordinator_at(&addr) {
+            let _ = c
+                .consumer_group_heartbeat(pb::ConsumerGroupHeartbeatRequest {
+                    group_id: config.group_id.clone(),
+                    member_id,
+                    member_epoch: if config.instance_id.is_empty() {
+                        LEAVE
+                    } else {
+                        -2
+                    },
+                    instance_id: config.instance_id.clone(),
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+async fn run(
+    cluster: Arc<Cluster>,
+    config: NextGenConfig,
+    state: Arc<Mutex<NextGenState>>,
+    wake: Arc<Notify>,
+) {
+    let mut interval = Duration::from_millis(100);
+    loop {
+        let request = {
+            let s = state.lock();
+            pb::ConsumerGroupHeartbeatRequest {
+                group_id: config.group_id.clone(),
+                member_id: s.member_id.clone(),
+                member_epoch: s.epoch,
+                instance_id: config.instance_id.clone(),
+                rebalance_timeout_ms: config.rebalance_timeout_ms,
+                subscribed_topics: (!s.subscription_sent || s.epoch == JOIN).then(|| {
+                    pb::TopicNames {
+                        names: s.topics.clone(),
+                    }
+                }),
+                server_assignor: config.server_assignor.clone(),
+                owned: Some(partition_set(&s.owned)),
+            }
+        };
+        let addr = state.lock().coordinator.clone();
+        let addr = match addr {
+            Some(a) => Some(a),
+            None => match cluster.find_coordinator(&config.group_id).await {
+                Ok((_, a)) => {
+                    state.lock().coordinator = Some(a.clone());
+                    Some(a)
+                }
+                Err(_) => None,
+            },
+        };
+        if let Some(addr) = addr
+            && let Ok(mut c) = cluster.coordinator_at(&addr)
+        {
+            match c.consumer_group_heartbeat(request).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let mut s = state.lock();
+                    match r.error_code() {
+                        ErrorCode::None => {
+                            s.member_id = r.member_id;
+                            s.epoch = r.member_epoch;
+                            s.subscription_sent = true;
+                            if let Some(a) = r.assignment {
+                                s.assignment = Some(
+                                    a.topics
+                                        .iter()
+                                        .flat_map(|t| {
+                                            t.partitions
+                                                .iter()
+                                                .map(|&p| TopicPartition::new(t.topic.clone(), p))
+                                        })
+                                        .collect(),
+                                );
+                            }
+                            interval = Duration::from_millis(
+                                r.heartbeat_interval_ms.clamp(50, 60_000) as u64,
+                            );
+                        }
+                        ErrorCode::FencedMemberEpoch | ErrorCode::UnknownMemberId => {
+                            // Dropped by the group: join again as a new member.
+                            s.lost = true;
+                            s.epoch = JOIN;
+                            s.subscription_sent = false;
+                            s.assignment = Some(Vec::new());
+                        }
+                        ErrorCode::NotCoordinator
+                        | ErrorCode::CoordinatorNotAvailable
+                        | ErrorCode::CoordinatorLoadInProgress => s.coordinator = None,
+                        code => {
+                            tracing::warn!(group = %config.group_id, ?code, message = %r.error_message, "consumer group heartbeat refused");
+                        }
+                    }
+                }
+                Err(_) => state.lock().coordinator = None,
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = wake.notified() => {}
+        }
+    }
+}
