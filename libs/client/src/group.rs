@@ -329,10 +329,16 @@ impl GroupConsumer {
     async fn next_gen_step(&mut self) -> Result<()> {
         if self.next_gen.is_none() {
             let topics = self.resolve_topics().await?.into_keys().collect();
+            let shared = Arc::clone(&self.shared);
             self.next_gen = Some(NextGen::start(
                 Arc::clone(&self.cluster),
                 self.next_gen_config(),
                 topics,
+                Box::new(move |member_id, epoch| {
+                    let mut m = shared.lock();
+                    m.member_id = member_id.to_owned();
+                    m.generation = epoch;
+                }),
             ));
         }
         if self.last_metadata_check.elapsed() >= self.config.metadata_max_age {
@@ -355,8 +361,6 @@ impl GroupConsumer {
             let mut s = ng.state.lock();
             let taken = (s.assignment.take(), std::mem::take(&mut s.lost));
             let mut m = self.shared.lock();
-            m.member_id = s.member_id.clone();
-            m.generation = s.epoch;
             m.state = MemberState::Stable;
             m.coordinator = s.coordinator.clone();
             taken
@@ -1003,6 +1007,15 @@ async fn commit(
                     None => return Ok(()),
                     Some(p) if coordinator_moved(p.error_code()) => {
                         server(p.error_code(), p.error_message)
+                    }
+                    // KIP-848: the member's epoch moved on while the commit
+                    // was in flight; the same offsets go again with the new one.
+                    Some(p)
+                        if p.error_code() == ErrorCode::StaleMemberEpoch
+                            && shared.lock().generation != generation
+                            && Instant::now() < deadline =>
+                    {
+                        continue;
                     }
                     Some(p) => {
                         let code = p.error_code();

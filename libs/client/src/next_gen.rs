@@ -41,6 +41,10 @@ pub(crate) struct NextGenState {
     pub coordinator: Option<String>,
 }
 
+/// Told the member id and epoch after every answered heartbeat, so commits
+/// always carry the latest epoch.
+pub(crate) type OnEpoch = Box<dyn Fn(&str, i32) + Send + Sync>;
+
 /// Handle to the heartbeat task.
 #[derive(Debug)]
 pub(crate) struct NextGen {
@@ -82,13 +86,24 @@ fn partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
 
 impl NextGen {
     /// Starts heartbeating for `topics`.
-    pub fn start(cluster: Arc<Cluster>, config: NextGenConfig, topics: Vec<String>) -> NextGen {
+    pub fn start(
+        cluster: Arc<Cluster>,
+        config: NextGenConfig,
+        topics: Vec<String>,
+        on_epoch: OnEpoch,
+    ) -> NextGen {
         let state = Arc::new(Mutex::new(NextGenState {
             topics,
             ..NextGenState::default()
         }));
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(run(cluster, config, Arc::clone(&state), Arc::clone(&wake)));
+        let task = tokio::spawn(run(
+            cluster,
+            config,
+            Arc::clone(&state),
+            Arc::clone(&wake),
+            on_epoch,
+        ));
         NextGen { state, wake, task }
     }
 
@@ -125,6 +140,7 @@ async fn run(
     config: NextGenConfig,
     state: Arc<Mutex<NextGenState>>,
     wake: Arc<Notify>,
+    on_epoch: OnEpoch,
 ) {
     let mut interval = Duration::from_millis(100);
     loop {
@@ -165,6 +181,7 @@ async fn run(
                     let mut s = state.lock();
                     match r.error_code() {
                         ErrorCode::None => {
+                            on_epoch(&r.member_id, r.member_epoch);
                             s.member_id = r.member_id;
                             s.epoch = r.member_epoch;
                             s.subscription_sent = true;
