@@ -147,6 +147,9 @@ async fn print(
     let shutdown = runnel_common::shutdown::on_signal();
     let idle_limit = args.timeout_ms.map(Duration::from_millis);
     let mut last_record = Instant::now();
+    // A group member's idle time counts from when it got its partitions:
+    // joining (group.initial.rebalance.delay.ms, a rebalance) is not idling.
+    let mut assigned = 0;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
     loop {
@@ -168,6 +171,12 @@ async fn print(
             () = shutdown.cancelled() => return Ok(()),
             r = source.poll(wait) => r.with_context(|| format!("cannot read topic {}", args.topic))?,
         };
+        if let Source::Group(g) = source
+            && g.assignment().len() != assigned
+        {
+            assigned = g.assignment().len();
+            last_record = Instant::now();
+        }
         if records.is_empty() {
             continue;
         }
