@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::cluster::Cluster;
 use crate::consumer::TopicPartition;
+use crate::consumer_protocol::{from_partition_set, to_partition_set};
 
 /// The member epoch that joins.
 const JOIN: i32 = 0;
@@ -66,22 +67,6 @@ pub(crate) struct NextGenConfig {
     pub instance_id: String,
     pub rebalance_timeout_ms: i32,
     pub server_assignor: String,
-}
-
-fn partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
-    for tp in tps {
-        by_topic.entry(&tp.topic).or_default().push(tp.partition);
-    }
-    pb::PartitionSet {
-        topics: by_topic
-            .into_iter()
-            .map(|(topic, partitions)| pb::TopicPartitions {
-                topic: topic.to_owned(),
-                partitions,
-            })
-            .collect(),
-    }
 }
 
 impl NextGen {
@@ -158,7 +143,7 @@ async fn run(
                     }
                 }),
                 server_assignor: config.server_assignor.clone(),
-                owned: Some(partition_set(&s.owned)),
+                owned: Some(to_partition_set(&s.owned)),
             }
         };
         let addr = state.lock().coordinator.clone();
@@ -186,16 +171,7 @@ async fn run(
                             s.epoch = r.member_epoch;
                             s.subscription_sent = true;
                             if let Some(a) = r.assignment {
-                                s.assignment = Some(
-                                    a.topics
-                                        .iter()
-                                        .flat_map(|t| {
-                                            t.partitions
-                                                .iter()
-                                                .map(|&p| TopicPartition::new(t.topic.clone(), p))
-                                        })
-                                        .collect(),
-                                );
+                                s.assignment = Some(from_partition_set(&a));
                             }
                             interval = Duration::from_millis(
                                 r.heartbeat_interval_ms.clamp(50, 60_000) as u64,

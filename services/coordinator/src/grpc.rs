@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use runnel_client::{Cluster, TopicPartition};
+use runnel_client::Cluster;
+use runnel_client::consumer_protocol::{from_partition_set, to_partition_set};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_server::Coordinator;
@@ -44,33 +45,6 @@ fn message(code: ErrorCode) -> String {
     } else {
         code.as_str_name().to_owned()
     }
-}
-
-fn partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
-    let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
-    for tp in tps {
-        by_topic.entry(&tp.topic).or_default().push(tp.partition);
-    }
-    pb::PartitionSet {
-        topics: by_topic
-            .into_iter()
-            .map(|(topic, partitions)| pb::TopicPartitions {
-                topic: topic.to_owned(),
-                partitions,
-            })
-            .collect(),
-    }
-}
-
-fn from_partition_set(set: &pb::PartitionSet) -> Vec<TopicPartition> {
-    set.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|&p| TopicPartition::new(t.topic.clone(), p))
-        })
-        .collect()
 }
 
 #[tonic::async_trait]
@@ -141,7 +115,7 @@ impl Coordinator for CoordinatorService {
             member_id: r.member_id,
             member_epoch: r.member_epoch,
             heartbeat_interval_ms: r.heartbeat_interval_ms as i32,
-            assignment: (r.error == ErrorCode::None).then(|| partition_set(&r.assignment)),
+            assignment: (r.error == ErrorCode::None).then(|| to_partition_set(&r.assignment)),
         }))
     }
 
