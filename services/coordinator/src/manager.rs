@@ -719,8 +719,14 @@ impl GroupManager {
     pub async fn expire_offsets(&self, retention_ms: i64) -> usize {
         let now = (self.clock)();
         // Groups that emptied since their generation was stored.
-        let all: Vec<String> = self.groups.lock().keys().cloned().collect();
-        self.store_empty(all).await;
+        let empty: Vec<String> = self
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.empty_since.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.store_empty(empty).await;
         let mut by_partition: HashMap<i32, Vec<String>> = HashMap::new();
         for (group, _, _) in self.offsets.lock().expired_offsets(now, retention_ms) {
             let p = partition_for(&group, self.partitions);

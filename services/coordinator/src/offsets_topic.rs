@@ -45,11 +45,6 @@ impl OffsetsTopic {
         }
     }
 
-    /// The cluster this topic is reached through.
-    pub fn cluster(&self) -> &Arc<Cluster> {
-        &self.cluster
-    }
-
     /// Starts writing `partition` as its owner with `producer_id` at
     /// `owner_epoch`: writes the ownership marker (which fences any
     /// previous owner) and returns once it is stored.
