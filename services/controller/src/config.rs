@@ -35,6 +35,24 @@ pub struct Config {
     pub auto_leader_rebalance_enable: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms: how often to look.
     pub leader_imbalance_check_interval_ms: u64,
+    /// `controller.quorum.voters`: the controllers of the quorum as
+    /// `id@host:port` separated by commas, this one included. Empty: a quorum
+    /// of this controller alone.
+    pub quorum_voters: String,
+    /// Start as a new controller that waits to be added to a running quorum
+    /// (`runnel controllers add`) instead of forming one.
+    pub quorum_join: bool,
+    /// `controller.quorum.election.timeout.ms`: a follower that hears nothing
+    /// from the active controller for this long (up to twice as long,
+    /// randomized) starts an election.
+    pub quorum_election_timeout_ms: u64,
+    /// Take a snapshot of the metadata state every this many Raft entries
+    /// and drop the log before it (a controller further behind is sent the
+    /// snapshot).
+    pub quorum_snapshot_entries: u64,
+    /// Failure tests cut the controller off from its peers with this switch.
+    #[serde(skip)]
+    pub net_fault: runnel_common::netfault::NetFault,
 }
 
 impl Default for Config {
@@ -52,6 +70,78 @@ impl Default for Config {
             broker_session_timeout_ms: 9000,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_ms: 300_000,
+            quorum_voters: String::new(),
+            quorum_join: false,
+            quorum_election_timeout_ms: 500,
+            quorum_snapshot_entries: 5000,
+            net_fault: runnel_common::netfault::NetFault::default(),
         }
+    }
+}
+
+/// One entry of `controller.quorum.voters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    /// The controller's `node.id`.
+    pub id: i32,
+    /// `host:port` of its gRPC listener.
+    pub address: String,
+}
+
+/// Parses `controller.quorum.voters` (`1@host:port,2@host:port`).
+pub fn parse_voters(text: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, address) = part
+            .split_once('@')
+            .ok_or_else(|| format!("quorum voter {part:?} is not id@host:port"))?;
+        let id: i32 = id
+            .parse()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| format!("quorum voter {part:?}: {id:?} is not a controller id"))?;
+        let port = address.rsplit_once(':').map(|(_, p)| p);
+        if port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+            return Err(format!(
+                "quorum voter {part:?}: {address:?} is not host:port"
+            ));
+        }
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!(
+                "controller {id} is listed twice in the quorum voters"
+            ));
+        }
+        voters.push(Voter {
+            id,
+            address: address.to_owned(),
+        });
+    }
+    Ok(voters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_and_bad_ones_are_named() {
+        let v = parse_voters("1@a:9093, 2@b:9093,3@10.0.0.3:19093").expect("valid");
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v[2],
+            Voter {
+                id: 3,
+                address: "10.0.0.3:19093".into()
+            }
+        );
+        assert!(parse_voters("").expect("empty is fine").is_empty());
+        assert!(parse_voters("a:9093").unwrap_err().contains("id@host:port"));
+        assert!(
+            parse_voters("x@a:9093")
+                .unwrap_err()
+                .contains("not a controller id")
+        );
+        assert!(parse_voters("1@a").unwrap_err().contains("host:port"));
+        assert!(parse_voters("1@a:1,1@b:2").unwrap_err().contains("twice"));
     }
 }

@@ -27,6 +27,8 @@ use tokio::sync::{Mutex, broadcast};
 use crate::coordinators;
 use crate::election;
 use crate::placement;
+use crate::quorum::state_machine::Shared;
+use crate::quorum::{Applied, Batch, ControllerRaft, controller_id, raft_id};
 use crate::store::{Store, StoreError};
 
 /// Settings the controller's rules depend on.
@@ -53,6 +55,18 @@ pub enum ControllerError {
     /// A record did not apply (a bug); nothing was written.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// This controller is not the active one (or cannot reach a majority
+    /// of the quorum); the request changed nothing here.
+    #[error("controller {node_id} is not the active controller{}", leader.as_ref().map(|(id, addr)| format!("; controller {id} at {addr} is")).unwrap_or_else(|| " and none is known".into()))]
+    NotActive {
+        /// This controller.
+        node_id: i32,
+        /// The active controller and its address, when known.
+        leader: Option<(i32, String)>,
+    },
+    /// The quorum failed (a storage error, or shutting down).
+    #[error("controller quorum: {0}")]
+    Quorum(String),
     /// The request is refused; the code says why.
     #[error("{message}")]
     Refused {
@@ -74,7 +88,10 @@ impl ControllerError {
     /// The stable error code for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ControllerError::Store(_) | ControllerError::Apply(_) => ErrorCode::UnknownServerError,
+            ControllerError::Store(_) | ControllerError::Apply(_) | ControllerError::Quorum(_) => {
+                ErrorCode::UnknownServerError
+            }
+            ControllerError::NotActive { .. } => ErrorCode::NotController,
             ControllerError::Refused { code, .. } => *code,
         }
     }
@@ -107,7 +124,11 @@ fn check_live_broker(image: &MetadataImage, id: i32, epoch: i64) -> Result<(), C
 type ItemResult = Result<(), (ErrorCode, String)>;
 
 struct Inner {
-    image: MetadataImage,
+    /// The applied image as of taking the lock (refreshed after each commit).
+    image: Arc<MetadataImage>,
+    /// The Raft term this controller last took over in: its decisions are
+    /// made on an image that includes every entry of earlier terms.
+    active_term: Option<u64>,
     /// Last heartbeat per broker. Not persisted: a new controller gives every
     /// broker a fresh session rather than fencing healthy ones.
     heartbeats: HashMap<i32, Instant>,
@@ -119,9 +140,9 @@ struct Inner {
 pub struct Controller {
     store: Store,
     settings: Settings,
-    cluster_id: String,
+    raft: ControllerRaft,
+    shared: Arc<Shared>,
     inner: Mutex<Inner>,
-    events: broadcast::Sender<Arc<Vec<MetadataEvent>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -151,7 +172,7 @@ fn topic_resource(name: &str) -> ConfigResource {
 
 /// Cluster-wide partition health: offline (no leader) and under-replicated
 /// (ISR smaller than the replica set) partition counts.
-fn publish_partition_gauges(image: &MetadataImage) {
+pub(crate) fn publish_partition_gauges(image: &MetadataImage) {
     let (mut offline, mut under) = (0u64, 0u64);
     for p in image.topics.values().flat_map(|t| t.partitions.values()) {
         if p.leader == election::NO_LEADER {
@@ -183,26 +204,26 @@ fn with_consequences(
 }
 
 impl Controller {
-    /// A controller over `store`, with its state loaded from the store's tables.
-    pub async fn load(store: Store, settings: Settings) -> Result<Controller, ControllerError> {
-        let image = store.load_image().await?;
-        let cluster_id = store.cluster_id().await?;
-        let now = Instant::now();
-        let heartbeats = image.brokers.keys().map(|&id| (id, now)).collect();
-        let coordinator_heartbeats = image.coordinators.keys().map(|&id| (id, now)).collect();
-        metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
-        publish_partition_gauges(&image);
-        Ok(Controller {
+    /// A controller deciding over the state `shared` (Raft's state machine
+    /// over `store`) and writing through `raft`.
+    pub fn new(
+        store: Store,
+        shared: Arc<Shared>,
+        raft: ControllerRaft,
+        settings: Settings,
+    ) -> Self {
+        Controller {
             store,
             settings,
-            cluster_id,
+            raft,
+            shared,
             inner: Mutex::new(Inner {
-                image,
-                heartbeats,
-                coordinator_heartbeats,
+                image: Arc::default(),
+                active_term: None,
+                heartbeats: HashMap::new(),
+                coordinator_heartbeats: HashMap::new(),
             }),
-            events: broadcast::channel(1024).0,
-        })
+        }
     }
 
     /// The store (for watchers catching up).
@@ -210,14 +231,163 @@ impl Controller {
         &self.store
     }
 
-    /// A receiver of every committed batch of metadata events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<MetadataEvent>>> {
-        self.events.subscribe()
+    /// This controller's Raft node.
+    pub fn raft(&self) -> &ControllerRaft {
+        &self.raft
     }
 
-    /// A copy of the current metadata image.
+    /// This controller's id.
+    pub fn node_id(&self) -> i32 {
+        self.settings.node_id
+    }
+
+    /// A receiver of every applied batch of metadata events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<MetadataEvent>>> {
+        self.shared.subscribe()
+    }
+
+    /// A copy of the metadata image this controller has applied.
     pub async fn image(&self) -> MetadataImage {
-        self.inner.lock().await.image.clone()
+        (*self.shared.image()).clone()
+    }
+
+    /// The cluster id (empty until the first active controller set it).
+    pub fn cluster_id(&self) -> String {
+        self.shared.cluster_id().unwrap_or_default()
+    }
+
+    /// The active controller and its address, as this controller knows it.
+    pub fn active(&self) -> Option<(i32, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone())?;
+        Some((controller_id(leader), addr))
+    }
+
+    /// Whether this controller is the active one.
+    pub fn is_active(&self) -> bool {
+        self.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// Where clients reach this controller.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.settings.endpoints
+    }
+
+    /// The error a controller that is not the active one answers with.
+    pub fn not_active_error(&self) -> ControllerError {
+        self.not_active()
+    }
+
+    fn not_active(&self) -> ControllerError {
+        ControllerError::NotActive {
+            node_id: self.settings.node_id,
+            leader: self.active().filter(|(id, _)| *id != self.settings.node_id),
+        }
+    }
+
+    /// Takes the decision lock as the active controller. The first time in
+    /// a term it waits until every entry of earlier terms is applied, gives
+    /// every broker and coordinator a fresh session (their heartbeats went
+    /// to the previous controller), and elects leaders for partitions left
+    /// without one.
+    async fn lock_active(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, ControllerError> {
+        let mut inner = self.inner.lock().await;
+        let m = self.raft.metrics().borrow().clone();
+        if m.state != openraft::ServerState::Leader {
+            inner.active_term = None;
+            return Err(self.not_active());
+        }
+        // A leader cut off from the majority cannot commit: refuse at once
+        // rather than hold the request until the election it will lose.
+        let voters = m.membership_config.membership().voter_ids().count();
+        if voters > 1
+            && m.millis_since_quorum_ack
+                .is_none_or(|ms| ms > self.raft.config().election_timeout_max)
+        {
+            return Err(self.not_active());
+        }
+        if inner.active_term != Some(m.current_term) {
+            self.raft
+                .ensure_linearizable()
+                .await
+                .map_err(|_| self.not_active())?;
+            inner.image = self.shared.image();
+            let now = Instant::now();
+            inner.heartbeats = inner.image.brokers.keys().map(|&id| (id, now)).collect();
+            inner.coordinator_heartbeats = inner
+                .image
+                .coordinators
+                .keys()
+                .map(|&id| (id, now))
+                .collect();
+            inner.active_term = Some(m.current_term);
+            tracing::info!(
+                term = m.current_term,
+                metadata_end_offset = inner.image.next_offset,
+                "this controller is now the active controller"
+            );
+            if self.shared.cluster_id().is_none() {
+                let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+                self.write(&mut inner, Vec::new(), cluster_id).await?;
+            }
+            let mut image = (*inner.image).clone();
+            let mut records = Vec::new();
+            let live: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
+            for id in live {
+                for change in election::on_broker_unfenced(&image, id) {
+                    let r = record(Record::PartitionChanged(change));
+                    image.apply(image.next_offset, &r)?;
+                    records.push(r);
+                }
+            }
+            if !records.is_empty() {
+                tracing::info!(
+                    partitions = records.len(),
+                    "leaders elected for offline partitions on takeover"
+                );
+            }
+            self.commit(&mut inner, records).await?;
+        }
+        inner.image = self.shared.image();
+        Ok(inner)
+    }
+
+    /// Replicates one entry through Raft and waits until it is applied here.
+    async fn write(
+        &self,
+        inner: &mut Inner,
+        records: Vec<MetadataRecord>,
+        cluster_id: String,
+    ) -> Result<(), ControllerError> {
+        let batch = Batch(runnel_proto::metadata::v1::MetadataBatch {
+            timestamp_ms: now_ms(),
+            records,
+            cluster_id,
+        });
+        let response = self.raft.client_write(batch).await.map_err(|e| {
+            // Whether the entry commits is now up to the next active
+            // controller; decide nothing more until a takeover catches up.
+            inner.active_term = None;
+            match e {
+                openraft::error::RaftError::APIError(
+                    openraft::error::ClientWriteError::ForwardToLeader(_),
+                ) => self.not_active(),
+                other => ControllerError::Quorum(other.to_string()),
+            }
+        })?;
+        inner.image = self.shared.image();
+        match response.data {
+            Applied::Refused(why) => Err(ControllerError::Quorum(format!(
+                "metadata entry {} refused: {why}",
+                response.log_id
+            ))),
+            Applied::Records { .. } | Applied::Nothing => Ok(()),
+        }
     }
 
     /// Records that fence broker `id` and move its leaderships and ISR places.
@@ -245,19 +415,12 @@ impl Controller {
         if records.is_empty() {
             return Ok(());
         }
-        let timestamp_ms = now_ms();
-        let mut next = inner.image.clone();
-        let mut events = Vec::with_capacity(records.len() + 1);
+        let mut next = (*inner.image).clone();
         let mut i = 0;
         while i < records.len() {
             let r = records[i].clone();
             let offset = next.next_offset;
             next.apply(offset, &r)?;
-            events.push(MetadataEvent {
-                offset,
-                record: Some(r),
-                timestamp_ms,
-            });
             i += 1;
             if i == records.len()
                 && let Some(assigned) = coordinators::reassign(&next)
@@ -273,13 +436,7 @@ impl Controller {
                 records.push(record(Record::OffsetsPartitionsAssigned(assigned)));
             }
         }
-        self.store.append(&events).await?;
-        inner.image = next;
-        metrics::gauge!("runnel_controller_metadata_end_offset")
-            .set(inner.image.next_offset as f64);
-        publish_partition_gauges(&inner.image);
-        let _ = self.events.send(Arc::new(events));
-        Ok(())
+        self.write(inner, records, String::new()).await
     }
 
     /// Registers a broker; a new incarnation gets a new epoch (and starts fenced).
@@ -293,7 +450,7 @@ impl Controller {
                 format!("broker id {} is negative", req.broker_id),
             ));
         }
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         if let Some(b) = inner.image.brokers.get(&req.broker_id)
             && b.incarnation_id == req.incarnation_id
         {
@@ -314,7 +471,7 @@ impl Controller {
         // after a crash its log may be shorter than what the ISR acknowledged.
         let id = req.broker_id;
         let mut records = Vec::new();
-        let mut image = inner.image.clone();
+        let mut image = (*inner.image).clone();
         with_consequences(
             &mut image,
             r,
@@ -333,17 +490,19 @@ impl Controller {
         &self,
         req: pb::BrokerHeartbeatRequest,
     ) -> Result<pb::BrokerHeartbeatResponse, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let Some(b) = inner.image.brokers.get(&req.broker_id) else {
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: true,
                 should_register: true,
+                controller_endpoints: Vec::new(),
             });
         };
         if b.epoch != req.broker_epoch {
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: true,
                 should_register: true,
+                controller_endpoints: Vec::new(),
             });
         }
         let (fenced, epoch) = (b.fenced, b.epoch);
@@ -353,7 +512,7 @@ impl Controller {
             if !fenced {
                 // Controlled shutdown: its leaderships move before it goes.
                 let mut records = Vec::new();
-                let mut image = inner.image.clone();
+                let mut image = (*inner.image).clone();
                 Self::fence_records(&mut image, id, epoch, &mut records)?;
                 let moved = records.len() - 1;
                 self.commit(&mut inner, records).await?;
@@ -366,6 +525,7 @@ impl Controller {
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: true,
                 should_register: false,
+                controller_endpoints: Vec::new(),
             });
         }
         // Caught up: it has applied its own registration record.
@@ -375,7 +535,7 @@ impl Controller {
                 broker_epoch: epoch,
             }));
             let mut records = Vec::new();
-            let mut image = inner.image.clone();
+            let mut image = (*inner.image).clone();
             with_consequences(
                 &mut image,
                 r,
@@ -392,22 +552,24 @@ impl Controller {
             return Ok(pb::BrokerHeartbeatResponse {
                 fenced: false,
                 should_register: false,
+                controller_endpoints: Vec::new(),
             });
         }
         Ok(pb::BrokerHeartbeatResponse {
             fenced,
             should_register: false,
+            controller_endpoints: Vec::new(),
         })
     }
 
     /// Fences every live broker whose last heartbeat is older than the session timeout.
     pub async fn fence_expired_brokers(&self) -> Result<Vec<i32>, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let timeout = self.settings.broker_session_timeout;
         let now = Instant::now();
         let mut records = Vec::new();
         let mut fenced = Vec::new();
-        let mut image = inner.image.clone();
+        let mut image = (*inner.image).clone();
         for (&id, b) in &inner.image.brokers {
             let last = inner.heartbeats.get(&id).copied().unwrap_or(now);
             if !b.fenced && now.duration_since(last) > timeout {
@@ -443,7 +605,7 @@ impl Controller {
                 format!("coordinator id {} is negative", req.coordinator_id),
             ));
         }
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         if let Some(c) = inner.image.coordinators.get(&req.coordinator_id)
             && c.incarnation_id == req.incarnation_id
             && !c.fenced
@@ -479,7 +641,7 @@ impl Controller {
         &self,
         req: pb::CoordinatorHeartbeatRequest,
     ) -> Result<pb::CoordinatorHeartbeatResponse, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let live = inner
             .image
             .coordinators
@@ -525,7 +687,7 @@ impl Controller {
     /// Fences every live coordinator whose last heartbeat is older than the
     /// session timeout; its partitions move to the others.
     pub async fn fence_expired_coordinators(&self) -> Result<Vec<i32>, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let timeout = self.settings.broker_session_timeout;
         let now = Instant::now();
         let mut records = Vec::new();
@@ -562,9 +724,9 @@ impl Controller {
         &self,
         req: pb::AlterPartitionRequest,
     ) -> Result<Vec<pb::PartitionIsrResult>, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         check_live_broker(&inner.image, req.broker_id, req.broker_epoch)?;
-        let mut image = inner.image.clone();
+        let mut image = (*inner.image).clone();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(req.partitions.len());
         for p in req.partitions {
@@ -620,7 +782,7 @@ impl Controller {
         broker_id: i32,
         broker_epoch: i64,
     ) -> Result<i64, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         check_live_broker(&inner.image, broker_id, broker_epoch)?;
         let start = inner.image.next_producer_id;
         let next = start.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
@@ -641,7 +803,7 @@ impl Controller {
     /// Moves leadership back to preferred replicas that are in sync
     /// (`auto.leader.rebalance.enable`); returns how many partitions moved.
     pub async fn elect_preferred_leaders(&self) -> Result<usize, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let records: Vec<MetadataRecord> = election::preferred_leaders(&inner.image)
             .into_iter()
             .map(|c| record(Record::PartitionChanged(c)))
@@ -662,7 +824,7 @@ impl Controller {
         &self,
         req: pb::CreateTopicsRequest,
     ) -> Result<Vec<pb::TopicResult>, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let mut records = Vec::new();
         let mut results = Vec::new();
         // Names created by this request, so two colliding names in one request are caught.
@@ -796,7 +958,7 @@ impl Controller {
         &self,
         names: Vec<String>,
     ) -> Result<Vec<pb::TopicResult>, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let mut records = Vec::new();
         let mut results = Vec::new();
         let mut seen = BTreeSet::new();
@@ -835,7 +997,7 @@ impl Controller {
         &self,
         req: pb::CreatePartitionsRequest,
     ) -> Result<pb::TopicResult, ControllerError> {
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let name = req.topic.clone();
         let planned = (|| {
             let t = inner.image.topics.get(&name).ok_or_else(|| {
@@ -893,23 +1055,130 @@ impl Controller {
         Ok(topic_result(&name, result))
     }
 
-    /// Brokers with liveness, and the controller itself.
+    /// Brokers with liveness, the coordinators, and the controllers.
     pub async fn describe_cluster(&self) -> pb::DescribeClusterResponse {
         let inner = self.inner.lock().await;
+        let image = self.shared.image();
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let controllers = membership
+            .nodes()
+            .map(|(&id, node)| pb::ControllerInfo {
+                controller_id: controller_id(id),
+                address: node.addr.clone(),
+                active: m.current_leader == Some(id),
+                voter: membership.voter_ids().any(|v| v == id),
+                matched_index: if id == m.id {
+                    m.last_log_index.map_or(-1, |i| i as i64)
+                } else {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map_or(-1, |l| l.index as i64)
+                },
+            })
+            .collect();
         pb::DescribeClusterResponse {
-            brokers: broker_infos(&inner),
+            brokers: broker_infos(&image, &inner),
             controller_id: self.settings.node_id,
             controller_endpoints: self.settings.endpoints.clone(),
-            metadata_end_offset: inner.image.next_offset,
-            cluster_id: self.cluster_id.clone(),
-            coordinators: coordinator_infos(&inner),
+            metadata_end_offset: image.next_offset,
+            cluster_id: self.cluster_id(),
+            coordinators: coordinator_infos(&image, &inner),
+            controllers,
+            controller_term: m.current_term as i64,
+        }
+    }
+
+    /// Adds controller `id` at `address` to the quorum: it first catches up
+    /// as a learner, then becomes a voter.
+    pub async fn add_controller(&self, id: i32, address: String) -> Result<(), ControllerError> {
+        if id < 0 {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                format!("controller id {id} is negative"),
+            ));
+        }
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let node = openraft::BasicNode::new(address.clone());
+        self.raft
+            .add_learner(raft_id(id), node, true)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        let mut voters: BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        voters.insert(raft_id(id));
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        tracing::info!(controller = id, %address, "controller added to the quorum");
+        Ok(())
+    }
+
+    /// Removes controller `id` from the quorum.
+    pub async fn remove_controller(&self, id: i32) -> Result<(), ControllerError> {
+        if !self.is_active() {
+            return Err(self.not_active());
+        }
+        let mut voters: BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        if !voters.remove(&raft_id(id)) {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                format!("controller {id} is not a voter of the quorum"),
+            ));
+        }
+        if voters.is_empty() {
+            return Err(ControllerError::refused(
+                ErrorCode::InvalidRequest,
+                "the last controller cannot be removed",
+            ));
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        tracing::info!(controller = id, "controller removed from the quorum");
+        Ok(())
+    }
+
+    fn membership_error(
+        &self,
+        e: openraft::error::RaftError<
+            u64,
+            openraft::error::ClientWriteError<u64, openraft::BasicNode>,
+        >,
+    ) -> ControllerError {
+        match e {
+            openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            ) => self.not_active(),
+            openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ChangeMembershipError(e),
+            ) => ControllerError::refused(ErrorCode::InvalidRequest, e.to_string()),
+            other => ControllerError::Quorum(other.to_string()),
         }
     }
 
     /// Topics (all, or the named ones) with partitions and brokers.
     pub async fn metadata(&self, topics: Vec<String>) -> pb::GetMetadataResponse {
         let inner = self.inner.lock().await;
-        let image = &inner.image;
+        let image = self.shared.image();
         let names: Vec<String> = if topics.is_empty() {
             image.topics.keys().cloned().collect()
         } else {
@@ -943,7 +1212,7 @@ impl Controller {
             .collect();
         pb::GetMetadataResponse {
             topics,
-            brokers: broker_infos(&inner),
+            brokers: broker_infos(&image, &inner),
             metadata_end_offset: image.next_offset,
         }
     }
@@ -953,11 +1222,11 @@ impl Controller {
         &self,
         resources: Vec<ConfigResource>,
     ) -> Vec<pb::ResourceConfigs> {
-        let inner = self.inner.lock().await;
+        let image = self.shared.image();
         resources
             .into_iter()
             .map(
-                |resource| match (resource.r#type(), inner.image.topics.get(&resource.name)) {
+                |resource| match (resource.r#type(), image.topics.get(&resource.name)) {
                     (ConfigResourceType::Topic, Some(t)) => {
                         let defaults = TopicConfig::default();
                         let entries = TopicConfig::keys()
@@ -1008,7 +1277,7 @@ impl Controller {
                 "only topic configs can be altered; broker configs are static",
             ));
         }
-        let mut inner = self.inner.lock().await;
+        let mut inner = self.lock_active().await?;
         let name = resource.name.clone();
         let t = inner.image.topics.get(&name).ok_or_else(|| {
             ControllerError::refused(
@@ -1115,10 +1384,9 @@ fn partition_records(
         .collect()
 }
 
-fn broker_infos(inner: &Inner) -> Vec<pb::BrokerInfo> {
+fn broker_infos(image: &MetadataImage, inner: &Inner) -> Vec<pb::BrokerInfo> {
     let now = Instant::now();
-    inner
-        .image
+    image
         .brokers
         .iter()
         .map(|(&id, b)| pb::BrokerInfo {
@@ -1135,10 +1403,9 @@ fn broker_infos(inner: &Inner) -> Vec<pb::BrokerInfo> {
         .collect()
 }
 
-fn coordinator_infos(inner: &Inner) -> Vec<pb::CoordinatorInfo> {
+fn coordinator_infos(image: &MetadataImage, inner: &Inner) -> Vec<pb::CoordinatorInfo> {
     let now = Instant::now();
-    inner
-        .image
+    image
         .coordinators
         .iter()
         .map(|(&id, c)| pb::CoordinatorInfo {
@@ -1146,8 +1413,7 @@ fn coordinator_infos(inner: &Inner) -> Vec<pb::CoordinatorInfo> {
             coordinator_epoch: c.epoch,
             endpoints: c.endpoints.clone(),
             fenced: c.fenced,
-            offsets_partitions: inner
-                .image
+            offsets_partitions: image
                 .offsets_owners
                 .values()
                 .filter(|o| o.coordinator_id == id && o.coordinator_epoch == c.epoch)

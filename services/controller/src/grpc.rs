@@ -1,18 +1,28 @@
 //! The controller's gRPC service: translates requests into calls on
 //! [`Controller`] and its errors into statuses. No rules live here.
+//!
+//! Every controller answers every call: a controller that is not the active
+//! one forwards the call to the one that is (one hop; a forwarded call is
+//! never forwarded again) and passes its answer back, so brokers and
+//! clients need any live controller, not the active one. `Watch` is served
+//! by each controller from its own applied log.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use runnel_common::errors::status;
+use runnel_common::netfault::{NetFault, PEER_HEADER};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
+use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::controller::v1::controller_server::Controller as ControllerApi;
 use tokio::sync::broadcast::error::RecvError;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -21,21 +31,105 @@ use crate::controller::{Controller, ControllerError};
 /// Events per watch response when catching up from the store.
 const WATCH_PAGE: i64 = 1000;
 
+/// Marks a call one controller forwarded to another.
+const FORWARDED_HEADER: &str = "runnel-forwarded";
+
 /// The gRPC face of a [`Controller`].
 #[derive(Debug, Clone)]
 pub struct ControllerService {
     controller: Arc<Controller>,
+    fault: NetFault,
     shutdown: CancellationToken,
+    /// Clients for the other controllers, by address.
+    peers: Arc<parking_lot::Mutex<HashMap<String, ControllerClient<Channel>>>>,
 }
 
 impl ControllerService {
-    /// Serves `controller`; watch streams end when `shutdown` fires.
-    pub fn new(controller: Arc<Controller>, shutdown: CancellationToken) -> Self {
+    /// Serves `controller`; `fault` cuts its forwarding in tests; watch
+    /// streams end when `shutdown` fires.
+    pub fn new(controller: Arc<Controller>, fault: NetFault, shutdown: CancellationToken) -> Self {
         ControllerService {
             controller,
+            fault,
             shutdown,
+            peers: Arc::default(),
         }
     }
+
+    fn peer(&self, addr: &str) -> Result<ControllerClient<Channel>, Status> {
+        let mut peers = self.peers.lock();
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+                status(
+                    ErrorCode::UnknownServerError,
+                    format!("controller address {addr:?}: {e}"),
+                )
+            })?;
+        let channel = runnel_common::transport::endpoint(endpoint)
+            .connect_timeout(Duration::from_secs(1))
+            .connect_lazy();
+        let client = ControllerClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        peers.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Whether this call should go to the active controller instead.
+    fn should_forward(&self, meta: &tonic::metadata::MetadataMap) -> bool {
+        !self.controller.is_active() && meta.get(FORWARDED_HEADER).is_none()
+    }
+
+    /// Sends `req` to the active controller with `call` and returns its answer.
+    async fn forward<Req, Resp, F, Fut>(&self, req: Req, call: F) -> Result<Resp, Status>
+    where
+        F: FnOnce(ControllerClient<Channel>, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let Some((_, addr)) = self
+            .controller
+            .active()
+            .filter(|(id, _)| *id != self.controller.node_id())
+        else {
+            return Err(to_status(self.controller.not_active_error()));
+        };
+        if self.fault.is_isolated() {
+            return Err(status(
+                ErrorCode::NotController,
+                "cut off from the active controller (network fault)",
+            ));
+        }
+        let mut request = Request::new(req);
+        request.metadata_mut().insert(
+            FORWARDED_HEADER,
+            tonic::metadata::MetadataValue::from_static("1"),
+        );
+        request.metadata_mut().insert(
+            PEER_HEADER,
+            tonic::metadata::MetadataValue::from_static("controller"),
+        );
+        call(self.peer(&addr)?, request)
+            .await
+            .map(Response::into_inner)
+    }
+}
+
+/// Answers the call on the active controller: forwards it there unless
+/// this is the active controller (or the call was already forwarded once).
+macro_rules! on_active {
+    ($self:ident, $meta:ident, $req:ident, $name:literal, $method:ident) => {
+        if $self.should_forward(&$meta) {
+            return handle(
+                $name,
+                &$meta,
+                $self.forward($req, |mut c, r| async move { c.$method(r).await }),
+            )
+            .await;
+        }
+    };
 }
 
 fn to_status(e: ControllerError) -> Status {
@@ -83,6 +177,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::RegisterBrokerRequest>,
     ) -> Result<Response<pb::RegisterBrokerResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "RegisterBroker", register_broker);
         let controller = Arc::clone(&self.controller);
         handle(
             "RegisterBroker",
@@ -100,11 +195,16 @@ impl ControllerApi for ControllerService {
         request: Request<pb::BrokerHeartbeatRequest>,
     ) -> Result<Response<pb::BrokerHeartbeatResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "BrokerHeartbeat", broker_heartbeat);
         let controller = Arc::clone(&self.controller);
         handle(
             "BrokerHeartbeat",
             &meta,
-            detached(async move { controller.heartbeat(req).await.map_err(to_status) }),
+            detached(async move {
+                let mut response = controller.heartbeat(req).await.map_err(to_status)?;
+                response.controller_endpoints = controller.endpoints().to_vec();
+                Ok(response)
+            }),
         )
         .await
     }
@@ -114,6 +214,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::AlterPartitionRequest>,
     ) -> Result<Response<pb::AlterPartitionResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "AlterPartition", alter_partition);
         let controller = Arc::clone(&self.controller);
         handle(
             "AlterPartition",
@@ -131,6 +232,13 @@ impl ControllerApi for ControllerService {
         request: Request<pb::AllocateProducerIdsRequest>,
     ) -> Result<Response<pb::AllocateProducerIdsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "AllocateProducerIds",
+            allocate_producer_ids
+        );
         let controller = Arc::clone(&self.controller);
         handle(
             "AllocateProducerIds",
@@ -154,6 +262,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::RegisterCoordinatorRequest>,
     ) -> Result<Response<pb::RegisterCoordinatorResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "RegisterCoordinator", register_coordinator);
         let controller = Arc::clone(&self.controller);
         handle(
             "RegisterCoordinator",
@@ -177,6 +286,13 @@ impl ControllerApi for ControllerService {
         request: Request<pb::CoordinatorHeartbeatRequest>,
     ) -> Result<Response<pb::CoordinatorHeartbeatResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "CoordinatorHeartbeat",
+            coordinator_heartbeat
+        );
         let controller = Arc::clone(&self.controller);
         handle(
             "CoordinatorHeartbeat",
@@ -196,6 +312,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::CreateTopicsRequest>,
     ) -> Result<Response<pb::CreateTopicsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "CreateTopics", create_topics);
         let controller = Arc::clone(&self.controller);
         handle(
             "CreateTopics",
@@ -213,6 +330,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::DeleteTopicsRequest>,
     ) -> Result<Response<pb::DeleteTopicsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DeleteTopics", delete_topics);
         let controller = Arc::clone(&self.controller);
         handle(
             "DeleteTopics",
@@ -233,6 +351,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "CreatePartitions", create_partitions);
         let controller = Arc::clone(&self.controller);
         handle(
             "CreatePartitions",
@@ -251,7 +370,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
-        let (meta, _, _) = request.into_parts();
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DescribeCluster", describe_cluster);
         handle("DescribeCluster", &meta, async {
             Ok(self.controller.describe_cluster().await)
         })
@@ -263,6 +383,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "GetMetadata", get_metadata);
         handle("GetMetadata", &meta, async {
             Ok(self.controller.metadata(req.topics).await)
         })
@@ -274,6 +395,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::DescribeConfigsRequest>,
     ) -> Result<Response<pb::DescribeConfigsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DescribeConfigs", describe_configs);
         handle("DescribeConfigs", &meta, async {
             let resources = self.controller.describe_configs(req.resources).await;
             Ok(pb::DescribeConfigsResponse { resources })
@@ -286,6 +408,7 @@ impl ControllerApi for ControllerService {
         request: Request<pb::AlterConfigsRequest>,
     ) -> Result<Response<pb::AlterConfigsResponse>, Status> {
         let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "AlterConfigs", alter_configs);
         let controller = Arc::clone(&self.controller);
         handle(
             "AlterConfigs",
@@ -293,6 +416,48 @@ impl ControllerApi for ControllerService {
             detached(async move {
                 controller.alter_configs(req).await.map_err(to_status)?;
                 Ok(pb::AlterConfigsResponse {})
+            }),
+        )
+        .await
+    }
+
+    async fn add_controller(
+        &self,
+        request: Request<pb::AddControllerRequest>,
+    ) -> Result<Response<pb::AddControllerResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "AddController", add_controller);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AddController",
+            &meta,
+            detached(async move {
+                controller
+                    .add_controller(req.controller_id, req.address)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::AddControllerResponse {})
+            }),
+        )
+        .await
+    }
+
+    async fn remove_controller(
+        &self,
+        request: Request<pb::RemoveControllerRequest>,
+    ) -> Result<Response<pb::RemoveControllerResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "RemoveController", remove_controller);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "RemoveController",
+            &meta,
+            detached(async move {
+                controller
+                    .remove_controller(req.controller_id)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::RemoveControllerResponse {})
             }),
         )
         .await

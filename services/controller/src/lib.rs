@@ -8,7 +8,9 @@
 //! - [`Config`] and [`start`]: run a controller (the `runnel-controller`
 //!   binary and `runnel dev` both call this).
 //! - `controller`: the rules; `grpc`: the API over them; `placement`:
-//!   replica assignment; `store`: SQLite.
+//!   replica assignment; `store`: SQLite; [`quorum`]: Raft between
+//!   controllers (the metadata log is the Raft log, the store its state
+//!   machine); only the active controller decides, the others forward.
 
 mod config;
 pub mod controller;
@@ -16,6 +18,7 @@ pub mod coordinators;
 pub mod election;
 mod grpc;
 mod placement;
+pub mod quorum;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -24,12 +27,13 @@ use std::time::Duration;
 
 use runnel_common::admin::{self, Readiness};
 use runnel_common::shutdown::CancellationToken;
+use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorumServer;
 use runnel_proto::controller::v1::controller_server::ControllerServer;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use config::Config;
+pub use config::{Config, Voter, parse_voters};
 pub use controller::{Controller, ControllerError, Settings};
 pub use grpc::ControllerService;
 
@@ -60,6 +64,12 @@ pub enum StartError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The Raft log could not be opened.
+    #[error("controller Raft log: {0}")]
+    RaftLog(#[from] sqlx::Error),
+    /// The quorum settings are invalid or Raft could not start.
+    #[error("controller quorum: {0}")]
+    Quorum(String),
 }
 
 /// A running controller.
@@ -73,6 +83,7 @@ pub struct ControllerHandle {
     pub controller: Arc<Controller>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    raft_log: quorum::log_store::LogStore,
 }
 
 impl ControllerHandle {
@@ -80,7 +91,15 @@ impl ControllerHandle {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        self.close().await;
+    }
+
+    async fn close(&self) {
+        if let Err(e) = self.controller.raft().shutdown().await {
+            tracing::warn!(error = %e, "controller Raft node did not stop cleanly");
+        }
         self.controller.store().close().await;
+        self.raft_log.close().await;
     }
 
     /// A token that stops the controller when cancelled.
@@ -91,7 +110,7 @@ impl ControllerHandle {
     /// Waits until the controller stops (its token was cancelled).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        self.controller.store().close().await;
+        self.close().await;
     }
 }
 
@@ -141,7 +160,84 @@ pub async fn start(
             port: u32::from(config.external_advertised_port.unwrap_or(grpc_addr.port())),
         });
     }
+    if config.node_id < 0 {
+        return Err(StartError::Quorum(format!(
+            "node_id {} is negative",
+            config.node_id
+        )));
+    }
+    let mut voters = parse_voters(&config.quorum_voters).map_err(StartError::Quorum)?;
+    if voters.is_empty() {
+        voters.push(Voter {
+            id: config.node_id,
+            address: format!("{host}:{}", grpc_addr.port()),
+        });
+    } else if !voters.iter().any(|v| v.id == config.node_id) {
+        return Err(StartError::Quorum(format!(
+            "quorum_voters does not list this controller (node_id {})",
+            config.node_id
+        )));
+    }
     let store = store::Store::open(&config.data_dir.join("controller.db")).await?;
+    let state_machine =
+        quorum::state_machine::StateMachine::open(store.clone(), &config.data_dir).await?;
+    let shared = state_machine.shared();
+    let raft_log = quorum::log_store::LogStore::open(&config.data_dir.join("raft.db")).await?;
+    let election = config.quorum_election_timeout_ms.max(10);
+    let raft_config = openraft::Config {
+        cluster_name: "runnel-controllers".into(),
+        heartbeat_interval: (election / 5).max(5),
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+            config.quorum_snapshot_entries.max(1),
+        ),
+        max_in_snapshot_log_to_keep: (config.quorum_snapshot_entries / 5).min(1000),
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Quorum(e.to_string()))?;
+    let raft = openraft::Raft::new(
+        quorum::raft_id(config.node_id),
+        std::sync::Arc::new(raft_config),
+        quorum::network::Network::new(config.net_fault.clone()),
+        raft_log.clone(),
+        state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Quorum(e.to_string()))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Quorum(e.to_string()))?;
+    if !initialized && !config.quorum_join {
+        let members: std::collections::BTreeMap<u64, openraft::BasicNode> = voters
+            .iter()
+            .map(|v| {
+                (
+                    quorum::raft_id(v.id),
+                    openraft::BasicNode::new(v.address.clone()),
+                )
+            })
+            .collect();
+        // Every voter does this with the same list: all start from the same
+        // first entry, whichever of them wins the first election.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!(error = %e, "quorum already initialized");
+        }
+    }
+    if voters.len() == 1 && voters[0].id == config.node_id && !config.quorum_join {
+        // A quorum of one: elect now rather than after an election timeout,
+        // and be the active controller before serving.
+        let _ = raft.trigger().elect().await;
+        raft.wait(Some(Duration::from_secs(30)))
+            .state(
+                openraft::ServerState::Leader,
+                "single controller elects itself",
+            )
+            .await
+            .map_err(|e| StartError::Quorum(e.to_string()))?;
+    }
     let settings = Settings {
         node_id: config.node_id,
         endpoints,
@@ -149,16 +245,24 @@ pub async fn start(
         default_replication_factor: config.default_replication_factor,
         broker_session_timeout: Duration::from_millis(config.broker_session_timeout_ms),
     };
-    let controller = Arc::new(Controller::load(store, settings).await?);
+    let controller = Arc::new(Controller::new(store, shared, raft.clone(), settings));
 
     let mut tasks = JoinSet::new();
     let readiness = Readiness::new();
-    let service = ControllerService::new(Arc::clone(&controller), shutdown.clone());
+    let service = ControllerService::new(
+        Arc::clone(&controller),
+        config.net_fault.clone(),
+        shutdown.clone(),
+    );
+    let quorum_service = quorum::network::QuorumService::new(raft.clone());
     let token = shutdown.clone();
+    let net_fault = config.net_fault.clone();
     tasks.spawn(async move {
         let incoming = runnel_common::transport::incoming(grpc_listener);
         if let Err(e) = runnel_common::transport::server()
+            .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
             .add_service(ControllerServer::new(service))
+            .add_service(ControllerQuorumServer::new(quorum_service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await
         {
@@ -184,6 +288,9 @@ pub async fn start(
                 () = token.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if !liveness.is_active() {
+                continue;
+            }
             if let Err(e) = liveness.fence_expired_brokers().await {
                 tracing::error!(error = %e, "fencing expired brokers failed");
             }
@@ -204,13 +311,32 @@ pub async fn start(
                     () = token.cancelled() => return,
                     _ = tick.tick() => {}
                 }
+                if !rebalance.is_active() {
+                    continue;
+                }
                 if let Err(e) = rebalance.elect_preferred_leaders().await {
                     tracing::error!(error = %e, "preferred leader election failed");
                 }
             }
         });
     }
-    readiness.set(true);
+    let token = shutdown.clone();
+    let mut metrics_rx = raft.metrics();
+    let ready = readiness.clone();
+    tasks.spawn(async move {
+        loop {
+            {
+                let m = metrics_rx.borrow_and_update();
+                quorum::publish_metrics(&m);
+                // Ready while an active controller is known (forwarding works).
+                ready.set(m.current_leader.is_some());
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                changed = metrics_rx.changed() => if changed.is_err() { return },
+            }
+        }
+    });
     tracing::info!(%grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), "controller started");
     Ok(ControllerHandle {
         grpc_addr,
@@ -218,5 +344,6 @@ pub async fn start(
         controller,
         shutdown,
         tasks,
+        raft_log,
     })
 }

@@ -74,27 +74,51 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Opens a copy made by [`Store::copy_to`] to read it.
+    pub async fn open_copy(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?.filename(path);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool })
+    }
+
     /// Closes the database.
     pub async fn close(&self) {
         self.pool.close().await;
     }
 
-    /// The cluster id, created on first start.
-    pub async fn cluster_id(&self) -> Result<String, StoreError> {
-        let candidate = uuid::Uuid::new_v4().simple().to_string();
-        sqlx::query("INSERT OR IGNORE INTO cluster (id, cluster_id) VALUES (1, ?)")
-            .bind(&candidate)
-            .execute(&self.pool)
-            .await?;
+    /// The cluster id, once the first active controller has set it.
+    pub async fn cluster_id(&self) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT cluster_id FROM cluster WHERE id = 1")
-            .fetch_one(&self.pool)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(row.try_get("cluster_id")?)
+        Ok(row.map(|r| r.try_get("cluster_id")).transpose()?)
     }
 
-    /// Appends `events` (consecutive offsets from the current end) and applies
-    /// them to the state tables, all in one transaction.
-    pub async fn append(&self, events: &[MetadataEvent]) -> Result<(), StoreError> {
+    /// Which Raft entry the state includes and the membership as of it
+    /// (openraft's JSON), if any entry was applied.
+    pub async fn raft_applied(&self) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT log_id, membership FROM raft_applied WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("log_id")?, r.try_get("membership")?)),
+            None => None,
+        })
+    }
+
+    /// Appends `events` (consecutive offsets from the current end), applies
+    /// them to the state tables, sets the cluster id if given and not yet
+    /// set, and records the Raft position `(log_id, membership)`, all in one
+    /// transaction.
+    pub async fn apply(
+        &self,
+        events: &[MetadataEvent],
+        cluster_id: Option<&str>,
+        raft_applied: (&str, &str),
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let next: i64 = sqlx::query("SELECT next_offset FROM applied WHERE id = 1")
             .fetch_one(&mut *tx)
@@ -127,8 +151,100 @@ impl Store {
             .bind(expected)
             .execute(&mut *tx)
             .await?;
+        if let Some(id) = cluster_id {
+            sqlx::query("INSERT OR IGNORE INTO cluster (id, cluster_id) VALUES (1, ?)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "INSERT OR REPLACE INTO raft_applied (id, log_id, membership) VALUES (1, ?, ?)",
+        )
+        .bind(raft_applied.0)
+        .bind(raft_applied.1)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Writes a consistent copy of the whole database to `path` (a snapshot).
+    pub async fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        let _ = std::fs::remove_file(path);
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.display().to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces every table's contents with those of the database copy at
+    /// `path` (a snapshot from another controller), in one transaction.
+    pub async fn restore_from(&self, path: &Path) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("ATTACH DATABASE ? AS snap")
+            .bind(path.display().to_string())
+            .execute(&mut *conn)
+            .await?;
+        let result = async {
+            let ours: i64 = sqlx::query("SELECT MAX(version) AS v FROM main._sqlx_migrations")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("v")?;
+            let theirs: i64 = sqlx::query("SELECT MAX(version) AS v FROM snap._sqlx_migrations")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get("v")?;
+            if ours != theirs {
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot has schema version {theirs}, this controller {ours}"
+                )));
+            }
+            let tables: Vec<String> = sqlx::query(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'",
+            )
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.try_get("name"))
+            .collect::<Result<_, _>>()?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            let copied = async {
+                sqlx::query("PRAGMA defer_foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                // Table names come from this database's own schema.
+                for t in &tables {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(r#"DELETE FROM main."{t}""#)))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                for t in &tables {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        r#"INSERT INTO main."{t}" SELECT * FROM snap."{t}""#
+                    )))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            match copied {
+                Ok(()) => {
+                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        let _ = sqlx::query("DETACH DATABASE snap")
+            .execute(&mut *conn)
+            .await;
+        result
     }
 
     /// Up to `limit` events from `from` on.

@@ -1,0 +1,202 @@
+//! Raft between controllers: openraft's messages as JSON in the
+//! `ControllerQuorum` gRPC service, on the controller's gRPC listener.
+//!
+//! Calls carry [`PEER_HEADER`], so a test that cuts a controller off
+//! ([`NetFault`]) drops them both ways.
+
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use runnel_common::netfault::{NetFault, PEER_HEADER};
+use runnel_proto::controller::v1::RaftMessage;
+use runnel_proto::controller::v1::controller_quorum_client::ControllerQuorumClient;
+use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorum;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::{ControllerRaft, TypeConfig};
+
+type NodeId = u64;
+
+/// Makes a client per peer controller.
+#[derive(Debug, Clone)]
+pub struct Network {
+    fault: NetFault,
+}
+
+impl Network {
+    /// Peers reached through gRPC; `fault` cuts this controller off in tests.
+    pub fn new(fault: NetFault) -> Self {
+        Network { fault }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| {
+                runnel_common::transport::endpoint(e)
+                    .connect_timeout(Duration::from_secs(1))
+                    .connect_lazy()
+            })
+            .ok();
+        Peer {
+            target,
+            addr: node.addr.clone(),
+            client: channel.map(ControllerQuorumClient::new),
+            fault: self.fault.clone(),
+        }
+    }
+}
+
+/// A connection to one peer controller.
+#[derive(Debug)]
+pub struct Peer {
+    target: NodeId,
+    addr: String,
+    client: Option<ControllerQuorumClient<Channel>>,
+    fault: NetFault,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+impl Peer {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        method: &'static str,
+        rpc: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if self.fault.is_isolated() {
+            return Err(RPCError::Unreachable(Unreachable::new(&Failure(
+                "cut off from the other controllers (network fault)".into(),
+            ))));
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(RPCError::Unreachable(Unreachable::new(&Failure(format!(
+                "bad controller address {:?}",
+                self.addr
+            )))));
+        };
+        let json = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = Request::new(RaftMessage { json: json.into() });
+        request.set_timeout(ttl);
+        request.metadata_mut().insert(
+            PEER_HEADER,
+            tonic::metadata::MetadataValue::from_static("controller"),
+        );
+        let response = match method {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let message = response.map_err(|s| {
+            let failure = Failure(format!("controller at {}: {}", self.addr, s.message()));
+            match s.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&failure)),
+                _ => RPCError::Network(NetworkError::new(&failure)),
+            }
+        })?;
+        let result: Result<Resp, E> = serde_json::from_slice(&message.into_inner().json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("append_entries", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call("install_snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}
+
+/// The server side: hands peers' messages to this controller's Raft node.
+#[derive(Clone)]
+pub struct QuorumService {
+    raft: ControllerRaft,
+}
+
+impl QuorumService {
+    /// Serves `raft`.
+    pub fn new(raft: ControllerRaft) -> Self {
+        QuorumService { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(request: Request<RaftMessage>) -> Result<T, Status> {
+    serde_json::from_slice(&request.into_inner().json)
+        .map_err(|e| Status::invalid_argument(format!("undecodable Raft message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    serde_json::to_vec(value)
+        .map(|json| Response::new(RaftMessage { json: json.into() }))
+        .map_err(|e| Status::internal(format!("Raft response does not encode: {e}")))
+}
+
+#[tonic::async_trait]
+impl ControllerQuorum for QuorumService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(request)?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(request)?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
