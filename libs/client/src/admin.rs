@@ -209,7 +209,6 @@ impl Admin {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Result<Vec<(String, Result<()>)>> {
-        let (addr, mut c) = self.cluster.controller().await?;
         let request = pb::CreateTopicsRequest {
             topics: topics
                 .into_iter()
@@ -222,10 +221,10 @@ impl Admin {
                 .collect(),
             validate_only,
         };
-        let response = c
-            .create_topics(request)
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?;
+        let response = self
+            .cluster
+            .call_controller(request, |mut c, r| async move { c.create_topics(r).await })
+            .await?;
         Ok(response
             .into_inner()
             .topics
@@ -236,13 +235,15 @@ impl Admin {
 
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let response = c
-            .delete_topics(pb::DeleteTopicsRequest {
-                names: vec![name.to_owned()],
-            })
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?;
+        let response = self
+            .cluster
+            .call_controller(
+                pb::DeleteTopicsRequest {
+                    names: vec![name.to_owned()],
+                },
+                |mut c, r| async move { c.delete_topics(r).await },
+            )
+            .await?;
         response
             .into_inner()
             .topics
@@ -253,25 +254,29 @@ impl Admin {
 
     /// Grows a topic to `total` partitions.
     pub async fn create_partitions(&self, name: &str, total: i32) -> Result<()> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let response = c
-            .create_partitions(pb::CreatePartitionsRequest {
-                topic: name.to_owned(),
-                count: total,
-                validate_only: false,
-            })
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?;
+        let response = self
+            .cluster
+            .call_controller(
+                pb::CreatePartitionsRequest {
+                    topic: name.to_owned(),
+                    count: total,
+                    validate_only: false,
+                },
+                |mut c, r| async move { c.create_partitions(r).await },
+            )
+            .await?;
         response.into_inner().result.map_or(Ok(()), check)
     }
 
     /// Every topic name, sorted.
     pub async fn list_topics(&self) -> Result<Vec<String>> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let md = c
-            .get_metadata(pb::GetMetadataRequest { topics: vec![] })
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?
+        let md = self
+            .cluster
+            .call_controller(
+                pb::GetMetadataRequest { topics: vec![] },
+                |mut c, r| async move { c.get_metadata(r).await },
+            )
+            .await?
             .into_inner();
         let mut names: Vec<String> = md.topics.into_iter().map(|t| t.name).collect();
         names.sort();
@@ -280,13 +285,15 @@ impl Admin {
 
     /// A topic's partitions (with offsets from their leaders) and configs.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let md = c
-            .get_metadata(pb::GetMetadataRequest {
-                topics: vec![name.to_owned()],
-            })
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?
+        let md = self
+            .cluster
+            .call_controller(
+                pb::GetMetadataRequest {
+                    topics: vec![name.to_owned()],
+                },
+                |mut c, r| async move { c.get_metadata(r).await },
+            )
+            .await?
             .into_inner();
         let topic = md.topics.into_iter().next().ok_or_else(|| {
             ClientError::server(ErrorCode::UnknownServerError, "empty metadata response")
@@ -403,13 +410,15 @@ impl Admin {
 
     /// Every config of a topic.
     pub async fn describe_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let response = c
-            .describe_configs(pb::DescribeConfigsRequest {
-                resources: vec![topic_resource(topic)],
-            })
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?
+        let response = self
+            .cluster
+            .call_controller(
+                pb::DescribeConfigsRequest {
+                    resources: vec![topic_resource(topic)],
+                },
+                |mut c, r| async move { c.describe_configs(r).await },
+            )
+            .await?
             .into_inner();
         let r = response.resources.into_iter().next().ok_or_else(|| {
             ClientError::server(
@@ -437,7 +446,6 @@ impl Admin {
         set: &[(String, String)],
         delete: &[String],
     ) -> Result<()> {
-        let (addr, mut c) = self.cluster.controller().await?;
         let mut ops: Vec<pb::AlterConfigOp> = set
             .iter()
             .map(|(k, v)| pb::AlterConfigOp {
@@ -451,23 +459,25 @@ impl Admin {
             value: String::new(),
             op: pb::AlterOp::Delete as i32,
         }));
-        c.alter_configs(pb::AlterConfigsRequest {
+        let request = pb::AlterConfigsRequest {
             resource: Some(topic_resource(topic)),
             ops,
             validate_only: false,
-        })
-        .await
-        .map_err(|s| ClientError::from_status(&addr, s))?;
+        };
+        self.cluster
+            .call_controller(request, |mut c, r| async move { c.alter_configs(r).await })
+            .await?;
         Ok(())
     }
 
     /// Brokers with liveness and the controller.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
-        let (addr, mut c) = self.cluster.controller().await?;
-        let r = c
-            .describe_cluster(pb::DescribeClusterRequest {})
-            .await
-            .map_err(|s| ClientError::from_status(&addr, s))?
+        let r = self
+            .cluster
+            .call_controller(pb::DescribeClusterRequest {}, |mut c, r| async move {
+                c.describe_cluster(r).await
+            })
+            .await?
             .into_inner();
         let grpc = |endpoints: &[runnel_proto::metadata::v1::Endpoint]| {
             endpoints

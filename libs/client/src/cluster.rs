@@ -203,6 +203,50 @@ impl Cluster {
         Ok((addr, client))
     }
 
+    /// Calls the controller with `call(client, request)`, following the
+    /// active controller when it moves: a controller that is down, or that
+    /// answers NOT_CONTROLLER (it knows no active controller, or lost that
+    /// role), is looked up again through the brokers and the call retried
+    /// until the request timeout. A retried write may have been applied the
+    /// first time (as in Kafka, a retried CreateTopics can then answer
+    /// TOPIC_ALREADY_EXISTS).
+    pub async fn call_controller<Req, T, F, Fut>(
+        &self,
+        request: Req,
+        mut call: F,
+    ) -> Result<tonic::Response<T>>
+    where
+        Req: Clone,
+        F: FnMut(Controller, Req) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = std::time::Instant::now() + self.config.request_timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let (addr, client) = self.controller().await?;
+            let error = match call(client, request.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(status) => ClientError::from_status(&addr, status),
+            };
+            let moved = matches!(error, ClientError::Unreachable { .. })
+                || matches!(
+                    error,
+                    ClientError::Server {
+                        code: ErrorCode::NotController,
+                        ..
+                    }
+                );
+            if !moved || std::time::Instant::now() + backoff > deadline {
+                return Err(error);
+            }
+            tracing::debug!(controller = %addr, error = %error, "controller moved; looking it up again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+            // Brokers learn the active controller from their heartbeats.
+            let _ = self.refresh(&[], false).await;
+        }
+    }
+
     /// The metadata as last fetched.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         Arc::clone(&self.metadata.read())

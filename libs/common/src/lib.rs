@@ -13,10 +13,12 @@
 //! - [`metadata`]: the metadata image every process folds the metadata log into.
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
 //! - [`netfault`]: cutting a node off from its peers, for failure tests.
+//! - [`failover`]: one gRPC channel over the controllers of a quorum.
 
 pub mod admin;
 pub mod config;
 pub mod errors;
+pub mod failover;
 pub mod metadata;
 pub mod netfault;
 pub mod shutdown;

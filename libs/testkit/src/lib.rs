@@ -1,7 +1,7 @@
 //! `runnel-testkit`: a whole Runnel cluster inside one test process.
 //!
-//! [`TestCluster::builder`] starts a controller, brokers and (if asked)
-//! group coordinators on ephemeral loopback ports with temporary data
+//! [`TestCluster::builder`] starts a controller (or a quorum of them),
+//! brokers and (if asked) group coordinators on ephemeral loopback ports with temporary data
 //! directories; a test can stop, kill (no flush, like `kill -9`) and
 //! restart any of them, and waits for the cluster to settle with bounded
 //! polls rather than sleeps. Only tests depend on this crate.
@@ -28,9 +28,25 @@ pub struct Builder {
     auto_create_topics: bool,
     num_partitions: i32,
     coordinators: usize,
+    controllers: usize,
+    quorum_snapshot_entries: u64,
 }
 
 impl Builder {
+    /// How many controllers (default 1). More than one form a Raft quorum
+    /// with a 300 ms election timeout.
+    pub fn controllers(mut self, n: usize) -> Self {
+        self.controllers = n.max(1);
+        self
+    }
+
+    /// Controllers snapshot their state every this many Raft entries
+    /// (default 5000), so a test can make one catch up from a snapshot.
+    pub fn quorum_snapshot_entries(mut self, n: u64) -> Self {
+        self.quorum_snapshot_entries = n;
+        self
+    }
+
     /// How many brokers (default 1).
     pub fn brokers(mut self, n: usize) -> Self {
         self.brokers = n;
@@ -70,8 +86,9 @@ impl Builder {
         let mut cluster = TestCluster {
             dir,
             settings: self.clone(),
-            controller: None,
-            controller_addr: None,
+            controllers: (0..self.controllers).map(|_| None).collect(),
+            controller_addrs: (0..self.controllers).map(|_| free_port()).collect(),
+            controller_faults: (0..self.controllers).map(|_| NetFault::default()).collect(),
             brokers: (0..self.brokers).map(|_| None).collect(),
             broker_addrs: vec![None; self.brokers],
             // One switch each: clones of one `NetFault` would share it.
@@ -79,7 +96,10 @@ impl Builder {
             coordinators: (0..self.coordinators).map(|_| None).collect(),
             coordinator_addrs: vec![None; self.coordinators],
         };
-        cluster.start_controller().await;
+        for i in 0..self.controllers {
+            cluster.start_controller(i).await;
+        }
+        cluster.wait_active_controller().await;
         for i in 0..self.brokers {
             cluster.start_broker(i).await;
         }
@@ -99,8 +119,11 @@ impl Builder {
 pub struct TestCluster {
     dir: TempDir,
     settings: Builder,
-    controller: Option<ControllerHandle>,
-    controller_addr: Option<SocketAddr>,
+    controllers: Vec<Option<ControllerHandle>>,
+    /// Fixed up front: every controller lists all of them as voters.
+    controller_addrs: Vec<SocketAddr>,
+    /// One network switch per controller, kept across restarts.
+    controller_faults: Vec<NetFault>,
     brokers: Vec<Option<BrokerHandle>>,
     broker_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
     /// One network switch per broker, kept across restarts.
@@ -113,6 +136,14 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// A loopback port free now (the quorum's addresses must be known before
+/// any controller starts).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind(any_port())
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 impl TestCluster {
     /// A builder with one broker.
     pub fn builder() -> Builder {
@@ -122,6 +153,8 @@ impl TestCluster {
             auto_create_topics: true,
             num_partitions: 1,
             coordinators: 0,
+            controllers: 1,
+            quorum_snapshot_entries: 5000,
         }
     }
 
@@ -156,9 +189,49 @@ impl TestCluster {
         Admin::new(self.client_config())
     }
 
-    /// The controller's gRPC address.
-    pub fn controller_addr(&self) -> SocketAddr {
-        self.controller_addr.expect("the controller was started")
+    /// The controllers' gRPC addresses, comma separated (what brokers are given).
+    pub fn controller_addrs(&self) -> String {
+        self.controller_addrs
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Controller `i`'s gRPC address.
+    pub fn controller_addr(&self, i: usize) -> SocketAddr {
+        self.controller_addrs[i]
+    }
+
+    /// Controller `i`, if running.
+    pub fn controller(&self, i: usize) -> Option<&ControllerHandle> {
+        self.controllers[i].as_ref()
+    }
+
+    /// The running controller that is the active one, if any.
+    pub fn active_controller(&self) -> Option<usize> {
+        (0..self.controllers.len()).find(|&i| {
+            self.controllers[i]
+                .as_ref()
+                .is_some_and(|c| c.controller.is_active())
+        })
+    }
+
+    /// Waits (bounded) until one running controller is active and every
+    /// running controller knows it.
+    pub async fn wait_active_controller(&self) -> usize {
+        wait_for("an active controller", Duration::from_secs(20), || {
+            let known = self.active_controller().is_some_and(|a| {
+                let id = a as i32 + 1;
+                self.controllers
+                    .iter()
+                    .flatten()
+                    .all(|c| c.controller.active().is_some_and(|(l, _)| l == id))
+            });
+            async move { known }
+        })
+        .await;
+        self.active_controller().expect("an active controller")
     }
 
     /// Broker `i`'s admin HTTP address.
@@ -166,20 +239,34 @@ impl TestCluster {
         self.broker_addrs[i].expect("broker was started").1
     }
 
-    async fn start_controller(&mut self) {
+    async fn start_controller(&mut self, i: usize) {
+        let n = self.controller_addrs.len();
         let config = runnel_controller::Config {
-            listen: self.controller_addr.unwrap_or_else(any_port),
+            node_id: i as i32 + 1,
+            listen: self.controller_addrs[i],
             admin_listen: any_port(),
-            data_dir: self.dir.path().join("controller"),
+            data_dir: self.dir.path().join(format!("controller-{}", i + 1)),
             broker_session_timeout_ms: 2_000,
             num_partitions: self.settings.num_partitions,
+            quorum_voters: if n > 1 {
+                self.controller_addrs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, a)| format!("{}@{a}", j + 1))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                String::new()
+            },
+            quorum_election_timeout_ms: 300,
+            quorum_snapshot_entries: self.settings.quorum_snapshot_entries,
+            net_fault: self.controller_faults[i].clone(),
             ..runnel_controller::Config::default()
         };
         let handle = runnel_controller::start(config, CancellationToken::new())
             .await
             .expect("the controller starts");
-        self.controller_addr = Some(handle.grpc_addr);
-        self.controller = Some(handle);
+        self.controllers[i] = Some(handle);
     }
 
     async fn start_broker(&mut self, i: usize) {
@@ -190,7 +277,7 @@ impl TestCluster {
             listen,
             admin_listen,
             data_dir: self.dir.path().join(format!("broker-{}", i + 1)),
-            controller: self.controller_addr().to_string(),
+            controller: self.controller_addrs(),
             heartbeat_interval_ms: 100,
             // Short, so tests see followers leave and rejoin the ISR quickly.
             replica_lag_time_max_ms: 1_000,
@@ -278,6 +365,24 @@ impl TestCluster {
         .await;
     }
 
+    /// How far broker `i` has applied the metadata log.
+    pub fn broker_metadata_offset(&self, i: usize) -> i64 {
+        self.brokers[i]
+            .as_ref()
+            .expect("broker is running")
+            .metadata
+            .applied_offset()
+    }
+
+    /// Broker `i`'s view of the metadata.
+    pub fn broker_image(&self, i: usize) -> runnel_common::metadata::MetadataImage {
+        self.brokers[i]
+            .as_ref()
+            .expect("broker is running")
+            .metadata
+            .snapshot()
+    }
+
     /// Where broker `i` serves gRPC.
     pub fn broker_addr(&self, i: usize) -> SocketAddr {
         self.broker_addrs[i].expect("broker was started").0
@@ -286,8 +391,8 @@ impl TestCluster {
     /// The leader of `topic`-`partition` as the controller sees it (-1: none),
     /// which a cut-off broker's own answer may not be.
     pub async fn controller_leader(&self, topic: &str, partition: i32) -> i32 {
-        let image = self
-            .controller
+        let i = self.active_controller().expect("an active controller");
+        let image = self.controllers[i]
             .as_ref()
             .expect("the controller is running")
             .controller
@@ -345,13 +450,44 @@ impl TestCluster {
         self.wait_ready().await;
     }
 
-    /// Restarts the controller (same port and data).
+    /// Restarts every controller (same ports and data).
     pub async fn restart_controller(&mut self) {
-        if let Some(c) = self.controller.take() {
-            c.shutdown().await;
+        for i in 0..self.controllers.len() {
+            if let Some(c) = self.controllers[i].take() {
+                c.shutdown().await;
+            }
         }
-        self.start_controller().await;
+        for i in 0..self.controllers.len() {
+            self.start_controller(i).await;
+        }
+        self.wait_active_controller().await;
         self.wait_ready().await;
+    }
+
+    /// Stops controller `i` as a crash would (what it acknowledged is on
+    /// disk; nothing else is said to anyone).
+    pub async fn kill_controller(&mut self, i: usize) {
+        if let Some(c) = self.controllers[i].take() {
+            c.kill().await;
+        }
+    }
+
+    /// Starts a stopped or killed controller `i` again (same id, port and data).
+    pub async fn start_controller_again(&mut self, i: usize) {
+        self.start_controller(i).await;
+    }
+
+    /// Cuts controller `i` off from the other controllers and the brokers,
+    /// both ways (clients still reach it). See [`NetFault`].
+    pub fn isolate_controller(&self, i: usize) {
+        self.controller_faults[i].isolate();
+    }
+
+    /// Reconnects every isolated controller.
+    pub fn heal_controllers(&self) {
+        for f in &self.controller_faults {
+            f.heal();
+        }
     }
 
     async fn start_coordinator(&mut self, i: usize) {
@@ -440,8 +576,10 @@ impl TestCluster {
         for i in 0..self.brokers.len() {
             self.stop_broker(i).await;
         }
-        if let Some(c) = self.controller.take() {
-            c.shutdown().await;
+        for c in &mut self.controllers {
+            if let Some(c) = c.take() {
+                c.shutdown().await;
+            }
         }
     }
 }

@@ -35,7 +35,8 @@ pub struct Config {
     pub rack: String,
     /// Where partition logs live (`log.dirs`).
     pub data_dir: PathBuf,
-    /// The controller's gRPC address, `host:port`.
+    /// The controllers' gRPC addresses, `host:port` separated by commas
+    /// (Kafka's `controller.quorum.bootstrap.servers`): any of them will do.
     pub controller: String,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,

@@ -77,6 +77,8 @@ pub struct BrokerHandle {
     pub readiness: Readiness,
     /// The hosted logs.
     pub logs: Arc<partition::LogManager>,
+    /// The metadata as this broker has applied it.
+    pub metadata: Arc<metadata::MetadataCache>,
     shutdown: CancellationToken,
     servers: JoinSet<()>,
     link: tokio::task::JoinHandle<()>,
@@ -284,6 +286,7 @@ pub async fn start(
         admin_addr,
         readiness,
         logs,
+        metadata: cache,
         shutdown,
         servers,
         link,

@@ -26,7 +26,7 @@ struct Args {
     /// Data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The controller's gRPC address, host:port.
+    /// The controllers' gRPC addresses, host:port separated by commas.
     #[arg(long)]
     controller: Option<String>,
     /// Log lines as JSON.

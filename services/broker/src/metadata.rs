@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use runnel_common::admin::Readiness;
+use runnel_common::failover::{BadServerList, FailoverChannel};
 use runnel_common::metadata::MetadataImage;
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::TraceInterceptor;
@@ -19,19 +20,16 @@ use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::sync::watch;
 use tonic::codegen::InterceptedService;
-use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
 use crate::partition::LogManager;
 
 /// A controller client that propagates trace context.
-pub type Controller = ControllerClient<InterceptedService<Channel, TraceInterceptor>>;
+pub type Controller = ControllerClient<InterceptedService<FailoverChannel, TraceInterceptor>>;
 
-/// A lazily connecting client for the controller at `addr` (`host:port`).
-pub fn controller_client(addr: &str) -> Result<Controller, tonic::transport::Error> {
-    let channel =
-        runnel_common::transport::endpoint(TonicEndpoint::from_shared(format!("http://{addr}"))?)
-            .connect_timeout(Duration::from_secs(3))
-            .connect_lazy();
+/// A lazily connecting client for the controllers at `addrs` (`host:port`
+/// separated by commas): calls move to the next one when one fails.
+pub fn controller_client(addrs: &str) -> Result<Controller, BadServerList> {
+    let channel = FailoverChannel::new(addrs, Duration::from_secs(3))?;
     Ok(ControllerClient::with_interceptor(
         channel,
         TraceInterceptor,
@@ -238,6 +236,11 @@ async fn session(
                     .into_inner();
                 if hb.should_register {
                     return Err(LinkError::Reregister);
+                }
+                // The active controller answered (through any controller):
+                // clients asking this broker for the controller go there.
+                if !hb.controller_endpoints.is_empty() {
+                    *cache.controller_endpoints.write() = hb.controller_endpoints;
                 }
             }
             message = stream.message() => {

@@ -373,12 +373,13 @@ impl Controller {
             // Whether the entry commits is now up to the next active
             // controller; decide nothing more until a takeover catches up.
             inner.active_term = None;
-            match e {
-                openraft::error::RaftError::APIError(
-                    openraft::error::ClientWriteError::ForwardToLeader(_),
-                ) => self.not_active(),
-                other => ControllerError::Quorum(other.to_string()),
+            if let openraft::error::RaftError::Fatal(fatal) = &e {
+                tracing::error!(error = %fatal, "controller Raft node stopped");
             }
+            // Lost the role, or this node stopped: either way another
+            // controller decides whether the entry stands, and the client
+            // should ask there.
+            self.not_active()
         })?;
         inner.image = self.shared.image();
         match response.data {

@@ -102,6 +102,16 @@ impl ControllerHandle {
         self.raft_log.close().await;
     }
 
+    /// Stops at once, as a crash would: in-flight calls are dropped, Raft
+    /// stops without a word to its peers. (What it acknowledged is already
+    /// on disk: every Raft write is synced.)
+    pub async fn kill(mut self) {
+        self.shutdown.cancel();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.close().await;
+    }
+
     /// A token that stops the controller when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
