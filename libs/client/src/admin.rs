@@ -147,6 +147,21 @@ pub struct CoordinatorDescription {
     pub last_heartbeat_age_ms: i64,
 }
 
+/// A controller of the quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerDescription {
+    /// Controller id (`node.id`).
+    pub id: i32,
+    /// gRPC address.
+    pub addr: String,
+    /// The active controller (the Raft leader).
+    pub active: bool,
+    /// A voter; false while it catches up as a learner.
+    pub voter: bool,
+    /// The last Raft log index it is known to hold (-1: unknown).
+    pub matched_index: i64,
+}
+
 /// The cluster: brokers, controller, metadata log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -156,8 +171,12 @@ pub struct ClusterDescription {
     pub controller_id: i32,
     /// Controller gRPC address.
     pub controller_addr: String,
-    /// Offset the next metadata record gets.
+    /// Offset the next metadata record gets (every record before it is committed).
     pub metadata_end_offset: i64,
+    /// The controllers of the quorum.
+    pub controllers: Vec<ControllerDescription>,
+    /// The active controller's Raft term.
+    pub controller_term: i64,
     /// Brokers by id.
     pub brokers: Vec<BrokerDescription>,
     /// Group coordinators by id.
@@ -470,6 +489,32 @@ impl Admin {
         Ok(())
     }
 
+    /// Adds controller `id`, listening at `addr` (`host:port`), to the
+    /// quorum: it catches up as a learner, then votes. Start it first with
+    /// `quorum_join = true`.
+    pub async fn add_controller(&self, id: i32, addr: &str) -> Result<()> {
+        let request = pb::AddControllerRequest {
+            controller_id: id,
+            address: addr.to_owned(),
+        };
+        self.cluster
+            .call_controller(request, |mut c, r| async move { c.add_controller(r).await })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes controller `id` from the quorum.
+    pub async fn remove_controller(&self, id: i32) -> Result<()> {
+        let request = pb::RemoveControllerRequest { controller_id: id };
+        self.cluster
+            .call_controller(
+                request,
+                |mut c, r| async move { c.remove_controller(r).await },
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Brokers with liveness and the controller.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let r = self
@@ -491,6 +536,18 @@ impl Admin {
             controller_id: r.controller_id,
             controller_addr: grpc(&r.controller_endpoints),
             metadata_end_offset: r.metadata_end_offset,
+            controllers: r
+                .controllers
+                .iter()
+                .map(|c| ControllerDescription {
+                    id: c.controller_id,
+                    addr: c.address.clone(),
+                    active: c.active,
+                    voter: c.voter,
+                    matched_index: c.matched_index,
+                })
+                .collect(),
+            controller_term: r.controller_term,
             brokers: r
                 .brokers
                 .iter()

@@ -241,7 +241,8 @@ impl Cluster {
             }
             tracing::debug!(controller = %addr, error = %error, "controller moved; looking it up again");
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(500));
+            // Short: an election takes about a second and the caller waits on it.
+            backoff = (backoff * 2).min(Duration::from_millis(200));
             // Brokers learn the active controller from their heartbeats.
             let _ = self.refresh(&[], false).await;
         }

@@ -30,8 +30,8 @@ pub mod partitioner;
 pub mod producer;
 
 pub use admin::{
-    Admin, BrokerDescription, ClusterDescription, ConfigEntry, CoordinatorDescription, NewTopic,
-    PartitionDescription, TopicDescription,
+    Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
+    CoordinatorDescription, NewTopic, PartitionDescription, TopicDescription,
 };
 pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};

@@ -138,8 +138,8 @@ impl Service<http::Request<Body>> for FailoverChannel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn lists_parse_and_failures_rotate() {
+    #[tokio::test]
+    async fn lists_parse_and_failures_rotate() {
         let c = FailoverChannel::new("a:1, b:2,c:3", Duration::from_secs(1)).expect("valid");
         assert_eq!(c.servers(), ["a:1", "b:2", "c:3"]);
         assert_eq!(c.current(), "a:1");

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::produce::{parse_acks, parse_compression};
 
 mod groups;
+mod metadata;
 
 /// `runnel bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -37,6 +38,9 @@ pub enum Command {
     Rebalance(groups::RebalanceArgs),
     /// Offset-commit throughput and latency.
     Commit(groups::CommitArgs),
+    /// Metadata writes (topic creations) per second and their latency;
+    /// with --kill-active, the controller failover time.
+    Metadata(metadata::MetadataArgs),
 }
 
 /// Options shared by the benchmarks.
@@ -98,6 +102,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Rebalance(args) => groups::run_rebalance(Cluster::new(client), args).await?,
         Command::Commit(args) => groups::run_commit(Cluster::new(client), args).await?,
+        Command::Metadata(args) => metadata::run(client, args).await?,
         Command::Produce(args) => {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;

@@ -1,8 +1,9 @@
-//! `runnel cluster`
+//! `runnel cluster` and `runnel controllers add|remove`
 
+use clap::Subcommand;
 use runnel_client::{Admin, ClientConfig};
 
-/// Prints the controller, the brokers and the group coordinators with their liveness.
+/// Prints the controllers, the brokers and the group coordinators with their liveness.
 pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
     let c = Admin::new(client).describe_cluster().await?;
     println!("Cluster: {}", c.cluster_id);
@@ -10,6 +11,28 @@ pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
         "Controller: {} at {} (metadata log at offset {})",
         c.controller_id, c.controller_addr, c.metadata_end_offset
     );
+    println!(
+        "{:>10}  {:<22}  {:<8}  {:<6}  RaftIndex  (term {}, committed metadata offset {})",
+        "Controller",
+        "Address",
+        "Role",
+        "Voter",
+        c.controller_term,
+        c.metadata_end_offset - 1
+    );
+    for k in &c.controllers {
+        let role = if k.active { "active" } else { "follower" };
+        let voter = if k.voter { "yes" } else { "no" };
+        let index = if k.matched_index < 0 {
+            "-".to_owned()
+        } else {
+            k.matched_index.to_string()
+        };
+        println!(
+            "{:>10}  {:<22}  {:<8}  {:<6}  {index}",
+            k.id, k.addr, role, voter
+        );
+    }
     println!(
         "{:>6}  {:<22}  {:<8}  {:<7}  LastHeartbeat",
         "Broker", "Address", "Rack", "State"
@@ -49,4 +72,38 @@ fn heartbeat_age(ms: i64) -> String {
     } else {
         format!("{ms} ms ago")
     }
+}
+
+/// `runnel controllers`: change the controller quorum at runtime.
+#[derive(Debug, Subcommand)]
+pub enum ControllersCommand {
+    /// Add a controller (started with `quorum_join = true`) to the quorum:
+    /// it catches up as a learner, then votes.
+    Add {
+        /// Its id (`node_id`).
+        id: i32,
+        /// Its gRPC address as the other controllers reach it, host:port.
+        address: String,
+    },
+    /// Remove a controller from the quorum (stop it afterwards).
+    Remove {
+        /// Its id.
+        id: i32,
+    },
+}
+
+/// Runs a `runnel controllers` command.
+pub async fn controllers(client: ClientConfig, cmd: ControllersCommand) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match cmd {
+        ControllersCommand::Add { id, address } => {
+            admin.add_controller(id, &address).await?;
+            println!("Controller {id} at {address} is a voter of the quorum.");
+        }
+        ControllersCommand::Remove { id } => {
+            admin.remove_controller(id).await?;
+            println!("Controller {id} left the quorum.");
+        }
+    }
+    Ok(())
 }

@@ -50,8 +50,11 @@ enum Command {
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Groups(groups::Command),
-    /// Show the brokers, the controller and their liveness.
+    /// Show the controllers, brokers and coordinators and their liveness.
     Cluster,
+    /// Add a controller to the quorum or remove one.
+    #[command(subcommand)]
+    Controllers(cluster::ControllersCommand),
     /// Measure produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(client, args).await,
             Command::Groups(cmd) => groups::run(client, cmd).await,
             Command::Cluster => cluster::run(client).await,
+            Command::Controllers(cmd) => cluster::controllers(client, cmd).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,
             Command::Verify(cmd) => verify::run(client, cmd).await,
             Command::Health(args) => health::run(args).await,

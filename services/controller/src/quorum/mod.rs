@@ -9,6 +9,10 @@
 //! `ControllerQuorum` gRPC service ([`network`]). One controller is a quorum
 //! of one: the same path, with no one to wait for.
 
+// openraft's storage traits return its (large) `StorageError` by value;
+// the helpers here return what those traits need.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
