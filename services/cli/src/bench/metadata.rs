@@ -138,7 +138,8 @@ async fn create_all(
             args.partitions,
         );
         workers.spawn(async move {
-            let mut h = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= end {
@@ -148,11 +149,12 @@ async fn create_all(
                 create(&admin, &format!("{prefix}-{i}"), partitions)
                     .await
                     .with_context(|| format!("creating {prefix}-{i}"))?;
-                h.saturating_record(t.elapsed().as_micros() as u64);
+                h.saturating_record(t.elapsed().as_micros().max(1) as u64);
             }
         });
     }
-    let mut latency = Histogram::<u64>::new(3).expect("3 significant figures is valid");
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     while let Some(r) = workers.join_next().await {
         latency.add(r??)?;
     }
