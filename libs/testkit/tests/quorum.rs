@@ -65,6 +65,18 @@ async fn create_topics(
     }
 }
 
+/// Controller `i`'s whole metadata log.
+async fn log_of(cluster: &TestCluster, i: usize) -> Vec<MetadataEvent> {
+    cluster
+        .controller(i)
+        .expect("running")
+        .controller
+        .store()
+        .read_log(0, i64::MAX)
+        .await
+        .expect("log reads")
+}
+
 /// The running controllers' indexes.
 fn running(cluster: &TestCluster, n: usize) -> Vec<usize> {
     (0..n)
@@ -100,14 +112,7 @@ async fn check(cluster: &TestCluster, controllers: usize, brokers: &[usize], ack
     .await;
     let mut logs: Vec<Vec<MetadataEvent>> = Vec::new();
     for &i in &ids {
-        let log = cluster
-            .controller(i)
-            .expect("running")
-            .controller
-            .store()
-            .read_log(0, i64::MAX)
-            .await
-            .expect("log reads");
+        let log = log_of(cluster, i).await;
         logs.push(log);
     }
     // The active controller may have written in between: compare prefixes.
@@ -343,25 +348,11 @@ async fn restarting_every_controller_keeps_the_state() {
         .controller
         .image()
         .await;
-    let log_before = cluster
-        .controller(active)
-        .expect("running")
-        .controller
-        .store()
-        .read_log(0, i64::MAX)
-        .await
-        .expect("log reads");
+    let log_before = log_of(&cluster, active).await;
 
     cluster.restart_controller().await;
     let active = cluster.active_controller().expect("active");
-    let log_after = cluster
-        .controller(active)
-        .expect("running")
-        .controller
-        .store()
-        .read_log(0, i64::MAX)
-        .await
-        .expect("log reads");
+    let log_after = log_of(&cluster, active).await;
     assert_eq!(
         &log_after[..log_before.len()],
         &log_before[..],

@@ -279,22 +279,15 @@ impl Controller {
     }
 
     /// The error a controller that is not the active one answers with.
-    pub fn not_active_error(&self) -> ControllerError {
-        self.not_active()
-    }
-
-    fn not_active(&self) -> ControllerError {
+    pub fn not_active(&self) -> ControllerError {
         ControllerError::NotActive {
             node_id: self.settings.node_id,
             leader: self.active().filter(|(id, _)| *id != self.settings.node_id),
         }
     }
 
-    /// Takes the decision lock as the active controller. The first time in
-    /// a term it waits until every entry of earlier terms is applied, gives
-    /// every broker and coordinator a fresh session (their heartbeats went
-    /// to the previous controller), and elects leaders for partitions left
-    /// without one.
+    /// Takes the decision lock as the active controller, taking over first
+    /// (see `take_over`) the first time in a term.
     async fn lock_active(&self) -> Result<tokio::sync::MutexGuard<'_, Inner>, ControllerError> {
         let mut inner = self.inner.lock().await;
         let m = self.raft.metrics().borrow().clone();
@@ -312,49 +305,57 @@ impl Controller {
             return Err(self.not_active());
         }
         if inner.active_term != Some(m.current_term) {
-            self.raft
-                .ensure_linearizable()
-                .await
-                .map_err(|_| self.not_active())?;
-            inner.image = self.shared.image();
-            let now = Instant::now();
-            inner.heartbeats = inner.image.brokers.keys().map(|&id| (id, now)).collect();
-            inner.coordinator_heartbeats = inner
-                .image
-                .coordinators
-                .keys()
-                .map(|&id| (id, now))
-                .collect();
-            inner.active_term = Some(m.current_term);
-            tracing::info!(
-                term = m.current_term,
-                metadata_end_offset = inner.image.next_offset,
-                "this controller is now the active controller"
-            );
-            if self.shared.cluster_id().is_none() {
-                let cluster_id = uuid::Uuid::new_v4().simple().to_string();
-                self.write(&mut inner, Vec::new(), cluster_id).await?;
-            }
-            let mut image = (*inner.image).clone();
-            let mut records = Vec::new();
-            let live: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
-            for id in live {
-                for change in election::on_broker_unfenced(&image, id) {
-                    let r = record(Record::PartitionChanged(change));
-                    image.apply(image.next_offset, &r)?;
-                    records.push(r);
-                }
-            }
-            if !records.is_empty() {
-                tracing::info!(
-                    partitions = records.len(),
-                    "leaders elected for offline partitions on takeover"
-                );
-            }
-            self.commit(&mut inner, records).await?;
+            self.take_over(&mut inner, m.current_term).await?;
         }
         inner.image = self.shared.image();
         Ok(inner)
+    }
+
+    /// What a controller does first in a term it leads: waits until every
+    /// entry of earlier terms is applied, gives every broker and
+    /// coordinator a fresh session, sets the cluster id of a new cluster,
+    /// and elects leaders for partitions left without one.
+    async fn take_over(&self, inner: &mut Inner, term: u64) -> Result<(), ControllerError> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map_err(|_| self.not_active())?;
+        inner.image = self.shared.image();
+        let now = Instant::now();
+        inner.heartbeats = inner.image.brokers.keys().map(|&id| (id, now)).collect();
+        inner.coordinator_heartbeats = inner
+            .image
+            .coordinators
+            .keys()
+            .map(|&id| (id, now))
+            .collect();
+        inner.active_term = Some(term);
+        tracing::info!(
+            term,
+            metadata_end_offset = inner.image.next_offset,
+            "this controller is now the active controller"
+        );
+        if self.shared.cluster_id().is_none() {
+            let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+            self.write(inner, Vec::new(), cluster_id).await?;
+        }
+        let mut image = (*inner.image).clone();
+        let mut records = Vec::new();
+        let live: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
+        for id in live {
+            for change in election::on_broker_unfenced(&image, id) {
+                let r = record(Record::PartitionChanged(change));
+                image.apply(image.next_offset, &r)?;
+                records.push(r);
+            }
+        }
+        if !records.is_empty() {
+            tracing::info!(
+                partitions = records.len(),
+                "leaders elected for offline partitions on takeover"
+            );
+        }
+        self.commit(inner, records).await
     }
 
     /// Replicates one entry through Raft and waits until it is applied here.
@@ -417,25 +418,21 @@ impl Controller {
             return Ok(());
         }
         let mut next = (*inner.image).clone();
-        let mut i = 0;
-        while i < records.len() {
-            let r = records[i].clone();
-            let offset = next.next_offset;
-            next.apply(offset, &r)?;
-            i += 1;
-            if i == records.len()
-                && let Some(assigned) = coordinators::reassign(&next)
-            {
-                for o in &assigned.owners {
-                    tracing::info!(
-                        partition = o.partition,
-                        coordinator = o.coordinator_id,
-                        owner_epoch = o.owner_epoch,
-                        "__consumer_offsets partition assigned"
-                    );
-                }
-                records.push(record(Record::OffsetsPartitionsAssigned(assigned)));
+        for r in &records {
+            next.apply(next.next_offset, r)?;
+        }
+        while let Some(assigned) = coordinators::reassign(&next) {
+            for o in &assigned.owners {
+                tracing::info!(
+                    partition = o.partition,
+                    coordinator = o.coordinator_id,
+                    owner_epoch = o.owner_epoch,
+                    "__consumer_offsets partition assigned"
+                );
             }
+            let r = record(Record::OffsetsPartitionsAssigned(assigned));
+            next.apply(next.next_offset, &r)?;
+            records.push(r);
         }
         self.write(inner, records, String::new()).await
     }
@@ -1108,14 +1105,7 @@ impl Controller {
             .add_learner(raft_id(id), node, true)
             .await
             .map_err(|e| self.membership_error(e))?;
-        let mut voters: BTreeSet<u64> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let mut voters = self.voters();
         voters.insert(raft_id(id));
         self.raft
             .change_membership(voters, false)
@@ -1130,14 +1120,7 @@ impl Controller {
         if !self.is_active() {
             return Err(self.not_active());
         }
-        let mut voters: BTreeSet<u64> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
+        let mut voters = self.voters();
         if !voters.remove(&raft_id(id)) {
             return Err(ControllerError::refused(
                 ErrorCode::InvalidRequest,
@@ -1156,6 +1139,17 @@ impl Controller {
             .map_err(|e| self.membership_error(e))?;
         tracing::info!(controller = id, "controller removed from the quorum");
         Ok(())
+    }
+
+    /// The Raft ids of the quorum's voters.
+    fn voters(&self) -> BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
     }
 
     fn membership_error(

@@ -94,7 +94,7 @@ impl ControllerService {
             .active()
             .filter(|(id, _)| *id != self.controller.node_id())
         else {
-            return Err(to_status(self.controller.not_active_error()));
+            return Err(to_status(self.controller.not_active()));
         };
         if self.fault.is_isolated() {
             return Err(status(

@@ -74,10 +74,18 @@ pub struct Peer {
 #[error("{0}")]
 struct Failure(String);
 
+/// The three Raft calls.
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
 impl Peer {
     async fn call<Req, Resp, E>(
         &mut self,
-        method: &'static str,
+        method: Rpc,
         rpc: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, E>>
@@ -105,9 +113,9 @@ impl Peer {
             tonic::metadata::MetadataValue::from_static("controller"),
         );
         let response = match method {
-            "append_entries" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let message = response.map_err(|s| {
             let failure = Failure(format!("controller at {}: {}", self.addr, s.message()));
@@ -130,7 +138,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("append_entries", &rpc, option.hard_ttl()).await
+        self.call(Rpc::AppendEntries, &rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -141,7 +149,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call("install_snapshot", &rpc, option.hard_ttl()).await
+        self.call(Rpc::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(
@@ -149,7 +158,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call("vote", &rpc, option.hard_ttl()).await
+        self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
     }
 }
 

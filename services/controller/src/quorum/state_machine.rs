@@ -57,12 +57,29 @@ impl Shared {
     }
 
     fn publish(&self, image: MetadataImage, events: Vec<MetadataEvent>) {
-        metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
-        crate::controller::publish_partition_gauges(&image);
+        publish_gauges(&image);
         *self.image.write() = Arc::new(image);
         if !events.is_empty() {
             let _ = self.events.send(Arc::new(events));
         }
+    }
+}
+
+fn publish_gauges(image: &MetadataImage) {
+    metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
+    crate::controller::publish_partition_gauges(image);
+}
+
+/// A Raft position as the store keeps it (openraft's JSON), decoded.
+fn decode_position(
+    stored: Option<(String, String)>,
+) -> Result<(Option<LogId<NodeId>>, Membership), serde_json::Error> {
+    match stored {
+        Some((log_id, membership)) => Ok((
+            serde_json::from_str(&log_id)?,
+            serde_json::from_str(&membership)?,
+        )),
+        None => Ok((None, Membership::default())),
     }
 }
 
@@ -91,17 +108,9 @@ impl StateMachine {
     /// The state machine over `store`, with snapshots kept in `dir`.
     pub async fn open(store: Store, dir: &Path) -> Result<StateMachine, StoreError> {
         let image = store.load_image().await?;
-        let (applied, membership) = match store.raft_applied().await? {
-            Some((log_id, membership)) => (
-                serde_json::from_str(&log_id)
-                    .map_err(|e| StoreError::Corrupt(format!("raft_applied.log_id: {e}")))?,
-                serde_json::from_str(&membership)
-                    .map_err(|e| StoreError::Corrupt(format!("raft_applied.membership: {e}")))?,
-            ),
-            None => (None, Membership::default()),
-        };
-        metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
-        crate::controller::publish_partition_gauges(&image);
+        let (applied, membership) = decode_position(store.raft_applied().await?)
+            .map_err(|e| StoreError::Corrupt(format!("raft_applied: {e}")))?;
+        publish_gauges(&image);
         let shared = Arc::new(Shared {
             image: RwLock::new(Arc::new(image)),
             cluster_id: RwLock::new(store.cluster_id().await?),
@@ -285,13 +294,7 @@ async fn read_snapshot(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, Stora
     let copy = Store::open_copy(&path).await.map_err(snap_err)?;
     let position = copy.raft_applied().await.map_err(snap_err);
     copy.close().await;
-    let (last_log_id, last_membership): (Option<LogId<NodeId>>, Membership) = match position? {
-        Some((log_id, membership)) => (
-            serde_json::from_str(&log_id).map_err(snap_err)?,
-            serde_json::from_str(&membership).map_err(snap_err)?,
-        ),
-        None => (None, Membership::default()),
-    };
+    let (last_log_id, last_membership) = decode_position(position?).map_err(snap_err)?;
     let meta = SnapshotMeta {
         snapshot_id: last_log_id.map_or_else(
             || "empty".to_owned(),
