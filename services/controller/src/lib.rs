@@ -236,7 +236,20 @@ pub async fn start(
             tracing::info!(error = %e, "quorum already initialized");
         }
     }
-    if voters.len() == 1 && voters[0].id == config.node_id && !config.quorum_join {
+    // The quorum as stored (it may have grown since `quorum_voters` was
+    // written: `runnel controllers add`), not as configured.
+    let me = quorum::raft_id(config.node_id);
+    let alone = raft
+        .with_raft_state(move |state| {
+            state
+                .membership_state
+                .effective()
+                .voter_ids()
+                .eq(std::iter::once(me))
+        })
+        .await
+        .map_err(|e| StartError::Quorum(e.to_string()))?;
+    if alone {
         // A quorum of one: elect now rather than after an election timeout,
         // and be the active controller before serving.
         let _ = raft.trigger().elect().await;
