@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
 /// The gRPC status code for `UNAVAILABLE`.
@@ -59,12 +59,7 @@ impl FailoverChannel {
         let channels = addrs
             .iter()
             .map(|addr| {
-                Endpoint::from_shared(format!("http://{addr}"))
-                    .map(|e| {
-                        crate::transport::endpoint(e)
-                            .connect_timeout(connect_timeout)
-                            .connect_lazy()
-                    })
+                crate::transport::lazy_channel(addr, connect_timeout)
                     .map_err(|e| bad(format!("{addr}: {e}")))
             })
             .collect::<Result<_, _>>()?;

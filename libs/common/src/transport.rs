@@ -41,3 +41,15 @@ pub fn endpoint(endpoint: tonic::transport::Endpoint) -> tonic::transport::Endpo
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
 }
+
+/// A channel to `addr` (`host:port`, plain HTTP/2) with Runnel's settings,
+/// connecting on first use and again after a failure.
+pub fn lazy_channel(
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let target = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?;
+    Ok(endpoint(target)
+        .connect_timeout(connect_timeout)
+        .connect_lazy())
+}

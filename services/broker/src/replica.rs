@@ -19,7 +19,7 @@ use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
 use runnel_proto::common::v1::ErrorCode;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::metadata::MetadataCache;
 use crate::partition::{LogManager, Partition, PartitionKey};
@@ -349,10 +349,7 @@ impl Fetchers {
 }
 
 fn connect(addr: &str, me: i32) -> Result<Client, tonic::transport::Error> {
-    let channel =
-        runnel_common::transport::endpoint(Endpoint::from_shared(format!("http://{addr}"))?)
-            .connect_timeout(Duration::from_secs(3))
-            .connect_lazy();
+    let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(3))?;
     let peer = PeerInterceptor(tonic::metadata::MetadataValue::from(me));
     Ok(BrokerClient::with_interceptor(channel, peer)
         .max_decoding_message_size(usize::MAX)

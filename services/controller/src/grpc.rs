@@ -61,16 +61,13 @@ impl ControllerService {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+        let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
+            .map_err(|e| {
                 status(
                     ErrorCode::UnknownServerError,
                     format!("controller address {addr:?}: {e}"),
                 )
             })?;
-        let channel = runnel_common::transport::endpoint(endpoint)
-            .connect_timeout(Duration::from_secs(1))
-            .connect_lazy();
         let client = ControllerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

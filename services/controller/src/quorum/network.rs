@@ -21,7 +21,7 @@ use runnel_proto::controller::v1::controller_quorum_client::ControllerQuorumClie
 use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorum;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{ControllerRaft, TypeConfig};
@@ -45,13 +45,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let channel = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|e| {
-                runnel_common::transport::endpoint(e)
-                    .connect_timeout(Duration::from_secs(1))
-                    .connect_lazy()
-            })
-            .ok();
+        let channel =
+            runnel_common::transport::lazy_channel(&node.addr, Duration::from_secs(1)).ok();
         Peer {
             target,
             addr: node.addr.clone(),
