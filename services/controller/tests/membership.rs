@@ -57,6 +57,19 @@ async fn register(c: &mut ControllerClient<Channel>, broker_id: i32) -> i64 {
     .broker_epoch
 }
 
+/// The voters of the quorum, as `DescribeCluster` lists them.
+async fn voters(c: &mut ControllerClient<Channel>) -> Vec<i32> {
+    c.describe_cluster(pb::DescribeClusterRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .controllers
+        .iter()
+        .filter(|k| k.voter)
+        .map(|k| k.controller_id)
+        .collect()
+}
+
 /// Polls until `check` holds, for at most 20 s.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -85,18 +98,7 @@ async fn a_single_controller_grows_to_three_restarts_into_them_and_shrinks() {
         .await
         .unwrap();
     }
-    let cluster = c
-        .describe_cluster(pb::DescribeClusterRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let voters: Vec<i32> = cluster
-        .controllers
-        .iter()
-        .filter(|k| k.voter)
-        .map(|k| k.controller_id)
-        .collect();
-    assert_eq!(voters, [1, 2, 3]);
+    assert_eq!(voters(&mut c).await, [1, 2, 3]);
 
     // A write through a new member (forwarded) reaches every controller.
     let mut via_third = client(addrs[2]).await;
@@ -153,18 +155,7 @@ async fn a_single_controller_grows_to_three_restarts_into_them_and_shrinks() {
         code == ErrorCode::InvalidRequest
     })
     .await;
-    let cluster = c
-        .describe_cluster(pb::DescribeClusterRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let voters: Vec<i32> = cluster
-        .controllers
-        .iter()
-        .filter(|k| k.voter)
-        .map(|k| k.controller_id)
-        .collect();
-    assert_eq!(voters, [1, 2]);
+    assert_eq!(voters(&mut c).await, [1, 2]);
     // The smaller quorum still commits.
     register(&mut c, 8).await;
     eventually("the registration after the removal", async || {
