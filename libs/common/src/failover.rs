@@ -3,13 +3,15 @@
 //!
 //! Calls go to one server until it fails: a transport error, or an
 //! `UNAVAILABLE` answer (a controller that knows no active controller, or
-//! is cut off) makes later calls go to the next server. The failed call
-//! itself returns its error; callers already retry.
+//! is cut off) makes later calls go to the next server. A server that could
+//! not be reached is skipped for a while, so a caller moving on from a
+//! live server that is waiting out an election does not land on the dead
+//! one. The failed call itself returns its error; callers already retry.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
@@ -19,11 +21,23 @@ use tower::{Service, ServiceExt};
 /// The gRPC status code for `UNAVAILABLE`.
 const UNAVAILABLE: &str = "14";
 
+/// How long a server that could not be reached is passed over.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
 #[derive(Debug)]
 struct Servers {
     addrs: Vec<String>,
     channels: Vec<Channel>,
     current: AtomicUsize,
+    /// Per server: until when (ms after `since`) it is passed over.
+    down_until_ms: Vec<AtomicU64>,
+    since: Instant,
+}
+
+impl Servers {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A channel that moves to the next server when the current one fails.
@@ -65,9 +79,11 @@ impl FailoverChannel {
             .collect::<Result<_, _>>()?;
         Ok(FailoverChannel {
             servers: Arc::new(Servers {
+                down_until_ms: addrs.iter().map(|_| AtomicU64::new(0)).collect(),
                 addrs,
                 channels,
                 current: AtomicUsize::new(0),
+                since: Instant::now(),
             }),
         })
     }
@@ -83,17 +99,27 @@ impl FailoverChannel {
         &self.servers.addrs
     }
 
-    /// Moves on from server `i` (if no other call already did).
-    fn failed(&self, i: usize) {
-        let n = self.servers.addrs.len();
-        if self
-            .servers
+    /// Moves on from server `i` (if no other call already did) to the next
+    /// one not known to be down; `unreachable`: pass `i` over for a while.
+    fn failed(&self, i: usize, unreachable: bool) {
+        let servers = &*self.servers;
+        let n = servers.addrs.len();
+        let now = servers.now_ms();
+        if unreachable {
+            let until = now.saturating_add(u64::try_from(DOWN_FOR.as_millis()).unwrap_or(0));
+            servers.down_until_ms[i].store(until, Ordering::Relaxed);
+        }
+        let next = (1..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| servers.down_until_ms[j].load(Ordering::Relaxed) <= now)
+            .unwrap_or((i + 1) % n);
+        if servers
             .current
-            .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
             && n > 1
         {
-            tracing::debug!(from = %self.servers.addrs[i], to = %self.servers.addrs[(i + 1) % n], "moving to the next server");
+            tracing::debug!(from = %servers.addrs[i], to = %servers.addrs[next], "moving to the next server");
         }
     }
 }
@@ -114,15 +140,17 @@ impl Service<http::Request<Body>> for FailoverChannel {
         let this = self.clone();
         Box::pin(async move {
             let result = channel.oneshot(request).await;
-            let unavailable = match &result {
-                Err(_) => true,
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .is_some_and(|s| s.as_bytes() == UNAVAILABLE.as_bytes()),
-            };
-            if unavailable {
-                this.failed(i);
+            match &result {
+                Err(_) => this.failed(i, true),
+                Ok(response)
+                    if response
+                        .headers()
+                        .get("grpc-status")
+                        .is_some_and(|s| s.as_bytes() == UNAVAILABLE.as_bytes()) =>
+                {
+                    this.failed(i, false)
+                }
+                Ok(_) => {}
             }
             result
         })
@@ -138,13 +166,24 @@ mod tests {
         let c = FailoverChannel::new("a:1, b:2,c:3", Duration::from_secs(1)).expect("valid");
         assert_eq!(c.servers(), ["a:1", "b:2", "c:3"]);
         assert_eq!(c.current(), "a:1");
-        c.failed(0);
+        c.failed(0, false);
         assert_eq!(c.current(), "b:2");
         // A late failure report about a server already left changes nothing.
-        c.failed(0);
+        c.failed(0, false);
         assert_eq!(c.current(), "b:2");
-        c.failed(1);
-        c.failed(2);
+        c.failed(1, false);
+        c.failed(2, false);
+        assert_eq!(c.current(), "a:1");
+        // An unreachable server is passed over by the next moves...
+        c.failed(0, true);
+        assert_eq!(c.current(), "b:2");
+        c.failed(1, false);
+        assert_eq!(c.current(), "c:3");
+        c.failed(2, false);
+        assert_eq!(c.current(), "b:2");
+        // ...unless every other one is down too.
+        c.failed(1, true);
+        c.failed(2, true);
         assert_eq!(c.current(), "a:1");
         assert!(FailoverChannel::new(" , ", Duration::from_secs(1)).is_err());
     }

@@ -29,7 +29,9 @@ pub type Controller = ControllerClient<InterceptedService<FailoverChannel, Trace
 /// A lazily connecting client for the controllers at `addrs` (`host:port`
 /// separated by commas): calls move to the next one when one fails.
 pub fn controller_client(addrs: &str) -> Result<Controller, BadServerList> {
-    let channel = FailoverChannel::new(addrs, Duration::from_secs(3))?;
+    // Short: a controller that does not answer a connect in a second is
+    // down, and the next one is tried.
+    let channel = FailoverChannel::new(addrs, Duration::from_secs(1))?;
     Ok(ControllerClient::with_interceptor(
         channel,
         TraceInterceptor,
@@ -110,6 +112,18 @@ pub struct Identity {
     pub net_fault: runnel_common::netfault::NetFault,
 }
 
+/// The first wait before registering again after the link failed; doubles
+/// up to 2 s while it keeps failing.
+const RELINK_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How soon a failed heartbeat is first retried (doubling up to
+/// [`HEARTBEAT_RETRY_MAX`]): a controller election is the usual cause, and
+/// the new active controller should hear from every broker as soon as it
+/// is elected, not a whole heartbeat interval later.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(100);
+/// The longest wait between heartbeats that keep failing.
+const HEARTBEAT_RETRY_MAX: Duration = Duration::from_millis(400);
+
 /// Follows the controller until `shutdown`; reconnects after failures.
 pub async fn run_link(
     mut controller: Controller,
@@ -119,10 +133,11 @@ pub async fn run_link(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = RELINK_BACKOFF;
     let mut caught_up_once = false;
     let mut epoch = None;
     loop {
+        let mut registered_at = None;
         let session = session(
             &mut controller,
             &identity,
@@ -132,10 +147,15 @@ pub async fn run_link(
             &shutdown,
             &mut caught_up_once,
             &mut epoch,
+            &mut registered_at,
         );
         match session.await {
             Ok(()) => break,
             Err(e) => {
+                if registered_at.is_some_and(|at| at.elapsed() > Duration::from_secs(10)) {
+                    // A session that lasted: this is a new failure, not a flapping one.
+                    backoff = RELINK_BACKOFF;
+                }
                 if shutdown.is_cancelled() {
                     break;
                 }
@@ -160,6 +180,32 @@ pub async fn run_link(
     }
 }
 
+/// Opens the metadata stream from where this broker has applied it, on
+/// the next controller if the current one is down.
+async fn watch(
+    controller: &mut Controller,
+    cache: &MetadataCache,
+) -> Result<tonic::Streaming<pb::WatchResponse>, LinkError> {
+    let request = || pb::WatchRequest {
+        from_offset: cache.applied_offset(),
+    };
+    let stream = match controller.watch(request()).await {
+        Ok(stream) => stream,
+        // The failed call moved the channel on: one more try.
+        Err(_) => controller.watch(request()).await?,
+    };
+    Ok(stream.into_inner())
+}
+
+/// Whether a failed controller call is what an election looks like: no
+/// controller reachable, or none active yet.
+fn in_election(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
     #[error("controller call failed: {0}")]
@@ -182,6 +228,7 @@ async fn session(
     shutdown: &CancellationToken,
     caught_up_once: &mut bool,
     epoch_slot: &mut Option<i64>,
+    registered_at: &mut Option<std::time::Instant>,
 ) -> Result<(), LinkError> {
     if identity.net_fault.is_isolated() {
         return Err(LinkError::Isolated);
@@ -197,6 +244,7 @@ async fn session(
         .into_inner()
         .broker_epoch;
     *epoch_slot = Some(epoch);
+    *registered_at = Some(std::time::Instant::now());
     let cluster = controller
         .describe_cluster(pb::DescribeClusterRequest {})
         .await?
@@ -210,12 +258,9 @@ async fn session(
         "registered with the controller"
     );
 
-    let mut stream = controller
-        .watch(pb::WatchRequest {
-            from_offset: cache.applied_offset(),
-        })
-        .await?
-        .into_inner();
+    let mut stream = watch(controller, cache).await?;
+    let mut active_controller = None;
+    let mut retry = HEARTBEAT_RETRY;
     let mut heartbeat = tokio::time::interval(identity.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -225,15 +270,27 @@ async fn session(
                 if identity.net_fault.is_isolated() {
                     return Err(LinkError::Isolated);
                 }
-                let hb = controller
+                let hb = match controller
                     .broker_heartbeat(pb::BrokerHeartbeatRequest {
                         broker_id: identity.broker_id,
                         broker_epoch: epoch,
                         metadata_offset: cache.applied_offset(),
                         shutting_down: false,
                     })
-                    .await?
-                    .into_inner();
+                    .await
+                {
+                    Ok(hb) => hb.into_inner(),
+                    // The session outlives an election: keep it, ask again soon
+                    // (the channel has moved on if that controller is down).
+                    Err(status) if in_election(&status) => {
+                        tracing::debug!(error = %status, retry_in_ms = retry.as_millis() as u64, "heartbeat failed");
+                        heartbeat.reset_after(retry);
+                        retry = (retry * 2).min(HEARTBEAT_RETRY_MAX.min(identity.heartbeat_interval));
+                        continue;
+                    }
+                    Err(status) => return Err(status.into()),
+                };
+                retry = HEARTBEAT_RETRY;
                 if hb.should_register {
                     return Err(LinkError::Reregister);
                 }
@@ -244,9 +301,24 @@ async fn session(
                 }
             }
             message = stream.message() => {
-                let Some(batch) = message? else { return Err(LinkError::StreamEnded) };
+                let batch = match message {
+                    Ok(Some(batch)) => batch,
+                    // Its controller went away; any other serves the same log.
+                    Ok(None) | Err(_) => {
+                        stream = watch(controller, cache).await?;
+                        continue;
+                    }
+                };
                 if identity.net_fault.is_isolated() {
                     return Err(LinkError::Isolated);
+                }
+                let active = (batch.active_controller_id >= 0).then_some(batch.active_controller_id);
+                if active.is_some() && active != active_controller {
+                    if active_controller.is_some() {
+                        // Elected just now: the heartbeat's answer says where it listens.
+                        heartbeat.reset_immediately();
+                    }
+                    active_controller = active;
                 }
                 let applied = {
                     let mut image = cache.image.write();

@@ -43,8 +43,9 @@ pub struct Config {
     /// (`runnel controllers add`) instead of forming one.
     pub quorum_join: bool,
     /// `controller.quorum.election.timeout.ms`: a follower that hears nothing
-    /// from the active controller for this long (up to twice as long,
-    /// randomized) starts an election.
+    /// from the active controller for the active controller's lease (1.5 times
+    /// this) plus this (up to 1.5 times, randomized) starts an election:
+    /// 1.0-1.2 s after the last heartbeat with the default 400.
     pub quorum_election_timeout_ms: u64,
     /// Take a snapshot of the metadata state every this many Raft entries
     /// and drop the log before it (a controller further behind is sent the
@@ -72,7 +73,7 @@ impl Default for Config {
             leader_imbalance_check_interval_ms: 300_000,
             quorum_voters: String::new(),
             quorum_join: false,
-            quorum_election_timeout_ms: 500,
+            quorum_election_timeout_ms: 400,
             quorum_snapshot_entries: 5000,
             net_fault: runnel_common::netfault::NetFault::default(),
         }

@@ -46,6 +46,33 @@ pub struct Settings {
     pub broker_session_timeout: Duration,
 }
 
+/// The active controller's id as one controller sees it, election by election.
+pub struct ActiveChanges {
+    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>,
+    last: Option<i32>,
+}
+
+impl ActiveChanges {
+    /// The active controller now (None while none is known).
+    pub fn current(&self) -> Option<i32> {
+        self.last
+    }
+
+    /// Waits until the active controller changes and returns the new one
+    /// (None: none known); `Err` once the controller stops.
+    pub async fn changed(&mut self) -> Result<Option<i32>, tokio::sync::watch::error::RecvError> {
+        loop {
+            // Raft metrics change with every applied entry; most leave the leader as it was.
+            self.metrics.changed().await?;
+            let now = self.metrics.borrow().current_leader.map(controller_id);
+            if now != self.last {
+                self.last = now;
+                return Ok(now);
+            }
+        }
+    }
+}
+
 /// A controller operation that failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
@@ -268,6 +295,13 @@ impl Controller {
         Some((controller_id(leader), addr))
     }
 
+    /// Follows which controller this one takes to be active.
+    pub fn active_changes(&self) -> ActiveChanges {
+        let metrics = self.raft.metrics();
+        let last = metrics.borrow().current_leader.map(controller_id);
+        ActiveChanges { metrics, last }
+    }
+
     /// Whether this controller is the active one.
     pub fn is_active(&self) -> bool {
         self.raft.metrics().borrow().state == openraft::ServerState::Leader
@@ -295,17 +329,17 @@ impl Controller {
             inner.active_term = None;
             return Err(self.not_active());
         }
-        // A leader cut off from the majority cannot commit: refuse at once
-        // rather than hold the request until the election it will lose.
-        let voters = m.membership_config.membership().voter_ids().count();
-        if voters > 1
+        if inner.active_term != Some(m.current_term) {
+            // Taking over confirms the leadership with a quorum first; no
+            // quorum ack is recorded yet just after the election.
+            self.take_over(&mut inner, m.current_term).await?;
+        } else if m.membership_config.membership().voter_ids().count() > 1
             && m.millis_since_quorum_ack
                 .is_none_or(|ms| ms > self.raft.config().election_timeout_max)
         {
+            // A leader cut off from the majority cannot commit: refuse at once
+            // rather than hold the request until the election it will lose.
             return Err(self.not_active());
-        }
-        if inner.active_term != Some(m.current_term) {
-            self.take_over(&mut inner, m.current_term).await?;
         }
         inner.image = self.shared.image();
         Ok(inner)

@@ -21,6 +21,7 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::controller::v1::controller_server::Controller as ControllerApi;
+use runnel_proto::metadata::v1::MetadataEvent;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -134,6 +135,14 @@ fn to_status(e: ControllerError) -> Status {
         tracing::error!(error = %e, "controller operation failed");
     }
     status(e.code(), e.to_string())
+}
+
+/// What woke a watch stream up.
+enum WatchWake {
+    /// Events applied (or the subscription lagged or closed).
+    Applied(Result<Arc<Vec<MetadataEvent>>, RecvError>),
+    /// Another controller became active, or none is known.
+    Elected(Option<i32>),
 }
 
 /// Runs one request inside its span, counting it and timing it.
@@ -480,6 +489,8 @@ impl ControllerApi for ControllerService {
             // Subscribe before reading the store: every event is then either
             // in the store read or in the channel (or both; offsets dedupe).
             let mut live = controller.subscribe();
+            let mut active = controller.active_changes();
+            let active_id = |a: Option<i32>| a.unwrap_or(-1);
             let mut next = from;
             loop {
                 loop {
@@ -487,24 +498,32 @@ impl ControllerApi for ControllerService {
                         .map_err(|e| status(ErrorCode::UnknownServerError, e.to_string()))?;
                     let Some(last) = page.last() else { break };
                     next = last.offset + 1;
-                    yield pb::WatchResponse { events: page };
+                    yield pb::WatchResponse { events: page, active_controller_id: active_id(active.current()) };
                 }
                 loop {
                     let received = tokio::select! {
                         () = shutdown.cancelled() => return,
-                        r = live.recv() => r,
+                        r = live.recv() => WatchWake::Applied(r),
+                        changed = active.changed() => match changed {
+                            Ok(now) => WatchWake::Elected(now),
+                            Err(_) => return,
+                        },
                     };
                     match received {
-                        Ok(events) => {
+                        // Told alone, at once: the broker heartbeats the new one.
+                        WatchWake::Elected(now) => {
+                            yield pb::WatchResponse { events: Vec::new(), active_controller_id: active_id(now) };
+                        }
+                        WatchWake::Applied(Ok(events)) => {
                             let fresh: Vec<_> = events.iter().filter(|e| e.offset >= next).cloned().collect();
                             if let Some(last) = fresh.last() {
                                 next = last.offset + 1;
-                                yield pb::WatchResponse { events: fresh };
+                                yield pb::WatchResponse { events: fresh, active_controller_id: active_id(active.current()) };
                             }
                         }
                         // Fell behind the channel: catch up from the store again.
-                        Err(RecvError::Lagged(_)) => break,
-                        Err(RecvError::Closed) => return,
+                        WatchWake::Applied(Err(RecvError::Lagged(_))) => break,
+                        WatchWake::Applied(Err(RecvError::Closed)) => return,
                     }
                 }
             }

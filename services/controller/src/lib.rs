@@ -198,7 +198,9 @@ pub async fn start(
         cluster_name: "runnel-controllers".into(),
         heartbeat_interval: (election / 5).max(5),
         election_timeout_min: election,
-        election_timeout_max: election * 2,
+        // openraft waits out the old leader's lease (this maximum) before
+        // the randomized timeout, so a narrow range keeps failover short.
+        election_timeout_max: election * 3 / 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
             config.quorum_snapshot_entries.max(1),
         ),

@@ -53,14 +53,7 @@ pub async fn run(client: ClientConfig, args: MetadataArgs) -> anyhow::Result<()>
     let (elapsed, latency) = create_all(&admin, &args, 0, first).await?;
     report(first, elapsed, &latency);
     if let Some(command) = &args.kill_active {
-        let active = admin
-            .describe_cluster()
-            .await?
-            .controllers
-            .iter()
-            .find(|c| c.active)
-            .map(|c| c.id)
-            .context("no active controller")?;
+        let active = wait_quorum_caught_up(&admin).await?;
         let command = command.replace("{id}", &active.to_string());
         let status = tokio::process::Command::new("sh")
             .arg("-c")
@@ -168,4 +161,28 @@ fn report(count: usize, elapsed: Duration, latency: &Histogram<u64>) {
         count as f64 / elapsed.as_secs_f64()
     );
     super::print_latency("creation latency", latency);
+}
+
+/// Waits until every controller holds the active controller's whole Raft
+/// log (a controller restarted by an earlier round may still be catching
+/// up: the failover measured is that of a healthy quorum) and returns the
+/// active controller's id.
+async fn wait_quorum_caught_up(admin: &Admin) -> anyhow::Result<i32> {
+    let start = Instant::now();
+    loop {
+        let controllers = admin.describe_cluster().await?.controllers;
+        let active = controllers.iter().find(|c| c.active);
+        if let Some(active) = active {
+            if controllers
+                .iter()
+                .all(|c| c.matched_index >= 0 && c.matched_index == active.matched_index)
+            {
+                return Ok(active.id);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the controllers did not catch up with the active one within 30 s: {controllers:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

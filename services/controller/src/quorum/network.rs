@@ -155,7 +155,17 @@ impl RaftNetwork<TypeConfig> for Peer {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, option.hard_ttl()).await
     }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // Retry an unreachable peer soon (openraft waits 500 ms): a
+        // restarted controller that is not caught up when the active one
+        // dies starts an election it cannot win and delays the failover.
+        openraft::network::Backoff::new(std::iter::repeat(UNREACHABLE_RETRY))
+    }
 }
+
+/// How long replication to an unreachable controller waits before trying again.
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(100);
 
 /// The server side: hands peers' messages to this controller's Raft node.
 #[derive(Clone)]
