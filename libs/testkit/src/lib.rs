@@ -30,6 +30,8 @@ pub struct Builder {
     coordinators: usize,
     controllers: usize,
     quorum_snapshot_entries: u64,
+    broker_heartbeat_interval_ms: u64,
+    broker_session_timeout_ms: u64,
 }
 
 impl Builder {
@@ -44,6 +46,14 @@ impl Builder {
     /// (default 5000), so a test can make one catch up from a snapshot.
     pub fn quorum_snapshot_entries(mut self, n: u64) -> Self {
         self.quorum_snapshot_entries = n;
+        self
+    }
+
+    /// The brokers' heartbeat interval and the controllers' broker session
+    /// timeout (default 100 ms and 2 s).
+    pub fn broker_heartbeats(mut self, interval_ms: u64, session_timeout_ms: u64) -> Self {
+        self.broker_heartbeat_interval_ms = interval_ms;
+        self.broker_session_timeout_ms = session_timeout_ms;
         self
     }
 
@@ -155,6 +165,8 @@ impl TestCluster {
             coordinators: 0,
             controllers: 1,
             quorum_snapshot_entries: 5000,
+            broker_heartbeat_interval_ms: 100,
+            broker_session_timeout_ms: 2_000,
         }
     }
 
@@ -246,7 +258,7 @@ impl TestCluster {
             listen: self.controller_addrs[i],
             admin_listen: any_port(),
             data_dir: self.dir.path().join(format!("controller-{}", i + 1)),
-            broker_session_timeout_ms: 2_000,
+            broker_session_timeout_ms: self.settings.broker_session_timeout_ms,
             num_partitions: self.settings.num_partitions,
             quorum_voters: if n > 1 {
                 self.controller_addrs
@@ -278,7 +290,7 @@ impl TestCluster {
             admin_listen,
             data_dir: self.dir.path().join(format!("broker-{}", i + 1)),
             controller: self.controller_addrs(),
-            heartbeat_interval_ms: 100,
+            heartbeat_interval_ms: self.settings.broker_heartbeat_interval_ms,
             // Short, so tests see followers leave and rejoin the ISR quickly.
             replica_lag_time_max_ms: 1_000,
             net_fault: self.faults[i].clone(),
@@ -381,6 +393,16 @@ impl TestCluster {
             .expect("broker is running")
             .metadata
             .snapshot()
+    }
+
+    /// The gRPC port of the controller broker `i` sends clients to.
+    pub fn broker_named_controller_port(&self, i: usize) -> Option<u16> {
+        let cache = &self.brokers[i].as_ref().expect("broker is running").metadata;
+        cache
+            .controller_endpoints()
+            .iter()
+            .find(|e| e.name == "grpc")
+            .and_then(|e| u16::try_from(e.port).ok())
     }
 
     /// Where broker `i` serves gRPC.

@@ -253,6 +253,49 @@ async fn killing_the_active_controller_loses_no_acknowledged_metadata_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_hear_of_a_new_active_controller_without_waiting_for_a_heartbeat() {
+    // Heartbeats 30 s apart: a broker that learned of the election only
+    // from its next heartbeat would go on naming the dead controller.
+    let mut cluster = TestCluster::builder()
+        .controllers(3)
+        .broker_heartbeats(30_000, 120_000)
+        .start()
+        .await;
+    let old = cluster.active_controller().expect("an active controller");
+    let names = |cluster: &TestCluster, i: usize| {
+        cluster.broker_named_controller_port(0) == Some(cluster.controller_addr(i).port())
+    };
+    wait_for(
+        "the broker names the active controller",
+        Duration::from_secs(10),
+        || async { names(&cluster, old) },
+    )
+    .await;
+
+    cluster.kill_controller(old).await;
+    let new = cluster.wait_active_controller().await;
+    assert_ne!(new, old);
+    wait_for(
+        "the broker names the new active controller",
+        Duration::from_secs(10),
+        || async { names(&cluster, new) },
+    )
+    .await;
+    // Clients follow it through the broker.
+    cluster
+        .admin()
+        .create_topic(NewTopic {
+            name: "after-election".into(),
+            partitions: Some(1),
+            replication_factor: Some(1),
+            configs: Default::default(),
+        })
+        .await
+        .expect("a topic is created through the new active controller");
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_cut_off_from_the_quorum_stops_deciding_and_rejoins_as_follower() {
     let cluster = TestCluster::builder()
         .controllers(3)
