@@ -397,7 +397,10 @@ impl TestCluster {
 
     /// The gRPC port of the controller broker `i` sends clients to.
     pub fn broker_named_controller_port(&self, i: usize) -> Option<u16> {
-        let cache = &self.brokers[i].as_ref().expect("broker is running").metadata;
+        let cache = &self.brokers[i]
+            .as_ref()
+            .expect("broker is running")
+            .metadata;
         cache
             .controller_endpoints()
             .iter()

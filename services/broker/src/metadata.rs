@@ -259,6 +259,7 @@ async fn session(
     );
 
     let mut stream = watch(controller, cache).await?;
+    let mut reopened = false;
     let mut active_controller = None;
     let mut retry = HEARTBEAT_RETRY;
     let mut heartbeat = tokio::time::interval(identity.heartbeat_interval);
@@ -303,12 +304,17 @@ async fn session(
             message = stream.message() => {
                 let batch = match message {
                     Ok(Some(batch)) => batch,
-                    // Its controller went away; any other serves the same log.
-                    Ok(None) | Err(_) => {
+                    // Its controller went away; any other serves the same log
+                    // (but a stream that fails again at once is a session failure).
+                    Ok(None) | Err(_) if !reopened => {
                         stream = watch(controller, cache).await?;
+                        reopened = true;
                         continue;
                     }
+                    Ok(None) => return Err(LinkError::StreamEnded),
+                    Err(status) => return Err(status.into()),
                 };
+                reopened = false;
                 if identity.net_fault.is_isolated() {
                     return Err(LinkError::Isolated);
                 }

@@ -317,10 +317,10 @@ pub async fn start(
                 continue;
             }
             if let Err(e) = liveness.fence_expired_brokers().await {
-                tracing::error!(error = %e, "fencing expired brokers failed");
+                log_task_failure("fencing expired brokers", &e);
             }
             if let Err(e) = liveness.fence_expired_coordinators().await {
-                tracing::error!(error = %e, "fencing expired coordinators failed");
+                log_task_failure("fencing expired coordinators", &e);
             }
         }
     });
@@ -340,7 +340,7 @@ pub async fn start(
                     continue;
                 }
                 if let Err(e) = rebalance.elect_preferred_leaders().await {
-                    tracing::error!(error = %e, "preferred leader election failed");
+                    log_task_failure("preferred leader election", &e);
                 }
             }
         });
@@ -371,4 +371,15 @@ pub async fn start(
         tasks,
         raft_log,
     })
+}
+
+/// Logs a failed run of a periodic task of the active controller. Losing
+/// the role is expected (a restarted former leader believes it leads until
+/// it hears of the newer term), so that is not an error.
+fn log_task_failure(task: &str, e: &controller::ControllerError) {
+    if matches!(e, controller::ControllerError::NotActive { .. }) {
+        tracing::debug!(error = %e, "{task} skipped: not the active controller");
+    } else {
+        tracing::error!(error = %e, "{task} failed");
+    }
 }

@@ -172,16 +172,17 @@ async fn wait_quorum_caught_up(admin: &Admin) -> anyhow::Result<i32> {
     loop {
         let controllers = admin.describe_cluster().await?.controllers;
         let active = controllers.iter().find(|c| c.active);
-        if let Some(active) = active {
-            if controllers
+        if let Some(active) = active
+            && controllers
                 .iter()
                 .all(|c| c.matched_index >= 0 && c.matched_index == active.matched_index)
-            {
-                return Ok(active.id);
-            }
+        {
+            return Ok(active.id);
         }
         if start.elapsed() > Duration::from_secs(30) {
-            bail!("the controllers did not catch up with the active one within 30 s: {controllers:?}");
+            bail!(
+                "the controllers did not catch up with the active one within 30 s: {controllers:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
