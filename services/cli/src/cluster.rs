@@ -8,7 +8,7 @@ pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
     let c = Admin::new(client).describe_cluster().await?;
     println!("Cluster: {}", c.cluster_id);
     println!(
-        "Controller: {} at {} (metadata log at offset {})",
+        "Controller: {} at {} (metadata log end offset {})",
         c.controller_id, c.controller_addr, c.metadata_end_offset
     );
     println!(
