@@ -1,0 +1,94 @@
+//! The connect worker's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Worker settings. TOML keys are the field names; every one can be set
+/// with `RUNNEL_CONNECT_<FIELD>` in the environment. Names follow Kafka
+/// Connect's worker configs (`offset_flush_interval_ms` is
+/// `offset.flush.interval.ms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// REST API listen address (`listeners`).
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
+    pub admin_listen: SocketAddr,
+    /// `rest.advertised.host.name`: the host other workers and users reach
+    /// this one at (default: the listen IP). With the port it is the worker id.
+    pub rest_advertised_host_name: Option<String>,
+    /// Brokers to reach the cluster through, `host:port`, comma-separated.
+    pub bootstrap: String,
+    /// `group.id`: workers with the same id form one connect cluster.
+    pub group_id: String,
+    /// `config.storage.topic`.
+    pub config_storage_topic: String,
+    /// `offset.storage.topic`.
+    pub offset_storage_topic: String,
+    /// `status.storage.topic`.
+    pub status_storage_topic: String,
+    /// `offset.storage.partitions`.
+    pub offset_storage_partitions: i32,
+    /// `status.storage.partitions`.
+    pub status_storage_partitions: i32,
+    /// `config.storage.replication.factor` and the others (capped by the brokers there are).
+    pub storage_replication_factor: i32,
+    /// `offset.flush.interval.ms`: how often source offsets and sink
+    /// consumer offsets are committed (a crash repeats at most this much).
+    pub offset_flush_interval_ms: u64,
+    /// `offset.flush.timeout.ms`: how long a stopping source task waits for
+    /// its records to be acknowledged.
+    pub offset_flush_timeout_ms: u64,
+    /// `session.timeout.ms` of the worker group.
+    pub session_timeout_ms: u64,
+    /// `heartbeat.interval.ms` of the worker group.
+    pub heartbeat_interval_ms: u64,
+    /// `rebalance.timeout.ms` of the worker group.
+    pub rebalance_timeout_ms: u64,
+    /// `consumer.session.timeout.ms`: sink tasks' consumer group session
+    /// (as short as the worker group's by default, so a dead worker's sink
+    /// partitions move as soon as its tasks do).
+    pub consumer_session_timeout_ms: u64,
+    /// `consumer.heartbeat.interval.ms`.
+    pub consumer_heartbeat_interval_ms: u64,
+    /// `key.converter` for connectors that do not set one.
+    pub key_converter: String,
+    /// `value.converter` for connectors that do not set one.
+    pub value_converter: String,
+    /// `key.converter.schemas.enable` / `value.converter.schemas.enable` default.
+    pub schemas_enable: bool,
+    /// A directory of connector config files (`*.json`, `*.toml`), read at
+    /// start and whenever a file changes.
+    pub connectors_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9183)),
+            rest_advertised_host_name: None,
+            bootstrap: "127.0.0.1:9094".into(),
+            group_id: "connect-cluster".into(),
+            config_storage_topic: "connect-configs".into(),
+            offset_storage_topic: "connect-offsets".into(),
+            status_storage_topic: "connect-status".into(),
+            offset_storage_partitions: 25,
+            status_storage_partitions: 5,
+            storage_replication_factor: 3,
+            offset_flush_interval_ms: 60_000,
+            offset_flush_timeout_ms: 5_000,
+            session_timeout_ms: 10_000,
+            heartbeat_interval_ms: 3_000,
+            rebalance_timeout_ms: 60_000,
+            consumer_session_timeout_ms: 10_000,
+            consumer_heartbeat_interval_ms: 3_000,
+            key_converter: "org.apache.kafka.connect.json.JsonConverter".into(),
+            value_converter: "org.apache.kafka.connect.json.JsonConverter".into(),
+            schemas_enable: true,
+            connectors_dir: None,
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `runnel-connect`: the connect worker. It moves data between Runnel and
+//! files, databases and HTTP services with connectors configured by files
+//! or through a REST API in Kafka Connect's shape, and keeps its state in
+//! Runnel itself, so a restarted worker resumes where it stopped and
+//! several workers share the work.
+//!
+//! - [`Config`] and [`start`]: run a worker (the `runnel-connect` binary and
+//!   `runnel dev` both call this).
+//! - [`store`]: the internal compacted topics (connector configs, source
+//!   offsets, statuses) every worker reads and writes.
+//! - [`membership`]: the worker group on the coordinator that shares
+//!   connectors and tasks among workers.
+//! - [`worker`]: running the units a worker was given: source tasks
+//!   produce (acks=all) and commit source offsets once acknowledged; sink
+//!   tasks consume in a group and commit after flushing.
+//! - [`plugins`]: the connector classes (`FileStreamSource`, `FileStreamSink`).
+//! - [`data`]: the converters (string, JSON with and without schemas, bytes).
+//! - [`configdef`]: connector config keys and validation.
+//! - [`rest`] and [`files`]: the two ways connectors are configured.
+
+pub mod config;
+pub mod configdef;
+pub mod data;
+pub mod files;
+pub mod membership;
+pub mod plugins;
+pub mod rest;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runnel_client::{Admin, ClientConfig, Cluster, Producer, ProducerConfig};
+use runnel_common::admin::{self, Readiness};
+use runnel_common::shutdown::CancellationToken;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::Config;
+
+/// Why a worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct ConnectHandle {
+    /// Where the REST API listens.
+    pub rest_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub admin_addr: SocketAddr,
+    /// This worker's id (its advertised REST address).
+    pub worker_id: String,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl ConnectHandle {
+    /// Stops every task cleanly (committing what was delivered), leaves the
+    /// worker group and returns when everything has ended.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops at once, as a crash would: nothing is committed or said to the
+    /// group; its units move when its session expires.
+    pub async fn kill(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until the worker stops (its token was cancelled).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Starts a worker: binds its listeners, then (in the background, retrying
+/// until the cluster answers) reads the internal topics, serves the REST
+/// API, joins the worker group and runs what it is given until `shutdown`.
+/// `/readyz` answers once the first assignment has been taken up.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<ConnectHandle, StartError> {
+    let (rest_listener, rest_addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
+    let host = config
+        .rest_advertised_host_name
+        .clone()
+        .unwrap_or_else(|| rest_addr.ip().to_string());
+    let worker_id = format!("{host}:{}", rest_addr.port());
+    let readiness = Readiness::new();
+    let mut tasks = JoinSet::new();
+    let (token, ready) = (shutdown.clone(), readiness.clone());
+    tasks.spawn(async move {
+        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+            tracing::error!(error = %e, "connect admin server failed");
+        }
+    });
+    let (token, id) = (shutdown.clone(), worker_id.clone());
+    tasks.spawn(run(config, id, rest_listener, readiness, token));
+    tracing::info!(%rest_addr, %admin_addr, %worker_id, "connect worker started");
+    Ok(ConnectHandle {
+        rest_addr,
+        admin_addr,
+        worker_id,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn run(
+    config: Config,
+    worker_id: String,
+    rest_listener: TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    let cluster = Cluster::new(ClientConfig::new(config.bootstrap.clone()));
+    let topics = store::Topics {
+        configs: config.config_storage_topic.clone(),
+        offsets: config.offset_storage_topic.clone(),
+        statuses: config.status_storage_topic.clone(),
+        offsets_partitions: config.offset_storage_partitions,
+        status_partitions: config.status_storage_partitions,
+        replication_factor: config.storage_replication_factor,
+    };
+    let mut backoff = Duration::from_millis(200);
+    let store = loop {
+        match store::Store::open(Arc::clone(&cluster), topics.clone(), shutdown.clone()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the connect topics yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let cluster_id = Admin::with_cluster(Arc::clone(&cluster))
+        .describe_cluster()
+        .await
+        .map(|c| c.cluster_id)
+        .unwrap_or_default();
+    let producer = Producer::with_cluster(Arc::clone(&cluster), ProducerConfig::default());
+    let worker = worker::Worker::new(
+        worker::Settings {
+            worker_id: worker_id.clone(),
+            offset_flush_interval: Duration::from_millis(config.offset_flush_interval_ms),
+            offset_flush_timeout: Duration::from_millis(config.offset_flush_timeout_ms),
+            key_converter: config.key_converter.clone(),
+            value_converter: config.value_converter.clone(),
+            schemas_enable: config.schemas_enable,
+            consumer_session_timeout: Duration::from_millis(config.consumer_session_timeout_ms),
+            consumer_heartbeat_interval: Duration::from_millis(
+                config.consumer_heartbeat_interval_ms,
+            ),
+        },
+        Arc::clone(&cluster),
+        Arc::clone(&store),
+        producer,
+    );
+    let mut tasks = JoinSet::new();
+    let app = rest::router(rest::RestState {
+        store: Arc::clone(&store),
+        cluster_id,
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(rest_listener, app)
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "connect REST server failed");
+        }
+    });
+    if let Some(dir) = config.connectors_dir.clone() {
+        tasks.spawn(files::watch(dir, Arc::clone(&store), shutdown.clone()));
+    }
+    let timing = membership::Timing {
+        session: Duration::from_millis(config.session_timeout_ms),
+        heartbeat: Duration::from_millis(config.heartbeat_interval_ms),
+        rebalance: Duration::from_millis(config.rebalance_timeout_ms),
+    };
+    tasks.spawn(membership::run(
+        Arc::clone(&cluster),
+        config.group_id.clone(),
+        worker_id,
+        timing,
+        worker,
+        store,
+        readiness,
+        shutdown.clone(),
+    ));
+    while tasks.join_next().await.is_some() {}
+}
