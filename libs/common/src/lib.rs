@@ -14,11 +14,13 @@
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
 //! - [`netfault`]: cutting a node off from its peers, for failure tests.
 //! - [`failover`]: one gRPC channel over the controllers of a quorum.
+//! - [`http`]: a small HTTP/1.1 client (the connect REST API, the HTTP sink).
 
 pub mod admin;
 pub mod config;
 pub mod errors;
 pub mod failover;
+pub mod http;
 pub mod metadata;
 pub mod netfault;
 pub mod shutdown;

@@ -139,25 +139,19 @@ impl Key {
                 self.name
             )]
         };
-        match self.ty {
-            Type::Int => {
-                if value.trim().parse::<i32>().is_err() {
-                    return bad("Not a number of type INT");
-                }
+        let v = value.trim();
+        let type_problem = match self.ty {
+            Type::Int if v.parse::<i32>().is_err() => Some("Not a number of type INT"),
+            Type::Long if v.parse::<i64>().is_err() => Some("Not a number of type LONG"),
+            Type::Boolean
+                if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") =>
+            {
+                Some("Expected value to be either true or false")
             }
-            Type::Long => {
-                if value.trim().parse::<i64>().is_err() {
-                    return bad("Not a number of type LONG");
-                }
-            }
-            Type::Boolean => {
-                if !value.trim().eq_ignore_ascii_case("true")
-                    && !value.trim().eq_ignore_ascii_case("false")
-                {
-                    return bad("Expected value to be either true or false");
-                }
-            }
-            _ => {}
+            _ => None,
+        };
+        if let Some(why) = type_problem {
+            return bad(why);
         }
         match self.check {
             Check::Any => {}

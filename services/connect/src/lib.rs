@@ -64,6 +64,7 @@ pub struct ConnectHandle {
     /// This worker's id (its advertised REST address).
     pub worker_id: String,
     shutdown: CancellationToken,
+    halt: CancellationToken,
     tasks: JoinSet<()>,
 }
 
@@ -78,6 +79,7 @@ impl ConnectHandle {
     /// Stops at once, as a crash would: nothing is committed or said to the
     /// group; its units move when its session expires.
     pub async fn kill(mut self) {
+        self.halt.cancel();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -121,14 +123,23 @@ pub async fn start(
             tracing::error!(error = %e, "connect admin server failed");
         }
     });
+    let halt = CancellationToken::new();
     let (token, id) = (shutdown.clone(), worker_id.clone());
-    tasks.spawn(run(config, id, rest_listener, readiness, token));
+    tasks.spawn(run(
+        config,
+        id,
+        rest_listener,
+        readiness,
+        token,
+        halt.clone(),
+    ));
     tracing::info!(%rest_addr, %admin_addr, %worker_id, "connect worker started");
     Ok(ConnectHandle {
         rest_addr,
         admin_addr,
         worker_id,
         shutdown,
+        halt,
         tasks,
     })
 }
@@ -139,7 +150,11 @@ async fn run(
     rest_listener: TcpListener,
     readiness: Readiness,
     shutdown: CancellationToken,
+    halt: CancellationToken,
 ) {
+    // The internal topics are read until every unit has stopped (their
+    // last status and offset writes wait for the readers), or a kill.
+    let readers = halt.child_token();
     let cluster = Cluster::new(ClientConfig::new(config.bootstrap.clone()));
     let topics = store::Topics {
         configs: config.config_storage_topic.clone(),
@@ -151,7 +166,7 @@ async fn run(
     };
     let mut backoff = Duration::from_millis(200);
     let store = loop {
-        match store::Store::open(Arc::clone(&cluster), topics.clone(), shutdown.clone()).await {
+        match store::Store::open(Arc::clone(&cluster), topics.clone(), readers.clone()).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the connect topics yet; retrying");
@@ -185,6 +200,7 @@ async fn run(
         Arc::clone(&cluster),
         Arc::clone(&store),
         producer,
+        halt,
     );
     let mut tasks = JoinSet::new();
     let app = rest::router(rest::RestState {
@@ -208,15 +224,15 @@ async fn run(
         heartbeat: Duration::from_millis(config.heartbeat_interval_ms),
         rebalance: Duration::from_millis(config.rebalance_timeout_ms),
     };
-    tasks.spawn(membership::run(
-        Arc::clone(&cluster),
-        config.group_id.clone(),
-        worker_id,
+    let who = membership::Participant {
+        cluster: Arc::clone(&cluster),
+        group_id: config.group_id.clone(),
+        url: worker_id,
         timing,
         worker,
         store,
-        readiness,
-        shutdown.clone(),
-    ));
+    };
+    tasks.spawn(membership::run(who, readiness, shutdown.clone()));
     while tasks.join_next().await.is_some() {}
+    readers.cancel();
 }

@@ -49,6 +49,9 @@ pub struct Assignment {
     pub config_offset: i64,
     /// Units to run.
     pub units: Vec<Unit>,
+    /// Every unit the leader shared out: a config change that alters this
+    /// set calls for a new assignment.
+    pub all: Vec<Unit>,
     /// Units were taken away for another member: rejoin once they are stopped.
     pub rejoin: bool,
 }
@@ -64,8 +67,26 @@ pub struct Timing {
     pub rebalance: Duration,
 }
 
-/// Shares `units` among `members` (member id → the units it runs now).
+/// Shares `units` among `members` (member id → the units it runs now):
+/// connectors and tasks are balanced each on their own, as Kafka does, so
+/// tasks spread over the workers however connectors fall.
 pub fn assign(
+    members: &BTreeMap<String, Vec<Unit>>,
+    units: &BTreeSet<Unit>,
+) -> BTreeMap<String, (Vec<Unit>, bool)> {
+    let (tasks, connectors): (BTreeSet<Unit>, BTreeSet<Unit>) =
+        units.iter().cloned().partition(|u| u.task.is_some());
+    let mut out = assign_pool(members, &connectors);
+    for (member, (units, rejoin)) in assign_pool(members, &tasks) {
+        let entry = out.entry(member).or_default();
+        entry.0.extend(units);
+        entry.0.sort();
+        entry.1 |= rejoin;
+    }
+    out
+}
+
+fn assign_pool(
     members: &BTreeMap<String, Vec<Unit>>,
     units: &BTreeSet<Unit>,
 ) -> BTreeMap<String, (Vec<Unit>, bool)> {
@@ -82,6 +103,7 @@ pub fn assign(
         members.keys().map(|m| (m, Vec::new())).collect();
     for (member, owned) in members {
         for u in owned {
+            // Claims on units of the other pool are settled there.
             if !units.contains(u) || owner.contains_key(u) {
                 continue;
             }
@@ -99,21 +121,17 @@ pub fn assign(
             t.push(u.clone());
         }
     }
-    loop {
-        let Some((max_m, max_n)) = target
+    // Move units from the fullest member to the emptiest until they differ by one at most.
+    while let (Some((max_m, max_n)), Some((min_m, min_n))) = (
+        target
             .iter()
             .map(|(m, t)| (*m, t.len()))
-            .max_by_key(|(m, n)| (*n, std::cmp::Reverse(*m)))
-        else {
-            break;
-        };
-        let Some((min_m, min_n)) = target
+            .max_by_key(|(m, n)| (*n, std::cmp::Reverse(*m))),
+        target
             .iter()
             .map(|(m, t)| (*m, t.len()))
-            .min_by_key(|(m, n)| (*n, *m))
-        else {
-            break;
-        };
+            .min_by_key(|(m, n)| (*n, *m)),
+    ) {
         if max_n <= min_n + 1 {
             break;
         }
@@ -145,24 +163,36 @@ pub fn assign(
     out
 }
 
-/// Runs this worker's group membership until `shutdown`.
+/// Who this worker is in the group and what it runs.
+pub struct Participant {
+    /// The cluster the coordinator is found through.
+    pub cluster: Arc<Cluster>,
+    /// `group.id`.
+    pub group_id: String,
+    /// This worker's REST address.
+    pub url: String,
+    /// Session, heartbeat and rebalance timing.
+    pub timing: Timing,
+    /// The units' runner.
+    pub worker: Arc<Worker>,
+    /// The internal topics.
+    pub store: Arc<Store>,
+}
+
+/// Runs this worker's group membership until `shutdown`; `ready` is set
+/// once the first assignment has been taken up.
 pub async fn run(
-    cluster: Arc<Cluster>,
-    group_id: String,
-    url: String,
-    timing: Timing,
-    worker: Arc<Worker>,
-    store: Arc<Store>,
+    who: Participant,
     ready: runnel_common::admin::Readiness,
     shutdown: CancellationToken,
 ) {
     let mut member = Member {
-        cluster,
-        group_id,
-        url,
-        timing,
-        worker,
-        store,
+        cluster: who.cluster,
+        group_id: who.group_id,
+        url: who.url,
+        timing: who.timing,
+        worker: who.worker,
+        store: who.store,
         member_id: String::new(),
         coordinator: None,
     };
@@ -208,7 +238,11 @@ pub async fn run(
         if assignment.rejoin {
             continue;
         }
-        let expected = units_of(&member.store.current());
+        let expected: BTreeSet<Unit> = assignment.all.iter().cloned().collect();
+        if units_of(&configs.borrow_and_update()) != expected {
+            // Configs changed while the group was settling.
+            continue;
+        }
         let mut last_ok = Instant::now();
         let mut tick = tokio::time::interval(member.timing.heartbeat);
         tick.tick().await;
@@ -446,6 +480,7 @@ impl Member {
             .map(|(id, m)| (id.clone(), m.owned.clone()))
             .collect();
         let shares = assign(&owned, &units);
+        let all: Vec<Unit> = units.into_iter().collect();
         let leader_url = metas
             .iter()
             .find(|(id, _)| *id == join.member_id)
@@ -460,6 +495,7 @@ impl Member {
                     leader_url: leader_url.clone(),
                     config_offset: configs.offset,
                     units,
+                    all: all.clone(),
                     rejoin,
                 })
                 .unwrap_or_default()
@@ -522,6 +558,19 @@ mod tests {
         let out = assign(&members, &units(3));
         assert_eq!(out["a"].0.len(), 3);
         assert!(!out["a"].1);
+    }
+
+    #[test]
+    fn tasks_spread_over_members_however_connectors_fall() {
+        let all: BTreeSet<Unit> = (0..4)
+            .flat_map(|i| [u(&format!("c{i}"), None), u(&format!("c{i}"), Some(0))])
+            .collect();
+        let members = BTreeMap::from([("a".to_owned(), vec![]), ("b".to_owned(), vec![])]);
+        let out = assign(&members, &all);
+        for m in ["a", "b"] {
+            let tasks = out[m].0.iter().filter(|x| x.task.is_some()).count();
+            assert_eq!(tasks, 2, "{m}: {:?}", out[m].0);
+        }
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct RestartRequest {
     pub only_failed: bool,
 }
 
+/// A connector's committed source offsets: by the text of the source
+/// partition, the partition and its offset.
+pub type SourceOffsets = BTreeMap<String, (Json, Json)>;
+
 /// Every connector as of an offset of the config topic.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Configs {
@@ -118,7 +122,7 @@ pub struct Store {
     producer: Producer,
     configs: watch::Sender<Arc<Configs>>,
     restarts: tokio::sync::broadcast::Sender<RestartRequest>,
-    offsets: Mutex<HashMap<String, BTreeMap<String, (Json, Json)>>>,
+    offsets: Mutex<HashMap<String, SourceOffsets>>,
     statuses: Mutex<BTreeMap<String, Status>>,
     /// Where each topic's reader has got to, per partition.
     read_up_to: Mutex<HashMap<TopicPartition, i64>>,

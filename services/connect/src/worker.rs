@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::configdef::{self, Props};
 use crate::data::Converter;
 use crate::plugins::{self, Kind, SinkRecord, SinkTask, SourceContext, SourceTask, TaskError};
-use crate::store::{Configs, RestartRequest, Status, Store, TargetState};
+use crate::store::{Configs, RestartRequest, SourceOffsets, Status, Store, TargetState};
 
 /// What the worker group assigns: a connector, or one of its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -116,6 +116,8 @@ pub struct Worker {
     generation: AtomicI32,
     assigned: Mutex<BTreeSet<Unit>>,
     running: tokio::sync::Mutex<BTreeMap<Unit, Running>>,
+    /// Cancelled when the worker is killed: units end at once, committing nothing.
+    halt: CancellationToken,
 }
 
 impl std::fmt::Debug for Worker {
@@ -133,6 +135,7 @@ impl Worker {
         cluster: Arc<Cluster>,
         store: Arc<Store>,
         producer: Producer,
+        halt: CancellationToken,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             settings,
@@ -142,6 +145,7 @@ impl Worker {
             generation: AtomicI32::new(-1),
             assigned: Mutex::new(BTreeSet::new()),
             running: tokio::sync::Mutex::new(BTreeMap::new()),
+            halt,
         })
     }
 
@@ -302,6 +306,20 @@ impl Worker {
         self: Arc<Self>,
         unit: Unit,
         props: Props,
+        target: watch::Receiver<TargetState>,
+        stop: CancellationToken,
+    ) {
+        let halt = self.halt.clone();
+        tokio::select! {
+            () = halt.cancelled() => {}
+            () = self.run_unit_until_stopped(unit, props, target, stop) => {}
+        }
+    }
+
+    async fn run_unit_until_stopped(
+        self: Arc<Self>,
+        unit: Unit,
+        props: Props,
         mut target: watch::Receiver<TargetState>,
         stop: CancellationToken,
     ) {
@@ -326,11 +344,7 @@ impl Worker {
                 .await;
             return;
         };
-        let Some(task_props) = plugin
-            .task_configs(&props, usize::MAX)
-            .into_iter()
-            .nth(task)
-        else {
+        let Some(task_props) = task_configs(&props).into_iter().nth(task) else {
             self.set_status(
                 &unit,
                 "FAILED",
@@ -444,7 +458,7 @@ impl TaskCtx {
         })
         .await?;
         self.worker.set_status(&self.unit, "RUNNING", None).await;
-        let mut in_flight: VecDeque<(Acked, BTreeMap<String, (Json, Json)>)> = VecDeque::new();
+        let mut in_flight: VecDeque<(Acked, SourceOffsets)> = VecDeque::new();
         let mut committable: BTreeMap<String, (Json, Json)> = BTreeMap::new();
         let mut last_commit = Instant::now();
         let mut retry = Duration::from_millis(100);
@@ -529,7 +543,7 @@ impl TaskCtx {
     /// Moves the offsets of acknowledged batches to `committable`, in order.
     async fn collect_acks(
         &self,
-        in_flight: &mut VecDeque<(Acked, BTreeMap<String, (Json, Json)>)>,
+        in_flight: &mut VecDeque<(Acked, SourceOffsets)>,
         committable: &mut BTreeMap<String, (Json, Json)>,
         all: bool,
     ) -> Result<(), TaskError> {

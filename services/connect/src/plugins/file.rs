@@ -164,13 +164,13 @@ impl SourceTask for FileSourceTask {
 
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, TaskError>> {
         async move {
-            if self.reader.is_none() {
-                if let Err(e) = self.open().await {
-                    // Not there yet: a tailing source waits for it.
-                    tracing::debug!(error = %e, "file source waiting for its file");
-                    tokio::time::sleep(TAIL_WAIT * 10).await;
-                    return Ok(Vec::new());
-                }
+            if self.reader.is_none()
+                && let Err(e) = self.open().await
+            {
+                // Not there yet: a tailing source waits for it.
+                tracing::debug!(error = %e, "file source waiting for its file");
+                tokio::time::sleep(TAIL_WAIT * 10).await;
+                return Ok(Vec::new());
             }
             let partition = self.partition();
             let mut out = Vec::new();

@@ -1,0 +1,286 @@
+//! File → topic → file through a connect worker: the REST API and config
+//! files, pause and resume, bad configs, and a worker killed mid-stream.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{append, eventually, lines, rest, states, worker, worker_config};
+use runnel_testkit::TestCluster;
+use serde_json::json;
+
+fn numbered(from: usize, to: usize) -> Vec<String> {
+    (from..to).map(|i| format!("line {i:06}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_to_topic_to_file_with_rest_and_config_files() {
+    let cluster = TestCluster::builder().coordinators(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let connectors = dir.path().join("connectors");
+    std::fs::create_dir(&connectors).unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    append(&input, numbered(0, 1000));
+
+    let w = worker(worker_config(&cluster, Some(&connectors))).await;
+
+    // A bad config: 400 with every problem, and nothing is created.
+    let (code, body) = rest(
+        &w,
+        "POST",
+        "/connectors",
+        Some(json!({"name": "bad", "config": {"connector.class": "FileStreamSource", "tasks.max": "0"}})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let message = body["message"].as_str().unwrap();
+    for key in ["tasks.max", "file", "topic"] {
+        assert!(message.contains(key), "{key} missing from {message}");
+    }
+    let (code, body) = rest(
+        &w,
+        "POST",
+        "/connectors",
+        Some(json!({"name": "x", "config": {"connector.class": "com.example.Nope"}})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("FileStreamSink"));
+    assert_eq!(rest(&w, "GET", "/connectors", None).await.1, json!([]));
+
+    // The source through the REST API, the sink from a TOML file.
+    let (code, body) = rest(
+        &w,
+        "POST",
+        "/connectors",
+        Some(json!({"name": "lines-in", "config": {
+            "connector.class": "FileStreamSource",
+            "file": input.to_str().unwrap(),
+            "topic": "lines",
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+        }})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["type"], "source");
+    assert_eq!(body["tasks"], json!([{"connector": "lines-in", "task": 0}]));
+    let (code, _) = rest(&w, "POST", "/connectors", Some(json!({"name": "lines-in", "config": {"connector.class": "FileStreamSource", "file": "/x", "topic": "t"}}))).await;
+    assert_eq!(code, 409);
+    std::fs::write(
+        connectors.join("lines-out.toml"),
+        format!(
+            "connector.class = \"FileStreamSink\"\ntopics = \"lines\"\nfile = \"{}\"\nvalue.converter = \"string\"\n",
+            output.display()
+        ),
+    )
+    .unwrap();
+    // A broken file next to it is reported and skipped.
+    std::fs::write(connectors.join("broken.json"), "{\"name\": ").unwrap();
+
+    eventually(
+        "the first 1000 lines copied",
+        Duration::from_secs(60),
+        || async { lines(&output).len() >= 1000 },
+    )
+    .await;
+    assert_eq!(lines(&output), numbered(0, 1000));
+    let (c, tasks) = states(&w, "lines-out").await;
+    assert_eq!(c, "RUNNING");
+    assert_eq!(tasks, vec![("RUNNING".to_owned(), w.worker_id.clone())]);
+    let (_, listed) = rest(&w, "GET", "/connectors?expand=status", None).await;
+    assert_eq!(listed.as_object().unwrap().len(), 2, "{listed}");
+
+    // Pause the source: it says so; resume: new lines flow again.
+    assert_eq!(
+        rest(&w, "PUT", "/connectors/lines-in/pause", None).await.0,
+        202
+    );
+    eventually("the source paused", Duration::from_secs(20), || async {
+        states(&w, "lines-in")
+            .await
+            .1
+            .first()
+            .is_some_and(|t| t.0 == "PAUSED")
+    })
+    .await;
+    append(&input, numbered(1000, 1500));
+    assert_eq!(
+        rest(&w, "PUT", "/connectors/lines-in/resume", None).await.0,
+        202
+    );
+    eventually(
+        "lines after the resume copied",
+        Duration::from_secs(60),
+        || async { lines(&output).len() >= 1500 },
+    )
+    .await;
+    assert_eq!(lines(&output), numbered(0, 1500));
+
+    // Config, plugins, validate.
+    let (_, cfg) = rest(&w, "GET", "/connectors/lines-in/config", None).await;
+    assert_eq!(cfg["topic"], "lines");
+    let (_, plugins) = rest(&w, "GET", "/connector-plugins", None).await;
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["class"] == "org.apache.kafka.connect.file.FileStreamSinkConnector")
+    );
+    let (code, v) = rest(
+        &w,
+        "PUT",
+        "/connector-plugins/FileStreamSink/config/validate",
+        Some(json!({"connector.class": "FileStreamSink", "name": "v", "topics": "t"})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(v["error_count"], 1, "{v}");
+    assert_eq!(
+        rest(&w, "GET", "/connectors/nope/status", None).await.0,
+        404
+    );
+
+    // Removing the file deletes its connector; DELETE removes the other.
+    std::fs::remove_file(connectors.join("lines-out.toml")).unwrap();
+    eventually(
+        "the file's connector deleted",
+        Duration::from_secs(20),
+        || async { rest(&w, "GET", "/connectors", None).await.1 == json!(["lines-in"]) },
+    )
+    .await;
+    assert_eq!(
+        rest(&w, "DELETE", "/connectors/lines-in", None).await.0,
+        204
+    );
+    assert_eq!(rest(&w, "GET", "/connectors", None).await.1, json!([]));
+    w.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_resumes_where_it_committed_and_loses_nothing() {
+    let cluster = TestCluster::builder().coordinators(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    let total = 100_000;
+    append(&input, numbered(0, total / 2));
+    let config = worker_config(&cluster, None);
+    let w = worker(config.clone()).await;
+    for (name, body) in [
+        (
+            "in",
+            json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "stream", "value.converter": "string"}),
+        ),
+        (
+            "out",
+            json!({"connector.class": "FileStreamSink", "file": output.to_str().unwrap(), "topics": "stream", "value.converter": "string"}),
+        ),
+    ] {
+        let (code, b) = rest(&w, "PUT", &format!("/connectors/{name}/config"), Some(body)).await;
+        assert_eq!(code, 201, "{b}");
+    }
+    eventually("some lines copied", Duration::from_secs(60), || async {
+        lines(&output).len() >= 5_000
+    })
+    .await;
+    // Kill mid-stream: nothing is committed on the way down.
+    w.kill().await;
+    append(&input, numbered(total / 2, total));
+    let w = worker(config).await;
+    eventually(
+        "every line copied after the restart",
+        Duration::from_secs(90),
+        || async {
+            let got = lines(&output);
+            got.iter().collect::<std::collections::BTreeSet<_>>().len() >= total
+        },
+    )
+    .await;
+    let got = lines(&output);
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for l in &got {
+        *counts.entry(l).or_default() += 1;
+    }
+    let expected = numbered(0, total);
+    for l in &expected {
+        assert!(counts.contains_key(l), "{l} was lost");
+    }
+    assert_eq!(counts.len(), total, "only input lines arrive");
+    let duplicates = got.len() - total;
+    println!(
+        "kill and restart: {total} lines, {duplicates} delivered twice (offset.flush.interval.ms=200)"
+    );
+    // At least once: duplicates are bounded by what one flush interval can carry per side.
+    assert!(duplicates < total / 2, "{duplicates} duplicates");
+    w.shutdown().await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_tasks_and_a_dead_workers_tasks_move() {
+    let cluster = TestCluster::builder().coordinators(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = worker(worker_config(&cluster, None)).await;
+    let b = worker(worker_config(&cluster, None)).await;
+    let mut inputs = Vec::new();
+    for i in 0..4 {
+        let input = dir.path().join(format!("in{i}.txt"));
+        append(&input, numbered(0, 10));
+        let (code, body) = rest(
+            &a,
+            "PUT",
+            &format!("/connectors/src{i}/config"),
+            Some(json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": format!("t{i}"), "value.converter": "string"})),
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+        inputs.push(input);
+    }
+    let both = [a.worker_id.clone(), b.worker_id.clone()];
+    eventually(
+        "every task running, on both workers",
+        Duration::from_secs(60),
+        || async {
+            let mut on = std::collections::BTreeSet::new();
+            for i in 0..4 {
+                let (_, tasks) = states(&b, &format!("src{i}")).await;
+                match tasks.first() {
+                    Some((s, w)) if s == "RUNNING" => {
+                        on.insert(w.clone());
+                    }
+                    _ => return false,
+                }
+            }
+            on.len() == 2 && on.iter().all(|w| both.contains(w))
+        },
+    )
+    .await;
+    let b_id = b.worker_id.clone();
+    b.kill().await;
+    eventually(
+        "every task running on the survivor",
+        Duration::from_secs(30),
+        || async {
+            for i in 0..4 {
+                let (_, tasks) = states(&a, &format!("src{i}")).await;
+                if tasks
+                    .first()
+                    .is_none_or(|(s, w)| s != "RUNNING" || *w != a.worker_id)
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let _ = b_id;
+    a.shutdown().await;
+    cluster.shutdown().await;
+}
