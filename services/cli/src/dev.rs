@@ -1,9 +1,10 @@
-//! `runnel dev`: controller, broker and group coordinator in one process, on loopback.
+//! `runnel dev`: controller, broker, group coordinator and connect worker in one process, on loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::{self, LogFormat};
 
 /// `runnel dev` options.
@@ -33,6 +34,16 @@ pub struct Args {
     /// The group coordinator's admin HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:9195")]
     coordinator_admin_listen: SocketAddr,
+    /// The connect worker's REST API listen address.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    connect_listen: SocketAddr,
+    /// The connect worker's admin HTTP listen address.
+    #[arg(long, default_value = "127.0.0.1:9183")]
+    connect_admin_listen: SocketAddr,
+    /// Connector config files (*.json, *.toml) the connect worker runs,
+    /// read when they appear or change.
+    #[arg(long, default_value = "./connectors")]
+    connectors_dir: PathBuf,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -43,6 +54,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         LogFormat::Human
     };
     let _telemetry = telemetry::init("runnel-dev", format)?;
+    // Each service gets its own token, stopped in order after the signal:
+    // children of the signal's token would all stop at once, and connect
+    // could not commit through a broker that is already gone.
     let shutdown = runnel_common::shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
@@ -53,7 +67,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_listen: args.controller_admin_listen,
         ..runnel_controller::Config::default()
     };
-    let controller = runnel_controller::start(controller_config, shutdown.child_token())
+    let controller = runnel_controller::start(controller_config, CancellationToken::new())
         .await
         .context("starting the controller")?;
     let broker_config = runnel_broker::Config {
@@ -63,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         controller: controller.grpc_addr.to_string(),
         ..runnel_broker::Config::default()
     };
-    let broker = runnel_broker::start(broker_config, shutdown.child_token())
+    let broker = runnel_broker::start(broker_config, CancellationToken::new())
         .await
         .context("starting the broker")?;
 
@@ -83,9 +97,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         offsets_topic_replication_factor: 1,
         ..runnel_coordinator::Config::default()
     };
-    let coordinator = runnel_coordinator::start(coordinator_config, shutdown.child_token())
+    let coordinator = runnel_coordinator::start(coordinator_config, CancellationToken::new())
         .await
         .context("starting the group coordinator")?;
+    let connect_config = runnel_connect::Config {
+        listen: args.connect_listen,
+        admin_listen: args.connect_admin_listen,
+        bootstrap: broker.grpc_addr.to_string(),
+        storage_replication_factor: 1,
+        connectors_dir: Some(args.connectors_dir.clone()),
+        ..runnel_connect::Config::default()
+    };
+    let connect = runnel_connect::start(connect_config, CancellationToken::new())
+        .await
+        .context("starting the connect worker")?;
     println!(
         "runnel dev is running (data in {})",
         args.data_dir.display()
@@ -97,8 +122,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  controller  {}", controller.grpc_addr);
     println!("  coordinator {}", coordinator.grpc_addr);
     println!(
-        "  metrics     http://{}/metrics  http://{}/metrics  http://{}/metrics",
-        broker.admin_addr, controller.admin_addr, coordinator.admin_addr
+        "  connect     http://{}  (connectors from {})",
+        connect.rest_addr,
+        args.connectors_dir.display()
+    );
+    println!(
+        "  metrics     http://{}/metrics  http://{}/metrics  http://{}/metrics  http://{}/metrics",
+        broker.admin_addr, controller.admin_addr, coordinator.admin_addr, connect.admin_addr
     );
     println!(
         "  health      http://{}/healthz  http://{}/readyz",
@@ -107,8 +137,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("Press Ctrl-C to stop.");
 
     shutdown.cancelled().await;
-    // The coordinator first (it writes through the broker), then the broker,
-    // so it can flush and say goodbye to a live controller.
+    // Connect first (its tasks commit through the coordinator and the
+    // broker), then the coordinator (it writes through the broker), then
+    // the broker, so it can flush and say goodbye to a live controller.
+    connect.shutdown().await;
     coordinator.shutdown().await;
     broker.shutdown().await;
     controller.shutdown().await;

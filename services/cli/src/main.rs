@@ -6,6 +6,7 @@
 
 mod bench;
 mod cluster;
+mod connectors;
 mod consume;
 mod dev;
 mod groups;
@@ -38,7 +39,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a whole cluster (controller and broker) in this process.
+    /// Run a whole cluster (controller, broker, coordinator, connect worker) in this process.
     Dev(dev::Args),
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
@@ -50,6 +51,8 @@ enum Command {
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Groups(groups::Command),
+    /// Create, list, pause, resume, restart and delete connectors on a connect worker.
+    Connectors(connectors::Args),
     /// Show the controllers, brokers and coordinators and their liveness.
     Cluster,
     /// Add a controller to the quorum or remove one.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => produce::run(client, args).await,
             Command::Consume(args) => consume::run(client, args).await,
             Command::Groups(cmd) => groups::run(client, cmd).await,
+            Command::Connectors(args) => connectors::run(args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,

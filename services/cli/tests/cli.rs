@@ -19,6 +19,8 @@ struct Dev {
     bootstrap: String,
     /// The broker's `/readyz` URL.
     readyz: String,
+    /// The connect worker's REST URL.
+    connect: String,
     stderr_path: std::path::PathBuf,
 }
 
@@ -47,7 +49,13 @@ impl Dev {
                 "127.0.0.1:0",
                 "--coordinator-admin-listen",
                 "127.0.0.1:0",
+                "--connect-listen",
+                "127.0.0.1:0",
+                "--connect-admin-listen",
+                "127.0.0.1:0",
             ])
+            .arg("--connectors-dir")
+            .arg(dir.join("connectors"))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
@@ -64,12 +72,16 @@ impl Dev {
         });
         let mut bootstrap = None;
         let mut readyz = None;
+        let mut connect = None;
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("runnel dev prints its addresses");
             if let Some(rest) = line.trim_start().strip_prefix("broker") {
                 bootstrap = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.trim_start().strip_prefix("connect") {
+                connect = rest.split_whitespace().next().map(str::to_owned);
             }
             if let Some(rest) = line.trim_start().strip_prefix("health") {
                 readyz = rest.split_whitespace().nth(1).map(str::to_owned);
@@ -82,6 +94,7 @@ impl Dev {
             child,
             bootstrap: bootstrap.expect("the broker address line"),
             readyz: readyz.expect("the health line"),
+            connect: connect.expect("the connect line"),
             stderr_path,
         }
     }
@@ -705,4 +718,107 @@ fn groups_commit_describe_reset_and_refuse_bad_input() {
     );
     let (clean, _) = dev.terminate();
     assert!(clean);
+}
+
+#[test]
+fn connectors_from_files_and_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let connectors = dir.path().join("connectors");
+    std::fs::create_dir(&connectors).unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "alpha\nbeta\ngamma\n").unwrap();
+    std::fs::write(
+        connectors.join("lines-in.toml"),
+        format!(
+            "connector.class = \"FileStreamSource\"\nfile = \"{}\"\ntopic = \"cli-lines\"\nvalue.converter = \"string\"\n",
+            input.display()
+        ),
+    )
+    .unwrap();
+    let dev = Dev::start(dir.path());
+    let connect = |args: &[&str]| {
+        let mut all = vec!["connectors", "--connect-url", dev.connect.as_str()];
+        all.extend_from_slice(args);
+        dev.run(&all, None)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = dev.run(
+            &[
+                "consume",
+                "cli-lines",
+                "--from-beginning",
+                "--timeout-ms",
+                "1000",
+            ],
+            None,
+        );
+        if String::from_utf8_lossy(&out.stdout) == "alpha\nbeta\ngamma\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file source from the connectors dir never produced"
+        );
+    }
+    let sink = dir.path().join("out.json");
+    std::fs::write(
+        &sink,
+        serde_json::json!({"name": "lines-out", "config": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "topics": "cli-lines", "file": output.to_str().unwrap(), "value.converter": "string"}})
+        .to_string(),
+    )
+    .unwrap();
+    assert!(
+        ok(&connect(&["create", sink.to_str().unwrap()])).contains("Created connector lines-out")
+    );
+    fails_with(
+        &connect(&["create", sink.to_str().unwrap()]),
+        "Connector lines-out already exists",
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "name = \"bad\"\nconnector.class = \"FileStreamSink\"\ntasks.max = 0\n",
+    )
+    .unwrap();
+    let out = connect(&["create", bad.to_str().unwrap()]);
+    fails_with(&out, "tasks.max");
+    fails_with(&out, "topics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&output).unwrap_or_default() != "alpha\nbeta\ngamma\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink never wrote the lines"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = ok(&connect(&["list"]));
+    assert!(
+        list.contains("lines-in") && list.contains("source"),
+        "{list}"
+    );
+    assert!(
+        list.contains("lines-out") && list.contains("sink"),
+        "{list}"
+    );
+    assert!(ok(&connect(&["status", "lines-out"])).contains("RUNNING"));
+    assert!(ok(&connect(&["pause", "lines-out"])).contains("Paused"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok(&connect(&["status", "lines-out"])).contains("PAUSED") {
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok(&connect(&["resume", "lines-out"])).contains("Resumed"));
+    assert!(ok(&connect(&["restart", "lines-out"])).contains("Restarting"));
+    assert!(ok(&connect(&["delete", "lines-out"])).contains("Deleted"));
+    assert!(!ok(&connect(&["list"])).contains("lines-out"));
+    fails_with(
+        &connect(&["status", "lines-out"]),
+        "Connector lines-out not found",
+    );
+    let (clean, log) = dev.terminate();
+    assert!(clean, "{log}");
 }

@@ -41,6 +41,9 @@ pub struct Config {
     /// `offset.flush.timeout.ms`: how long a stopping source task waits for
     /// its records to be acknowledged.
     pub offset_flush_timeout_ms: u64,
+    /// `task.shutdown.graceful.timeout.ms`: how long a stopping task may take
+    /// to commit what it delivered before it is abandoned.
+    pub task_shutdown_graceful_timeout_ms: u64,
     /// `session.timeout.ms` of the worker group.
     pub session_timeout_ms: u64,
     /// `heartbeat.interval.ms` of the worker group.
@@ -80,6 +83,7 @@ impl Default for Config {
             storage_replication_factor: 3,
             offset_flush_interval_ms: 60_000,
             offset_flush_timeout_ms: 5_000,
+            task_shutdown_graceful_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
             heartbeat_interval_ms: 3_000,
             rebalance_timeout_ms: 60_000,

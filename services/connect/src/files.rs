@@ -52,8 +52,22 @@ pub enum FileError {
     },
 }
 
-/// Reads one connector file into its name and config.
+/// Reads one connector file into its name and config, and validates it.
 pub fn read(path: &Path) -> Result<(String, Props), FileError> {
+    let (name, props) = parse(path)?;
+    let infos = configdef::validate(&props, None);
+    if infos.error_count > 0 {
+        return Err(FileError::Invalid {
+            file: path.display().to_string(),
+            problems: infos.problems(),
+        });
+    }
+    Ok((name, props))
+}
+
+/// Reads one connector file into its name and config, unvalidated (what
+/// `runnel connectors create` sends for the worker to validate).
+pub fn parse(path: &Path) -> Result<(String, Props), FileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
         file: file.clone(),
@@ -102,13 +116,6 @@ pub fn read(path: &Path) -> Result<(String, Props), FileError> {
         _ => stem,
     };
     props.insert("name".into(), name.clone());
-    let infos = configdef::validate(&props, None);
-    if infos.error_count > 0 {
-        return Err(FileError::Invalid {
-            file,
-            problems: infos.problems(),
-        });
-    }
     Ok((name, props))
 }
 

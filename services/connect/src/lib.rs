@@ -189,6 +189,9 @@ async fn run(
             worker_id: worker_id.clone(),
             offset_flush_interval: Duration::from_millis(config.offset_flush_interval_ms),
             offset_flush_timeout: Duration::from_millis(config.offset_flush_timeout_ms),
+            task_shutdown_graceful_timeout: Duration::from_millis(
+                config.task_shutdown_graceful_timeout_ms,
+            ),
             key_converter: config.key_converter.clone(),
             value_converter: config.value_converter.clone(),
             schemas_enable: config.schemas_enable,

@@ -165,6 +165,9 @@ impl Store {
             Arc::clone(&cluster),
             ProducerConfig {
                 linger: Duration::ZERO,
+                // A REST call or a stopping task waits on these writes: fail
+                // them while the caller still listens.
+                delivery_timeout: Duration::from_secs(15),
                 ..ProducerConfig::default()
             },
         );

@@ -94,6 +94,8 @@ pub struct Settings {
     pub value_converter: String,
     /// `key.converter.schemas.enable` / `value.converter.schemas.enable` default.
     pub schemas_enable: bool,
+    /// `task.shutdown.graceful.timeout.ms`.
+    pub task_shutdown_graceful_timeout: Duration,
     /// Sink consumers' `session.timeout.ms`.
     pub consumer_session_timeout: Duration,
     /// Sink consumers' `heartbeat.interval.ms`.
@@ -171,8 +173,7 @@ impl Worker {
         self.assigned.lock().clear();
         let running = std::mem::take(&mut *self.running.lock().await);
         for (unit, r) in running {
-            r.stop.cancel();
-            let _ = r.handle.await;
+            self.stop_unit(&unit, r).await;
             self.set_status(&unit, status, None).await;
         }
     }
@@ -196,8 +197,7 @@ impl Worker {
         }
         for unit in to_stop {
             if let Some(r) = running.remove(&unit) {
-                r.stop.cancel();
-                let _ = r.handle.await;
+                self.stop_unit(&unit, r).await;
                 let entry = configs.connectors.get(&unit.connector);
                 let mine = self
                     .store
@@ -266,6 +266,20 @@ impl Worker {
                     handle,
                 },
             );
+        }
+    }
+
+    /// Stops a unit, waiting `task.shutdown.graceful.timeout.ms` for it
+    /// to commit what it delivered before abandoning it.
+    async fn stop_unit(&self, unit: &Unit, r: Running) {
+        r.stop.cancel();
+        let mut handle = r.handle;
+        if tokio::time::timeout(self.settings.task_shutdown_graceful_timeout, &mut handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(%unit, "task did not stop within task.shutdown.graceful.timeout.ms; abandoning it");
+            handle.abort();
         }
     }
 

@@ -267,6 +267,11 @@ impl SinkTask for FileSinkTask {
                     .await
                     .map_err(|e| TaskError::Fatal(format!("cannot write {path}: {e}")))?;
             }
+            // Lines show up at once (as Kafka's sink writes them); they are
+            // synced before offsets are committed, in flush.
+            w.flush()
+                .await
+                .map_err(|e| TaskError::Fatal(format!("cannot write {path}: {e}")))?;
             Ok(Vec::new())
         }
         .boxed()
