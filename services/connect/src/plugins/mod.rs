@@ -13,6 +13,8 @@ use crate::configdef::{Key, Props};
 use crate::data::Data;
 
 pub mod file;
+pub mod http;
+pub mod postgres;
 
 /// Source or sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +170,13 @@ pub trait Plugin: Send + Sync {
 }
 
 /// Every connector class this worker has.
-pub static ALL: &[&dyn Plugin] = &[&file::FileSource, &file::FileSink];
+pub static ALL: &[&dyn Plugin] = &[
+    &file::FileSource,
+    &file::FileSink,
+    &postgres::PostgresSource,
+    &postgres::PostgresSink,
+    &http::HttpSink,
+];
 
 /// The connector class `name` names: its class name, simple class name or alias.
 pub fn find(name: &str) -> Option<&'static dyn Plugin> {
