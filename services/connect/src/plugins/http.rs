@@ -22,23 +22,54 @@ use crate::configdef::{self, Check, Key, Props, Type};
 pub struct HttpSink;
 
 const KEYS: &[Key] = &[
-    Key::required("http.api.url", Type::String, "The http:// URL records are sent to.").group("Connection"),
+    Key::required(
+        "http.api.url",
+        Type::String,
+        "The http:// URL records are sent to.",
+    )
+    .group("Connection"),
     Key::optional("request.method", Type::String, "POST", "POST or PUT.")
         .check(Check::OneOf(&["POST", "PUT"]))
         .group("Connection"),
-    Key::optional("headers", Type::String, "", "Extra headers, Name:value separated by |.").group("Connection"),
-    Key::optional("batch.max.size", Type::Int, "500", "Most records per request.")
-        .check(Check::AtLeast(1))
-        .group("Batching"),
-    Key::optional("request.timeout.ms", Type::Int, "30000", "How long one request may take.")
-        .check(Check::AtLeast(1))
-        .group("Retries"),
-    Key::optional("max.retries", Type::Int, "10", "Retries of a request that failed for a retriable reason.")
-        .check(Check::AtLeast(0))
-        .group("Retries"),
-    Key::optional("retry.backoff.ms", Type::Int, "3000", "First wait before a retry; it doubles each time.")
-        .check(Check::AtLeast(0))
-        .group("Retries"),
+    Key::optional(
+        "headers",
+        Type::String,
+        "",
+        "Extra headers, Name:value separated by |.",
+    )
+    .group("Connection"),
+    Key::optional(
+        "batch.max.size",
+        Type::Int,
+        "500",
+        "Most records per request.",
+    )
+    .check(Check::AtLeast(1))
+    .group("Batching"),
+    Key::optional(
+        "request.timeout.ms",
+        Type::Int,
+        "30000",
+        "How long one request may take.",
+    )
+    .check(Check::AtLeast(1))
+    .group("Retries"),
+    Key::optional(
+        "max.retries",
+        Type::Int,
+        "10",
+        "Retries of a request that failed for a retriable reason.",
+    )
+    .check(Check::AtLeast(0))
+    .group("Retries"),
+    Key::optional(
+        "retry.backoff.ms",
+        Type::Int,
+        "3000",
+        "First wait before a retry; it doubles each time.",
+    )
+    .check(Check::AtLeast(0))
+    .group("Retries"),
 ];
 
 impl Plugin for HttpSink {
@@ -58,10 +89,16 @@ impl Plugin for HttpSink {
         let mut out = Vec::new();
         let url = configdef::get(props, "http.api.url", "");
         if !url.is_empty() && (!url.starts_with("http://") || url.parse::<http::Uri>().is_err()) {
-            out.push(("http.api.url".into(), format!("{url} is not an http:// URL")));
+            out.push((
+                "http.api.url".into(),
+                format!("{url} is not an http:// URL"),
+            ));
         }
         if parse_headers(configdef::get(props, "headers", "")).is_err() {
-            out.push(("headers".into(), "headers are Name:value pairs separated by |".into()));
+            out.push((
+                "headers".into(),
+                "headers are Name:value pairs separated by |".into(),
+            ));
         }
         out
     }
@@ -69,16 +106,21 @@ impl Plugin for HttpSink {
         vec![props.clone(); max_tasks.max(1)]
     }
     fn sink_task(&self, props: &Props) -> Result<Box<dyn SinkTask>, TaskError> {
-        let headers = parse_headers(configdef::get(props, "headers", "")).map_err(TaskError::Fatal)?;
+        let headers =
+            parse_headers(configdef::get(props, "headers", "")).map_err(TaskError::Fatal)?;
         Ok(Box::new(HttpSinkTask {
             client: HttpClient::new(),
             url: configdef::get(props, "http.api.url", "").to_owned(),
             method: configdef::get(props, "request.method", "POST").to_ascii_uppercase(),
             headers,
             batch: configdef::get_i64(props, "batch.max.size", 500).max(1) as usize,
-            timeout: Duration::from_millis(configdef::get_i64(props, "request.timeout.ms", 30_000).max(1) as u64),
+            timeout: Duration::from_millis(
+                configdef::get_i64(props, "request.timeout.ms", 30_000).max(1) as u64,
+            ),
             max_retries: configdef::get_i64(props, "max.retries", 10).max(0) as u32,
-            backoff: Duration::from_millis(configdef::get_i64(props, "retry.backoff.ms", 3000).max(0) as u64),
+            backoff: Duration::from_millis(
+                configdef::get_i64(props, "retry.backoff.ms", 3000).max(0) as u64,
+            ),
         }))
     }
 }
@@ -122,7 +164,13 @@ impl HttpSinkTask {
         loop {
             let why = match self
                 .client
-                .request(&self.method, &self.url, Some(body.clone()), &self.headers, self.timeout)
+                .request(
+                    &self.method,
+                    &self.url,
+                    Some(body.clone()),
+                    &self.headers,
+                    self.timeout,
+                )
                 .await
             {
                 Ok(r) if (200..300).contains(&r.status) => return Ok(Outcome::Accepted),
@@ -140,7 +188,9 @@ impl HttpSinkTask {
                 Err(e) => e.to_string(),
             };
             if attempt >= self.max_retries {
-                return Err(TaskError::Fatal(format!("giving up after {attempt} retries: {why}")));
+                return Err(TaskError::Fatal(format!(
+                    "giving up after {attempt} retries: {why}"
+                )));
             }
             attempt += 1;
             tracing::warn!(attempt, error = %why, "HTTP sink request failed; retrying");
@@ -172,13 +222,19 @@ impl SinkTask for HttpSinkTask {
                 let batch: Vec<&SinkRecord> = chunk.iter().map(|(_, r)| *r).collect();
                 if let Outcome::Refused(why) = self.send(&batch).await? {
                     if chunk.len() == 1 {
-                        failed.push(Failed { index: chunk[0].0, reason: why });
+                        failed.push(Failed {
+                            index: chunk[0].0,
+                            reason: why,
+                        });
                         continue;
                     }
                     // Which records did it refuse? Send them one at a time.
                     for (i, r) in chunk {
                         if let Outcome::Refused(why) = self.send(&[*r]).await? {
-                            failed.push(Failed { index: *i, reason: why });
+                            failed.push(Failed {
+                                index: *i,
+                                reason: why,
+                            });
                         }
                     }
                 }
@@ -206,7 +262,10 @@ mod tests {
     fn headers_are_name_value_pairs() {
         assert_eq!(
             parse_headers("Authorization: Bearer x | X-Env:dev").unwrap(),
-            vec![("Authorization".into(), "Bearer x".into()), ("X-Env".into(), "dev".into())]
+            vec![
+                ("Authorization".into(), "Bearer x".into()),
+                ("X-Env".into(), "dev".into())
+            ]
         );
         assert!(parse_headers("nonsense").is_err());
         assert!(parse_headers("").unwrap().is_empty());

@@ -22,7 +22,9 @@ use serde_json::{Map, Value as Json, json};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 
-use super::{Failed, Kind, Plugin, SinkRecord, SinkTask, SourceContext, SourceRecord, SourceTask, TaskError};
+use super::{
+    Failed, Kind, Plugin, SinkRecord, SinkTask, SourceContext, SourceRecord, SourceTask, TaskError,
+};
 use crate::configdef::{self, Check, Key, Props, Type};
 use crate::data::{Data, Value};
 
@@ -33,15 +35,42 @@ pub struct PostgresSink;
 pub struct PostgresSource;
 
 const CONNECTION: &[Key] = &[
-    Key::required("connection.url", Type::String, "postgres://host:port/database (jdbc:postgresql:// accepted).").group("Connection"),
-    Key::optional("connection.user", Type::String, "", "User name (or in the URL).").group("Connection"),
-    Key::optional("connection.password", Type::Password, "", "Password (or in the URL).").group("Connection"),
-    Key::optional("connection.attempts", Type::Int, "3", "Tries to connect before the task fails.")
-        .check(Check::AtLeast(1))
-        .group("Connection"),
-    Key::optional("connection.backoff.ms", Type::Long, "10000", "Wait between connection attempts.")
-        .check(Check::AtLeast(0))
-        .group("Connection"),
+    Key::required(
+        "connection.url",
+        Type::String,
+        "postgres://host:port/database (jdbc:postgresql:// accepted).",
+    )
+    .group("Connection"),
+    Key::optional(
+        "connection.user",
+        Type::String,
+        "",
+        "User name (or in the URL).",
+    )
+    .group("Connection"),
+    Key::optional(
+        "connection.password",
+        Type::Password,
+        "",
+        "Password (or in the URL).",
+    )
+    .group("Connection"),
+    Key::optional(
+        "connection.attempts",
+        Type::Int,
+        "3",
+        "Tries to connect before the task fails.",
+    )
+    .check(Check::AtLeast(1))
+    .group("Connection"),
+    Key::optional(
+        "connection.backoff.ms",
+        Type::Long,
+        "10000",
+        "Wait between connection attempts.",
+    )
+    .check(Check::AtLeast(0))
+    .group("Connection"),
 ];
 
 const SINK_KEYS: &[Key] = &[
@@ -50,25 +79,74 @@ const SINK_KEYS: &[Key] = &[
     CONNECTION[2],
     CONNECTION[3],
     CONNECTION[4],
-    Key::optional("table.name.format", Type::String, "${topic}", "Destination table; ${topic} is the record's topic.").group("Writes"),
-    Key::optional("insert.mode", Type::String, "insert", "insert, or upsert (insert or update by primary key).")
-        .check(Check::OneOf(&["insert", "upsert"]))
-        .group("Writes"),
-    Key::optional("pk.mode", Type::String, "none", "Where the primary key comes from: none, record_key or record_value.")
-        .check(Check::OneOf(&["none", "record_key", "record_value"]))
-        .group("Writes"),
-    Key::optional("pk.fields", Type::List, "", "Primary key columns (record_key with a plain key: one name for it).").group("Writes"),
-    Key::optional("auto.create", Type::Boolean, "false", "Create the table from the first records when it does not exist.").group("DDL Support"),
-    Key::optional("delete.enabled", Type::Boolean, "false", "Delete the row of a tombstone's key (needs pk.mode=record_key).").group("Writes"),
-    Key::optional("batch.size", Type::Int, "3000", "Most records per statement.")
-        .check(Check::AtLeast(1))
-        .group("Writes"),
-    Key::optional("max.retries", Type::Int, "10", "Retries of a batch after a connection error before the task fails.")
-        .check(Check::AtLeast(0))
-        .group("Retries"),
-    Key::optional("retry.backoff.ms", Type::Int, "3000", "Wait between those retries.")
-        .check(Check::AtLeast(0))
-        .group("Retries"),
+    Key::optional(
+        "table.name.format",
+        Type::String,
+        "${topic}",
+        "Destination table; ${topic} is the record's topic.",
+    )
+    .group("Writes"),
+    Key::optional(
+        "insert.mode",
+        Type::String,
+        "insert",
+        "insert, or upsert (insert or update by primary key).",
+    )
+    .check(Check::OneOf(&["insert", "upsert"]))
+    .group("Writes"),
+    Key::optional(
+        "pk.mode",
+        Type::String,
+        "none",
+        "Where the primary key comes from: none, record_key or record_value.",
+    )
+    .check(Check::OneOf(&["none", "record_key", "record_value"]))
+    .group("Writes"),
+    Key::optional(
+        "pk.fields",
+        Type::List,
+        "",
+        "Primary key columns (record_key with a plain key: one name for it).",
+    )
+    .group("Writes"),
+    Key::optional(
+        "auto.create",
+        Type::Boolean,
+        "false",
+        "Create the table from the first records when it does not exist.",
+    )
+    .group("DDL Support"),
+    Key::optional(
+        "delete.enabled",
+        Type::Boolean,
+        "false",
+        "Delete the row of a tombstone's key (needs pk.mode=record_key).",
+    )
+    .group("Writes"),
+    Key::optional(
+        "batch.size",
+        Type::Int,
+        "3000",
+        "Most records per statement.",
+    )
+    .check(Check::AtLeast(1))
+    .group("Writes"),
+    Key::optional(
+        "max.retries",
+        Type::Int,
+        "10",
+        "Retries of a batch after a connection error before the task fails.",
+    )
+    .check(Check::AtLeast(0))
+    .group("Retries"),
+    Key::optional(
+        "retry.backoff.ms",
+        Type::Int,
+        "3000",
+        "Wait between those retries.",
+    )
+    .check(Check::AtLeast(0))
+    .group("Retries"),
 ];
 
 const SOURCE_KEYS: &[Key] = &[
@@ -126,10 +204,16 @@ fn url_problems(props: &Props) -> Vec<(String, String)> {
     let url = configdef::get(props, "connection.url", "");
     let bare = url.strip_prefix("jdbc:").unwrap_or(url);
     if !url.is_empty() && !(bare.starts_with("postgres://") || bare.starts_with("postgresql://")) {
-        return vec![("connection.url".into(), format!("{url} is not a postgres:// or postgresql:// URL"))];
+        return vec![(
+            "connection.url".into(),
+            format!("{url} is not a postgres:// or postgresql:// URL"),
+        )];
     }
     if !url.is_empty() && bare.parse::<PgConnectOptions>().is_err() {
-        return vec![("connection.url".into(), format!("{url} is not a valid PostgreSQL URL"))];
+        return vec![(
+            "connection.url".into(),
+            format!("{url} is not a valid PostgreSQL URL"),
+        )];
     }
     Vec::new()
 }
@@ -138,7 +222,9 @@ fn url_problems(props: &Props) -> Vec<(String, String)> {
 async fn open_pool(props: &Props) -> Result<PgPool, TaskError> {
     let options = connect_options(props)?;
     let attempts = configdef::get_i64(props, "connection.attempts", 3).max(1);
-    let backoff = Duration::from_millis(configdef::get_i64(props, "connection.backoff.ms", 10_000).max(0) as u64);
+    let backoff = Duration::from_millis(
+        configdef::get_i64(props, "connection.backoff.ms", 10_000).max(0) as u64,
+    );
     let mut last = String::new();
     for attempt in 1..=attempts {
         match PgPoolOptions::new()
@@ -166,9 +252,14 @@ async fn open_pool(props: &Props) -> Result<PgPool, TaskError> {
 /// Whether a database error is about the connection rather than the data.
 fn is_connection_error(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
         // Class 08: connection exception; 57P: operator intervention (shutdown).
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
 }
@@ -190,14 +281,25 @@ impl Plugin for PostgresSink {
         let mut out = url_problems(props);
         let mode = configdef::get(props, "pk.mode", "none");
         let fields = configdef::list(props, "pk.fields");
-        if configdef::get(props, "insert.mode", "insert").eq_ignore_ascii_case("upsert") && mode == "none" {
-            out.push(("insert.mode".into(), "upsert needs a primary key: set pk.mode to record_key or record_value".into()));
+        if configdef::get(props, "insert.mode", "insert").eq_ignore_ascii_case("upsert")
+            && mode == "none"
+        {
+            out.push((
+                "insert.mode".into(),
+                "upsert needs a primary key: set pk.mode to record_key or record_value".into(),
+            ));
         }
         if mode == "record_value" && fields.is_empty() {
-            out.push(("pk.fields".into(), "pk.mode=record_value needs the key columns in pk.fields".into()));
+            out.push((
+                "pk.fields".into(),
+                "pk.mode=record_value needs the key columns in pk.fields".into(),
+            ));
         }
         if configdef::get_bool(props, "delete.enabled", false) && mode != "record_key" {
-            out.push(("delete.enabled".into(), "delete.enabled needs pk.mode=record_key".into()));
+            out.push((
+                "delete.enabled".into(),
+                "delete.enabled needs pk.mode=record_key".into(),
+            ));
         }
         out
     }
@@ -216,7 +318,9 @@ impl Plugin for PostgresSink {
             delete_enabled: configdef::get_bool(props, "delete.enabled", false),
             batch_size: configdef::get_i64(props, "batch.size", 3000).max(1) as usize,
             max_retries: configdef::get_i64(props, "max.retries", 10).max(0) as u32,
-            retry_backoff: Duration::from_millis(configdef::get_i64(props, "retry.backoff.ms", 3000).max(0) as u64),
+            retry_backoff: Duration::from_millis(
+                configdef::get_i64(props, "retry.backoff.ms", 3000).max(0) as u64,
+            ),
             tables: HashMap::new(),
         }))
     }
@@ -257,20 +361,41 @@ struct Prepared {
 /// Why one record cannot be written.
 type Refusal = (usize, String);
 
-fn object_of(data: &Data, what: &str) -> Result<(Map<String, Json>, BTreeMap<String, String>), String> {
+fn object_of(
+    data: &Data,
+    what: &str,
+) -> Result<(Map<String, Json>, BTreeMap<String, String>), String> {
     let mut types = BTreeMap::new();
-    if let Some(fields) = data.schema.as_ref().and_then(|s| s.get("fields")).and_then(Json::as_array) {
+    if let Some(fields) = data
+        .schema
+        .as_ref()
+        .and_then(|s| s.get("fields"))
+        .and_then(Json::as_array)
+    {
         for f in fields {
-            if let (Some(name), Some(ty)) = (f.get("field").and_then(Json::as_str), f.get("type").and_then(Json::as_str)) {
+            if let (Some(name), Some(ty)) = (
+                f.get("field").and_then(Json::as_str),
+                f.get("type").and_then(Json::as_str),
+            ) {
                 let logical = f.get("name").and_then(Json::as_str).unwrap_or("");
-                types.insert(name.to_owned(), if logical.is_empty() { ty.to_owned() } else { logical.to_owned() });
+                types.insert(
+                    name.to_owned(),
+                    if logical.is_empty() {
+                        ty.to_owned()
+                    } else {
+                        logical.to_owned()
+                    },
+                );
             }
         }
     }
     match &data.value {
         Value::Json(Json::Object(m)) => Ok((m.clone(), types)),
         Value::Null => Err(format!("the record has no {what}")),
-        other => Err(format!("the record's {what} is not a struct or JSON object but {}", describe(other))),
+        other => Err(format!(
+            "the record's {what} is not a struct or JSON object but {}",
+            describe(other)
+        )),
     }
 }
 
@@ -332,15 +457,32 @@ impl PgSinkTask {
                 }
                 Value::Null => return Err("pk.mode=record_key but the record has no key".into()),
                 plain => {
-                    let name = self.pk_fields.first().cloned().unwrap_or_else(|| "__connect_key".into());
-                    types.extend(r.key.schema.as_ref().and_then(|s| s.get("type")).and_then(Json::as_str).map(|t| (name.clone(), t.to_owned())));
+                    let name = self
+                        .pk_fields
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "__connect_key".into());
+                    types.extend(
+                        r.key
+                            .schema
+                            .as_ref()
+                            .and_then(|s| s.get("type"))
+                            .and_then(Json::as_str)
+                            .map(|t| (name.clone(), t.to_owned())),
+                    );
                     row.insert(name, plain_json(plain));
                 }
             }
         }
         if tombstone {
             if self.delete_enabled {
-                return Ok(Prepared { index, table, row, delete: true, types });
+                return Ok(Prepared {
+                    index,
+                    table,
+                    row,
+                    delete: true,
+                    types,
+                });
             }
             return Err("a tombstone (null value) and delete.enabled is false".into());
         }
@@ -352,17 +494,27 @@ impl PgSinkTask {
         if self.pk_mode == "record_value" {
             for f in &self.pk_fields {
                 if row.get(f).is_none_or(Json::is_null) {
-                    return Err(format!("the primary key field {f} is missing from the value"));
+                    return Err(format!(
+                        "the primary key field {f} is missing from the value"
+                    ));
                 }
             }
         }
-        Ok(Prepared { index, table, row, delete: false, types })
+        Ok(Prepared {
+            index,
+            table,
+            row,
+            delete: false,
+            types,
+        })
     }
 
     fn key_columns(&self, first: &Prepared) -> Vec<String> {
         match self.pk_mode.as_str() {
             "record_value" => self.pk_fields.clone(),
-            "record_key" if self.pk_fields.is_empty() => first.row.keys().take(1).cloned().collect(),
+            "record_key" if self.pk_fields.is_empty() => {
+                first.row.keys().take(1).cloned().collect()
+            }
             "record_key" => self.pk_fields.clone(),
             _ => Vec::new(),
         }
@@ -378,7 +530,12 @@ impl PgSinkTask {
     }
 
     /// Looks the table up (creating it with auto.create).
-    async fn table(&mut self, pool: &PgPool, name: &str, sample: &Prepared) -> Result<TableInfo, sqlx::Error> {
+    async fn table(
+        &mut self,
+        pool: &PgPool,
+        name: &str,
+        sample: &Prepared,
+    ) -> Result<TableInfo, sqlx::Error> {
         if let Some(t) = self.tables.get(name) {
             return Ok(t.clone());
         }
@@ -395,7 +552,9 @@ impl PgSinkTask {
             .bind(&schema)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()
+            rows.iter()
+                .map(|r| r.try_get::<String, _>(0))
+                .collect::<Result<Vec<_>, _>>()
         };
         let mut columns = lookup().await?;
         let key = self.key_columns(sample);
@@ -410,9 +569,16 @@ impl PgSinkTask {
                 })
                 .collect();
             if !key.is_empty() {
-                defs.push(format!("PRIMARY KEY ({})", key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")));
+                defs.push(format!(
+                    "PRIMARY KEY ({})",
+                    key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")
+                ));
             }
-            let ddl = format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(name), defs.join(", "));
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {} ({})",
+                ident(name),
+                defs.join(", ")
+            );
             tracing::info!(table = name, %ddl, "creating the sink table (auto.create)");
             sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(pool).await?;
             columns = lookup().await?;
@@ -423,7 +589,13 @@ impl PgSinkTask {
     }
 
     /// Writes rows of one table in one transaction.
-    async fn write(&self, pool: &PgPool, table: &str, info: &TableInfo, rows: &[&Prepared]) -> Result<(), sqlx::Error> {
+    async fn write(
+        &self,
+        pool: &PgPool,
+        table: &str,
+        info: &TableInfo,
+        rows: &[&Prepared],
+    ) -> Result<(), sqlx::Error> {
         let mut tx = pool.begin().await?;
         self.write_in(&mut tx, table, info, rows).await?;
         tx.commit().await
@@ -437,12 +609,28 @@ impl PgSinkTask {
         rows: &[&Prepared],
     ) -> Result<(), sqlx::Error> {
         let q = ident(table);
-        let (deletes, upserts): (Vec<&&Prepared>, Vec<&&Prepared>) = rows.iter().partition(|p| p.delete);
+        let (deletes, upserts): (Vec<&&Prepared>, Vec<&&Prepared>) =
+            rows.iter().partition(|p| p.delete);
         if !deletes.is_empty() && !info.key.is_empty() {
-            let keys = Json::Array(deletes.iter().map(|p| Json::Object(p.row.clone())).collect());
-            let cols = info.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
-            let sql = format!("DELETE FROM {q} WHERE ({cols}) IN (SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb))");
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(keys.to_string()).execute(&mut **tx).await?;
+            let keys = Json::Array(
+                deletes
+                    .iter()
+                    .map(|p| Json::Object(p.row.clone()))
+                    .collect(),
+            );
+            let cols = info
+                .key
+                .iter()
+                .map(|k| ident(k))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "DELETE FROM {q} WHERE ({cols}) IN (SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb))"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(keys.to_string())
+                .execute(&mut **tx)
+                .await?;
         }
         if upserts.is_empty() {
             return Ok(());
@@ -454,11 +642,27 @@ impl PgSinkTask {
             .filter(|c| upserts.iter().any(|p| p.row.contains_key(*c)))
             .collect();
         present.dedup();
-        let cols = present.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
-        let data = Json::Array(upserts.iter().map(|p| Json::Object(p.row.clone())).collect());
-        let mut sql = format!("INSERT INTO {q} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb)");
+        let cols = present
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let data = Json::Array(
+            upserts
+                .iter()
+                .map(|p| Json::Object(p.row.clone()))
+                .collect(),
+        );
+        let mut sql = format!(
+            "INSERT INTO {q} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb)"
+        );
         if self.upsert && !info.key.is_empty() {
-            let key = info.key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+            let key = info
+                .key
+                .iter()
+                .map(|k| ident(k))
+                .collect::<Vec<_>>()
+                .join(", ");
             let updates: Vec<String> = present
                 .iter()
                 .filter(|c| !info.key.contains(c))
@@ -467,16 +671,26 @@ impl PgSinkTask {
             if updates.is_empty() {
                 sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING"));
             } else {
-                sql.push_str(&format!(" ON CONFLICT ({key}) DO UPDATE SET {}", updates.join(", ")));
+                sql.push_str(&format!(
+                    " ON CONFLICT ({key}) DO UPDATE SET {}",
+                    updates.join(", ")
+                ));
             }
         }
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(data.to_string()).execute(&mut **tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(data.to_string())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
     /// Writes a batch; a batch the data refuses is written record by
     /// record so that only the bad records are reported.
-    async fn put_batch(&mut self, prepared: Vec<Prepared>, failed: &mut Vec<Refusal>) -> Result<(), TaskError> {
+    async fn put_batch(
+        &mut self,
+        prepared: Vec<Prepared>,
+        failed: &mut Vec<Refusal>,
+    ) -> Result<(), TaskError> {
         let mut by_table: BTreeMap<String, Vec<Prepared>> = BTreeMap::new();
         for p in prepared {
             by_table.entry(p.table.clone()).or_default().push(p);
@@ -538,7 +752,10 @@ impl PgSinkTask {
                         tokio::time::sleep(self.retry_backoff).await;
                     }
                     Err(e) if is_connection_error(&e) => {
-                        return Err(TaskError::Fatal(format!("PostgreSQL unreachable after {} retries: {e}", self.max_retries)));
+                        return Err(TaskError::Fatal(format!(
+                            "PostgreSQL unreachable after {} retries: {e}",
+                            self.max_retries
+                        )));
                     }
                     Err(e) => {
                         // The table itself is wrong (missing, cannot be created): every record fails.
@@ -575,7 +792,10 @@ impl SinkTask for PgSinkTask {
             }
             self.put_batch(prepared, &mut refused).await?;
             refused.sort_by_key(|(i, _)| *i);
-            Ok(refused.into_iter().map(|(index, reason)| Failed { index, reason }).collect())
+            Ok(refused
+                .into_iter()
+                .map(|(index, reason)| Failed { index, reason })
+                .collect())
         }
         .boxed()
     }
@@ -612,10 +832,16 @@ impl Plugin for PostgresSource {
         let mut out = url_problems(props);
         match configdef::get(props, "mode", "") {
             "incrementing" if configdef::get(props, "incrementing.column.name", "").is_empty() => {
-                out.push(("incrementing.column.name".into(), "mode=incrementing needs incrementing.column.name".into()));
+                out.push((
+                    "incrementing.column.name".into(),
+                    "mode=incrementing needs incrementing.column.name".into(),
+                ));
             }
             "timestamp" if configdef::get(props, "timestamp.column.name", "").is_empty() => {
-                out.push(("timestamp.column.name".into(), "mode=timestamp needs timestamp.column.name".into()));
+                out.push((
+                    "timestamp.column.name".into(),
+                    "mode=timestamp needs timestamp.column.name".into(),
+                ));
             }
             _ => {}
         }
@@ -646,17 +872,28 @@ impl Plugin for PostgresSource {
             pool: None,
             tables: configdef::list(props, "tables")
                 .into_iter()
-                .map(|name| TableCursor { name, columns: None, offset: None, next_poll: tokio::time::Instant::now() })
+                .map(|name| TableCursor {
+                    name,
+                    columns: None,
+                    offset: None,
+                    next_poll: tokio::time::Instant::now(),
+                })
                 .collect(),
             timestamp,
             column: configdef::get(
                 props,
-                if timestamp { "timestamp.column.name" } else { "incrementing.column.name" },
+                if timestamp {
+                    "timestamp.column.name"
+                } else {
+                    "incrementing.column.name"
+                },
                 "",
             )
             .to_owned(),
             prefix: configdef::get(props, "topic.prefix", "").to_owned(),
-            poll_interval: Duration::from_millis(configdef::get_i64(props, "poll.interval.ms", 5000).max(1) as u64),
+            poll_interval: Duration::from_millis(
+                configdef::get_i64(props, "poll.interval.ms", 5000).max(1) as u64,
+            ),
             batch: configdef::get_i64(props, "batch.max.rows", 100).max(1),
             delay_ms: configdef::get_i64(props, "timestamp.delay.interval.ms", 0).max(0),
         }))
@@ -696,7 +933,11 @@ fn column_mapping(name: &str, pg_type: &str, nullable: bool) -> (String, Json) {
         "numeric" => (format!("{c}::float8"), "float64", None),
         "boolean" => (c.clone(), "boolean", None),
         "bytea" => (format!("encode({c}, 'base64')"), "bytes", None),
-        "date" => (format!("({c} - DATE '1970-01-01')"), "int32", Some("org.apache.kafka.connect.data.Date")),
+        "date" => (
+            format!("({c} - DATE '1970-01-01')"),
+            "int32",
+            Some("org.apache.kafka.connect.data.Date"),
+        ),
         "timestamp with time zone" | "timestamp without time zone" => (
             format!("(extract(epoch from {c}) * 1000)::bigint"),
             "int64",
@@ -722,7 +963,11 @@ impl PgSourceTask {
         Ok(pool)
     }
 
-    async fn poll_table(&self, pool: &PgPool, t: &mut TableCursor) -> Result<Vec<SourceRecord>, sqlx::Error> {
+    async fn poll_table(
+        &self,
+        pool: &PgPool,
+        t: &mut TableCursor,
+    ) -> Result<Vec<SourceRecord>, sqlx::Error> {
         if t.columns.is_none() {
             let (schema, table) = match t.name.split_once('.') {
                 Some((s, n)) => (Some(s.to_owned()), n.to_owned()),
@@ -737,12 +982,19 @@ impl PgSourceTask {
             .fetch_all(pool)
             .await?;
             if rows.is_empty() {
-                return Err(sqlx::Error::Protocol(format!("table {} does not exist", t.name)));
+                return Err(sqlx::Error::Protocol(format!(
+                    "table {} does not exist",
+                    t.name
+                )));
             }
             let mut exprs = Vec::new();
             let mut fields = Vec::new();
             for r in &rows {
-                let (e, f) = column_mapping(&r.try_get::<String, _>(0)?, &r.try_get::<String, _>(1)?, r.try_get::<bool, _>(2)?);
+                let (e, f) = column_mapping(
+                    &r.try_get::<String, _>(0)?,
+                    &r.try_get::<String, _>(1)?,
+                    r.try_get::<bool, _>(2)?,
+                );
                 exprs.push(e);
                 fields.push(f);
             }
@@ -759,7 +1011,9 @@ impl PgSourceTask {
         };
         let mut conditions = vec![format!("{offset_expr} > $1")];
         if self.timestamp {
-            conditions.push(format!("{col} < now() - ($2::bigint * interval '1 millisecond')"));
+            conditions.push(format!(
+                "{col} < now() - ($2::bigint * interval '1 millisecond')"
+            ));
         } else {
             conditions.push("$2::bigint >= 0".into());
         }
@@ -782,18 +1036,28 @@ impl PgSourceTask {
         // A full batch may end inside a run of equal timestamps: leave that
         // run for the next poll (unless it is the whole batch), so no row
         // sharing the offset is skipped.
-        if self.timestamp && read.len() as i64 == self.batch
+        if self.timestamp
+            && read.len() as i64 == self.batch
             && let Some(last) = read.last().map(|r| r.1)
             && read.iter().any(|r| r.1 != last)
         {
             read.retain(|r| r.1 != last);
         }
         let schema = json!({"type": "struct", "name": t.name, "optional": false, "fields": fields});
-        let topic = format!("{}{}", self.prefix, t.name.rsplit('.').next().unwrap_or(&t.name));
-        let key = if self.timestamp { "timestamp_us" } else { "incrementing" };
+        let topic = format!(
+            "{}{}",
+            self.prefix,
+            t.name.rsplit('.').next().unwrap_or(&t.name)
+        );
+        let key = if self.timestamp {
+            "timestamp_us"
+        } else {
+            "incrementing"
+        };
         let mut out = Vec::with_capacity(read.len());
         for (doc, off) in read {
-            let payload: Json = serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            let payload: Json =
+                serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
             t.offset = Some(off);
             out.push(SourceRecord {
                 source_partition: json!({"table": t.name}),
@@ -801,7 +1065,10 @@ impl PgSourceTask {
                 topic: topic.clone(),
                 partition: None,
                 key: Data::null(),
-                value: Data { schema: Some(schema.clone()), value: Value::Json(payload) },
+                value: Data {
+                    schema: Some(schema.clone()),
+                    value: Value::Json(payload),
+                },
                 timestamp: None,
             });
         }
@@ -812,9 +1079,16 @@ impl PgSourceTask {
 impl SourceTask for PgSourceTask {
     fn start(&mut self, ctx: SourceContext) -> BoxFuture<'_, Result<(), TaskError>> {
         async move {
-            let key = if self.timestamp { "timestamp_us" } else { "incrementing" };
+            let key = if self.timestamp {
+                "timestamp_us"
+            } else {
+                "incrementing"
+            };
             for t in &mut self.tables {
-                t.offset = ctx.offset(&json!({"table": t.name})).and_then(|o| o.get(key)).and_then(Json::as_i64);
+                t.offset = ctx
+                    .offset(&json!({"table": t.name}))
+                    .and_then(|o| o.get(key))
+                    .and_then(Json::as_i64);
             }
             self.pool().await.map(|_| ())
         }

@@ -138,3 +138,83 @@ pub async fn states(handle: &ConnectHandle, name: &str) -> (String, Vec<(String,
         .unwrap_or_default();
     (connector, tasks)
 }
+
+/// The test PostgreSQL server `scripts/test` starts (`RUNNEL_TEST_POSTGRES_URL`).
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var("RUNNEL_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        eprintln!(
+            "SKIPPED: no RUNNEL_TEST_POSTGRES_URL; scripts/test starts a PostgreSQL server and sets it"
+        );
+    }
+    url
+}
+
+/// A TCP forwarder that can be switched off and on: the database (or any
+/// server) behind it becomes unreachable and comes back.
+#[derive(Clone)]
+pub struct Switch {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    on: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Switch {
+    /// Forwards a loopback port to `upstream` ("host:port"), starting off.
+    pub async fn to(upstream: String) -> Switch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let on = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = on.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Switch { addr, on }
+    }
+
+    /// Lets connections through (or not).
+    pub fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Every record of a topic, read from the start until `n` have come or `limit` passes.
+pub async fn read_topic(
+    cluster: &TestCluster,
+    topic: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<runnel_client::ConsumerRecord> {
+    let mut consumer = cluster.earliest_consumer();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    loop {
+        if let Ok(parts) = consumer.partitions_of(topic).await {
+            consumer.assign(parts).await.unwrap();
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "topic {topic} never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while out.len() < n && tokio::time::Instant::now() < deadline {
+        out.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    out
+}
