@@ -56,6 +56,10 @@ pub struct Config {
     pub consumer_session_timeout_ms: u64,
     /// `consumer.heartbeat.interval.ms`.
     pub consumer_heartbeat_interval_ms: u64,
+    /// `consumer.max.poll.records`: most records a sink task is handed at
+    /// once. Kafka's consumer default is 500; sinks here ask for up to 3000
+    /// so that a database sink writes whole batches per transaction.
+    pub consumer_max_poll_records: usize,
     /// `key.converter` for connectors that do not set one.
     pub key_converter: String,
     /// `value.converter` for connectors that do not set one.
@@ -89,6 +93,7 @@ impl Default for Config {
             rebalance_timeout_ms: 60_000,
             consumer_session_timeout_ms: 10_000,
             consumer_heartbeat_interval_ms: 3_000,
+            consumer_max_poll_records: 3_000,
             key_converter: "org.apache.kafka.connect.json.JsonConverter".into(),
             value_converter: "org.apache.kafka.connect.json.JsonConverter".into(),
             schemas_enable: true,

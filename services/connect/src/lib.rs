@@ -199,6 +199,7 @@ async fn run(
             consumer_heartbeat_interval: Duration::from_millis(
                 config.consumer_heartbeat_interval_ms,
             ),
+            consumer_max_poll_records: config.consumer_max_poll_records.max(1),
         },
         Arc::clone(&cluster),
         Arc::clone(&store),

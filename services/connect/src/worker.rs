@@ -100,6 +100,8 @@ pub struct Settings {
     pub consumer_session_timeout: Duration,
     /// Sink consumers' `heartbeat.interval.ms`.
     pub consumer_heartbeat_interval: Duration,
+    /// Sink consumers' `max.poll.records`.
+    pub consumer_max_poll_records: usize,
 }
 
 struct Running {
@@ -623,6 +625,7 @@ impl TaskCtx {
         config.enable_auto_commit = false;
         config.session_timeout = self.worker.settings.consumer_session_timeout;
         config.heartbeat_interval = self.worker.settings.consumer_heartbeat_interval;
+        config.consumer.max_poll_records = self.worker.settings.consumer_max_poll_records;
         config.consumer.auto_offset_reset = OffsetReset::Earliest;
         let mut consumer = GroupConsumer::with_cluster(Arc::clone(&self.worker.cluster), config);
         let topics = configdef::list(props, "topics");

@@ -203,7 +203,7 @@ fn connect_options(props: &Props) -> Result<PgConnectOptions, TaskError> {
 fn url_problems(props: &Props) -> Vec<(String, String)> {
     let url = configdef::get(props, "connection.url", "");
     let bare = url.strip_prefix("jdbc:").unwrap_or(url);
-    if !url.is_empty() && !(bare.starts_with("postgres://") || bare.starts_with("postgresql://")) {
+    if !(url.is_empty() || bare.starts_with("postgres://") || bare.starts_with("postgresql://")) {
         return vec![(
             "connection.url".into(),
             format!("{url} is not a postgres:// or postgresql:// URL"),
@@ -361,10 +361,10 @@ struct Prepared {
 /// Why one record cannot be written.
 type Refusal = (usize, String);
 
-fn object_of(
-    data: &Data,
-    what: &str,
-) -> Result<(Map<String, Json>, BTreeMap<String, String>), String> {
+/// A struct's fields, and the Connect type of each field its schema names.
+type Fields = (Map<String, Json>, BTreeMap<String, String>);
+
+fn object_of(data: Data, what: &str) -> Result<Fields, String> {
     let mut types = BTreeMap::new();
     if let Some(fields) = data
         .schema
@@ -389,12 +389,12 @@ fn object_of(
             }
         }
     }
-    match &data.value {
-        Value::Json(Json::Object(m)) => Ok((m.clone(), types)),
+    match data.value {
+        Value::Json(Json::Object(m)) => Ok((m, types)),
         Value::Null => Err(format!("the record has no {what}")),
         other => Err(format!(
             "the record's {what} is not a struct or JSON object but {}",
-            describe(other)
+            describe(&other)
         )),
     }
 }
@@ -439,7 +439,7 @@ impl PgSinkTask {
     }
 
     /// Turns a record into the row to write, or says why it cannot be.
-    fn prepare(&self, index: usize, r: &SinkRecord) -> Result<Prepared, String> {
+    fn prepare(&self, index: usize, r: SinkRecord) -> Result<Prepared, String> {
         let table = self.table_for(&r.topic);
         let tombstone = r.value.value == Value::Null;
         let mut row = Map::new();
@@ -447,7 +447,7 @@ impl PgSinkTask {
         if self.pk_mode == "record_key" {
             match &r.key.value {
                 Value::Json(Json::Object(_)) => {
-                    let (k, t) = object_of(&r.key, "key")?;
+                    let (k, t) = object_of(r.key, "key")?;
                     for (name, v) in k {
                         if self.pk_fields.is_empty() || self.pk_fields.contains(&name) {
                             row.insert(name, v);
@@ -486,7 +486,7 @@ impl PgSinkTask {
             }
             return Err("a tombstone (null value) and delete.enabled is false".into());
         }
-        let (value, t) = object_of(&r.value, "value")?;
+        let (value, t) = object_of(r.value, "value")?;
         types.extend(t);
         for (k, v) in value {
             row.entry(k).or_insert(v);
@@ -612,12 +612,7 @@ impl PgSinkTask {
         let (deletes, upserts): (Vec<&&Prepared>, Vec<&&Prepared>) =
             rows.iter().partition(|p| p.delete);
         if !deletes.is_empty() && !info.key.is_empty() {
-            let keys = Json::Array(
-                deletes
-                    .iter()
-                    .map(|p| Json::Object(p.row.clone()))
-                    .collect(),
-            );
+            let keys = rows_json(&deletes);
             let cols = info
                 .key
                 .iter()
@@ -628,7 +623,7 @@ impl PgSinkTask {
                 "DELETE FROM {q} WHERE ({cols}) IN (SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb))"
             );
             sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(keys.to_string())
+                .bind(keys)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -647,12 +642,7 @@ impl PgSinkTask {
             .map(|c| ident(c))
             .collect::<Vec<_>>()
             .join(", ");
-        let data = Json::Array(
-            upserts
-                .iter()
-                .map(|p| Json::Object(p.row.clone()))
-                .collect(),
-        );
+        let data = rows_json(&upserts);
         let mut sql = format!(
             "INSERT INTO {q} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{q}, $1::jsonb)"
         );
@@ -678,7 +668,7 @@ impl PgSinkTask {
             }
         }
         sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(data.to_string())
+            .bind(data)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -771,6 +761,12 @@ impl PgSinkTask {
     }
 }
 
+/// The rows as one JSON array, serialized without copying them.
+fn rows_json(rows: &[&&Prepared]) -> String {
+    let refs: Vec<&Map<String, Json>> = rows.iter().map(|p| &p.row).collect();
+    serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into())
+}
+
 fn plain_json(v: &Value) -> Json {
     v.to_json()
 }
@@ -784,7 +780,7 @@ impl SinkTask for PgSinkTask {
         async move {
             let mut refused: Vec<Refusal> = Vec::new();
             let mut prepared = Vec::with_capacity(records.len());
-            for (i, r) in records.iter().enumerate() {
+            for (i, r) in records.into_iter().enumerate() {
                 match self.prepare(i, r) {
                     Ok(p) => prepared.push(p),
                     Err(why) => refused.push((i, why)),
