@@ -800,6 +800,7 @@ impl TaskCtx {
             .drain()
             .filter(|(tp, _)| owned.contains(tp))
             .collect();
+        tracing::debug!(unit = %self.unit, partitions = offsets.len(), ?offsets, "committing sink offsets");
         if let Err(e) = consumer.commit_offsets(offsets).await {
             // The records are written; they will be delivered again (at least once).
             tracing::warn!(unit = %self.unit, error = %e, "committing sink offsets failed");

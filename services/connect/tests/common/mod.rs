@@ -33,7 +33,10 @@ pub fn worker_config(cluster: &TestCluster, connectors_dir: Option<&Path>) -> Co
 /// Logs to the test's output when `RUST_LOG` is set.
 pub fn logs() {
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 
