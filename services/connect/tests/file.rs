@@ -269,7 +269,8 @@ async fn two_workers_share_tasks_and_a_dead_workers_tasks_move() {
         },
     )
     .await;
-    let b_id = b.worker_id.clone();
+    let session = Duration::from_millis(worker_config(&cluster, None).session_timeout_ms);
+    let killed = std::time::Instant::now();
     b.kill().await;
     eventually(
         "every task running on the survivor",
@@ -288,7 +289,14 @@ async fn two_workers_share_tasks_and_a_dead_workers_tasks_move() {
         },
     )
     .await;
-    let _ = b_id;
+    let moved = killed.elapsed();
+    println!(
+        "a dead worker's tasks ran on the survivor {} ms after the kill (session.timeout.ms {})",
+        moved.as_millis(),
+        session.as_millis()
+    );
+    // The session timeout, then a heartbeat interval and a rebalance.
+    assert!(moved < session * 2, "took {moved:?}");
     a.shutdown().await;
     cluster.shutdown().await;
 }

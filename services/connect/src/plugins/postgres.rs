@@ -249,6 +249,43 @@ async fn open_pool(props: &Props) -> Result<PgPool, TaskError> {
     )))
 }
 
+/// A task's connection pool, opened on first use and again after a
+/// connection error.
+struct Db {
+    props: Props,
+    pool: Option<PgPool>,
+}
+
+impl Db {
+    fn new(props: &Props) -> Db {
+        Db {
+            props: props.clone(),
+            pool: None,
+        }
+    }
+
+    /// The pool, opened with `connection.attempts` tries if need be.
+    async fn get(&mut self) -> Result<PgPool, TaskError> {
+        if let Some(p) = &self.pool {
+            return Ok(p.clone());
+        }
+        let pool = open_pool(&self.props).await?;
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    /// Forgets the pool (after a connection error).
+    fn reset(&mut self) {
+        self.pool = None;
+    }
+
+    async fn close(&mut self) {
+        if let Some(p) = self.pool.take() {
+            p.close().await;
+        }
+    }
+}
+
 /// Whether a database error is about the connection rather than the data.
 fn is_connection_error(e: &sqlx::Error) -> bool {
     match e {
@@ -308,8 +345,7 @@ impl Plugin for PostgresSink {
     }
     fn sink_task(&self, props: &Props) -> Result<Box<dyn SinkTask>, TaskError> {
         Ok(Box::new(PgSinkTask {
-            props: props.clone(),
-            pool: None,
+            db: Db::new(props),
             table_format: configdef::get(props, "table.name.format", "${topic}").to_owned(),
             upsert: configdef::get(props, "insert.mode", "insert").eq_ignore_ascii_case("upsert"),
             pk_mode: configdef::get(props, "pk.mode", "none").to_ascii_lowercase(),
@@ -334,8 +370,7 @@ struct TableInfo {
 }
 
 struct PgSinkTask {
-    props: Props,
-    pool: Option<PgPool>,
+    db: Db,
     table_format: String,
     upsert: bool,
     pk_mode: String,
@@ -520,15 +555,6 @@ impl PgSinkTask {
         }
     }
 
-    async fn pool(&mut self) -> Result<PgPool, TaskError> {
-        if let Some(p) = &self.pool {
-            return Ok(p.clone());
-        }
-        let pool = open_pool(&self.props).await?;
-        self.pool = Some(pool.clone());
-        Ok(pool)
-    }
-
     /// Looks the table up (creating it with auto.create).
     async fn table(
         &mut self,
@@ -688,7 +714,7 @@ impl PgSinkTask {
         for (table, mut rows) in by_table {
             let mut attempt = 0;
             loop {
-                let pool = self.pool().await?;
+                let pool = self.db.get().await?;
                 let result = async {
                     let Some(first) = rows.first() else {
                         return Ok(());
@@ -737,7 +763,7 @@ impl PgSinkTask {
                     Err(e) if is_connection_error(&e) && attempt < self.max_retries => {
                         attempt += 1;
                         tracing::warn!(table, attempt, error = %e, "PostgreSQL unreachable; retrying the batch");
-                        self.pool = None;
+                        self.db.reset();
                         failed.retain(|(i, _)| !rows.iter().any(|p| p.index == *i));
                         tokio::time::sleep(self.retry_backoff).await;
                     }
@@ -773,7 +799,7 @@ fn plain_json(v: &Value) -> Json {
 
 impl SinkTask for PgSinkTask {
     fn start(&mut self) -> BoxFuture<'_, Result<(), TaskError>> {
-        async move { self.pool().await.map(|_| ()) }.boxed()
+        async move { self.db.get().await.map(|_| ()) }.boxed()
     }
 
     fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<Vec<Failed>, TaskError>> {
@@ -802,12 +828,7 @@ impl SinkTask for PgSinkTask {
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
-        async move {
-            if let Some(p) = self.pool.take() {
-                p.close().await;
-            }
-        }
-        .boxed()
+        async move { self.db.close().await }.boxed()
     }
 }
 
@@ -864,8 +885,7 @@ impl Plugin for PostgresSource {
     fn source_task(&self, props: &Props) -> Result<Box<dyn SourceTask>, TaskError> {
         let timestamp = configdef::get(props, "mode", "") == "timestamp";
         Ok(Box::new(PgSourceTask {
-            props: props.clone(),
-            pool: None,
+            db: Db::new(props),
             tables: configdef::list(props, "tables")
                 .into_iter()
                 .map(|name| TableCursor {
@@ -906,8 +926,7 @@ struct TableCursor {
 }
 
 struct PgSourceTask {
-    props: Props,
-    pool: Option<PgPool>,
+    db: Db,
     tables: Vec<TableCursor>,
     timestamp: bool,
     column: String,
@@ -950,15 +969,6 @@ fn column_mapping(name: &str, pg_type: &str, nullable: bool) -> (String, Json) {
 }
 
 impl PgSourceTask {
-    async fn pool(&mut self) -> Result<PgPool, TaskError> {
-        if let Some(p) = &self.pool {
-            return Ok(p.clone());
-        }
-        let pool = open_pool(&self.props).await?;
-        self.pool = Some(pool.clone());
-        Ok(pool)
-    }
-
     async fn poll_table(
         &self,
         pool: &PgPool,
@@ -1086,7 +1096,7 @@ impl SourceTask for PgSourceTask {
                     .and_then(|o| o.get(key))
                     .and_then(Json::as_i64);
             }
-            self.pool().await.map(|_| ())
+            self.db.get().await.map(|_| ())
         }
         .boxed()
     }
@@ -1102,7 +1112,7 @@ impl SourceTask for PgSourceTask {
                 tokio::time::sleep_until(due.min(now + Duration::from_millis(500))).await;
                 return Ok(Vec::new());
             }
-            let pool = self.pool().await?;
+            let pool = self.db.get().await?;
             let mut out = Vec::new();
             let mut tables = std::mem::take(&mut self.tables);
             let mut result = Ok(());
@@ -1115,7 +1125,7 @@ impl SourceTask for PgSourceTask {
                         t.next_poll = if full { now } else { now + self.poll_interval };
                     }
                     Err(e) if is_connection_error(&e) => {
-                        self.pool = None;
+                        self.db.reset();
                         result = Err(TaskError::Retriable(format!("PostgreSQL unreachable: {e}")));
                         break;
                     }
@@ -1132,11 +1142,6 @@ impl SourceTask for PgSourceTask {
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
-        async move {
-            if let Some(p) = self.pool.take() {
-                p.close().await;
-            }
-        }
-        .boxed()
+        async move { self.db.close().await }.boxed()
     }
 }
