@@ -145,7 +145,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         .map(|ts| {
                             ts.iter()
                                 .map(|t| {
-                                    format!("{}:{}", t["id"], t["state"].as_str().unwrap_or("?"))
+                                    format!(
+                                        "{}:{}",
+                                        t["id"].as_i64().unwrap_or(-1),
+                                        t["state"].as_str().unwrap_or("?")
+                                    )
                                 })
                                 .collect()
                         })
@@ -212,7 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .unwrap_or("");
                 println!(
                     "{:>4}  {:<11}  {:<22}  {}",
-                    t["id"],
+                    t["id"].as_i64().unwrap_or(-1),
                     t["state"].as_str().unwrap_or("?"),
                     t["worker_id"].as_str().unwrap_or(""),
                     trace
