@@ -1,0 +1,17 @@
+//! `runnel-kafka`: the Kafka wire protocol for Runnel's brokers, on the
+//! maintained `kafka-protocol` codec (no hand-written message encoding).
+//!
+//! - [`frame`]: size-prefixed frames on a byte stream, with
+//!   `socket.request.max.bytes` enforced before a body is read.
+//! - [`request`]: one frame into its header and typed request, telling
+//!   apart what deserves an error answer (a version this broker does not
+//!   serve) from what only closing the connection can answer (garbage, an
+//!   unknown API key); and a typed response back into a frame.
+//! - [`versions`]: the APIs and versions a broker serves, and the
+//!   ApiVersions answer built from them.
+
+pub mod frame;
+pub mod request;
+pub mod versions;
+
+pub use kafka_protocol;
