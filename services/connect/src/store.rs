@@ -514,11 +514,6 @@ impl Store {
             .get(&status_key(connector, task))
             .cloned()
     }
-
-    /// The producer the store writes with (shared by source tasks' offset commits).
-    pub fn producer(&self) -> &Producer {
-        &self.producer
-    }
 }
 
 fn status_key(connector: &str, task: Option<usize>) -> String {

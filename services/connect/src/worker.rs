@@ -241,11 +241,13 @@ impl Worker {
                 }
                 continue;
             }
+            let generation = self.generation.load(Ordering::Acquire);
             let failed_here = self
                 .store
                 .status(&unit.connector, unit.task)
-                .is_some_and(|s| s.state == "FAILED" && s.worker_id == self.id())
-                && self.generation_of(unit) == self.generation.load(Ordering::Acquire);
+                .is_some_and(|s| {
+                    s.state == "FAILED" && s.worker_id == self.id() && s.generation == generation
+                });
             let restart_this = restart.is_some_and(|req| self.restarts(req, unit));
             if failed_here && !restart_this {
                 // It failed in this generation: it stays FAILED until restarted.
@@ -283,12 +285,6 @@ impl Worker {
             tracing::warn!(%unit, "task did not stop within task.shutdown.graceful.timeout.ms; abandoning it");
             handle.abort();
         }
-    }
-
-    fn generation_of(&self, unit: &Unit) -> i32 {
-        self.store
-            .status(&unit.connector, unit.task)
-            .map_or(-1, |s| s.generation)
     }
 
     fn restarts(&self, req: &RestartRequest, unit: &Unit) -> bool {

@@ -505,7 +505,7 @@ impl PgSinkTask {
                             .and_then(Json::as_str)
                             .map(|t| (name.clone(), t.to_owned())),
                     );
-                    row.insert(name, plain_json(plain));
+                    row.insert(name, plain.to_json());
                 }
             }
         }
@@ -791,10 +791,6 @@ impl PgSinkTask {
 fn rows_json(rows: &[&&Prepared]) -> String {
     let refs: Vec<&Map<String, Json>> = rows.iter().map(|p| &p.row).collect();
     serde_json::to_string(&refs).unwrap_or_else(|_| "[]".into())
-}
-
-fn plain_json(v: &Value) -> Json {
-    v.to_json()
 }
 
 impl SinkTask for PgSinkTask {
