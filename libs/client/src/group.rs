@@ -564,6 +564,7 @@ impl GroupConsumer {
                         })
                         .collect(),
                     client_id: self.config.client_id.clone(),
+                    member_id_not_required: false,
                 })
                 .await;
             let join = match join {

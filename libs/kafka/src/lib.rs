@@ -7,11 +7,14 @@
 //!   apart what deserves an error answer (a version this broker does not
 //!   serve) from what only closing the connection can answer (garbage, an
 //!   unknown API key); and a typed response back into a frame.
+//! - [`server`]: the listener: connections, pipelining with answers in
+//!   request order, ApiVersions, metrics per API key and version.
 //! - [`versions`]: the APIs and versions a broker serves, and the
 //!   ApiVersions answer built from them.
 
 pub mod frame;
 pub mod request;
+pub mod server;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -363,6 +363,11 @@ impl Log {
         self.producers.get(producer_id)
     }
 
+    /// Every idempotent producer this partition tracks (Kafka's DescribeProducers).
+    pub fn producers(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter()
+    }
+
     /// How many producers this partition tracks.
     pub fn producer_count(&self) -> usize {
         self.producers.len()

@@ -110,6 +110,10 @@ impl ProducerStates {
         self.producers.get(&producer_id)
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(&id, e)| (id, e))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.producers.len()
     }

@@ -135,7 +135,8 @@ pub struct TestCluster {
     /// One network switch per controller, kept across restarts.
     controller_faults: Vec<NetFault>,
     brokers: Vec<Option<BrokerHandle>>,
-    broker_addrs: Vec<Option<(SocketAddr, SocketAddr)>>,
+    /// Each broker's gRPC, admin and Kafka addresses, kept across restarts.
+    broker_addrs: Vec<Option<(SocketAddr, SocketAddr, SocketAddr)>>,
     /// One network switch per broker, kept across restarts.
     faults: Vec<NetFault>,
     coordinators: Vec<Option<CoordinatorHandle>>,
@@ -181,7 +182,18 @@ impl TestCluster {
             .iter()
             .zip(&self.broker_addrs)
             .filter(|(b, _)| b.is_some())
-            .filter_map(|(_, a)| a.map(|(grpc, _)| grpc.to_string()))
+            .filter_map(|(_, a)| a.map(|(grpc, _, _)| grpc.to_string()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The running brokers' Kafka listeners, for Kafka clients' `bootstrap.servers`.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .zip(&self.broker_addrs)
+            .filter(|(b, _)| b.is_some())
+            .filter_map(|(_, a)| a.map(|(_, _, kafka)| kafka.to_string()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -283,11 +295,13 @@ impl TestCluster {
 
     async fn start_broker(&mut self, i: usize) {
         // A restarted broker keeps its ports, as a real one would.
-        let (listen, admin_listen) = self.broker_addrs[i].unwrap_or((any_port(), any_port()));
+        let (listen, admin_listen, kafka_listen) =
+            self.broker_addrs[i].unwrap_or((any_port(), any_port(), any_port()));
         let config = runnel_broker::Config {
             broker_id: i as i32 + 1,
             listen,
             admin_listen,
+            kafka_listen,
             data_dir: self.dir.path().join(format!("broker-{}", i + 1)),
             controller: self.controller_addrs(),
             heartbeat_interval_ms: self.settings.broker_heartbeat_interval_ms,
@@ -303,7 +317,7 @@ impl TestCluster {
         let handle = runnel_broker::start(config, CancellationToken::new())
             .await
             .expect("the broker starts");
-        self.broker_addrs[i] = Some((handle.grpc_addr, handle.admin_addr));
+        self.broker_addrs[i] = Some((handle.grpc_addr, handle.admin_addr, handle.kafka_addr));
         self.brokers[i] = Some(handle);
     }
 

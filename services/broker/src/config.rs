@@ -31,6 +31,23 @@ pub struct Config {
     /// Port outside clients use to reach `external_listen`, when it differs
     /// (a published container port; default: the bound port).
     pub external_advertised_port: Option<u16>,
+    /// Kafka protocol listen address (the `PLAINTEXT` entry of Kafka's
+    /// `listeners`): Kafka clients and tools connect here.
+    pub kafka_listen: SocketAddr,
+    /// Host Kafka clients use to reach `kafka_listen` (`advertised.listeners`;
+    /// default: `advertised_host`, else the listen IP).
+    pub kafka_advertised_host: Option<String>,
+    /// Port Kafka clients use to reach `kafka_listen`, when it differs (a
+    /// published container port; default: the bound port).
+    pub kafka_advertised_port: Option<u16>,
+    /// A second Kafka listener for clients outside the brokers' network (the
+    /// `EXTERNAL` entry of `listeners`); none when unset. Metadata served on
+    /// it names every broker by its external Kafka address.
+    pub kafka_external_listen: Option<SocketAddr>,
+    /// Host outside Kafka clients use to reach `kafka_external_listen`.
+    pub kafka_external_advertised_host: Option<String>,
+    /// Port outside Kafka clients use to reach `kafka_external_listen`.
+    pub kafka_external_advertised_port: Option<u16>,
     /// `broker.rack`.
     pub rack: String,
     /// Where partition logs live (`log.dirs`).
@@ -76,6 +93,12 @@ impl Default for Config {
             external_listen: None,
             external_advertised_host: None,
             external_advertised_port: None,
+            kafka_listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            kafka_advertised_host: None,
+            kafka_advertised_port: None,
+            kafka_external_listen: None,
+            kafka_external_advertised_host: None,
+            kafka_external_advertised_port: None,
             rack: String::new(),
             data_dir: PathBuf::from("./runnel-data/broker-1"),
             controller: "127.0.0.1:9093".into(),

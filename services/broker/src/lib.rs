@@ -5,13 +5,15 @@
 //!   `runnel dev` both call this).
 //! - `metadata`: registration, heartbeats and the metadata watch.
 //! - `partition`: the hosted logs, kept in line with the metadata.
-//! - `service`: the request logic; `grpc`: the API over it.
+//! - `service`: the request logic; `grpc`: the API over it; `kafka`: the
+//!   Kafka wire protocol over it.
 //! - `io`: the disk I/O threads; `maintenance`: retention, flushing, compaction.
 
 mod config;
 mod errors;
 mod grpc;
 pub mod io;
+pub mod kafka;
 mod maintenance;
 pub mod metadata;
 pub mod partition;
@@ -71,6 +73,10 @@ pub struct BrokerHandle {
     pub grpc_addr: SocketAddr,
     /// Where the external gRPC listener listens, if configured.
     pub external_grpc_addr: Option<SocketAddr>,
+    /// Where the Kafka protocol listener listens.
+    pub kafka_addr: SocketAddr,
+    /// Where the external Kafka listener listens, if configured.
+    pub external_kafka_addr: Option<SocketAddr>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub admin_addr: SocketAddr,
     /// Ready once registered and caught up with the metadata.
@@ -148,6 +154,11 @@ pub async fn start(
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
+    let (kafka_listener, kafka_addr) = bind(config.kafka_listen).await?;
+    let kafka_external = match config.kafka_external_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let host = config
         .advertised_host
         .clone()
@@ -188,6 +199,25 @@ pub async fn start(
             port: u32::from(config.external_advertised_port.unwrap_or(addr.port())),
         });
     }
+    endpoints.push(Endpoint {
+        name: kafka::KAFKA_ENDPOINT.into(),
+        host: config
+            .kafka_advertised_host
+            .clone()
+            .or_else(|| config.advertised_host.clone())
+            .unwrap_or_else(|| kafka_addr.ip().to_string()),
+        port: u32::from(config.kafka_advertised_port.unwrap_or(kafka_addr.port())),
+    });
+    if let Some((_, addr)) = &kafka_external {
+        endpoints.push(Endpoint {
+            name: kafka::KAFKA_EXTERNAL_ENDPOINT.into(),
+            host: config
+                .kafka_external_advertised_host
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+            port: u32::from(config.kafka_external_advertised_port.unwrap_or(addr.port())),
+        });
+    }
     let identity = metadata::Identity {
         broker_id: config.broker_id,
         endpoints,
@@ -209,6 +239,7 @@ pub async fn start(
     ));
 
     let isr_controller = controller.clone();
+    let kafka_controller = controller.clone();
     let broker = Arc::new(service::Broker::new(
         service::Limits {
             broker_id: config.broker_id,
@@ -237,11 +268,38 @@ pub async fn start(
     if let Some((listener, _)) = external {
         servers.spawn(serve_grpc(
             listener,
-            BrokerService::on(broker, service::Listener::External),
+            BrokerService::on(Arc::clone(&broker), service::Listener::External),
             &config,
             shutdown.clone(),
         ));
     }
+    let external_kafka_addr = kafka_external.as_ref().map(|(_, addr)| *addr);
+    let versions = Arc::new(kafka::versions());
+    let kafka_listeners =
+        std::iter::once((kafka_listener, service::Listener::Internal, "internal")).chain(
+            kafka_external.map(|(listener, _)| (listener, service::Listener::External, "external")),
+        );
+    for (listener, side, name) in kafka_listeners {
+        let api = kafka::KafkaApi::new(
+            Arc::clone(&broker),
+            Arc::clone(&cache),
+            kafka_controller.clone(),
+            side,
+            config.broker_id,
+        );
+        servers.spawn(runnel_kafka::server::serve(
+            listener,
+            Arc::new(api),
+            Arc::clone(&versions),
+            runnel_kafka::server::ServerConfig {
+                max_request_bytes: config.socket_request_max_bytes,
+                listener: name,
+                ..Default::default()
+            },
+            shutdown.clone(),
+        ));
+    }
+    drop(broker);
     let token = shutdown.clone();
     let ready = readiness.clone();
     servers.spawn(async move {
@@ -279,10 +337,12 @@ pub async fn start(
         },
         shutdown.clone(),
     ));
-    tracing::info!(broker = config.broker_id, %grpc_addr, external_grpc_addr = ?external_grpc_addr, %admin_addr, data_dir = %config.data_dir.display(), controller = %config.controller, "broker started");
+    tracing::info!(broker = config.broker_id, %grpc_addr, external_grpc_addr = ?external_grpc_addr, %kafka_addr, external_kafka_addr = ?external_kafka_addr, %admin_addr, data_dir = %config.data_dir.display(), controller = %config.controller, "broker started");
     Ok(BrokerHandle {
         grpc_addr,
         external_grpc_addr,
+        kafka_addr,
+        external_kafka_addr,
         admin_addr,
         readiness,
         logs,

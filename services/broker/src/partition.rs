@@ -344,6 +344,54 @@ impl Partition {
         Ok(info)
     }
 
+    /// Kafka's DeleteRecords on the leader: the log starts at `offset`
+    /// (at most the high watermark) from now on (blocking). Returns the new log start.
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let mut log = self.log.write();
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: log.log_start_offset(),
+                log_end: hw,
+            });
+        }
+        log.advance_log_start_offset(offset)?;
+        self.publish(&log);
+        Ok(log.log_start_offset())
+    }
+
+    /// As follower: records the leader deleted (DeleteRecords, retention)
+    /// go here too, as far as this replica has them (blocking).
+    pub fn follow_log_start(&self, leader_log_start: Offset) -> Result<(), LogError> {
+        if leader_log_start <= self.log_start_offset() {
+            return Ok(());
+        }
+        let mut log = self.log.write();
+        let offset = leader_log_start.min(log.log_end_offset());
+        if log.advance_log_start_offset(offset)? {
+            self.publish(&log);
+        }
+        Ok(())
+    }
+
+    /// The idempotent producers this partition tracks: id, epoch, last
+    /// sequence, last append time (ms), offset of the last record.
+    pub fn producers(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+        let log = self.log.read();
+        log.producers()
+            .map(|(id, e)| {
+                (
+                    id,
+                    e.epoch,
+                    e.last_seq().unwrap_or(-1),
+                    e.last_timestamp,
+                    e.last_offset().unwrap_or(-1),
+                )
+            })
+            .collect()
+    }
+
     /// Reads committed batches from `offset` (blocking).
     pub fn read(&self, offset: Offset, max_bytes: usize, min_one: bool) -> Result<Bytes, LogError> {
         let log = self.log.read();

@@ -242,10 +242,14 @@ impl Fetchers {
                 ErrorCode::None => {
                     let target = Arc::clone(p);
                     let records = r.records;
+                    let leader_start = r.log_start_offset;
                     let appended = self
                         .logs
                         .io()
-                        .run(&key, move || target.append_as_follower(&records))
+                        .run(&key, move || {
+                            target.append_as_follower(&records)?;
+                            target.follow_log_start(leader_start)
+                        })
                         .await;
                     match appended {
                         Ok(Ok(())) => p.set_follower_high_watermark(r.high_watermark),

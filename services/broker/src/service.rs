@@ -54,7 +54,8 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
 }
 
-type Failure = (ErrorCode, String);
+/// Why a partition's request failed: the code and a message for the client.
+pub type Failure = (ErrorCode, String);
 
 pub use runnel_common::metadata::EXTERNAL_GRPC_ENDPOINT;
 
@@ -651,6 +652,48 @@ impl Broker {
         }
     }
 
+    /// Kafka's DeleteRecords: `topic-partition` starts at `offset` (-1:
+    /// the high watermark) from now on. Returns the new log start.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, Failure> {
+        let p = self.leader(topic, partition)?;
+        let offset = if offset == -1 {
+            p.high_watermark()
+        } else {
+            offset
+        };
+        if offset < 0 {
+            return Err((
+                ErrorCode::OffsetOutOfRange,
+                format!("cannot delete records before offset {offset}"),
+            ));
+        }
+        let target = Arc::clone(&p);
+        match self
+            .logs
+            .io()
+            .run(&p.key(), move || target.delete_records_before(offset))
+            .await
+        {
+            Ok(Ok(start)) => Ok(start),
+            Ok(Err(e)) => Err(log_error(&e)),
+            Err(e) => Err((ErrorCode::KafkaStorageError, e.to_string())),
+        }
+    }
+
+    /// The idempotent producers `topic-partition` tracks (Kafka's DescribeProducers).
+    pub fn producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<(i64, i16, i32, i64, i64)>, Failure> {
+        Ok(self.leader(topic, partition)?.producers())
+    }
+
     /// Earliest, latest, or first-at-timestamp offsets.
     pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
         let mut out = Vec::with_capacity(req.partitions.len());
@@ -834,9 +877,15 @@ impl Broker {
                 return;
             }
         }
+        self.wait_for_topics(&topics, Duration::from_secs(5)).await;
+    }
+
+    /// Waits (at most `timeout`) until this broker's metadata has `topics`
+    /// and every partition of them it leads is open.
+    pub async fn wait_for_topics(&self, topics: &[String], timeout: Duration) {
         let mut applied = self.metadata.subscribe();
         let me = self.limits.broker_id;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = tokio::time::timeout(timeout, async {
             loop {
                 // Known, and every partition this broker leads opened.
                 let ready = self.metadata.with(|image| {

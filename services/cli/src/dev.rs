@@ -19,6 +19,9 @@ pub struct Args {
     /// The broker's gRPC listen address.
     #[arg(long, default_value = "127.0.0.1:9094")]
     broker_listen: SocketAddr,
+    /// The broker's Kafka protocol listen address (Kafka clients' `bootstrap.servers`).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    broker_kafka_listen: SocketAddr,
     /// The broker's admin HTTP listen address.
     #[arg(long, default_value = "127.0.0.1:9194")]
     broker_admin_listen: SocketAddr,
@@ -74,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("broker-1"),
         listen: args.broker_listen,
         admin_listen: args.broker_admin_listen,
+        kafka_listen: args.broker_kafka_listen,
         controller: controller.grpc_addr.to_string(),
         ..runnel_broker::Config::default()
     };
@@ -118,6 +122,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "  broker      {}  (runnel --bootstrap {})",
         broker.grpc_addr, broker.grpc_addr
+    );
+    println!(
+        "  kafka       {}  (Kafka clients: bootstrap.servers={})",
+        broker.kafka_addr, broker.kafka_addr
     );
     println!("  controller  {}", controller.grpc_addr);
     println!("  coordinator {}", coordinator.grpc_addr);

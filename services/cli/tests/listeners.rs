@@ -42,6 +42,7 @@ async fn metadata_on_the_external_listener_names_external_addresses() {
             // client that gets this name cannot reach the broker.
             advertised_host: Some("broker-1.invalid".into()),
             external_listen: Some(any_port()),
+            kafka_listen: any_port(),
             data_dir: dir.path().join("broker-1"),
             controller: controller.grpc_addr.to_string(),
             heartbeat_interval_ms: 100,

@@ -374,6 +374,7 @@ impl Member {
                         metadata: serde_json::to_vec(&meta).unwrap_or_default().into(),
                     }],
                     client_id: self.url.clone(),
+                    member_id_not_required: false,
                 })
                 .await;
             let join = match join {

@@ -180,7 +180,7 @@ impl Coordinator for CoordinatorService {
                 .map(|p| (p.name, p.metadata.to_vec()))
                 .collect(),
             // KIP-394: a new dynamic member learns its id before it counts.
-            require_known_member_id: true,
+            require_known_member_id: !req.member_id_not_required,
         };
         let r = self.manager.join(&req.group_id, join).await;
         Ok(Response::new(pb::JoinGroupResponse {

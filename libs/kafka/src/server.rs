@@ -1,0 +1,331 @@
+//! The Kafka listener: accepts connections, reads requests, hands them to a
+//! [`Handler`] and writes the answers back in request order.
+//!
+//! Kafka clients pipeline (librdkafka keeps up to five produce requests in
+//! flight per connection) and match answers to requests by order as much as
+//! by correlation id, so a connection processes up to `max_in_flight`
+//! requests at once and a [`FuturesOrdered`] releases their answers in the
+//! order the requests came. Reading runs in its own task, so a slow answer
+//! never stops the next request from being read, and a half-read frame is
+//! never lost to a `select!`.
+//!
+//! What cannot be answered closes the connection, as Kafka does: a frame
+//! larger than `socket.request.max.bytes`, a truncated frame, garbage, an
+//! unknown API key, or an unsupported version of anything but ApiVersions
+//! (which gets the v0 answer with UNSUPPORTED_VERSION, so the client can
+//! pick a version it shares with us). Other connections are not affected.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{self, FrameError};
+use crate::request::{self, DecodeError, Request};
+use crate::versions::Versions;
+
+/// What a [`Handler`] does with a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this answer.
+    Response(ResponseKind),
+    /// Send nothing: Kafka does not answer Produce with acks=0.
+    NoResponse,
+    /// Close the connection: the request cannot be answered.
+    Close,
+}
+
+/// Answers decoded requests. ApiVersions never reaches it: the listener
+/// answers that from [`Versions`] itself.
+pub trait Handler: Send + Sync + 'static {
+    /// What to do with `request`.
+    fn handle(&self, request: Request, peer: SocketAddr) -> impl Future<Output = Reply> + Send;
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub max_request_bytes: usize,
+    /// Requests of one connection processed at once; reading pauses beyond.
+    pub max_in_flight: usize,
+    /// A name for logs and metrics (`internal`, `external`).
+    pub listener: &'static str,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_request_bytes: frame::DEFAULT_MAX_REQUEST_BYTES,
+            max_in_flight: 16,
+            listener: "kafka",
+        }
+    }
+}
+
+/// Serves the Kafka protocol on `listener` until `shutdown`, then waits for
+/// every connection to finish what it has in flight.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    versions: Arc<Versions>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                connections.spawn(connection(
+                    stream,
+                    peer,
+                    Arc::clone(&handler),
+                    Arc::clone(&versions),
+                    config.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, listener = config.listener, "accepting a Kafka connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// What the reader passes on: a request, or an ApiVersions answer it made.
+enum Item {
+    Request(Request),
+    Ready(ApiKey, i16, bytes::Bytes),
+}
+
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    versions: Arc<Versions>,
+    config: ServerConfig,
+    shutdown: CancellationToken,
+) {
+    metrics::gauge!("runnel_kafka_connections", "listener" => config.listener).increment(1.0);
+    let (read, write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Item>(config.max_in_flight.max(1));
+    let reader = tokio::spawn(read_requests(
+        BufReader::with_capacity(64 * 1024, read),
+        peer,
+        Arc::clone(&versions),
+        config.clone(),
+        tx,
+        shutdown.clone(),
+    ));
+    let mut out = BufWriter::with_capacity(64 * 1024, write);
+    let mut in_flight = FuturesOrdered::new();
+    let mut reading = true;
+    loop {
+        let answered = tokio::select! {
+            item = rx.recv(), if reading => {
+                match item {
+                    Some(Item::Request(request)) => {
+                        in_flight.push_back(answer(Arc::clone(&handler), request, peer, config.listener).boxed());
+                    }
+                    Some(Item::Ready(api_key, version, bytes)) => {
+                        in_flight.push_back(async move { Ok(Some((api_key, version, bytes))) }.boxed());
+                    }
+                    None => reading = false,
+                }
+                continue;
+            }
+            Some(answered) = in_flight.next(), if !in_flight.is_empty() => answered,
+            else => break,
+        };
+        let Ok(answered) = answered else { break };
+        let mut ok = write_answer(&mut out, answered).await;
+        // Write whatever else is already answered before one flush.
+        while ok && let Some(Some(answered)) = in_flight.next().now_or_never() {
+            ok = match answered {
+                Ok(answered) => write_answer(&mut out, answered).await,
+                Err(Unanswerable) => false,
+            };
+        }
+        if !ok || out.flush().await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+    let _ = out.shutdown().await;
+    metrics::gauge!("runnel_kafka_connections", "listener" => config.listener).decrement(1.0);
+}
+
+/// Writes one encoded answer (none for acks=0); false when the peer is gone.
+async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
+    out: &mut W,
+    answered: Option<(ApiKey, i16, bytes::Bytes)>,
+) -> bool {
+    match answered {
+        None => true,
+        Some((_, _, bytes)) => frame::write_frame(out, &bytes).await.is_ok(),
+    }
+}
+
+/// A request without an answer the client could wait for: the connection
+/// closes, as the client would otherwise wait forever.
+struct Unanswerable;
+
+/// An encoded answer, `None` when the request gets none.
+type Answer = Result<Option<(ApiKey, i16, bytes::Bytes)>, Unanswerable>;
+
+/// Runs one request through the handler and encodes its answer.
+async fn answer<H: Handler>(
+    handler: Arc<H>,
+    request: Request,
+    peer: SocketAddr,
+    listener: &'static str,
+) -> Answer {
+    let (api_key, version, correlation_id) = (
+        request.api_key,
+        request.version,
+        request.header.correlation_id,
+    );
+    let started = Instant::now();
+    let response = handler.handle(request, peer).await;
+    let name = api_name(api_key);
+    metrics::histogram!("runnel_kafka_request_seconds", "api" => name, "version" => version.to_string(), "listener" => listener)
+        .record(started.elapsed().as_secs_f64());
+    let response = match response {
+        Reply::Response(response) => response,
+        Reply::NoResponse => return Ok(None),
+        Reply::Close => return Err(Unanswerable),
+    };
+    match request::encode(api_key, version, correlation_id, &response) {
+        Ok(bytes) => Ok(Some((api_key, version, bytes))),
+        Err(e) => {
+            // Our own answer does not fit the version asked: a bug here, not
+            // the client's; the client sees the connection close and retries.
+            tracing::error!(error = %e, %peer, "cannot encode a Kafka response; closing the connection");
+            Err(Unanswerable)
+        }
+    }
+}
+
+/// Reads frames until the peer closes, an unanswerable request arrives, or
+/// `shutdown`; decoded requests go to `tx` in order.
+async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
+    mut read: R,
+    peer: SocketAddr,
+    versions: Arc<Versions>,
+    config: ServerConfig,
+    tx: mpsc::Sender<Item>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            () = shutdown.cancelled() => return,
+            frame = frame::read_frame(&mut read, config.max_request_bytes) => frame,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(%peer, error = %e, "Kafka connection read failed");
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("runnel_kafka_bad_requests_total", "listener" => config.listener, "reason" => "frame").increment(1);
+                tracing::warn!(%peer, error = %e, "closing a Kafka connection");
+                return;
+            }
+        };
+        let item = match request::decode(frame, &versions) {
+            Ok(request) => {
+                metrics::counter!("runnel_kafka_requests_total", "api" => api_name(request.api_key), "version" => request.version.to_string(), "listener" => config.listener).increment(1);
+                tracing::debug!(
+                    %peer,
+                    api = api_name(request.api_key),
+                    version = request.version,
+                    correlation_id = request.header.correlation_id,
+                    client_id = request.header.client_id.as_deref().unwrap_or(""),
+                    "Kafka request"
+                );
+                if request.api_key == ApiKey::ApiVersions {
+                    let body = ResponseKind::ApiVersions(versions.response(0));
+                    match request::encode(
+                        ApiKey::ApiVersions,
+                        request.version,
+                        request.header.correlation_id,
+                        &body,
+                    ) {
+                        Ok(bytes) => Item::Ready(ApiKey::ApiVersions, request.version, bytes),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot encode the ApiVersions answer");
+                            return;
+                        }
+                    }
+                } else {
+                    Item::Request(request)
+                }
+            }
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                version,
+            }) => {
+                // KIP-511: answer with v0 and our ranges so the client retries lower.
+                tracing::debug!(%peer, version, "ApiVersions at an unsupported version");
+                match request::unsupported_api_versions(correlation_id, &versions) {
+                    Ok(bytes) => Item::Ready(ApiKey::ApiVersions, 0, bytes),
+                    Err(_) => return,
+                }
+            }
+            Err(e) => {
+                metrics::counter!("runnel_kafka_bad_requests_total", "listener" => config.listener, "reason" => reason(&e)).increment(1);
+                tracing::warn!(%peer, error = %e, "closing a Kafka connection");
+                return;
+            }
+        };
+        if tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn reason(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::Malformed(_) => "malformed",
+        DecodeError::UnknownApiKey(_) => "unknown_api_key",
+        DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+    }
+}
+
+/// The API's name as Kafka spells it (`Produce`, `Fetch`).
+pub fn api_name(api_key: ApiKey) -> &'static str {
+    // ApiKey's Debug is the Kafka name; the few dozen names are made once.
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<i16, &'static str>> =
+        std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            (0..2000)
+                .filter_map(|k| ApiKey::try_from(k).ok())
+                .map(|k| (k as i16, &*Box::leak(format!("{k:?}").into_boxed_str())))
+                .collect()
+        })
+        .get(&(api_key as i16))
+        .copied()
+        .unwrap_or("Unknown")
+}

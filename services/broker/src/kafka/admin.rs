@@ -1,0 +1,451 @@
+//! Kafka's admin requests, forwarded to the controller.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use runnel_common::errors::code_of;
+use runnel_kafka::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use runnel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use runnel_kafka::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use runnel_kafka::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use runnel_kafka::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use runnel_kafka::kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as IncrementalResult;
+use runnel_kafka::kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use runnel_kafka::kafka_protocol::protocol::StrBytes;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
+use uuid::Uuid;
+
+use super::{KafkaApi, code, message, raw_code, wire};
+use crate::service::Failure;
+
+/// Kafka's resource type for topics in the config APIs.
+const TOPIC: i8 = 2;
+/// Kafka's resource type for brokers.
+const BROKER: i8 = 4;
+
+/// Kafka's config sources in DescribeConfigs.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// How long an admin request waits for its change to reach this broker.
+const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
+
+fn failed(status: &tonic::Status) -> Failure {
+    (code_of(status), status.message().to_owned())
+}
+
+fn resource(resource_type: i8, name: &StrBytes) -> Result<ConfigResource, Failure> {
+    let kind = match resource_type {
+        TOPIC => ConfigResourceType::Topic,
+        BROKER => ConfigResourceType::Broker,
+        other => {
+            return Err((
+                ErrorCode::InvalidRequest,
+                format!("config resource type {other} is not supported (2: topic, 4: broker)"),
+            ));
+        }
+    };
+    Ok(ConfigResource {
+        r#type: kind as i32,
+        name: name.to_string(),
+    })
+}
+
+/// Kafka's IncrementalAlterConfigs operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl KafkaApi {
+    pub(super) async fn create_topics(&self, r: CreateTopicsRequest) -> CreateTopicsResponse {
+        let mut results: Vec<CreatableTopicResult> = Vec::with_capacity(r.topics.len());
+        let mut asked = Vec::new();
+        for t in &r.topics {
+            let out = CreatableTopicResult::default().with_name(t.name.clone());
+            if !t.assignments.is_empty() {
+                results.push(
+                    out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "manual replica assignments are not supported: give a partition count and replication factor",
+                        ))),
+                );
+                continue;
+            }
+            let configs = t
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            asked.push(pb::CreatableTopic {
+                name: t.name.to_string(),
+                partitions: t.num_partitions,
+                replication_factor: i32::from(t.replication_factor),
+                configs,
+            });
+            results.push(out);
+        }
+        let names: Vec<String> = asked.iter().map(|t| t.name.clone()).collect();
+        let answer = if asked.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.controller
+                .clone()
+                .create_topics(pb::CreateTopicsRequest {
+                    topics: asked,
+                    validate_only: r.validate_only,
+                })
+                .await
+                .map(|a| a.into_inner().topics)
+                .map_err(|s| failed(&s))
+        };
+        if answer.is_ok() && !r.validate_only {
+            self.broker.wait_for_topics(&names, PROPAGATION_WAIT).await;
+        }
+        let image = self.metadata.snapshot();
+        for out in &mut results {
+            if out.error_code != 0 {
+                continue;
+            }
+            let name = out.name.to_string();
+            match &answer {
+                Ok(topics) => match topics.iter().find(|t| t.name == name) {
+                    Some(t) if t.error_code != 0 => {
+                        out.error_code = raw_code(t.error_code);
+                        out.error_message = message(t.error_message.clone());
+                    }
+                    Some(_) => {
+                        if let Some(t) = image.topics.get(&name) {
+                            out.topic_id = Uuid::from_bytes(t.id);
+                            out.num_partitions = t.partitions.len() as i32;
+                            out.replication_factor = t
+                                .partitions
+                                .values()
+                                .next()
+                                .map_or(-1, |p| p.replicas.len() as i16);
+                        } else {
+                            out.num_partitions = -1;
+                            out.replication_factor = -1;
+                        }
+                    }
+                    None => out.error_code = code(ErrorCode::UnknownServerError),
+                },
+                Err((error, text)) => {
+                    out.error_code = code(*error);
+                    out.error_message = Some(wire(text.clone()));
+                }
+            }
+        }
+        CreateTopicsResponse::default().with_topics(results)
+    }
+
+    pub(super) async fn delete_topics(&self, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+        // v6+ name topics in `topics` (maybe by id); before, in `topic_names`.
+        let names: Vec<String> = if r.topics.is_empty() {
+            r.topic_names.iter().map(|n| n.to_string()).collect()
+        } else {
+            r.topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+                .collect()
+        };
+        let answer = self
+            .controller
+            .clone()
+            .delete_topics(pb::DeleteTopicsRequest {
+                names: names.clone(),
+            })
+            .await
+            .map(|a| a.into_inner().topics)
+            .map_err(|s| failed(&s));
+        let responses = names
+            .into_iter()
+            .map(|name| {
+                let out =
+                    DeletableTopicResult::default().with_name(Some(super::data::topic_name(&name)));
+                match &answer {
+                    Ok(topics) => match topics.iter().find(|t| t.name == name) {
+                        Some(t) => out
+                            .with_error_code(raw_code(t.error_code))
+                            .with_error_message(message(t.error_message.clone())),
+                        None => out.with_error_code(code(ErrorCode::UnknownServerError)),
+                    },
+                    Err((error, text)) => out
+                        .with_error_code(code(*error))
+                        .with_error_message(Some(wire(text.clone()))),
+                }
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    pub(super) async fn create_partitions(
+        &self,
+        r: CreatePartitionsRequest,
+    ) -> CreatePartitionsResponse {
+        let mut results = Vec::with_capacity(r.topics.len());
+        for t in r.topics {
+            let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+                results.push(
+                    out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "manual replica assignments are not supported",
+                        ))),
+                );
+                continue;
+            }
+            let answer = self
+                .controller
+                .clone()
+                .create_partitions(pb::CreatePartitionsRequest {
+                    topic: t.name.to_string(),
+                    count: t.count,
+                    validate_only: r.validate_only,
+                })
+                .await;
+            results.push(match answer {
+                Ok(a) => match a.into_inner().result {
+                    Some(res) => out
+                        .with_error_code(raw_code(res.error_code))
+                        .with_error_message(message(res.error_message)),
+                    None => out,
+                },
+                Err(status) => out
+                    .with_error_code(code(code_of(&status)))
+                    .with_error_message(Some(wire(status.message()))),
+            });
+        }
+        CreatePartitionsResponse::default().with_results(results)
+    }
+
+    pub(super) async fn describe_configs(
+        &self,
+        r: DescribeConfigsRequest,
+    ) -> DescribeConfigsResponse {
+        let mut results = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let out = DescribeConfigsResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name.clone());
+            let described = match resource(res.resource_type, &res.resource_name) {
+                Ok(resource) => self.describe(resource).await,
+                Err(e) => Err(e),
+            };
+            results.push(match described {
+                Ok(entries) => {
+                    let wanted = res.configuration_keys.as_ref();
+                    out.with_configs(
+                        entries
+                            .into_iter()
+                            .filter(|e| {
+                                wanted.is_none_or(|w| w.iter().any(|k| k.as_str() == e.key))
+                            })
+                            .map(|e| {
+                                let source = if e.source == pb::ConfigSource::Topic as i32 {
+                                    SOURCE_TOPIC
+                                } else {
+                                    SOURCE_DEFAULT
+                                };
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(wire(e.key))
+                                    .with_value(Some(wire(e.value)))
+                                    .with_config_source(source)
+                            })
+                            .collect(),
+                    )
+                }
+                Err((error, text)) => out
+                    .with_error_code(code(error))
+                    .with_error_message(Some(wire(text))),
+            });
+        }
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
+    /// One resource's config entries from the controller.
+    async fn describe(&self, resource: ConfigResource) -> Result<Vec<pb::ConfigEntry>, Failure> {
+        let answer = self
+            .controller
+            .clone()
+            .describe_configs(pb::DescribeConfigsRequest {
+                resources: vec![resource],
+            })
+            .await
+            .map_err(|s| failed(&s))?;
+        let Some(r) = answer.into_inner().resources.into_iter().next() else {
+            return Err((
+                ErrorCode::UnknownServerError,
+                "no answer for the resource".into(),
+            ));
+        };
+        if r.error_code != 0 {
+            return Err((
+                ErrorCode::try_from(r.error_code).unwrap_or(ErrorCode::UnknownServerError),
+                r.error_message,
+            ));
+        }
+        Ok(r.entries)
+    }
+
+    /// Sends `ops` for one resource to the controller.
+    async fn alter(
+        &self,
+        resource: ConfigResource,
+        ops: Vec<pb::AlterConfigOp>,
+        validate_only: bool,
+    ) -> Result<(), Failure> {
+        self.controller
+            .clone()
+            .alter_configs(pb::AlterConfigsRequest {
+                resource: Some(resource),
+                ops,
+                validate_only,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| failed(&s))
+    }
+
+    /// Kafka's AlterConfigs: the resource's configs become exactly the given
+    /// ones; any other key set on it goes back to its default.
+    pub(super) async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let outcome = async {
+                let resource = resource(res.resource_type, &res.resource_name)?;
+                let given: BTreeMap<String, Option<String>> = res
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                    .collect();
+                let current = self.describe(resource.clone()).await?;
+                let mut ops: Vec<pb::AlterConfigOp> = current
+                    .iter()
+                    .filter(|e| {
+                        e.source == pb::ConfigSource::Topic as i32 && !given.contains_key(&e.key)
+                    })
+                    .map(|e| delete_op(&e.key))
+                    .collect();
+                ops.extend(given.into_iter().map(|(key, value)| match value {
+                    Some(value) => set_op(key, value),
+                    None => delete_op(&key),
+                }));
+                self.alter(resource, ops, r.validate_only).await
+            }
+            .await;
+            let out = AlterConfigsResourceResponse::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            responses.push(match outcome {
+                Ok(()) => out,
+                Err((error, text)) => out
+                    .with_error_code(code(error))
+                    .with_error_message(Some(wire(text))),
+            });
+        }
+        AlterConfigsResponse::default().with_responses(responses)
+    }
+
+    pub(super) async fn incremental_alter_configs(
+        &self,
+        r: IncrementalAlterConfigsRequest,
+    ) -> IncrementalAlterConfigsResponse {
+        let mut responses = Vec::with_capacity(r.resources.len());
+        for res in r.resources {
+            let outcome = async {
+                let resource = resource(res.resource_type, &res.resource_name)?;
+                let mut ops = Vec::with_capacity(res.configs.len());
+                let mut current: Option<Vec<pb::ConfigEntry>> = None;
+                for c in &res.configs {
+                    let op = match c.config_operation {
+                        0 => Op::Set,
+                        1 => Op::Delete,
+                        2 => Op::Append,
+                        3 => Op::Subtract,
+                        other => {
+                            return Err((
+                                ErrorCode::InvalidRequest,
+                                format!("config operation {other} is not one of 0-3"),
+                            ));
+                        }
+                    };
+                    let key = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    ops.push(match op {
+                        Op::Set => set_op(key, value),
+                        Op::Delete => delete_op(&key),
+                        Op::Append | Op::Subtract => {
+                            // List-valued keys (cleanup.policy): edit the current list.
+                            if current.is_none() {
+                                current = Some(self.describe(resource.clone()).await?);
+                            }
+                            let now = current
+                                .iter()
+                                .flatten()
+                                .find(|e| e.key == key)
+                                .map(|e| e.value.clone())
+                                .unwrap_or_default();
+                            let mut items: Vec<String> = now
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned)
+                                .collect();
+                            for v in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                                if op == Op::Append {
+                                    if !items.iter().any(|i| i == v) {
+                                        items.push(v.to_owned());
+                                    }
+                                } else {
+                                    items.retain(|i| i != v);
+                                }
+                            }
+                            set_op(key, items.join(","))
+                        }
+                    });
+                }
+                self.alter(resource, ops, r.validate_only).await
+            }
+            .await;
+            let out = IncrementalResult::default()
+                .with_resource_type(res.resource_type)
+                .with_resource_name(res.resource_name);
+            responses.push(match outcome {
+                Ok(()) => out,
+                Err((error, text)) => out
+                    .with_error_code(code(error))
+                    .with_error_message(Some(wire(text))),
+            });
+        }
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+}
+
+fn set_op(key: String, value: String) -> pb::AlterConfigOp {
+    pb::AlterConfigOp {
+        key,
+        value,
+        op: pb::AlterOp::Set as i32,
+    }
+}
+
+fn delete_op(key: &str) -> pb::AlterConfigOp {
+    pb::AlterConfigOp {
+        key: key.to_owned(),
+        value: String::new(),
+        op: pb::AlterOp::Delete as i32,
+    }
+}

@@ -1,0 +1,575 @@
+//! Kafka's data-path requests on the broker's request logic.
+
+use std::collections::HashSet;
+
+use runnel_kafka::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use runnel_kafka::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use runnel_kafka::kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use runnel_kafka::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use runnel_kafka::kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use runnel_kafka::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use runnel_kafka::kafka_protocol::messages::{
+    BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
+    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+};
+use runnel_kafka::kafka_protocol::protocol::StrBytes;
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+use uuid::Uuid;
+
+use super::sessions::FetchPlan;
+use super::{KafkaApi, code, message, raw_code, wire};
+
+/// Kafka marks these topics internal in Metadata.
+const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
+
+/// A topic name for the wire.
+pub(super) fn topic_name(s: &str) -> TopicName {
+    TopicName(wire(s))
+}
+
+/// Items in the order of their first appearance, grouped by topic.
+fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, v)) => v.push(item),
+            None => out.push((topic, vec![item])),
+        }
+    }
+    out
+}
+
+impl KafkaApi {
+    pub(super) async fn metadata(&self, r: MetadataRequest, version: i16) -> MetadataResponse {
+        // v1+: null means every topic, empty means none; v0: empty means every topic.
+        let (wanted, none) = match &r.topics {
+            None => (Vec::new(), false),
+            Some(t) if t.is_empty() => (Vec::new(), version >= 1),
+            Some(t) => {
+                let names = self.metadata.with(|image| {
+                    t.iter()
+                        .filter_map(|t| match &t.name {
+                            Some(name) => Some(name.to_string()),
+                            // v10+ may ask by id.
+                            None => image
+                                .topics
+                                .iter()
+                                .find(|(_, s)| Uuid::from_bytes(s.id) == t.topic_id)
+                                .map(|(n, _)| n.clone()),
+                        })
+                        .collect()
+                });
+                (names, false)
+            }
+        };
+        // Before v4 the field did not exist and Kafka auto-created.
+        let auto_create = version < 4 || r.allow_auto_topic_creation;
+        // Asking for no topics still needs the brokers; the topics are dropped below.
+        let answer = self
+            .broker
+            .metadata(
+                pb::MetadataRequest {
+                    topics: wanted,
+                    allow_auto_topic_creation: auto_create && !none,
+                },
+                self.listener,
+            )
+            .await;
+        let mut live = HashSet::new();
+        let brokers = answer
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .filter_map(|b| {
+                let (host, port) = self.kafka_address(&b.endpoints)?;
+                live.insert(b.broker_id);
+                Some(
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.broker_id))
+                        .with_host(wire(host))
+                        .with_port(port)
+                        .with_rack((!b.rack.is_empty()).then(|| wire(b.rack.clone()))),
+                )
+            })
+            .collect();
+        let topics = if none {
+            Vec::new()
+        } else {
+            answer
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let leader = if live.contains(&p.leader) {
+                                p.leader
+                            } else {
+                                -1
+                            };
+                            MetadataResponsePartition::default()
+                                .with_error_code(if leader < 0 {
+                                    code(ErrorCode::LeaderNotAvailable)
+                                } else {
+                                    0
+                                })
+                                .with_partition_index(p.partition)
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(p.leader_epoch)
+                                .with_replica_nodes(
+                                    p.replicas.iter().map(|&b| BrokerId(b)).collect(),
+                                )
+                                .with_isr_nodes(p.isr.iter().map(|&b| BrokerId(b)).collect())
+                                .with_offline_replicas(
+                                    p.replicas
+                                        .iter()
+                                        .filter(|b| !live.contains(b))
+                                        .map(|&b| BrokerId(b))
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                    let id = <[u8; 16]>::try_from(&t.topic_id[..])
+                        .map(Uuid::from_bytes)
+                        .unwrap_or_default();
+                    MetadataResponseTopic::default()
+                        .with_error_code(raw_code(t.error_code))
+                        .with_is_internal(INTERNAL_TOPICS.contains(&t.name.as_str()))
+                        .with_name(Some(topic_name(&t.name)))
+                        .with_topic_id(id)
+                        .with_partitions(partitions)
+                        .with_topic_authorized_operations(i32::MIN)
+                })
+                .collect()
+        };
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(wire(answer.cluster_id)))
+            // Any broker takes admin requests (it forwards them to the
+            // controller), so clients are told this one is "the controller".
+            .with_controller_id(BrokerId(self.broker_id))
+            .with_topics(topics)
+            .with_cluster_authorized_operations(i32::MIN)
+    }
+
+    /// `None` for acks=0: Kafka sends no answer.
+    pub(super) async fn produce(
+        &self,
+        r: ProduceRequest,
+        _version: i16,
+    ) -> Option<ProduceResponse> {
+        let acks = match r.acks {
+            0 => Some(pb::Acks::None),
+            1 => Some(pb::Acks::Leader),
+            -1 => Some(pb::Acks::All),
+            _ => None,
+        };
+        let refusal = match (acks, &r.transactional_id) {
+            (None, _) => Some((
+                ErrorCode::InvalidRequiredAcks,
+                format!("acks={} is not one of 0, 1, -1", r.acks),
+            )),
+            (_, Some(id)) => Some((
+                ErrorCode::InvalidRequest,
+                format!("transactions are not supported yet (transactional.id {id:?})"),
+            )),
+            _ => None,
+        };
+        let asked = r.topic_data.into_iter().flat_map(|t| {
+            let topic = t.name.to_string();
+            t.partition_data
+                .into_iter()
+                .map(move |p| (topic.clone(), p))
+        });
+        let results: Vec<(String, PartitionProduceResponse)> = match refusal {
+            Some((error, text)) => asked
+                .map(|(topic, p)| {
+                    let out = PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code(error))
+                        .with_error_message(Some(wire(text.clone())))
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1);
+                    (topic, out)
+                })
+                .collect(),
+            None => {
+                let acks = acks.unwrap_or(pb::Acks::All);
+                let partitions = asked
+                    .map(|(topic, p)| pb::ProducePartition {
+                        topic,
+                        partition: p.index,
+                        records: p.records.unwrap_or_default(),
+                    })
+                    .collect();
+                let answer = self
+                    .broker
+                    .produce(pb::ProduceRequest {
+                        acks: acks as i32,
+                        timeout_ms: u32::try_from(r.timeout_ms).unwrap_or(0),
+                        partitions,
+                    })
+                    .await;
+                if acks == pb::Acks::None {
+                    return None;
+                }
+                answer
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let out = PartitionProduceResponse::default()
+                            .with_index(p.partition)
+                            .with_error_code(raw_code(p.error_code))
+                            .with_error_message(message(p.error_message))
+                            .with_base_offset(p.base_offset)
+                            .with_log_append_time_ms(p.log_append_time_ms)
+                            .with_log_start_offset(p.log_start_offset);
+                        (p.topic, out)
+                    })
+                    .collect()
+            }
+        };
+        if acks == Some(pb::Acks::None) {
+            return None;
+        }
+        let responses = by_topic(results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                TopicProduceResponse::default()
+                    .with_name(topic_name(&topic))
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        Some(ProduceResponse::default().with_responses(responses))
+    }
+
+    pub(super) async fn fetch(&self, r: FetchRequest, version: i16) -> FetchResponse {
+        if r.replica_id.0 >= 0 {
+            // Replication between Runnel brokers runs over gRPC.
+            return FetchResponse::default().with_error_code(code(ErrorCode::InvalidRequest));
+        }
+        let plan = match self.sessions.plan(&r, version) {
+            Ok(plan) => plan,
+            Err(error) => {
+                return FetchResponse::default()
+                    .with_error_code(error)
+                    .with_session_id(0);
+            }
+        };
+        let FetchPlan {
+            session_id,
+            partitions,
+            incremental,
+        } = plan;
+        let answer = self
+            .broker
+            .fetch(pb::FetchRequest {
+                max_wait_ms: u32::try_from(r.max_wait_ms).unwrap_or(0),
+                min_bytes: u32::try_from(r.min_bytes).unwrap_or(0),
+                max_bytes: u32::try_from(r.max_bytes).unwrap_or(u32::MAX),
+                partitions: partitions
+                    .iter()
+                    .map(|(key, p)| pb::FetchPartition {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        fetch_offset: p.fetch_offset,
+                        partition_max_bytes: u32::try_from(p.max_bytes).unwrap_or(0),
+                        current_leader_epoch: p.current_leader_epoch,
+                    })
+                    .collect(),
+                replica: None,
+            })
+            .await;
+        let keep = self
+            .sessions
+            .record(session_id, incremental, &answer.partitions);
+        let results = answer
+            .partitions
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, keep)| *keep)
+            .map(|(p, _)| {
+                let out = PartitionData::default()
+                    .with_partition_index(p.partition)
+                    .with_error_code(raw_code(p.error_code))
+                    .with_high_watermark(p.high_watermark)
+                    // No transactions: everything below the high watermark is stable.
+                    .with_last_stable_offset(p.high_watermark)
+                    .with_log_start_offset(p.log_start_offset)
+                    .with_preferred_read_replica(BrokerId(-1))
+                    .with_records(Some(p.records));
+                (p.topic, out)
+            });
+        let responses = by_topic(results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                FetchableTopicResponse::default()
+                    .with_topic(topic_name(&topic))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        FetchResponse::default()
+            .with_session_id(session_id)
+            .with_responses(responses)
+    }
+
+    pub(super) async fn list_offsets(
+        &self,
+        r: ListOffsetsRequest,
+        version: i16,
+    ) -> ListOffsetsResponse {
+        let mut refused = Vec::new();
+        let mut asked = Vec::new();
+        for t in r.topics {
+            for p in t.partitions {
+                let spec = match p.timestamp {
+                    -1 => Some(pb::OffsetSpec::Latest),
+                    -2 => Some(pb::OffsetSpec::Earliest),
+                    -3 => Some(pb::OffsetSpec::MaxTimestamp),
+                    ts if ts >= 0 => Some(pb::OffsetSpec::Timestamp),
+                    _ => None,
+                };
+                match spec {
+                    Some(spec) => asked.push(pb::ListOffsetsPartition {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        spec: spec as i32,
+                        timestamp_ms: p.timestamp.max(0),
+                    }),
+                    None => refused.push((
+                        t.name.to_string(),
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code(ErrorCode::InvalidRequest))
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    )),
+                }
+            }
+        }
+        let answer = self
+            .broker
+            .list_offsets(pb::ListOffsetsRequest { partitions: asked })
+            .await;
+        let results = answer
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let out = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition)
+                    .with_error_code(raw_code(p.error_code))
+                    .with_offset(p.offset)
+                    .with_timestamp(p.timestamp_ms)
+                    // v4 added the epoch; the codec refuses it set on older versions.
+                    .with_leader_epoch(if version >= 4 { p.leader_epoch } else { -1 });
+                (p.topic, out)
+            })
+            .chain(refused);
+        let topics = by_topic(results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        ListOffsetsResponse::default().with_topics(topics)
+    }
+
+    pub(super) async fn offset_for_leader_epoch(
+        &self,
+        r: OffsetForLeaderEpochRequest,
+    ) -> OffsetForLeaderEpochResponse {
+        let partitions = r
+            .topics
+            .into_iter()
+            .flat_map(|t| {
+                let topic = t.topic.to_string();
+                t.partitions
+                    .into_iter()
+                    .map(move |p| pb::OffsetForLeaderEpochPartition {
+                        topic: topic.clone(),
+                        partition: p.partition,
+                        current_leader_epoch: p.current_leader_epoch,
+                        leader_epoch: p.leader_epoch,
+                    })
+            })
+            .collect();
+        let answer = self
+            .broker
+            .offset_for_leader_epoch(pb::OffsetForLeaderEpochRequest { partitions })
+            .await;
+        let results = answer.partitions.into_iter().map(|p| {
+            let out = EpochEndOffset::default()
+                .with_error_code(raw_code(p.error_code))
+                .with_partition(p.partition)
+                .with_leader_epoch(p.leader_epoch)
+                .with_end_offset(p.end_offset);
+            (p.topic, out)
+        });
+        let topics = by_topic(results)
+            .into_iter()
+            .map(|(topic, partitions)| {
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(topic_name(&topic))
+                    .with_partitions(partitions)
+            })
+            .collect();
+        OffsetForLeaderEpochResponse::default().with_topics(topics)
+    }
+
+    pub(super) async fn init_producer_id(
+        &self,
+        r: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        let answer = self
+            .broker
+            .init_producer_id(pb::InitProducerIdRequest {
+                transactional_id: r
+                    .transactional_id
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                transaction_timeout_ms: r.transaction_timeout_ms,
+                producer_id: r.producer_id.0,
+                producer_epoch: i32::from(r.producer_epoch),
+            })
+            .await;
+        if answer.error_code != 0 {
+            tracing::debug!(error = %answer.error_message, "InitProducerId refused");
+        }
+        InitProducerIdResponse::default()
+            .with_error_code(raw_code(answer.error_code))
+            .with_producer_id(ProducerId(answer.producer_id))
+            .with_producer_epoch(i16::try_from(answer.producer_epoch).unwrap_or(-1))
+    }
+
+    pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
+        // endpoint_type 2 asks for controllers, which Kafka clients cannot reach here.
+        if r.endpoint_type > 1 {
+            return DescribeClusterResponse::default()
+                .with_error_code(code(ErrorCode::InvalidRequest))
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "controllers are not reachable over the Kafka protocol; ask a broker",
+                )))
+                .with_endpoint_type(r.endpoint_type);
+        }
+        let brokers = self.metadata.with(|image| {
+            image
+                .brokers
+                .iter()
+                .filter(|(_, b)| !b.fenced || r.include_fenced_brokers)
+                .filter_map(|(&id, b)| {
+                    let (host, port) = self.kafka_address(&b.endpoints)?;
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(id))
+                            .with_host(wire(host))
+                            .with_port(port)
+                            .with_rack((!b.rack.is_empty()).then(|| wire(b.rack.clone())))
+                            .with_is_fenced(b.fenced),
+                    )
+                })
+                .collect()
+        });
+        DescribeClusterResponse::default()
+            .with_endpoint_type(1)
+            .with_cluster_id(wire(self.metadata.cluster_id()))
+            .with_controller_id(BrokerId(self.broker_id))
+            .with_brokers(brokers)
+            .with_cluster_authorized_operations(i32::MIN)
+    }
+
+    pub(super) async fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+        use runnel_kafka::kafka_protocol::messages::delete_records_response::{
+            DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+        };
+        let mut topics = Vec::with_capacity(r.topics.len());
+        for t in r.topics {
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for p in t.partitions {
+                let out =
+                    DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                partitions.push(
+                    match self
+                        .broker
+                        .delete_records(&t.name, p.partition_index, p.offset)
+                        .await
+                    {
+                        Ok(start) => out.with_low_watermark(start),
+                        Err((error, text)) => {
+                            tracing::debug!(topic = %t.name.as_str(), partition = p.partition_index, error = %text, "DeleteRecords refused");
+                            out.with_low_watermark(-1).with_error_code(code(error))
+                        }
+                    },
+                );
+            }
+            topics.push(
+                DeleteRecordsTopicResult::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions),
+            );
+        }
+        DeleteRecordsResponse::default().with_topics(topics)
+    }
+
+    pub(super) fn describe_producers(
+        &self,
+        r: DescribeProducersRequest,
+    ) -> DescribeProducersResponse {
+        use runnel_kafka::kafka_protocol::messages::describe_producers_response::{
+            PartitionResponse, ProducerState, TopicResponse,
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let out = PartitionResponse::default().with_partition_index(index);
+                        match self.broker.producers(&t.name, index) {
+                            Ok(producers) => out.with_active_producers(
+                                producers
+                                    .into_iter()
+                                    .map(|(id, epoch, seq, ts, _)| {
+                                        ProducerState::default()
+                                            .with_producer_id(ProducerId(id))
+                                            .with_producer_epoch(i32::from(epoch))
+                                            .with_last_sequence(seq)
+                                            .with_last_timestamp(ts)
+                                            .with_coordinator_epoch(-1)
+                                            .with_current_txn_start_offset(-1)
+                                    })
+                                    .collect(),
+                            ),
+                            Err((error, text)) => out
+                                .with_error_code(code(error))
+                                .with_error_message(Some(wire(text))),
+                        }
+                    })
+                    .collect();
+                TopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        DescribeProducersResponse::default().with_topics(topics)
+    }
+}

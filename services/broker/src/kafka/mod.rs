@@ -1,0 +1,226 @@
+//! The broker's Kafka listener: Kafka's requests on the broker's own request
+//! logic, so Kafka clients and tools work against Runnel unchanged.
+//!
+//! Requests become the same calls the gRPC API makes ([`Broker`]'s produce,
+//! fetch, list offsets...), record batches passing through as bytes. Group
+//! requests go to the coordinator owning the group over gRPC (every broker
+//! names itself as the group's coordinator, so Kafka clients need no route
+//! to the coordinators); admin requests go to the controller. Runnel's
+//! error codes are Kafka's numbers, so they map one to one.
+//!
+//! - `data`: Metadata, Produce, Fetch (with fetch sessions, `sessions`),
+//!   ListOffsets, OffsetForLeaderEpoch, InitProducerId, DescribeCluster,
+//!   DeleteRecords, DescribeProducers.
+//! - `groups`: FindCoordinator and the group APIs.
+//! - `admin`: topics, partitions and configs.
+
+mod admin;
+mod data;
+mod groups;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use runnel_kafka::kafka_protocol::protocol::StrBytes;
+use runnel_kafka::request::Request;
+use runnel_kafka::server::{Handler, Reply};
+use runnel_kafka::versions::Versions;
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::metadata::v1::Endpoint;
+
+use crate::metadata::{Controller, MetadataCache};
+use crate::service::{Broker, Listener};
+
+/// The endpoint a broker registers for its Kafka listener.
+pub const KAFKA_ENDPOINT: &str = "kafka";
+/// The endpoint a broker registers for its external Kafka listener.
+pub const KAFKA_EXTERNAL_ENDPOINT: &str = "kafka-external";
+
+/// The APIs served and their versions: what librdkafka 2.x, kafka-python,
+/// franz-go and the Java client 3.x/4.x use. Produce stops at v11 and Fetch
+/// at v12, the last versions that name topics (v13 moved to topic ids).
+pub fn versions() -> Versions {
+    Versions::new(&[
+        (ApiKey::Produce, 3, 11),
+        (ApiKey::Fetch, 4, 12),
+        (ApiKey::ListOffsets, 1, 7),
+        (ApiKey::Metadata, 1, 12),
+        (ApiKey::OffsetCommit, 2, 8),
+        (ApiKey::OffsetFetch, 1, 7),
+        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::JoinGroup, 0, 9),
+        (ApiKey::Heartbeat, 0, 4),
+        (ApiKey::LeaveGroup, 0, 5),
+        (ApiKey::SyncGroup, 0, 5),
+        (ApiKey::DescribeGroups, 0, 5),
+        (ApiKey::ListGroups, 0, 4),
+        (ApiKey::ApiVersions, 0, 4),
+        (ApiKey::CreateTopics, 2, 7),
+        (ApiKey::DeleteTopics, 1, 5),
+        (ApiKey::DeleteRecords, 0, 2),
+        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::OffsetForLeaderEpoch, 2, 4),
+        (ApiKey::DescribeConfigs, 1, 4),
+        (ApiKey::AlterConfigs, 0, 2),
+        (ApiKey::DeleteGroups, 0, 2),
+        (ApiKey::CreatePartitions, 0, 3),
+        (ApiKey::IncrementalAlterConfigs, 0, 1),
+        (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::DescribeProducers, 0, 0),
+    ])
+}
+
+/// Answers Kafka requests arriving on one of the broker's Kafka listeners.
+#[derive(Debug)]
+pub struct KafkaApi {
+    broker: Arc<Broker>,
+    metadata: Arc<MetadataCache>,
+    controller: Controller,
+    /// Which listener: decides which addresses Metadata hands out.
+    listener: Listener,
+    broker_id: i32,
+    sessions: sessions::FetchSessions,
+    coordinators: groups::Coordinators,
+}
+
+impl KafkaApi {
+    /// The Kafka API of `broker` on `listener`.
+    pub fn new(
+        broker: Arc<Broker>,
+        metadata: Arc<MetadataCache>,
+        controller: Controller,
+        listener: Listener,
+        broker_id: i32,
+    ) -> KafkaApi {
+        KafkaApi {
+            broker,
+            metadata,
+            controller,
+            listener,
+            broker_id,
+            sessions: sessions::FetchSessions::new(sessions::MAX_SESSIONS),
+            coordinators: groups::Coordinators::default(),
+        }
+    }
+
+    /// The endpoint name clients on this listener reach brokers by.
+    fn endpoint_name(&self) -> &'static str {
+        match self.listener {
+            Listener::Internal => KAFKA_ENDPOINT,
+            Listener::External => KAFKA_EXTERNAL_ENDPOINT,
+        }
+    }
+
+    /// Where a client on this listener reaches a node with `endpoints`
+    /// (a node without an external Kafka endpoint is shown by its internal one).
+    fn kafka_address(&self, endpoints: &[Endpoint]) -> Option<(String, i32)> {
+        let find = |name: &str| endpoints.iter().find(|e| e.name == name);
+        find(self.endpoint_name())
+            .or_else(|| find(KAFKA_ENDPOINT))
+            .map(|e| (e.host.clone(), e.port as i32))
+    }
+
+    /// This broker's own address on this listener.
+    fn own_address(&self) -> Option<(String, i32)> {
+        self.metadata.with(|image| {
+            image
+                .brokers
+                .get(&self.broker_id)
+                .and_then(|b| self.kafka_address(&b.endpoints))
+        })
+    }
+}
+
+impl Handler for KafkaApi {
+    async fn handle(&self, request: Request, _peer: SocketAddr) -> Reply {
+        let v = request.version;
+        let client_id = request
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        Reply::Response(match request.body {
+            RequestKind::Produce(r) => {
+                return match self.produce(r, v).await {
+                    Some(answer) => Reply::Response(ResponseKind::Produce(answer)),
+                    None => Reply::NoResponse,
+                };
+            }
+            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, v).await),
+            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, v).await),
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, v).await),
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r).await)
+            }
+            RequestKind::InitProducerId(r) => {
+                ResponseKind::InitProducerId(self.init_producer_id(r).await)
+            }
+            RequestKind::DescribeCluster(r) => {
+                ResponseKind::DescribeCluster(self.describe_cluster(r))
+            }
+            RequestKind::DeleteRecords(r) => {
+                ResponseKind::DeleteRecords(self.delete_records(r).await)
+            }
+            RequestKind::DescribeProducers(r) => {
+                ResponseKind::DescribeProducers(self.describe_producers(r))
+            }
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(self.find_coordinator(r, v))
+            }
+            RequestKind::JoinGroup(r) => {
+                ResponseKind::JoinGroup(self.join_group(r, v, client_id).await)
+            }
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r).await),
+            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, v).await),
+            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r).await),
+            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r, v).await),
+            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r).await),
+            RequestKind::DescribeGroups(r) => {
+                ResponseKind::DescribeGroups(self.describe_groups(r, v).await)
+            }
+            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r).await),
+            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r).await),
+            RequestKind::CreatePartitions(r) => {
+                ResponseKind::CreatePartitions(self.create_partitions(r).await)
+            }
+            RequestKind::DescribeConfigs(r) => {
+                ResponseKind::DescribeConfigs(self.describe_configs(r).await)
+            }
+            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
+            RequestKind::IncrementalAlterConfigs(r) => {
+                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
+            }
+            other => {
+                // `versions()` lists only what is handled above, so the
+                // decoder refuses anything else before it gets here.
+                tracing::error!(request = ?std::mem::discriminant(&other), "a Kafka request without a handler");
+                return Reply::Close;
+            }
+        })
+    }
+}
+
+/// A Kafka error code from Runnel's (the same numbers).
+fn code(e: ErrorCode) -> i16 {
+    e as i32 as i16
+}
+
+/// A Kafka error code from a raw Runnel code field.
+fn raw_code(e: i32) -> i16 {
+    i16::try_from(e).unwrap_or(-1)
+}
+
+/// A string for the wire.
+fn wire(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// An optional message for the wire: `None` when empty.
+fn message(s: String) -> Option<StrBytes> {
+    (!s.is_empty()).then(|| StrBytes::from_string(s))
+}
