@@ -69,10 +69,13 @@ pub fn decode(frame: Bytes, versions: &Versions) -> Result<Request, DecodeError>
     let body = RequestKind::decode(api_key, &mut buf, version)
         .map_err(|e| DecodeError::Malformed(format!("{api_key:?} v{version}: {e}")))?;
     if buf.has_remaining() {
-        return Err(DecodeError::Malformed(format!(
-            "{} bytes after the end of {api_key:?} v{version}",
-            buf.remaining()
-        )));
+        // Kafka's own parser ignores what follows a complete request, and
+        // real clients send such bytes (librdkafka 2.12's Metadata v12
+        // carries three); refusing them would cut those clients off.
+        tracing::debug!(
+            bytes = buf.remaining(),
+            "ignoring bytes after the end of {api_key:?} v{version}"
+        );
     }
     Ok(Request {
         header,
@@ -194,12 +197,18 @@ mod tests {
             decode(good.slice(0..good.len() - 1), &versions()),
             Err(DecodeError::Malformed(_))
         ));
-        let mut trailing = BytesMut::from(&good[..]);
-        trailing.extend_from_slice(b"garbage");
+        // Garbage where the body should be.
+        let header_len = good.len() - MetadataRequest::default().compute_size(9).unwrap();
+        let mut garbage = BytesMut::from(&good[..header_len]);
+        garbage.extend_from_slice(&[0xff; 9]);
         assert!(matches!(
-            decode(trailing.freeze(), &versions()),
+            decode(garbage.freeze(), &versions()),
             Err(DecodeError::Malformed(_))
         ));
+        // Bytes after a complete body are ignored, as Kafka does.
+        let mut trailing = BytesMut::from(&good[..]);
+        trailing.extend_from_slice(b"\x01\x00\x00");
+        assert!(decode(trailing.freeze(), &versions()).is_ok());
         let unknown = Bytes::from_static(&[0x7f, 0x00, 0, 1, 0, 0, 0, 7]);
         assert!(matches!(
             decode(unknown, &versions()),

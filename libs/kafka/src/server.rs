@@ -252,6 +252,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                 return;
             }
         };
+        // Kept for the log line when the frame turns out malformed.
+        let head = frame.slice(..frame.len().min(48));
         let item = match request::decode(frame, &versions) {
             Ok(request) => {
                 metrics::counter!("runnel_kafka_requests_total", "api" => api_name(request.api_key), "version" => request.version.to_string(), "listener" => config.listener).increment(1);
@@ -295,7 +297,8 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
             }
             Err(e) => {
                 metrics::counter!("runnel_kafka_bad_requests_total", "listener" => config.listener, "reason" => reason(&e)).increment(1);
-                tracing::warn!(%peer, error = %e, "closing a Kafka connection");
+                let head: String = head.iter().map(|b| format!("{b:02x}")).collect();
+                tracing::warn!(%peer, error = %e, frame_start = %head, "closing a Kafka connection");
                 return;
             }
         };

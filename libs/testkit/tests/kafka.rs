@@ -1,0 +1,323 @@
+//! Real Kafka clients against the brokers' Kafka listener: confluent-kafka
+//! (librdkafka), kafka-python and kcat, each run on a fresh cluster with a
+//! group coordinator and no topic auto-creation. The scenarios themselves
+//! (admin, produce and consume, codecs, groups, offsets, errors) live in
+//! the Python scripts next to this file; this side starts the cluster,
+//! runs them, and checks what needs Runnel's own view (the partitioner,
+//! records read back with Runnel's client, a leader killed mid-produce).
+//!
+//! `scripts/test` sets up `.venv` with the pinned clients and installs kcat.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use runnel_client::NewTopic;
+use runnel_testkit::TestCluster;
+
+fn python() -> String {
+    std::env::var("RUNNEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka")
+        .join(name)
+}
+
+/// A cluster for one scenario: one broker, one coordinator, topics only
+/// by request (so an unknown topic stays unknown).
+async fn cluster(brokers: usize) -> TestCluster {
+    TestCluster::builder()
+        .brokers(brokers)
+        .coordinators(1)
+        .auto_create_topics(false)
+        .start()
+        .await
+}
+
+/// Runs `program args` off the runtime (the cluster keeps serving) and
+/// fails the test with its output unless it succeeds.
+async fn run(program: String, args: Vec<String>) -> Output {
+    let shown = format!("{program} {}", args.join(" "));
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+async fn confluent(scenario: &str) -> (TestCluster, String) {
+    let cluster = cluster(1).await;
+    let out = run(
+        python(),
+        vec![
+            script("confluent_compat.py").display().to_string(),
+            scenario.into(),
+            cluster.kafka_bootstrap(),
+        ],
+    )
+    .await;
+    (cluster, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn kafka_python(scenario: &str) {
+    let cluster = cluster(1).await;
+    run(
+        python(),
+        vec![
+            script("kafka_python_compat.py").display().to_string(),
+            scenario.into(),
+            cluster.kafka_bootstrap(),
+        ],
+    )
+    .await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_admin() {
+    confluent("admin").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_produce_consume_keys_headers_timestamps() {
+    confluent("produce_consume").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_every_compression_codec() {
+    confluent("compression").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_idempotent_producer() {
+    confluent("idempotent").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_consumer_group_two_members_rebalance_commit_resume() {
+    confluent("groups").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_offsets_for_times_delete_records_and_offset_reset() {
+    confluent("offsets").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_unknown_topic_too_large_and_900kb_records() {
+    confluent("errors").await.0.shutdown().await;
+}
+
+/// librdkafka's murmur2 partitioner and Runnel's client put every key on
+/// the same partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn murmur2_partitioner_agrees_with_runnels_client() {
+    let (cluster, out) = confluent("partitioner").await;
+    let line = out.lines().last().unwrap();
+    // {"user-0": 1, "user-1": 2, ...}
+    let pairs: Vec<(String, i32)> = line
+        .trim_matches(|c| c == '{' || c == '}')
+        .split(", ")
+        .map(|kv| {
+            let (k, v) = kv.split_once(": ").unwrap();
+            (k.trim_matches('"').to_owned(), v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(pairs.len(), 200);
+    for (key, partition) in pairs {
+        assert_eq!(
+            runnel_client::partitioner::partition_for_key(key.as_bytes(), 6),
+            partition,
+            "key {key}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_admin_topics_and_configs() {
+    kafka_python("admin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_produce_consume_every_codec() {
+    kafka_python("produce_consume").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_consumer_group() {
+    kafka_python("groups").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_idempotent_producer_and_describe_producers() {
+    kafka_python("idempotent").await;
+}
+
+/// kcat, librdkafka's command-line tool: metadata, produce with keys and
+/// headers, consume them back, and a consumer group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_produces_consumes_and_lists() {
+    let cluster = cluster(1).await;
+    cluster
+        .create_topic(NewTopic::new("kcat").partitions(2))
+        .await;
+    let bootstrap = cluster.kafka_bootstrap();
+    let input = cluster.data_dir().join("kcat-input");
+    let lines: String = (0..50).map(|i| format!("k{i}:v{i}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    run(
+        "kcat".into(),
+        [
+            "-b",
+            &bootstrap,
+            "-P",
+            "-t",
+            "kcat",
+            "-K:",
+            "-z",
+            "zstd",
+            "-H",
+            "source=kcat",
+            "-l",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([input.display().to_string()])
+        .collect(),
+    )
+    .await;
+    let out = run(
+        "kcat".into(),
+        [
+            "-b",
+            &bootstrap,
+            "-C",
+            "-t",
+            "kcat",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%k=%s %h\\n",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..50).map(|i| format!("k{i}=v{i} source=kcat")).collect();
+    want.sort();
+    assert_eq!(got, want);
+
+    let listed = run(
+        "kcat".into(),
+        ["-b", &bootstrap, "-L", "-t", "kcat"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    )
+    .await;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("topic \"kcat\" with 2 partitions"),
+        "{listed}"
+    );
+
+    // A consumer group reads everything once and commits.
+    let out = run(
+        "kcat".into(),
+        [
+            "-b",
+            &bootstrap,
+            "-G",
+            "kcat-group",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%s\\n",
+            "kcat",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 50);
+    cluster.shutdown().await;
+}
+
+/// A confluent-kafka producer with acks=all writes while the partition's
+/// leader is killed: every record it was told is written is read back by a
+/// confluent-kafka consumer after the election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_records_survive_a_leader_kill() {
+    let mut cluster = cluster(3).await;
+    cluster
+        .create_topic(
+            NewTopic::new("durable")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    let bootstrap = cluster.kafka_bootstrap();
+    let acked = cluster.data_dir().join("acked.txt");
+    let producer = {
+        let args = vec![
+            script("leader_kill.py").display().to_string(),
+            "produce".into(),
+            bootstrap.clone(),
+            acked.display().to_string(),
+            "12".into(),
+        ];
+        tokio::spawn(run(python(), args))
+    };
+    // Let it write a while, then kill the leader mid-stream.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let leader = cluster.controller_leader("durable", 0).await;
+    assert!(leader > 0, "no leader");
+    cluster.kill_broker(leader as usize - 1).await;
+    let out = producer.await.unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("producer: {summary}");
+    // Read back through a surviving broker.
+    let bootstrap = cluster.kafka_bootstrap();
+    let out = run(
+        python(),
+        vec![
+            script("leader_kill.py").display().to_string(),
+            "verify".into(),
+            bootstrap,
+            acked.display().to_string(),
+            "0".into(),
+        ],
+    )
+    .await;
+    println!("consumer: {}", String::from_utf8_lossy(&out.stdout));
+    cluster.shutdown().await;
+}

@@ -1,0 +1,415 @@
+"""Kafka compatibility checks with confluent-kafka (librdkafka) against a
+Runnel broker's Kafka listener. Run by libs/testkit/tests/kafka.rs:
+
+    python confluent_compat.py SCENARIO BOOTSTRAP
+
+Each scenario asserts what a Kafka user relies on and exits non-zero with a
+message when something differs. Topics are created here with the admin
+client (the test cluster does not auto-create topics). Scenarios that
+report data for the Rust side to check print one JSON line last.
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+TIMEOUT = 30
+
+
+def admin(bootstrap):
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create(bootstrap, topic, partitions=1, config=None):
+    a = admin(bootstrap)  # kept alive until the future resolves
+    futures = a.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=TIMEOUT,
+    )
+    futures[topic].result(TIMEOUT)
+
+
+def producer(bootstrap, **extra):
+    config = {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all"}
+    config.update(extra)
+    return Producer(config)
+
+
+def produce_all(p, topic, records):
+    """Produces (key, value, headers, timestamp, partition) tuples; returns
+    the delivery reports' (partition, offset) per record, failing on any error."""
+    reports = [None] * len(records)
+    errors = []
+
+    def done(i):
+        def callback(err, msg):
+            if err is not None:
+                errors.append((i, err))
+            else:
+                reports[i] = (msg.partition(), msg.offset())
+
+        return callback
+
+    for i, (key, value, headers, timestamp, partition) in enumerate(records):
+        kwargs = {"key": key, "value": value, "on_delivery": done(i)}
+        if headers is not None:
+            kwargs["headers"] = headers
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                p.produce(topic, **kwargs)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    left = p.flush(TIMEOUT)
+    assert left == 0, f"{left} records not delivered within {TIMEOUT}s"
+    assert not errors, f"delivery errors: {errors[:5]}"
+    return reports
+
+
+def consumer(bootstrap, group="compat", **extra):
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+    }
+    config.update(extra)
+    return Consumer(config)
+
+
+def consume(c, count, timeout=TIMEOUT):
+    out = []
+    deadline = time.time() + timeout
+    while len(out) < count and time.time() < deadline:
+        msg = c.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(msg.error())
+        out.append(msg)
+    assert len(out) == count, f"consumed {len(out)} of {count} records within {timeout}s"
+    return out
+
+
+def scenario_admin(bootstrap):
+    a = admin(bootstrap)
+    create(bootstrap, "admin-t", 3, {"retention.ms": "3600000", "cleanup.policy": "delete"})
+    # Creating it again is refused with TOPIC_ALREADY_EXISTS.
+    try:
+        a.create_topics([NewTopic("admin-t", 1, 1)])["admin-t"].result(TIMEOUT)
+        raise AssertionError("a second create succeeded")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS, e
+    # An invalid name is refused.
+    try:
+        a.create_topics([NewTopic("bad name!", 1, 1)])["bad name!"].result(TIMEOUT)
+        raise AssertionError("an invalid topic name was accepted")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.TOPIC_EXCEPTION, e
+    md = a.list_topics(timeout=TIMEOUT)
+    assert "admin-t" in md.topics, md.topics
+    assert len(md.topics["admin-t"].partitions) == 3
+    assert md.controller_id >= 0 and len(md.brokers) == 1, (md.controller_id, md.brokers)
+
+    res = ConfigResource(ResourceType.TOPIC, "admin-t")
+    configs = a.describe_configs([res])[res].result(TIMEOUT)
+    assert configs["retention.ms"].value == "3600000", configs["retention.ms"]
+    assert configs["retention.ms"].source == ConfigResource.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert configs["segment.bytes"].is_default
+
+    # Incremental: set one key, append to a list key.
+    inc = ConfigResource(
+        ResourceType.TOPIC,
+        "admin-t",
+        incremental_configs=[
+            ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
+        ],
+    )
+    a.incremental_alter_configs([inc])[inc].result(TIMEOUT)
+    configs = a.describe_configs([res])[res].result(TIMEOUT)
+    assert configs["retention.ms"].value == "7200000", configs["retention.ms"]
+    assert configs["cleanup.policy"].value == "delete,compact", configs["cleanup.policy"]
+    # A bad value is refused and changes nothing.
+    bad = ConfigResource(
+        ResourceType.TOPIC,
+        "admin-t",
+        incremental_configs=[
+            ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    try:
+        a.incremental_alter_configs([bad])[bad].result(TIMEOUT)
+        raise AssertionError("retention.ms=soon was accepted")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
+    configs = a.describe_configs([res])[res].result(TIMEOUT)
+    assert configs["retention.ms"].value == "7200000"
+
+    a.create_partitions([NewPartitions("admin-t", 5)])["admin-t"].result(TIMEOUT)
+    deadline = time.time() + TIMEOUT
+    while len(a.list_topics("admin-t", timeout=TIMEOUT).topics["admin-t"].partitions) != 5:
+        assert time.time() < deadline, "partitions did not grow to 5"
+        time.sleep(0.2)
+
+    cluster = a.describe_cluster(request_timeout=TIMEOUT).result(TIMEOUT)
+    assert cluster.cluster_id and len(cluster.nodes) == 1, cluster
+
+    a.delete_topics(["admin-t"], operation_timeout=TIMEOUT)["admin-t"].result(TIMEOUT)
+    deadline = time.time() + TIMEOUT
+    while "admin-t" in a.list_topics(timeout=TIMEOUT).topics:
+        assert time.time() < deadline, "the deleted topic is still listed"
+        time.sleep(0.2)
+    try:
+        a.delete_topics(["admin-t"])["admin-t"].result(TIMEOUT)
+        raise AssertionError("deleting a missing topic succeeded")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, e
+
+
+def scenario_produce_consume(bootstrap):
+    create(bootstrap, "pc", 1)
+    records = [
+        (
+            f"key-{i}".encode(),
+            f"value-{i}".encode(),
+            [("h1", b"a"), ("h2", f"{i}".encode())],
+            1_700_000_000_000 + i,
+            None,
+        )
+        for i in range(200)
+    ]
+    records.append((None, b"no key", None, None, None))
+    records.append((b"tombstone", None, None, None, None))
+    reports = produce_all(producer(bootstrap), "pc", records)
+    assert [o for _, o in reports] == list(range(len(records))), reports[:5]
+    c = consumer(bootstrap, "pc-group")
+    c.assign([TopicPartition("pc", 0, OFFSET_BEGINNING)])
+    got = consume(c, len(records))
+    for i, msg in enumerate(got[:200]):
+        assert msg.key() == f"key-{i}".encode() and msg.value() == f"value-{i}".encode()
+        assert msg.offset() == i
+        assert msg.headers() == [("h1", b"a"), ("h2", f"{i}".encode())], msg.headers()
+        assert msg.timestamp() == (1, 1_700_000_000_000 + i), msg.timestamp()
+    assert got[200].key() is None and got[200].value() == b"no key"
+    assert got[201].key() == b"tombstone" and got[201].value() is None
+    c.close()
+
+
+def scenario_compression(bootstrap):
+    create(bootstrap, "codecs", 1)
+    expected = []
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
+        p = producer(bootstrap, **{"compression.type": codec, "linger.ms": 20})
+        records = [
+            (f"{codec}-{i}".encode(), (f"{codec} payload {i} " * 20).encode(), None, None, None)
+            for i in range(300)
+        ]
+        produce_all(p, "codecs", records)
+        expected += [(k, v) for k, v, _, _, _ in records]
+    c = consumer(bootstrap, "codecs-group")
+    c.assign([TopicPartition("codecs", 0, OFFSET_BEGINNING)])
+    got = consume(c, len(expected))
+    assert [(m.key(), m.value()) for m in got] == expected
+    c.close()
+
+
+def scenario_partitioner(bootstrap):
+    """Keys through librdkafka's murmur2 partitioner (Java's default); the
+    Rust side checks Runnel's client puts each key on the same partition."""
+    create(bootstrap, "keyed", 6)
+    keys = [f"user-{i}".encode() for i in range(200)]
+    reports = produce_all(
+        producer(bootstrap, partitioner="murmur2_random"),
+        "keyed",
+        [(k, b"x", None, None, None) for k in keys],
+    )
+    print(json.dumps({k.decode(): p for k, (p, _) in zip(keys, reports)}))
+
+
+def scenario_idempotent(bootstrap):
+    create(bootstrap, "idem", 3)
+    p = producer(
+        bootstrap,
+        **{"enable.idempotence": True, "max.in.flight.requests.per.connection": 5, "linger.ms": 1},
+    )
+    records = [(f"k{i}".encode(), f"{i}".encode(), None, None, None) for i in range(3000)]
+    produce_all(p, "idem", records)
+    c = consumer(bootstrap, "idem-group")
+    c.assign([TopicPartition("idem", i, OFFSET_BEGINNING) for i in range(3)])
+    got = consume(c, 3000)
+    values = sorted(int(m.value()) for m in got)
+    assert values == list(range(3000)), "duplicates or gaps"
+    # Per partition, records keep the order they were produced in.
+    by_partition = {}
+    for m in got:
+        by_partition.setdefault(m.partition(), []).append(int(m.value()))
+    for part, vs in by_partition.items():
+        assert vs == sorted(vs), f"partition {part} out of order"
+    c.close()
+
+
+def scenario_groups(bootstrap):
+    create(bootstrap, "grouped", 4)
+    conf = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    a = consumer(bootstrap, "two-members", **conf)
+    b = consumer(bootstrap, "two-members", **conf)
+    a.subscribe(["grouped"])
+    b.subscribe(["grouped"])
+    deadline = time.time() + TIMEOUT
+    while True:
+        a.poll(0.2)
+        b.poll(0.2)
+        if len(a.assignment()) == 2 and len(b.assignment()) == 2:
+            break
+        assert time.time() < deadline, (a.assignment(), b.assignment())
+    owned = {tp.partition for tp in a.assignment()} | {tp.partition for tp in b.assignment()}
+    assert owned == {0, 1, 2, 3}, owned
+
+    produce_all(
+        producer(bootstrap),
+        "grouped",
+        [(None, f"{i}".encode(), None, None, i % 4) for i in range(400)],
+    )
+    seen = []
+    deadline = time.time() + TIMEOUT
+    while len(seen) < 400:
+        assert time.time() < deadline, f"read {len(seen)} of 400"
+        for c in (a, b):
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                seen.append(int(m.value()))
+                c.commit(message=m, asynchronous=False)
+    assert sorted(seen) == list(range(400)), "the two members did not read everything once"
+
+    # One member leaves: the other takes over all four partitions.
+    b.close()
+    deadline = time.time() + TIMEOUT
+    while len(a.assignment()) != 4:
+        a.poll(0.2)
+        assert time.time() < deadline, a.assignment()
+    committed = a.committed([TopicPartition("grouped", i) for i in range(4)], timeout=TIMEOUT)
+    assert [tp.offset for tp in committed] == [100, 100, 100, 100], committed
+    a.close()
+
+    # More records; a new member resumes from the committed offsets.
+    produce_all(
+        producer(bootstrap),
+        "grouped",
+        [(None, f"{i}".encode(), None, None, i % 4) for i in range(400, 440)],
+    )
+    c = consumer(bootstrap, "two-members", **conf)
+    c.subscribe(["grouped"])
+    got = consume(c, 40)
+    assert sorted(int(m.value()) for m in got) == list(range(400, 440))
+    c.close()
+
+    a = admin(bootstrap)
+    listed = a.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+    assert "two-members" in {g.group_id for g in listed.valid}, listed.valid
+    described = a.describe_consumer_groups(["two-members"])["two-members"].result(TIMEOUT)
+    assert described.group_id == "two-members" and described.is_simple_consumer_group is False
+    a.delete_consumer_groups(["two-members"], request_timeout=TIMEOUT)["two-members"].result(TIMEOUT)
+
+
+def scenario_offsets(bootstrap):
+    """Offsets for times, DeleteRecords, and auto.offset.reset on an out-of-range fetch."""
+    create(bootstrap, "timed", 1)
+    produce_all(
+        producer(bootstrap),
+        "timed",
+        [(None, f"{i}".encode(), None, 1_000_000 + i * 1000, None) for i in range(10)],
+    )
+    c = consumer(bootstrap, "timed-group")
+    found = c.offsets_for_times([TopicPartition("timed", 0, 1_003_500)], timeout=TIMEOUT)
+    assert found[0].offset == 4, found
+    beyond = c.offsets_for_times([TopicPartition("timed", 0, 9_000_000)], timeout=TIMEOUT)
+    assert beyond[0].offset == -1, beyond
+    low, high = c.get_watermark_offsets(TopicPartition("timed", 0), timeout=TIMEOUT)
+    assert (low, high) == (0, 10), (low, high)
+
+    a = admin(bootstrap)
+    deleted = a.delete_records([TopicPartition("timed", 0, 5)], request_timeout=TIMEOUT)
+    result = list(deleted.values())[0].result(TIMEOUT)
+    assert result.low_watermark == 5, result
+    low, high = c.get_watermark_offsets(TopicPartition("timed", 0), timeout=TIMEOUT)
+    assert (low, high) == (5, 10), (low, high)
+
+    # Offset 2 is gone: earliest resets to the new log start.
+    c.assign([TopicPartition("timed", 0, 2)])
+    got = consume(c, 5)
+    assert [m.offset() for m in got] == [5, 6, 7, 8, 9]
+    c.close()
+    # Beyond the end with latest: reset to the end, then only new records.
+    c = consumer(bootstrap, "timed-latest", **{"auto.offset.reset": "latest"})
+    c.assign([TopicPartition("timed", 0, 1000)])
+    for _ in range(6):
+        c.poll(0.5)
+    produce_all(producer(bootstrap), "timed", [(None, b"new", None, None, None)])
+    got = consume(c, 1)
+    assert got[0].offset() == 10 and got[0].value() == b"new"
+    c.close()
+
+
+def scenario_errors(bootstrap):
+    """Unknown topic, MESSAGE_TOO_LARGE, and a 900 KB record that fits."""
+    md = admin(bootstrap).list_topics("does-not-exist", timeout=TIMEOUT)
+    assert md.topics["does-not-exist"].error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART, md.topics
+
+    p = producer(bootstrap, **{"topic.metadata.propagation.max.ms": 1000, "message.timeout.ms": 5000})
+    errors = []
+    p.produce("does-not-exist", b"x", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(TIMEOUT)
+    assert errors and errors[0] is not None, errors
+    assert errors[0].code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC), errors
+
+    create(bootstrap, "big", 1)
+    p = producer(bootstrap, **{"message.max.bytes": 10_000_000, "compression.type": "none"})
+    errors = []
+    p.produce("big", b"y" * 2_000_000, on_delivery=lambda err, msg: errors.append(err))
+    p.flush(TIMEOUT)
+    assert errors and errors[0] is not None, "a 2 MB record was accepted"
+    assert errors[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, errors[0]
+
+    record = bytes(range(256)) * (900_000 // 256)
+    produce_all(producer(bootstrap), "big", [(b"big", record, None, None, None)])
+    c = consumer(bootstrap, "big-group")
+    c.assign([TopicPartition("big", 0, OFFSET_BEGINNING)])
+    got = consume(c, 1)
+    assert got[0].value() == record and got[0].offset() == 0
+    c.close()
+
+
+def main():
+    scenario, bootstrap = sys.argv[1], sys.argv[2]
+    globals()[f"scenario_{scenario}"](bootstrap)
+
+
+if __name__ == "__main__":
+    main()
