@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
+    ConfigSource,
     NewPartitions,
     NewTopic,
     ResourceType,
@@ -140,7 +141,7 @@ def scenario_admin(bootstrap):
     res = ConfigResource(ResourceType.TOPIC, "admin-t")
     configs = a.describe_configs([res])[res].result(TIMEOUT)
     assert configs["retention.ms"].value == "3600000", configs["retention.ms"]
-    assert configs["retention.ms"].source == ConfigResource.ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    assert configs["retention.ms"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
     assert configs["segment.bytes"].is_default
 
     # Incremental: set one key, append to a list key.
@@ -171,6 +172,14 @@ def scenario_admin(bootstrap):
         assert e.args[0].code() == KafkaError.INVALID_CONFIG, e
     configs = a.describe_configs([res])[res].result(TIMEOUT)
     assert configs["retention.ms"].value == "7200000"
+
+    # The legacy AlterConfigs replaces the whole set: keys not named go back to defaults.
+    legacy = ConfigResource(ResourceType.TOPIC, "admin-t", set_config={"segment.ms": "600000"})
+    a.alter_configs([legacy])[legacy].result(TIMEOUT)
+    configs = a.describe_configs([res])[res].result(TIMEOUT)
+    assert configs["segment.ms"].value == "600000", configs["segment.ms"]
+    assert configs["retention.ms"].is_default, configs["retention.ms"]
+    assert configs["cleanup.policy"].value == "delete", configs["cleanup.policy"]
 
     a.create_partitions([NewPartitions("admin-t", 5)])["admin-t"].result(TIMEOUT)
     deadline = time.time() + TIMEOUT

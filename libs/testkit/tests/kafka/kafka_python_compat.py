@@ -29,11 +29,17 @@ def scenario_admin(bootstrap):
         return {k: v["value"] for k, v in described["topic"]["kp-admin"].items()}
 
     assert configs() == {"retention.ms": "60000"}, configs()
+    # IncrementalAlterConfigs (kafka-python's default) changes only what it names.
     a.alter_configs(
         [ConfigResource(ConfigResourceType.TOPIC, "kp-admin", configs={"segment.ms": "600000"})]
     )
-    # AlterConfigs replaces the whole set: retention.ms went back to its default.
-    assert configs() == {"segment.ms": "600000"}, configs()
+    assert configs() == {"retention.ms": "60000", "segment.ms": "600000"}, configs()
+    # AlterConfigs (kafka-python sends the other set keys along with it).
+    a.alter_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, "kp-admin", configs={"segment.ms": "700000"})],
+        incremental=False,
+    )
+    assert configs() == {"retention.ms": "60000", "segment.ms": "700000"}, configs()
     a.create_partitions({"kp-admin": NewPartitions(3)})
     a.delete_topics(["kp-admin"])
     deadline = time.time() + TIMEOUT
