@@ -36,7 +36,7 @@ use crate::versions::Versions;
 #[derive(Debug)]
 pub enum Reply {
     /// Send this answer.
-    Response(ResponseKind),
+    Response(Box<ResponseKind>),
     /// Send nothing: Kafka does not answer Produce with acks=0.
     NoResponse,
     /// Close the connection: the request cannot be answered.
@@ -112,7 +112,7 @@ pub async fn serve<H: Handler>(
 
 /// What the reader passes on: a request, or an ApiVersions answer it made.
 enum Item {
-    Request(Request),
+    Request(Box<Request>),
     Ready(ApiKey, i16, bytes::Bytes),
 }
 
@@ -143,7 +143,7 @@ async fn connection<H: Handler>(
             item = rx.recv(), if reading => {
                 match item {
                     Some(Item::Request(request)) => {
-                        in_flight.push_back(answer(Arc::clone(&handler), request, peer, config.listener).boxed());
+                        in_flight.push_back(answer(Arc::clone(&handler), *request, peer, config.listener).boxed());
                     }
                     Some(Item::Ready(api_key, version, bytes)) => {
                         in_flight.push_back(async move { Ok(Some((api_key, version, bytes))) }.boxed());
@@ -209,7 +209,7 @@ async fn answer<H: Handler>(
     metrics::histogram!("runnel_kafka_request_seconds", "api" => name, "version" => version.to_string(), "listener" => listener)
         .record(started.elapsed().as_secs_f64());
     let response = match response {
-        Reply::Response(response) => response,
+        Reply::Response(response) => *response,
         Reply::NoResponse => return Ok(None),
         Reply::Close => return Err(Unanswerable),
     };
@@ -280,7 +280,7 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
                         }
                     }
                 } else {
-                    Item::Request(request)
+                    Item::Request(Box::new(request))
                 }
             }
             Err(DecodeError::UnsupportedVersion {

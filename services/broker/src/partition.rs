@@ -29,6 +29,19 @@ const PARTITION_METADATA: &str = "partition.metadata";
 /// start from the log start (Kafka's file of the same name and format).
 const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 
+/// An idempotent producer as a partition knows it (Kafka's DescribeProducers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerSummary {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its current epoch.
+    pub epoch: i16,
+    /// Sequence number of its last appended record (-1: none in this epoch).
+    pub last_sequence: i32,
+    /// When this partition last appended for it (ms, broker clock).
+    pub last_timestamp: i64,
+}
+
 /// Leadership and config of a partition, from the metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaState {
@@ -375,19 +388,15 @@ impl Partition {
         Ok(())
     }
 
-    /// The idempotent producers this partition tracks: id, epoch, last
-    /// sequence, last append time (ms), offset of the last record.
-    pub fn producers(&self) -> Vec<(i64, i16, i32, i64, i64)> {
+    /// The idempotent producers this partition tracks.
+    pub fn producers(&self) -> Vec<ProducerSummary> {
         let log = self.log.read();
         log.producers()
-            .map(|(id, e)| {
-                (
-                    id,
-                    e.epoch,
-                    e.last_seq().unwrap_or(-1),
-                    e.last_timestamp,
-                    e.last_offset().unwrap_or(-1),
-                )
+            .map(|(id, e)| ProducerSummary {
+                producer_id: id,
+                epoch: e.epoch,
+                last_sequence: e.last_seq().unwrap_or(-1),
+                last_timestamp: e.last_timestamp,
             })
             .collect()
     }

@@ -690,7 +690,7 @@ impl Broker {
         &self,
         topic: &str,
         partition: i32,
-    ) -> Result<Vec<(i64, i16, i32, i64, i64)>, Failure> {
+    ) -> Result<Vec<crate::partition::ProducerSummary>, Failure> {
         Ok(self.leader(topic, partition)?.producers())
     }
 

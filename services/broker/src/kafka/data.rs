@@ -548,12 +548,12 @@ impl KafkaApi {
                             Ok(producers) => out.with_active_producers(
                                 producers
                                     .into_iter()
-                                    .map(|(id, epoch, seq, ts, _)| {
+                                    .map(|p| {
                                         ProducerState::default()
-                                            .with_producer_id(ProducerId(id))
-                                            .with_producer_epoch(i32::from(epoch))
-                                            .with_last_sequence(seq)
-                                            .with_last_timestamp(ts)
+                                            .with_producer_id(ProducerId(p.producer_id))
+                                            .with_producer_epoch(i32::from(p.epoch))
+                                            .with_last_sequence(p.last_sequence)
+                                            .with_last_timestamp(p.last_timestamp)
                                             .with_coordinator_epoch(-1)
                                             .with_current_txn_start_offset(-1)
                                     })

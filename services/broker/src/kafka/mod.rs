@@ -142,10 +142,10 @@ impl Handler for KafkaApi {
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default();
-        Reply::Response(match request.body {
+        Reply::Response(Box::new(match request.body {
             RequestKind::Produce(r) => {
                 return match self.produce(r, v).await {
-                    Some(answer) => Reply::Response(ResponseKind::Produce(answer)),
+                    Some(answer) => Reply::Response(Box::new(ResponseKind::Produce(answer))),
                     None => Reply::NoResponse,
                 };
             }
@@ -201,7 +201,7 @@ impl Handler for KafkaApi {
                 tracing::error!(request = ?std::mem::discriminant(&other), "a Kafka request without a handler");
                 return Reply::Close;
             }
-        })
+        }))
     }
 }
 
