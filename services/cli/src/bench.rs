@@ -1,4 +1,4 @@
-//! `runnel bench produce|consume|e2e|group-consume|rebalance|commit`:
+//! `runnel bench produce|consume|e2e|group-consume|rebalance|commit|metadata|protocols`:
 //! throughput and latency against a cluster.
 //!
 //! Results are plain lines on stdout (records/s, MB/s, latency percentiles
@@ -22,6 +22,7 @@ use crate::produce::{parse_acks, parse_compression};
 
 mod groups;
 mod metadata;
+mod protocols;
 
 /// `runnel bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -38,6 +39,9 @@ pub enum Command {
     Rebalance(groups::RebalanceArgs),
     /// Offset-commit throughput and latency.
     Commit(groups::CommitArgs),
+    /// The Kafka listener against the gRPC API: the same batches produced
+    /// and fetched through each, side by side.
+    Protocols(protocols::ProtocolsArgs),
     /// Metadata writes (topic creations) per second and their latency;
     /// with --kill-active, the controller failover time.
     Metadata(metadata::MetadataArgs),
@@ -103,6 +107,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         Command::Rebalance(args) => groups::run_rebalance(Cluster::new(client), args).await?,
         Command::Commit(args) => groups::run_commit(Cluster::new(client), args).await?,
         Command::Metadata(args) => metadata::run(client, args).await?,
+        Command::Protocols(args) => protocols::run(Cluster::new(client), args).await?,
         Command::Produce(args) => {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;
