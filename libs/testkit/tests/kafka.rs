@@ -115,6 +115,11 @@ async fn confluent_kafka_consumer_group_two_members_rebalance_commit_resume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_consumer_group_kip848_protocol() {
+    confluent("groups_kip848").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_offsets_for_times_delete_records_and_offset_reset() {
     confluent("offsets").await.0.shutdown().await;
 }

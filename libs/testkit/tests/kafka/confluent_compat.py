@@ -347,6 +347,47 @@ def scenario_groups(bootstrap):
     a.delete_consumer_groups(["two-members"], request_timeout=TIMEOUT)["two-members"].result(TIMEOUT)
 
 
+def scenario_groups_kip848(bootstrap):
+    """The same with KIP-848's protocol (group.protocol=consumer): the
+    coordinator assigns, members heartbeat with ConsumerGroupHeartbeat."""
+    create(bootstrap, "grouped-848", 4)
+    conf = {"group.protocol": "consumer"}
+    a = consumer(bootstrap, "kip848", **conf)
+    b = consumer(bootstrap, "kip848", **conf)
+    a.subscribe(["grouped-848"])
+    b.subscribe(["grouped-848"])
+    deadline = time.time() + TIMEOUT
+    while True:
+        a.poll(0.2)
+        b.poll(0.2)
+        if len(a.assignment()) == 2 and len(b.assignment()) == 2:
+            break
+        assert time.time() < deadline, (a.assignment(), b.assignment())
+    produce_all(
+        producer(bootstrap),
+        "grouped-848",
+        [(None, f"{i}".encode(), None, None, i % 4) for i in range(200)],
+    )
+    seen = []
+    deadline = time.time() + TIMEOUT
+    while len(seen) < 200:
+        assert time.time() < deadline, f"read {len(seen)} of 200"
+        for c in (a, b):
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                seen.append(int(m.value()))
+                c.commit(message=m, asynchronous=False)
+    assert sorted(seen) == list(range(200))
+    b.close()
+    deadline = time.time() + TIMEOUT
+    while len(a.assignment()) != 4:
+        a.poll(0.2)
+        assert time.time() < deadline, a.assignment()
+    committed = a.committed([TopicPartition("grouped-848", i) for i in range(4)], timeout=TIMEOUT)
+    assert [tp.offset for tp in committed] == [50, 50, 50, 50], committed
+    a.close()
+
+
 def scenario_offsets(bootstrap):
     """Offsets for times, DeleteRecords, and auto.offset.reset on an out-of-range fetch."""
     create(bootstrap, "timed", 1)

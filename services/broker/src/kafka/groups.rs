@@ -8,12 +8,17 @@
 //! the client asks again, as it would against Kafka.
 
 use std::collections::HashMap;
+
 use std::future::Future;
 use std::time::Duration;
+use uuid::Uuid;
 
 use parking_lot::Mutex;
 use runnel_common::errors::code_of;
 use runnel_common::telemetry::TraceInterceptor;
+use runnel_kafka::kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment, TopicPartitions as HeartbeatPartitions,
+};
 use runnel_kafka::kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use runnel_kafka::kafka_protocol::messages::describe_groups_response::{
     DescribedGroup, DescribedGroupMember,
@@ -26,15 +31,16 @@ use runnel_kafka::kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use runnel_kafka::kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use runnel_kafka::kafka_protocol::messages::{
-    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_proto::broker::v1 as bpb;
@@ -417,12 +423,84 @@ impl KafkaApi {
         r: OffsetFetchRequest,
         version: i16,
     ) -> OffsetFetchResponse {
-        let group = r.group_id.to_string();
-        let asked: Option<Vec<(TopicName, Vec<i32>)>> = r.topics.as_ref().map(|ts| {
+        if version >= 8 {
+            // v8+ batches groups (and names a KIP-848 member, checked at commit time).
+            let mut groups = Vec::with_capacity(r.groups.len());
+            for g in &r.groups {
+                let asked = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.clone(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let (error, topics) = self.committed(&g.group_id, asked).await;
+                groups.push(
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id.clone())
+                        .with_error_code(error)
+                        .with_topics(
+                            topics
+                                .into_iter()
+                                .map(|(name, partitions)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(name)
+                                        .with_partitions(
+                                            partitions
+                                                .into_iter()
+                                                .map(|o| {
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(o.partition)
+                                                        .with_committed_offset(o.offset)
+                                                        .with_committed_leader_epoch(o.leader_epoch)
+                                                        .with_metadata(Some(wire(o.metadata)))
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        ),
+                );
+            }
+            return OffsetFetchResponse::default().with_groups(groups);
+        }
+        let asked = r.topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                 .collect()
         });
+        let (error, topics) = self.committed(&r.group_id, asked).await;
+        if error != 0 {
+            return OffsetFetchResponse::default().with_error_code(error);
+        }
+        let topics = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(name)
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|o| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(o.partition)
+                                    .with_committed_offset(o.offset)
+                                    .with_committed_leader_epoch(o.leader_epoch)
+                                    .with_metadata(Some(wire(o.metadata)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        OffsetFetchResponse::default().with_topics(topics)
+    }
+
+    /// A group's committed offsets: those `asked` (-1 where nothing is
+    /// committed), or every committed one; with the group-level error code.
+    async fn committed(
+        &self,
+        group_id: &GroupId,
+        asked: Option<Vec<(TopicName, Vec<i32>)>>,
+    ) -> (i16, Vec<(TopicName, Vec<pb::OffsetFetchPartition>)>) {
+        let group = group_id.to_string();
         let request = pb::OffsetFetchRequest {
             group_id: group.clone(),
             topics: asked
@@ -439,60 +517,126 @@ impl KafkaApi {
             .await
         {
             Ok(a) if a.error_code == 0 => a,
-            Ok(a) => return offset_fetch_error(raw_code(a.error_code), version),
-            Err((error, _)) => return offset_fetch_error(code(error), version),
-        };
-        let entry = |o: &pb::OffsetFetchPartition| {
-            OffsetFetchResponsePartition::default()
-                .with_partition_index(o.partition)
-                .with_committed_offset(o.offset)
-                .with_committed_leader_epoch(o.leader_epoch)
-                .with_metadata(Some(wire(o.metadata.clone())))
+            Ok(a) => return (raw_code(a.error_code), Vec::new()),
+            Err((error, _)) => return (code(error), Vec::new()),
         };
         let topics = match asked {
-            // Everything asked for, -1 where nothing is committed.
             Some(asked) => asked
                 .into_iter()
                 .map(|(name, partitions)| {
-                    let partitions = partitions
+                    let found = partitions
                         .into_iter()
                         .map(|p| {
                             answer
                                 .partitions
                                 .iter()
                                 .find(|o| o.topic == name.as_str() && o.partition == p)
-                                .map(entry)
-                                .unwrap_or_else(|| {
-                                    OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(-1)
-                                        .with_committed_leader_epoch(-1)
-                                        .with_metadata(Some(StrBytes::default()))
+                                .cloned()
+                                .unwrap_or(pb::OffsetFetchPartition {
+                                    topic: name.to_string(),
+                                    partition: p,
+                                    offset: -1,
+                                    leader_epoch: -1,
+                                    metadata: String::new(),
                                 })
                         })
                         .collect();
-                    OffsetFetchResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(partitions)
+                    (name, found)
                 })
                 .collect(),
-            // Every committed partition.
             None => {
-                let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-                for o in &answer.partitions {
-                    match topics.iter_mut().find(|t| t.name.as_str() == o.topic) {
-                        Some(t) => t.partitions.push(entry(o)),
-                        None => topics.push(
-                            OffsetFetchResponseTopic::default()
-                                .with_name(TopicName(wire(o.topic.clone())))
-                                .with_partitions(vec![entry(o)]),
-                        ),
+                let mut topics: Vec<(TopicName, Vec<pb::OffsetFetchPartition>)> = Vec::new();
+                for o in answer.partitions {
+                    match topics.iter_mut().find(|(t, _)| t.as_str() == o.topic) {
+                        Some((_, v)) => v.push(o),
+                        None => topics.push((TopicName(wire(o.topic.clone())), vec![o])),
                     }
                 }
                 topics
             }
         };
-        OffsetFetchResponse::default().with_topics(topics)
+        (0, topics)
+    }
+
+    /// KIP-848's heartbeat: topics travel by id on the wire and by name to the coordinator.
+    pub(super) async fn consumer_group_heartbeat(
+        &self,
+        r: ConsumerGroupHeartbeatRequest,
+    ) -> ConsumerGroupHeartbeatResponse {
+        let refused = |error: ErrorCode, text: String| {
+            ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(code(error))
+                .with_error_message(Some(wire(text)))
+        };
+        if r.subscribed_topic_regex
+            .as_ref()
+            .is_some_and(|re| !re.is_empty())
+        {
+            return refused(
+                ErrorCode::InvalidRequest,
+                "subscribing by regular expression is not supported with group.protocol=consumer; name the topics".into(),
+            );
+        }
+        let group = r.group_id.to_string();
+        let (names, ids) = self.metadata.with(|image| {
+            let names: HashMap<Uuid, String> = image
+                .topics
+                .iter()
+                .map(|(name, t)| (Uuid::from_bytes(t.id), name.clone()))
+                .collect();
+            let ids: HashMap<String, Uuid> = names.iter().map(|(id, n)| (n.clone(), *id)).collect();
+            (names, ids)
+        });
+        let request = pb::ConsumerGroupHeartbeatRequest {
+            group_id: group.clone(),
+            member_id: r.member_id.to_string(),
+            member_epoch: r.member_epoch,
+            instance_id: empty_if_none(&r.instance_id),
+            rebalance_timeout_ms: r.rebalance_timeout_ms.max(0),
+            subscribed_topics: r.subscribed_topic_names.as_ref().map(|ts| pb::TopicNames {
+                names: ts.iter().map(|t| t.to_string()).collect(),
+            }),
+            server_assignor: empty_if_none(&r.server_assignor),
+            owned: r.topic_partitions.as_ref().map(|owned| pb::PartitionSet {
+                topics: owned
+                    .iter()
+                    .filter_map(|t| {
+                        Some(pb::TopicPartitions {
+                            topic: names.get(&t.topic_id)?.clone(),
+                            partitions: t.partitions.clone(),
+                        })
+                    })
+                    .collect(),
+            }),
+        };
+        match self
+            .relay(&group, |mut c| async move {
+                c.consumer_group_heartbeat(request).await
+            })
+            .await
+        {
+            Ok(h) => ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(raw_code(h.error_code))
+                .with_error_message(message(h.error_message))
+                .with_member_id(optional(h.member_id))
+                .with_member_epoch(h.member_epoch)
+                .with_heartbeat_interval_ms(h.heartbeat_interval_ms)
+                .with_assignment(h.assignment.map(|a| {
+                    Assignment::default().with_topic_partitions(
+                        a.topics
+                            .into_iter()
+                            .filter_map(|t| {
+                                Some(
+                                    HeartbeatPartitions::default()
+                                        .with_topic_id(*ids.get(&t.topic)?)
+                                        .with_partitions(t.partitions),
+                                )
+                            })
+                            .collect(),
+                    )
+                })),
+            Err((error, text)) => refused(error, text),
+        }
     }
 
     pub(super) async fn list_groups(&self, r: ListGroupsRequest) -> ListGroupsResponse {
@@ -623,9 +767,4 @@ impl KafkaApi {
         }
         DeleteGroupsResponse::default().with_results(results)
     }
-}
-
-/// An OffsetFetch answer carrying only an error (per partition before v2).
-fn offset_fetch_error(error: i16, _version: i16) -> OffsetFetchResponse {
-    OffsetFetchResponse::default().with_error_code(error)
 }

@@ -47,8 +47,8 @@ pub fn versions() -> Versions {
         (ApiKey::Fetch, 4, 12),
         (ApiKey::ListOffsets, 1, 7),
         (ApiKey::Metadata, 1, 12),
-        (ApiKey::OffsetCommit, 2, 8),
-        (ApiKey::OffsetFetch, 1, 7),
+        (ApiKey::OffsetCommit, 2, 9),
+        (ApiKey::OffsetFetch, 1, 9),
         (ApiKey::FindCoordinator, 0, 4),
         (ApiKey::JoinGroup, 0, 9),
         (ApiKey::Heartbeat, 0, 4),
@@ -69,6 +69,7 @@ pub fn versions() -> Versions {
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::DescribeProducers, 0, 0),
+        (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     ])
 }
 
@@ -181,6 +182,9 @@ impl Handler for KafkaApi {
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r).await),
             RequestKind::DescribeGroups(r) => {
                 ResponseKind::DescribeGroups(self.describe_groups(r, v).await)
+            }
+            RequestKind::ConsumerGroupHeartbeat(r) => {
+                ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r).await)
             }
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r).await),
