@@ -71,8 +71,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// Serves the Kafka protocol on `listener` until `shutdown`, then waits for
-/// every connection to finish what it has in flight.
+/// Serves the Kafka protocol on `listener` until `shutdown`, then lets
+/// every connection finish what it has in flight (for a few seconds at most).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -107,8 +107,24 @@ pub async fn serve<H: Handler>(
             }
         }
     }
-    while connections.join_next().await.is_some() {}
+    // In-flight requests get a grace period; a JoinGroup may wait for a
+    // whole rebalance, which must not hold up the broker's shutdown.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        tokio::select! {
+            next = connections.join_next() => if next.is_none() { break },
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::info!(listener = config.listener, connections = connections.len(), "closing Kafka connections still busy at shutdown");
+                connections.abort_all();
+                while connections.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
 }
+
+/// How long a stopping listener lets connections finish what is in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the reader passes on: a request, or an ApiVersions answer it made.
 enum Item {

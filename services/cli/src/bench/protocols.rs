@@ -106,6 +106,7 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
                 if kafka_side { "kafka" } else { "grpc" }
             );
             ensure_topic(&cluster, &topic, args.partitions).await?;
+            wait_open(&cluster, &topic, args.partitions).await?;
             let r = if kafka_side {
                 kafka_round(&args, &topic, &requests).await?
             } else {
@@ -146,6 +147,22 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
         rate(kf),
         rate(kf) / rate(gf)
     );
+    Ok(())
+}
+
+/// Waits until every partition of a new topic answers on its leader (its
+/// log may still be opening just after the creation).
+async fn wait_open(cluster: &Arc<Cluster>, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin = runnel_client::Admin::with_cluster(Arc::clone(cluster));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for p in 0..partitions {
+        while let Err(e) = admin.offsets(topic, p).await {
+            if Instant::now() > deadline {
+                bail!("{topic}-{p} did not open: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(())
 }
 
