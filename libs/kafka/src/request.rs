@@ -226,6 +226,22 @@ mod tests {
     }
 
     #[test]
+    fn an_impossible_array_length_is_malformed_not_an_abort() {
+        // Found by the request_decode fuzz target against the published
+        // codec: Metadata v1 claiming 1,342,177,515 topics in 18 bytes made
+        // it reserve ~90 GB up front and abort.
+        let frame = Bytes::from_static(&[
+            0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x00, 0x0b, 0x00, 0x00, 0x50, 0x00, 0x00, 0xeb,
+            0x01, 0x00, 0x2e, 0x00,
+        ]);
+        let versions = Versions::new(&[(ApiKey::Metadata, 0, 12)]);
+        assert!(matches!(
+            decode(frame, &versions),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn an_unsupported_api_versions_is_answered_in_v0() {
         let bytes = unsupported_api_versions(7, &versions()).unwrap();
         let mut buf = bytes;

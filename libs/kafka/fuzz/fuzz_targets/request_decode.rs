@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use runnel_kafka::frame::read_frame;
 use runnel_kafka::kafka_protocol::messages::ApiKey;
-use runnel_kafka::kafka_protocol::protocol::Encodable;
 use runnel_kafka::request::decode;
 use runnel_kafka::versions::Versions;
 
