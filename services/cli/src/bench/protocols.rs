@@ -431,10 +431,7 @@ impl KafkaConnection {
         let waiting = Arc::clone(&pending);
         tokio::spawn(async move {
             let mut read = BufReader::with_capacity(1 << 20, read);
-            loop {
-                let Ok(size) = read.read_i32().await else {
-                    break;
-                };
+            while let Ok(size) = read.read_i32().await {
                 let mut body = BytesMut::zeroed(size.max(0) as usize);
                 if read.read_exact(&mut body).await.is_err() {
                     break;
