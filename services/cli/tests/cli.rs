@@ -41,6 +41,8 @@ impl Dev {
                 "127.0.0.1:0",
                 "--broker-admin-listen",
                 "127.0.0.1:0",
+                "--broker-kafka-listen",
+                "127.0.0.1:0",
                 "--controller-listen",
                 "127.0.0.1:0",
                 "--controller-admin-listen",

@@ -272,6 +272,14 @@ impl ConsumerGroup {
         &self.members
     }
 
+    /// The target assignment of `member` (empty if none).
+    pub fn target_of(&self, member: &str) -> Vec<TopicPartition> {
+        self.target
+            .get(member)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every topic some member subscribes to.
     pub fn subscribed_topics(&self) -> BTreeSet<String> {
         self.members

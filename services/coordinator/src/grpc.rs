@@ -119,6 +119,38 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn consumer_group_describe(
+        &self,
+        request: Request<pb::ConsumerGroupDescribeRequest>,
+    ) -> Result<Response<pb::ConsumerGroupDescribeResponse>, Status> {
+        let req = request.into_inner();
+        let groups = req
+            .group_ids
+            .into_iter()
+            .map(|id| {
+                let refused =
+                    |id: String, code: ErrorCode, text: String| pb::DescribedConsumerGroup {
+                        group_id: id,
+                        error_code: code as i32,
+                        error_message: text,
+                        ..Default::default()
+                    };
+                if let Err(code) = self.manager.check_owner(&id) {
+                    return refused(id, code, message(code));
+                }
+                match self.manager.describe_consumer_group(&id) {
+                    Some(g) => g,
+                    None => {
+                        let text =
+                            format!("group {id} is not a consumer group (group.protocol=consumer)");
+                        refused(id, ErrorCode::GroupIdNotFound, text)
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ConsumerGroupDescribeResponse { groups }))
+    }
+
     async fn find_coordinator(
         &self,
         request: Request<pb::FindCoordinatorRequest>,

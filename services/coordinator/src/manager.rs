@@ -840,6 +840,42 @@ impl GroupManager {
         out
     }
 
+    /// A KIP-848 group as Kafka's ConsumerGroupDescribe shows it; `None`
+    /// for a classic or unknown group.
+    pub fn describe_consumer_group(
+        &self,
+        group_id: &str,
+    ) -> Option<runnel_proto::coordinator::v1::DescribedConsumerGroup> {
+        use runnel_client::consumer_protocol::to_partition_set;
+        use runnel_proto::coordinator::v1 as pb;
+        let consumer_groups = self.consumer_groups.lock();
+        let g = consumer_groups.get(group_id)?;
+        Some(pb::DescribedConsumerGroup {
+            group_id: group_id.to_owned(),
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+            state: g.state_name().into(),
+            group_epoch: g.epoch(),
+            assignment_epoch: g.target_epoch(),
+            assignor_name: g.assignor_name(),
+            members: g
+                .members()
+                .iter()
+                .map(|(id, m)| {
+                    let assigned: Vec<_> = m.assigned.iter().cloned().collect();
+                    pb::ConsumerGroupMember {
+                        member_id: id.clone(),
+                        instance_id: m.instance_id.clone().unwrap_or_default(),
+                        member_epoch: m.epoch,
+                        subscribed_topics: m.topics.clone(),
+                        assignment: Some(to_partition_set(&assigned)),
+                        target_assignment: Some(to_partition_set(&g.target_of(id))),
+                    }
+                })
+                .collect(),
+        })
+    }
+
     /// A group's state, protocol, generation and members, if it exists.
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
         let groups = self.groups.lock();

@@ -385,6 +385,13 @@ def scenario_groups_kip848(bootstrap):
         assert time.time() < deadline, a.assignment()
     committed = a.committed([TopicPartition("grouped-848", i) for i in range(4)], timeout=TIMEOUT)
     assert [tp.offset for tp in committed] == [50, 50, 50, 50], committed
+    # ConsumerGroupDescribe: one member left, owning all four partitions.
+    ad = admin(bootstrap)
+    d = ad.describe_consumer_groups(["kip848"], request_timeout=TIMEOUT)["kip848"].result(TIMEOUT)
+    assert str(getattr(d, "type", "CONSUMER")).endswith("CONSUMER"), d.type
+    assert len(d.members) == 1, d.members
+    owned = sorted(tp.partition for tp in d.members[0].assignment.topic_partitions)
+    assert owned == [0, 1, 2, 3], d.members[0].assignment
     a.close()
 
 

@@ -1,5 +1,5 @@
-//! FindCoordinator and the group APIs: forwarded to the coordinator owning
-//! the group over gRPC.
+//! FindCoordinator and the group APIs (classic and KIP-848): forwarded to
+//! the coordinator owning the group over gRPC.
 //!
 //! Coordinators are their own services and do not speak Kafka, so every
 //! broker answers FindCoordinator with itself and relays the group's
@@ -35,7 +35,8 @@ use runnel_kafka::kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use runnel_kafka::kafka_protocol::messages::{
-    BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
     DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
     JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
@@ -637,6 +638,89 @@ impl KafkaApi {
                 })),
             Err((error, text)) => refused(error, text),
         }
+    }
+
+    /// KIP-848 groups described; classic and unknown ones are GROUP_ID_NOT_FOUND.
+    pub(super) async fn consumer_group_describe(
+        &self,
+        r: ConsumerGroupDescribeRequest,
+    ) -> ConsumerGroupDescribeResponse {
+        use runnel_kafka::kafka_protocol::messages::consumer_group_describe_response::{
+            Assignment as Described, DescribedGroup as Group, Member, TopicPartitions as Owned,
+        };
+        let ids: HashMap<String, Uuid> = self.metadata.with(|image| {
+            image
+                .topics
+                .iter()
+                .map(|(name, t)| (name.clone(), Uuid::from_bytes(t.id)))
+                .collect()
+        });
+        let assignment = |set: Option<pb::PartitionSet>| {
+            Described::default().with_topic_partitions(
+                set.unwrap_or_default()
+                    .topics
+                    .into_iter()
+                    .map(|t| {
+                        Owned::default()
+                            .with_topic_id(ids.get(&t.topic).copied().unwrap_or_default())
+                            .with_topic_name(TopicName(wire(t.topic)))
+                            .with_partitions(t.partitions)
+                    })
+                    .collect(),
+            )
+        };
+        let mut groups = Vec::with_capacity(r.group_ids.len());
+        for id in r.group_ids {
+            let group = id.to_string();
+            let request = pb::ConsumerGroupDescribeRequest {
+                group_ids: vec![group.clone()],
+            };
+            let described = match self
+                .relay(&group, |mut c| async move {
+                    c.consumer_group_describe(request).await
+                })
+                .await
+                .map(|a| a.groups.into_iter().next())
+            {
+                Ok(Some(g)) if g.error_code == 0 => Group::default()
+                    .with_group_state(wire(g.state))
+                    .with_group_epoch(g.group_epoch)
+                    .with_assignment_epoch(g.assignment_epoch)
+                    .with_assignor_name(wire(g.assignor_name))
+                    .with_members(
+                        g.members
+                            .into_iter()
+                            .map(|m| {
+                                Member::default()
+                                    .with_member_id(wire(m.member_id))
+                                    .with_instance_id(optional(m.instance_id))
+                                    .with_member_epoch(m.member_epoch)
+                                    .with_subscribed_topic_names(
+                                        m.subscribed_topics
+                                            .into_iter()
+                                            .map(|t| TopicName(wire(t)))
+                                            .collect(),
+                                    )
+                                    .with_assignment(assignment(m.assignment))
+                                    .with_target_assignment(assignment(m.target_assignment))
+                            })
+                            .collect(),
+                    ),
+                Ok(Some(g)) => Group::default()
+                    .with_error_code(raw_code(g.error_code))
+                    .with_error_message(message(g.error_message)),
+                Ok(None) => Group::default().with_error_code(code(ErrorCode::GroupIdNotFound)),
+                Err((error, text)) => Group::default()
+                    .with_error_code(code(error))
+                    .with_error_message(Some(wire(text))),
+            };
+            groups.push(
+                described
+                    .with_group_id(id)
+                    .with_authorized_operations(i32::MIN),
+            );
+        }
+        ConsumerGroupDescribeResponse::default().with_groups(groups)
     }
 
     pub(super) async fn list_groups(&self, r: ListGroupsRequest) -> ListGroupsResponse {

@@ -70,6 +70,7 @@ pub fn versions() -> Versions {
         (ApiKey::DescribeCluster, 0, 1),
         (ApiKey::DescribeProducers, 0, 0),
         (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+        (ApiKey::ConsumerGroupDescribe, 0, 1),
     ])
 }
 
@@ -185,6 +186,9 @@ impl Handler for KafkaApi {
             }
             RequestKind::ConsumerGroupHeartbeat(r) => {
                 ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r).await)
+            }
+            RequestKind::ConsumerGroupDescribe(r) => {
+                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r).await)
             }
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r).await),
