@@ -37,6 +37,7 @@ use runnel_common::admin::{self, Readiness};
 use runnel_common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 
@@ -65,6 +66,8 @@ pub struct ConnectHandle {
     pub worker_id: String,
     shutdown: CancellationToken,
     halt: CancellationToken,
+    /// The units' tasks (connectors and tasks), awaited by a kill.
+    units: TaskTracker,
     tasks: JoinSet<()>,
 }
 
@@ -82,6 +85,11 @@ impl ConnectHandle {
         self.halt.cancel();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        // Units see the halt at their next poll; a crash leaves nothing
+        // running, so neither may a kill (a unit finishing a poll after it
+        // could still read input or write output).
+        self.units.close();
+        self.units.wait().await;
     }
 
     /// Waits until the worker stops (its token was cancelled).
@@ -124,6 +132,7 @@ pub async fn start(
         }
     });
     let halt = CancellationToken::new();
+    let units = TaskTracker::new();
     let (token, id) = (shutdown.clone(), worker_id.clone());
     tasks.spawn(run(
         config,
@@ -132,6 +141,7 @@ pub async fn start(
         readiness,
         token,
         halt.clone(),
+        units.clone(),
     ));
     tracing::info!(%rest_addr, %admin_addr, %worker_id, "connect worker started");
     Ok(ConnectHandle {
@@ -140,6 +150,7 @@ pub async fn start(
         worker_id,
         shutdown,
         halt,
+        units,
         tasks,
     })
 }
@@ -151,6 +162,7 @@ async fn run(
     readiness: Readiness,
     shutdown: CancellationToken,
     halt: CancellationToken,
+    units: TaskTracker,
 ) {
     // The internal topics are read until every unit has stopped (their
     // last status and offset writes wait for the readers), or a kill.
@@ -205,6 +217,7 @@ async fn run(
         Arc::clone(&store),
         producer,
         halt,
+        units,
     );
     let mut tasks = JoinSet::new();
     let app = rest::router(rest::RestState {

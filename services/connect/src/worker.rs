@@ -26,6 +26,7 @@ use serde_json::Value as Json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::configdef::{self, Props};
 use crate::data::Converter;
@@ -122,6 +123,8 @@ pub struct Worker {
     running: tokio::sync::Mutex<BTreeMap<Unit, Running>>,
     /// Cancelled when the worker is killed: units end at once, committing nothing.
     halt: CancellationToken,
+    /// The running units' tasks, so a kill can wait until they have ended.
+    units: TaskTracker,
 }
 
 impl std::fmt::Debug for Worker {
@@ -140,6 +143,7 @@ impl Worker {
         store: Arc<Store>,
         producer: Producer,
         halt: CancellationToken,
+        units: TaskTracker,
     ) -> Arc<Worker> {
         Arc::new(Worker {
             settings,
@@ -150,6 +154,7 @@ impl Worker {
             assigned: Mutex::new(BTreeSet::new()),
             running: tokio::sync::Mutex::new(BTreeMap::new()),
             halt,
+            units,
         })
     }
 
@@ -255,7 +260,7 @@ impl Worker {
             }
             let (target, target_rx) = watch::channel(entry.target);
             let stop = CancellationToken::new();
-            let handle = tokio::spawn(Arc::clone(self).run_unit(
+            let handle = self.units.spawn(Arc::clone(self).run_unit(
                 unit.clone(),
                 entry.props.clone(),
                 target_rx,
