@@ -284,13 +284,16 @@ def scenario_idempotent(bootstrap):
     c.close()
 
 
-def scenario_groups(bootstrap):
-    create(bootstrap, "grouped", 4)
-    conf = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
-    a = consumer(bootstrap, "two-members", **conf)
-    b = consumer(bootstrap, "two-members", **conf)
-    a.subscribe(["grouped"])
-    b.subscribe(["grouped"])
+def two_members_read_and_one_leaves(bootstrap, topic, group, conf, records):
+    """Two members of `group` split `topic`'s four partitions, read
+    `records` numbered records once between them (committing each), then one
+    leaves and the other takes all four with the commits in place. Returns
+    the remaining member."""
+    create(bootstrap, topic, 4)
+    a = consumer(bootstrap, group, **conf)
+    b = consumer(bootstrap, group, **conf)
+    a.subscribe([topic])
+    b.subscribe([topic])
     deadline = time.time() + TIMEOUT
     while True:
         a.poll(0.2)
@@ -303,19 +306,19 @@ def scenario_groups(bootstrap):
 
     produce_all(
         producer(bootstrap),
-        "grouped",
-        [(None, f"{i}".encode(), None, None, i % 4) for i in range(400)],
+        topic,
+        [(None, f"{i}".encode(), None, None, i % 4) for i in range(records)],
     )
     seen = []
     deadline = time.time() + TIMEOUT
-    while len(seen) < 400:
-        assert time.time() < deadline, f"read {len(seen)} of 400"
+    while len(seen) < records:
+        assert time.time() < deadline, f"read {len(seen)} of {records}"
         for c in (a, b):
             m = c.poll(0.2)
             if m is not None and not m.error():
                 seen.append(int(m.value()))
                 c.commit(message=m, asynchronous=False)
-    assert sorted(seen) == list(range(400)), "the two members did not read everything once"
+    assert sorted(seen) == list(range(records)), "the two members did not read everything once"
 
     # One member leaves: the other takes over all four partitions.
     b.close()
@@ -323,8 +326,14 @@ def scenario_groups(bootstrap):
     while len(a.assignment()) != 4:
         a.poll(0.2)
         assert time.time() < deadline, a.assignment()
-    committed = a.committed([TopicPartition("grouped", i) for i in range(4)], timeout=TIMEOUT)
-    assert [tp.offset for tp in committed] == [100, 100, 100, 100], committed
+    committed = a.committed([TopicPartition(topic, i) for i in range(4)], timeout=TIMEOUT)
+    assert [tp.offset for tp in committed] == [records // 4] * 4, committed
+    return a
+
+
+def scenario_groups(bootstrap):
+    conf = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+    a = two_members_read_and_one_leaves(bootstrap, "grouped", "two-members", conf, 400)
     a.close()
 
     # More records; a new member resumes from the committed offsets.
@@ -350,41 +359,8 @@ def scenario_groups(bootstrap):
 def scenario_groups_kip848(bootstrap):
     """The same with KIP-848's protocol (group.protocol=consumer): the
     coordinator assigns, members heartbeat with ConsumerGroupHeartbeat."""
-    create(bootstrap, "grouped-848", 4)
     conf = {"group.protocol": "consumer"}
-    a = consumer(bootstrap, "kip848", **conf)
-    b = consumer(bootstrap, "kip848", **conf)
-    a.subscribe(["grouped-848"])
-    b.subscribe(["grouped-848"])
-    deadline = time.time() + TIMEOUT
-    while True:
-        a.poll(0.2)
-        b.poll(0.2)
-        if len(a.assignment()) == 2 and len(b.assignment()) == 2:
-            break
-        assert time.time() < deadline, (a.assignment(), b.assignment())
-    produce_all(
-        producer(bootstrap),
-        "grouped-848",
-        [(None, f"{i}".encode(), None, None, i % 4) for i in range(200)],
-    )
-    seen = []
-    deadline = time.time() + TIMEOUT
-    while len(seen) < 200:
-        assert time.time() < deadline, f"read {len(seen)} of 200"
-        for c in (a, b):
-            m = c.poll(0.2)
-            if m is not None and not m.error():
-                seen.append(int(m.value()))
-                c.commit(message=m, asynchronous=False)
-    assert sorted(seen) == list(range(200))
-    b.close()
-    deadline = time.time() + TIMEOUT
-    while len(a.assignment()) != 4:
-        a.poll(0.2)
-        assert time.time() < deadline, a.assignment()
-    committed = a.committed([TopicPartition("grouped-848", i) for i in range(4)], timeout=TIMEOUT)
-    assert [tp.offset for tp in committed] == [50, 50, 50, 50], committed
+    a = two_members_read_and_one_leaves(bootstrap, "grouped-848", "kip848", conf, 200)
     # ConsumerGroupDescribe: one member left, owning all four partitions.
     ad = admin(bootstrap)
     d = ad.describe_consumer_groups(["kip848"], request_timeout=TIMEOUT)["kip848"].result(TIMEOUT)
