@@ -309,6 +309,11 @@ impl Group {
         self.generation
     }
 
+    /// The protocol type its members joined with (`consumer`, `connect`).
+    pub fn protocol_type(&self) -> Option<&str> {
+        self.protocol_type.as_deref()
+    }
+
     /// The chosen protocol (assignor), once a generation has one.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()

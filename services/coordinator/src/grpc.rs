@@ -396,12 +396,12 @@ impl Coordinator for CoordinatorService {
             .manager
             .list()
             .into_iter()
-            .filter(|(_, state)| {
+            .filter(|(_, state, _)| {
                 req.states.is_empty() || req.states.iter().any(|s| s == state.name())
             })
-            .map(|(group_id, state)| pb::ListedGroup {
+            .map(|(group_id, state, protocol_type)| pb::ListedGroup {
                 group_id,
-                protocol_type: "consumer".into(),
+                protocol_type,
                 state: state.name().into(),
             })
             .collect();
@@ -431,7 +431,7 @@ impl Coordinator for CoordinatorService {
                     Ok(Some(d)) => pb::DescribedGroup {
                         group_id: id,
                         state: d.state.name().into(),
-                        protocol_type: "consumer".into(),
+                        protocol_type: d.protocol_type,
                         protocol: d.protocol,
                         generation_id: d.generation,
                         members: d

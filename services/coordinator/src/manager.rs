@@ -817,23 +817,27 @@ impl GroupManager {
     }
 
     /// Every group: with members, or with committed offsets only (Empty).
-    pub fn list(&self) -> Vec<(String, GroupState)> {
+    pub fn list(&self) -> Vec<(String, GroupState, String)> {
         let groups = self.groups.lock();
         let offsets = self.offsets.lock();
-        let mut out: Vec<(String, GroupState)> = groups
+        let mut out: Vec<(String, GroupState, String)> = groups
             .iter()
             .filter(|(_, e)| e.group.state() != GroupState::Dead)
-            .map(|(id, e)| (id.clone(), e.group.state()))
+            .map(|(id, e)| {
+                let kind = e.group.protocol_type().unwrap_or_default().to_owned();
+                (id.clone(), e.group.state(), kind)
+            })
             .collect();
         let consumer_groups = self.consumer_groups.lock();
         for (id, g) in consumer_groups.iter() {
             if !groups.contains_key(id) {
-                out.push((id.clone(), consumer_state(g)));
+                out.push((id.clone(), consumer_state(g), "consumer".to_owned()));
             }
         }
+        // Only committed offsets (Kafka's "simple" groups): no protocol type.
         for id in offsets.group_ids() {
             if !groups.contains_key(id) && !consumer_groups.contains_key(id) {
-                out.push((id.to_owned(), GroupState::Empty));
+                out.push((id.to_owned(), GroupState::Empty, String::new()));
             }
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -882,6 +886,7 @@ impl GroupManager {
         match groups.get(group_id) {
             Some(e) if e.group.state() != GroupState::Dead => Some(GroupDescription {
                 state: e.group.state(),
+                protocol_type: e.group.protocol_type().unwrap_or_default().to_owned(),
                 protocol: e.group.protocol().unwrap_or_default().to_owned(),
                 generation: e.group.generation(),
                 members: e.group.members(),
@@ -892,6 +897,7 @@ impl GroupManager {
                 let g = consumer_groups.get(group_id)?;
                 Some(GroupDescription {
                     state: consumer_state(g),
+                    protocol_type: "consumer".to_owned(),
                     protocol: g.assignor_name(),
                     generation: g.epoch(),
                     members: g
@@ -917,6 +923,7 @@ impl GroupManager {
                 .contains(&group_id)
                 .then(|| GroupDescription {
                     state: GroupState::Empty,
+                    protocol_type: String::new(),
                     protocol: String::new(),
                     generation: 0,
                     members: Vec::new(),
@@ -982,6 +989,9 @@ impl GroupManager {
 pub struct GroupDescription {
     /// Its state.
     pub state: GroupState,
+    /// The protocol type (`consumer`, `connect`; empty for a group that only
+    /// has committed offsets).
+    pub protocol_type: String,
     /// The chosen assignor, if any.
     pub protocol: String,
     /// The generation.

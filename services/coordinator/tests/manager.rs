@@ -183,14 +183,20 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
     assert_eq!(
         manager.list(),
         vec![
-            ("live".into(), GroupState::Stable),
-            ("offsets-only".into(), GroupState::Empty)
+            ("live".into(), GroupState::Stable, "consumer".into()),
+            // Only committed offsets: a "simple" group, no protocol type (as Kafka).
+            ("offsets-only".into(), GroupState::Empty, String::new())
         ]
     );
     let d = manager.describe("live").unwrap();
     assert_eq!(
-        (d.generation, d.members.len(), d.protocol.as_str()),
-        (1, 1, "range")
+        (
+            d.generation,
+            d.members.len(),
+            d.protocol.as_str(),
+            d.protocol_type.as_str()
+        ),
+        (1, 1, "range", "consumer")
     );
     assert_eq!(manager.delete("live").await, Err(ErrorCode::NonEmptyGroup));
     assert_eq!(
