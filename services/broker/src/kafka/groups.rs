@@ -90,6 +90,17 @@ impl KafkaApi {
         self.client_at(&addr)
     }
 
+    /// Every topic's id by name (KIP-848's APIs name topics by id).
+    fn topic_ids(&self) -> HashMap<String, Uuid> {
+        self.metadata.with(|image| {
+            image
+                .topics
+                .iter()
+                .map(|(name, t)| (name.clone(), Uuid::from_bytes(t.id)))
+                .collect()
+        })
+    }
+
     /// A client for the coordinator at `addr`, made once.
     fn client_at(&self, addr: &str) -> Result<Client, Failure> {
         let mut clients = self.coordinators.clients.lock();
@@ -579,15 +590,12 @@ impl KafkaApi {
             );
         }
         let group = r.group_id.to_string();
-        let (names, ids) = self.metadata.with(|image| {
-            let names: HashMap<Uuid, String> = image
-                .topics
-                .iter()
-                .map(|(name, t)| (Uuid::from_bytes(t.id), name.clone()))
-                .collect();
-            let ids: HashMap<String, Uuid> = names.iter().map(|(id, n)| (n.clone(), *id)).collect();
-            (names, ids)
-        });
+        let ids = self.topic_ids();
+        // Owned partitions come by id; only heartbeats that report them need the reverse map.
+        let names: HashMap<Uuid, String> = match &r.topic_partitions {
+            Some(_) => ids.iter().map(|(n, id)| (*id, n.clone())).collect(),
+            None => HashMap::new(),
+        };
         let request = pb::ConsumerGroupHeartbeatRequest {
             group_id: group.clone(),
             member_id: r.member_id.to_string(),
@@ -648,13 +656,7 @@ impl KafkaApi {
         use runnel_kafka::kafka_protocol::messages::consumer_group_describe_response::{
             Assignment as Described, DescribedGroup as Group, Member, TopicPartitions as Owned,
         };
-        let ids: HashMap<String, Uuid> = self.metadata.with(|image| {
-            image
-                .topics
-                .iter()
-                .map(|(name, t)| (name.clone(), Uuid::from_bytes(t.id)))
-                .collect()
-        });
+        let ids = self.topic_ids();
         let assignment = |set: Option<pb::PartitionSet>| {
             Described::default().with_topic_partitions(
                 set.unwrap_or_default()
