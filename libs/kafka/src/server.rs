@@ -1,13 +1,20 @@
 //! The Kafka listener: accepts connections, reads requests, hands them to a
 //! [`Handler`] and writes the answers back in request order.
 //!
-//! Kafka clients pipeline (librdkafka keeps up to five produce requests in
-//! flight per connection) and match answers to requests by order as much as
-//! by correlation id, so a connection processes up to `max_in_flight`
-//! requests at once and a [`FuturesOrdered`] releases their answers in the
-//! order the requests came. Reading runs in its own task, so a slow answer
-//! never stops the next request from being read, and a half-read frame is
-//! never lost to a `select!`.
+//! Kafka processes a connection's requests one at a time, in the order they
+//! arrived, and clients rely on it: a producer without idempotence keeps
+//! several Produce requests in flight and expects them appended in send
+//! order, a consumer's async commits must land in commit order. So each
+//! connection *applies* its requests strictly one after the other. Reading
+//! runs ahead in its own task (a slow request never stops the next one from
+//! being read, and a half-read frame is never lost to a `select!`), and one
+//! overlap is allowed: a Produce that has been applied (its batches queued
+//! for the log, in order) may still wait for its acknowledgement (acks=all
+//! waits for the in-sync replicas) while the next Produce requests are
+//! applied behind it. That is what keeps pipelined producers fast; the
+//! stored order is Kafka's. Any other request starts only once every
+//! earlier answer is ready, so it sees their effects exactly as in Kafka.
+//! Answers go out in request order.
 //!
 //! What cannot be answered closes the connection, as Kafka does: a frame
 //! larger than `socket.request.max.bytes`, a truncated frame, garbage, an
@@ -21,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
@@ -33,7 +41,6 @@ use crate::request::{self, DecodeError, Request};
 use crate::versions::Versions;
 
 /// What a [`Handler`] does with a request.
-#[derive(Debug)]
 pub enum Reply {
     /// Send this answer.
     Response(Box<ResponseKind>),
@@ -41,12 +48,29 @@ pub enum Reply {
     NoResponse,
     /// Close the connection: the request cannot be answered.
     Close,
+    /// The request has taken effect; its answer is this future's, which may
+    /// wait (a Produce waiting for its acknowledgement) while the
+    /// connection's next Produce requests are applied behind it. Only a
+    /// Produce may answer this way.
+    Pending(BoxFuture<'static, Reply>),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Response(r) => f.debug_tuple("Response").field(r).finish(),
+            Reply::NoResponse => f.write_str("NoResponse"),
+            Reply::Close => f.write_str("Close"),
+            Reply::Pending(_) => f.write_str("Pending"),
+        }
+    }
 }
 
 /// Answers decoded requests. ApiVersions never reaches it: the listener
 /// answers that from [`Versions`] itself.
 pub trait Handler: Send + Sync + 'static {
-    /// What to do with `request`.
+    /// Applies `request`; the connection's next request waits until this
+    /// future is done (see [`Reply::Pending`] for the one exception).
     fn handle(&self, request: Request, peer: SocketAddr) -> impl Future<Output = Reply> + Send;
 }
 
@@ -55,7 +79,8 @@ pub trait Handler: Send + Sync + 'static {
 pub struct ServerConfig {
     /// `socket.request.max.bytes`: larger frames close the connection.
     pub max_request_bytes: usize,
-    /// Requests of one connection processed at once; reading pauses beyond.
+    /// Answers of one connection outstanding at once (requests read ahead
+    /// or waiting for their acknowledgement); reading pauses beyond.
     pub max_in_flight: usize,
     /// A name for logs and metrics (`internal`, `external`).
     pub listener: &'static str,
@@ -142,7 +167,8 @@ async fn connection<H: Handler>(
 ) {
     metrics::gauge!("runnel_kafka_connections", "listener" => config.listener).increment(1.0);
     let (read, write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Item>(config.max_in_flight.max(1));
+    let max_in_flight = config.max_in_flight.max(1);
+    let (tx, mut rx) = mpsc::channel::<Item>(max_in_flight);
     let reader = tokio::spawn(read_requests(
         BufReader::with_capacity(64 * 1024, read),
         peer,
@@ -152,29 +178,50 @@ async fn connection<H: Handler>(
         shutdown.clone(),
     ));
     let mut out = BufWriter::with_capacity(64 * 1024, write);
-    let mut in_flight = FuturesOrdered::new();
+    // Answers in request order, some still waiting for an acknowledgement.
+    let mut answers: FuturesOrdered<BoxFuture<'static, Answer>> = FuturesOrdered::new();
+    // The one request being applied, and the next one, read but not started.
+    let mut applying: Option<BoxFuture<'static, Applied>> = None;
+    let mut next: Option<Item> = None;
     let mut reading = true;
     loop {
+        if applying.is_none() {
+            match next.take() {
+                Some(Item::Ready(api_key, version, bytes)) => {
+                    answers
+                        .push_back(std::future::ready(Ok(Some((api_key, version, bytes)))).boxed());
+                    continue;
+                }
+                // Only a Produce overlaps earlier answers still waiting.
+                Some(Item::Request(request))
+                    if request.api_key == ApiKey::Produce || answers.is_empty() =>
+                {
+                    applying = Some(apply(Arc::clone(&handler), *request, peer).boxed());
+                }
+                waiting => next = waiting,
+            }
+        }
+        let take = reading && applying.is_none() && next.is_none() && answers.len() < max_in_flight;
         let answered = tokio::select! {
-            item = rx.recv(), if reading => {
+            item = rx.recv(), if take => {
                 match item {
-                    Some(Item::Request(request)) => {
-                        in_flight.push_back(answer(Arc::clone(&handler), *request, peer, config.listener).boxed());
-                    }
-                    Some(Item::Ready(api_key, version, bytes)) => {
-                        in_flight.push_back(async move { Ok(Some((api_key, version, bytes))) }.boxed());
-                    }
+                    Some(item) => next = Some(item),
                     None => reading = false,
                 }
                 continue;
             }
-            Some(answered) = in_flight.next(), if !in_flight.is_empty() => answered,
+            applied = async { applying.as_mut().expect("guarded by is_some").await }, if applying.is_some() => {
+                applying = None;
+                answers.push_back(finish(applied, peer, config.listener));
+                continue;
+            }
+            Some(answered) = answers.next(), if !answers.is_empty() => answered,
             else => break,
         };
         let Ok(answered) = answered else { break };
         let mut ok = write_answer(&mut out, answered).await;
         // Write whatever else is already answered before one flush.
-        while ok && let Some(Some(answered)) = in_flight.next().now_or_never() {
+        while ok && let Some(Some(answered)) = answers.next().now_or_never() {
             ok = match answered {
                 Ok(answered) => write_answer(&mut out, answered).await,
                 Err(Unanswerable) => false,
@@ -207,37 +254,74 @@ struct Unanswerable;
 /// An encoded answer, `None` when the request gets none.
 type Answer = Result<Option<(ApiKey, i16, bytes::Bytes)>, Unanswerable>;
 
-/// Runs one request through the handler and encodes its answer.
-async fn answer<H: Handler>(
-    handler: Arc<H>,
-    request: Request,
-    peer: SocketAddr,
-    listener: &'static str,
-) -> Answer {
+/// A request the handler has applied: what it asked and what it answered.
+struct Applied {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    started: Instant,
+    reply: Reply,
+}
+
+/// Runs one request through the handler.
+async fn apply<H: Handler>(handler: Arc<H>, request: Request, peer: SocketAddr) -> Applied {
     let (api_key, version, correlation_id) = (
         request.api_key,
         request.version,
         request.header.correlation_id,
     );
     let started = Instant::now();
-    let response = handler.handle(request, peer).await;
-    let name = api_name(api_key);
-    metrics::histogram!("runnel_kafka_request_seconds", "api" => name, "version" => version.to_string(), "listener" => listener)
-        .record(started.elapsed().as_secs_f64());
-    let response = match response {
-        Reply::Response(response) => *response,
-        Reply::NoResponse => return Ok(None),
-        Reply::Close => return Err(Unanswerable),
-    };
-    match request::encode(api_key, version, correlation_id, &response) {
-        Ok(bytes) => Ok(Some((api_key, version, bytes))),
-        Err(e) => {
-            // Our own answer does not fit the version asked: a bug here, not
-            // the client's; the client sees the connection close and retries.
-            tracing::error!(error = %e, %peer, "cannot encode a Kafka response; closing the connection");
-            Err(Unanswerable)
+    let reply = handler.handle(request, peer).await;
+    Applied {
+        api_key,
+        version,
+        correlation_id,
+        started,
+        reply,
+    }
+}
+
+/// The encoded answer of an applied request, once its reply is final.
+fn finish(
+    applied: Applied,
+    peer: SocketAddr,
+    listener: &'static str,
+) -> BoxFuture<'static, Answer> {
+    let Applied {
+        api_key,
+        version,
+        correlation_id,
+        started,
+        reply,
+    } = applied;
+    async move {
+        let reply = match reply {
+            Reply::Pending(answer) => answer.await,
+            reply => reply,
+        };
+        let name = api_name(api_key);
+        metrics::histogram!("runnel_kafka_request_seconds", "api" => name, "version" => version.to_string(), "listener" => listener)
+            .record(started.elapsed().as_secs_f64());
+        let response = match reply {
+            Reply::Response(response) => *response,
+            Reply::NoResponse => return Ok(None),
+            Reply::Close => return Err(Unanswerable),
+            Reply::Pending(_) => {
+                tracing::error!(%peer, api = name, "a Kafka answer that is pending twice; closing the connection");
+                return Err(Unanswerable);
+            }
+        };
+        match request::encode(api_key, version, correlation_id, &response) {
+            Ok(bytes) => Ok(Some((api_key, version, bytes))),
+            Err(e) => {
+                // Our own answer does not fit the version asked: a bug here, not
+                // the client's; the client sees the connection close and retries.
+                tracing::error!(error = %e, %peer, "cannot encode a Kafka response; closing the connection");
+                Err(Unanswerable)
+            }
         }
     }
+    .boxed()
 }
 
 /// Reads frames until the peer closes, an unanswerable request arrives, or

@@ -6,6 +6,8 @@
 //! restart any of them, and waits for the cluster to settle with bounded
 //! polls rather than sleeps. Only tests depend on this crate.
 
+pub mod kafka_wire;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

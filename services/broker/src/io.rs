@@ -62,12 +62,23 @@ impl IoPool {
         key: &(String, i32),
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Result<R, IoStopped> {
+        self.submit(key, f).await?.await
+    }
+
+    /// Queues `f` on the thread that owns partition `key`; returns once it
+    /// is queued (jobs for one partition run in the order they were
+    /// queued) with a future of its result.
+    pub async fn submit<R: Send + 'static>(
+        &self,
+        key: &(String, i32),
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<impl Future<Output = Result<R, IoStopped>> + Send + 'static, IoStopped> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
         self.queue(key).send(job).await.map_err(|_| IoStopped)?;
-        rx.await.map_err(|_| IoStopped)
+        Ok(async move { rx.await.map_err(|_| IoStopped) })
     }
 
     /// Stops taking jobs, runs what is queued, and joins the threads.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{BoxFuture, join_all};
 use runnel_common::errors::code_of;
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::topics::validate_topic_name;
@@ -270,30 +271,46 @@ impl Broker {
 
     /// Appends each partition's batches; answers when they are acknowledged per `acks`.
     pub async fn produce(&self, req: pb::ProduceRequest) -> pb::ProduceResponse {
-        let acks = req.acks();
-        let timeout = Duration::from_millis(u64::from(req.timeout_ms).max(1));
-        let work = req
-            .partitions
-            .into_iter()
-            .map(|p| self.produce_partition(acks, timeout, p));
-        let mut partitions = join_all(work).await;
-        if acks == pb::Acks::None {
-            // The producer asked for no acknowledgement: it gets no offsets.
-            for p in &mut partitions {
-                p.base_offset = -1;
-                p.batch_base_offsets.clear();
-            }
-        }
-        pb::ProduceResponse { partitions }
+        self.start_produce(req).await.await
     }
 
-    async fn produce_partition(
+    /// Applies a produce: every partition's batches are checked and queued
+    /// for their log's I/O thread, in request order, before this returns.
+    /// The future it returns answers once they are appended and
+    /// acknowledged per `acks`; it does not hold the broker, so a
+    /// connection's next Produce can be applied meanwhile.
+    pub async fn start_produce(
+        &self,
+        req: pb::ProduceRequest,
+    ) -> impl Future<Output = pb::ProduceResponse> + Send + 'static {
+        let acks = req.acks();
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms).max(1));
+        let mut pending = Vec::with_capacity(req.partitions.len());
+        for p in req.partitions {
+            pending.push(self.start_produce_partition(acks, timeout, p).await);
+        }
+        async move {
+            let mut partitions = join_all(pending).await;
+            if acks == pb::Acks::None {
+                // The producer asked for no acknowledgement: it gets no offsets.
+                for p in &mut partitions {
+                    p.base_offset = -1;
+                    p.batch_base_offsets.clear();
+                }
+            }
+            pb::ProduceResponse { partitions }
+        }
+    }
+
+    /// Checks one partition's part of a produce and queues its append; the
+    /// future answers once it is appended and acknowledged.
+    async fn start_produce_partition(
         &self,
         acks: pb::Acks,
         timeout: Duration,
         req: pb::ProducePartition,
-    ) -> pb::ProducePartitionResult {
-        let mut result = pb::ProducePartitionResult {
+    ) -> BoxFuture<'static, pb::ProducePartitionResult> {
+        let result = pb::ProducePartitionResult {
             topic: req.topic.clone(),
             partition: req.partition,
             base_offset: -1,
@@ -301,23 +318,21 @@ impl Broker {
             log_start_offset: -1,
             ..Default::default()
         };
+        let answer = |r: pb::ProducePartitionResult| futures::future::ready(r).boxed();
         let p = match self.leader(&req.topic, req.partition) {
             Ok(p) => p,
-            Err((code, message)) => return fail(result, code, message),
+            Err((code, message)) => return answer(fail(result, code, message)),
         };
         let state = p.state();
         if acks == pb::Acks::All && (state.isr.len() as i32) < state.config.min_insync_replicas {
-            return fail(
-                result,
-                ErrorCode::NotEnoughReplicas,
-                format!(
-                    "{}-{} has {} in-sync replicas, fewer than min.insync.replicas {}",
-                    req.topic,
-                    req.partition,
-                    state.isr.len(),
-                    state.config.min_insync_replicas
-                ),
+            let message = format!(
+                "{}-{} has {} in-sync replicas, fewer than min.insync.replicas {}",
+                req.topic,
+                req.partition,
+                state.isr.len(),
+                state.config.min_insync_replicas
             );
+            return answer(fail(result, ErrorCode::NotEnoughReplicas, message));
         }
         let size = req.records.len();
         // The log patches offsets in place: take the buffer if we own it, else copy.
@@ -331,89 +346,42 @@ impl Broker {
         // The disk write happens on an I/O thread; keep it in this request's trace.
         let span = tracing::info_span!("append", topic = %req.topic, partition = req.partition, bytes = size);
         let append = move || span.in_scope(|| target.append(&mut records, epoch));
-        match self.logs.io().run(&key, append).await {
-            Ok(Ok(info)) => {
-                metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
-                metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
-                if info.duplicate_batches > 0 {
-                    // An idempotent producer's retry of batches already stored.
-                    metrics::counter!("runnel_broker_duplicate_batches_total")
-                        .increment(info.duplicate_batches as u64);
-                }
-                if acks == pb::Acks::All
-                    && let Err((code, message)) = self
-                        .await_replication(&p, epoch, info.last_offset, timeout)
-                        .await
-                {
+        let appended = match self.logs.io().submit(&key, append).await {
+            Ok(appended) => appended,
+            Err(e) => return answer(fail(result, ErrorCode::KafkaStorageError, e.to_string())),
+        };
+        let shutdown = self.shutdown.clone();
+        async move {
+            let info = match appended.await {
+                Ok(Ok(info)) => info,
+                Ok(Err(e)) => {
+                    let (code, message) = log_error(&e);
                     return fail(result, code, message);
                 }
-                result.base_offset = info.first_offset;
-                result.batch_base_offsets = info.batch_base_offsets;
-                result.log_append_time_ms = info.log_append_time.unwrap_or(-1);
-                result.log_start_offset = p.log_start_offset();
-                result
+                Err(e) => return fail(result, ErrorCode::KafkaStorageError, e.to_string()),
+            };
+            metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
+            metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
+            if info.duplicate_batches > 0 {
+                // An idempotent producer's retry of batches already stored.
+                metrics::counter!("runnel_broker_duplicate_batches_total")
+                    .increment(info.duplicate_batches as u64);
             }
-            Ok(Err(e)) => {
-                let (code, message) = log_error(&e);
-                fail(result, code, message)
+            if acks == pb::Acks::All
+                && let Err((code, message)) =
+                    Self::await_replication(&p, epoch, info.last_offset, timeout, &shutdown).await
+            {
+                return fail(result, code, message);
             }
-            Err(e) => fail(result, ErrorCode::KafkaStorageError, e.to_string()),
-        }
-    }
-
-    /// acks=all: waits until the high watermark covers `last_offset`, i.e.
-    /// every in-sync replica has it, while this broker still leads in `epoch`.
-    async fn await_replication(
-        &self,
-        p: &Partition,
-        epoch: i32,
-        last_offset: i64,
-        timeout: Duration,
-    ) -> Result<(), Failure> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let changed = p.data.notified();
-            let state = p.state();
-            if !state.is_leader || state.leader_epoch != epoch {
-                return Err((
-                    ErrorCode::NotLeaderOrFollower,
-                    format!(
-                        "{}-{}: leadership moved before the write was replicated (leader now {})",
-                        p.topic, p.index, state.leader
-                    ),
-                ));
-            }
-            if p.high_watermark() > last_offset {
-                if (state.isr.len() as i32) < state.config.min_insync_replicas {
-                    return Err((
-                        ErrorCode::NotEnoughReplicasAfterAppend,
-                        format!(
-                            "{}-{}: the ISR shrank to {} replicas, fewer than min.insync.replicas {}",
-                            p.topic,
-                            p.index,
-                            state.isr.len(),
-                            state.config.min_insync_replicas
-                        ),
-                    ));
-                }
-                return Ok(());
-            }
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err((
-                        ErrorCode::RequestTimedOut,
-                        format!(
-                            "{}-{}: not replicated to the ISR {:?} within {} ms",
-                            p.topic, p.index, state.isr, timeout.as_millis()
-                        ),
-                    ));
-                }
-                () = self.shutdown.cancelled() => {
-                    return Err((ErrorCode::NotLeaderOrFollower, "the broker is shutting down".into()));
-                }
+            pb::ProducePartitionResult {
+                base_offset: info.first_offset,
+                batch_base_offsets: info.batch_base_offsets,
+                log_append_time_ms: info.log_append_time.unwrap_or(-1),
+                log_start_offset: p.log_start_offset(),
+                ..result
             }
         }
+        .boxed()
     }
 
     /// A fetching follower must be a registered, unfenced broker in the
@@ -878,6 +846,61 @@ impl Broker {
             }
         }
         self.wait_for_topics(&topics, Duration::from_secs(5)).await;
+    }
+
+    /// acks=all: waits until the high watermark covers `last_offset`, i.e.
+    /// every in-sync replica has it, while this broker still leads in `epoch`.
+    async fn await_replication(
+        p: &Partition,
+        epoch: i32,
+        last_offset: i64,
+        timeout: Duration,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = p.data.notified();
+            let state = p.state();
+            if !state.is_leader || state.leader_epoch != epoch {
+                return Err((
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "{}-{}: leadership moved before the write was replicated (leader now {})",
+                        p.topic, p.index, state.leader
+                    ),
+                ));
+            }
+            if p.high_watermark() > last_offset {
+                if (state.isr.len() as i32) < state.config.min_insync_replicas {
+                    return Err((
+                        ErrorCode::NotEnoughReplicasAfterAppend,
+                        format!(
+                            "{}-{}: the ISR shrank to {} replicas, fewer than min.insync.replicas {}",
+                            p.topic,
+                            p.index,
+                            state.isr.len(),
+                            state.config.min_insync_replicas
+                        ),
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err((
+                        ErrorCode::RequestTimedOut,
+                        format!(
+                            "{}-{}: not replicated to the ISR {:?} within {} ms",
+                            p.topic, p.index, state.isr, timeout.as_millis()
+                        ),
+                    ));
+                }
+                () = shutdown.cancelled() => {
+                    return Err((ErrorCode::NotLeaderOrFollower, "the broker is shutting down".into()));
+                }
+            }
+        }
     }
 
     /// Waits (at most `timeout`) until this broker's metadata has `topics`

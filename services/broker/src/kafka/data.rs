@@ -30,6 +30,10 @@ use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
 
+use futures::FutureExt;
+use runnel_kafka::kafka_protocol::messages::ResponseKind;
+use runnel_kafka::server::Reply;
+
 use super::sessions::FetchPlan;
 use super::{KafkaApi, code, message, raw_code, wire};
 
@@ -167,12 +171,10 @@ impl KafkaApi {
             .with_cluster_authorized_operations(i32::MIN)
     }
 
-    /// `None` for acks=0: Kafka sends no answer.
-    pub(super) async fn produce(
-        &self,
-        r: ProduceRequest,
-        _version: i16,
-    ) -> Option<ProduceResponse> {
+    /// Applies a Produce: its appends are queued, in order, before this
+    /// returns, and the answer waits for their acknowledgement without
+    /// holding the connection (Kafka answers acks=0 with nothing).
+    pub(super) async fn produce(&self, r: ProduceRequest, _version: i16) -> Reply {
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -196,8 +198,12 @@ impl KafkaApi {
                 .into_iter()
                 .map(move |p| (topic.clone(), p))
         });
-        let results: Vec<(String, PartitionProduceResponse)> = match refusal {
-            Some((error, text)) => asked
+        let (Some(acks), None) = (acks, &refusal) else {
+            if acks == Some(pb::Acks::None) {
+                return Reply::NoResponse;
+            }
+            let (error, text) = refusal.unwrap_or_default();
+            let results = asked
                 .map(|(topic, p)| {
                     let out = PartitionProduceResponse::default()
                         .with_index(p.index)
@@ -208,28 +214,33 @@ impl KafkaApi {
                         .with_log_start_offset(-1);
                     (topic, out)
                 })
-                .collect(),
-            None => {
-                let acks = acks.unwrap_or(pb::Acks::All);
-                let partitions = asked
-                    .map(|(topic, p)| pb::ProducePartition {
-                        topic,
-                        partition: p.index,
-                        records: p.records.unwrap_or_default(),
-                    })
-                    .collect();
-                let answer = self
-                    .broker
-                    .produce(pb::ProduceRequest {
-                        acks: acks as i32,
-                        timeout_ms: u32::try_from(r.timeout_ms).unwrap_or(0),
-                        partitions,
-                    })
-                    .await;
-                if acks == pb::Acks::None {
-                    return None;
-                }
-                answer
+                .collect();
+            return produce_reply(results);
+        };
+        let partitions = asked
+            .map(|(topic, p)| pb::ProducePartition {
+                topic,
+                partition: p.index,
+                records: p.records.unwrap_or_default(),
+            })
+            .collect();
+        let answer = self
+            .broker
+            .start_produce(pb::ProduceRequest {
+                acks: acks as i32,
+                timeout_ms: u32::try_from(r.timeout_ms).unwrap_or(0),
+                partitions,
+            })
+            .await;
+        if acks == pb::Acks::None {
+            // Queued is all the producer asked for; the appends finish on
+            // their I/O threads without anyone waiting.
+            return Reply::NoResponse;
+        }
+        Reply::Pending(
+            async move {
+                let results = answer
+                    .await
                     .partitions
                     .into_iter()
                     .map(|p| {
@@ -242,21 +253,11 @@ impl KafkaApi {
                             .with_log_start_offset(p.log_start_offset);
                         (p.topic, out)
                     })
-                    .collect()
+                    .collect();
+                produce_reply(results)
             }
-        };
-        if acks == Some(pb::Acks::None) {
-            return None;
-        }
-        let responses = by_topic(results)
-            .into_iter()
-            .map(|(topic, partitions)| {
-                TopicProduceResponse::default()
-                    .with_name(topic_name(&topic))
-                    .with_partition_responses(partitions)
-            })
-            .collect();
-        Some(ProduceResponse::default().with_responses(responses))
+            .boxed(),
+        )
     }
 
     pub(super) async fn fetch(&self, r: FetchRequest, version: i16) -> FetchResponse {
@@ -572,4 +573,19 @@ impl KafkaApi {
             .collect();
         DescribeProducersResponse::default().with_topics(topics)
     }
+}
+
+/// A Produce answer from each partition's result.
+fn produce_reply(results: Vec<(String, PartitionProduceResponse)>) -> Reply {
+    let responses = by_topic(results)
+        .into_iter()
+        .map(|(topic, partitions)| {
+            TopicProduceResponse::default()
+                .with_name(topic_name(&topic))
+                .with_partition_responses(partitions)
+        })
+        .collect();
+    Reply::Response(Box::new(ResponseKind::Produce(
+        ProduceResponse::default().with_responses(responses),
+    )))
 }

@@ -145,12 +145,7 @@ impl Handler for KafkaApi {
             .map(|c| c.to_string())
             .unwrap_or_default();
         Reply::Response(Box::new(match request.body {
-            RequestKind::Produce(r) => {
-                return match self.produce(r, v).await {
-                    Some(answer) => Reply::Response(Box::new(ResponseKind::Produce(answer))),
-                    None => Reply::NoResponse,
-                };
-            }
+            RequestKind::Produce(r) => return self.produce(r, v).await,
             RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, v).await),
             RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, v).await),
             RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, v).await),

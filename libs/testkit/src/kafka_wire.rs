@@ -1,0 +1,125 @@
+//! A bare Kafka protocol connection for tests that must see exact bytes:
+//! requests written back to back on one socket (pipelining), old versions,
+//! fields no client library exposes.
+//!
+//! Requests are encoded with the same codec the broker decodes with, so a
+//! test states what it sends as typed messages and reads typed answers.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for one answer before it fails.
+const ANSWER_WAIT: Duration = Duration::from_secs(30);
+
+/// One request as it goes on the wire: size prefix, header, body.
+pub fn request_frame<R: Request>(version: i16, correlation_id: i32, body: &R) -> Bytes {
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("runnel-testkit"));
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    header
+        .encode(&mut out, R::header_version(version))
+        .expect("a request header encodes");
+    body.encode(&mut out, version)
+        .expect("the test's request fits its version");
+    let size = i32::try_from(out.len() - 4).expect("a test request under 2 GiB");
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    out.freeze()
+}
+
+/// A raw Kafka connection to one broker's Kafka listener.
+#[derive(Debug)]
+pub struct KafkaConn {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl KafkaConn {
+    /// Connects to `addr` (`host:port`).
+    pub async fn connect(addr: &str) -> KafkaConn {
+        let stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the Kafka listener at {addr}: {e}"));
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        KafkaConn {
+            stream,
+            next_correlation_id: 1,
+        }
+    }
+
+    /// Splits the connection, for tests that write and read at once.
+    pub fn into_split(
+        self,
+    ) -> (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        self.stream.into_split()
+    }
+
+    /// Writes `request` at `version` without waiting; returns its correlation id.
+    pub async fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
+        let id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        self.stream
+            .write_all(&request_frame(version, id, request))
+            .await
+            .expect("the broker takes the request");
+        id
+    }
+
+    /// Reads the next answer, which must be the one to `correlation_id`, an
+    /// `R` answered at `version`.
+    pub async fn receive<R: Request>(&mut self, version: i16, correlation_id: i32) -> R::Response {
+        let mut frame = read_frame(&mut self.stream)
+            .await
+            .expect("an answer, not a closed connection");
+        decode_response::<R>(&mut frame, version, correlation_id)
+    }
+
+    /// Sends `request` and waits for its answer.
+    pub async fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
+        let id = self.send(version, request).await;
+        self.receive::<R>(version, id).await
+    }
+}
+
+/// Decodes one answer frame (without its size prefix), checking it answers
+/// `correlation_id` and that nothing is left over.
+pub fn decode_response<R: Request>(
+    frame: &mut Bytes,
+    version: i16,
+    correlation_id: i32,
+) -> R::Response {
+    let header = ResponseHeader::decode(frame, R::Response::header_version(version))
+        .expect("a response header");
+    assert_eq!(
+        header.correlation_id, correlation_id,
+        "the answer to request {correlation_id} came out of order"
+    );
+    let response = R::Response::decode(frame, version).expect("a well-formed response");
+    assert_eq!(frame.remaining(), 0, "bytes left after the response");
+    response
+}
+
+/// Reads one frame's body; `None` when the broker closed the connection.
+/// Panics if nothing arrives within 30 s.
+pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<Bytes> {
+    let read = async {
+        let size = stream.read_i32().await.ok()?;
+        let mut body = vec![0; usize::try_from(size).ok()?];
+        stream.read_exact(&mut body).await.ok()?;
+        Some(Bytes::from(body))
+    };
+    tokio::time::timeout(ANSWER_WAIT, read)
+        .await
+        .expect("the broker neither answered nor closed the connection")
+}
