@@ -59,9 +59,14 @@ pub struct ProtocolsArgs {
     /// Acknowledgements: 1 or all.
     #[arg(long, default_value = "1", value_parser = parse_acks)]
     acks: Acks,
-    /// Produce requests in flight on the connection.
+    /// Produce requests in flight on each connection.
     #[arg(long, default_value_t = 5)]
     in_flight: usize,
+    /// Kafka connections the produce requests are spread over (round robin,
+    /// each with `--in-flight` requests); the gRPC side keeps as many
+    /// requests in flight on its one HTTP/2 connection.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    connections: u16,
     /// Rounds per protocol (they alternate).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -89,14 +94,15 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
     let mut grpc = Vec::new();
     let mut kafka = Vec::new();
     println!(
-        "protocols: {} records ({} B values, {} B of batches) per round, {} partitions, batch.size {}, acks={}, {} in flight",
+        "protocols: {} records ({} B values, {} B of batches) per round, {} partitions, batch.size {}, acks={}, {} in flight on each of {} connection(s)",
         args.records,
         args.record_size,
         bytes,
         args.partitions,
         args.batch_size,
         if args.acks == Acks::All { "all" } else { "1" },
-        args.in_flight
+        args.in_flight,
+        args.connections
     );
     for round in 0..args.rounds {
         for kafka_side in [false, true] {
@@ -218,7 +224,9 @@ async fn grpc_round(
     } else {
         pb::Acks::Leader
     };
-    let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
+    let permits = Arc::new(Semaphore::new(
+        args.in_flight.max(1) * usize::from(args.connections),
+    ));
     let start = Instant::now();
     let mut sent = Vec::with_capacity(requests.len());
     for batches in requests {
@@ -296,17 +304,22 @@ async fn kafka_round(
     topic: &str,
     requests: &[Vec<Bytes>],
 ) -> anyhow::Result<Round> {
-    let conn = Arc::new(
-        KafkaConnection::connect(&args.kafka)
+    let mut conns = Vec::with_capacity(usize::from(args.connections));
+    for _ in 0..args.connections {
+        let conn = KafkaConnection::connect(&args.kafka)
             .await
-            .with_context(|| format!("connecting to the Kafka listener {}", args.kafka))?,
-    );
+            .with_context(|| format!("connecting to the Kafka listener {}", args.kafka))?;
+        conns.push((
+            Arc::new(conn),
+            Arc::new(Semaphore::new(args.in_flight.max(1))),
+        ));
+    }
     let name = TopicName(StrBytes::from_string(topic.to_owned()));
-    let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
     let start = Instant::now();
     let mut sent = Vec::with_capacity(requests.len());
-    for batches in requests {
-        let permit = Arc::clone(&permits).acquire_owned().await?;
+    for (i, batches) in requests.iter().enumerate() {
+        let (conn, permits) = &conns[i % conns.len()];
+        let permit = Arc::clone(permits).acquire_owned().await?;
         let request = ProduceRequest::default()
             .with_acks(if args.acks == Acks::All { -1 } else { 1 })
             .with_timeout_ms(30_000)
@@ -345,6 +358,7 @@ async fn kafka_round(
     }
     let produce = start.elapsed();
 
+    let conn = &conns[0].0;
     let start = Instant::now();
     let mut offsets = vec![0i64; args.partitions as usize];
     let mut read = 0u64;
