@@ -132,6 +132,11 @@ async fn confluent_kafka_unknown_topic_too_large_and_900kb_records() {
 /// librdkafka's murmur2 partitioner and Runnel's client put every key on
 /// the same partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_commit_to_a_missing_topic_is_refused_per_partition() {
+    confluent("commit_unknown_topic").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn murmur2_partitioner_agrees_with_runnels_client() {
     let (cluster, out) = confluent("partitioner").await;
     let line = out.lines().last().unwrap();

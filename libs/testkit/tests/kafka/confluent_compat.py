@@ -14,6 +14,7 @@ import sys
 import time
 
 from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
     Consumer,
     KafkaError,
     KafkaException,
@@ -437,6 +438,41 @@ def scenario_errors(bootstrap):
     got = consume(c, 1)
     assert got[0].value() == record and got[0].offset() == 0
     c.close()
+
+
+def scenario_commit_unknown_topic(bootstrap):
+    """Offsets for a topic that does not exist are refused per partition
+    (UNKNOWN_TOPIC_OR_PARTITION), by OffsetCommit and by the admin client's
+    AlterConsumerGroupOffsets, while the known partitions are committed."""
+    create(bootstrap, "known", 1)
+    c = consumer(bootstrap, "commit-unknown")
+    offsets = [TopicPartition("known", 0, 7), TopicPartition("no-such-topic", 0, 3)]
+    try:
+        answered = c.commit(offsets=offsets, asynchronous=False)
+        errors = {(tp.topic, tp.partition): tp.error for tp in answered}
+        failed = errors[("no-such-topic", 0)]
+        assert failed is not None, f"a commit to a missing topic succeeded: {errors}"
+        failed = failed.code()
+    except KafkaException as e:
+        failed = e.args[0].code()
+    assert failed == KafkaError.UNKNOWN_TOPIC_OR_PART, failed
+    got = c.committed([TopicPartition("known", 0), TopicPartition("no-such-topic", 0)], timeout=TIMEOUT)
+    assert [tp.offset for tp in got] == [7, -1001], got
+    c.close()
+
+    a = admin(bootstrap)
+    futures = a.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions("commit-unknown-admin", [TopicPartition("no-such-topic", 0, 5)])],
+        request_timeout=TIMEOUT,
+    )
+    try:
+        result = futures["commit-unknown-admin"].result(TIMEOUT)
+        errors = [tp.error for tp in result.topic_partitions]
+        assert errors[0] is not None, f"AlterConsumerGroupOffsets to a missing topic succeeded: {result}"
+        code = errors[0].code()
+    except KafkaException as e:
+        code = e.args[0].code()
+    assert code == KafkaError.UNKNOWN_TOPIC_OR_PART, code
 
 
 def main():

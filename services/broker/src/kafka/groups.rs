@@ -372,31 +372,54 @@ impl KafkaApi {
 
     pub(super) async fn offset_commit(&self, r: OffsetCommitRequest) -> OffsetCommitResponse {
         let group = r.group_id.to_string();
-        let request = pb::OffsetCommitRequest {
-            group_id: group.clone(),
-            generation_id: r.generation_id_or_member_epoch,
-            member_id: r.member_id.to_string(),
-            group_instance_id: empty_if_none(&r.group_instance_id),
-            partitions: r
-                .topics
+        // As Kafka: offsets of a partition no topic has are refused one by
+        // one (UNKNOWN_TOPIC_OR_PARTITION) and the rest are committed.
+        let unknown: std::collections::HashSet<(&str, i32)> = self.metadata.with(|image| {
+            r.topics
                 .iter()
-                .flat_map(|t| {
-                    t.partitions.iter().map(|p| pb::OffsetCommitPartition {
+                .flat_map(|t| t.partitions.iter().map(move |p| (t, p.partition_index)))
+                .filter(|(t, p)| {
+                    !image
+                        .topics
+                        .get(t.name.as_str())
+                        .is_some_and(|topic| topic.partitions.contains_key(p))
+                })
+                .map(|(t, p)| (t.name.as_str(), p))
+                .collect()
+        });
+        let exists = |topic: &str, partition: i32| !unknown.contains(&(topic, partition));
+        let partitions: Vec<pb::OffsetCommitPartition> = r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| exists(t.name.as_str(), p.partition_index))
+                    .map(|p| pb::OffsetCommitPartition {
                         topic: t.name.to_string(),
                         partition: p.partition_index,
                         offset: p.committed_offset,
                         leader_epoch: p.committed_leader_epoch,
                         metadata: empty_if_none(&p.committed_metadata),
                     })
-                })
-                .collect(),
-        };
-        let answer = self
-            .relay(
+            })
+            .collect();
+        let answer = if partitions.is_empty() {
+            Ok(pb::OffsetCommitResponse::default())
+        } else {
+            let request = pb::OffsetCommitRequest {
+                group_id: group.clone(),
+                generation_id: r.generation_id_or_member_epoch,
+                member_id: r.member_id.to_string(),
+                group_instance_id: empty_if_none(&r.group_instance_id),
+                partitions,
+            };
+            self.relay(
                 &group,
                 |mut c| async move { c.offset_commit(request).await },
             )
-            .await;
+            .await
+        };
         let topics = r
             .topics
             .iter()
@@ -406,6 +429,9 @@ impl KafkaApi {
                     .iter()
                     .map(|p| {
                         let error = match &answer {
+                            _ if !exists(t.name.as_str(), p.partition_index) => {
+                                code(ErrorCode::UnknownTopicOrPartition)
+                            }
                             Ok(a) => a
                                 .partitions
                                 .iter()
