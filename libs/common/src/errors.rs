@@ -22,6 +22,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::InvalidTopicException
         | E::RecordListTooLarge
         | E::InvalidRequiredAcks
+        | E::UnsupportedCompressionType
         | E::InvalidTimestamp
         | E::InvalidRequest
         | E::InvalidRecord
@@ -65,6 +66,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::UnknownLeaderEpoch
         | E::NewLeaderElected => Code::Unavailable,
         E::RequestTimedOut => Code::DeadlineExceeded,
+        E::TransactionalIdAuthorizationFailed => Code::PermissionDenied,
         E::KafkaStorageError | E::UnknownServerError => Code::Internal,
     }
 }

@@ -137,6 +137,16 @@ async fn confluent_kafka_commit_to_a_missing_topic_is_refused_per_partition() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_transactional_producer_fails_fast() {
+    confluent("transactions_fail_fast").await.0.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_transactional_producer_fails_fast() {
+    kafka_python("transactions_fail_fast").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn murmur2_partitioner_agrees_with_runnels_client() {
     let (cluster, out) = confluent("partitioner").await;
     let line = out.lines().last().unwrap();

@@ -174,8 +174,8 @@ impl Broker {
         if !req.transactional_id.is_empty() {
             return fail(
                 response,
-                ErrorCode::InvalidRequest,
-                "transactions are not supported yet: leave transactional.id unset".into(),
+                ErrorCode::TransactionalIdAuthorizationFailed,
+                "transactions are not supported: leave transactional.id unset".into(),
             );
         }
         // Without a transactional id Kafka hands out a fresh id whatever the

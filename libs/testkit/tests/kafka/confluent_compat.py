@@ -475,6 +475,22 @@ def scenario_commit_unknown_topic(bootstrap):
     assert code == KafkaError.UNKNOWN_TOPIC_OR_PART, code
 
 
+def scenario_transactions_fail_fast(bootstrap):
+    """Transactions are not supported yet: init_transactions fails at once
+    with a fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED, where a retriable
+    error would keep it waiting for its whole timeout."""
+    p = producer(bootstrap, **{"transactional.id": "tx-1"})
+    start = time.monotonic()
+    try:
+        p.init_transactions(TIMEOUT)
+        raise AssertionError("init_transactions succeeded")
+    except KafkaException as e:
+        error = e.args[0]
+    took = time.monotonic() - start
+    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
+    assert took < 10, f"the refusal took {took:.1f}s: {error}"
+
+
 def main():
     scenario, bootstrap = sys.argv[1], sys.argv[2]
     globals()[f"scenario_{scenario}"](bootstrap)

@@ -151,6 +151,23 @@ def scenario_idempotent(bootstrap):
     a.close()
 
 
+def scenario_transactions_fail_fast(bootstrap):
+    """Transactions are not supported yet: a transactional producer fails at
+    once with TRANSACTIONAL_ID_AUTHORIZATION_FAILED instead of retrying until
+    its timeout."""
+    from kafka.errors import TransactionalIdAuthorizationFailedError
+
+    start = time.monotonic()
+    try:
+        p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="kp-tx")
+        p.init_transactions()
+        raise AssertionError("init_transactions succeeded")
+    except TransactionalIdAuthorizationFailedError:
+        pass
+    took = time.monotonic() - start
+    assert took < 10, f"the refusal took {took:.1f}s"
+
+
 def main():
     scenario, bootstrap = sys.argv[1], sys.argv[2]
     globals()[f"scenario_{scenario}"](bootstrap)

@@ -187,8 +187,10 @@ impl KafkaApi {
                 format!("acks={} is not one of 0, 1, -1", r.acks),
             )),
             (_, Some(id)) => Some((
-                ErrorCode::InvalidRequest,
-                format!("transactions are not supported yet (transactional.id {id:?})"),
+                ErrorCode::TransactionalIdAuthorizationFailed,
+                format!(
+                    "transactions are not supported: leave transactional.id unset (got {id:?})"
+                ),
             )),
             _ => None,
         };

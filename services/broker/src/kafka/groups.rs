@@ -64,6 +64,8 @@ pub struct Coordinators {
 
 /// Kafka's group key type in FindCoordinator.
 const GROUP_KEY: i8 = 0;
+/// FindCoordinator's key type for a transactional id.
+const TRANSACTION_KEY: i8 = 1;
 
 fn empty_if_none(s: &Option<StrBytes>) -> String {
     s.as_ref().map(|s| s.to_string()).unwrap_or_default()
@@ -160,14 +162,28 @@ impl KafkaApi {
                     .with_node_id(BrokerId(-1));
                 let refused = |error: ErrorCode, text: String| {
                     out.clone()
+                        .with_port(-1)
                         .with_error_code(code(error))
                         .with_error_message(Some(wire(text)))
                 };
-                if r.key_type != GROUP_KEY {
-                    return refused(
-                        ErrorCode::CoordinatorNotAvailable,
-                        "transactions are not supported yet".into(),
-                    );
+                match r.key_type {
+                    GROUP_KEY => {}
+                    // Until transactions exist a transactional producer must
+                    // fail at once: this error is fatal to Kafka's clients,
+                    // where COORDINATOR_NOT_AVAILABLE is retried until the
+                    // client's own timeout.
+                    TRANSACTION_KEY => {
+                        return refused(
+                            ErrorCode::TransactionalIdAuthorizationFailed,
+                            "transactions are not supported: leave transactional.id unset".into(),
+                        );
+                    }
+                    other => {
+                        return refused(
+                            ErrorCode::InvalidRequest,
+                            format!("coordinator key type {other} is not supported"),
+                        );
+                    }
                 }
                 let found = self.broker.find_coordinator(
                     &bpb::FindCoordinatorRequest {
