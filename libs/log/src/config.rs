@@ -1,6 +1,6 @@
 //! Per-log configuration with Kafka's topic config names, defaults and bounds.
 
-use crate::batch::TimestampType;
+use crate::batch::{Compression, TimestampType};
 use crate::error::LogError;
 
 /// What happens to old segments (`cleanup.policy`).
@@ -86,6 +86,15 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: f64,
     /// `message.timestamp.type`: CreateTime or LogAppendTime.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far in the past a record's
+    /// create time may be (CreateTime logs).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a record's
+    /// create time may be (CreateTime logs).
+    pub message_timestamp_after_max_ms: i64,
+    /// `compression.type`: the codec batches are stored with; `None` keeps
+    /// the producer's (`producer`, Kafka's default).
+    pub compression_type: Option<Compression>,
 }
 
 impl Default for LogConfig {
@@ -107,13 +116,17 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio: 0.5,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            // Kafka 4.0's default: a record an hour ahead of the broker's clock is refused.
+            message_timestamp_after_max_ms: 3_600_000,
+            compression_type: None,
         }
     }
 }
 
 impl LogConfig {
     /// The Kafka config keys this struct owns.
-    pub const KEYS: [&'static str; 16] = [
+    pub const KEYS: [&'static str; 19] = [
         "segment.bytes",
         "segment.ms",
         "segment.jitter.ms",
@@ -130,6 +143,9 @@ impl LogConfig {
         "max.compaction.lag.ms",
         "min.cleanable.dirty.ratio",
         "message.timestamp.type",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms",
+        "compression.type",
     ];
 
     /// Defaults overridden by `pairs` (Kafka key, value); every pair is validated.
@@ -193,6 +209,25 @@ impl LogConfig {
                     _ => return Err(invalid("must be CreateTime or LogAppendTime")),
                 }
             }
+            "message.timestamp.before.max.ms" => {
+                self.message_timestamp_before_max_ms = long(0, i64::MAX)?
+            }
+            "message.timestamp.after.max.ms" => {
+                self.message_timestamp_after_max_ms = long(0, i64::MAX)?
+            }
+            "compression.type" => self.compression_type = match value.trim() {
+                "producer" => None,
+                "uncompressed" => Some(Compression::None),
+                name => Some(
+                    Compression::from_name(name)
+                        .filter(|c| *c != Compression::None)
+                        .ok_or_else(|| {
+                            invalid(
+                                "must be one of uncompressed, zstd, lz4, snappy, gzip, producer",
+                            )
+                        })?,
+                ),
+            },
             _ => {
                 return Err(LogError::UnknownConfig {
                     key: key.to_owned(),
@@ -229,6 +264,13 @@ impl LogConfig {
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio.to_string(),
             "message.timestamp.type" => self.message_timestamp_type.to_string(),
+            "message.timestamp.before.max.ms" => self.message_timestamp_before_max_ms.to_string(),
+            "message.timestamp.after.max.ms" => self.message_timestamp_after_max_ms.to_string(),
+            "compression.type" => match self.compression_type {
+                None => "producer".to_owned(),
+                Some(Compression::None) => "uncompressed".to_owned(),
+                Some(codec) => codec.name().to_owned(),
+            },
             _ => return None,
         })
     }
@@ -259,6 +301,10 @@ mod tests {
         c.set("cleanup.policy", "compact,delete").unwrap();
         assert!(c.cleanup_policy.compact && c.cleanup_policy.delete);
         assert_eq!(c.get("cleanup.policy").unwrap(), "compact,delete");
+        for codec in ["uncompressed", "gzip", "snappy", "lz4", "zstd", "producer"] {
+            c.set("compression.type", codec).unwrap();
+            assert_eq!(c.get("compression.type").unwrap(), codec);
+        }
     }
 
     #[test]
@@ -272,6 +318,9 @@ mod tests {
             ("min.cleanable.dirty.ratio", "1.5"),
             ("message.timestamp.type", "Now"),
             ("max.message.bytes", "-1"),
+            ("compression.type", "none"),
+            ("compression.type", "brotli"),
+            ("message.timestamp.after.max.ms", "-1"),
         ] {
             let err = c.set(k, v).unwrap_err();
             assert!(

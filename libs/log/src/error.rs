@@ -27,9 +27,21 @@ pub enum LogError {
         /// The limit.
         max: u64,
     },
-    /// A compacted log only takes keyed records.
-    #[error("compacted log requires a key on every record (batch at byte {position})")]
-    MissingKey {
+    /// Records a producer may not write: keyless on a compacted log, or
+    /// with a create time outside `message.timestamp.before/after.max.ms`.
+    /// Nothing is appended; the errors name the records, as Kafka's
+    /// `record_errors` do.
+    #[error("{}", rejected_message(.errors, *.invalid_timestamp))]
+    RejectedRecords {
+        /// Each refused record, in order.
+        errors: Vec<RecordError>,
+        /// Whether any was refused for its timestamp (INVALID_TIMESTAMP
+        /// rather than INVALID_RECORD, as Kafka answers).
+        invalid_timestamp: bool,
+    },
+    /// Producers may not write control batches (only the broker does).
+    #[error("clients are not allowed to write control records (batch at byte {position})")]
+    ControlBatchFromProducer {
         /// Byte position of the batch within the appended buffer.
         position: usize,
     },
@@ -143,4 +155,37 @@ impl LogError {
         matches!(self, LogError::Io { source, .. }
             if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
     }
+}
+
+/// One record of a producer's append that the log refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// Index of the record among the append's records (with one batch per
+    /// append, as Kafka's Produce v3+ sends, its index in the batch).
+    pub batch_index: i32,
+    /// Why.
+    pub message: String,
+}
+
+/// Kafka's summary of refused records (its `LogValidator` wording, which
+/// clients show to users).
+fn rejected_message(errors: &[RecordError], invalid_timestamp: bool) -> String {
+    if invalid_timestamp {
+        return "One or more records have been rejected due to invalid timestamp".to_owned();
+    }
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            format!(
+                "RecordError(batchIndex={}, message='{}')",
+                e.batch_index, e.message
+            )
+        })
+        .collect();
+    format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        errors.len(),
+        shown.join(", ")
+    )
 }

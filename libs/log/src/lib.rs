@@ -72,7 +72,7 @@ pub use checkpoint::{EpochEntry, LeaderEpochCache};
 pub use cleaner::{CleanStats, CleanedLog, CleanerConfig, CleaningPlan};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
-pub use error::LogError;
+pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 
 /// A position in a partition log (Kafka's 64-bit offset).

@@ -22,11 +22,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{RecordBatch, RecordBatchMut, TimestampType};
+use crate::batch::{
+    BatchBuilder, BatchError, Compression, RecordBatch, RecordBatchMut, TimestampType,
+};
 use crate::checkpoint::{self, LeaderEpochCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
-use crate::error::LogError;
+use crate::error::{LogError, RecordError};
 use crate::producer::{self, CachedBatch, ProducerEntry, ProducerStates, SequenceCheck};
 use crate::segment::{BatchMeta, LOG_SUFFIX, Segment};
 use crate::storage::{StdStorage, Storage};
@@ -461,19 +463,162 @@ impl Log {
 
     /// Appends batches from a producer as the partition leader.
     ///
-    /// `records` holds one or more v2 batches. Each is validated (length,
-    /// magic, CRC, record count vs offsets, `max.message.bytes`, keys on
-    /// compacted logs); only then are offsets assigned by patching each
-    /// batch's header in place (base offset, `leader_epoch`, and the
-    /// log-append time for `LogAppendTime` logs) and the bytes written. On
-    /// any error nothing is written.
+    /// `records` holds one or more v2 batches. Each is validated as Kafka's
+    /// log validation does (length, magic, CRC, record count vs offsets and
+    /// offset deltas, no control batches, `max.message.bytes`, keys on
+    /// compacted logs, create times within `message.timestamp.before/after.max.ms`),
+    /// its max timestamp recomputed from its records, and it is recompressed
+    /// when the log's `compression.type` names another codec; only then are
+    /// offsets assigned by patching each batch's header (base offset,
+    /// `leader_epoch`, max timestamp or the log-append time) and the bytes
+    /// written. On any error nothing is written.
     pub fn append_as_leader(
         &mut self,
         records: &mut [u8],
         leader_epoch: LeaderEpoch,
     ) -> Result<AppendInfo, LogError> {
-        let mut metas = self.validate(records, true)?;
         let now = self.clock.now_ms();
+        let (metas, recompressed) = self.validate_from_producer(records, now)?;
+        match recompressed {
+            Some(mut bytes) => self.assign_and_append(&mut bytes, metas, leader_epoch, now),
+            None => self.assign_and_append(records, metas, leader_epoch, now),
+        }
+    }
+
+    /// Validates a producer's batches; when the log's `compression.type`
+    /// makes any be recompressed, also returns the whole append rebuilt
+    /// (the metas then describe those bytes).
+    fn validate_from_producer(
+        &self,
+        records: &[u8],
+        now: TimestampMs,
+    ) -> Result<(Vec<BatchMeta>, Option<Vec<u8>>), LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyAppend);
+        }
+        let create_time = self.config.message_timestamp_type == TimestampType::CreateTime;
+        let earliest = now.saturating_sub(self.config.message_timestamp_before_max_ms);
+        let latest = now.saturating_add(self.config.message_timestamp_after_max_ms);
+        let compact = self.config.cleanup_policy.compact;
+        let mut metas = Vec::new();
+        let mut rebuilt: Option<Vec<u8>> = None;
+        let mut index_base = 0usize;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let position = records.len() - rest.len();
+            let invalid = |source| LogError::InvalidBatch { position, source };
+            let (batch, tail) = RecordBatch::parse(rest).map_err(invalid)?;
+            rest = tail;
+            self.check_size(batch.size())?;
+            let h = batch.header();
+            if h.is_control() {
+                return Err(LogError::ControlBatchFromProducer { position });
+            }
+            if h.records_count <= 0
+                || i64::from(h.records_count) != i64::from(h.last_offset_delta) + 1
+            {
+                return Err(invalid(BatchError::InvalidRecordCount {
+                    count: h.records_count,
+                    last_offset_delta: h.last_offset_delta,
+                }));
+            }
+            let mut max_timestamp = crate::batch::NO_TIMESTAMP;
+            let mut deltas_in_order = true;
+            let mut errors = Vec::new();
+            let mut invalid_timestamp = false;
+            batch
+                .scan_records(|i, r| {
+                    deltas_in_order &= i64::from(r.offset_delta) == i as i64;
+                    max_timestamp = max_timestamp.max(r.timestamp);
+                    let batch_index = i32::try_from(index_base + i).unwrap_or(i32::MAX);
+                    if compact && !r.has_key {
+                        errors.push(RecordError {
+                            batch_index,
+                            message: "Compacted topic cannot accept message without key.".into(),
+                        });
+                    } else if create_time
+                        && r.timestamp != crate::batch::NO_TIMESTAMP
+                        && !(earliest..=latest).contains(&r.timestamp)
+                    {
+                        invalid_timestamp = true;
+                        errors.push(RecordError {
+                            batch_index,
+                            message: format!(
+                                "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{earliest}, {latest}]",
+                                r.timestamp, r.offset_delta
+                            ),
+                        });
+                    }
+                })
+                .map_err(invalid)?;
+            if !deltas_in_order {
+                return Err(invalid(BatchError::MalformedRecord {
+                    reason: "record offset deltas are not 0, 1, 2, ... in order",
+                }));
+            }
+            if !errors.is_empty() {
+                return Err(LogError::RejectedRecords {
+                    errors,
+                    invalid_timestamp,
+                });
+            }
+            index_base += h.records_count as usize;
+            let codec = h.compression().map_err(invalid)?;
+            let target = self.config.compression_type.filter(|t| *t != codec);
+            let bytes = match target {
+                Some(target) => {
+                    let bytes = recompress(&batch, target).map_err(invalid)?;
+                    self.check_size(bytes.len())?;
+                    std::borrow::Cow::Owned(bytes)
+                }
+                None => std::borrow::Cow::Borrowed(batch.as_bytes()),
+            };
+            // Once one batch changes size, the append is rebuilt whole.
+            if rebuilt.is_none() && matches!(bytes, std::borrow::Cow::Owned(_)) {
+                rebuilt = Some(records[..position].to_vec());
+            }
+            let out_position = match &mut rebuilt {
+                Some(out) => {
+                    let at = out.len();
+                    out.extend_from_slice(&bytes);
+                    at
+                }
+                None => position,
+            };
+            metas.push(BatchMeta {
+                position: out_position,
+                size: bytes.len(),
+                base_offset: h.base_offset,
+                records_count: h.records_count,
+                partition_leader_epoch: h.partition_leader_epoch,
+                last_offset: h.last_offset(),
+                max_timestamp,
+                offset_of_max_timestamp: h.last_offset(),
+            });
+        }
+        Ok((metas, rebuilt))
+    }
+
+    /// Refuses a batch larger than `max.message.bytes`.
+    fn check_size(&self, size: usize) -> Result<(), LogError> {
+        if size as u64 > self.config.max_message_bytes {
+            return Err(LogError::RecordTooLarge {
+                size,
+                max: self.config.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Assigns offsets to validated producer batches (checking idempotent
+    /// producers' sequences) and appends them.
+    fn assign_and_append(
+        &mut self,
+        records: &mut [u8],
+        mut metas: Vec<BatchMeta>,
+        leader_epoch: LeaderEpoch,
+        now: TimestampMs,
+    ) -> Result<AppendInfo, LogError> {
         let log_append_time =
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let mut next = self.log_end_offset;
@@ -506,6 +651,11 @@ impl Log {
             if let Some(t) = log_append_time {
                 batch.set_log_append_time(t);
                 meta.max_timestamp = t;
+            } else if header.max_timestamp != meta.max_timestamp {
+                // The producer's figure may be missing (-1) or wrong; the
+                // time index, ListOffsets by time and time-based roll and
+                // retention all read the header.
+                batch.set_max_timestamp(meta.max_timestamp);
             }
             meta.last_offset = next + (meta.last_offset - meta.base_offset);
             meta.base_offset = next;
@@ -581,7 +731,7 @@ impl Log {
     /// batch after the previous one; gaps are allowed (the leader's log may
     /// be compacted).
     pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
-        let metas = self.validate(records, false)?;
+        let metas = self.validate_replicated(records)?;
         let mut floor = self.log_end_offset;
         for meta in &metas {
             if meta.base_offset < floor {
@@ -596,9 +746,8 @@ impl Log {
         self.append_validated(records, &metas, None, now)
     }
 
-    /// Validates every batch and describes it with the offsets it carries
-    /// (the leader path then reassigns them).
-    fn validate(&self, records: &[u8], from_producer: bool) -> Result<Vec<BatchMeta>, LogError> {
+    /// Validates every replicated batch and describes it with the offsets it carries.
+    fn validate_replicated(&self, records: &[u8]) -> Result<Vec<BatchMeta>, LogError> {
         if records.is_empty() {
             return Err(LogError::EmptyAppend);
         }
@@ -606,33 +755,11 @@ impl Log {
         let mut rest = records;
         while !rest.is_empty() {
             let position = records.len() - rest.len();
-            let invalid = |source| LogError::InvalidBatch { position, source };
-            let (batch, tail) = RecordBatch::parse(rest).map_err(invalid)?;
+            let (batch, tail) = RecordBatch::parse(rest)
+                .map_err(|source| LogError::InvalidBatch { position, source })?;
             let size = batch.size();
-            if size as u64 > self.config.max_message_bytes {
-                return Err(LogError::RecordTooLarge {
-                    size,
-                    max: self.config.max_message_bytes,
-                });
-            }
+            self.check_size(size)?;
             let h = batch.header();
-            if from_producer {
-                if i64::from(h.records_count) != i64::from(h.last_offset_delta) + 1 {
-                    return Err(invalid(crate::batch::BatchError::InvalidRecordCount {
-                        count: h.records_count,
-                        last_offset_delta: h.last_offset_delta,
-                    }));
-                }
-                if self.config.cleanup_policy.compact && !h.is_control() {
-                    // Kafka refuses keyless records on compacted topics: the
-                    // cleaner could never decide which value is latest.
-                    for record in batch.records().map_err(invalid)? {
-                        if record.map_err(invalid)?.key.is_none() {
-                            return Err(LogError::MissingKey { position });
-                        }
-                    }
-                }
-            }
             metas.push(BatchMeta {
                 position,
                 size,
@@ -1135,4 +1262,30 @@ fn remove_orphan_indexes(
         }
     }
     Ok(())
+}
+
+/// Re-encodes a producer's batch with `codec` (the log's `compression.type`),
+/// keeping its records, their offset deltas and create times, and its
+/// producer id, epoch, sequence and transactional flag.
+fn recompress(batch: &RecordBatch<'_>, codec: Compression) -> Result<Vec<u8>, BatchError> {
+    let h = batch.header();
+    let mut builder = BatchBuilder::with_capacity(codec, batch.size())
+        .producer(h.producer_id, h.producer_epoch, h.base_sequence)
+        .transactional(h.is_transactional())
+        .last_offset_delta(h.last_offset_delta);
+    for record in batch.records()? {
+        let r = record?;
+        let delta =
+            i32::try_from(r.offset - h.base_offset).map_err(|_| BatchError::MalformedRecord {
+                reason: "record offset delta out of range",
+            })?;
+        builder.append_with_offset_delta(
+            delta,
+            r.timestamp,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            &r.headers,
+        );
+    }
+    builder.build()
 }

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use runnel_log::batch::{
-    BatchBuilder, BatchError, Batches, Compression, RecordBatch, TimestampType,
+    BatchBuilder, BatchError, Batches, Compression, Header, RecordBatch, RecordBatchMut,
+    TimestampType,
 };
 use runnel_log::{Log, LogConfig, LogError, ManualClock};
 
@@ -337,8 +338,193 @@ fn compacted_logs_refuse_keyless_records() {
     let err = log
         .append_as_leader(&mut b.build().unwrap(), 0)
         .unwrap_err();
-    assert!(matches!(err, LogError::MissingKey { position: 0 }), "{err}");
+    match &err {
+        LogError::RejectedRecords {
+            errors,
+            invalid_timestamp: false,
+        } => {
+            assert_eq!(errors.len(), 1, "{err}");
+            assert_eq!(errors[0].batch_index, 1, "{err}");
+        }
+        other => panic!("expected the keyless record named: {other}"),
+    }
+    assert!(
+        err.to_string()
+            .starts_with("One or more records have been rejected due to 1 record errors in total"),
+        "{err}"
+    );
     assert_eq!(log.log_end_offset(), 0);
+}
+
+/// A batch whose header says `max` (what some producers leave at -1).
+fn with_header_max_timestamp(mut bytes: Vec<u8>, max: i64) -> Vec<u8> {
+    let (mut batch, _) = RecordBatchMut::new(&mut bytes).unwrap();
+    batch.set_max_timestamp(max);
+    bytes
+}
+
+#[test]
+fn the_max_timestamp_is_recomputed_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(T0 - 3000, Some(b"a"), Some(b"1"), &[]);
+    b.append(T0 - 1000, Some(b"b"), Some(b"2"), &[]);
+    b.append(T0 - 2000, Some(b"c"), Some(b"3"), &[]);
+    let built = b.build().unwrap();
+    for claimed in [-1, T0 - 5000, T0 + 5000] {
+        let mut bytes = with_header_max_timestamp(built.clone(), claimed);
+        let info = log.append_as_leader(&mut bytes, 0).unwrap();
+        assert_eq!(info.max_timestamp, T0 - 1000, "claimed {claimed}");
+    }
+    // Stored headers carry the real figure (with a valid CRC), and lookups by
+    // time find the data.
+    for batch in Batches::new(&read_all_bytes(&log)) {
+        assert_eq!(batch.unwrap().header().max_timestamp, T0 - 1000);
+    }
+    assert_eq!(
+        log.offset_for_timestamp(T0 - 1500).unwrap(),
+        Some((1, T0 - 1000))
+    );
+}
+
+#[test]
+fn create_times_outside_the_allowed_window_are_refused_by_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut config = LogConfig::default();
+    config
+        .set("message.timestamp.before.max.ms", "60000")
+        .unwrap();
+    let mut log = open(dir.path(), config, &clock);
+    let mut b = BatchBuilder::new(Compression::Lz4);
+    b.append(T0, Some(b"k"), Some(b"now"), &[]);
+    b.append(T0 - 120_000, Some(b"k"), Some(b"too old"), &[]);
+    b.append(T0 + 3_600_000, Some(b"k"), Some(b"an hour ahead"), &[]);
+    b.append(T0 + 3_600_001, Some(b"k"), Some(b"too far ahead"), &[]);
+    let err = log
+        .append_as_leader(&mut b.build().unwrap(), 0)
+        .unwrap_err();
+    match &err {
+        LogError::RejectedRecords {
+            errors,
+            invalid_timestamp: true,
+        } => {
+            let named: Vec<i32> = errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(named, [1, 3], "{errors:?}");
+        }
+        other => panic!("expected INVALID_TIMESTAMP by record: {other}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "One or more records have been rejected due to invalid timestamp"
+    );
+    assert_eq!(log.log_end_offset(), 0);
+    // LogAppendTime logs take any create time: the broker's time replaces it.
+    let mut config = LogConfig::default();
+    config
+        .set("message.timestamp.type", "LogAppendTime")
+        .unwrap();
+    log.set_config(config);
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(T0 + 10 * 3_600_000, Some(b"k"), Some(b"v"), &[]);
+    log.append_as_leader(&mut b.build().unwrap(), 0).unwrap();
+}
+
+#[test]
+fn producers_may_not_write_control_batches_or_skip_offset_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    let mut control = BatchBuilder::new(Compression::None).control(true);
+    control.append(T0, Some(b"\0\0\0\0"), Some(b"\0\0\0\0\0\0"), &[]);
+    let err = log
+        .append_as_leader(&mut control.build().unwrap(), 0)
+        .unwrap_err();
+    assert!(
+        matches!(err, LogError::ControlBatchFromProducer { position: 0 }),
+        "{err}"
+    );
+    let mut gappy = BatchBuilder::new(Compression::None).last_offset_delta(1);
+    gappy.append_with_offset_delta(1, T0, Some(b"k"), Some(b"v"), &[]);
+    gappy.append_with_offset_delta(2, T0, Some(b"k"), Some(b"v"), &[]);
+    let mut bytes = gappy.build().unwrap();
+    let err = log.append_as_leader(&mut bytes, 0).unwrap_err();
+    assert!(matches!(err, LogError::InvalidBatch { .. }), "{err}");
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn the_topic_compression_type_recompresses_other_codecs() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut config = LogConfig::default();
+    config.set("compression.type", "zstd").unwrap();
+    let mut log = open(dir.path(), config, &clock);
+    let mut idempotent = BatchBuilder::new(Compression::Gzip).producer(7, 0, 0);
+    for i in 0..50 {
+        idempotent.append(
+            T0 + i,
+            Some(format!("k{i}").as_bytes()),
+            Some(b"value value value"),
+            &[Header::new("h", Some("x"))],
+        );
+    }
+    let mut first = idempotent.build().unwrap();
+    let expected: Vec<_> = RecordBatch::parse(&first)
+        .unwrap()
+        .0
+        .records()
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    log.append_as_leader(&mut first, 0).unwrap();
+    let mut plain = batch_with(Compression::None, 0, 10, 30, T0);
+    log.append_as_leader(&mut plain, 0).unwrap();
+    let stored = read_all_bytes(&log);
+    let batches: Vec<_> = Batches::new(&stored).map(Result::unwrap).collect();
+    assert_eq!(batches.len(), 2);
+    for b in &batches {
+        assert_eq!(b.header().compression().unwrap(), Compression::Zstd);
+    }
+    let h = batches[0].header();
+    assert_eq!(
+        (
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.max_timestamp
+        ),
+        (7, 0, 0, T0 + 49)
+    );
+    let got: Vec<_> = batches[0].records().unwrap().map(Result::unwrap).collect();
+    assert_eq!(got, expected);
+    assert_eq!(log.producer(7).unwrap().last_seq(), Some(49));
+    assert_eq!(log.log_end_offset(), 60);
+
+    // `uncompressed` stores plain batches; `producer` keeps what came.
+    let mut config = LogConfig::default();
+    config.set("compression.type", "uncompressed").unwrap();
+    log.set_config(config);
+    let mut lz4 = batch_with(Compression::Lz4, 0, 5, 30, T0);
+    log.append_as_leader(&mut lz4, 0).unwrap();
+    log.set_config(LogConfig::default());
+    let mut snappy = batch_with(Compression::Snappy, 0, 5, 30, T0);
+    log.append_as_leader(&mut snappy, 0).unwrap();
+    let stored = read_all_bytes(&log);
+    let codecs: Vec<_> = Batches::new(&stored)
+        .map(|b| b.unwrap().header().compression().unwrap())
+        .collect();
+    assert_eq!(
+        codecs,
+        [
+            Compression::Zstd,
+            Compression::Zstd,
+            Compression::None,
+            Compression::Snappy
+        ]
+    );
 }
 
 #[test]

@@ -15,7 +15,12 @@ pub fn log_error(e: &LogError) -> (ErrorCode, String) {
             _ => ErrorCode::InvalidRecord,
         },
         LogError::RecordTooLarge { .. } => ErrorCode::MessageTooLarge,
-        LogError::MissingKey { .. }
+        LogError::RejectedRecords {
+            invalid_timestamp: true,
+            ..
+        } => ErrorCode::InvalidTimestamp,
+        LogError::RejectedRecords { .. }
+        | LogError::ControlBatchFromProducer { .. }
         | LogError::EmptyAppend
         | LogError::InvalidProducerState { .. } => ErrorCode::InvalidRecord,
         LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,

@@ -17,6 +17,8 @@ use runnel_proto::metadata::v1::Endpoint;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use runnel_log::LogError;
+
 use crate::errors::log_error;
 use crate::metadata::{Controller, MetadataCache};
 use crate::partition::{LogManager, Partition};
@@ -356,7 +358,20 @@ impl Broker {
                 Ok(Ok(info)) => info,
                 Ok(Err(e)) => {
                     let (code, message) = log_error(&e);
-                    return fail(result, code, message);
+                    let record_errors = match e {
+                        LogError::RejectedRecords { errors, .. } => errors
+                            .into_iter()
+                            .map(|r| pb::RecordError {
+                                batch_index: r.batch_index,
+                                message: r.message,
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    return pb::ProducePartitionResult {
+                        record_errors,
+                        ..fail(result, code, message)
+                    };
                 }
                 Err(e) => return fail(result, ErrorCode::KafkaStorageError, e.to_string()),
             };

@@ -47,6 +47,15 @@ pub struct Args {
     /// read when they appear or change.
     #[arg(long, default_value = "./connectors")]
     connectors_dir: PathBuf,
+    /// Kafka's `num.partitions`: partitions of an auto-created topic, and of
+    /// a CreateTopics that leaves the count to the broker.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    num_partitions: i32,
+    /// Kafka's `default.replication.factor`: replicas of an auto-created
+    /// topic, and of a CreateTopics that leaves the factor to the broker
+    /// (`runnel dev` has one broker, so more than 1 is refused at creation).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    default_replication_factor: i32,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -68,6 +77,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data_dir: args.data_dir.join("controller"),
         listen: args.controller_listen,
         admin_listen: args.controller_admin_listen,
+        num_partitions: args.num_partitions,
+        default_replication_factor: args.default_replication_factor,
         ..runnel_controller::Config::default()
     };
     let controller = runnel_controller::start(controller_config, CancellationToken::new())
@@ -79,6 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_listen: args.broker_admin_listen,
         kafka_listen: args.broker_kafka_listen,
         controller: controller.grpc_addr.to_string(),
+        num_partitions: args.num_partitions,
+        default_replication_factor: args.default_replication_factor,
         ..runnel_broker::Config::default()
     };
     let broker = runnel_broker::start(broker_config, CancellationToken::new())

@@ -26,6 +26,11 @@ struct Dev {
 
 impl Dev {
     fn start(dir: &Path) -> Dev {
+        Dev::start_with(dir, &[])
+    }
+
+    /// `runnel dev` with `extra` options after the listen addresses.
+    fn start_with(dir: &Path, extra: &[&str]) -> Dev {
         let stderr_path = dir.join(format!(
             "dev-{}.err",
             std::time::SystemTime::now()
@@ -58,6 +63,7 @@ impl Dev {
             ])
             .arg("--connectors-dir")
             .arg(dir.join("connectors"))
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
@@ -213,6 +219,19 @@ fn check(lines: &str, n: usize) {
             "partition {p} out of order"
         );
     }
+}
+
+#[test]
+fn auto_created_topics_take_num_partitions_from_runnel_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start_with(
+        dir.path(),
+        &["--num-partitions", "3", "--default-replication-factor", "1"],
+    );
+    ok(&dev.run(&["produce", "made-on-first-use"], Some(b"a\nb\n")));
+    let described = ok(&dev.run(&["topics", "describe", "made-on-first-use"], None));
+    assert!(described.contains("Partitions: 3"), "{described}");
+    assert!(described.contains("ReplicationFactor: 1"), "{described}");
 }
 
 #[test]

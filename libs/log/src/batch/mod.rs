@@ -23,7 +23,7 @@ pub(crate) mod varint;
 
 pub use builder::BatchBuilder;
 pub use compression::{Compression, MAX_DECOMPRESSED_BATCH_BYTES};
-pub use record::{Header, Record, Records};
+pub use record::{Header, Record, RecordSummary, Records};
 
 use crate::{LeaderEpoch, Offset, TimestampMs};
 
@@ -404,6 +404,22 @@ impl<'a> RecordBatch<'a> {
         Ok(Records::new(&self.header, data))
     }
 
+    /// Reads every record's offset delta, create time and key presence,
+    /// in order, without copying an uncompressed batch (a compressed one is
+    /// decompressed once).
+    pub fn scan_records(&self, f: impl FnMut(usize, RecordSummary)) -> Result<(), BatchError> {
+        let h = &self.header;
+        match h.compression()? {
+            Compression::None => {
+                record::scan(self.records_payload(), h.records_count, h.base_timestamp, f)
+            }
+            codec => {
+                let data = compression::decompress(codec, self.records_payload())?;
+                record::scan(&data, h.records_count, h.base_timestamp, f)
+            }
+        }
+    }
+
     /// Decodes every record and checks the batch is internally consistent.
     ///
     /// For batches fresh from a producer (`strict`), the record count must
@@ -522,6 +538,14 @@ impl<'a> RecordBatchMut<'a> {
     pub fn set_log_append_time(&mut self, timestamp: TimestampMs) {
         let attributes = read_i16(self.bytes, ATTRIBUTES_AT) | TIMESTAMP_TYPE_MASK;
         self.bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        self.bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+            .copy_from_slice(&timestamp.to_be_bytes());
+        self.update_crc();
+    }
+
+    /// Sets the create time of the newest record, fixing the CRC (the
+    /// broker's own figure replaces what the producer wrote).
+    pub fn set_max_timestamp(&mut self, timestamp: TimestampMs) {
         self.bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
             .copy_from_slice(&timestamp.to_be_bytes());
         self.update_crc();

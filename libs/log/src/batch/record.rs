@@ -4,6 +4,8 @@
 //! value | headers`, with zigzag varints for every number and length, and -1
 //! for a null key, value or header value.
 
+use std::ops::Range;
+
 use bytes::Bytes;
 
 use super::{BatchError, BatchHeader, TimestampType, varint};
@@ -73,96 +75,170 @@ impl Records {
     }
 
     fn decode_next(&mut self) -> Result<Record, BatchError> {
-        let buf = &self.data[..];
-        let length = varint::read_i32(buf, &mut self.pos)?;
-        let length = usize::try_from(length).map_err(|_| BatchError::MalformedRecord {
-            reason: "negative record length",
-        })?;
-        let start = self.pos;
-        let end = start
-            .checked_add(length)
-            .filter(|&e| e <= buf.len())
-            .ok_or(BatchError::MalformedRecord {
-                reason: "record length runs past the end of the batch",
+        let mut headers = Vec::new();
+        let span = decode_span(&self.data, &mut self.pos, |key, value| {
+            let key = key.ok_or(BatchError::MalformedRecord {
+                reason: "null header key",
             })?;
-        let body = &buf[..end];
-        let mut p = start;
-        // Record-level attributes are unused in v2; skip the byte.
-        if p >= end {
-            return Err(BatchError::MalformedRecord {
-                reason: "record is empty",
+            headers.push(Header {
+                key: self.data.slice(key),
+                value: value.map(|v| self.data.slice(v)),
             });
-        }
-        p += 1;
-        let timestamp_delta = varint::read_i64(body, &mut p)?;
-        let offset_delta = varint::read_i32(body, &mut p)?;
-        let key = self.nullable(body, &mut p)?;
-        let value = self.nullable(body, &mut p)?;
-        let header_count = varint::read_i32(body, &mut p)?;
-        if header_count < 0 {
-            return Err(BatchError::MalformedRecord {
-                reason: "negative header count",
-            });
-        }
-        // Each header takes at least two bytes; refuse counts the body cannot hold
-        // before allocating for them.
-        if header_count as usize > (end - p) / 2 {
-            return Err(BatchError::MalformedRecord {
-                reason: "header count exceeds the record size",
-            });
-        }
-        let mut headers = Vec::with_capacity(header_count as usize);
-        for _ in 0..header_count {
-            let key = self
-                .nullable(body, &mut p)?
-                .ok_or(BatchError::MalformedRecord {
-                    reason: "null header key",
-                })?;
-            let value = self.nullable(body, &mut p)?;
-            headers.push(Header { key, value });
-        }
-        if p != end {
-            return Err(BatchError::MalformedRecord {
-                reason: "record length does not match its fields",
-            });
-        }
-        self.pos = end;
+            Ok(())
+        })?;
         let timestamp = match self.log_append_time {
             Some(t) => t,
-            None => self.base_timestamp.wrapping_add(timestamp_delta),
+            None => self.base_timestamp.wrapping_add(span.timestamp_delta),
         };
         let offset = self
             .base_offset
-            .checked_add(Offset::from(offset_delta))
+            .checked_add(Offset::from(span.offset_delta))
             .ok_or(BatchError::MalformedRecord {
                 reason: "record offset overflows",
             })?;
         Ok(Record {
             offset,
             timestamp,
-            key,
-            value,
+            key: span.key.map(|k| self.data.slice(k)),
+            value: span.value.map(|v| self.data.slice(v)),
             headers,
         })
     }
+}
 
-    fn nullable(&self, body: &[u8], pos: &mut usize) -> Result<Option<Bytes>, BatchError> {
-        let len = varint::read_i32(body, pos)?;
-        if len == -1 {
-            return Ok(None);
-        }
-        let len = usize::try_from(len).map_err(|_| BatchError::MalformedRecord {
-            reason: "negative length other than -1",
+/// Where one record's fields lie in a batch's (decompressed) record bytes.
+struct Span {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+}
+
+/// Decodes the record at `*pos` and moves `*pos` past it, handing each
+/// header's key and value ranges to `header` (so a scan that only needs the
+/// fixed fields allocates nothing).
+fn decode_span(
+    buf: &[u8],
+    pos: &mut usize,
+    mut header: impl FnMut(Option<Range<usize>>, Option<Range<usize>>) -> Result<(), BatchError>,
+) -> Result<Span, BatchError> {
+    let length = varint::read_i32(buf, pos)?;
+    let length = usize::try_from(length).map_err(|_| BatchError::MalformedRecord {
+        reason: "negative record length",
+    })?;
+    let start = *pos;
+    let end = start
+        .checked_add(length)
+        .filter(|&e| e <= buf.len())
+        .ok_or(BatchError::MalformedRecord {
+            reason: "record length runs past the end of the batch",
         })?;
-        let end = pos.checked_add(len).filter(|&e| e <= body.len()).ok_or(
-            BatchError::MalformedRecord {
-                reason: "field runs past the end of the record",
-            },
-        )?;
-        let field = self.data.slice(*pos..end);
-        *pos = end;
-        Ok(Some(field))
+    let body = &buf[..end];
+    let mut p = start;
+    // Record-level attributes are unused in v2; skip the byte.
+    if p >= end {
+        return Err(BatchError::MalformedRecord {
+            reason: "record is empty",
+        });
     }
+    p += 1;
+    let timestamp_delta = varint::read_i64(body, &mut p)?;
+    let offset_delta = varint::read_i32(body, &mut p)?;
+    let key = nullable(body, &mut p)?;
+    let value = nullable(body, &mut p)?;
+    let header_count = varint::read_i32(body, &mut p)?;
+    if header_count < 0 {
+        return Err(BatchError::MalformedRecord {
+            reason: "negative header count",
+        });
+    }
+    // Each header takes at least two bytes: refuse counts the body cannot hold.
+    if header_count as usize > (end - p) / 2 {
+        return Err(BatchError::MalformedRecord {
+            reason: "header count exceeds the record size",
+        });
+    }
+    for _ in 0..header_count {
+        let key = nullable(body, &mut p)?;
+        let value = nullable(body, &mut p)?;
+        header(key, value)?;
+    }
+    if p != end {
+        return Err(BatchError::MalformedRecord {
+            reason: "record length does not match its fields",
+        });
+    }
+    *pos = end;
+    Ok(Span {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+    })
+}
+
+/// A nullable field's byte range (`None` for length -1).
+fn nullable(body: &[u8], pos: &mut usize) -> Result<Option<Range<usize>>, BatchError> {
+    let len = varint::read_i32(body, pos)?;
+    if len == -1 {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| BatchError::MalformedRecord {
+        reason: "negative length other than -1",
+    })?;
+    let end =
+        pos.checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or(BatchError::MalformedRecord {
+                reason: "field runs past the end of the record",
+            })?;
+    let field = *pos..end;
+    *pos = end;
+    Ok(Some(field))
+}
+
+/// What validation needs of one record, read without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Offset delta from the batch's base offset.
+    pub offset_delta: i32,
+    /// The batch's base timestamp plus the record's delta (its create time).
+    pub timestamp: TimestampMs,
+    /// Whether the key is non-null.
+    pub has_key: bool,
+}
+
+/// Reads `count` records from `data` (the whole record section) with
+/// `base_timestamp`, calling `f` with each one's index and summary; fails
+/// on a malformed record or bytes left after the last one.
+pub(super) fn scan(
+    data: &[u8],
+    count: i32,
+    base_timestamp: TimestampMs,
+    mut f: impl FnMut(usize, RecordSummary),
+) -> Result<(), BatchError> {
+    let mut pos = 0;
+    for i in 0..usize::try_from(count).unwrap_or(0) {
+        let span = decode_span(data, &mut pos, |key, _| {
+            key.map(|_| ()).ok_or(BatchError::MalformedRecord {
+                reason: "null header key",
+            })
+        })?;
+        f(
+            i,
+            RecordSummary {
+                offset_delta: span.offset_delta,
+                timestamp: base_timestamp.wrapping_add(span.timestamp_delta),
+                has_key: span.key.is_some(),
+            },
+        );
+    }
+    if pos != data.len() {
+        return Err(BatchError::MalformedRecord {
+            reason: "bytes left after the last record",
+        });
+    }
+    Ok(())
 }
 
 impl Iterator for Records {

@@ -2,6 +2,8 @@
 
 use std::collections::HashSet;
 
+use futures::FutureExt;
+use runnel_kafka::kafka_protocol::messages::ResponseKind;
 use runnel_kafka::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use runnel_kafka::kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
@@ -16,7 +18,7 @@ use runnel_kafka::kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use runnel_kafka::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use runnel_kafka::kafka_protocol::messages::{
     BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest,
@@ -26,13 +28,11 @@ use runnel_kafka::kafka_protocol::messages::{
     OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
+use runnel_kafka::server::Reply;
+use runnel_log::batch::{Batches, Compression};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
-
-use futures::FutureExt;
-use runnel_kafka::kafka_protocol::messages::ResponseKind;
-use runnel_kafka::server::Reply;
 
 use super::sessions::FetchPlan;
 use super::{KafkaApi, code, message, raw_code, wire};
@@ -174,7 +174,7 @@ impl KafkaApi {
     /// Applies a Produce: its appends are queued, in order, before this
     /// returns, and the answer waits for their acknowledgement without
     /// holding the connection (Kafka answers acks=0 with nothing).
-    pub(super) async fn produce(&self, r: ProduceRequest, _version: i16) -> Reply {
+    pub(super) async fn produce(&self, r: ProduceRequest, version: i16) -> Reply {
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -219,13 +219,31 @@ impl KafkaApi {
                 .collect();
             return produce_reply(results);
         };
-        let partitions = asked
-            .map(|(topic, p)| pb::ProducePartition {
-                topic,
-                partition: p.index,
-                records: p.records.unwrap_or_default(),
-            })
-            .collect();
+        // Kafka's per-partition checks of the request itself (its
+        // `ProduceRequest.validateRecords`): a partition that fails them is
+        // refused alone, the others go on.
+        let mut refused = Vec::new();
+        let mut partitions = Vec::new();
+        for (topic, p) in asked {
+            let records = p.records.unwrap_or_default();
+            match check_produce_records(&records, version) {
+                Ok(()) => partitions.push(pb::ProducePartition {
+                    topic,
+                    partition: p.index,
+                    records,
+                }),
+                Err((error, text)) => refused.push((
+                    topic,
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(code(error))
+                        .with_error_message(Some(wire(text)))
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1),
+                )),
+            }
+        }
         let answer = self
             .broker
             .start_produce(pb::ProduceRequest {
@@ -241,21 +259,27 @@ impl KafkaApi {
         }
         Reply::Pending(
             async move {
-                let results = answer
-                    .await
-                    .partitions
-                    .into_iter()
-                    .map(|p| {
-                        let out = PartitionProduceResponse::default()
-                            .with_index(p.partition)
-                            .with_error_code(raw_code(p.error_code))
-                            .with_error_message(message(p.error_message))
-                            .with_base_offset(p.base_offset)
-                            .with_log_append_time_ms(p.log_append_time_ms)
-                            .with_log_start_offset(p.log_start_offset);
-                        (p.topic, out)
-                    })
-                    .collect();
+                let mut results = refused;
+                results.extend(answer.await.partitions.into_iter().map(|p| {
+                    let record_errors = p
+                        .record_errors
+                        .into_iter()
+                        .map(|e| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(e.batch_index)
+                                .with_batch_index_error_message(message(e.message))
+                        })
+                        .collect();
+                    let out = PartitionProduceResponse::default()
+                        .with_index(p.partition)
+                        .with_error_code(raw_code(p.error_code))
+                        .with_error_message(message(p.error_message))
+                        .with_base_offset(p.base_offset)
+                        .with_log_append_time_ms(p.log_append_time_ms)
+                        .with_log_start_offset(p.log_start_offset)
+                        .with_record_errors(record_errors);
+                    (p.topic, out)
+                }));
                 produce_reply(results)
             }
             .boxed(),
@@ -578,6 +602,40 @@ impl KafkaApi {
 }
 
 /// A Produce answer from each partition's result.
+/// Kafka's checks of one partition's records in a Produce before any log
+/// sees them: from v3 exactly one batch, of magic 2; zstd only from v7
+/// (older clients could not read it back).
+fn check_produce_records(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
+    let mut batches = Batches::new(records);
+    let first = match batches.next() {
+        Some(Ok(batch)) => batch,
+        // The log names what is wrong with a malformed batch (CRC, length, magic).
+        Some(Err(_)) => return Ok(()),
+        None => {
+            return Err((
+                ErrorCode::InvalidRecord,
+                "a produce request must carry a record batch per partition".into(),
+            ));
+        }
+    };
+    if version >= 3 && batches.next().is_some() {
+        return Err((
+            ErrorCode::InvalidRecord,
+            "Produce requests with version 3 and above must contain exactly one record batch per partition"
+                .into(),
+        ));
+    }
+    if version < 7 && first.header().compression().ok() == Some(Compression::Zstd) {
+        return Err((
+            ErrorCode::UnsupportedCompressionType,
+            format!(
+                "Produce requests with version {version} are not allowed to use ZStandard compression"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn produce_reply(results: Vec<(String, PartitionProduceResponse)>) -> Reply {
     let responses = by_topic(results)
         .into_iter()
