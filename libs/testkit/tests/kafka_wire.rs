@@ -204,3 +204,281 @@ async fn pipelined_offset_commits_take_effect_in_arrival_order() {
     assert_eq!(answer.topics[0].partitions[0].committed_offset, COMMITS);
     cluster.shutdown().await;
 }
+
+/// Now, as the broker's clock reads it.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A batch of `keys.len()` records (a `None` key is a keyless record).
+fn keyed_batch(codec: Compression, keys: &[Option<String>], ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new(codec);
+    for key in keys {
+        b.append(ts, key.as_deref().map(str::as_bytes), Some(b"v"), &[]);
+    }
+    Bytes::from(b.build().unwrap())
+}
+
+/// A Fetch of partition 0 of `topic_name` from `offset`, answered at once.
+fn fetch_from(topic_name: &str, offset: i64) -> kafka_protocol::messages::FetchRequest {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    kafka_protocol::messages::FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic(topic_name))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
+/// The one partition answer of a single-partition Produce.
+async fn produce_answer(
+    conn: &mut KafkaConn,
+    version: i16,
+    topic_name: &str,
+    records: Bytes,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    let answer = conn.call(version, &produce(topic_name, records)).await;
+    answer.responses[0].partition_responses[0].clone()
+}
+
+/// Ten keyless records in a batch of 100 to a compacted topic: the batch
+/// is refused with INVALID_RECORD and `record_errors` names exactly those
+/// ten, as Kafka's log validation does; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_errors_name_each_keyless_record_on_a_compacted_topic() {
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    cluster
+        .create_topic(
+            NewTopic::new("compacted")
+                .partitions(1)
+                .replication_factor(1)
+                .config("cleanup.policy", "compact"),
+        )
+        .await;
+    let keys: Vec<Option<String>> = (0..100)
+        .map(|i| (i % 10 != 3).then(|| format!("key-{i}")))
+        .collect();
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    let p = produce_answer(
+        &mut conn,
+        10,
+        "compacted",
+        keyed_batch(Compression::Lz4, &keys, now_ms()),
+    )
+    .await;
+    assert_eq!(p.error_code, 87, "INVALID_RECORD: {:?}", p.error_message);
+    assert_eq!(p.base_offset, -1);
+    let named: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(named, (0..10).map(|i| i * 10 + 3).collect::<Vec<_>>());
+    let message = p.error_message.as_ref().unwrap().to_string();
+    assert!(
+        message.starts_with("One or more records have been rejected due to 10 record errors in total, and only showing the first three errors at most: ["),
+        "{message}"
+    );
+    // Keyed records still go in, at offset 0: the refused batch left nothing.
+    let keyed: Vec<Option<String>> = (0..5).map(|i| Some(format!("k{i}"))).collect();
+    let p = produce_answer(
+        &mut conn,
+        10,
+        "compacted",
+        keyed_batch(Compression::None, &keyed, now_ms()),
+    )
+    .await;
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    cluster.shutdown().await;
+}
+
+/// What Kafka checks of a Produce before and while appending: one batch
+/// per partition from v3, zstd only from v7 (and no zstd to a Fetch
+/// below v10), create times at most an hour ahead, and the max timestamp
+/// taken from the records whatever the header claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_is_validated_as_kafka_validates_it() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
+    use runnel_log::batch::{Batches, RecordBatchMut};
+
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new("checked").partitions(1).replication_factor(1))
+        .await;
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    let now = now_ms();
+    // Earlier than what the lookup by time below asks for.
+    let earlier = now - 60_000;
+    let key = |i: usize| Some(format!("k{i}"));
+    let plain = |n: usize| {
+        keyed_batch(
+            Compression::None,
+            &(0..n).map(key).collect::<Vec<_>>(),
+            earlier,
+        )
+    };
+
+    // Two batches in one partition's records.
+    let mut two = BytesMut::from(&plain(1)[..]);
+    two.extend_from_slice(&plain(1));
+    let p = produce_answer(&mut conn, 9, "checked", two.freeze()).await;
+    assert_eq!(p.error_code, 87, "{:?}", p.error_message);
+
+    // zstd: refused below v7, taken from v7.
+    let zstd = keyed_batch(Compression::Zstd, &[key(0)], earlier);
+    let p = produce_answer(&mut conn, 6, "checked", zstd.clone()).await;
+    assert_eq!(
+        p.error_code, 76,
+        "UNSUPPORTED_COMPRESSION_TYPE: {:?}",
+        p.error_message
+    );
+    let p = produce_answer(&mut conn, 7, "checked", zstd).await;
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "{:?}",
+        p.error_message
+    );
+
+    // A record two hours ahead of the broker's clock.
+    let ahead = keyed_batch(Compression::None, &[key(0)], now + 2 * 3_600_000);
+    let p = produce_answer(&mut conn, 9, "checked", ahead).await;
+    assert_eq!(p.error_code, 32, "INVALID_TIMESTAMP: {:?}", p.error_message);
+    assert_eq!(p.record_errors.len(), 1);
+    assert_eq!(p.record_errors[0].batch_index, 0);
+
+    // A header whose max timestamp is -1 (as some clients send it).
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(
+        now - 5000,
+        key(1).as_deref().map(str::as_bytes),
+        Some(b"a"),
+        &[],
+    );
+    b.append(
+        now - 1000,
+        key(2).as_deref().map(str::as_bytes),
+        Some(b"b"),
+        &[],
+    );
+    let mut bytes = b.build().unwrap();
+    RecordBatchMut::new(&mut bytes)
+        .unwrap()
+        .0
+        .set_max_timestamp(-1);
+    let p = produce_answer(&mut conn, 9, "checked", Bytes::from(bytes)).await;
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 1),
+        "{:?}",
+        p.error_message
+    );
+    let by_time = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic("checked"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(now - 3000),
+                ]),
+        ]);
+    let answer = conn.call(7, &by_time).await;
+    let found = &answer.topics[0].partitions[0];
+    assert_eq!(found.error_code, 0);
+    assert!(found.offset >= 1 && found.offset <= 2, "{found:?}");
+    assert_eq!(found.timestamp, now - 1000, "{found:?}");
+
+    // Fetch: the zstd batch at offset 0 only from v10.
+    let fetch = fetch_from("checked", 0);
+    let old = conn.call(9, &fetch).await;
+    let p = &old.responses[0].partitions[0];
+    assert_eq!(p.error_code, 76, "a Fetch v9 got zstd");
+    assert!(p.records.as_ref().is_none_or(Bytes::is_empty));
+    let new = conn.call(10, &fetch).await;
+    let p = &new.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    let stored = p.records.clone().unwrap_or_default();
+    let maxes: Vec<i64> = Batches::new(&stored)
+        .map(|b| b.unwrap().header().max_timestamp)
+        .collect();
+    assert_eq!(maxes, [earlier, now - 1000], "stored max timestamps");
+    cluster.shutdown().await;
+}
+
+/// A topic's `compression.type` names the codec it stores: a producer's
+/// uncompressed batch comes back zstd, with the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_compression_type_recompresses_what_producers_send() {
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    cluster
+        .create_topic(
+            NewTopic::new("squeezed")
+                .partitions(1)
+                .replication_factor(1)
+                .config("compression.type", "zstd"),
+        )
+        .await;
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    let keys: Vec<Option<String>> = (0..20).map(|i| Some(format!("key-{i}"))).collect();
+    let p = produce_answer(
+        &mut conn,
+        9,
+        "squeezed",
+        keyed_batch(Compression::None, &keys, now_ms()),
+    )
+    .await;
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (0, 0),
+        "{:?}",
+        p.error_message
+    );
+    let mut consumer = cluster.earliest_consumer();
+    consumer
+        .assign(vec![TopicPartition::new("squeezed", 0)])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 20 {
+        for r in consumer
+            .poll(std::time::Duration::from_secs(5))
+            .await
+            .unwrap()
+        {
+            seen.push(String::from_utf8(r.key.unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..20).map(|i| format!("key-{i}")).collect::<Vec<_>>()
+    );
+    let fetched = conn.call(12, &fetch_from("squeezed", 0)).await;
+    let stored = fetched.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default();
+    let codecs: Vec<Compression> = runnel_log::batch::Batches::new(&stored)
+        .map(|b| b.unwrap().header().compression().unwrap())
+        .collect();
+    assert_eq!(codecs, [Compression::Zstd]);
+    cluster.shutdown().await;
+}

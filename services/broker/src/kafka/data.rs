@@ -29,7 +29,7 @@ use runnel_kafka::kafka_protocol::messages::{
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::server::Reply;
-use runnel_log::batch::{Batches, Compression};
+use runnel_log::batch::{BatchHeader, Batches, Compression};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
@@ -331,7 +331,13 @@ impl KafkaApi {
             .into_iter()
             .zip(keep)
             .filter(|(_, keep)| *keep)
-            .map(|(p, _)| {
+            .map(|(mut p, _)| {
+                if version < 10 && holds_zstd(&p.records) {
+                    // Clients before Fetch v10 cannot read zstd: Kafka refuses
+                    // the partition rather than send what they cannot decode.
+                    p.error_code = ErrorCode::UnsupportedCompressionType as i32;
+                    p.records = Default::default();
+                }
                 let out = PartitionData::default()
                     .with_partition_index(p.partition)
                     .with_error_code(raw_code(p.error_code))
@@ -602,6 +608,22 @@ impl KafkaApi {
 }
 
 /// A Produce answer from each partition's result.
+/// Whether any batch in fetched `records` is zstd-compressed (headers only,
+/// no CRC pass: the bytes come from the log).
+fn holds_zstd(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        if h.compression().ok() == Some(Compression::Zstd) {
+            return true;
+        }
+        match rest.get(h.size()..) {
+            Some(tail) => rest = tail,
+            None => break,
+        }
+    }
+    false
+}
+
 /// Kafka's checks of one partition's records in a Produce before any log
 /// sees them: from v3 exactly one batch, of magic 2; zstd only from v7
 /// (older clients could not read it back).
