@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 pub const UNSUPPORTED_VERSION: i16 = 35;
@@ -12,6 +15,20 @@ pub const UNSUPPORTED_VERSION: i16 = 35;
 #[derive(Debug, Clone, Default)]
 pub struct Versions {
     ranges: BTreeMap<i16, (i16, i16)>,
+    features: Vec<Feature>,
+}
+
+/// A cluster feature (KIP-584) as ApiVersions v3+ reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feature {
+    /// Kafka's feature name (`metadata.version`, `group.version`, ...).
+    pub name: &'static str,
+    /// Lowest level this broker supports.
+    pub min: i16,
+    /// Highest level this broker supports.
+    pub max: i16,
+    /// The level the cluster runs at (0: not finalized, left out).
+    pub finalized: i16,
 }
 
 impl Versions {
@@ -25,7 +42,16 @@ impl Versions {
                 ranges.insert(*api as i16, (lo, hi));
             }
         }
-        Versions { ranges }
+        Versions {
+            ranges,
+            features: Vec::new(),
+        }
+    }
+
+    /// Also reports `features` (supported and finalized) from ApiVersions v3.
+    pub fn with_features(mut self, features: &[Feature]) -> Versions {
+        self.features = features.to_vec();
+        self
     }
 
     /// Whether `version` of `api` is served.
@@ -50,6 +76,35 @@ impl Versions {
                 v
             })
             .collect();
+        r.supported_features = self
+            .features
+            .iter()
+            .map(|f| {
+                let mut k = SupportedFeatureKey::default();
+                k.name = StrBytes::from_static_str(f.name);
+                k.min_version = f.min;
+                k.max_version = f.max;
+                k
+            })
+            .collect();
+        r.finalized_features = self
+            .features
+            .iter()
+            .filter(|f| f.finalized > 0)
+            .map(|f| {
+                let mut k = FinalizedFeatureKey::default();
+                k.name = StrBytes::from_static_str(f.name);
+                k.min_version_level = f.finalized;
+                k.max_version_level = f.finalized;
+                k
+            })
+            .collect();
+        // The features never change while a broker runs: one epoch for all.
+        r.finalized_features_epoch = if r.finalized_features.is_empty() {
+            -1
+        } else {
+            0
+        };
         r
     }
 }
@@ -73,5 +128,28 @@ mod tests {
         );
         assert!(!v.supports(ApiKey::Produce, 9));
         assert_eq!(v.response(0).api_keys.len(), 1);
+    }
+
+    #[test]
+    fn features_are_reported_and_only_levels_above_zero_finalized() {
+        let v = Versions::new(&[(ApiKey::ApiVersions, 0, 4)]).with_features(&[
+            Feature {
+                name: "group.version",
+                min: 0,
+                max: 1,
+                finalized: 1,
+            },
+            Feature {
+                name: "transaction.version",
+                min: 0,
+                max: 0,
+                finalized: 0,
+            },
+        ]);
+        let r = v.response(0);
+        assert_eq!(r.supported_features.len(), 2);
+        assert_eq!(r.finalized_features.len(), 1);
+        assert_eq!(r.finalized_features[0].max_version_level, 1);
+        assert_eq!(r.finalized_features_epoch, 0);
     }
 }

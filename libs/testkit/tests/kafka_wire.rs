@@ -482,3 +482,144 @@ async fn the_topic_compression_type_recompresses_what_producers_send() {
     assert_eq!(codecs, [Compression::Zstd]);
     cluster.shutdown().await;
 }
+
+/// Versions and fields only exact bytes show: Metadata v0 (empty list:
+/// every topic) and v13, the cluster features ApiVersions v3 reports,
+/// authorized operations filled in only when asked for, ListOffsets'
+/// tiered-storage specs, and DeleteTopics by topic id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_features_and_authorized_operations() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, BrokerId, DeleteTopicsRequest, DescribeClusterRequest,
+        ListOffsetsRequest, MetadataRequest,
+    };
+
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    for name in ["listed", "doomed"] {
+        cluster
+            .create_topic(NewTopic::new(name).partitions(2).replication_factor(1))
+            .await;
+    }
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+
+    let versions = conn
+        .call(
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("wire-test"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        )
+        .await;
+    let range = |key: i16| {
+        versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key)
+            .map(|k| (k.min_version, k.max_version))
+    };
+    assert_eq!(range(3), Some((0, 13)), "Metadata");
+    let finalized: Vec<(String, i16)> = versions
+        .finalized_features
+        .iter()
+        .map(|f| (f.name.to_string(), f.max_version_level))
+        .collect();
+    assert!(
+        finalized.contains(&("group.version".into(), 1)),
+        "{finalized:?}"
+    );
+    assert!(
+        finalized.iter().any(|(n, _)| n == "metadata.version"),
+        "{finalized:?}"
+    );
+    assert!(versions.finalized_features_epoch >= 0);
+
+    // Metadata v0: an empty topic list means every topic.
+    let all = conn
+        .call(0, &MetadataRequest::default().with_topics(Some(Vec::new())))
+        .await;
+    let mut names: Vec<String> = all
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["doomed", "listed"]);
+    assert_eq!(all.brokers.len(), 1);
+
+    // Authorized operations: every one a topic and the cluster have, only
+    // when asked (no authorizer: everything is allowed).
+    let ask = |include: bool| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic("listed"))),
+            ]))
+            .with_include_topic_authorized_operations(include)
+    };
+    let asked = conn.call(13, &ask(true)).await;
+    assert_eq!(asked.error_code, 0);
+    assert_eq!(asked.topics[0].topic_authorized_operations, 3576);
+    let not_asked = conn.call(12, &ask(false)).await;
+    assert_eq!(not_asked.topics[0].topic_authorized_operations, i32::MIN);
+    let described = conn
+        .call(
+            1,
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+        )
+        .await;
+    assert_eq!(described.cluster_authorized_operations, 8096);
+
+    // ListOffsets v10: EARLIEST_LOCAL is the log start, LATEST_TIERED has no offset.
+    let specs = |ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic("listed"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ])
+    };
+    let local = conn.call(10, &specs(-4)).await;
+    let p = &local.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset), (0, 0));
+    let tiered = conn.call(10, &specs(-5)).await;
+    let p = &tiered.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset), (0, -1));
+
+    // DeleteTopics v6 by id; an unknown id is UNKNOWN_TOPIC_ID.
+    let id = conn
+        .call(
+            12,
+            &ask(false).with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic("doomed"))),
+            ])),
+        )
+        .await
+        .topics[0]
+        .topic_id;
+    let deleted = conn
+        .call(
+            6,
+            &DeleteTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    DeleteTopicState::default().with_topic_id(id),
+                    DeleteTopicState::default().with_topic_id(uuid::Uuid::from_u128(7)),
+                ]),
+        )
+        .await;
+    let mut codes: Vec<i16> = deleted.responses.iter().map(|r| r.error_code).collect();
+    codes.sort();
+    assert_eq!(codes, [0, 100], "{:?}", deleted.responses);
+    cluster.shutdown().await;
+}

@@ -32,6 +32,9 @@ const TOPIC: i8 = 2;
 /// Kafka's resource type for brokers.
 const BROKER: i8 = 4;
 
+/// Kafka's UNKNOWN_TOPIC_ID (a topic named by an id no topic has).
+const UNKNOWN_TOPIC_ID: i16 = 100;
+
 /// Kafka's config sources in DescribeConfigs.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
@@ -152,14 +155,30 @@ impl KafkaApi {
     }
 
     pub(super) async fn delete_topics(&self, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
-        // v6+ name topics in `topics` (maybe by id); before, in `topic_names`.
+        // v6+ name topics in `topics` (by name or by id); before, in `topic_names`.
+        let mut unknown_ids = Vec::new();
         let names: Vec<String> = if r.topics.is_empty() {
             r.topic_names.iter().map(|n| n.to_string()).collect()
         } else {
-            r.topics
-                .iter()
-                .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
-                .collect()
+            self.metadata.with(|image| {
+                r.topics
+                    .iter()
+                    .filter_map(|t| match &t.name {
+                        Some(n) => Some(n.to_string()),
+                        None => {
+                            let found = image
+                                .topics
+                                .iter()
+                                .find(|(_, s)| Uuid::from_bytes(s.id) == t.topic_id)
+                                .map(|(n, _)| n.clone());
+                            if found.is_none() {
+                                unknown_ids.push(t.topic_id);
+                            }
+                            found
+                        }
+                    })
+                    .collect()
+            })
         };
         let answer = self
             .controller
@@ -187,6 +206,12 @@ impl KafkaApi {
                         .with_error_message(Some(wire(text.clone()))),
                 }
             })
+            .chain(unknown_ids.into_iter().map(|id| {
+                DeletableTopicResult::default()
+                    .with_topic_id(id)
+                    .with_error_code(UNKNOWN_TOPIC_ID)
+                    .with_error_message(Some(wire(format!("no topic has id {id}"))))
+            }))
             .collect();
         DeleteTopicsResponse::default().with_responses(responses)
     }

@@ -35,7 +35,9 @@ use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
 
 use super::sessions::FetchPlan;
-use super::{KafkaApi, code, message, raw_code, wire};
+use super::{
+    CLUSTER_OPERATIONS, KafkaApi, TOPIC_OPERATIONS, authorized, code, message, raw_code, wire,
+};
 
 /// Kafka marks these topics internal in Metadata.
 const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"];
@@ -110,6 +112,10 @@ impl KafkaApi {
                 )
             })
             .collect();
+        let topic_operations = authorized(
+            r.include_topic_authorized_operations && version >= 8,
+            TOPIC_OPERATIONS,
+        );
         let topics = if none {
             Vec::new()
         } else {
@@ -157,7 +163,7 @@ impl KafkaApi {
                         .with_name(Some(topic_name(&t.name)))
                         .with_topic_id(id)
                         .with_partitions(partitions)
-                        .with_topic_authorized_operations(i32::MIN)
+                        .with_topic_authorized_operations(topic_operations)
                 })
                 .collect()
         };
@@ -168,7 +174,10 @@ impl KafkaApi {
             // controller), so clients are told this one is "the controller".
             .with_controller_id(BrokerId(self.broker_id))
             .with_topics(topics)
-            .with_cluster_authorized_operations(i32::MIN)
+            .with_cluster_authorized_operations(authorized(
+                r.include_cluster_authorized_operations && (8..=10).contains(&version),
+                CLUSTER_OPERATIONS,
+            ))
     }
 
     /// Applies a Produce: its appends are queued, in order, before this
@@ -367,13 +376,25 @@ impl KafkaApi {
         r: ListOffsetsRequest,
         version: i16,
     ) -> ListOffsetsResponse {
-        let mut refused = Vec::new();
+        let mut answered = Vec::new();
         let mut asked = Vec::new();
         for t in r.topics {
             for p in t.partitions {
+                if p.timestamp == LATEST_TIERED {
+                    // Nothing is in tiered storage: Kafka answers "no offset".
+                    answered.push((
+                        t.name.to_string(),
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    ));
+                    continue;
+                }
                 let spec = match p.timestamp {
                     -1 => Some(pb::OffsetSpec::Latest),
-                    -2 => Some(pb::OffsetSpec::Earliest),
+                    // Without tiered storage the local log start is the log start.
+                    -2 | EARLIEST_LOCAL => Some(pb::OffsetSpec::Earliest),
                     -3 => Some(pb::OffsetSpec::MaxTimestamp),
                     ts if ts >= 0 => Some(pb::OffsetSpec::Timestamp),
                     _ => None,
@@ -385,7 +406,7 @@ impl KafkaApi {
                         spec: spec as i32,
                         timestamp_ms: p.timestamp.max(0),
                     }),
-                    None => refused.push((
+                    None => answered.push((
                         t.name.to_string(),
                         ListOffsetsPartitionResponse::default()
                             .with_partition_index(p.partition_index)
@@ -413,7 +434,7 @@ impl KafkaApi {
                     .with_leader_epoch(if version >= 4 { p.leader_epoch } else { -1 });
                 (p.topic, out)
             })
-            .chain(refused);
+            .chain(answered);
         let topics = by_topic(results)
             .into_iter()
             .map(|(topic, partitions)| {
@@ -525,7 +546,10 @@ impl KafkaApi {
             .with_cluster_id(wire(self.metadata.cluster_id()))
             .with_controller_id(BrokerId(self.broker_id))
             .with_brokers(brokers)
-            .with_cluster_authorized_operations(i32::MIN)
+            .with_cluster_authorized_operations(authorized(
+                r.include_cluster_authorized_operations,
+                CLUSTER_OPERATIONS,
+            ))
     }
 
     pub(super) async fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
@@ -608,6 +632,11 @@ impl KafkaApi {
 }
 
 /// A Produce answer from each partition's result.
+/// ListOffsets' EARLIEST_LOCAL_TIMESTAMP (v8+, KIP-405).
+const EARLIEST_LOCAL: i64 = -4;
+/// ListOffsets' LATEST_TIERED_TIMESTAMP (v9+, KIP-1005).
+const LATEST_TIERED: i64 = -5;
+
 /// Whether any batch in fetched `records` is zstd-compressed (headers only,
 /// no CRC pass: the bytes come from the log).
 fn holds_zstd(records: &[u8]) -> bool {

@@ -51,7 +51,7 @@ use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{KafkaApi, code, message, raw_code, wire};
+use super::{GROUP_OPERATIONS, KafkaApi, authorized, code, message, raw_code, wire};
 use crate::service::Failure;
 
 type Client = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
@@ -761,7 +761,10 @@ impl KafkaApi {
             groups.push(
                 described
                     .with_group_id(id)
-                    .with_authorized_operations(i32::MIN),
+                    .with_authorized_operations(authorized(
+                        r.include_authorized_operations,
+                        GROUP_OPERATIONS,
+                    )),
             );
         }
         ConsumerGroupDescribeResponse::default().with_groups(groups)
@@ -810,6 +813,7 @@ impl KafkaApi {
         r: DescribeGroupsRequest,
         version: i16,
     ) -> DescribeGroupsResponse {
+        let include_operations = r.include_authorized_operations && version >= 3;
         let mut groups = Vec::with_capacity(r.groups.len());
         for id in r.groups {
             let group = id.to_string();
@@ -859,7 +863,7 @@ impl KafkaApi {
             groups.push(
                 described
                     .with_group_id(id)
-                    .with_authorized_operations(i32::MIN),
+                    .with_authorized_operations(authorized(include_operations, GROUP_OPERATIONS)),
             );
         }
         DescribeGroupsResponse::default().with_groups(groups)

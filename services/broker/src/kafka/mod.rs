@@ -26,7 +26,7 @@ use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::request::Request;
 use runnel_kafka::server::{Handler, Reply};
-use runnel_kafka::versions::Versions;
+use runnel_kafka::versions::{Feature, Versions};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::Endpoint;
 
@@ -38,39 +38,63 @@ pub const KAFKA_ENDPOINT: &str = "kafka";
 /// The endpoint a broker registers for its external Kafka listener.
 pub const KAFKA_EXTERNAL_ENDPOINT: &str = "kafka-external";
 
-/// The APIs served and their versions: what librdkafka 2.x, kafka-python,
-/// franz-go and the Java client 3.x/4.x use. Produce stops at v11 and Fetch
-/// at v12, the last versions that name topics (v13 moved to topic ids).
+/// The APIs served and their versions: every version the codec knows
+/// (Kafka 4.x's newest) down to the oldest Kafka 4.x still serves, and the
+/// cluster features ApiVersions v3+ reports.
 pub fn versions() -> Versions {
     Versions::new(&[
-        (ApiKey::Produce, 3, 11),
+        (ApiKey::Produce, 3, 12),
         (ApiKey::Fetch, 4, 12),
-        (ApiKey::ListOffsets, 1, 7),
-        (ApiKey::Metadata, 1, 12),
+        (ApiKey::ListOffsets, 1, 10),
+        (ApiKey::Metadata, 0, 13),
         (ApiKey::OffsetCommit, 2, 9),
         (ApiKey::OffsetFetch, 1, 9),
-        (ApiKey::FindCoordinator, 0, 4),
+        (ApiKey::FindCoordinator, 0, 6),
         (ApiKey::JoinGroup, 0, 9),
         (ApiKey::Heartbeat, 0, 4),
         (ApiKey::LeaveGroup, 0, 5),
         (ApiKey::SyncGroup, 0, 5),
-        (ApiKey::DescribeGroups, 0, 5),
+        (ApiKey::DescribeGroups, 0, 6),
         (ApiKey::ListGroups, 0, 4),
         (ApiKey::ApiVersions, 0, 4),
         (ApiKey::CreateTopics, 2, 7),
-        (ApiKey::DeleteTopics, 1, 5),
+        (ApiKey::DeleteTopics, 1, 6),
         (ApiKey::DeleteRecords, 0, 2),
-        (ApiKey::InitProducerId, 0, 4),
+        (ApiKey::InitProducerId, 0, 5),
         (ApiKey::OffsetForLeaderEpoch, 2, 4),
         (ApiKey::DescribeConfigs, 1, 4),
         (ApiKey::AlterConfigs, 0, 2),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::CreatePartitions, 0, 3),
         (ApiKey::IncrementalAlterConfigs, 0, 1),
-        (ApiKey::DescribeCluster, 0, 1),
+        (ApiKey::DescribeCluster, 0, 2),
         (ApiKey::DescribeProducers, 0, 0),
         (ApiKey::ConsumerGroupHeartbeat, 0, 1),
         (ApiKey::ConsumerGroupDescribe, 0, 1),
+    ])
+    .with_features(&[
+        // The KRaft metadata versions of Kafka 3.3 to 4.1, at 4.1's.
+        Feature {
+            name: "metadata.version",
+            min: 7,
+            max: 27,
+            finalized: 27,
+        },
+        // KIP-848's consumer group protocol is on.
+        Feature {
+            name: "group.version",
+            min: 0,
+            max: 1,
+            finalized: 1,
+        },
+        // No transactions: transaction.version stays 0 (not finalized), so
+        // clients do not try KIP-890's protocol.
+        Feature {
+            name: "transaction.version",
+            min: 0,
+            max: 0,
+            finalized: 0,
+        },
     ])
 }
 
@@ -206,6 +230,61 @@ impl Handler for KafkaApi {
             }
         }))
     }
+}
+
+/// Kafka's `AclOperation` codes that make up the authorized-operations
+/// bitfields (bit n is operation n).
+mod acl {
+    pub const READ: u8 = 3;
+    pub const WRITE: u8 = 4;
+    pub const CREATE: u8 = 5;
+    pub const DELETE: u8 = 6;
+    pub const ALTER: u8 = 7;
+    pub const DESCRIBE: u8 = 8;
+    pub const CLUSTER_ACTION: u8 = 9;
+    pub const DESCRIBE_CONFIGS: u8 = 10;
+    pub const ALTER_CONFIGS: u8 = 11;
+    pub const IDEMPOTENT_WRITE: u8 = 12;
+}
+
+const fn operations(ops: &[u8]) -> i32 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < ops.len() {
+        bits |= 1 << ops[i];
+        i += 1;
+    }
+    bits
+}
+
+/// Every operation Kafka defines on a topic (no authorizer yet: all allowed).
+const TOPIC_OPERATIONS: i32 = operations(&[
+    acl::READ,
+    acl::WRITE,
+    acl::CREATE,
+    acl::DELETE,
+    acl::ALTER,
+    acl::DESCRIBE,
+    acl::DESCRIBE_CONFIGS,
+    acl::ALTER_CONFIGS,
+]);
+/// Every operation Kafka defines on a group.
+const GROUP_OPERATIONS: i32 = operations(&[acl::READ, acl::DESCRIBE, acl::DELETE]);
+/// Every operation Kafka defines on the cluster.
+const CLUSTER_OPERATIONS: i32 = operations(&[
+    acl::CREATE,
+    acl::ALTER,
+    acl::DESCRIBE,
+    acl::CLUSTER_ACTION,
+    acl::DESCRIBE_CONFIGS,
+    acl::ALTER_CONFIGS,
+    acl::IDEMPOTENT_WRITE,
+]);
+
+/// An authorized-operations field: `all` when the client asked for it,
+/// else Kafka's "not asked" (`i32::MIN`).
+fn authorized(requested: bool, all: i32) -> i32 {
+    if requested { all } else { i32::MIN }
 }
 
 /// A Kafka error code from Runnel's (the same numbers).
