@@ -396,13 +396,19 @@ impl Coordinator for CoordinatorService {
             .manager
             .list()
             .into_iter()
-            .filter(|(_, state, _)| {
-                req.states.is_empty() || req.states.iter().any(|s| s == state.name())
+            .filter(|g| {
+                (req.states.is_empty() || req.states.iter().any(|s| s == g.state.name()))
+                    && (req.types.is_empty()
+                        || req
+                            .types
+                            .iter()
+                            .any(|t| t.eq_ignore_ascii_case(g.group_type)))
             })
-            .map(|(group_id, state, protocol_type)| pb::ListedGroup {
-                group_id,
-                protocol_type,
-                state: state.name().into(),
+            .map(|g| pb::ListedGroup {
+                group_id: g.group_id,
+                protocol_type: g.protocol_type,
+                state: g.state.name().into(),
+                group_type: g.group_type.into(),
             })
             .collect();
         Ok(Response::new(pb::ListGroupsResponse { groups }))

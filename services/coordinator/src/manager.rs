@@ -817,30 +817,43 @@ impl GroupManager {
     }
 
     /// Every group: with members, or with committed offsets only (Empty).
-    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+    pub fn list(&self) -> Vec<ListedGroup> {
         let groups = self.groups.lock();
         let offsets = self.offsets.lock();
-        let mut out: Vec<(String, GroupState, String)> = groups
+        let mut out: Vec<ListedGroup> = groups
             .iter()
             .filter(|(_, e)| e.group.state() != GroupState::Dead)
-            .map(|(id, e)| {
-                let kind = e.group.protocol_type().unwrap_or_default().to_owned();
-                (id.clone(), e.group.state(), kind)
+            .map(|(id, e)| ListedGroup {
+                group_id: id.clone(),
+                state: e.group.state(),
+                protocol_type: e.group.protocol_type().unwrap_or_default().to_owned(),
+                group_type: CLASSIC,
             })
             .collect();
         let consumer_groups = self.consumer_groups.lock();
         for (id, g) in consumer_groups.iter() {
             if !groups.contains_key(id) {
-                out.push((id.clone(), consumer_state(g), "consumer".to_owned()));
+                out.push(ListedGroup {
+                    group_id: id.clone(),
+                    state: consumer_state(g),
+                    protocol_type: "consumer".to_owned(),
+                    group_type: CONSUMER,
+                });
             }
         }
-        // Only committed offsets (Kafka's "simple" groups): no protocol type.
+        // Only committed offsets (Kafka's "simple" groups): no protocol
+        // type, and classic, as Kafka lists them.
         for id in offsets.group_ids() {
             if !groups.contains_key(id) && !consumer_groups.contains_key(id) {
-                out.push((id.to_owned(), GroupState::Empty, String::new()));
+                out.push(ListedGroup {
+                    group_id: id.to_owned(),
+                    state: GroupState::Empty,
+                    protocol_type: String::new(),
+                    group_type: CLASSIC,
+                });
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
     }
 
@@ -982,6 +995,25 @@ impl GroupManager {
             .get(group_id)
             .map_or(GroupState::Dead, |e| e.group.state())
     }
+}
+
+/// Kafka's group type of JoinGroup/SyncGroup groups (and of groups with
+/// only committed offsets).
+pub const CLASSIC: &str = "classic";
+/// Kafka's group type of KIP-848 groups.
+pub const CONSUMER: &str = "consumer";
+
+/// One group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    /// The group id.
+    pub group_id: String,
+    /// Its state, in the classic names.
+    pub state: GroupState,
+    /// Its protocol type ("consumer", "connect"; empty with only offsets).
+    pub protocol_type: String,
+    /// [`CLASSIC`] or [`CONSUMER`].
+    pub group_type: &'static str,
 }
 
 /// What DescribeGroups says of a group.

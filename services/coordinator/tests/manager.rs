@@ -180,12 +180,28 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
         .commit("offsets-only", "", None, -1, commit(9))
         .await
         .unwrap();
+    let listed: Vec<_> = manager
+        .list()
+        .into_iter()
+        .map(|g| (g.group_id, g.state, g.protocol_type, g.group_type))
+        .collect();
     assert_eq!(
-        manager.list(),
+        listed,
         vec![
-            ("live".into(), GroupState::Stable, "consumer".into()),
-            // Only committed offsets: a "simple" group, no protocol type (as Kafka).
-            ("offsets-only".into(), GroupState::Empty, String::new())
+            (
+                "live".into(),
+                GroupState::Stable,
+                "consumer".into(),
+                "classic"
+            ),
+            // Only committed offsets: a "simple" group, no protocol type
+            // and classic (as Kafka).
+            (
+                "offsets-only".into(),
+                GroupState::Empty,
+                String::new(),
+                "classic"
+            )
         ]
     );
     let d = manager.describe("live").unwrap();

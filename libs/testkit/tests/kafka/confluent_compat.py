@@ -15,6 +15,7 @@ import time
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
+    ConsumerGroupType,
     Consumer,
     KafkaError,
     KafkaException,
@@ -369,6 +370,18 @@ def scenario_groups_kip848(bootstrap):
     assert len(d.members) == 1, d.members
     owned = sorted(tp.partition for tp in d.members[0].assignment.topic_partitions)
     assert owned == [0, 1, 2, 3], d.members[0].assignment
+    # ListGroups v5: group types, and the filter by type.
+    listed = ad.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+    types = {g.group_id: g.type for g in listed.valid}
+    assert types.get("kip848") == ConsumerGroupType.CONSUMER, types
+    only = ad.list_consumer_groups(
+        request_timeout=TIMEOUT, types={ConsumerGroupType.CLASSIC}
+    ).result(TIMEOUT)
+    assert "kip848" not in {g.group_id for g in only.valid}, only.valid
+    only = ad.list_consumer_groups(
+        request_timeout=TIMEOUT, types={ConsumerGroupType.CONSUMER}
+    ).result(TIMEOUT)
+    assert "kip848" in {g.group_id for g in only.valid}, only.valid
     a.close()
 
 

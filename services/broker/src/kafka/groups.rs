@@ -779,6 +779,7 @@ impl KafkaApi {
                 .collect()
         });
         let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();
+        let types: Vec<String> = r.types_filter.iter().map(|s| s.to_string()).collect();
         let mut groups = Vec::new();
         let mut error = 0;
         for addr in addrs {
@@ -788,6 +789,7 @@ impl KafkaApi {
             match client
                 .list_groups(pb::ListGroupsRequest {
                     states: states.clone(),
+                    types: types.clone(),
                 })
                 .await
             {
@@ -796,6 +798,7 @@ impl KafkaApi {
                         .with_group_id(GroupId(wire(g.group_id)))
                         .with_protocol_type(wire(g.protocol_type))
                         .with_group_state(wire(g.state))
+                        .with_group_type(wire(g.group_type))
                 })),
                 Err(status) => {
                     tracing::debug!(%addr, error = %status.message(), "ListGroups: a coordinator did not answer");

@@ -55,7 +55,7 @@ pub fn versions() -> Versions {
         (ApiKey::LeaveGroup, 0, 5),
         (ApiKey::SyncGroup, 0, 5),
         (ApiKey::DescribeGroups, 0, 6),
-        (ApiKey::ListGroups, 0, 4),
+        (ApiKey::ListGroups, 0, 5),
         (ApiKey::ApiVersions, 0, 4),
         (ApiKey::CreateTopics, 2, 7),
         (ApiKey::DeleteTopics, 1, 6),
