@@ -623,3 +623,110 @@ async fn versions_features_and_authorized_operations() {
     assert_eq!(codes, [0, 100], "{:?}", deleted.responses);
     cluster.shutdown().await;
 }
+
+/// Produce v13 and Fetch v13+ name topics by id: records go in and come
+/// back by id (Fetch through v18, with a fetch session), and an id no topic
+/// has is UNKNOWN_TOPIC_ID for its partitions alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_and_fetch_by_topic_id() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{BrokerId, FetchRequest, MetadataRequest};
+
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new("by-id").partitions(1).replication_factor(1))
+        .await;
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    let id = conn
+        .call(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic("by-id"))),
+            ])),
+        )
+        .await
+        .topics[0]
+        .topic_id;
+    let stranger = uuid::Uuid::from_u128(42);
+    let by_id = |id: uuid::Uuid, n: usize| {
+        TopicProduceData::default()
+            .with_topic_id(id)
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(numbered_batch(n, false))),
+            ])
+    };
+    let produced = conn
+        .call(
+            13,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(10_000)
+                .with_topic_data(vec![by_id(id, 0), by_id(stranger, 1)]),
+        )
+        .await;
+    let mut answers: Vec<(uuid::Uuid, i16, i64)> = produced
+        .responses
+        .iter()
+        .map(|t| {
+            let p = &t.partition_responses[0];
+            (t.topic_id, p.error_code, p.base_offset)
+        })
+        .collect();
+    answers.sort();
+    let mut expected = vec![(id, 0, 0), (stranger, 100, -1)];
+    expected.sort();
+    assert_eq!(answers, expected);
+
+    for version in [13, 15, 17, 18] {
+        let fetch = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(0)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic_id(id)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20)
+                            .with_high_watermark(-1),
+                    ]),
+                FetchTopic::default()
+                    .with_topic_id(stranger)
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_partition_max_bytes(1 << 20)
+                            .with_high_watermark(-1),
+                    ]),
+            ]);
+        let answer = conn.call(version, &fetch).await;
+        assert_eq!(answer.error_code, 0, "v{version}");
+        assert!(answer.session_id > 0, "v{version} opens a session");
+        let mut seen: Vec<(uuid::Uuid, i16, bool)> = answer
+            .responses
+            .iter()
+            .map(|t| {
+                let p = &t.partitions[0];
+                (
+                    t.topic_id,
+                    p.error_code,
+                    p.records.as_ref().is_some_and(|r| !r.is_empty()),
+                )
+            })
+            .collect();
+        seen.sort();
+        let mut expected = vec![(id, 0, true), (stranger, 100, false)];
+        expected.sort();
+        assert_eq!(seen, expected, "v{version}");
+    }
+    cluster.shutdown().await;
+}

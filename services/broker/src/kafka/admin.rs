@@ -24,6 +24,7 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
 use uuid::Uuid;
 
+use super::data::UNKNOWN_TOPIC_ID;
 use super::{KafkaApi, code, message, raw_code, wire};
 use crate::service::Failure;
 
@@ -31,9 +32,6 @@ use crate::service::Failure;
 const TOPIC: i8 = 2;
 /// Kafka's resource type for brokers.
 const BROKER: i8 = 4;
-
-/// Kafka's UNKNOWN_TOPIC_ID (a topic named by an id no topic has).
-const UNKNOWN_TOPIC_ID: i16 = 100;
 
 /// Kafka's config sources in DescribeConfigs.
 const SOURCE_TOPIC: i8 = 1;

@@ -1,6 +1,6 @@
 //! Kafka's data-path requests on the broker's request logic.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::FutureExt;
 use runnel_kafka::kafka_protocol::messages::ResponseKind;
@@ -183,7 +183,7 @@ impl KafkaApi {
     /// Applies a Produce: its appends are queued, in order, before this
     /// returns, and the answer waits for their acknowledgement without
     /// holding the connection (Kafka answers acks=0 with nothing).
-    pub(super) async fn produce(&self, r: ProduceRequest, version: i16) -> Reply {
+    pub(super) async fn produce(&self, mut r: ProduceRequest, version: i16) -> Reply {
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -203,6 +203,24 @@ impl KafkaApi {
             )),
             _ => None,
         };
+        // v13 names topics by id: each topic's key is its name, or for an id
+        // no topic has, a key no name can be (names have no ':').
+        let mut keys: HashMap<String, Uuid> = HashMap::new();
+        if version >= 13 {
+            let names: HashMap<Uuid, String> = self
+                .topic_ids()
+                .into_iter()
+                .map(|(name, id)| (id, name))
+                .collect();
+            for t in &mut r.topic_data {
+                let key = names
+                    .get(&t.topic_id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{UNKNOWN_ID_KEY}{}", t.topic_id));
+                keys.insert(key.clone(), t.topic_id);
+                t.name = topic_name(&key);
+            }
+        }
         let asked = r.topic_data.into_iter().flat_map(|t| {
             let topic = t.name.to_string();
             t.partition_data
@@ -226,7 +244,7 @@ impl KafkaApi {
                     (topic, out)
                 })
                 .collect();
-            return produce_reply(results);
+            return produce_reply(results, &keys);
         };
         // Kafka's per-partition checks of the request itself (its
         // `ProduceRequest.validateRecords`): a partition that fails them is
@@ -235,17 +253,29 @@ impl KafkaApi {
         let mut partitions = Vec::new();
         for (topic, p) in asked {
             let records = p.records.unwrap_or_default();
-            match check_produce_records(&records, version) {
+            let checked = if topic.starts_with(UNKNOWN_ID_KEY) {
+                Err((
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("no topic has id {}", &topic[UNKNOWN_ID_KEY.len()..]),
+                ))
+            } else {
+                check_produce_records(&records, version)
+            };
+            match checked {
                 Ok(()) => partitions.push(pb::ProducePartition {
                     topic,
                     partition: p.index,
                     records,
                 }),
                 Err((error, text)) => refused.push((
-                    topic,
+                    topic.clone(),
                     PartitionProduceResponse::default()
                         .with_index(p.index)
-                        .with_error_code(code(error))
+                        .with_error_code(if topic.starts_with(UNKNOWN_ID_KEY) {
+                            UNKNOWN_TOPIC_ID
+                        } else {
+                            code(error)
+                        })
                         .with_error_message(Some(wire(text)))
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1)
@@ -289,14 +319,44 @@ impl KafkaApi {
                         .with_record_errors(record_errors);
                     (p.topic, out)
                 }));
-                produce_reply(results)
+                produce_reply(results, &keys)
             }
             .boxed(),
         )
     }
 
-    pub(super) async fn fetch(&self, r: FetchRequest, version: i16) -> FetchResponse {
-        if r.replica_id.0 >= 0 {
+    pub(super) async fn fetch(&self, mut r: FetchRequest, version: i16) -> FetchResponse {
+        let replica = if version >= 15 {
+            r.replica_state.replica_id.0
+        } else {
+            r.replica_id.0
+        };
+        // v13+ name topics by id: resolve them to names up front, so the
+        // sessions and the reads work on names as for older versions.
+        let ids = (version >= 13).then(|| self.topic_ids());
+        let mut unknown_ids = Vec::new();
+        if let Some(ids) = &ids {
+            let names: HashMap<Uuid, &String> = ids.iter().map(|(n, id)| (*id, n)).collect();
+            r.topics.retain_mut(|t| match names.get(&t.topic_id) {
+                Some(name) => {
+                    t.topic = topic_name(name);
+                    true
+                }
+                None => {
+                    unknown_ids.push((t.topic_id, std::mem::take(&mut t.partitions)));
+                    false
+                }
+            });
+            r.forgotten_topics_data
+                .retain_mut(|t| match names.get(&t.topic_id) {
+                    Some(name) => {
+                        t.topic = topic_name(name);
+                        true
+                    }
+                    None => false,
+                });
+        }
+        if replica >= 0 {
             // Replication between Runnel brokers runs over gRPC.
             return FetchResponse::default().with_error_code(code(ErrorCode::InvalidRequest));
         }
@@ -358,14 +418,38 @@ impl KafkaApi {
                     .with_records(Some(p.records));
                 (p.topic, out)
             });
-        let responses = by_topic(results)
+        let mut responses: Vec<FetchableTopicResponse> = by_topic(results)
             .into_iter()
             .map(|(topic, partitions)| {
+                let id = ids
+                    .as_ref()
+                    .and_then(|ids| ids.get(&topic).copied())
+                    .unwrap_or_default();
                 FetchableTopicResponse::default()
                     .with_topic(topic_name(&topic))
+                    .with_topic_id(id)
                     .with_partitions(partitions)
             })
             .collect();
+        // Kafka answers a topic id it does not know per partition.
+        responses.extend(unknown_ids.into_iter().map(|(id, partitions)| {
+            FetchableTopicResponse::default()
+                .with_topic_id(id)
+                .with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|p| {
+                            PartitionData::default()
+                                .with_partition_index(p.partition)
+                                .with_error_code(UNKNOWN_TOPIC_ID)
+                                .with_high_watermark(-1)
+                                .with_last_stable_offset(-1)
+                                .with_log_start_offset(-1)
+                                .with_preferred_read_replica(BrokerId(-1))
+                        })
+                        .collect(),
+                )
+        }));
         FetchResponse::default()
             .with_session_id(session_id)
             .with_responses(responses)
@@ -632,6 +716,9 @@ impl KafkaApi {
 }
 
 /// A Produce answer from each partition's result.
+/// Kafka's UNKNOWN_TOPIC_ID: a topic named by an id no topic has.
+pub(super) const UNKNOWN_TOPIC_ID: i16 = 100;
+
 /// ListOffsets' EARLIEST_LOCAL_TIMESTAMP (v8+, KIP-405).
 const EARLIEST_LOCAL: i64 = -4;
 /// ListOffsets' LATEST_TIERED_TIMESTAMP (v9+, KIP-1005).
@@ -687,12 +774,20 @@ fn check_produce_records(records: &[u8], version: i16) -> Result<(), (ErrorCode,
     Ok(())
 }
 
-fn produce_reply(results: Vec<(String, PartitionProduceResponse)>) -> Reply {
+/// Produce v13's key for a topic id no topic has (see `produce`).
+const UNKNOWN_ID_KEY: &str = "unknown-id:";
+
+/// The Produce answer; `ids` gives each topic key its id (v13).
+fn produce_reply(
+    results: Vec<(String, PartitionProduceResponse)>,
+    ids: &HashMap<String, Uuid>,
+) -> Reply {
     let responses = by_topic(results)
         .into_iter()
         .map(|(topic, partitions)| {
             TopicProduceResponse::default()
                 .with_name(topic_name(&topic))
+                .with_topic_id(ids.get(&topic).copied().unwrap_or_default())
                 .with_partition_responses(partitions)
         })
         .collect();

@@ -92,8 +92,9 @@ impl KafkaApi {
         self.client_at(&addr)
     }
 
-    /// Every topic's id by name (KIP-848's APIs name topics by id).
-    fn topic_ids(&self) -> HashMap<String, Uuid> {
+    /// Every topic's id by name (KIP-848's APIs, Produce v13 and Fetch v13+
+    /// name topics by id).
+    pub(super) fn topic_ids(&self) -> HashMap<String, Uuid> {
         self.metadata.with(|image| {
             image
                 .topics

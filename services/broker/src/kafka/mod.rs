@@ -43,8 +43,8 @@ pub const KAFKA_EXTERNAL_ENDPOINT: &str = "kafka-external";
 /// cluster features ApiVersions v3+ reports.
 pub fn versions() -> Versions {
     Versions::new(&[
-        (ApiKey::Produce, 3, 12),
-        (ApiKey::Fetch, 4, 12),
+        (ApiKey::Produce, 3, 13),
+        (ApiKey::Fetch, 4, 18),
         (ApiKey::ListOffsets, 1, 10),
         (ApiKey::Metadata, 0, 13),
         (ApiKey::OffsetCommit, 2, 9),
