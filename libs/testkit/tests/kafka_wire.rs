@@ -730,3 +730,84 @@ async fn produce_and_fetch_by_topic_id() {
     }
     cluster.shutdown().await;
 }
+
+/// DescribeTopicPartitions (KIP-966, what Kafka's admin client describes
+/// topics with): topics by name, paginated by `response_partition_limit`
+/// with a cursor, unknown topics named with UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::DescribeTopicPartitionsRequest;
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    for (name, n) in [("dtp-a", 3), ("dtp-b", 2), ("dtp-c", 1)] {
+        cluster
+            .create_topic(NewTopic::new(name).partitions(n).replication_factor(1))
+            .await;
+    }
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    let ask = |names: &[&str], cursor: Option<Cursor>| {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                names
+                    .iter()
+                    .map(|n| TopicRequest::default().with_name(topic(n)))
+                    .collect(),
+            )
+            .with_response_partition_limit(4)
+            .with_cursor(cursor)
+    };
+    let shown = |r: &kafka_protocol::messages::DescribeTopicPartitionsResponse| -> Vec<(String, i16, Vec<i32>)> {
+        r.topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    t.error_code,
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect()
+    };
+    let first = conn.call(0, &ask(&["dtp-c", "dtp-b", "dtp-a"], None)).await;
+    assert_eq!(
+        shown(&first),
+        [
+            ("dtp-a".to_owned(), 0, vec![0, 1, 2]),
+            ("dtp-b".to_owned(), 0, vec![0])
+        ]
+    );
+    assert_eq!(first.topics[0].topic_authorized_operations, 3576);
+    let cursor = first.next_cursor.clone().expect("a cursor to the rest");
+    assert_eq!(
+        (cursor.topic_name.to_string(), cursor.partition_index),
+        ("dtp-b".to_owned(), 1)
+    );
+    let rest = conn
+        .call(
+            0,
+            &ask(
+                &["dtp-a", "dtp-b", "dtp-c"],
+                Some(
+                    Cursor::default()
+                        .with_topic_name(cursor.topic_name.clone())
+                        .with_partition_index(cursor.partition_index),
+                ),
+            ),
+        )
+        .await;
+    assert_eq!(
+        shown(&rest),
+        [
+            ("dtp-b".to_owned(), 0, vec![1]),
+            ("dtp-c".to_owned(), 0, vec![0])
+        ]
+    );
+    assert!(rest.next_cursor.is_none());
+    let unknown = conn.call(0, &ask(&["dtp-missing"], None)).await;
+    assert_eq!(shown(&unknown), [("dtp-missing".to_owned(), 3, vec![])]);
+    cluster.shutdown().await;
+}

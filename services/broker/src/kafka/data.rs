@@ -22,10 +22,11 @@ use runnel_kafka::kafka_protocol::messages::produce_response::{
 };
 use runnel_kafka::kafka_protocol::messages::{
     BrokerId, DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    DescribeClusterResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, FetchRequest, FetchResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::server::Reply;
@@ -127,31 +128,15 @@ impl KafkaApi {
                         .partitions
                         .iter()
                         .map(|p| {
-                            let leader = if live.contains(&p.leader) {
-                                p.leader
-                            } else {
-                                -1
-                            };
+                            let v = PartitionView::of(p, &live);
                             MetadataResponsePartition::default()
-                                .with_error_code(if leader < 0 {
-                                    code(ErrorCode::LeaderNotAvailable)
-                                } else {
-                                    0
-                                })
+                                .with_error_code(v.error_code)
                                 .with_partition_index(p.partition)
-                                .with_leader_id(BrokerId(leader))
+                                .with_leader_id(v.leader)
                                 .with_leader_epoch(p.leader_epoch)
-                                .with_replica_nodes(
-                                    p.replicas.iter().map(|&b| BrokerId(b)).collect(),
-                                )
-                                .with_isr_nodes(p.isr.iter().map(|&b| BrokerId(b)).collect())
-                                .with_offline_replicas(
-                                    p.replicas
-                                        .iter()
-                                        .filter(|b| !live.contains(b))
-                                        .map(|&b| BrokerId(b))
-                                        .collect(),
-                                )
+                                .with_replica_nodes(v.replicas)
+                                .with_isr_nodes(v.isr)
+                                .with_offline_replicas(v.offline)
                         })
                         .collect();
                     let id = <[u8; 16]>::try_from(&t.topic_id[..])
@@ -597,6 +582,120 @@ impl KafkaApi {
             .with_producer_epoch(i16::try_from(answer.producer_epoch).unwrap_or(-1))
     }
 
+    /// Kafka's DescribeTopicPartitions (KIP-966): topics sorted by name,
+    /// at most `response_partition_limit` partitions per answer, the rest
+    /// behind `next_cursor`.
+    pub(super) async fn describe_topic_partitions(
+        &self,
+        r: DescribeTopicPartitionsRequest,
+    ) -> DescribeTopicPartitionsResponse {
+        use runnel_kafka::kafka_protocol::messages::describe_topic_partitions_response::{
+            Cursor, DescribeTopicPartitionsResponsePartition as Partition,
+            DescribeTopicPartitionsResponseTopic as Topic,
+        };
+        let mut wanted: Vec<String> = r.topics.iter().map(|t| t.name.to_string()).collect();
+        wanted.sort();
+        wanted.dedup();
+        let cursor = r
+            .cursor
+            .as_ref()
+            .map(|c| (c.topic_name.to_string(), c.partition_index.max(0)));
+        if let Some((topic, _)) = &cursor
+            && !wanted.is_empty()
+            && !wanted.contains(topic)
+        {
+            // Kafka refuses a cursor outside the topics asked for.
+            return DescribeTopicPartitionsResponse::default().with_topics(vec![
+                Topic::default()
+                    .with_error_code(code(ErrorCode::InvalidRequest))
+                    .with_name(Some(topic_name(topic))),
+            ]);
+        }
+        let answer = self
+            .broker
+            .metadata(
+                pb::MetadataRequest {
+                    topics: wanted,
+                    allow_auto_topic_creation: false,
+                },
+                self.listener,
+            )
+            .await;
+        let live: HashSet<i32> = answer
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| b.broker_id)
+            .collect();
+        let mut topics = answer.topics;
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut left = match r.response_partition_limit {
+            n if n > 0 => n.min(MAX_DESCRIBED_PARTITIONS),
+            _ => MAX_DESCRIBED_PARTITIONS,
+        };
+        let mut out = Vec::new();
+        let mut next_cursor = None;
+        for t in topics {
+            let start = match &cursor {
+                Some((topic, _)) if t.name < *topic => continue,
+                Some((topic, p)) if t.name == *topic => *p,
+                _ => 0,
+            };
+            if left == 0 {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(topic_name(&t.name))
+                        .with_partition_index(start),
+                );
+                break;
+            }
+            let id = <[u8; 16]>::try_from(&t.topic_id[..])
+                .map(Uuid::from_bytes)
+                .unwrap_or_default();
+            let mut partitions = Vec::new();
+            for p in t.partitions.iter().filter(|p| p.partition >= start) {
+                if left == 0 {
+                    next_cursor = Some(
+                        Cursor::default()
+                            .with_topic_name(topic_name(&t.name))
+                            .with_partition_index(p.partition),
+                    );
+                    break;
+                }
+                left -= 1;
+                let v = PartitionView::of(p, &live);
+                partitions.push(
+                    Partition::default()
+                        .with_error_code(v.error_code)
+                        .with_partition_index(p.partition)
+                        .with_leader_id(v.leader)
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_replica_nodes(v.replicas)
+                        .with_isr_nodes(v.isr)
+                        // No eligible leader replicas (KIP-966's ELR is off).
+                        .with_eligible_leader_replicas(Some(Vec::new()))
+                        .with_last_known_elr(Some(Vec::new()))
+                        .with_offline_replicas(v.offline),
+                );
+            }
+            out.push(
+                Topic::default()
+                    .with_error_code(raw_code(t.error_code))
+                    .with_is_internal(INTERNAL_TOPICS.contains(&t.name.as_str()))
+                    .with_name(Some(topic_name(&t.name)))
+                    .with_topic_id(id)
+                    .with_partitions(partitions)
+                    .with_topic_authorized_operations(TOPIC_OPERATIONS),
+            );
+            if next_cursor.is_some() {
+                break;
+            }
+        }
+        DescribeTopicPartitionsResponse::default()
+            .with_topics(out)
+            .with_next_cursor(next_cursor)
+    }
+
     pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
         // endpoint_type 2 asks for controllers, which Kafka clients cannot reach here.
         if r.endpoint_type > 1 {
@@ -716,6 +815,46 @@ impl KafkaApi {
 }
 
 /// A Produce answer from each partition's result.
+/// A partition as Metadata and DescribeTopicPartitions show it: a leader
+/// that is not live is no leader (LEADER_NOT_AVAILABLE).
+struct PartitionView {
+    error_code: i16,
+    leader: BrokerId,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    offline: Vec<BrokerId>,
+}
+
+impl PartitionView {
+    fn of(p: &pb::PartitionInfo, live: &HashSet<i32>) -> PartitionView {
+        let leader = if live.contains(&p.leader) {
+            p.leader
+        } else {
+            -1
+        };
+        PartitionView {
+            error_code: if leader < 0 {
+                code(ErrorCode::LeaderNotAvailable)
+            } else {
+                0
+            },
+            leader: BrokerId(leader),
+            replicas: p.replicas.iter().map(|&b| BrokerId(b)).collect(),
+            isr: p.isr.iter().map(|&b| BrokerId(b)).collect(),
+            offline: p
+                .replicas
+                .iter()
+                .filter(|b| !live.contains(b))
+                .map(|&b| BrokerId(b))
+                .collect(),
+        }
+    }
+}
+
+/// Kafka's `max.request.partition.size.limit`: the most partitions one
+/// DescribeTopicPartitions answer holds.
+const MAX_DESCRIBED_PARTITIONS: i32 = 2000;
+
 /// Kafka's UNKNOWN_TOPIC_ID: a topic named by an id no topic has.
 pub(super) const UNKNOWN_TOPIC_ID: i16 = 100;
 

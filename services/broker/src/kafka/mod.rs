@@ -10,7 +10,7 @@
 //!
 //! - `data`: Metadata, Produce, Fetch (with fetch sessions, `sessions`),
 //!   ListOffsets, OffsetForLeaderEpoch, InitProducerId, DescribeCluster,
-//!   DeleteRecords, DescribeProducers.
+//!   DescribeTopicPartitions, DeleteRecords, DescribeProducers.
 //! - `groups`: FindCoordinator and the group APIs.
 //! - `admin`: topics, partitions and configs.
 
@@ -71,6 +71,7 @@ pub fn versions() -> Versions {
         (ApiKey::DescribeProducers, 0, 0),
         (ApiKey::ConsumerGroupHeartbeat, 0, 1),
         (ApiKey::ConsumerGroupDescribe, 0, 1),
+        (ApiKey::DescribeTopicPartitions, 0, 0),
     ])
     .with_features(&[
         // The KRaft metadata versions of Kafka 3.3 to 4.1, at 4.1's.
@@ -181,6 +182,9 @@ impl Handler for KafkaApi {
             }
             RequestKind::DescribeCluster(r) => {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
+            }
+            RequestKind::DescribeTopicPartitions(r) => {
+                ResponseKind::DescribeTopicPartitions(self.describe_topic_partitions(r).await)
             }
             RequestKind::DeleteRecords(r) => {
                 ResponseKind::DeleteRecords(self.delete_records(r).await)
