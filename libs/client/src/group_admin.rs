@@ -211,7 +211,9 @@ impl Admin {
                 match r.partitions.into_iter().find(|p| p.error_code() != ErrorCode::None) {
                     None => Ok(()),
                     Some(p) if coordinator_moved(p.error_code()) => Err(server(p.error_code(), p.error_message)),
-                    Some(p) if p.error_code() == ErrorCode::IllegalGeneration => Err(server(
+                    // A classic group with members answers ILLEGAL_GENERATION,
+                    // a KIP-848 one UNKNOWN_MEMBER_ID (as Kafka).
+                    Some(p) if matches!(p.error_code(), ErrorCode::IllegalGeneration | ErrorCode::UnknownMemberId) => Err(server(
                         ErrorCode::NonEmptyGroup,
                         format!("group {group} has active members: stop them before resetting its offsets"),
                     )),

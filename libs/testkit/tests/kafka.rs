@@ -120,6 +120,15 @@ async fn confluent_kafka_consumer_group_kip848_protocol() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_kip848_consumer_commits_without_joining() {
+    confluent("kip848_commit_without_joining")
+        .await
+        .0
+        .shutdown()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confluent_kafka_offsets_for_times_delete_records_and_offset_reset() {
     confluent("offsets").await.0.shutdown().await;
 }

@@ -165,6 +165,10 @@ pub struct Member {
     pub rebalance_timeout_ms: Ms,
     /// When revoking started (it is fenced if it takes longer than its rebalance timeout).
     pub revoking_since: Ms,
+    /// A static member that left with [`STATIC_LEAVE_EPOCH`]: it keeps its
+    /// partitions for the session timeout, and a new member with its
+    /// instance id may take its place.
+    pub released: bool,
 }
 
 /// A consumer group under KIP-848.
@@ -251,6 +255,7 @@ impl ConsumerGroup {
                     last_heartbeat: now,
                     rebalance_timeout_ms: Ms::from(m.rebalance_timeout_ms),
                     revoking_since: now,
+                    released: false,
                 },
             );
         }
@@ -326,7 +331,15 @@ impl ConsumerGroup {
         let id = match req.member_epoch {
             // A static member's place (and partitions) wait for it for the
             // session timeout; anyone else's go at once.
-            STATIC_LEAVE_EPOCH if self.members.contains_key(&req.member_id) => {
+            STATIC_LEAVE_EPOCH
+                if self
+                    .members
+                    .get(&req.member_id)
+                    .is_some_and(|m| m.instance_id.is_some()) =>
+            {
+                if let Some(m) = self.members.get_mut(&req.member_id) {
+                    m.released = true;
+                }
                 return HeartbeatResponse {
                     error: ErrorCode::None,
                     member_id: req.member_id,
@@ -353,8 +366,19 @@ impl ConsumerGroup {
             },
             epoch => {
                 let Some(m) = self.members.get(&req.member_id) else {
+                    // Another member took this one's instance id: Kafka
+                    // fences the old one by its instance id.
+                    let replaced = req.instance_id.as_ref().is_some_and(|i| {
+                        self.members
+                            .values()
+                            .any(|m| m.instance_id.as_ref() == Some(i))
+                    });
                     return HeartbeatResponse::error(
-                        ErrorCode::UnknownMemberId,
+                        if replaced {
+                            ErrorCode::FencedInstanceId
+                        } else {
+                            ErrorCode::UnknownMemberId
+                        },
                         &req.member_id,
                         interval,
                     );
@@ -419,19 +443,28 @@ impl ConsumerGroup {
     }
 
     fn join(&mut self, req: &Heartbeat, now: Ms) -> Result<String, ErrorCode> {
-        // A static member coming back takes its old place (and partitions).
+        // A static member coming back takes its old place (and partitions),
+        // once the member holding its instance id has left with
+        // STATIC_LEAVE_EPOCH; while that one is active, the instance id is
+        // not free (Kafka's UNRELEASED_INSTANCE_ID).
         if let Some(instance) = &req.instance_id
-            && let Some(old) = self
+            && let Some((old, released)) = self
                 .members
                 .iter()
                 .find(|(_, m)| m.instance_id.as_deref() == Some(instance))
-                .map(|(id, _)| id.clone())
+                .map(|(id, m)| (id.clone(), m.released))
         {
             let id = if req.member_id.is_empty() {
                 req.fresh_member_id.clone()
             } else {
                 req.member_id.clone()
             };
+            if old != id && !released {
+                return Err(ErrorCode::UnreleasedInstanceId);
+            }
+            if let Some(m) = self.members.get_mut(&old) {
+                m.released = false;
+            }
             if old != id
                 && let Some(mut m) = self.members.remove(&old)
             {
@@ -472,6 +505,7 @@ impl ConsumerGroup {
                 last_heartbeat: now,
                 rebalance_timeout_ms: req.rebalance_timeout_ms.unwrap_or(300_000),
                 revoking_since: now,
+                released: false,
             },
         );
         self.epoch += 1;
@@ -604,8 +638,15 @@ impl ConsumerGroup {
     }
 
     /// Whether an offset commit from `member_id` at `epoch` is accepted:
-    /// only in the member's current epoch (STALE_MEMBER_EPOCH otherwise).
+    /// only in the member's current epoch (STALE_MEMBER_EPOCH otherwise),
+    /// or with epoch -1 while the group is empty.
     pub fn check_commit(&self, member_id: &str, epoch: i32) -> Result<(), ErrorCode> {
+        // A consumer that does not use the group (assign() + commit(), or
+        // the admin client) commits with epoch -1: Kafka takes it while the
+        // group has no members, whatever member id it names.
+        if epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
         match self.members.get(member_id) {
             None => Err(ErrorCode::UnknownMemberId),
             Some(m) if m.epoch != epoch => Err(ErrorCode::StaleMemberEpoch),

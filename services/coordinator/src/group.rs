@@ -1012,12 +1012,13 @@ impl Group {
         group_instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), ErrorCode> {
+        // Outside the group protocol (generation -1): taken while the group
+        // is empty, whatever member id it names (Kafka's simple commits).
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
         if generation < 0 && member_id.is_empty() {
-            return if self.state == GroupState::Empty {
-                Ok(())
-            } else {
-                Err(ErrorCode::IllegalGeneration)
-            };
+            return Err(ErrorCode::IllegalGeneration);
         }
         self.check_member(member_id, group_instance_id, generation)?;
         if self.state == GroupState::CompletingRebalance {

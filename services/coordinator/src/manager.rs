@@ -616,9 +616,7 @@ impl GroupManager {
             .lock()
             .get(group_id)
             .map(|g| g.check_commit(member_id, generation));
-        if let Some(check) = consumer_group
-            && !(generation < 0 && member_id.is_empty())
-        {
+        if let Some(check) = consumer_group {
             check?;
         } else {
             let groups = self.groups.lock();
@@ -628,8 +626,10 @@ impl GroupManager {
                         .group
                         .check_commit(member_id, group_instance_id, generation)?
                 }
-                // A group nobody has joined takes admin commits only.
-                None if generation < 0 && member_id.is_empty() => {}
+                // A group nobody has joined takes commits outside the group
+                // protocol (generation -1, any member id), as Kafka's
+                // "simple" groups: assign() + commit(), the admin client.
+                None if generation < 0 => {}
                 None => return Err(ErrorCode::IllegalGeneration),
             }
         }

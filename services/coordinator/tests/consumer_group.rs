@@ -276,6 +276,96 @@ fn a_static_member_that_leaves_briefly_keeps_its_partitions() {
     assert_eq!(g.epoch(), epoch);
 }
 
+/// While a static member is active, a second member with its instance id
+/// is refused (UNRELEASED_INSTANCE_ID) and the holder keeps its place;
+/// once the holder leaves with epoch -2 the newcomer replaces it, and the
+/// replaced member id is fenced by its instance id.
+#[test]
+fn a_held_instance_id_is_refused_until_its_member_leaves() {
+    let c4 = counts(4);
+    let mut g = ConsumerGroup::new(ConsumerGroupConfig::default());
+    let join = |g: &mut ConsumerGroup, fresh: &str, now| {
+        g.heartbeat(
+            Heartbeat {
+                fresh_member_id: fresh.into(),
+                member_epoch: JOIN_EPOCH,
+                instance_id: Some("s".into()),
+                subscribed_topics: Some(vec!["t".into()]),
+                owned: Some(Vec::new()),
+                ..Heartbeat::default()
+            },
+            &c4,
+            now,
+        )
+    };
+    let first = join(&mut g, "s1", 0);
+    assert_eq!(first.error, ErrorCode::None);
+    let mut s = Client {
+        id: first.member_id.clone(),
+        epoch: first.member_epoch,
+        owned: first.assignment.clone(),
+    };
+    converge(&mut g, &mut [&mut s], &c4, 1);
+    assert_eq!(s.owned.len(), 4);
+
+    let intruder = join(&mut g, "s2", 2);
+    assert_eq!(intruder.error, ErrorCode::UnreleasedInstanceId);
+    s.beat(&mut g, &c4, 3);
+    assert_eq!(s.owned.len(), 4, "the holder keeps its partitions");
+
+    let r = g.heartbeat(
+        Heartbeat {
+            member_id: s.id.clone(),
+            member_epoch: STATIC_LEAVE_EPOCH,
+            instance_id: Some("s".into()),
+            ..Heartbeat::default()
+        },
+        &c4,
+        4,
+    );
+    assert_eq!(r.error, ErrorCode::None);
+    let replacement = join(&mut g, "s3", 5);
+    assert_eq!(replacement.error, ErrorCode::None);
+    assert_eq!(replacement.member_id, "s3");
+    assert_eq!(
+        replacement.assignment.len(),
+        4,
+        "it takes over the partitions"
+    );
+
+    let stale = g.heartbeat(
+        Heartbeat {
+            member_id: s.id.clone(),
+            member_epoch: s.epoch,
+            instance_id: Some("s".into()),
+            ..Heartbeat::default()
+        },
+        &c4,
+        6,
+    );
+    assert_eq!(stale.error, ErrorCode::FencedInstanceId);
+}
+
+/// A consumer that does not join (assign() + commit() under
+/// group.protocol=consumer) commits with epoch -1 and its member id: taken
+/// while the group has no members, refused once it has some.
+#[test]
+fn commits_outside_the_group_are_taken_only_while_it_is_empty() {
+    let c4 = counts(4);
+    let mut g = ConsumerGroup::new(ConsumerGroupConfig::default());
+    assert_eq!(g.check_commit("a-member-id", -1), Ok(()));
+    let m = Client::join(&mut g, "m", &c4, 0);
+    assert_eq!(
+        g.check_commit("a-member-id", -1),
+        Err(ErrorCode::UnknownMemberId)
+    );
+    assert_eq!(g.check_commit(&m.id, m.epoch), Ok(()));
+    assert_eq!(
+        g.check_commit(&m.id, m.epoch + 1),
+        Err(ErrorCode::StaleMemberEpoch)
+    );
+}
+
 #[test]
 fn a_random_schedule_never_gives_a_partition_two_owners() {
     for seed in 0..200u64 {

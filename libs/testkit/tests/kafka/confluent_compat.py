@@ -385,6 +385,22 @@ def scenario_groups_kip848(bootstrap):
     a.close()
 
 
+def scenario_kip848_commit_without_joining(bootstrap):
+    """assign() + commit() with group.protocol=consumer: the consumer never
+    joins, so it commits with member epoch -1 (OffsetCommit v9), which Kafka
+    takes for a group without members."""
+    create(bootstrap, "assigned-848", 1)
+    produce_all(producer(bootstrap), "assigned-848", [(None, b"x", None, None, None)] * 3)
+    c = consumer(bootstrap, "assigned-848-group", **{"group.protocol": "consumer"})
+    c.assign([TopicPartition("assigned-848", 0, OFFSET_BEGINNING)])
+    got = consume(c, 3)
+    answered = c.commit(message=got[-1], asynchronous=False)
+    assert all(tp.error is None for tp in answered), answered
+    committed = c.committed([TopicPartition("assigned-848", 0)], timeout=TIMEOUT)
+    assert committed[0].offset == 3, committed
+    c.close()
+
+
 def scenario_offsets(bootstrap):
     """Offsets for times, DeleteRecords, and auto.offset.reset on an out-of-range fetch."""
     create(bootstrap, "timed", 1)
