@@ -238,13 +238,12 @@ impl KafkaApi {
         let mut partitions = Vec::new();
         for (topic, p) in asked {
             let records = p.records.unwrap_or_default();
-            let checked = if topic.starts_with(UNKNOWN_ID_KEY) {
-                Err((
+            let checked = match topic.strip_prefix(UNKNOWN_ID_KEY) {
+                Some(id) => Err((
                     ErrorCode::UnknownTopicOrPartition,
-                    format!("no topic has id {}", &topic[UNKNOWN_ID_KEY.len()..]),
-                ))
-            } else {
-                check_produce_records(&records, version)
+                    format!("no topic has id {id}"),
+                )),
+                None => check_produce_records(&records, version),
             };
             match checked {
                 Ok(()) => partitions.push(pb::ProducePartition {
