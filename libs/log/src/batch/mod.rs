@@ -5,7 +5,8 @@
 //! validated, zero-copy view over one batch, [`RecordBatchMut`] patches the
 //! header fields the broker owns (base offset, leader epoch, log-append time),
 //! [`BatchBuilder`] encodes new batches and [`Records`] decodes the records of
-//! one, decompressing when needed.
+//! one, decompressing when needed. [`legacy`] converts the message formats
+//! v0 and v1 of old clients to and from v2 at the edge.
 //!
 //! Layout (big-endian), as in Kafka's `DefaultRecordBatch`:
 //!
@@ -18,6 +19,7 @@
 
 mod builder;
 mod compression;
+pub mod legacy;
 mod record;
 pub(crate) mod varint;
 

@@ -30,6 +30,15 @@ pub(crate) fn write(out: &mut Vec<u8>, value: i64) {
 
 /// Reads a zigzag varint of at most 10 bytes from `buf[*pos..]`, advancing `pos`.
 pub(crate) fn read_i64(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
+    // Most fields of a record (attributes aside: deltas, short lengths,
+    // header counts) fit one byte; validation reads them for every record.
+    if let Some(&byte) = buf.get(*pos)
+        && byte & 0x80 == 0
+    {
+        *pos += 1;
+        let raw = u64::from(byte);
+        return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+    }
     let mut raw: u64 = 0;
     let mut shift = 0u32;
     loop {
