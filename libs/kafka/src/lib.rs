@@ -1,5 +1,6 @@
 //! `runnel-kafka`: the Kafka wire protocol for Runnel's brokers, on the
-//! maintained `kafka-protocol` codec (no hand-written message encoding).
+//! maintained `kafka-protocol` codec; only the old versions the codec
+//! dropped are encoded by hand ([`legacy`]).
 //!
 //! - [`frame`]: size-prefixed frames on a byte stream, with
 //!   `socket.request.max.bytes` enforced before a body is read.
@@ -9,10 +10,14 @@
 //!   unknown API key); and a typed response back into a frame.
 //! - [`server`]: the listener: connections, pipelining with answers in
 //!   request order, ApiVersions, metrics per API key and version.
+//! - [`legacy`]: the old versions Kafka 4.0 dropped and the codec no
+//!   longer knows (Produce v0–2, Fetch v0–3, OffsetCommit v0–1,
+//!   CreateTopics v0–1, DescribeConfigs v0), written by hand.
 //! - [`versions`]: the APIs and versions a broker serves, and the
 //!   ApiVersions answer built from them.
 
 pub mod frame;
+pub mod legacy;
 pub mod request;
 pub mod server;
 pub mod versions;

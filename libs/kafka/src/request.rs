@@ -4,6 +4,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::legacy;
 use crate::versions::{UNSUPPORTED_VERSION, Versions};
 
 /// A decoded request.
@@ -66,8 +67,13 @@ pub fn decode(frame: Bytes, versions: &Versions) -> Result<Request, DecodeError>
     let mut buf = frame;
     let header = RequestHeader::decode(&mut buf, api_key.request_header_version(version))
         .map_err(|e| DecodeError::Malformed(format!("header: {e}")))?;
-    let body = RequestKind::decode(api_key, &mut buf, version)
-        .map_err(|e| DecodeError::Malformed(format!("{api_key:?} v{version}: {e}")))?;
+    let body = if legacy::handles(api_key, version) {
+        legacy::decode_request(api_key, version, &mut buf)
+            .map_err(|e| DecodeError::Malformed(format!("{api_key:?} v{version}: {e}")))?
+    } else {
+        RequestKind::decode(api_key, &mut buf, version)
+            .map_err(|e| DecodeError::Malformed(format!("{api_key:?} v{version}: {e}")))?
+    };
     if buf.has_remaining() {
         // Kafka's own parser ignores what follows a complete request, and
         // real clients send such bytes (librdkafka 2.12's Metadata v12
@@ -110,8 +116,13 @@ pub fn encode(
     header
         .encode(&mut out, api_key.response_header_version(version))
         .map_err(|e| fail_any(api_key, version, e))?;
-    body.encode(&mut out, version)
-        .map_err(|e| fail_any(api_key, version, e))?;
+    if legacy::handles(api_key, version) {
+        legacy::encode_response(version, body, &mut out)
+            .map_err(|e| fail_any(api_key, version, e))?;
+    } else {
+        body.encode(&mut out, version)
+            .map_err(|e| fail_any(api_key, version, e))?;
+    }
     Ok(out.freeze())
 }
 

@@ -32,12 +32,16 @@ pub struct Feature {
 }
 
 impl Versions {
-    /// Serves each `(api, min, max)`, narrowed to what the codec knows.
+    /// Serves each `(api, min, max)`, narrowed to what the codec (and
+    /// [`crate::legacy`] below it) knows.
     pub fn new(apis: &[(ApiKey, i16, i16)]) -> Versions {
         let mut ranges = BTreeMap::new();
         for (api, min, max) in apis {
             let known = api.valid_versions();
-            let (lo, hi) = ((*min).max(known.min), (*max).min(known.max));
+            // Some APIs go below the codec's range, written by hand.
+            let oldest =
+                crate::legacy::oldest_version(*api).map_or(known.min, |v| v.min(known.min));
+            let (lo, hi) = ((*min).max(oldest), (*max).min(known.max));
             if lo <= hi {
                 ranges.insert(*api as i16, (lo, hi));
             }
@@ -128,6 +132,9 @@ mod tests {
         );
         assert!(!v.supports(ApiKey::Produce, 9));
         assert_eq!(v.response(0).api_keys.len(), 1);
+        let old = Versions::new(&[(ApiKey::Produce, 0, 13), (ApiKey::ListOffsets, 0, 10)]);
+        assert!(old.supports(ApiKey::Produce, 0), "below the codec, by hand");
+        assert!(!old.supports(ApiKey::ListOffsets, 0), "no hand-written ListOffsets v0");
     }
 
     #[test]

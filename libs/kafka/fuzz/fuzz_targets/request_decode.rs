@@ -1,6 +1,8 @@
 //! Arbitrary bytes as a Kafka request stream: frames cut by `read_frame`
 //! (with a small `socket.request.max.bytes`), each decoded with every API
-//! at every version the codec knows.
+//! at every version served: the codec's, and the old ones `legacy` reads
+//! by hand (Produce v0–2, Fetch v0–3, OffsetCommit v0–1, CreateTopics
+//! v0–1, DescribeConfigs v0).
 //!
 //! Properties: nothing panics, aborts or allocates past the input (the
 //! codec's lengths are checked against the bytes left); a frame is never
@@ -13,6 +15,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use runnel_kafka::frame::read_frame;
 use runnel_kafka::kafka_protocol::messages::ApiKey;
+use runnel_kafka::legacy;
 use runnel_kafka::request::decode;
 use runnel_kafka::versions::Versions;
 
@@ -41,10 +44,15 @@ fuzz_target!(|data: &[u8]| {
                     assert!(frame.len() <= MAX);
                     if let Ok(request) = decode(frame, versions()) {
                         let mut out = bytes::BytesMut::new();
-                        request
-                            .body
-                            .encode(&mut out, request.version)
-                            .expect("a decoded request encodes again");
+                        if legacy::handles(request.api_key, request.version) {
+                            legacy::encode_request(request.version, &request.body, &mut out)
+                                .expect("a decoded old request encodes again");
+                        } else {
+                            request
+                                .body
+                                .encode(&mut out, request.version)
+                                .expect("a decoded request encodes again");
+                        }
                     }
                 }
                 Ok(None) | Err(_) => break,
