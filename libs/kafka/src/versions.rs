@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(v.response(0).api_keys.len(), 1);
         let old = Versions::new(&[(ApiKey::Produce, 0, 13), (ApiKey::ListOffsets, 0, 10)]);
         assert!(old.supports(ApiKey::Produce, 0), "below the codec, by hand");
-        assert!(!old.supports(ApiKey::ListOffsets, 0), "no hand-written ListOffsets v0");
+        assert!(
+            !old.supports(ApiKey::ListOffsets, 0),
+            "no hand-written ListOffsets v0"
+        );
     }
 
     #[test]

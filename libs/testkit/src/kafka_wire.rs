@@ -3,13 +3,16 @@
 //! fields no client library exposes.
 //!
 //! Requests are encoded with the same codec the broker decodes with, so a
-//! test states what it sends as typed messages and reads typed answers.
+//! test states what it sends as typed messages and reads typed answers;
+//! the old versions the codec dropped go through `runnel_kafka::legacy`
+//! ([`KafkaConn::call_old`]).
 
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use runnel_kafka::legacy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -83,6 +86,46 @@ impl KafkaConn {
             .await
             .expect("an answer, not a closed connection");
         decode_response::<R>(&mut frame, version, correlation_id)
+    }
+
+    /// Sends an old-version request (Produce v0–2, Fetch v0–3,
+    /// OffsetCommit v0–1, CreateTopics v0–1, DescribeConfigs v0) and waits
+    /// for its answer.
+    pub async fn call_old(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        request: &RequestKind,
+    ) -> ResponseKind {
+        let id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = api as i16;
+        header.request_api_version = version;
+        header.correlation_id = id;
+        header.client_id = Some(StrBytes::from_static_str("runnel-testkit-old"));
+        let mut out = BytesMut::new();
+        out.put_i32(0);
+        header
+            .encode(&mut out, api.request_header_version(version))
+            .expect("a request header encodes");
+        legacy::encode_request(version, request, &mut out).expect("an old request encodes");
+        let size = i32::try_from(out.len() - 4).expect("a test request under 2 GiB");
+        out[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream
+            .write_all(&out)
+            .await
+            .expect("the broker takes the request");
+        let mut frame = read_frame(&mut self.stream)
+            .await
+            .expect("an answer, not a closed connection");
+        let header = ResponseHeader::decode(&mut frame, api.response_header_version(version))
+            .expect("a response header");
+        assert_eq!(header.correlation_id, id, "the answer to another request");
+        let response =
+            legacy::decode_response(api, version, &mut frame).expect("a well-formed old answer");
+        assert_eq!(frame.remaining(), 0, "bytes left after the response");
+        response
     }
 
     /// Sends `request` and waits for its answer.

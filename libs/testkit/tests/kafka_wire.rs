@@ -811,3 +811,315 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     assert_eq!(shown(&unknown), [("dtp-missing".to_owned(), 3, vec![])]);
     cluster.shutdown().await;
 }
+
+/// Each message of a message set of magic 0 or 1: its offset, magic,
+/// timestamp (-1 for magic 0), key and value, read by hand as an old
+/// client reads them (the CRC-32 checked).
+fn old_messages(set: &[u8]) -> Vec<(i64, i8, i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    fn bytes(buf: &[u8], at: &mut usize) -> Option<Vec<u8>> {
+        let len = i32::from_be_bytes(buf[*at..*at + 4].try_into().unwrap());
+        *at += 4;
+        let len = usize::try_from(len).ok()?;
+        *at += len;
+        Some(buf[*at - len..*at].to_vec())
+    }
+    let mut out = Vec::new();
+    let mut rest = set;
+    while !rest.is_empty() {
+        let offset = i64::from_be_bytes(rest[..8].try_into().unwrap());
+        let size = i32::from_be_bytes(rest[8..12].try_into().unwrap()) as usize;
+        let body = &rest[12..12 + size];
+        let crc = u32::from_be_bytes(body[..4].try_into().unwrap());
+        assert_eq!(crc, crc32fast::hash(&body[4..]), "message {offset}'s CRC");
+        let magic = body[4] as i8;
+        assert_eq!(
+            body[5] & 0x07,
+            0,
+            "down-converted messages are uncompressed"
+        );
+        let mut at = 6;
+        let timestamp = if magic == 1 {
+            at += 8;
+            i64::from_be_bytes(body[6..14].try_into().unwrap())
+        } else {
+            -1
+        };
+        let key = bytes(body, &mut at);
+        let value = bytes(body, &mut at);
+        assert_eq!(at, body.len());
+        out.push((offset, magic, timestamp, key, value));
+        rest = &rest[12 + size..];
+    }
+    out
+}
+
+/// Clients pinned to the versions Kafka 4.0 dropped still work, as they
+/// did against Kafka 3.9: CreateTopics v0–1, Produce v0–2 with message
+/// formats v0/v1 (plain and compressed) stored as v2 batches, Fetch v0–3
+/// reading everything back in the format each version knows, OffsetCommit
+/// v0–1 and DescribeConfigs v0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_versions_and_message_formats_are_served_and_converted() {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::{
+        ApiKey, CreateTopicsRequest, DescribeConfigsRequest, RequestKind, ResponseKind,
+    };
+    use runnel_log::batch::Header;
+    use runnel_log::batch::legacy::{MAGIC_V0, MAGIC_V1, write_compressed, write_message};
+
+    let cluster = TestCluster::builder()
+        .coordinators(1)
+        .auto_create_topics(false)
+        .start()
+        .await;
+    let admin = cluster.admin();
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+
+    // CreateTopics v1 validate-only creates nothing; v0 creates; a second
+    // create is refused, with a message from v1 on.
+    let create = |validate_only: bool| {
+        RequestKind::CreateTopics(
+            CreateTopicsRequest::default()
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(topic("old"))
+                        .with_num_partitions(1)
+                        .with_replication_factor(1)
+                        .with_configs(vec![
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_static_str("retention.ms"))
+                                .with_value(Some(StrBytes::from_static_str("86400000"))),
+                        ]),
+                ])
+                .with_timeout_ms(30_000)
+                .with_validate_only(validate_only),
+        )
+    };
+    let created = |answer: ResponseKind| match answer {
+        ResponseKind::CreateTopics(r) => {
+            (r.topics[0].error_code, r.topics[0].error_message.clone())
+        }
+        other => panic!("not a CreateTopics answer: {other:?}"),
+    };
+    let answer = conn.call_old(ApiKey::CreateTopics, 1, &create(true)).await;
+    assert_eq!(created(answer).0, 0);
+    assert!(
+        !admin
+            .list_topics()
+            .await
+            .unwrap()
+            .contains(&"old".to_string()),
+        "validate_only created the topic"
+    );
+    let answer = conn.call_old(ApiKey::CreateTopics, 0, &create(false)).await;
+    assert_eq!(created(answer).0, 0);
+    let (code, text) = created(conn.call_old(ApiKey::CreateTopics, 1, &create(false)).await);
+    assert_eq!(code, 36, "TOPIC_ALREADY_EXISTS");
+    assert!(text.is_some_and(|t| !t.is_empty()), "v1 says why");
+    // Creation returns once the controller has the topic; wait for the log.
+    for _ in 0..200 {
+        let served = admin.describe_topic("old").await.is_ok_and(|t| {
+            !t.partitions.is_empty() && t.partitions.iter().all(|p| p.log_end_offset >= 0)
+        });
+        if served {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let produced = |answer: ResponseKind| match answer {
+        ResponseKind::Produce(r) => {
+            let p = &r.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset, p.log_append_time_ms)
+        }
+        other => panic!("not a Produce answer: {other:?}"),
+    };
+    let request = |set: Vec<u8>| RequestKind::Produce(produce("old", Bytes::from(set)));
+    let t = now_ms();
+
+    // Produce v0, magic 0: plain messages, a null key and a tombstone.
+    let mut set = Vec::new();
+    write_message(&mut set, MAGIC_V0, 0, -1, false, Some(b"k0"), Some(b"v0"));
+    write_message(&mut set, MAGIC_V0, 0, -1, false, None, None);
+    let answer = conn.call_old(ApiKey::Produce, 0, &request(set)).await;
+    assert_eq!(produced(answer), (0, 0, -1));
+    // Produce v1, magic 0: a gzip wrapper of two, then lz4 with the frame
+    // checksum magic 0 writers got wrong.
+    for (codec, first) in [(Compression::Gzip, 2), (Compression::Lz4, 4)] {
+        let mut inner = Vec::new();
+        write_message(
+            &mut inner,
+            MAGIC_V0,
+            0,
+            -1,
+            false,
+            None,
+            Some(format!("v{first}").as_bytes()),
+        );
+        let next = format!("v{}", first + 1);
+        write_message(
+            &mut inner,
+            MAGIC_V0,
+            1,
+            -1,
+            false,
+            None,
+            Some(next.as_bytes()),
+        );
+        let mut set = Vec::new();
+        write_compressed(&mut set, MAGIC_V0, 1, -1, codec, &inner).unwrap();
+        let answer = conn.call_old(ApiKey::Produce, 1, &request(set)).await;
+        assert_eq!(produced(answer), (0, first, -1), "{codec}");
+    }
+    // Produce v2, magic 1: a plain message and a snappy wrapper, with
+    // their create times.
+    let mut set = Vec::new();
+    write_message(&mut set, MAGIC_V1, 0, t, false, Some(b"k6"), Some(b"v6"));
+    let mut inner = Vec::new();
+    write_message(&mut inner, MAGIC_V1, 0, t + 1, false, None, Some(b"v7"));
+    write_message(&mut inner, MAGIC_V1, 1, t + 2, false, None, Some(b"v8"));
+    write_compressed(&mut set, MAGIC_V1, 1, t + 2, Compression::Snappy, &inner).unwrap();
+    let answer = conn.call_old(ApiKey::Produce, 2, &request(set)).await;
+    assert_eq!(produced(answer), (0, 6, -1));
+    // A message whose CRC does not match is refused, and nothing is stored.
+    let mut set = Vec::new();
+    write_message(&mut set, MAGIC_V1, 0, t, false, None, Some(b"corrupt"));
+    *set.last_mut().unwrap() ^= 0xff;
+    let answer = conn.call_old(ApiKey::Produce, 2, &request(set)).await;
+    assert_eq!(produced(answer).0, 2, "CORRUPT_MESSAGE");
+    // A current producer's v2 batches, one with a header the old formats drop.
+    let mut batch = BatchBuilder::new(Compression::Lz4);
+    batch.append(
+        t + 3,
+        Some(b"k9"),
+        Some(b"v9"),
+        &[Header::new(&b"h"[..], Some(&b"x"[..]))],
+    );
+    let p = produce_answer(&mut conn, 9, "old", Bytes::from(batch.build().unwrap())).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 9));
+    let mut batch = BatchBuilder::new(Compression::Gzip);
+    batch.append(t + 4, None, Some(b"v10"), &[]);
+    let p = produce_answer(&mut conn, 9, "old", Bytes::from(batch.build().unwrap())).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 10));
+
+    // Fetch v0–1 read magic 0, v2–3 magic 1: every record at its offset.
+    let fetched = |answer: ResponseKind| match answer {
+        ResponseKind::Fetch(r) => {
+            let p = &r.responses[0].partitions[0];
+            (
+                p.error_code,
+                p.high_watermark,
+                p.records.clone().unwrap_or_default(),
+            )
+        }
+        other => panic!("not a Fetch answer: {other:?}"),
+    };
+    let v = |s: &str| Some(s.as_bytes().to_vec());
+    for version in 0..=3i16 {
+        let magic = if version <= 1 { MAGIC_V0 } else { MAGIC_V1 };
+        let ts = |ts: i64| if magic == MAGIC_V0 { -1 } else { ts };
+        let request = RequestKind::Fetch(fetch_from("old", 0));
+        let (code, hw, records) = fetched(conn.call_old(ApiKey::Fetch, version, &request).await);
+        assert_eq!((code, hw), (0, 11), "Fetch v{version}");
+        let expected = vec![
+            (0, magic, -1, v("k0"), v("v0")),
+            (1, magic, -1, None, None),
+            (2, magic, -1, None, v("v2")),
+            (3, magic, -1, None, v("v3")),
+            (4, magic, -1, None, v("v4")),
+            (5, magic, -1, None, v("v5")),
+            (6, magic, ts(t), v("k6"), v("v6")),
+            (7, magic, ts(t + 1), None, v("v7")),
+            (8, magic, ts(t + 2), None, v("v8")),
+            (9, magic, ts(t + 3), v("k9"), v("v9")),
+            (10, magic, ts(t + 4), None, v("v10")),
+        ];
+        assert_eq!(old_messages(&records), expected, "Fetch v{version}");
+        // From the middle of a batch: only what lies at or past the offset.
+        let request = RequestKind::Fetch(fetch_from("old", 8));
+        let (_, _, records) = fetched(conn.call_old(ApiKey::Fetch, version, &request).await);
+        let offsets: Vec<i64> = old_messages(&records).iter().map(|m| m.0).collect();
+        assert_eq!(offsets, [8, 9, 10], "Fetch v{version} from 8");
+    }
+    // A current consumer reads the same records from the v2 batches.
+    let fetched_now = conn.call(12, &fetch_from("old", 0)).await;
+    let records = fetched_now.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap();
+    let mut count = 0;
+    for batch in runnel_log::batch::Batches::new(&records) {
+        count += batch.unwrap().header().records_count;
+    }
+    assert_eq!(count, 11);
+
+    // OffsetCommit v0 and v1 (generation -1: a commit from outside any
+    // generation), read back with a current OffsetFetch.
+    for (version, offset) in [(0i16, 5i64), (1, 7)] {
+        let request = RequestKind::OffsetCommit(commit("old-group", "old", offset));
+        match conn.call_old(ApiKey::OffsetCommit, version, &request).await {
+            ResponseKind::OffsetCommit(r) => {
+                assert_eq!(
+                    r.topics[0].partitions[0].error_code, 0,
+                    "OffsetCommit v{version}"
+                )
+            }
+            other => panic!("not an OffsetCommit answer: {other:?}"),
+        }
+        let answer = conn.call(6, &fetch_committed("old-group", "old")).await;
+        assert_eq!(answer.topics[0].partitions[0].committed_offset, offset);
+    }
+    let request = RequestKind::OffsetCommit(commit("old-group", "missing", 1));
+    match conn.call_old(ApiKey::OffsetCommit, 0, &request).await {
+        ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 3),
+        other => panic!("not an OffsetCommit answer: {other:?}"),
+    }
+
+    // DescribeConfigs v0: the value set at creation is not a default, an
+    // unset one is.
+    let request =
+        RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("old"))
+                .with_configuration_keys(Some(vec![
+                    StrBytes::from_static_str("retention.ms"),
+                    StrBytes::from_static_str("segment.bytes"),
+                ])),
+        ]));
+    let ResponseKind::DescribeConfigs(answer) =
+        conn.call_old(ApiKey::DescribeConfigs, 0, &request).await
+    else {
+        panic!("not a DescribeConfigs answer")
+    };
+    let result = &answer.results[0];
+    assert_eq!(result.error_code, 0);
+    let configs: Vec<(String, Option<String>, bool)> = result
+        .configs
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.value.as_ref().map(|v| v.to_string()),
+                c.config_source == 5,
+            )
+        })
+        .collect();
+    assert_eq!(
+        configs,
+        [
+            (
+                "retention.ms".to_string(),
+                Some("86400000".to_string()),
+                false
+            ),
+            (
+                "segment.bytes".to_string(),
+                Some("1073741824".to_string()),
+                true
+            ),
+        ]
+    );
+    cluster.shutdown().await;
+}

@@ -151,10 +151,15 @@ enum Entry<'a> {
 
 /// Converts v2 batches read from the log into a message set of `magic`
 /// (0 or 1) for Fetch v0–3: one uncompressed message per record at its
-/// offset, headers dropped (the old formats have none), control batches
-/// left out, as Kafka's down-conversion does. Stops at a batch that cannot
-/// be read (a fetch may end in a partial one).
-pub fn down_convert(batches: &[u8], magic: i8) -> Result<Vec<u8>, LegacyError> {
+/// offset, from `first_offset` on (a fetch from the middle of a batch),
+/// headers dropped (the old formats have none), control batches left out,
+/// as Kafka's down-conversion does. Stops at a batch that cannot be read
+/// (a fetch may end in a partial one).
+pub fn down_convert(
+    batches: &[u8],
+    magic: i8,
+    first_offset: Offset,
+) -> Result<Vec<u8>, LegacyError> {
     let mut out = Vec::with_capacity(batches.len() + batches.len() / 4);
     for batch in Batches::new(batches) {
         let Ok(batch) = batch else { break };
@@ -164,6 +169,9 @@ pub fn down_convert(batches: &[u8], magic: i8) -> Result<Vec<u8>, LegacyError> {
         let log_append_time = batch.header().timestamp_type() == TimestampType::LogAppendTime;
         for record in batch.records()? {
             let record = record?;
+            if record.offset < first_offset {
+                continue;
+            }
             write_message(
                 &mut out,
                 magic,
@@ -601,7 +609,7 @@ mod tests {
         v2.extend(control.build().unwrap());
         v2.extend(appended.build().unwrap());
         for magic in [MAGIC_V0, MAGIC_V1] {
-            let set = down_convert(&v2, magic).unwrap();
+            let set = down_convert(&v2, magic, 0).unwrap();
             let got: Vec<_> = messages(&set)
                 .map(|m| {
                     let m = m.unwrap();
@@ -632,7 +640,10 @@ mod tests {
             assert_eq!(records_of(&up_convert(&set).unwrap()).len(), 3);
         }
         // A partial trailing batch (a fetch cut at its byte limit) is left out.
-        let cut = down_convert(&v2[..v2.len() - 3], MAGIC_V1).unwrap();
+        let cut = down_convert(&v2[..v2.len() - 3], MAGIC_V1, 0).unwrap();
         assert_eq!(messages(&cut).count(), 2);
+        // From the middle of a batch: what lies before the offset is left out.
+        let from = down_convert(&v2, MAGIC_V1, 41).unwrap();
+        assert_eq!(messages(&from).count(), 2);
     }
 }

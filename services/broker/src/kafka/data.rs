@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use bytes::Bytes;
 use futures::FutureExt;
 use runnel_kafka::kafka_protocol::messages::ResponseKind;
 use runnel_kafka::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -30,7 +31,7 @@ use runnel_kafka::kafka_protocol::messages::{
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::server::Reply;
-use runnel_log::batch::{BatchHeader, Batches, Compression};
+use runnel_log::batch::{BatchHeader, Batches, Compression, legacy};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
@@ -243,10 +244,11 @@ impl KafkaApi {
                     ErrorCode::UnknownTopicOrPartition,
                     format!("no topic has id {id}"),
                 )),
-                None => check_produce_records(&records, version),
+                None => up_convert(records, version)
+                    .and_then(|records| check_produce_records(&records, version).map(|()| records)),
             };
             match checked {
-                Ok(()) => partitions.push(pb::ProducePartition {
+                Ok(records) => partitions.push(pb::ProducePartition {
                     topic,
                     partition: p.index,
                     records,
@@ -379,6 +381,15 @@ impl KafkaApi {
         let keep = self
             .sessions
             .record(session_id, incremental, &answer.partitions);
+        // Where each partition's read began, for converting to old formats.
+        let offsets: HashMap<(String, i32), i64> = if version < 4 {
+            partitions
+                .iter()
+                .map(|(key, p)| (key.clone(), p.fetch_offset))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let results = answer
             .partitions
             .into_iter()
@@ -390,6 +401,10 @@ impl KafkaApi {
                     // the partition rather than send what they cannot decode.
                     p.error_code = ErrorCode::UnsupportedCompressionType as i32;
                     p.records = Default::default();
+                }
+                if version < 4 {
+                    let from = offsets.get(&(p.topic.clone(), p.partition)).copied();
+                    down_convert(&mut p, version, from.unwrap_or(0));
                 }
                 let out = PartitionData::default()
                     .with_partition_index(p.partition)
@@ -876,6 +891,36 @@ fn holds_zstd(records: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Produce v0–2 may carry message formats v0/v1: stored as one v2 batch,
+/// as Kafka's brokers have done since they write only v2 (a corrupt or
+/// malformed message set is refused with CORRUPT_MESSAGE, storing nothing).
+fn up_convert(records: Bytes, version: i16) -> Result<Bytes, (ErrorCode, String)> {
+    if version >= 3 || !matches!(legacy::magic_of(&records), Some(0 | 1)) {
+        return Ok(records);
+    }
+    legacy::up_convert(&records)
+        .map(Bytes::from)
+        .map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))
+}
+
+/// Fetch v0–1 read message format v0, v2–3 v1: the v2 batches read from
+/// the log are converted for them, as Kafka does.
+fn down_convert(p: &mut pb::FetchPartitionResult, version: i16, fetch_offset: i64) {
+    let magic = if version <= 1 {
+        legacy::MAGIC_V0
+    } else {
+        legacy::MAGIC_V1
+    };
+    match legacy::down_convert(&p.records, magic, fetch_offset) {
+        Ok(set) => p.records = Bytes::from(set),
+        Err(e) => {
+            tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "cannot convert fetched batches for an old consumer");
+            p.error_code = ErrorCode::CorruptMessage as i32;
+            p.records = Bytes::new();
+        }
+    }
 }
 
 /// Kafka's checks of one partition's records in a Produce before any log

@@ -39,15 +39,17 @@ pub const KAFKA_ENDPOINT: &str = "kafka";
 pub const KAFKA_EXTERNAL_ENDPOINT: &str = "kafka-external";
 
 /// The APIs served and their versions: every version the codec knows
-/// (Kafka 4.x's newest) down to the oldest Kafka 4.x still serves, and the
-/// cluster features ApiVersions v3+ reports.
+/// (Kafka 4.x's newest) down to the oldest Kafka 4.x still serves, plus the
+/// older Produce, Fetch, OffsetCommit, CreateTopics and DescribeConfigs
+/// versions Kafka 3.9 served (`runnel_kafka::legacy`), and the cluster
+/// features ApiVersions v3+ reports.
 pub fn versions() -> Versions {
     Versions::new(&[
-        (ApiKey::Produce, 3, 13),
-        (ApiKey::Fetch, 4, 18),
+        (ApiKey::Produce, 0, 13),
+        (ApiKey::Fetch, 0, 18),
         (ApiKey::ListOffsets, 1, 10),
         (ApiKey::Metadata, 0, 13),
-        (ApiKey::OffsetCommit, 2, 9),
+        (ApiKey::OffsetCommit, 0, 9),
         (ApiKey::OffsetFetch, 1, 9),
         (ApiKey::FindCoordinator, 0, 6),
         (ApiKey::JoinGroup, 0, 9),
@@ -57,12 +59,12 @@ pub fn versions() -> Versions {
         (ApiKey::DescribeGroups, 0, 6),
         (ApiKey::ListGroups, 0, 5),
         (ApiKey::ApiVersions, 0, 4),
-        (ApiKey::CreateTopics, 2, 7),
+        (ApiKey::CreateTopics, 0, 7),
         (ApiKey::DeleteTopics, 1, 6),
         (ApiKey::DeleteRecords, 0, 2),
         (ApiKey::InitProducerId, 0, 5),
         (ApiKey::OffsetForLeaderEpoch, 2, 4),
-        (ApiKey::DescribeConfigs, 1, 4),
+        (ApiKey::DescribeConfigs, 0, 4),
         (ApiKey::AlterConfigs, 0, 2),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::CreatePartitions, 0, 3),
