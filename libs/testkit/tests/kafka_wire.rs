@@ -812,10 +812,13 @@ async fn describe_topic_partitions_pages_with_a_cursor() {
     cluster.shutdown().await;
 }
 
+/// Offset, magic, timestamp, key and value of an old-format message.
+type OldMessage = (i64, i8, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Each message of a message set of magic 0 or 1: its offset, magic,
 /// timestamp (-1 for magic 0), key and value, read by hand as an old
 /// client reads them (the CRC-32 checked).
-fn old_messages(set: &[u8]) -> Vec<(i64, i8, i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+fn old_messages(set: &[u8]) -> Vec<OldMessage> {
     fn bytes(buf: &[u8], at: &mut usize) -> Option<Vec<u8>> {
         let len = i32::from_be_bytes(buf[*at..*at + 4].try_into().unwrap());
         *at += 4;
