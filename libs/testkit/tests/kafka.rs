@@ -189,6 +189,14 @@ async fn kafka_python_produce_consume_every_codec() {
     kafka_python("produce_consume").await;
 }
 
+/// kafka-python pinned to the versions Kafka 4.0 dropped: Produce v0–2 in
+/// message formats v0/v1, Fetch v0–3, OffsetCommit v1, CreateTopics v0–1,
+/// DescribeConfigs v0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_pinned_to_old_versions() {
+    kafka_python("old_versions").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_consumer_group() {
     kafka_python("groups").await;

@@ -7,7 +7,7 @@ Kafka listener. Run by libs/testkit/tests/kafka.rs:
 import sys
 import time
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewPartitions, NewTopic
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
@@ -166,6 +166,92 @@ def scenario_transactions_fail_fast(bootstrap):
         pass
     took = time.monotonic() - start
     assert took < 10, f"the refusal took {took:.1f}s"
+
+
+def scenario_old_versions(bootstrap):
+    """Clients pinned to the versions Kafka 4.0 dropped (kafka-python with
+    api_version set picks its versions without asking ApiVersions):
+    CreateTopics v0 and v1, Produce v0-2 in message formats v0/v1 (plain and
+    compressed), Fetch v0-3 reading everything back in the format each
+    knows, OffsetCommit v1 and DescribeConfigs v0."""
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=(0, 10, 1))  # CreateTopics v0
+    a.create_topics([NewTopic("kp-old", 1, 1)])
+    a.close()
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=(0, 10, 2))  # CreateTopics v1
+    a.create_topics([NewTopic("kp-old-configs", 1, 1, topic_configs={"retention.ms": "60000"})])
+    try:
+        a.create_topics([NewTopic("kp-old", 1, 1)])
+        raise AssertionError("a second create succeeded")
+    except TopicAlreadyExistsError:
+        pass
+    a.close()
+    a = KafkaAdminClient(bootstrap_servers=bootstrap, api_version=(0, 11))  # DescribeConfigs v0
+    described = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "kp-old-configs")])
+    configs = {k: v["value"] for k, v in described["topic"]["kp-old-configs"].items()}
+    assert configs.get("retention.ms") == "60000", configs
+    a.close()
+
+    expected = []  # (key, value, timestamp or None when the format has none)
+    # (0, 8, 2): Produce v0, magic 0; (0, 9): v1, magic 0; (0, 10, 1): v2, magic 1.
+    for api_version, codec in [
+        ((0, 8, 2), None),
+        ((0, 9), None),
+        ((0, 9), "gzip"),
+        ((0, 10, 1), None),
+        ((0, 10, 1), "gzip"),
+        ((0, 10, 1), "snappy"),
+        ((0, 10, 1), "lz4"),
+    ]:
+        p = KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", api_version=api_version, compression_type=codec, linger_ms=10
+        )
+        futures = []
+        for i in range(20):
+            key = f"{api_version}-{codec}-{i}".encode()
+            value = f"value {i}".encode() * 5
+            ts = 1_700_000_000_000 + len(expected)
+            futures.append(p.send("kp-old", key=key, value=value, timestamp_ms=ts))
+            expected.append((key, value, ts if api_version >= (0, 10) else None))
+        p.flush(TIMEOUT)
+        for f in futures:
+            f.get(TIMEOUT)
+        p.close()
+    # A current producer's records (headers, which the old formats drop).
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(5):
+        key, value, ts = f"now-{i}".encode(), b"now", 1_700_000_100_000 + i
+        p.send("kp-old", key=key, value=value, headers=[("h", b"x")], timestamp_ms=ts).get(TIMEOUT)
+        expected.append((key, value, ts))
+    p.close()
+
+    # (0, 8, 2): Fetch v0 (magic 0); (0, 9): v1 (magic 0); (0, 10, 0): v2 and
+    # (0, 10, 1): v3 (magic 1, timestamps).
+    tp = TopicPartition("kp-old", 0)
+    for api_version in [(0, 8, 2), (0, 9), (0, 10, 0), (0, 10, 1)]:
+        c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=api_version, enable_auto_commit=False)
+        c.assign([tp])
+        c.seek(tp, 0)
+        got = []
+        deadline = time.time() + TIMEOUT
+        while len(got) < len(expected) and time.time() < deadline:
+            for records in c.poll(timeout_ms=500).values():
+                got.extend(records)
+        old_format = api_version < (0, 10)
+        want = [(k, v, None if old_format else ts) for k, v, ts in expected]
+        seen = [(m.key, m.value, None if m.timestamp in (None, -1) else m.timestamp) for m in got]
+        assert seen == want, (api_version, len(seen), len(want), seen[:3], want[:3])
+        assert [m.offset for m in got] == list(range(len(expected))), api_version
+        c.close()
+
+    # OffsetCommit v1 and OffsetFetch v1 with a group but no group management.
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap, api_version=(0, 8, 2), group_id="kp-old-group", enable_auto_commit=False
+    )
+    c.assign([tp])
+    c.seek(tp, 0)
+    c.commit({tp: OffsetAndMetadata(42, "", -1)})
+    assert c.committed(tp) == 42, c.committed(tp)
+    c.close()
 
 
 def main():
