@@ -991,6 +991,11 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
     *set.last_mut().unwrap() ^= 0xff;
     let answer = conn.call_old(ApiKey::Produce, 2, &request(set)).await;
     assert_eq!(produced(answer).0, 2, "CORRUPT_MESSAGE");
+    // From Produce v3 only v2 batches are taken, as in Kafka.
+    let mut set = Vec::new();
+    write_message(&mut set, MAGIC_V1, 0, t, false, None, Some(b"late"));
+    let p = produce_answer(&mut conn, 3, "old", Bytes::from(set)).await;
+    assert_eq!(p.error_code, 87, "INVALID_RECORD");
     // A current producer's v2 batches, one with a header the old formats drop.
     let mut batch = BatchBuilder::new(Compression::Lz4);
     batch.append(

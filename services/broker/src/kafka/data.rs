@@ -927,6 +927,13 @@ fn down_convert(p: &mut pb::FetchPartitionResult, version: i16, fetch_offset: i6
 /// sees them: from v3 exactly one batch, of magic 2; zstd only from v7
 /// (older clients could not read it back).
 fn check_produce_records(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
+    if version >= 3 && matches!(legacy::magic_of(records), Some(0 | 1)) {
+        return Err((
+            ErrorCode::InvalidRecord,
+            "Produce requests with version 3 and above are only allowed to contain record batches with magic version 2"
+                .into(),
+        ));
+    }
     let mut batches = Batches::new(records);
     let first = match batches.next() {
         Some(Ok(batch)) => batch,
