@@ -117,6 +117,7 @@ struct Span {
 /// Decodes the record at `*pos` and moves `*pos` past it, handing each
 /// header's key and value ranges to `header` (so a scan that only needs the
 /// fixed fields allocates nothing).
+#[inline]
 fn decode_span(
     buf: &[u8],
     pos: &mut usize,
@@ -178,6 +179,7 @@ fn decode_span(
 }
 
 /// A nullable field's byte range (`None` for length -1).
+#[inline]
 fn nullable(body: &[u8], pos: &mut usize) -> Result<Option<Range<usize>>, BatchError> {
     let len = varint::read_i32(body, pos)?;
     if len == -1 {

@@ -29,16 +29,31 @@ pub(crate) fn write(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Reads a zigzag varint of at most 10 bytes from `buf[*pos..]`, advancing `pos`.
+#[inline]
 pub(crate) fn read_i64(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
-    // Most fields of a record (attributes aside: deltas, short lengths,
-    // header counts) fit one byte; validation reads them for every record.
-    if let Some(&byte) = buf.get(*pos)
-        && byte & 0x80 == 0
-    {
-        *pos += 1;
-        let raw = u64::from(byte);
-        return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+    // Validation reads every field of every record; nearly all of them
+    // (deltas, lengths under 8 KiB, header counts) take one or two bytes.
+    match buf.get(*pos..) {
+        Some(&[b0, ..]) if b0 < 0x80 => {
+            *pos += 1;
+            Ok(unzigzag(u64::from(b0)))
+        }
+        Some(&[b0, b1, ..]) if b1 < 0x80 => {
+            *pos += 2;
+            Ok(unzigzag(u64::from(b0 & 0x7f) | u64::from(b1) << 7))
+        }
+        _ => read_long(buf, pos),
     }
+}
+
+fn unzigzag(raw: u64) -> i64 {
+    ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+}
+
+/// [`read_i64`] for varints of three bytes or more, and for errors.
+#[cold]
+#[inline(never)]
+fn read_long(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
     let mut raw: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -64,10 +79,11 @@ pub(crate) fn read_i64(buf: &[u8], pos: &mut usize) -> Result<i64, BatchError> {
             });
         }
     }
-    Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+    Ok(unzigzag(raw))
 }
 
 /// Reads a zigzag varint that must fit Kafka's 32-bit `varint` type.
+#[inline]
 pub(crate) fn read_i32(buf: &[u8], pos: &mut usize) -> Result<i32, BatchError> {
     let v = read_i64(buf, pos)?;
     i32::try_from(v).map_err(|_| BatchError::MalformedRecord {
@@ -100,6 +116,21 @@ mod tests {
             let mut pos = 0;
             assert_eq!(read_i64(&buf, &mut pos).unwrap(), v);
             assert_eq!(pos, buf.len());
+        }
+    }
+
+    #[test]
+    fn one_two_and_three_byte_varints_read_back_anywhere_in_a_buffer() {
+        // Around the one-, two- and three-byte boundaries (the fast paths).
+        for v in -20_000i64..20_000 {
+            let mut buf = vec![0xaa];
+            write(&mut buf, v);
+            let mut pos = 1;
+            assert_eq!(read_i64(&buf, &mut pos).unwrap(), v);
+            assert_eq!(pos, buf.len());
+            // Cut short by one byte, it is an error, never a wrong value.
+            let mut pos = 1;
+            assert!(read_i64(&buf[..buf.len() - 1], &mut pos).is_err());
         }
     }
 
