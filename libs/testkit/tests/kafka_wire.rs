@@ -422,7 +422,8 @@ async fn produce_is_validated_as_kafka_validates_it() {
 }
 
 /// A topic's `compression.type` names the codec it stores: a producer's
-/// uncompressed batch comes back zstd, with the same records.
+/// uncompressed batch comes back zstd, with the same records, and a Fetch
+/// below v10 is refused for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topic_compression_type_recompresses_what_producers_send() {
     let cluster = TestCluster::builder()
@@ -438,6 +439,10 @@ async fn the_topic_compression_type_recompresses_what_producers_send() {
         )
         .await;
     let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    // Kafka refuses a Fetch below v10 from a topic that stores zstd, even
+    // before it holds anything.
+    let early = conn.call(9, &fetch_from("squeezed", 0)).await;
+    assert_eq!(early.responses[0].partitions[0].error_code, 76);
     let keys: Vec<Option<String>> = (0..20).map(|i| Some(format!("key-{i}"))).collect();
     let p = produce_answer(
         &mut conn,
@@ -524,6 +529,17 @@ async fn versions_features_and_authorized_operations() {
             .map(|k| (k.min_version, k.max_version))
     };
     assert_eq!(range(3), Some((0, 13)), "Metadata");
+    // Below Kafka 4's minimums, the old versions Kafka 3.9 still served.
+    assert_eq!(range(0), Some((0, 13)), "Produce");
+    assert_eq!(range(1), Some((0, 18)), "Fetch");
+    assert_eq!(range(8), Some((0, 9)), "OffsetCommit");
+    assert_eq!(range(19), Some((0, 7)), "CreateTopics");
+    assert_eq!(range(32), Some((0, 4)), "DescribeConfigs");
+    assert_eq!(
+        range(2),
+        Some((1, 10)),
+        "ListOffsets: no v0, as from Kafka 4"
+    );
     let finalized: Vec<(String, i16)> = versions
         .finalized_features
         .iter()

@@ -381,6 +381,23 @@ impl KafkaApi {
         let keep = self
             .sessions
             .record(session_id, incremental, &answer.partitions);
+        // Topics whose `compression.type` is zstd, refused below Fetch v10.
+        let zstd_topics: HashSet<String> = if version < 10 {
+            self.metadata.with(|image| {
+                image
+                    .topics
+                    .iter()
+                    .filter(|(_, t)| {
+                        t.configs
+                            .get("compression.type")
+                            .is_some_and(|c| c == "zstd")
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+        } else {
+            HashSet::new()
+        };
         // Where each partition's read began, for converting to old formats.
         let offsets: HashMap<(String, i32), i64> = if version < 4 {
             partitions
@@ -396,9 +413,11 @@ impl KafkaApi {
             .zip(keep)
             .filter(|(_, keep)| *keep)
             .map(|(mut p, _)| {
-                if version < 10 && holds_zstd(&p.records) {
+                if version < 10 && (zstd_topics.contains(&p.topic) || holds_zstd(&p.records)) {
                     // Clients before Fetch v10 cannot read zstd: Kafka refuses
-                    // the partition rather than send what they cannot decode.
+                    // a partition whose topic stores zstd, and we also one that
+                    // holds a producer's zstd batch, rather than send what they
+                    // cannot decode.
                     p.error_code = ErrorCode::UnsupportedCompressionType as i32;
                     p.records = Default::default();
                 }
