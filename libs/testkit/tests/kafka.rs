@@ -208,7 +208,8 @@ async fn kafka_python_idempotent_producer_and_describe_producers() {
 }
 
 /// kcat, librdkafka's command-line tool: metadata, produce with keys and
-/// headers, consume them back, and a consumer group.
+/// headers, consume them back, a consumer group, and librdkafka pinned to
+/// Kafka 0.9's versions (Produce v1 and Fetch v1, message format v0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_produces_consumes_and_lists() {
     let cluster = cluster(1).await;
@@ -305,6 +306,60 @@ async fn kcat_produces_consumes_and_lists() {
     )
     .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 50);
+
+    // librdkafka told the broker is Kafka 0.9 (no ApiVersions): Produce v1
+    // in message format v0 with gzip, Fetch v1 reading it back as magic 0.
+    cluster
+        .create_topic(NewTopic::new("kcat-old").partitions(1))
+        .await;
+    let old = [
+        "-X",
+        "api.version.request=false",
+        "-X",
+        "broker.version.fallback=0.9.0",
+    ];
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["-b", &bootstrap]
+            .iter()
+            .chain(extra)
+            .chain(&old)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let input = cluster.data_dir().join("kcat-old-input");
+    let lines: String = (0..20).map(|i| format!("old-k{i}:old-v{i}\n")).collect();
+    std::fs::write(&input, lines).unwrap();
+    let input = input.display().to_string();
+    run(
+        "kcat".into(),
+        args(&[
+            "-P", "-t", "kcat-old", "-p", "0", "-K:", "-z", "gzip", "-l", &input,
+        ]),
+    )
+    .await;
+    let out = run(
+        "kcat".into(),
+        args(&[
+            "-C",
+            "-t",
+            "kcat-old",
+            "-p",
+            "0",
+            "-o",
+            "0",
+            "-e",
+            "-q",
+            "-f",
+            "%o %k=%s\n",
+        ]),
+    )
+    .await;
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("{i} old-k{i}=old-v{i}")).collect();
+    assert_eq!(got, want);
     cluster.shutdown().await;
 }
 
