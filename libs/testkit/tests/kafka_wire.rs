@@ -1065,6 +1065,13 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
         let (_, _, records) = fetched(conn.call_old(ApiKey::Fetch, version, &request).await);
         let offsets: Vec<i64> = old_messages(&records).iter().map(|m| m.0).collect();
         assert_eq!(offsets, [8, 9, 10], "Fetch v{version} from 8");
+        // A byte limit smaller than a batch still gets its first one whole.
+        let mut small = fetch_from("old", 0);
+        small.topics[0].partitions[0].partition_max_bytes = 1;
+        let request = RequestKind::Fetch(small);
+        let (_, _, records) = fetched(conn.call_old(ApiKey::Fetch, version, &request).await);
+        let offsets: Vec<i64> = old_messages(&records).iter().map(|m| m.0).collect();
+        assert_eq!(offsets, [0, 1], "Fetch v{version} of one byte");
     }
     // A current consumer reads the same records from the v2 batches.
     let fetched_now = conn.call(12, &fetch_from("old", 0)).await;

@@ -15,7 +15,10 @@
 //! A compressed message (codec in the low three bits of the attributes) is
 //! a wrapper whose value is a compressed message set of the real messages.
 
-use super::{BatchBuilder, BatchError, Batches, Compression, NO_TIMESTAMP, TimestampType};
+use super::{
+    BatchBuilder, BatchError, Batches, Compression, MAX_DECOMPRESSED_BATCH_BYTES, NO_TIMESTAMP,
+    TimestampType,
+};
 use crate::{Offset, TimestampMs};
 
 /// Message format v0 (no timestamps).
@@ -82,9 +85,16 @@ struct Message<'a> {
 /// assigns them); magic 0 carries no timestamps, so its records get none
 /// (-1), as in Kafka.
 pub fn up_convert(set: &[u8]) -> Result<Vec<u8>, LegacyError> {
+    up_convert_limited(set, MAX_DECOMPRESSED_BATCH_BYTES)
+}
+
+/// [`up_convert`] with at most `limit` bytes of decompressed wrappers.
+fn up_convert_limited(set: &[u8], limit: usize) -> Result<Vec<u8>, LegacyError> {
     let expected = magic_of(set).ok_or(LegacyError::Truncated("message header"))?;
     let mut codec = Compression::None;
     let mut entries = Vec::new();
+    // All wrappers are held at once: their sum is bounded, not each alone.
+    let mut inflated = 0usize;
     for raw in messages(set) {
         let raw = raw?;
         check_magic(raw.magic, expected)?;
@@ -92,10 +102,15 @@ pub fn up_convert(set: &[u8]) -> Result<Vec<u8>, LegacyError> {
             Compression::None => Entry::Plain(raw.message()),
             wrapper => {
                 codec = wrapper;
+                let inner = decompress(wrapper, raw.magic, raw.value.unwrap_or_default())?;
+                inflated = inflated.saturating_add(inner.len());
+                if inflated > limit {
+                    return Err(BatchError::DecompressedTooLarge { limit }.into());
+                }
                 Entry::Wrapper {
                     timestamp: raw.timestamp,
                     log_append_time: raw.log_append_time(),
-                    inner: decompress(wrapper, raw.magic, raw.value.unwrap_or_default())?,
+                    inner,
                 }
             }
         });
@@ -153,15 +168,21 @@ enum Entry<'a> {
 /// (0 or 1) for Fetch v0–3: one uncompressed message per record at its
 /// offset, from `first_offset` on (a fetch from the middle of a batch),
 /// headers dropped (the old formats have none), control batches left out,
-/// as Kafka's down-conversion does. Stops at a batch that cannot be read
-/// (a fetch may end in a partial one).
+/// as Kafka's down-conversion does. Like Kafka's, it converts whole
+/// batches until the output reaches `max_bytes` (at least one batch, so a
+/// consumer always moves on; it fetches the rest next), and stops at a
+/// batch that cannot be read (a fetch may end in a partial one).
 pub fn down_convert(
     batches: &[u8],
     magic: i8,
     first_offset: Offset,
+    max_bytes: usize,
 ) -> Result<Vec<u8>, LegacyError> {
-    let mut out = Vec::with_capacity(batches.len() + batches.len() / 4);
+    let mut out = Vec::with_capacity(batches.len().min(max_bytes) + 1024);
     for batch in Batches::new(batches) {
+        if !out.is_empty() && out.len() >= max_bytes {
+            break;
+        }
         let Ok(batch) = batch else { break };
         if batch.header().is_control() {
             continue;
@@ -585,6 +606,17 @@ mod tests {
         let mut empty = Vec::new();
         write_compressed(&mut empty, MAGIC_V1, 0, 1, Compression::Gzip, &[]).unwrap();
         assert!(matches!(up_convert(&empty), Err(LegacyError::Empty)));
+        // Wrappers are held together: their decompressed sum is bounded.
+        let mut inner = Vec::new();
+        write_message(&mut inner, MAGIC_V1, 0, 1, false, None, Some(&[0; 1000]));
+        let mut two = Vec::new();
+        write_compressed(&mut two, MAGIC_V1, 0, 1, Compression::Gzip, &inner).unwrap();
+        write_compressed(&mut two, MAGIC_V1, 1, 1, Compression::Gzip, &inner).unwrap();
+        assert!(up_convert_limited(&two, 2 * inner.len()).is_ok());
+        assert!(matches!(
+            up_convert_limited(&two, 2 * inner.len() - 1),
+            Err(LegacyError::Batch(BatchError::DecompressedTooLarge { .. }))
+        ));
     }
 
     #[test]
@@ -609,7 +641,7 @@ mod tests {
         v2.extend(control.build().unwrap());
         v2.extend(appended.build().unwrap());
         for magic in [MAGIC_V0, MAGIC_V1] {
-            let set = down_convert(&v2, magic, 0).unwrap();
+            let set = down_convert(&v2, magic, 0, usize::MAX).unwrap();
             let got: Vec<_> = messages(&set)
                 .map(|m| {
                     let m = m.unwrap();
@@ -640,10 +672,13 @@ mod tests {
             assert_eq!(records_of(&up_convert(&set).unwrap()).len(), 3);
         }
         // A partial trailing batch (a fetch cut at its byte limit) is left out.
-        let cut = down_convert(&v2[..v2.len() - 3], MAGIC_V1, 0).unwrap();
+        let cut = down_convert(&v2[..v2.len() - 3], MAGIC_V1, 0, usize::MAX).unwrap();
         assert_eq!(messages(&cut).count(), 2);
         // From the middle of a batch: what lies before the offset is left out.
-        let from = down_convert(&v2, MAGIC_V1, 41).unwrap();
+        let from = down_convert(&v2, MAGIC_V1, 41, usize::MAX).unwrap();
         assert_eq!(messages(&from).count(), 2);
+        // Whole batches up to the byte limit, and always at least one.
+        let first_only = down_convert(&v2, MAGIC_V1, 0, 0).unwrap();
+        assert_eq!(messages(&first_only).count(), 2);
     }
 }

@@ -398,11 +398,12 @@ impl KafkaApi {
         } else {
             HashSet::new()
         };
-        // Where each partition's read began, for converting to old formats.
-        let offsets: HashMap<(String, i32), i64> = if version < 4 {
+        // Where each partition's read began and its byte limit, for
+        // converting to old formats.
+        let offsets: HashMap<(String, i32), (i64, i32)> = if version < 4 {
             partitions
                 .iter()
-                .map(|(key, p)| (key.clone(), p.fetch_offset))
+                .map(|(key, p)| (key.clone(), (p.fetch_offset, p.max_bytes)))
                 .collect()
         } else {
             HashMap::new()
@@ -422,8 +423,11 @@ impl KafkaApi {
                     p.records = Default::default();
                 }
                 if version < 4 {
-                    let from = offsets.get(&(p.topic.clone(), p.partition)).copied();
-                    down_convert(&mut p, version, from.unwrap_or(0));
+                    let (from, max_bytes) = offsets
+                        .get(&(p.topic.clone(), p.partition))
+                        .copied()
+                        .unwrap_or((0, i32::MAX));
+                    down_convert(&mut p, version, from, max_bytes);
                 }
                 let out = PartitionData::default()
                     .with_partition_index(p.partition)
@@ -926,13 +930,14 @@ fn up_convert(records: Bytes, version: i16) -> Result<Bytes, (ErrorCode, String)
 
 /// Fetch v0–1 read message format v0, v2–3 v1: the v2 batches read from
 /// the log are converted for them, as Kafka does.
-fn down_convert(p: &mut pb::FetchPartitionResult, version: i16, fetch_offset: i64) {
+fn down_convert(p: &mut pb::FetchPartitionResult, version: i16, fetch_offset: i64, max_bytes: i32) {
     let magic = if version <= 1 {
         legacy::MAGIC_V0
     } else {
         legacy::MAGIC_V1
     };
-    match legacy::down_convert(&p.records, magic, fetch_offset) {
+    let max_bytes = usize::try_from(max_bytes).unwrap_or(0);
+    match legacy::down_convert(&p.records, magic, fetch_offset, max_bytes) {
         Ok(set) => p.records = Bytes::from(set),
         Err(e) => {
             tracing::warn!(topic = %p.topic, partition = p.partition, error = %e, "cannot convert fetched batches for an old consumer");
