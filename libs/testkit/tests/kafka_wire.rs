@@ -1007,6 +1007,13 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
     *set.last_mut().unwrap() ^= 0xff;
     let answer = conn.call_old(ApiKey::Produce, 2, &request(set)).await;
     assert_eq!(produced(answer).0, 2, "CORRUPT_MESSAGE");
+    // zstd never came with the old formats: refused as for any Produce below v7.
+    let mut inner = Vec::new();
+    write_message(&mut inner, MAGIC_V1, 0, t, false, None, Some(b"zstd"));
+    let mut set = Vec::new();
+    write_compressed(&mut set, MAGIC_V1, 0, t, Compression::Zstd, &inner).unwrap();
+    let answer = conn.call_old(ApiKey::Produce, 2, &request(set)).await;
+    assert_eq!(produced(answer).0, 76, "UNSUPPORTED_COMPRESSION_TYPE");
     // From Produce v3 only v2 batches are taken, as in Kafka.
     let mut set = Vec::new();
     write_message(&mut set, MAGIC_V1, 0, t, false, None, Some(b"late"));
