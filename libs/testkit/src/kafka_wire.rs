@@ -21,18 +21,40 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 
 /// One request as it goes on the wire: size prefix, header, body.
 pub fn request_frame<R: Request>(version: i16, correlation_id: i32, body: &R) -> Bytes {
+    frame_with(
+        R::KEY,
+        version,
+        R::header_version(version),
+        correlation_id,
+        "runnel-testkit",
+        |out| {
+            body.encode(out, version)
+                .expect("the test's request fits its version")
+        },
+    )
+}
+
+/// A request frame: size prefix, a header of `header_version`, and the body
+/// `write_body` appends.
+fn frame_with(
+    api_key: i16,
+    version: i16,
+    header_version: i16,
+    correlation_id: i32,
+    client_id: &'static str,
+    write_body: impl FnOnce(&mut BytesMut),
+) -> Bytes {
     let mut header = RequestHeader::default();
-    header.request_api_key = R::KEY;
+    header.request_api_key = api_key;
     header.request_api_version = version;
     header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("runnel-testkit"));
+    header.client_id = Some(StrBytes::from_static_str(client_id));
     let mut out = BytesMut::new();
     out.put_i32(0);
     header
-        .encode(&mut out, R::header_version(version))
+        .encode(&mut out, header_version)
         .expect("a request header encodes");
-    body.encode(&mut out, version)
-        .expect("the test's request fits its version");
+    write_body(&mut out);
     let size = i32::try_from(out.len() - 4).expect("a test request under 2 GiB");
     out[..4].copy_from_slice(&size.to_be_bytes());
     out.freeze()
@@ -99,19 +121,14 @@ impl KafkaConn {
     ) -> ResponseKind {
         let id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = api as i16;
-        header.request_api_version = version;
-        header.correlation_id = id;
-        header.client_id = Some(StrBytes::from_static_str("runnel-testkit-old"));
-        let mut out = BytesMut::new();
-        out.put_i32(0);
-        header
-            .encode(&mut out, api.request_header_version(version))
-            .expect("a request header encodes");
-        legacy::encode_request(version, request, &mut out).expect("an old request encodes");
-        let size = i32::try_from(out.len() - 4).expect("a test request under 2 GiB");
-        out[..4].copy_from_slice(&size.to_be_bytes());
+        let out = frame_with(
+            api as i16,
+            version,
+            api.request_header_version(version),
+            id,
+            "runnel-testkit-old",
+            |out| legacy::encode_request(version, request, out).expect("an old request encodes"),
+        );
         self.stream
             .write_all(&out)
             .await
