@@ -12,7 +12,8 @@
 //! - [`topics`]: Kafka's topic name rules and topic config keys.
 //! - [`metadata`]: the metadata image every process folds the metadata log into.
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
-//! - [`netfault`]: cutting a node off from its peers, for failure tests.
+//! - [`netfault`]: cutting a node off from all its peers or from chosen
+//!   ones, for failure tests.
 //! - [`failover`]: one gRPC channel over the controllers of a quorum.
 //! - [`http`]: a small HTTP/1.1 client (the connect REST API, the HTTP sink).
 

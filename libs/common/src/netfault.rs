@@ -1,28 +1,78 @@
-//! Cutting a node off from its peers, for failure tests.
+//! Cutting nodes off from each other, for failure tests.
 //!
-//! A [`NetFault`] is a switch shared by a node and the test that drives it.
-//! While it is on, the node's gRPC server refuses every request from
-//! another Runnel node (those carry [`PEER_HEADER`]) with `UNAVAILABLE`
-//! ([`NetFaultLayer`], a tower layer), and the node's own calls to its peers
-//! (its controller link, replica fetches, ISR changes) stop as if the
-//! network dropped them. Clients outside the cluster still reach it, as a
-//! producer on the far side of a network partition would: that is how a
-//! test makes a cut-off leader take writes it can never get replicated.
+//! Every request one Runnel node sends another carries [`PEER_HEADER`],
+//! whose value names the sender ([`PeerName`]: `broker-2`,
+//! `controller-1`). A [`NetFault`] is a node's set of switches, shared by
+//! the node and the test that drives it; [`NetFaultLayer`], a tower layer
+//! on the node's gRPC server, refuses with `UNAVAILABLE` the peers'
+//! requests the switches cut. Requests without the header (clients, tools)
+//! are never refused. Two kinds of fault:
+//!
+//! - Isolation ([`NetFault::isolate`]): the node's server refuses every
+//!   peer's request, and the node's own calls to its peers (its controller
+//!   link, replica fetches, ISR changes) stop as if the network dropped
+//!   them. Clients outside the cluster still reach it, as a producer on the
+//!   far side of a network partition would: that is how a test makes a
+//!   cut-off leader take writes it can never get replicated.
+//! - A cut between two nodes ([`NetFault::cut_from`] on each, naming the
+//!   other): a partition where A cannot reach B but both still reach C.
+//!   Each node refuses the other's requests where they arrive, so calls
+//!   fail in both directions without either node's client side knowing;
+//!   naming the peer on one side only cuts one direction. A cut holds
+//!   between nodes that call each other as peers: brokers with brokers
+//!   (replication) and controllers with controllers (Raft, forwarded
+//!   calls). A broker calls the controllers as any client does, without
+//!   the header, so only isolation cuts a broker from the controllers.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
+use tonic::metadata::{Ascii, MetadataValue};
 
-/// The metadata header a Runnel node puts on requests to other Runnel nodes.
+/// The metadata header a Runnel node puts on requests to other Runnel
+/// nodes; its value is the sender's [`PeerName`].
 pub const PEER_HEADER: &str = "runnel-peer";
 
-/// A switch that isolates one node from its peers.
+/// How a node names itself to its peers (the value of [`PEER_HEADER`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerName(String);
+
+impl PeerName {
+    /// Broker `id`'s name.
+    pub fn broker(id: i32) -> Self {
+        PeerName(format!("broker-{id}"))
+    }
+
+    /// Controller `id`'s name (its quorum node id).
+    pub fn controller(id: i32) -> Self {
+        PeerName(format!("controller-{id}"))
+    }
+
+    /// The name as it travels in [`PEER_HEADER`].
+    pub fn header_value(&self) -> MetadataValue<Ascii> {
+        MetadataValue::try_from(self.0.as_str())
+            .expect("a peer name is a fixed word and a number, so ASCII")
+    }
+}
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One node's network switches: isolation from every peer, and cuts from
+/// chosen ones. Clones share the switches.
 #[derive(Debug, Clone, Default)]
 pub struct NetFault {
     isolated: Arc<AtomicBool>,
+    /// The peers whose requests this node refuses.
+    cut_from: Arc<RwLock<HashSet<String>>>,
 }
 
 impl NetFault {
@@ -31,19 +81,54 @@ impl NetFault {
         self.isolated.store(true, Ordering::SeqCst);
     }
 
-    /// Restores the node's connectivity.
+    /// Ends the isolation (cuts from chosen peers stay).
     pub fn heal(&self) {
         self.isolated.store(false, Ordering::SeqCst);
     }
 
-    /// Whether the node is cut off now.
+    /// Whether the node is cut off from every peer now.
     pub fn is_isolated(&self) -> bool {
         self.isolated.load(Ordering::SeqCst)
+    }
+
+    /// Refuses `peer`'s requests from now on; the same call on `peer`'s
+    /// fault naming this node makes the cut two-way.
+    pub fn cut_from(&self, peer: &PeerName) {
+        self.cut_from
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer.0.clone());
+    }
+
+    /// Takes `peer`'s requests again.
+    pub fn heal_cut(&self, peer: &PeerName) {
+        self.cut_from
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&peer.0);
+    }
+
+    /// Whether the node refuses `peer`'s requests because of a cut.
+    pub fn is_cut_from(&self, peer: &PeerName) -> bool {
+        self.is_cut_from_name(&peer.0)
+    }
+
+    fn is_cut_from_name(&self, peer: &str) -> bool {
+        self.cut_from
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(peer)
+    }
+
+    /// Whether a peer's request from `sender` (None: the header was not
+    /// readable as text) must be refused now.
+    fn refuses(&self, sender: Option<&str>) -> bool {
+        self.is_isolated() || sender.is_some_and(|s| self.is_cut_from_name(s))
     }
 }
 
 /// A tower layer for a node's gRPC server that refuses peers' requests
-/// while its [`NetFault`] is on.
+/// while its [`NetFault`] cuts them.
 #[derive(Debug, Clone)]
 pub struct NetFaultLayer(NetFault);
 
@@ -87,11 +172,12 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let refused =
-            || tonic::Status::unavailable("the node is cut off from its peers").into_http();
-        if !request.headers().contains_key(PEER_HEADER) {
+            || tonic::Status::unavailable("the node is cut off from this peer").into_http();
+        let Some(sender) = request.headers().get(PEER_HEADER) else {
             return Box::pin(self.inner.call(request));
-        }
-        if self.fault.is_isolated() {
+        };
+        let sender = sender.to_str().ok().map(str::to_owned);
+        if self.fault.refuses(sender.as_deref()) {
             return Box::pin(async move { Ok(refused()) });
         }
         // A peer's request that was already in (a long-polling fetch, say)
@@ -100,11 +186,90 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
-            Ok(if fault.is_isolated() {
+            Ok(if fault.refuses(sender.as_deref()) {
                 refused()
             } else {
                 response
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+
+    /// Sends one request from `sender` (None: a client) through the layer
+    /// and says whether it got through.
+    async fn passes(fault: &NetFault, sender: Option<&PeerName>) -> bool {
+        let inner = tower::service_fn(|_: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(Body::empty()))
+        });
+        let service = NetFaultLayer::new(fault.clone()).layer(inner);
+        let mut request = http::Request::new(Body::empty());
+        if let Some(s) = sender {
+            let value = http::HeaderValue::from_str(&s.to_string()).expect("ASCII");
+            request.headers_mut().insert(PEER_HEADER, value);
+        }
+        let response = service.oneshot(request).await.expect("infallible");
+        // A refusal is a gRPC status in the headers of an HTTP 200.
+        response.headers().get("grpc-status").is_none()
+    }
+
+    #[tokio::test]
+    async fn isolation_refuses_every_peer_but_no_client() {
+        let fault = NetFault::default();
+        let (b1, c1) = (PeerName::broker(1), PeerName::controller(1));
+        assert!(passes(&fault, Some(&b1)).await);
+        fault.isolate();
+        assert!(!passes(&fault, Some(&b1)).await);
+        assert!(!passes(&fault, Some(&c1)).await);
+        assert!(passes(&fault, None).await, "clients still get through");
+        fault.heal();
+        assert!(passes(&fault, Some(&b1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_cut_refuses_only_the_named_peer() {
+        let fault = NetFault::default();
+        let (b1, b2) = (PeerName::broker(1), PeerName::broker(2));
+        fault.cut_from(&b1);
+        assert!(fault.is_cut_from(&b1) && !fault.is_cut_from(&b2));
+        assert!(!passes(&fault, Some(&b1)).await);
+        assert!(passes(&fault, Some(&b2)).await);
+        assert!(
+            passes(&fault, Some(&PeerName::controller(1))).await,
+            "controller 1 is not broker 1"
+        );
+        assert!(passes(&fault, None).await);
+        assert!(!fault.is_isolated(), "a cut is not isolation");
+
+        // Isolation and cuts are separate switches.
+        fault.isolate();
+        fault.heal();
+        assert!(!passes(&fault, Some(&b1)).await, "heal keeps the cut");
+        fault.heal_cut(&b1);
+        assert!(passes(&fault, Some(&b1)).await);
+    }
+
+    #[test]
+    fn clones_share_the_switches() {
+        let fault = NetFault::default();
+        let node_side = fault.clone();
+        fault.cut_from(&PeerName::controller(3));
+        fault.isolate();
+        assert!(node_side.is_cut_from(&PeerName::controller(3)));
+        assert!(node_side.is_isolated());
+    }
+
+    #[test]
+    fn peer_names_say_kind_and_id() {
+        assert_eq!(PeerName::broker(2).to_string(), "broker-2");
+        assert_eq!(PeerName::controller(2).to_string(), "controller-2");
+        assert_eq!(PeerName::controller(2).header_value(), "controller-2");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use runnel_common::netfault::{NetFault, PEER_HEADER};
+use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::TraceInterceptor;
 use runnel_proto::broker::v1 as pb;
@@ -354,7 +354,7 @@ impl Fetchers {
 
 fn connect(addr: &str, me: i32) -> Result<Client, tonic::transport::Error> {
     let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(3))?;
-    let peer = PeerInterceptor(tonic::metadata::MetadataValue::from(me));
+    let peer = PeerInterceptor(PeerName::broker(me).header_value());
     Ok(BrokerClient::with_interceptor(channel, peer)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))

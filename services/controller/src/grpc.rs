@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use futures::Stream;
 use runnel_common::errors::status;
-use runnel_common::netfault::{NetFault, PEER_HEADER};
+use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
 use runnel_proto::common::v1::ErrorCode;
@@ -107,7 +107,7 @@ impl ControllerService {
         );
         request.metadata_mut().insert(
             PEER_HEADER,
-            tonic::metadata::MetadataValue::from_static("controller"),
+            PeerName::controller(self.controller.node_id()).header_value(),
         );
         call(self.peer(&addr)?, request)
             .await

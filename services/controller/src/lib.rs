@@ -212,7 +212,10 @@ pub async fn start(
     let raft = openraft::Raft::new(
         quorum::raft_id(config.node_id),
         std::sync::Arc::new(raft_config),
-        quorum::network::Network::new(config.net_fault.clone()),
+        quorum::network::Network::new(
+            config.net_fault.clone(),
+            runnel_common::netfault::PeerName::controller(config.node_id),
+        ),
         raft_log.clone(),
         state_machine,
     )

@@ -1,8 +1,9 @@
 //! Raft between controllers: openraft's messages as JSON in the
 //! `ControllerQuorum` gRPC service, on the controller's gRPC listener.
 //!
-//! Calls carry [`PEER_HEADER`], so a test that cuts a controller off
-//! ([`NetFault`]) drops them both ways.
+//! Calls carry [`PEER_HEADER`] naming this controller, so a test that cuts
+//! it off from its peers or from one of them ([`NetFault`]) drops them
+//! both ways.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use runnel_common::netfault::{NetFault, PEER_HEADER};
+use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_proto::controller::v1::RaftMessage;
 use runnel_proto::controller::v1::controller_quorum_client::ControllerQuorumClient;
 use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorum;
@@ -32,12 +33,14 @@ type NodeId = u64;
 #[derive(Debug, Clone)]
 pub struct Network {
     fault: NetFault,
+    me: PeerName,
 }
 
 impl Network {
-    /// Peers reached through gRPC; `fault` cuts this controller off in tests.
-    pub fn new(fault: NetFault) -> Self {
-        Network { fault }
+    /// Peers reached through gRPC by controller `me`; `fault` cuts it off
+    /// in tests.
+    pub fn new(fault: NetFault, me: PeerName) -> Self {
+        Network { fault, me }
     }
 }
 
@@ -52,6 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             client: channel.map(ControllerQuorumClient::new),
             fault: self.fault.clone(),
+            me: self.me.clone(),
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct Peer {
     addr: String,
     client: Option<ControllerQuorumClient<Channel>>,
     fault: NetFault,
+    me: PeerName,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +108,9 @@ impl Peer {
         let json = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(RaftMessage { json: json.into() });
         request.set_timeout(ttl);
-        request.metadata_mut().insert(
-            PEER_HEADER,
-            tonic::metadata::MetadataValue::from_static("controller"),
-        );
+        request
+            .metadata_mut()
+            .insert(PEER_HEADER, self.me.header_value());
         let response = match method {
             Rpc::AppendEntries => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,
