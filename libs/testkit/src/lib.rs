@@ -3,8 +3,9 @@
 //! [`TestCluster::builder`] starts a controller (or a quorum of them),
 //! brokers and (if asked) group coordinators on ephemeral loopback ports with temporary data
 //! directories; a test can stop, kill (no flush, like `kill -9`) and
-//! restart any of them, and waits for the cluster to settle with bounded
-//! polls rather than sleeps. Only tests depend on this crate.
+//! restart any of them, isolate one from its peers or cut two apart
+//! ([`TestCluster::cut`]), and waits for the cluster to settle with bounded
+//! polls ([`wait_for`]) rather than sleeps. Only tests depend on this crate.
 
 pub mod kafka_wire;
 
@@ -16,11 +17,21 @@ use runnel_broker::BrokerHandle;
 use runnel_client::{
     Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset,
 };
-use runnel_common::netfault::NetFault;
+use runnel_common::netfault::{NetFault, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_controller::ControllerHandle;
 use runnel_coordinator::CoordinatorHandle;
 use tempfile::TempDir;
+
+/// A broker or a controller of a [`TestCluster`], by index (as in
+/// [`TestCluster::isolate`]), for cutting two nodes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// Broker `i` (broker id `i + 1`).
+    Broker(usize),
+    /// Controller `i` (node id `i + 1`).
+    Controller(usize),
+}
 
 /// Builds a [`TestCluster`].
 #[derive(Debug, Clone)]
@@ -528,6 +539,49 @@ impl TestCluster {
     pub fn heal_controllers(&self) {
         for f in &self.controller_faults {
             f.heal();
+        }
+    }
+
+    /// Cuts `a` and `b` apart, both ways, while each still reaches every
+    /// other node: a partition where A cannot reach B but both reach C.
+    /// Both must be brokers or both controllers: a broker calls the
+    /// controllers as a client does, so no cut holds between the two kinds
+    /// (isolate the broker instead). See [`NetFault`].
+    pub fn cut(&self, a: Node, b: Node) {
+        let ((fault_a, name_a), (fault_b, name_b)) = self.cuttable(a, b);
+        fault_a.cut_from(&name_b);
+        fault_b.cut_from(&name_a);
+    }
+
+    /// Reconnects `a` and `b` after [`TestCluster::cut`].
+    pub fn heal_cut(&self, a: Node, b: Node) {
+        let ((fault_a, name_a), (fault_b, name_b)) = self.cuttable(a, b);
+        fault_a.heal_cut(&name_b);
+        fault_b.heal_cut(&name_a);
+    }
+
+    /// The faults and peer names of two nodes a cut can separate.
+    fn cuttable(&self, a: Node, b: Node) -> ((&NetFault, PeerName), (&NetFault, PeerName)) {
+        assert!(a != b, "cannot cut {a:?} from itself");
+        assert!(
+            matches!(
+                (a, b),
+                (Node::Broker(_), Node::Broker(_)) | (Node::Controller(_), Node::Controller(_))
+            ),
+            "cannot cut {a:?} from {b:?}: brokers call controllers without the peer header, \
+             so only isolation separates them"
+        );
+        (self.peer(a), self.peer(b))
+    }
+
+    /// A node's network switches and the name its peers know it by.
+    fn peer(&self, node: Node) -> (&NetFault, PeerName) {
+        match node {
+            Node::Broker(i) => (&self.faults[i], PeerName::broker(i as i32 + 1)),
+            Node::Controller(i) => (
+                &self.controller_faults[i],
+                PeerName::controller(i as i32 + 1),
+            ),
         }
     }
 

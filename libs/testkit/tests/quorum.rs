@@ -15,7 +15,7 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::MetadataEvent;
 use runnel_proto::metadata::v1::metadata_record::Record;
-use runnel_testkit::{TestCluster, wait_for};
+use runnel_testkit::{Node, TestCluster, wait_for};
 
 /// One acknowledged metadata write.
 #[derive(Debug, Clone)]
@@ -372,6 +372,63 @@ async fn a_controller_cut_off_from_the_quorum_stops_deciding_and_rejoins_as_foll
     check(&cluster, 3, &[0], &acked).await;
     let image = old_handle.controller.image().await;
     assert!(!image.topics.contains_key("split-brain"));
+    cluster.shutdown().await;
+}
+
+/// How far controller `i` has applied the metadata log.
+async fn applied(cluster: &TestCluster, i: usize) -> i64 {
+    let controller = &cluster.controller(i).expect("running").controller;
+    controller.image().await.next_offset
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_from_the_active_controller_alone_falls_behind_while_the_quorum_commits() {
+    let cluster = TestCluster::builder()
+        .controllers(3)
+        .brokers(1)
+        .start()
+        .await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    create_topics(cluster.admin(), "before".into(), 5, 1, Arc::clone(&acked)).await;
+    let active = cluster.active_controller().expect("an active controller");
+    let (cut, third) = ((active + 1) % 3, (active + 2) % 3);
+    wait_for(
+        "the follower to apply everything so far",
+        Duration::from_secs(20),
+        || async { applied(&cluster, cut).await == applied(&cluster, active).await },
+    )
+    .await;
+
+    // The active controller and one follower lose each other; both still
+    // reach the third, so the active one keeps a majority.
+    cluster.cut(Node::Controller(active), Node::Controller(cut));
+    let at_cut = applied(&cluster, cut).await;
+    create_topics(cluster.admin(), "during".into(), 10, 1, Arc::clone(&acked)).await;
+    assert_eq!(acked.lock().len(), 15, "the quorum stopped committing");
+    let end = applied(&cluster, active).await;
+    assert!(end > at_cut, "nothing was committed during the cut");
+    wait_for(
+        "the third controller to apply what was committed",
+        Duration::from_secs(20),
+        || async { applied(&cluster, third).await >= end },
+    )
+    .await;
+    assert_eq!(
+        applied(&cluster, cut).await,
+        at_cut,
+        "the cut-off follower heard from the active controller"
+    );
+    assert_eq!(
+        cluster.active_controller(),
+        Some(active),
+        "a cut between two controllers cost the quorum its leader"
+    );
+
+    // Healed: it catches up, and every controller holds the same log.
+    cluster.heal_cut(Node::Controller(active), Node::Controller(cut));
+    cluster.wait_active_controller().await;
+    let acked = acked.lock().clone();
+    check(&cluster, 3, &[0], &acked).await;
     cluster.shutdown().await;
 }
 

@@ -1,12 +1,13 @@
 //! Replication across three brokers: followers copy the leader, acks=all
-//! waits for the ISR, and a new leader has every acknowledged record.
+//! waits for the ISR, a follower cut from the leader alone leaves the ISR
+//! and rejoins, and a new leader has every acknowledged record.
 
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
 use runnel_client::{Acks, NewTopic, Producer, ProducerConfig, ProducerRecord};
-use runnel_testkit::{TestCluster, wait_for};
+use runnel_testkit::{Node, TestCluster, wait_for};
 
 async fn produce(cluster: &TestCluster, topic: &str, range: std::ops::Range<u32>) -> Vec<i64> {
     let producer = Producer::with_cluster(
@@ -354,6 +355,86 @@ async fn an_isolated_leader_cannot_acknowledge_and_drops_its_tail_after_healing(
     let new = (cluster.controller_leader("cut", 0).await - 1) as usize;
     assert_eq!(replica_values(&cluster, new, "cut"), expected);
     assert_eq!(read_all(&cluster, "cut", 200).await, expected);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_from_the_leader_alone_leaves_the_isr_and_rejoins_after_healing() {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("split")
+                .partitions(1)
+                .replication_factor(3)
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    produce(&cluster, "split", 0..100).await;
+    let leader = cluster.controller_leader("split", 0).await;
+    let (li, fi) = ((leader - 1) as usize, leader as usize % 3);
+    let follower = fi as i32 + 1;
+    let in_sync = (1..=3).find(|&b| b != leader && b != follower).unwrap();
+    let mut without_follower = vec![leader, in_sync];
+    without_follower.sort_unstable();
+    // Acknowledged with all three in sync: the follower holds the first 100.
+    let first: Vec<String> = (0..100).map(|i| format!("record-{i}")).collect();
+    assert_eq!(replica_values(&cluster, fi, "split"), first);
+
+    let admin = cluster.admin();
+    let isr_is = |want: Vec<i32>| {
+        let admin = admin.clone();
+        async move {
+            admin.describe_topic("split").await.is_ok_and(|t| {
+                let mut isr = t.partitions[0].isr.clone();
+                isr.sort_unstable();
+                isr == want
+            })
+        }
+    };
+
+    cluster.cut(Node::Broker(li), Node::Broker(fi));
+    wait_for(
+        "the cut-off follower to leave the ISR",
+        Duration::from_secs(30),
+        || isr_is(without_follower.clone()),
+    )
+    .await;
+    // A cut, not an isolation: both ends still reach the controller, so the
+    // follower stays unfenced and the leader keeps its partition.
+    let brokers = admin.describe_cluster().await.unwrap().brokers;
+    assert!(
+        brokers.iter().all(|b| !b.fenced),
+        "a broker was fenced by a cut between two brokers: {brokers:?}"
+    );
+    assert_eq!(cluster.controller_leader("split", 0).await, leader);
+
+    // acks=all goes on with the two in sync.
+    let offsets = produce(&cluster, "split", 100..300).await;
+    assert_eq!(offsets, (100..300).collect::<Vec<i64>>());
+    let written: Vec<String> = (0..300).map(|i| format!("record-{i}")).collect();
+    assert_eq!(
+        replica_values(&cluster, (in_sync - 1) as usize, "split"),
+        written
+    );
+    assert_eq!(
+        replica_values(&cluster, fi, "split"),
+        first,
+        "the cut-off follower fetched from its leader"
+    );
+
+    // Healed: it catches up and the leader adds it back.
+    cluster.heal_cut(Node::Broker(li), Node::Broker(fi));
+    wait_for(
+        "the follower to rejoin the ISR",
+        Duration::from_secs(30),
+        || isr_is(vec![1, 2, 3]),
+    )
+    .await;
+    assert_eq!(replica_values(&cluster, fi, "split"), written);
+    let more = produce(&cluster, "split", 300..400).await;
+    assert_eq!(more, (300..400).collect::<Vec<i64>>());
+    let expected: Vec<String> = (0..400).map(|i| format!("record-{i}")).collect();
+    assert_eq!(read_all(&cluster, "split", 400).await, expected);
     cluster.shutdown().await;
 }
 
