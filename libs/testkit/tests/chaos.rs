@@ -54,6 +54,8 @@ async fn produce_until(
             .await
         {
             Ok(d) => pending.push((value, d)),
+            // Refused outright (buffer full, no leader known): back off
+            // rather than spin.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
         n += 1;
@@ -64,6 +66,7 @@ async fn produce_until(
                 }
             }
         }
+        // Paces the producer so faults land amid a steady stream.
         if n.is_multiple_of(50) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -127,6 +130,8 @@ async fn acknowledged_records_survive_a_random_schedule_of_failures() {
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(produce_until(cluster.bootstrap(), Arc::clone(&stop)));
 
+    // The sleeps below are the schedule under test: when each fault comes
+    // and how long it lasts are what the seed draws.
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
         let victim = rng.random_range(0..BROKERS);
@@ -152,6 +157,8 @@ async fn acknowledged_records_survive_a_random_schedule_of_failures() {
             }
         }
     }
+    // Production goes on a while after the last fault, so the checker also
+    // covers writes made once the cluster recovered.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
     let (acked, failed) = producing.await.unwrap();

@@ -442,8 +442,31 @@ async fn the_group_survives_the_loss_of_its_coordinator() {
     stop.cancel();
     let sent = producing.await.unwrap();
     wait_read(&history, sent).await;
-    // Let the last commit land, then check nothing committed went back.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the last commit has landed (the member commits what it read,
+    // and it read every partition to its end), nothing committed went back.
+    let admin = cluster.admin();
+    wait_for("the member's last commit", Duration::from_secs(20), || {
+        let (admin, client) = (admin.clone(), cluster.client());
+        async move {
+            let Ok(topic) = admin.describe_topic(TOPIC).await else {
+                return false;
+            };
+            let probe = GroupConsumer::with_cluster(client, group_config("app"));
+            let tps: Vec<TopicPartition> = topic
+                .partitions
+                .iter()
+                .map(|p| TopicPartition::new(TOPIC, p.partition))
+                .collect();
+            let Ok(committed) = probe.committed(&tps).await else {
+                return false;
+            };
+            topic.partitions.iter().all(|p| {
+                committed.get(&TopicPartition::new(TOPIC, p.partition))
+                    == Some(&Some(p.log_end_offset))
+            })
+        }
+    })
+    .await;
     let after = admin_committed(&cluster).await;
     for (tp, offset) in &before {
         assert!(

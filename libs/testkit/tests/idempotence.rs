@@ -68,6 +68,37 @@ async fn produce(
         .remove(0)
 }
 
+/// Waits (bounded) until each partition's high watermark is at least
+/// `more` past its entry in `from`; returns the high watermarks it saw.
+async fn wait_committed(cluster: &TestCluster, topic: &str, from: &[i64], more: i64) -> Vec<i64> {
+    let admin = cluster.admin();
+    let seen = std::sync::Mutex::new(Vec::new());
+    wait_for(
+        &format!("{more} more records committed in every partition of {topic}"),
+        Duration::from_secs(30),
+        || {
+            let (admin, seen) = (admin.clone(), &seen);
+            async move {
+                let Ok(t) = admin.describe_topic(topic).await else {
+                    return false;
+                };
+                let hw: Vec<i64> = t.partitions.iter().map(|p| p.log_end_offset).collect();
+                let reached = hw.len() == from.len()
+                    && hw
+                        .iter()
+                        .zip(from)
+                        .all(|(&now, &start)| now >= start + more);
+                if reached {
+                    *seen.lock().unwrap() = hw;
+                }
+                reached
+            }
+        },
+    )
+    .await;
+    seen.into_inner().unwrap()
+}
+
 async fn new_leader(cluster: &TestCluster, topic: &str, old: i32) -> i32 {
     let admin = cluster.admin();
     wait_for("a new leader", Duration::from_secs(30), || {
@@ -215,6 +246,7 @@ async fn production_through_a_leaders_death_stores_every_record_exactly_once_in_
                     ProducerRecord::new("exactly-once", format!("{i}")).partition(partition);
                 deliveries.push((i, producer.send(record).await.unwrap()));
                 i += 1;
+                // Paces the producer so the kill lands amid a steady stream.
                 if i.is_multiple_of(64) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -222,10 +254,14 @@ async fn production_through_a_leaders_death_stores_every_record_exactly_once_in_
             deliveries
         })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The kill comes mid-stream, once every partition has taken records;
+    // production stops once every partition took as many again after it,
+    // through whichever leader it has then.
+    let at_kill =
+        wait_committed(&cluster, "exactly-once", &vec![0; partitions as usize], 200).await;
     cluster.kill_broker((victim - 1) as usize).await;
     new_leader(&cluster, "exactly-once", victim).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_committed(&cluster, "exactly-once", &at_kill, 200).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let deliveries = sending.await.unwrap();
     producer.flush().await.unwrap();

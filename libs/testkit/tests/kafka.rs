@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use runnel_client::NewTopic;
-use runnel_testkit::TestCluster;
+use runnel_testkit::{TestCluster, wait_for};
 
 fn python() -> String {
     std::env::var("RUNNEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -389,8 +389,23 @@ async fn acks_all_records_survive_a_leader_kill() {
         ];
         tokio::spawn(run(python(), args))
     };
-    // Let it write a while, then kill the leader mid-stream.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Kill the leader mid-stream, once it has acknowledged some writes (the
+    // producer goes on for 12 s).
+    let admin = cluster.admin();
+    wait_for(
+        "the producer's first records committed",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .describe_topic("durable")
+                    .await
+                    .is_ok_and(|t| t.partitions[0].log_end_offset >= 200)
+            }
+        },
+    )
+    .await;
     let leader = cluster.controller_leader("durable", 0).await;
     assert!(leader > 0, "no leader");
     cluster.kill_broker(leader as usize - 1).await;

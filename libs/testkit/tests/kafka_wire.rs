@@ -16,8 +16,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use runnel_client::{NewTopic, TopicPartition};
 use runnel_log::batch::{BatchBuilder, Compression};
-use runnel_testkit::TestCluster;
 use runnel_testkit::kafka_wire::{KafkaConn, decode_response, read_frame, request_frame};
+use runnel_testkit::{TestCluster, wait_for};
 use tokio::io::AsyncWriteExt;
 
 fn topic(name: &str) -> TopicName {
@@ -937,15 +937,19 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
     assert_eq!(code, 36, "TOPIC_ALREADY_EXISTS");
     assert!(text.is_some_and(|t| !t.is_empty()), "v1 says why");
     // Creation returns once the controller has the topic; wait for the log.
-    for _ in 0..200 {
-        let served = admin.describe_topic("old").await.is_ok_and(|t| {
-            !t.partitions.is_empty() && t.partitions.iter().all(|p| p.log_end_offset >= 0)
-        });
-        if served {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the partitions of old to be served",
+        std::time::Duration::from_secs(20),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin.describe_topic("old").await.is_ok_and(|t| {
+                    !t.partitions.is_empty() && t.partitions.iter().all(|p| p.log_end_offset >= 0)
+                })
+            }
+        },
+    )
+    .await;
 
     let produced = |answer: ResponseKind| match answer {
         ResponseKind::Produce(r) => {

@@ -320,8 +320,26 @@ async fn a_controller_cut_off_from_the_quorum_stops_deciding_and_rejoins_as_foll
     })
     .await;
     // A client that still reaches the cut-off controller is refused: it
-    // can no longer get a majority for anything.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // can no longer get a majority for anything. It refuses at once when it
+    // no longer leads, or when no majority has answered it for longer than
+    // an election timeout; until then it would hold the write.
+    let max_silence = old_handle.controller.raft().config().election_timeout_max;
+    wait_for(
+        "the cut-off controller to see it lost its majority",
+        Duration::from_secs(20),
+        || {
+            let silence = old_handle
+                .controller
+                .raft()
+                .metrics()
+                .borrow()
+                .millis_since_quorum_ack;
+            let knows =
+                !old_handle.controller.is_active() || silence.is_none_or(|ms| ms > max_silence);
+            async move { knows }
+        },
+    )
+    .await;
     let mut direct = pb::controller_client::ControllerClient::connect(format!(
         "http://{}",
         cluster.controller_addr(old)
@@ -583,6 +601,7 @@ async fn random_controller_failures_under_metadata_load() {
                 }
             }
         }
+        // The schedule itself: how long each fault lasts is what is drawn.
         tokio::time::sleep(Duration::from_millis(300 + 200 * rng.below(5) as u64)).await;
     }
     match away {
