@@ -4,16 +4,21 @@
 //! - [`Config`] and [`start`]: run a broker (the `runnel-broker` binary and
 //!   `runnel dev` both call this).
 //! - `metadata`: registration, heartbeats and the metadata watch.
-//! - `partition`: the hosted logs, kept in line with the metadata.
-//! - `service`: the request logic; `grpc`: the API over it; `kafka`: the
-//!   Kafka wire protocol over it.
+//! - `log_manager`: the hosted logs, kept in line with the metadata;
+//!   `partition`: one of them; `checkpoint`: their high watermarks on disk.
+//! - `service`: the request logic, one file per family of requests
+//!   (`service/produce.rs`, `service/fetch.rs`, ...); `grpc`: the API over
+//!   it; `kafka`: the Kafka wire protocol over it (`kafka/produce.rs`,
+//!   `kafka/fetch.rs`, ...); `errors`: why a request failed.
 //! - `io`: the disk I/O threads; `maintenance`: retention, flushing, compaction.
 
+mod checkpoint;
 mod config;
 mod errors;
 mod grpc;
 pub mod io;
 pub mod kafka;
+pub mod log_manager;
 mod maintenance;
 pub mod metadata;
 pub mod partition;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use runnel_common::shutdown::CancellationToken;
 use runnel_log::CleanerConfig;
 
-use crate::partition::{LogManager, Partition};
+use crate::log_manager::LogManager;
+use crate::partition::Partition;
 
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
 const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);

@@ -21,7 +21,7 @@ use runnel_proto::metadata::v1::Endpoint;
 use tokio::sync::watch;
 use tonic::codegen::InterceptedService;
 
-use crate::partition::LogManager;
+use crate::log_manager::LogManager;
 
 /// A controller client that propagates trace context.
 pub type Controller = ControllerClient<InterceptedService<FailoverChannel, TraceInterceptor>>;

@@ -1,33 +1,22 @@
-//! The partitions this broker hosts: their logs and leadership state, and
-//! keeping them in line with the metadata.
-//!
-//! A partition's log lives in `<data_dir>/<topic>-<partition>/`, next to a
-//! `partition.metadata` file holding the topic id, so a topic deleted and
-//! created again under the same name never inherits the old data.
+//! One partition hosted here: its log, its leadership state from the
+//! metadata, and (as leader) its followers' progress and high watermark.
+//! Which partitions are hosted is the log manager's business (`log_manager`).
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use runnel_common::metadata::{MetadataImage, TopicId};
+use runnel_common::metadata::TopicId;
 use runnel_common::topics::TopicConfig;
-use runnel_log::{
-    AppendInfo, Log, LogError, Offset, TimestampMs, parse_partition_dir_name, partition_dir_name,
-};
+use runnel_log::{AppendInfo, Log, LogError, Offset, TimestampMs};
 use tokio::sync::Notify;
 
-use crate::io::{IoPool, IoStopped};
+// The log manager's old path: `BrokerHandle` and the testkit still name it here.
+pub use crate::log_manager::LogManager;
 
 /// A partition's identity: topic name and index.
 pub type PartitionKey = (String, i32);
-
-const PARTITION_METADATA: &str = "partition.metadata";
-/// Every hosted partition's high watermark, so a restarted broker does not
-/// start from the log start (Kafka's file of the same name and format).
-const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// An idempotent producer as a partition knows it (Kafka's DescribeProducers).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +99,8 @@ struct Replication {
 }
 
 impl Partition {
-    fn new(
+    /// A partition over an opened `log` (the log manager opens it).
+    pub(crate) fn new(
         broker_id: i32,
         topic: &str,
         index: i32,
@@ -478,7 +468,7 @@ impl Partition {
     }
 
     /// Applies new leadership and config from the metadata (blocking).
-    fn update(&self, state: ReplicaState) -> Result<(), LogError> {
+    pub(crate) fn update(&self, state: ReplicaState) -> Result<(), LogError> {
         let mut current = self.state.lock();
         if *current == state {
             return Ok(());
@@ -513,435 +503,18 @@ impl Partition {
     }
 
     /// Starts from a high watermark remembered across a restart (within the log).
-    fn restore_high_watermark(&self, hw: Offset) {
+    pub(crate) fn restore_high_watermark(&self, hw: Offset) {
         let hw = hw.clamp(self.log_start_offset(), self.log_end_offset());
         self.high_watermark.store(hw, Ordering::Release);
     }
 
+    /// Flushes the log now, whatever its flush policy (blocking).
+    pub(crate) fn flush(&self) -> Result<(), LogError> {
+        self.log.write().flush()
+    }
+
     /// Flushes and closes the log cleanly (blocking).
-    fn close(self) -> Result<(), LogError> {
+    pub(crate) fn close(self) -> Result<(), LogError> {
         self.log.into_inner().close()
-    }
-}
-
-/// Why hosting a partition failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
-    /// The log failed.
-    #[error("{topic}-{partition}: {source}")]
-    Log {
-        /// Topic.
-        topic: String,
-        /// Partition.
-        partition: i32,
-        /// What the log said.
-        #[source]
-        source: LogError,
-    },
-    /// The partition directory could not be prepared.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The I/O threads are gone (shutting down).
-    #[error(transparent)]
-    Stopped(#[from] IoStopped),
-}
-
-/// The partitions hosted here, kept in line with the metadata.
-#[derive(Debug)]
-pub struct LogManager {
-    data_dir: PathBuf,
-    broker_id: i32,
-    io: Arc<IoPool>,
-    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
-    /// Serializes reconciliations.
-    reconciling: tokio::sync::Mutex<()>,
-    /// High watermarks as last checkpointed (read at start, updated at each write).
-    high_watermarks: Mutex<HashMap<PartitionKey, Offset>>,
-}
-
-/// What the metadata wants this broker to host.
-struct Desired {
-    topic_id: TopicId,
-    state: ReplicaState,
-}
-
-impl LogManager {
-    /// A manager for logs under `data_dir`.
-    pub fn new(data_dir: PathBuf, broker_id: i32, io: Arc<IoPool>) -> LogManager {
-        let path = data_dir.join(HW_CHECKPOINT);
-        let high_watermarks = match std::fs::read_to_string(&path) {
-            Ok(text) => parse_hw_checkpoint(&text).unwrap_or_else(|reason| {
-                // Only a hint: partitions then start from their log start, as without it.
-                tracing::warn!(path = %path.display(), %reason, "ignoring unreadable high-watermark checkpoint");
-                HashMap::new()
-            }),
-            Err(_) => HashMap::new(),
-        };
-        LogManager {
-            data_dir,
-            broker_id,
-            io,
-            partitions: RwLock::new(HashMap::new()),
-            reconciling: tokio::sync::Mutex::new(()),
-            high_watermarks: Mutex::new(high_watermarks),
-        }
-    }
-
-    /// Writes every hosted partition's high watermark to the checkpoint file
-    /// (temp file, fsync, rename) when any changed since the last write
-    /// (blocking; Kafka does it every `replica.high.watermark.checkpoint.interval.ms`).
-    pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
-        let mut known = self.high_watermarks.lock();
-        let mut changed = false;
-        for p in self.all() {
-            let hw = p.high_watermark();
-            if known.insert(p.key(), hw) != Some(hw) {
-                changed = true;
-            }
-        }
-        if !changed {
-            return Ok(());
-        }
-        let text = format_hw_checkpoint(&known);
-        let path = self.data_dir.join(HW_CHECKPOINT);
-        let tmp = self.data_dir.join(format!("{HW_CHECKPOINT}.tmp"));
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_data()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&self.data_dir)?.sync_all()
-    }
-
-    /// The I/O threads.
-    pub fn io(&self) -> &Arc<IoPool> {
-        &self.io
-    }
-
-    /// A hosted partition.
-    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .get(&(topic.to_owned(), partition))
-            .cloned()
-    }
-
-    /// Every hosted partition.
-    pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().values().cloned().collect()
-    }
-
-    fn desired(&self, image: &MetadataImage) -> HashMap<PartitionKey, Desired> {
-        let mut out = HashMap::new();
-        for (name, t) in &image.topics {
-            let config = TopicConfig::from_pairs(t.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .unwrap_or_else(|e| {
-                    tracing::error!(topic = %name, error = %e, "invalid topic config in metadata; using defaults");
-                    TopicConfig::default()
-                });
-            for (&index, p) in &t.partitions {
-                if p.replicas.contains(&self.broker_id) {
-                    out.insert(
-                        (name.clone(), index),
-                        Desired {
-                            topic_id: t.id,
-                            state: ReplicaState {
-                                is_leader: p.leader == self.broker_id,
-                                leader: p.leader,
-                                leader_epoch: p.leader_epoch,
-                                replicas: p.replicas.clone(),
-                                isr: p.isr.clone(),
-                                config: config.clone(),
-                            },
-                        },
-                    );
-                }
-            }
-        }
-        out
-    }
-
-    /// Opens, creates, updates and deletes logs so this broker hosts exactly
-    /// the partitions `image` assigns it. With `delete_strays`, partition
-    /// directories on disk that the metadata does not know are removed too
-    /// (only once the broker has caught up with the metadata log).
-    pub async fn reconcile(
-        &self,
-        image: &MetadataImage,
-        delete_strays: bool,
-    ) -> Result<(), ManagerError> {
-        let _serial = self.reconciling.lock().await;
-        let desired = self.desired(image);
-        // Gone or replaced by a topic of the same name.
-        let stale: Vec<Arc<Partition>> = self
-            .partitions
-            .read()
-            .iter()
-            .filter(|(k, p)| desired.get(*k).is_none_or(|d| d.topic_id != p.topic_id))
-            .map(|(_, p)| Arc::clone(p))
-            .collect();
-        for p in stale {
-            self.remove(&p).await?;
-        }
-        for (key, want) in desired {
-            let existing = self.partitions.read().get(&key).cloned();
-            match existing {
-                Some(p) => {
-                    let io_key = key.clone();
-                    self.io
-                        .run(&io_key, move || p.update(want.state))
-                        .await?
-                        .map_err(|source| ManagerError::Log {
-                            topic: key.0.clone(),
-                            partition: key.1,
-                            source,
-                        })?;
-                }
-                None => self.open(key, want).await?,
-            }
-        }
-        if delete_strays {
-            self.delete_strays()?;
-        }
-        Ok(())
-    }
-
-    async fn open(&self, key: PartitionKey, want: Desired) -> Result<(), ManagerError> {
-        let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
-        let (topic, index) = key.clone();
-        let broker_id = self.broker_id;
-        let checkpointed = self.high_watermarks.lock().get(&key).copied();
-        let opened = self
-            .io
-            .run(&key, move || -> Result<Partition, ManagerError> {
-                prepare_dir(&dir, &want.topic_id)?;
-                let log = Log::open(&dir, want.state.config.log.clone()).map_err(|source| {
-                    ManagerError::Log {
-                        topic: topic.clone(),
-                        partition: index,
-                        source,
-                    }
-                })?;
-                let report = log.open_report().clone();
-                if report.recovered_segments > 0 || report.truncated_bytes > 0 {
-                    tracing::info!(topic = %topic, partition = index, ?report, "log recovered");
-                }
-                let p = Partition::new(
-                    broker_id,
-                    &topic,
-                    index,
-                    want.topic_id,
-                    log,
-                    ReplicaState {
-                        is_leader: false,
-                        leader: -1,
-                        leader_epoch: -1,
-                        replicas: Vec::new(),
-                        isr: Vec::new(),
-                        config: want.state.config.clone(),
-                    },
-                );
-                if let Some(hw) = checkpointed {
-                    p.restore_high_watermark(hw);
-                }
-                p.update(want.state).map_err(|source| ManagerError::Log {
-                    topic: topic.clone(),
-                    partition: index,
-                    source,
-                })?;
-                Ok(p)
-            })
-            .await??;
-        tracing::info!(topic = %key.0, partition = key.1, log_end_offset = opened.log_end_offset(), leader = opened.state().is_leader, "partition opened");
-        self.partitions.write().insert(key, Arc::new(opened));
-        Ok(())
-    }
-
-    async fn remove(&self, p: &Arc<Partition>) -> Result<(), ManagerError> {
-        let key = p.key();
-        self.partitions.write().remove(&key);
-        self.high_watermarks.lock().remove(&key);
-        let dir = self.data_dir.join(partition_dir_name(&key.0, key.1));
-        self.io
-            .run(&key, move || {
-                std::fs::remove_dir_all(&dir).or_else(|e| {
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-            })
-            .await?
-            .map_err(|source| ManagerError::Io {
-                path: self.data_dir.join(partition_dir_name(&key.0, key.1)),
-                source,
-            })?;
-        // Wake fetches waiting on it so they see it gone.
-        p.data.notify_waiters();
-        tracing::info!(topic = %key.0, partition = key.1, "partition deleted");
-        Ok(())
-    }
-
-    fn delete_strays(&self) -> Result<(), ManagerError> {
-        let hosted: HashSet<PartitionKey> = self.partitions.read().keys().cloned().collect();
-        let entries = match std::fs::read_dir(&self.data_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => {
-                return Err(ManagerError::Io {
-                    path: self.data_dir.clone(),
-                    source,
-                });
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((topic, index)) = parse_partition_dir_name(&name) else {
-                continue;
-            };
-            if !entry.path().join(PARTITION_METADATA).exists()
-                || hosted.contains(&(topic.to_owned(), index))
-            {
-                continue;
-            }
-            tracing::info!(dir = %name, "deleting a partition the metadata no longer assigns here");
-            std::fs::remove_dir_all(entry.path()).map_err(|source| ManagerError::Io {
-                path: entry.path(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Forgets every log without flushing or closing it (a simulated crash).
-    pub fn abandon(&self) {
-        self.partitions.write().clear();
-    }
-
-    /// Flushes and closes every log cleanly.
-    pub async fn close_all(&self) {
-        if let Err(e) = self.checkpoint_high_watermarks() {
-            tracing::error!(error = %e, "writing the high-watermark checkpoint failed");
-        }
-        let all: Vec<Arc<Partition>> = self.partitions.write().drain().map(|(_, p)| p).collect();
-        for p in all {
-            let key = p.key();
-            let closed = self
-                .io
-                .run(&key, move || match Arc::try_unwrap(p) {
-                    Ok(p) => p.close(),
-                    // A request still holds it; its log is flushed when the last handle drops.
-                    Err(p) => p.log.write().flush(),
-                })
-                .await;
-            match closed {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "closing log failed")
-                }
-                Err(e) => {
-                    tracing::error!(topic = %key.0, partition = key.1, error = %e, "closing log failed")
-                }
-            }
-        }
-    }
-}
-
-/// Writes a high-watermark checkpoint's text (what [`parse_hw_checkpoint`] reads).
-fn format_hw_checkpoint(entries: &HashMap<PartitionKey, Offset>) -> String {
-    let mut sorted: Vec<_> = entries.iter().collect();
-    sorted.sort();
-    let mut text = format!("0\n{}\n", sorted.len());
-    for ((topic, partition), hw) in sorted {
-        text.push_str(&format!("{topic} {partition} {hw}\n"));
-    }
-    text
-}
-
-/// Reads a high-watermark checkpoint: a version line (0), a count, then
-/// `topic partition offset` lines.
-fn parse_hw_checkpoint(text: &str) -> Result<HashMap<PartitionKey, Offset>, String> {
-    let mut lines = text.lines();
-    if lines.next() != Some("0") {
-        return Err("unknown version".into());
-    }
-    let count: usize = lines
-        .next()
-        .and_then(|l| l.parse().ok())
-        .ok_or("missing entry count")?;
-    let mut out = HashMap::with_capacity(count.min(1 << 16));
-    for line in lines {
-        let mut fields = line.split(' ');
-        let (Some(topic), Some(partition), Some(hw), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("malformed line {line:?}"));
-        };
-        let partition = partition
-            .parse()
-            .map_err(|_| format!("bad partition in {line:?}"))?;
-        let hw = hw.parse().map_err(|_| format!("bad offset in {line:?}"))?;
-        out.insert((topic.to_owned(), partition), hw);
-    }
-    if out.len() != count {
-        return Err(format!("{} entries, expected {count}", out.len()));
-    }
-    Ok(out)
-}
-
-/// Makes `dir` hold a log of `topic_id`: a directory left by an older topic
-/// of the same name is emptied first.
-fn prepare_dir(dir: &Path, topic_id: &TopicId) -> Result<(), ManagerError> {
-    let io_err = |source| ManagerError::Io {
-        path: dir.to_owned(),
-        source,
-    };
-    let meta = dir.join(PARTITION_METADATA);
-    let wanted = format!(
-        "version: 0\ntopic_id: {}\n",
-        uuid::Uuid::from_bytes(*topic_id).simple()
-    );
-    match std::fs::read_to_string(&meta) {
-        Ok(existing) if existing == wanted => return Ok(()),
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; removing it");
-            std::fs::remove_dir_all(dir).map_err(io_err)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err(e)),
-    }
-    std::fs::create_dir_all(dir).map_err(io_err)?;
-    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
-    std::fs::write(&tmp, wanted).map_err(io_err)?;
-    std::fs::rename(&tmp, &meta).map_err(io_err)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn high_watermark_checkpoints_round_trip_and_damage_is_detected() {
-        let mut hws = HashMap::new();
-        hws.insert(("orders".to_owned(), 0), 42);
-        hws.insert(("orders".to_owned(), 1), 0);
-        hws.insert(("a.b_c-d".to_owned(), 7), 1 << 40);
-        let text = format_hw_checkpoint(&hws);
-        assert!(text.starts_with("0\n3\n"));
-        assert_eq!(parse_hw_checkpoint(&text).unwrap(), hws);
-        assert!(parse_hw_checkpoint("1\n0\n").is_err());
-        assert!(parse_hw_checkpoint("0\n2\norders 0 42\n").is_err());
-        assert!(parse_hw_checkpoint("0\n1\norders zero 42\n").is_err());
-        assert!(parse_hw_checkpoint("0\n1\norders 0 42 9\n").is_err());
     }
 }

@@ -21,8 +21,9 @@ use runnel_proto::common::v1::ErrorCode;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use crate::log_manager::LogManager;
 use crate::metadata::MetadataCache;
-use crate::partition::{LogManager, Partition, PartitionKey};
+use crate::partition::{Partition, PartitionKey};
 
 type Client = BrokerClient<InterceptedService<Channel, PeerInterceptor>>;
 
