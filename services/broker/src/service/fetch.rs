@@ -1,0 +1,272 @@
+//! Fetch, for consumers and following replicas: reading committed (or, for
+//! followers, all) batches, long-polling for `min_bytes`, and the follower
+//! checks; OffsetForLeaderEpoch, which followers and consumers use to find
+//! where their log diverged from the leader's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+use tokio::time::Instant;
+
+use super::{Broker, Failure, check_leader_epoch};
+use crate::errors::log_error;
+use crate::partition::Partition;
+
+/// Kafka's default `fetch.max.bytes`.
+const DEFAULT_FETCH_MAX_BYTES: usize = 52_428_800;
+/// Kafka's default `max.partition.fetch.bytes`.
+const DEFAULT_PARTITION_FETCH_BYTES: usize = 1_048_576;
+/// Longest a fetch may wait for data.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+
+impl Broker {
+    /// A fetching follower must be a registered, unfenced broker in the
+    /// incarnation it names.
+    fn check_replica(&self, r: &pb::FetchingReplica) -> Result<(), Failure> {
+        self.metadata
+            .with(|image| match image.brokers.get(&r.broker_id) {
+                Some(b) if b.epoch == r.broker_epoch && !b.fenced => Ok(()),
+                Some(b) => Err((
+                    ErrorCode::StaleBrokerEpoch,
+                    format!(
+                        "replica {} fetches with broker epoch {}, its registration is {}{}",
+                        r.broker_id,
+                        r.broker_epoch,
+                        b.epoch,
+                        if b.fenced { " (fenced)" } else { "" }
+                    ),
+                )),
+                None => Err((
+                    ErrorCode::StaleBrokerEpoch,
+                    format!("replica {} is not a registered broker", r.broker_id),
+                )),
+            })
+    }
+
+    /// Kafka's OffsetForLeaderEpoch: where each asked epoch ends in this leader's log.
+    pub async fn offset_for_leader_epoch(
+        &self,
+        req: pb::OffsetForLeaderEpochRequest,
+    ) -> pb::OffsetForLeaderEpochResponse {
+        let partitions = req
+            .partitions
+            .into_iter()
+            .map(|q| {
+                let mut r = pb::EpochEndOffset {
+                    topic: q.topic.clone(),
+                    partition: q.partition,
+                    leader_epoch: -1,
+                    end_offset: -1,
+                    ..Default::default()
+                };
+                let p = match self.leader(&q.topic, q.partition) {
+                    Ok(p) => p,
+                    Err((code, message)) => {
+                        r.error_code = code as i32;
+                        r.error_message = message;
+                        return r;
+                    }
+                };
+                if let Err((code, message)) =
+                    check_leader_epoch(q.current_leader_epoch, p.leader_epoch())
+                {
+                    r.error_code = code as i32;
+                    r.error_message = message;
+                    return r;
+                }
+                if let Some((epoch, end)) = p.end_offset_for_epoch(q.leader_epoch) {
+                    r.leader_epoch = epoch;
+                    r.end_offset = end;
+                }
+                r
+            })
+            .collect();
+        pb::OffsetForLeaderEpochResponse { partitions }
+    }
+
+    /// Reads committed batches, waiting up to `max_wait_ms` for `min_bytes`.
+    pub async fn fetch(&self, req: pb::FetchRequest) -> pb::FetchResponse {
+        let wait = Duration::from_millis(u64::from(req.max_wait_ms)).min(MAX_FETCH_WAIT);
+        let deadline = Instant::now() + wait;
+        let max_bytes = if req.max_bytes == 0 {
+            DEFAULT_FETCH_MAX_BYTES
+        } else {
+            req.max_bytes as usize
+        };
+        let min_bytes = req.min_bytes as usize;
+        let follower = match &req.replica {
+            None => None,
+            Some(r) => match self.check_replica(r) {
+                Ok(()) => Some(r.broker_id),
+                Err((code, message)) => {
+                    let partitions = req
+                        .partitions
+                        .iter()
+                        .map(|p| pb::FetchPartitionResult {
+                            topic: p.topic.clone(),
+                            partition: p.partition,
+                            error_code: code as i32,
+                            error_message: message.clone(),
+                            high_watermark: -1,
+                            log_start_offset: -1,
+                            ..Default::default()
+                        })
+                        .collect();
+                    return pb::FetchResponse { partitions };
+                }
+            },
+        };
+        loop {
+            // Register for wake-ups before looking, so an append in between is not missed.
+            let partitions: Vec<Option<Arc<Partition>>> = req
+                .partitions
+                .iter()
+                .map(|p| self.logs.get(&p.topic, p.partition))
+                .collect();
+            let mut wakeups: Vec<_> = partitions
+                .iter()
+                .flatten()
+                .map(|p| Box::pin(p.data.notified()))
+                .collect();
+            // Registered now, not at their first poll, so nothing in between is missed.
+            for w in &mut wakeups {
+                w.as_mut().enable();
+            }
+            let mut results = Vec::with_capacity(req.partitions.len());
+            let mut total = 0usize;
+            let mut errors = false;
+            for fp in &req.partitions {
+                let r = self
+                    .fetch_partition(fp, max_bytes.saturating_sub(total), total == 0, follower)
+                    .await;
+                total += r.records.len();
+                errors |= r.error_code != ErrorCode::None as i32;
+                results.push(r);
+            }
+            let done = total >= min_bytes.max(1)
+                || errors
+                || Instant::now() >= deadline
+                || self.shutdown.is_cancelled();
+            if done {
+                metrics::counter!("runnel_broker_bytes_out_total").increment(total as u64);
+                return pb::FetchResponse {
+                    partitions: results,
+                };
+            }
+            let any_data = async {
+                if wakeups.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                futures::future::select_all(wakeups).await;
+            };
+            tokio::select! {
+                () = any_data => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    async fn fetch_partition(
+        &self,
+        req: &pb::FetchPartition,
+        budget: usize,
+        first: bool,
+        follower: Option<i32>,
+    ) -> pb::FetchPartitionResult {
+        let mut result = pb::FetchPartitionResult {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            high_watermark: -1,
+            log_start_offset: -1,
+            ..Default::default()
+        };
+        let p = match self.leader(&req.topic, req.partition) {
+            Ok(p) => p,
+            Err((code, message)) => return fail_fetch(result, code, message),
+        };
+        if let Err((code, message)) = check_leader_epoch(req.current_leader_epoch, p.leader_epoch())
+        {
+            return fail_fetch(result, code, message);
+        }
+        if let Some(id) = follower
+            && !p.has_replica(id)
+        {
+            return fail_fetch(
+                result,
+                ErrorCode::NotLeaderOrFollower,
+                format!(
+                    "broker {id} is not a replica of {}-{}",
+                    req.topic, req.partition
+                ),
+            );
+        }
+        let (start, end) = (p.log_start_offset(), p.log_end_offset());
+        if let Some(id) = follower
+            && (start..=end).contains(&req.fetch_offset)
+        {
+            p.follower_fetched(id, req.fetch_offset);
+        }
+        let hw = p.high_watermark();
+        result.high_watermark = hw;
+        result.log_start_offset = start;
+        if req.fetch_offset < start || req.fetch_offset > end {
+            return fail_fetch(
+                result,
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "offset {} is out of range for {}-{} (log start {start}, log end {end})",
+                    req.fetch_offset, req.topic, req.partition
+                ),
+            );
+        }
+        // Consumers read what is committed; followers read everything.
+        let readable_end = if follower.is_some() { end } else { hw };
+        if req.fetch_offset >= readable_end || budget == 0 {
+            return result;
+        }
+        let limit = if req.partition_max_bytes == 0 {
+            DEFAULT_PARTITION_FETCH_BYTES
+        } else {
+            req.partition_max_bytes as usize
+        };
+        let max = limit.min(budget);
+        let Ok(_permit) = self.read_permits.acquire().await else {
+            return result;
+        };
+        let offset = req.fetch_offset;
+        let reader = Arc::clone(&p);
+        let read = move || {
+            if follower.is_some() {
+                reader.read_for_follower(offset, max)
+            } else {
+                reader.read(offset, max, first)
+            }
+        };
+        match tokio::task::spawn_blocking(read).await {
+            Ok(Ok(records)) => {
+                result.records = records;
+                result
+            }
+            Ok(Err(e)) => {
+                let (code, message) = log_error(&e);
+                fail_fetch(result, code, message)
+            }
+            Err(e) => fail_fetch(result, ErrorCode::UnknownServerError, e.to_string()),
+        }
+    }
+}
+
+fn fail_fetch(
+    mut r: pb::FetchPartitionResult,
+    code: ErrorCode,
+    message: String,
+) -> pb::FetchPartitionResult {
+    r.error_code = code as i32;
+    r.error_message = message;
+    r.records = Bytes::new();
+    r
+}

@@ -1,0 +1,109 @@
+//! Offset lookups and log-start moves: ListOffsets and DeleteRecords.
+
+use std::sync::Arc;
+
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+
+use super::{Broker, Failure};
+use crate::errors::log_error;
+
+impl Broker {
+    /// Kafka's DeleteRecords: `topic-partition` starts at `offset` (-1:
+    /// the high watermark) from now on. Returns the new log start.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, Failure> {
+        let p = self.leader(topic, partition)?;
+        let offset = if offset == -1 {
+            p.high_watermark()
+        } else {
+            offset
+        };
+        if offset < 0 {
+            return Err((
+                ErrorCode::OffsetOutOfRange,
+                format!("cannot delete records before offset {offset}"),
+            ));
+        }
+        let target = Arc::clone(&p);
+        match self
+            .logs
+            .io()
+            .run(&p.key(), move || target.delete_records_before(offset))
+            .await
+        {
+            Ok(Ok(start)) => Ok(start),
+            Ok(Err(e)) => Err(log_error(&e)),
+            Err(e) => Err((ErrorCode::KafkaStorageError, e.to_string())),
+        }
+    }
+
+    /// Earliest, latest, or first-at-timestamp offsets.
+    pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for q in req.partitions {
+            let mut r = pb::ListOffsetsPartitionResult {
+                topic: q.topic.clone(),
+                partition: q.partition,
+                offset: -1,
+                timestamp_ms: -1,
+                leader_epoch: -1,
+                ..Default::default()
+            };
+            let p = match self.leader(&q.topic, q.partition) {
+                Ok(p) => p,
+                Err((code, message)) => {
+                    r.error_code = code as i32;
+                    r.error_message = message;
+                    out.push(r);
+                    continue;
+                }
+            };
+            r.leader_epoch = p.state().leader_epoch;
+            let lookup = match q.spec() {
+                pb::OffsetSpec::Earliest => Ok(Some((p.log_start_offset(), -1))),
+                pb::OffsetSpec::Latest => Ok(Some((p.high_watermark(), -1))),
+                pb::OffsetSpec::Timestamp => {
+                    let (reader, ts) = (Arc::clone(&p), q.timestamp_ms);
+                    tokio::task::spawn_blocking(move || reader.offset_for_timestamp(ts))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(runnel_log::LogError::Corrupt {
+                                path: Default::default(),
+                                reason: e.to_string(),
+                            })
+                        })
+                }
+                pb::OffsetSpec::MaxTimestamp => {
+                    let reader = Arc::clone(&p);
+                    tokio::task::spawn_blocking(move || reader.max_timestamp_offset())
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(runnel_log::LogError::Corrupt {
+                                path: Default::default(),
+                                reason: e.to_string(),
+                            })
+                        })
+                }
+            };
+            match lookup {
+                Ok(Some((offset, ts))) => {
+                    r.offset = offset;
+                    r.timestamp_ms = ts;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let (code, message) = log_error(&e);
+                    r.error_code = code as i32;
+                    r.error_message = message;
+                }
+            }
+            out.push(r);
+        }
+        pb::ListOffsetsResponse { partitions: out }
+    }
+}

@@ -1,0 +1,94 @@
+//! Idempotent producers: InitProducerId (ids from this broker's block) and
+//! the producers a partition tracks (DescribeProducers).
+
+use runnel_proto::broker::v1 as pb;
+use runnel_proto::common::v1::ErrorCode;
+
+use super::{Broker, Failure};
+
+impl Broker {
+    /// A new producer id (epoch 0) for an idempotent producer, from this
+    /// broker's block; an exhausted block is replaced by the controller's next.
+    pub async fn init_producer_id(
+        &self,
+        req: pb::InitProducerIdRequest,
+    ) -> pb::InitProducerIdResponse {
+        let mut response = pb::InitProducerIdResponse {
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        };
+        let fail = |mut r: pb::InitProducerIdResponse, code: ErrorCode, message: String| {
+            r.error_code = code as i32;
+            r.error_message = message;
+            r
+        };
+        if !req.transactional_id.is_empty() {
+            return fail(
+                response,
+                ErrorCode::TransactionalIdAuthorizationFailed,
+                "transactions are not supported: leave transactional.id unset".into(),
+            );
+        }
+        // Without a transactional id Kafka hands out a fresh id whatever the
+        // request carries (the producer bumps its epoch itself, KIP-360).
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let me = self.limits.broker_id;
+            let Some(broker_epoch) = self
+                .metadata
+                .with(|image| image.brokers.get(&me).map(|b| b.epoch))
+            else {
+                return fail(
+                    response,
+                    ErrorCode::BrokerNotAvailable,
+                    format!("broker {me} is not registered yet"),
+                );
+            };
+            let request = runnel_proto::controller::v1::AllocateProducerIdsRequest {
+                broker_id: me,
+                broker_epoch,
+            };
+            match self.controller.clone().allocate_producer_ids(request).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    *block =
+                        r.producer_id_start..r.producer_id_start + i64::from(r.producer_id_len);
+                }
+                Err(status) => {
+                    let code = runnel_common::errors::code_of(&status);
+                    // Whatever went wrong with the controller, the producer may retry.
+                    let code = if runnel_common::errors::is_retriable(code) {
+                        code
+                    } else {
+                        ErrorCode::BrokerNotAvailable
+                    };
+                    return fail(
+                        response,
+                        code,
+                        format!("no producer ids from the controller: {}", status.message()),
+                    );
+                }
+            }
+        }
+        let Some(id) = block.next() else {
+            return fail(
+                response,
+                ErrorCode::BrokerNotAvailable,
+                "empty producer id block".into(),
+            );
+        };
+        response.producer_id = id;
+        response.producer_epoch = 0;
+        response
+    }
+
+    /// The idempotent producers `topic-partition` tracks (Kafka's DescribeProducers).
+    pub fn producers(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Vec<crate::partition::ProducerSummary>, Failure> {
+        Ok(self.leader(topic, partition)?.producers())
+    }
+}
