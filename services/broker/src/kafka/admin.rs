@@ -24,8 +24,7 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
 use uuid::Uuid;
 
-use super::data::UNKNOWN_TOPIC_ID;
-use super::{KafkaApi, code, message, raw_code, wire};
+use super::{KafkaApi, UNKNOWN_TOPIC_ID, code, message, raw_code, wire};
 use crate::service::Failure;
 
 /// Kafka's resource type for topics in the config APIs.
@@ -190,8 +189,7 @@ impl KafkaApi {
         let responses = names
             .into_iter()
             .map(|name| {
-                let out =
-                    DeletableTopicResult::default().with_name(Some(super::data::topic_name(&name)));
+                let out = DeletableTopicResult::default().with_name(Some(super::topic_name(&name)));
                 match &answer {
                     Ok(topics) => match topics.iter().find(|t| t.name == name) {
                         Some(t) => out

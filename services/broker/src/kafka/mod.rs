@@ -8,21 +8,27 @@
 //! to the coordinators); admin requests go to the controller. Runnel's
 //! error codes are Kafka's numbers, so they map one to one.
 //!
-//! - `data`: Metadata, Produce, Fetch (with fetch sessions, `sessions`),
-//!   ListOffsets, OffsetForLeaderEpoch, InitProducerId, DescribeCluster,
-//!   DescribeTopicPartitions, DeleteRecords, DescribeProducers.
+//! - `produce`: Produce.
+//! - `fetch`: Fetch (with fetch sessions, `sessions`) and OffsetForLeaderEpoch.
+//! - `offsets`: ListOffsets and DeleteRecords.
+//! - `metadata_request`: Metadata, DescribeCluster, DescribeTopicPartitions.
+//! - `producer_ids`: InitProducerId and DescribeProducers.
 //! - `groups`: FindCoordinator and the group APIs.
 //! - `admin`: topics, partitions and configs.
 
 mod admin;
-mod data;
+mod fetch;
 mod groups;
+mod metadata_request;
+mod offsets;
+mod produce;
+mod producer_ids;
 mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::request::Request;
 use runnel_kafka::server::{Handler, Reply};
@@ -312,3 +318,23 @@ fn wire(s: impl Into<String>) -> StrBytes {
 fn message(s: String) -> Option<StrBytes> {
     (!s.is_empty()).then(|| StrBytes::from_string(s))
 }
+
+/// A topic name for the wire.
+fn topic_name(s: &str) -> TopicName {
+    TopicName(wire(s))
+}
+
+/// Items in the order of their first appearance, grouped by topic.
+fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, v)) => v.push(item),
+            None => out.push((topic, vec![item])),
+        }
+    }
+    out
+}
+
+/// Kafka's UNKNOWN_TOPIC_ID: a topic named by an id no topic has.
+const UNKNOWN_TOPIC_ID: i16 = 100;

@@ -1,0 +1,81 @@
+//! Kafka's InitProducerId and DescribeProducers, for idempotent producers.
+
+use runnel_kafka::kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
+};
+use runnel_proto::broker::v1 as pb;
+
+use super::{KafkaApi, code, raw_code, wire};
+
+impl KafkaApi {
+    pub(super) async fn init_producer_id(
+        &self,
+        r: InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        let answer = self
+            .broker
+            .init_producer_id(pb::InitProducerIdRequest {
+                transactional_id: r
+                    .transactional_id
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                transaction_timeout_ms: r.transaction_timeout_ms,
+                producer_id: r.producer_id.0,
+                producer_epoch: i32::from(r.producer_epoch),
+            })
+            .await;
+        if answer.error_code != 0 {
+            tracing::debug!(error = %answer.error_message, "InitProducerId refused");
+        }
+        InitProducerIdResponse::default()
+            .with_error_code(raw_code(answer.error_code))
+            .with_producer_id(ProducerId(answer.producer_id))
+            .with_producer_epoch(i16::try_from(answer.producer_epoch).unwrap_or(-1))
+    }
+
+    pub(super) fn describe_producers(
+        &self,
+        r: DescribeProducersRequest,
+    ) -> DescribeProducersResponse {
+        use runnel_kafka::kafka_protocol::messages::describe_producers_response::{
+            PartitionResponse, ProducerState, TopicResponse,
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let out = PartitionResponse::default().with_partition_index(index);
+                        match self.broker.producers(&t.name, index) {
+                            Ok(producers) => out.with_active_producers(
+                                producers
+                                    .into_iter()
+                                    .map(|p| {
+                                        ProducerState::default()
+                                            .with_producer_id(ProducerId(p.producer_id))
+                                            .with_producer_epoch(i32::from(p.epoch))
+                                            .with_last_sequence(p.last_sequence)
+                                            .with_last_timestamp(p.last_timestamp)
+                                            .with_coordinator_epoch(-1)
+                                            .with_current_txn_start_offset(-1)
+                                    })
+                                    .collect(),
+                            ),
+                            Err((error, text)) => out
+                                .with_error_code(code(error))
+                                .with_error_message(Some(wire(text))),
+                        }
+                    })
+                    .collect();
+                TopicResponse::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        DescribeProducersResponse::default().with_topics(topics)
+    }
+}
