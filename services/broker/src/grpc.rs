@@ -1,4 +1,5 @@
-//! The broker's gRPC service: spans, metrics and translation only.
+//! The broker's gRPC service: spans, metrics and translation only, including
+//! the one place a [`Failure`] becomes the error fields of a gRPC answer.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,7 +10,7 @@ use runnel_proto::broker::v1::broker_server::Broker as BrokerApi;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::service::{Broker, Listener};
+use crate::service::{Broker, Failure, Listener};
 
 /// The gRPC face of a [`Broker`].
 #[derive(Debug, Clone)]
@@ -112,3 +113,32 @@ impl BrokerApi for BrokerService {
         handle("Metadata", &meta, self.broker.metadata(req, self.listener)).await
     }
 }
+
+/// A gRPC answer (or one partition's part of it) that carries a failure in
+/// its `error_code` and `error_message` fields.
+pub(crate) trait Failed {
+    /// This answer, failed with `failure`'s code and message.
+    fn failed(self, failure: &Failure) -> Self;
+}
+
+macro_rules! failed {
+    ($($answer:ty),* $(,)?) => {$(
+        impl Failed for $answer {
+            fn failed(mut self, failure: &Failure) -> Self {
+                self.error_code = failure.code() as i32;
+                self.error_message = failure.to_string();
+                self
+            }
+        }
+    )*};
+}
+
+failed!(
+    pb::ProducePartitionResult,
+    pb::FetchPartitionResult,
+    pb::EpochEndOffset,
+    pb::ListOffsetsPartitionResult,
+    pb::TopicInfo,
+    pb::InitProducerIdResponse,
+    pb::FindCoordinatorResponse,
+);

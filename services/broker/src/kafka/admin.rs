@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use runnel_common::errors::code_of;
 use runnel_kafka::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use runnel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use runnel_kafka::kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -24,7 +23,7 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
 use uuid::Uuid;
 
-use super::{KafkaApi, UNKNOWN_TOPIC_ID, code, message, raw_code, wire};
+use super::{KafkaApi, code, error_code, error_message, message, raw_code, wire};
 use crate::service::Failure;
 
 /// Kafka's resource type for topics in the config APIs.
@@ -39,19 +38,14 @@ const SOURCE_DEFAULT: i8 = 5;
 /// How long an admin request waits for its change to reach this broker.
 const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
 
-fn failed(status: &tonic::Status) -> Failure {
-    (code_of(status), status.message().to_owned())
-}
-
 fn resource(resource_type: i8, name: &StrBytes) -> Result<ConfigResource, Failure> {
     let kind = match resource_type {
         TOPIC => ConfigResourceType::Topic,
         BROKER => ConfigResourceType::Broker,
         other => {
-            return Err((
-                ErrorCode::InvalidRequest,
-                format!("config resource type {other} is not supported (2: topic, 4: broker)"),
-            ));
+            return Err(Failure::UnsupportedConfigResource {
+                resource_type: other,
+            });
         }
     };
     Ok(ConfigResource {
@@ -109,7 +103,7 @@ impl KafkaApi {
                 })
                 .await
                 .map(|a| a.into_inner().topics)
-                .map_err(|s| failed(&s))
+                .map_err(|s| Failure::from_controller(&s))
         };
         if answer.is_ok() && !r.validate_only {
             self.broker.wait_for_topics(&names, PROPAGATION_WAIT).await;
@@ -142,9 +136,9 @@ impl KafkaApi {
                     }
                     None => out.error_code = code(ErrorCode::UnknownServerError),
                 },
-                Err((error, text)) => {
-                    out.error_code = code(*error);
-                    out.error_message = Some(wire(text.clone()));
+                Err(failure) => {
+                    out.error_code = error_code(failure);
+                    out.error_message = error_message(failure);
                 }
             }
         }
@@ -185,7 +179,7 @@ impl KafkaApi {
             })
             .await
             .map(|a| a.into_inner().topics)
-            .map_err(|s| failed(&s));
+            .map_err(|s| Failure::from_controller(&s));
         let responses = names
             .into_iter()
             .map(|name| {
@@ -197,16 +191,17 @@ impl KafkaApi {
                             .with_error_message(message(t.error_message.clone())),
                         None => out.with_error_code(code(ErrorCode::UnknownServerError)),
                     },
-                    Err((error, text)) => out
-                        .with_error_code(code(*error))
-                        .with_error_message(Some(wire(text.clone()))),
+                    Err(failure) => out
+                        .with_error_code(error_code(failure))
+                        .with_error_message(error_message(failure)),
                 }
             })
             .chain(unknown_ids.into_iter().map(|id| {
+                let failure = Failure::UnknownTopicId { id: id.to_string() };
                 DeletableTopicResult::default()
                     .with_topic_id(id)
-                    .with_error_code(UNKNOWN_TOPIC_ID)
-                    .with_error_message(Some(wire(format!("no topic has id {id}"))))
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure))
             }))
             .collect();
         DeleteTopicsResponse::default().with_responses(responses)
@@ -244,9 +239,11 @@ impl KafkaApi {
                         .with_error_message(message(res.error_message)),
                     None => out,
                 },
-                Err(status) => out
-                    .with_error_code(code(code_of(&status)))
-                    .with_error_message(Some(wire(status.message()))),
+                Err(status) => {
+                    let failure = Failure::from_controller(&status);
+                    out.with_error_code(error_code(&failure))
+                        .with_error_message(error_message(&failure))
+                }
             });
         }
         CreatePartitionsResponse::default().with_results(results)
@@ -288,9 +285,9 @@ impl KafkaApi {
                             .collect(),
                     )
                 }
-                Err((error, text)) => out
-                    .with_error_code(code(error))
-                    .with_error_message(Some(wire(text))),
+                Err(failure) => out
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure)),
             });
         }
         DescribeConfigsResponse::default().with_results(results)
@@ -305,18 +302,15 @@ impl KafkaApi {
                 resources: vec![resource],
             })
             .await
-            .map_err(|s| failed(&s))?;
+            .map_err(|s| Failure::from_controller(&s))?;
         let Some(r) = answer.into_inner().resources.into_iter().next() else {
-            return Err((
-                ErrorCode::UnknownServerError,
-                "no answer for the resource".into(),
-            ));
+            return Err(Failure::NoAnswer);
         };
         if r.error_code != 0 {
-            return Err((
-                ErrorCode::try_from(r.error_code).unwrap_or(ErrorCode::UnknownServerError),
-                r.error_message,
-            ));
+            return Err(Failure::Controller {
+                code: ErrorCode::try_from(r.error_code).unwrap_or(ErrorCode::UnknownServerError),
+                message: r.error_message,
+            });
         }
         Ok(r.entries)
     }
@@ -337,7 +331,7 @@ impl KafkaApi {
             })
             .await
             .map(|_| ())
-            .map_err(|s| failed(&s))
+            .map_err(|s| Failure::from_controller(&s))
     }
 
     /// Kafka's AlterConfigs: the resource's configs become exactly the given
@@ -372,9 +366,9 @@ impl KafkaApi {
                 .with_resource_name(res.resource_name);
             responses.push(match outcome {
                 Ok(()) => out,
-                Err((error, text)) => out
-                    .with_error_code(code(error))
-                    .with_error_message(Some(wire(text))),
+                Err(failure) => out
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure)),
             });
         }
         AlterConfigsResponse::default().with_responses(responses)
@@ -397,10 +391,7 @@ impl KafkaApi {
                         2 => Op::Append,
                         3 => Op::Subtract,
                         other => {
-                            return Err((
-                                ErrorCode::InvalidRequest,
-                                format!("config operation {other} is not one of 0-3"),
-                            ));
+                            return Err(Failure::UnknownConfigOperation { operation: other });
                         }
                     };
                     let key = c.name.to_string();
@@ -446,9 +437,9 @@ impl KafkaApi {
                 .with_resource_name(res.resource_name);
             responses.push(match outcome {
                 Ok(()) => out,
-                Err((error, text)) => out
-                    .with_error_code(code(error))
-                    .with_error_message(Some(wire(text))),
+                Err(failure) => out
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure)),
             });
         }
         IncrementalAlterConfigsResponse::default().with_responses(responses)

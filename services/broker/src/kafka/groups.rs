@@ -44,14 +44,16 @@ use runnel_kafka::kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
-use runnel_proto::broker::v1 as bpb;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
 
-use super::{GROUP_OPERATIONS, KafkaApi, authorized, code, message, raw_code, wire};
+use super::{
+    GROUP_OPERATIONS, KafkaApi, authorized, code, error_code, error_message, message, raw_code,
+    wire,
+};
 use crate::service::Failure;
 
 type Client = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
@@ -84,10 +86,9 @@ impl KafkaApi {
                 .and_then(|(_, c, _)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
         });
         let Some(addr) = addr else {
-            return Err((
-                ErrorCode::CoordinatorNotAvailable,
-                format!("no live coordinator owns group {group} yet"),
-            ));
+            return Err(Failure::NoCoordinatorToRelay {
+                group: group.to_owned(),
+            });
         };
         self.client_at(&addr)
     }
@@ -111,11 +112,9 @@ impl KafkaApi {
             return Ok(c.clone());
         }
         let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
-            .map_err(|e| {
-                (
-                    ErrorCode::CoordinatorNotAvailable,
-                    format!("coordinator {addr}: {e}"),
-                )
+            .map_err(|source| Failure::CoordinatorUnreachable {
+                addr: addr.to_owned(),
+                source,
             })?;
         let client = CoordinatorClient::with_interceptor(channel, TraceInterceptor);
         clients.insert(addr.to_owned(), client.clone());
@@ -132,15 +131,10 @@ impl KafkaApi {
         let client = self.coordinator(group)?;
         match call(client).await {
             Ok(r) => Ok(r.into_inner()),
-            Err(status) => {
-                let error = match code_of(&status) {
-                    ErrorCode::UnknownServerError | ErrorCode::LeaderNotAvailable => {
-                        ErrorCode::CoordinatorNotAvailable
-                    }
-                    other => other,
-                };
-                Err((error, status.message().to_owned()))
-            }
+            Err(status) => Err(Failure::Coordinator {
+                code: code_of(&status),
+                message: status.message().to_owned(),
+            }),
         }
     }
 
@@ -161,11 +155,11 @@ impl KafkaApi {
                 let out = Coordinator::default()
                     .with_key(key.clone())
                     .with_node_id(BrokerId(-1));
-                let refused = |error: ErrorCode, text: String| {
+                let refused = |failure: &Failure| {
                     out.clone()
                         .with_port(-1)
-                        .with_error_code(code(error))
-                        .with_error_message(Some(wire(text)))
+                        .with_error_code(error_code(failure))
+                        .with_error_message(error_message(failure))
                 };
                 match r.key_type {
                     GROUP_KEY => {}
@@ -174,38 +168,21 @@ impl KafkaApi {
                     // where COORDINATOR_NOT_AVAILABLE is retried until the
                     // client's own timeout.
                     TRANSACTION_KEY => {
-                        return refused(
-                            ErrorCode::TransactionalIdAuthorizationFailed,
-                            "transactions are not supported: leave transactional.id unset".into(),
-                        );
+                        return refused(&Failure::Transactions);
                     }
                     other => {
-                        return refused(
-                            ErrorCode::InvalidRequest,
-                            format!("coordinator key type {other} is not supported"),
-                        );
+                        return refused(&Failure::UnsupportedKeyType { key_type: other });
                     }
                 }
-                let found = self.broker.find_coordinator(
-                    &bpb::FindCoordinatorRequest {
-                        key: key.to_string(),
-                    },
-                    self.listener,
-                );
-                if found.error_code != 0 {
-                    let error = ErrorCode::try_from(found.error_code)
-                        .unwrap_or(ErrorCode::CoordinatorNotAvailable);
-                    return refused(error, found.error_message);
+                if let Err(failure) = self.broker.group_coordinator(&key, self.listener) {
+                    return refused(&failure);
                 }
                 match &own {
                     Some((host, port)) => out
                         .with_node_id(BrokerId(self.broker_id))
                         .with_host(wire(host.clone()))
                         .with_port(*port),
-                    None => refused(
-                        ErrorCode::CoordinatorNotAvailable,
-                        "this broker is not registered yet".into(),
-                    ),
+                    None => refused(&Failure::NotRegisteredYet),
                 }
             })
             .collect();
@@ -275,10 +252,10 @@ impl KafkaApi {
                         })
                         .collect(),
                 ),
-            Err((error, text)) => {
-                tracing::debug!(%group, error = %text, "JoinGroup relay failed");
+            Err(failure) => {
+                tracing::debug!(%group, error = %failure, "JoinGroup relay failed");
                 JoinGroupResponse::default()
-                    .with_error_code(code(error))
+                    .with_error_code(error_code(&failure))
                     .with_generation_id(-1)
             }
         }
@@ -309,7 +286,7 @@ impl KafkaApi {
                 .with_protocol_type(r.protocol_type)
                 .with_protocol_name(r.protocol_name)
                 .with_assignment(s.assignment),
-            Err((error, _)) => SyncGroupResponse::default().with_error_code(code(error)),
+            Err(failure) => SyncGroupResponse::default().with_error_code(error_code(&failure)),
         }
     }
 
@@ -326,7 +303,7 @@ impl KafkaApi {
             .await
         {
             Ok(h) => raw_code(h.error_code),
-            Err((error, _)) => code(error),
+            Err(failure) => error_code(&failure),
         };
         HeartbeatResponse::default().with_error_code(error)
     }
@@ -359,7 +336,7 @@ impl KafkaApi {
                 .await
             {
                 Ok(l) => raw_code(l.error_code),
-                Err((error, _)) => code(error),
+                Err(failure) => error_code(&failure),
             };
             if top == 0 {
                 top = error;
@@ -458,7 +435,7 @@ impl KafkaApi {
                                 .map_or(code(ErrorCode::UnknownServerError), |x| {
                                     raw_code(x.error_code)
                                 }),
-                            Err((error, _)) => code(*error),
+                            Err(failure) => error_code(failure),
                         };
                         OffsetCommitResponsePartition::default()
                             .with_partition_index(p.partition_index)
@@ -573,7 +550,7 @@ impl KafkaApi {
         {
             Ok(a) if a.error_code == 0 => a,
             Ok(a) => return (raw_code(a.error_code), Vec::new()),
-            Err((error, _)) => return (code(error), Vec::new()),
+            Err(failure) => return (error_code(&failure), Vec::new()),
         };
         let topics = match asked {
             Some(asked) => asked
@@ -618,19 +595,16 @@ impl KafkaApi {
         &self,
         r: ConsumerGroupHeartbeatRequest,
     ) -> ConsumerGroupHeartbeatResponse {
-        let refused = |error: ErrorCode, text: String| {
+        let refused = |failure: &Failure| {
             ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code(error))
-                .with_error_message(Some(wire(text)))
+                .with_error_code(error_code(failure))
+                .with_error_message(error_message(failure))
         };
         if r.subscribed_topic_regex
             .as_ref()
             .is_some_and(|re| !re.is_empty())
         {
-            return refused(
-                ErrorCode::InvalidRequest,
-                "subscribing by regular expression is not supported with group.protocol=consumer; name the topics".into(),
-            );
+            return refused(&Failure::RegexSubscription);
         }
         let group = r.group_id.to_string();
         let ids = self.topic_ids();
@@ -687,7 +661,7 @@ impl KafkaApi {
                             .collect(),
                     )
                 })),
-            Err((error, text)) => refused(error, text),
+            Err(failure) => refused(&failure),
         }
     }
 
@@ -755,9 +729,9 @@ impl KafkaApi {
                     .with_error_code(raw_code(g.error_code))
                     .with_error_message(message(g.error_message)),
                 Ok(None) => Group::default().with_error_code(code(ErrorCode::GroupIdNotFound)),
-                Err((error, text)) => Group::default()
-                    .with_error_code(code(error))
-                    .with_error_message(Some(wire(text))),
+                Err(failure) => Group::default()
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure)),
             };
             groups.push(
                 described
@@ -854,9 +828,9 @@ impl KafkaApi {
                     None => DescribedGroup::default()
                         .with_group_state(StrBytes::from_static_str("Dead")),
                 },
-                Err((error, text)) => DescribedGroup::default()
-                    .with_error_code(code(error))
-                    .with_error_message(Some(wire(text))),
+                Err(failure) => DescribedGroup::default()
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure)),
             };
             // v6 added error messages; the codec refuses them set on older versions.
             let described = if version >= 6 {
@@ -893,7 +867,7 @@ impl KafkaApi {
                     .map_or(code(ErrorCode::UnknownServerError), |g| {
                         raw_code(g.error_code)
                     }),
-                Err((error, _)) => code(error),
+                Err(failure) => error_code(&failure),
             };
             results.push(
                 DeletableGroupResult::default()

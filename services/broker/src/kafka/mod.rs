@@ -37,7 +37,7 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::Endpoint;
 
 use crate::metadata::{Controller, MetadataCache};
-use crate::service::{Broker, Listener};
+use crate::service::{Broker, Failure, Listener};
 
 /// The endpoint a broker registers for its Kafka listener.
 pub const KAFKA_ENDPOINT: &str = "kafka";
@@ -304,6 +304,21 @@ fn code(e: ErrorCode) -> i16 {
     e as i32 as i16
 }
 
+/// The Kafka error code a failure is answered with: Runnel's code (the same
+/// numbers), or Kafka's own where Runnel has none. The one place the Kafka
+/// listener maps a [`Failure`], with [`error_message`].
+fn error_code(failure: &Failure) -> i16 {
+    match failure {
+        Failure::UnknownTopicId { .. } => UNKNOWN_TOPIC_ID,
+        other => code(other.code()),
+    }
+}
+
+/// The message a failure is answered with.
+fn error_message(failure: &Failure) -> Option<StrBytes> {
+    Some(wire(failure.to_string()))
+}
+
 /// A Kafka error code from a raw Runnel code field.
 fn raw_code(e: i32) -> i16 {
     i16::try_from(e).unwrap_or(-1)
@@ -338,3 +353,24 @@ fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec
 
 /// Kafka's UNKNOWN_TOPIC_ID: a topic named by an id no topic has.
 const UNKNOWN_TOPIC_ID: i16 = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_answer_with_kafkas_codes() {
+        let unknown_id = Failure::UnknownTopicId {
+            id: "5a8d7e0c-0000-0000-0000-000000000001".into(),
+        };
+        assert_eq!(error_code(&unknown_id), UNKNOWN_TOPIC_ID);
+        assert_eq!(
+            error_message(&unknown_id).as_deref(),
+            Some("no topic has id 5a8d7e0c-0000-0000-0000-000000000001")
+        );
+        assert_eq!(
+            error_code(&Failure::ShuttingDown),
+            ErrorCode::NotLeaderOrFollower as i16
+        );
+    }
+}

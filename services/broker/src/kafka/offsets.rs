@@ -10,7 +10,7 @@ use runnel_kafka::kafka_protocol::messages::{
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 
-use super::{KafkaApi, by_topic, code, raw_code, topic_name};
+use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name};
 
 /// ListOffsets' EARLIEST_LOCAL_TIMESTAMP (v8+, KIP-405).
 const EARLIEST_LOCAL: i64 = -4;
@@ -110,9 +110,10 @@ impl KafkaApi {
                         .await
                     {
                         Ok(start) => out.with_low_watermark(start),
-                        Err((error, text)) => {
-                            tracing::debug!(topic = %t.name.as_str(), partition = p.partition_index, error = %text, "DeleteRecords refused");
-                            out.with_low_watermark(-1).with_error_code(code(error))
+                        Err(failure) => {
+                            tracing::debug!(topic = %t.name.as_str(), partition = p.partition_index, error = %failure, "DeleteRecords refused");
+                            out.with_low_watermark(-1)
+                                .with_error_code(error_code(&failure))
                         }
                     },
                 );

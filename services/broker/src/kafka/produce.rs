@@ -14,10 +14,10 @@ use runnel_kafka::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_kafka::server::Reply;
 use runnel_log::batch::{Batches, Compression, legacy};
 use runnel_proto::broker::v1 as pb;
-use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
 
-use super::{KafkaApi, UNKNOWN_TOPIC_ID, by_topic, code, message, raw_code, topic_name, wire};
+use super::{KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};
+use crate::service::Failure;
 
 /// Produce v13's key for a topic id no topic has (see `produce`).
 const UNKNOWN_ID_KEY: &str = "unknown-id:";
@@ -34,16 +34,10 @@ impl KafkaApi {
             _ => None,
         };
         let refusal = match (acks, &r.transactional_id) {
-            (None, _) => Some((
-                ErrorCode::InvalidRequiredAcks,
-                format!("acks={} is not one of 0, 1, -1", r.acks),
-            )),
-            (_, Some(id)) => Some((
-                ErrorCode::TransactionalIdAuthorizationFailed,
-                format!(
-                    "transactions are not supported: leave transactional.id unset (got {id:?})"
-                ),
-            )),
+            (None, _) => Some(Failure::InvalidRequiredAcks { acks: r.acks }),
+            (_, Some(id)) => Some(Failure::TransactionalProduce {
+                transactional_id: id.to_string(),
+            }),
             _ => None,
         };
         // v13 names topics by id: each topic's key is its name, or for an id
@@ -74,13 +68,14 @@ impl KafkaApi {
             if acks == Some(pb::Acks::None) {
                 return Reply::NoResponse;
             }
-            let (error, text) = refusal.unwrap_or_default();
+            // Invalid acks or a transactional producer: `refusal` says which.
+            let failure = refusal.unwrap_or(Failure::InvalidRequiredAcks { acks: r.acks });
             let results = asked
                 .map(|(topic, p)| {
                     let out = PartitionProduceResponse::default()
                         .with_index(p.index)
-                        .with_error_code(code(error))
-                        .with_error_message(Some(wire(text.clone())))
+                        .with_error_code(error_code(&failure))
+                        .with_error_message(error_message(&failure))
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1)
                         .with_log_start_offset(-1);
@@ -97,10 +92,7 @@ impl KafkaApi {
         for (topic, p) in asked {
             let records = p.records.unwrap_or_default();
             let checked = match topic.strip_prefix(UNKNOWN_ID_KEY) {
-                Some(id) => Err((
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("no topic has id {id}"),
-                )),
+                Some(id) => Err(Failure::UnknownTopicId { id: id.to_owned() }),
                 None => up_convert(records, version)
                     .and_then(|records| check_produce_records(&records, version).map(|()| records)),
             };
@@ -110,16 +102,12 @@ impl KafkaApi {
                     partition: p.index,
                     records,
                 }),
-                Err((error, text)) => refused.push((
+                Err(failure) => refused.push((
                     topic.clone(),
                     PartitionProduceResponse::default()
                         .with_index(p.index)
-                        .with_error_code(if topic.starts_with(UNKNOWN_ID_KEY) {
-                            UNKNOWN_TOPIC_ID
-                        } else {
-                            code(error)
-                        })
-                        .with_error_message(Some(wire(text)))
+                        .with_error_code(error_code(&failure))
+                        .with_error_message(error_message(&failure))
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1)
                         .with_log_start_offset(-1),
@@ -172,25 +160,21 @@ impl KafkaApi {
 /// Produce v0–2 may carry message formats v0/v1: stored as one v2 batch,
 /// as Kafka's brokers have done since they write only v2 (a corrupt or
 /// malformed message set is refused with CORRUPT_MESSAGE, storing nothing).
-fn up_convert(records: Bytes, version: i16) -> Result<Bytes, (ErrorCode, String)> {
+fn up_convert(records: Bytes, version: i16) -> Result<Bytes, Failure> {
     if version >= 3 || !matches!(legacy::magic_of(&records), Some(0 | 1)) {
         return Ok(records);
     }
     legacy::up_convert(&records)
         .map(Bytes::from)
-        .map_err(|e| (ErrorCode::CorruptMessage, e.to_string()))
+        .map_err(Failure::CorruptMessageSet)
 }
 
 /// Kafka's checks of one partition's records in a Produce before any log
 /// sees them: from v3 exactly one batch, of magic 2; zstd only from v7
 /// (older clients could not read it back).
-fn check_produce_records(records: &[u8], version: i16) -> Result<(), (ErrorCode, String)> {
+fn check_produce_records(records: &[u8], version: i16) -> Result<(), Failure> {
     if version >= 3 && matches!(legacy::magic_of(records), Some(0 | 1)) {
-        return Err((
-            ErrorCode::InvalidRecord,
-            "Produce requests with version 3 and above are only allowed to contain record batches with magic version 2"
-                .into(),
-        ));
+        return Err(Failure::OldMessageFormat);
     }
     let mut batches = Batches::new(records);
     let first = match batches.next() {
@@ -198,26 +182,14 @@ fn check_produce_records(records: &[u8], version: i16) -> Result<(), (ErrorCode,
         // The log names what is wrong with a malformed batch (CRC, length, magic).
         Some(Err(_)) => return Ok(()),
         None => {
-            return Err((
-                ErrorCode::InvalidRecord,
-                "a produce request must carry a record batch per partition".into(),
-            ));
+            return Err(Failure::NoRecordBatch);
         }
     };
     if version >= 3 && batches.next().is_some() {
-        return Err((
-            ErrorCode::InvalidRecord,
-            "Produce requests with version 3 and above must contain exactly one record batch per partition"
-                .into(),
-        ));
+        return Err(Failure::ManyRecordBatches);
     }
     if version < 7 && first.header().compression().ok() == Some(Compression::Zstd) {
-        return Err((
-            ErrorCode::UnsupportedCompressionType,
-            format!(
-                "Produce requests with version {version} are not allowed to use ZStandard compression"
-            ),
-        ));
+        return Err(Failure::ZstdBeforeV7 { version });
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use runnel_kafka::kafka_protocol::messages::{
 };
 use runnel_proto::broker::v1 as pb;
 
-use super::{KafkaApi, code, raw_code, wire};
+use super::{KafkaApi, error_code, error_message, raw_code};
 
 impl KafkaApi {
     pub(super) async fn init_producer_id(
@@ -65,9 +65,9 @@ impl KafkaApi {
                                     })
                                     .collect(),
                             ),
-                            Err((error, text)) => out
-                                .with_error_code(code(error))
-                                .with_error_message(Some(wire(text))),
+                            Err(failure) => out
+                                .with_error_code(error_code(&failure))
+                                .with_error_message(error_message(&failure)),
                         }
                     })
                     .collect();

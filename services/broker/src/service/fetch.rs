@@ -12,7 +12,7 @@ use runnel_proto::common::v1::ErrorCode;
 use tokio::time::Instant;
 
 use super::{Broker, Failure, check_leader_epoch};
-use crate::errors::log_error;
+use crate::grpc::Failed;
 use crate::partition::Partition;
 
 /// Kafka's default `fetch.max.bytes`.
@@ -29,20 +29,15 @@ impl Broker {
         self.metadata
             .with(|image| match image.brokers.get(&r.broker_id) {
                 Some(b) if b.epoch == r.broker_epoch && !b.fenced => Ok(()),
-                Some(b) => Err((
-                    ErrorCode::StaleBrokerEpoch,
-                    format!(
-                        "replica {} fetches with broker epoch {}, its registration is {}{}",
-                        r.broker_id,
-                        r.broker_epoch,
-                        b.epoch,
-                        if b.fenced { " (fenced)" } else { "" }
-                    ),
-                )),
-                None => Err((
-                    ErrorCode::StaleBrokerEpoch,
-                    format!("replica {} is not a registered broker", r.broker_id),
-                )),
+                Some(b) => Err(Failure::StaleReplicaEpoch {
+                    replica: r.broker_id,
+                    epoch: r.broker_epoch,
+                    registered: b.epoch,
+                    fenced: b.fenced,
+                }),
+                None => Err(Failure::UnregisteredReplica {
+                    replica: r.broker_id,
+                }),
             })
     }
 
@@ -55,7 +50,7 @@ impl Broker {
             .partitions
             .into_iter()
             .map(|q| {
-                let mut r = pb::EpochEndOffset {
+                let r = pb::EpochEndOffset {
                     topic: q.topic.clone(),
                     partition: q.partition,
                     leader_epoch: -1,
@@ -64,24 +59,19 @@ impl Broker {
                 };
                 let p = match self.leader(&q.topic, q.partition) {
                     Ok(p) => p,
-                    Err((code, message)) => {
-                        r.error_code = code as i32;
-                        r.error_message = message;
-                        return r;
-                    }
+                    Err(failure) => return r.failed(&failure),
                 };
-                if let Err((code, message)) =
-                    check_leader_epoch(q.current_leader_epoch, p.leader_epoch())
-                {
-                    r.error_code = code as i32;
-                    r.error_message = message;
-                    return r;
+                if let Err(failure) = check_leader_epoch(q.current_leader_epoch, p.leader_epoch()) {
+                    return r.failed(&failure);
                 }
-                if let Some((epoch, end)) = p.end_offset_for_epoch(q.leader_epoch) {
-                    r.leader_epoch = epoch;
-                    r.end_offset = end;
+                match p.end_offset_for_epoch(q.leader_epoch) {
+                    Some((leader_epoch, end_offset)) => pb::EpochEndOffset {
+                        leader_epoch,
+                        end_offset,
+                        ..r
+                    },
+                    None => r,
                 }
-                r
             })
             .collect();
         pb::OffsetForLeaderEpochResponse { partitions }
@@ -101,18 +91,19 @@ impl Broker {
             None => None,
             Some(r) => match self.check_replica(r) {
                 Ok(()) => Some(r.broker_id),
-                Err((code, message)) => {
+                Err(failure) => {
                     let partitions = req
                         .partitions
                         .iter()
-                        .map(|p| pb::FetchPartitionResult {
-                            topic: p.topic.clone(),
-                            partition: p.partition,
-                            error_code: code as i32,
-                            error_message: message.clone(),
-                            high_watermark: -1,
-                            log_start_offset: -1,
-                            ..Default::default()
+                        .map(|p| {
+                            pb::FetchPartitionResult {
+                                topic: p.topic.clone(),
+                                partition: p.partition,
+                                high_watermark: -1,
+                                log_start_offset: -1,
+                                ..Default::default()
+                            }
+                            .failed(&failure)
                         })
                         .collect();
                     return pb::FetchResponse { partitions };
@@ -186,23 +177,20 @@ impl Broker {
         };
         let p = match self.leader(&req.topic, req.partition) {
             Ok(p) => p,
-            Err((code, message)) => return fail_fetch(result, code, message),
+            Err(failure) => return fail_fetch(result, &failure),
         };
-        if let Err((code, message)) = check_leader_epoch(req.current_leader_epoch, p.leader_epoch())
-        {
-            return fail_fetch(result, code, message);
+        if let Err(failure) = check_leader_epoch(req.current_leader_epoch, p.leader_epoch()) {
+            return fail_fetch(result, &failure);
         }
         if let Some(id) = follower
             && !p.has_replica(id)
         {
-            return fail_fetch(
-                result,
-                ErrorCode::NotLeaderOrFollower,
-                format!(
-                    "broker {id} is not a replica of {}-{}",
-                    req.topic, req.partition
-                ),
-            );
+            let failure = Failure::NotAReplica {
+                replica: id,
+                topic: req.topic.clone(),
+                partition: req.partition,
+            };
+            return fail_fetch(result, &failure);
         }
         let (start, end) = (p.log_start_offset(), p.log_end_offset());
         if let Some(id) = follower
@@ -214,14 +202,14 @@ impl Broker {
         result.high_watermark = hw;
         result.log_start_offset = start;
         if req.fetch_offset < start || req.fetch_offset > end {
-            return fail_fetch(
-                result,
-                ErrorCode::OffsetOutOfRange,
-                format!(
-                    "offset {} is out of range for {}-{} (log start {start}, log end {end})",
-                    req.fetch_offset, req.topic, req.partition
-                ),
-            );
+            let failure = Failure::OffsetOutOfRange {
+                offset: req.fetch_offset,
+                topic: req.topic.clone(),
+                partition: req.partition,
+                log_start: start,
+                log_end: end,
+            };
+            return fail_fetch(result, &failure);
         }
         // Consumers read what is committed; followers read everything.
         let readable_end = if follower.is_some() { end } else { hw };
@@ -251,22 +239,16 @@ impl Broker {
                 result.records = records;
                 result
             }
-            Ok(Err(e)) => {
-                let (code, message) = log_error(&e);
-                fail_fetch(result, code, message)
-            }
-            Err(e) => fail_fetch(result, ErrorCode::UnknownServerError, e.to_string()),
+            Ok(Err(e)) => fail_fetch(result, &Failure::from(e)),
+            Err(e) => fail_fetch(result, &Failure::ReadTask(e)),
         }
     }
 }
 
-fn fail_fetch(
-    mut r: pb::FetchPartitionResult,
-    code: ErrorCode,
-    message: String,
-) -> pb::FetchPartitionResult {
-    r.error_code = code as i32;
-    r.error_message = message;
-    r.records = Bytes::new();
-    r
+/// A failed partition of a fetch: no records, whatever was read.
+fn fail_fetch(r: pb::FetchPartitionResult, failure: &Failure) -> pb::FetchPartitionResult {
+    pb::FetchPartitionResult {
+        records: Bytes::new(),
+        ..r.failed(failure)
+    }
 }

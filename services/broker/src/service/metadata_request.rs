@@ -10,8 +10,10 @@ use runnel_common::topics::validate_topic_name;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as cpb;
+use runnel_proto::metadata::v1::Endpoint;
 
-use super::{Broker, Listener, endpoints_for};
+use super::{Broker, Failure, Listener, endpoints_for};
+use crate::grpc::Failed;
 
 impl Broker {
     /// The coordinator owning group `req.key` as the metadata log says, with
@@ -21,39 +23,45 @@ impl Broker {
         req: &pb::FindCoordinatorRequest,
         listener: Listener,
     ) -> pb::FindCoordinatorResponse {
-        let unavailable = |message: String| pb::FindCoordinatorResponse {
-            error_code: ErrorCode::CoordinatorNotAvailable as i32,
-            error_message: message,
-            coordinator_id: -1,
-            ..Default::default()
-        };
-        if req.key.is_empty() {
-            return pb::FindCoordinatorResponse {
-                error_code: ErrorCode::InvalidGroupId as i32,
-                error_message: "the group id is empty".into(),
+        match self.group_coordinator(&req.key, listener) {
+            Ok((id, e)) => pb::FindCoordinatorResponse {
+                error_code: ErrorCode::None as i32,
+                error_message: String::new(),
+                coordinator_id: id,
+                host: e.host,
+                port: e.port,
+            },
+            Err(failure) => pb::FindCoordinatorResponse {
                 coordinator_id: -1,
                 ..Default::default()
-            };
+            }
+            .failed(&failure),
+        }
+    }
+
+    /// The coordinator owning `group` and the gRPC endpoint a client on
+    /// `listener` reaches it at.
+    pub fn group_coordinator(
+        &self,
+        group: &str,
+        listener: Listener,
+    ) -> Result<(i32, Endpoint), Failure> {
+        if group.is_empty() {
+            return Err(Failure::EmptyGroupId);
         }
         self.metadata.with(|image| {
-            let Some((id, c, partition)) = image.group_coordinator(&req.key) else {
-                return unavailable(format!(
-                    "no live coordinator owns group {}'s partition of __consumer_offsets yet",
-                    req.key
-                ));
+            let Some((id, c, partition)) = image.group_coordinator(group) else {
+                return Err(Failure::NoCoordinator {
+                    group: group.to_owned(),
+                });
             };
             let endpoints = endpoints_for(listener, c.endpoints.clone());
-            match endpoints.iter().find(|e| e.name == "grpc") {
-                Some(e) => pb::FindCoordinatorResponse {
-                    error_code: ErrorCode::None as i32,
-                    error_message: String::new(),
-                    coordinator_id: id,
-                    host: e.host.clone(),
-                    port: e.port,
-                },
-                None => unavailable(format!(
-                    "coordinator {id} (owner of partition {partition}) has no gRPC endpoint"
-                )),
+            match endpoints.into_iter().find(|e| e.name == "grpc") {
+                Some(e) => Ok((id, e)),
+                None => Err(Failure::CoordinatorWithoutEndpoint {
+                    coordinator: id,
+                    partition,
+                }),
             }
         })
     }
@@ -88,19 +96,17 @@ impl Broker {
             .into_iter()
             .map(|name| {
                 let Some(t) = image.topics.get(&name) else {
-                    let (code, message) = match validate_topic_name(&name) {
-                        Ok(()) => (
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("topic {name} does not exist"),
-                        ),
-                        Err(e) => (ErrorCode::InvalidTopicException, e.to_string()),
+                    let failure = match validate_topic_name(&name) {
+                        Ok(()) => Failure::UnknownTopic {
+                            topic: name.clone(),
+                        },
+                        Err(e) => Failure::InvalidTopic(e),
                     };
                     return pb::TopicInfo {
                         name,
-                        error_code: code as i32,
-                        error_message: message,
                         ..Default::default()
-                    };
+                    }
+                    .failed(&failure);
                 };
                 pb::TopicInfo {
                     name,

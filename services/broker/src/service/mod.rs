@@ -20,7 +20,6 @@ mod producer_ids;
 use std::sync::Arc;
 
 use runnel_common::shutdown::CancellationToken;
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::sync::Semaphore;
 
@@ -55,8 +54,7 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
 }
 
-/// Why a partition's request failed: the code and a message for the client.
-pub type Failure = (ErrorCode, String);
+pub use crate::errors::Failure;
 
 pub use runnel_common::metadata::EXTERNAL_GRPC_ENDPOINT;
 
@@ -115,38 +113,37 @@ impl Broker {
     fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure> {
         let me = self.limits.broker_id;
         self.metadata.with(|image| {
-            let t = image.topics.get(topic).ok_or_else(|| {
-                (
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {topic} does not exist"),
-                )
-            })?;
-            let p = t.partitions.get(&partition).ok_or_else(|| {
-                (
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!(
-                        "topic {topic} has no partition {partition} (it has {})",
-                        t.partitions.len()
-                    ),
-                )
-            })?;
+            let t = image
+                .topics
+                .get(topic)
+                .ok_or_else(|| Failure::UnknownTopic {
+                    topic: topic.to_owned(),
+                })?;
+            let p = t
+                .partitions
+                .get(&partition)
+                .ok_or_else(|| Failure::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    partitions: t.partitions.len(),
+                })?;
             if p.leader != me {
-                return Err((
-                    ErrorCode::NotLeaderOrFollower,
-                    format!(
-                        "broker {me} does not lead {topic}-{partition}; the leader is {}",
-                        p.leader
-                    ),
-                ));
+                return Err(Failure::NotLeader {
+                    broker: me,
+                    topic: topic.to_owned(),
+                    partition,
+                    leader: p.leader,
+                });
             }
             Ok(())
         })?;
-        self.logs.get(topic, partition).ok_or_else(|| {
-            (
-                ErrorCode::LeaderNotAvailable,
-                format!("{topic}-{partition} is still being opened on broker {me}"),
-            )
-        })
+        self.logs
+            .get(topic, partition)
+            .ok_or_else(|| Failure::PartitionOpening {
+                topic: topic.to_owned(),
+                partition,
+                broker: me,
+            })
     }
 }
 
@@ -156,15 +153,11 @@ fn check_leader_epoch(requested: i32, current: i32) -> Result<(), Failure> {
     if requested < 0 || requested == current {
         return Ok(());
     }
-    let code = if requested < current {
-        ErrorCode::FencedLeaderEpoch
+    if requested < current {
+        Err(Failure::FencedLeaderEpoch { requested, current })
     } else {
-        ErrorCode::UnknownLeaderEpoch
-    };
-    Err((
-        code,
-        format!("the request names leader epoch {requested} but the current one is {current}"),
-    ))
+        Err(Failure::UnknownLeaderEpoch { requested, current })
+    }
 }
 
 #[cfg(test)]

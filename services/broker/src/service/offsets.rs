@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use runnel_proto::broker::v1 as pb;
-use runnel_proto::common::v1::ErrorCode;
 
 use super::{Broker, Failure};
-use crate::errors::log_error;
+use crate::grpc::Failed;
 
 impl Broker {
     /// Kafka's DeleteRecords: `topic-partition` starts at `offset` (-1:
@@ -24,10 +23,7 @@ impl Broker {
             offset
         };
         if offset < 0 {
-            return Err((
-                ErrorCode::OffsetOutOfRange,
-                format!("cannot delete records before offset {offset}"),
-            ));
+            return Err(Failure::NegativeDeleteOffset { offset });
         }
         let target = Arc::clone(&p);
         match self
@@ -37,8 +33,8 @@ impl Broker {
             .await
         {
             Ok(Ok(start)) => Ok(start),
-            Ok(Err(e)) => Err(log_error(&e)),
-            Err(e) => Err((ErrorCode::KafkaStorageError, e.to_string())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -56,10 +52,8 @@ impl Broker {
             };
             let p = match self.leader(&q.topic, q.partition) {
                 Ok(p) => p,
-                Err((code, message)) => {
-                    r.error_code = code as i32;
-                    r.error_message = message;
-                    out.push(r);
+                Err(failure) => {
+                    out.push(r.failed(&failure));
                     continue;
                 }
             };
@@ -90,19 +84,15 @@ impl Broker {
                         })
                 }
             };
-            match lookup {
-                Ok(Some((offset, ts))) => {
-                    r.offset = offset;
-                    r.timestamp_ms = ts;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let (code, message) = log_error(&e);
-                    r.error_code = code as i32;
-                    r.error_message = message;
-                }
-            }
-            out.push(r);
+            out.push(match lookup {
+                Ok(Some((offset, ts))) => pb::ListOffsetsPartitionResult {
+                    offset,
+                    timestamp_ms: ts,
+                    ..r
+                },
+                Ok(None) => r,
+                Err(e) => r.failed(&Failure::from(e)),
+            });
         }
         pb::ListOffsetsResponse { partitions: out }
     }

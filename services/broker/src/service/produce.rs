@@ -10,11 +10,10 @@ use futures::future::{BoxFuture, join_all};
 use runnel_common::shutdown::CancellationToken;
 use runnel_log::LogError;
 use runnel_proto::broker::v1 as pb;
-use runnel_proto::common::v1::ErrorCode;
 use tokio::time::Instant;
 
 use super::{Broker, Failure};
-use crate::errors::log_error;
+use crate::grpc::Failed;
 use crate::partition::Partition;
 
 impl Broker {
@@ -70,18 +69,17 @@ impl Broker {
         let answer = |r: pb::ProducePartitionResult| futures::future::ready(r).boxed();
         let p = match self.leader(&req.topic, req.partition) {
             Ok(p) => p,
-            Err((code, message)) => return answer(fail(result, code, message)),
+            Err(failure) => return answer(result.failed(&failure)),
         };
         let state = p.state();
         if acks == pb::Acks::All && (state.isr.len() as i32) < state.config.min_insync_replicas {
-            let message = format!(
-                "{}-{} has {} in-sync replicas, fewer than min.insync.replicas {}",
-                req.topic,
-                req.partition,
-                state.isr.len(),
-                state.config.min_insync_replicas
-            );
-            return answer(fail(result, ErrorCode::NotEnoughReplicas, message));
+            let failure = Failure::NotEnoughReplicas {
+                topic: req.topic,
+                partition: req.partition,
+                isr: state.isr.len(),
+                min_insync_replicas: state.config.min_insync_replicas,
+            };
+            return answer(result.failed(&failure));
         }
         let size = req.records.len();
         // The log patches offsets in place: take the buffer if we own it, else copy.
@@ -97,16 +95,17 @@ impl Broker {
         let append = move || span.in_scope(|| target.append(&mut records, epoch));
         let appended = match self.logs.io().submit(&key, append).await {
             Ok(appended) => appended,
-            Err(e) => return answer(fail(result, ErrorCode::KafkaStorageError, e.to_string())),
+            Err(e) => return answer(result.failed(&Failure::from(e))),
         };
         let shutdown = self.shutdown.clone();
         async move {
             let info = match appended.await {
                 Ok(Ok(info)) => info,
                 Ok(Err(e)) => {
-                    let (code, message) = log_error(&e);
-                    let record_errors = match e {
-                        LogError::RejectedRecords { errors, .. } => errors
+                    let failure = Failure::from(e);
+                    let answer = result.failed(&failure);
+                    let record_errors = match failure {
+                        Failure::Log(LogError::RejectedRecords { errors, .. }) => errors
                             .into_iter()
                             .map(|r| pb::RecordError {
                                 batch_index: r.batch_index,
@@ -117,10 +116,10 @@ impl Broker {
                     };
                     return pb::ProducePartitionResult {
                         record_errors,
-                        ..fail(result, code, message)
+                        ..answer
                     };
                 }
-                Err(e) => return fail(result, ErrorCode::KafkaStorageError, e.to_string()),
+                Err(e) => return result.failed(&Failure::from(e)),
             };
             metrics::counter!("runnel_broker_bytes_in_total").increment(size as u64);
             metrics::counter!("runnel_broker_records_in_total").increment(info.record_count);
@@ -130,10 +129,10 @@ impl Broker {
                     .increment(info.duplicate_batches as u64);
             }
             if acks == pb::Acks::All
-                && let Err((code, message)) =
+                && let Err(failure) =
                     Self::await_replication(&p, epoch, info.last_offset, timeout, &shutdown).await
             {
-                return fail(result, code, message);
+                return result.failed(&failure);
             }
             pb::ProducePartitionResult {
                 base_offset: info.first_offset,
@@ -160,54 +159,37 @@ impl Broker {
             let changed = p.data.notified();
             let state = p.state();
             if !state.is_leader || state.leader_epoch != epoch {
-                return Err((
-                    ErrorCode::NotLeaderOrFollower,
-                    format!(
-                        "{}-{}: leadership moved before the write was replicated (leader now {})",
-                        p.topic, p.index, state.leader
-                    ),
-                ));
+                return Err(Failure::LeadershipMoved {
+                    topic: p.topic.clone(),
+                    partition: p.index,
+                    leader: state.leader,
+                });
             }
             if p.high_watermark() > last_offset {
                 if (state.isr.len() as i32) < state.config.min_insync_replicas {
-                    return Err((
-                        ErrorCode::NotEnoughReplicasAfterAppend,
-                        format!(
-                            "{}-{}: the ISR shrank to {} replicas, fewer than min.insync.replicas {}",
-                            p.topic,
-                            p.index,
-                            state.isr.len(),
-                            state.config.min_insync_replicas
-                        ),
-                    ));
+                    return Err(Failure::NotEnoughReplicasAfterAppend {
+                        topic: p.topic.clone(),
+                        partition: p.index,
+                        isr: state.isr.len(),
+                        min_insync_replicas: state.config.min_insync_replicas,
+                    });
                 }
                 return Ok(());
             }
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    return Err((
-                        ErrorCode::RequestTimedOut,
-                        format!(
-                            "{}-{}: not replicated to the ISR {:?} within {} ms",
-                            p.topic, p.index, state.isr, timeout.as_millis()
-                        ),
-                    ));
+                    return Err(Failure::ReplicationTimedOut {
+                        topic: p.topic.clone(),
+                        partition: p.index,
+                        isr: state.isr,
+                        timeout_ms: timeout.as_millis(),
+                    });
                 }
                 () = shutdown.cancelled() => {
-                    return Err((ErrorCode::NotLeaderOrFollower, "the broker is shutting down".into()));
+                    return Err(Failure::ShuttingDown);
                 }
             }
         }
     }
-}
-
-fn fail(
-    mut r: pb::ProducePartitionResult,
-    code: ErrorCode,
-    message: String,
-) -> pb::ProducePartitionResult {
-    r.error_code = code as i32;
-    r.error_message = message;
-    r
 }

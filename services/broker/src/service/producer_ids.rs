@@ -2,9 +2,9 @@
 //! the producers a partition tracks (DescribeProducers).
 
 use runnel_proto::broker::v1 as pb;
-use runnel_proto::common::v1::ErrorCode;
 
 use super::{Broker, Failure};
+use crate::grpc::Failed;
 
 impl Broker {
     /// A new producer id (epoch 0) for an idempotent producer, from this
@@ -18,17 +18,8 @@ impl Broker {
             producer_epoch: -1,
             ..Default::default()
         };
-        let fail = |mut r: pb::InitProducerIdResponse, code: ErrorCode, message: String| {
-            r.error_code = code as i32;
-            r.error_message = message;
-            r
-        };
         if !req.transactional_id.is_empty() {
-            return fail(
-                response,
-                ErrorCode::TransactionalIdAuthorizationFailed,
-                "transactions are not supported: leave transactional.id unset".into(),
-            );
+            return response.failed(&Failure::Transactions);
         }
         // Without a transactional id Kafka hands out a fresh id whatever the
         // request carries (the producer bumps its epoch itself, KIP-360).
@@ -39,11 +30,7 @@ impl Broker {
                 .metadata
                 .with(|image| image.brokers.get(&me).map(|b| b.epoch))
             else {
-                return fail(
-                    response,
-                    ErrorCode::BrokerNotAvailable,
-                    format!("broker {me} is not registered yet"),
-                );
+                return response.failed(&Failure::BrokerNotRegistered { broker: me });
             };
             let request = runnel_proto::controller::v1::AllocateProducerIdsRequest {
                 broker_id: me,
@@ -56,27 +43,16 @@ impl Broker {
                         r.producer_id_start..r.producer_id_start + i64::from(r.producer_id_len);
                 }
                 Err(status) => {
-                    let code = runnel_common::errors::code_of(&status);
-                    // Whatever went wrong with the controller, the producer may retry.
-                    let code = if runnel_common::errors::is_retriable(code) {
-                        code
-                    } else {
-                        ErrorCode::BrokerNotAvailable
+                    let failure = Failure::NoProducerIds {
+                        code: runnel_common::errors::code_of(&status),
+                        message: status.message().to_owned(),
                     };
-                    return fail(
-                        response,
-                        code,
-                        format!("no producer ids from the controller: {}", status.message()),
-                    );
+                    return response.failed(&failure);
                 }
             }
         }
         let Some(id) = block.next() else {
-            return fail(
-                response,
-                ErrorCode::BrokerNotAvailable,
-                "empty producer id block".into(),
-            );
+            return response.failed(&Failure::EmptyProducerIdBlock);
         };
         response.producer_id = id;
         response.producer_epoch = 0;
