@@ -229,6 +229,8 @@ impl LogManager {
                 })?;
                 let report = log.open_report().clone();
                 if report.recovered_segments > 0 || report.truncated_bytes > 0 {
+                    // At info, unlike the routine per-partition lines: only
+                    // an unclean stop gets here, and it may have cut records.
                     tracing::info!(topic = %topic, partition = index, ?report, "log recovered");
                 }
                 let p = Partition::new(
@@ -257,7 +259,7 @@ impl LogManager {
                 Ok(p)
             })
             .await??;
-        tracing::info!(topic = %key.0, partition = key.1, log_end_offset = opened.log_end_offset(), leader = opened.state().is_leader, "partition opened");
+        tracing::debug!(topic = %key.0, partition = key.1, log_end_offset = opened.log_end_offset(), leader = opened.state().is_leader, "partition opened");
         self.partitions.write().insert(key, Arc::new(opened));
         Ok(())
     }
@@ -284,7 +286,7 @@ impl LogManager {
             })?;
         // Wake fetches waiting on it so they see it gone.
         p.data.notify_waiters();
-        tracing::info!(topic = %key.0, partition = key.1, "partition deleted");
+        tracing::debug!(topic = %key.0, partition = key.1, "partition deleted");
         Ok(())
     }
 

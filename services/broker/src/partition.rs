@@ -322,7 +322,7 @@ impl Partition {
         let mut log = self.log.write();
         if offset < log.log_end_offset() {
             log.truncate_to(offset)?;
-            tracing::info!(topic = %self.topic, partition = self.index, offset, "truncated to the leader's log");
+            tracing::debug!(topic = %self.topic, partition = self.index, offset, "truncated to the leader's log");
         }
         let hw = self.high_watermark().min(log.log_end_offset());
         self.high_watermark.store(hw, Ordering::Release);
@@ -419,7 +419,7 @@ impl Partition {
         let mut log = self.log.write();
         let deleted = log.delete_old_segments(self.high_watermark())?;
         if deleted > 0 {
-            tracing::info!(topic = %self.topic, partition = self.index, segments = deleted, "retention deleted segments");
+            tracing::debug!(topic = %self.topic, partition = self.index, segments = deleted, "retention deleted segments");
         }
         let expired = log.remove_expired_producers(producer_id_expiration_ms);
         if expired > 0 {
@@ -453,7 +453,7 @@ impl Partition {
     pub fn install_cleaned(&self, cleaned: runnel_log::CleanedLog) -> Result<(), LogError> {
         let mut log = self.log.write();
         match log.install_cleaned(cleaned) {
-            Ok(stats) => tracing::info!(
+            Ok(stats) => tracing::debug!(
                 topic = %self.topic,
                 partition = self.index,
                 bytes_read = stats.bytes_read,

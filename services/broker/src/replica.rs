@@ -404,7 +404,7 @@ pub async fn manage_isr(
                     p.isr_change_refused();
                     continue;
                 };
-                tracing::info!(topic = %p.topic, partition = p.index, from = ?state.isr, to = ?isr, "asking for an ISR change");
+                tracing::debug!(topic = %p.topic, partition = p.index, from = ?state.isr, to = ?isr, "asking for an ISR change");
                 changes.push(runnel_proto::controller::v1::PartitionIsrChange {
                     topic: p.topic.clone(),
                     partition: p.index,
@@ -433,7 +433,7 @@ pub async fn manage_isr(
             Ok(response) => {
                 for r in response.into_inner().partitions {
                     if r.error_code() != ErrorCode::None {
-                        tracing::info!(topic = %r.topic, partition = r.partition, message = %r.error_message, "ISR change refused");
+                        tracing::debug!(topic = %r.topic, partition = r.partition, message = %r.error_message, "ISR change refused");
                         if let Some(p) = asked.get(&(r.topic.clone(), r.partition)) {
                             p.isr_change_refused();
                         }
