@@ -24,7 +24,7 @@ use runnel_proto::metadata::v1::{
 };
 use tokio::sync::{Mutex, broadcast};
 
-use crate::coordinators;
+use crate::offsets_assignment;
 use crate::election;
 use crate::placement;
 use crate::quorum::state_machine::Shared;
@@ -455,7 +455,7 @@ impl Controller {
         for r in &records {
             next.apply(next.next_offset, r)?;
         }
-        while let Some(assigned) = coordinators::reassign(&next) {
+        while let Some(assigned) = offsets_assignment::reassign(&next) {
             for o in &assigned.owners {
                 tracing::info!(
                     partition = o.partition,

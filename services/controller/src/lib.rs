@@ -14,9 +14,9 @@
 
 mod config;
 pub mod controller;
-pub mod coordinators;
 pub mod election;
 mod grpc;
+pub mod offsets_assignment;
 mod placement;
 pub mod quorum;
 pub mod store;
