@@ -7,10 +7,22 @@
 //!
 //! - [`Config`] and [`start`]: run a controller (the `runnel-controller`
 //!   binary and `runnel dev` both call this).
-//! - `controller`: the rules; `grpc`: the API over them; `placement`:
-//!   replica assignment; `store`: SQLite; [`quorum`]: Raft between
-//!   controllers (the metadata log is the Raft log, the store its state
-//!   machine); only the active controller decides, the others forward.
+//! - [`controller`]: the rules, one file per concern around a core that
+//!   holds the active controller's decision lock and `commit`:
+//!   `controller/topics.rs` creates and deletes topics and adds partitions
+//!   (with replica placement), `controller/leader_and_isr.rs` takes ISR
+//!   changes (AlterPartition) and elects preferred leaders,
+//!   `controller/brokers.rs` and `controller/coordinators.rs` register,
+//!   heartbeat and fence brokers and group coordinators,
+//!   `controller/configs.rs`, `controller/membership.rs` (controllers of
+//!   the quorum), `controller/producer_ids.rs`, and `controller/describe.rs`
+//!   (DescribeCluster, GetMetadata).
+//! - [`election`]: leader and ISR rules as pure functions of the metadata
+//!   image; [`offsets_assignment`]: which coordinator owns which
+//!   `__consumer_offsets` partition; `placement`: replica assignment.
+//! - `grpc`: the API over the rules; [`store`]: SQLite; [`quorum`]: Raft
+//!   between controllers (the metadata log is the Raft log, the store its
+//!   state machine); only the active controller decides, the others forward.
 
 mod config;
 pub mod controller;

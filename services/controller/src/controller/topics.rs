@@ -1,0 +1,313 @@
+//! Topic administration: creating topics (name rules, defaults, replica
+//! placement), deleting them, and adding partitions to them. Each topic of
+//! a request is accepted or refused on its own; the accepted ones are
+//! committed together.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+use runnel_common::metadata::{MetadataImage, OFFSETS_TOPIC};
+use runnel_common::topics::{TopicConfig, collision_key, validate_topic_name};
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::controller::v1 as pb;
+use runnel_proto::metadata::v1::{
+    ConfigSet, MetadataRecord, PartitionCreated, TopicCreated, TopicDeleted,
+    metadata_record::Record,
+};
+
+use super::configs::topic_resource;
+use super::{Controller, ControllerError, record};
+use crate::placement;
+
+/// The result for one item of a batch request (a topic to create, say).
+type ItemResult = Result<(), (ErrorCode, String)>;
+
+impl Controller {
+    /// Creates topics; each gets its own result.
+    pub async fn create_topics(
+        &self,
+        req: pb::CreateTopicsRequest,
+    ) -> Result<Vec<pb::TopicResult>, ControllerError> {
+        let mut inner = self.lock_active().await?;
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        // Names created by this request, so two colliding names in one request are caught.
+        let mut taken: BTreeSet<String> = inner
+            .image
+            .topics
+            .keys()
+            .map(|n| collision_key(n))
+            .collect();
+        // As Kafka: a name listed twice in one request is refused every time.
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in &req.topics {
+            *counts.entry(t.name.as_str()).or_default() += 1;
+        }
+        let duplicated: BTreeSet<String> = counts
+            .into_iter()
+            .filter(|&(_, n)| n > 1)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        for topic in req.topics {
+            let result = if duplicated.contains(&topic.name) {
+                Err((
+                    ErrorCode::InvalidRequest,
+                    format!("topic {} appears more than once in the request", topic.name),
+                ))
+            } else {
+                self.plan_topic(&inner.image, &topic, &mut taken)
+            };
+            match result {
+                Ok(mut topic_records) => {
+                    if !req.validate_only {
+                        records.append(&mut topic_records);
+                    }
+                    results.push(topic_result(&topic.name, Ok(())));
+                }
+                Err(e) => results.push(topic_result(&topic.name, Err(e))),
+            }
+        }
+        self.commit(&mut inner, records).await?;
+        for r in &results {
+            if r.error_code == ErrorCode::None as i32 && !req.validate_only {
+                tracing::info!(topic = %r.name, "topic created");
+            }
+        }
+        Ok(results)
+    }
+
+    fn plan_topic(
+        &self,
+        image: &MetadataImage,
+        topic: &pb::CreatableTopic,
+        taken: &mut BTreeSet<String>,
+    ) -> Result<Vec<MetadataRecord>, (ErrorCode, String)> {
+        let name = &topic.name;
+        validate_topic_name(name).map_err(|e| (ErrorCode::InvalidTopicException, e.to_string()))?;
+        if image.topics.contains_key(name) {
+            return Err((
+                ErrorCode::TopicAlreadyExists,
+                format!("topic {name} already exists"),
+            ));
+        }
+        if taken.contains(&collision_key(name)) {
+            return Err((
+                ErrorCode::InvalidTopicException,
+                format!(
+                    "topic {name} collides with an existing topic once '.' and '_' are treated alike"
+                ),
+            ));
+        }
+        let partitions = if topic.partitions == -1 {
+            self.settings.num_partitions
+        } else {
+            topic.partitions
+        };
+        if partitions < 1 {
+            return Err((
+                ErrorCode::InvalidPartitions,
+                format!("partitions must be at least 1, not {partitions}"),
+            ));
+        }
+        let rf = if topic.replication_factor == -1 {
+            self.settings.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
+        let brokers: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
+        if rf < 1 {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                format!("replication factor must be at least 1, not {rf}"),
+            ));
+        }
+        if rf as usize > brokers.len() {
+            return Err((
+                ErrorCode::InvalidReplicationFactor,
+                format!(
+                    "replication factor {rf} is larger than the {} available brokers",
+                    brokers.len()
+                ),
+            ));
+        }
+        TopicConfig::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+
+        let id = *uuid::Uuid::new_v4().as_bytes();
+        let mut records = vec![record(Record::TopicCreated(TopicCreated {
+            name: name.clone(),
+            topic_id: id.to_vec().into(),
+        }))];
+        records.extend(partition_records(
+            name,
+            &id,
+            &brokers,
+            0,
+            partitions as usize,
+            rf as usize,
+        ));
+        for (key, value) in &topic.configs {
+            records.push(record(Record::ConfigSet(ConfigSet {
+                resource: Some(topic_resource(name)),
+                key: key.clone(),
+                value: value.clone(),
+            })));
+        }
+        taken.insert(collision_key(name));
+        Ok(records)
+    }
+
+    /// Deletes topics; each gets its own result.
+    pub async fn delete_topics(
+        &self,
+        names: Vec<String>,
+    ) -> Result<Vec<pb::TopicResult>, ControllerError> {
+        let mut inner = self.lock_active().await?;
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        let mut seen = BTreeSet::new();
+        for name in names {
+            let result = match inner.image.topics.get(&name) {
+                Some(_) if name == OFFSETS_TOPIC => Err((
+                    ErrorCode::InvalidRequest,
+                    format!("{name} is an internal topic and cannot be deleted"),
+                )),
+                Some(t) if seen.insert(name.clone()) => {
+                    records.push(record(Record::TopicDeleted(TopicDeleted {
+                        name: name.clone(),
+                        topic_id: t.id.to_vec().into(),
+                    })));
+                    Ok(())
+                }
+                Some(_) => Ok(()),
+                None => Err((
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {name} does not exist"),
+                )),
+            };
+            results.push(topic_result(&name, result));
+        }
+        self.commit(&mut inner, records).await?;
+        for r in &results {
+            if r.error_code == ErrorCode::None as i32 {
+                tracing::info!(topic = %r.name, "topic deleted");
+            }
+        }
+        Ok(results)
+    }
+
+    /// Grows a topic to `count` partitions; shrinking is refused.
+    pub async fn create_partitions(
+        &self,
+        req: pb::CreatePartitionsRequest,
+    ) -> Result<pb::TopicResult, ControllerError> {
+        let mut inner = self.lock_active().await?;
+        let name = req.topic.clone();
+        let planned = (|| {
+            let t = inner.image.topics.get(&name).ok_or_else(|| {
+                (
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("topic {name} does not exist"),
+                )
+            })?;
+            let current = t.partitions.len() as i32;
+            if req.count < current {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!(
+                        "topic {name} has {current} partitions; partitions can only be added, not removed (asked for {})",
+                        req.count
+                    ),
+                ));
+            }
+            if req.count == current {
+                return Err((
+                    ErrorCode::InvalidPartitions,
+                    format!("topic {name} already has {current} partitions"),
+                ));
+            }
+            let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
+            let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
+            if rf > brokers.len() {
+                return Err((
+                    ErrorCode::InvalidReplicationFactor,
+                    format!(
+                        "replication factor {rf} is larger than the {} available brokers",
+                        brokers.len()
+                    ),
+                ));
+            }
+            Ok(partition_records(
+                &name,
+                &t.id,
+                &brokers,
+                current as usize,
+                (req.count - current) as usize,
+                rf,
+            ))
+        })();
+        let result = match planned {
+            Ok(records) => {
+                if !req.validate_only {
+                    self.commit(&mut inner, records).await?;
+                    tracing::info!(topic = %name, partitions = req.count, "partitions added");
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        Ok(topic_result(&name, result))
+    }
+}
+
+fn topic_result(name: &str, result: ItemResult) -> pb::TopicResult {
+    match result {
+        Ok(()) => pb::TopicResult {
+            name: name.to_owned(),
+            error_code: ErrorCode::None as i32,
+            error_message: String::new(),
+        },
+        Err((code, message)) => pb::TopicResult {
+            name: name.to_owned(),
+            error_code: code as i32,
+            error_message: message,
+        },
+    }
+}
+
+/// Records for new partitions `first..first + count` of a topic.
+fn partition_records(
+    name: &str,
+    id: &[u8; 16],
+    brokers: &[i32],
+    first: usize,
+    count: usize,
+    rf: usize,
+) -> Vec<MetadataRecord> {
+    let mut rng = rand::rng();
+    let n = brokers.len();
+    let assignment = placement::assign(
+        brokers,
+        first,
+        count,
+        rf,
+        rng.random_range(0..n),
+        rng.random_range(0..n),
+    );
+    assignment
+        .into_iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            record(Record::PartitionCreated(PartitionCreated {
+                topic: name.to_owned(),
+                topic_id: id.to_vec().into(),
+                partition: (first + i) as i32,
+                leader: replicas[0],
+                isr: replicas.clone(),
+                replicas,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }))
+        })
+        .collect()
+}
