@@ -19,7 +19,8 @@
 //!   (DescribeCluster, GetMetadata).
 //! - [`election`]: leader and ISR rules as pure functions of the metadata
 //!   image; [`offsets_assignment`]: which coordinator owns which
-//!   `__consumer_offsets` partition; `placement`: replica assignment.
+//!   `__consumer_offsets` partition; `placement`: replica assignment;
+//!   `metrics`: gauges of partition health, from the image.
 //! - `grpc`: the API over the rules; [`store`]: SQLite; [`quorum`]: Raft
 //!   between controllers (the metadata log is the Raft log, the store its
 //!   state machine); only the active controller decides, the others forward.
@@ -28,6 +29,7 @@ mod config;
 pub mod controller;
 pub mod election;
 mod grpc;
+mod metrics;
 pub mod offsets_assignment;
 mod placement;
 pub mod quorum;

@@ -183,21 +183,6 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Cluster-wide partition health: offline (no leader) and under-replicated
-/// (ISR smaller than the replica set) partition counts.
-pub(crate) fn publish_partition_gauges(image: &MetadataImage) {
-    let (mut offline, mut under) = (0u64, 0u64);
-    for p in image.topics.values().flat_map(|t| t.partitions.values()) {
-        if p.leader == election::NO_LEADER {
-            offline += 1;
-        } else if p.isr.len() < p.replicas.len() {
-            under += 1;
-        }
-    }
-    metrics::gauge!("runnel_controller_offline_partitions").set(offline as f64);
-    metrics::gauge!("runnel_controller_under_replicated_partitions").set(under as f64);
-}
-
 /// `first` followed by the partition changes `then` decides on the image
 /// `first` leaves behind (an election after a fencing, say).
 fn with_consequences(

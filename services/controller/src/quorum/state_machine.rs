@@ -67,7 +67,7 @@ impl Shared {
 
 fn publish_gauges(image: &MetadataImage) {
     metrics::gauge!("runnel_controller_metadata_end_offset").set(image.next_offset as f64);
-    crate::controller::publish_partition_gauges(image);
+    crate::metrics::publish_partition_gauges(image);
 }
 
 /// A Raft position as the store keeps it (openraft's JSON), decoded.
