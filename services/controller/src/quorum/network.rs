@@ -70,9 +70,28 @@ pub struct Peer {
     me: PeerName,
 }
 
+/// Why a Raft message did not reach a peer controller (openraft keeps it
+/// as the cause of an unreachable or network error).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Failure(String);
+enum PeerError {
+    /// A test's network fault cuts this controller off.
+    #[error("cut off from the other controllers (network fault)")]
+    Isolated,
+    /// The peer's address does not make a gRPC endpoint.
+    #[error("bad controller address {addr:?}")]
+    BadAddress {
+        /// The address the quorum has for it.
+        addr: String,
+    },
+    /// The call failed; the status says how.
+    #[error("controller at {addr}: {}", .status.message())]
+    Call {
+        /// The peer's address.
+        addr: String,
+        /// What the call ended with.
+        status: Box<Status>,
+    },
+}
 
 /// The three Raft calls.
 #[derive(Debug, Clone, Copy)]
@@ -95,15 +114,16 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         if self.fault.is_isolated() {
-            return Err(RPCError::Unreachable(Unreachable::new(&Failure(
-                "cut off from the other controllers (network fault)".into(),
-            ))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &PeerError::Isolated,
+            )));
         }
         let Some(client) = self.client.as_mut() else {
-            return Err(RPCError::Unreachable(Unreachable::new(&Failure(format!(
-                "bad controller address {:?}",
-                self.addr
-            )))));
+            return Err(RPCError::Unreachable(Unreachable::new(
+                &PeerError::BadAddress {
+                    addr: self.addr.clone(),
+                },
+            )));
         };
         let json = serde_json::to_vec(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = Request::new(RaftMessage { json: json.into() });
@@ -117,12 +137,18 @@ impl Peer {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let message = response.map_err(|s| {
-            let failure = Failure(format!("controller at {}: {}", self.addr, s.message()));
-            match s.code() {
-                tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::Cancelled => RPCError::Unreachable(Unreachable::new(&failure)),
-                _ => RPCError::Network(NetworkError::new(&failure)),
+            let unreachable = matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            );
+            let failure = PeerError::Call {
+                addr: self.addr.clone(),
+                status: Box::new(s),
+            };
+            if unreachable {
+                RPCError::Unreachable(Unreachable::new(&failure))
+            } else {
+                RPCError::Network(NetworkError::new(&failure))
             }
         })?;
         let result: Result<Resp, E> = serde_json::from_slice(&message.into_inner().json)
