@@ -17,8 +17,9 @@
 
 use runnel_common::metadata::{MetadataImage, PartitionState, TopicState};
 use runnel_common::topics::TopicConfig;
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::PartitionChanged;
+
+use crate::error::Refusal;
 
 /// No leader: the partition is offline.
 pub const NO_LEADER: i32 = -1;
@@ -179,85 +180,73 @@ pub struct IsrChange {
     pub isr: Vec<i32>,
 }
 
-/// Why an ISR change was refused, with Kafka's error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Refused {
-    /// Kafka's code.
-    pub code: ErrorCode,
-    /// The values involved.
-    pub message: String,
-}
-
-fn refused(code: ErrorCode, message: String) -> Refused {
-    Refused { code, message }
-}
-
 /// The record for an ISR change, or why it cannot be made. A change equal to
 /// the current state returns `Ok(None)` (a retry of one already applied).
 pub fn alter_isr(
     image: &MetadataImage,
     req: &IsrChange,
-) -> Result<Option<PartitionChanged>, Refused> {
+) -> Result<Option<PartitionChanged>, Refusal> {
     let (topic, p) = image
         .topics
         .get(&req.topic)
         .and_then(|t| t.partitions.get(&req.partition).map(|p| (t, p)))
-        .ok_or_else(|| {
-            refused(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("no partition {}-{}", req.topic, req.partition),
-            )
+        .ok_or_else(|| Refusal::UnknownPartition {
+            topic: req.topic.clone(),
+            partition: req.partition,
         })?;
-    let tp = format!("{}-{}", req.topic, req.partition);
     if p.leader != req.leader || p.leader_epoch != req.leader_epoch {
-        return Err(refused(
-            ErrorCode::FencedLeaderEpoch,
-            format!(
-                "{tp}: broker {} in leader epoch {} asked, but the leader is {} in epoch {}",
-                req.leader, req.leader_epoch, p.leader, p.leader_epoch
-            ),
-        ));
+        return Err(Refusal::FencedLeaderEpoch {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            broker: req.leader,
+            leader_epoch: req.leader_epoch,
+            leader: p.leader,
+            current_leader_epoch: p.leader_epoch,
+        });
     }
     if req.partition_epoch != p.partition_epoch {
         if req.isr == p.isr {
             return Ok(None);
         }
-        return Err(refused(
-            ErrorCode::InvalidUpdateVersion,
-            format!(
-                "{tp}: the change is based on partition epoch {}, the current one is {}",
-                req.partition_epoch, p.partition_epoch
-            ),
-        ));
+        return Err(Refusal::StalePartitionEpoch {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            partition_epoch: req.partition_epoch,
+            current_partition_epoch: p.partition_epoch,
+        });
     }
     if !req.isr.contains(&req.leader) {
-        return Err(refused(
-            ErrorCode::InvalidRequest,
-            format!("{tp}: the ISR {:?} leaves out its leader", req.isr),
-        ));
+        return Err(Refusal::IsrWithoutLeader {
+            topic: req.topic.clone(),
+            partition: req.partition,
+            isr: req.isr.clone(),
+        });
     }
     let mut seen = Vec::new();
     for &r in &req.isr {
         if seen.contains(&r) {
-            return Err(refused(
-                ErrorCode::InvalidRequest,
-                format!("{tp}: broker {r} appears twice in the ISR"),
-            ));
+            return Err(Refusal::DuplicateIsrMember {
+                topic: req.topic.clone(),
+                partition: req.partition,
+                broker: r,
+            });
         }
         seen.push(r);
         if !p.replicas.contains(&r) {
-            return Err(refused(
-                ErrorCode::IneligibleReplica,
-                format!("{tp}: broker {r} is not a replica ({:?})", p.replicas),
-            ));
+            return Err(Refusal::NotAReplica {
+                topic: req.topic.clone(),
+                partition: req.partition,
+                broker: r,
+                replicas: p.replicas.clone(),
+            });
         }
         // Only a serving broker may join; one already in the ISR may stay.
         if !p.isr.contains(&r) && !eligible(image, r) {
-            return Err(refused(
-                ErrorCode::IneligibleReplica,
-                format!("{tp}: broker {r} is fenced and cannot join the ISR"),
-            ));
+            return Err(Refusal::FencedReplica {
+                topic: req.topic.clone(),
+                partition: req.partition,
+                broker: r,
+            });
         }
     }
     Ok(change(
@@ -273,6 +262,7 @@ pub fn alter_isr(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use runnel_proto::common::v1::ErrorCode;
     use runnel_proto::metadata::v1::metadata_record::Record;
     use runnel_proto::metadata::v1::{
         BrokerFenced, BrokerRegistered, BrokerUnfenced, ConfigResource, ConfigResourceType,
@@ -455,7 +445,7 @@ mod tests {
             isr: vec![1, 2],
         };
         assert!(alter_isr(&image.0, &base).unwrap().is_some());
-        let code = |r: IsrChange| alter_isr(&image.0, &r).unwrap_err().code;
+        let code = |r: IsrChange| alter_isr(&image.0, &r).unwrap_err().code();
         assert_eq!(
             code(IsrChange {
                 leader: 2,
@@ -519,7 +509,7 @@ mod tests {
             isr: vec![1, 2, 3],
         };
         assert_eq!(
-            alter_isr(&image.0, &rejoin).unwrap_err().code,
+            alter_isr(&image.0, &rejoin).unwrap_err().code(),
             ErrorCode::IneligibleReplica
         );
     }

@@ -17,7 +17,6 @@ use runnel_common::errors::status;
 use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::controller::v1::controller_server::Controller as ControllerApi;
@@ -27,7 +26,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-use crate::controller::{Controller, ControllerError};
+use crate::controller::{Controller, ControllerError, Refusal};
 
 /// Events per watch response when catching up from the store.
 const WATCH_PAGE: i64 = 1000;
@@ -63,11 +62,11 @@ impl ControllerService {
             return Ok(c.clone());
         }
         let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
-            .map_err(|e| {
-                status(
-                    ErrorCode::UnknownServerError,
-                    format!("controller address {addr:?}: {e}"),
-                )
+            .map_err(|source| {
+                to_status(ControllerError::PeerAddress {
+                    addr: addr.to_owned(),
+                    source,
+                })
             })?;
         let client = ControllerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
@@ -95,10 +94,7 @@ impl ControllerService {
             return Err(to_status(self.controller.not_active()));
         };
         if self.fault.is_isolated() {
-            return Err(status(
-                ErrorCode::NotController,
-                "cut off from the active controller (network fault)",
-            ));
+            return Err(to_status(ControllerError::ForwardingCut));
         }
         let mut request = Request::new(req);
         request.metadata_mut().insert(
@@ -130,6 +126,7 @@ macro_rules! on_active {
     };
 }
 
+/// The one place a controller error becomes a status: its code and message.
 fn to_status(e: ControllerError) -> Status {
     if matches!(e, ControllerError::Store(_) | ControllerError::Apply(_)) {
         tracing::error!(error = %e, "controller operation failed");
@@ -171,7 +168,7 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, Status> {
     tokio::spawn(fut.in_current_span())
         .await
-        .unwrap_or_else(|e| Err(status(ErrorCode::UnknownServerError, e.to_string())))
+        .unwrap_or_else(|e| Err(to_status(ControllerError::TaskFailed(e))))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
@@ -477,10 +474,7 @@ impl ControllerApi for ControllerService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let from = request.get_ref().from_offset;
         if from < 0 {
-            return Err(status(
-                ErrorCode::InvalidRequest,
-                format!("watch offset {from} is negative"),
-            ));
+            return Err(to_status(Refusal::NegativeWatchOffset { from }.into()));
         }
         metrics::counter!("runnel_controller_requests_total", "method" => "Watch", "outcome" => "ok").increment(1);
         let controller = Arc::clone(&self.controller);
@@ -495,7 +489,7 @@ impl ControllerApi for ControllerService {
             loop {
                 loop {
                     let page = controller.store().read_log(next, WATCH_PAGE).await
-                        .map_err(|e| status(ErrorCode::UnknownServerError, e.to_string()))?;
+                        .map_err(|e| to_status(e.into()))?;
                     let Some(last) = page.last() else { break };
                     next = last.offset + 1;
                     yield pb::WatchResponse { events: page, active_controller_id: active_id(active.current()) };

@@ -21,13 +21,18 @@
 //!   image; [`offsets_assignment`]: which coordinator owns which
 //!   `__consumer_offsets` partition; `placement`: replica assignment;
 //!   `metrics`: gauges of partition health, from the image.
-//! - `grpc`: the API over the rules; [`store`]: SQLite; [`quorum`]: Raft
-//!   between controllers (the metadata log is the Raft log, the store its
-//!   state machine); only the active controller decides, the others forward.
+//! - `error`: [`ControllerError`] (a call failed as a whole) and [`Refusal`]
+//!   (the rules turned a request or one item of it down), each variant
+//!   mapped to its stable error code there and nowhere else.
+//! - `grpc`: the API over the rules (errors become statuses in one place);
+//!   [`store`]: SQLite; [`quorum`]: Raft between controllers (the metadata
+//!   log is the Raft log, the store its state machine); only the active
+//!   controller decides, the others forward.
 
 mod config;
 pub mod controller;
 pub mod election;
+mod error;
 mod grpc;
 mod metrics;
 pub mod offsets_assignment;
@@ -48,7 +53,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use config::{Config, Voter, parse_voters};
-pub use controller::{Controller, ControllerError, Settings};
+pub use controller::{Controller, Settings};
+pub use error::{ControllerError, Refusal};
 pub use grpc::ControllerService;
 
 /// Why a controller could not start.

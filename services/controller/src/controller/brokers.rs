@@ -6,34 +6,24 @@
 use std::time::Instant;
 
 use runnel_common::metadata::MetadataImage;
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{BrokerRegistered, BrokerUnfenced, metadata_record::Record};
 
-use super::{Controller, ControllerError, record, with_consequences};
+use super::{Controller, ControllerError, Refusal, record, with_consequences};
 use crate::election;
 
 /// A broker request must come from a registered, unfenced broker in the
 /// registration it names.
-pub(super) fn check_live_broker(
-    image: &MetadataImage,
-    id: i32,
-    epoch: i64,
-) -> Result<(), ControllerError> {
+pub(super) fn check_live_broker(image: &MetadataImage, id: i32, epoch: i64) -> Result<(), Refusal> {
     match image.brokers.get(&id) {
         Some(b) if b.epoch == epoch && !b.fenced => Ok(()),
-        Some(b) => Err(ControllerError::refused(
-            ErrorCode::StaleBrokerEpoch,
-            format!(
-                "broker {id} asked with epoch {epoch}, its registration has epoch {}{}",
-                b.epoch,
-                if b.fenced { " and is fenced" } else { "" }
-            ),
-        )),
-        None => Err(ControllerError::refused(
-            ErrorCode::StaleBrokerEpoch,
-            format!("broker {id} is not registered"),
-        )),
+        Some(b) => Err(Refusal::StaleBrokerEpoch {
+            broker_id: id,
+            epoch,
+            registered_epoch: b.epoch,
+            fenced: b.fenced,
+        }),
+        None => Err(Refusal::UnregisteredBroker { broker_id: id }),
     }
 }
 
@@ -44,10 +34,10 @@ impl Controller {
         req: pb::RegisterBrokerRequest,
     ) -> Result<i64, ControllerError> {
         if req.broker_id < 0 {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                format!("broker id {} is negative", req.broker_id),
-            ));
+            return Err(Refusal::NegativeBrokerId {
+                broker_id: req.broker_id,
+            }
+            .into());
         }
         let mut inner = self.lock_active().await?;
         if let Some(b) = inner.image.brokers.get(&req.broker_id)

@@ -10,12 +10,22 @@ use runnel_proto::metadata::v1::{
     ConfigRemoved, ConfigResource, ConfigResourceType, ConfigSet, metadata_record::Record,
 };
 
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, Refusal, record};
 
 pub(super) fn topic_resource(name: &str) -> ConfigResource {
     ConfigResource {
         r#type: ConfigResourceType::Topic as i32,
         name: name.to_owned(),
+    }
+}
+
+/// The answer for a resource whose configs cannot be described.
+fn refused_configs(resource: ConfigResource, refused: &Refusal) -> pb::ResourceConfigs {
+    pb::ResourceConfigs {
+        error_code: refused.code() as i32,
+        error_message: refused.to_string(),
+        resource: Some(resource),
+        entries: Vec::new(),
     }
 }
 
@@ -54,18 +64,13 @@ impl Controller {
                             entries,
                         }
                     }
-                    (ConfigResourceType::Topic, None) => pb::ResourceConfigs {
-                        error_code: ErrorCode::UnknownTopicOrPartition as i32,
-                        error_message: format!("topic {} does not exist", resource.name),
-                        resource: Some(resource),
-                        entries: Vec::new(),
-                    },
-                    _ => pb::ResourceConfigs {
-                        error_code: ErrorCode::InvalidRequest as i32,
-                        error_message: "only topic configs can be described".into(),
-                        resource: Some(resource),
-                        entries: Vec::new(),
-                    },
+                    (ConfigResourceType::Topic, None) => {
+                        let refused = Refusal::UnknownTopic {
+                            topic: resource.name.clone(),
+                        };
+                        refused_configs(resource, &refused)
+                    }
+                    _ => refused_configs(resource, &Refusal::DescribeNonTopicConfigs),
                 },
             )
             .collect()
@@ -75,19 +80,17 @@ impl Controller {
     pub async fn alter_configs(&self, req: pb::AlterConfigsRequest) -> Result<(), ControllerError> {
         let resource = req.resource.unwrap_or_default();
         if resource.r#type() != ConfigResourceType::Topic {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                "only topic configs can be altered; broker configs are static",
-            ));
+            return Err(Refusal::AlterNonTopicConfigs.into());
         }
         let mut inner = self.lock_active().await?;
         let name = resource.name.clone();
-        let t = inner.image.topics.get(&name).ok_or_else(|| {
-            ControllerError::refused(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("topic {name} does not exist"),
-            )
-        })?;
+        let t = inner
+            .image
+            .topics
+            .get(&name)
+            .ok_or_else(|| Refusal::UnknownTopic {
+                topic: name.clone(),
+            })?;
         let mut merged: BTreeMap<String, String> = t.configs.clone();
         let mut records = Vec::new();
         for op in &req.ops {
@@ -102,13 +105,10 @@ impl Controller {
                 }
                 Ok(pb::AlterOp::Delete) => {
                     if !TopicConfig::keys().contains(&op.key.as_str()) {
-                        return Err(ControllerError::refused(
-                            ErrorCode::InvalidConfig,
-                            TopicConfigError::UnknownKey {
-                                key: op.key.clone(),
-                            }
-                            .to_string(),
-                        ));
+                        return Err(Refusal::InvalidConfig(TopicConfigError::UnknownKey {
+                            key: op.key.clone(),
+                        })
+                        .into());
                     }
                     if merged.remove(&op.key).is_some() {
                         records.push(record(Record::ConfigRemoved(ConfigRemoved {
@@ -118,15 +118,12 @@ impl Controller {
                     }
                 }
                 Err(_) => {
-                    return Err(ControllerError::refused(
-                        ErrorCode::InvalidRequest,
-                        "unknown alter operation",
-                    ));
+                    return Err(Refusal::UnknownAlterOp.into());
                 }
             }
         }
         TopicConfig::from_pairs(merged.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| ControllerError::refused(ErrorCode::InvalidConfig, e.to_string()))?;
+            .map_err(Refusal::InvalidConfig)?;
         if !req.validate_only {
             self.commit(&mut inner, records).await?;
             tracing::info!(topic = %name, "topic configs altered");

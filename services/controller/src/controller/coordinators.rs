@@ -5,13 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{
     CoordinatorFenced, CoordinatorRegistered, metadata_record::Record,
 };
 
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, Refusal, record};
 
 impl Controller {
     /// How long a coordinator's session lasts without a heartbeat.
@@ -26,10 +25,10 @@ impl Controller {
         req: pb::RegisterCoordinatorRequest,
     ) -> Result<i64, ControllerError> {
         if req.coordinator_id < 0 {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                format!("coordinator id {} is negative", req.coordinator_id),
-            ));
+            return Err(Refusal::NegativeCoordinatorId {
+                coordinator_id: req.coordinator_id,
+            }
+            .into());
         }
         let mut inner = self.lock_active().await?;
         if let Some(c) = inner.image.coordinators.get(&req.coordinator_id)

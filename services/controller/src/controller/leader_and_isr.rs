@@ -47,8 +47,8 @@ impl Controller {
                 }
                 Ok(None) => {}
                 Err(refused) => {
-                    result.error_code = refused.code as i32;
-                    result.error_message = refused.message;
+                    result.error_code = refused.code() as i32;
+                    result.error_message = refused.to_string();
                 }
             }
             if let Some(state) = image

@@ -3,9 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use runnel_proto::common::v1::ErrorCode;
-
-use super::{Controller, ControllerError};
+use super::{Controller, ControllerError, Refusal};
 use crate::quorum::raft_id;
 
 impl Controller {
@@ -13,10 +11,7 @@ impl Controller {
     /// as a learner, then becomes a voter.
     pub async fn add_controller(&self, id: i32, address: String) -> Result<(), ControllerError> {
         if id < 0 {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                format!("controller id {id} is negative"),
-            ));
+            return Err(Refusal::NegativeControllerId { controller_id: id }.into());
         }
         if !self.is_active() {
             return Err(self.not_active());
@@ -43,16 +38,10 @@ impl Controller {
         }
         let mut voters = self.voters();
         if !voters.remove(&raft_id(id)) {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                format!("controller {id} is not a voter of the quorum"),
-            ));
+            return Err(Refusal::NotAVoter { controller_id: id }.into());
         }
         if voters.is_empty() {
-            return Err(ControllerError::refused(
-                ErrorCode::InvalidRequest,
-                "the last controller cannot be removed",
-            ));
+            return Err(Refusal::LastController.into());
         }
         self.raft
             .change_membership(voters, false)
@@ -86,8 +75,8 @@ impl Controller {
             ) => self.not_active(),
             openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ChangeMembershipError(e),
-            ) => ControllerError::refused(ErrorCode::InvalidRequest, e.to_string()),
-            other => ControllerError::Quorum(other.to_string()),
+            ) => Refusal::MembershipChange(e).into(),
+            other => ControllerError::Raft(Box::new(other)),
         }
     }
 }

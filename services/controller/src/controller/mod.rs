@@ -20,6 +20,9 @@
 //! - `membership`: adding and removing controllers of the quorum;
 //! - `producer_ids`: blocks of producer ids for brokers;
 //! - `describe`: DescribeCluster and GetMetadata.
+//!
+//! What they refuse, and how a call fails as a whole, is typed in
+//! `crate::error` ([`Refusal`], [`ControllerError`]).
 
 mod brokers;
 mod configs;
@@ -35,7 +38,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runnel_common::metadata::{ApplyError, MetadataImage};
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::{
     BrokerFenced, Endpoint, MetadataEvent, MetadataRecord, PartitionChanged,
     metadata_record::Record,
@@ -46,8 +48,9 @@ use crate::election;
 use crate::offsets_assignment;
 use crate::quorum::state_machine::Shared;
 use crate::quorum::{Applied, Batch, ControllerRaft, controller_id};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
+pub use crate::error::{ControllerError, Refusal};
 pub use producer_ids::PRODUCER_ID_BLOCK_SIZE;
 
 /// Settings the controller's rules depend on.
@@ -88,57 +91,6 @@ impl ActiveChanges {
                 self.last = now;
                 return Ok(now);
             }
-        }
-    }
-}
-
-/// A controller operation that failed as a whole.
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// The store failed; nothing was changed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A record did not apply (a bug); nothing was written.
-    #[error(transparent)]
-    Apply(#[from] ApplyError),
-    /// This controller is not the active one (or cannot reach a majority
-    /// of the quorum); the request changed nothing here.
-    #[error("controller {node_id} is not the active controller{}", leader.as_ref().map(|(id, addr)| format!("; controller {id} at {addr} is")).unwrap_or_else(|| " and none is known".into()))]
-    NotActive {
-        /// This controller.
-        node_id: i32,
-        /// The active controller and its address, when known.
-        leader: Option<(i32, String)>,
-    },
-    /// The quorum failed (a storage error, or shutting down).
-    #[error("controller quorum: {0}")]
-    Quorum(String),
-    /// The request is refused; the code says why.
-    #[error("{message}")]
-    Refused {
-        /// Kafka error code.
-        code: ErrorCode,
-        /// Explanation with the values involved.
-        message: String,
-    },
-}
-
-impl ControllerError {
-    fn refused(code: ErrorCode, message: impl Into<String>) -> Self {
-        ControllerError::Refused {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The stable error code for this failure.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ControllerError::Store(_) | ControllerError::Apply(_) | ControllerError::Quorum(_) => {
-                ErrorCode::UnknownServerError
-            }
-            ControllerError::NotActive { .. } => ErrorCode::NotController,
-            ControllerError::Refused { code, .. } => *code,
         }
     }
 }
@@ -389,10 +341,10 @@ impl Controller {
         })?;
         inner.image = self.shared.image();
         match response.data {
-            Applied::Refused(why) => Err(ControllerError::Quorum(format!(
-                "metadata entry {} refused: {why}",
-                response.log_id
-            ))),
+            Applied::Refused(why) => Err(ControllerError::EntryRefused {
+                log_id: response.log_id,
+                why,
+            }),
             Applied::Records { .. } | Applied::Nothing => Ok(()),
         }
     }

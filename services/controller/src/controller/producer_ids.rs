@@ -2,11 +2,10 @@
 //! broker hands ids from its block to idempotent producers; the next free id
 //! is part of the metadata image, so blocks never overlap across restarts.
 
-use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::metadata_record::Record;
 
 use super::brokers::check_live_broker;
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, Refusal, record};
 
 /// Producer ids per block handed to a broker (Kafka's `PRODUCER_ID_BLOCK_SIZE`).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -22,9 +21,9 @@ impl Controller {
         let mut inner = self.lock_active().await?;
         check_live_broker(&inner.image, broker_id, broker_epoch)?;
         let start = inner.image.next_producer_id;
-        let next = start.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
-            ControllerError::refused(ErrorCode::UnknownServerError, "producer ids exhausted")
-        })?;
+        let next = start
+            .checked_add(PRODUCER_ID_BLOCK_SIZE)
+            .ok_or(Refusal::ProducerIdsExhausted)?;
         let r = record(Record::ProducerIdsAllocated(
             runnel_proto::metadata::v1::ProducerIdsAllocated {
                 broker_id,

@@ -16,11 +16,11 @@ use runnel_proto::metadata::v1::{
 };
 
 use super::configs::topic_resource;
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, Refusal, record};
 use crate::placement;
 
 /// The result for one item of a batch request (a topic to create, say).
-type ItemResult = Result<(), (ErrorCode, String)>;
+type ItemResult = Result<(), Refusal>;
 
 impl Controller {
     /// Creates topics; each gets its own result.
@@ -50,10 +50,9 @@ impl Controller {
             .collect();
         for topic in req.topics {
             let result = if duplicated.contains(&topic.name) {
-                Err((
-                    ErrorCode::InvalidRequest,
-                    format!("topic {} appears more than once in the request", topic.name),
-                ))
+                Err(Refusal::TopicListedTwice {
+                    topic: topic.name.clone(),
+                })
             } else {
                 self.plan_topic(&inner.image, &topic, &mut taken)
             };
@@ -81,22 +80,18 @@ impl Controller {
         image: &MetadataImage,
         topic: &pb::CreatableTopic,
         taken: &mut BTreeSet<String>,
-    ) -> Result<Vec<MetadataRecord>, (ErrorCode, String)> {
+    ) -> Result<Vec<MetadataRecord>, Refusal> {
         let name = &topic.name;
-        validate_topic_name(name).map_err(|e| (ErrorCode::InvalidTopicException, e.to_string()))?;
+        validate_topic_name(name)?;
         if image.topics.contains_key(name) {
-            return Err((
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {name} already exists"),
-            ));
+            return Err(Refusal::TopicAlreadyExists {
+                topic: name.clone(),
+            });
         }
         if taken.contains(&collision_key(name)) {
-            return Err((
-                ErrorCode::InvalidTopicException,
-                format!(
-                    "topic {name} collides with an existing topic once '.' and '_' are treated alike"
-                ),
-            ));
+            return Err(Refusal::TopicNameCollision {
+                topic: name.clone(),
+            });
         }
         let partitions = if topic.partitions == -1 {
             self.settings.num_partitions
@@ -104,10 +99,7 @@ impl Controller {
             topic.partitions
         };
         if partitions < 1 {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!("partitions must be at least 1, not {partitions}"),
-            ));
+            return Err(Refusal::TooFewPartitions { partitions });
         }
         let rf = if topic.replication_factor == -1 {
             self.settings.default_replication_factor
@@ -116,22 +108,17 @@ impl Controller {
         };
         let brokers: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
         if rf < 1 {
-            return Err((
-                ErrorCode::InvalidReplicationFactor,
-                format!("replication factor must be at least 1, not {rf}"),
-            ));
+            return Err(Refusal::ReplicationFactorTooSmall {
+                replication_factor: rf,
+            });
         }
         if rf as usize > brokers.len() {
-            return Err((
-                ErrorCode::InvalidReplicationFactor,
-                format!(
-                    "replication factor {rf} is larger than the {} available brokers",
-                    brokers.len()
-                ),
-            ));
+            return Err(Refusal::NotEnoughBrokers {
+                replication_factor: rf as usize,
+                brokers: brokers.len(),
+            });
         }
-        TopicConfig::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_err(|e| (ErrorCode::InvalidConfig, e.to_string()))?;
+        TopicConfig::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
 
         let id = *uuid::Uuid::new_v4().as_bytes();
         let mut records = vec![record(Record::TopicCreated(TopicCreated {
@@ -168,10 +155,9 @@ impl Controller {
         let mut seen = BTreeSet::new();
         for name in names {
             let result = match inner.image.topics.get(&name) {
-                Some(_) if name == OFFSETS_TOPIC => Err((
-                    ErrorCode::InvalidRequest,
-                    format!("{name} is an internal topic and cannot be deleted"),
-                )),
+                Some(_) if name == OFFSETS_TOPIC => Err(Refusal::InternalTopic {
+                    topic: name.clone(),
+                }),
                 Some(t) if seen.insert(name.clone()) => {
                     records.push(record(Record::TopicDeleted(TopicDeleted {
                         name: name.clone(),
@@ -180,10 +166,9 @@ impl Controller {
                     Ok(())
                 }
                 Some(_) => Ok(()),
-                None => Err((
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name} does not exist"),
-                )),
+                None => Err(Refusal::UnknownTopic {
+                    topic: name.clone(),
+                }),
             };
             results.push(topic_result(&name, result));
         }
@@ -204,38 +189,34 @@ impl Controller {
         let mut inner = self.lock_active().await?;
         let name = req.topic.clone();
         let planned = (|| {
-            let t = inner.image.topics.get(&name).ok_or_else(|| {
-                (
-                    ErrorCode::UnknownTopicOrPartition,
-                    format!("topic {name} does not exist"),
-                )
-            })?;
+            let t = inner
+                .image
+                .topics
+                .get(&name)
+                .ok_or_else(|| Refusal::UnknownTopic {
+                    topic: name.clone(),
+                })?;
             let current = t.partitions.len() as i32;
             if req.count < current {
-                return Err((
-                    ErrorCode::InvalidPartitions,
-                    format!(
-                        "topic {name} has {current} partitions; partitions can only be added, not removed (asked for {})",
-                        req.count
-                    ),
-                ));
+                return Err(Refusal::PartitionsCannotShrink {
+                    topic: name.clone(),
+                    current,
+                    requested: req.count,
+                });
             }
             if req.count == current {
-                return Err((
-                    ErrorCode::InvalidPartitions,
-                    format!("topic {name} already has {current} partitions"),
-                ));
+                return Err(Refusal::PartitionCountUnchanged {
+                    topic: name.clone(),
+                    current,
+                });
             }
             let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
             let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
             if rf > brokers.len() {
-                return Err((
-                    ErrorCode::InvalidReplicationFactor,
-                    format!(
-                        "replication factor {rf} is larger than the {} available brokers",
-                        brokers.len()
-                    ),
-                ));
+                return Err(Refusal::NotEnoughBrokers {
+                    replication_factor: rf,
+                    brokers: brokers.len(),
+                });
             }
             Ok(partition_records(
                 &name,
@@ -267,10 +248,10 @@ fn topic_result(name: &str, result: ItemResult) -> pb::TopicResult {
             error_code: ErrorCode::None as i32,
             error_message: String::new(),
         },
-        Err((code, message)) => pb::TopicResult {
+        Err(refused) => pb::TopicResult {
             name: name.to_owned(),
-            error_code: code as i32,
-            error_message: message,
+            error_code: refused.code() as i32,
+            error_message: refused.to_string(),
         },
     }
 }
