@@ -18,7 +18,9 @@ use runnel_client::{
 use std::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::output::OutputError;
 use crate::produce::{parse_acks, parse_compression};
+use crate::{errln, outln};
 
 mod groups;
 mod metadata;
@@ -112,7 +114,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;
             let r = produce(&cluster, &args, true).await?;
-            println!(
+            outln!(
                 "produce: {} records ({} B) on {} ({} partitions), acks={}, {} producer(s), compression={}",
                 r.records,
                 args.record_size,
@@ -121,16 +123,16 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 acks_name(args.acks),
                 args.producers,
                 args.compression
-            );
-            print_throughput(&r);
-            print_latency("latency", &r.latency);
+            )?;
+            print_throughput(&r)?;
+            print_latency("latency", &r.latency)?;
         }
         Command::Consume(args) => {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;
             let have = available(&cluster, &args.topic).await?;
             if have < args.records {
-                eprintln!("preparing: producing {} records first", args.records - have);
+                errln!("preparing: producing {} records first", args.records - have);
                 let fill = Args {
                     records: args.records - have,
                     ..args.clone()
@@ -138,12 +140,15 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 produce(&cluster, &fill, false).await?;
             }
             let r = consume(&cluster, &args).await?;
-            println!(
+            outln!(
                 "consume: {} records ({} B) from {} ({} partitions)",
-                r.records, args.record_size, args.topic, args.partitions
-            );
-            print_throughput(&r);
-            print_latency("poll latency", &r.latency);
+                r.records,
+                args.record_size,
+                args.topic,
+                args.partitions
+            )?;
+            print_throughput(&r)?;
+            print_latency("poll latency", &r.latency)?;
         }
         Command::E2e(args) => {
             let cluster = Cluster::new(client);
@@ -153,15 +158,15 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             }
             ensure_topic(&cluster, &base.topic, base.partitions).await?;
             let r = e2e(&cluster, &base, args.rate).await?;
-            println!(
+            outln!(
                 "e2e: {} records ({} B) at {} records/s, {} partitions, acks={}",
                 r.records,
                 base.record_size,
                 args.rate,
                 base.partitions,
                 acks_name(base.acks)
-            );
-            print_latency("latency", &r.latency);
+            )?;
+            print_latency("latency", &r.latency)?;
         }
     }
     Ok(())
@@ -484,7 +489,7 @@ async fn e2e(cluster: &Arc<Cluster>, args: &Args, rate: u64) -> anyhow::Result<O
     }
     let latency = reader.await.context("the consumer task failed")??;
     bar.finish_and_clear();
-    print_latency("ack latency", &ack);
+    print_latency("ack latency", &ack)?;
     Ok(Outcome {
         records: total,
         bytes: total * args.record_size as u64,
@@ -501,19 +506,19 @@ fn acks_name(acks: Acks) -> &'static str {
     }
 }
 
-fn print_throughput(r: &Outcome) {
+fn print_throughput(r: &Outcome) -> Result<(), OutputError> {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    println!(
+    outln!(
         "throughput: {:.0} records/s, {:.1} MB/s in {:.2} s",
         r.records as f64 / secs,
         r.bytes as f64 / secs / 1e6,
         secs
-    );
+    )
 }
 
-fn print_latency(what: &str, h: &Histogram<u64>) {
+fn print_latency(what: &str, h: &Histogram<u64>) -> Result<(), OutputError> {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
+    outln!(
         "{what} ms: p50 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  ({} samples)",
         ms(0.5),
         ms(0.95),
@@ -521,5 +526,5 @@ fn print_latency(what: &str, h: &Histogram<u64>) {
         ms(0.999),
         h.max() as f64 / 1000.0,
         h.len()
-    );
+    )
 }

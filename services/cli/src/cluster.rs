@@ -3,15 +3,19 @@
 use clap::Subcommand;
 use runnel_client::{Admin, ClientConfig};
 
+use crate::outln;
+
 /// Prints the controllers, the brokers and the group coordinators with their liveness.
 pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
     let c = Admin::new(client).describe_cluster().await?;
-    println!("Cluster: {}", c.cluster_id);
-    println!(
+    outln!("Cluster: {}", c.cluster_id)?;
+    outln!(
         "Controller: {} at {} (metadata log end offset {})",
-        c.controller_id, c.controller_addr, c.metadata_end_offset
-    );
-    println!(
+        c.controller_id,
+        c.controller_addr,
+        c.metadata_end_offset
+    )?;
+    outln!(
         "{:>10}  {:<22}  {:<8}  {:<6}  RaftIndex  (term {}, committed metadata offset {})",
         "Controller",
         "Address",
@@ -19,7 +23,7 @@ pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
         "Voter",
         c.controller_term,
         c.metadata_end_offset - 1
-    );
+    )?;
     for k in &c.controllers {
         let role = if k.active { "active" } else { "follower" };
         let voter = if k.voter { "yes" } else { "no" };
@@ -28,40 +32,52 @@ pub async fn run(client: ClientConfig) -> anyhow::Result<()> {
         } else {
             k.matched_index.to_string()
         };
-        println!(
+        outln!(
             "{:>10}  {:<22}  {:<8}  {:<6}  {index}",
-            k.id, k.addr, role, voter
-        );
+            k.id,
+            k.addr,
+            role,
+            voter
+        )?;
     }
-    println!(
+    outln!(
         "{:>6}  {:<22}  {:<8}  {:<7}  LastHeartbeat",
-        "Broker", "Address", "Rack", "State"
-    );
+        "Broker",
+        "Address",
+        "Rack",
+        "State"
+    )?;
     for b in &c.brokers {
         let state = if b.fenced { "fenced" } else { "alive" };
         let age = heartbeat_age(b.last_heartbeat_age_ms);
         let rack = if b.rack.is_empty() { "-" } else { &b.rack };
-        println!(
+        outln!(
             "{:>6}  {:<22}  {:<8}  {:<7}  {age}",
-            b.id, b.addr, rack, state
-        );
+            b.id,
+            b.addr,
+            rack,
+            state
+        )?;
     }
     if !c.coordinators.is_empty() {
-        println!(
+        outln!(
             "{:>11}  {:<22}  {:<7}  {:<10}  LastHeartbeat",
-            "Coordinator", "Address", "State", "Partitions"
-        );
+            "Coordinator",
+            "Address",
+            "State",
+            "Partitions"
+        )?;
     }
     for k in &c.coordinators {
         let state = if k.fenced { "fenced" } else { "alive" };
-        println!(
+        outln!(
             "{:>11}  {:<22}  {:<7}  {:<10}  {}",
             k.id,
             k.addr,
             state,
             k.offsets_partitions,
             heartbeat_age(k.last_heartbeat_age_ms)
-        );
+        )?;
     }
     Ok(())
 }
@@ -98,11 +114,11 @@ pub async fn controllers(client: ClientConfig, cmd: ControllersCommand) -> anyho
     match cmd {
         ControllersCommand::Add { id, address } => {
             admin.add_controller(id, &address).await?;
-            println!("Controller {id} at {address} is a voter of the quorum.");
+            outln!("Controller {id} at {address} is a voter of the quorum.")?;
         }
         ControllersCommand::Remove { id } => {
             admin.remove_controller(id).await?;
-            println!("Controller {id} left the quorum.");
+            outln!("Controller {id} left the quorum.")?;
         }
     }
     Ok(())

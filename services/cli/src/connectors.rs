@@ -9,6 +9,8 @@ use bytes::Bytes;
 use runnel_common::http::HttpClient;
 use serde_json::{Value, json};
 
+use crate::outln;
+
 /// `runnel connectors` options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -134,10 +136,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let all = rest
                 .call("GET", "/connectors?expand=status&expand=info", None)
                 .await?;
-            println!(
+            outln!(
                 "{:<32}  {:<6}  {:<10}  {:<5}  TASKS",
-                "NAME", "TYPE", "STATE", "COUNT"
-            );
+                "NAME",
+                "TYPE",
+                "STATE",
+                "COUNT"
+            )?;
             if let Some(map) = all.as_object() {
                 for (name, v) in map {
                     let tasks: Vec<String> = v["status"]["tasks"]
@@ -154,14 +159,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{:<32}  {:<6}  {:<10}  {:<5}  {}",
                         name,
                         v["info"]["type"].as_str().unwrap_or("?"),
                         v["status"]["connector"]["state"].as_str().unwrap_or("?"),
                         tasks.len(),
                         tasks.join(" ")
-                    );
+                    )?;
                 }
             }
         }
@@ -173,7 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(json!({"name": name, "config": props})),
             )
             .await?;
-            println!("Created connector {name}");
+            outln!("Created connector {name}")?;
         }
         Command::Update { file } => {
             let (name, props) = runnel_connect::files::parse(&file)?;
@@ -183,7 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(json!(props)),
             )
             .await?;
-            println!("Updated connector {name}");
+            outln!("Updated connector {name}")?;
         }
         Command::Config { name } => {
             let config = rest
@@ -191,7 +196,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await?;
             if let Some(map) = config.as_object() {
                 for (k, v) in map {
-                    println!("{k}={}", v.as_str().unwrap_or_default());
+                    outln!("{k}={}", v.as_str().unwrap_or_default())?;
                 }
             }
         }
@@ -199,14 +204,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let s = rest
                 .call("GET", &format!("/connectors/{name}/status"), None)
                 .await?;
-            println!(
+            outln!(
                 "Connector: {}  Type: {}  State: {}  Worker: {}",
                 name,
                 s["type"].as_str().unwrap_or("?"),
                 s["connector"]["state"].as_str().unwrap_or("?"),
                 s["connector"]["worker_id"].as_str().unwrap_or("")
-            );
-            println!("{:>4}  {:<11}  {:<22}  TRACE", "TASK", "STATE", "WORKER");
+            )?;
+            outln!("{:>4}  {:<11}  {:<22}  TRACE", "TASK", "STATE", "WORKER")?;
             for t in s["tasks"].as_array().into_iter().flatten() {
                 let trace = t["trace"]
                     .as_str()
@@ -214,29 +219,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .lines()
                     .next()
                     .unwrap_or("");
-                println!(
+                outln!(
                     "{:>4}  {:<11}  {:<22}  {}",
                     t["id"].as_i64().unwrap_or(-1),
                     t["state"].as_str().unwrap_or("?"),
                     t["worker_id"].as_str().unwrap_or(""),
                     trace
-                );
+                )?;
             }
         }
         Command::Pause { name } => {
             rest.call("PUT", &format!("/connectors/{name}/pause"), None)
                 .await?;
-            println!("Paused connector {name}");
+            outln!("Paused connector {name}")?;
         }
         Command::Resume { name } => {
             rest.call("PUT", &format!("/connectors/{name}/resume"), None)
                 .await?;
-            println!("Resumed connector {name}");
+            outln!("Resumed connector {name}")?;
         }
         Command::Stop { name } => {
             rest.call("PUT", &format!("/connectors/{name}/stop"), None)
                 .await?;
-            println!("Stopped connector {name}");
+            outln!("Stopped connector {name}")?;
         }
         Command::Restart { name, only_failed } => {
             rest.call(
@@ -245,22 +250,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 None,
             )
             .await?;
-            println!("Restarting connector {name}");
+            outln!("Restarting connector {name}")?;
         }
         Command::Delete { name } => {
             rest.call("DELETE", &format!("/connectors/{name}"), None)
                 .await?;
-            println!("Deleted connector {name}");
+            outln!("Deleted connector {name}")?;
         }
         Command::Plugins => {
             let plugins = rest.call("GET", "/connector-plugins", None).await?;
-            println!("{:<60}  TYPE", "CLASS");
+            outln!("{:<60}  TYPE", "CLASS")?;
             for p in plugins.as_array().into_iter().flatten() {
-                println!(
+                outln!(
                     "{:<60}  {}",
                     p["class"].as_str().unwrap_or("?"),
                     p["type"].as_str().unwrap_or("?")
-                );
+                )?;
             }
         }
     }

@@ -2,10 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::{self, LogFormat};
+
+use crate::{health, outln};
 
 /// `runnel dev` options.
 #[derive(Debug, clap::Args)]
@@ -128,36 +131,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let connect = runnel_connect::start(connect_config, CancellationToken::new())
         .await
         .context("starting the connect worker")?;
-    println!(
-        "runnel dev is running (data in {})",
-        args.data_dir.display()
+    // The banner is the last line of start-up, so that no log line
+    // scrolls it away.
+    let admins = [
+        ("controller", controller.admin_addr),
+        ("broker", broker.admin_addr),
+        ("coordinator", coordinator.admin_addr),
+        ("connect worker", connect.admin_addr),
+    ];
+    wait_until_ready(&admins, &shutdown).await;
+    let banner = format!(
+        "runnel dev is running (data in {data})
+  broker      {broker}  (runnel --bootstrap {broker})
+  kafka       {kafka}  (Kafka clients: bootstrap.servers={kafka})
+  controller  {controller}
+  coordinator {coordinator}
+  connect     http://{connect}  (connectors from {connectors})
+  metrics     http://{broker_admin}/metrics  http://{controller_admin}/metrics  http://{coordinator_admin}/metrics  http://{connect_admin}/metrics
+  health      http://{broker_admin}/healthz  http://{broker_admin}/readyz
+Press Ctrl-C to stop.",
+        data = args.data_dir.display(),
+        broker = broker.grpc_addr,
+        kafka = broker.kafka_addr,
+        controller = controller.grpc_addr,
+        coordinator = coordinator.grpc_addr,
+        connect = connect.rest_addr,
+        connectors = args.connectors_dir.display(),
+        broker_admin = broker.admin_addr,
+        controller_admin = controller.admin_addr,
+        coordinator_admin = coordinator.admin_addr,
+        connect_admin = connect.admin_addr,
     );
-    println!(
-        "  broker      {}  (runnel --bootstrap {})",
-        broker.grpc_addr, broker.grpc_addr
-    );
-    println!(
-        "  kafka       {}  (Kafka clients: bootstrap.servers={})",
-        broker.kafka_addr, broker.kafka_addr
-    );
-    println!("  controller  {}", controller.grpc_addr);
-    println!("  coordinator {}", coordinator.grpc_addr);
-    println!(
-        "  connect     http://{}  (connectors from {})",
-        connect.rest_addr,
-        args.connectors_dir.display()
-    );
-    println!(
-        "  metrics     http://{}/metrics  http://{}/metrics  http://{}/metrics  http://{}/metrics",
-        broker.admin_addr, controller.admin_addr, coordinator.admin_addr, connect.admin_addr
-    );
-    println!(
-        "  health      http://{}/healthz  http://{}/readyz",
-        broker.admin_addr, broker.admin_addr
-    );
-    println!("Press Ctrl-C to stop.");
-
-    shutdown.cancelled().await;
+    // One write, so that no log line lands inside the banner.
+    let printed = outln!("{banner}");
+    // A banner nobody reads (stdout closed: `runnel dev | head -1`) ends
+    // dev as Ctrl-C does, as a closed pipe ends `cat`.
+    if printed.is_ok() {
+        shutdown.cancelled().await;
+    }
     // Connect first (its tasks commit through the coordinator and the
     // broker), then the coordinator (it writes through the broker), then
     // the broker, so it can flush and say goodbye to a live controller.
@@ -165,6 +176,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     coordinator.shutdown().await;
     broker.shutdown().await;
     controller.shutdown().await;
-    println!("runnel dev stopped");
+    printed?;
+    outln!("runnel dev stopped")?;
     Ok(())
+}
+
+/// How long start-up may take before the banner is printed anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits until every service's `/readyz` answers 200 (or Ctrl-C, or
+/// [`READY_TIMEOUT`], after which a warning names who is not ready).
+async fn wait_until_ready(admins: &[(&str, SocketAddr)], shutdown: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    for (service, addr) in admins {
+        let url = format!("http://{addr}/readyz");
+        loop {
+            let answer = health::check(&url, Duration::from_secs(1)).await;
+            let Err(e) = answer else { break };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(service, error = %e, "not ready yet; printing the addresses anyway");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, bail};
 use runnel_client::{Admin, ClientConfig, ErrorCode, TopicPartition};
 
+use crate::outln;
+
 /// `runnel groups` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -55,9 +57,9 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::List => {
             let groups = admin.list_groups().await.context("cannot list groups")?;
-            println!("{:<40}  {:<20}", "GROUP", "STATE");
+            outln!("{:<40}  {:<20}", "GROUP", "STATE")?;
             for g in groups {
-                println!("{:<40}  {:<20}", g.group_id, g.state);
+                outln!("{:<40}  {:<20}", g.group_id, g.state)?;
             }
         }
         Command::Describe { group } => describe(&admin, &group).await?,
@@ -95,7 +97,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 .delete_group(&group)
                 .await
                 .map_err(|e| explain(e, &group))?;
-            println!("deleted group {group}");
+            outln!("deleted group {group}")?;
         }
     }
     Ok(())
@@ -124,7 +126,7 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
     if d.state == "Dead" && committed.is_empty() {
         bail!("group {group} does not exist");
     }
-    println!(
+    outln!(
         "Group: {}  State: {}  Protocol: {}  Generation: {}  Coordinator: {}  Members: {}",
         d.group_id,
         d.state,
@@ -136,7 +138,7 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
         d.generation,
         d.coordinator_id,
         d.members.len()
-    );
+    )?;
     let mut owners: BTreeMap<TopicPartition, (&str, &str)> = BTreeMap::new();
     for m in &d.members {
         for tp in &m.partitions {
@@ -145,10 +147,15 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
     }
     let partitions: BTreeSet<TopicPartition> =
         owners.keys().chain(committed.keys()).cloned().collect();
-    println!(
+    outln!(
         "{:<24} {:>9} {:>14} {:>14} {:>8}  {:<44} CLIENT-ID",
-        "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID"
-    );
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID"
+    )?;
     for tp in partitions {
         let end = admin
             .offsets(&tp.topic, tp.partition)
@@ -161,7 +168,7 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
             _ => "-".into(),
         };
         let (member, client) = owners.get(&tp).copied().unwrap_or(("-", "-"));
-        println!(
+        outln!(
             "{:<24} {:>9} {:>14} {:>14} {:>8}  {:<44} {}",
             tp.topic,
             tp.partition,
@@ -170,13 +177,19 @@ async fn describe(admin: &Admin, group: &str) -> anyhow::Result<()> {
             lag,
             member,
             client
-        );
+        )?;
     }
     for m in d.members.iter().filter(|m| m.partitions.is_empty()) {
-        println!(
+        outln!(
             "{:<24} {:>9} {:>14} {:>14} {:>8}  {:<44} {}",
-            "-", "-", "-", "-", "-", m.member_id, m.client_id
-        );
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            m.member_id,
+            m.client_id
+        )?;
     }
     Ok(())
 }
@@ -248,24 +261,30 @@ async fn reset(
         };
         offsets.insert(TopicPartition::new(topic, p), offset);
     }
-    println!(
+    outln!(
         "{:<24} {:<24} {:>9} {:>12}",
-        "GROUP", "TOPIC", "PARTITION", "NEW-OFFSET"
-    );
+        "GROUP",
+        "TOPIC",
+        "PARTITION",
+        "NEW-OFFSET"
+    )?;
     for (tp, offset) in &offsets {
-        println!(
+        outln!(
             "{:<24} {:<24} {:>9} {:>12}",
-            group, tp.topic, tp.partition, offset
-        );
+            group,
+            tp.topic,
+            tp.partition,
+            offset
+        )?;
     }
     if execute {
         admin
             .alter_group_offsets(group, &offsets)
             .await
             .map_err(|e| explain(e, group))?;
-        println!("offsets of group {group} reset");
+        outln!("offsets of group {group} reset")?;
     } else {
-        println!("(dry run: nothing changed; add --execute to apply)");
+        outln!("(dry run: nothing changed; add --execute to apply)")?;
     }
     Ok(())
 }

@@ -73,8 +73,14 @@ fn status_code(response: &[u8]) -> Option<u16> {
 
 /// Checks the URL; an error says what answered instead of `200`.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let target = parse_url(&args.url)?;
-    let check = async {
+    check(&args.url, Duration::from_millis(args.timeout_ms)).await
+}
+
+/// Succeeds when `url` answers `200` within `timeout`; an error says what
+/// answered instead.
+pub async fn check(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let target = parse_url(url)?;
+    let request = async {
         let mut stream = TcpStream::connect(&target.addr)
             .await
             .with_context(|| format!("cannot connect to {}", target.addr))?;
@@ -95,20 +101,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read the answer of {}", target.addr))?;
         anyhow::Ok(response)
     };
-    let response = tokio::time::timeout(Duration::from_millis(args.timeout_ms), check)
+    let response = tokio::time::timeout(timeout, request)
         .await
-        .with_context(|| format!("{} did not answer in {} ms", args.url, args.timeout_ms))??;
+        .with_context(|| format!("{url} did not answer in {} ms", timeout.as_millis()))??;
     match status_code(&response) {
         Some(200) => Ok(()),
         Some(code) => {
             let body = String::from_utf8_lossy(&response);
             let body = body.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
             if body.is_empty() {
-                bail!("{} answered {code}", args.url)
+                bail!("{url} answered {code}")
             }
-            bail!("{} answered {code}: {body}", args.url)
+            bail!("{url} answered {code}: {body}")
         }
-        None => bail!("{} did not answer with HTTP", args.url),
+        None => bail!("{url} did not answer with HTTP"),
     }
 }
 

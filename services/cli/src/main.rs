@@ -2,7 +2,9 @@
 //!
 //! `runnel dev` runs a whole cluster in one process; the other commands talk
 //! to a cluster through `--bootstrap` (env `RUNNEL_BOOTSTRAP`, default the
-//! local broker). Errors are one line on stderr and a non-zero exit.
+//! local broker). Errors are one line on stderr and a non-zero exit; a
+//! closed stdout (`runnel topics describe t | head -3`) ends a command
+//! quietly with status 0, as it ends `cat` (see [`output`]).
 
 mod bench;
 mod cluster;
@@ -11,6 +13,7 @@ mod consume;
 mod dev;
 mod groups;
 mod health;
+mod output;
 mod produce;
 mod topics;
 mod verify;
@@ -77,7 +80,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -99,9 +102,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`| head`): it has what it
+        // wanted, so this is a success, as for `cat`.
+        Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

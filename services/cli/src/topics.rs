@@ -3,6 +3,8 @@
 use anyhow::{Context, bail};
 use runnel_client::{Admin, ClientConfig, NewTopic};
 
+use crate::outln;
+
 /// `runnel topics` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -78,40 +80,45 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 .create_topic(topic)
                 .await
                 .with_context(|| format!("cannot create topic {name}"))?;
-            println!("created topic {name}");
+            outln!("created topic {name}")?;
         }
         Command::List => {
             for name in admin.list_topics().await? {
-                println!("{name}");
+                outln!("{name}")?;
             }
         }
         Command::Describe { name } => {
             let t = admin.describe_topic(&name).await?;
             let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
-            println!(
+            outln!(
                 "Topic: {}  TopicId: {}  Partitions: {}  ReplicationFactor: {rf}",
                 t.name,
                 t.topic_id,
                 t.partitions.len()
-            );
+            )?;
             let set: Vec<String> = t
                 .configs
                 .iter()
                 .filter(|c| c.is_set)
                 .map(|c| format!("{}={}", c.key, c.value))
                 .collect();
-            println!(
+            outln!(
                 "Configs: {}",
                 if set.is_empty() {
                     "(all defaults)".to_owned()
                 } else {
                     set.join(",")
                 }
-            );
-            println!(
+            )?;
+            outln!(
                 "{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}",
-                "Partition", "Leader", "Replicas", "Isr", "LogStart", "LogEnd"
-            );
+                "Partition",
+                "Leader",
+                "Replicas",
+                "Isr",
+                "LogStart",
+                "LogEnd"
+            )?;
             let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             let (mut under, mut offline) = (0, 0);
             for p in &t.partitions {
@@ -124,7 +131,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "{:>9}  {:>6}  {:<12}  {:<12}  {:>12}  {:>12}{flag}",
                     p.partition,
                     p.leader,
@@ -132,13 +139,13 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                     ids(&p.isr),
                     p.log_start_offset,
                     p.log_end_offset
-                );
+                )?;
             }
             if under > 0 {
-                println!("{under} under-replicated partition(s)");
+                outln!("{under} under-replicated partition(s)")?;
             }
             if offline > 0 {
-                println!("{offline} offline partition(s): no in-sync replica is serving");
+                outln!("{offline} offline partition(s): no in-sync replica is serving")?;
             }
         }
         Command::Alter { name, partitions } => {
@@ -146,7 +153,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 .create_partitions(&name, partitions)
                 .await
                 .with_context(|| format!("cannot change partitions of {name}"))?;
-            println!("topic {name} now has {partitions} partitions");
+            outln!("topic {name} now has {partitions} partitions")?;
         }
         Command::Config { name, set, delete } => {
             if set.is_empty() && delete.is_empty() {
@@ -156,14 +163,14 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 .alter_configs(&name, &set, &delete)
                 .await
                 .with_context(|| format!("cannot change configs of {name}"))?;
-            println!("updated configs of {name}");
+            outln!("updated configs of {name}")?;
         }
         Command::Delete { name } => {
             admin
                 .delete_topic(&name)
                 .await
                 .with_context(|| format!("cannot delete topic {name}"))?;
-            println!("deleted topic {name}");
+            outln!("deleted topic {name}")?;
         }
     }
     Ok(())

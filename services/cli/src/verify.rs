@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::produce::parse_acks;
+use crate::{errln, outln};
 
 /// `runnel verify` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -177,14 +178,14 @@ async fn produce(client: ClientConfig, args: ProduceArgs) -> anyhow::Result<()> 
         .context("the acknowledgement writer failed")??;
     closed.context("flushing the producer")?;
     let failed = tally.failed + send_failed;
-    println!(
+    outln!(
         "verify produce: sent {sent}, acknowledged {}, failed {failed} to {} in {:.1} s",
         tally.acked,
         args.topic,
         start.elapsed().as_secs_f64()
-    );
+    )?;
     if let Some(e) = tally.first_error.or(first_send_error) {
-        eprintln!("first failure: {e}");
+        errln!("first failure: {e}");
     }
     if let Some(max) = args.max_failed
         && failed > max
@@ -284,7 +285,7 @@ async fn check(client: ClientConfig, args: CheckArgs) -> anyhow::Result<()> {
     let read = read_topic(Cluster::new(client), &args.topic, deadline).await?;
     let total: usize = read.values().map(Vec::len).sum();
     let report = compare(&acked, &read);
-    println!(
+    outln!(
         "verify check: {} acknowledged, {} read back at their offsets, {} missing, {} at another offset, {} duplicates ({total} records in {})",
         acked.len(),
         report.found,
@@ -292,18 +293,24 @@ async fn check(client: ClientConfig, args: CheckArgs) -> anyhow::Result<()> {
         report.moved.len(),
         report.duplicates,
         args.topic
-    );
+    )?;
     const SHOWN: usize = 10;
     for a in report.missing.iter().take(SHOWN) {
-        eprintln!(
+        errln!(
             "missing: {} acknowledged at {}-{} offset {}",
-            a.id, args.topic, a.partition, a.offset
+            a.id,
+            args.topic,
+            a.partition,
+            a.offset
         );
     }
     for (a, at) in report.moved.iter().take(SHOWN) {
-        eprintln!(
+        errln!(
             "moved: {} acknowledged at {}-{} offset {}, found at {at:?} (partition, offset)",
-            a.id, args.topic, a.partition, a.offset
+            a.id,
+            args.topic,
+            a.partition,
+            a.offset
         );
     }
     let lost = report.missing.len() + report.moved.len();

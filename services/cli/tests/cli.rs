@@ -3,11 +3,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runnel_client::partitioner::partition_for_key;
 
@@ -38,31 +38,7 @@ impl Dev {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = Command::new(RUNNEL)
-            .args(["dev", "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--broker-listen",
-                "127.0.0.1:0",
-                "--broker-admin-listen",
-                "127.0.0.1:0",
-                "--broker-kafka-listen",
-                "127.0.0.1:0",
-                "--controller-listen",
-                "127.0.0.1:0",
-                "--controller-admin-listen",
-                "127.0.0.1:0",
-                "--coordinator-listen",
-                "127.0.0.1:0",
-                "--coordinator-admin-listen",
-                "127.0.0.1:0",
-                "--connect-listen",
-                "127.0.0.1:0",
-                "--connect-admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--connectors-dir")
-            .arg(dir.join("connectors"))
+        let mut child = dev_command(dir)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -141,6 +117,37 @@ impl Dev {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap()
     }
+}
+
+/// `runnel dev` on ephemeral ports with its data and connectors under `dir`.
+fn dev_command(dir: &Path) -> Command {
+    let mut command = Command::new(RUNNEL);
+    command
+        .args(["dev", "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--broker-listen",
+            "127.0.0.1:0",
+            "--broker-admin-listen",
+            "127.0.0.1:0",
+            "--broker-kafka-listen",
+            "127.0.0.1:0",
+            "--controller-listen",
+            "127.0.0.1:0",
+            "--controller-admin-listen",
+            "127.0.0.1:0",
+            "--coordinator-listen",
+            "127.0.0.1:0",
+            "--coordinator-admin-listen",
+            "127.0.0.1:0",
+            "--connect-listen",
+            "127.0.0.1:0",
+            "--connect-admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--connectors-dir")
+        .arg(dir.join("connectors"));
+    command
 }
 
 impl Drop for Dev {
@@ -842,4 +849,121 @@ fn connectors_from_files_and_from_the_cli() {
     );
     let (clean, log) = dev.terminate();
     assert!(clean, "{log}");
+}
+
+/// Runs `runnel ARGS` with its stdout read as `| head -1` reads it: one
+/// line, then the pipe is closed. Returns that line, the exit status and
+/// stderr.
+fn into_head(bootstrap: &str, args: &[&str]) -> (String, ExitStatus, String) {
+    let mut child = Command::new(RUNNEL)
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runnel {args:?} still runs 60 s after its stdout was closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (first, status, errors.join().unwrap())
+}
+
+/// `runnel ... | head -1`: once the reader has gone, the next write ends the
+/// command quietly with status 0 (Rust ignores SIGPIPE, so without care
+/// `println!` panics with "failed printing to stdout: Broken pipe").
+#[test]
+fn commands_end_quietly_when_their_output_pipe_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    // Far more than a pipe holds (64 KiB) plus what the reader's buffer
+    // took (8 KiB): describe writes after the reader has closed.
+    let partitions = 1500;
+    ok(&dev.run(
+        &[
+            "topics",
+            "create",
+            "wide",
+            "--partitions",
+            &partitions.to_string(),
+        ],
+        None,
+    ));
+    let described = ok(&dev.run(&["topics", "describe", "wide"], None));
+    assert!(described.len() > 100 * 1024, "{} bytes", described.len());
+    let (first, status, errors) = into_head(&dev.bootstrap, &["topics", "describe", "wide"]);
+    assert!(first.starts_with("Topic: wide"), "{first}");
+    assert!(status.success(), "{status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
+    assert_eq!(errors, "", "nothing on stderr");
+
+    // A consume without a limit runs until its reader goes away.
+    let records: String = (0..20_000).map(|i| format!("{i:0>100}\n")).collect();
+    ok(&dev.run(&["produce", "many"], Some(records.as_bytes())));
+    let (first, status, errors) =
+        into_head(&dev.bootstrap, &["consume", "many", "--from-beginning"]);
+    assert_eq!(first, format!("{:0>100}\n", 0));
+    assert!(status.success(), "{status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
+
+    // `runnel dev` itself: its last line, at shutdown, goes to a closed pipe.
+    let mut child = dev_command(&dir.path().join("second"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("Press Ctrl-C") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "runnel dev ended before its banner"
+        );
+    }
+    drop(stdout);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runnel dev did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let errors = errors.join().unwrap();
+    assert!(status.success(), "{status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
 }

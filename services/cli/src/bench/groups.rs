@@ -13,6 +13,7 @@ use runnel_client::{
 use tokio::time::Instant;
 
 use super::{Args, Outcome, available, consume, ensure_topic, histogram, print_latency, produce};
+use crate::{errln, outln};
 
 /// `runnel bench group-consume` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,7 +131,7 @@ pub async fn run_group_consume(
     ensure_topic(&cluster, &base.topic, base.partitions).await?;
     let have = available(&cluster, &base.topic).await?;
     if have < base.records {
-        eprintln!("preparing: producing {} records first", base.records - have);
+        errln!("preparing: producing {} records first", base.records - have);
         let fill = Args {
             records: base.records - have,
             ..base.clone()
@@ -142,11 +143,11 @@ pub async fn run_group_consume(
     for round in 1..=args.rounds {
         let a = consume(&cluster, base).await?;
         let g = group_consume(&cluster, base).await?;
-        println!(
+        outln!(
             "round {round}: assigned {:.0} records/s, group {:.0} records/s",
             rate(&a),
             rate(&g)
-        );
+        )?;
         assigned.push(rate(&a));
         grouped.push(rate(&g));
     }
@@ -155,14 +156,18 @@ pub async fn run_group_consume(
         v[v.len() / 2]
     };
     let (a, g) = (median(&mut assigned), median(&mut grouped));
-    println!(
+    outln!(
         "group-consume: {} records ({} B) from {} ({} partitions), {} rounds",
-        base.records, base.record_size, base.topic, base.partitions, args.rounds
-    );
-    println!(
+        base.records,
+        base.record_size,
+        base.topic,
+        base.partitions,
+        args.rounds
+    )?;
+    outln!(
         "median: assigned {a:.0} records/s, group {g:.0} records/s, group/assigned {:.2}",
         g / a
-    );
+    )?;
     Ok(())
 }
 
@@ -255,7 +260,7 @@ pub async fn run_rebalance(cluster: Arc<Cluster>, args: RebalanceArgs) -> anyhow
         .map(|i| start_member(&cluster, &args, &group, i, &views))
         .collect();
     let (g1, join) = wait_settled(&views, partitions, 0, "initial join").await?;
-    println!(
+    outln!(
         "rebalance: {} members, {partitions} partitions, group.protocol {}, assignor {}, heartbeat interval {}",
         args.members,
         args.group_protocol,
@@ -265,25 +270,25 @@ pub async fn run_rebalance(cluster: Arc<Cluster>, args: RebalanceArgs) -> anyhow
         } else {
             format!("{} ms", args.heartbeat_interval_ms)
         }
-    );
-    println!(
+    )?;
+    outln!(
         "initial join (includes group.initial.rebalance.delay.ms): {:.2} s, generation {g1}",
         join.as_secs_f64()
-    );
+    )?;
     members.push(start_member(&cluster, &args, &group, args.members, &views));
     let (g2, joined) = wait_settled(&views, partitions, g1, "a member joining").await?;
-    println!(
+    outln!(
         "one member joins: {:.2} s until every partition has its owner again (generation {g2})",
         joined.as_secs_f64()
-    );
+    )?;
     let leaving = members.remove(0);
     let _ = leaving.stop.send(());
     leaving.task.await??;
     let (g3, left) = wait_settled(&views, partitions, g2, "a member leaving").await?;
-    println!(
+    outln!(
         "one member leaves: {:.2} s until every partition has its owner again (generation {g3})",
         left.as_secs_f64()
-    );
+    )?;
     for m in members {
         let _ = m.stop.send(());
         m.task.await??;
@@ -330,15 +335,15 @@ pub async fn run_commit(cluster: Arc<Cluster>, args: CommitArgs) -> anyhow::Resu
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     let total = per_group * args.groups.max(1) as u64;
-    println!(
+    outln!(
         "commit: {total} commits of {partitions} partition(s) from {} group(s)",
         args.groups
-    );
-    println!(
+    )?;
+    outln!(
         "throughput: {:.0} commits/s ({:.0} offsets/s) in {secs:.2} s",
         total as f64 / secs,
         (total * partitions as u64) as f64 / secs
-    );
-    print_latency("commit latency", &all);
+    )?;
+    print_latency("commit latency", &all)?;
     Ok(())
 }

@@ -12,6 +12,8 @@ use hdrhistogram::Histogram;
 use runnel_client::{Admin, ClientConfig, NewTopic};
 use tokio::time::Instant;
 
+use crate::{out, outln};
+
 /// Options of `runnel bench metadata`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetadataArgs {
@@ -40,10 +42,13 @@ pub async fn run(client: ClientConfig, args: MetadataArgs) -> anyhow::Result<()>
     let admin = Admin::new(client.clone());
     let before = admin.describe_cluster().await?;
     let controllers = before.controllers.len().max(1);
-    println!(
+    outln!(
         "metadata: {} topic creations ({} partition(s) each), {} creator(s), {} controller(s)",
-        args.topics, args.partitions, args.concurrency, controllers
-    );
+        args.topics,
+        args.partitions,
+        args.concurrency,
+        controllers
+    )?;
     let half = args.topics / 2;
     let (first, second) = if args.kill_active.is_some() {
         (half, args.topics - half)
@@ -51,7 +56,7 @@ pub async fn run(client: ClientConfig, args: MetadataArgs) -> anyhow::Result<()>
         (args.topics, 0)
     };
     let (elapsed, latency) = create_all(&admin, &args, 0, first).await?;
-    report(first, elapsed, &latency);
+    report(first, elapsed, &latency)?;
     if let Some(command) = &args.kill_active {
         let active = wait_quorum_caught_up(&admin).await?;
         let command = command.replace("{id}", &active.to_string());
@@ -84,13 +89,13 @@ pub async fn run(client: ClientConfig, args: MetadataArgs) -> anyhow::Result<()>
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let failover = killed.elapsed();
-        println!(
+        outln!(
             "failover: controller {active} killed; next metadata write acknowledged after {:.0} ms ({attempts} attempts)",
             failover.as_secs_f64() * 1000.0
-        );
+        )?;
         let (elapsed, latency) = create_all(&admin, &args, first, second).await?;
-        print!("after failover: ");
-        report(second, elapsed, &latency);
+        out!("after failover: ")?;
+        report(second, elapsed, &latency)?;
     }
     // Clean up (best effort: the topics are the benchmark's own).
     for name in admin.list_topics().await? {
@@ -154,13 +159,17 @@ async fn create_all(
     Ok((start.elapsed(), latency))
 }
 
-fn report(count: usize, elapsed: Duration, latency: &Histogram<u64>) {
-    println!(
+fn report(
+    count: usize,
+    elapsed: Duration,
+    latency: &Histogram<u64>,
+) -> Result<(), crate::output::OutputError> {
+    outln!(
         "{count} creations in {:.2} s: {:.0} creations/s",
         elapsed.as_secs_f64(),
         count as f64 / elapsed.as_secs_f64()
-    );
-    super::print_latency("creation latency", latency);
+    )?;
+    super::print_latency("creation latency", latency)
 }
 
 /// Waits until every controller holds the active controller's whole Raft

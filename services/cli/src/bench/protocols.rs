@@ -32,6 +32,7 @@ use tokio::sync::{Mutex, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use super::{ensure_topic, payloads};
+use crate::outln;
 use crate::produce::parse_acks;
 
 /// Produce and Fetch versions the Kafka side speaks (librdkafka 2.x's).
@@ -93,7 +94,7 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
         .map_or(0, |d| d.as_secs());
     let mut grpc = Vec::new();
     let mut kafka = Vec::new();
-    println!(
+    outln!(
         "protocols: {} records ({} B values, {} B of batches) per round, {} partitions, batch.size {}, acks={}, {} in flight on each of {} connection(s)",
         args.records,
         args.record_size,
@@ -103,7 +104,7 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
         if args.acks == Acks::All { "all" } else { "1" },
         args.in_flight,
         args.connections
-    );
+    )?;
     for round in 0..args.rounds {
         for kafka_side in [false, true] {
             let topic = format!(
@@ -118,14 +119,14 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
             } else {
                 grpc_round(&cluster, &args, &topic, &requests).await?
             };
-            println!(
+            outln!(
                 "  round {round} {:5}  produce {:>9.0} records/s {:>7.1} MB/s   fetch {:>9.0} records/s {:>7.1} MB/s",
                 if kafka_side { "kafka" } else { "grpc" },
                 args.records as f64 / r.produce.as_secs_f64(),
                 bytes as f64 / r.produce.as_secs_f64() / 1e6,
                 args.records as f64 / r.fetch.as_secs_f64(),
                 bytes as f64 / r.fetch.as_secs_f64() / 1e6,
-            );
+            )?;
             if kafka_side {
                 kafka.push(r);
             } else {
@@ -141,18 +142,18 @@ pub async fn run(cluster: Arc<Cluster>, args: ProtocolsArgs) -> anyhow::Result<(
     let rate = |d: Duration| args.records as f64 / d.as_secs_f64();
     let (gp, kp) = (median(&grpc, |r| r.produce), median(&kafka, |r| r.produce));
     let (gf, kf) = (median(&grpc, |r| r.fetch), median(&kafka, |r| r.fetch));
-    println!(
+    outln!(
         "median produce: grpc {:.0} records/s, kafka {:.0} records/s, kafka/grpc {:.2}",
         rate(gp),
         rate(kp),
         rate(kp) / rate(gp)
-    );
-    println!(
+    )?;
+    outln!(
         "median fetch:   grpc {:.0} records/s, kafka {:.0} records/s, kafka/grpc {:.2}",
         rate(gf),
         rate(kf),
         rate(kf) / rate(gf)
-    );
+    )?;
     Ok(())
 }
 
