@@ -895,6 +895,15 @@ fn into_head(bootstrap: &str, args: &[&str]) -> (String, ExitStatus, String) {
 fn commands_end_quietly_when_their_output_pipe_closes() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Dev::start(dir.path());
+    // A consume without a limit runs until its reader goes away.
+    let records: String = (0..20_000).map(|i| format!("{i:0>100}\n")).collect();
+    ok(&dev.run(&["produce", "many"], Some(records.as_bytes())));
+    let (first, status, errors) =
+        into_head(&dev.bootstrap, &["consume", "many", "--from-beginning"]);
+    assert_eq!(first, format!("{:0>100}\n", 0));
+    assert!(status.success(), "{status}: {errors}");
+    assert!(!errors.contains("panicked"), "{errors}");
+
     // Far more than a pipe holds (64 KiB) plus what the reader's buffer
     // took (8 KiB): describe writes after the reader has closed.
     let partitions = 1500;
@@ -915,15 +924,7 @@ fn commands_end_quietly_when_their_output_pipe_closes() {
     assert!(status.success(), "{status}: {errors}");
     assert!(!errors.contains("panicked"), "{errors}");
     assert_eq!(errors, "", "nothing on stderr");
-
-    // A consume without a limit runs until its reader goes away.
-    let records: String = (0..20_000).map(|i| format!("{i:0>100}\n")).collect();
-    ok(&dev.run(&["produce", "many"], Some(records.as_bytes())));
-    let (first, status, errors) =
-        into_head(&dev.bootstrap, &["consume", "many", "--from-beginning"]);
-    assert_eq!(first, format!("{:0>100}\n", 0));
-    assert!(status.success(), "{status}: {errors}");
-    assert!(!errors.contains("panicked"), "{errors}");
+    drop(dev);
 
     // `runnel dev` itself: its last line, at shutdown, goes to a closed pipe.
     let mut child = dev_command(&dir.path().join("second"))
