@@ -1,7 +1,8 @@
 //! Logs and traces.
 //!
 //! [`init`] installs a `tracing` subscriber: human-readable or JSON lines on
-//! stderr, filtered by `RUST_LOG` (default `info`). When
+//! stderr, filtered by `RUST_LOG` (default `info`, or the caller's default
+//! with [`init_with_default_filter`]). When
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set it also exports spans over OTLP/gRPC;
 //! when it is not, no OpenTelemetry layer is installed and tracing costs
 //! what plain `tracing` costs.
@@ -57,8 +58,19 @@ pub enum TelemetryError {
 /// A second call in the same process (tests, `runnel dev`) keeps the first
 /// subscriber.
 pub fn init(service: &str, format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+    init_with_default_filter(service, format, "info")
+}
+
+/// [`init`], filtered by `default_filter` (`RUST_LOG` syntax, e.g.
+/// `info,openraft=warn`) instead of `info` when `RUST_LOG` is unset or invalid.
+pub fn init_with_default_filter(
+    service: &str,
+    format: LogFormat,
+    default_filter: &str,
+) -> Result<TelemetryGuard, TelemetryError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let fmt = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)

@@ -10,6 +10,13 @@ use runnel_common::telemetry::{self, LogFormat};
 
 use crate::{health, outln};
 
+/// What `runnel dev` logs when `RUST_LOG` is unset: Runnel's own start-up,
+/// changes and problems at `info`, and the libraries under it (Raft's state
+/// dumps, HTTP/2 and connection-pool chatter) only when they warn. A
+/// target also covers those that start with it (`hyper` covers `hyper_util`).
+const DEFAULT_LOG_FILTER: &str =
+    "info,openraft=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,sqlx=warn";
+
 /// `runnel dev` options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         LogFormat::Human
     };
-    let _telemetry = telemetry::init("runnel-dev", format)?;
+    let _telemetry = telemetry::init_with_default_filter("runnel-dev", format, DEFAULT_LOG_FILTER)?;
     // Each service gets its own token, stopped in order after the signal:
     // children of the signal's token would all stop at once, and connect
     // could not commit through a broker that is already gone.

@@ -968,3 +968,75 @@ fn commands_end_quietly_when_their_output_pipe_closes() {
     assert!(status.success(), "{status}: {errors}");
     assert!(!errors.contains("panicked"), "{errors}");
 }
+
+/// A newcomer's first screen: with `RUST_LOG` unset, `runnel dev` says little
+/// while it starts, and its banner (the addresses) comes last, so that no
+/// log line scrolls it away.
+#[test]
+fn runnel_dev_prints_its_banner_last_and_on_the_first_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    // stdout and stderr into one pipe, interleaved as a terminal shows them.
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut command = dev_command(dir.path());
+    command
+        .env_remove("RUST_LOG")
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer);
+    let mut child = command.spawn().unwrap();
+    // Our copies of the write end must go, or the reader never sees the end.
+    drop(command);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut screen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !screen
+        .last()
+        .is_some_and(|l: &String| l.starts_with("Press Ctrl-C"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => screen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no banner in time; output so far:\n{}", screen.join("\n"));
+            }
+        }
+    }
+    let banner = screen
+        .iter()
+        .position(|l| l.starts_with("runnel dev is running"))
+        .unwrap();
+    let after = {
+        let mut after = Vec::new();
+        let quiet_until = Instant::now() + Duration::from_secs(3);
+        while let Ok(line) = rx.recv_timeout(quiet_until.saturating_duration_since(Instant::now()))
+        {
+            after.push(line);
+        }
+        after
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        banner < 25,
+        "the banner starts on line {} of the output:\n{}",
+        banner + 1,
+        screen.join("\n")
+    );
+    assert!(
+        after.is_empty(),
+        "log lines after the banner:\n{}\n(output before them:\n{})",
+        after.join("\n"),
+        screen.join("\n")
+    );
+}
