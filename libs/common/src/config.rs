@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Why a config could not be loaded.
@@ -37,11 +38,35 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> Resul
     load_with_env(file, env_prefix, std::env::vars())
 }
 
+/// [`load`] with command-line flags over the environment: `flags`
+/// serializes to config keys (leave out, with `skip_serializing_if`, the
+/// flags not given).
+pub fn load_with_flags<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    flags: &impl Serialize,
+) -> Result<T, ConfigError> {
+    let flags = toml::Table::try_from(flags).map_err(|e| ConfigError::Invalid {
+        path: None,
+        message: e.to_string(),
+    })?;
+    load_layers(file, env_prefix, std::env::vars(), flags)
+}
+
 /// [`load`] with an explicit environment (for tests).
 pub fn load_with_env<T: DeserializeOwned>(
     file: Option<&Path>,
     env_prefix: &str,
     env: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError> {
+    load_layers(file, env_prefix, env, toml::Table::new())
+}
+
+fn load_layers<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env_prefix: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    flags: toml::Table,
 ) -> Result<T, ConfigError> {
     let mut table = match file {
         Some(path) => {
@@ -61,6 +86,7 @@ pub fn load_with_env<T: DeserializeOwned>(
             table.insert(key.to_ascii_lowercase(), env_value(&value));
         }
     }
+    table.extend(flags);
     table
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid {
@@ -109,6 +135,28 @@ mod tests {
                 verbose: true
             }
         );
+    }
+
+    #[test]
+    fn flags_override_the_environment_and_flags_not_given_do_not() {
+        #[derive(serde::Serialize)]
+        struct Flags {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            port: Option<u16>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            name: Option<String>,
+        }
+        let env = [
+            ("X_PORT".to_owned(), "9092".to_owned()),
+            ("X_NAME".to_owned(), "env".to_owned()),
+        ];
+        let flags = Flags {
+            port: Some(9093),
+            name: None,
+        };
+        let flags = toml::Table::try_from(&flags).unwrap();
+        let c: Demo = load_layers(None, "X_", env, flags).unwrap();
+        assert_eq!((c.port, c.name.as_str()), (9093, "env"));
     }
 
     #[test]

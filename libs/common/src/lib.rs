@@ -14,16 +14,20 @@
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
 //! - [`netfault`]: cutting a node off from all its peers or from chosen
 //!   ones, for failure tests.
+//! - [`service`]: binding listeners, a service's tasks, a service binary's `main`.
+//! - [`backoff`]: exponential backoff with jitter for retry loops.
 //! - [`failover`]: one gRPC channel over the controllers of a quorum.
 //! - [`http`]: a small HTTP/1.1 client (the connect REST API, the HTTP sink).
 
 pub mod admin;
+pub mod backoff;
 pub mod config;
 pub mod errors;
 pub mod failover;
 pub mod http;
 pub mod metadata;
 pub mod netfault;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topics;

@@ -1,68 +1,55 @@
 //! `runnel-broker`: runs one broker until Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use runnel_common::telemetry::{self, LogFormat};
+use runnel_common::service::{self, CommonArgs, ListenFlags};
+use serde::Serialize;
 
 /// Runs a Runnel broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// TOML config file (keys as in `runnel_broker::Config`).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// Flags over the config file and `RUNNEL_BROKER_*` variables (keys as in
+/// `runnel_broker::Config`).
+#[derive(Debug, clap::Args, Serialize)]
+struct Flags {
     /// `broker.id`.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     broker_id: Option<i32>,
-    /// gRPC listen address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Admin HTTP listen address.
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    listen: ListenFlags,
     /// Data directory.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
     /// The controllers' gRPC addresses, host:port separated by commas.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     controller: Option<String>,
-    /// Log lines as JSON.
-    #[arg(long)]
-    log_json: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let format = if args.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Human
-    };
-    let _telemetry = telemetry::init("runnel-broker", format)?;
-    let mut config: runnel_broker::Config =
-        runnel_common::config::load(args.config.as_deref(), "RUNNEL_BROKER_")
-            .context("loading config")?;
-    if let Some(v) = args.broker_id {
-        config.broker_id = v;
-    }
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.admin_listen {
-        config.admin_listen = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.controller {
-        config.controller = v;
-    }
-    let shutdown = runnel_common::shutdown::on_signal();
-    let handle = runnel_broker::start(config, shutdown).await?;
-    handle.wait().await;
+    service::main(
+        "runnel-broker",
+        "RUNNEL_BROKER_",
+        &args.common,
+        &args.flags,
+        |config, shutdown| async move {
+            runnel_broker::start(config, shutdown).await?.wait().await;
+            Ok::<_, runnel_broker::StartError>(())
+        },
+    )
+    .await?;
     Ok(())
 }

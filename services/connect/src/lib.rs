@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use runnel_client::{Admin, ClientConfig, Cluster, Producer, ProducerConfig};
 use runnel_common::admin::{self, Readiness};
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -176,7 +177,7 @@ async fn run(
         status_partitions: config.status_storage_partitions,
         replication_factor: config.storage_replication_factor,
     };
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let store = loop {
         match store::Store::open(Arc::clone(&cluster), topics.clone(), readers.clone()).await {
             Ok(s) => break s,
@@ -184,9 +185,8 @@ async fn run(
                 tracing::warn!(error = %e, "cannot read the connect topics yet; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = backoff.wait() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     };

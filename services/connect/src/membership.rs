@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_client::{Cluster, ErrorCode};
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::coordinator::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -198,7 +199,7 @@ pub async fn run(
     };
     let mut configs = member.store.configs();
     let mut restarts = member.store.restarts();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let joined = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -206,7 +207,7 @@ pub async fn run(
         };
         let (generation, assignment) = match joined {
             Ok(j) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 j
             }
             Err(e) => {
@@ -214,9 +215,8 @@ pub async fn run(
                 member.coordinator = None;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = backoff.wait() => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };

@@ -23,6 +23,7 @@ use runnel_client::{
     Admin, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, NewTopic,
     OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
@@ -217,7 +218,7 @@ impl Store {
         shutdown: CancellationToken,
     ) {
         let mut caught_up = Some(caught_up);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         loop {
             if caught_up.is_some()
                 && ends
@@ -233,7 +234,7 @@ impl Store {
             };
             match polled {
                 Ok(records) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     let live = caught_up.is_none();
                     for r in records {
                         self.apply(&r, live);
@@ -249,8 +250,7 @@ impl Store {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading an internal connect topic failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    backoff.wait().await;
                 }
             }
         }
@@ -537,7 +537,7 @@ async fn end_offsets(
 
 /// Creates a compacted internal topic unless it exists.
 async fn ensure(admin: &Admin, name: &str, partitions: i32, rf: i32) -> Result<(), ClientError> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut tries = 0;
     loop {
         tries += 1;
@@ -562,8 +562,7 @@ async fn ensure(admin: &Admin, name: &str, partitions: i32, rf: i32) -> Result<(
             Ok(()) => return Ok(()),
             Err(e) if e.is_retriable() && tries < 50 => {
                 tracing::info!(topic = name, error = %e, "cannot create the internal topic yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
             Err(e) => return Err(e),
         }

@@ -20,6 +20,7 @@ use runnel_client::{
     Admin, ClientError, Cluster, ConsumerRecord, ErrorCode, GroupConfig, GroupConsumer, Header,
     NewTopic, OffsetReset, Producer, ProducerRecord, TopicPartition,
 };
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -478,7 +479,7 @@ impl TaskCtx {
         let mut in_flight: VecDeque<(Acked, SourceOffsets)> = VecDeque::new();
         let mut committable: BTreeMap<String, (Json, Json)> = BTreeMap::new();
         let mut last_commit = Instant::now();
-        let mut retry = Duration::from_millis(100);
+        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let result: Result<(), TaskError> = async {
             loop {
                 if stop.is_cancelled() || !self.wait_unpaused(target, stop).await {
@@ -490,13 +491,12 @@ impl TaskCtx {
                 };
                 let records = match records {
                     Ok(r) => {
-                        retry = Duration::from_millis(100);
+                        retry.reset();
                         r
                     }
                     Err(TaskError::Retriable(e)) => {
                         tracing::warn!(unit = %self.unit, error = %e, "source poll failed; retrying");
-                        tokio::time::sleep(retry).await;
-                        retry = (retry * 2).min(Duration::from_secs(5));
+                        retry.wait().await;
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -755,7 +755,7 @@ impl TaskCtx {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         let failed = loop {
             match task.put(batch.clone()).await {
                 Ok(f) => break f,
@@ -763,9 +763,8 @@ impl TaskCtx {
                     tracing::warn!(unit = %self.unit, error = %e, "sink put failed; retrying the batch");
                     tokio::select! {
                         () = stop.cancelled() => return Err(TaskError::Retriable(e)),
-                        () = tokio::time::sleep(backoff) => {}
+                        () = backoff.wait() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
                 Err(e) => return Err(e),
             }

@@ -1,57 +1,51 @@
 //! `runnel-controller`: runs one controller until Ctrl-C or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use runnel_common::telemetry::{self, LogFormat};
+use runnel_common::service::{self, CommonArgs, ListenFlags};
+use serde::Serialize;
 
 /// Runs a Runnel controller.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// TOML config file (keys as in `runnel_controller::Config`).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Admin HTTP listen address.
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// Flags over the config file and `RUNNEL_CONTROLLER_*` variables (keys as in
+/// `runnel_controller::Config`).
+#[derive(Debug, clap::Args, Serialize)]
+struct Flags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    listen: ListenFlags,
     /// Data directory.
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<PathBuf>,
-    /// Log lines as JSON.
-    #[arg(long)]
-    log_json: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let format = if args.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Human
-    };
-    let _telemetry = telemetry::init("runnel-controller", format)?;
-    let mut config: runnel_controller::Config =
-        runnel_common::config::load(args.config.as_deref(), "RUNNEL_CONTROLLER_")
-            .context("loading config")?;
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.admin_listen {
-        config.admin_listen = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    let shutdown = runnel_common::shutdown::on_signal();
-    let handle = runnel_controller::start(config, shutdown).await?;
-    handle.wait().await;
+    service::main(
+        "runnel-controller",
+        "RUNNEL_CONTROLLER_",
+        &args.common,
+        &args.flags,
+        |config, shutdown| async move {
+            runnel_controller::start(config, shutdown)
+                .await?
+                .wait()
+                .await;
+            Ok::<_, runnel_controller::StartError>(())
+        },
+    )
+    .await?;
     tracing::info!("controller stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use runnel_common::backoff::Backoff;
 use runnel_common::http::HttpClient;
 use serde_json::Value as Json;
 
@@ -159,7 +160,7 @@ impl HttpSinkTask {
     async fn send(&self, records: &[&SinkRecord]) -> Result<Outcome, TaskError> {
         let body = Json::Array(records.iter().map(|r| r.value.value.to_json()).collect());
         let body = Bytes::from(body.to_string());
-        let mut backoff = self.backoff;
+        let mut backoff = Backoff::new(self.backoff, Duration::from_secs(60));
         let mut attempt = 0;
         loop {
             let why = match self
@@ -194,8 +195,7 @@ impl HttpSinkTask {
             }
             attempt += 1;
             tracing::warn!(attempt, error = %why, "HTTP sink request failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(60));
+            backoff.wait().await;
         }
     }
 }
