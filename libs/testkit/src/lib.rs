@@ -471,7 +471,7 @@ impl TestCluster {
     }
 
     /// The partitions broker `i` hosts (for looking at a replica's log directly).
-    pub fn broker_logs(&self, i: usize) -> std::sync::Arc<runnel_broker::partition::LogManager> {
+    pub fn broker_logs(&self, i: usize) -> std::sync::Arc<runnel_broker::log_manager::LogManager> {
         std::sync::Arc::clone(&self.brokers[i].as_ref().expect("broker is running").logs)
     }
 

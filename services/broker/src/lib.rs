@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_common::admin::{self, Readiness};
+use runnel_common::service::{BindError, Tasks, bind};
 use runnel_common::shutdown::CancellationToken;
 use runnel_log::CleanerConfig;
 use runnel_proto::broker::v1::broker_server::BrokerServer;
 use runnel_proto::metadata::v1::Endpoint;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::Config;
 pub use grpc::BrokerService;
@@ -44,14 +44,8 @@ pub use grpc::BrokerService;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The data directory or I/O threads could not be set up.
     #[error("cannot set up {what}: {source}")]
     Setup {
@@ -87,11 +81,10 @@ pub struct BrokerHandle {
     /// Ready once registered and caught up with the metadata.
     pub readiness: Readiness,
     /// The hosted logs.
-    pub logs: Arc<partition::LogManager>,
+    pub logs: Arc<log_manager::LogManager>,
     /// The metadata as this broker has applied it.
     pub metadata: Arc<metadata::MetadataCache>,
-    shutdown: CancellationToken,
-    servers: JoinSet<()>,
+    servers: Tasks,
     link: tokio::task::JoinHandle<()>,
     io: Arc<io::IoPool>,
 }
@@ -99,8 +92,8 @@ pub struct BrokerHandle {
 impl BrokerHandle {
     /// Stops the broker cleanly: stops accepting, finishes in-flight
     /// requests, tells the controller, flushes and closes every log.
-    pub async fn shutdown(self) {
-        self.shutdown.cancel();
+    pub async fn shutdown(mut self) {
+        self.servers.stop().await;
         self.wait().await;
     }
 
@@ -108,8 +101,7 @@ impl BrokerHandle {
     /// would (what was written stays in the page cache, as after `kill -9`);
     /// the next start recovers the logs.
     pub async fn kill(mut self) {
-        self.shutdown.cancel();
-        while self.servers.join_next().await.is_some() {}
+        self.servers.stop().await;
         self.link.abort();
         let _ = self.link.await;
         self.logs.abandon();
@@ -117,12 +109,12 @@ impl BrokerHandle {
 
     /// A token that stops the broker when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.servers.token()
     }
 
     /// Waits until the broker has stopped (its token was cancelled).
     pub async fn wait(mut self) {
-        while self.servers.join_next().await.is_some() {}
+        self.servers.join().await;
         let _ = self.link.await;
         self.logs.close_all().await;
         drop(self.logs);
@@ -131,16 +123,6 @@ impl BrokerHandle {
         }
         tracing::info!("broker stopped");
     }
-}
-
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, local))
 }
 
 /// Starts a broker: binds its listeners, registers with the controller (in
@@ -179,7 +161,7 @@ pub async fn start(
             source,
         })?,
     );
-    let logs = Arc::new(partition::LogManager::new(
+    let logs = Arc::new(log_manager::LogManager::new(
         config.data_dir.clone(),
         config.broker_id,
         Arc::clone(&io),
@@ -257,7 +239,7 @@ pub async fn start(
         controller,
         shutdown.clone(),
     ));
-    let mut servers = JoinSet::new();
+    let mut servers = Tasks::new(shutdown.clone());
     let done = link_token.clone();
     let internal = serve_grpc(
         grpc_listener,
@@ -352,7 +334,6 @@ pub async fn start(
         readiness,
         logs,
         metadata: cache,
-        shutdown,
         servers,
         link,
         io,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use runnel_common::admin::Readiness;
+use runnel_common::backoff::Backoff;
 use runnel_common::failover::{BadServerList, FailoverChannel};
 use runnel_common::metadata::MetadataImage;
 use runnel_common::shutdown::CancellationToken;
@@ -133,7 +134,7 @@ pub async fn run_link(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = RELINK_BACKOFF;
+    let mut backoff = Backoff::new(RELINK_BACKOFF, Duration::from_secs(2));
     let mut caught_up_once = false;
     let mut epoch = None;
     loop {
@@ -154,17 +155,17 @@ pub async fn run_link(
             Err(e) => {
                 if registered_at.is_some_and(|at| at.elapsed() > Duration::from_secs(10)) {
                     // A session that lasted: this is a new failure, not a flapping one.
-                    backoff = RELINK_BACKOFF;
+                    backoff.reset();
                 }
                 if shutdown.is_cancelled() {
                     break;
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "controller link lost");
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "controller link lost");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
     }
@@ -261,7 +262,10 @@ async fn session(
     let mut stream = watch(controller, cache).await?;
     let mut reopened = false;
     let mut active_controller = None;
-    let mut retry = HEARTBEAT_RETRY;
+    let mut retry = Backoff::new(
+        HEARTBEAT_RETRY,
+        HEARTBEAT_RETRY_MAX.min(identity.heartbeat_interval),
+    );
     let mut heartbeat = tokio::time::interval(identity.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -284,14 +288,14 @@ async fn session(
                     // The session outlives an election: keep it, ask again soon
                     // (the channel has moved on if that controller is down).
                     Err(status) if in_election(&status) => {
-                        tracing::debug!(error = %status, retry_in_ms = retry.as_millis() as u64, "heartbeat failed");
-                        heartbeat.reset_after(retry);
-                        retry = (retry * 2).min(HEARTBEAT_RETRY_MAX.min(identity.heartbeat_interval));
+                        let delay = retry.next_delay();
+                        tracing::debug!(error = %status, retry_in_ms = delay.as_millis() as u64, "heartbeat failed");
+                        heartbeat.reset_after(delay);
                         continue;
                     }
                     Err(status) => return Err(status.into()),
                 };
-                retry = HEARTBEAT_RETRY;
+                retry.reset();
                 if hb.should_register {
                     return Err(LinkError::Reregister);
                 }

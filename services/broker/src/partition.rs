@@ -12,9 +12,6 @@ use runnel_common::topics::TopicConfig;
 use runnel_log::{AppendInfo, Log, LogError, Offset, TimestampMs};
 use tokio::sync::Notify;
 
-// The log manager's old path: `BrokerHandle` and the testkit still name it here.
-pub use crate::log_manager::LogManager;
-
 /// A partition's identity: topic name and index.
 pub type PartitionKey = (String, i32);
 
