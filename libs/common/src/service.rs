@@ -74,10 +74,9 @@ impl Tasks {
         self.join().await;
     }
 
-    /// Cancels the token and drops every task where it stands, as a crash
-    /// would, then waits until none runs.
+    /// Drops every task where it stands, as a crash would, then waits until
+    /// none runs. The token is left alone: others may share it.
     pub async fn abort(&mut self) {
-        self.shutdown.cancel();
         self.set.abort_all();
         self.join().await;
     }
@@ -194,6 +193,6 @@ mod tests {
         });
         tasks.abort().await;
         assert!(done_rx.await.is_err(), "an aborted task never finishes");
-        assert!(tasks.token().is_cancelled());
+        assert!(!tasks.token().is_cancelled());
     }
 }

@@ -35,6 +35,7 @@ use std::time::Duration;
 use runnel_client::{Admin, ClientConfig, Cluster, Producer, ProducerConfig};
 use runnel_common::admin::{self, Readiness};
 use runnel_common::backoff::Backoff;
+use runnel_common::service::{BindError, Tasks, bind};
 use runnel_common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -46,14 +47,8 @@ pub use config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 /// A running worker.
@@ -65,27 +60,24 @@ pub struct ConnectHandle {
     pub admin_addr: SocketAddr,
     /// This worker's id (its advertised REST address).
     pub worker_id: String,
-    shutdown: CancellationToken,
     halt: CancellationToken,
     /// The units' tasks (connectors and tasks), awaited by a kill.
     units: TaskTracker,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
 }
 
 impl ConnectHandle {
     /// Stops every task cleanly (committing what was delivered), leaves the
     /// worker group and returns when everything has ended.
     pub async fn shutdown(mut self) {
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.stop().await;
     }
 
     /// Stops at once, as a crash would: nothing is committed or said to the
     /// group; its units move when its session expires.
     pub async fn kill(mut self) {
         self.halt.cancel();
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.abort().await;
         // Units see the halt at their next poll; a crash leaves nothing
         // running, so neither may a kill (a unit finishing a poll after it
         // could still read input or write output).
@@ -95,18 +87,8 @@ impl ConnectHandle {
 
     /// Waits until the worker stops (its token was cancelled).
     pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.join().await;
     }
-}
-
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, local))
 }
 
 /// Starts a worker: binds its listeners, then (in the background, retrying
@@ -125,7 +107,7 @@ pub async fn start(
         .unwrap_or_else(|| rest_addr.ip().to_string());
     let worker_id = format!("{host}:{}", rest_addr.port());
     let readiness = Readiness::new();
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new(shutdown.clone());
     let (token, ready) = (shutdown.clone(), readiness.clone());
     tasks.spawn(async move {
         if let Err(e) = admin::serve(admin_listener, ready, token).await {
@@ -149,7 +131,6 @@ pub async fn start(
         rest_addr,
         admin_addr,
         worker_id,
-        shutdown,
         halt,
         units,
         tasks,

@@ -45,12 +45,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_common::admin::{self, Readiness};
+use runnel_common::service::{BindError, Tasks, bind};
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorumServer;
 use runnel_proto::controller::v1::controller_server::ControllerServer;
 use runnel_proto::metadata::v1::Endpoint;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::{Config, Voter, parse_voters};
 pub use controller::{Controller, Settings};
@@ -61,14 +60,8 @@ pub use grpc::ControllerService;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The data directory could not be created.
     #[error("cannot create data directory {dir}: {source}")]
     DataDir {
@@ -101,16 +94,14 @@ pub struct ControllerHandle {
     pub admin_addr: SocketAddr,
     /// The controller itself (for in-process callers and tests).
     pub controller: Arc<Controller>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
     raft_log: quorum::log_store::LogStore,
 }
 
 impl ControllerHandle {
     /// Stops accepting, lets in-flight requests finish, and returns when done.
     pub async fn shutdown(mut self) {
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.stop().await;
         self.close().await;
     }
 
@@ -126,28 +117,21 @@ impl ControllerHandle {
     /// stops without a word to its peers. (What it acknowledged is already
     /// on disk: every Raft write is synced.)
     pub async fn kill(mut self) {
-        self.shutdown.cancel();
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.token().cancel();
+        self.tasks.abort().await;
         self.close().await;
     }
 
     /// A token that stops the controller when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.tasks.token()
     }
 
     /// Waits until the controller stops (its token was cancelled).
     pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.join().await;
         self.close().await;
     }
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Starts a controller: opens the store, binds its listeners and serves
@@ -160,20 +144,8 @@ pub async fn start(
         dir: config.data_dir.display().to_string(),
         source,
     })?;
-    let grpc_listener = bind(config.listen).await?;
-    let admin_listener = bind(config.admin_listen).await?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: config.admin_listen,
-            source,
-        })?;
+    let (grpc_listener, grpc_addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let host = config
         .advertised_host
         .clone()
@@ -295,7 +267,7 @@ pub async fn start(
     };
     let controller = Arc::new(Controller::new(store, shared, raft.clone(), settings));
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new(shutdown.clone());
     let readiness = Readiness::new();
     let service = ControllerService::new(
         Arc::clone(&controller),
@@ -390,7 +362,6 @@ pub async fn start(
         grpc_addr,
         admin_addr,
         controller,
-        shutdown,
         tasks,
         raft_log,
     })

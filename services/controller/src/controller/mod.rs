@@ -380,7 +380,7 @@ impl Controller {
         }
         while let Some(assigned) = offsets_assignment::reassign(&next) {
             for o in &assigned.owners {
-                tracing::info!(
+                tracing::debug!(
                     partition = o.partition,
                     coordinator = o.coordinator_id,
                     owner_epoch = o.owner_epoch,
