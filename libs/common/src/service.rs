@@ -112,6 +112,20 @@ pub struct ListenFlags {
     pub admin_listen: Option<SocketAddr>,
 }
 
+/// The flags of a service that reaches the cluster through its brokers:
+/// [`ListenFlags`] and `--bootstrap` (key `bootstrap` of its config).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct BootstrapFlags {
+    #[command(flatten)]
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub listen: ListenFlags,
+    /// Brokers to reach the cluster through, host:port (comma-separated).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+}
+
 /// Why a service binary stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum MainError {
@@ -153,6 +167,34 @@ where
     serve(config, shutdown::on_signal())
         .await
         .map_err(|e| MainError::Start(Box::new(e)))
+}
+
+/// A service binary's `main`, given the service's crate (its `start` and
+/// `StartError`), its flags (a `clap::Args` + `Serialize` type, see [`main`]),
+/// the binary's name, its `--help` line and its environment prefix.
+#[macro_export]
+macro_rules! service_main {
+    ($service:ident, $flags:ty, $name:literal, $about:literal, $env_prefix:literal) => {
+        #[derive(Debug, clap::Parser)]
+        #[command(name = $name, version, about = $about)]
+        struct Args {
+            #[command(flatten)]
+            common: $crate::service::CommonArgs,
+            #[command(flatten)]
+            flags: $flags,
+        }
+
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let args = <Args as clap::Parser>::parse();
+            let serve = |config, shutdown| async move {
+                $service::start(config, shutdown).await?.wait().await;
+                Ok::<_, $service::StartError>(())
+            };
+            $crate::service::main($name, $env_prefix, &args.common, &args.flags, serve).await?;
+            Ok(())
+        }
+    };
 }
 
 #[cfg(test)]

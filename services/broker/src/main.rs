@@ -2,19 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
-use runnel_common::service::{self, CommonArgs, ListenFlags};
+use runnel_common::service::ListenFlags;
 use serde::Serialize;
-
-/// Runs a Runnel broker.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-    #[command(flatten)]
-    flags: Flags,
-}
 
 /// Flags over the config file and `RUNNEL_BROKER_*` variables (keys as in
 /// `runnel_broker::Config`).
@@ -37,19 +26,10 @@ struct Flags {
     controller: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    service::main(
-        "runnel-broker",
-        "RUNNEL_BROKER_",
-        &args.common,
-        &args.flags,
-        |config, shutdown| async move {
-            runnel_broker::start(config, shutdown).await?.wait().await;
-            Ok::<_, runnel_broker::StartError>(())
-        },
-    )
-    .await?;
-    Ok(())
-}
+runnel_common::service_main!(
+    runnel_broker,
+    Flags,
+    "runnel-broker",
+    "Runs a Runnel broker.",
+    "RUNNEL_BROKER_"
+);

@@ -131,6 +131,7 @@ impl ControllerHandle {
     pub async fn wait(mut self) {
         self.tasks.join().await;
         self.close().await;
+        tracing::info!("controller stopped");
     }
 }
 
