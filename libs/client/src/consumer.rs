@@ -22,32 +22,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use runnel_log::batch::{Batches, Header};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::{Batches, Header};
 use tokio::time::Instant;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{ClientError, Result};
 
-/// A topic and partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// The partition `partition` of `topic`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
+pub use runnel_records::TopicPartition;
 
 /// Where to start when there is no position, or it is out of range (`auto.offset.reset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,14 +36,14 @@ use parking_lot::Mutex;
 use regex::Regex;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
+use runnel_records::assignor::{GroupMember, PartitionAssignor, RebalanceProtocol, assignor_named};
+use runnel_records::consumer_protocol::{MemberAssignment, Subscription};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::admin::Admin;
-use crate::assignor::{GroupMember, PartitionAssignor, RebalanceProtocol, assignor_named};
 use crate::cluster::{ClientConfig, Cluster, Coordinator};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
-use crate::consumer_protocol::{MemberAssignment, Subscription};
 use crate::error::{ClientError, Result};
 use crate::next_gen::{NextGen, NextGenConfig};
 

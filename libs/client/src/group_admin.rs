@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
+use runnel_records::consumer_protocol::MemberAssignment;
 
 use crate::admin::Admin;
 use crate::cluster::Coordinator;
 use crate::consumer::TopicPartition;
-use crate::consumer_protocol::MemberAssignment;
 use crate::error::{ClientError, Result};
 use crate::group::coordinator_moved;
 

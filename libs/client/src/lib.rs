@@ -10,24 +10,28 @@
 //! - [`GroupConsumer`]: a consumer-group member: subscribe (topics or a
 //!   pattern), rebalances with a [`RebalanceListener`], automatic and
 //!   manual commits, committed offsets, positions and lag.
-//! - [`assignor`]: Kafka's partition assignors for consumer groups (range,
-//!   round-robin, cooperative-sticky), and [`consumer_protocol`], the
-//!   subscription and assignment bytes members exchange.
+//! - [`partition_set`]: the partition sets of KIP-848's gRPC messages.
 //!
 //! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
-//! share one [`Cluster`] (connections and metadata) between them.
+//! share one [`Cluster`] (connections and metadata) between them. Record
+//! batches, the consumer-protocol bytes and the assignors a group leader
+//! runs are `runnel-records`; this crate does not link the storage engine.
 
 pub mod admin;
-pub mod assignor;
 pub mod cluster;
 pub mod consumer;
-pub mod consumer_protocol;
 mod error;
 pub mod group;
 mod group_admin;
 mod next_gen;
+pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
+
+// TEMPORARY (issue 20): old path kept until dependents import runnel_records
+pub use runnel_records::assignor;
+// TEMPORARY (issue 20): old path kept until dependents import runnel_records
+pub use runnel_records::consumer_protocol;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
@@ -41,5 +45,5 @@ pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
-pub use runnel_log::batch::{Compression, Header};
 pub use runnel_proto::common::v1::ErrorCode;
+pub use runnel_records::batch::{Compression, Header};

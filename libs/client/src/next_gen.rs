@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::cluster::Cluster;
 use crate::consumer::TopicPartition;
-use crate::consumer_protocol::{from_partition_set, to_partition_set};
+use crate::partition_set::{from_partition_set, to_partition_set};
 
 /// The member epoch that joins.
 const JOIN: i32 = 0;

@@ -36,10 +36,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use runnel_log::batch::{BatchBuilder, Compression, Header, RecordBatchMut};
-use runnel_log::producer::add_sequence;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::{BatchBuilder, Compression, Header, RecordBatchMut, add_sequence};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 

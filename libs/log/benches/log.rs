@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use runnel_log::batch::{BatchBuilder, BatchHeader, Batches, Compression};
 use runnel_log::{CleanerConfig, Log, LogConfig};
+use runnel_records::batch::{BatchBuilder, BatchHeader, Batches, Compression};
 use tempfile::TempDir;
 
 const KIB: usize = 1024;

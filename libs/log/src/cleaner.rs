@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{BatchBuilder, BatchHeader, RecordBatch, TimestampType};
+use runnel_records::batch::{BatchBuilder, BatchHeader, RecordBatch, TimestampType};
+
 use crate::checkpoint;
 use crate::error::LogError;
 use crate::log::{CLEANED_SUFFIX, CLEANER_OFFSET_CHECKPOINT, Log, SWAP_SUFFIX};
@@ -473,7 +474,7 @@ impl CleaningPlan {
         now_ms: TimestampMs,
         stats: &mut CleanStats,
         out: &mut Vec<u8>,
-    ) -> Result<(), crate::batch::BatchError> {
+    ) -> Result<(), runnel_records::batch::BatchError> {
         let h = *batch.header();
         if h.is_control() {
             // No transactions yet, so every marker is still needed.
@@ -533,7 +534,7 @@ impl CleaningPlan {
         }
         for r in &kept {
             let delta = i32::try_from(r.offset - h.base_offset).map_err(|_| {
-                crate::batch::BatchError::MalformedRecord {
+                runnel_records::batch::BatchError::MalformedRecord {
                     reason: "record offset outside its batch",
                 }
             })?;

@@ -1,6 +1,7 @@
 //! Per-log configuration with Kafka's topic config names, defaults and bounds.
 
-use crate::batch::{Compression, TimestampType};
+use runnel_records::batch::{Compression, TimestampType};
+
 use crate::error::LogError;
 
 /// What happens to old segments (`cleanup.policy`).

@@ -3,8 +3,9 @@
 use std::io;
 use std::path::PathBuf;
 
+use runnel_records::batch::BatchError;
+
 use crate::Offset;
-use crate::batch::BatchError;
 
 /// Everything that can go wrong in a log operation. An error leaves the log
 /// as it was: nothing is appended, truncated or deleted half-way.

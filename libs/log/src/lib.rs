@@ -6,11 +6,12 @@
 //! synchronous and does no networking and spawns no threads: the broker calls
 //! it from its own I/O threads.
 //!
+//! The batch format itself (views, header patching, builder, codecs) is
+//! `runnel-records`, which the client and the coordinator use without
+//! linking this crate.
+//!
 //! Map of the crate:
 //!
-//! - [`batch`]: the v2 record batch format: zero-copy validated views,
-//!   in-place header patching, a builder, record decoding, and the gzip,
-//!   snappy, lz4 and zstd codecs.
 //! - [`Log`]: one partition. Appends as leader (assigns offsets) or follower
 //!   (keeps the leader's), reads whole batches up to a byte limit and a high
 //!   watermark, looks up offsets by timestamp, truncates, advances the log
@@ -29,7 +30,8 @@
 //!   implementation for tests (full disk, crash at the N-th operation).
 //!
 //! ```
-//! use runnel_log::{Log, LogConfig, batch::{BatchBuilder, Compression}};
+//! use runnel_log::{Log, LogConfig};
+//! use runnel_records::batch::{BatchBuilder, Compression};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut log = Log::open(dir.path().join("orders-0"), LogConfig::default()).unwrap();
@@ -45,17 +47,15 @@
 //!
 //! # Fuzzing
 //!
-//! `libs/log/fuzz` holds `cargo fuzz` targets for the batch decoder
-//! (`batch_decode`) and for segment recovery (`segment_recovery`). With only
-//! the stable toolchain installed:
+//! `libs/log/fuzz` holds the `cargo fuzz` target for segment recovery
+//! (`segment_recovery`); the batch decoder's targets are in
+//! `libs/records/fuzz`. With only the stable toolchain installed:
 //!
 //! ```text
 //! cargo install cargo-fuzz
-//! cd libs/log && RUSTC_BOOTSTRAP=1 cargo fuzz run batch_decode -- -max_total_time=600
 //! cd libs/log && RUSTC_BOOTSTRAP=1 cargo fuzz run segment_recovery -- -max_total_time=600
 //! ```
 
-pub mod batch;
 mod checkpoint;
 pub mod cleaner;
 mod clock;
@@ -74,10 +74,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
+pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
 
-/// A position in a partition log (Kafka's 64-bit offset).
-pub type Offset = i64;
-/// A leader epoch; -1 when unknown.
-pub type LeaderEpoch = i32;
-/// Milliseconds since the Unix epoch.
-pub type TimestampMs = i64;
+// TEMPORARY (issue 20): old path kept until dependents import runnel_records
+pub use runnel_records::batch;

@@ -22,9 +22,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{
+use runnel_records::batch::{
     BatchBuilder, BatchError, Compression, RecordBatch, RecordBatchMut, TimestampType,
 };
+
 use crate::checkpoint::{self, LeaderEpochCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
@@ -522,7 +523,7 @@ impl Log {
                     last_offset_delta: h.last_offset_delta,
                 }));
             }
-            let mut max_timestamp = crate::batch::NO_TIMESTAMP;
+            let mut max_timestamp = runnel_records::batch::NO_TIMESTAMP;
             let mut deltas_in_order = true;
             let mut errors = Vec::new();
             let mut invalid_timestamp = false;
@@ -537,7 +538,7 @@ impl Log {
                             message: "Compacted topic cannot accept message without key.".into(),
                         });
                     } else if create_time
-                        && r.timestamp != crate::batch::NO_TIMESTAMP
+                        && r.timestamp != runnel_records::batch::NO_TIMESTAMP
                         && !(earliest..=latest).contains(&r.timestamp)
                     {
                         invalid_timestamp = true;
@@ -705,7 +706,7 @@ impl Log {
             AppendInfo {
                 first_offset: offsets[0],
                 last_offset,
-                max_timestamp: crate::batch::NO_TIMESTAMP,
+                max_timestamp: runnel_records::batch::NO_TIMESTAMP,
                 offset_of_max_timestamp: offsets[0],
                 log_append_time: None,
                 record_count: 0,
@@ -785,7 +786,7 @@ impl Log {
         let first = metas.first().expect("validate refuses empty appends");
         let last = metas.last().expect("validate refuses empty appends");
         let first_offset = first.base_offset;
-        let (mut max_ts, mut offset_of_max) = (crate::batch::NO_TIMESTAMP, first_offset);
+        let (mut max_ts, mut offset_of_max) = (runnel_records::batch::NO_TIMESTAMP, first_offset);
         for m in metas {
             if m.max_timestamp > max_ts {
                 max_ts = m.max_timestamp;
@@ -825,7 +826,7 @@ impl Log {
             return Err(e);
         }
         for m in metas {
-            if let Ok(h) = crate::batch::BatchHeader::parse(&records[m.position..]) {
+            if let Ok(h) = runnel_records::batch::BatchHeader::parse(&records[m.position..]) {
                 self.producers.apply(&h, now);
             }
         }

@@ -17,7 +17,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use crate::batch::BatchHeader;
+use runnel_records::batch::{BatchHeader, add_sequence};
+
 use crate::checkpoint;
 use crate::error::LogError;
 use crate::storage::Storage;
@@ -79,15 +80,6 @@ impl ProducerEntry {
 /// The sequence number of the last record of a batch (sequences wrap at `i32::MAX`).
 pub fn last_sequence(h: &BatchHeader) -> i32 {
     add_sequence(h.base_sequence, h.last_offset_delta)
-}
-
-/// `seq + n`, wrapping past `i32::MAX` to 0 as Kafka's producers do.
-pub fn add_sequence(seq: i32, n: i32) -> i32 {
-    if seq > i32::MAX - n {
-        n - (i32::MAX - seq) - 1
-    } else {
-        seq + n
-    }
 }
 
 /// What the leader makes of a producer's batch.

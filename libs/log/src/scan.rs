@@ -7,7 +7,8 @@
 
 use std::io;
 
-use crate::batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD, RecordBatch};
+use runnel_records::batch::{BatchError, BatchHeader, RECORD_BATCH_OVERHEAD, RecordBatch};
+
 use crate::storage::StorageFile;
 
 /// Why a scan stopped early.

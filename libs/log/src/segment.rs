@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::batch::BatchHeader;
+use runnel_records::batch::BatchHeader;
+
 use crate::error::LogError;
 use crate::index::{OFFSET_ENTRY_SIZE, OffsetEntry, SegmentIndex, TIME_ENTRY_SIZE, relative};
 use crate::scan::{MAX_LOOKUP_CHUNK, SCAN_CHUNK, ScanError, Scanner};
@@ -130,7 +131,7 @@ impl Segment {
             time_index_file: open(TIME_INDEX_SUFFIX)?,
             size: 0,
             index,
-            max_timestamp: crate::batch::NO_TIMESTAMP,
+            max_timestamp: runnel_records::batch::NO_TIMESTAMP,
             offset_of_max_timestamp: base_offset,
             rolling_based_timestamp: None,
             created_ms: now_ms,
@@ -180,7 +181,7 @@ impl Segment {
             time_index_file,
             size,
             index: OnceLock::new(),
-            max_timestamp: crate::batch::NO_TIMESTAMP,
+            max_timestamp: runnel_records::batch::NO_TIMESTAMP,
             offset_of_max_timestamp: base_offset,
             rolling_based_timestamp: None,
             created_ms: now_ms,
@@ -428,7 +429,7 @@ impl Segment {
                 t.timestamp,
                 self.base_offset + Offset::from(t.relative_offset),
             ),
-            None => (crate::batch::NO_TIMESTAMP, self.base_offset),
+            None => (runnel_records::batch::NO_TIMESTAMP, self.base_offset),
         };
         let mut acc = Accumulator::new(self.base_offset);
         acc.max_timestamp = max_ts;
@@ -574,7 +575,7 @@ impl Segment {
     /// plus the next header, so one read usually finds the batch.
     fn lookup_chunk(&self) -> usize {
         (self.index_interval_bytes as usize).min(MAX_LOOKUP_CHUNK)
-            + 2 * crate::batch::RECORD_BATCH_OVERHEAD
+            + 2 * runnel_records::batch::RECORD_BATCH_OVERHEAD
     }
 
     /// Whether a lookup found the index pointing at the wrong place.
@@ -706,7 +707,7 @@ impl Segment {
         let start = index.offsets.last().map_or(0, |e| u64::from(e.position));
         let (mut max_ts, mut offset_of_max) = match index.times.last() {
             Some(t) => (t.timestamp, base + Offset::from(t.relative_offset)),
-            None => (crate::batch::NO_TIMESTAMP, base),
+            None => (runnel_records::batch::NO_TIMESTAMP, base),
         };
         // Recompute the tail's max timestamp and end from the last index entry on.
         let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, SCAN_CHUNK);
@@ -900,7 +901,7 @@ impl Accumulator {
             base,
             end: 0,
             next: None,
-            max_timestamp: crate::batch::NO_TIMESTAMP,
+            max_timestamp: runnel_records::batch::NO_TIMESTAMP,
             offset_of_max: base,
             first_timestamp: None,
             bytes_since_entry: 0,

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use common::*;
 use proptest::prelude::*;
-use runnel_log::batch::{BatchBuilder, Batches, Compression};
 use runnel_log::storage::{FaultyStorage, StdStorage};
 use runnel_log::{CleanerConfig, Log, LogConfig, LogError, ManualClock, Offset};
+use runnel_records::batch::{BatchBuilder, Batches, Compression};
 
 fn compact_config(segment_bytes: u64) -> LogConfig {
     let mut c = small_segments(segment_bytes);

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::*;
-use runnel_log::batch::{Batches, Compression};
 use runnel_log::storage::{FaultyStorage, StdStorage};
 use runnel_log::{Log, LogConfig, LogError, ManualClock, Offset};
+use runnel_records::batch::{Batches, Compression};
 
 #[derive(Debug, Clone, Copy)]
 enum Step {

@@ -6,11 +6,11 @@
 mod common;
 
 use common::*;
-use runnel_log::batch::{
+use runnel_log::{Log, LogConfig, LogError, ManualClock};
+use runnel_records::batch::{
     BatchBuilder, BatchError, Batches, Compression, Header, RecordBatch, RecordBatchMut,
     TimestampType,
 };
-use runnel_log::{Log, LogConfig, LogError, ManualClock};
 
 #[test]
 fn appends_get_consecutive_offsets_and_read_back_identically() {

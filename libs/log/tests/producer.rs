@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use runnel_log::batch::{BatchBuilder, Compression};
 use runnel_log::{LogConfig, LogError, ManualClock};
+use runnel_records::batch::{BatchBuilder, Compression};
 
 /// A batch of `n` records from producer `pid` at `epoch`, starting at sequence `seq`.
 fn pbatch(pid: i64, epoch: i16, seq: i32, n: u64) -> Vec<u8> {

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use proptest::prelude::*;
-use runnel_log::batch::Compression;
 use runnel_log::{LogConfig, ManualClock, Offset};
+use runnel_records::batch::Compression;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

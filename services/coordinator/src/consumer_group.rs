@@ -15,10 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use runnel_client::TopicPartition;
-use runnel_client::assignor::{GroupMember, PartitionAssignor, RangeAssignor, UniformAssignor};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1::{ConsumerGroupValue, ConsumerMemberValue, TopicPartitionRef};
+use runnel_records::TopicPartition;
+use runnel_records::assignor::{GroupMember, PartitionAssignor, RangeAssignor, UniformAssignor};
 
 use crate::group::Ms;
 

@@ -25,9 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use runnel_client::consumer_protocol::Subscription;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1::{GroupMemberValue, GroupValue};
+use runnel_records::consumer_protocol::Subscription;
 
 /// Milliseconds on the caller's clock.
 pub type Ms = i64;

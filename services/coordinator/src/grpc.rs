@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use runnel_client::Cluster;
-use runnel_client::consumer_protocol::{from_partition_set, to_partition_set};
+use runnel_client::partition_set::{from_partition_set, to_partition_set};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_server::Coordinator;

@@ -25,6 +25,11 @@
 //!   partitions with.
 //! - [`ownership`]: registration with the controller, the session, and
 //!   taking over and releasing the partitions the controller assigns.
+//!
+//! The `__consumer_offsets` batches, the subscription and assignment bytes
+//! and the server-side assignors are `runnel-records`; `runnel-client`
+//! provides the connections, the admin calls and the consumer that replays
+//! partitions.
 
 mod config;
 pub mod consumer_group;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use runnel_client::consumer_protocol::MemberAssignment;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::consumer_protocol::MemberAssignment;
 use tokio::sync::oneshot;
 
 use crate::consumer_group::{
@@ -863,7 +863,7 @@ impl GroupManager {
         &self,
         group_id: &str,
     ) -> Option<runnel_proto::coordinator::v1::DescribedConsumerGroup> {
-        use runnel_client::consumer_protocol::to_partition_set;
+        use runnel_client::partition_set::to_partition_set;
         use runnel_proto::coordinator::v1 as pb;
         let consumer_groups = self.consumer_groups.lock();
         let g = consumer_groups.get(group_id)?;

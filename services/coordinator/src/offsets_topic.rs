@@ -16,9 +16,9 @@ use runnel_client::{
     Admin, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset, TopicPartition,
 };
 use runnel_common::shutdown::CancellationToken;
-use runnel_log::batch::{BatchBuilder, Compression};
 use runnel_proto::broker::v1::{Acks, ProducePartition, ProduceRequest};
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::{BatchBuilder, Compression};
 
 use crate::manager::{OffsetsRecord, RecordSink, SinkError};
 use crate::offsets::{OFFSETS_TOPIC, owner_record};

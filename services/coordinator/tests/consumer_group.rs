@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use runnel_client::TopicPartition;
 use runnel_coordinator::consumer_group::{
     ConsumerGroup, ConsumerGroupConfig, Heartbeat, HeartbeatResponse, JOIN_EPOCH, LEAVE_EPOCH,
     MemberState, STATIC_LEAVE_EPOCH,
 };
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::TopicPartition;
 
 fn counts(partitions: i32) -> BTreeMap<String, i32> {
     BTreeMap::from([("t".to_owned(), partitions)])

@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use runnel_log::batch::{BatchBuilder, Compression, Header, RecordBatch, TimestampType};
 use runnel_log::{Log, LogConfig, Offset};
+use runnel_records::batch::{BatchBuilder, Compression, Header, RecordBatch, TimestampType};
 
 const LOG_FILE: &str = "00000000000000000000.log";
 const INDEX_FILE: &str = "00000000000000000000.index";

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use runnel_log::batch::{BatchBuilder, Batches, Compression, Record};
 use runnel_log::storage::{StdStorage, Storage};
 use runnel_log::{Log, LogConfig, ManualClock, Offset};
+use runnel_records::batch::{BatchBuilder, Batches, Compression, Record};
 
 /// Start of every test clock: 2023-11-14T22:13:20Z.
 pub const T0: i64 = 1_700_000_000_000;

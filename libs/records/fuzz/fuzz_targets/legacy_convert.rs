@@ -14,8 +14,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runnel_log::batch::RecordBatch;
-use runnel_log::batch::legacy::{MAGIC_V0, MAGIC_V1, down_convert, up_convert};
+use runnel_records::batch::RecordBatch;
+use runnel_records::batch::legacy::{MAGIC_V0, MAGIC_V1, down_convert, up_convert};
 
 type Plain = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
 

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::consumer::TopicPartition;
+use crate::TopicPartition;
 
 /// What a member told the coordinator when it joined.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -48,6 +48,15 @@ pub const NO_PARTITION_LEADER_EPOCH: LeaderEpoch = -1;
 /// Timestamp of a batch with no records.
 pub const NO_TIMESTAMP: TimestampMs = -1;
 
+/// `seq + n`, wrapping past `i32::MAX` to 0 as Kafka's producers do.
+pub fn add_sequence(seq: i32, n: i32) -> i32 {
+    if seq > i32::MAX - n {
+        n - (i32::MAX - seq) - 1
+    } else {
+        seq + n
+    }
+}
+
 const BASE_OFFSET_AT: usize = 0;
 const LENGTH_AT: usize = 8;
 const PARTITION_LEADER_EPOCH_AT: usize = 12;
@@ -515,7 +524,7 @@ impl<'a> RecordBatchMut<'a> {
 
     /// Wraps the first `size` bytes of `buf`, a batch the caller has already
     /// validated with [`RecordBatch::parse`] (no second CRC pass).
-    pub(crate) fn validated(buf: &'a mut [u8], size: usize) -> (RecordBatchMut<'a>, &'a mut [u8]) {
+    pub fn validated(buf: &'a mut [u8], size: usize) -> (RecordBatchMut<'a>, &'a mut [u8]) {
         let (bytes, rest) = buf.split_at_mut(size);
         (RecordBatchMut { bytes }, rest)
     }

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
-use runnel_client::TopicPartition;
-use runnel_client::assignor::{
+use runnel_records::TopicPartition;
+use runnel_records::assignor::{
     Assignment, CooperativeStickyAssignor, GroupMember, PartitionAssignor, RangeAssignor,
     RoundRobinAssignor,
 };

@@ -1,44 +1,13 @@
 //! The bytes group members exchange through the coordinator, in Kafka's
 //! `consumer` protocol format (`ConsumerProtocolSubscription` v3 and
 //! `ConsumerProtocolAssignment` v1), so Runnel members and Kafka clients
-//! read each other's subscriptions and assignments; and the partition sets
-//! KIP-848 heartbeats carry.
+//! read each other's subscriptions and assignments. (The partition sets
+//! KIP-848 heartbeats carry are gRPC messages: `runnel_client::partition_set`
+//! converts them, since this crate links no other Runnel crate.)
 
 use std::collections::BTreeMap;
 
-use runnel_proto::coordinator::v1 as pb;
-
-use crate::consumer::TopicPartition;
-
-/// Partitions as the coordinator's gRPC messages carry them (KIP-848's
-/// owned partitions and assignments), grouped by topic.
-pub fn to_partition_set(tps: &[TopicPartition]) -> pb::PartitionSet {
-    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in tps {
-        by_topic.entry(&tp.topic).or_default().push(tp.partition);
-    }
-    pb::PartitionSet {
-        topics: by_topic
-            .into_iter()
-            .map(|(topic, partitions)| pb::TopicPartitions {
-                topic: topic.to_owned(),
-                partitions,
-            })
-            .collect(),
-    }
-}
-
-/// The partitions of a [`pb::PartitionSet`].
-pub fn from_partition_set(set: &pb::PartitionSet) -> Vec<TopicPartition> {
-    set.topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(|&p| TopicPartition::new(t.topic.clone(), p))
-        })
-        .collect()
-}
+use crate::TopicPartition;
 
 /// A member's subscription as JoinGroup carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

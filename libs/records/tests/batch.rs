@@ -8,7 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::cases;
 use proptest::prelude::*;
-use runnel_log::batch::{
+use runnel_records::batch::{
     BatchBuilder, BatchError, BatchHeader, Batches, Compression, Header, RecordBatch,
     RecordBatchMut, TimestampType,
 };

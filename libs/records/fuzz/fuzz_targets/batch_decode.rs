@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use runnel_log::batch::{
+use runnel_records::batch::{
     BatchBuilder, BatchHeader, Batches, RECORD_BATCH_OVERHEAD, Record, RecordBatch, TimestampType,
 };
 
@@ -113,7 +113,7 @@ fn check_batch(batch: &RecordBatch<'_>) {
     let mut scanned = Vec::new();
     let scan = batch.scan_records(|i, r| scanned.push((i, r)));
     assert_eq!(scan.is_ok(), complete, "scan_records and records() disagree");
-    if complete && h.timestamp_type() == runnel_log::batch::TimestampType::CreateTime {
+    if complete && h.timestamp_type() == runnel_records::batch::TimestampType::CreateTime {
         assert_eq!(scanned.len(), decoded.len());
         for ((_, s), d) in scanned.iter().zip(&decoded) {
             assert_eq!(h.base_offset + i64::from(s.offset_delta), d.offset);

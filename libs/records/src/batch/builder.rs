@@ -10,7 +10,7 @@ use crate::{LeaderEpoch, Offset, TimestampMs};
 /// Builds one v2 record batch.
 ///
 /// ```
-/// use runnel_log::batch::{BatchBuilder, Compression, RecordBatch};
+/// use runnel_records::batch::{BatchBuilder, Compression, RecordBatch};
 ///
 /// let mut builder = BatchBuilder::new(Compression::Lz4);
 /// builder.append(1_700_000_000_000, Some(b"key"), Some(b"value"), &[]);
