@@ -170,7 +170,7 @@ fn release(partition: i32, o: Owned, topic: &OffsetsTopic, manager: &GroupManage
     drop(o);
     topic.release(partition);
     manager.unload(partition);
-    tracing::info!(partition, "__consumer_offsets partition released");
+    tracing::debug!(partition, "__consumer_offsets partition released");
 }
 
 fn release_all(owned: &mut HashMap<i32, Owned>, topic: &OffsetsTopic, manager: &GroupManager) {
@@ -196,15 +196,18 @@ fn reconcile(
         .filter(|(p, o)| wanted.get(p) != Some(&o.owner))
         .map(|(p, _)| *p)
         .collect();
+    let released = stale.len();
     for p in stale {
         if let Some(o) = owned.remove(&p) {
             release(p, o, topic, manager);
         }
     }
+    let mut taken = 0;
     for (p, owner) in wanted {
         if owned.contains_key(&p) {
             continue;
         }
+        taken += 1;
         manager.begin_load(p);
         let (topic, manager, token) = (Arc::clone(topic), Arc::clone(manager), shutdown.clone());
         let (id, o) = (me.id, owner);
@@ -220,6 +223,17 @@ fn reconcile(
                 owner,
                 loading: Some(handle),
             },
+        );
+    }
+    // One line per change of the whole set: the per-partition lines are at
+    // debug, since one coordinator may take every partition at start-up.
+    if taken + released > 0 {
+        tracing::info!(
+            coordinator = me.id,
+            owned = owned.len(),
+            taken,
+            released,
+            "__consumer_offsets ownership changed"
         );
     }
 }
@@ -250,7 +264,7 @@ async fn take_over(
         .await;
         match result {
             Ok(records) => {
-                tracing::info!(
+                tracing::debug!(
                     partition = p,
                     owner_epoch = o.owner_epoch,
                     records,
@@ -261,7 +275,7 @@ async fn take_over(
                 return;
             }
             Err(e) => {
-                tracing::info!(partition = p, error = %e, "cannot load __consumer_offsets partition yet; retrying");
+                tracing::debug!(partition = p, error = %e, "cannot load __consumer_offsets partition yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
