@@ -8,7 +8,7 @@
 //! answer is written from the current response type, keeping only what
 //! the old version carries. The records of Produce v0–2 and Fetch v0–3 are
 //! whatever message format the client sent or will read: converting them
-//! (`runnel_log::batch::legacy`) is the broker's business. The client's
+//! (`runnel_records::batch::legacy`) is the broker's business. The client's
 //! side (requests out, answers in) is here too, for tests and fuzzing.
 //!
 //! All of these versions are non-flexible: big-endian integers, `int16`

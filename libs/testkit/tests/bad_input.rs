@@ -7,9 +7,9 @@ use std::time::Duration;
 use runnel_client::{
     Acks, ClientError, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord,
 };
-use runnel_log::batch::{BatchBuilder, Compression};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
+use runnel_records::batch::{BatchBuilder, Compression};
 use runnel_testkit::TestCluster;
 
 fn code(r: Result<(), ClientError>) -> ErrorCode {

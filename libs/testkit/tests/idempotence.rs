@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_client::{NewTopic, Producer, ProducerConfig, ProducerRecord};
-use runnel_log::batch::{BatchBuilder, Compression};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::{BatchBuilder, Compression};
 use runnel_testkit::{TestCluster, wait_for};
 
 async fn rf3_topic(cluster: &TestCluster, name: &str, partitions: i32) {

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use runnel_client::{NewTopic, TopicPartition};
-use runnel_log::batch::{BatchBuilder, Compression};
+use runnel_records::batch::{BatchBuilder, Compression};
 use runnel_testkit::kafka_wire::{KafkaConn, decode_response, read_frame, request_frame};
 use runnel_testkit::{TestCluster, wait_for};
 use tokio::io::AsyncWriteExt;
@@ -310,7 +310,7 @@ async fn record_errors_name_each_keyless_record_on_a_compacted_topic() {
 async fn produce_is_validated_as_kafka_validates_it() {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
     use kafka_protocol::messages::{BrokerId, ListOffsetsRequest};
-    use runnel_log::batch::{Batches, RecordBatchMut};
+    use runnel_records::batch::{Batches, RecordBatchMut};
 
     let cluster = TestCluster::builder()
         .auto_create_topics(false)
@@ -481,7 +481,7 @@ async fn the_topic_compression_type_recompresses_what_producers_send() {
         .records
         .clone()
         .unwrap_or_default();
-    let codecs: Vec<Compression> = runnel_log::batch::Batches::new(&stored)
+    let codecs: Vec<Compression> = runnel_records::batch::Batches::new(&stored)
         .map(|b| b.unwrap().header().compression().unwrap())
         .collect();
     assert_eq!(codecs, [Compression::Zstd]);
@@ -884,8 +884,8 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
     use kafka_protocol::messages::{
         ApiKey, CreateTopicsRequest, DescribeConfigsRequest, RequestKind, ResponseKind,
     };
-    use runnel_log::batch::Header;
-    use runnel_log::batch::legacy::{MAGIC_V0, MAGIC_V1, write_compressed, write_message};
+    use runnel_records::batch::Header;
+    use runnel_records::batch::legacy::{MAGIC_V0, MAGIC_V1, write_compressed, write_message};
 
     let cluster = TestCluster::builder()
         .coordinators(1)
@@ -1091,7 +1091,7 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
         .clone()
         .unwrap();
     let mut count = 0;
-    for batch in runnel_log::batch::Batches::new(&records) {
+    for batch in runnel_records::batch::Batches::new(&records) {
         count += batch.unwrap().header().records_count;
     }
     assert_eq!(count, 11);

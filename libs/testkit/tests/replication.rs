@@ -244,7 +244,7 @@ fn replica_values(cluster: &TestCluster, i: usize, topic: &str) -> Vec<String> {
     let p = cluster.broker_logs(i).get(topic, 0).unwrap();
     let bytes = p.read_for_follower(0, usize::MAX / 2).unwrap();
     let mut out = Vec::new();
-    for batch in runnel_log::batch::Batches::new(&bytes) {
+    for batch in runnel_records::batch::Batches::new(&bytes) {
         for r in batch.unwrap().records().unwrap() {
             out.push(String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap());
         }
@@ -254,8 +254,8 @@ fn replica_values(cluster: &TestCluster, i: usize, topic: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_cannot_acknowledge_and_drops_its_tail_after_healing() {
-    use runnel_log::batch::{BatchBuilder, Compression};
     use runnel_proto::broker::v1 as pb;
+    use runnel_records::batch::{BatchBuilder, Compression};
 
     let cluster = TestCluster::builder().brokers(3).start().await;
     cluster

@@ -7,9 +7,9 @@
 use runnel_common::errors::is_retriable;
 use runnel_common::topics::TopicNameError;
 use runnel_log::LogError;
-use runnel_log::batch::BatchError;
-use runnel_log::batch::legacy;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::BatchError;
+use runnel_records::batch::legacy;
 
 use crate::io::IoStopped;
 

@@ -15,9 +15,9 @@ use runnel_kafka::kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse,
 };
-use runnel_log::batch::{BatchHeader, Compression, legacy};
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_records::batch::{BatchHeader, Compression, legacy};
 use uuid::Uuid;
 
 use super::sessions::FetchPlan;

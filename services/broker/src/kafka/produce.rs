@@ -12,8 +12,8 @@ use runnel_kafka::kafka_protocol::messages::produce_response::{
 };
 use runnel_kafka::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_kafka::server::Reply;
-use runnel_log::batch::{Batches, Compression, legacy};
 use runnel_proto::broker::v1 as pb;
+use runnel_records::batch::{Batches, Compression, legacy};
 use uuid::Uuid;
 
 use super::{KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};

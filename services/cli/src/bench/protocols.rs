@@ -24,8 +24,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use runnel_client::{Acks, Cluster};
-use runnel_log::batch::{BatchBuilder, Batches};
 use runnel_proto::broker::v1 as pb;
+use runnel_records::batch::{BatchBuilder, Batches};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, Semaphore, oneshot};
