@@ -149,6 +149,27 @@ pub fn service_endpoints(host: &str, grpc_port: u16, admin_port: u16) -> Vec<End
     ]
 }
 
+/// The endpoints a controller or coordinator registers: [`service_endpoints`]
+/// at `host`, plus [`EXTERNAL_GRPC_ENDPOINT`] when it has an external host
+/// (at `external_port`, else its gRPC port), for brokers' external listeners.
+pub fn endpoints_with_external(
+    host: &str,
+    grpc_port: u16,
+    admin_port: u16,
+    external_host: Option<&str>,
+    external_port: Option<u16>,
+) -> Vec<Endpoint> {
+    let mut endpoints = service_endpoints(host, grpc_port, admin_port);
+    if let Some(external_host) = external_host {
+        endpoints.push(Endpoint {
+            name: EXTERNAL_GRPC_ENDPOINT.into(),
+            host: external_host.to_owned(),
+            port: u32::from(external_port.unwrap_or(grpc_port)),
+        });
+    }
+    endpoints
+}
+
 /// A topic id from its wire bytes (`None` unless exactly 16 bytes).
 pub fn topic_id(bytes: &[u8]) -> Option<TopicId> {
     bytes.try_into().ok()

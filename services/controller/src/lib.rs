@@ -49,7 +49,6 @@ use runnel_common::service::{BindError, Tasks, bind};
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorumServer;
 use runnel_proto::controller::v1::controller_server::ControllerServer;
-use runnel_proto::metadata::v1::Endpoint;
 
 pub use config::{Config, Voter, parse_voters};
 pub use controller::{Controller, Settings};
@@ -152,17 +151,13 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| grpc_addr.ip().to_string());
 
-    let mut endpoints =
-        runnel_common::metadata::service_endpoints(&host, grpc_addr.port(), admin_addr.port());
-    if let Some(external_host) = &config.external_advertised_host {
-        // The name brokers' external listeners look for (runnel-broker's
-        // `EXTERNAL_GRPC_ENDPOINT`; services share no crate, so it is spelled twice).
-        endpoints.push(Endpoint {
-            name: "grpc-external".into(),
-            host: external_host.clone(),
-            port: u32::from(config.external_advertised_port.unwrap_or(grpc_addr.port())),
-        });
-    }
+    let endpoints = runnel_common::metadata::endpoints_with_external(
+        &host,
+        grpc_addr.port(),
+        admin_addr.port(),
+        config.external_advertised_host.as_deref(),
+        config.external_advertised_port,
+    );
     if config.node_id < 0 {
         return Err(StartError::Quorum(format!(
             "node_id {} is negative",

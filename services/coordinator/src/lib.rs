@@ -45,10 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use runnel_common::admin::{self, Readiness};
+use runnel_common::backoff::Backoff;
+use runnel_common::service::{BindError, Tasks, bind};
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::coordinator::v1::coordinator_server::CoordinatorServer;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 pub use config::Config;
 
@@ -56,14 +56,8 @@ pub use config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
 }
 
 /// A running coordinator.
@@ -75,41 +69,26 @@ pub struct CoordinatorHandle {
     pub admin_addr: SocketAddr,
     /// The groups (for in-process callers and tests).
     pub manager: Arc<manager::GroupManager>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
 }
 
 impl CoordinatorHandle {
     /// Stops serving and returns when every task has ended.
     pub async fn shutdown(mut self) {
-        self.shutdown.cancel();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.stop().await;
     }
 
     /// Stops at once, as a crash would: nothing is said to the controller,
     /// so this coordinator's partitions move only when its session expires.
     pub async fn kill(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.abort().await;
     }
 
     /// Waits until the coordinator stops (its token was cancelled).
     pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.join().await;
+        tracing::info!("coordinator stopped");
     }
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok(listener)
-}
-
-fn local(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Starts a coordinator: binds its listeners, makes sure `__consumer_offsets`
@@ -121,23 +100,19 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<CoordinatorHandle, StartError> {
-    let grpc_listener = bind(config.listen).await?;
-    let admin_listener = bind(config.admin_listen).await?;
-    let grpc_addr = local(&grpc_listener, config.listen)?;
-    let admin_addr = local(&admin_listener, config.admin_listen)?;
+    let (grpc_listener, grpc_addr) = bind(config.listen).await?;
+    let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let host = config
         .advertised_host
         .clone()
         .unwrap_or_else(|| grpc_addr.ip().to_string());
-    let mut endpoints =
-        runnel_common::metadata::service_endpoints(&host, grpc_addr.port(), admin_addr.port());
-    if let Some(external) = &config.external_advertised_host {
-        endpoints.push(runnel_proto::metadata::v1::Endpoint {
-            name: runnel_common::metadata::EXTERNAL_GRPC_ENDPOINT.into(),
-            host: external.clone(),
-            port: u32::from(config.external_advertised_port.unwrap_or(grpc_addr.port())),
-        });
-    }
+    let endpoints = runnel_common::metadata::endpoints_with_external(
+        &host,
+        grpc_addr.port(),
+        admin_addr.port(),
+        config.external_advertised_host.as_deref(),
+        config.external_advertised_port,
+    );
     let cluster =
         runnel_client::Cluster::new(runnel_client::ClientConfig::new(config.bootstrap.clone()));
     let topic = Arc::new(offsets_topic::OffsetsTopic::new(Arc::clone(&cluster)));
@@ -148,7 +123,7 @@ pub async fn start(
             .owning_assigned_partitions(),
     );
     let readiness = Readiness::new();
-    let mut tasks = JoinSet::new();
+    let mut tasks = Tasks::new(shutdown.clone());
     let (token, ready) = (shutdown.clone(), readiness.clone());
     tasks.spawn(async move {
         if let Err(e) = admin::serve(admin_listener, ready, token).await {
@@ -230,7 +205,6 @@ pub async fn start(
         grpc_addr,
         admin_addr,
         manager,
-        shutdown,
         tasks,
     })
 }
@@ -238,14 +212,13 @@ pub async fn start(
 /// Creates `__consumer_offsets` if needed, retrying while the cluster is
 /// not there yet.
 async fn ensure_topic(topic: &offsets_topic::OffsetsTopic, partitions: i32, rf: i32) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match topic.ensure(partitions, rf).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::info!(error = %e, "cannot create __consumer_offsets yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }

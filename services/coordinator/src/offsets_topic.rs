@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use runnel_client::{
     Admin, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset, TopicPartition,
 };
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::broker::v1::{Acks, ProducePartition, ProduceRequest};
 use runnel_proto::common::v1::ErrorCode;
@@ -236,7 +237,7 @@ impl PartitionWriter {
             code: ErrorCode::UnknownServerError,
             message: format!("cannot build a batch: {e}"),
         })?);
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             match self.send(batch.clone()).await {
                 Ok(()) => {
@@ -260,9 +261,8 @@ impl PartitionWriter {
                         self.partition
                     )));
                 }
-                () = tokio::time::sleep(backoff) => {}
+                () = backoff.wait() => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
             let _ = self
                 .cluster
                 .refresh(&[OFFSETS_TOPIC.to_owned()], false)

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use runnel_client::Cluster;
 use runnel_common::admin::Readiness;
+use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
 use runnel_proto::controller::v1::{CoordinatorHeartbeatRequest, RegisterCoordinatorRequest};
 use runnel_proto::metadata::v1::{Endpoint, OffsetsPartitionOwner};
@@ -248,7 +249,7 @@ async fn take_over(
 ) {
     let p = o.partition;
     let started = Instant::now();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let result = async {
             topic
@@ -276,8 +277,7 @@ async fn take_over(
             }
             Err(e) => {
                 tracing::debug!(partition = p, error = %e, "cannot load __consumer_offsets partition yet; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }
