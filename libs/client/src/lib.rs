@@ -23,7 +23,6 @@ pub mod consumer;
 mod error;
 pub mod group;
 mod group_admin;
-mod next_gen;
 pub mod partition_set;
 pub mod partitioner;
 pub mod producer;

@@ -28,6 +28,8 @@
 //! # }
 //! ```
 
+mod kip848;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +47,7 @@ use crate::admin::Admin;
 use crate::cluster::{ClientConfig, Cluster, Coordinator};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
 use crate::error::{ClientError, Result};
-use crate::next_gen::{NextGen, NextGenConfig};
+use kip848::{NextGen, NextGenConfig};
 
 /// How a group member behaves (Kafka's consumer group configs).
 #[derive(Debug, Clone)]
