@@ -47,7 +47,8 @@ use crate::admin::Admin;
 use crate::cluster::{ClientConfig, Cluster, Coordinator};
 use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, TopicPartition};
 use crate::error::{ClientError, Result};
-use kip848::{NextGen, NextGenConfig};
+
+use self::kip848::{NextGen, NextGenConfig};
 
 /// How a group member behaves (Kafka's consumer group configs).
 #[derive(Debug, Clone)]

@@ -16,6 +16,11 @@
 //! fails for good, the producer bumps its epoch and renumbers the
 //! partition's unsent batches from zero (as Kafka's does, KIP-360).
 //!
+//! This file is the API ([`Producer`], its config, the delivery futures);
+//! `accumulator.rs` batches records per partition within `buffer.memory`,
+//! and `sender.rs` drains the batches to the leaders, retries them and
+//! renumbers them after an epoch bump.
+//!
 //! ```no_run
 //! # async fn demo() -> runnel_client::Result<()> {
 //! use runnel_client::{ClientConfig, Producer, ProducerConfig, ProducerRecord};
@@ -28,7 +33,9 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+mod accumulator;
+mod sender;
+
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,13 +45,15 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
-use runnel_records::batch::{BatchBuilder, Compression, Header, RecordBatchMut, add_sequence};
+use runnel_records::batch::{Compression, Header};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{ClientError, Result};
-use crate::partitioner::{next_sticky, partition_for_key};
+
+use self::accumulator::{Accumulator, Identity};
+use self::sender::run_sender;
 
 /// How many replicas must have a record before it is acknowledged (`acks`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,105 +274,6 @@ impl IntoFuture for DeliveryFuture {
     }
 }
 
-struct OpenBatch {
-    builder: BatchBuilder,
-    /// What the batch's records count against `buffer.memory` (estimated at `send`).
-    accounted: usize,
-    created: Instant,
-    outcome: BatchOutcome,
-    /// The caller's span when the batch opened: its requests are traced under it.
-    span: tracing::Span,
-}
-
-/// An idempotent producer's id and epoch (from InitProducerId, the epoch bumped by the producer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    id: i64,
-    epoch: i16,
-}
-
-struct ReadyBatch {
-    bytes: Bytes,
-    records: i64,
-    accounted: usize,
-    created: Instant,
-    outcome: BatchOutcome,
-    span: tracing::Span,
-}
-
-#[derive(Default)]
-struct PartitionQueue {
-    open: Option<OpenBatch>,
-    ready: VecDeque<ReadyBatch>,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-    /// Why the last attempt failed, for the error if the batch expires.
-    last_error: Option<ClientError>,
-    /// Idempotence: the identity this partition's batches are numbered
-    /// under and the sequence number of the next record.
-    sequence: Option<(Identity, i32)>,
-}
-
-/// One topic's partition queues (indexed by partition) and its sticky partition.
-struct TopicQueues {
-    name: Arc<str>,
-    partitions: Vec<PartitionQueue>,
-    sticky: Option<i32>,
-    /// The partition count as of metadata `generation`.
-    partition_count: i32,
-    generation: u64,
-}
-
-impl TopicQueues {
-    fn new(name: &str) -> Self {
-        TopicQueues {
-            name: Arc::from(name),
-            partitions: Vec::new(),
-            sticky: None,
-            partition_count: 0,
-            generation: 0,
-        }
-    }
-
-    fn queue(&mut self, partition: i32) -> &mut PartitionQueue {
-        queue_at(&mut self.partitions, partition)
-    }
-}
-
-/// The queue of `partition`, made if missing.
-fn queue_at(queues: &mut Vec<PartitionQueue>, partition: i32) -> &mut PartitionQueue {
-    let i = partition as usize;
-    if queues.len() <= i {
-        queues.resize_with(i + 1, PartitionQueue::default);
-    }
-    &mut queues[i]
-}
-
-#[derive(Default)]
-struct Accumulator {
-    /// By topic name (hashbrown for lookups by `&str` that hash once, with a fast hasher).
-    topics: hashbrown::HashMap<Arc<str>, TopicQueues>,
-    /// Bytes accepted and not yet acknowledged.
-    buffered: usize,
-    /// Close every open batch now (flush, close).
-    flushing: bool,
-    closed: bool,
-    /// The idempotent producer's identity, once known (None when not idempotent).
-    identity: Option<Identity>,
-}
-
-impl Accumulator {
-    fn queues(&self) -> impl Iterator<Item = &PartitionQueue> {
-        self.topics.values().flat_map(|t| t.partitions.iter())
-    }
-
-    /// Nothing open, queued or in flight.
-    fn idle(&self) -> bool {
-        self.queues()
-            .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
-    }
-}
-
 struct Shared {
     /// Records whose batch failed for good (for tools that do not await every delivery).
     failed: std::sync::atomic::AtomicU64,
@@ -393,9 +303,6 @@ impl std::fmt::Debug for Producer {
             .finish_non_exhaustive()
     }
 }
-
-/// Most bytes a new batch allocates up front; larger batches grow as they fill.
-const BATCH_PREALLOCATION: usize = 1 << 20;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -597,96 +504,6 @@ impl Producer {
         Ok(n as i32)
     }
 
-    /// Adds the record to its partition's open batch. Returns its delivery
-    /// future and whether the sender must look (a batch opened or closed).
-    fn append(
-        &self,
-        acc: &mut Accumulator,
-        record: &ProducerRecord,
-        (partitions, generation): (i32, u64),
-        size: usize,
-        timestamp: i64,
-    ) -> (DeliveryFuture, bool) {
-        let config = &self.shared.config;
-        let identity = acc.identity;
-        acc.buffered += size;
-        let queues = acc
-            .topics
-            .entry_ref(record.topic.as_str())
-            .or_insert_with(|| TopicQueues::new(&record.topic));
-        queues.partition_count = partitions;
-        queues.generation = generation;
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) => p,
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => {
-                // KIP-480: null-key records stick to one partition until its
-                // batch is done; a record that would start a new batch moves on.
-                let current = *queues
-                    .sticky
-                    .get_or_insert_with(|| next_sticky(None, partitions));
-                let fits = queues
-                    .partitions
-                    .get(current as usize)
-                    .and_then(|q| q.open.as_ref())
-                    .is_some_and(|open| {
-                        open.builder.uncompressed_size() + size <= config.batch_size
-                            || open.builder.is_empty()
-                    });
-                if fits {
-                    current
-                } else {
-                    let next = next_sticky(Some(current), partitions);
-                    queues.sticky = Some(next);
-                    next
-                }
-            }
-        };
-        let mut freed = 0;
-        let mut wake = false;
-        let name = &queues.name;
-        let queue = queue_at(&mut queues.partitions, partition);
-        if let Some(open) = &queue.open
-            && open.builder.uncompressed_size() + size > config.batch_size
-            && !open.builder.is_empty()
-        {
-            freed += close_open(queue, identity);
-            wake = true;
-        }
-        let open = queue.open.get_or_insert_with(|| {
-            wake = true;
-            OpenBatch {
-                outcome: BatchOutcome::new(Arc::clone(name), partition),
-                builder: BatchBuilder::with_capacity(
-                    config.compression,
-                    config.batch_size.min(BATCH_PREALLOCATION),
-                ),
-                accounted: 0,
-                created: Instant::now(),
-                span: tracing::Span::current(),
-            }
-        });
-        let index = open.builder.len() as i64;
-        open.accounted += size;
-        open.builder.append(
-            timestamp,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        let future = DeliveryFuture {
-            batch: Arc::clone(&open.outcome.0),
-            index,
-            timestamp,
-        };
-        if open.builder.uncompressed_size() >= config.batch_size {
-            freed += close_open(queue, identity);
-            wake = true;
-        }
-        acc.buffered = acc.buffered.saturating_sub(freed);
-        (future, wake)
-    }
-
     /// Records that failed for good so far (expired or refused), whether or
     /// not anyone awaits their delivery futures.
     pub fn failed_records(&self) -> u64 {
@@ -721,363 +538,4 @@ impl Producer {
         let _ = self.sender.await;
         flushed
     }
-}
-
-/// Moves a partition's open batch to its ready queue, encoding it (numbered
-/// for an idempotent producer). Returns the `buffer.memory` bytes freed when
-/// the batch cannot be encoded and fails.
-fn close_open(queue: &mut PartitionQueue, identity: Option<Identity>) -> usize {
-    let Some(open) = queue.open.take() else {
-        return 0;
-    };
-    let records = open.builder.len() as i64;
-    let mut builder = open.builder;
-    if let Some(identity) = identity {
-        let seq = match queue.sequence {
-            Some((numbered, next)) if numbered == identity => next,
-            // A new identity (or epoch) numbers from zero.
-            _ => 0,
-        };
-        builder = builder.producer(identity.id, identity.epoch, seq);
-        queue.sequence = Some((identity, add_sequence(seq, records as i32)));
-    }
-    match builder.build() {
-        Ok(bytes) => {
-            queue.ready.push_back(ReadyBatch {
-                bytes: Bytes::from(bytes),
-                records,
-                accounted: open.accounted,
-                created: open.created,
-                outcome: open.outcome,
-                span: open.span,
-            });
-            0
-        }
-        Err(e) => {
-            open.outcome.resolve(Err(ClientError::Invalid(format!(
-                "cannot encode the batch: {e}"
-            ))));
-            open.accounted
-        }
-    }
-}
-
-/// One partition's batches in a request.
-struct InFlight {
-    topic: Arc<str>,
-    partition: i32,
-    batches: Vec<ReadyBatch>,
-}
-
-async fn run_sender(shared: Arc<Shared>) {
-    let mut requests = tokio::task::JoinSet::new();
-    loop {
-        let (sends, next_wake, done) = collect(&shared);
-        for (addr, parts) in sends {
-            // Traced under the span of whoever sent the oldest record in it.
-            let parent = parts
-                .first()
-                .and_then(|p| p.batches.first())
-                .map_or_else(tracing::Span::none, |b| b.span.clone());
-            let span = tracing::info_span!(parent: &parent, "produce", broker = %addr, partitions = parts.len());
-            requests.spawn(tracing::Instrument::instrument(
-                send_request(Arc::clone(&shared), addr, parts),
-                span,
-            ));
-        }
-        if done && requests.is_empty() {
-            return;
-        }
-        let deadline = next_wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-        tokio::select! {
-            () = shared.wake.notified() => {}
-            Some(_) = requests.join_next() => {}
-            () = tokio::time::sleep_until(deadline) => {}
-        }
-    }
-}
-
-type Sends = Vec<(String, Vec<InFlight>)>;
-
-/// Closes lingering batches, fails expired ones, and takes what can be sent
-/// now, grouped by leader. Returns when to look again and whether the
-/// producer is closed and drained.
-fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
-    let config = &shared.config;
-    let now = Instant::now();
-    let mut acc = shared.acc.lock();
-    let flushing = acc.flushing || acc.closed;
-    let identity = acc.identity;
-    let mut renumber = Vec::new();
-    let mut by_leader: HashMap<String, Vec<InFlight>> = HashMap::new();
-    let mut next_wake: Option<Instant> = None;
-    let mut wake_at = |t: Instant| next_wake = Some(next_wake.map_or(t, |n| n.min(t)));
-    let mut need_metadata = Vec::new();
-    let mut freed = 0usize;
-    let queues = acc.topics.iter_mut().flat_map(|(topic, t)| {
-        t.partitions
-            .iter_mut()
-            .enumerate()
-            .map(move |(p, q)| (topic, p as i32, q))
-    });
-    for (topic, partition, queue) in queues {
-        if let Some(open) = &queue.open {
-            if flushing || now >= open.created + config.linger {
-                freed += close_open(queue, identity);
-            } else {
-                wake_at(open.created + config.linger);
-            }
-        }
-        // Expired batches fail; they never reach a broker.
-        while let Some(b) = queue.ready.front() {
-            if now < b.created + config.delivery_timeout || queue.in_flight {
-                break;
-            }
-            let b = queue.ready.pop_front().expect("front exists");
-            freed += b.accounted;
-            shared
-                .failed
-                .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
-            let what = match &queue.last_error {
-                Some(e) => format!("delivery to {topic}-{partition} (last error: {e})"),
-                None => format!("delivery to {topic}-{partition}"),
-            };
-            b.outcome.resolve(Err(ClientError::Timeout {
-                what,
-                ms: config.delivery_timeout.as_millis() as u64,
-            }));
-            if identity.is_some() {
-                renumber.push((Arc::clone(topic), partition));
-            }
-        }
-        if renumber
-            .last()
-            .is_some_and(|(t, p)| *p == partition && Arc::ptr_eq(t, topic))
-        {
-            // Its batches are renumbered below, under a new epoch; send them next round.
-            wake_at(now);
-            continue;
-        }
-        if queue.in_flight || queue.ready.is_empty() {
-            continue;
-        }
-        if let Some(t) = queue.retry_at {
-            if now < t {
-                wake_at(t);
-                continue;
-            }
-            queue.retry_at = None;
-        }
-        let Some((_, addr)) = shared.cluster.leader_addr(topic, partition) else {
-            need_metadata.push(topic.to_string());
-            queue.retry_at = Some(now + config.retry_backoff);
-            wake_at(now + config.retry_backoff);
-            continue;
-        };
-        let mut batches = Vec::new();
-        let mut bytes = 0;
-        while let Some(b) = queue.ready.front() {
-            if !batches.is_empty() && bytes + b.bytes.len() > config.max_request_size {
-                break;
-            }
-            bytes += b.bytes.len();
-            batches.push(queue.ready.pop_front().expect("front exists"));
-        }
-        queue.in_flight = true;
-        by_leader.entry(addr).or_default().push(InFlight {
-            topic: Arc::clone(topic),
-            partition,
-            batches,
-        });
-    }
-    renumber.dedup();
-    for (topic, partition) in renumber {
-        bump_epoch(&mut acc, &topic, partition);
-    }
-    acc.buffered = acc.buffered.saturating_sub(freed);
-    let done = acc.closed && acc.idle();
-    drop(acc);
-    if freed > 0 {
-        shared.progress.notify_waiters();
-    }
-    if !need_metadata.is_empty() {
-        need_metadata.sort();
-        need_metadata.dedup();
-        let cluster = Arc::clone(&shared.cluster);
-        tokio::spawn(async move {
-            let _ = cluster.refresh(&need_metadata, false).await;
-        });
-    }
-    (by_leader.into_iter().collect(), next_wake, done)
-}
-
-async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
-    let config = &shared.config;
-    let request = pb::ProduceRequest {
-        acks: config.acks.wire() as i32,
-        timeout_ms: config
-            .delivery_timeout
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32,
-        partitions: parts
-            .iter()
-            .map(|p| pb::ProducePartition {
-                topic: p.topic.to_string(),
-                partition: p.partition,
-                records: concat(&p.batches),
-            })
-            .collect(),
-    };
-    let response = match shared.cluster.broker_at(&addr) {
-        Ok(mut client) => client
-            .produce(request)
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::from_status(&addr, s)),
-        Err(e) => Err(e),
-    };
-    type Outcome = std::result::Result<(i64, Vec<i64>, i64), ClientError>;
-    let mut results: HashMap<(String, i32), Outcome> = HashMap::new();
-    match response {
-        Ok(r) => {
-            for p in r.partitions {
-                let outcome = if p.error_code() == ErrorCode::None {
-                    Ok((p.base_offset, p.batch_base_offsets, p.log_append_time_ms))
-                } else {
-                    Err(ClientError::server(p.error_code(), p.error_message))
-                };
-                results.insert((p.topic, p.partition), outcome);
-            }
-        }
-        Err(e) => {
-            for p in &parts {
-                results.insert((p.topic.to_string(), p.partition), Err(e.clone()));
-            }
-        }
-    }
-    let mut refresh = Vec::new();
-    let mut freed = 0;
-    {
-        let mut acc = shared.acc.lock();
-        let now = Instant::now();
-        for part in parts {
-            let outcome = results
-                .remove(&(part.topic.to_string(), part.partition))
-                .unwrap_or_else(|| {
-                    Err(ClientError::server(
-                        ErrorCode::UnknownServerError,
-                        "no result for the partition",
-                    ))
-                });
-            let queue = acc
-                .topics
-                .entry_ref(&*part.topic)
-                .or_insert_with(|| TopicQueues::new(&part.topic))
-                .queue(part.partition);
-            queue.in_flight = false;
-            match outcome {
-                Ok((base, batch_offsets, append_time)) => {
-                    queue.last_error = None;
-                    // Offsets are consecutive unless some batches were retries
-                    // the leader already had (then each batch has its own).
-                    let listed = batch_offsets.len() == part.batches.len();
-                    let mut next = base;
-                    for (i, b) in part.batches.into_iter().enumerate() {
-                        freed += b.accounted;
-                        let offset = match (base < 0, listed) {
-                            (true, _) => -1,
-                            (false, true) => batch_offsets[i],
-                            (false, false) => next,
-                        };
-                        b.outcome.resolve(Ok((offset, append_time)));
-                        next += b.records;
-                    }
-                }
-                Err(e) if e.is_retriable() => {
-                    tracing::debug!(topic = %part.topic, partition = part.partition, error = %e, "produce will be retried");
-                    queue.last_error = Some(e);
-                    refresh.push(part.topic.to_string());
-                    queue.retry_at = Some(now + config.retry_backoff);
-                    // Back at the front, in order, ahead of newer batches.
-                    for b in part.batches.into_iter().rev() {
-                        queue.ready.push_front(b);
-                    }
-                }
-                Err(e) => {
-                    for b in part.batches {
-                        freed += b.accounted;
-                        shared
-                            .failed
-                            .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
-                        b.outcome.resolve(Err(e.clone()));
-                    }
-                    if shared.idempotent {
-                        bump_epoch(&mut acc, &part.topic, part.partition);
-                    }
-                }
-            }
-        }
-        acc.buffered = acc.buffered.saturating_sub(freed);
-    }
-    if !refresh.is_empty() {
-        refresh.sort();
-        refresh.dedup();
-        let _ = shared.cluster.refresh(&refresh, false).await;
-    }
-    shared.progress.notify_waiters();
-    shared.wake.notify_one();
-}
-
-/// After a batch of `topic`-`partition` failed for good its successors
-/// cannot follow its sequence numbers: the producer moves to a new epoch
-/// (every partition's next batch starts again at 0) and renumbers this
-/// partition's unsent batches under it (Kafka's epoch bump, KIP-360).
-fn bump_epoch(acc: &mut Accumulator, topic: &str, partition: i32) {
-    let Some(old) = acc.identity else {
-        return;
-    };
-    let Some(epoch) = old.epoch.checked_add(1) else {
-        tracing::warn!(
-            producer_id = old.id,
-            "producer epoch exhausted; sequences not reset"
-        );
-        return;
-    };
-    let identity = Identity { id: old.id, epoch };
-    acc.identity = Some(identity);
-    tracing::debug!(
-        producer_id = old.id,
-        epoch,
-        topic,
-        partition,
-        "producer epoch bumped after a failed batch"
-    );
-    let Some(queue) = acc
-        .topics
-        .get_mut(topic)
-        .and_then(|t| t.partitions.get_mut(partition as usize))
-    else {
-        return;
-    };
-    let mut seq = 0i32;
-    for b in &mut queue.ready {
-        let mut bytes = bytes::BytesMut::from(&b.bytes[..]);
-        if let Ok((mut batch, _)) = RecordBatchMut::new(&mut bytes) {
-            batch.set_producer(identity.id, identity.epoch, seq);
-        }
-        b.bytes = bytes.freeze();
-        seq = add_sequence(seq, b.records as i32);
-    }
-    queue.sequence = Some((identity, seq));
-}
-
-fn concat(batches: &[ReadyBatch]) -> Bytes {
-    if let [one] = batches {
-        return one.bytes.clone();
-    }
-    let mut out = Vec::with_capacity(batches.iter().map(|b| b.bytes.len()).sum());
-    for b in batches {
-        out.extend_from_slice(&b.bytes);
-    }
-    Bytes::from(out)
 }
