@@ -2,8 +2,9 @@
 //! `group.protocol=consumer`): a background task sends
 //! `ConsumerGroupHeartbeat` with the subscription and the partitions this
 //! member owns, and keeps the coordinator's latest assignment; `poll`
-//! applies it (revoking first, then taking what is new) and wakes the task
-//! so the coordinator learns at once what was released.
+//! applies it (revoking first, then taking what is new, in
+//! `GroupConsumer::next_gen_step`) and wakes the task so the coordinator
+//! learns at once what was released.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +12,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
+use runnel_records::assignor::RebalanceProtocol;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
+use super::{GroupConsumer, MemberState};
 use crate::cluster::Cluster;
 use crate::consumer::TopicPartition;
+use crate::error::Result;
 use crate::partition_set::{from_partition_set, to_partition_set};
 
 /// The member epoch that joins.
@@ -198,6 +203,92 @@ async fn run(
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = wake.notified() => {}
+        }
+    }
+}
+
+impl GroupConsumer {
+    /// `group.protocol=consumer`: starts the heartbeat task, then applies
+    /// the coordinator's latest assignment: revokes what it no longer
+    /// holds (committing first with auto commit), takes what is new at
+    /// the committed offsets, and reports what it owns at once.
+    pub(super) async fn next_gen_step(&mut self) -> Result<()> {
+        if self.next_gen.is_none() {
+            let topics = self.resolve_topics().await?.into_keys().collect();
+            let shared = Arc::clone(&self.shared);
+            self.next_gen = Some(NextGen::start(
+                Arc::clone(&self.cluster),
+                self.next_gen_config(),
+                topics,
+                Box::new(move |member_id, epoch| {
+                    let mut m = shared.lock();
+                    m.member_id = member_id.to_owned();
+                    m.generation = epoch;
+                }),
+            ));
+        }
+        if self.last_metadata_check.elapsed() >= self.config.metadata_max_age {
+            self.last_metadata_check = Instant::now();
+            if let Ok(topics) = self.resolve_topics().await
+                && let Some(ng) = &self.next_gen
+            {
+                let mut s = ng.state.lock();
+                let topics: Vec<String> = topics.into_keys().collect();
+                if topics != s.topics {
+                    s.topics = topics;
+                    s.subscription_sent = false;
+                }
+            }
+        }
+        let Some(ng) = &self.next_gen else {
+            return Ok(());
+        };
+        let (assignment, lost) = {
+            let mut s = ng.state.lock();
+            let taken = (s.assignment.take(), std::mem::take(&mut s.lost));
+            let mut m = self.shared.lock();
+            m.state = MemberState::Stable;
+            m.coordinator = s.coordinator.clone();
+            taken
+        };
+        let wake = Arc::clone(&ng.wake);
+        let state = Arc::clone(&ng.state);
+        if lost && !self.owned.is_empty() {
+            let gone = std::mem::take(&mut self.owned);
+            tracing::warn!(group = %self.config.group_id, partitions = gone.len(), "partitions lost: the group dropped this member");
+            if let Some(l) = self.listener.as_mut() {
+                l.on_partitions_lost(&gone);
+            }
+            self.consumer.assign(Vec::new()).await?;
+            state.lock().owned.clear();
+        }
+        let Some(mut target) = assignment else {
+            return Ok(());
+        };
+        target.sort();
+        if target == self.owned {
+            return Ok(());
+        }
+        self.take_assignment(target, RebalanceProtocol::Cooperative)
+            .await?;
+        // take_assignment asks a classic member to rejoin after revoking;
+        // here the heartbeat reports the release instead.
+        self.shared.lock().state = MemberState::Stable;
+        state.lock().owned = self.owned.clone();
+        wake.notify_one();
+        Ok(())
+    }
+
+    pub(super) fn next_gen_config(&self) -> NextGenConfig {
+        NextGenConfig {
+            group_id: self.config.group_id.clone(),
+            instance_id: self.config.group_instance_id.clone().unwrap_or_default(),
+            rebalance_timeout_ms: self.config.max_poll_interval.as_millis() as i32,
+            server_assignor: self
+                .config
+                .group_remote_assignor
+                .clone()
+                .unwrap_or_default(),
         }
     }
 }
