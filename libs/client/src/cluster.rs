@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use runnel_common::backoff::Backoff;
 use runnel_common::telemetry::TraceInterceptor;
 use runnel_common::transport;
 use runnel_proto::broker::v1 as pb;
@@ -221,7 +222,8 @@ impl Cluster {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = std::time::Instant::now() + self.config.request_timeout;
-        let mut backoff = Duration::from_millis(50);
+        // Short: an election takes about a second and the caller waits on it.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         loop {
             let (addr, client) = self.controller().await?;
             let error = match call(client, request.clone()).await {
@@ -236,13 +238,12 @@ impl Cluster {
                         ..
                     }
                 );
-            if !moved || std::time::Instant::now() + backoff > deadline {
+            let delay = backoff.next_delay();
+            if !moved || std::time::Instant::now() + delay > deadline {
                 return Err(error);
             }
             tracing::debug!(controller = %addr, error = %error, "controller moved; looking it up again");
-            tokio::time::sleep(backoff).await;
-            // Short: an election takes about a second and the caller waits on it.
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            tokio::time::sleep(delay).await;
             // Brokers learn the active controller from their heartbeats.
             let _ = self.refresh(&[], false).await;
         }

@@ -1,6 +1,7 @@
 //! Consumer-group administration on [`Admin`]: list, describe, read and
 //! reset committed offsets, delete (Kafka's `kafka-consumer-groups.sh`).
 
+use runnel_common::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -68,7 +69,7 @@ impl Admin {
         Fut: Future<Output = Result<T>>,
     {
         let deadline = tokio::time::Instant::now() + self.cluster.config().request_timeout;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             let attempt = async {
                 let (id, addr) = self.cluster.find_coordinator(group).await?;
@@ -80,8 +81,7 @@ impl Admin {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, group, "group coordinator busy; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(e),
             }

@@ -27,11 +27,6 @@ pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
 
-// TEMPORARY (issue 20): old path kept until dependents import runnel_records
-pub use runnel_records::assignor;
-// TEMPORARY (issue 20): old path kept until dependents import runnel_records
-pub use runnel_records::consumer_protocol;
-
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
     CoordinatorDescription, NewTopic, PartitionDescription, TopicDescription,

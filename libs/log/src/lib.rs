@@ -75,6 +75,3 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
-
-// TEMPORARY (issue 20): old path kept until dependents import runnel_records
-pub use runnel_records::batch;

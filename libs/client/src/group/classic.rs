@@ -2,6 +2,7 @@
 //! and rejoining a generation, and the leader's job of running the
 //! assignor over every member's subscription.
 
+use runnel_common::backoff::Backoff;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -98,7 +99,7 @@ impl GroupConsumer {
         }
         .encode();
         let mut member_id = member_id;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             if Instant::now() >= deadline {
                 return Err(ClientError::Timeout {
@@ -131,8 +132,7 @@ impl GroupConsumer {
                 Err(status) => {
                     tracing::debug!(%status, "JoinGroup failed; finding the coordinator again");
                     self.forget_coordinator();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     continue;
                 }
             };
@@ -149,8 +149,7 @@ impl GroupConsumer {
                 ErrorCode::RebalanceInProgress => continue,
                 code if coordinator_moved(code) => {
                     self.forget_coordinator();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     continue;
                 }
                 code => return Err(server(code, join.error_message)),

@@ -41,6 +41,7 @@ mod heartbeat;
 mod kip848;
 mod offsets;
 
+use runnel_common::backoff::Backoff;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,7 +361,7 @@ impl GroupConsumer {
 
     /// A client for the group's coordinator, finding it if needed.
     async fn coordinator(&self, deadline: Instant) -> Result<Coordinator> {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             let known = self.shared.lock().coordinator.clone();
             if let Some(addr) = known {
@@ -372,8 +373,7 @@ impl GroupConsumer {
                 }
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
                     tracing::debug!(error = %e, "group coordinator not found yet");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(e),
             }

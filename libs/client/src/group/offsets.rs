@@ -2,6 +2,7 @@
 //! `auto.commit.interval.ms`, and on revocation), fetching what the group
 //! committed, and lag.
 
+use runnel_common::backoff::Backoff;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ impl GroupConsumer {
                 .collect(),
         };
         let deadline = Instant::now() + self.cluster.config().request_timeout;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             let mut c = self.coordinator(deadline).await?;
             let error = match c.offset_fetch(request.clone()).await {
@@ -123,8 +124,7 @@ impl GroupConsumer {
             if Instant::now() >= deadline {
                 return Err(error);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff.wait().await;
         }
     }
 
@@ -153,7 +153,7 @@ async fn commit(
     if offsets.is_empty() {
         return Ok(());
     }
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         let (member_id, generation, addr) = {
             let s = shared.lock();
@@ -167,8 +167,7 @@ async fn commit(
                     a
                 }
                 Err(e) if e.is_retriable() && Instant::now() < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -245,7 +244,6 @@ async fn commit(
         if Instant::now() >= deadline {
             return Err(error);
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff.wait().await;
     }
 }
