@@ -300,9 +300,10 @@ impl TestCluster {
             net_fault: self.controller_faults[i].clone(),
             ..runnel_controller::Config::default()
         };
-        let handle = runnel_controller::start(config, CancellationToken::new())
-            .await
-            .expect("the controller starts");
+        let handle = start_on(config, "the controller starts", |c| {
+            runnel_controller::start(c, CancellationToken::new())
+        })
+        .await;
         self.controllers[i] = Some(handle);
     }
 
@@ -327,9 +328,10 @@ impl TestCluster {
             io_threads: 2,
             ..runnel_broker::Config::default()
         };
-        let handle = runnel_broker::start(config, CancellationToken::new())
-            .await
-            .expect("the broker starts");
+        let handle = start_on(config, "the broker starts", |c| {
+            runnel_broker::start(c, CancellationToken::new())
+        })
+        .await;
         self.broker_addrs[i] = Some((handle.grpc_addr, handle.admin_addr, handle.kafka_addr));
         self.brokers[i] = Some(handle);
     }
@@ -599,9 +601,10 @@ impl TestCluster {
             group_consumer_heartbeat_interval_ms: 200,
             ..runnel_coordinator::Config::default()
         };
-        let handle = runnel_coordinator::start(config, CancellationToken::new())
-            .await
-            .expect("the coordinator starts");
+        let handle = start_on(config, "the coordinator starts", |c| {
+            runnel_coordinator::start(c, CancellationToken::new())
+        })
+        .await;
         self.coordinator_addrs[i] = Some((handle.grpc_addr, handle.admin_addr));
         self.coordinators[i] = Some(handle);
     }
@@ -695,5 +698,66 @@ where
             "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a node with `config`, which names the ports it had before a
+/// restart. The OS hands out other processes' outgoing ports from the same
+/// range, so one of them may hold such a port for a moment: a port in use is
+/// tried again until it is free (for up to 10 s), any other error fails.
+async fn start_on<C, H, E, F, Fut>(config: C, what: &str, start: F) -> H
+where
+    C: Clone,
+    E: std::error::Error + 'static,
+    F: Fn(C) -> Fut,
+    Fut: std::future::Future<Output = Result<H, E>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match start(config.clone()).await {
+            Ok(handle) => return handle,
+            Err(e) if port_in_use(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+}
+
+/// Whether `e` is, or was caused by, a listener whose port is in use.
+fn port_in_use(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        // `StartError::Bind` is transparent: its cause is the OS error itself.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::AddrInUse;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_waited_for_and_other_errors_are_not() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = runnel_common::service::bind(addr).await.unwrap_err();
+        let start_error = runnel_broker::StartError::from(err);
+        assert!(port_in_use(&start_error), "{start_error:?}");
+        let other = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no");
+        assert!(!port_in_use(&other));
+
+        // Freed after a while: the start succeeds once it is.
+        let freer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(taken);
+        });
+        let bound = start_on(addr, "the listener binds", runnel_common::service::bind).await;
+        assert_eq!(bound.1, addr);
+        freer.join().unwrap();
     }
 }
