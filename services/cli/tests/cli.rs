@@ -98,24 +98,35 @@ impl Dev {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (
-                    status.success(),
-                    std::fs::read_to_string(&self.stderr_path).unwrap(),
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "runnel dev did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = wait_exit(
+            &mut self.child,
+            Duration::from_secs(30),
+            "runnel dev did not stop on SIGTERM",
+        );
+        (
+            status.success(),
+            std::fs::read_to_string(&self.stderr_path).unwrap(),
+        )
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap()
+    }
+}
+
+/// Waits up to `within` for `child` to exit; past that, kills it and fails with `why`.
+fn wait_exit(child: &mut Child, within: Duration, why: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{why}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -873,18 +884,11 @@ fn into_head(bootstrap: &str, args: &[&str]) -> (String, ExitStatus, String) {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("runnel {args:?} still runs 60 s after its stdout was closed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(60),
+        &format!("runnel {args:?} still runs 60 s after its stdout was closed"),
+    );
     (first, status, errors.join().unwrap())
 }
 
@@ -952,18 +956,11 @@ fn commands_end_quietly_when_their_output_pipe_closes() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("runnel dev did not stop on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        "runnel dev did not stop on SIGTERM",
+    );
     let errors = errors.join().unwrap();
     assert!(status.success(), "{status}: {errors}");
     assert!(!errors.contains("panicked"), "{errors}");
