@@ -9,7 +9,7 @@
 //! - [`config`]: loading a service's config from TOML with `RUNNEL_*`
 //!   environment overrides.
 //! - [`errors`]: stable error codes carried in gRPC statuses.
-//! - [`topics`]: Kafka's topic name rules and topic config keys.
+//! - [`topics`]: Kafka's topic name rules (topic configs are `runnel_log::TopicConfig`).
 //! - [`metadata`]: the metadata image every process folds the metadata log into.
 //! - [`transport`]: the HTTP/2 settings of gRPC servers and channels.
 //! - [`netfault`]: cutting a node off from all its peers or from chosen

@@ -25,7 +25,8 @@
 //!   with its original offsets; rebuilt from the log and snapshots.
 //! - [`cleaner`]: compaction for `cleanup.policy=compact`, with a crash-safe
 //!   segment swap.
-//! - [`LogConfig`]: Kafka's topic config names, defaults and bounds.
+//! - [`LogConfig`]: Kafka's topic config names, defaults and bounds;
+//!   [`TopicConfig`] adds the two replication keys a topic can also set.
 //! - [`storage`]: the file-system surface, with a fault-injecting
 //!   implementation for tests (full disk, crash at the N-th operation).
 //!
@@ -67,6 +68,7 @@ pub mod producer;
 mod scan;
 mod segment;
 pub mod storage;
+mod topic_config;
 
 pub use checkpoint::{EpochEntry, LeaderEpochCache};
 pub use cleaner::{CleanStats, CleanedLog, CleanerConfig, CleaningPlan};
@@ -75,3 +77,4 @@ pub use config::{CleanupPolicy, LogConfig};
 pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
+pub use topic_config::{TopicConfig, TopicConfigError};

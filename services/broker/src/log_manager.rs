@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use runnel_common::metadata::{MetadataImage, TopicId};
-use runnel_common::topics::TopicConfig;
+use runnel_log::TopicConfig;
 use runnel_log::{Log, LogError, Offset, parse_partition_dir_name, partition_dir_name};
 
 use crate::checkpoint::{HW_CHECKPOINT, format_hw_checkpoint, parse_hw_checkpoint};

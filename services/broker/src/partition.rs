@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use runnel_common::metadata::TopicId;
-use runnel_common::topics::TopicConfig;
+use runnel_log::TopicConfig;
 use runnel_log::{AppendInfo, Log, LogError, Offset, TimestampMs};
 use tokio::sync::Notify;
 

@@ -16,7 +16,7 @@
 //!   the leader epoch.
 
 use runnel_common::metadata::{MetadataImage, PartitionState, TopicState};
-use runnel_common::topics::TopicConfig;
+use runnel_log::TopicConfig;
 use runnel_proto::metadata::v1::PartitionChanged;
 
 use crate::error::Refusal;

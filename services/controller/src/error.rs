@@ -11,7 +11,8 @@
 use openraft::BasicNode;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use runnel_common::metadata::ApplyError;
-use runnel_common::topics::{TopicConfigError, TopicNameError};
+use runnel_common::topics::TopicNameError;
+use runnel_log::TopicConfigError;
 use runnel_proto::common::v1::ErrorCode;
 
 use crate::store::StoreError;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use runnel_common::topics::{TopicConfig, TopicConfigError};
+use runnel_log::{TopicConfig, TopicConfigError};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 use runnel_common::metadata::{MetadataImage, OFFSETS_TOPIC};
-use runnel_common::topics::{TopicConfig, collision_key, validate_topic_name};
+use runnel_common::topics::{collision_key, validate_topic_name};
+use runnel_log::TopicConfig;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{
