@@ -149,17 +149,21 @@ pub fn service_endpoints(host: &str, grpc_port: u16, admin_port: u16) -> Vec<End
     ]
 }
 
-/// The endpoints a controller or coordinator registers: [`service_endpoints`]
-/// at `host`, plus [`EXTERNAL_GRPC_ENDPOINT`] when it has an external host
-/// (at `external_port`, else its gRPC port), for brokers' external listeners.
-pub fn endpoints_with_external(
-    host: &str,
-    grpc_port: u16,
+/// The host a controller or coordinator advertises (its configured
+/// `advertised_host`, else the address its gRPC listener bound) and the
+/// endpoints it registers: [`service_endpoints`] at that host, plus
+/// [`EXTERNAL_GRPC_ENDPOINT`] when it has an external host (at
+/// `external_port`, else its gRPC port), for brokers' external listeners.
+pub fn advertised_endpoints(
+    advertised_host: Option<&str>,
+    grpc_addr: std::net::SocketAddr,
     admin_port: u16,
     external_host: Option<&str>,
     external_port: Option<u16>,
-) -> Vec<Endpoint> {
-    let mut endpoints = service_endpoints(host, grpc_port, admin_port);
+) -> (String, Vec<Endpoint>) {
+    let host = advertised_host.map_or_else(|| grpc_addr.ip().to_string(), str::to_owned);
+    let grpc_port = grpc_addr.port();
+    let mut endpoints = service_endpoints(&host, grpc_port, admin_port);
     if let Some(external_host) = external_host {
         endpoints.push(Endpoint {
             name: EXTERNAL_GRPC_ENDPOINT.into(),
@@ -167,7 +171,7 @@ pub fn endpoints_with_external(
             port: u32::from(external_port.unwrap_or(grpc_port)),
         });
     }
-    endpoints
+    (host, endpoints)
 }
 
 /// A topic id from its wire bytes (`None` unless exactly 16 bytes).

@@ -102,13 +102,9 @@ pub async fn start(
 ) -> Result<CoordinatorHandle, StartError> {
     let (grpc_listener, grpc_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
-    let host = config
-        .advertised_host
-        .clone()
-        .unwrap_or_else(|| grpc_addr.ip().to_string());
-    let endpoints = runnel_common::metadata::endpoints_with_external(
-        &host,
-        grpc_addr.port(),
+    let (_, endpoints) = runnel_common::metadata::advertised_endpoints(
+        config.advertised_host.as_deref(),
+        grpc_addr,
         admin_addr.port(),
         config.external_advertised_host.as_deref(),
         config.external_advertised_port,
