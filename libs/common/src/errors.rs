@@ -56,7 +56,15 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::InvalidProducerEpoch
         | E::UnknownProducerId
         | E::ProducerFenced
+        | E::InvalidTxnState
+        | E::InvalidProducerIdMapping
+        | E::TransactionCoordinatorFenced
+        | E::TransactionalIdNotFound
+        | E::TransactionAbortable
+        | E::OperationNotAttempted
         | E::InvalidUpdateVersion => Code::FailedPrecondition,
+        E::InvalidTransactionTimeout => Code::InvalidArgument,
+        E::ConcurrentTransactions => Code::Unavailable,
         E::NotController | E::BrokerNotAvailable => Code::Unavailable,
         E::LeaderNotAvailable
         | E::NotLeaderOrFollower

@@ -15,6 +15,13 @@
 //!    horizon (KIP-534: `now + delete.retention.ms`, stored as the batch's
 //!    base timestamp with attribute bit 6) the first time they are cleaned,
 //!    and are dropped by the first cleaning after it.
+//!
+//!    Transactions, as Kafka cleans them: nothing from the first unsettled
+//!    transaction on is cleanable; the batches of aborted transactions
+//!    (known from the `.txnindex` files) are dropped and never enter the key
+//!    map; a transaction marker whose transaction has no record left gets a
+//!    delete horizon like a tombstone and goes after it, with its
+//!    `.txnindex` entry. A producer's last batch is always kept (emptied).
 //! 3. [`Log::install_cleaned`] checks the log still has the planned segments
 //!    and swaps the cleaned ones in.
 //!
@@ -24,7 +31,7 @@
 //! `.cleaned` files (not committed) and finishes any `.swap` (committed), so
 //! a crash at any point leaves every record that should be kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -36,8 +43,11 @@ use crate::checkpoint;
 use crate::error::LogError;
 use crate::log::{CLEANED_SUFFIX, CLEANER_OFFSET_CHECKPOINT, Log, SWAP_SUFFIX};
 use crate::scan::{SCAN_CHUNK, ScanError, Scanner};
-use crate::segment::{BatchMeta, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, file_name};
+use crate::segment::{
+    BatchMeta, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, file_name,
+};
 use crate::storage::{Storage, StorageFile};
+use crate::txn_index::AbortedTxn;
 use crate::{Offset, TimestampMs};
 
 /// Bytes a key map entry costs beyond the key: the `Bytes` handle, the
@@ -79,6 +89,10 @@ pub struct CleanStats {
     pub records_retained: u64,
     /// Tombstones dropped because their delete horizon passed.
     pub tombstones_dropped: u64,
+    /// Batches of aborted transactions dropped.
+    pub aborted_batches_dropped: u64,
+    /// Transaction markers dropped because their delete horizon passed.
+    pub markers_dropped: u64,
     /// First offset left dirty (the next cleaning starts its map here).
     pub first_dirty_offset: Offset,
 }
@@ -88,6 +102,8 @@ struct PlannedSegment {
     base: Offset,
     size: u64,
     file: Arc<dyn StorageFile>,
+    /// Its `.txnindex` entries.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// The segments a cleaning will read and rewrite, captured from a [`Log`].
@@ -105,6 +121,9 @@ pub struct CleaningPlan {
     segment_bytes: u64,
     index_interval_bytes: u64,
     delete_retention_ms: i64,
+    /// Every aborted transaction that began before `clean_end`: producer →
+    /// (first offset, marker offset) ranges.
+    aborted: HashMap<i64, Vec<(Offset, Offset)>>,
 }
 
 /// Cleaned segments waiting to be swapped into the log.
@@ -131,10 +150,16 @@ impl Log {
             .keys()
             .next_back()
             .expect("a log always has an active segment");
+        // The segment holding an unsettled transaction's start is not cleanable.
+        let unstable = self
+            .first_unstable_offset()
+            .and_then(|o| self.segments.range(..=o).next_back())
+            .map_or(active, |(&b, _)| b);
         self.segments
             .iter()
             .find(|(_, s)| lag > 0 && s.max_timestamp() > now.saturating_sub(lag))
             .map_or(active, |(&b, _)| b.min(active))
+            .min(unstable)
     }
 
     /// Dirty bytes over cleanable bytes: how much a cleaning would have to look at anew.
@@ -193,7 +218,17 @@ impl Log {
             base,
             size: s.size(),
             file: s.log_file(),
+            aborted: s.aborted().to_vec(),
         };
+        let mut aborted: HashMap<i64, Vec<(Offset, Offset)>> = HashMap::new();
+        for e in self.segments.values().flat_map(Segment::aborted) {
+            if e.first_offset < end {
+                aborted
+                    .entry(e.producer_id)
+                    .or_default()
+                    .push((e.first_offset, e.last_offset));
+            }
+        }
         let cleanable: Vec<PlannedSegment> = self.segments.range(..end).map(planned).collect();
         if cleanable.is_empty() {
             return None;
@@ -208,6 +243,7 @@ impl Log {
             segment_bytes: self.config.segment_bytes,
             index_interval_bytes: self.config.index_interval_bytes,
             delete_retention_ms: self.config.delete_retention_ms,
+            aborted,
         })
     }
 
@@ -291,6 +327,17 @@ impl CleaningPlan {
         self.dir.join(file_name(base, LOG_SUFFIX, ""))
     }
 
+    /// Whether a data batch belongs to an aborted transaction.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.aborted.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+            })
+    }
+
     /// Builds the key map and writes the cleaned segments (no lock on the log needed).
     pub fn run(self, config: &CleanerConfig, now_ms: TimestampMs) -> Result<CleanedLog, LogError> {
         let mut stats = CleanStats::default();
@@ -348,7 +395,8 @@ impl CleaningPlan {
             let mut scanner = Scanner::new(s.file.as_ref(), 0, s.size, SCAN_CHUNK);
             while let Some((_, batch)) = scanner.next_batch().map_err(|e| scan_error(&path, e))? {
                 stats.map_bytes_read += batch.size() as u64;
-                if batch.header().is_control() || batch.header().last_offset() < self.first_dirty {
+                let h = batch.header();
+                if h.is_control() || h.last_offset() < self.first_dirty || self.is_aborted(h) {
                     continue;
                 }
                 for record in batch.records().map_err(|e| corrupt(&path, e))? {
@@ -374,17 +422,25 @@ impl CleaningPlan {
         Ok((map, map_end))
     }
 
-    /// Base offset of each producer's last batch anywhere in the log: an
-    /// emptied batch that is a producer's last is kept (header only) so the
-    /// producer's sequence survives compaction, as Kafka does.
-    fn producer_last_batches(&self) -> Result<HashMap<i64, Offset>, LogError> {
-        let mut last = HashMap::new();
+    /// Each producer's last data batch and last batch of any kind anywhere
+    /// in the log: an emptied data batch that is a producer's last is kept
+    /// (header only) so the producer's sequence survives compaction, as
+    /// Kafka does; a marker that is its last is kept for its epoch.
+    fn producer_last_batches(&self) -> Result<HashMap<i64, LastBatches>, LogError> {
+        let mut last: HashMap<i64, LastBatches> = HashMap::new();
         for s in self.cleanable.iter().chain(&self.rest) {
             let path = self.path(s.base);
             let mut scanner = Scanner::new(s.file.as_ref(), 0, s.size, SCAN_CHUNK);
             while let Some((_, h)) = scanner.next_header().map_err(|e| scan_error(&path, e))? {
                 if h.has_producer_id() {
-                    last.insert(h.producer_id, h.base_offset);
+                    let entry = last.entry(h.producer_id).or_insert(LastBatches {
+                        data: Offset::MIN,
+                        any: Offset::MIN,
+                    });
+                    entry.any = h.base_offset;
+                    if !h.is_control() {
+                        entry.data = h.base_offset;
+                    }
                 }
             }
         }
@@ -414,7 +470,7 @@ impl CleaningPlan {
         &self,
         group: &[&PlannedSegment],
         map: &HashMap<Bytes, Offset>,
-        producer_last: &HashMap<i64, Offset>,
+        producer_last: &HashMap<i64, LastBatches>,
         now_ms: TimestampMs,
         stats: &mut CleanStats,
     ) -> Result<CleanedGroup, LogError> {
@@ -430,6 +486,7 @@ impl CleaningPlan {
         )?;
         let mut pending: Vec<u8> = Vec::new();
         let mut metas: Vec<BatchMeta> = Vec::new();
+        let mut txns = TxnTracker::default();
         let result = (|| {
             for s in group {
                 let path = self.path(s.base);
@@ -439,8 +496,16 @@ impl CleaningPlan {
                 {
                     stats.bytes_read += batch.size() as u64;
                     let start = pending.len();
-                    self.clean_batch(&batch, map, producer_last, now_ms, stats, &mut pending)
-                        .map_err(|e| corrupt(&path, e))?;
+                    self.clean_batch(
+                        &batch,
+                        map,
+                        producer_last,
+                        now_ms,
+                        stats,
+                        &mut txns,
+                        &mut pending,
+                    )
+                    .map_err(|e| corrupt(&path, e))?;
                     if pending.len() > start {
                         let h =
                             BatchHeader::parse(&pending[start..]).map_err(|e| corrupt(&path, e))?;
@@ -452,6 +517,12 @@ impl CleaningPlan {
                 }
             }
             write_pending(&mut out, &mut pending, &mut metas, stats)?;
+            // The aborted transactions whose markers were kept stay indexed.
+            for e in group.iter().flat_map(|s| &s.aborted) {
+                if txns.kept_markers.contains(&e.last_offset) {
+                    out.append_aborted(st, *e)?;
+                }
+            }
             out.seal()?;
             out.flush()
         })();
@@ -466,19 +537,35 @@ impl CleaningPlan {
     }
 
     /// Appends the cleaned form of `batch` to `out` (possibly nothing).
+    #[allow(clippy::too_many_arguments)]
     fn clean_batch(
         &self,
         batch: &RecordBatch<'_>,
         map: &HashMap<Bytes, Offset>,
-        producer_last: &HashMap<i64, Offset>,
+        producer_last: &HashMap<i64, LastBatches>,
         now_ms: TimestampMs,
         stats: &mut CleanStats,
+        txns: &mut TxnTracker,
         out: &mut Vec<u8>,
     ) -> Result<(), runnel_records::batch::BatchError> {
         let h = *batch.header();
+        let is_producers_last = h.has_producer_id()
+            && producer_last.get(&h.producer_id).is_some_and(|last| {
+                let last = if h.is_control() { last.any } else { last.data };
+                last == h.base_offset
+            });
         if h.is_control() {
-            // No transactions yet, so every marker is still needed.
-            out.extend_from_slice(batch.as_bytes());
+            return self.clean_marker(batch, is_producers_last, now_ms, stats, txns, out);
+        }
+        if self.is_aborted(&h) {
+            stats.aborted_batches_dropped += 1;
+            stats.records_read += u64::from(h.records_count.max(0) as u32);
+            if is_producers_last {
+                // Emptied, but kept: the producer's sequence survives, and
+                // so does its marker (or a replay would reopen the transaction).
+                txns.retained.insert(h.producer_id);
+                out.extend_from_slice(&self.rebuild(&h, None, &[])?);
+            }
             return Ok(());
         }
         let horizon = h.delete_horizon_ms();
@@ -508,31 +595,83 @@ impl CleaningPlan {
             }
         }
         stats.records_retained += kept.len() as u64;
+        if h.is_transactional() && (!kept.is_empty() || is_producers_last) {
+            txns.retained.insert(h.producer_id);
+        }
         let needs_horizon = has_tombstone && horizon.is_none();
         if !dropped_any && !needs_horizon {
             out.extend_from_slice(batch.as_bytes());
             return Ok(());
         }
-        if kept.is_empty()
-            && !(h.has_producer_id() && producer_last.get(&h.producer_id) == Some(&h.base_offset))
-        {
+        if kept.is_empty() && !is_producers_last {
             return Ok(());
         }
+        let horizon =
+            horizon.or(needs_horizon.then(|| now_ms.saturating_add(self.delete_retention_ms)));
+        out.extend_from_slice(&self.rebuild(&h, horizon, &kept)?);
+        Ok(())
+    }
+
+    /// Keeps a transaction marker while its transaction has records left
+    /// (or it is its producer's last batch); otherwise gives it a delete
+    /// horizon, and drops it once that has passed.
+    fn clean_marker(
+        &self,
+        batch: &RecordBatch<'_>,
+        is_producers_last: bool,
+        now_ms: TimestampMs,
+        stats: &mut CleanStats,
+        txns: &mut TxnTracker,
+        out: &mut Vec<u8>,
+    ) -> Result<(), runnel_records::batch::BatchError> {
+        let h = *batch.header();
+        let has_records = txns.retained.remove(&h.producer_id);
+        let keep_as_is = |txns: &mut TxnTracker, out: &mut Vec<u8>| {
+            txns.kept_markers.insert(h.base_offset);
+            out.extend_from_slice(batch.as_bytes());
+            Ok(())
+        };
+        if has_records || is_producers_last {
+            return keep_as_is(txns, out);
+        }
+        match h.delete_horizon_ms() {
+            Some(horizon) if now_ms >= horizon => {
+                stats.markers_dropped += 1;
+                Ok(())
+            }
+            Some(_) => keep_as_is(txns, out),
+            None => {
+                let records: Vec<_> = batch.records()?.collect::<Result<_, _>>()?;
+                let horizon = now_ms.saturating_add(self.delete_retention_ms);
+                txns.kept_markers.insert(h.base_offset);
+                out.extend_from_slice(&self.rebuild(&h, Some(horizon), &records)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-encodes a batch with only `kept` of its records, its offsets,
+    /// producer fields and flags intact, and `horizon` as its delete horizon.
+    fn rebuild(
+        &self,
+        h: &BatchHeader,
+        horizon: Option<TimestampMs>,
+        kept: &[runnel_records::batch::Record],
+    ) -> Result<Vec<u8>, runnel_records::batch::BatchError> {
         let mut builder = BatchBuilder::new(h.compression()?)
             .base_offset(h.base_offset)
             .partition_leader_epoch(h.partition_leader_epoch)
             .producer(h.producer_id, h.producer_epoch, h.base_sequence)
             .transactional(h.is_transactional())
+            .control(h.is_control())
             .last_offset_delta(h.last_offset_delta);
         if h.timestamp_type() == TimestampType::LogAppendTime {
             builder = builder.log_append_time(h.max_timestamp);
         }
-        if let Some(horizon) =
-            horizon.or(needs_horizon.then(|| now_ms.saturating_add(self.delete_retention_ms)))
-        {
+        if let Some(horizon) = horizon {
             builder = builder.delete_horizon(horizon);
         }
-        for r in &kept {
+        for r in kept {
             let delta = i32::try_from(r.offset - h.base_offset).map_err(|_| {
                 runnel_records::batch::BatchError::MalformedRecord {
                     reason: "record offset outside its batch",
@@ -546,9 +685,26 @@ impl CleaningPlan {
                 &r.headers,
             );
         }
-        out.extend_from_slice(&builder.build()?);
-        Ok(())
+        builder.build()
     }
+}
+
+/// Where a producer's last batches are, by base offset.
+#[derive(Debug, Clone, Copy)]
+struct LastBatches {
+    /// Its last data batch.
+    data: Offset,
+    /// Its last batch, marker or data.
+    any: Offset,
+}
+
+/// What a cleaning pass learns about transactions as it goes, in offset order.
+#[derive(Debug, Default)]
+struct TxnTracker {
+    /// Producers whose current transaction has kept records so far.
+    retained: HashSet<i64>,
+    /// Offsets of the markers kept (their `.txnindex` entries stay).
+    kept_markers: HashSet<Offset>,
 }
 
 fn meta(position: usize, h: &BatchHeader) -> BatchMeta {
@@ -622,7 +778,17 @@ pub(crate) fn recover_interrupted_cleaning(
                 continue;
             };
             if b >= *base && b <= last {
-                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                // A crash between the swap's renames may take its own
+                // `.txnindex` here too. That costs nothing: every aborted
+                // transaction indexed in a cleaned segment lost all its
+                // records to the cleaning, so read_committed readers have
+                // nothing left to skip.
+                for suffix in [
+                    LOG_SUFFIX,
+                    INDEX_SUFFIX,
+                    TIME_INDEX_SUFFIX,
+                    TXN_INDEX_SUFFIX,
+                ] {
                     let p = dir.join(file_name(b, suffix, ""));
                     match storage.remove_file(&p) {
                         Ok(()) => {}

@@ -116,6 +116,29 @@ pub enum LogError {
         /// What is wrong.
         reason: String,
     },
+    /// A producer's batch does not fit its transaction state (Kafka's
+    /// INVALID_TXN_STATE): a non-transactional batch while its transaction
+    /// is open.
+    #[error("invalid transaction state for producer {producer_id}: {reason}")]
+    InvalidTxnState {
+        /// The producer.
+        producer_id: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A transaction marker from a coordinator older than the one that
+    /// wrote this producer's last marker (Kafka's TRANSACTION_COORDINATOR_FENCED).
+    #[error(
+        "transaction marker for producer {producer_id} comes from coordinator epoch {coordinator_epoch}, older than {current}"
+    )]
+    TransactionCoordinatorFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The marker's coordinator epoch.
+        coordinator_epoch: i32,
+        /// The epoch of the coordinator that wrote the last marker.
+        current: i32,
+    },
     /// A config value is out of range or malformed.
     #[error("invalid value {value:?} for config {key}: {reason}")]
     InvalidConfig {

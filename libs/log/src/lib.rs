@@ -69,6 +69,7 @@ mod scan;
 mod segment;
 pub mod storage;
 mod topic_config;
+mod txn_index;
 
 pub use checkpoint::{EpochEntry, LeaderEpochCache};
 pub use cleaner::{CleanStats, CleanedLog, CleanerConfig, CleaningPlan};
@@ -78,3 +79,4 @@ pub use error::{LogError, RecordError};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
 pub use topic_config::{TopicConfig, TopicConfigError};
+pub use txn_index::AbortedTxn;

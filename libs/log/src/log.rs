@@ -7,6 +7,7 @@
 //! 00000000000000000000.log        batches, as received
 //! 00000000000000000000.index      sparse offset index (every index.interval.bytes)
 //! 00000000000000000000.timeindex  time index
+//! 00000000000000000000.txnindex   aborted transactions whose markers are in the segment (when any)
 //! 00000000000000052318.log ...    later segments, named by base offset
 //! leader-epoch-checkpoint         epoch -> start offset
 //! recovery-point-checkpoint       everything below this offset is fsynced
@@ -23,16 +24,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use runnel_records::batch::{
-    BatchBuilder, BatchError, Compression, RecordBatch, RecordBatchMut, TimestampType,
+    BatchBuilder, BatchError, BatchHeader, Compression, ControlRecord, EndTxnMarker, RecordBatch,
+    RecordBatchMut, TimestampType,
 };
 
 use crate::checkpoint::{self, LeaderEpochCache};
 use crate::clock::{Clock, SystemClock};
 use crate::config::LogConfig;
 use crate::error::{LogError, RecordError};
-use crate::producer::{self, CachedBatch, ProducerEntry, ProducerStates, SequenceCheck};
+use crate::producer::{
+    self, CachedBatch, CompletedTxn, ProducerEntry, ProducerStates, SequenceCheck,
+};
 use crate::segment::{BatchMeta, LOG_SUFFIX, Segment};
 use crate::storage::{StdStorage, Storage};
+use crate::txn_index::{self, AbortedTxn};
 use crate::{LeaderEpoch, Offset, TimestampMs};
 
 pub(crate) const LEADER_EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
@@ -107,6 +112,8 @@ pub struct OpenReport {
     pub replayed_producer_batches: u64,
     /// Producer snapshots that could not be read and were deleted.
     pub discarded_producer_snapshots: usize,
+    /// Segments whose aborted-transaction index was rebuilt from the log.
+    pub rebuilt_txn_indexes: usize,
 }
 
 /// A partition's append-only log on local disk.
@@ -132,6 +139,9 @@ pub struct Log {
     pub(crate) first_dirty_offset: Offset,
     report: OpenReport,
     producers: ProducerStates,
+    /// The high watermark as last told by the broker (`update_high_watermark`):
+    /// ended transactions count as unstable until it passes their markers.
+    high_watermark: Offset,
 }
 
 impl Log {
@@ -248,6 +258,19 @@ impl Log {
                 report.rebuilt_indexes += 1;
             }
         }
+        // Recovered segments may have lost index entries with their tail;
+        // unreadable indexes are rebuilt too, by replaying the markers.
+        let mut txn_rebuild: Vec<Offset> = segments
+            .iter()
+            .filter(|(b, s)| recovered.contains(b) || s.txn_index_damaged())
+            .map(|(&b, _)| b)
+            .collect();
+        txn_rebuild.sort_unstable();
+        for base in &txn_rebuild {
+            if let Some(segment) = segments.get_mut(base) {
+                segment.reset_aborted(st)?;
+            }
+        }
 
         let mut log_start = start_checkpoint.unwrap_or(Offset::MIN);
         if segments.is_empty() {
@@ -309,6 +332,7 @@ impl Log {
             first_dirty_offset,
             report,
             producers: ProducerStates::default(),
+            high_watermark: log_start,
         };
         let active_base = log.active_base();
         for base in &recovered {
@@ -328,15 +352,21 @@ impl Log {
         } else if start_checkpoint != Some(log_start) {
             log.write_log_start_checkpoint()?;
         }
-        log.rebuild_producer_state()?;
+        txn_rebuild.retain(|b| log.segments.contains_key(b));
+        log.report.rebuilt_txn_indexes = txn_rebuild.len();
+        log.rebuild_producer_state(&txn_rebuild)?;
         Ok(log)
     }
 
     /// Rebuilds the producer state: the newest snapshot at or below the log
-    /// end, then every batch after it.
-    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
-        let (loaded, discarded) =
-            producer::load_latest(self.storage.as_ref(), &self.dir, self.log_end_offset)?;
+    /// end (and at or below the first segment of `txn_rebuild`), then every
+    /// batch after it. The aborted transactions whose markers lie in the
+    /// segments of `txn_rebuild` are written to their `.txnindex` again.
+    fn rebuild_producer_state(&mut self, txn_rebuild: &[Offset]) -> Result<(), LogError> {
+        let at_most = txn_rebuild
+            .first()
+            .map_or(self.log_end_offset, |&b| b.min(self.log_end_offset));
+        let (loaded, discarded) = producer::load_latest(self.storage.as_ref(), &self.dir, at_most)?;
         self.report.discarded_producer_snapshots += discarded;
         let (mut state, from) =
             loaded.unwrap_or_else(|| (ProducerStates::default(), self.log_start_offset));
@@ -347,18 +377,78 @@ impl Log {
             .next_back()
             .map_or(Offset::MIN, |(&b, _)| b);
         let mut replayed = 0u64;
+        let mut aborted: Vec<(Offset, AbortedTxn)> = Vec::new();
         // Replayed producers count as seen now: their expiry restarts.
         let now = self.clock.now_ms();
-        for segment in self.segments.range(first..).map(|(_, s)| s) {
-            segment.for_each_header_from(from, |h| {
-                state.apply(h, now);
+        for (&base, segment) in self.segments.range(first..) {
+            let rebuild = txn_rebuild.binary_search(&base).is_ok();
+            segment.for_each_header_from(from, |h, control| {
                 replayed += 1;
+                if let Some(done) = state.apply(h, control, now)
+                    && done.aborted
+                    && rebuild
+                {
+                    aborted.push((base, aborted_entry(&state, &done)));
+                }
+                Ok(())
             })?;
+        }
+        for (base, entry) in aborted {
+            if let Some(segment) = self.segments.get_mut(&base) {
+                segment.append_aborted(self.storage.as_ref(), entry)?;
+            }
         }
         self.report.replayed_producer_batches += replayed;
         state.remove_stale(self.log_start_offset, now, None);
         self.producers = state;
         Ok(())
+    }
+
+    /// The last stable offset (LSO) given the high watermark: `read_committed`
+    /// consumers read below it. It is the start of the oldest transaction
+    /// that is open, or ended with a marker not yet below `high_watermark`,
+    /// and never past the high watermark.
+    pub fn last_stable_offset(&self, high_watermark: Offset) -> Offset {
+        self.producers
+            .first_unstable_offset(high_watermark)
+            .map_or(high_watermark, |o| o.min(high_watermark))
+    }
+
+    /// Tells the log the partition's high watermark: transactions whose
+    /// markers lie below it are settled (kept for the cleaner's and
+    /// retention's bounds).
+    pub fn update_high_watermark(&mut self, high_watermark: Offset) {
+        self.high_watermark = high_watermark;
+        self.producers.prune_replicated(high_watermark);
+    }
+
+    /// The oldest offset retention and compaction must keep: the start of
+    /// the oldest unsettled transaction, if any.
+    pub(crate) fn first_unstable_offset(&self) -> Option<Offset> {
+        self.producers.first_unstable_offset(self.high_watermark)
+    }
+
+    /// Open transactions in this partition, oldest first: (first offset, producer id).
+    pub fn ongoing_transactions(&self) -> Vec<(Offset, i64)> {
+        self.producers.ongoing().collect()
+    }
+
+    /// The aborted transactions a `read_committed` read of `[from, upper)`
+    /// must skip (Kafka's FetchResponse `aborted_transactions`): those whose
+    /// markers are at or after `from` and whose first record is before `upper`.
+    pub fn aborted_transactions(&self, from: Offset, upper: Offset) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(Offset::MIN, |(&b, _)| b);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            if txn_index::collect(segment.aborted(), from, upper, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// What this partition knows about an idempotent producer.
@@ -665,7 +755,7 @@ impl Log {
             next = meta.last_offset + 1;
             if idempotent {
                 self.producers.save(header.producer_id, &mut undo);
-                self.producers.apply(&batch.header(), now);
+                self.producers.apply(&batch.header(), None, now);
             }
         }
         self.producers.restore(undo);
@@ -747,6 +837,50 @@ impl Log {
         self.append_validated(records, &metas, None, now)
     }
 
+    /// Writes a transaction marker as the partition leader, for the
+    /// transaction coordinator (Kafka's WriteTxnMarkers): a control batch
+    /// ending `producer_id`'s open transaction here, committed or aborted.
+    /// An abort is indexed in the segment's `.txnindex` first. A marker from
+    /// an older producer epoch, or from an older coordinator than the last
+    /// marker's, is refused and nothing is written.
+    pub fn append_end_txn_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<AppendInfo, LogError> {
+        self.producers
+            .check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let now = self.clock.now_ms();
+        let mut bytes = marker
+            .to_batch(producer_id, producer_epoch, now)
+            .map_err(|source| LogError::InvalidBatch {
+                position: 0,
+                source,
+            })?;
+        let size = bytes.len();
+        let (mut batch, _) = RecordBatchMut::validated(&mut bytes, size);
+        batch.set_base_offset(self.log_end_offset);
+        batch.set_partition_leader_epoch(leader_epoch);
+        let log_append_time =
+            (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        if let Some(t) = log_append_time {
+            batch.set_log_append_time(t);
+        }
+        let meta = BatchMeta {
+            position: 0,
+            size,
+            base_offset: self.log_end_offset,
+            records_count: 1,
+            partition_leader_epoch: leader_epoch,
+            last_offset: self.log_end_offset,
+            max_timestamp: now,
+            offset_of_max_timestamp: self.log_end_offset,
+        };
+        self.append_validated(&bytes, &[meta], log_append_time, now)
+    }
+
     /// Validates every replicated batch and describes it with the offsets it carries.
     fn validate_replicated(&self, records: &[u8]) -> Result<Vec<BatchMeta>, LogError> {
         if records.is_empty() {
@@ -810,6 +944,38 @@ impl Log {
             self.roll_at(first_offset)?;
         }
 
+        // Each batch's header, and its control record if it is a control batch.
+        let mut headers: Vec<(BatchHeader, Option<ControlRecord>)> =
+            Vec::with_capacity(metas.len());
+        for m in metas {
+            let bytes = &records[m.position..m.position + m.size];
+            let invalid = |source| LogError::InvalidBatch {
+                position: m.position,
+                source,
+            };
+            let h = BatchHeader::parse(bytes).map_err(invalid)?;
+            let control = if h.is_control() {
+                let (batch, _) = RecordBatch::parse(bytes).map_err(invalid)?;
+                Some(ControlRecord::from_batch(&batch).map_err(invalid)?)
+            } else {
+                None
+            };
+            headers.push((h, control));
+        }
+        // Aborted transactions are indexed before their markers are written:
+        // a marker on disk without its entry would let read_committed
+        // consumers see the aborted records.
+        let aborts = self.producers.preview_aborts(&headers);
+        let active_base = self.active_base();
+        let st = Arc::clone(&self.storage);
+        for entry in &aborts {
+            if let Err(e) = self.active_mut().append_aborted(st.as_ref(), *entry) {
+                let _ = self.active_mut().truncate_aborted(first_offset);
+                return Err(e);
+            }
+        }
+        debug_assert_eq!(active_base, self.active_base());
+
         // Epochs first: if the data write then fails, the entry is removed
         // again; the reverse order could leave data without its epoch.
         let epoch_before = self.epochs.latest_epoch();
@@ -823,12 +989,13 @@ impl Log {
             if self.epochs.latest_epoch() != epoch_before {
                 let _ = self.epochs.truncate_from_end(first_offset);
             }
+            if !aborts.is_empty() {
+                let _ = self.active_mut().truncate_aborted(first_offset);
+            }
             return Err(e);
         }
-        for m in metas {
-            if let Ok(h) = runnel_records::batch::BatchHeader::parse(&records[m.position..]) {
-                self.producers.apply(&h, now);
-            }
+        for (h, control) in headers {
+            self.producers.apply(&h, control, now);
         }
         let record_count: u64 = metas.iter().map(|m| m.records_count.max(0) as u64).sum();
         self.log_end_offset = last.last_offset + 1;
@@ -985,6 +1152,7 @@ impl Log {
         }
         let active = self.active_mut();
         active.truncate_to(offset)?;
+        active.truncate_aborted(offset)?;
         // Truncated data must not come back after a power loss.
         active.sync()?;
         self.log_end_offset = active.next_offset().expect("active segment end is known");
@@ -1007,7 +1175,7 @@ impl Log {
                 .map_err(LogError::io("sync directory", &self.dir))?;
         }
         // The truncated batches' producers must not look appended.
-        self.rebuild_producer_state()
+        self.rebuild_producer_state(&[])
     }
 
     /// Empties the log and restarts it at `offset` (a follower far behind a
@@ -1090,12 +1258,19 @@ impl Log {
     }
 
     /// Applies retention: deletes closed segments wholly below
-    /// `high_watermark` that are older than `retention.ms` or beyond
+    /// `high_watermark` (and below the first record of any unsettled
+    /// transaction) that are older than `retention.ms` or beyond
     /// `retention.bytes` (for `cleanup.policy` with `delete`), and those below
     /// the log start offset. Never touches the active segment. Returns how
     /// many segments were deleted.
     pub fn delete_old_segments(&mut self, high_watermark: Offset) -> Result<usize, LogError> {
         let now = self.clock.now_ms();
+        // An open transaction's first record stays: read_committed readers
+        // and the coordinator's abort still need it.
+        let high_watermark = self
+            .producers
+            .first_unstable_offset(high_watermark)
+            .map_or(high_watermark, |o| o.min(high_watermark));
         let mut new_start = self.log_start_offset;
         if self.config.cleanup_policy.delete {
             let bases: Vec<Offset> = self.segments.keys().copied().collect();
@@ -1237,7 +1412,18 @@ const _: fn() = || {
     assert_send_sync::<Log>();
 };
 
-/// Removes `.index` / `.timeindex` files whose `.log` is gone (a deletion
+/// The index entry for a transaction a marker just aborted (`state` as
+/// after the marker).
+fn aborted_entry(state: &ProducerStates, done: &CompletedTxn) -> AbortedTxn {
+    AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: state.last_stable_offset_after(done),
+    }
+}
+
+/// Removes `.index` / `.timeindex` / `.txnindex` files whose `.log` is gone (a deletion
 /// that crashed half-way).
 fn remove_orphan_indexes(
     storage: &dyn Storage,
@@ -1249,6 +1435,7 @@ fn remove_orphan_indexes(
         let Some(base) = name
             .strip_suffix(crate::segment::INDEX_SUFFIX)
             .or_else(|| name.strip_suffix(crate::segment::TIME_INDEX_SUFFIX))
+            .or_else(|| name.strip_suffix(crate::segment::TXN_INDEX_SUFFIX))
         else {
             continue;
         };

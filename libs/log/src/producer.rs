@@ -1,4 +1,5 @@
-//! Idempotent-producer state of one partition (Kafka's `ProducerStateManager`).
+//! Idempotent- and transactional-producer state of one partition (Kafka's
+//! `ProducerStateManager`).
 //!
 //! For each producer id the log remembers its epoch and the sequence ranges
 //! and offsets of its latest batches, as runs: batches that follow each
@@ -7,6 +8,14 @@
 //! answers with the offsets it got the first time instead of appending it
 //! again, and refuses a batch that skips sequence numbers.
 //!
+//! For transactional producers it also remembers where each producer's open
+//! transaction began in this partition: the oldest of those is the first
+//! unstable offset, below which the last stable offset (LSO) stays and
+//! `read_committed` consumers read. A transaction ends with a marker (a
+//! control batch the broker writes for the coordinator); an ended
+//! transaction still counts as unstable until its marker is replicated
+//! (below the high watermark), because a leader change could lose it.
+//!
 //! The state is derived from the log alone: every append (leader or
 //! follower) updates it, and opening or truncating the log rebuilds it by
 //! replaying batch headers from the newest snapshot at or below the log end.
@@ -14,14 +23,15 @@
 //! when a segment rolls and when the log closes, so a restart replays at
 //! most the active segment, and deleted with the segments they precede.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
-use runnel_records::batch::{BatchHeader, add_sequence};
+use runnel_records::batch::{BatchHeader, ControlRecord, ControlType, add_sequence};
 
 use crate::checkpoint;
 use crate::error::LogError;
 use crate::storage::Storage;
+use crate::txn_index::AbortedTxn;
 use crate::{Offset, TimestampMs};
 
 /// Runs of batches remembered per producer. A retry is recognised while its
@@ -32,7 +42,8 @@ pub const CACHED_BATCHES: usize = 64;
 
 pub(crate) const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"RNPS";
-const SNAPSHOT_VERSION: u32 = 1;
+/// Version 2 added each producer's open transaction and coordinator epoch.
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// One remembered batch of a producer, or a run of consecutive ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +69,10 @@ pub struct ProducerEntry {
     /// clock (for `producer.id.expiration.ms`; record timestamps are the
     /// producer's and may be anything).
     pub last_timestamp: TimestampMs,
+    /// Offset of the first record of its open transaction here, if one is open.
+    pub current_txn_first_offset: Option<Offset>,
+    /// Epoch of the coordinator that wrote its last marker (-1: none yet).
+    pub coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -82,6 +97,19 @@ pub fn last_sequence(h: &BatchHeader) -> i32 {
     add_sequence(h.base_sequence, h.last_offset_delta)
 }
 
+/// A transaction that a marker just ended in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    /// Its producer.
+    pub producer_id: i64,
+    /// Offset of its first record here (the marker's own offset if it wrote none).
+    pub first_offset: Offset,
+    /// Offset of the marker.
+    pub last_offset: Offset,
+    /// Whether it aborted.
+    pub aborted: bool,
+}
+
 /// What the leader makes of a producer's batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SequenceCheck {
@@ -95,6 +123,10 @@ pub(crate) enum SequenceCheck {
 #[derive(Debug, Default)]
 pub(crate) struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer (derived from `producers`).
+    ongoing: BTreeMap<Offset, i64>,
+    /// Ended transactions whose markers may not be replicated yet, by first offset.
+    unreplicated: BTreeMap<Offset, CompletedTxn>,
 }
 
 impl ProducerStates {
@@ -147,6 +179,16 @@ impl ProducerStates {
                 })
             };
         }
+        if !h.is_transactional()
+            && let Some(first) = entry.current_txn_first_offset
+        {
+            return Err(LogError::InvalidTxnState {
+                producer_id: h.producer_id,
+                reason: format!(
+                    "a non-transactional batch while its transaction opened at offset {first} is still open"
+                ),
+            });
+        }
         let last_seq = last_sequence(h);
         // Within a run, sequences and offsets advance together (and never wrap).
         let within = |b: &&CachedBatch| {
@@ -176,11 +218,46 @@ impl ProducerStates {
         }
     }
 
+    /// Checks a transaction marker the coordinator asks this leader to
+    /// write: a marker from an older producer epoch, or from an older
+    /// coordinator than the last marker's, is refused.
+    pub(crate) fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), LogError> {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if producer_epoch < entry.epoch {
+            return Err(LogError::InvalidProducerEpoch {
+                producer_id,
+                epoch: producer_epoch,
+                current: entry.epoch,
+            });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(LogError::TransactionCoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
     /// Records a batch appended at `now` (its header carries its final
-    /// offsets). Batches without a producer id and control batches change nothing.
-    pub(crate) fn apply(&mut self, h: &BatchHeader, now: TimestampMs) {
-        if !h.has_producer_id() || h.is_control() {
-            return;
+    /// offsets; `control` is the record of a control batch). Batches without
+    /// a producer id change nothing. Returns the transaction a marker ended.
+    pub(crate) fn apply(
+        &mut self,
+        h: &BatchHeader,
+        control: Option<ControlRecord>,
+        now: TimestampMs,
+    ) -> Option<CompletedTxn> {
+        if !h.has_producer_id() {
+            return None;
         }
         let entry = self
             .producers
@@ -189,11 +266,42 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_timestamp: now,
+                current_txn_first_offset: None,
+                coordinator_epoch: -1,
             });
+        if h.is_control() {
+            let marker = control.and_then(ControlRecord::end_txn)?;
+            if h.producer_epoch > entry.epoch {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            entry.coordinator_epoch = marker.coordinator_epoch;
+            entry.last_timestamp = entry.last_timestamp.max(now);
+            let first = match entry.current_txn_first_offset.take() {
+                Some(first) => {
+                    self.ongoing.remove(&first);
+                    first
+                }
+                None => h.base_offset,
+            };
+            let completed = CompletedTxn {
+                producer_id: h.producer_id,
+                first_offset: first,
+                last_offset: h.base_offset,
+                aborted: marker.control_type == ControlType::Abort,
+            };
+            self.unreplicated.insert(first, completed);
+            return Some(completed);
+        }
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+        }
+        entry.last_timestamp = entry.last_timestamp.max(now);
         let last_seq = last_sequence(h);
         let wraps = last_seq < h.base_sequence;
         if let Some(run) = entry.batches.back_mut() {
@@ -204,8 +312,7 @@ impl ProducerStates {
             {
                 run.last_seq = last_seq;
                 run.last_offset = h.last_offset();
-                entry.last_timestamp = entry.last_timestamp.max(now);
-                return;
+                return None;
             }
             if h.base_sequence <= run.last_seq {
                 // The sequence wrapped past i32::MAX: older runs would match new numbers.
@@ -221,7 +328,99 @@ impl ProducerStates {
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
         });
-        entry.last_timestamp = entry.last_timestamp.max(now);
+        None
+    }
+
+    /// The oldest offset a `read_committed` reader may not pass yet: the
+    /// start of the oldest open transaction, or of the oldest ended one whose
+    /// marker is not below `high_watermark`.
+    pub(crate) fn first_unstable_offset(&self, high_watermark: Offset) -> Option<Offset> {
+        let open = self.ongoing.keys().next().copied();
+        let unreplicated = self
+            .unreplicated
+            .values()
+            .find(|t| t.last_offset >= high_watermark)
+            .map(|t| t.first_offset);
+        match (open, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Forgets ended transactions whose markers are below `high_watermark`.
+    pub(crate) fn prune_replicated(&mut self, high_watermark: Offset) {
+        self.unreplicated
+            .retain(|_, t| t.last_offset >= high_watermark);
+    }
+
+    /// The last stable offset to record with a transaction just ended: the
+    /// start of the oldest transaction still open, else right after its marker.
+    pub(crate) fn last_stable_offset_after(&self, completed: &CompletedTxn) -> Offset {
+        self.ongoing
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(completed.last_offset + 1)
+    }
+
+    /// The aborted transactions that applying `batches` (in order) would
+    /// end, with their index entries, without changing the state: the log
+    /// indexes them before it writes the markers.
+    pub(crate) fn preview_aborts(
+        &self,
+        batches: &[(BatchHeader, Option<ControlRecord>)],
+    ) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        if !batches.iter().any(|(h, _)| h.is_control()) {
+            return out;
+        }
+        let mut open: HashMap<i64, Option<Offset>> = HashMap::new();
+        let mut ongoing = self.ongoing.clone();
+        for (h, control) in batches {
+            if !h.has_producer_id() {
+                continue;
+            }
+            let pid = h.producer_id;
+            let current = *open.entry(pid).or_insert_with(|| {
+                self.producers
+                    .get(&pid)
+                    .and_then(|e| e.current_txn_first_offset)
+            });
+            if h.is_control() {
+                let Some(marker) = control.and_then(ControlRecord::end_txn) else {
+                    continue;
+                };
+                let first = match current {
+                    Some(first) => {
+                        ongoing.remove(&first);
+                        first
+                    }
+                    None => h.base_offset,
+                };
+                open.insert(pid, None);
+                if marker.control_type == ControlType::Abort {
+                    out.push(AbortedTxn {
+                        producer_id: pid,
+                        first_offset: first,
+                        last_offset: h.base_offset,
+                        last_stable_offset: ongoing
+                            .keys()
+                            .next()
+                            .copied()
+                            .unwrap_or(h.base_offset + 1),
+                    });
+                }
+            } else if h.is_transactional() && current.is_none() {
+                open.insert(pid, Some(h.base_offset));
+                ongoing.insert(h.base_offset, pid);
+            }
+        }
+        out
+    }
+
+    /// Open transactions, oldest first: (first offset, producer id).
+    pub(crate) fn ongoing(&self) -> impl Iterator<Item = (Offset, i64)> + '_ {
+        self.ongoing.iter().map(|(&o, &p)| (o, p))
     }
 
     /// Saves an entry before an append changes it, so a failed write can be undone.
@@ -242,8 +441,9 @@ impl ProducerStates {
     }
 
     /// Forgets producers whose last record lies below the log start (their
-    /// batches were deleted) or who have been silent for `max_idle_ms`.
-    /// Returns how many were removed.
+    /// batches were deleted) or who have been silent for `max_idle_ms`;
+    /// a producer with an open transaction is never idle. Returns how many
+    /// were removed.
     pub(crate) fn remove_stale(
         &mut self,
         log_start: Offset,
@@ -252,11 +452,27 @@ impl ProducerStates {
     ) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, e| {
-            let deleted = e.last_offset().is_none_or(|o| o < log_start);
-            let idle = max_idle_ms.is_some_and(|max| now.saturating_sub(e.last_timestamp) > max);
+            let last = e.last_offset().max(e.current_txn_first_offset);
+            let deleted = last.is_none_or(|o| o < log_start);
+            let idle = e.current_txn_first_offset.is_none()
+                && max_idle_ms.is_some_and(|max| now.saturating_sub(e.last_timestamp) > max);
             !(deleted || idle)
         });
-        before - self.producers.len()
+        let removed = before - self.producers.len();
+        if removed > 0 {
+            self.rebuild_ongoing();
+        }
+        self.unreplicated.retain(|_, t| t.last_offset >= log_start);
+        removed
+    }
+
+    /// Derives the open-transaction map from the entries.
+    fn rebuild_ongoing(&mut self) {
+        self.ongoing = self
+            .producers
+            .iter()
+            .filter_map(|(&id, e)| e.current_txn_first_offset.map(|o| (o, id)))
+            .collect();
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -276,6 +492,8 @@ impl ProducerStates {
                 body.extend_from_slice(&b.first_offset.to_be_bytes());
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
             }
+            body.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
         }
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
@@ -291,7 +509,7 @@ impl ProducerStates {
             return Err("not a producer snapshot".into());
         }
         let version = r.u32()?;
-        if version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return Err(format!("unknown snapshot version {version}"));
         }
         let crc = r.u32()?;
@@ -314,19 +532,32 @@ impl ProducerStates {
                     last_offset: r.i64()?,
                 });
             }
+            let (current_txn_first_offset, coordinator_epoch) = if version >= 2 {
+                let first = r.i64()?;
+                ((first >= 0).then_some(first), r.i32()?)
+            } else {
+                (None, -1)
+            };
             producers.insert(
                 id,
                 ProducerEntry {
                     epoch,
                     batches,
                     last_timestamp,
+                    current_txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
         if !r.0.is_empty() {
             return Err(format!("{} bytes after the last entry", r.0.len()));
         }
-        Ok(ProducerStates { producers })
+        let mut state = ProducerStates {
+            producers,
+            ..ProducerStates::default()
+        };
+        state.rebuild_ongoing();
+        Ok(state)
     }
 }
 
@@ -451,6 +682,12 @@ mod tests {
 
     const T: TimestampMs = 1000;
 
+    impl ProducerStates {
+        fn apply_data(&mut self, h: &BatchHeader, now: TimestampMs) {
+            assert_eq!(self.apply(h, None, now), None);
+        }
+    }
+
     fn header(pid: i64, epoch: i16, seq: i32, offset: Offset, records: i32) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
@@ -477,7 +714,7 @@ mod tests {
             s.check(&header(7, 0, 5, 0, 3)).unwrap(),
             SequenceCheck::Append
         );
-        s.apply(&header(7, 0, 5, 0, 3), T);
+        s.apply_data(&header(7, 0, 5, 0, 3), T);
         // The same batch again is a duplicate with its original offsets.
         assert_eq!(
             s.check(&header(7, 0, 5, 99, 3)).unwrap(),
@@ -509,7 +746,7 @@ mod tests {
             s.check(&header(7, 1, 0, 3, 1)).unwrap(),
             SequenceCheck::Append
         );
-        s.apply(&header(7, 1, 0, 3, 1), T);
+        s.apply_data(&header(7, 1, 0, 3, 1), T);
         assert!(matches!(
             s.check(&header(7, 0, 8, 4, 1)),
             Err(LogError::InvalidProducerEpoch {
@@ -529,7 +766,7 @@ mod tests {
         assert_eq!(add_sequence(i32::MAX, 1), 0);
         assert_eq!(add_sequence(i32::MAX - 1, 3), 1);
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, i32::MAX - 1, 0, 2), T);
+        s.apply_data(&header(1, 0, i32::MAX - 1, 0, 2), T);
         assert_eq!(s.get(1).unwrap().last_seq(), Some(i32::MAX));
         assert_eq!(
             s.check(&header(1, 0, 0, 2, 1)).unwrap(),
@@ -542,7 +779,7 @@ mod tests {
         let mut s = ProducerStates::default();
         // Offsets follow sequences: one run, and any batch of it is a duplicate.
         for i in 0..10 {
-            s.apply(&header(1, 0, i * 3, Offset::from(i * 3), 3), T);
+            s.apply_data(&header(1, 0, i * 3, Offset::from(i * 3), 3), T);
         }
         assert_eq!(s.get(1).unwrap().batches().count(), 1);
         assert_eq!(
@@ -559,7 +796,7 @@ mod tests {
         // Another producer's records in between start a new run each time.
         let mut s = ProducerStates::default();
         for i in 0..(CACHED_BATCHES as i32 + 10) {
-            s.apply(&header(1, 0, i, Offset::from(i) * 2, 1), T);
+            s.apply_data(&header(1, 0, i, Offset::from(i) * 2, 1), T);
         }
         let e = s.get(1).unwrap();
         assert_eq!(e.batches().count(), CACHED_BATCHES);
@@ -577,9 +814,9 @@ mod tests {
     #[test]
     fn a_wrapped_sequence_forgets_the_runs_before_it() {
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, 5, 0, 5), T);
-        s.apply(&header(1, 0, 10, 10, i32::MAX - 9), T);
-        s.apply(&header(1, 0, 0, i64::from(i32::MAX) + 1, 6), T);
+        s.apply_data(&header(1, 0, 5, 0, 5), T);
+        s.apply_data(&header(1, 0, 10, 10, i32::MAX - 9), T);
+        s.apply_data(&header(1, 0, 0, i64::from(i32::MAX) + 1, 6), T);
         let e = s.get(1).unwrap();
         assert_eq!(e.batches().count(), 1);
         // Sequence 5..9 is new again, not the old run's.
@@ -592,8 +829,8 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_corruption_is_detected() {
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, 0, 0, 5), T);
-        s.apply(&header(2, 3, 10, 5, 2), T);
+        s.apply_data(&header(1, 0, 0, 0, 5), T);
+        s.apply_data(&header(2, 3, 10, 5, 2), T);
         let bytes = s.encode();
         let back = ProducerStates::decode(&bytes).unwrap();
         assert_eq!(back.producers, s.producers);
@@ -607,8 +844,8 @@ mod tests {
     #[test]
     fn stale_producers_are_removed() {
         let mut s = ProducerStates::default();
-        s.apply(&header(1, 0, 0, 0, 5), T); // last offset 4
-        s.apply(&header(2, 0, 0, 10, 1), T + 10); // last offset 10
+        s.apply_data(&header(1, 0, 0, 0, 5), T); // last offset 4
+        s.apply_data(&header(2, 0, 0, 10, 1), T + 10); // last offset 10
         assert_eq!(s.remove_stale(5, 0, None), 1);
         assert!(s.get(1).is_none());
         assert_eq!(s.remove_stale(0, 100_000, Some(1000)), 1);

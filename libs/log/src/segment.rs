@@ -1,4 +1,5 @@
-//! One segment: a `.log` file of batches plus its `.index` and `.timeindex`.
+//! One segment: a `.log` file of batches plus its `.index` and `.timeindex`,
+//! and a `.txnindex` once a transaction aborts in it.
 //!
 //! Files are named by the segment's base offset, zero-padded to 20 digits
 //! (`00000000000000000000.log`). Appends write at the segment's logical size
@@ -11,12 +12,13 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use runnel_records::batch::BatchHeader;
+use runnel_records::batch::{BatchHeader, ControlRecord, RecordBatch};
 
 use crate::error::LogError;
 use crate::index::{OFFSET_ENTRY_SIZE, OffsetEntry, SegmentIndex, TIME_ENTRY_SIZE, relative};
 use crate::scan::{MAX_LOOKUP_CHUNK, SCAN_CHUNK, ScanError, Scanner};
 use crate::storage::{Storage, StorageFile};
+use crate::txn_index::{self, AbortedTxn};
 use crate::{Offset, TimestampMs};
 
 /// Suffix of a segment's log file.
@@ -25,6 +27,8 @@ pub(crate) const LOG_SUFFIX: &str = ".log";
 pub(crate) const INDEX_SUFFIX: &str = ".index";
 /// Suffix of a segment's time index.
 pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Suffix of a segment's aborted-transaction index.
+pub(crate) const TXN_INDEX_SUFFIX: &str = ".txnindex";
 
 /// The file name of a segment file: base offset, 20 digits, then the suffix.
 pub(crate) fn file_name(base: Offset, suffix: &str, extra: &str) -> String {
@@ -89,6 +93,12 @@ pub(crate) struct Segment {
     index_damaged: AtomicBool,
     /// Offset after the last batch, when known (always for the active segment).
     next_offset: Option<Offset>,
+    /// Aborted transactions whose abort markers lie here (`.txnindex`), in marker order.
+    aborted: Vec<AbortedTxn>,
+    /// The `.txnindex` file, opened once the segment has one.
+    txn_file: Option<Arc<dyn StorageFile>>,
+    /// The `.txnindex` file was there but unreadable: the log rebuilds it.
+    txn_index_damaged: bool,
 }
 
 impl Segment {
@@ -122,6 +132,12 @@ impl Segment {
         index
             .set(SegmentIndex::default())
             .expect("fresh OnceLock is empty");
+        let txn_path = dir.join(file_name(base_offset, TXN_INDEX_SUFFIX, extra));
+        if storage.exists(&txn_path) {
+            storage
+                .remove_file(&txn_path)
+                .map_err(LogError::io("remove stale transaction index", &txn_path))?;
+        }
         Ok(Segment {
             base_offset,
             dir: dir.to_owned(),
@@ -139,6 +155,9 @@ impl Segment {
             index_interval_bytes,
             index_damaged: AtomicBool::new(false),
             next_offset: Some(base_offset),
+            aborted: Vec::new(),
+            txn_file: None,
+            txn_index_damaged: false,
         })
     }
 
@@ -172,6 +191,8 @@ impl Segment {
             };
         let offset_index_file = open_index(INDEX_SUFFIX, OFFSET_ENTRY_SIZE)?;
         let time_index_file = open_index(TIME_INDEX_SUFFIX, TIME_ENTRY_SIZE)?;
+        let (aborted, txn_file, txn_index_damaged) =
+            open_txn_index(storage, &path(TXN_INDEX_SUFFIX))?;
         let mut segment = Segment {
             base_offset,
             dir: dir.to_owned(),
@@ -189,6 +210,9 @@ impl Segment {
             index_interval_bytes,
             index_damaged: AtomicBool::new(false),
             next_offset: None,
+            aborted,
+            txn_file,
+            txn_index_damaged,
         };
         if indexes_ok {
             // The last time index entry of a closed segment is its max timestamp
@@ -398,23 +422,45 @@ impl Segment {
         }
     }
 
-    /// Calls `f` with the header of every batch whose last offset is at or
-    /// after `offset`, in order (replaying producer state).
+    /// Calls `f` with the position and header of every batch whose last
+    /// offset is at or after `offset`, in order, and the control record of
+    /// each control batch (replaying producer and transaction state).
     pub(crate) fn for_each_header_from(
         &self,
         offset: Offset,
-        mut f: impl FnMut(&BatchHeader),
+        mut f: impl FnMut(&BatchHeader, Option<ControlRecord>) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let Some((start, _)) = self.translate(offset)? else {
             return Ok(());
         };
         let mut scanner = Scanner::new(self.log.as_ref(), start, self.size, SCAN_CHUNK);
-        while let Some((_, header)) = self.next_header(&mut scanner)? {
-            if header.last_offset() >= offset {
-                f(&header);
+        while let Some((pos, header)) = self.next_header(&mut scanner)? {
+            if header.last_offset() < offset {
+                continue;
             }
+            let control = if header.is_control() {
+                Some(self.control_record_at(pos, &header)?)
+            } else {
+                None
+            };
+            f(&header, control)?;
         }
         Ok(())
+    }
+
+    /// Reads the control record of the control batch at `pos`.
+    fn control_record_at(&self, pos: u64, header: &BatchHeader) -> Result<ControlRecord, LogError> {
+        let path = self.path(LOG_SUFFIX);
+        let mut buf = vec![0u8; header.size()];
+        self.log
+            .read_exact_at(&mut buf, pos)
+            .map_err(LogError::io("read segment", &path))?;
+        RecordBatch::parse(&buf)
+            .and_then(|(batch, _)| ControlRecord::from_batch(&batch))
+            .map_err(|e| LogError::Corrupt {
+                path,
+                reason: format!("control batch at byte {pos}: {e}"),
+            })
     }
 
     /// Checks the tail after the last index entry of a segment trusted after
@@ -824,6 +870,10 @@ impl Segment {
         self.time_index_file
             .sync_data()
             .map_err(LogError::io("sync index", self.path(TIME_INDEX_SUFFIX)))?;
+        if let Some(file) = &self.txn_file {
+            file.sync_data()
+                .map_err(LogError::io("sync index", self.path(TXN_INDEX_SUFFIX)))?;
+        }
         Ok(())
     }
 
@@ -845,7 +895,12 @@ impl Segment {
     /// Deletes the segment's files (the log file first, so a crash leaves at
     /// most orphan indexes, which recovery removes).
     pub(crate) fn delete(&self, storage: &dyn Storage) -> Result<(), LogError> {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let p = self.path(suffix);
             match storage.remove_file(&p) {
                 Ok(()) => {}
@@ -863,7 +918,16 @@ impl Segment {
         storage: &dyn Storage,
         extra: &'static str,
     ) -> Result<(), LogError> {
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let txn = self.txn_file.is_some().then_some(TXN_INDEX_SUFFIX);
+        for suffix in [
+            Some(INDEX_SUFFIX),
+            Some(TIME_INDEX_SUFFIX),
+            txn,
+            Some(LOG_SUFFIX),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let from = self.path(suffix);
             let to = self.dir.join(file_name(self.base_offset, suffix, extra));
             storage
@@ -874,6 +938,75 @@ impl Segment {
         Ok(())
     }
 
+    /// The aborted transactions whose markers lie in this segment, in marker order.
+    pub(crate) fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+
+    /// Whether the `.txnindex` file was there but could not be read.
+    pub(crate) fn txn_index_damaged(&self) -> bool {
+        self.txn_index_damaged
+    }
+
+    /// Adds an aborted transaction whose marker was just written here,
+    /// creating the `.txnindex` file with the first one.
+    pub(crate) fn append_aborted(
+        &mut self,
+        storage: &dyn Storage,
+        entry: AbortedTxn,
+    ) -> Result<(), LogError> {
+        let path = self.path(TXN_INDEX_SUFFIX);
+        let file = match &self.txn_file {
+            Some(f) => Arc::clone(f),
+            None => {
+                let f = storage
+                    .open(&path, true)
+                    .map_err(LogError::io("create transaction index", &path))?;
+                self.txn_file = Some(Arc::clone(&f));
+                f
+            }
+        };
+        let at = (self.aborted.len() * txn_index::ENTRY_SIZE) as u64;
+        file.write_all_at(&entry.encode(), at)
+            .map_err(LogError::io("write transaction index", &path))?;
+        self.aborted.push(entry);
+        Ok(())
+    }
+
+    /// Forgets the aborted transactions whose markers lie at or after `offset`.
+    pub(crate) fn truncate_aborted(&mut self, offset: Offset) -> Result<(), LogError> {
+        let keep = self
+            .aborted
+            .iter()
+            .take_while(|e| e.last_offset < offset)
+            .count();
+        if keep == self.aborted.len() {
+            return Ok(());
+        }
+        self.aborted.truncate(keep);
+        if let Some(file) = &self.txn_file {
+            file.set_len((keep * txn_index::ENTRY_SIZE) as u64)
+                .map_err(LogError::io(
+                    "truncate transaction index",
+                    self.path(TXN_INDEX_SUFFIX),
+                ))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the `.txnindex` before it is rebuilt from the log.
+    pub(crate) fn reset_aborted(&mut self, storage: &dyn Storage) -> Result<(), LogError> {
+        self.aborted.clear();
+        self.txn_index_damaged = false;
+        if self.txn_file.take().is_some() {
+            let path = self.path(TXN_INDEX_SUFFIX);
+            storage
+                .remove_file(&path)
+                .map_err(LogError::io("remove transaction index", &path))?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds both index files from the log (an index was missing or malformed).
     pub(crate) fn rebuild_index_files(&mut self) -> Result<(), LogError> {
         let (index, acc) = self.rebuild_index()?;
@@ -881,6 +1014,32 @@ impl Segment {
         self.index_damaged.store(false, Ordering::Relaxed);
         self.persist_index()
     }
+}
+
+/// Opens and reads a segment's `.txnindex` if there is one: its entries,
+/// the open file, and whether it was unreadable (then it is left for the
+/// log to rebuild, with no entries).
+#[allow(clippy::type_complexity)]
+fn open_txn_index(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<(Vec<AbortedTxn>, Option<Arc<dyn StorageFile>>, bool), LogError> {
+    if !storage.exists(path) {
+        return Ok((Vec::new(), None, false));
+    }
+    let file = storage
+        .open(path, false)
+        .map_err(LogError::io("open transaction index", path))?;
+    let len = file
+        .len()
+        .map_err(LogError::io("stat transaction index", path))?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, 0)
+        .map_err(LogError::io("read transaction index", path))?;
+    Ok(match AbortedTxn::decode_all(&buf) {
+        Some(entries) => (entries, Some(file), false),
+        None => (Vec::new(), Some(file), true),
+    })
 }
 
 /// Running totals while walking a segment's batches in order.

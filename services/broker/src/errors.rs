@@ -438,6 +438,8 @@ fn log_code(e: &LogError) -> ErrorCode {
         | LogError::InvalidProducerState { .. } => ErrorCode::InvalidRecord,
         LogError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
         LogError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        LogError::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
+        LogError::TransactionCoordinatorFenced { .. } => ErrorCode::TransactionCoordinatorFenced,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Io { .. } | LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,
         LogError::InvalidConfig { .. } | LogError::UnknownConfig { .. } => ErrorCode::InvalidConfig,

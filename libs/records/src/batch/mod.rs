@@ -5,7 +5,8 @@
 //! validated, zero-copy view over one batch, [`RecordBatchMut`] patches the
 //! header fields the broker owns (base offset, leader epoch, log-append time),
 //! [`BatchBuilder`] encodes new batches and [`Records`] decodes the records of
-//! one, decompressing when needed. [`legacy`] converts the message formats
+//! one, decompressing when needed. [`control`] reads and writes the
+//! transaction markers that end a transaction. [`legacy`] converts the message formats
 //! v0 and v1 of old clients to and from v2 at the edge.
 //!
 //! Layout (big-endian), as in Kafka's `DefaultRecordBatch`:
@@ -19,12 +20,14 @@
 
 mod builder;
 mod compression;
+pub mod control;
 pub mod legacy;
 mod record;
 pub(crate) mod varint;
 
 pub use builder::BatchBuilder;
 pub use compression::{Compression, MAX_DECOMPRESSED_BATCH_BYTES};
+pub use control::{ControlRecord, ControlType, EndTxnMarker};
 pub use record::{Header, Record, RecordSummary, Records};
 
 use crate::{LeaderEpoch, Offset, TimestampMs};
