@@ -378,6 +378,7 @@ impl Admin {
                     spec: bpb::OffsetSpec::Timestamp as i32,
                     timestamp_ms,
                 }],
+                isolation_level: bpb::IsolationLevel::ReadUncommitted as i32,
             })
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?
@@ -407,6 +408,7 @@ impl Admin {
                     spec(bpb::OffsetSpec::Earliest),
                     spec(bpb::OffsetSpec::Latest),
                 ],
+                isolation_level: bpb::IsolationLevel::ReadUncommitted as i32,
             })
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?

@@ -16,7 +16,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
-use runnel_records::batch::{Batches, Header};
+use runnel_records::batch::{Batches, ControlRecord, ControlType, Header};
 use tokio::time::Instant;
 
 use crate::cluster::{ClientConfig, Cluster};
@@ -43,6 +43,48 @@ pub enum OffsetReset {
     None,
 }
 
+/// Which records a consumer reads (`isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Everything replicated, records of open and aborted transactions included (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only what is settled: reads stop at the last stable offset, and
+    /// aborted transactions' records are skipped.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    /// Kafka's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadUncommitted => "read_uncommitted",
+            IsolationLevel::ReadCommitted => "read_committed",
+        }
+    }
+
+    fn to_proto(self) -> i32 {
+        match self {
+            IsolationLevel::ReadUncommitted => pb::IsolationLevel::ReadUncommitted as i32,
+            IsolationLevel::ReadCommitted => pb::IsolationLevel::ReadCommitted as i32,
+        }
+    }
+}
+
+impl std::str::FromStr for IsolationLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "read_uncommitted" => Ok(IsolationLevel::ReadUncommitted),
+            "read_committed" => Ok(IsolationLevel::ReadCommitted),
+            other => Err(format!(
+                "isolation.level must be read_uncommitted or read_committed, not {other:?}"
+            )),
+        }
+    }
+}
+
 /// Consumer settings, with Kafka's names and defaults.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -58,6 +100,8 @@ pub struct ConsumerConfig {
     pub max_partition_fetch_bytes: u32,
     /// `max.poll.records`.
     pub max_poll_records: usize,
+    /// `isolation.level` (default read_uncommitted).
+    pub isolation_level: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -69,6 +113,7 @@ impl Default for ConsumerConfig {
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
             max_poll_records: 500,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -317,6 +362,7 @@ impl Consumer {
                     spec: spec as i32,
                     timestamp_ms,
                 }],
+                isolation_level: self.config.isolation_level.to_proto(),
             })
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?
@@ -426,6 +472,7 @@ impl Consumer {
                 min_bytes: self.config.fetch_min_bytes,
                 max_bytes: self.config.fetch_max_bytes,
                 partitions,
+                isolation_level: self.config.isolation_level.to_proto(),
             };
             let client = self.cluster.broker_at(&addr);
             requests.push(async move {
@@ -469,7 +516,7 @@ impl Consumer {
                     continue;
                 }
                 match p.error_code() {
-                    ErrorCode::None => self.decode(&tp, &p.records)?,
+                    ErrorCode::None => self.decode(&tp, &p.records, &p.aborted_transactions)?,
                     ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
                         OffsetReset::Earliest => self.set_target(&tp, Target::Earliest),
                         OffsetReset::Latest => self.set_target(&tp, Target::Latest),
@@ -489,21 +536,52 @@ impl Consumer {
         Ok(())
     }
 
-    fn decode(&mut self, tp: &TopicPartition, records: &Bytes) -> Result<()> {
+    /// Buffers the records of fetched batches from the position on. At
+    /// read_committed, skips the batches of `aborted` transactions as
+    /// Kafka's consumer does: a producer's transactional batches are
+    /// skipped from its aborted transaction's first offset until its abort
+    /// marker.
+    fn decode(
+        &mut self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        aborted: &[pb::AbortedTransaction],
+    ) -> Result<()> {
         let Some(position) = self.positions.get(tp).copied() else {
             return Ok(());
         };
+        let committed = self.config.isolation_level == IsolationLevel::ReadCommitted;
+        let mut aborted = aborted.to_vec();
+        aborted.sort_by_key(|a| a.first_offset);
+        let mut pending = aborted.into_iter().peekable();
+        let mut aborted_producers = HashSet::new();
         let mut next = position;
         let topic: Arc<str> = Arc::from(tp.topic.as_str());
+        let corrupt = |e: &dyn std::fmt::Display| {
+            ClientError::server(
+                ErrorCode::CorruptMessage,
+                format!("{}-{}: {e}", tp.topic, tp.partition),
+            )
+        };
         for batch in Batches::new(records) {
-            let batch = batch.map_err(|e| {
-                ClientError::server(
-                    ErrorCode::CorruptMessage,
-                    format!("{}-{}: {e}", tp.topic, tp.partition),
-                )
-            })?;
-            if batch.header().is_control() {
-                next = next.max(batch.header().next_offset());
+            let batch = batch.map_err(|e| corrupt(&e))?;
+            let h = *batch.header();
+            if committed && h.has_producer_id() {
+                while let Some(a) = pending.next_if(|a| a.first_offset <= h.last_offset()) {
+                    aborted_producers.insert(a.producer_id);
+                }
+                if h.is_control() {
+                    let marker = ControlRecord::from_batch(&batch).map_err(|e| corrupt(&e))?;
+                    if marker.end_txn().map(|m| m.control_type) == Some(ControlType::Abort) {
+                        aborted_producers.remove(&h.producer_id);
+                    }
+                } else if h.is_transactional() && aborted_producers.contains(&h.producer_id) {
+                    next = next.max(h.next_offset());
+                    continue;
+                }
+            }
+            if h.is_control() {
+                next = next.max(h.next_offset());
                 continue;
             }
             let decoded = batch.records().map_err(|e| {

@@ -32,7 +32,9 @@ pub use admin::{
     CoordinatorDescription, NewTopic, PartitionDescription, TopicDescription,
 };
 pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
+pub use consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, TopicPartition,
+};
 pub use error::{ClientError, Result};
 pub use group::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
 pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};

@@ -210,6 +210,7 @@ async fn bad_produce_and_fetch_requests_are_refused() {
             current_leader_epoch: -1,
         }],
         replica: None,
+        ..Default::default()
     };
     let r = b
         .fetch(fetch)

@@ -207,6 +207,7 @@ async fn a_retry_reaching_a_new_leader_or_a_restarted_cluster_is_not_stored_twic
                 spec: pb::OffsetSpec::Latest as i32,
                 timestamp_ms: 0,
             }],
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -306,6 +306,14 @@ pub enum Failure {
     /// Kafka listener: FindCoordinator answering for itself before it is registered.
     #[error("this broker is not registered yet")]
     NotRegisteredYet,
+    /// A transaction marker whose producer epoch does not fit Kafka's int16.
+    #[error("transaction marker for producer {producer_id} has epoch {epoch}, outside 0..=32767")]
+    InvalidMarkerEpoch {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the marker named.
+        epoch: i32,
+    },
     /// Kafka listener: a FindCoordinator key type other than group or transaction.
     #[error("coordinator key type {key_type} is not supported")]
     UnsupportedKeyType {
@@ -393,6 +401,7 @@ impl Failure {
             Failure::Coordinator { code, .. } | Failure::Controller { code, .. } => *code,
             Failure::NoAnswer => ErrorCode::UnknownServerError,
             Failure::UnsupportedKeyType { .. }
+            | Failure::InvalidMarkerEpoch { .. }
             | Failure::RegexSubscription
             | Failure::UnsupportedConfigResource { .. }
             | Failure::UnknownConfigOperation { .. } => ErrorCode::InvalidRequest,
@@ -572,6 +581,14 @@ mod tests {
                 },
                 ErrorCode::StaleBrokerEpoch,
                 "replica 2 fetches with broker epoch 10, its registration is 12",
+            ),
+            (
+                Failure::InvalidMarkerEpoch {
+                    producer_id: 7,
+                    epoch: 40_000,
+                },
+                ErrorCode::InvalidRequest,
+                "transaction marker for producer 7 has epoch 40000, outside 0..=32767",
             ),
             (
                 Failure::UnregisteredReplica { replica: 4 },

@@ -105,6 +105,22 @@ impl BrokerApi for BrokerService {
         .await
     }
 
+    async fn write_txn_markers(
+        &self,
+        request: Request<pb::WriteTxnMarkersRequest>,
+    ) -> Result<Response<pb::WriteTxnMarkersResponse>, Status> {
+        if self.listener == Listener::External {
+            // Only the transaction coordinator ends transactions (Kafka's
+            // ClusterAction), and it dials brokers inside the cluster.
+            return Err(runnel_common::errors::status(
+                runnel_proto::common::v1::ErrorCode::InvalidRequest,
+                "WriteTxnMarkers is served on the internal listener only",
+            ));
+        }
+        let (meta, _, req) = request.into_parts();
+        handle("WriteTxnMarkers", &meta, self.broker.write_txn_markers(req)).await
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,
@@ -141,4 +157,5 @@ failed!(
     pb::TopicInfo,
     pb::InitProducerIdResponse,
     pb::FindCoordinatorResponse,
+    pb::MarkerPartitionResult,
 );

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use runnel_common::metadata::TopicId;
 use runnel_log::TopicConfig;
-use runnel_log::{AppendInfo, Log, LogError, Offset, TimestampMs};
+use runnel_log::{AbortedTxn, AppendInfo, Log, LogError, Offset, TimestampMs};
+use runnel_records::batch::{BatchHeader, EndTxnMarker};
 use tokio::sync::Notify;
 
 /// A partition's identity: topic name and index.
@@ -26,6 +27,19 @@ pub struct ProducerSummary {
     pub last_sequence: i32,
     /// When this partition last appended for it (ms, broker clock).
     pub last_timestamp: i64,
+    /// Offset of the first record of its open transaction here (-1: none).
+    pub current_txn_start_offset: i64,
+    /// Epoch of the coordinator that wrote its last marker (-1: none).
+    pub coordinator_epoch: i32,
+}
+
+/// What a read_committed read returns.
+#[derive(Debug, Clone, Default)]
+pub struct CommittedRead {
+    /// Whole batches below the last stable offset.
+    pub records: Bytes,
+    /// The aborted transactions whose records may be among them.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// Leadership and config of a partition, from the metadata.
@@ -43,6 +57,20 @@ pub struct ReplicaState {
     pub isr: Vec<i32>,
     /// The topic's configs.
     pub config: TopicConfig,
+}
+
+/// The offset after the last batch of `records` (whole batches from the log).
+fn end_of(records: &[u8]) -> Option<Offset> {
+    let mut rest = records;
+    let mut end = None;
+    while let Ok(h) = BatchHeader::parse(rest) {
+        end = Some(h.next_offset());
+        match rest.get(h.size()..) {
+            Some(tail) => rest = tail,
+            None => break,
+        }
+    }
+    end
 }
 
 /// One partition hosted here.
@@ -169,13 +197,22 @@ impl Partition {
     }
 
     /// After the log changed: publish its offsets and wake waiting fetches.
-    fn publish(&self, log: &Log) {
+    fn publish(&self, log: &mut Log) {
         self.log_start
             .store(log.log_start_offset(), Ordering::Release);
         self.log_end.store(log.log_end_offset(), Ordering::Release);
         self.end_offset_gauge.set(log.log_end_offset() as f64);
         self.advance_high_watermark();
+        // The log settles transactions whose markers are now replicated.
+        log.update_high_watermark(self.high_watermark());
         self.data.notify_waiters();
+    }
+
+    /// Offsets below this are readable by read_committed consumers: the
+    /// first record of the oldest unsettled transaction, or the high watermark.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.high_watermark();
+        self.log.read().last_stable_offset(hw)
     }
 
     /// As leader: the high watermark becomes the lowest log end among the
@@ -298,7 +335,7 @@ impl Partition {
         if !records.is_empty() {
             log.append_as_follower(records)?;
         }
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 
@@ -323,7 +360,7 @@ impl Partition {
         }
         let hw = self.high_watermark().min(log.log_end_offset());
         self.high_watermark.store(hw, Ordering::Release);
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 
@@ -332,7 +369,7 @@ impl Partition {
         let mut log = self.log.write();
         log.truncate_fully_and_start_at(offset)?;
         self.high_watermark.store(offset, Ordering::Release);
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 
@@ -340,7 +377,21 @@ impl Partition {
     pub fn append(&self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let mut log = self.log.write();
         let info = log.append_as_leader(records, leader_epoch)?;
-        self.publish(&log);
+        self.publish(&mut log);
+        Ok(info)
+    }
+
+    /// Writes a transaction marker as leader, for the coordinator (blocking).
+    pub fn append_end_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
+        let mut log = self.log.write();
+        let info = log.append_end_txn_marker(producer_id, producer_epoch, marker, leader_epoch)?;
+        self.publish(&mut log);
         Ok(info)
     }
 
@@ -357,7 +408,7 @@ impl Partition {
             });
         }
         log.advance_log_start_offset(offset)?;
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(log.log_start_offset())
     }
 
@@ -370,7 +421,7 @@ impl Partition {
         let mut log = self.log.write();
         let offset = leader_log_start.min(log.log_end_offset());
         if log.advance_log_start_offset(offset)? {
-            self.publish(&log);
+            self.publish(&mut log);
         }
         Ok(())
     }
@@ -384,6 +435,8 @@ impl Partition {
                 epoch: e.epoch,
                 last_sequence: e.last_seq().unwrap_or(-1),
                 last_timestamp: e.last_timestamp,
+                current_txn_start_offset: e.current_txn_first_offset.unwrap_or(-1),
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect()
     }
@@ -394,21 +447,57 @@ impl Partition {
         log.read(offset, max_bytes, Some(self.high_watermark()), min_one)
     }
 
-    /// The first committed record at or after `timestamp` (blocking).
+    /// Reads batches below the last stable offset from `offset`, with the
+    /// aborted transactions a read_committed consumer must skip (blocking).
+    pub fn read_committed(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<CommittedRead, LogError> {
+        let log = self.log.read();
+        let lso = log.last_stable_offset(self.high_watermark());
+        let records = log.read(offset, max_bytes, Some(lso), min_one)?;
+        let aborted = match end_of(&records) {
+            Some(upper) => log.aborted_transactions(offset, upper),
+            None => Vec::new(),
+        };
+        Ok(CommittedRead { records, aborted })
+    }
+
+    /// The first record at or after `timestamp` below `bound` (the high
+    /// watermark, or the last stable offset for read_committed) (blocking).
     pub fn offset_for_timestamp(
         &self,
         timestamp: TimestampMs,
+        committed: bool,
     ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
-        let hw = self.high_watermark();
-        let found = self.log.read().offset_for_timestamp(timestamp)?;
-        Ok(found.filter(|(o, _)| *o < hw))
+        let log = self.log.read();
+        let bound = self.readable_end(&log, committed);
+        let found = log.offset_for_timestamp(timestamp)?;
+        Ok(found.filter(|(o, _)| *o < bound))
     }
 
-    /// The committed record with the largest timestamp (blocking).
-    pub fn max_timestamp_offset(&self) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+    /// The record with the largest timestamp, if below the high watermark
+    /// (or the last stable offset for read_committed) (blocking).
+    pub fn max_timestamp_offset(
+        &self,
+        committed: bool,
+    ) -> Result<Option<(Offset, TimestampMs)>, LogError> {
+        let log = self.log.read();
+        let bound = self.readable_end(&log, committed);
+        let found = log.max_timestamp_offset()?;
+        Ok(found.filter(|(o, _)| *o < bound))
+    }
+
+    /// Where consumers' reads end: the high watermark, or for read_committed the LSO.
+    fn readable_end(&self, log: &Log, committed: bool) -> Offset {
         let hw = self.high_watermark();
-        let found = self.log.read().max_timestamp_offset()?;
-        Ok(found.filter(|(o, _)| *o < hw))
+        if committed {
+            log.last_stable_offset(hw)
+        } else {
+            hw
+        }
     }
 
     /// Applies retention and the flush policy (blocking).
@@ -423,7 +512,7 @@ impl Partition {
             tracing::debug!(topic = %self.topic, partition = self.index, producers = expired, "idle producers expired");
         }
         log.maybe_flush()?;
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 
@@ -431,7 +520,7 @@ impl Partition {
     pub fn flush_if_due(&self) -> Result<(), LogError> {
         let mut log = self.log.write();
         if log.maybe_flush()? {
-            self.publish(&log);
+            self.publish(&mut log);
         }
         Ok(())
     }
@@ -460,7 +549,7 @@ impl Partition {
             Err(LogError::CleaningAborted { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 
@@ -495,7 +584,7 @@ impl Partition {
         }
         *current = state;
         drop(current);
-        self.publish(&log);
+        self.publish(&mut log);
         Ok(())
     }
 

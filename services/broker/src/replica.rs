@@ -228,6 +228,7 @@ impl Fetchers {
                 broker_id: self.me,
                 broker_epoch: my_epoch,
             }),
+            isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
         };
         let response = tokio::select! {
             r = client.fetch(request) => r?.into_inner(),

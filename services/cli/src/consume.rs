@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use runnel_client::{
     ClientConfig, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, GroupConsumer,
-    GroupProtocol, OffsetReset, TopicPartition,
+    GroupProtocol, IsolationLevel, OffsetReset, TopicPartition,
 };
 use tokio::time::Instant;
 
@@ -48,6 +48,10 @@ pub struct Args {
     /// What separates key and value with --print-key.
     #[arg(long, default_value = "\t")]
     key_separator: String,
+    /// Kafka's `isolation.level`: read_committed reads only up to the last
+    /// stable offset and skips aborted transactions' records.
+    #[arg(long, default_value = "read_uncommitted", value_parser = ["read_uncommitted", "read_committed"])]
+    isolation_level: String,
 }
 
 /// Where records come from: assigned partitions, or a group's share.
@@ -102,12 +106,14 @@ async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
     } else {
         OffsetReset::Latest
     };
+    let isolation_level: IsolationLevel = args.isolation_level.parse().map_err(anyhow::Error::msg)?;
     if let Some(group) = &args.group {
         let mut config = GroupConfig::new(group.clone());
         config.client_id = "runnel-consume".into();
         // Commits follow what was printed, not what was fetched.
         config.enable_auto_commit = false;
         config.consumer.auto_offset_reset = reset;
+        config.consumer.isolation_level = isolation_level;
         if args.group_protocol == "consumer" {
             config.group_protocol = GroupProtocol::Consumer;
         }
@@ -119,6 +125,7 @@ async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
         client,
         ConsumerConfig {
             auto_offset_reset: reset,
+            isolation_level,
             ..ConsumerConfig::default()
         },
     );

@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use runnel_kafka::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
 use runnel_kafka::kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use runnel_kafka::kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse,
+    OffsetForLeaderEpochResponse, ProducerId,
 };
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
@@ -89,8 +89,15 @@ impl KafkaApi {
                     })
                     .collect(),
                 replica: None,
+                // v4 added isolation_level (1: READ_COMMITTED).
+                isolation_level: if version >= 4 && r.isolation_level == 1 {
+                    pb::IsolationLevel::ReadCommitted as i32
+                } else {
+                    pb::IsolationLevel::ReadUncommitted as i32
+                },
             })
             .await;
+        let committed = version >= 4 && r.isolation_level == 1;
         let keep = self
             .sessions
             .record(session_id, incremental, &answer.partitions);
@@ -142,13 +149,24 @@ impl KafkaApi {
                         .unwrap_or((0, i32::MAX));
                     down_convert(&mut p, version, from, max_bytes);
                 }
+                // Kafka names the aborted transactions only for read_committed.
+                let aborted = committed.then(|| {
+                    p.aborted_transactions
+                        .iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect()
+                });
                 let out = PartitionData::default()
                     .with_partition_index(p.partition)
                     .with_error_code(raw_code(p.error_code))
                     .with_high_watermark(p.high_watermark)
-                    // No transactions: everything below the high watermark is stable.
-                    .with_last_stable_offset(p.high_watermark)
+                    .with_last_stable_offset(p.last_stable_offset)
                     .with_log_start_offset(p.log_start_offset)
+                    .with_aborted_transactions(aborted)
                     .with_preferred_read_replica(BrokerId(-1))
                     .with_records(Some(p.records));
                 (p.topic, out)

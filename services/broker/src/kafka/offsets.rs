@@ -66,7 +66,15 @@ impl KafkaApi {
         }
         let answer = self
             .broker
-            .list_offsets(pb::ListOffsetsRequest { partitions: asked })
+            .list_offsets(pb::ListOffsetsRequest {
+                partitions: asked,
+                // v2 added isolation_level (1: READ_COMMITTED).
+                isolation_level: if version >= 2 && r.isolation_level == 1 {
+                    pb::IsolationLevel::ReadCommitted as i32
+                } else {
+                    pb::IsolationLevel::ReadUncommitted as i32
+                },
+            })
             .await;
         let results = answer
             .partitions

@@ -51,12 +51,14 @@ pub struct FetchPlan {
 #[derive(Debug, Clone, Copy)]
 struct Sent {
     high_watermark: i64,
+    last_stable_offset: i64,
     log_start: i64,
 }
 
 /// Not sent yet: differs from any real value.
 const NEVER: Sent = Sent {
     high_watermark: i64::MIN,
+    last_stable_offset: i64::MIN,
     log_start: i64::MIN,
 };
 
@@ -222,9 +224,11 @@ impl FetchSessions {
                 let changed = r.error_code != 0
                     || !r.records.is_empty()
                     || entry.2.high_watermark != r.high_watermark
+                    || entry.2.last_stable_offset != r.last_stable_offset
                     || entry.2.log_start != r.log_start_offset;
                 entry.2 = Sent {
                     high_watermark: r.high_watermark,
+                    last_stable_offset: r.last_stable_offset,
                     log_start: r.log_start_offset,
                 };
                 changed || !incremental

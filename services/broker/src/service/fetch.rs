@@ -1,6 +1,7 @@
-//! Fetch, for consumers and following replicas: reading committed (or, for
-//! followers, all) batches, long-polling for `min_bytes`, and the follower
-//! checks; OffsetForLeaderEpoch, which followers and consumers use to find
+//! Fetch, for consumers and following replicas: reading replicated batches
+//! (read_committed: below the last stable offset, with the aborted
+//! transactions to skip; followers: everything), long-polling for
+//! `min_bytes`, and the follower checks; OffsetForLeaderEpoch, which followers and consumers use to find
 //! where their log diverged from the leader's.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{Broker, Failure, check_leader_epoch};
 use crate::grpc::Failed;
-use crate::partition::Partition;
+use crate::partition::{CommittedRead, Partition};
 
 /// Kafka's default `fetch.max.bytes`.
 const DEFAULT_FETCH_MAX_BYTES: usize = 52_428_800;
@@ -87,6 +88,7 @@ impl Broker {
             req.max_bytes as usize
         };
         let min_bytes = req.min_bytes as usize;
+        let committed = req.isolation_level() == pb::IsolationLevel::ReadCommitted;
         let follower = match &req.replica {
             None => None,
             Some(r) => match self.check_replica(r) {
@@ -131,7 +133,13 @@ impl Broker {
             let mut errors = false;
             for fp in &req.partitions {
                 let r = self
-                    .fetch_partition(fp, max_bytes.saturating_sub(total), total == 0, follower)
+                    .fetch_partition(
+                        fp,
+                        max_bytes.saturating_sub(total),
+                        total == 0,
+                        follower,
+                        committed,
+                    )
                     .await;
                 total += r.records.len();
                 errors |= r.error_code != ErrorCode::None as i32;
@@ -167,12 +175,14 @@ impl Broker {
         budget: usize,
         first: bool,
         follower: Option<i32>,
+        committed: bool,
     ) -> pb::FetchPartitionResult {
         let mut result = pb::FetchPartitionResult {
             topic: req.topic.clone(),
             partition: req.partition,
             high_watermark: -1,
             log_start_offset: -1,
+            last_stable_offset: -1,
             ..Default::default()
         };
         let p = match self.leader(&req.topic, req.partition) {
@@ -199,7 +209,9 @@ impl Broker {
             p.follower_fetched(id, req.fetch_offset);
         }
         let hw = p.high_watermark();
+        let lso = p.last_stable_offset();
         result.high_watermark = hw;
+        result.last_stable_offset = lso;
         result.log_start_offset = start;
         if req.fetch_offset < start || req.fetch_offset > end {
             let failure = Failure::OffsetOutOfRange {
@@ -211,8 +223,13 @@ impl Broker {
             };
             return fail_fetch(result, &failure);
         }
-        // Consumers read what is committed; followers read everything.
-        let readable_end = if follower.is_some() { end } else { hw };
+        // Consumers read what is replicated (read_committed: what is also
+        // settled); followers read everything.
+        let readable_end = match (follower, committed) {
+            (Some(_), _) => end,
+            (None, true) => lso,
+            (None, false) => hw,
+        };
         if req.fetch_offset >= readable_end || budget == 0 {
             return result;
         }
@@ -229,14 +246,30 @@ impl Broker {
         let reader = Arc::clone(&p);
         let read = move || {
             if follower.is_some() {
-                reader.read_for_follower(offset, max)
+                reader.read_for_follower(offset, max).map(|records| CommittedRead {
+                    records,
+                    aborted: Vec::new(),
+                })
+            } else if committed {
+                reader.read_committed(offset, max, first)
             } else {
-                reader.read(offset, max, first)
+                reader.read(offset, max, first).map(|records| CommittedRead {
+                    records,
+                    aborted: Vec::new(),
+                })
             }
         };
         match tokio::task::spawn_blocking(read).await {
-            Ok(Ok(records)) => {
-                result.records = records;
+            Ok(Ok(read)) => {
+                result.records = read.records;
+                result.aborted_transactions = read
+                    .aborted
+                    .into_iter()
+                    .map(|a| pb::AbortedTransaction {
+                        producer_id: a.producer_id,
+                        first_offset: a.first_offset,
+                    })
+                    .collect();
                 result
             }
             Ok(Err(e)) => fail_fetch(result, &Failure::from(e)),

@@ -7,6 +7,7 @@
 //! - `offsets`: ListOffsets and DeleteRecords.
 //! - `metadata_request`: Metadata (with topic auto-creation) and FindCoordinator.
 //! - `producer_ids`: InitProducerId and DescribeProducers.
+//! - `txn_markers`: WriteTxnMarkers (the transaction coordinator ends transactions).
 //!
 //! This file holds the [`Broker`] itself and what those share: finding the
 //! partition this broker leads, leader-epoch fencing, and the listeners.
@@ -16,6 +17,7 @@ mod metadata_request;
 mod offsets;
 mod produce;
 mod producer_ids;
+mod txn_markers;
 
 use std::sync::Arc;
 

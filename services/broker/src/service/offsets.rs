@@ -38,8 +38,10 @@ impl Broker {
         }
     }
 
-    /// Earliest, latest, or first-at-timestamp offsets.
+    /// Earliest, latest, or first-at-timestamp offsets (below the last
+    /// stable offset for read_committed).
     pub async fn list_offsets(&self, req: pb::ListOffsetsRequest) -> pb::ListOffsetsResponse {
+        let committed = req.isolation_level() == pb::IsolationLevel::ReadCommitted;
         let mut out = Vec::with_capacity(req.partitions.len());
         for q in req.partitions {
             let mut r = pb::ListOffsetsPartitionResult {
@@ -60,10 +62,11 @@ impl Broker {
             r.leader_epoch = p.state().leader_epoch;
             let lookup = match q.spec() {
                 pb::OffsetSpec::Earliest => Ok(Some((p.log_start_offset(), -1))),
+                pb::OffsetSpec::Latest if committed => Ok(Some((p.last_stable_offset(), -1))),
                 pb::OffsetSpec::Latest => Ok(Some((p.high_watermark(), -1))),
                 pb::OffsetSpec::Timestamp => {
                     let (reader, ts) = (Arc::clone(&p), q.timestamp_ms);
-                    tokio::task::spawn_blocking(move || reader.offset_for_timestamp(ts))
+                    tokio::task::spawn_blocking(move || reader.offset_for_timestamp(ts, committed))
                         .await
                         .unwrap_or_else(|e| {
                             Err(runnel_log::LogError::Corrupt {
@@ -74,7 +77,7 @@ impl Broker {
                 }
                 pb::OffsetSpec::MaxTimestamp => {
                     let reader = Arc::clone(&p);
-                    tokio::task::spawn_blocking(move || reader.max_timestamp_offset())
+                    tokio::task::spawn_blocking(move || reader.max_timestamp_offset(committed))
                         .await
                         .unwrap_or_else(|e| {
                             Err(runnel_log::LogError::Corrupt {

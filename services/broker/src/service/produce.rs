@@ -147,7 +147,7 @@ impl Broker {
 
     /// acks=all: waits until the high watermark covers `last_offset`, i.e.
     /// every in-sync replica has it, while this broker still leads in `epoch`.
-    async fn await_replication(
+    pub(super) async fn await_replication(
         p: &Partition,
         epoch: i32,
         last_offset: i64,

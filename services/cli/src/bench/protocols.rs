@@ -283,6 +283,7 @@ async fn grpc_round(
                     })
                     .collect(),
                 replica: None,
+                isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
             })
             .await
             .context("gRPC fetch")?
