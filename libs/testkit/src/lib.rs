@@ -8,6 +8,7 @@
 //! polls ([`wait_for`]) rather than sleeps. Only tests depend on this crate.
 
 pub mod kafka_wire;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -155,6 +155,90 @@ async fn kafka_python_transactional_producer_fails_fast() {
     kafka_python("transactions_fail_fast").await;
 }
 
+/// Topic `txn` as transactional producers and their coordinator leave it
+/// (written over gRPC): plain `p0`; `a0`, `a1` of an aborted transaction;
+/// `b0` of a committed one; `c0` of one still open; plain `p1`; then the
+/// abort and commit markers (offsets 6, 7). Returns a client of its leader.
+async fn write_transactions(
+    cluster: &TestCluster,
+) -> runnel_proto::broker::v1::broker_client::BrokerClient<tonic::transport::Channel> {
+    use runnel_testkit::txn::{batch, end, plain, produce};
+    cluster
+        .create_topic(NewTopic::new("txn").partitions(1).replication_factor(1))
+        .await;
+    let mut c = runnel_proto::broker::v1::broker_client::BrokerClient::connect(format!(
+        "http://{}",
+        cluster.broker_addr(0)
+    ))
+    .await
+    .unwrap();
+    for records in [
+        plain(&["p0"]),
+        batch(1001, 0, 0, true, &["a0", "a1"]),
+        batch(1002, 0, 0, true, &["b0"]),
+        batch(1003, 0, 0, true, &["c0"]),
+        plain(&["p1"]),
+    ] {
+        let r = produce(&mut c, "txn", 0, records).await;
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+    }
+    for (pid, commit) in [(1001, false), (1002, true)] {
+        let r = end(&mut c, "txn", 0, pid, 0, commit, 0).await;
+        assert_eq!(r.error_code, 0, "{}", r.error_message);
+    }
+    c
+}
+
+/// What a client's `read_committed` scenario printed: per isolation level,
+/// the values read and the end offset reported.
+async fn read_both_levels(cluster: &TestCluster, script_name: &str) -> serde_json::Value {
+    let out = run(
+        python(),
+        vec![
+            script(script_name).display().to_string(),
+            "read_committed".into(),
+            cluster.kafka_bootstrap(),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// confluent-kafka and kafka-python at read_committed stop at the open
+/// transaction (the LSO is their end offset) and never see the aborted
+/// one; at read_uncommitted they see everything; once the open one
+/// commits, read_committed readers get it and what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_consumers_skip_aborted_and_stop_at_open_transactions() {
+    let cluster = cluster(1).await;
+    let mut leader = write_transactions(&cluster).await;
+    for client in ["confluent_compat.py", "kafka_python_compat.py"] {
+        let seen = read_both_levels(&cluster, client).await;
+        assert_eq!(
+            seen["read_committed"],
+            serde_json::json!({"values": ["p0", "b0"], "end": 4}),
+            "{client}"
+        );
+        assert_eq!(
+            seen["read_uncommitted"],
+            serde_json::json!({"values": ["p0", "a0", "a1", "b0", "c0", "p1"], "end": 8}),
+            "{client}"
+        );
+    }
+    let r = runnel_testkit::txn::end(&mut leader, "txn", 0, 1003, 0, true, 0).await;
+    assert_eq!(r.error_code, 0, "{}", r.error_message);
+    for client in ["confluent_compat.py", "kafka_python_compat.py"] {
+        let seen = read_both_levels(&cluster, client).await;
+        assert_eq!(
+            seen["read_committed"],
+            serde_json::json!({"values": ["p0", "b0", "c0", "p1"], "end": 9}),
+            "{client}"
+        );
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn murmur2_partitioner_agrees_with_runnels_client() {
     let (cluster, out) = confluent("partitioner").await;

@@ -106,7 +106,8 @@ async fn open(client: ClientConfig, args: &Args) -> anyhow::Result<Source> {
     } else {
         OffsetReset::Latest
     };
-    let isolation_level: IsolationLevel = args.isolation_level.parse().map_err(anyhow::Error::msg)?;
+    let isolation_level: IsolationLevel =
+        args.isolation_level.parse().map_err(anyhow::Error::msg)?;
     if let Some(group) = &args.group {
         let mut config = GroupConfig::new(group.clone());
         config.client_id = "runnel-consume".into();

@@ -520,6 +520,34 @@ def scenario_transactions_fail_fast(bootstrap):
     assert took < 10, f"the refusal took {took:.1f}s: {error}"
 
 
+def scenario_read_committed(bootstrap):
+    """Reads topic `txn` (written by the Rust side: committed, aborted and
+    open transactions among plain records) at both isolation levels and
+    prints, as one JSON line, the values each read and the end offset each
+    was told (read_committed: the last stable offset)."""
+    out = {}
+    for level in ("read_committed", "read_uncommitted"):
+        c = consumer(bootstrap, group=f"rc-{level}", **{"isolation.level": level})
+        c.assign([TopicPartition("txn", 0, OFFSET_BEGINNING)])
+        values = []
+        deadline = time.time() + TIMEOUT
+        idle_until = time.time() + 5
+        while time.time() < min(idle_until, deadline):
+            msg = c.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(msg.error())
+            values.append(msg.value().decode())
+            idle_until = time.time() + 3
+        _, high = c.get_watermark_offsets(TopicPartition("txn", 0), cached=False)
+        out[level] = {"values": values, "end": high}
+        c.close()
+    print(json.dumps(out))
+
+
 def main():
     scenario, bootstrap = sys.argv[1], sys.argv[2]
     globals()[f"scenario_{scenario}"](bootstrap)

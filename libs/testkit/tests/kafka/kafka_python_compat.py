@@ -254,6 +254,29 @@ def scenario_old_versions(bootstrap):
     c.close()
 
 
+def scenario_read_committed(bootstrap):
+    """As confluent_compat.py's: topic `txn` read at both isolation levels,
+    printed as one JSON line of the values and end offset each saw."""
+    import json
+
+    out = {}
+    for level in ("read_committed", "read_uncommitted"):
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            isolation_level=level,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=3000,
+        )
+        tp = TopicPartition("txn", 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        values = [m.value.decode() for m in c]
+        out[level] = {"values": values, "end": c.end_offsets([tp])[tp]}
+        c.close()
+    print(json.dumps(out))
+
+
 def main():
     scenario, bootstrap = sys.argv[1], sys.argv[2]
     globals()[f"scenario_{scenario}"](bootstrap)

@@ -246,17 +246,21 @@ impl Broker {
         let reader = Arc::clone(&p);
         let read = move || {
             if follower.is_some() {
-                reader.read_for_follower(offset, max).map(|records| CommittedRead {
-                    records,
-                    aborted: Vec::new(),
-                })
+                reader
+                    .read_for_follower(offset, max)
+                    .map(|records| CommittedRead {
+                        records,
+                        aborted: Vec::new(),
+                    })
             } else if committed {
                 reader.read_committed(offset, max, first)
             } else {
-                reader.read(offset, max, first).map(|records| CommittedRead {
-                    records,
-                    aborted: Vec::new(),
-                })
+                reader
+                    .read(offset, max, first)
+                    .map(|records| CommittedRead {
+                        records,
+                        aborted: Vec::new(),
+                    })
             }
         };
         match tokio::task::spawn_blocking(read).await {

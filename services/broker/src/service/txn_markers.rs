@@ -86,9 +86,8 @@ impl Broker {
         let p = self.leader(topic, partition)?;
         let leader_epoch = p.leader_epoch();
         let target = Arc::clone(&p);
-        let append = move || {
-            target.append_end_txn_marker(producer_id, producer_epoch, marker, leader_epoch)
-        };
+        let append =
+            move || target.append_end_txn_marker(producer_id, producer_epoch, marker, leader_epoch);
         let info = self.logs.io().run(&p.key(), append).await??;
         Self::await_replication(&p, leader_epoch, info.last_offset, timeout, &self.shutdown).await
     }
