@@ -25,6 +25,10 @@
 //!   partitions with.
 //! - [`ownership`]: registration with the controller, the session, and
 //!   taking over and releasing the partitions the controller assigns.
+//! - [`transaction`]: one transactional id's state machine (Kafka's
+//!   transaction protocol: InitProducerId with fencing and KIP-360,
+//!   AddPartitionsToTxn, EndTxn, timeouts, expiry), pure like [`group`];
+//!   the transaction coordinator builds on it.
 //!
 //! The `__consumer_offsets` batches, the subscription and assignment bytes
 //! and the server-side assignors are `runnel-records`; `runnel-client`
@@ -39,6 +43,7 @@ pub mod manager;
 pub mod offsets;
 pub mod offsets_topic;
 pub mod ownership;
+pub mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
