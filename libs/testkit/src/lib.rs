@@ -596,6 +596,8 @@ impl TestCluster {
             admin_listen,
             bootstrap: self.bootstrap(),
             offsets_topic_num_partitions: 5,
+            transaction_state_log_num_partitions: 5,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 200,
             group_initial_rebalance_delay_ms: 0,
             group_min_session_timeout_ms: 500,
             group_consumer_session_timeout_ms: 2_000,

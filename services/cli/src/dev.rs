@@ -122,6 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_listen: args.coordinator_admin_listen,
         bootstrap: broker.grpc_addr.to_string(),
         offsets_topic_replication_factor: 1,
+        transaction_state_log_replication_factor: 1,
         ..runnel_coordinator::Config::default()
     };
     let coordinator = runnel_coordinator::start(coordinator_config, CancellationToken::new())

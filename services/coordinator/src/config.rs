@@ -47,6 +47,17 @@ pub struct Config {
     pub offsets_retention_minutes: u64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `transaction.state.log.num.partitions`.
+    pub transaction_state_log_num_partitions: i32,
+    /// `transaction.state.log.replication.factor` (capped by the brokers there are).
+    pub transaction_state_log_replication_factor: i32,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an idle transactional id is forgotten after this.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how
+    /// often timed-out transactions are looked for (and idle ids expired).
+    pub transaction_abort_timed_out_transaction_cleanup_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -69,6 +80,11 @@ impl Default for Config {
             group_consumer_heartbeat_interval_ms: 5_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
+            transaction_state_log_num_partitions: crate::transaction::DEFAULT_TXN_PARTITIONS,
+            transaction_state_log_replication_factor: 3,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
         }
     }
 }
@@ -80,6 +96,14 @@ impl Config {
             session_timeout_ms: self.group_consumer_session_timeout_ms,
             heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
             ..crate::consumer_group::ConsumerGroupConfig::default()
+        }
+    }
+
+    /// The transaction limits this config sets.
+    pub fn txn_config(&self) -> crate::transaction::TxnConfig {
+        crate::transaction::TxnConfig {
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            id_expiration_ms: self.transactional_id_expiration_ms,
         }
     }
 

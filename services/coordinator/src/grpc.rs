@@ -13,19 +13,36 @@ use tonic::{Request, Response, Status};
 use crate::consumer_group::Heartbeat;
 use crate::group::JoinRequest;
 use crate::manager::{GroupManager, OffsetCommit};
+use crate::transaction::ExpectedProducer;
+use crate::transactions::{Refusal, TxnManager};
 
-/// The gRPC face of a [`GroupManager`].
+/// The gRPC face of a [`GroupManager`] and a [`TxnManager`].
 #[derive(Debug, Clone)]
 pub struct CoordinatorService {
     manager: Arc<GroupManager>,
+    txns: Arc<TxnManager>,
     cluster: Arc<Cluster>,
 }
 
 impl CoordinatorService {
-    /// Serves `manager`; FindCoordinator asks the brokers of `cluster`.
-    pub fn new(manager: Arc<GroupManager>, cluster: Arc<Cluster>) -> Self {
-        CoordinatorService { manager, cluster }
+    /// Serves `manager` and `txns`; FindCoordinator asks the brokers of `cluster`.
+    pub fn new(manager: Arc<GroupManager>, txns: Arc<TxnManager>, cluster: Arc<Cluster>) -> Self {
+        CoordinatorService {
+            manager,
+            txns,
+            cluster,
+        }
     }
+}
+
+/// A producer epoch from the wire (an int16 in Kafka).
+fn epoch(e: i32) -> Result<i16, Refusal> {
+    i16::try_from(e).map_err(|_| {
+        (
+            ErrorCode::InvalidRequest,
+            format!("producer epoch {e} does not fit an int16"),
+        )
+    })
 }
 
 fn instance(id: &str) -> Option<&str> {
@@ -49,6 +66,167 @@ fn message(code: ErrorCode) -> String {
 
 #[tonic::async_trait]
 impl Coordinator for CoordinatorService {
+    async fn init_producer_id(
+        &self,
+        request: Request<pb::TxnInitProducerIdRequest>,
+    ) -> Result<Response<pb::TxnInitProducerIdResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            let expected = (req.producer_id >= 0).then_some(ExpectedProducer {
+                producer_id: req.producer_id,
+                producer_epoch: epoch(req.producer_epoch)?,
+            });
+            self.txns
+                .init_producer_id(
+                    &req.transactional_id,
+                    req.transaction_timeout_ms,
+                    expected,
+                    (req.new_producer_id >= 0).then_some(req.new_producer_id),
+                )
+                .await
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok((producer_id, producer_epoch)) => pb::TxnInitProducerIdResponse {
+                producer_id,
+                producer_epoch: i32::from(producer_epoch),
+                ..Default::default()
+            },
+            Err((code, message)) => pb::TxnInitProducerIdResponse {
+                error_code: code as i32,
+                error_message: message,
+                producer_id: -1,
+                producer_epoch: -1,
+            },
+        }))
+    }
+
+    async fn add_partitions_to_txn(
+        &self,
+        request: Request<pb::AddPartitionsToTxnRequest>,
+    ) -> Result<Response<pb::AddPartitionsToTxnResponse>, Status> {
+        let req = request.into_inner();
+        let partitions: Vec<(String, i32)> = req
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|&p| (t.topic.clone(), p)))
+            .collect();
+        let result = async {
+            self.txns
+                .add_partitions(
+                    &req.transactional_id,
+                    req.producer_id,
+                    epoch(req.producer_epoch)?,
+                    partitions.clone(),
+                    req.verify_only,
+                )
+                .await
+        }
+        .await;
+        let result_of = |(topic, partition): (String, i32), code: ErrorCode| pb::TxnPartitionResult {
+            topic,
+            partition,
+            error_code: code as i32,
+        };
+        Ok(Response::new(match result {
+            Ok(results) => pb::AddPartitionsToTxnResponse {
+                results: results.into_iter().map(|(p, c)| result_of(p, c)).collect(),
+                ..Default::default()
+            },
+            Err((code, message)) => pb::AddPartitionsToTxnResponse {
+                error_code: code as i32,
+                error_message: message,
+                results: partitions.into_iter().map(|p| result_of(p, code)).collect(),
+            },
+        }))
+    }
+
+    async fn end_txn(
+        &self,
+        request: Request<pb::EndTxnRequest>,
+    ) -> Result<Response<pb::EndTxnResponse>, Status> {
+        let req = request.into_inner();
+        let result = async {
+            self.txns
+                .end_txn(
+                    &req.transactional_id,
+                    req.producer_id,
+                    epoch(req.producer_epoch)?,
+                    req.committed,
+                )
+                .await
+        }
+        .await;
+        let (code, message) = result.err().unwrap_or((ErrorCode::None, String::new()));
+        Ok(Response::new(pb::EndTxnResponse {
+            error_code: code as i32,
+            error_message: message,
+        }))
+    }
+
+    async fn describe_transactions(
+        &self,
+        request: Request<pb::DescribeTransactionsRequest>,
+    ) -> Result<Response<pb::DescribeTransactionsResponse>, Status> {
+        let req = request.into_inner();
+        let transactions = self
+            .txns
+            .describe(&req.transactional_ids)
+            .into_iter()
+            .map(|(id, found)| match found {
+                Ok(m) => {
+                    let mut topics: Vec<pb::TopicPartitions> = Vec::new();
+                    for (topic, partition) in &m.partitions {
+                        match topics.last_mut() {
+                            Some(t) if &t.topic == topic => t.partitions.push(*partition),
+                            _ => topics.push(pb::TopicPartitions {
+                                topic: topic.clone(),
+                                partitions: vec![*partition],
+                            }),
+                        }
+                    }
+                    pb::DescribedTransaction {
+                        error_code: ErrorCode::None as i32,
+                        transactional_id: id,
+                        state: m.state.as_str().to_owned(),
+                        timeout_ms: m.timeout_ms,
+                        start_ms: m.txn_start_ms,
+                        producer_id: m.producer_id,
+                        producer_epoch: i32::from(m.producer_epoch),
+                        topics,
+                    }
+                }
+                Err(code) => pb::DescribedTransaction {
+                    error_code: code as i32,
+                    transactional_id: id,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    start_ms: -1,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeTransactionsResponse { transactions }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let req = request.into_inner();
+        let transactions = self
+            .txns
+            .list(&req.states, &req.producer_ids, req.duration_filter_ms)
+            .into_iter()
+            .map(|m| pb::ListedTransaction {
+                transactional_id: m.transactional_id,
+                producer_id: m.producer_id,
+                state: m.state.as_str().to_owned(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListTransactionsResponse { transactions }))
+    }
+
     async fn consumer_group_heartbeat(
         &self,
         request: Request<pb::ConsumerGroupHeartbeatRequest>,

@@ -20,15 +20,19 @@
 //!   and committed offsets; what must survive a restart goes through a
 //!   [`manager::RecordSink`] into `__consumer_offsets` before it is acknowledged.
 //! - [`grpc`]: the Coordinator gRPC API over the manager.
-//! - [`offsets_topic`]: that sink on the brokers (acks=all, fenced per
-//!   partition by owner epoch), and the reader a coordinator replays its
-//!   partitions with.
+//! - [`internal_topic`]: that sink on the brokers for `__consumer_offsets`
+//!   and `__transaction_state` (acks=all, fenced per partition by owner
+//!   epoch), and the reader a coordinator replays its partitions with.
 //! - [`ownership`]: registration with the controller, the session, and
 //!   taking over and releasing the partitions the controller assigns.
 //! - [`transaction`]: one transactional id's state machine (Kafka's
 //!   transaction protocol: InitProducerId with fencing and KIP-360,
 //!   AddPartitionsToTxn, EndTxn, timeouts, expiry), pure like [`group`];
 //!   the transaction coordinator builds on it.
+//! - [`transactions`]: the transaction coordinator: the transactional ids
+//!   of the `__transaction_state` partitions this coordinator owns (each
+//!   goes with the same-numbered partition of `__consumer_offsets`), their
+//!   requests, the markers that end their transactions, and timeouts.
 //!
 //! The `__consumer_offsets` batches, the subscription and assignment bytes
 //! and the server-side assignors are `runnel-records`; `runnel-client`
@@ -37,13 +41,14 @@
 
 mod config;
 pub mod consumer_group;
+pub mod internal_topic;
 pub mod group;
 pub mod grpc;
 pub mod manager;
 pub mod offsets;
-pub mod offsets_topic;
 pub mod ownership;
 pub mod transaction;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +79,8 @@ pub struct CoordinatorHandle {
     pub admin_addr: SocketAddr,
     /// The groups (for in-process callers and tests).
     pub manager: Arc<manager::GroupManager>,
+    /// The transactions (for in-process callers and tests).
+    pub transactions: Arc<transactions::TxnManager>,
     tasks: Tasks,
 }
 
@@ -116,13 +123,23 @@ pub async fn start(
     );
     let cluster =
         runnel_client::Cluster::new(runnel_client::ClientConfig::new(config.bootstrap.clone()));
-    let topic = Arc::new(offsets_topic::OffsetsTopic::new(Arc::clone(&cluster)));
+    let topic = Arc::new(internal_topic::InternalTopic::offsets(Arc::clone(&cluster)));
     let manager = Arc::new(
         manager::GroupManager::new(config.group_config(), topic.clone())
             .offsets_partitions(config.offsets_topic_num_partitions)
             .consumer_group_config(config.consumer_group_config())
             .owning_assigned_partitions(),
     );
+    let txn_topic = Arc::new(internal_topic::InternalTopic::transaction_state(Arc::clone(
+        &cluster,
+    )));
+    let txns = Arc::new(transactions::TxnManager::new(
+        config.txn_config(),
+        config.transaction_state_log_num_partitions,
+        config.offsets_topic_num_partitions,
+        txn_topic.clone(),
+        Arc::new(transactions::BrokerMarkers::new(Arc::clone(&cluster))),
+    ));
     let readiness = Readiness::new();
     let mut tasks = Tasks::new(shutdown.clone());
     let (token, ready) = (shutdown.clone(), readiness.clone());
@@ -131,7 +148,11 @@ pub async fn start(
             tracing::error!(error = %e, "coordinator admin server failed");
         }
     });
-    let service = grpc::CoordinatorService::new(Arc::clone(&manager), Arc::clone(&cluster));
+    let service = grpc::CoordinatorService::new(
+        Arc::clone(&manager),
+        Arc::clone(&txns),
+        Arc::clone(&cluster),
+    );
     let token = shutdown.clone();
     tasks.spawn(async move {
         tracing::info!(%grpc_addr, "coordinator serving");
@@ -144,33 +165,56 @@ pub async fn start(
             tracing::error!(error = %e, "coordinator gRPC server failed");
         }
     });
-    let (token, creator) = (shutdown.clone(), Arc::clone(&topic));
-    let (partitions, rf) = (
-        config.offsets_topic_num_partitions,
-        config.offsets_topic_replication_factor,
-    );
-    tasks.spawn(async move {
-        // The controller shares the topic's partitions once it exists.
-        tokio::select! {
-            () = token.cancelled() => {}
-            () = ensure_topic(&creator, partitions, rf) => {}
-        }
-    });
+    for (topic, partitions, rf) in [
+        (
+            Arc::clone(&topic),
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_replication_factor,
+        ),
+        (
+            Arc::clone(&txn_topic),
+            config.transaction_state_log_num_partitions,
+            config.transaction_state_log_replication_factor,
+        ),
+    ] {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            // The controller shares the offsets topic's partitions once it exists.
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = ensure_topic(&topic, partitions, rf) => {}
+            }
+        });
+    }
     let me = ownership::Identity {
         id: config.coordinator_id,
         endpoints,
         incarnation_id: uuid::Uuid::new_v4().to_string(),
     };
-    let (token, owner_topic, owner_manager) =
-        (shutdown.clone(), Arc::clone(&topic), Arc::clone(&manager));
-    tasks.spawn(ownership::run(
-        me,
-        cluster,
-        owner_topic,
-        owner_manager,
-        readiness,
-        token,
-    ));
+    let served = ownership::Served {
+        offsets: Arc::clone(&topic),
+        groups: Arc::clone(&manager),
+        txn_state: Arc::clone(&txn_topic),
+        txns: Arc::clone(&txns),
+    };
+    tasks.spawn(ownership::run(me, cluster, served, readiness, shutdown.clone()));
+    let (token, txn_ticker) = (shutdown.clone(), Arc::clone(&txns));
+    let txn_check_every = Duration::from_millis(
+        config
+            .transaction_abort_timed_out_transaction_cleanup_interval_ms
+            .max(10),
+    );
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(txn_check_every);
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                _ = tick.tick() => {
+                    txn_ticker.tick().await;
+                }
+            }
+        }
+    });
     let (token, ticker) = (shutdown.clone(), Arc::clone(&manager));
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -206,19 +250,20 @@ pub async fn start(
         grpc_addr,
         admin_addr,
         manager,
+        transactions: txns,
         tasks,
     })
 }
 
-/// Creates `__consumer_offsets` if needed, retrying while the cluster is
-/// not there yet.
-async fn ensure_topic(topic: &offsets_topic::OffsetsTopic, partitions: i32, rf: i32) {
+/// Creates an internal topic if needed, retrying while the cluster is not
+/// there yet.
+async fn ensure_topic(topic: &internal_topic::InternalTopic, partitions: i32, rf: i32) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match topic.ensure(partitions, rf).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::info!(error = %e, "cannot create __consumer_offsets yet; retrying");
+                tracing::info!(topic = topic.name(), error = %e, "cannot create the internal topic yet; retrying");
                 backoff.wait().await;
             }
         }

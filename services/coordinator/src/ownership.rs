@@ -1,6 +1,7 @@
 //! This coordinator's place in the cluster: its registration with the
 //! controller, its session, and the partitions of `__consumer_offsets` the
-//! controller gives it.
+//! controller gives it (each with the partitions of `__transaction_state`
+//! that go with it: see `transactions`).
 //!
 //! Every heartbeat answer lists the partitions this coordinator owns, each
 //! with its producer id and owner epoch. A partition that arrives is taken
@@ -23,8 +24,9 @@ use runnel_proto::controller::v1::{CoordinatorHeartbeatRequest, RegisterCoordina
 use runnel_proto::metadata::v1::{Endpoint, OffsetsPartitionOwner};
 use tokio::task::JoinHandle;
 
+use crate::internal_topic::InternalTopic;
 use crate::manager::GroupManager;
-use crate::offsets_topic::OffsetsTopic;
+use crate::transactions::TxnManager;
 
 /// How often the coordinator heartbeats (and learns its partitions).
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,6 +42,19 @@ pub struct Identity {
     pub incarnation_id: String,
 }
 
+/// What this coordinator serves from the partitions it owns.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// `__consumer_offsets`.
+    pub offsets: Arc<InternalTopic>,
+    /// The groups stored there.
+    pub groups: Arc<GroupManager>,
+    /// `__transaction_state`.
+    pub txn_state: Arc<InternalTopic>,
+    /// The transactions stored there.
+    pub txns: Arc<TxnManager>,
+}
+
 struct Owned {
     owner: OffsetsPartitionOwner,
     /// The take-over in progress, if not done yet.
@@ -51,8 +66,7 @@ struct Owned {
 pub async fn run(
     me: Identity,
     cluster: Arc<Cluster>,
-    topic: Arc<OffsetsTopic>,
-    manager: Arc<GroupManager>,
+    served: Served,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) {
@@ -83,19 +97,19 @@ pub async fn run(
                     coordinator = me.id,
                     "fenced by the controller; registering again"
                 );
-                release_all(&mut owned, &topic, &manager);
+                release_all(&mut owned, &served);
                 registration = None;
             }
             Ok(r) => {
                 last_answer = sent;
-                reconcile(&me, &mut owned, r.owned, &topic, &manager, &shutdown);
+                reconcile(&me, &mut owned, r.owned, &served, &shutdown);
             }
             Err(e) => {
                 // A lease: past most of the session the controller may have
                 // moved our partitions, so stop answering for them.
                 if sent.duration_since(last_answer) > session * 3 / 4 && !owned.is_empty() {
                     tracing::warn!(error = %e, "controller unreachable for most of the session; releasing every partition");
-                    release_all(&mut owned, &topic, &manager);
+                    release_all(&mut owned, &served);
                 } else {
                     tracing::debug!(error = %e, "coordinator heartbeat failed");
                 }
@@ -106,7 +120,7 @@ pub async fn run(
             .any(|o| o.loading.as_ref().is_some_and(|h| !h.is_finished()));
         readiness.set(registration.is_some() && !loading);
     }
-    release_all(&mut owned, &topic, &manager);
+    release_all(&mut owned, &served);
     if let Some((epoch, _)) = registration
         && let Err(e) = heartbeat(&cluster, me.id, epoch, true).await
     {
@@ -167,16 +181,20 @@ impl Drop for Owned {
     }
 }
 
-fn release(partition: i32, o: Owned, topic: &OffsetsTopic, manager: &GroupManager) {
+fn release(partition: i32, o: Owned, served: &Served) {
     drop(o);
-    topic.release(partition);
-    manager.unload(partition);
+    served.offsets.release(partition);
+    served.groups.unload(partition);
+    for q in served.txns.partitions_of(partition) {
+        served.txn_state.release(q);
+        served.txns.unload(q);
+    }
     tracing::debug!(partition, "__consumer_offsets partition released");
 }
 
-fn release_all(owned: &mut HashMap<i32, Owned>, topic: &OffsetsTopic, manager: &GroupManager) {
+fn release_all(owned: &mut HashMap<i32, Owned>, served: &Served) {
     for (p, o) in owned.drain() {
-        release(p, o, topic, manager);
+        release(p, o, served);
     }
 }
 
@@ -186,8 +204,7 @@ fn reconcile(
     me: &Identity,
     owned: &mut HashMap<i32, Owned>,
     now_owned: Vec<OffsetsPartitionOwner>,
-    topic: &Arc<OffsetsTopic>,
-    manager: &Arc<GroupManager>,
+    served: &Served,
     shutdown: &CancellationToken,
 ) {
     let wanted: HashMap<i32, OffsetsPartitionOwner> =
@@ -200,7 +217,7 @@ fn reconcile(
     let released = stale.len();
     for p in stale {
         if let Some(o) = owned.remove(&p) {
-            release(p, o, topic, manager);
+            release(p, o, served);
         }
     }
     let mut taken = 0;
@@ -209,13 +226,16 @@ fn reconcile(
             continue;
         }
         taken += 1;
-        manager.begin_load(p);
-        let (topic, manager, token) = (Arc::clone(topic), Arc::clone(manager), shutdown.clone());
+        served.groups.begin_load(p);
+        for q in served.txns.partitions_of(p) {
+            served.txns.begin_load(q);
+        }
+        let (served, token) = (served.clone(), shutdown.clone());
         let (id, o) = (me.id, owner);
         let handle = tokio::spawn(async move {
             tokio::select! {
                 () = token.cancelled() => {}
-                () = take_over(id, &o, &topic, &manager) => {}
+                () = take_over(id, &o, &served) => {}
             }
         });
         owned.insert(
@@ -240,27 +260,50 @@ fn reconcile(
 }
 
 /// Fences the previous owner, reads the partition to its end and serves
-/// its groups; retries until done (or aborted because the partition moved).
-async fn take_over(
-    id: i32,
-    o: &OffsetsPartitionOwner,
-    topic: &OffsetsTopic,
-    manager: &GroupManager,
-) {
+/// its groups, then the same for its partitions of `__transaction_state`
+/// and their transactions; retries until done (or aborted because the
+/// partition moved).
+async fn take_over(id: i32, o: &OffsetsPartitionOwner, served: &Served) {
     let p = o.partition;
     let started = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let result = async {
-            topic
-                .take_over(p, id, o.producer_id, o.owner_epoch)
+            let marker = crate::offsets::owner_record(p, id, o.owner_epoch);
+            served
+                .offsets
+                .take_over(p, o.producer_id, o.owner_epoch, marker)
                 .await
                 .map_err(|e| e.to_string())?;
-            let records = topic.read_partition(p).await.map_err(|e| e.to_string())?;
-            manager
+            let records = served
+                .offsets
+                .read_partition(p)
+                .await
+                .map_err(|e| e.to_string())?;
+            served
+                .groups
                 .finish_load(p, &records)
                 .map_err(|e| e.to_string())?;
-            Ok::<usize, String>(records.len())
+            let mut total = records.len();
+            for q in served.txns.partitions_of(p) {
+                let marker = crate::transaction::owner_record(q, id, o.owner_epoch);
+                served
+                    .txn_state
+                    .take_over(q, o.producer_id, o.owner_epoch, marker)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let records = served
+                    .txn_state
+                    .read_partition(q)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                served
+                    .txns
+                    .finish_load(q, &records, o.owner_epoch)
+                    .map_err(|e| e.to_string())?;
+                total += records.len();
+            }
+            Ok::<usize, String>(total)
         }
         .await;
         match result {

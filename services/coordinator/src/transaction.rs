@@ -22,7 +22,22 @@
 
 use std::collections::BTreeSet;
 
+use prost::Message;
 use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1::{
+    OwnerKey, OwnerValue, TopicPartitionRef, TransactionStateKey, TransactionStateValue,
+    transaction_state_key,
+};
+
+/// The internal topic's name (Kafka's).
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
+/// `transaction.state.log.num.partitions` default.
+pub const DEFAULT_TXN_PARTITIONS: i32 = 50;
+
+/// The partition of `__transaction_state` a transactional id belongs to
+/// (Java's `String.hashCode`, as Kafka computes it).
+pub use runnel_common::metadata::offsets_partition_for as partition_for;
 
 /// Milliseconds on the caller's clock.
 pub type Ms = i64;
@@ -281,10 +296,124 @@ pub fn new_id(
     })
 }
 
+/// A record of `__transaction_state`: key and value (None: a tombstone).
+pub type TxnRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// What a record of `__transaction_state` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnEntry {
+    /// A transactional id's metadata, or its removal.
+    Txn(String, Option<TxnMetadata>),
+    /// A coordinator took the partition over.
+    Owner {
+        /// The coordinator.
+        coordinator_id: i32,
+        /// Its owner epoch.
+        owner_epoch: i32,
+    },
+}
+
+/// A record of `__transaction_state` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed __transaction_state record: {0}")]
+pub struct MalformedTxnRecord(String);
+
+/// The ownership marker of `partition` (see `OwnerKey` in records.proto).
+pub fn owner_record(partition: i32, coordinator_id: i32, owner_epoch: i32) -> TxnRecord {
+    let key = TransactionStateKey {
+        key: Some(transaction_state_key::Key::Owner(OwnerKey { partition })),
+    };
+    let value = OwnerValue {
+        coordinator_id,
+        owner_epoch,
+    };
+    (key.encode_to_vec(), Some(value.encode_to_vec()))
+}
+
+/// Reads a record of `__transaction_state`.
+pub fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<TxnEntry, MalformedTxnRecord> {
+    let bad = |e: &dyn std::fmt::Display| MalformedTxnRecord(e.to_string());
+    let key = TransactionStateKey::decode(key).map_err(|e| bad(&e))?;
+    match key.key {
+        Some(transaction_state_key::Key::TransactionalId(id)) => {
+            let metadata = value
+                .map(|v| {
+                    let v = TransactionStateValue::decode(v).map_err(|e| bad(&e))?;
+                    TxnMetadata::from_value(&id, &v)
+                })
+                .transpose()?;
+            Ok(TxnEntry::Txn(id, metadata))
+        }
+        Some(transaction_state_key::Key::Owner(_)) => {
+            let v = OwnerValue::decode(value.unwrap_or_default()).map_err(|e| bad(&e))?;
+            Ok(TxnEntry::Owner {
+                coordinator_id: v.coordinator_id,
+                owner_epoch: v.owner_epoch,
+            })
+        }
+        None => Err(MalformedTxnRecord("a key of no known kind".into())),
+    }
+}
+
 /// The last epoch a producer id may use; one more bump needs a new id.
 const MAX_EPOCH: i16 = i16::MAX - 1;
 
 impl TxnMetadata {
+    /// The record that stores this metadata (a tombstone once Dead).
+    pub fn to_record(&self) -> TxnRecord {
+        let key = TransactionStateKey {
+            key: Some(transaction_state_key::Key::TransactionalId(
+                self.transactional_id.clone(),
+            )),
+        };
+        let value = (self.state != TxnState::Dead).then(|| {
+            TransactionStateValue {
+                producer_id: self.producer_id,
+                previous_producer_id: self.previous_producer_id,
+                producer_epoch: i32::from(self.producer_epoch),
+                last_producer_epoch: i32::from(self.last_producer_epoch),
+                timeout_ms: self.timeout_ms,
+                state: self.state.id(),
+                partitions: self
+                    .partitions
+                    .iter()
+                    .map(|(topic, partition)| TopicPartitionRef {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    })
+                    .collect(),
+                txn_start_ms: self.txn_start_ms,
+                last_update_ms: self.last_update_ms,
+            }
+            .encode_to_vec()
+        });
+        (key.encode_to_vec(), value)
+    }
+
+    fn from_value(id: &str, v: &TransactionStateValue) -> Result<TxnMetadata, MalformedTxnRecord> {
+        let epoch = |e: i32| {
+            i16::try_from(e).map_err(|_| MalformedTxnRecord(format!("epoch {e} out of range")))
+        };
+        Ok(TxnMetadata {
+            transactional_id: id.to_owned(),
+            producer_id: v.producer_id,
+            previous_producer_id: v.previous_producer_id,
+            producer_epoch: epoch(v.producer_epoch)?,
+            last_producer_epoch: epoch(v.last_producer_epoch)?,
+            timeout_ms: v.timeout_ms,
+            state: TxnState::from_id(v.state)
+                .ok_or_else(|| MalformedTxnRecord(format!("unknown state {}", v.state)))?,
+            partitions: v
+                .partitions
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition))
+                .collect(),
+            txn_start_ms: v.txn_start_ms,
+            last_update_ms: v.last_update_ms,
+            pending: None,
+        })
+    }
+
     fn concurrent(&self, what: &'static str) -> TxnError {
         TxnError::Concurrent {
             id: self.transactional_id.clone(),
@@ -713,6 +842,34 @@ mod tests {
             ErrorCode::ConcurrentTransactions
         );
         assert_eq!(busy.timed_out(T + 100_000), None);
+    }
+
+    #[test]
+    fn records_round_trip_and_dead_ids_are_tombstones() {
+        let m = written(fresh().add_partitions(7, 0, &[tp("a", 0), tp("b", 3)], T));
+        let (key, value) = m.to_record();
+        assert_eq!(
+            decode_record(&key, value.as_deref()).unwrap(),
+            TxnEntry::Txn("tx".into(), Some(m.clone()))
+        );
+        let dead = m.to(TxnState::Dead, T);
+        let (key, value) = dead.to_record();
+        assert_eq!(value, None);
+        assert_eq!(
+            decode_record(&key, None).unwrap(),
+            TxnEntry::Txn("tx".into(), None)
+        );
+        let (key, value) = owner_record(3, 2, 9);
+        assert_eq!(
+            decode_record(&key, value.as_deref()).unwrap(),
+            TxnEntry::Owner {
+                coordinator_id: 2,
+                owner_epoch: 9
+            }
+        );
+        assert!(decode_record(b"\xff\xff", None).is_err());
+        // Kafka's partitioning of transactional ids (Java's hashCode).
+        assert_eq!(partition_for("tx", 50), partition_for("tx", 50));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `__consumer_offsets` on the brokers: the [`RecordSink`] that writes the
+//! The coordinator's internal topics on the brokers (`__consumer_offsets`
+//! and `__transaction_state`): the [`RecordSink`] that writes the
 //! partitions this coordinator owns (acks=all, under each partition's
 //! producer id and owner epoch, so a previous owner is fenced by the
 //! brokers) and the reader a coordinator replays a partition with when it
@@ -22,39 +23,58 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_records::batch::{BatchBuilder, Compression};
 
 use crate::manager::{OffsetsRecord, RecordSink, SinkError};
-use crate::offsets::{OFFSETS_TOPIC, owner_record};
+use crate::offsets::OFFSETS_TOPIC;
+use crate::transaction::TRANSACTION_STATE_TOPIC;
 
-/// The offsets topic through a Runnel client, with a writer for each
+/// One internal topic through a Runnel client, with a writer for each
 /// partition this coordinator owns.
-pub struct OffsetsTopic {
+pub struct InternalTopic {
     cluster: Arc<Cluster>,
+    name: &'static str,
     writers: Mutex<HashMap<i32, Arc<PartitionWriter>>>,
 }
 
-impl std::fmt::Debug for OffsetsTopic {
+impl std::fmt::Debug for InternalTopic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OffsetsTopic").finish_non_exhaustive()
+        f.debug_struct("InternalTopic")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
-impl OffsetsTopic {
+impl InternalTopic {
     /// Writes and reads `__consumer_offsets` through `cluster`.
-    pub fn new(cluster: Arc<Cluster>) -> OffsetsTopic {
-        OffsetsTopic {
+    pub fn offsets(cluster: Arc<Cluster>) -> InternalTopic {
+        Self::named(cluster, OFFSETS_TOPIC)
+    }
+
+    /// Writes and reads `__transaction_state` through `cluster`.
+    pub fn transaction_state(cluster: Arc<Cluster>) -> InternalTopic {
+        Self::named(cluster, TRANSACTION_STATE_TOPIC)
+    }
+
+    fn named(cluster: Arc<Cluster>, name: &'static str) -> InternalTopic {
+        InternalTopic {
             cluster,
+            name,
             writers: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The topic's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// Starts writing `partition` as its owner with `producer_id` at
-    /// `owner_epoch`: writes the ownership marker (which fences any
-    /// previous owner) and returns once it is stored.
+    /// `owner_epoch`: writes the ownership marker `owner_record` (which
+    /// fences any previous owner) and returns once it is stored.
     pub async fn take_over(
         &self,
         partition: i32,
-        coordinator_id: i32,
         producer_id: i64,
         owner_epoch: i32,
+        owner_record: OffsetsRecord,
     ) -> Result<(), SinkError> {
         let epoch = i16::try_from(owner_epoch).map_err(|_| SinkError {
             code: ErrorCode::UnknownServerError,
@@ -67,6 +87,7 @@ impl OffsetsTopic {
                 _ => {
                     let w = Arc::new(PartitionWriter {
                         cluster: Arc::clone(&self.cluster),
+                        topic: self.name,
                         partition,
                         producer_id,
                         epoch,
@@ -80,9 +101,7 @@ impl OffsetsTopic {
                 }
             }
         };
-        writer
-            .write(vec![owner_record(partition, coordinator_id, owner_epoch)])
-            .await
+        writer.write(vec![owner_record]).await
     }
 
     /// Stops writing `partition` (it moved away).
@@ -93,9 +112,12 @@ impl OffsetsTopic {
     }
 
     /// Creates the topic if it does not exist: compacted, `partitions`
-    /// partitions (`offsets.topic.num.partitions`), replication factor
-    /// `replication_factor` (`offsets.topic.replication.factor`) capped by
-    /// the brokers there are.
+    /// partitions (`offsets.topic.num.partitions`,
+    /// `transaction.state.log.num.partitions`), replication factor
+    /// `replication_factor` (`offsets.topic.replication.factor`,
+    /// `transaction.state.log.replication.factor`) capped by the brokers
+    /// there are, 100 MiB segments and min.insync.replicas 2 as Kafka's
+    /// defaults for both.
     pub async fn ensure(
         &self,
         partitions: i32,
@@ -106,13 +128,13 @@ impl OffsetsTopic {
             .list_topics()
             .await?
             .iter()
-            .any(|t| t == OFFSETS_TOPIC)
+            .any(|t| t == self.name)
         {
             return Ok(());
         }
         let brokers = admin.describe_cluster().await?.brokers.len().max(1) as i32;
         let rf = replication_factor.clamp(1, brokers);
-        let topic = NewTopic::new(OFFSETS_TOPIC)
+        let topic = NewTopic::new(self.name)
             .partitions(partitions)
             .replication_factor(rf)
             .config("cleanup.policy", "compact")
@@ -127,10 +149,8 @@ impl OffsetsTopic {
     /// Every record of `partition`, from its start to its end as of now.
     pub async fn read_partition(&self, partition: i32) -> Result<Vec<OffsetsRecord>, ClientError> {
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
-        self.cluster
-            .refresh(&[OFFSETS_TOPIC.to_owned()], false)
-            .await?;
-        let (_, end) = admin.offsets(OFFSETS_TOPIC, partition).await?;
+        self.cluster.refresh(&[self.name.to_owned()], false).await?;
+        let (_, end) = admin.offsets(self.name, partition).await?;
         let mut consumer = Consumer::with_cluster(
             Arc::clone(&self.cluster),
             ConsumerConfig {
@@ -138,7 +158,7 @@ impl OffsetsTopic {
                 ..ConsumerConfig::default()
             },
         );
-        let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+        let tp = TopicPartition::new(self.name, partition);
         consumer.assign(vec![tp.clone()]).await?;
         consumer.seek_to_beginning(&tp);
         let mut out = Vec::new();
@@ -159,7 +179,7 @@ impl OffsetsTopic {
     }
 }
 
-impl RecordSink for OffsetsTopic {
+impl RecordSink for InternalTopic {
     fn append(
         &self,
         partition: i32,
@@ -172,7 +192,8 @@ impl RecordSink for OffsetsTopic {
                 None => Err(SinkError {
                     code: ErrorCode::NotCoordinator,
                     message: format!(
-                        "this coordinator does not own partition {partition} of {OFFSETS_TOPIC}"
+                        "this coordinator does not own partition {partition} of {}",
+                        self.name
                     ),
                 }),
             }
@@ -180,13 +201,14 @@ impl RecordSink for OffsetsTopic {
     }
 }
 
-/// Writes one partition of `__consumer_offsets` as its owner: every batch
+/// Writes one partition of an internal topic as its owner: every batch
 /// under the partition's producer id at the owner epoch, with consecutive
 /// sequence numbers, one batch in flight. A batch whose outcome is unknown
 /// is sent again unchanged (the broker recognises a retry), so nothing is
 /// written twice; a newer owner's epoch makes the broker refuse this one.
 pub struct PartitionWriter {
     cluster: Arc<Cluster>,
+    topic: &'static str,
     partition: i32,
     producer_id: i64,
     epoch: i16,
@@ -197,6 +219,7 @@ pub struct PartitionWriter {
 impl std::fmt::Debug for PartitionWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PartitionWriter")
+            .field("topic", &self.topic)
             .field("partition", &self.partition)
             .field("producer_id", &self.producer_id)
             .field("epoch", &self.epoch)
@@ -245,10 +268,10 @@ impl PartitionWriter {
                     return Ok(());
                 }
                 Err(e) if e.is_retriable() => {
-                    tracing::debug!(partition = self.partition, error = %e, "offsets write failed; retrying");
+                    tracing::debug!(topic = self.topic, partition = self.partition, error = %e, "internal topic write failed; retrying");
                 }
                 Err(e) => {
-                    tracing::warn!(partition = self.partition, error = %e, "offsets write refused; this coordinator no longer owns the partition");
+                    tracing::warn!(topic = self.topic, partition = self.partition, error = %e, "internal topic write refused; this coordinator no longer owns the partition");
                     *sequence = None;
                     self.stopped.cancel();
                     return Err(not_coordinator(e.to_string()));
@@ -257,21 +280,18 @@ impl PartitionWriter {
             tokio::select! {
                 () = self.stopped.cancelled() => {
                     return Err(not_coordinator(format!(
-                        "partition {} of {OFFSETS_TOPIC} moved to another coordinator",
-                        self.partition
+                        "partition {} of {} moved to another coordinator",
+                        self.partition, self.topic
                     )));
                 }
                 () = backoff.wait() => {}
             }
-            let _ = self
-                .cluster
-                .refresh(&[OFFSETS_TOPIC.to_owned()], false)
-                .await;
+            let _ = self.cluster.refresh(&[self.topic.to_owned()], false).await;
         }
     }
 
     async fn send(&self, batch: Bytes) -> Result<(), ClientError> {
-        let topic = OFFSETS_TOPIC.to_owned();
+        let topic = self.topic.to_owned();
         let Some((_, addr)) = self.cluster.leader_addr(&topic, self.partition) else {
             return Err(ClientError::Server {
                 code: ErrorCode::LeaderNotAvailable,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use runnel_coordinator::group::{GroupConfig, JoinRequest};
 use runnel_coordinator::manager::{GroupManager, OffsetCommit, RecordSink};
-use runnel_coordinator::offsets::{OFFSETS_TOPIC, partition_for};
-use runnel_coordinator::offsets_topic::OffsetsTopic;
+use runnel_coordinator::internal_topic::InternalTopic;
+use runnel_coordinator::offsets::{OFFSETS_TOPIC, owner_record, partition_for};
 use runnel_proto::broker::v1::InitProducerIdRequest;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_testkit::TestCluster;
@@ -25,7 +25,7 @@ fn config() -> GroupConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_fences_the_old_one_and_replays_what_it_stored() {
     let cluster = TestCluster::builder().brokers(3).start().await;
-    let old_topic = Arc::new(OffsetsTopic::new(cluster.client()));
+    let old_topic = Arc::new(InternalTopic::offsets(cluster.client()));
     old_topic.ensure(50, 3).await.unwrap();
     old_topic.ensure(50, 3).await.unwrap();
     let described = cluster.admin().describe_topic(OFFSETS_TOPIC).await.unwrap();
@@ -48,7 +48,10 @@ async fn a_new_owner_fences_the_old_one_and_replays_what_it_stored() {
         .producer_id;
     let group = "orders-app";
     let p = partition_for(group, 50);
-    old_topic.take_over(p, 1, producer_id, 0).await.unwrap();
+    old_topic
+        .take_over(p, producer_id, 0, owner_record(p, 1, 0))
+        .await
+        .unwrap();
     let old = GroupManager::new(config(), old_topic.clone());
     let joined = old
         .join(
@@ -88,8 +91,11 @@ async fn a_new_owner_fences_the_old_one_and_replays_what_it_stored() {
     }
 
     // A second coordinator takes the partition over at the next epoch.
-    let new_topic = Arc::new(OffsetsTopic::new(cluster.client()));
-    new_topic.take_over(p, 2, producer_id, 1).await.unwrap();
+    let new_topic = Arc::new(InternalTopic::offsets(cluster.client()));
+    new_topic
+        .take_over(p, producer_id, 1, owner_record(p, 2, 1))
+        .await
+        .unwrap();
     let refused = old
         .commit(group, "m1", None, joined.generation_id, commit(40))
         .await;
