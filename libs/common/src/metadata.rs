@@ -19,6 +19,9 @@ pub const EXTERNAL_GRPC_ENDPOINT: &str = "grpc-external";
 /// The internal topic holding consumer groups' committed offsets and metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The transaction coordinator's internal topic (Kafka's name).
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
 /// The partition of `__consumer_offsets` that holds `group`, as Kafka
 /// chooses it: the absolute value of Java's `String.hashCode` modulo the
 /// partition count, so Runnel and Kafka tools agree on a group's coordinator.
@@ -394,7 +397,24 @@ impl MetadataImage {
     /// partition has no live owner.
     pub fn group_coordinator(&self, group: &str) -> Option<(i32, &CoordinatorState, i32)> {
         let partitions = self.topics.get(OFFSETS_TOPIC)?.partitions.len() as i32;
-        let partition = offsets_partition_for(group, partitions);
+        self.offsets_partition_owner(offsets_partition_for(group, partitions))
+    }
+
+    /// The live coordinator serving `transactional_id`: the owner of the
+    /// `__consumer_offsets` partition its `__transaction_state` partition
+    /// goes with (`q % offsets partitions`), with that offsets partition;
+    /// `None` while either topic does not exist or the partition has no live owner.
+    pub fn transaction_coordinator(
+        &self,
+        transactional_id: &str,
+    ) -> Option<(i32, &CoordinatorState, i32)> {
+        let offsets = self.topics.get(OFFSETS_TOPIC)?.partitions.len() as i32;
+        let txn = self.topics.get(TRANSACTION_STATE_TOPIC)?.partitions.len() as i32;
+        let q = offsets_partition_for(transactional_id, txn);
+        self.offsets_partition_owner(q % offsets.max(1))
+    }
+
+    fn offsets_partition_owner(&self, partition: i32) -> Option<(i32, &CoordinatorState, i32)> {
         let owner = self.offsets_owners.get(&partition)?;
         let c = self.coordinators.get(&owner.coordinator_id)?;
         (c.epoch == owner.coordinator_epoch && !c.fenced).then_some((

@@ -145,14 +145,18 @@ async fn confluent_kafka_commit_to_a_missing_topic_is_refused_per_partition() {
     confluent("commit_unknown_topic").await.0.shutdown().await;
 }
 
+/// confluent-kafka's transactional producer: commit and abort across two
+/// topics, what read_committed and read_uncommitted readers see, a reader
+/// held at an open transaction, and fencing by a second producer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confluent_kafka_transactional_producer_fails_fast() {
-    confluent("transactions_fail_fast").await.0.shutdown().await;
+async fn confluent_kafka_transactions_commit_abort_and_fencing() {
+    confluent("transactions").await.0.shutdown().await;
 }
 
+/// kafka-python's transactional producer: commit, abort and fencing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_python_transactional_producer_fails_fast() {
-    kafka_python("transactions_fail_fast").await;
+async fn kafka_python_transactions_commit_abort_and_fencing() {
+    kafka_python("transactions").await;
 }
 
 /// Topic `txn` as transactional producers and their coordinator leave it

@@ -224,16 +224,26 @@ pub enum Failure {
         /// The Produce version.
         version: i16,
     },
-    /// Transactions (InitProducerId or FindCoordinator with a transactional id).
-    #[error("transactions are not supported: leave transactional.id unset")]
-    Transactions,
-    /// A transactional Produce.
+    /// The broker's gRPC InitProducerId with a transactional id: those
+    /// producers initialise with their transaction coordinator.
     #[error(
-        "transactions are not supported: leave transactional.id unset (got {transactional_id:?})"
+        "a transactional producer gets its producer id from its transaction coordinator (Coordinator.InitProducerId), not from a broker"
     )]
-    TransactionalProduce {
+    TransactionalInitOnBroker,
+    /// Kafka listener: a transactional batch for a partition its
+    /// transaction does not hold (KIP-890: verified with the coordinator).
+    #[error(
+        "producer {producer_id} of transactional id {transactional_id:?} has not added {topic}-{partition} to its transaction"
+    )]
+    PartitionNotInTransaction {
         /// The producer's transactional id.
         transactional_id: String,
+        /// Its producer id.
+        producer_id: i64,
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
     },
     /// This broker is not in the metadata it has applied yet.
     #[error("broker {broker} is not registered yet")]
@@ -274,6 +284,12 @@ pub enum Failure {
     NoCoordinatorToRelay {
         /// The group.
         group: String,
+    },
+    /// Kafka listener: no live coordinator serves the transactional id yet.
+    #[error("no live coordinator serves transactional id {transactional_id} yet")]
+    NoTransactionCoordinator {
+        /// The transactional id.
+        transactional_id: String,
     },
     /// Kafka listener: the coordinator's address is unusable.
     #[error("coordinator {addr}: {source}")]
@@ -377,9 +393,8 @@ impl Failure {
                 ErrorCode::InvalidRecord
             }
             Failure::ZstdBeforeV7 { .. } => ErrorCode::UnsupportedCompressionType,
-            Failure::Transactions | Failure::TransactionalProduce { .. } => {
-                ErrorCode::TransactionalIdAuthorizationFailed
-            }
+            Failure::TransactionalInitOnBroker => ErrorCode::InvalidRequest,
+            Failure::PartitionNotInTransaction { .. } => ErrorCode::InvalidTxnState,
             Failure::BrokerNotRegistered { .. } | Failure::EmptyProducerIdBlock => {
                 ErrorCode::BrokerNotAvailable
             }
@@ -390,6 +405,7 @@ impl Failure {
             Failure::NoCoordinator { .. }
             | Failure::CoordinatorWithoutEndpoint { .. }
             | Failure::NoCoordinatorToRelay { .. }
+            | Failure::NoTransactionCoordinator { .. }
             | Failure::CoordinatorUnreachable { .. }
             | Failure::NotRegisteredYet => ErrorCode::CoordinatorNotAvailable,
             // A transport failure reads as COORDINATOR_NOT_AVAILABLE, which
@@ -631,16 +647,26 @@ mod tests {
                 "acks=2 is not one of 0, 1, -1",
             ),
             (
-                Failure::TransactionalProduce {
+                Failure::PartitionNotInTransaction {
                     transactional_id: "tx-1".into(),
+                    producer_id: 7,
+                    topic: "orders".into(),
+                    partition: 2,
                 },
-                ErrorCode::TransactionalIdAuthorizationFailed,
-                "transactions are not supported: leave transactional.id unset (got \"tx-1\")",
+                ErrorCode::InvalidTxnState,
+                "producer 7 of transactional id \"tx-1\" has not added orders-2 to its transaction",
             ),
             (
-                Failure::Transactions,
-                ErrorCode::TransactionalIdAuthorizationFailed,
-                "transactions are not supported: leave transactional.id unset",
+                Failure::TransactionalInitOnBroker,
+                ErrorCode::InvalidRequest,
+                "a transactional producer gets its producer id from its transaction coordinator (Coordinator.InitProducerId), not from a broker",
+            ),
+            (
+                Failure::NoTransactionCoordinator {
+                    transactional_id: "tx-1".into(),
+                },
+                ErrorCode::CoordinatorNotAvailable,
+                "no live coordinator serves transactional id tx-1 yet",
             ),
             (
                 Failure::ZstdBeforeV7 { version: 5 },

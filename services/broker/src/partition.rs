@@ -426,6 +426,14 @@ impl Partition {
         Ok(())
     }
 
+    /// Whether `producer_id` at `producer_epoch` has a transaction open here.
+    pub fn transaction_open(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.log
+            .read()
+            .producer(producer_id)
+            .is_some_and(|e| e.epoch == producer_epoch && e.current_txn_first_offset.is_some())
+    }
+
     /// The idempotent producers this partition tracks.
     pub fn producers(&self) -> Vec<ProducerSummary> {
         let log = self.log.read();

@@ -123,11 +123,12 @@ impl Coordinator for CoordinatorService {
                 .await
         }
         .await;
-        let result_of = |(topic, partition): (String, i32), code: ErrorCode| pb::TxnPartitionResult {
-            topic,
-            partition,
-            error_code: code as i32,
-        };
+        let result_of =
+            |(topic, partition): (String, i32), code: ErrorCode| pb::TxnPartitionResult {
+                topic,
+                partition,
+                error_code: code as i32,
+            };
         Ok(Response::new(match result {
             Ok(results) => pb::AddPartitionsToTxnResponse {
                 results: results.into_iter().map(|(p, c)| result_of(p, c)).collect(),
@@ -206,7 +207,9 @@ impl Coordinator for CoordinatorService {
                 },
             })
             .collect();
-        Ok(Response::new(pb::DescribeTransactionsResponse { transactions }))
+        Ok(Response::new(pb::DescribeTransactionsResponse {
+            transactions,
+        }))
     }
 
     async fn list_transactions(

@@ -124,12 +124,7 @@ impl InternalTopic {
         replication_factor: i32,
     ) -> Result<(), ClientError> {
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
-        if admin
-            .list_topics()
-            .await?
-            .iter()
-            .any(|t| t == self.name)
-        {
+        if admin.list_topics().await?.iter().any(|t| t == self.name) {
             return Ok(());
         }
         let brokers = admin.describe_cluster().await?.brokers.len().max(1) as i32;

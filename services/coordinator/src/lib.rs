@@ -41,9 +41,9 @@
 
 mod config;
 pub mod consumer_group;
-pub mod internal_topic;
 pub mod group;
 pub mod grpc;
+pub mod internal_topic;
 pub mod manager;
 pub mod offsets;
 pub mod ownership;
@@ -130,9 +130,9 @@ pub async fn start(
             .consumer_group_config(config.consumer_group_config())
             .owning_assigned_partitions(),
     );
-    let txn_topic = Arc::new(internal_topic::InternalTopic::transaction_state(Arc::clone(
-        &cluster,
-    )));
+    let txn_topic = Arc::new(internal_topic::InternalTopic::transaction_state(
+        Arc::clone(&cluster),
+    ));
     let txns = Arc::new(transactions::TxnManager::new(
         config.txn_config(),
         config.transaction_state_log_num_partitions,
@@ -197,7 +197,13 @@ pub async fn start(
         txn_state: Arc::clone(&txn_topic),
         txns: Arc::clone(&txns),
     };
-    tasks.spawn(ownership::run(me, cluster, served, readiness, shutdown.clone()));
+    tasks.spawn(ownership::run(
+        me,
+        cluster,
+        served,
+        readiness,
+        shutdown.clone(),
+    ));
     let (token, txn_ticker) = (shutdown.clone(), Arc::clone(&txns));
     let txn_check_every = Duration::from_millis(
         config

@@ -30,7 +30,7 @@ use runnel_proto::coordinator::v1::{
 };
 
 /// The internal topic's name (Kafka's).
-pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+pub use runnel_common::metadata::TRANSACTION_STATE_TOPIC;
 
 /// `transaction.state.log.num.partitions` default.
 pub const DEFAULT_TXN_PARTITIONS: i32 = 50;

@@ -33,8 +33,8 @@ use runnel_proto::common::v1::ErrorCode;
 
 use crate::manager::{OffsetsRecord, RecordSink};
 use crate::transaction::{
-    ExpectedProducer, Ms, Step, TxnConfig, TxnEntry, TxnError, TxnMetadata, TxnPartition,
-    TxnState, decode_record, new_id, partition_for,
+    ExpectedProducer, Ms, Step, TxnConfig, TxnEntry, TxnError, TxnMetadata, TxnPartition, TxnState,
+    decode_record, new_id, partition_for,
 };
 
 /// Writes transaction markers to partition leaders.
@@ -317,9 +317,16 @@ impl TxnManager {
                 let Some(pid) = new_producer_id else {
                     return Err(no_producer_id());
                 };
-                Step::Write(new_id(transactional_id, pid, timeout_ms, now, &self.config)?)
+                Step::Write(new_id(
+                    transactional_id,
+                    pid,
+                    timeout_ms,
+                    now,
+                    &self.config,
+                )?)
             }
-            Some(m) => m.init_producer_id(timeout_ms, expected, new_producer_id, now, &self.config)
+            Some(m) => m
+                .init_producer_id(timeout_ms, expected, new_producer_id, now, &self.config)
                 .map_err(|e| match e {
                     TxnError::NeedsProducerId => no_producer_id(),
                     e => e.into(),
@@ -333,7 +340,11 @@ impl TxnManager {
         if next.state == TxnState::PrepareAbort {
             // A newer producer fenced an open transaction: abort it, and let
             // the producer retry once that is done.
-            self.spawn_completion(next.clone(), coordinator_epoch, self.stop_token(transactional_id));
+            self.spawn_completion(
+                next.clone(),
+                coordinator_epoch,
+                self.stop_token(transactional_id),
+            );
             return Err(TxnError::Concurrent {
                 id: transactional_id.to_owned(),
                 what: "the abort of the previous producer's transaction",
@@ -381,7 +392,10 @@ impl TxnManager {
         {
             self.store(next, Some(current)).await?;
         }
-        Ok(partitions.into_iter().map(|p| (p, ErrorCode::None)).collect())
+        Ok(partitions
+            .into_iter()
+            .map(|p| (p, ErrorCode::None))
+            .collect())
     }
 
     /// Kafka's EndTxn: answered once PrepareCommit or PrepareAbort is
@@ -426,7 +440,12 @@ impl TxnManager {
     /// Writes the markers of a prepared transaction until every partition
     /// has one, then stores its completion. Stops when the partition moves
     /// (the new owner finishes it) or a leader says this coordinator is stale.
-    fn spawn_completion(self: &Arc<Self>, m: TxnMetadata, coordinator_epoch: i32, stop: CancellationToken) {
+    fn spawn_completion(
+        self: &Arc<Self>,
+        m: TxnMetadata,
+        coordinator_epoch: i32,
+        stop: CancellationToken,
+    ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tokio::select! {
@@ -443,7 +462,13 @@ impl TxnManager {
         while !left.is_empty() {
             let failed = self
                 .markers
-                .write(m.producer_id, m.producer_epoch, commit, coordinator_epoch, left)
+                .write(
+                    m.producer_id,
+                    m.producer_epoch,
+                    commit,
+                    coordinator_epoch,
+                    left,
+                )
                 .await;
             left = Vec::new();
             for (p, code, message) in failed {
@@ -473,7 +498,9 @@ impl TxnManager {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
             let current = self.get(&m.transactional_id);
-            if current.as_ref().map(|c| (c.state, c.producer_epoch)) != Some((m.state, m.producer_epoch)) {
+            if current.as_ref().map(|c| (c.state, c.producer_epoch))
+                != Some((m.state, m.producer_epoch))
+            {
                 return;
             }
             match self.store(done.clone(), current).await {
@@ -498,7 +525,12 @@ impl TxnManager {
         {
             let inner = self.inner.lock();
             for m in inner.txns.values() {
-                if !matches!(inner.partitions.get(&self.partition_of(&m.transactional_id)), Some(Load::Active { .. })) {
+                if !matches!(
+                    inner
+                        .partitions
+                        .get(&self.partition_of(&m.transactional_id)),
+                    Some(Load::Active { .. })
+                ) {
                     continue;
                 }
                 if let Some(next) = m.timed_out(now) {
@@ -512,7 +544,9 @@ impl TxnManager {
         for (current, next) in timed_out {
             let id = current.transactional_id.clone();
             tracing::info!(transactional_id = %id, producer_id = current.producer_id, timeout_ms = current.timeout_ms, "transaction timed out; aborting it");
-            let Ok(epoch) = self.check_owner(&id) else { continue };
+            let Ok(epoch) = self.check_owner(&id) else {
+                continue;
+            };
             if self.store(next.clone(), Some(current)).await.is_ok() {
                 self.spawn_completion(next, epoch, self.stop_token(&id));
             }
@@ -554,7 +588,8 @@ impl TxnManager {
             .filter(|m| producer_ids.is_empty() || producer_ids.contains(&m.producer_id))
             .filter(|m| {
                 open_longer_than_ms <= 0
-                    || (m.txn_start_ms >= 0 && now.saturating_sub(m.txn_start_ms) > open_longer_than_ms)
+                    || (m.txn_start_ms >= 0
+                        && now.saturating_sub(m.txn_start_ms) > open_longer_than_ms)
             })
             .cloned()
             .collect();
@@ -631,7 +666,10 @@ impl MarkerWriter for BrokerMarkers {
                     timeout_ms: 30_000,
                 };
                 let answer = match self.cluster.broker_at(&addr) {
-                    Ok(mut b) => b.write_txn_markers(request).await.map(tonic::Response::into_inner),
+                    Ok(mut b) => b
+                        .write_txn_markers(request)
+                        .await
+                        .map(tonic::Response::into_inner),
                     Err(e) => {
                         return partitions
                             .into_iter()

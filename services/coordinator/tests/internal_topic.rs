@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use runnel_coordinator::group::{GroupConfig, JoinRequest};
-use runnel_coordinator::manager::{GroupManager, OffsetCommit, RecordSink};
 use runnel_coordinator::internal_topic::InternalTopic;
+use runnel_coordinator::manager::{GroupManager, OffsetCommit, RecordSink};
 use runnel_coordinator::offsets::{OFFSETS_TOPIC, owner_record, partition_for};
 use runnel_proto::broker::v1::InitProducerIdRequest;
 use runnel_proto::common::v1::ErrorCode;

@@ -504,20 +504,91 @@ def scenario_commit_unknown_topic(bootstrap):
     assert code == KafkaError.UNKNOWN_TOPIC_OR_PART, code
 
 
-def scenario_transactions_fail_fast(bootstrap):
-    """Transactions are not supported yet: init_transactions fails at once
-    with a fatal TRANSACTIONAL_ID_AUTHORIZATION_FAILED, where a retriable
-    error would keep it waiting for its whole timeout."""
-    p = producer(bootstrap, **{"transactional.id": "tx-1"})
-    start = time.monotonic()
+def read_values(bootstrap, topic, partitions, level, idle=3):
+    """Every value of `topic` a consumer at `level` reads from the start,
+    until nothing new has come for `idle` seconds."""
+    c = consumer(bootstrap, group=f"reader-{time.monotonic_ns()}", **{"isolation.level": level})
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    values = []
+    deadline = time.time() + TIMEOUT
+    idle_until = time.time() + idle + 2
+    while time.time() < min(idle_until, deadline):
+        msg = c.poll(0.3)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(msg.error())
+        values.append(msg.value().decode())
+        idle_until = time.time() + idle
+    c.close()
+    return sorted(values)
+
+
+def scenario_transactions(bootstrap):
+    """A transactional producer commits across two topics and aborts;
+    read_committed readers see exactly the committed records, read_uncommitted
+    ones the aborted too; a read_committed reader waits at an open
+    transaction until it commits; a second producer with the same
+    transactional.id fences the first."""
+    create(bootstrap, "tx-out", partitions=2)
+    create(bootstrap, "tx-other")
+    p = producer(bootstrap, **{"transactional.id": "tx-1", "transaction.timeout.ms": 60000})
+    p.init_transactions(TIMEOUT)
+    p.begin_transaction()
+    for i in range(6):
+        p.produce("tx-out", value=f"c{i}", partition=i % 2)
+        p.produce("tx-other", value=f"o{i}")
+    p.commit_transaction(TIMEOUT)
+    p.begin_transaction()
+    for i in range(4):
+        p.produce("tx-out", value=f"a{i}", partition=i % 2)
+    p.flush(TIMEOUT)
+    p.abort_transaction(TIMEOUT)
+    committed = [f"c{i}" for i in range(6)]
+    assert read_values(bootstrap, "tx-out", 2, "read_committed") == committed
+    assert read_values(bootstrap, "tx-other", 1, "read_committed") == [f"o{i}" for i in range(6)]
+    seen = read_values(bootstrap, "tx-out", 2, "read_uncommitted")
+    assert seen == sorted(committed + [f"a{i}" for i in range(4)]), seen
+
+    # An open transaction holds read_committed readers back until it commits.
+    p.begin_transaction()
+    p.produce("tx-out", value="open", partition=0)
+    p.flush(TIMEOUT)
+    lso = TopicPartition("tx-out", 0)
+    c = consumer(bootstrap, group="lso", **{"isolation.level": "read_committed"})
+    _, high = c.get_watermark_offsets(lso, cached=False)
+    c.close()
+    assert read_values(bootstrap, "tx-out", 2, "read_committed", idle=2) == committed
+    p.commit_transaction(TIMEOUT)
+    c = consumer(bootstrap, group="lso2", **{"isolation.level": "read_committed"})
+    _, after = c.get_watermark_offsets(lso, cached=False)
+    c.close()
+    assert after > high, (high, after)
+    assert read_values(bootstrap, "tx-out", 2, "read_committed") == sorted(committed + ["open"])
+
+    # A second producer with the same id fences the first.
+    p2 = producer(bootstrap, **{"transactional.id": "tx-1"})
+    p2.init_transactions(TIMEOUT)
     try:
-        p.init_transactions(TIMEOUT)
-        raise AssertionError("init_transactions succeeded")
+        p.begin_transaction()
+        p.produce("tx-out", value="zombie", partition=0)
+        p.commit_transaction(TIMEOUT)
+        raise AssertionError("the fenced producer committed")
     except KafkaException as e:
         error = e.args[0]
-    took = time.monotonic() - start
-    assert error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
-    assert took < 10, f"the refusal took {took:.1f}s: {error}"
+        assert error.fatal() or error.code() in (
+            KafkaError._FENCED,
+            KafkaError.PRODUCER_FENCED,
+            KafkaError.INVALID_PRODUCER_EPOCH,
+        ), error
+    p2.begin_transaction()
+    p2.produce("tx-out", value="p2", partition=1)
+    p2.commit_transaction(TIMEOUT)
+    final = read_values(bootstrap, "tx-out", 2, "read_committed")
+    assert "zombie" not in final and "p2" in final, final
+    print(json.dumps({"committed": final}))
 
 
 def scenario_read_committed(bootstrap):

@@ -56,7 +56,7 @@ use super::{
 };
 use crate::service::Failure;
 
-type Client = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
+pub(super) type Client = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
 
 /// Clients for the coordinators, by address.
 #[derive(Debug, Default)]
@@ -106,7 +106,7 @@ impl KafkaApi {
     }
 
     /// A client for the coordinator at `addr`, made once.
-    fn client_at(&self, addr: &str) -> Result<Client, Failure> {
+    pub(super) fn client_at(&self, addr: &str) -> Result<Client, Failure> {
         let mut clients = self.coordinators.clients.lock();
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
@@ -163,12 +163,17 @@ impl KafkaApi {
                 };
                 match r.key_type {
                     GROUP_KEY => {}
-                    // Until transactions exist a transactional producer must
-                    // fail at once: this error is fatal to Kafka's clients,
-                    // where COORDINATOR_NOT_AVAILABLE is retried until the
-                    // client's own timeout.
                     TRANSACTION_KEY => {
-                        return refused(&Failure::Transactions);
+                        if let Err(failure) = self.txn_coordinator(&key) {
+                            return refused(&failure);
+                        }
+                        return match &own {
+                            Some((host, port)) => out
+                                .with_node_id(BrokerId(self.broker_id))
+                                .with_host(wire(host.clone()))
+                                .with_port(*port),
+                            None => refused(&Failure::NotRegisteredYet),
+                        };
                     }
                     other => {
                         return refused(&Failure::UnsupportedKeyType { key_type: other });

@@ -14,6 +14,8 @@
 //! - `metadata_request`: Metadata, DescribeCluster, DescribeTopicPartitions.
 //! - `producer_ids`: InitProducerId and DescribeProducers.
 //! - `groups`: FindCoordinator and the group APIs.
+//! - `transactions`: the transaction APIs, relayed to the transaction
+//!   coordinator, and KIP-890's check of transactional produces.
 //! - `admin`: topics, partitions and configs.
 
 mod admin;
@@ -24,6 +26,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod sessions;
+mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +83,10 @@ pub fn versions() -> Versions {
         (ApiKey::ConsumerGroupHeartbeat, 0, 1),
         (ApiKey::ConsumerGroupDescribe, 0, 1),
         (ApiKey::DescribeTopicPartitions, 0, 0),
+        (ApiKey::AddPartitionsToTxn, 0, 4),
+        (ApiKey::EndTxn, 0, 4),
+        (ApiKey::DescribeTransactions, 0, 0),
+        (ApiKey::ListTransactions, 0, 1),
     ])
     .with_features(&[
         // The KRaft metadata versions of Kafka 3.3 to 4.1, at 4.1's.
@@ -96,8 +103,10 @@ pub fn versions() -> Versions {
             max: 1,
             finalized: 1,
         },
-        // No transactions: transaction.version stays 0 (not finalized), so
-        // clients do not try KIP-890's protocol.
+        // Transactions as before KIP-890 part 2: transaction.version stays
+        // 0 (not finalized), so clients keep one producer epoch across
+        // transactions and add partitions themselves; brokers verify
+        // transactional produces with the coordinator (part 1).
         Feature {
             name: "transaction.version",
             min: 0,
@@ -222,6 +231,16 @@ impl Handler for KafkaApi {
                 ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r).await)
             }
             RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            RequestKind::AddPartitionsToTxn(r) => {
+                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, v).await)
+            }
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r).await),
+            RequestKind::DescribeTransactions(r) => {
+                ResponseKind::DescribeTransactions(self.describe_transactions(r).await)
+            }
+            RequestKind::ListTransactions(r) => {
+                ResponseKind::ListTransactions(self.list_transactions(r).await)
+            }
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r).await),
             RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r).await),
             RequestKind::CreatePartitions(r) => {

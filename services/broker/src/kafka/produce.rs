@@ -1,6 +1,7 @@
-//! Kafka's Produce: the request's own checks (acks, transactions, one v2
-//! batch per partition, topic ids in v13), old message formats up-converted,
-//! then the broker's produce, answered without holding the connection.
+//! Kafka's Produce: the request's own checks (acks, one v2 batch per
+//! partition, topic ids in v13, KIP-890's check of transactional batches
+//! with the coordinator), old message formats up-converted, then the
+//! broker's produce, answered without holding the connection.
 
 use std::collections::HashMap;
 
@@ -13,7 +14,7 @@ use runnel_kafka::kafka_protocol::messages::produce_response::{
 use runnel_kafka::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_kafka::server::Reply;
 use runnel_proto::broker::v1 as pb;
-use runnel_records::batch::{Batches, Compression, legacy};
+use runnel_records::batch::{BatchHeader, Batches, Compression, legacy};
 use uuid::Uuid;
 
 use super::{KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};
@@ -33,13 +34,9 @@ impl KafkaApi {
             -1 => Some(pb::Acks::All),
             _ => None,
         };
-        let refusal = match (acks, &r.transactional_id) {
-            (None, _) => Some(Failure::InvalidRequiredAcks { acks: r.acks }),
-            (_, Some(id)) => Some(Failure::TransactionalProduce {
-                transactional_id: id.to_string(),
-            }),
-            _ => None,
-        };
+        let refusal = acks
+            .is_none()
+            .then_some(Failure::InvalidRequiredAcks { acks: r.acks });
         // v13 names topics by id: each topic's key is its name, or for an id
         // no topic has, a key no name can be (names have no ':').
         let mut keys: HashMap<String, Uuid> = HashMap::new();
@@ -68,7 +65,6 @@ impl KafkaApi {
             if acks == Some(pb::Acks::None) {
                 return Reply::NoResponse;
             }
-            // Invalid acks or a transactional producer: `refusal` says which.
             let failure = refusal.unwrap_or(Failure::InvalidRequiredAcks { acks: r.acks });
             let results = asked
                 .map(|(topic, p)| {
@@ -114,6 +110,27 @@ impl KafkaApi {
                 )),
             }
         }
+        if let Some(id) = r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+            let failed = self.verify_transactions(&id.to_string(), &partitions).await;
+            if !failed.is_empty() {
+                partitions.retain(|p| {
+                    let Some(failure) = failed.get(&(p.topic.clone(), p.partition)) else {
+                        return true;
+                    };
+                    refused.push((
+                        p.topic.clone(),
+                        PartitionProduceResponse::default()
+                            .with_index(p.partition)
+                            .with_error_code(error_code(failure))
+                            .with_error_message(error_message(failure))
+                            .with_base_offset(-1)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(-1),
+                    ));
+                    false
+                });
+            }
+        }
         let answer = self
             .broker
             .start_produce(pb::ProduceRequest {
@@ -154,6 +171,52 @@ impl KafkaApi {
             }
             .boxed(),
         )
+    }
+}
+
+impl KafkaApi {
+    /// KIP-890: each partition's transactional batch whose producer has no
+    /// transaction open there yet is checked with the coordinator before it
+    /// is written, so no batch starts a transaction the coordinator does
+    /// not know (which nothing would ever end). Returns the refused ones.
+    async fn verify_transactions(
+        &self,
+        transactional_id: &str,
+        partitions: &[pb::ProducePartition],
+    ) -> HashMap<(String, i32), Failure> {
+        let mut to_verify: HashMap<(i64, i16), Vec<(String, i32)>> = HashMap::new();
+        for p in partitions {
+            let Ok(h) = BatchHeader::parse(&p.records) else {
+                continue;
+            };
+            if h.is_transactional()
+                && h.has_producer_id()
+                && !self.broker.transaction_open(
+                    &p.topic,
+                    p.partition,
+                    h.producer_id,
+                    h.producer_epoch,
+                )
+            {
+                to_verify
+                    .entry((h.producer_id, h.producer_epoch))
+                    .or_default()
+                    .push((p.topic.clone(), p.partition));
+            }
+        }
+        let mut failed = HashMap::new();
+        for ((producer_id, producer_epoch), asked) in to_verify {
+            failed.extend(
+                self.verify_transactional_produce(
+                    transactional_id,
+                    producer_id,
+                    producer_epoch,
+                    asked,
+                )
+                .await,
+            );
+        }
+        failed
     }
 }
 

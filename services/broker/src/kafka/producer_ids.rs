@@ -1,4 +1,5 @@
-//! Kafka's InitProducerId and DescribeProducers, for idempotent producers.
+//! Kafka's InitProducerId (transactional producers go on to
+//! `transactions`) and DescribeProducers.
 
 use runnel_kafka::kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
@@ -13,6 +14,9 @@ impl KafkaApi {
         &self,
         r: InitProducerIdRequest,
     ) -> InitProducerIdResponse {
+        if let Some(id) = r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
+            return self.init_transactional_producer(id.to_string(), &r).await;
+        }
         let answer = self
             .broker
             .init_producer_id(pb::InitProducerIdRequest {

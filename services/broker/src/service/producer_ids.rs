@@ -1,5 +1,6 @@
 //! Idempotent producers: InitProducerId (ids from this broker's block) and
-//! the producers a partition tracks (DescribeProducers).
+//! the producers a partition tracks (DescribeProducers, and whether a
+//! producer's transaction is open in a partition, for KIP-890's check).
 
 use runnel_proto::broker::v1 as pb;
 
@@ -19,7 +20,7 @@ impl Broker {
             ..Default::default()
         };
         if !req.transactional_id.is_empty() {
-            return response.failed(&Failure::Transactions);
+            return response.failed(&Failure::TransactionalInitOnBroker);
         }
         // Without a transactional id Kafka hands out a fresh id whatever the
         // request carries (the producer bumps its epoch itself, KIP-360).
@@ -57,6 +58,19 @@ impl Broker {
         response.producer_id = id;
         response.producer_epoch = 0;
         response
+    }
+
+    /// Whether `producer_id` at `producer_epoch` has a transaction open in
+    /// `topic-partition` (so a transactional batch needs no verification).
+    pub fn transaction_open(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> bool {
+        self.leader(topic, partition)
+            .is_ok_and(|p| p.transaction_open(producer_id, producer_epoch))
     }
 
     /// The idempotent producers `topic-partition` tracks (Kafka's DescribeProducers).

@@ -1,0 +1,415 @@
+//! Kafka's transaction APIs, relayed to the transaction coordinator that
+//! serves each transactional id (every broker names itself as that
+//! coordinator in FindCoordinator, as for groups): InitProducerId with a
+//! transactional id, AddPartitionsToTxn (a client's, or a broker's
+//! verify-only batch from KIP-890), EndTxn, DescribeTransactions and
+//! ListTransactions; and the KIP-890 check of a transactional Produce.
+
+use std::collections::HashMap;
+
+use runnel_kafka::kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
+use runnel_kafka::kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TransactionalId,
+};
+use runnel_proto::common::v1::ErrorCode;
+use runnel_proto::coordinator::v1 as pb;
+
+use super::groups::Client;
+use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name, wire};
+use crate::service::Failure;
+
+impl KafkaApi {
+    /// The client for the coordinator serving `transactional_id` now.
+    pub(super) fn txn_coordinator(&self, transactional_id: &str) -> Result<Client, Failure> {
+        let addr = self.metadata.with(|image| {
+            image
+                .transaction_coordinator(transactional_id)
+                .and_then(|(_, c, _)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+        });
+        let Some(addr) = addr else {
+            return Err(Failure::NoTransactionCoordinator {
+                transactional_id: transactional_id.to_owned(),
+            });
+        };
+        self.client_at(&addr)
+    }
+
+    /// Calls the coordinator serving `transactional_id`; a transport
+    /// failure reads as COORDINATOR_NOT_AVAILABLE, which sends the client to
+    /// FindCoordinator.
+    async fn relay_txn<T, F, Fut>(&self, transactional_id: &str, call: F) -> Result<T, Failure>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.txn_coordinator(transactional_id)?;
+        match call(client).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => Err(Failure::Coordinator {
+                code: runnel_common::errors::code_of(&status),
+                message: status.message().to_owned(),
+            }),
+        }
+    }
+
+    /// InitProducerId for a transactional producer: a fresh id from this
+    /// broker's block goes along, for the coordinator to use if the
+    /// transactional id needs one.
+    pub(super) async fn init_transactional_producer(
+        &self,
+        transactional_id: String,
+        r: &InitProducerIdRequest,
+    ) -> InitProducerIdResponse {
+        let refused = |code: i16| {
+            InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        };
+        let fresh = self
+            .broker
+            .init_producer_id(runnel_proto::broker::v1::InitProducerIdRequest {
+                producer_id: -1,
+                producer_epoch: -1,
+                ..Default::default()
+            })
+            .await;
+        if fresh.error_code != 0 {
+            return refused(raw_code(fresh.error_code));
+        }
+        let request = pb::TxnInitProducerIdRequest {
+            transactional_id: transactional_id.clone(),
+            transaction_timeout_ms: r.transaction_timeout_ms,
+            producer_id: r.producer_id.0,
+            producer_epoch: i32::from(r.producer_epoch),
+            new_producer_id: fresh.producer_id,
+        };
+        match self
+            .relay_txn(&transactional_id, |mut c| async move {
+                c.init_producer_id(request).await
+            })
+            .await
+        {
+            Ok(a) if a.error_code == 0 => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_producer_epoch(i16::try_from(a.producer_epoch).unwrap_or(-1)),
+            Ok(a) => {
+                tracing::debug!(%transactional_id, error = %a.error_message, "transactional InitProducerId refused");
+                refused(raw_code(a.error_code))
+            }
+            Err(failure) => refused(error_code(&failure)),
+        }
+    }
+
+    /// KIP-890's check before a transactional Produce: the partitions (of
+    /// `transactional_id`'s producer `producer_id` at `producer_epoch`)
+    /// where that producer has no transaction open yet must be in its
+    /// transaction at the coordinator. Returns the refusal of each
+    /// partition that is not (or of all, when the coordinator cannot say).
+    pub(super) async fn verify_transactional_produce(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: Vec<(String, i32)>,
+    ) -> Vec<((String, i32), Failure)> {
+        let request = pb::AddPartitionsToTxnRequest {
+            transactional_id: transactional_id.to_owned(),
+            producer_id,
+            producer_epoch: i32::from(producer_epoch),
+            topics: by_topic(partitions.iter().cloned())
+                .into_iter()
+                .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
+                .collect(),
+            verify_only: true,
+        };
+        match self
+            .relay_txn(transactional_id, |mut c| async move {
+                c.add_partitions_to_txn(request).await
+            })
+            .await
+        {
+            Ok(a) => a
+                .results
+                .into_iter()
+                .filter(|p| p.error_code != 0)
+                .map(|p| {
+                    let failure = Failure::PartitionNotInTransaction {
+                        transactional_id: transactional_id.to_owned(),
+                        producer_id,
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                    };
+                    ((p.topic, p.partition), failure)
+                })
+                .collect(),
+            // The producer retries NOT_ENOUGH_REPLICAS, as KIP-890 answers
+            // a coordinator that cannot be asked.
+            Err(failure) => partitions
+                .into_iter()
+                .map(|p| {
+                    let refusal = Failure::Coordinator {
+                        code: ErrorCode::NotEnoughReplicas,
+                        message: format!("cannot verify the transaction: {failure}"),
+                    };
+                    (p, refusal)
+                })
+                .collect(),
+        }
+    }
+
+    /// AddPartitionsToTxn: v0–3 a client's one transaction, v4+ a batch of
+    /// transactions (brokers verifying, KIP-890).
+    pub(super) async fn add_partitions_to_txn(
+        &self,
+        r: AddPartitionsToTxnRequest,
+        version: i16,
+    ) -> AddPartitionsToTxnResponse {
+        if version <= 3 {
+            let topics = self
+                .add_partitions_one(
+                    r.v3_and_below_transactional_id,
+                    r.v3_and_below_producer_id.0,
+                    r.v3_and_below_producer_epoch,
+                    r.v3_and_below_topics
+                        .into_iter()
+                        .map(|t| (t.name.to_string(), t.partitions))
+                        .collect(),
+                    false,
+                )
+                .await;
+            return AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(topics);
+        }
+        let mut results = Vec::with_capacity(r.transactions.len());
+        for t in r.transactions {
+            let id = t.transactional_id.clone();
+            let topics = self
+                .add_partitions_one(
+                    t.transactional_id,
+                    t.producer_id.0,
+                    t.producer_epoch,
+                    t.topics
+                        .into_iter()
+                        .map(|t| (t.name.to_string(), t.partitions))
+                        .collect(),
+                    t.verify_only,
+                )
+                .await;
+            results.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(id)
+                    .with_topic_results(topics),
+            );
+        }
+        AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+    }
+
+    async fn add_partitions_one(
+        &self,
+        transactional_id: TransactionalId,
+        producer_id: i64,
+        producer_epoch: i16,
+        topics: Vec<(String, Vec<i32>)>,
+        verify_only: bool,
+    ) -> Vec<AddPartitionsToTxnTopicResult> {
+        let id = transactional_id.to_string();
+        let request = pb::AddPartitionsToTxnRequest {
+            transactional_id: id.clone(),
+            producer_id,
+            producer_epoch: i32::from(producer_epoch),
+            topics: topics
+                .iter()
+                .map(|(topic, partitions)| pb::TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                })
+                .collect(),
+            verify_only,
+        };
+        let codes: HashMap<(String, i32), i16> = match self
+            .relay_txn(&id, |mut c| async move {
+                c.add_partitions_to_txn(request).await
+            })
+            .await
+        {
+            Ok(a) => a
+                .results
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), raw_code(p.error_code)))
+                .collect(),
+            Err(failure) => {
+                let code = error_code(&failure);
+                topics
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |p| ((t.clone(), *p), code)))
+                    .collect()
+            }
+        };
+        let results = topics.into_iter().flat_map(|(topic, partitions)| {
+            let codes = &codes;
+            partitions.into_iter().map(move |p| {
+                let code = codes.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                (
+                    topic.clone(),
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_partition_error_code(code),
+                )
+            })
+        });
+        by_topic(results.collect::<Vec<_>>())
+            .into_iter()
+            .map(|(topic, partitions)| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic_name(&topic))
+                    .with_results_by_partition(partitions)
+            })
+            .collect()
+    }
+
+    pub(super) async fn end_txn(&self, r: EndTxnRequest) -> EndTxnResponse {
+        let id = r.transactional_id.to_string();
+        let request = pb::EndTxnRequest {
+            transactional_id: id.clone(),
+            producer_id: r.producer_id.0,
+            producer_epoch: i32::from(r.producer_epoch),
+            committed: r.committed,
+        };
+        let error = match self
+            .relay_txn(&id, |mut c| async move { c.end_txn(request).await })
+            .await
+        {
+            Ok(a) => {
+                if a.error_code != 0 {
+                    tracing::debug!(transactional_id = %id, error = %a.error_message, "EndTxn refused");
+                }
+                raw_code(a.error_code)
+            }
+            Err(failure) => error_code(&failure),
+        };
+        EndTxnResponse::default()
+            .with_error_code(error)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    }
+
+    pub(super) async fn describe_transactions(
+        &self,
+        r: DescribeTransactionsRequest,
+    ) -> DescribeTransactionsResponse {
+        use runnel_kafka::kafka_protocol::messages::describe_transactions_response::{
+            TopicData, TransactionState,
+        };
+        let mut states = Vec::with_capacity(r.transactional_ids.len());
+        for id in r.transactional_ids {
+            let key = id.to_string();
+            let request = pb::DescribeTransactionsRequest {
+                transactional_ids: vec![key.clone()],
+            };
+            let out = TransactionState::default()
+                .with_transactional_id(id)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_transaction_start_time_ms(-1)
+                .with_transaction_state(wire(""));
+            let described = self
+                .relay_txn(&key, |mut c| async move {
+                    c.describe_transactions(request).await
+                })
+                .await
+                .map(|a| a.transactions.into_iter().next());
+            states.push(match described {
+                Ok(Some(t)) if t.error_code == 0 => out
+                    .with_transaction_state(wire(t.state))
+                    .with_transaction_timeout_ms(t.timeout_ms)
+                    .with_transaction_start_time_ms(t.start_ms)
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_producer_epoch(i16::try_from(t.producer_epoch).unwrap_or(-1))
+                    .with_topics(
+                        t.topics
+                            .into_iter()
+                            .map(|tp| {
+                                TopicData::default()
+                                    .with_topic(topic_name(&tp.topic))
+                                    .with_partitions(tp.partitions)
+                            })
+                            .collect(),
+                    ),
+                Ok(Some(t)) => out.with_error_code(raw_code(t.error_code)),
+                Ok(None) => out.with_error_code(code(ErrorCode::UnknownServerError)),
+                Err(failure) => out.with_error_code(error_code(&failure)),
+            });
+        }
+        DescribeTransactionsResponse::default().with_transaction_states(states)
+    }
+
+    /// ListTransactions: Kafka's admin client asks every broker and joins
+    /// the answers, while every Runnel broker reaches every coordinator; so
+    /// the lowest-numbered live broker answers for all and the others with
+    /// none, and each transaction is listed once.
+    pub(super) async fn list_transactions(
+        &self,
+        r: ListTransactionsRequest,
+    ) -> ListTransactionsResponse {
+        use runnel_kafka::kafka_protocol::messages::list_transactions_response::TransactionState;
+        const KNOWN: [&str; 8] = [
+            "Empty",
+            "Ongoing",
+            "PrepareCommit",
+            "PrepareAbort",
+            "CompleteCommit",
+            "CompleteAbort",
+            "Dead",
+            "PrepareEpochFence",
+        ];
+        let unknown: Vec<_> = r
+            .state_filters
+            .iter()
+            .filter(|s| !KNOWN.contains(&s.as_str()))
+            .cloned()
+            .collect();
+        let (first_broker, coordinators) = self.metadata.with(|image| {
+            let first = image.live_brokers().map(|(id, _)| id).min();
+            let addrs: Vec<String> = image
+                .live_coordinators()
+                .filter_map(|(_, c)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+                .collect();
+            (first, addrs)
+        });
+        let mut states = Vec::new();
+        if first_broker == Some(self.broker_id) {
+            let request = pb::ListTransactionsRequest {
+                states: r.state_filters.iter().map(|s| s.to_string()).collect(),
+                producer_ids: r.producer_id_filters.iter().map(|p| p.0).collect(),
+                duration_filter_ms: r.duration_filter,
+            };
+            for addr in coordinators {
+                let Ok(mut client) = self.client_at(&addr) else {
+                    continue;
+                };
+                match client.list_transactions(request.clone()).await {
+                    Ok(a) => states.extend(a.into_inner().transactions.into_iter().map(|t| {
+                        TransactionState::default()
+                            .with_transactional_id(TransactionalId(wire(t.transactional_id)))
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_transaction_state(wire(t.state))
+                    })),
+                    Err(status) => {
+                        tracing::debug!(%addr, error = %status, "ListTransactions: a coordinator did not answer");
+                        return ListTransactionsResponse::default()
+                            .with_error_code(code(ErrorCode::CoordinatorNotAvailable));
+                    }
+                }
+            }
+        }
+        ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown)
+            .with_transaction_states(states)
+    }
+}
