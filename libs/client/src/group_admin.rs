@@ -159,6 +159,7 @@ impl Admin {
                     .offset_fetch(pb::OffsetFetchRequest {
                         group_id: group.to_owned(),
                         topics: Vec::new(),
+                        require_stable: false,
                     })
                     .await
                     .map_err(|s| ClientError::from_status("coordinator", s))?

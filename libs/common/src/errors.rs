@@ -46,6 +46,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::NonEmptyGroup
         | E::GroupMaxSizeReached => Code::FailedPrecondition,
         E::RebalanceInProgress
+        | E::UnstableOffsetCommit
         | E::CoordinatorLoadInProgress
         | E::CoordinatorNotAvailable
         | E::NotCoordinator => Code::Unavailable,

@@ -153,6 +153,13 @@ async fn confluent_kafka_transactions_commit_abort_and_fencing() {
     confluent("transactions").await.0.shutdown().await;
 }
 
+/// confluent-kafka consume-transform-produce: a group's offsets committed
+/// inside the producer's transaction count only when it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_send_offsets_to_transaction() {
+    confluent("send_offsets").await.0.shutdown().await;
+}
+
 /// kafka-python's transactional producer: commit, abort and fencing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_transactions_commit_abort_and_fencing() {

@@ -541,6 +541,20 @@ impl Coordinator for CoordinatorService {
             }));
         }
         let fetched = |topic: &str, partition: i32| {
+            if req.require_stable
+                && self
+                    .manager
+                    .has_pending_commit(&req.group_id, topic, partition)
+            {
+                return pb::OffsetFetchPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: -1,
+                    leader_epoch: -1,
+                    error_code: ErrorCode::UnstableOffsetCommit as i32,
+                    ..Default::default()
+                };
+            }
             let c = self.manager.committed(&req.group_id, topic, partition);
             pb::OffsetFetchPartition {
                 topic: topic.to_owned(),
@@ -548,6 +562,7 @@ impl Coordinator for CoordinatorService {
                 offset: c.as_ref().map_or(-1, |c| c.offset),
                 leader_epoch: c.as_ref().map_or(-1, |c| c.leader_epoch),
                 metadata: c.map(|c| c.metadata).unwrap_or_default(),
+                error_code: ErrorCode::None as i32,
             }
         };
         let partitions = if req.topics.is_empty() {
@@ -566,6 +581,79 @@ impl Coordinator for CoordinatorService {
             partitions,
             ..Default::default()
         }))
+    }
+
+    async fn txn_offset_commit(
+        &self,
+        request: Request<pb::TxnOffsetCommitRequest>,
+    ) -> Result<Response<pb::TxnOffsetCommitResponse>, Status> {
+        let req = request.into_inner();
+        let commits: Vec<OffsetCommit> = req
+            .partitions
+            .iter()
+            .map(|p| OffsetCommit {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                offset: p.offset,
+                leader_epoch: p.leader_epoch,
+                metadata: p.metadata.clone(),
+            })
+            .collect();
+        let code = match (
+            check_group_id(&req.group_id),
+            i16::try_from(req.producer_epoch),
+        ) {
+            (Err((code, _)), _) => code,
+            (_, Err(_)) => ErrorCode::InvalidRequest,
+            (Ok(()), Ok(epoch)) => self
+                .manager
+                .txn_commit(
+                    &req.group_id,
+                    req.producer_id,
+                    epoch,
+                    &req.member_id,
+                    instance(&req.group_instance_id),
+                    req.generation_id,
+                    commits,
+                )
+                .await
+                .err()
+                .unwrap_or(ErrorCode::None),
+        };
+        Ok(Response::new(pb::TxnOffsetCommitResponse {
+            partitions: req
+                .partitions
+                .into_iter()
+                .map(|p| pb::OffsetCommitPartitionResult {
+                    topic: p.topic,
+                    partition: p.partition,
+                    error_code: code as i32,
+                    error_message: message(code),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn complete_transaction(
+        &self,
+        request: Request<pb::CompleteTransactionRequest>,
+    ) -> Result<Response<pb::CompleteTransactionResponse>, Status> {
+        let req = request.into_inner();
+        let settled = self.manager.complete_transaction(
+            req.offsets_partition,
+            req.producer_id,
+            req.committed,
+        );
+        if settled > 0 {
+            tracing::debug!(
+                partition = req.offsets_partition,
+                producer_id = req.producer_id,
+                committed = req.committed,
+                settled,
+                "transactional offset commits settled"
+            );
+        }
+        Ok(Response::new(pb::CompleteTransactionResponse::default()))
     }
 
     async fn list_groups(

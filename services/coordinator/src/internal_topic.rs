@@ -13,16 +13,18 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use runnel_client::{
-    Admin, ClientError, Cluster, Consumer, ConsumerConfig, NewTopic, OffsetReset, TopicPartition,
-};
+use runnel_client::{Admin, ClientError, Cluster, NewTopic};
 use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
-use runnel_proto::broker::v1::{Acks, ProducePartition, ProduceRequest};
+use runnel_proto::broker::v1::{
+    Acks, FetchPartition, FetchRequest, ProducePartition, ProduceRequest,
+};
 use runnel_proto::common::v1::ErrorCode;
-use runnel_records::batch::{BatchBuilder, Compression};
+use runnel_records::batch::{
+    BatchBuilder, Batches, Compression, ControlRecord, ControlType, add_sequence,
+};
 
-use crate::manager::{OffsetsRecord, RecordSink, SinkError};
+use crate::manager::{OffsetsRecord, RecordSink, SinkError, TxnProducer};
 use crate::offsets::OFFSETS_TOPIC;
 use crate::transaction::TRANSACTION_STATE_TOPIC;
 
@@ -141,40 +143,164 @@ impl InternalTopic {
         }
     }
 
-    /// Every record of `partition`, from its start to its end as of now.
-    pub async fn read_partition(&self, partition: i32) -> Result<Vec<OffsetsRecord>, ClientError> {
+    /// Every record of `partition`, from its start to its end as of now,
+    /// read batch by batch: records of committed transactions stay where
+    /// they are in the log, aborted ones are dropped, and open ones are
+    /// returned apart (the transactional offset commits whose marker has
+    /// not come yet), as Kafka's group coordinator loads its partitions.
+    pub async fn read_partition(&self, partition: i32) -> Result<Replay, ClientError> {
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
         self.cluster.refresh(&[self.name.to_owned()], false).await?;
-        let (_, end) = admin.offsets(self.name, partition).await?;
-        let mut consumer = Consumer::with_cluster(
-            Arc::clone(&self.cluster),
-            ConsumerConfig {
-                auto_offset_reset: OffsetReset::Earliest,
-                ..ConsumerConfig::default()
-            },
-        );
-        let tp = TopicPartition::new(self.name, partition);
-        consumer.assign(vec![tp.clone()]).await?;
-        consumer.seek_to_beginning(&tp);
-        let mut out = Vec::new();
-        loop {
-            if consumer.position(&tp).is_some_and(|p| p >= end) {
-                return Ok(out);
-            }
-            for r in consumer.poll(Duration::from_millis(500)).await? {
-                if r.offset >= end {
-                    return Ok(out);
+        let (start, end) = admin.offsets(self.name, partition).await?;
+        let mut replay = Replay::default();
+        let mut settled: Vec<(i64, OffsetsRecord)> = Vec::new();
+        let mut offset = start;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        while offset < end {
+            let records = match self.fetch(partition, offset).await {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    backoff.wait().await;
+                    let _ = self.cluster.refresh(&[self.name.to_owned()], false).await;
+                    continue;
                 }
-                let Some(key) = r.key else {
+                Err(e) => return Err(e),
+            };
+            let before = offset;
+            for batch in Batches::new(&records) {
+                let Ok(batch) = batch else { break };
+                let h = *batch.header();
+                offset = offset.max(h.next_offset());
+                if h.has_producer_id() && !h.is_control() {
+                    replay.sequences.insert(
+                        h.producer_id,
+                        (
+                            h.producer_epoch,
+                            add_sequence(h.base_sequence, h.last_offset_delta + 1),
+                        ),
+                    );
+                }
+                if h.is_control() {
+                    let Ok(marker) = ControlRecord::from_batch(&batch) else {
+                        continue;
+                    };
+                    let Some(marker) = marker.end_txn() else {
+                        continue;
+                    };
+                    if let Some(pending) = replay.pending.remove(&h.producer_id)
+                        && marker.control_type == ControlType::Commit
+                    {
+                        settled.extend(pending);
+                    }
+                    continue;
+                }
+                let Ok(decoded) = batch.records() else {
                     continue;
                 };
-                out.push((key.to_vec(), r.value.map(|v| v.to_vec())));
+                for r in decoded.flatten() {
+                    if r.offset >= end || r.offset < before {
+                        continue;
+                    }
+                    let Some(key) = r.key else { continue };
+                    let record = (r.offset, (key.to_vec(), r.value.map(|v| v.to_vec())));
+                    if h.is_transactional() {
+                        replay
+                            .pending
+                            .entry(h.producer_id)
+                            .or_default()
+                            .push(record);
+                    } else {
+                        settled.push(record);
+                    }
+                }
             }
+            if offset == before {
+                // Nothing readable came back yet (the high watermark lags).
+                backoff.wait().await;
+            }
+        }
+        settled.sort_by_key(|(o, _)| *o);
+        replay.records = settled.into_iter().map(|(_, r)| r).collect();
+        Ok(replay)
+    }
+
+    /// One fetch of `partition` from `offset` at its leader (read_uncommitted).
+    async fn fetch(&self, partition: i32, offset: i64) -> Result<Bytes, ClientError> {
+        let Some((_, addr)) = self.cluster.leader_addr(self.name, partition) else {
+            return Err(ClientError::Server {
+                code: ErrorCode::LeaderNotAvailable,
+                message: format!("no leader for {}-{partition}", self.name),
+            });
+        };
+        let mut broker = self.cluster.broker_at(&addr)?;
+        let answer = broker
+            .fetch(FetchRequest {
+                max_wait_ms: 100,
+                min_bytes: 1,
+                max_bytes: 8 << 20,
+                partitions: vec![FetchPartition {
+                    topic: self.name.to_owned(),
+                    partition,
+                    fetch_offset: offset,
+                    partition_max_bytes: 8 << 20,
+                    current_leader_epoch: -1,
+                }],
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| ClientError::from_status(&addr, s))?
+            .into_inner();
+        let p = answer
+            .partitions
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Server {
+                code: ErrorCode::UnknownServerError,
+                message: "empty fetch response".into(),
+            })?;
+        match p.error_code() {
+            ErrorCode::None => Ok(p.records),
+            code => Err(ClientError::Server {
+                code,
+                message: p.error_message,
+            }),
         }
     }
 }
 
+/// What replaying a partition of an internal topic found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Settled records in log order: plain ones and committed transactions'.
+    pub records: Vec<OffsetsRecord>,
+    /// Records of transactions still open, by producer id, with their offsets.
+    pub pending: HashMap<i64, Vec<(i64, OffsetsRecord)>>,
+    /// Each producer's epoch and next sequence number in the partition.
+    pub sequences: HashMap<i64, (i16, i32)>,
+}
+
 impl RecordSink for InternalTopic {
+    fn append_transactional(
+        &self,
+        partition: i32,
+        producer: TxnProducer,
+        records: Vec<OffsetsRecord>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let writer = self.writers.lock().get(&partition).cloned();
+            match writer {
+                Some(w) => w.write_transactional(producer, records).await,
+                None => Err(SinkError {
+                    code: ErrorCode::NotCoordinator,
+                    message: format!(
+                        "this coordinator does not own partition {partition} of {}",
+                        self.name
+                    ),
+                }),
+            }
+        })
+    }
+
     fn append(
         &self,
         partition: i32,
@@ -283,6 +409,56 @@ impl PartitionWriter {
             }
             let _ = self.cluster.refresh(&[self.topic.to_owned()], false).await;
         }
+    }
+
+    /// Appends `records` as one transactional batch of `producer` (a
+    /// TxnOffsetCommit: settled by the transaction's marker), in order with
+    /// this writer's own batches. A refusal is returned, never retried.
+    pub async fn write_transactional(
+        &self,
+        producer: TxnProducer,
+        records: Vec<OffsetsRecord>,
+    ) -> Result<(), SinkError> {
+        let _in_order = self.next_sequence.lock().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let mut builder = BatchBuilder::new(Compression::None)
+            .producer(
+                producer.producer_id,
+                producer.producer_epoch,
+                producer.sequence,
+            )
+            .transactional(true);
+        for (k, v) in &records {
+            builder.append(now, Some(k), v.as_deref(), &[]);
+        }
+        let batch = Bytes::from(builder.build().map_err(|e| SinkError {
+            code: ErrorCode::UnknownServerError,
+            message: format!("cannot build a batch: {e}"),
+        })?);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        for _ in 0..20 {
+            match self.send(batch.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retriable() => {}
+                Err(e) => {
+                    return Err(SinkError {
+                        code: e.code().unwrap_or(ErrorCode::UnknownServerError),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            if self.stopped.is_cancelled() {
+                break;
+            }
+            backoff.wait().await;
+            let _ = self.cluster.refresh(&[self.topic.to_owned()], false).await;
+        }
+        Err(not_coordinator(format!(
+            "cannot write to partition {} of {} now",
+            self.partition, self.topic
+        )))
     }
 
     async fn send(&self, batch: Bytes) -> Result<(), ClientError> {

@@ -50,6 +50,44 @@ pub trait RecordSink: Send + Sync {
         partition: i32,
         records: Vec<OffsetsRecord>,
     ) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Appends `records` as one transactional batch of `producer` (Kafka's
+    /// TxnOffsetCommit); they count once the transaction's commit marker
+    /// follows. Sinks without transactions refuse.
+    fn append_transactional(
+        &self,
+        partition: i32,
+        producer: TxnProducer,
+        records: Vec<OffsetsRecord>,
+    ) -> BoxFuture<'_, Result<(), SinkError>> {
+        let _ = (partition, producer, records);
+        Box::pin(async {
+            Err(SinkError {
+                code: ErrorCode::UnknownServerError,
+                message: "this sink does not write transactions".into(),
+            })
+        })
+    }
+}
+
+/// A transactional producer writing offsets through the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnProducer {
+    /// Its producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i16,
+    /// The batch's first sequence number in the partition.
+    pub sequence: i32,
+}
+
+/// Transactional offset commits of one partition of `__consumer_offsets`
+/// whose transactions have not ended yet, and where each producer's
+/// sequence stands there.
+#[derive(Debug, Default)]
+struct PartitionTxns {
+    pending: HashMap<i64, Vec<OffsetsRecord>>,
+    sequences: HashMap<i64, (i16, i32)>,
 }
 
 /// One committed offset to store.
@@ -126,6 +164,8 @@ pub struct GroupManager {
     /// One writer at a time per partition of `__consumer_offsets`, so a
     /// commit and the expiry of the same offsets cannot interleave.
     partition_locks: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Open transactions' offset commits, by partition of `__consumer_offsets`.
+    txn_offsets: Mutex<HashMap<i32, PartitionTxns>>,
     /// Groups that became empty and whose stored generation still lists
     /// members: [`GroupManager::store_emptied`] writes them, so a
     /// coordinator taking over does not bring departed members back.
@@ -169,6 +209,7 @@ impl GroupManager {
             consumer_config: ConsumerGroupConfig::default(),
             offsets: Mutex::new(OffsetsState::default()),
             partition_locks: Mutex::new(HashMap::new()),
+            txn_offsets: Mutex::new(HashMap::new()),
             emptied: Mutex::new(Vec::new()),
             sink,
             clock,
@@ -269,6 +310,133 @@ impl GroupManager {
         Ok(())
     }
 
+    /// The transactional offset commits a replay of `partition` found still
+    /// open, and each producer's sequence there (before [`Self::finish_load`]).
+    pub fn restore_transactions(
+        &self,
+        partition: i32,
+        pending: HashMap<i64, Vec<(i64, OffsetsRecord)>>,
+        sequences: HashMap<i64, (i16, i32)>,
+    ) {
+        let pending = pending
+            .into_iter()
+            .map(|(pid, records)| (pid, records.into_iter().map(|(_, r)| r).collect()))
+            .collect();
+        self.txn_offsets
+            .lock()
+            .insert(partition, PartitionTxns { pending, sequences });
+    }
+
+    /// Kafka's TxnOffsetCommit: checked like OffsetCommit (when it names a
+    /// generation), written to `__consumer_offsets` as a transactional batch
+    /// of the producer, and counted once its transaction commits
+    /// ([`Self::complete_transaction`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn txn_commit(
+        &self,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        commits: Vec<OffsetCommit>,
+    ) -> Result<(), ErrorCode> {
+        self.check_owner(group_id)?;
+        let partition = partition_for(group_id, self.partitions);
+        let _one_writer = self.partition_lock(partition).lock_owned().await;
+        if generation >= 0 {
+            let consumer_group = self
+                .consumer_groups
+                .lock()
+                .get(group_id)
+                .map(|g| g.check_commit(member_id, generation));
+            match consumer_group {
+                Some(check) => check?,
+                None => match self.groups.lock().get(group_id) {
+                    Some(entry) => {
+                        entry
+                            .group
+                            .check_commit(member_id, group_instance_id, generation)?
+                    }
+                    None => return Err(ErrorCode::IllegalGeneration),
+                },
+            }
+        }
+        let now = (self.clock)();
+        let records: Vec<OffsetsRecord> = commits
+            .iter()
+            .map(|c| {
+                let value = CommittedOffset {
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    commit_timestamp_ms: now,
+                };
+                offset_record(group_id, &c.topic, c.partition, Some(&value))
+            })
+            .collect();
+        let sequence = self
+            .txn_offsets
+            .lock()
+            .get(&partition)
+            .and_then(|t| t.sequences.get(&producer_id))
+            .filter(|(epoch, _)| *epoch == producer_epoch)
+            .map_or(0, |(_, seq)| *seq);
+        let producer = TxnProducer {
+            producer_id,
+            producer_epoch,
+            sequence,
+        };
+        self.sink
+            .append_transactional(partition, producer, records.clone())
+            .await
+            .map_err(|e| e.code)?;
+        let mut txns = self.txn_offsets.lock();
+        let t = txns.entry(partition).or_default();
+        t.sequences.insert(
+            producer_id,
+            (
+                producer_epoch,
+                runnel_records::batch::add_sequence(sequence, records.len() as i32),
+            ),
+        );
+        t.pending.entry(producer_id).or_default().extend(records);
+        Ok(())
+    }
+
+    /// A transaction marker reached `partition`: `producer_id`'s pending
+    /// offset commits there count (commit) or are dropped (abort).
+    pub fn complete_transaction(&self, partition: i32, producer_id: i64, commit: bool) -> usize {
+        let pending = self
+            .txn_offsets
+            .lock()
+            .get_mut(&partition)
+            .and_then(|t| t.pending.remove(&producer_id))
+            .unwrap_or_default();
+        if commit {
+            let mut offsets = self.offsets.lock();
+            for (k, v) in &pending {
+                // Written by txn_commit from valid values: applying cannot fail.
+                let _ = offsets.apply(k, v.as_deref());
+            }
+        }
+        pending.len()
+    }
+
+    /// Whether an open transaction holds an offset commit of `group` for
+    /// `topic-partition` (OffsetFetch with require_stable answers
+    /// UNSTABLE_OFFSET_COMMIT then, as Kafka does).
+    pub fn has_pending_commit(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let (key, _) = offset_record(group_id, topic, partition, None);
+        let p = partition_for(group_id, self.partitions);
+        self.txn_offsets.lock().get(&p).is_some_and(|t| {
+            t.pending
+                .values()
+                .any(|records| records.iter().any(|(k, _)| *k == key))
+        })
+    }
+
     /// Stops serving `partition` (it moved to another coordinator): its
     /// groups and offsets are dropped here, and members waiting on them are
     /// told NOT_COORDINATOR so they find the new owner.
@@ -291,6 +459,7 @@ impl GroupManager {
         }
         self.consumer_groups.lock().retain(|id, _| !mine(id));
         self.offsets.lock().retain_groups(|id| !mine(id));
+        self.txn_offsets.lock().remove(&partition);
     }
 
     /// Replays records of `__consumer_offsets` (a coordinator taking over a partition).

@@ -275,16 +275,19 @@ async fn take_over(id: i32, o: &OffsetsPartitionOwner, served: &Served) {
                 .take_over(p, o.producer_id, o.owner_epoch, marker)
                 .await
                 .map_err(|e| e.to_string())?;
-            let records = served
+            let replay = served
                 .offsets
                 .read_partition(p)
                 .await
                 .map_err(|e| e.to_string())?;
             served
                 .groups
-                .finish_load(p, &records)
+                .restore_transactions(p, replay.pending, replay.sequences);
+            served
+                .groups
+                .finish_load(p, &replay.records)
                 .map_err(|e| e.to_string())?;
-            let mut total = records.len();
+            let mut total = replay.records.len();
             for q in served.txns.partitions_of(p) {
                 let marker = crate::transaction::owner_record(q, id, o.owner_epoch);
                 served
@@ -292,16 +295,16 @@ async fn take_over(id: i32, o: &OffsetsPartitionOwner, served: &Served) {
                     .take_over(q, o.producer_id, o.owner_epoch, marker)
                     .await
                     .map_err(|e| e.to_string())?;
-                let records = served
+                let replay = served
                     .txn_state
                     .read_partition(q)
                     .await
                     .map_err(|e| e.to_string())?;
                 served
                     .txns
-                    .finish_load(q, &records, o.owner_epoch)
+                    .finish_load(q, &replay.records, o.owner_epoch)
                     .map_err(|e| e.to_string())?;
-                total += records.len();
+                total += replay.records.len();
             }
             Ok::<usize, String>(total)
         }

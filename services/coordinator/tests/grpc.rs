@@ -178,6 +178,7 @@ async fn members_form_a_group_commit_and_the_group_is_administered() {
         .offset_fetch(pb::OffsetFetchRequest {
             group_id: "app".into(),
             topics: vec![],
+            require_stable: false,
         })
         .await
         .unwrap()

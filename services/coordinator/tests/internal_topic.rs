@@ -107,7 +107,7 @@ async fn a_new_owner_fences_the_old_one_and_replays_what_it_stored() {
     let stale = old_topic.append(p, vec![(b"k".to_vec(), None)]).await;
     assert_eq!(stale.unwrap_err().code, ErrorCode::NotCoordinator);
 
-    let records = new_topic.read_partition(p).await.unwrap();
+    let records = new_topic.read_partition(p).await.unwrap().records;
     assert_eq!(
         records.len(),
         6,

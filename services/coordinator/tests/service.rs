@@ -96,6 +96,7 @@ async fn committed_offsets_survive_a_coordinator_restart() {
                     topic: "orders".into(),
                     partitions: vec![0, 1],
                 }],
+                require_stable: false,
             })
             .await
             .unwrap()

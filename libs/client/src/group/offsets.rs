@@ -95,6 +95,10 @@ impl GroupConsumer {
                     partitions: ps,
                 })
                 .collect(),
+            // A read_committed consumer must not start from an offset an
+            // open transaction may still replace (Kafka's require_stable).
+            require_stable: self.config.consumer.isolation_level
+                == crate::consumer::IsolationLevel::ReadCommitted,
         };
         let deadline = Instant::now() + self.cluster.config().request_timeout;
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -103,7 +107,22 @@ impl GroupConsumer {
             let error = match c.offset_fetch(request.clone()).await {
                 Ok(r) => {
                     let r = r.into_inner();
+                    let unstable = r
+                        .partitions
+                        .iter()
+                        .any(|p| p.error_code() == ErrorCode::UnstableOffsetCommit);
                     match r.error_code() {
+                        ErrorCode::None if unstable => {
+                            // The transaction ends soon: ask again (as Kafka's consumer).
+                            if Instant::now() >= deadline {
+                                return Err(server(
+                                    ErrorCode::UnstableOffsetCommit,
+                                    "an open transaction still holds an offset commit",
+                                ));
+                            }
+                            backoff.wait().await;
+                            continue;
+                        }
                         ErrorCode::None => {
                             return Ok(r
                                 .partitions

@@ -591,6 +591,46 @@ def scenario_transactions(bootstrap):
     print(json.dumps({"committed": final}))
 
 
+def scenario_send_offsets(bootstrap):
+    """Consume-transform-produce: a group member's offsets go into the
+    producer's transaction (send_offsets_to_transaction). After a commit the
+    group's committed offsets are the consumed positions and the output
+    holds the transformed records; after an abort neither moves."""
+    create(bootstrap, "eos-in", partitions=2)
+    create(bootstrap, "eos-out", partitions=2)
+    plain = producer(bootstrap)
+    produce_all(plain, "eos-in", [(None, f"v{i}".encode(), None, None, i % 2) for i in range(20)])
+    c = consumer(bootstrap, group="eos", **{"isolation.level": "read_committed"})
+    c.subscribe(["eos-in"])
+    p = producer(bootstrap, **{"transactional.id": "eos-1"})
+    p.init_transactions(TIMEOUT)
+
+    def transform(batch, commit):
+        p.begin_transaction()
+        for m in batch:
+            p.produce("eos-out", value=m.value().upper(), partition=m.partition())
+        positions = c.position(c.assignment())
+        p.send_offsets_to_transaction(positions, c.consumer_group_metadata(), TIMEOUT)
+        if commit:
+            p.commit_transaction(TIMEOUT)
+        else:
+            p.abort_transaction(TIMEOUT)
+        return {(tp.topic, tp.partition): tp.offset for tp in positions}
+
+    first = consume(c, 10)
+    moved = transform(first, commit=True)
+    committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(c.assignment(), TIMEOUT)}
+    assert committed == moved, (committed, moved)
+    second = consume(c, 10)
+    transform(second, commit=False)
+    after = {(tp.topic, tp.partition): tp.offset for tp in c.committed(c.assignment(), TIMEOUT)}
+    assert after == committed, (after, committed)
+    c.close()
+    out = read_values(bootstrap, "eos-out", 2, "read_committed")
+    assert out == sorted(m.value().decode().upper() for m in first), out
+    print(json.dumps({"committed": sorted(f"{t}-{p}:{o}" for (t, p), o in committed.items())}))
+
+
 def scenario_read_committed(bootstrap):
     """Reads topic `txn` (written by the Rust side: committed, aborted and
     open transactions among plain records) at both isolation levels and

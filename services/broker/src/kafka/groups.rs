@@ -123,7 +123,7 @@ impl KafkaApi {
 
     /// Calls the coordinator owning `group`; a transport failure reads as
     /// COORDINATOR_NOT_AVAILABLE, which sends the client to FindCoordinator.
-    async fn relay<T, F, Fut>(&self, group: &str, call: F) -> Result<T, Failure>
+    pub(super) async fn relay_group<T, F, Fut>(&self, group: &str, call: F) -> Result<T, Failure>
     where
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -236,7 +236,7 @@ impl KafkaApi {
         };
         let protocol_type = request.protocol_type.clone();
         match self
-            .relay(&group, |mut c| async move { c.join_group(request).await })
+            .relay_group(&group, |mut c| async move { c.join_group(request).await })
             .await
         {
             Ok(j) => JoinGroupResponse::default()
@@ -283,7 +283,7 @@ impl KafkaApi {
                 .collect(),
         };
         match self
-            .relay(&group, |mut c| async move { c.sync_group(request).await })
+            .relay_group(&group, |mut c| async move { c.sync_group(request).await })
             .await
         {
             Ok(s) => SyncGroupResponse::default()
@@ -304,7 +304,7 @@ impl KafkaApi {
             group_instance_id: empty_if_none(&r.group_instance_id),
         };
         let error = match self
-            .relay(&group, |mut c| async move { c.heartbeat(request).await })
+            .relay_group(&group, |mut c| async move { c.heartbeat(request).await })
             .await
         {
             Ok(h) => raw_code(h.error_code),
@@ -337,7 +337,7 @@ impl KafkaApi {
                 group_instance_id: empty_if_none(&instance),
             };
             let error = match self
-                .relay(&group, |mut c| async move { c.leave_group(request).await })
+                .relay_group(&group, |mut c| async move { c.leave_group(request).await })
                 .await
             {
                 Ok(l) => raw_code(l.error_code),
@@ -413,7 +413,7 @@ impl KafkaApi {
                 group_instance_id: empty_if_none(&r.group_instance_id),
                 partitions,
             };
-            self.relay(
+            self.relay_group(
                 &group,
                 |mut c| async move { c.offset_commit(request).await },
             )
@@ -469,7 +469,7 @@ impl KafkaApi {
                         .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let (error, topics) = self.committed(&g.group_id, asked).await;
+                let (error, topics) = self.committed(&g.group_id, asked, r.require_stable).await;
                 groups.push(
                     OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
@@ -486,6 +486,7 @@ impl KafkaApi {
                                                 .map(|o| {
                                                     OffsetFetchResponsePartitions::default()
                                                         .with_partition_index(o.partition)
+                                                        .with_error_code(raw_code(o.error_code))
                                                         .with_committed_offset(o.offset)
                                                         .with_committed_leader_epoch(o.leader_epoch)
                                                         .with_metadata(Some(wire(o.metadata)))
@@ -504,7 +505,9 @@ impl KafkaApi {
                 .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                 .collect()
         });
-        let (error, topics) = self.committed(&r.group_id, asked).await;
+        // v7 added require_stable.
+        let stable = version >= 7 && r.require_stable;
+        let (error, topics) = self.committed(&r.group_id, asked, stable).await;
         if error != 0 {
             return OffsetFetchResponse::default().with_error_code(error);
         }
@@ -519,6 +522,7 @@ impl KafkaApi {
                             .map(|o| {
                                 OffsetFetchResponsePartition::default()
                                     .with_partition_index(o.partition)
+                                    .with_error_code(raw_code(o.error_code))
                                     .with_committed_offset(o.offset)
                                     .with_committed_leader_epoch(o.leader_epoch)
                                     .with_metadata(Some(wire(o.metadata)))
@@ -531,14 +535,18 @@ impl KafkaApi {
     }
 
     /// A group's committed offsets: those `asked` (-1 where nothing is
-    /// committed), or every committed one; with the group-level error code.
+    /// committed), or every committed one; with the group-level error code
+    /// (with `require_stable`, partitions an open transaction holds a commit
+    /// for answer UNSTABLE_OFFSET_COMMIT).
     async fn committed(
         &self,
         group_id: &GroupId,
         asked: Option<Vec<(TopicName, Vec<i32>)>>,
+        require_stable: bool,
     ) -> (i16, Vec<(TopicName, Vec<pb::OffsetFetchPartition>)>) {
         let group = group_id.to_string();
         let request = pb::OffsetFetchRequest {
+            require_stable,
             group_id: group.clone(),
             topics: asked
                 .iter()
@@ -550,7 +558,7 @@ impl KafkaApi {
                 .collect(),
         };
         let answer = match self
-            .relay(&group, |mut c| async move { c.offset_fetch(request).await })
+            .relay_group(&group, |mut c| async move { c.offset_fetch(request).await })
             .await
         {
             Ok(a) if a.error_code == 0 => a,
@@ -575,6 +583,7 @@ impl KafkaApi {
                                     offset: -1,
                                     leader_epoch: -1,
                                     metadata: String::new(),
+                                    error_code: 0,
                                 })
                         })
                         .collect();
@@ -641,7 +650,7 @@ impl KafkaApi {
             }),
         };
         match self
-            .relay(&group, |mut c| async move {
+            .relay_group(&group, |mut c| async move {
                 c.consumer_group_heartbeat(request).await
             })
             .await
@@ -700,7 +709,7 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let described = match self
-                .relay(&group, |mut c| async move {
+                .relay_group(&group, |mut c| async move {
                     c.consumer_group_describe(request).await
                 })
                 .await
@@ -804,7 +813,7 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let described = match self
-                .relay(
+                .relay_group(
                     &group,
                     |mut c| async move { c.describe_groups(request).await },
                 )
@@ -860,7 +869,7 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let error = match self
-                .relay(
+                .relay_group(
                     &group,
                     |mut c| async move { c.delete_groups(request).await },
                 )

@@ -84,6 +84,8 @@ pub fn versions() -> Versions {
         (ApiKey::ConsumerGroupDescribe, 0, 1),
         (ApiKey::DescribeTopicPartitions, 0, 0),
         (ApiKey::AddPartitionsToTxn, 0, 4),
+        (ApiKey::AddOffsetsToTxn, 0, 3),
+        (ApiKey::TxnOffsetCommit, 0, 3),
         (ApiKey::EndTxn, 0, 4),
         (ApiKey::DescribeTransactions, 0, 0),
         (ApiKey::ListTransactions, 0, 1),
@@ -235,6 +237,12 @@ impl Handler for KafkaApi {
                 ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, v).await)
             }
             RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r).await),
+            RequestKind::AddOffsetsToTxn(r) => {
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r).await)
+            }
+            RequestKind::TxnOffsetCommit(r) => {
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r).await)
+            }
             RequestKind::DescribeTransactions(r) => {
                 ResponseKind::DescribeTransactions(self.describe_transactions(r).await)
             }

@@ -2,19 +2,25 @@
 //! serves each transactional id (every broker names itself as that
 //! coordinator in FindCoordinator, as for groups): InitProducerId with a
 //! transactional id, AddPartitionsToTxn (a client's, or a broker's
-//! verify-only batch from KIP-890), EndTxn, DescribeTransactions and
-//! ListTransactions; and the KIP-890 check of a transactional Produce.
+//! verify-only batch from KIP-890), AddOffsetsToTxn, EndTxn,
+//! DescribeTransactions and ListTransactions; TxnOffsetCommit, relayed to
+//! the group's coordinator; and the KIP-890 check of a transactional Produce.
 
 use std::collections::HashMap;
 
+use runnel_common::metadata::{OFFSETS_TOPIC, offsets_partition_for};
 use runnel_kafka::kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
+use runnel_kafka::kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use runnel_kafka::kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, DescribeTransactionsRequest,
-    DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse, InitProducerIdRequest,
-    InitProducerIdResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
-    TransactionalId,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
@@ -271,6 +277,131 @@ impl KafkaApi {
                     .with_results_by_partition(partitions)
             })
             .collect()
+    }
+
+    /// AddOffsetsToTxn: the group's partition of `__consumer_offsets` joins
+    /// the transaction, so its commit marker settles the offsets the
+    /// producer commits there with TxnOffsetCommit.
+    pub(super) async fn add_offsets_to_txn(
+        &self,
+        r: AddOffsetsToTxnRequest,
+    ) -> AddOffsetsToTxnResponse {
+        let group = r.group_id.to_string();
+        let partitions = self.metadata.with(|image| {
+            image
+                .topics
+                .get(OFFSETS_TOPIC)
+                .map(|t| t.partitions.len() as i32)
+        });
+        let Some(partitions) = partitions else {
+            return AddOffsetsToTxnResponse::default()
+                .with_error_code(code(ErrorCode::CoordinatorNotAvailable));
+        };
+        let partition = offsets_partition_for(&group, partitions);
+        let results = self
+            .add_partitions_one(
+                r.transactional_id,
+                r.producer_id.0,
+                r.producer_epoch,
+                vec![(OFFSETS_TOPIC.to_owned(), vec![partition])],
+                false,
+            )
+            .await;
+        let error = results
+            .iter()
+            .flat_map(|t| &t.results_by_partition)
+            .map(|p| p.partition_error_code)
+            .find(|c| *c != 0)
+            .unwrap_or(0);
+        AddOffsetsToTxnResponse::default().with_error_code(error)
+    }
+
+    /// TxnOffsetCommit: relayed to the coordinator of the group, which
+    /// stores the offsets as the producer's transactional batch.
+    pub(super) async fn txn_offset_commit(
+        &self,
+        r: TxnOffsetCommitRequest,
+    ) -> TxnOffsetCommitResponse {
+        let group = r.group_id.to_string();
+        let request = pb::TxnOffsetCommitRequest {
+            transactional_id: r.transactional_id.to_string(),
+            group_id: group.clone(),
+            producer_id: r.producer_id.0,
+            producer_epoch: i32::from(r.producer_epoch),
+            generation_id: r.generation_id,
+            member_id: r.member_id.to_string(),
+            group_instance_id: r
+                .group_instance_id
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            partitions: r
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(|p| pb::OffsetCommitPartition {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index,
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    })
+                })
+                .collect(),
+        };
+        let codes: HashMap<(String, i32), i16> = match self
+            .relay_group(
+                &group,
+                |mut c| async move { c.txn_offset_commit(request).await },
+            )
+            .await
+        {
+            Ok(a) => a
+                .partitions
+                .into_iter()
+                .map(|p| ((p.topic, p.partition), raw_code(p.error_code)))
+                .collect(),
+            Err(failure) => {
+                let code = error_code(&failure);
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(move |p| ((t.name.to_string(), p.partition_index), code))
+                    })
+                    .collect()
+            }
+        };
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.to_string();
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        TxnOffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(
+                                codes
+                                    .get(&(name.clone(), p.partition_index))
+                                    .copied()
+                                    .unwrap_or(0),
+                            )
+                    })
+                    .collect();
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        TxnOffsetCommitResponse::default().with_topics(topics)
     }
 
     pub(super) async fn end_txn(&self, r: EndTxnRequest) -> EndTxnResponse {

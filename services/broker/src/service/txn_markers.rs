@@ -1,13 +1,18 @@
 //! WriteTxnMarkers: the transaction coordinator ends a transaction in the
 //! partitions this broker leads, one commit or abort marker per partition,
 //! answered once the in-sync replicas have it (as Kafka writes markers with
-//! acks=all).
+//! acks=all). A marker in `__consumer_offsets` also settles the producer's
+//! transactional offset commits with that partition's coordinator.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
+use runnel_common::backoff::Backoff;
+use runnel_common::metadata::OFFSETS_TOPIC;
 use runnel_proto::broker::v1 as pb;
+use runnel_proto::coordinator::v1::CompleteTransactionRequest;
+use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use runnel_records::batch::{ControlType, EndTxnMarker};
 
 use super::{Broker, Failure};
@@ -89,6 +94,50 @@ impl Broker {
         let append =
             move || target.append_end_txn_marker(producer_id, producer_epoch, marker, leader_epoch);
         let info = self.logs.io().run(&p.key(), append).await??;
-        Self::await_replication(&p, leader_epoch, info.last_offset, timeout, &self.shutdown).await
+        Self::await_replication(&p, leader_epoch, info.last_offset, timeout, &self.shutdown)
+            .await?;
+        if topic == OFFSETS_TOPIC {
+            self.settle_offsets(partition, producer_id, marker).await;
+        }
+        Ok(())
+    }
+
+    /// A marker in a partition of `__consumer_offsets` settles the
+    /// producer's transactional offset commits there: its owning
+    /// coordinator is told (as Kafka's broker tells its group coordinator),
+    /// a few times if need be. A coordinator that never hears it reads the
+    /// marker when it next loads the partition.
+    async fn settle_offsets(&self, partition: i32, producer_id: i64, marker: EndTxnMarker) {
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        for _ in 0..8 {
+            let owner = self.metadata.with(|image| {
+                let owner = image.offsets_owners.get(&partition)?;
+                let c = image.coordinators.get(&owner.coordinator_id)?;
+                c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port))
+            });
+            let Some(addr) = owner else { return };
+            let request = CompleteTransactionRequest {
+                offsets_partition: partition,
+                producer_id,
+                committed: marker.control_type == ControlType::Commit,
+            };
+            let answered =
+                match runnel_common::transport::lazy_channel(&addr, Duration::from_secs(1)) {
+                    Ok(channel) => CoordinatorClient::new(channel)
+                        .complete_transaction(request)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+            if answered {
+                return;
+            }
+            backoff.wait().await;
+        }
+        tracing::warn!(
+            partition,
+            producer_id,
+            "could not tell the offsets partition's coordinator that a transaction ended; it settles when it reloads"
+        );
     }
 }
