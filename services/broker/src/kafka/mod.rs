@@ -197,7 +197,7 @@ impl Handler for KafkaApi {
                 ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r).await)
             }
             RequestKind::InitProducerId(r) => {
-                ResponseKind::InitProducerId(self.init_producer_id(r).await)
+                ResponseKind::InitProducerId(self.init_producer_id(r, v).await)
             }
             RequestKind::DescribeCluster(r) => {
                 ResponseKind::DescribeCluster(self.describe_cluster(r))
@@ -236,12 +236,12 @@ impl Handler for KafkaApi {
             RequestKind::AddPartitionsToTxn(r) => {
                 ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, v).await)
             }
-            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r).await),
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r, v).await),
             RequestKind::AddOffsetsToTxn(r) => {
-                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r).await)
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, v).await)
             }
             RequestKind::TxnOffsetCommit(r) => {
-                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r).await)
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r, v).await)
             }
             RequestKind::DescribeTransactions(r) => {
                 ResponseKind::DescribeTransactions(self.describe_transactions(r).await)

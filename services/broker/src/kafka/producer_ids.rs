@@ -13,9 +13,12 @@ impl KafkaApi {
     pub(super) async fn init_producer_id(
         &self,
         r: InitProducerIdRequest,
+        version: i16,
     ) -> InitProducerIdResponse {
         if let Some(id) = r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
-            return self.init_transactional_producer(id.to_string(), &r).await;
+            return self
+                .init_transactional_producer(id.to_string(), &r, version)
+                .await;
         }
         let answer = self
             .broker

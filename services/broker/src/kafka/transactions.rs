@@ -29,6 +29,16 @@ use super::groups::Client;
 use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name, wire};
 use crate::service::Failure;
 
+/// Kafka answers PRODUCER_FENCED only to request versions that know it
+/// (KIP-588: from `since`); older ones get INVALID_PRODUCER_EPOCH.
+fn fenced(code: i16, version: i16, since: i16) -> i16 {
+    if code == ErrorCode::ProducerFenced as i16 && version < since {
+        ErrorCode::InvalidProducerEpoch as i16
+    } else {
+        code
+    }
+}
+
 impl KafkaApi {
     /// The client for the coordinator serving `transactional_id` now.
     pub(super) fn txn_coordinator(&self, transactional_id: &str) -> Result<Client, Failure> {
@@ -70,10 +80,11 @@ impl KafkaApi {
         &self,
         transactional_id: String,
         r: &InitProducerIdRequest,
+        version: i16,
     ) -> InitProducerIdResponse {
         let refused = |code: i16| {
             InitProducerIdResponse::default()
-                .with_error_code(code)
+                .with_error_code(fenced(code, version, 4))
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         };
@@ -187,6 +198,7 @@ impl KafkaApi {
                         .map(|t| (t.name.to_string(), t.partitions))
                         .collect(),
                     false,
+                    version,
                 )
                 .await;
             return AddPartitionsToTxnResponse::default()
@@ -205,6 +217,7 @@ impl KafkaApi {
                         .map(|t| (t.name.to_string(), t.partitions))
                         .collect(),
                     t.verify_only,
+                    version,
                 )
                 .await;
             results.push(
@@ -223,6 +236,7 @@ impl KafkaApi {
         producer_epoch: i16,
         topics: Vec<(String, Vec<i32>)>,
         verify_only: bool,
+        version: i16,
     ) -> Vec<AddPartitionsToTxnTopicResult> {
         let id = transactional_id.to_string();
         let request = pb::AddPartitionsToTxnRequest {
@@ -260,7 +274,11 @@ impl KafkaApi {
         let results = topics.into_iter().flat_map(|(topic, partitions)| {
             let codes = &codes;
             partitions.into_iter().map(move |p| {
-                let code = codes.get(&(topic.clone(), p)).copied().unwrap_or(0);
+                let code = fenced(
+                    codes.get(&(topic.clone(), p)).copied().unwrap_or(0),
+                    version,
+                    2,
+                );
                 (
                     topic.clone(),
                     AddPartitionsToTxnPartitionResult::default()
@@ -285,6 +303,7 @@ impl KafkaApi {
     pub(super) async fn add_offsets_to_txn(
         &self,
         r: AddOffsetsToTxnRequest,
+        version: i16,
     ) -> AddOffsetsToTxnResponse {
         let group = r.group_id.to_string();
         let partitions = self.metadata.with(|image| {
@@ -305,6 +324,8 @@ impl KafkaApi {
                 r.producer_epoch,
                 vec![(OFFSETS_TOPIC.to_owned(), vec![partition])],
                 false,
+                // Mapped below, by this request's own version.
+                i16::MAX,
             )
             .await;
         let error = results
@@ -313,16 +334,39 @@ impl KafkaApi {
             .map(|p| p.partition_error_code)
             .find(|c| *c != 0)
             .unwrap_or(0);
-        AddOffsetsToTxnResponse::default().with_error_code(error)
+        AddOffsetsToTxnResponse::default().with_error_code(fenced(error, version, 2))
     }
 
-    /// TxnOffsetCommit: relayed to the coordinator of the group, which
-    /// stores the offsets as the producer's transactional batch.
+    /// TxnOffsetCommit: the group's partition of `__consumer_offsets` must
+    /// be in the producer's transaction (KIP-890: checked with the
+    /// transaction coordinator, or the batch would hang there unended);
+    /// then relayed to the coordinator of the group, which stores the
+    /// offsets as the producer's transactional batch.
     pub(super) async fn txn_offset_commit(
         &self,
         r: TxnOffsetCommitRequest,
+        version: i16,
     ) -> TxnOffsetCommitResponse {
         let group = r.group_id.to_string();
+        let offsets_partitions = self.metadata.with(|image| {
+            image
+                .topics
+                .get(OFFSETS_TOPIC)
+                .map(|t| t.partitions.len() as i32)
+        });
+        let refusal = match offsets_partitions {
+            None => Some(code(ErrorCode::CoordinatorNotAvailable)),
+            Some(n) => self
+                .verify_transactional_produce(
+                    &r.transactional_id,
+                    r.producer_id.0,
+                    r.producer_epoch,
+                    vec![(OFFSETS_TOPIC.to_owned(), offsets_partition_for(&group, n))],
+                )
+                .await
+                .first()
+                .map(|(_, failure)| error_code(failure)),
+        };
         let request = pb::TxnOffsetCommitRequest {
             transactional_id: r.transactional_id.to_string(),
             group_id: group.clone(),
@@ -353,29 +397,31 @@ impl KafkaApi {
                 })
                 .collect(),
         };
-        let codes: HashMap<(String, i32), i16> = match self
-            .relay_group(
-                &group,
-                |mut c| async move { c.txn_offset_commit(request).await },
-            )
-            .await
-        {
+        let relayed = match refusal {
+            Some(code) => Err(code),
+            None => self
+                .relay_group(
+                    &group,
+                    |mut c| async move { c.txn_offset_commit(request).await },
+                )
+                .await
+                .map_err(|failure| error_code(&failure)),
+        };
+        let codes: HashMap<(String, i32), i16> = match relayed {
             Ok(a) => a
                 .partitions
                 .into_iter()
                 .map(|p| ((p.topic, p.partition), raw_code(p.error_code)))
                 .collect(),
-            Err(failure) => {
-                let code = error_code(&failure);
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(move |p| ((t.name.to_string(), p.partition_index), code))
-                    })
-                    .collect()
-            }
+            Err(code) => r
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| ((t.name.to_string(), p.partition_index), code))
+                })
+                .collect(),
         };
         let topics = r
             .topics
@@ -388,12 +434,14 @@ impl KafkaApi {
                     .map(|p| {
                         TxnOffsetCommitResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(
+                            .with_error_code(fenced(
                                 codes
                                     .get(&(name.clone(), p.partition_index))
                                     .copied()
                                     .unwrap_or(0),
-                            )
+                                version,
+                                3,
+                            ))
                     })
                     .collect();
                 TxnOffsetCommitResponseTopic::default()
@@ -404,7 +452,7 @@ impl KafkaApi {
         TxnOffsetCommitResponse::default().with_topics(topics)
     }
 
-    pub(super) async fn end_txn(&self, r: EndTxnRequest) -> EndTxnResponse {
+    pub(super) async fn end_txn(&self, r: EndTxnRequest, version: i16) -> EndTxnResponse {
         let id = r.transactional_id.to_string();
         let request = pb::EndTxnRequest {
             transactional_id: id.clone(),
@@ -425,7 +473,7 @@ impl KafkaApi {
             Err(failure) => error_code(&failure),
         };
         EndTxnResponse::default()
-            .with_error_code(error)
+            .with_error_code(fenced(error, version, 2))
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     }
