@@ -449,17 +449,22 @@ impl TxnManager {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             tokio::select! {
+                // A moved partition's task must not send another marker.
+                biased;
                 () = stop.cancelled() => {}
-                () = this.complete(m, coordinator_epoch) => {}
+                () = this.complete(m, coordinator_epoch, &stop) => {}
             }
         });
     }
 
-    async fn complete(&self, m: TxnMetadata, coordinator_epoch: i32) {
+    async fn complete(&self, m: TxnMetadata, coordinator_epoch: i32, stop: &CancellationToken) {
         let commit = m.state == TxnState::PrepareCommit;
         let mut left: Vec<TxnPartition> = m.partitions.iter().cloned().collect();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         while !left.is_empty() {
+            if stop.is_cancelled() {
+                return;
+            }
             let failed = self
                 .markers
                 .write(
@@ -497,6 +502,9 @@ impl TxnManager {
         };
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         loop {
+            if stop.is_cancelled() {
+                return;
+            }
             let current = self.get(&m.transactional_id);
             if current.as_ref().map(|c| (c.state, c.producer_epoch))
                 != Some((m.state, m.producer_epoch))
