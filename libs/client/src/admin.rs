@@ -346,7 +346,7 @@ impl Admin {
         })
     }
 
-    async fn leader(&self, topic: &str, partition: i32) -> Result<String> {
+    pub(crate) async fn leader(&self, topic: &str, partition: i32) -> Result<String> {
         if self.cluster.leader_addr(topic, partition).is_none() {
             self.cluster.refresh(&[topic.to_owned()], false).await?;
         }

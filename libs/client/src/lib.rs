@@ -11,6 +11,10 @@
 //!   pattern), rebalances with a [`RebalanceListener`], automatic and
 //!   manual commits, committed offsets, positions and lag.
 //! - [`partition_set`]: the partition sets of KIP-848's gRPC messages.
+//! - Transaction administration on [`Admin`] (`list_transactions`,
+//!   `describe_transaction`, `describe_producers`,
+//!   `find_hanging_transactions`, `abort_transaction`), as Kafka's
+//!   `kafka-transactions.sh`.
 //!
 //! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
 //! share one [`Cluster`] (connections and metadata) between them. Record
@@ -26,6 +30,7 @@ mod group_admin;
 pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
+mod txn_admin;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
@@ -43,3 +48,6 @@ pub use producer::{
 };
 pub use runnel_proto::common::v1::ErrorCode;
 pub use runnel_records::batch::{Compression, Header};
+pub use txn_admin::{
+    HangingTransaction, ListedTransaction, ProducerDescription, TransactionDescription,
+};

@@ -217,3 +217,140 @@ async fn markers_settle_transactions_on_every_replica_through_a_leader_change() 
     );
     cluster.shutdown().await;
 }
+
+/// What `runnel transactions` shows: a transactional id's state and
+/// partitions, a partition's producers, and a hanging transaction (written
+/// without its coordinator), found and aborted by hand so readers move on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_listed_described_and_hanging_ones_found_and_aborted() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, InitProducerIdRequest, ProducerId, TopicName, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use runnel_testkit::kafka_wire::KafkaConn;
+
+    let cluster = TestCluster::builder()
+        .brokers(1)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(2).replication_factor(1))
+        .await;
+    let bootstrap = cluster.kafka_bootstrap();
+    let s = |v: &str| StrBytes::from_string(v.to_owned());
+    // An open transaction through the coordinator, holding partition 0.
+    let (pid, epoch) = {
+        let found = std::sync::Mutex::new((0, 0));
+        wait_for(
+            "a transactional producer id",
+            Duration::from_secs(30),
+            || {
+                let (bootstrap, found) = (bootstrap.clone(), &found);
+                async move {
+                    let mut c = KafkaConn::connect(&bootstrap).await;
+                    let r = c
+                        .call(
+                            4,
+                            &InitProducerIdRequest::default()
+                                .with_transactional_id(Some(TransactionalId(s("app-1"))))
+                                .with_transaction_timeout_ms(60_000)
+                                .with_producer_id(ProducerId(-1))
+                                .with_producer_epoch(-1),
+                        )
+                        .await;
+                    *found.lock().unwrap() = (r.producer_id.0, r.producer_epoch);
+                    r.error_code == 0
+                }
+            },
+        )
+        .await;
+        found.into_inner().unwrap()
+    };
+    let mut c = KafkaConn::connect(&bootstrap).await;
+    let r = c
+        .call(
+            3,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(s("app-1")))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(s(TOPIC)))
+                        .with_partitions(vec![0]),
+                ]),
+        )
+        .await;
+    assert_eq!(
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        0
+    );
+
+    let admin = cluster.admin();
+    let listed = admin.list_transactions(&[], &[]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].transactional_id.as_str(),
+            listed[0].state.as_str()
+        ),
+        ("app-1", "Ongoing")
+    );
+    assert!(
+        admin
+            .list_transactions(&["Empty".into()], &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let described = admin.describe_transaction("app-1").await.unwrap();
+    assert_eq!(described.producer_id, pid);
+    assert_eq!(described.partitions, vec![TopicPartition::new(TOPIC, 0)]);
+    assert!(described.start_ms > 0);
+
+    // A batch written around the coordinator (over gRPC) opens a
+    // transaction in partition 1 that nothing will end.
+    let leader = cluster.controller_leader(TOPIC, 1).await;
+    let mut b = broker(&cluster, leader).await;
+    let r = produce(&mut b, TOPIC, 1, batch(4242, 3, 0, true, &["stuck"])).await;
+    assert_eq!(r.error_code(), ErrorCode::None);
+    let r = produce(&mut b, TOPIC, 1, plain(&["after"])).await;
+    assert_eq!(r.error_code(), ErrorCode::None);
+    let producers = admin.describe_producers(TOPIC, 1).await.unwrap();
+    assert_eq!(producers.len(), 1);
+    assert_eq!(
+        (
+            producers[0].producer_id,
+            producers[0].current_txn_start_offset
+        ),
+        (4242, 0)
+    );
+    let partitions = [TopicPartition::new(TOPIC, 0), TopicPartition::new(TOPIC, 1)];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hanging = admin
+        .find_hanging_transactions(&partitions, 900_000, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        hanging.len(),
+        1,
+        "only the one its coordinator does not know: {hanging:?}"
+    );
+    assert_eq!(hanging[0].partition, TopicPartition::new(TOPIC, 1));
+    admin.abort_transaction(TOPIC, 1, 4242, 3, 0).await.unwrap();
+    assert!(
+        admin
+            .find_hanging_transactions(&partitions, 900_000, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let producers = admin.describe_producers(TOPIC, 1).await.unwrap();
+    assert_eq!(producers[0].current_txn_start_offset, -1, "no longer open");
+    cluster.shutdown().await;
+}

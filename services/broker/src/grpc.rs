@@ -121,6 +121,33 @@ impl BrokerApi for BrokerService {
         handle("WriteTxnMarkers", &meta, self.broker.write_txn_markers(req)).await
     }
 
+    async fn describe_producers(
+        &self,
+        request: Request<pb::DescribeProducersRequest>,
+    ) -> Result<Response<pb::DescribeProducersResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        handle("DescribeProducers", &meta, async {
+            match self.broker.producers(&req.topic, req.partition) {
+                Ok(producers) => pb::DescribeProducersResponse {
+                    producers: producers
+                        .into_iter()
+                        .map(|p| pb::ProducerState {
+                            producer_id: p.producer_id,
+                            producer_epoch: i32::from(p.epoch),
+                            last_sequence: p.last_sequence,
+                            last_timestamp_ms: p.last_timestamp,
+                            coordinator_epoch: p.coordinator_epoch,
+                            current_txn_start_offset: p.current_txn_start_offset,
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+                Err(failure) => pb::DescribeProducersResponse::default().failed(&failure),
+            }
+        })
+        .await
+    }
+
     async fn metadata(
         &self,
         request: Request<pb::MetadataRequest>,
@@ -158,4 +185,5 @@ failed!(
     pb::InitProducerIdResponse,
     pb::FindCoordinatorResponse,
     pb::MarkerPartitionResult,
+    pb::DescribeProducersResponse,
 );

@@ -16,6 +16,7 @@ mod health;
 mod output;
 mod produce;
 mod topics;
+mod transactions;
 mod verify;
 
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     /// List, describe, reset the offsets of, and delete consumer groups.
     #[command(subcommand)]
     Groups(groups::Command),
+    /// List and describe transactions, find and abort hanging ones.
+    #[command(subcommand)]
+    Transactions(transactions::Command),
     /// Create, list, pause, resume, restart and delete connectors on a connect worker.
     Connectors(connectors::Args),
     /// Show the controllers, brokers and coordinators and their liveness.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => produce::run(client, args).await,
             Command::Consume(args) => consume::run(client, args).await,
             Command::Groups(cmd) => groups::run(client, cmd).await,
+            Command::Transactions(cmd) => transactions::run(client, cmd).await,
             Command::Connectors(args) => connectors::run(args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,
