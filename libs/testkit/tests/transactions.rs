@@ -354,3 +354,80 @@ async fn transactions_are_listed_described_and_hanging_ones_found_and_aborted() 
     assert_eq!(producers[0].current_txn_start_offset, -1, "no longer open");
     cluster.shutdown().await;
 }
+
+/// A broker killed (nothing flushed or closed) mid-transaction comes back
+/// with the same last stable offset, aborted-transaction index and open
+/// transaction: read_committed readers see the same records, and the open
+/// transaction still commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_keeps_its_transactions() {
+    let mut cluster = TestCluster::builder().brokers(1).start().await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).partitions(1).replication_factor(1))
+        .await;
+    let mut c = broker(&cluster, 1).await;
+    for records in [
+        plain(&["p0"]),
+        batch(11, 0, 0, true, &["a0"]),
+        batch(12, 0, 0, true, &["c0"]),
+        batch(13, 0, 0, true, &["o0"]),
+        plain(&["p1"]),
+    ] {
+        assert_eq!(
+            produce(&mut c, TOPIC, 0, records).await.error_code(),
+            ErrorCode::None
+        );
+    }
+    assert_eq!(
+        end(&mut c, TOPIC, 0, 11, 0, false, 0).await.error_code(),
+        ErrorCode::None
+    );
+    assert_eq!(
+        end(&mut c, TOPIC, 0, 12, 0, true, 0).await.error_code(),
+        ErrorCode::None
+    );
+    let lso = latest(&mut c, pb::IsolationLevel::ReadCommitted).await;
+    assert_eq!(lso, 3, "held at the open transaction's first record");
+    let before = read(&cluster, IsolationLevel::ReadCommitted).await;
+    assert_eq!(before, ["p0", "c0"]);
+
+    cluster.kill_broker(0).await;
+    cluster.start_broker_again(0).await;
+    cluster.wait_ready().await;
+    let mut c = broker(&cluster, 1).await;
+    wait_for("the restarted leader", Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move {
+            c.list_offsets(pb::ListOffsetsRequest {
+                partitions: vec![pb::ListOffsetsPartition {
+                    topic: TOPIC.into(),
+                    partition: 0,
+                    spec: pb::OffsetSpec::Latest as i32,
+                    timestamp_ms: 0,
+                }],
+                isolation_level: pb::IsolationLevel::ReadUncommitted as i32,
+            })
+            .await
+            .is_ok_and(|r| r.into_inner().partitions[0].offset == 7)
+        }
+    })
+    .await;
+    assert_eq!(latest(&mut c, pb::IsolationLevel::ReadCommitted).await, lso);
+    assert_eq!(read(&cluster, IsolationLevel::ReadCommitted).await, before);
+    let producers = cluster.admin().describe_producers(TOPIC, 0).await.unwrap();
+    let open: Vec<(i64, i64)> = producers
+        .iter()
+        .filter(|p| p.current_txn_start_offset >= 0)
+        .map(|p| (p.producer_id, p.current_txn_start_offset))
+        .collect();
+    assert_eq!(open, [(13, 3)]);
+    assert_eq!(
+        end(&mut c, TOPIC, 0, 13, 0, true, 0).await.error_code(),
+        ErrorCode::None
+    );
+    assert_eq!(
+        read(&cluster, IsolationLevel::ReadCommitted).await,
+        ["p0", "c0", "o0", "p1"]
+    );
+    cluster.shutdown().await;
+}
