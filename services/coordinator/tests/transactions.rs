@@ -68,10 +68,13 @@ impl Recorded {
     }
 }
 
+/// A marker written: producer id, epoch, commit, coordinator epoch, partition.
+type Written = (i64, i16, bool, i32, TxnPartition);
+
 /// Records every marker; refuses them while `down` is set (leaders unreachable).
 #[derive(Default)]
 struct Markers {
-    written: Mutex<Vec<(i64, i16, bool, i32, TxnPartition)>>,
+    written: Mutex<Vec<Written>>,
     down: AtomicBool,
 }
 
