@@ -582,10 +582,11 @@ impl TxnMetadata {
         partition: &TxnPartition,
     ) -> Result<(), TxnError> {
         self.check_producer(producer_id, producer_epoch)?;
-        if self.state == TxnState::Ongoing
-            && self.pending.is_none()
-            && self.partitions.contains(partition)
-        {
+        // A concurrent AddPartitions of other partitions leaves the
+        // transaction open; only a pending end (or none at all) does not.
+        let open = self.state == TxnState::Ongoing
+            && self.pending.is_none_or(|next| next == TxnState::Ongoing);
+        if open && self.partitions.contains(partition) {
             Ok(())
         } else {
             Err(self.invalid("write to a partition not added to the transaction"))
@@ -695,6 +696,12 @@ mod tests {
         assert_eq!(m.partitions.len(), 3);
         assert_eq!(m.txn_start_ms, T + 1, "still the same transaction");
         assert!(m.verify_partition(7, 0, &tp("b", 1)).is_ok());
+        // Another AddPartitions in flight does not make it unverifiable.
+        let mut adding = m.clone();
+        adding.pending = Some(TxnState::Ongoing);
+        assert!(adding.verify_partition(7, 0, &tp("b", 1)).is_ok());
+        adding.pending = Some(TxnState::PrepareCommit);
+        assert!(adding.verify_partition(7, 0, &tp("b", 1)).is_err());
         assert_eq!(
             m.verify_partition(7, 0, &tp("c", 0)).unwrap_err().code(),
             ErrorCode::InvalidTxnState
