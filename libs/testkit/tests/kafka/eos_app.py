@@ -67,7 +67,8 @@ def main():
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
-            msgs = [m for m in c.consume(25, 1.0) if not m.error()]
+            # Small transactions, paced, so the faults land mid-stream.
+            msgs = [m for m in c.consume(5, 1.0) if not m.error()]
             if not msgs:
                 if finished(c, total):
                     print("done", flush=True)
@@ -80,6 +81,7 @@ def main():
                 c.position(c.assignment()), c.consumer_group_metadata(), TIMEOUT
             )
             p.commit_transaction(TIMEOUT)
+            time.sleep(0.05)
         except KafkaException as e:
             error = e.args[0]
             print(f"recovering from {error}", file=sys.stderr, flush=True)
