@@ -23,7 +23,8 @@ use runnel_client::{
 };
 use runnel_testkit::TestCluster;
 
-const RECORDS: usize = 600;
+/// Input records per fault, so that more faults still land mid-stream.
+const RECORDS_PER_ROUND: usize = 150;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -33,13 +34,13 @@ fn app_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/eos_app.py")
 }
 
-/// Starts the application (its stdout is read at the end).
-fn start_app(bootstrap: &str) -> Child {
+/// Starts the application on `records` input records (its stdout is read at the end).
+fn start_app(bootstrap: &str, records: usize) -> Child {
     let python = std::env::var("RUNNEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     Command::new(python)
         .arg(app_script())
         .arg(bootstrap)
-        .arg(RECORDS.to_string())
+        .arg(records.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -82,6 +83,7 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
     let seed = env_u64("RUNNEL_EOS_SEED").unwrap_or_else(|| rand::rng().random());
     println!("exactly once: seed {seed}, {rounds} rounds (RUNNEL_EOS_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let records = (rounds as usize * RECORDS_PER_ROUND).max(600);
     let mut cluster = TestCluster::builder()
         .brokers(3)
         .coordinators(2)
@@ -100,7 +102,7 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
     }
     let producer = Producer::with_cluster(cluster.client(), ProducerConfig::default());
     let mut deliveries = Vec::new();
-    for i in 0..RECORDS {
+    for i in 0..records {
         let record = ProducerRecord::new("eos-in", i.to_string()).key(i.to_string());
         deliveries.push(producer.send(record).await.unwrap());
     }
@@ -110,7 +112,7 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
     producer.close().await.unwrap();
 
     let bootstrap = cluster.kafka_bootstrap();
-    let mut app = start_app(&bootstrap);
+    let mut app = start_app(&bootstrap, records);
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(rng.random_range(500..2500))).await;
         match rng.random_range(0..3) {
@@ -132,7 +134,7 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
                 println!("round {round}: kill the application");
                 let _ = app.kill();
                 let _ = app.wait();
-                app = start_app(&bootstrap);
+                app = start_app(&bootstrap, records);
             }
         }
     }
@@ -150,12 +152,12 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
     for v in read_output(&cluster).await {
         *seen.entry(v).or_default() += 1;
     }
-    let missing: Vec<usize> = (0..RECORDS)
+    let missing: Vec<usize> = (0..records)
         .filter(|i| !seen.contains_key(&format!("out-{i}")))
         .collect();
     let twice: Vec<(&String, &usize)> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
-        missing.is_empty() && twice.is_empty() && seen.len() == RECORDS,
+        missing.is_empty() && twice.is_empty() && seen.len() == records,
         "seed {seed}: {} missing (first {:?}), {} more than once (first {:?}), {} distinct",
         missing.len(),
         missing.iter().take(5).collect::<Vec<_>>(),

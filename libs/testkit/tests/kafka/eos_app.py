@@ -64,7 +64,7 @@ def finished(c, total):
 def main():
     bootstrap, total = sys.argv[1], int(sys.argv[2])
     c, p = make(bootstrap)
-    deadline = time.time() + 300
+    deadline = time.time() + 300 + total // 10
     while time.time() < deadline:
         try:
             # Small transactions, paced, so the faults land mid-stream.
