@@ -24,7 +24,7 @@ pub fn plain(values: &[&str]) -> Vec<u8> {
     batch(-1, -1, -1, false, values)
 }
 
-/// Produces `records` to `topic-partition` with acks=all.
+/// Produces `records` to `topic-partition` with acks=all (10 s timeout).
 pub async fn produce(
     client: &mut BrokerClient<Channel>,
     topic: &str,

@@ -51,21 +51,7 @@ async fn produce(
     topic: &str,
     records: Vec<u8>,
 ) -> pb::ProducePartitionResult {
-    client
-        .produce(pb::ProduceRequest {
-            acks: pb::Acks::All as i32,
-            timeout_ms: 10_000,
-            partitions: vec![pb::ProducePartition {
-                topic: topic.into(),
-                partition: 0,
-                records: records.into(),
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .partitions
-        .remove(0)
+    runnel_testkit::txn::produce(client, topic, 0, records).await
 }
 
 /// Waits (bounded) until each partition's high watermark is at least

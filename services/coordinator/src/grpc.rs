@@ -35,6 +35,36 @@ impl CoordinatorService {
     }
 }
 
+/// The commits an OffsetCommit or TxnOffsetCommit asks for.
+fn commits_of(partitions: &[pb::OffsetCommitPartition]) -> Vec<OffsetCommit> {
+    partitions
+        .iter()
+        .map(|p| OffsetCommit {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            offset: p.offset,
+            leader_epoch: p.leader_epoch,
+            metadata: p.metadata.clone(),
+        })
+        .collect()
+}
+
+/// Every partition of a commit answered with `code`.
+fn commit_results(
+    partitions: Vec<pb::OffsetCommitPartition>,
+    code: ErrorCode,
+) -> Vec<pb::OffsetCommitPartitionResult> {
+    partitions
+        .into_iter()
+        .map(|p| pb::OffsetCommitPartitionResult {
+            topic: p.topic,
+            partition: p.partition,
+            error_code: code as i32,
+            error_message: message(code),
+        })
+        .collect()
+}
+
 /// A producer epoch from the wire (an int16 in Kafka).
 fn epoch(e: i32) -> Result<i16, Refusal> {
     i16::try_from(e).map_err(|_| {
@@ -488,17 +518,7 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::OffsetCommitRequest>,
     ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
         let req = request.into_inner();
-        let commits: Vec<OffsetCommit> = req
-            .partitions
-            .iter()
-            .map(|p| OffsetCommit {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata: p.metadata.clone(),
-            })
-            .collect();
+        let commits = commits_of(&req.partitions);
         let code = match check_group_id(&req.group_id) {
             Err((code, _)) => code,
             Ok(()) => self
@@ -515,16 +535,7 @@ impl Coordinator for CoordinatorService {
                 .unwrap_or(ErrorCode::None),
         };
         Ok(Response::new(pb::OffsetCommitResponse {
-            partitions: req
-                .partitions
-                .into_iter()
-                .map(|p| pb::OffsetCommitPartitionResult {
-                    topic: p.topic,
-                    partition: p.partition,
-                    error_code: code as i32,
-                    error_message: message(code),
-                })
-                .collect(),
+            partitions: commit_results(req.partitions, code),
         }))
     }
 
@@ -588,17 +599,7 @@ impl Coordinator for CoordinatorService {
         request: Request<pb::TxnOffsetCommitRequest>,
     ) -> Result<Response<pb::TxnOffsetCommitResponse>, Status> {
         let req = request.into_inner();
-        let commits: Vec<OffsetCommit> = req
-            .partitions
-            .iter()
-            .map(|p| OffsetCommit {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                offset: p.offset,
-                leader_epoch: p.leader_epoch,
-                metadata: p.metadata.clone(),
-            })
-            .collect();
+        let commits = commits_of(&req.partitions);
         let code = match (
             check_group_id(&req.group_id),
             i16::try_from(req.producer_epoch),
@@ -621,16 +622,7 @@ impl Coordinator for CoordinatorService {
                 .unwrap_or(ErrorCode::None),
         };
         Ok(Response::new(pb::TxnOffsetCommitResponse {
-            partitions: req
-                .partitions
-                .into_iter()
-                .map(|p| pb::OffsetCommitPartitionResult {
-                    topic: p.topic,
-                    partition: p.partition,
-                    error_code: code as i32,
-                    error_message: message(code),
-                })
-                .collect(),
+            partitions: commit_results(req.partitions, code),
         }))
     }
 

@@ -279,6 +279,18 @@ pub struct Replay {
     pub sequences: HashMap<i64, (i16, i32)>,
 }
 
+impl InternalTopic {
+    /// The writer of `partition`, if this coordinator owns it.
+    fn writer(&self, partition: i32) -> Result<Arc<PartitionWriter>, SinkError> {
+        self.writers.lock().get(&partition).cloned().ok_or_else(|| {
+            not_coordinator(format!(
+                "this coordinator does not own partition {partition} of {}",
+                self.name
+            ))
+        })
+    }
+}
+
 impl RecordSink for InternalTopic {
     fn append_transactional(
         &self,
@@ -287,17 +299,9 @@ impl RecordSink for InternalTopic {
         records: Vec<OffsetsRecord>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let writer = self.writers.lock().get(&partition).cloned();
-            match writer {
-                Some(w) => w.write_transactional(producer, records).await,
-                None => Err(SinkError {
-                    code: ErrorCode::NotCoordinator,
-                    message: format!(
-                        "this coordinator does not own partition {partition} of {}",
-                        self.name
-                    ),
-                }),
-            }
+            self.writer(partition)?
+                .write_transactional(producer, records)
+                .await
         })
     }
 
@@ -306,19 +310,7 @@ impl RecordSink for InternalTopic {
         partition: i32,
         records: Vec<OffsetsRecord>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move {
-            let writer = self.writers.lock().get(&partition).cloned();
-            match writer {
-                Some(w) => w.write(records).await,
-                None => Err(SinkError {
-                    code: ErrorCode::NotCoordinator,
-                    message: format!(
-                        "this coordinator does not own partition {partition} of {}",
-                        self.name
-                    ),
-                }),
-            }
-        })
+        Box::pin(async move { self.writer(partition)?.write(records).await })
     }
 }
 

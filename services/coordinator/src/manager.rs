@@ -346,22 +346,7 @@ impl GroupManager {
         let partition = partition_for(group_id, self.partitions);
         let _one_writer = self.partition_lock(partition).lock_owned().await;
         if generation >= 0 {
-            let consumer_group = self
-                .consumer_groups
-                .lock()
-                .get(group_id)
-                .map(|g| g.check_commit(member_id, generation));
-            match consumer_group {
-                Some(check) => check?,
-                None => match self.groups.lock().get(group_id) {
-                    Some(entry) => {
-                        entry
-                            .group
-                            .check_commit(member_id, group_instance_id, generation)?
-                    }
-                    None => return Err(ErrorCode::IllegalGeneration),
-                },
-            }
+            self.check_committer(group_id, member_id, group_instance_id, generation)?;
         }
         let now = (self.clock)();
         let records: Vec<OffsetsRecord> = commits
@@ -780,28 +765,7 @@ impl GroupManager {
         self.check_owner(group_id)?;
         let partition = partition_for(group_id, self.partitions);
         let _one_writer = self.partition_lock(partition).lock_owned().await;
-        let consumer_group = self
-            .consumer_groups
-            .lock()
-            .get(group_id)
-            .map(|g| g.check_commit(member_id, generation));
-        if let Some(check) = consumer_group {
-            check?;
-        } else {
-            let groups = self.groups.lock();
-            match groups.get(group_id) {
-                Some(entry) => {
-                    entry
-                        .group
-                        .check_commit(member_id, group_instance_id, generation)?
-                }
-                // A group nobody has joined takes commits outside the group
-                // protocol (generation -1, any member id), as Kafka's
-                // "simple" groups: assign() + commit(), the admin client.
-                None if generation < 0 => {}
-                None => return Err(ErrorCode::IllegalGeneration),
-            }
-        }
+        self.check_committer(group_id, member_id, group_instance_id, generation)?;
         let now = (self.clock)();
         let stored: Vec<(OffsetCommit, CommittedOffset)> = commits
             .into_iter()
@@ -829,6 +793,34 @@ impl GroupManager {
             let _ = offsets.apply(k, v.as_deref());
         }
         Ok(())
+    }
+
+    /// Whether `member_id` may commit for `group_id` in `generation`
+    /// (KIP-848 or classic group). A group nobody has joined takes commits
+    /// outside the group protocol (generation -1, any member id), as Kafka's
+    /// "simple" groups: assign() + commit(), the admin client.
+    fn check_committer(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        let consumer_group = self
+            .consumer_groups
+            .lock()
+            .get(group_id)
+            .map(|g| g.check_commit(member_id, generation));
+        if let Some(check) = consumer_group {
+            return check;
+        }
+        match self.groups.lock().get(group_id) {
+            Some(entry) => entry
+                .group
+                .check_commit(member_id, group_instance_id, generation),
+            None if generation < 0 => Ok(()),
+            None => Err(ErrorCode::IllegalGeneration),
+        }
     }
 
     fn partition_lock(&self, partition: i32) -> Arc<tokio::sync::Mutex<()>> {

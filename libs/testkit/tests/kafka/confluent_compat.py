@@ -504,9 +504,9 @@ def scenario_commit_unknown_topic(bootstrap):
     assert code == KafkaError.UNKNOWN_TOPIC_OR_PART, code
 
 
-def read_values(bootstrap, topic, partitions, level, idle=3):
+def read_values(bootstrap, topic, partitions, level, idle=3, ordered=False):
     """Every value of `topic` a consumer at `level` reads from the start,
-    until nothing new has come for `idle` seconds."""
+    until nothing new has come for `idle` seconds (sorted, unless `ordered`)."""
     c = consumer(bootstrap, group=f"reader-{time.monotonic_ns()}", **{"isolation.level": level})
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     values = []
@@ -523,7 +523,7 @@ def read_values(bootstrap, topic, partitions, level, idle=3):
         values.append(msg.value().decode())
         idle_until = time.time() + idle
     c.close()
-    return sorted(values)
+    return values if ordered else sorted(values)
 
 
 def scenario_transactions(bootstrap):
@@ -638,24 +638,11 @@ def scenario_read_committed(bootstrap):
     was told (read_committed: the last stable offset)."""
     out = {}
     for level in ("read_committed", "read_uncommitted"):
+        values = read_values(bootstrap, "txn", 1, level, ordered=True)
         c = consumer(bootstrap, group=f"rc-{level}", **{"isolation.level": level})
-        c.assign([TopicPartition("txn", 0, OFFSET_BEGINNING)])
-        values = []
-        deadline = time.time() + TIMEOUT
-        idle_until = time.time() + 5
-        while time.time() < min(idle_until, deadline):
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise KafkaException(msg.error())
-            values.append(msg.value().decode())
-            idle_until = time.time() + 3
         _, high = c.get_watermark_offsets(TopicPartition("txn", 0), cached=False)
-        out[level] = {"values": values, "end": high}
         c.close()
+        out[level] = {"values": values, "end": high}
     print(json.dumps(out))
 
 

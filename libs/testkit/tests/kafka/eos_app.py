@@ -85,28 +85,17 @@ def main():
         except KafkaException as e:
             error = e.args[0]
             print(f"recovering from {error}", file=sys.stderr, flush=True)
-            if error.txn_requires_abort():
-                try:
-                    p.abort_transaction(TIMEOUT)
-                except KafkaException:
-                    pass
-                try:
-                    rewind(c)
-                except KafkaException:
-                    pass
-            elif error.fatal() or not error.retriable():
+            if error.fatal() or not (error.txn_requires_abort() or error.retriable()):
                 try:
                     c.close()
                 except Exception:
                     pass
                 c, p = make(bootstrap)
-            else:
+                continue
+            # Abortable or retriable: abort, and read again from the committed offsets.
+            for step in (lambda: p.abort_transaction(TIMEOUT), lambda: rewind(c)):
                 try:
-                    p.abort_transaction(TIMEOUT)
-                except KafkaException:
-                    pass
-                try:
-                    rewind(c)
+                    step()
                 except KafkaException:
                     pass
     print("timed out", flush=True)

@@ -151,6 +151,26 @@ def scenario_idempotent(bootstrap):
     a.close()
 
 
+def read_values(bootstrap, topic, partitions, level):
+    """The values of `topic` a consumer at isolation `level` reads from the
+    start, in order, until nothing new comes for 3 s; and the end offset of
+    each partition it is told (read_committed: the last stable offset)."""
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        isolation_level=level,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    c.assign(tps)
+    c.seek_to_beginning(*tps)
+    values = [m.value.decode() for m in c]
+    ends = c.end_offsets(tps)
+    c.close()
+    return values, [ends[tp] for tp in tps]
+
+
 def scenario_transactions(bootstrap):
     """A transactional producer commits and aborts; read_committed readers
     see only the committed records; a second producer with the same
@@ -162,19 +182,7 @@ def scenario_transactions(bootstrap):
     a.close()
 
     def read(level):
-        c = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            isolation_level=level,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            consumer_timeout_ms=3000,
-        )
-        tps = [TopicPartition("kp-tx", p) for p in range(2)]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        values = sorted(m.value.decode() for m in c)
-        c.close()
-        return values
+        return sorted(read_values(bootstrap, "kp-tx", 2, level)[0])
 
     p = KafkaProducer(bootstrap_servers=bootstrap, transactional_id="kp-tx-1")
     p.init_transactions()
@@ -301,19 +309,8 @@ def scenario_read_committed(bootstrap):
 
     out = {}
     for level in ("read_committed", "read_uncommitted"):
-        c = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            isolation_level=level,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            consumer_timeout_ms=3000,
-        )
-        tp = TopicPartition("txn", 0)
-        c.assign([tp])
-        c.seek_to_beginning(tp)
-        values = [m.value.decode() for m in c]
-        out[level] = {"values": values, "end": c.end_offsets([tp])[tp]}
-        c.close()
+        values, ends = read_values(bootstrap, "txn", 1, level)
+        out[level] = {"values": values, "end": ends[0]}
     print(json.dumps(out))
 
 
