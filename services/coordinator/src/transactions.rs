@@ -252,21 +252,36 @@ impl TxnManager {
         self.forget(&mut inner, q);
     }
 
-    /// Stores `next` for its id (`previous`: what to put back if the
-    /// write fails; `None` removes the id).
-    async fn store(&self, next: TxnMetadata, previous: Option<TxnMetadata>) -> Result<(), Refusal> {
-        let id = next.transactional_id.clone();
-        {
-            let mut inner = self.inner.lock();
-            let mut placeholder = next.clone();
-            placeholder.pending = Some(next.state);
-            match inner.txns.get_mut(&id) {
-                Some(current) => current.pending = Some(next.state),
-                None => {
-                    inner.txns.insert(id.clone(), placeholder);
-                }
+    /// Decides a request against `id`'s metadata and, for a write, marks
+    /// the id pending in the same step, so that a concurrent request for it
+    /// sees the write in flight (CONCURRENT_TRANSACTIONS) rather than
+    /// deciding from the same state and overwriting it. Returns the
+    /// metadata decided from and the write, if any (to [`Self::store`]).
+    fn claim(
+        &self,
+        id: &str,
+        decide: impl FnOnce(Option<&TxnMetadata>) -> Result<Step, Refusal>,
+    ) -> Result<(Option<TxnMetadata>, Option<TxnMetadata>), Refusal> {
+        let mut inner = self.inner.lock();
+        let current = inner.txns.get(id).cloned();
+        let Step::Write(next) = decide(current.as_ref())? else {
+            return Ok((current, None));
+        };
+        match inner.txns.get_mut(id) {
+            Some(c) => c.pending = Some(next.state),
+            None => {
+                let mut placeholder = next.clone();
+                placeholder.pending = Some(next.state);
+                inner.txns.insert(id.to_owned(), placeholder);
             }
         }
+        Ok((current, Some(next)))
+    }
+
+    /// Stores `next`, claimed by [`Self::claim`], for its id (`previous`:
+    /// what to put back if the write fails; `None` removes the id).
+    async fn store(&self, next: TxnMetadata, previous: Option<TxnMetadata>) -> Result<(), Refusal> {
+        let id = next.transactional_id.clone();
         let q = self.partition_of(&id);
         let written = self.sink.append(q, vec![next.to_record()]).await;
         let mut inner = self.inner.lock();
@@ -311,28 +326,27 @@ impl TxnManager {
         }
         let coordinator_epoch = self.check_owner(transactional_id)?;
         let now = (self.clock)();
-        let current = self.get(transactional_id);
-        let step = match &current {
+        let (current, next) = self.claim(transactional_id, |current| match current {
             None => {
                 let Some(pid) = new_producer_id else {
                     return Err(no_producer_id());
                 };
-                Step::Write(new_id(
+                Ok(Step::Write(new_id(
                     transactional_id,
                     pid,
                     timeout_ms,
                     now,
                     &self.config,
-                )?)
+                )?))
             }
             Some(m) => m
                 .init_producer_id(timeout_ms, expected, new_producer_id, now, &self.config)
                 .map_err(|e| match e {
                     TxnError::NeedsProducerId => no_producer_id(),
                     e => e.into(),
-                })?,
-        };
-        let Step::Write(next) = step else {
+                }),
+        })?;
+        let Some(next) = next else {
             let m = current.expect("a reply needs metadata");
             return Ok((m.producer_id, m.producer_epoch));
         };
@@ -366,15 +380,16 @@ impl TxnManager {
         verify_only: bool,
     ) -> Result<Vec<(TxnPartition, ErrorCode)>, Refusal> {
         self.check_owner(transactional_id)?;
-        let Some(current) = self.get(transactional_id) else {
-            return Err(TxnError::ProducerIdMapping {
+        let unknown = || -> Refusal {
+            TxnError::ProducerIdMapping {
                 id: transactional_id.to_owned(),
                 asked: producer_id,
                 current: -1,
             }
-            .into());
+            .into()
         };
         if verify_only {
+            let current = self.get(transactional_id).ok_or_else(unknown)?;
             return Ok(partitions
                 .into_iter()
                 .map(|p| {
@@ -387,10 +402,12 @@ impl TxnManager {
                 .collect());
         }
         let now = (self.clock)();
-        if let Step::Write(next) =
-            current.add_partitions(producer_id, producer_epoch, &partitions, now)?
-        {
-            self.store(next, Some(current)).await?;
+        let (current, next) = self.claim(transactional_id, |current| {
+            let current = current.ok_or_else(unknown)?;
+            Ok(current.add_partitions(producer_id, producer_epoch, &partitions, now)?)
+        })?;
+        if let Some(next) = next {
+            self.store(next, current).await?;
         }
         Ok(partitions
             .into_iter()
@@ -408,19 +425,22 @@ impl TxnManager {
         commit: bool,
     ) -> Result<(), Refusal> {
         let coordinator_epoch = self.check_owner(transactional_id)?;
-        let Some(current) = self.get(transactional_id) else {
-            return Err(TxnError::ProducerIdMapping {
-                id: transactional_id.to_owned(),
-                asked: producer_id,
-                current: -1,
-            }
-            .into());
-        };
         let now = (self.clock)();
-        let Step::Write(next) = current.end(producer_id, producer_epoch, commit, now)? else {
+        let (current, next) = self.claim(transactional_id, |current| {
+            let Some(current) = current else {
+                return Err(TxnError::ProducerIdMapping {
+                    id: transactional_id.to_owned(),
+                    asked: producer_id,
+                    current: -1,
+                }
+                .into());
+            };
+            Ok(current.end(producer_id, producer_epoch, commit, now)?)
+        })?;
+        let Some(next) = next else {
             return Ok(());
         };
-        self.store(next.clone(), Some(current)).await?;
+        self.store(next.clone(), current).await?;
         self.spawn_completion(next, coordinator_epoch, self.stop_token(transactional_id));
         Ok(())
     }
@@ -505,13 +525,27 @@ impl TxnManager {
             if stop.is_cancelled() {
                 return;
             }
-            let current = self.get(&m.transactional_id);
-            if current.as_ref().map(|c| (c.state, c.producer_epoch))
-                != Some((m.state, m.producer_epoch))
-            {
-                return;
-            }
-            match self.store(done.clone(), current).await {
+            // Only the prepared state this task was started for completes.
+            let mut busy = false;
+            let claimed = self.claim(&m.transactional_id, |c| {
+                let same =
+                    c.is_some_and(|c| c.state == m.state && c.producer_epoch == m.producer_epoch);
+                busy = same && c.is_some_and(|c| c.pending.is_some());
+                Ok(if same && !busy {
+                    Step::Write(done.clone())
+                } else {
+                    Step::Reply
+                })
+            });
+            let (current, next) = match claimed {
+                Ok((current, Some(next))) => (current, next),
+                _ if busy => {
+                    backoff.wait().await;
+                    continue;
+                }
+                _ => return,
+            };
+            match self.store(next, current).await {
                 Ok(()) => {
                     metrics::counter!("runnel_coordinator_transactions_completed_total", "result" => if commit { "commit" } else { "abort" }).increment(1);
                     return;
@@ -541,26 +575,38 @@ impl TxnManager {
                 ) {
                     continue;
                 }
-                if let Some(next) = m.timed_out(now) {
-                    timed_out.push((m.clone(), next));
-                } else if let Some(next) = m.expired(now, &self.config) {
-                    expired.push((m.clone(), next));
+                if m.timed_out(now).is_some() {
+                    timed_out.push(m.transactional_id.clone());
+                } else if m.expired(now, &self.config).is_some() {
+                    expired.push(m.transactional_id.clone());
                 }
             }
         }
         let counts = (timed_out.len(), expired.len());
-        for (current, next) in timed_out {
-            let id = current.transactional_id.clone();
-            tracing::info!(transactional_id = %id, producer_id = current.producer_id, timeout_ms = current.timeout_ms, "transaction timed out; aborting it");
+        for id in timed_out {
             let Ok(epoch) = self.check_owner(&id) else {
                 continue;
             };
-            if self.store(next.clone(), Some(current)).await.is_ok() {
-                self.spawn_completion(next, epoch, self.stop_token(&id));
+            // Decided again under the claim: the producer may have ended it meanwhile.
+            let claimed = self.claim(&id, |c| {
+                Ok(c.and_then(|c| c.timed_out(now))
+                    .map_or(Step::Reply, Step::Write))
+            });
+            if let Ok((current, Some(next))) = claimed {
+                tracing::info!(transactional_id = %id, producer_id = next.producer_id, timeout_ms = next.timeout_ms, "transaction timed out; aborting it");
+                if self.store(next.clone(), current).await.is_ok() {
+                    self.spawn_completion(next, epoch, self.stop_token(&id));
+                }
             }
         }
-        for (current, next) in expired {
-            let _ = self.store(next, Some(current)).await;
+        for id in expired {
+            let claimed = self.claim(&id, |c| {
+                Ok(c.and_then(|c| c.expired(now, &self.config))
+                    .map_or(Step::Reply, Step::Write))
+            });
+            if let Ok((current, Some(next))) = claimed {
+                let _ = self.store(next, current).await;
+            }
         }
         counts
     }

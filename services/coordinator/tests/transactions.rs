@@ -33,6 +33,8 @@ impl RecordSink for Recorded {
         records: Vec<OffsetsRecord>,
     ) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
+            // A write takes a while: concurrent requests interleave.
+            tokio::task::yield_now().await;
             self.records
                 .lock()
                 .extend(records.into_iter().map(|r| (partition, r)));
@@ -282,4 +284,37 @@ async fn timed_out_transactions_abort_and_fence_their_producer_and_idle_ids_expi
     assert_eq!(c.tick().await, (0, 1));
     assert!(s.sink.last("tx").is_none());
     assert!(c.list(&[], &[], 0).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_for_one_id_never_overwrite_each_other() {
+    let s = Setup::new();
+    let c = s.coordinator(TxnConfig::default(), 1);
+    let (pid, epoch) = c
+        .init_producer_id("tx", 60_000, None, Some(5))
+        .await
+        .unwrap();
+    let mut added = Vec::new();
+    for round in 0..300 {
+        let (a, b) = (tp("a", round), tp("b", round));
+        // On two threads at once, as two requests of one producer can be.
+        let add = |p: TxnPartition| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.add_partitions("tx", pid, epoch, vec![p], false).await })
+        };
+        let (ra, rb) = (add(a.clone()), add(b.clone()));
+        let (ra, rb) = (ra.await.unwrap(), rb.await.unwrap());
+        for (r, p) in [(ra, a), (rb, b)] {
+            match r {
+                Ok(_) => added.push(p),
+                Err((code, _)) => assert_eq!(code, ErrorCode::ConcurrentTransactions),
+            }
+        }
+    }
+    // Every partition a producer was told is in the transaction is stored there.
+    let stored = s.sink.last("tx").unwrap().partitions;
+    for p in &added {
+        assert!(stored.contains(p), "{p:?} was acknowledged but not stored");
+    }
+    assert!(added.len() >= 300, "one of each pair at least");
 }
