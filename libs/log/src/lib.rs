@@ -22,7 +22,12 @@
 //!   offset) that followers use to find where they diverged from a new leader.
 //! - [`producer`]: idempotent-producer state (epochs, sequences, the
 //!   offsets of recent batches) that lets a leader answer a retried batch
-//!   with its original offsets; rebuilt from the log and snapshots.
+//!   with its original offsets, and each producer's open transaction;
+//!   rebuilt from the log and snapshots.
+//! - Transactions: [`Log::append_end_txn_marker`] ends one,
+//!   [`Log::last_stable_offset`] is where read_committed readers stop, and
+//!   [`Log::aborted_transactions`] names the [`AbortedTxn`]s (Kafka's
+//!   `.txnindex`) a read must skip.
 //! - [`cleaner`]: compaction for `cleanup.policy=compact`, with a crash-safe
 //!   segment swap.
 //! - [`LogConfig`]: Kafka's topic config names, defaults and bounds;
