@@ -25,6 +25,12 @@
 //!   computing CRC-32C over it; plus a clean open for contrast.
 //! - `compaction`: `Log::clean` of a ~128 MiB compacted log (10k keys
 //!   overwritten ~130 times each), fresh copy per iteration.
+//! - `transactions`: a ~128 MiB log of transactions (10 producers, four
+//!   16 KiB batches and a marker each, one transaction in ten aborted) read
+//!   front to back as read_uncommitted (`Log::read` to the high watermark)
+//!   and as read_committed (to the last stable offset, with
+//!   `Log::aborted_transactions` for each chunk, what a read_committed
+//!   fetch adds).
 
 use std::cell::OnceCell;
 use std::fs::{self, File, OpenOptions};
@@ -38,7 +44,9 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use runnel_log::{CleanerConfig, Log, LogConfig};
-use runnel_records::batch::{BatchBuilder, BatchHeader, Batches, Compression};
+use runnel_records::batch::{
+    BatchBuilder, BatchHeader, Batches, Compression, ControlType, EndTxnMarker,
+};
 use tempfile::TempDir;
 
 const KIB: usize = 1024;
@@ -752,6 +760,124 @@ fn bench_compaction(c: &mut Criterion) {
     group.finish();
 }
 
+// ---------------------------------------------------------------------------
+// 7. Transactions: read_committed against read_uncommitted
+// ---------------------------------------------------------------------------
+
+/// Size of the transactional log.
+const TXN_LOG_BYTES: usize = 128 * MIB;
+
+struct TxnFixture {
+    _dir: TempDir,
+    log: Log,
+    bytes: u64,
+}
+
+fn txn_fixture() -> TxnFixture {
+    let dir = temp_dir();
+    let mut log = Log::open(dir.path().join("txn-0"), LogConfig::default()).expect("open");
+    let mut rng = Rng(7);
+    let mut seqs = [0i32; 10];
+    let mut txn = 0u64;
+    while (log.size_bytes() as usize) < TXN_LOG_BYTES {
+        let pid = (txn % 10) as usize;
+        for _ in 0..4 {
+            let mut builder = BatchBuilder::new(Compression::None)
+                .producer(pid as i64 + 1, 0, seqs[pid])
+                .transactional(true);
+            let mut n = 0;
+            while builder.uncompressed_size() + MAX_RECORD_LEN <= 16 * KIB {
+                let id = rng.below(1_000_000);
+                builder.append(
+                    T0,
+                    Some(key(id).as_bytes()),
+                    Some(&value(id, &mut rng)),
+                    &[],
+                );
+                n += 1;
+            }
+            let mut batch = builder.build().expect("build batch");
+            log.append_as_leader(&mut batch, 0).expect("append");
+            seqs[pid] += n;
+        }
+        let control_type = if txn.is_multiple_of(10) {
+            ControlType::Abort
+        } else {
+            ControlType::Commit
+        };
+        let marker = EndTxnMarker {
+            control_type,
+            coordinator_epoch: 0,
+        };
+        log.append_end_txn_marker(pid as i64 + 1, 0, marker, 0)
+            .expect("marker");
+        txn += 1;
+    }
+    log.flush().expect("flush");
+    let end = log.log_end_offset();
+    log.update_high_watermark(end);
+    let bytes = log.size_bytes();
+    TxnFixture {
+        _dir: dir,
+        log,
+        bytes,
+    }
+}
+
+/// Reads the whole log as a consumer at one isolation level would fetch it;
+/// returns the bytes read and the aborted transactions named.
+fn read_txn_log(log: &Log, committed: bool) -> (u64, usize) {
+    let hw = log.log_end_offset();
+    let end = if committed {
+        log.last_stable_offset(hw)
+    } else {
+        hw
+    };
+    let (mut offset, mut total, mut aborted) = (log.log_start_offset(), 0u64, 0usize);
+    while offset < end {
+        let data = log
+            .read(offset, READ_MAX_BYTES, Some(end), true)
+            .expect("read");
+        let mut next = offset;
+        let mut pos = 0;
+        while pos < data.len() {
+            let header = BatchHeader::parse(&data[pos..]).expect("header");
+            next = header.next_offset();
+            pos += header.size();
+        }
+        if committed {
+            aborted += black_box(log.aborted_transactions(offset, next)).len();
+        }
+        total += data.len() as u64;
+        offset = next;
+    }
+    (total, aborted)
+}
+
+fn bench_transactions(c: &mut Criterion) {
+    let fixture: OnceCell<TxnFixture> = OnceCell::new();
+    let mut group = c.benchmark_group("transactions");
+    group
+        .sample_size(20)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6))
+        .throughput(Throughput::Bytes(TXN_LOG_BYTES as u64));
+    group.bench_function(BenchmarkId::new("read_uncommitted", "1MiB"), |b| {
+        let f = fixture.get_or_init(txn_fixture);
+        b.iter(|| assert_eq!(read_txn_log(&f.log, false).0, f.bytes));
+    });
+    group.bench_function(BenchmarkId::new("read_committed", "1MiB"), |b| {
+        let f = fixture.get_or_init(txn_fixture);
+        b.iter(|| {
+            let (bytes, aborted) = read_txn_log(&f.log, true);
+            assert_eq!(bytes, f.bytes);
+            assert!(aborted > 0, "aborted transactions are named");
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_append,
@@ -759,6 +885,7 @@ criterion_group!(
     bench_read,
     bench_lookup,
     bench_recovery,
-    bench_compaction
+    bench_compaction,
+    bench_transactions
 );
 criterion_main!(benches);
