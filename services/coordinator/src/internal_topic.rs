@@ -250,21 +250,28 @@ impl InternalTopic {
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?
             .into_inner();
-        let p = answer
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Server {
-                code: ErrorCode::UnknownServerError,
-                message: "empty fetch response".into(),
-            })?;
-        match p.error_code() {
-            ErrorCode::None => Ok(p.records),
-            code => Err(ClientError::Server {
-                code,
-                message: p.error_message,
-            }),
-        }
+        let p = only(answer.partitions, "fetch")?;
+        answered(p.error_code(), p.error_message)?;
+        Ok(p.records)
+    }
+}
+
+/// The one partition a single-partition request's answer holds.
+fn only<T>(partitions: Vec<T>, what: &str) -> Result<T, ClientError> {
+    partitions
+        .into_iter()
+        .next()
+        .ok_or_else(|| ClientError::Server {
+            code: ErrorCode::UnknownServerError,
+            message: format!("empty {what} response"),
+        })
+}
+
+/// A partition's answer as a result.
+fn answered(code: ErrorCode, message: String) -> Result<(), ClientError> {
+    match code {
+        ErrorCode::None => Ok(()),
+        code => Err(ClientError::Server { code, message }),
     }
 }
 
@@ -476,21 +483,8 @@ impl PartitionWriter {
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?
             .into_inner();
-        let result = response
-            .partitions
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Server {
-                code: ErrorCode::UnknownServerError,
-                message: "empty produce response".into(),
-            })?;
-        match result.error_code() {
-            ErrorCode::None => Ok(()),
-            code => Err(ClientError::Server {
-                code,
-                message: result.error_message,
-            }),
-        }
+        let result = only(response.partitions, "produce")?;
+        answered(result.error_code(), result.error_message)
     }
 
     /// Stops the writer: a write waiting to retry gives up.

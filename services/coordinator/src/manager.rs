@@ -70,6 +70,22 @@ pub trait RecordSink: Send + Sync {
     }
 }
 
+/// The records that store `commits` of `group_id`, committed at `now`.
+fn offset_records(group_id: &str, commits: &[OffsetCommit], now: Ms) -> Vec<OffsetsRecord> {
+    commits
+        .iter()
+        .map(|c| {
+            let value = CommittedOffset {
+                offset: c.offset,
+                leader_epoch: c.leader_epoch,
+                metadata: c.metadata.clone(),
+                commit_timestamp_ms: now,
+            };
+            offset_record(group_id, &c.topic, c.partition, Some(&value))
+        })
+        .collect()
+}
+
 /// A transactional producer writing offsets through the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TxnProducer {
@@ -348,19 +364,7 @@ impl GroupManager {
         if generation >= 0 {
             self.check_committer(group_id, member_id, group_instance_id, generation)?;
         }
-        let now = (self.clock)();
-        let records: Vec<OffsetsRecord> = commits
-            .iter()
-            .map(|c| {
-                let value = CommittedOffset {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp_ms: now,
-                };
-                offset_record(group_id, &c.topic, c.partition, Some(&value))
-            })
-            .collect();
+        let records = offset_records(group_id, &commits, (self.clock)());
         let sequence = self
             .txn_offsets
             .lock()
@@ -400,11 +404,7 @@ impl GroupManager {
             .and_then(|t| t.pending.remove(&producer_id))
             .unwrap_or_default();
         if commit {
-            let mut offsets = self.offsets.lock();
-            for (k, v) in &pending {
-                // Written by txn_commit from valid values: applying cannot fail.
-                let _ = offsets.apply(k, v.as_deref());
-            }
+            self.apply_written(&pending);
         }
         pending.len()
     }
@@ -766,33 +766,22 @@ impl GroupManager {
         let partition = partition_for(group_id, self.partitions);
         let _one_writer = self.partition_lock(partition).lock_owned().await;
         self.check_committer(group_id, member_id, group_instance_id, generation)?;
-        let now = (self.clock)();
-        let stored: Vec<(OffsetCommit, CommittedOffset)> = commits
-            .into_iter()
-            .map(|c| {
-                let value = CommittedOffset {
-                    offset: c.offset,
-                    leader_epoch: c.leader_epoch,
-                    metadata: c.metadata.clone(),
-                    commit_timestamp_ms: now,
-                };
-                (c, value)
-            })
-            .collect();
-        let records = stored
-            .iter()
-            .map(|(c, v)| offset_record(group_id, &c.topic, c.partition, Some(v)))
-            .collect::<Vec<_>>();
+        let records = offset_records(group_id, &commits, (self.clock)());
         self.sink
             .append(partition, records.clone())
             .await
             .map_err(|e| e.code)?;
+        self.apply_written(&records);
+        Ok(())
+    }
+
+    /// Makes offset records this coordinator built and stored visible to OffsetFetch.
+    fn apply_written(&self, records: &[OffsetsRecord]) {
         let mut offsets = self.offsets.lock();
-        for (k, v) in &records {
-            // Written just above from valid values: applying cannot fail.
+        for (k, v) in records {
+            // Built by `offset_records` from valid values: applying cannot fail.
             let _ = offsets.apply(k, v.as_deref());
         }
-        Ok(())
     }
 
     /// Whether `member_id` may commit for `group_id` in `generation`
