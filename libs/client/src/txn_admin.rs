@@ -74,6 +74,28 @@ pub struct HangingTransaction {
     pub producer: ProducerDescription,
 }
 
+/// A described transaction, from the coordinator `coordinator_id`'s answer.
+fn description(coordinator_id: i32, t: pb::DescribedTransaction) -> TransactionDescription {
+    TransactionDescription {
+        coordinator_id,
+        partitions: t
+            .topics
+            .iter()
+            .flat_map(|tp| {
+                tp.partitions
+                    .iter()
+                    .map(|&p| TopicPartition::new(&tp.topic, p))
+            })
+            .collect(),
+        transactional_id: t.transactional_id,
+        state: t.state,
+        producer_id: t.producer_id,
+        producer_epoch: t.producer_epoch,
+        timeout_ms: t.timeout_ms,
+        start_ms: t.start_ms,
+    }
+}
+
 fn server(code: ErrorCode, message: String) -> ClientError {
     ClientError::Server { code, message }
 }
@@ -118,46 +140,39 @@ impl Admin {
         let md = self.cluster.refresh(&[], false).await?;
         let mut last = ErrorCode::CoordinatorNotAvailable;
         for (&id, addr) in &md.coordinators {
-            let mut c = self.cluster.coordinator_at(addr)?;
-            let r = c
-                .describe_transactions(pb::DescribeTransactionsRequest {
-                    transactional_ids: vec![transactional_id.to_owned()],
-                })
-                .await
-                .map_err(|s| ClientError::from_status(addr, s))?
-                .into_inner();
-            let Some(t) = r.transactions.into_iter().next() else {
-                continue;
-            };
-            match t.error_code() {
-                ErrorCode::None => {
-                    return Ok(TransactionDescription {
-                        transactional_id: t.transactional_id,
-                        coordinator_id: id,
-                        state: t.state,
-                        producer_id: t.producer_id,
-                        producer_epoch: t.producer_epoch,
-                        timeout_ms: t.timeout_ms,
-                        start_ms: t.start_ms,
-                        partitions: t
-                            .topics
-                            .iter()
-                            .flat_map(|tp| {
-                                tp.partitions
-                                    .iter()
-                                    .map(|&p| TopicPartition::new(&tp.topic, p))
-                            })
-                            .collect(),
-                    });
+            for t in self
+                .describe_at(addr, vec![transactional_id.to_owned()])
+                .await?
+            {
+                match t.error_code() {
+                    ErrorCode::None => return Ok(description(id, t)),
+                    ErrorCode::NotCoordinator => {}
+                    code => last = code,
                 }
-                ErrorCode::NotCoordinator => {}
-                code => last = code,
             }
         }
         Err(server(
             last,
             format!("no coordinator describes transactional id {transactional_id}"),
         ))
+    }
+
+    /// DescribeTransactions of `ids` at the coordinator at `addr`.
+    async fn describe_at(
+        &self,
+        addr: &str,
+        ids: Vec<String>,
+    ) -> Result<Vec<pb::DescribedTransaction>> {
+        let r = self
+            .cluster
+            .coordinator_at(addr)?
+            .describe_transactions(pb::DescribeTransactionsRequest {
+                transactional_ids: ids,
+            })
+            .await
+            .map_err(|s| ClientError::from_status(addr, s))?
+            .into_inner();
+        Ok(r.transactions)
     }
 
     /// The producers `topic-partition`'s leader tracks.
@@ -203,17 +218,27 @@ impl Admin {
         max_timeout_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<HangingTransaction>> {
-        let open: BTreeMap<i64, Vec<TopicPartition>> = {
-            let mut by_producer: BTreeMap<i64, Vec<TopicPartition>> = BTreeMap::new();
-            for t in self.list_transactions(&["Ongoing".into()], &[]).await? {
-                let d = self.describe_transaction(&t.transactional_id).await?;
-                by_producer
-                    .entry(d.producer_id)
-                    .or_default()
-                    .extend(d.partitions);
+        // The open transactions' partitions, one DescribeTransactions per coordinator.
+        let mut by_coordinator: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+        for t in self.list_transactions(&["Ongoing".into()], &[]).await? {
+            by_coordinator
+                .entry(t.coordinator_id)
+                .or_default()
+                .push(t.transactional_id);
+        }
+        let md = self.cluster.metadata();
+        let mut open: BTreeMap<i64, Vec<TopicPartition>> = BTreeMap::new();
+        for (id, ids) in by_coordinator {
+            let Some(addr) = md.coordinators.get(&id) else {
+                continue;
+            };
+            for t in self.describe_at(addr, ids).await? {
+                if t.error_code() == ErrorCode::None {
+                    let d = description(id, t);
+                    open.entry(d.producer_id).or_default().extend(d.partitions);
+                }
             }
-            by_producer
-        };
+        }
         let mut hanging = Vec::new();
         for tp in partitions {
             for p in self.describe_producers(&tp.topic, tp.partition).await? {

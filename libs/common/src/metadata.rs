@@ -53,6 +53,12 @@ impl CoordinatorState {
     pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.name == name)
     }
+
+    /// `host:port` of its gRPC endpoint, where brokers relay to it.
+    pub fn grpc_address(&self) -> Option<String> {
+        self.endpoint("grpc")
+            .map(|e| format!("{}:{}", e.host, e.port))
+    }
 }
 
 /// A 16-byte topic id (a random UUID), so a re-created topic is a new topic.
@@ -414,7 +420,9 @@ impl MetadataImage {
         self.offsets_partition_owner(q % offsets.max(1))
     }
 
-    fn offsets_partition_owner(&self, partition: i32) -> Option<(i32, &CoordinatorState, i32)> {
+    /// The live coordinator owning `partition` of `__consumer_offsets`
+    /// (with the partition), if any.
+    pub fn offsets_partition_owner(&self, partition: i32) -> Option<(i32, &CoordinatorState, i32)> {
         let owner = self.offsets_owners.get(&partition)?;
         let c = self.coordinators.get(&owner.coordinator_id)?;
         (c.epoch == owner.coordinator_epoch && !c.fenced).then_some((

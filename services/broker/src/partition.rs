@@ -455,17 +455,18 @@ impl Partition {
         log.read(offset, max_bytes, Some(self.high_watermark()), min_one)
     }
 
-    /// Reads batches below the last stable offset from `offset`, with the
-    /// aborted transactions a read_committed consumer must skip (blocking).
+    /// Reads batches from `offset` below `last_stable_offset` (as the fetch
+    /// reports it), with the aborted transactions a read_committed consumer
+    /// must skip (blocking).
     pub fn read_committed(
         &self,
         offset: Offset,
         max_bytes: usize,
         min_one: bool,
+        last_stable_offset: Offset,
     ) -> Result<CommittedRead, LogError> {
         let log = self.log.read();
-        let lso = log.last_stable_offset(self.high_watermark());
-        let records = log.read(offset, max_bytes, Some(lso), min_one)?;
+        let records = log.read(offset, max_bytes, Some(last_stable_offset), min_one)?;
         let aborted = match end_of(&records) {
             Some(upper) => log.aborted_transactions(offset, upper),
             None => Vec::new(),

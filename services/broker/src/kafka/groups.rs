@@ -77,13 +77,30 @@ fn optional(s: String) -> Option<StrBytes> {
     (!s.is_empty()).then(|| wire(s))
 }
 
+/// Calls a coordinator; its refusal, or a transport failure (which reads
+/// as COORDINATOR_NOT_AVAILABLE and sends the client to FindCoordinator),
+/// becomes a [`Failure::Coordinator`].
+pub(super) async fn call_coordinator<T, F, Fut>(client: Client, call: F) -> Result<T, Failure>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match call(client).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(status) => Err(Failure::Coordinator {
+            code: code_of(&status),
+            message: status.message().to_owned(),
+        }),
+    }
+}
+
 impl KafkaApi {
     /// The client for the coordinator that owns `group` now.
     fn coordinator(&self, group: &str) -> Result<Client, Failure> {
         let addr = self.metadata.with(|image| {
             image
                 .group_coordinator(group)
-                .and_then(|(_, c, _)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+                .and_then(|(_, c, _)| c.grpc_address())
         });
         let Some(addr) = addr else {
             return Err(Failure::NoCoordinatorToRelay {
@@ -128,14 +145,7 @@ impl KafkaApi {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.coordinator(group)?;
-        match call(client).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => Err(Failure::Coordinator {
-                code: code_of(&status),
-                message: status.message().to_owned(),
-            }),
-        }
+        call_coordinator(self.coordinator(group)?, call).await
     }
 
     pub(super) fn find_coordinator(
@@ -764,7 +774,7 @@ impl KafkaApi {
         let addrs: Vec<String> = self.metadata.with(|image| {
             image
                 .live_coordinators()
-                .filter_map(|(_, c)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+                .filter_map(|(_, c)| c.grpc_address())
                 .collect()
         });
         let states: Vec<String> = r.states_filter.iter().map(|s| s.to_string()).collect();

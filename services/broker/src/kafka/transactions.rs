@@ -25,7 +25,7 @@ use runnel_kafka::kafka_protocol::messages::{
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 
-use super::groups::Client;
+use super::groups::{Client, call_coordinator};
 use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name, wire};
 use crate::service::Failure;
 
@@ -45,7 +45,7 @@ impl KafkaApi {
         let addr = self.metadata.with(|image| {
             image
                 .transaction_coordinator(transactional_id)
-                .and_then(|(_, c, _)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+                .and_then(|(_, c, _)| c.grpc_address())
         });
         let Some(addr) = addr else {
             return Err(Failure::NoTransactionCoordinator {
@@ -53,6 +53,15 @@ impl KafkaApi {
             });
         };
         self.client_at(&addr)
+    }
+
+    /// The partition of `__consumer_offsets` holding `group` (`None`
+    /// while the topic does not exist).
+    fn offsets_partition_of(&self, group: &str) -> Option<i32> {
+        self.metadata.with(|image| {
+            let n = image.topics.get(OFFSETS_TOPIC)?.partitions.len() as i32;
+            Some(offsets_partition_for(group, n))
+        })
     }
 
     /// Calls the coordinator serving `transactional_id`; a transport
@@ -63,14 +72,7 @@ impl KafkaApi {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.txn_coordinator(transactional_id)?;
-        match call(client).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(status) => Err(Failure::Coordinator {
-                code: runnel_common::errors::code_of(&status),
-                message: status.message().to_owned(),
-            }),
-        }
+        call_coordinator(self.txn_coordinator(transactional_id)?, call).await
     }
 
     /// InitProducerId for a transactional producer: a fresh id from this
@@ -306,17 +308,10 @@ impl KafkaApi {
         version: i16,
     ) -> AddOffsetsToTxnResponse {
         let group = r.group_id.to_string();
-        let partitions = self.metadata.with(|image| {
-            image
-                .topics
-                .get(OFFSETS_TOPIC)
-                .map(|t| t.partitions.len() as i32)
-        });
-        let Some(partitions) = partitions else {
+        let Some(partition) = self.offsets_partition_of(&group) else {
             return AddOffsetsToTxnResponse::default()
                 .with_error_code(code(ErrorCode::CoordinatorNotAvailable));
         };
-        let partition = offsets_partition_for(&group, partitions);
         let results = self
             .add_partitions_one(
                 r.transactional_id,
@@ -348,20 +343,14 @@ impl KafkaApi {
         version: i16,
     ) -> TxnOffsetCommitResponse {
         let group = r.group_id.to_string();
-        let offsets_partitions = self.metadata.with(|image| {
-            image
-                .topics
-                .get(OFFSETS_TOPIC)
-                .map(|t| t.partitions.len() as i32)
-        });
-        let refusal = match offsets_partitions {
+        let refusal = match self.offsets_partition_of(&group) {
             None => Some(code(ErrorCode::CoordinatorNotAvailable)),
-            Some(n) => self
+            Some(partition) => self
                 .verify_transactional_produce(
                     &r.transactional_id,
                     r.producer_id.0,
                     r.producer_epoch,
-                    vec![(OFFSETS_TOPIC.to_owned(), offsets_partition_for(&group, n))],
+                    vec![(OFFSETS_TOPIC.to_owned(), partition)],
                 )
                 .await
                 .first()
@@ -557,7 +546,7 @@ impl KafkaApi {
             let first = image.live_brokers().map(|(id, _)| id).min();
             let addrs: Vec<String> = image
                 .live_coordinators()
-                .filter_map(|(_, c)| c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port)))
+                .filter_map(|(_, c)| c.grpc_address())
                 .collect();
             (first, addrs)
         });

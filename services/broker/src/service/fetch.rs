@@ -253,7 +253,7 @@ impl Broker {
                         aborted: Vec::new(),
                     })
             } else if committed {
-                reader.read_committed(offset, max, first)
+                reader.read_committed(offset, max, first, lso)
             } else {
                 reader
                     .read(offset, max, first)

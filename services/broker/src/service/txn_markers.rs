@@ -111,9 +111,9 @@ impl Broker {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         for _ in 0..8 {
             let owner = self.metadata.with(|image| {
-                let owner = image.offsets_owners.get(&partition)?;
-                let c = image.coordinators.get(&owner.coordinator_id)?;
-                c.endpoint("grpc").map(|e| format!("{}:{}", e.host, e.port))
+                image
+                    .offsets_partition_owner(partition)
+                    .and_then(|(_, c, _)| c.grpc_address())
             });
             let Some(addr) = owner else { return };
             let request = CompleteTransactionRequest {
