@@ -1267,10 +1267,7 @@ impl Log {
         let now = self.clock.now_ms();
         // An open transaction's first record stays: read_committed readers
         // and the coordinator's abort still need it.
-        let high_watermark = self
-            .producers
-            .first_unstable_offset(high_watermark)
-            .map_or(high_watermark, |o| o.min(high_watermark));
+        let high_watermark = self.last_stable_offset(high_watermark);
         let mut new_start = self.log_start_offset;
         if self.config.cleanup_policy.delete {
             let bases: Vec<Offset> = self.segments.keys().copied().collect();
