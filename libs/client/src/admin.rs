@@ -394,6 +394,19 @@ impl Admin {
 
     /// Log start and high watermark of one partition, from its leader.
     pub async fn offsets(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
+        self.offsets_at(topic, partition, crate::IsolationLevel::ReadUncommitted)
+            .await
+    }
+
+    /// Log start and end of one partition as a consumer at `level` sees
+    /// them: the end is the high watermark, or for read_committed the last
+    /// stable offset (what such a consumer can reach).
+    pub async fn offsets_at(
+        &self,
+        topic: &str,
+        partition: i32,
+        level: crate::IsolationLevel,
+    ) -> Result<(i64, i64)> {
         let addr = self.leader(topic, partition).await?;
         let mut b = self.cluster.broker_at(&addr)?;
         let spec = |spec: bpb::OffsetSpec| bpb::ListOffsetsPartition {
@@ -408,7 +421,7 @@ impl Admin {
                     spec(bpb::OffsetSpec::Earliest),
                     spec(bpb::OffsetSpec::Latest),
                 ],
-                isolation_level: bpb::IsolationLevel::ReadUncommitted as i32,
+                isolation_level: level.to_proto(),
             })
             .await
             .map_err(|s| ClientError::from_status(&addr, s))?

@@ -388,11 +388,26 @@ impl Cluster {
     /// broker: its id and gRPC address. COORDINATOR_NOT_AVAILABLE while no
     /// live coordinator owns the group's partition of `__consumer_offsets`.
     pub async fn find_coordinator(&self, group: &str) -> Result<(i32, String)> {
+        self.find(group, pb::CoordinatorKeyType::Group).await
+    }
+
+    /// The transaction coordinator serving `transactional_id` (Kafka's
+    /// FindCoordinator with key type TRANSACTION): its id and gRPC address.
+    pub async fn find_transaction_coordinator(
+        &self,
+        transactional_id: &str,
+    ) -> Result<(i32, String)> {
+        self.find(transactional_id, pb::CoordinatorKeyType::Transaction)
+            .await
+    }
+
+    async fn find(&self, key: &str, key_type: pb::CoordinatorKeyType) -> Result<(i32, String)> {
         let mut last_error = ClientError::Invalid("no bootstrap address given".into());
         for addr in self.broker_addrs() {
             let mut client = self.broker_at(&addr)?;
             let request = pb::FindCoordinatorRequest {
-                key: group.to_owned(),
+                key: key.to_owned(),
+                key_type: key_type as i32,
             };
             match client.find_coordinator(request).await {
                 Ok(r) => {

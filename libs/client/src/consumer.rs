@@ -63,7 +63,7 @@ impl IsolationLevel {
         }
     }
 
-    fn to_proto(self) -> i32 {
+    pub(crate) fn to_proto(self) -> i32 {
         match self {
             IsolationLevel::ReadUncommitted => pb::IsolationLevel::ReadUncommitted as i32,
             IsolationLevel::ReadCommitted => pb::IsolationLevel::ReadCommitted as i32,

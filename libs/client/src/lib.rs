@@ -4,7 +4,10 @@
 //!   for an example).
 //! - [`Producer`]: Kafka's partitioning (murmur2 for keys, sticky for null
 //!   keys), batching by `batch.size` and `linger.ms`, compression, `acks`,
-//!   retries within `delivery.timeout.ms`, and a [`DeliveryFuture`] per record.
+//!   retries within `delivery.timeout.ms`, and a [`DeliveryFuture`] per record;
+//!   with a `transactional.id`, Kafka's transactions (`init_transactions`,
+//!   `begin_transaction`, `send_offsets_to_transaction`,
+//!   `commit_transaction`, `abort_transaction`).
 //! - [`Consumer`]: assign partitions, seek (offset, beginning, end,
 //!   timestamp), poll, `auto.offset.reset`.
 //! - [`GroupConsumer`]: a consumer-group member: subscribe (topics or a
@@ -21,6 +24,7 @@
 //! batches, the consumer-protocol bytes and the assignors a group leader
 //! runs are `runnel-records`; this crate does not link the storage engine.
 
+mod acl_admin;
 pub mod admin;
 pub mod cluster;
 pub mod consumer;
@@ -31,7 +35,11 @@ pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
 mod txn_admin;
+mod user_admin;
 
+pub use acl_admin::{
+    AclBinding, AclFilter, AclOperation, AclPatternType, AclPermission, AclResourceType,
+};
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
     CoordinatorDescription, NewTopic, PartitionDescription, TopicDescription,
@@ -44,10 +52,12 @@ pub use error::{ClientError, Result};
 pub use group::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
 pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};
 pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
 pub use runnel_proto::common::v1::ErrorCode;
 pub use runnel_records::batch::{Compression, Header};
 pub use txn_admin::{
     HangingTransaction, ListedTransaction, ProducerDescription, TransactionDescription,
 };
+pub use user_admin::{DEFAULT_ITERATIONS, ScramMechanism, UserCredentials};

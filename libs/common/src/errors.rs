@@ -75,7 +75,14 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::UnknownLeaderEpoch
         | E::NewLeaderElected => Code::Unavailable,
         E::RequestTimedOut => Code::DeadlineExceeded,
-        E::TransactionalIdAuthorizationFailed => Code::PermissionDenied,
+        E::TransactionalIdAuthorizationFailed
+        | E::TopicAuthorizationFailed
+        | E::GroupAuthorizationFailed
+        | E::ClusterAuthorizationFailed => Code::PermissionDenied,
+        E::SaslAuthenticationFailed | E::IllegalSaslState => Code::Unauthenticated,
+        E::UnsupportedSaslMechanism | E::UnacceptableCredential => Code::InvalidArgument,
+        E::ResourceNotFound => Code::NotFound,
+        E::DuplicateResource => Code::AlreadyExists,
         E::KafkaStorageError | E::UnknownServerError => Code::Internal,
     }
 }

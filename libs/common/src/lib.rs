@@ -1,5 +1,6 @@
 //! `runnel-common`: what every Runnel service shares.
 //!
+//! - [`acl`]: Kafka's ACL model and authorization rules.
 //! - [`telemetry`]: tracing set-up (human or JSON logs, `RUST_LOG`), an
 //!   OpenTelemetry OTLP exporter when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
 //!   and W3C trace-context propagation across gRPC calls.
@@ -18,17 +19,25 @@
 //! - [`backoff`]: exponential backoff with jitter for retry loops.
 //! - [`failover`]: one gRPC channel over the controllers of a quorum.
 //! - [`http`]: a small HTTP/1.1 client (the connect REST API, the HTTP sink).
+//! - [`scram`]: SCRAM credentials (salt, iterations, derived keys) as Kafka keeps them.
+//! - [`tls`]: TLS server configs from PEM files, reloaded when they change,
+//!   and the principal a client certificate stands for.
+//! - [`certs`]: a throwaway CA and certificates (`runnel dev --secure`, tests).
 
+pub mod acl;
 pub mod admin;
 pub mod backoff;
+pub mod certs;
 pub mod config;
 pub mod errors;
 pub mod failover;
 pub mod http;
 pub mod metadata;
 pub mod netfault;
+pub mod scram;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod topics;
 pub mod transport;

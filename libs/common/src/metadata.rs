@@ -7,10 +7,14 @@
 
 use std::collections::BTreeMap;
 
+use runnel_proto::controller::v1 as cpb;
 use runnel_proto::metadata::v1::{
-    ConfigResourceType, Endpoint, MetadataRecord, OffsetsPartitionOwner, PartitionChanged,
-    PartitionCreated, metadata_record::Record,
+    AclEntry, ConfigResourceType, Endpoint, MetadataRecord, OffsetsPartitionOwner,
+    PartitionChanged, PartitionCreated, UserScramCredentialSet, metadata_record::Record,
 };
+
+use crate::acl::{AclBinding, AclFilter, Acls, Operation, PatternType, Permission, ResourceType};
+use crate::scram::{Mechanism, ScramCredential};
 
 /// The endpoint a node registers for clients outside its network (a
 /// broker's `external_listen`, a coordinator's external address).
@@ -129,6 +133,10 @@ pub struct MetadataImage {
     pub coordinators: BTreeMap<i32, CoordinatorState>,
     /// Owners of `__consumer_offsets` partitions by partition.
     pub offsets_owners: BTreeMap<i32, OffsetsPartitionOwner>,
+    /// Users' SCRAM credentials by user and mechanism.
+    pub scram_credentials: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
+    /// The ACL bindings in force.
+    pub acls: Acls,
 }
 
 /// A record that does not fit the image (a bug in whoever wrote the log).
@@ -181,6 +189,94 @@ pub fn advertised_endpoints(
         });
     }
     (host, endpoints)
+}
+
+/// The SCRAM mechanism of a record's Kafka code.
+pub fn scram_mechanism(code: i32) -> Result<Mechanism, String> {
+    i8::try_from(code)
+        .ok()
+        .and_then(Mechanism::from_code)
+        .ok_or_else(|| format!("unknown SCRAM mechanism {code}"))
+}
+
+/// The credential a UserScramCredentialSet record holds.
+pub fn scram_credential(r: &UserScramCredentialSet) -> Result<ScramCredential, String> {
+    Ok(ScramCredential {
+        mechanism: scram_mechanism(r.mechanism)?,
+        iterations: u32::try_from(r.iterations)
+            .map_err(|_| format!("SCRAM iterations {}", r.iterations))?,
+        salt: r.salt.to_vec(),
+        stored_key: r.stored_key.to_vec(),
+        server_key: r.server_key.to_vec(),
+    })
+}
+
+/// Decodes one of Kafka's ACL wire codes (`what` names it in the error).
+fn acl_code<T>(code: i32, what: &str, from: impl Fn(i8) -> Option<T>) -> Result<T, String> {
+    i8::try_from(code)
+        .ok()
+        .and_then(from)
+        .ok_or_else(|| format!("unknown ACL {what} code {code}"))
+}
+
+/// The binding an ACL record or request holds (not yet validated).
+pub fn acl_binding(e: &AclEntry) -> Result<AclBinding, String> {
+    Ok(AclBinding {
+        resource_type: acl_code(e.resource_type, "resource type", ResourceType::from_code)?,
+        name: e.name.clone(),
+        pattern_type: acl_code(e.pattern_type, "pattern type", PatternType::from_code)?,
+        principal: e.principal.clone(),
+        host: e.host.clone(),
+        operation: acl_code(e.operation, "operation", Operation::from_code)?,
+        permission: acl_code(e.permission, "permission", Permission::from_code)?,
+    })
+}
+
+/// A binding as records and requests carry it.
+pub fn acl_entry(b: &AclBinding) -> AclEntry {
+    AclEntry {
+        resource_type: i32::from(b.resource_type.code()),
+        name: b.name.clone(),
+        pattern_type: i32::from(b.pattern_type.code()),
+        principal: b.principal.clone(),
+        host: b.host.clone(),
+        operation: i32::from(b.operation.code()),
+        permission: i32::from(b.permission.code()),
+    }
+}
+
+/// The filter a DescribeAcls or DeleteAcls request carries (code 0, unset,
+/// reads as ANY).
+pub fn acl_filter(f: &cpb::AclFilter) -> Result<AclFilter, String> {
+    fn any<T>(code: i32, what: &str, from: impl Fn(i8) -> Option<T>) -> Result<Option<T>, String> {
+        match code {
+            0 | 1 => Ok(None),
+            c => acl_code(c, what, from).map(Some),
+        }
+    }
+    Ok(AclFilter {
+        resource_type: any(f.resource_type, "resource type", ResourceType::from_code)?,
+        name: f.name.clone(),
+        pattern_type: any(f.pattern_type, "pattern type", PatternType::from_code)?,
+        principal: f.principal.clone(),
+        host: f.host.clone(),
+        operation: any(f.operation, "operation", Operation::from_code)?,
+        permission: any(f.permission, "permission", Permission::from_code)?,
+    })
+}
+
+/// A filter as requests carry it.
+pub fn acl_filter_proto(f: &AclFilter) -> cpb::AclFilter {
+    let code = |c: Option<i8>| c.map_or(1, i32::from);
+    cpb::AclFilter {
+        resource_type: code(f.resource_type.map(ResourceType::code)),
+        name: f.name.clone(),
+        pattern_type: code(f.pattern_type.map(PatternType::code)),
+        principal: f.principal.clone(),
+        host: f.host.clone(),
+        operation: code(f.operation.map(Operation::code)),
+        permission: code(f.permission.map(Permission::code)),
+    }
 }
 
 /// A topic id from its wire bytes (`None` unless exactly 16 bytes).
@@ -350,6 +446,36 @@ impl MetadataImage {
                 self.configs_mut(resource.r#type(), &resource.name)
                     .map_err(fail)?
                     .remove(&r.key);
+            }
+            Record::UserScramCredentialSet(r) => {
+                let credential = scram_credential(r).map_err(fail)?;
+                self.scram_credentials
+                    .entry(r.user.clone())
+                    .or_default()
+                    .insert(credential.mechanism, credential);
+            }
+            Record::UserScramCredentialRemoved(r) => {
+                let mechanism = scram_mechanism(r.mechanism).map_err(fail)?;
+                if let Some(user) = self.scram_credentials.get_mut(&r.user) {
+                    user.remove(&mechanism);
+                    if user.is_empty() {
+                        self.scram_credentials.remove(&r.user);
+                    }
+                }
+            }
+            Record::AclCreated(r) => {
+                let acl = r
+                    .acl
+                    .as_ref()
+                    .ok_or_else(|| fail("AclCreated without a binding".into()))?;
+                self.acls.add(acl_binding(acl).map_err(fail)?);
+            }
+            Record::AclRemoved(r) => {
+                let acl = r
+                    .acl
+                    .as_ref()
+                    .ok_or_else(|| fail("AclRemoved without a binding".into()))?;
+                self.acls.remove(&acl_binding(acl).map_err(fail)?);
             }
         }
         self.next_offset += 1;

@@ -195,6 +195,67 @@ where
     }
 }
 
+/// A tower layer that makes an in-process node die like a process: once
+/// its token is cancelled, every request (those in flight too) is refused
+/// with `UNAVAILABLE`, as a dead process's reset connections would be.
+/// Without it, a node killed by aborting its tasks leaves its gRPC
+/// connection tasks running, and a request waiting inside it (a JoinGroup
+/// held for a rebalance) would never be answered.
+#[derive(Debug, Clone)]
+pub struct CrashLayer(tokio_util::sync::CancellationToken);
+
+impl CrashLayer {
+    /// The layer of a node that is killed by cancelling `crashed`.
+    pub fn new(crashed: tokio_util::sync::CancellationToken) -> Self {
+        CrashLayer(crashed)
+    }
+}
+
+impl<S> tower::Layer<S> for CrashLayer {
+    type Service = CrashService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CrashService {
+            crashed: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service [`CrashLayer`] makes.
+#[derive(Debug, Clone)]
+pub struct CrashService<S> {
+    crashed: tokio_util::sync::CancellationToken,
+    inner: S,
+}
+
+impl<S> tower::Service<http::Request<Body>> for CrashService<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let dead = || tonic::Status::unavailable("the node is down").into_http();
+        let crashed = self.crashed.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                () = crashed.cancelled() => Ok(dead()),
+                answer = answer => answer,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -271,5 +332,34 @@ mod tests {
         assert_eq!(PeerName::broker(2).to_string(), "broker-2");
         assert_eq!(PeerName::controller(2).to_string(), "controller-2");
         assert_eq!(PeerName::controller(2).header_value(), "controller-2");
+    }
+
+    #[tokio::test]
+    async fn a_crash_answers_requests_in_flight_and_new_ones() {
+        let crashed = tokio_util::sync::CancellationToken::new();
+        // An answer that never comes, as a JoinGroup held for a rebalance.
+        let inner = tower::service_fn(|_: http::Request<Body>| {
+            futures::future::pending::<Result<http::Response<Body>, Infallible>>()
+        });
+        let service = CrashLayer::new(crashed.clone()).layer(inner);
+        let waiting = tokio::spawn(service.clone().oneshot(http::Request::new(Body::empty())));
+        tokio::task::yield_now().await;
+        crashed.cancel();
+        let answer = waiting
+            .await
+            .expect("the request task")
+            .expect("infallible");
+        assert_eq!(
+            answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"14"[..])
+        );
+        let answer = service
+            .oneshot(http::Request::new(Body::empty()))
+            .await
+            .expect("infallible");
+        assert_eq!(
+            answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"14"[..])
+        );
     }
 }

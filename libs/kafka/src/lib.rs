@@ -10,12 +10,15 @@
 //!   unknown API key); and a typed response back into a frame.
 //! - [`server`]: the listener: connections, pipelining with answers in
 //!   request order, ApiVersions, metrics per API key and version.
+//! - [`auth`]: SASL authentication on the listener (PLAIN, SCRAM) and the
+//!   principal a connection's requests run as.
 //! - [`legacy`]: the old versions Kafka 4.0 dropped and the codec no
 //!   longer knows (Produce v0–2, Fetch v0–3, OffsetCommit v0–1,
 //!   CreateTopics v0–1, DescribeConfigs v0), written by hand.
 //! - [`versions`]: the APIs and versions a broker serves, and the
 //!   ApiVersions answer built from them.
 
+pub mod auth;
 pub mod frame;
 pub mod legacy;
 pub mod request;

@@ -25,17 +25,23 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use kafka_protocol::messages::{RequestKind, SaslAuthenticateResponse, SaslHandshakeResponse};
+use kafka_protocol::protocol::StrBytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use runnel_common::tls::{HANDSHAKE_TIMEOUT, PrincipalMapper, ReloadingTls, subject_name};
+
+use crate::auth::{Authenticator, Principal, SaslSettings};
 use crate::frame::{self, FrameError};
 use crate::request::{self, DecodeError, Request};
 use crate::versions::Versions;
@@ -66,12 +72,24 @@ impl std::fmt::Debug for Reply {
     }
 }
 
-/// Answers decoded requests. ApiVersions never reaches it: the listener
-/// answers that from [`Versions`] itself.
+/// Answers decoded requests. ApiVersions and the SASL requests never reach
+/// it: the listener answers those itself.
 pub trait Handler: Send + Sync + 'static {
-    /// Applies `request`; the connection's next request waits until this
-    /// future is done (see [`Reply::Pending`] for the one exception).
-    fn handle(&self, request: Request, peer: SocketAddr) -> impl Future<Output = Reply> + Send;
+    /// Applies `request` for `session`; the connection's next request waits
+    /// until this future is done (see [`Reply::Pending`] for the one exception).
+    fn handle(&self, request: Request, session: Arc<Session>)
+    -> impl Future<Output = Reply> + Send;
+}
+
+/// Who a connection's requests come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Who it authenticated as (`User:ANONYMOUS` without authentication).
+    pub principal: Principal,
+    /// The listener's name (`ServerConfig::listener`).
+    pub listener: &'static str,
 }
 
 /// Listener settings.
@@ -84,6 +102,21 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// A name for logs and metrics (`internal`, `external`).
     pub listener: &'static str,
+    /// SASL on this listener (`SASL_PLAINTEXT`, `SASL_SSL`); `None` serves
+    /// every connection as `User:ANONYMOUS` (or its certificate's principal).
+    pub sasl: Option<Arc<SaslSettings>>,
+    /// TLS on this listener (`SSL`, `SASL_SSL`).
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's TLS: the certificates of the moment and how a client
+/// certificate becomes a principal.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    /// The server config, reloaded when the files change.
+    pub config: Arc<ReloadingTls>,
+    /// `ssl.principal.mapping.rules`.
+    pub principals: Arc<PrincipalMapper>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +125,8 @@ impl Default for ServerConfig {
             max_request_bytes: frame::DEFAULT_MAX_REQUEST_BYTES,
             max_in_flight: 16,
             listener: "kafka",
+            sasl: None,
+            tls: None,
         }
     }
 }
@@ -116,14 +151,27 @@ pub async fn serve<H: Handler>(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                connections.spawn(connection(
-                    stream,
-                    peer,
+                let (handler, versions, config, shutdown) = (
                     Arc::clone(&handler),
                     Arc::clone(&versions),
                     config.clone(),
                     shutdown.clone(),
-                ));
+                );
+                connections.spawn(async move {
+                    let Some(tls) = config.tls.clone() else {
+                        let anonymous = Principal::anonymous();
+                        return connection(
+                            stream, peer, anonymous, handler, versions, config, shutdown,
+                        )
+                        .await;
+                    };
+                    let Some((stream, principal)) =
+                        accept_tls(stream, peer, &tls, config.listener).await
+                    else {
+                        return;
+                    };
+                    connection(stream, peer, principal, handler, versions, config, shutdown).await;
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -148,6 +196,58 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// The TLS handshake, and the principal of the client's certificate
+/// (`User:ANONYMOUS` without one); `None` closes the connection: a failed
+/// handshake (a plaintext client, a certificate from another CA) or a
+/// certificate no `ssl.principal.mapping.rules` rule maps.
+async fn accept_tls(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: &ListenerTls,
+    listener: &'static str,
+) -> Option<(
+    tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    Principal,
+)> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.config());
+    let failed = |reason: &'static str| {
+        metrics::counter!("runnel_kafka_tls_handshake_failures_total", "listener" => listener, "reason" => reason).increment(1);
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            failed("handshake");
+            tracing::info!(%peer, listener, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            failed("timeout");
+            tracing::info!(%peer, listener, "TLS handshake timed out");
+            return None;
+        }
+    };
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    let principal = match certificate {
+        None => Principal::anonymous(),
+        Some(cert) => {
+            let subject = subject_name(cert).unwrap_or_default();
+            match tls.principals.map(&subject) {
+                Some(name) => Principal::user(name),
+                None => {
+                    failed("principal");
+                    tracing::info!(%peer, listener, subject, "no ssl.principal.mapping.rules rule applies to the client certificate");
+                    return None;
+                }
+            }
+        }
+    };
+    Some((stream, principal))
+}
+
 /// How long a stopping listener lets connections finish what is in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -157,16 +257,42 @@ enum Item {
     Ready(ApiKey, i16, bytes::Bytes),
 }
 
-async fn connection<H: Handler>(
-    stream: TcpStream,
+async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
+    principal: Principal,
     handler: Arc<H>,
     versions: Arc<Versions>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) {
     metrics::gauge!("runnel_kafka_connections", "listener" => config.listener).increment(1.0);
-    let (read, write) = stream.into_split();
+    let mut auth = match config.sasl.clone().map(Authenticator::new).transpose() {
+        Ok(auth) => auth,
+        Err(e) => {
+            tracing::error!(error = %e, %peer, "closing a Kafka connection");
+            metrics::gauge!("runnel_kafka_connections", "listener" => config.listener)
+                .decrement(1.0);
+            return;
+        }
+    };
+    // Who the requests come from: known from the start without SASL.
+    let mut session = auth.is_none().then(|| {
+        Arc::new(Session {
+            peer,
+            principal,
+            listener: config.listener,
+        })
+    });
+    // The largest frame the reader accepts: smaller until SASL is done.
+    let frame_limit = Arc::new(AtomicUsize::new(
+        auth.as_ref()
+            .and_then(Authenticator::max_receive_size)
+            .map_or(config.max_request_bytes, |cap| {
+                cap.min(config.max_request_bytes)
+            }),
+    ));
+    let (read, write) = tokio::io::split(stream);
     let max_in_flight = config.max_in_flight.max(1);
     let (tx, mut rx) = mpsc::channel::<Item>(max_in_flight);
     let reader = tokio::spawn(read_requests(
@@ -174,6 +300,7 @@ async fn connection<H: Handler>(
         peer,
         Arc::clone(&versions),
         config.clone(),
+        Arc::clone(&frame_limit),
         tx,
         shutdown.clone(),
     ));
@@ -192,11 +319,44 @@ async fn connection<H: Handler>(
                         .push_back(std::future::ready(Ok(Some((api_key, version, bytes)))).boxed());
                     continue;
                 }
+                // The connection answers the SASL requests itself, in order.
+                Some(Item::Request(request)) if is_sasl(request.api_key) && answers.is_empty() => {
+                    let (answer, close) = sasl(auth.as_mut(), &request);
+                    answers.push_back(std::future::ready(answer).boxed());
+                    if close {
+                        // Answered, then closed: nothing more is read.
+                        reading = false;
+                        rx.close();
+                    }
+                    if session.is_none()
+                        && let Some(principal) = auth.as_ref().and_then(Authenticator::principal)
+                    {
+                        session = Some(Arc::new(Session {
+                            peer,
+                            principal: principal.clone(),
+                            listener: config.listener,
+                        }));
+                        frame_limit.store(config.max_request_bytes, Ordering::Relaxed);
+                    }
+                    continue;
+                }
                 // Only a Produce overlaps earlier answers still waiting.
                 Some(Item::Request(request))
-                    if request.api_key == ApiKey::Produce || answers.is_empty() =>
+                    if !is_sasl(request.api_key)
+                        && (request.api_key == ApiKey::Produce || answers.is_empty()) =>
                 {
-                    applying = Some(apply(Arc::clone(&handler), *request, peer).boxed());
+                    let served = session
+                        .as_ref()
+                        .filter(|_| auth.as_ref().is_none_or(|a| a.may_serve(Instant::now())));
+                    let Some(session) = served else {
+                        // Kafka closes a connection that skips or outlives
+                        // its authentication.
+                        metrics::counter!("runnel_kafka_bad_requests_total", "listener" => config.listener, "reason" => "unauthenticated").increment(1);
+                        tracing::info!(%peer, api = api_name(request.api_key), "closing a Kafka connection: request without a valid SASL authentication");
+                        break;
+                    };
+                    applying =
+                        Some(apply(Arc::clone(&handler), *request, Arc::clone(session)).boxed());
                 }
                 waiting => next = waiting,
             }
@@ -236,6 +396,66 @@ async fn connection<H: Handler>(
     metrics::gauge!("runnel_kafka_connections", "listener" => config.listener).decrement(1.0);
 }
 
+fn is_sasl(api_key: ApiKey) -> bool {
+    matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+}
+
+/// Answers a SASL request, and says whether the connection closes after
+/// the answer. A listener without SASL answers ILLEGAL_SASL_STATE, as
+/// Kafka does on a `PLAINTEXT` listener.
+fn sasl(auth: Option<&mut Authenticator>, request: &Request) -> (Answer, bool) {
+    const ILLEGAL_SASL_STATE: i16 = 34;
+    const UNSUPPORTED_VERSION: i16 = 35;
+    let now = Instant::now();
+    let (body, close) = match (&request.body, auth) {
+        // v0 would be followed by raw SASL tokens outside Kafka frames.
+        (RequestKind::SaslHandshake(_), Some(_)) if request.version == 0 => (
+            ResponseKind::SaslHandshake(
+                SaslHandshakeResponse::default().with_error_code(UNSUPPORTED_VERSION),
+            ),
+            true,
+        ),
+        (RequestKind::SaslHandshake(r), Some(auth)) => {
+            let step = auth.handshake(r);
+            (ResponseKind::SaslHandshake(step.response), step.close)
+        }
+        (RequestKind::SaslAuthenticate(r), Some(auth)) => {
+            let step = auth.authenticate(r, now);
+            (ResponseKind::SaslAuthenticate(step.response), step.close)
+        }
+        (RequestKind::SaslHandshake(_), None) => (
+            ResponseKind::SaslHandshake(
+                SaslHandshakeResponse::default().with_error_code(ILLEGAL_SASL_STATE),
+            ),
+            false,
+        ),
+        (_, None) => (
+            ResponseKind::SaslAuthenticate(
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ILLEGAL_SASL_STATE)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "this listener does not use SASL",
+                    ))),
+            ),
+            false,
+        ),
+        (_, Some(_)) => return (Err(Unanswerable), true),
+    };
+    let encoded = request::encode(
+        request.api_key,
+        request.version,
+        request.header.correlation_id,
+        &body,
+    );
+    match encoded {
+        Ok(bytes) => (Ok(Some((request.api_key, request.version, bytes))), close),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode a SASL answer; closing the connection");
+            (Err(Unanswerable), true)
+        }
+    }
+}
+
 /// Writes one encoded answer (none for acks=0); false when the peer is gone.
 async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut W,
@@ -264,14 +484,14 @@ struct Applied {
 }
 
 /// Runs one request through the handler.
-async fn apply<H: Handler>(handler: Arc<H>, request: Request, peer: SocketAddr) -> Applied {
+async fn apply<H: Handler>(handler: Arc<H>, request: Request, session: Arc<Session>) -> Applied {
     let (api_key, version, correlation_id) = (
         request.api_key,
         request.version,
         request.header.correlation_id,
     );
     let started = Instant::now();
-    let reply = handler.handle(request, peer).await;
+    let reply = handler.handle(request, session).await;
     Applied {
         api_key,
         version,
@@ -331,13 +551,15 @@ async fn read_requests<R: tokio::io::AsyncRead + Unpin>(
     peer: SocketAddr,
     versions: Arc<Versions>,
     config: ServerConfig,
+    frame_limit: Arc<AtomicUsize>,
     tx: mpsc::Sender<Item>,
     shutdown: CancellationToken,
 ) {
     loop {
+        let limit = frame_limit.load(Ordering::Relaxed);
         let frame = tokio::select! {
             () = shutdown.cancelled() => return,
-            frame = frame::read_frame(&mut read, config.max_request_bytes) => frame,
+            frame = frame::read_frame(&mut read, limit) => frame,
         };
         let frame = match frame {
             Ok(Some(frame)) => frame,

@@ -150,6 +150,19 @@ impl KafkaConn {
         let id = self.send(version, request).await;
         self.receive::<R>(version, id).await
     }
+
+    /// Sends `request` and waits for its answer; `None` when the broker has
+    /// closed the connection instead.
+    pub async fn try_call<R: Request>(&mut self, version: i16, request: &R) -> Option<R::Response> {
+        let id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        self.stream
+            .write_all(&request_frame(version, id, request))
+            .await
+            .ok()?;
+        let mut frame = read_frame(&mut self.stream).await?;
+        Some(decode_response::<R>(&mut frame, version, id))
+    }
 }
 
 /// Decodes one answer frame (without its size prefix), checking it answers

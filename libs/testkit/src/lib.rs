@@ -6,7 +6,10 @@
 //! restart any of them, isolate one from its peers or cut two apart
 //! ([`TestCluster::cut`]), and waits for the cluster to settle with bounded
 //! polls ([`wait_for`]) rather than sleeps. Only tests depend on this crate.
+//! [`clients`] runs real Kafka clients against it, [`kafka_wire`] speaks
+//! the protocol by hand.
 
+pub mod clients;
 pub mod kafka_wire;
 pub mod txn;
 
@@ -46,6 +49,10 @@ pub struct Builder {
     quorum_snapshot_entries: u64,
     broker_heartbeat_interval_ms: u64,
     broker_session_timeout_ms: u64,
+    kafka_security_protocol: String,
+    connections_max_reauth_ms: u64,
+    kafka_client_auth: String,
+    super_users: Option<String>,
 }
 
 impl Builder {
@@ -68,6 +75,38 @@ impl Builder {
     pub fn broker_heartbeats(mut self, interval_ms: u64, session_timeout_ms: u64) -> Self {
         self.broker_heartbeat_interval_ms = interval_ms;
         self.broker_session_timeout_ms = session_timeout_ms;
+        self
+    }
+
+    /// The brokers' Kafka listener security protocol (default `PLAINTEXT`;
+    /// `SASL_PLAINTEXT` authenticates against the users the test creates).
+    pub fn kafka_security_protocol(mut self, protocol: &str) -> Self {
+        self.kafka_security_protocol = protocol.into();
+        self
+    }
+
+    /// The brokers' `ssl.client.auth` (default `none`). With an `SSL` or
+    /// `SASL_SSL` protocol the cluster makes a throwaway CA and
+    /// certificates under [`TestCluster::tls_dir`] first: `ca.pem`,
+    /// `broker.pem` (the brokers' keystore, for 127.0.0.1 and localhost),
+    /// `alice.pem`/`alice.key` (`CN=alice,OU=clients`), and `other-ca.pem`
+    /// with `mallory.pem`/`mallory.key` from another CA. Certificates are
+    /// checked for changes every 200 ms.
+    pub fn kafka_client_auth(mut self, auth: &str) -> Self {
+        self.kafka_client_auth = auth.into();
+        self
+    }
+
+    /// The brokers' `connections.max.reauth.ms` (default 0: no re-authentication).
+    pub fn connections_max_reauth_ms(mut self, ms: u64) -> Self {
+        self.connections_max_reauth_ms = ms;
+        self
+    }
+
+    /// Brokers authorize Kafka requests against the ACLs, with these
+    /// `super.users` (`User:admin;User:ops`); default: no authorizer.
+    pub fn authorizer(mut self, super_users: &str) -> Self {
+        self.super_users = Some(super_users.into());
         self
     }
 
@@ -120,6 +159,13 @@ impl Builder {
             coordinators: (0..self.coordinators).map(|_| None).collect(),
             coordinator_addrs: vec![None; self.coordinators],
         };
+        if self
+            .kafka_security_protocol
+            .to_ascii_uppercase()
+            .ends_with("SSL")
+        {
+            write_test_certificates(&cluster.tls_dir());
+        }
         for i in 0..self.controllers {
             cluster.start_controller(i).await;
         }
@@ -169,6 +215,34 @@ fn free_port() -> SocketAddr {
         .expect("a free loopback port")
 }
 
+/// Writes the test CA and certificates [`Builder::kafka_client_auth`] lists.
+fn write_test_certificates(dir: &std::path::Path) {
+    use runnel_common::certs::DevCa;
+    std::fs::create_dir_all(dir).expect("the test certificate directory");
+    let write = |name: &str, pem: &str| {
+        std::fs::write(dir.join(name), pem).expect("a test certificate is written");
+    };
+    let ca = DevCa::new("runnel test CA").expect("a test CA");
+    write("ca.pem", ca.ca_pem());
+    write(
+        "broker.pem",
+        &ca.server_keystore(&["127.0.0.1", "localhost"])
+            .expect("the brokers' certificate"),
+    );
+    let (cert, key) = ca
+        .client("alice", Some("clients"))
+        .expect("alice's certificate");
+    write("alice.pem", &cert);
+    write("alice.key", &key);
+    let other = DevCa::new("another CA").expect("another CA");
+    write("other-ca.pem", other.ca_pem());
+    let (cert, key) = other
+        .client("mallory", None)
+        .expect("mallory's certificate");
+    write("mallory.pem", &cert);
+    write("mallory.key", &key);
+}
+
 impl TestCluster {
     /// A builder with one broker.
     pub fn builder() -> Builder {
@@ -182,12 +256,21 @@ impl TestCluster {
             quorum_snapshot_entries: 5000,
             broker_heartbeat_interval_ms: 100,
             broker_session_timeout_ms: 2_000,
+            kafka_security_protocol: "PLAINTEXT".into(),
+            connections_max_reauth_ms: 0,
+            super_users: None,
+            kafka_client_auth: "none".into(),
         }
     }
 
     /// The directory holding every node's data.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().to_owned()
+    }
+
+    /// Where the cluster's test certificates are (see [`Builder::kafka_client_auth`]).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
     }
 
     /// Bootstrap addresses of the running brokers.
@@ -327,6 +410,14 @@ impl TestCluster {
             auto_create_topics_enable: self.settings.auto_create_topics,
             num_partitions: self.settings.num_partitions,
             io_threads: 2,
+            kafka_security_protocol: self.settings.kafka_security_protocol.clone(),
+            connections_max_reauth_ms: self.settings.connections_max_reauth_ms,
+            authorizer_enabled: self.settings.super_users.is_some(),
+            super_users: self.settings.super_users.clone().unwrap_or_default(),
+            ssl_keystore_location: Some(self.tls_dir().join("broker.pem")),
+            ssl_truststore_location: Some(self.tls_dir().join("ca.pem")),
+            ssl_client_auth: self.settings.kafka_client_auth.clone(),
+            ssl_reload_interval_ms: 200,
             ..runnel_broker::Config::default()
         };
         let handle = start_on(config, "the broker starts", |c| {

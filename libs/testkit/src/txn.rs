@@ -40,6 +40,7 @@ pub async fn produce(
                 partition,
                 records: records.into(),
             }],
+            transactional_id: String::new(),
         })
         .await
         .expect("the broker answers Produce")

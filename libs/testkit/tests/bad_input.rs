@@ -109,6 +109,7 @@ async fn bad_produce_and_fetch_requests_are_refused() {
             partition: 0,
             records: records.into(),
         }],
+        transactional_id: String::new(),
     };
     let first = b
         .produce(produce("small", good(3)))

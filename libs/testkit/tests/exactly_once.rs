@@ -34,6 +34,11 @@ fn app_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/eos_app.py")
 }
 
+/// How long the application runs at most (`eos_app.py` computes the same).
+fn app_deadline(records: usize) -> Duration {
+    Duration::from_secs(180 + records as u64 / 10)
+}
+
 /// Starts the application on `records` input records (its stdout is read at the end).
 fn start_app(bootstrap: &str, records: usize) -> Child {
     let python = std::env::var("RUNNEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -138,10 +143,18 @@ async fn consume_transform_produce_is_exactly_once_through_kills() {
             }
         }
     }
-    let output = tokio::task::spawn_blocking(move || app.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    // The application gives up on its own after its deadline; this one is
+    // the backstop so that a client stuck in a call fails the test instead
+    // of hanging it.
+    let deadline = tokio::time::Instant::now() + app_deadline(records) + Duration::from_secs(60);
+    while app.try_wait().unwrap().is_none() {
+        if tokio::time::Instant::now() > deadline {
+            let _ = app.kill();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let output = app.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains("done"),

@@ -10,22 +10,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use runnel_client::NewTopic;
+use runnel_testkit::clients::{python, run, script};
 use runnel_testkit::{TestCluster, wait_for};
-
-fn python() -> String {
-    std::env::var("RUNNEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/kafka")
-        .join(name)
-}
 
 /// A cluster for one scenario: one broker, one coordinator, topics only
 /// by request (so an unknown topic stays unknown).
@@ -36,29 +25,6 @@ async fn cluster(brokers: usize) -> TestCluster {
         .auto_create_topics(false)
         .start()
         .await
-}
-
-/// Runs `program args` off the runtime (the cluster keeps serving) and
-/// fails the test with its output unless it succeeds.
-async fn run(program: String, args: Vec<String>) -> Output {
-    let shown = format!("{program} {}", args.join(" "));
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        output.status.success(),
-        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 async fn confluent(scenario: &str) -> (TestCluster, String) {

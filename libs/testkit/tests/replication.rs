@@ -290,6 +290,7 @@ async fn an_isolated_leader_cannot_acknowledge_and_drops_its_tail_after_healing(
             partition: 0,
             records: batch(value).into(),
         }],
+        transactional_id: String::new(),
     };
     let r = direct
         .produce(send(pb::Acks::Leader, "lost-acks-1"))

@@ -48,6 +48,42 @@ pub struct Config {
     pub kafka_external_advertised_host: Option<String>,
     /// Port outside Kafka clients use to reach `kafka_external_listen`.
     pub kafka_external_advertised_port: Option<u16>,
+    /// The security protocol of `kafka_listen` (its entry in Kafka's
+    /// `listener.security.protocol.map`): `PLAINTEXT`, `SASL_PLAINTEXT`,
+    /// `SSL` or `SASL_SSL`.
+    pub kafka_security_protocol: String,
+    /// The security protocol of `kafka_external_listen`.
+    pub kafka_external_security_protocol: String,
+    /// `sasl.enabled.mechanisms`, comma-separated: any of `PLAIN`,
+    /// `SCRAM-SHA-256`, `SCRAM-SHA-512`.
+    pub sasl_enabled_mechanisms: String,
+    /// `connections.max.reauth.ms`: how long a SASL authentication holds
+    /// before the client must re-authenticate (KIP-368); 0 for ever.
+    pub connections_max_reauth_ms: u64,
+    /// `ssl.keystore.location` (type PEM): the certificate chain and private
+    /// key of TLS listeners.
+    pub ssl_keystore_location: Option<PathBuf>,
+    /// `ssl.truststore.location` (type PEM): the CA client certificates must
+    /// chain to.
+    pub ssl_truststore_location: Option<PathBuf>,
+    /// `ssl.client.auth`: `none`, `requested` or `required`.
+    pub ssl_client_auth: String,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject
+    /// becomes a principal name.
+    pub ssl_principal_mapping_rules: String,
+    /// How often the TLS files are checked for changes (reloaded without a
+    /// restart).
+    pub ssl_reload_interval_ms: u64,
+    /// Whether requests are authorized against the ACLs (Kafka's
+    /// `authorizer.class.name` set to its `StandardAuthorizer`); without it
+    /// every authenticated client may do everything.
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals allowed everything, `;`-separated
+    /// (`User:admin;User:ops`).
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: a resource no binding names is
+    /// open to all (false, Kafka's default once an authorizer is set).
+    pub allow_everyone_if_no_acl_found: bool,
     /// `broker.rack`.
     pub rack: String,
     /// Where partition logs live (`log.dirs`).
@@ -99,6 +135,18 @@ impl Default for Config {
             kafka_external_listen: None,
             kafka_external_advertised_host: None,
             kafka_external_advertised_port: None,
+            kafka_security_protocol: "PLAINTEXT".into(),
+            kafka_external_security_protocol: "PLAINTEXT".into(),
+            sasl_enabled_mechanisms: runnel_kafka::auth::MECHANISMS.join(","),
+            connections_max_reauth_ms: 0,
+            ssl_keystore_location: None,
+            ssl_truststore_location: None,
+            ssl_client_auth: "none".into(),
+            ssl_principal_mapping_rules: "DEFAULT".into(),
+            ssl_reload_interval_ms: 30_000,
+            authorizer_enabled: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
             rack: String::new(),
             data_dir: PathBuf::from("./runnel-data/broker-1"),
             controller: "127.0.0.1:9093".into(),
@@ -115,5 +163,149 @@ impl Default for Config {
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
         }
+    }
+}
+
+/// Kafka's security protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    /// No authentication, no encryption.
+    Plaintext,
+    /// SASL authentication, no encryption.
+    SaslPlaintext,
+    /// TLS (principals from client certificates, if any).
+    Ssl,
+    /// SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The protocol Kafka names `name`.
+    pub fn parse(name: &str) -> Result<SecurityProtocol, String> {
+        match name.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Ok(SecurityProtocol::Plaintext),
+            "SASL_PLAINTEXT" => Ok(SecurityProtocol::SaslPlaintext),
+            "SSL" => Ok(SecurityProtocol::Ssl),
+            "SASL_SSL" => Ok(SecurityProtocol::SaslSsl),
+            _ => Err(format!(
+                "unknown security protocol {name:?} (PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL)"
+            )),
+        }
+    }
+
+    /// Whether clients authenticate with SASL.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+}
+
+impl Config {
+    /// The TLS of the Kafka listeners, when one of them speaks it.
+    pub fn kafka_tls(&self) -> Result<runnel_kafka::server::ListenerTls, String> {
+        use runnel_common::tls::{ClientAuth, PrincipalMapper, ReloadingTls, TlsFiles};
+        let keystore = self.ssl_keystore_location.clone().ok_or(
+            "a TLS listener (SSL, SASL_SSL) needs ssl_keystore_location (PEM: certificate chain and key)",
+        )?;
+        let files = TlsFiles {
+            keystore,
+            truststore: self.ssl_truststore_location.clone(),
+            client_auth: ClientAuth::parse(&self.ssl_client_auth).map_err(|e| e.to_string())?,
+            alpn: Vec::new(),
+        };
+        Ok(runnel_kafka::server::ListenerTls {
+            config: ReloadingTls::load(files).map_err(|e| e.to_string())?,
+            principals: std::sync::Arc::new(
+                PrincipalMapper::parse(&self.ssl_principal_mapping_rules)
+                    .map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+
+    /// The authorizer's settings, `None` when no authorizer is enabled.
+    pub fn authorizer(&self) -> Option<runnel_common::acl::AuthorizerSettings> {
+        self.authorizer_enabled
+            .then(|| runnel_common::acl::AuthorizerSettings {
+                super_users: runnel_common::acl::AuthorizerSettings::parse_super_users(
+                    &self.super_users,
+                ),
+                allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+            })
+    }
+
+    /// The enabled SASL mechanisms, checked.
+    pub fn sasl_mechanisms(&self) -> Result<Vec<String>, String> {
+        let mechanisms: Vec<String> = self
+            .sasl_enabled_mechanisms
+            .split(',')
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .collect();
+        if mechanisms.is_empty() {
+            return Err("sasl_enabled_mechanisms is empty".into());
+        }
+        match mechanisms
+            .iter()
+            .find(|m| !runnel_kafka::auth::MECHANISMS.contains(&m.as_str()))
+        {
+            Some(unknown) => Err(format!(
+                "unknown SASL mechanism {unknown} (supported: {})",
+                runnel_kafka::auth::MECHANISMS.join(", ")
+            )),
+            None => Ok(mechanisms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_settings_are_checked() {
+        assert_eq!(
+            SecurityProtocol::parse("sasl_ssl"),
+            Ok(SecurityProtocol::SaslSsl)
+        );
+        assert!(SecurityProtocol::parse("SASL_SSL").unwrap().tls());
+        assert!(!SecurityProtocol::parse("SSL").unwrap().sasl());
+        assert!(SecurityProtocol::parse("KERBEROS").is_err());
+        let config = |mechanisms: &str| Config {
+            sasl_enabled_mechanisms: mechanisms.into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            config(" plain , SCRAM-SHA-512").sasl_mechanisms(),
+            Ok(vec!["PLAIN".to_string(), "SCRAM-SHA-512".to_string()])
+        );
+        assert!(config("GSSAPI").sasl_mechanisms().is_err());
+        assert!(config(",").sasl_mechanisms().is_err());
+        let no_keystore = Config {
+            kafka_security_protocol: "SSL".into(),
+            ..Config::default()
+        };
+        assert!(
+            no_keystore
+                .kafka_tls()
+                .unwrap_err()
+                .contains("ssl_keystore_location")
+        );
+        let missing = Config {
+            ssl_keystore_location: Some("/nonexistent/broker.pem".into()),
+            ..Config::default()
+        };
+        assert!(
+            missing
+                .kafka_tls()
+                .unwrap_err()
+                .contains("/nonexistent/broker.pem")
+        );
     }
 }

@@ -224,13 +224,7 @@ pub enum Failure {
         /// The Produce version.
         version: i16,
     },
-    /// The broker's gRPC InitProducerId with a transactional id: those
-    /// producers initialise with their transaction coordinator.
-    #[error(
-        "a transactional producer gets its producer id from its transaction coordinator (Coordinator.InitProducerId), not from a broker"
-    )]
-    TransactionalInitOnBroker,
-    /// Kafka listener: a transactional batch for a partition its
+    /// A transactional batch for a partition its
     /// transaction does not hold (KIP-890: verified with the coordinator).
     #[error(
         "producer {producer_id} of transactional id {transactional_id:?} has not added {topic}-{partition} to its transaction"
@@ -265,6 +259,9 @@ pub enum Failure {
     /// FindCoordinator for an empty group id.
     #[error("the group id is empty")]
     EmptyGroupId,
+    /// FindCoordinator for an empty transactional id.
+    #[error("the transactional id is empty")]
+    EmptyTransactionalId,
     /// No live coordinator owns the group's partition of `__consumer_offsets`.
     #[error("no live coordinator owns group {group}'s partition of __consumer_offsets yet")]
     NoCoordinator {
@@ -347,6 +344,16 @@ pub enum Failure {
         /// The resource type.
         resource_type: i8,
     },
+    /// The authorizer denied the caller an operation on a resource.
+    #[error("Not authorized to {operation} {resource_type} {name}")]
+    Unauthorized {
+        /// The operation (`WRITE`).
+        operation: runnel_common::acl::Operation,
+        /// The resource's type.
+        resource_type: runnel_common::acl::ResourceType,
+        /// The resource's name.
+        name: String,
+    },
     /// Kafka listener: an IncrementalAlterConfigs operation other than 0-3.
     #[error("config operation {operation} is not one of 0-3")]
     UnknownConfigOperation {
@@ -360,6 +367,19 @@ fn fenced_note(fenced: bool) -> &'static str {
 }
 
 impl Failure {
+    /// The authorizer's denial of `operation` on a resource.
+    pub fn unauthorized(
+        operation: runnel_common::acl::Operation,
+        resource_type: runnel_common::acl::ResourceType,
+        name: &str,
+    ) -> Failure {
+        Failure::Unauthorized {
+            operation,
+            resource_type,
+            name: name.to_owned(),
+        }
+    }
+
     /// The code clients get for this failure.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -368,6 +388,15 @@ impl Failure {
             // Kafka's UNKNOWN_TOPIC_ID has no Runnel code; the Kafka layer answers it.
             | Failure::UnknownTopicId { .. } => ErrorCode::UnknownTopicOrPartition,
             Failure::InvalidTopic(_) => ErrorCode::InvalidTopicException,
+            Failure::Unauthorized { resource_type, .. } => {
+                use runnel_common::acl::ResourceType as R;
+                match resource_type {
+                    R::Topic => ErrorCode::TopicAuthorizationFailed,
+                    R::Group => ErrorCode::GroupAuthorizationFailed,
+                    R::TransactionalId => ErrorCode::TransactionalIdAuthorizationFailed,
+                    _ => ErrorCode::ClusterAuthorizationFailed,
+                }
+            }
             Failure::NotLeader { .. }
             | Failure::LeadershipMoved { .. }
             | Failure::ShuttingDown
@@ -393,7 +422,6 @@ impl Failure {
                 ErrorCode::InvalidRecord
             }
             Failure::ZstdBeforeV7 { .. } => ErrorCode::UnsupportedCompressionType,
-            Failure::TransactionalInitOnBroker => ErrorCode::InvalidRequest,
             Failure::PartitionNotInTransaction { .. } => ErrorCode::InvalidTxnState,
             Failure::BrokerNotRegistered { .. } | Failure::EmptyProducerIdBlock => {
                 ErrorCode::BrokerNotAvailable
@@ -402,6 +430,7 @@ impl Failure {
             Failure::NoProducerIds { code, .. } if is_retriable(*code) => *code,
             Failure::NoProducerIds { .. } => ErrorCode::BrokerNotAvailable,
             Failure::EmptyGroupId => ErrorCode::InvalidGroupId,
+            Failure::EmptyTransactionalId => ErrorCode::InvalidRequest,
             Failure::NoCoordinator { .. }
             | Failure::CoordinatorWithoutEndpoint { .. }
             | Failure::NoCoordinatorToRelay { .. }
@@ -655,11 +684,6 @@ mod tests {
                 },
                 ErrorCode::InvalidTxnState,
                 "producer 7 of transactional id \"tx-1\" has not added orders-2 to its transaction",
-            ),
-            (
-                Failure::TransactionalInitOnBroker,
-                ErrorCode::InvalidRequest,
-                "a transactional producer gets its producer id from its transaction coordinator (Coordinator.InitProducerId), not from a broker",
             ),
             (
                 Failure::NoTransactionCoordinator {

@@ -12,6 +12,7 @@
 //!   `kafka/fetch.rs`, ...); `errors`: why a request failed.
 //! - `io`: the disk I/O threads; `maintenance`: retention, flushing, compaction.
 
+pub mod authz;
 mod checkpoint;
 mod config;
 mod errors;
@@ -55,6 +56,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting is invalid.
+    #[error("invalid broker config: {0}")]
+    Config(String),
     /// The controller address is malformed.
     #[error("invalid controller address {addr:?}: {message}")]
     Controller {
@@ -131,6 +135,17 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<BrokerHandle, StartError> {
+    let protocol = |name: &str| config::SecurityProtocol::parse(name).map_err(StartError::Config);
+    let internal_protocol = protocol(&config.kafka_security_protocol)?;
+    let external_protocol = protocol(&config.kafka_external_security_protocol)?;
+    let sasl_mechanisms = config.sasl_mechanisms().map_err(StartError::Config)?;
+    let kafka_tls = if internal_protocol.tls()
+        || (config.kafka_external_listen.is_some() && external_protocol.tls())
+    {
+        Some(config.kafka_tls().map_err(StartError::Config)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Setup {
         what: format!("data directory {}", config.data_dir.display()),
         source,
@@ -262,17 +277,35 @@ pub async fn start(
     }
     let external_kafka_addr = kafka_external.as_ref().map(|(_, addr)| *addr);
     let versions = Arc::new(kafka::versions());
-    let kafka_listeners =
-        std::iter::once((kafka_listener, service::Listener::Internal, "internal")).chain(
-            kafka_external.map(|(listener, _)| (listener, service::Listener::External, "external")),
-        );
-    for (listener, side, name) in kafka_listeners {
+    let sasl = Arc::new(runnel_kafka::auth::SaslSettings {
+        mechanisms: sasl_mechanisms,
+        max_reauth: (config.connections_max_reauth_ms > 0)
+            .then(|| Duration::from_millis(config.connections_max_reauth_ms)),
+        ..runnel_kafka::auth::SaslSettings::new(Arc::clone(&cache) as _)
+    });
+    let kafka_listeners = std::iter::once((
+        kafka_listener,
+        service::Listener::Internal,
+        "internal",
+        internal_protocol,
+    ))
+    .chain(kafka_external.map(|(listener, _)| {
+        (
+            listener,
+            service::Listener::External,
+            "external",
+            external_protocol,
+        )
+    }));
+    let authorizer = authz::Authorizer::new(config.authorizer(), Arc::clone(&cache));
+    for (listener, side, name, protocol) in kafka_listeners {
         let api = kafka::KafkaApi::new(
             Arc::clone(&broker),
             Arc::clone(&cache),
             kafka_controller.clone(),
             side,
             config.broker_id,
+            authorizer.clone(),
         );
         servers.spawn(runnel_kafka::server::serve(
             listener,
@@ -281,12 +314,20 @@ pub async fn start(
             runnel_kafka::server::ServerConfig {
                 max_request_bytes: config.socket_request_max_bytes,
                 listener: name,
+                sasl: protocol.sasl().then(|| Arc::clone(&sasl)),
+                tls: kafka_tls.clone().filter(|_| protocol.tls()),
                 ..Default::default()
             },
             shutdown.clone(),
         ));
     }
     drop(broker);
+    if let Some(tls) = kafka_tls {
+        servers.spawn(tls.config.watch(
+            Duration::from_millis(config.ssl_reload_interval_ms.max(100)),
+            shutdown.clone(),
+        ));
+    }
     let token = shutdown.clone();
     let ready = readiness.clone();
     servers.spawn(async move {

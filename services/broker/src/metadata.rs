@@ -48,6 +48,23 @@ pub struct MetadataCache {
     controller_endpoints: RwLock<Vec<Endpoint>>,
 }
 
+/// SASL looks users' credentials up in the metadata log's image.
+impl runnel_kafka::auth::CredentialStore for MetadataCache {
+    fn scram(
+        &self,
+        user: &str,
+        mechanism: runnel_common::scram::Mechanism,
+    ) -> Option<runnel_common::scram::ScramCredential> {
+        self.with(|image| {
+            image
+                .scram_credentials
+                .get(user)
+                .and_then(|c| c.get(&mechanism))
+                .cloned()
+        })
+    }
+}
+
 impl Default for MetadataCache {
     fn default() -> Self {
         MetadataCache {
@@ -60,6 +77,14 @@ impl Default for MetadataCache {
 }
 
 impl MetadataCache {
+    /// A cache holding `image` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn of(image: MetadataImage) -> MetadataCache {
+        let cache = MetadataCache::default();
+        *cache.image.write() = image;
+        cache
+    }
+
     /// Reads the image.
     pub fn with<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
         f(&self.image.read())

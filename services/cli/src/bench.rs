@@ -1,4 +1,4 @@
-//! `runnel bench produce|consume|e2e|group-consume|rebalance|commit|metadata|protocols`:
+//! `runnel bench produce|consume|e2e|group-consume|rebalance|commit|metadata|protocols|transactions`:
 //! throughput and latency against a cluster.
 //!
 //! Results are plain lines on stdout (records/s, MB/s, latency percentiles
@@ -25,6 +25,7 @@ use crate::{errln, outln};
 mod groups;
 mod metadata;
 mod protocols;
+mod transactions;
 
 /// `runnel bench` subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -47,6 +48,10 @@ pub enum Command {
     /// Metadata writes (topic creations) per second and their latency;
     /// with --kill-active, the controller failover time.
     Metadata(metadata::MetadataArgs),
+    /// Transactions: transactional against idempotent produce,
+    /// read_committed against read_uncommitted consume over aborted
+    /// transactions, and commit latency at a steady rate.
+    Transactions(transactions::TransactionsArgs),
 }
 
 /// Options shared by the benchmarks.
@@ -110,6 +115,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         Command::Commit(args) => groups::run_commit(Cluster::new(client), args).await?,
         Command::Metadata(args) => metadata::run(client, args).await?,
         Command::Protocols(args) => protocols::run(Cluster::new(client), args).await?,
+        Command::Transactions(args) => transactions::run(Cluster::new(client), args).await?,
         Command::Produce(args) => {
             let cluster = Cluster::new(client);
             ensure_topic(&cluster, &args.topic, args.partitions).await?;
@@ -177,6 +183,14 @@ struct Outcome {
     bytes: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
+}
+
+/// `prefix` made unique by the time (group ids, transactional ids, topics).
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{nanos}")
 }
 
 async fn ensure_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32) -> anyhow::Result<()> {

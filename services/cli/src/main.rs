@@ -6,6 +6,7 @@
 //! closed stdout (`runnel topics describe t | head -3`) ends a command
 //! quietly with status 0, as it ends `cat` (see [`output`]).
 
+mod acls;
 mod bench;
 mod cluster;
 mod connectors;
@@ -17,6 +18,7 @@ mod output;
 mod produce;
 mod topics;
 mod transactions;
+mod users;
 mod verify;
 
 use std::process::ExitCode;
@@ -58,6 +60,12 @@ enum Command {
     /// List and describe transactions, find and abort hanging ones.
     #[command(subcommand)]
     Transactions(transactions::Command),
+    /// Create, list and delete users (SCRAM credentials for SASL).
+    #[command(subcommand)]
+    Users(users::Command),
+    /// Add, list and remove ACL bindings (who may do what on which resources).
+    #[command(subcommand)]
+    Acls(acls::Command),
     /// Create, list, pause, resume, restart and delete connectors on a connect worker.
     Connectors(connectors::Args),
     /// Show the controllers, brokers and coordinators and their liveness.
@@ -97,6 +105,8 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(client, args).await,
             Command::Groups(cmd) => groups::run(client, cmd).await,
             Command::Transactions(cmd) => transactions::run(client, cmd).await,
+            Command::Users(cmd) => users::run(client, cmd).await,
+            Command::Acls(cmd) => acls::run(client, cmd).await,
             Command::Connectors(args) => connectors::run(args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,

@@ -1037,3 +1037,200 @@ fn runnel_dev_prints_its_banner_last_and_on_the_first_screen() {
         screen.join("\n")
     );
 }
+
+#[test]
+fn users_are_created_listed_and_deleted_without_the_password_leaving_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let out = dev.run(
+        &["users", "create", "alice", "--password-stdin"],
+        Some(b"correct horse\n"),
+    );
+    assert_eq!(ok(&out), "user alice created\n");
+    ok(&dev.run(
+        &[
+            "users",
+            "create",
+            "bob",
+            "--password",
+            "battery staple",
+            "--mechanism",
+            "SCRAM-SHA-512",
+            "--iterations",
+            "8192",
+        ],
+        None,
+    ));
+    let listed = ok(&dev.run(&["users", "list"], None));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(lines[0].starts_with("USER") && lines[0].ends_with("MECHANISMS"));
+    assert!(
+        lines[1].starts_with("alice")
+            && lines[1].ends_with("SCRAM-SHA-256(4096) SCRAM-SHA-512(4096)")
+    );
+    assert!(lines[2].starts_with("bob") && lines[2].ends_with("SCRAM-SHA-512(8192)"));
+
+    fails_with(
+        &dev.run(
+            &[
+                "users",
+                "create",
+                "carol",
+                "--password",
+                "x",
+                "--iterations",
+                "100",
+            ],
+            None,
+        ),
+        "iterations",
+    );
+    fails_with(
+        &dev.run(
+            &[
+                "users",
+                "create",
+                "carol",
+                "--password",
+                "x",
+                "--mechanism",
+                "MD5",
+            ],
+            None,
+        ),
+        "unknown SCRAM mechanism",
+    );
+    fails_with(
+        &dev.run(
+            &["users", "create", "carol", "--password-stdin"],
+            Some(b"\n"),
+        ),
+        "must not be empty",
+    );
+    fails_with(
+        &dev.run(&["users", "delete", "nobody"], None),
+        "no credentials",
+    );
+    fails_with(
+        &dev.run(
+            &["users", "delete", "bob", "--mechanism", "SCRAM-SHA-256"],
+            None,
+        ),
+        "does not exist",
+    );
+    assert_eq!(
+        ok(&dev.run(&["users", "delete", "alice"], None)),
+        "user alice deleted\n"
+    );
+    let listed = ok(&dev.run(&["users", "list"], None));
+    assert!(
+        !listed.contains("alice") && listed.contains("bob"),
+        "{listed}"
+    );
+
+    let (clean, log) = dev.terminate();
+    assert!(clean);
+    for secret in ["correct horse", "battery staple"] {
+        assert!(!log.contains(secret), "a password in the log");
+    }
+    // Nor in the controller's files (its state and Raft log, with their WALs).
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.path().join("data").join("controller")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("correct horse") && !text.contains("battery staple"));
+        checked += usize::from(text.contains("alice") || text.contains("bob"));
+    }
+    assert!(checked > 0, "the users are in the controller's files");
+}
+
+#[test]
+fn acls_are_added_listed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    let added = ok(&dev.run(
+        &[
+            "acls",
+            "add",
+            "--allow-principal",
+            "User:alice",
+            "--consumer",
+            "--topic",
+            "orders",
+            "--group",
+            "billing",
+        ],
+        None,
+    ));
+    assert!(added.starts_with("added 3 ACL binding(s)\n"), "{added}");
+    ok(&dev.run(
+        &[
+            "acls",
+            "add",
+            "--deny-principal",
+            "User:bob",
+            "--operation",
+            "write",
+            "--topic",
+            "logs-",
+            "--resource-pattern-type",
+            "prefixed",
+        ],
+        None,
+    ));
+    let listed = ok(&dev.run(&["acls", "list"], None));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 5, "{listed}");
+    assert!(lines[0].starts_with("PRINCIPAL") && lines[0].ends_with("NAME"));
+    assert!(
+        listed.contains("User:bob") && listed.contains("DENY") && listed.contains("PREFIXED"),
+        "{listed}"
+    );
+    // MATCH: what applies to one topic, whatever its pattern.
+    let matching = ok(&dev.run(
+        &[
+            "acls",
+            "list",
+            "--topic",
+            "logs-app",
+            "--resource-pattern-type",
+            "match",
+        ],
+        None,
+    ));
+    assert_eq!(matching.lines().count(), 2, "{matching}");
+    fails_with(
+        &dev.run(
+            &[
+                "acls",
+                "add",
+                "--allow-principal",
+                "alice",
+                "--operation",
+                "read",
+                "--topic",
+                "t",
+            ],
+            None,
+        ),
+        "TYPE:NAME",
+    );
+    fails_with(
+        &dev.run(
+            &["acls", "add", "--allow-principal", "User:a", "--topic", "t"],
+            None,
+        ),
+        "--operation",
+    );
+    fails_with(&dev.run(&["acls", "remove"], None), "--all");
+    let removed = ok(&dev.run(&["acls", "remove", "--principal", "User:alice"], None));
+    assert!(
+        removed.starts_with("removed 3 ACL binding(s)\n"),
+        "{removed}"
+    );
+    let listed = ok(&dev.run(&["acls", "list"], None));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let (clean, _) = dev.terminate();
+    assert!(clean);
+}

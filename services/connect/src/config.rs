@@ -69,6 +69,23 @@ pub struct Config {
     /// A directory of connector config files (`*.json`, `*.toml`), read at
     /// start and whenever a file changes.
     pub connectors_dir: Option<PathBuf>,
+    /// `exactly.once.source.support` (KIP-618): `enabled` makes every source
+    /// task write its records and its offsets in one transaction; `disabled`
+    /// (the default, as Kafka's) and `preparing` do not.
+    pub exactly_once_source_support: ExactlyOnceSourceSupport,
+}
+
+/// `exactly.once.source.support`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExactlyOnceSourceSupport {
+    /// Source tasks commit offsets apart from their records (at least once).
+    #[default]
+    Disabled,
+    /// Kafka's step of a rolling upgrade; here the same as `disabled`.
+    Preparing,
+    /// Source records and offsets are written in one transaction per task.
+    Enabled,
 }
 
 impl Default for Config {
@@ -98,6 +115,30 @@ impl Default for Config {
             value_converter: "org.apache.kafka.connect.json.JsonConverter".into(),
             schemas_enable: true,
             connectors_dir: None,
+            exactly_once_source_support: ExactlyOnceSourceSupport::Disabled,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_once_source_support_takes_kafkas_values_only() {
+        let c: Config =
+            toml::from_str(r#"exactly_once_source_support = "enabled""#).expect("enabled parses");
+        assert_eq!(
+            c.exactly_once_source_support,
+            ExactlyOnceSourceSupport::Enabled
+        );
+        let d: Config = toml::from_str("").expect("the default parses");
+        assert_eq!(
+            d.exactly_once_source_support,
+            ExactlyOnceSourceSupport::Disabled
+        );
+        let bad = toml::from_str::<Config>(r#"exactly_once_source_support = "always""#)
+            .expect_err("an unknown value is refused");
+        assert!(bad.to_string().contains("disabled"), "{bad}");
     }
 }

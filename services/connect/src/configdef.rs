@@ -140,6 +140,10 @@ impl Key {
             )]
         };
         let v = value.trim();
+        if v.is_empty() && self.default == Some("") && matches!(self.ty, Type::Int | Type::Long) {
+            // A number with no default (Kafka's null): unset is fine.
+            return Vec::new();
+        }
         let type_problem = match self.ty {
             Type::Int if v.parse::<i32>().is_err() => Some("Not a number of type INT"),
             Type::Long if v.parse::<i64>().is_err() => Some("Not a number of type LONG"),
@@ -249,6 +253,38 @@ pub const COMMON: &[Key] = &[
         "Log every skipped record.",
     )
     .group("Error Handling"),
+];
+
+/// `transaction.boundary`'s values (KIP-618).
+const BOUNDARIES: &[&str] = &["poll", "interval", "connector"];
+
+/// Keys of source connectors (KIP-618's, used with the worker's
+/// `exactly.once.source.support=enabled`).
+pub const SOURCE: &[Key] = &[
+    Key::optional(
+        "exactly.once.support",
+        Type::String,
+        "requested",
+        "requested, or required: the task fails unless the worker runs it exactly once.",
+    )
+    .check(Check::OneOf(&["requested", "required"]))
+    .group("Exactly Once Support"),
+    Key::optional(
+        "transaction.boundary",
+        Type::String,
+        "poll",
+        "Where an exactly-once source task commits: poll (every batch it polls) or interval.",
+    )
+    .check(Check::OneOf(BOUNDARIES))
+    .group("Exactly Once Support"),
+    Key::optional(
+        "transaction.boundary.interval.ms",
+        Type::Long,
+        "",
+        "With transaction.boundary=interval: how often to commit (default: the worker's offset.flush.interval.ms).",
+    )
+    .check(Check::AtLeast(1))
+    .group("Exactly Once Support"),
 ];
 
 /// Keys of sink connectors.
@@ -373,8 +409,9 @@ pub fn validate(props: &Props, plugin: Option<&'static dyn Plugin>) -> ConfigInf
     let plugin = plugin.or_else(|| plugins::find(class));
     let mut keys: Vec<Key> = COMMON.to_vec();
     if let Some(p) = plugin {
-        if p.kind() == Kind::Sink {
-            keys.extend_from_slice(SINK);
+        match p.kind() {
+            Kind::Sink => keys.extend_from_slice(SINK),
+            Kind::Source => keys.extend_from_slice(SOURCE),
         }
         keys.extend_from_slice(p.keys());
     }
@@ -426,6 +463,12 @@ pub fn validate(props: &Props, plugin: Option<&'static dyn Plugin>) -> ConfigInf
     if let Some(p) = plugin {
         if p.kind() == Kind::Sink {
             extra.extend(sink_problems(props));
+        }
+        if p.kind() == Kind::Source && get(props, "transaction.boundary", "poll") == "connector" {
+            extra.push((
+                "transaction.boundary".into(),
+                format!("The connector {} does not define its own transaction boundaries; use poll or interval", p.class()),
+            ));
         }
         extra.extend(p.validate(props));
     }

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-pub use config::Config;
+pub use config::{Config, ExactlyOnceSourceSupport};
 
 /// Why a worker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +193,9 @@ async fn run(
                 config.consumer_heartbeat_interval_ms,
             ),
             consumer_max_poll_records: config.consumer_max_poll_records.max(1),
+            exactly_once_source: config.exactly_once_source_support
+                == ExactlyOnceSourceSupport::Enabled,
+            group_id: config.group_id.clone(),
         },
         Arc::clone(&cluster),
         Arc::clone(&store),

@@ -20,8 +20,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use runnel_client::{
-    Admin, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode, NewTopic,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Admin, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord, ErrorCode,
+    IsolationLevel, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    TopicPartition,
 };
 use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
@@ -190,6 +191,9 @@ impl Store {
                     auto_offset_reset: OffsetReset::Earliest,
                     fetch_max_wait: Duration::from_millis(100),
                     max_poll_records: 10_000,
+                    // Exactly-once source tasks write offsets in their
+                    // transactions: an aborted one's must never count.
+                    isolation_level: IsolationLevel::ReadCommitted,
                     ..ConsumerConfig::default()
                 },
             );
@@ -475,22 +479,40 @@ impl Store {
         offsets: &[(Json, Json)],
     ) -> Result<(), StoreError> {
         let mut deliveries = Vec::with_capacity(offsets.len());
-        for (partition, offset) in offsets {
-            let key = json!([connector, partition]).to_string();
-            let record =
-                ProducerRecord::new(self.topics.offsets.clone(), Bytes::from(offset.to_string()))
-                    .key(Bytes::from(key));
+        for record in self.source_offset_records(connector, offsets) {
             deliveries.push(self.producer.send(record).await?);
         }
         for d in deliveries {
             d.await?;
         }
+        self.note_source_offsets(connector, offsets);
+        Ok(())
+    }
+
+    /// The offsets-topic records of a connector's source offsets (for an
+    /// exactly-once source task to write in its own transaction).
+    pub fn source_offset_records(
+        &self,
+        connector: &str,
+        offsets: &[(Json, Json)],
+    ) -> Vec<ProducerRecord> {
+        offsets
+            .iter()
+            .map(|(partition, offset)| {
+                let key = json!([connector, partition]).to_string();
+                ProducerRecord::new(self.topics.offsets.clone(), Bytes::from(offset.to_string()))
+                    .key(Bytes::from(key))
+            })
+            .collect()
+    }
+
+    /// Source offsets now committed (before the reader sees them).
+    pub fn note_source_offsets(&self, connector: &str, offsets: &[(Json, Json)]) {
         let mut all = self.offsets.lock();
         let of = all.entry(connector.to_owned()).or_default();
         for (partition, offset) in offsets {
             of.insert(partition.to_string(), (partition.clone(), offset.clone()));
         }
-        Ok(())
     }
 
     /// Records a connector's status (`task: None`) or a task's.
@@ -529,7 +551,11 @@ async fn end_offsets(
 ) -> Result<Vec<(TopicPartition, i64)>, ClientError> {
     let mut out = Vec::with_capacity(partitions.len());
     for tp in partitions {
-        let (_, end) = admin.offsets(&tp.topic, tp.partition).await?;
+        // What a read_committed reader can reach: an open transaction
+        // (a killed exactly-once task's) does not hold up the start.
+        let (_, end) = admin
+            .offsets_at(&tp.topic, tp.partition, IsolationLevel::ReadCommitted)
+            .await?;
         out.push((tp.clone(), end));
     }
     Ok(out)

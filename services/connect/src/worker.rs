@@ -18,7 +18,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use runnel_client::{
     Admin, ClientError, Cluster, ConsumerRecord, ErrorCode, GroupConfig, GroupConsumer, Header,
-    NewTopic, OffsetReset, Producer, ProducerRecord, TopicPartition,
+    NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use runnel_common::backoff::Backoff;
 use runnel_common::shutdown::CancellationToken;
@@ -31,7 +31,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::configdef::{self, Props};
 use crate::data::Converter;
-use crate::plugins::{self, Kind, SinkRecord, SinkTask, SourceContext, SourceTask, TaskError};
+use crate::plugins::{
+    self, Kind, SinkRecord, SinkTask, SourceContext, SourceRecord, SourceTask, TaskError,
+};
 use crate::store::{Configs, RestartRequest, SourceOffsets, Status, Store, TargetState};
 
 /// What the worker group assigns: a connector, or one of its tasks.
@@ -104,6 +106,12 @@ pub struct Settings {
     pub consumer_heartbeat_interval: Duration,
     /// Sink consumers' `max.poll.records`.
     pub consumer_max_poll_records: usize,
+    /// `exactly.once.source.support=enabled`: source tasks write records
+    /// and offsets in one transaction (KIP-618).
+    pub exactly_once_source: bool,
+    /// `group.id`: with the connector and task, each exactly-once source
+    /// task's `transactional.id`.
+    pub group_id: String,
 }
 
 struct Running {
@@ -383,6 +391,15 @@ impl Worker {
         tracing::info!(%unit, "starting task");
         let result = match plugin.kind() {
             Kind::Source => match plugin.source_task(&task_props) {
+                Ok(t) if self.settings.exactly_once_source => {
+                    ctx.run_source_exactly_once(t, &props, &mut target, &stop, task)
+                        .await
+                }
+                Ok(_) if configdef::get(&props, "exactly.once.support", "requested") == "required" => {
+                    Err(TaskError::Fatal(
+                        "exactly.once.support=required, but this worker's exactly.once.source.support is not enabled".into(),
+                    ))
+                }
                 Ok(t) => ctx.run_source(t, &mut target, &stop).await,
                 Err(e) => Err(e),
             },
@@ -417,6 +434,19 @@ fn converter(props: &Props, which: &str, settings: &Settings) -> Converter {
         settings.schemas_enable,
     );
     Converter::named(name, schemas).unwrap_or(Converter::Json { schemas })
+}
+
+/// A source partition's key in a task's offsets, with the partition and offset.
+type OffsetEntry = (String, (Json, Json));
+
+/// What one poll of a source task came to.
+enum Polled {
+    /// Told to stop.
+    Stop,
+    /// A retriable failure, already waited out: poll again.
+    Retry,
+    /// Its records (maybe none).
+    Records(Vec<SourceRecord>),
 }
 
 /// Most acknowledged-but-unchecked source batches a task keeps in flight.
@@ -485,47 +515,24 @@ impl TaskCtx {
                 if stop.is_cancelled() || !self.wait_unpaused(target, stop).await {
                     return Ok(());
                 }
-                let records = tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    r = task.poll() => r,
-                };
-                let records = match records {
-                    Ok(r) => {
-                        retry.reset();
-                        r
-                    }
-                    Err(TaskError::Retriable(e)) => {
-                        tracing::warn!(unit = %self.unit, error = %e, "source poll failed; retrying");
-                        retry.wait().await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+                let records = match self.poll_source(&mut task, stop, &mut retry).await? {
+                    Polled::Stop => return Ok(()),
+                    Polled::Retry => continue,
+                    Polled::Records(r) => r,
                 };
                 if !records.is_empty() {
                     let mut acks = Vec::with_capacity(records.len());
                     let mut offsets = BTreeMap::new();
                     for r in records {
-                        let key = self.key.from_connect(&r.key);
-                        let value = self.value.from_connect(&r.value);
-                        let (key, value) = match (key, value) {
-                            (Ok(k), Ok(v)) => (k, v),
-                            (Err(e), _) | (_, Err(e)) => {
-                                self.tolerate_or_fail(&format!("converting a record for {}", r.topic), &e.to_string())?;
-                                offsets.insert(r.source_partition.to_string(), (r.source_partition, r.source_offset));
-                                continue;
-                            }
-                        };
-                        let record = ProducerRecord {
-                            topic: r.topic,
-                            partition: r.partition,
-                            key,
-                            value,
-                            headers: Vec::new(),
-                            timestamp: r.timestamp,
-                        };
-                        let delivery = self.worker.producer.send(record).await.map_err(|e| TaskError::Fatal(format!("producing failed: {e}")))?;
-                        acks.push(delivery);
-                        offsets.insert(r.source_partition.to_string(), (r.source_partition, r.source_offset));
+                        let (record, (k, offset)) = self.convert_source(r)?;
+                        if let Some(record) = record {
+                            let delivery =
+                                self.worker.producer.send(record).await.map_err(|e| {
+                                    TaskError::Fatal(format!("producing failed: {e}"))
+                                })?;
+                            acks.push(delivery);
+                        }
+                        offsets.insert(k, offset);
                     }
                     let acked: Acked = tokio::spawn(async move {
                         for a in acks {
@@ -535,7 +542,8 @@ impl TaskCtx {
                     });
                     in_flight.push_back((acked, offsets));
                 }
-                self.collect_acks(&mut in_flight, &mut committable, false).await?;
+                self.collect_acks(&mut in_flight, &mut committable, false)
+                    .await?;
                 if last_commit.elapsed() >= self.worker.settings.offset_flush_interval {
                     self.commit_source_offsets(&mut committable).await;
                     last_commit = Instant::now();
@@ -555,6 +563,217 @@ impl TaskCtx {
         self.commit_source_offsets(&mut committable).await;
         task.stop().await;
         result
+    }
+
+    /// A source task under `exactly.once.source.support=enabled` (KIP-618):
+    /// a transactional producer of its own (`transactional.id`
+    /// `<group.id>-<connector>-<task>`, whose initialisation fences a
+    /// zombie of the task and aborts what it left open) writes the records
+    /// of each transaction and the source offsets they reach, committed
+    /// together at each `transaction.boundary` (every poll, or every
+    /// interval). A killed task's open transaction is aborted, so its
+    /// records and offsets are never seen (read_committed) and the next
+    /// instance starts again from the last committed offsets.
+    async fn run_source_exactly_once(
+        &self,
+        mut task: Box<dyn SourceTask>,
+        props: &Props,
+        target: &mut watch::Receiver<TargetState>,
+        stop: &CancellationToken,
+        index: usize,
+    ) -> Result<(), TaskError> {
+        let settings = &self.worker.settings;
+        let interval = match configdef::get(props, "transaction.boundary", "poll") {
+            "interval" => Some(
+                u64::try_from(configdef::get_i64(
+                    props,
+                    "transaction.boundary.interval.ms",
+                    -1,
+                ))
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map_or(settings.offset_flush_interval, Duration::from_millis),
+            ),
+            "poll" => None,
+            other => {
+                return Err(TaskError::Fatal(format!(
+                    "transaction.boundary={other} is not supported by this connector"
+                )));
+            }
+        };
+        let transactional_id = format!("{}-{}-{index}", settings.group_id, self.unit.connector);
+        let producer = Producer::with_cluster(
+            Arc::clone(&self.worker.cluster),
+            ProducerConfig {
+                transactional_id: Some(transactional_id.clone()),
+                ..ProducerConfig::default()
+            },
+        );
+        producer.init_transactions().await.map_err(|e| {
+            TaskError::Fatal(format!(
+                "cannot initialise transactional producer {transactional_id}: {e}"
+            ))
+        })?;
+        let store = &self.worker.store;
+        task.start(SourceContext {
+            offsets: store.source_offsets(self.name()),
+        })
+        .await?;
+        self.worker.set_status(&self.unit, "RUNNING", None).await;
+        // The open transaction: when it began and the offsets it reaches.
+        let mut open: Option<(Instant, SourceOffsets)> = None;
+        let mut retry = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let result: Result<(), TaskError> = async {
+            loop {
+                if stop.is_cancelled() || !self.wait_unpaused(target, stop).await {
+                    return Ok(());
+                }
+                let records = match self.poll_source(&mut task, stop, &mut retry).await? {
+                    Polled::Stop => return Ok(()),
+                    Polled::Retry => continue,
+                    Polled::Records(r) => r,
+                };
+                if !records.is_empty() {
+                    if open.is_none() {
+                        producer.begin_transaction().map_err(|e| {
+                            TaskError::Fatal(format!("cannot begin a transaction: {e}"))
+                        })?;
+                        open = Some((Instant::now(), BTreeMap::new()));
+                    }
+                    let Some((_, offsets)) = open.as_mut() else {
+                        continue;
+                    };
+                    for r in records {
+                        let (record, (k, offset)) = self.convert_source(r)?;
+                        offsets.insert(k, offset);
+                        if let Some(record) = record {
+                            producer
+                                .send(record)
+                                .await
+                                .map_err(|e| TaskError::Fatal(format!("producing failed: {e}")))?;
+                        }
+                    }
+                }
+                let due = open
+                    .as_ref()
+                    .is_some_and(|(began, _)| interval.is_none_or(|i| began.elapsed() >= i));
+                if due && let Some((_, offsets)) = open.take() {
+                    self.commit_source_transaction(&producer, offsets).await?;
+                }
+            }
+        }
+        .await;
+        // Stopping: what the task sent commits if it ended well.
+        if let Some((_, offsets)) = open.take() {
+            let ended = if result.is_ok() {
+                self.commit_source_transaction(&producer, offsets).await
+            } else {
+                producer
+                    .abort_transaction()
+                    .await
+                    .map_err(|e| TaskError::Fatal(e.to_string()))
+            };
+            if let Err(e) = ended {
+                tracing::warn!(unit = %self.unit, error = %e, "the stopping task's last transaction did not commit; its records and offsets are discarded");
+            }
+        }
+        task.stop().await;
+        if let Err(e) = producer.close().await {
+            tracing::debug!(unit = %self.unit, error = %e, "closing the task's transactional producer");
+        }
+        result
+    }
+
+    /// Writes `offsets` to the offsets topic in the open transaction and
+    /// commits it with the records sent since it began.
+    async fn commit_source_transaction(
+        &self,
+        producer: &Producer,
+        offsets: SourceOffsets,
+    ) -> Result<(), TaskError> {
+        let offsets: Vec<(Json, Json)> = offsets.into_values().collect();
+        let store = &self.worker.store;
+        let committed = async {
+            for record in store.source_offset_records(self.name(), &offsets) {
+                producer.send(record).await?;
+            }
+            producer.commit_transaction().await
+        }
+        .await;
+        match committed {
+            Ok(()) => {
+                store.note_source_offsets(self.name(), &offsets);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of it counts; the task fails and restarts from the last commit.
+                if let Err(abort) = producer.abort_transaction().await {
+                    tracing::debug!(unit = %self.unit, error = %abort, "aborting after a failed commit");
+                }
+                Err(TaskError::Fatal(format!(
+                    "committing the task's transaction failed: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Polls the source task once: its records, a retriable failure
+    /// (logged, after a pause), or a stop.
+    async fn poll_source(
+        &self,
+        task: &mut Box<dyn SourceTask>,
+        stop: &CancellationToken,
+        retry: &mut Backoff,
+    ) -> Result<Polled, TaskError> {
+        let records = tokio::select! {
+            () = stop.cancelled() => return Ok(Polled::Stop),
+            r = task.poll() => r,
+        };
+        match records {
+            Ok(r) => {
+                retry.reset();
+                Ok(Polled::Records(r))
+            }
+            Err(TaskError::Retriable(e)) => {
+                tracing::warn!(unit = %self.unit, error = %e, "source poll failed; retrying");
+                retry.wait().await;
+                Ok(Polled::Retry)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A source record as the record to produce (`None`: it could not be
+    /// converted and errors are tolerated) and the source offset it reaches.
+    fn convert_source(
+        &self,
+        r: SourceRecord,
+    ) -> Result<(Option<ProducerRecord>, OffsetEntry), TaskError> {
+        let offset = (
+            r.source_partition.to_string(),
+            (r.source_partition, r.source_offset),
+        );
+        let record = match (
+            self.key.from_connect(&r.key),
+            self.value.from_connect(&r.value),
+        ) {
+            (Ok(key), Ok(value)) => Some(ProducerRecord {
+                topic: r.topic,
+                partition: r.partition,
+                key,
+                value,
+                headers: Vec::new(),
+                timestamp: r.timestamp,
+            }),
+            (Err(e), _) | (_, Err(e)) => {
+                self.tolerate_or_fail(
+                    &format!("converting a record for {}", r.topic),
+                    &e.to_string(),
+                )?;
+                None
+            }
+        };
+        Ok((record, offset))
     }
 
     /// Moves the offsets of acknowledged batches to `committable`, in order.

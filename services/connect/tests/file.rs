@@ -312,3 +312,111 @@ async fn two_workers_share_tasks_and_a_dead_workers_tasks_move() {
     a.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// Every value of `topic` a read_committed consumer reads from the start,
+/// once nothing new has come for two seconds.
+async fn read_committed(cluster: &TestCluster, topic: &str) -> Vec<String> {
+    let mut consumer = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        runnel_client::ConsumerConfig {
+            auto_offset_reset: runnel_client::OffsetReset::Earliest,
+            isolation_level: runnel_client::IsolationLevel::ReadCommitted,
+            max_poll_records: 10_000,
+            ..runnel_client::ConsumerConfig::default()
+        },
+    );
+    let parts = consumer.partitions_of(topic).await.unwrap();
+    consumer.assign(parts).await.unwrap();
+    let mut out = Vec::new();
+    let mut idle = 0;
+    while idle < 8 {
+        let records = consumer.poll(Duration::from_millis(250)).await.unwrap();
+        if records.is_empty() {
+            idle += 1;
+        }
+        for r in records {
+            idle = 0;
+            out.push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exactly_once_source_killed_mid_stream_writes_every_line_once() {
+    let cluster = TestCluster::builder().coordinators(1).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let total = 60_000;
+    append(&input, numbered(0, total / 2));
+    let config = runnel_connect::Config {
+        exactly_once_source_support: runnel_connect::ExactlyOnceSourceSupport::Enabled,
+        ..worker_config(&cluster, None)
+    };
+    let w = worker(config.clone()).await;
+    // A connector that cannot have what it asks for is refused up front.
+    let (code, body) = rest(
+        &w,
+        "PUT",
+        "/connectors/bad/config",
+        Some(json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "eos", "transaction.boundary": "connector"})),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("does not define its own transaction boundaries"),
+        "{body}"
+    );
+    let (code, body) = rest(
+        &w,
+        "PUT",
+        "/connectors/in/config",
+        Some(json!({"connector.class": "FileStreamSource", "file": input.to_str().unwrap(), "topic": "eos", "value.converter": "string", "exactly.once.support": "required"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let admin = cluster.admin();
+    eventually("some lines produced", Duration::from_secs(60), || async {
+        admin
+            .offsets("eos", 0)
+            .await
+            .is_ok_and(|(_, end)| end >= 5_000)
+    })
+    .await;
+    // Killed mid-stream: whatever transaction was open is left open.
+    w.kill().await;
+    append(&input, numbered(total / 2, total));
+    let w = worker(config).await;
+    eventually(
+        "every line committed after the restart",
+        Duration::from_secs(120),
+        || async {
+            admin
+                .offsets_at("eos", 0, runnel_client::IsolationLevel::ReadCommitted)
+                .await
+                .is_ok_and(|(_, lso)| lso >= total as i64)
+        },
+    )
+    .await;
+    let got = read_committed(&cluster, "eos").await;
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for l in &got {
+        *counts.entry(l).or_default() += 1;
+    }
+    for l in &numbered(0, total) {
+        assert_eq!(
+            counts.get(l),
+            Some(&1),
+            "{l} is in the topic {:?} times",
+            counts.get(l)
+        );
+    }
+    assert_eq!(got.len(), total, "only input lines, each once");
+    let (_, end) = admin.offsets("eos", 0).await.unwrap();
+    println!(
+        "exactly-once source: {total} lines once each (read_committed); the log holds {end} offsets with markers and the killed task's aborted records"
+    );
+    w.shutdown().await;
+    cluster.shutdown().await;
+}

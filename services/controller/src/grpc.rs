@@ -17,6 +17,7 @@ use runnel_common::errors::status;
 use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
+use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::controller::v1::controller_server::Controller as ControllerApi;
@@ -419,6 +420,115 @@ impl ControllerApi for ControllerService {
             detached(async move {
                 controller.alter_configs(req).await.map_err(to_status)?;
                 Ok(pb::AlterConfigsResponse {})
+            }),
+        )
+        .await
+    }
+
+    async fn alter_user_scram_credentials(
+        &self,
+        request: Request<pb::AlterUserScramCredentialsRequest>,
+    ) -> Result<Response<pb::AlterUserScramCredentialsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "AlterUserScramCredentials",
+            alter_user_scram_credentials
+        );
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AlterUserScramCredentials",
+            &meta,
+            detached(async move {
+                let results = controller
+                    .alter_user_scram_credentials(req)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::AlterUserScramCredentialsResponse { results })
+            }),
+        )
+        .await
+    }
+
+    async fn describe_user_scram_credentials(
+        &self,
+        request: Request<pb::DescribeUserScramCredentialsRequest>,
+    ) -> Result<Response<pb::DescribeUserScramCredentialsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "DescribeUserScramCredentials",
+            describe_user_scram_credentials
+        );
+        let controller = Arc::clone(&self.controller);
+        handle("DescribeUserScramCredentials", &meta, async move {
+            Ok(pb::DescribeUserScramCredentialsResponse {
+                users: controller.describe_user_scram_credentials(),
+            })
+        })
+        .await
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "CreateAcls", create_acls);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "CreateAcls",
+            &meta,
+            detached(async move {
+                let results = controller.create_acls(req).await.map_err(to_status)?;
+                Ok(pb::CreateAclsResponse { results })
+            }),
+        )
+        .await
+    }
+
+    async fn describe_acls(
+        &self,
+        request: Request<pb::DescribeAclsRequest>,
+    ) -> Result<Response<pb::DescribeAclsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DescribeAcls", describe_acls);
+        let controller = Arc::clone(&self.controller);
+        handle("DescribeAcls", &meta, async move {
+            Ok(
+                match controller.describe_acls(&req.filter.unwrap_or_default()) {
+                    Ok(acls) => pb::DescribeAclsResponse {
+                        acls,
+                        ..Default::default()
+                    },
+                    Err(message) => pb::DescribeAclsResponse {
+                        error_code: ErrorCode::InvalidRequest as i32,
+                        error_message: message,
+                        acls: Vec::new(),
+                    },
+                },
+            )
+        })
+        .await
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DeleteAcls", delete_acls);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "DeleteAcls",
+            &meta,
+            detached(async move {
+                let results = controller.delete_acls(req).await.map_err(to_status)?;
+                Ok(pb::DeleteAclsResponse { results })
             }),
         )
         .await

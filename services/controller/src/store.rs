@@ -11,11 +11,12 @@ use std::str::FromStr;
 
 use prost::Message;
 use runnel_common::metadata::{
-    BrokerState, CoordinatorState, MetadataImage, PartitionState, TopicState, topic_id,
+    BrokerState, CoordinatorState, MetadataImage, PartitionState, TopicState, acl_binding,
+    scram_credential, topic_id,
 };
 use runnel_proto::metadata::v1::{
-    CoordinatorRegistered, Endpoint, MetadataEvent, MetadataRecord, OffsetsPartitionOwner,
-    metadata_record::Record,
+    AclEntry, CoordinatorRegistered, Endpoint, MetadataEvent, MetadataRecord,
+    OffsetsPartitionOwner, UserScramCredentialSet, metadata_record::Record,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
@@ -408,6 +409,46 @@ impl Store {
             };
             image.offsets_owners.insert(owner.partition, owner);
         }
+        for row in sqlx::query(
+            "SELECT user, mechanism, iterations, salt, stored_key, server_key FROM scram_credentials",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let record = UserScramCredentialSet {
+                user: row.try_get("user")?,
+                mechanism: row.try_get("mechanism")?,
+                iterations: row.try_get("iterations")?,
+                salt: row.try_get::<Vec<u8>, _>("salt")?.into(),
+                stored_key: row.try_get::<Vec<u8>, _>("stored_key")?.into(),
+                server_key: row.try_get::<Vec<u8>, _>("server_key")?.into(),
+            };
+            let credential = scram_credential(&record).map_err(StoreError::Corrupt)?;
+            image
+                .scram_credentials
+                .entry(record.user)
+                .or_default()
+                .insert(credential.mechanism, credential);
+        }
+        for row in sqlx::query(
+            "SELECT resource_type, name, pattern_type, principal, host, operation, permission FROM acls",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let entry = AclEntry {
+                resource_type: row.try_get("resource_type")?,
+                name: row.try_get("name")?,
+                pattern_type: row.try_get("pattern_type")?,
+                principal: row.try_get("principal")?,
+                host: row.try_get("host")?,
+                operation: row.try_get("operation")?,
+                permission: row.try_get("permission")?,
+            };
+            image
+                .acls
+                .add(acl_binding(&entry).map_err(StoreError::Corrupt)?);
+        }
         Ok(image)
     }
 }
@@ -549,6 +590,38 @@ async fn apply(
             .execute(&mut **tx)
             .await?;
         }
+        Record::UserScramCredentialSet(r) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO scram_credentials (user, mechanism, iterations, salt, stored_key, server_key) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.user)
+            .bind(r.mechanism)
+            .bind(r.iterations)
+            .bind(r.salt.to_vec())
+            .bind(r.stored_key.to_vec())
+            .bind(r.server_key.to_vec())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Record::AclCreated(r) => {
+            let sql = "INSERT OR IGNORE INTO acls (resource_type, name, pattern_type, principal, host, operation, permission) VALUES (?, ?, ?, ?, ?, ?, ?)";
+            acl_statement(sql, r.acl.as_ref())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::AclRemoved(r) => {
+            let sql = "DELETE FROM acls WHERE resource_type = ? AND name = ? AND pattern_type = ? AND principal = ? AND host = ? AND operation = ? AND permission = ?";
+            acl_statement(sql, r.acl.as_ref())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::UserScramCredentialRemoved(r) => {
+            sqlx::query("DELETE FROM scram_credentials WHERE user = ? AND mechanism = ?")
+                .bind(&r.user)
+                .bind(r.mechanism)
+                .execute(&mut **tx)
+                .await?;
+        }
         Record::ConfigRemoved(r) => {
             let resource = r.resource.clone().unwrap_or_default();
             sqlx::query(
@@ -577,4 +650,20 @@ async fn set_fenced(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// `sql` with an ACL binding's seven columns bound in table order.
+fn acl_statement(
+    sql: &'static str,
+    acl: Option<&AclEntry>,
+) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let a = acl.cloned().unwrap_or_default();
+    sqlx::query(sql)
+        .bind(a.resource_type)
+        .bind(a.name)
+        .bind(a.pattern_type)
+        .bind(a.principal)
+        .bind(a.host)
+        .bind(a.operation)
+        .bind(a.permission)
 }

@@ -620,3 +620,238 @@ async fn producer_id_blocks_never_overlap_and_survive_restarts() {
     assert_eq!(next.producer_id_start, 3000);
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn scram_credentials_are_kept_hashed_checked_per_user_and_survive_restarts() {
+    use runnel_common::scram::{Mechanism, ScramCredential};
+    let upsert = |user: &str, mechanism: Mechanism, password: &str, iterations: i32| {
+        let salt = b"0123456789abcdef".to_vec();
+        pb::ScramCredentialUpsertion {
+            user: user.into(),
+            mechanism: i32::from(mechanism.code()),
+            iterations,
+            salted_password: mechanism
+                .salted_password(password.as_bytes(), &salt, iterations as u32)
+                .into(),
+            salt: salt.into(),
+        }
+    };
+    let delete = |user: &str, mechanism: i32| pb::ScramCredentialDeletion {
+        user: user.into(),
+        mechanism,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let results = c
+        .alter_user_scram_credentials(pb::AlterUserScramCredentialsRequest {
+            deletions: vec![delete("carol", 1), delete("dave", 7)],
+            upsertions: vec![
+                upsert("alice", Mechanism::ScramSha512, "wonderland", 8192),
+                upsert("alice", Mechanism::ScramSha256, "wonderland", 4096),
+                upsert("bob", Mechanism::ScramSha256, "builder", 4096),
+                upsert("bob", Mechanism::ScramSha256, "again", 4096),
+                upsert("erin", Mechanism::ScramSha256, "x", 100),
+                upsert("", Mechanism::ScramSha256, "x", 4096),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let outcome: Vec<(String, ErrorCode)> = results
+        .iter()
+        .map(|r| (r.user.clone(), r.error_code()))
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            ("".into(), ErrorCode::UnacceptableCredential),
+            ("alice".into(), ErrorCode::None),
+            ("bob".into(), ErrorCode::DuplicateResource),
+            ("carol".into(), ErrorCode::ResourceNotFound),
+            ("dave".into(), ErrorCode::UnsupportedSaslMechanism),
+            ("erin".into(), ErrorCode::UnacceptableCredential),
+        ]
+    );
+    let image = handle.controller.image().await;
+    assert_eq!(
+        image.scram_credentials.len(),
+        1,
+        "only alice's changes stand"
+    );
+    let alice = &image.scram_credentials["alice"];
+    assert!(alice[&Mechanism::ScramSha512].verify("wonderland"));
+    assert_eq!(alice[&Mechanism::ScramSha512].iterations, 8192);
+    assert!(!alice[&Mechanism::ScramSha256].verify("builder"));
+    assert_eq!(replay(&mut c, image.next_offset).await, image);
+    handle.shutdown().await;
+
+    // The store keeps them across a restart; deleting the last one drops the user.
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let kept: ScramCredential =
+        handle.controller.image().await.scram_credentials["alice"][&Mechanism::ScramSha256].clone();
+    assert!(kept.verify("wonderland"));
+    for m in [1, 2] {
+        let r = c
+            .alter_user_scram_credentials(pb::AlterUserScramCredentialsRequest {
+                deletions: vec![delete("alice", m)],
+                upsertions: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.results[0].error_code(), ErrorCode::None);
+    }
+    assert!(handle.controller.image().await.scram_credentials.is_empty());
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn acls_are_checked_kept_in_the_log_filtered_deleted_and_survive_restarts() {
+    use runnel_common::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
+    use runnel_common::metadata::{acl_entry, acl_filter_proto};
+    let binding =
+        |t: ResourceType, name: &str, p: PatternType, who: &str, op: Operation| AclBinding {
+            resource_type: t,
+            name: name.into(),
+            pattern_type: p,
+            principal: who.into(),
+            host: "*".into(),
+            operation: op,
+            permission: Permission::Allow,
+        };
+    let alice_reads = binding(
+        ResourceType::Topic,
+        "orders",
+        PatternType::Literal,
+        "User:alice",
+        Operation::Read,
+    );
+    let bob_writes = binding(
+        ResourceType::Topic,
+        "logs-",
+        PatternType::Prefixed,
+        "User:bob",
+        Operation::Write,
+    );
+    let group = binding(
+        ResourceType::Group,
+        "app",
+        PatternType::Literal,
+        "User:alice",
+        Operation::Read,
+    );
+    let bad_cluster = binding(
+        ResourceType::Cluster,
+        "other",
+        PatternType::Literal,
+        "User:alice",
+        Operation::Alter,
+    );
+    let bad_principal = binding(
+        ResourceType::Topic,
+        "t",
+        PatternType::Literal,
+        "alice",
+        Operation::Read,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let results = c
+        .create_acls(pb::CreateAclsRequest {
+            creations: [
+                &alice_reads,
+                &bob_writes,
+                &group,
+                &bad_cluster,
+                &bad_principal,
+                &alice_reads,
+            ]
+            .into_iter()
+            .map(acl_entry)
+            .collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<ErrorCode> = results.iter().map(|r| r.error_code()).collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::None,
+            ErrorCode::None,
+            ErrorCode::None,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::None
+        ]
+    );
+    assert!(
+        results[3].error_message.contains("kafka-cluster"),
+        "{:?}",
+        results[3]
+    );
+    let image = handle.controller.image().await;
+    assert_eq!(image.acls.len(), 3, "valid ones once each");
+    assert_eq!(replay(&mut c, image.next_offset).await, image);
+    // MATCH finds the prefixed binding that applies to a topic.
+    let described = c
+        .describe_acls(pb::DescribeAclsRequest {
+            filter: Some(acl_filter_proto(&runnel_common::acl::AclFilter {
+                resource_type: Some(ResourceType::Topic),
+                name: Some("logs-app".into()),
+                pattern_type: Some(PatternType::Match),
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.acls, vec![acl_entry(&bob_writes)]);
+    handle.shutdown().await;
+
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    assert_eq!(
+        handle.controller.image().await.acls.len(),
+        3,
+        "kept across a restart"
+    );
+    let deleted = c
+        .delete_acls(pb::DeleteAclsRequest {
+            filters: vec![
+                acl_filter_proto(&runnel_common::acl::AclFilter {
+                    principal: Some("User:alice".into()),
+                    ..Default::default()
+                }),
+                acl_filter_proto(&runnel_common::acl::AclFilter {
+                    resource_type: Some(ResourceType::Group),
+                    ..Default::default()
+                }),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(deleted[0].deleted.len(), 2, "alice's two");
+    assert_eq!(
+        deleted[1].deleted,
+        vec![acl_entry(&group)],
+        "each filter reports its matches"
+    );
+    let left: Vec<AclBinding> = handle
+        .controller
+        .image()
+        .await
+        .acls
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(left, vec![bob_writes]);
+    handle.shutdown().await;
+}

@@ -610,6 +610,7 @@ impl Coordinator for CoordinatorService {
                 .manager
                 .txn_commit(
                     &req.group_id,
+                    &req.transactional_id,
                     req.producer_id,
                     epoch,
                     &req.member_id,

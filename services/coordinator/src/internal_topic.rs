@@ -382,7 +382,7 @@ impl PartitionWriter {
         })?);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
-            match self.send(batch.clone()).await {
+            match self.send(batch.clone(), "").await {
                 Ok(()) => {
                     *sequence = Some(seq.wrapping_add(records.len() as i32) & i32::MAX);
                     return Ok(());
@@ -438,7 +438,7 @@ impl PartitionWriter {
         })?);
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         for _ in 0..20 {
-            match self.send(batch.clone()).await {
+            match self.send(batch.clone(), &producer.transactional_id).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_retriable() => {}
                 Err(e) => {
@@ -460,7 +460,9 @@ impl PartitionWriter {
         )))
     }
 
-    async fn send(&self, batch: Bytes) -> Result<(), ClientError> {
+    /// Sends one batch to the partition's leader (`transactional_id`: the
+    /// transactional producer whose batch it is, or empty).
+    async fn send(&self, batch: Bytes, transactional_id: &str) -> Result<(), ClientError> {
         let topic = self.topic.to_owned();
         let Some((_, addr)) = self.cluster.leader_addr(&topic, self.partition) else {
             return Err(ClientError::Server {
@@ -477,6 +479,7 @@ impl PartitionWriter {
                 partition: self.partition,
                 records: batch,
             }],
+            transactional_id: transactional_id.to_owned(),
         };
         let response = broker
             .produce(request)

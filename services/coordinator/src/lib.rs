@@ -82,6 +82,8 @@ pub struct CoordinatorHandle {
     /// The transactions (for in-process callers and tests).
     pub transactions: Arc<transactions::TxnManager>,
     tasks: Tasks,
+    /// Cancelled by `kill`: the gRPC answers stop with the tasks.
+    crashed: CancellationToken,
 }
 
 impl CoordinatorHandle {
@@ -93,6 +95,7 @@ impl CoordinatorHandle {
     /// Stops at once, as a crash would: nothing is said to the controller,
     /// so this coordinator's partitions move only when its session expires.
     pub async fn kill(mut self) {
+        self.crashed.cancel();
         self.tasks.abort().await;
     }
 
@@ -154,10 +157,13 @@ pub async fn start(
         Arc::clone(&cluster),
     );
     let token = shutdown.clone();
+    let crashed = CancellationToken::new();
+    let crash = crashed.clone();
     tasks.spawn(async move {
         tracing::info!(%grpc_addr, "coordinator serving");
         let incoming = runnel_common::transport::incoming(grpc_listener);
         if let Err(e) = runnel_common::transport::server()
+            .layer(runnel_common::netfault::CrashLayer::new(crash))
             .add_service(CoordinatorServer::new(service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await
@@ -258,6 +264,7 @@ pub async fn start(
         manager,
         transactions: txns,
         tasks,
+        crashed,
     })
 }
 

@@ -87,8 +87,11 @@ fn offset_records(group_id: &str, commits: &[OffsetCommit], now: Ms) -> Vec<Offs
 }
 
 /// A transactional producer writing offsets through the coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnProducer {
+    /// Its transactional id: the broker checks with that id's transaction
+    /// coordinator that the partition is in the transaction (KIP-890).
+    pub transactional_id: String,
     /// Its producer id.
     pub producer_id: i64,
     /// Its epoch.
@@ -351,6 +354,7 @@ impl GroupManager {
     pub async fn txn_commit(
         &self,
         group_id: &str,
+        transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         member_id: &str,
@@ -373,6 +377,7 @@ impl GroupManager {
             .filter(|(epoch, _)| *epoch == producer_epoch)
             .map_or(0, |(_, seq)| *seq);
         let producer = TxnProducer {
+            transactional_id: transactional_id.to_owned(),
             producer_id,
             producer_epoch,
             sequence,

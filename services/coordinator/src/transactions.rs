@@ -279,29 +279,61 @@ impl TxnManager {
     }
 
     /// Stores `next`, claimed by [`Self::claim`], for its id (`previous`:
-    /// what to put back if the write fails; `None` removes the id).
-    async fn store(&self, next: TxnMetadata, previous: Option<TxnMetadata>) -> Result<(), Refusal> {
-        let id = next.transactional_id.clone();
-        let q = self.partition_of(&id);
-        let written = self.sink.append(q, vec![next.to_record()]).await;
-        let mut inner = self.inner.lock();
-        match written {
-            Ok(()) => {
-                if next.state == TxnState::Dead {
-                    inner.txns.remove(&id);
-                } else {
-                    inner.txns.insert(id, next);
+    /// what to put back if the write fails; `None` removes the id); a
+    /// stored PrepareCommit or PrepareAbort gets its markers, under
+    /// `coordinator_epoch`.
+    ///
+    /// The write runs in its own task, to its end even when the request
+    /// that claimed the id is dropped (its client went away mid-request):
+    /// otherwise the id would stay pending, refusing every later request
+    /// with CONCURRENT_TRANSACTIONS, and a prepared transaction stored
+    /// without its completion task would never end.
+    async fn store(
+        self: &Arc<Self>,
+        next: TxnMetadata,
+        previous: Option<TxnMetadata>,
+        coordinator_epoch: i32,
+    ) -> Result<(), Refusal> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let id = next.transactional_id.clone();
+            let q = this.partition_of(&id);
+            let written = this.sink.append(q, vec![next.to_record()]).await;
+            let prepared = {
+                let mut inner = this.inner.lock();
+                match written {
+                    Ok(()) => {
+                        let prepared =
+                            matches!(next.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+                                .then(|| next.clone());
+                        if next.state == TxnState::Dead {
+                            inner.txns.remove(&id);
+                        } else {
+                            inner.txns.insert(id.clone(), next);
+                        }
+                        prepared
+                    }
+                    Err(e) => {
+                        match previous {
+                            Some(p) => inner.txns.insert(id, p),
+                            None => inner.txns.remove(&id),
+                        };
+                        return Err((e.code, e.message));
+                    }
                 }
-                Ok(())
+            };
+            if let Some(m) = prepared {
+                this.spawn_completion(m, coordinator_epoch, this.stop_token(&id));
             }
-            Err(e) => {
-                match previous {
-                    Some(p) => inner.txns.insert(id, p),
-                    None => inner.txns.remove(&id),
-                };
-                Err((e.code, e.message))
-            }
-        }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err((
+                ErrorCode::UnknownServerError,
+                format!("storing the transaction state failed: {e}"),
+            ))
+        })
     }
 
     /// The id's metadata, if this coordinator knows it.
@@ -350,15 +382,10 @@ impl TxnManager {
             let m = current.expect("a reply needs metadata");
             return Ok((m.producer_id, m.producer_epoch));
         };
-        self.store(next.clone(), current).await?;
+        self.store(next.clone(), current, coordinator_epoch).await?;
         if next.state == TxnState::PrepareAbort {
-            // A newer producer fenced an open transaction: abort it, and let
-            // the producer retry once that is done.
-            self.spawn_completion(
-                next.clone(),
-                coordinator_epoch,
-                self.stop_token(transactional_id),
-            );
+            // A newer producer fenced an open transaction: it is being
+            // aborted; the producer retries once that is done.
             return Err(TxnError::Concurrent {
                 id: transactional_id.to_owned(),
                 what: "the abort of the previous producer's transaction",
@@ -372,14 +399,14 @@ impl TxnManager {
     /// `__consumer_offsets` partition); with `verify_only`, KIP-890's check
     /// that they are already in the open transaction. Per-partition codes.
     pub async fn add_partitions(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         partitions: Vec<TxnPartition>,
         verify_only: bool,
     ) -> Result<Vec<(TxnPartition, ErrorCode)>, Refusal> {
-        self.check_owner(transactional_id)?;
+        let coordinator_epoch = self.check_owner(transactional_id)?;
         let unknown = || -> Refusal {
             TxnError::ProducerIdMapping {
                 id: transactional_id.to_owned(),
@@ -407,7 +434,7 @@ impl TxnManager {
             Ok(current.add_partitions(producer_id, producer_epoch, &partitions, now)?)
         })?;
         if let Some(next) = next {
-            self.store(next, current).await?;
+            self.store(next, current, coordinator_epoch).await?;
         }
         Ok(partitions
             .into_iter()
@@ -440,9 +467,7 @@ impl TxnManager {
         let Some(next) = next else {
             return Ok(());
         };
-        self.store(next.clone(), current).await?;
-        self.spawn_completion(next, coordinator_epoch, self.stop_token(transactional_id));
-        Ok(())
+        self.store(next, current, coordinator_epoch).await
     }
 
     /// The token that stops the marker tasks of `id`'s partition.
@@ -477,7 +502,12 @@ impl TxnManager {
         });
     }
 
-    async fn complete(&self, m: TxnMetadata, coordinator_epoch: i32, stop: &CancellationToken) {
+    async fn complete(
+        self: &Arc<Self>,
+        m: TxnMetadata,
+        coordinator_epoch: i32,
+        stop: &CancellationToken,
+    ) {
         let commit = m.state == TxnState::PrepareCommit;
         let mut left: Vec<TxnPartition> = m.partitions.iter().cloned().collect();
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -545,7 +575,7 @@ impl TxnManager {
                 }
                 _ => return,
             };
-            match self.store(next, current).await {
+            match self.store(next, current, coordinator_epoch).await {
                 Ok(()) => {
                     metrics::counter!("runnel_coordinator_transactions_completed_total", "result" => if commit { "commit" } else { "abort" }).increment(1);
                     return;
@@ -594,18 +624,19 @@ impl TxnManager {
             });
             if let Ok((current, Some(next))) = claimed {
                 tracing::info!(transactional_id = %id, producer_id = next.producer_id, timeout_ms = next.timeout_ms, "transaction timed out; aborting it");
-                if self.store(next.clone(), current).await.is_ok() {
-                    self.spawn_completion(next, epoch, self.stop_token(&id));
-                }
+                let _ = self.store(next, current, epoch).await;
             }
         }
         for id in expired {
+            let Ok(epoch) = self.check_owner(&id) else {
+                continue;
+            };
             let claimed = self.claim(&id, |c| {
                 Ok(c.and_then(|c| c.expired(now, &self.config))
                     .map_or(Step::Reply, Step::Write))
             });
             if let Ok((current, Some(next))) = claimed {
-                let _ = self.store(next, current).await;
+                let _ = self.store(next, current, epoch).await;
             }
         }
         counts

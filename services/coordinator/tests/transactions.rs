@@ -20,10 +20,20 @@ use runnel_coordinator::transaction::{
 use runnel_coordinator::transactions::{MarkerWriter, TxnManager};
 use runnel_proto::common::v1::ErrorCode;
 
-/// Keeps what it is given, like the partitions of `__transaction_state`.
-#[derive(Default)]
+/// Keeps what it is given, like the partitions of `__transaction_state`;
+/// while `held` is set, writes wait (a slow leader).
 struct Recorded {
     records: Mutex<Vec<(i32, OffsetsRecord)>>,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Recorded {
+    fn default() -> Self {
+        Recorded {
+            records: Mutex::default(),
+            held: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl RecordSink for Recorded {
@@ -35,6 +45,7 @@ impl RecordSink for Recorded {
         Box::pin(async move {
             // A write takes a while: concurrent requests interleave.
             tokio::task::yield_now().await;
+            let _ = self.held.subscribe().wait_for(|held| !held).await;
             self.records
                 .lock()
                 .extend(records.into_iter().map(|r| (partition, r)));
@@ -317,4 +328,49 @@ async fn concurrent_requests_for_one_id_never_overwrite_each_other() {
         assert!(stored.contains(p), "{p:?} was acknowledged but not stored");
     }
     assert!(added.len() >= 300, "one of each pair at least");
+}
+
+#[tokio::test]
+async fn a_request_dropped_mid_write_still_finishes_its_write() {
+    // A client that goes away mid-request (a killed producer) drops its
+    // request; the id must not stay pending (CONCURRENT_TRANSACTIONS for
+    // every later producer) and a stored PrepareCommit must still complete.
+    let s = Setup::new();
+    let c = s.coordinator(TxnConfig::default(), 1);
+    let (pid, epoch) = c
+        .init_producer_id("tx", 60_000, None, Some(7))
+        .await
+        .unwrap();
+    s.sink.held.send_replace(true);
+    let add = c.add_partitions("tx", pid, epoch, vec![tp("a", 0)], false);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), add)
+            .await
+            .is_err(),
+        "the write is held"
+    );
+    s.sink.held.send_replace(false);
+    until("the dropped request's write", || {
+        s.sink.last("tx").unwrap().state == TxnState::Ongoing
+    })
+    .await;
+    s.sink.held.send_replace(true);
+    let end = c.end_txn("tx", pid, epoch, true);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), end)
+            .await
+            .is_err()
+    );
+    s.sink.held.send_replace(false);
+    until("the dropped commit's completion", || {
+        s.sink.last("tx").unwrap().state == TxnState::CompleteCommit
+    })
+    .await;
+    assert_eq!(s.markers.written.lock().len(), 1);
+    // The next producer of the id is served, not told a change is in progress.
+    let (pid2, epoch2) = c
+        .init_producer_id("tx", 60_000, None, Some(8))
+        .await
+        .unwrap();
+    assert_eq!((pid2, epoch2), (7, 1));
 }

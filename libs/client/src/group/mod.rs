@@ -296,6 +296,19 @@ impl GroupConsumer {
         (s.member_id.clone(), s.generation)
     }
 
+    /// The group and this member as a transactional producer's
+    /// `send_offsets_to_transaction` names them (Kafka's `groupMetadata()`),
+    /// so the coordinator refuses the commit if this member was fenced.
+    pub fn group_metadata(&self) -> crate::producer::ConsumerGroupMetadata {
+        let (member_id, generation_id) = self.member();
+        crate::producer::ConsumerGroupMetadata {
+            group_id: self.config.group_id.clone(),
+            generation_id,
+            member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
+        }
+    }
+
     /// The offset of the next record `poll` returns for `tp`.
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.consumer.position(tp)

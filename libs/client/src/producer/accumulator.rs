@@ -102,6 +102,10 @@ pub(super) struct Accumulator {
     pub(super) closed: bool,
     /// The idempotent producer's identity, once known (None when not idempotent).
     pub(super) identity: Option<Identity>,
+    /// A transactional producer's batches are marked transactional.
+    pub(super) transactional: bool,
+    /// The open transaction's partitions and state (transactional producers).
+    pub(super) txn: super::transaction::TxnPartitions,
 }
 
 impl Accumulator {
@@ -129,6 +133,7 @@ impl Producer {
     ) -> (DeliveryFuture, bool) {
         let config = &self.shared.config;
         let identity = acc.identity;
+        let transactional = acc.transactional;
         acc.buffered += size;
         let queues = acc
             .topics
@@ -170,7 +175,7 @@ impl Producer {
             && open.builder.uncompressed_size() + size > config.batch_size
             && !open.builder.is_empty()
         {
-            freed += close_open(queue, identity);
+            freed += close_open(queue, identity, transactional);
             wake = true;
         }
         let open = queue.open.get_or_insert_with(|| {
@@ -200,7 +205,7 @@ impl Producer {
             timestamp,
         };
         if open.builder.uncompressed_size() >= config.batch_size {
-            freed += close_open(queue, identity);
+            freed += close_open(queue, identity, transactional);
             wake = true;
         }
         acc.buffered = acc.buffered.saturating_sub(freed);
@@ -209,9 +214,13 @@ impl Producer {
 }
 
 /// Moves a partition's open batch to its ready queue, encoding it (numbered
-/// for an idempotent producer). Returns the `buffer.memory` bytes freed when
-/// the batch cannot be encoded and fails.
-pub(super) fn close_open(queue: &mut PartitionQueue, identity: Option<Identity>) -> usize {
+/// for an idempotent producer, marked for a transactional one). Returns the
+/// `buffer.memory` bytes freed when the batch cannot be encoded and fails.
+pub(super) fn close_open(
+    queue: &mut PartitionQueue,
+    identity: Option<Identity>,
+    transactional: bool,
+) -> usize {
     let Some(open) = queue.open.take() else {
         return 0;
     };
@@ -223,7 +232,9 @@ pub(super) fn close_open(queue: &mut PartitionQueue, identity: Option<Identity>)
             // A new identity (or epoch) numbers from zero.
             _ => 0,
         };
-        builder = builder.producer(identity.id, identity.epoch, seq);
+        builder = builder
+            .producer(identity.id, identity.epoch, seq)
+            .transactional(transactional);
         queue.sequence = Some((identity, add_sequence(seq, records as i32)));
     }
     match builder.build() {

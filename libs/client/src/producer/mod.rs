@@ -16,10 +16,16 @@
 //! fails for good, the producer bumps its epoch and renumbers the
 //! partition's unsent batches from zero (as Kafka's does, KIP-360).
 //!
+//! With a `transactional.id` the producer is transactional, as Kafka's:
+//! `init_transactions`, then `begin_transaction`, `send`,
+//! `send_offsets_to_transaction`, and `commit_transaction` or
+//! `abort_transaction` (see `transaction.rs`).
+//!
 //! This file is the API ([`Producer`], its config, the delivery futures);
 //! `accumulator.rs` batches records per partition within `buffer.memory`,
-//! and `sender.rs` drains the batches to the leaders, retries them and
-//! renumbers them after an epoch bump.
+//! `sender.rs` drains the batches to the leaders, retries them and
+//! renumbers them after an epoch bump, and `transaction.rs` holds the
+//! transactional producer.
 //!
 //! ```no_run
 //! # async fn demo() -> runnel_client::Result<()> {
@@ -35,6 +41,9 @@
 
 mod accumulator;
 mod sender;
+mod transaction;
+
+pub use transaction::ConsumerGroupMetadata;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -112,6 +121,15 @@ pub struct ProducerConfig {
     /// the producer is not idempotent, as Kafka's is when acks is set lower
     /// and idempotence is not asked for explicitly.
     pub enable_idempotence: bool,
+    /// `transactional.id`: makes the producer transactional (and
+    /// idempotent); see [`Producer::init_transactions`].
+    pub transactional_id: Option<String>,
+    /// `transaction.timeout.ms` (default 60 s): the coordinator aborts a
+    /// transaction left open longer.
+    pub transaction_timeout: Duration,
+    /// `max.block.ms` (default 60 s): how long a transactional call waits
+    /// for the coordinator.
+    pub max_block: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -127,6 +145,9 @@ impl Default for ProducerConfig {
             buffer_memory: 32 * 1024 * 1024,
             allow_auto_topic_creation: true,
             enable_idempotence: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
+            max_block: Duration::from_secs(60),
         }
     }
 }
@@ -288,6 +309,19 @@ struct Shared {
     idempotent: bool,
     /// One InitProducerId at a time.
     init: tokio::sync::Mutex<()>,
+    /// With a `transactional.id`: the transaction's state and coordinator.
+    txn: Option<Arc<transaction::Transactions>>,
+}
+
+impl Shared {
+    /// Fails `batch` for good with `e`: counts its records as failed and
+    /// resolves its delivery futures. Returns the `buffer.memory` bytes freed.
+    fn fail_batch(&self, batch: accumulator::ReadyBatch, e: &ClientError) -> usize {
+        self.failed
+            .fetch_add(batch.records as u64, std::sync::atomic::Ordering::Relaxed);
+        batch.outcome.resolve(Err(e.clone()));
+        batch.accounted
+    }
 }
 
 /// Sends records to a Runnel cluster.
@@ -318,12 +352,20 @@ impl Producer {
 
     /// A producer sharing connections with other clients of `cluster`.
     pub fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| Arc::new(transaction::Transactions::new(id)));
         let shared = Arc::new(Shared {
             failed: std::sync::atomic::AtomicU64::new(0),
             cluster,
-            idempotent: config.enable_idempotence && config.acks == Acks::All,
+            idempotent: txn.is_some() || (config.enable_idempotence && config.acks == Acks::All),
+            acc: Mutex::new(Accumulator {
+                transactional: txn.is_some(),
+                ..Accumulator::default()
+            }),
+            txn,
             config,
-            acc: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
             progress: Notify::new(),
             init: tokio::sync::Mutex::new(()),
@@ -359,7 +401,12 @@ impl Producer {
         // Read before the metadata is looked at: a refresh in between makes the cache stale, not wrong.
         let generation = shared.cluster.generation();
         let mut looked_up = None;
-        if shared.idempotent && shared.acc.lock().identity.is_none() {
+        if let Some(txn) = &shared.txn {
+            txn.check_open()?;
+            if let Some(e) = shared.acc.lock().txn.error.clone() {
+                return Err(e);
+            }
+        } else if shared.idempotent && shared.acc.lock().identity.is_none() {
             // The topic first: an unreachable cluster or a missing topic fails
             // fast here, as without idempotence.
             looked_up = Some(self.partition_count(&record.topic).await?);

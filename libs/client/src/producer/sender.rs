@@ -2,7 +2,10 @@
 //! sends each leader one Produce request with every ready partition's
 //! batches (one request in flight per partition), retrying retriable
 //! failures after `retry.backoff.ms`; after a batch fails for good an
-//! idempotent producer bumps its epoch and renumbers what is left.
+//! idempotent producer bumps its epoch and renumbers what is left (a
+//! transactional one leaves that to the abort the failure calls for). A
+//! transactional producer's partitions join the transaction before their
+//! first batch is sent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::accumulator::{Accumulator, Identity, ReadyBatch, TopicQueues, close_open};
+use super::transaction::add_for_sender;
 use crate::error::ClientError;
 
 /// One partition's batches in a request.
@@ -28,7 +32,15 @@ struct InFlight {
 pub(super) async fn run_sender(shared: Arc<Shared>) {
     let mut requests = tokio::task::JoinSet::new();
     loop {
-        let (sends, next_wake, done) = collect(&shared);
+        let Collected {
+            sends,
+            to_add,
+            next_wake,
+            done,
+        } = collect(&shared);
+        if !to_add.is_empty() {
+            requests.spawn(add_for_sender(Arc::clone(&shared), to_add));
+        }
         for (addr, parts) in sends {
             // Traced under the span of whoever sent the oldest record in it.
             let parent = parts
@@ -53,17 +65,30 @@ pub(super) async fn run_sender(shared: Arc<Shared>) {
     }
 }
 
-type Sends = Vec<(String, Vec<InFlight>)>;
+/// What one look at the queues found.
+struct Collected {
+    /// Requests to send now, by leader address.
+    sends: Vec<(String, Vec<InFlight>)>,
+    /// Partitions to add to the transaction before their batches go.
+    to_add: Vec<(Arc<str>, i32)>,
+    /// When to look again.
+    next_wake: Option<Instant>,
+    /// The producer is closed and drained.
+    done: bool,
+}
 
 /// Closes lingering batches, fails expired ones, and takes what can be sent
-/// now, grouped by leader. Returns when to look again and whether the
-/// producer is closed and drained.
-fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
+/// now, grouped by leader, with the partitions a transactional producer
+/// must add to its transaction first.
+fn collect(shared: &Shared) -> Collected {
     let config = &shared.config;
     let now = Instant::now();
-    let mut acc = shared.acc.lock();
+    let mut guard = shared.acc.lock();
+    let acc = &mut *guard;
     let flushing = acc.flushing || acc.closed;
     let identity = acc.identity;
+    let transactional = acc.transactional;
+    let mut to_add = Vec::new();
     let mut renumber = Vec::new();
     let mut by_leader: HashMap<String, Vec<InFlight>> = HashMap::new();
     let mut next_wake: Option<Instant> = None;
@@ -79,7 +104,7 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
     for (topic, partition, queue) in queues {
         if let Some(open) = &queue.open {
             if flushing || now >= open.created + config.linger {
-                freed += close_open(queue, identity);
+                freed += close_open(queue, identity, transactional);
             } else {
                 wake_at(open.created + config.linger);
             }
@@ -90,19 +115,18 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
                 break;
             }
             let b = queue.ready.pop_front().expect("front exists");
-            freed += b.accounted;
-            shared
-                .failed
-                .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
             let what = match &queue.last_error {
                 Some(e) => format!("delivery to {topic}-{partition} (last error: {e})"),
                 None => format!("delivery to {topic}-{partition}"),
             };
-            b.outcome.resolve(Err(ClientError::Timeout {
+            let e = ClientError::Timeout {
                 what,
                 ms: config.delivery_timeout.as_millis() as u64,
-            }));
-            if identity.is_some() {
+            };
+            freed += shared.fail_batch(b, &e);
+            if transactional {
+                acc.txn.failed_batch(e);
+            } else if identity.is_some() {
                 renumber.push((Arc::clone(topic), partition));
             }
         }
@@ -123,6 +147,18 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
                 continue;
             }
             queue.retry_at = None;
+        }
+        if transactional && !acc.txn.added.contains(&(Arc::clone(topic), partition)) {
+            match acc.txn.error.clone() {
+                // The transaction can only be aborted: nothing more joins it.
+                Some(e) => {
+                    for b in queue.ready.drain(..) {
+                        freed += shared.fail_batch(b, &e);
+                    }
+                }
+                None => to_add.push((Arc::clone(topic), partition)),
+            }
+            continue;
         }
         let Some((_, addr)) = shared.cluster.leader_addr(topic, partition) else {
             need_metadata.push(topic.to_string());
@@ -148,11 +184,17 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
     }
     renumber.dedup();
     for (topic, partition) in renumber {
-        bump_epoch(&mut acc, &topic, partition);
+        bump_epoch(acc, &topic, partition);
+    }
+    // One AddPartitionsToTxn at a time; the partitions wait until it answers.
+    if acc.txn.adding {
+        to_add.clear();
+    } else if !to_add.is_empty() {
+        acc.txn.adding = true;
     }
     acc.buffered = acc.buffered.saturating_sub(freed);
-    let done = acc.closed && acc.idle();
-    drop(acc);
+    let done = acc.closed && acc.idle() && !acc.txn.adding;
+    drop(guard);
     if freed > 0 {
         shared.progress.notify_waiters();
     }
@@ -164,7 +206,12 @@ fn collect(shared: &Shared) -> (Sends, Option<Instant>, bool) {
             let _ = cluster.refresh(&need_metadata, false).await;
         });
     }
-    (by_leader.into_iter().collect(), next_wake, done)
+    Collected {
+        sends: by_leader.into_iter().collect(),
+        to_add,
+        next_wake,
+        done,
+    }
 }
 
 async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
@@ -183,6 +230,11 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 records: concat(&p.batches),
             })
             .collect(),
+        transactional_id: shared
+            .txn
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_default(),
     };
     let response = match shared.cluster.broker_at(&addr) {
         Ok(mut client) => client
@@ -261,13 +313,12 @@ async fn send_request(shared: Arc<Shared>, addr: String, parts: Vec<InFlight>) {
                 }
                 Err(e) => {
                     for b in part.batches {
-                        freed += b.accounted;
-                        shared
-                            .failed
-                            .fetch_add(b.records as u64, std::sync::atomic::Ordering::Relaxed);
-                        b.outcome.resolve(Err(e.clone()));
+                        freed += shared.fail_batch(b, &e);
                     }
-                    if shared.idempotent {
+                    if let Some(txn) = &shared.txn {
+                        txn.fail_if_fatal(&e);
+                        acc.txn.failed_batch(e);
+                    } else if shared.idempotent {
                         bump_epoch(&mut acc, &part.topic, part.partition);
                     }
                 }

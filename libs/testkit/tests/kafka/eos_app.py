@@ -10,14 +10,55 @@ Recovers as Kafka's documentation says: an abortable error aborts the
 transaction and rewinds to the committed offsets; a fatal one (fenced)
 starts over with a new producer and consumer. Prints `done` and exits 0 once
 the group's committed offsets cover all TOTAL input records.
+
+librdkafka can block in a transactional call past its timeout when the
+coordinator it had cached left the metadata meanwhile (a restarted broker
+does, until it is unfenced): confluentinc/librdkafka#5456 and #5511. As a
+supervisor's liveness probe would, a watchdog restarts the application (in
+place, same deadline) when one call overstays its timeout by STUCK seconds,
+after printing where it was stuck. Exactly-once must hold through that
+restart as through a kill.
 """
 
+import faulthandler
+import os
 import sys
+import threading
 import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 TIMEOUT = 30
+STUCK = 30
+
+
+class Watchdog:
+    """Restarts the process when one guarded call runs past its limit."""
+
+    def __init__(self):
+        self.since = None
+        self.limit = 0
+        threading.Thread(target=self.watch, daemon=True).start()
+
+    def call(self, f, *args, limit=TIMEOUT):
+        self.limit = limit + STUCK
+        self.since = time.monotonic()
+        try:
+            return f(*args)
+        finally:
+            self.since = None
+
+    def watch(self):
+        while True:
+            time.sleep(1)
+            since = self.since
+            if since is not None and time.monotonic() - since > self.limit:
+                print("stuck in a client call; restarting", file=sys.stderr, flush=True)
+                faulthandler.dump_traceback(all_threads=True)
+                os.execv(sys.executable, [sys.executable] + sys.argv)
+
+
+WATCHDOG = Watchdog()
 
 
 def make(bootstrap):
@@ -39,7 +80,7 @@ def make(bootstrap):
             "transaction.timeout.ms": 10000,
         }
     )
-    p.init_transactions(60)
+    WATCHDOG.call(p.init_transactions, 60, limit=60)
     return c, p
 
 
@@ -48,7 +89,7 @@ def rewind(c):
     assignment = c.assignment()
     if not assignment:
         return
-    for tp in c.committed(assignment, TIMEOUT):
+    for tp in WATCHDOG.call(c.committed, assignment, TIMEOUT):
         offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
         c.seek(TopicPartition(tp.topic, tp.partition, offset))
 
@@ -57,18 +98,27 @@ def finished(c, total):
     assignment = c.assignment()
     if len(assignment) != 3:
         return False
-    committed = c.committed(assignment, TIMEOUT)
+    committed = WATCHDOG.call(c.committed, assignment, TIMEOUT)
     return sum(max(tp.offset, 0) for tp in committed) >= total
 
 
 def main():
     bootstrap, total = sys.argv[1], int(sys.argv[2])
+    # exactly_once.rs's app_deadline, from the first start (a restart in place keeps it).
+    deadline = time.time() + 180 + total // 10
+    deadline = float(os.environ.setdefault("EOS_APP_DEADLINE", str(deadline)))
+    # Whatever else never returns prints where it hangs and ends the run.
+    faulthandler.dump_traceback_later(max(deadline - time.time(), 1) + 30, exit=True)
     c, p = make(bootstrap)
-    deadline = time.time() + 300 + total // 10
+    reported = 0.0
     while time.time() < deadline:
+        if time.time() - reported > 10:
+            # Progress on stderr, so a run that times out says where it stood.
+            reported = time.time()
+            print(f"eos_app: assigned {len(c.assignment())} partitions", file=sys.stderr, flush=True)
         try:
             # Small transactions, paced, so the faults land mid-stream.
-            msgs = [m for m in c.consume(5, 1.0) if not m.error()]
+            msgs = [m for m in WATCHDOG.call(c.consume, 5, 1.0) if not m.error()]
             if not msgs:
                 if finished(c, total):
                     print("done", flush=True)
@@ -77,23 +127,26 @@ def main():
             p.begin_transaction()
             for m in msgs:
                 p.produce("eos-out", key=m.key(), value=b"out-" + m.value())
-            p.send_offsets_to_transaction(
-                c.position(c.assignment()), c.consumer_group_metadata(), TIMEOUT
+            WATCHDOG.call(
+                p.send_offsets_to_transaction,
+                c.position(c.assignment()),
+                c.consumer_group_metadata(),
+                TIMEOUT,
             )
-            p.commit_transaction(TIMEOUT)
+            WATCHDOG.call(p.commit_transaction, TIMEOUT)
             time.sleep(0.05)
         except KafkaException as e:
             error = e.args[0]
             print(f"recovering from {error}", file=sys.stderr, flush=True)
             if error.fatal() or not (error.txn_requires_abort() or error.retriable()):
                 try:
-                    c.close()
+                    WATCHDOG.call(c.close)
                 except Exception:
                     pass
                 c, p = make(bootstrap)
                 continue
             # Abortable or retriable: abort, and read again from the committed offsets.
-            for step in (lambda: p.abort_transaction(TIMEOUT), lambda: rewind(c)):
+            for step in (lambda: WATCHDOG.call(p.abort_transaction, TIMEOUT), lambda: rewind(c)):
                 try:
                     step()
                 except KafkaException:

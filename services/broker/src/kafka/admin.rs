@@ -1,7 +1,6 @@
 //! Kafka's admin requests, forwarded to the controller.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use runnel_kafka::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use runnel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -23,7 +22,11 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{ConfigResource, ConfigResourceType};
 use uuid::Uuid;
 
-use super::{KafkaApi, code, error_code, error_message, message, raw_code, wire};
+use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
+
+use super::{
+    Caller, KafkaApi, PROPAGATION_WAIT, code, error_code, error_message, message, raw_code, wire,
+};
 use crate::service::Failure;
 
 /// Kafka's resource type for topics in the config APIs.
@@ -34,9 +37,6 @@ const BROKER: i8 = 4;
 /// Kafka's config sources in DescribeConfigs.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
-
-/// How long an admin request waits for its change to reach this broker.
-const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
 
 fn resource(resource_type: i8, name: &StrBytes) -> Result<ConfigResource, Failure> {
     let kind = match resource_type {
@@ -64,11 +64,26 @@ enum Op {
 }
 
 impl KafkaApi {
-    pub(super) async fn create_topics(&self, r: CreateTopicsRequest) -> CreateTopicsResponse {
+    pub(super) async fn create_topics(
+        &self,
+        r: CreateTopicsRequest,
+        caller: &Caller<'_>,
+    ) -> CreateTopicsResponse {
         let mut results: Vec<CreatableTopicResult> = Vec::with_capacity(r.topics.len());
         let mut asked = Vec::new();
+        // CREATE on the cluster allows every topic; else CREATE on each.
+        let cluster = caller.sees(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
         for t in &r.topics {
             let out = CreatableTopicResult::default().with_name(t.name.clone());
+            if !cluster
+                && let Err(failure) = caller.check(Operation::Create, ResourceType::Topic, &t.name)
+            {
+                results.push(
+                    out.with_error_code(error_code(&failure))
+                        .with_error_message(error_message(&failure)),
+                );
+                continue;
+            }
             if !t.assignments.is_empty() {
                 results.push(
                     out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
@@ -145,7 +160,11 @@ impl KafkaApi {
         CreateTopicsResponse::default().with_topics(results)
     }
 
-    pub(super) async fn delete_topics(&self, r: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    pub(super) async fn delete_topics(
+        &self,
+        r: DeleteTopicsRequest,
+        caller: &Caller<'_>,
+    ) -> DeleteTopicsResponse {
         // v6+ name topics in `topics` (by name or by id); before, in `topic_names`.
         let mut unknown_ids = Vec::new();
         let names: Vec<String> = if r.topics.is_empty() {
@@ -171,15 +190,22 @@ impl KafkaApi {
                     .collect()
             })
         };
-        let answer = self
-            .controller
-            .clone()
-            .delete_topics(pb::DeleteTopicsRequest {
-                names: names.clone(),
-            })
-            .await
-            .map(|a| a.into_inner().topics)
-            .map_err(|s| Failure::from_controller(&s));
+        // DELETE on each topic, refused alike whether it exists or not.
+        let (names, denied): (Vec<String>, Vec<String>) = names
+            .into_iter()
+            .partition(|t| caller.allowed(Operation::Delete, ResourceType::Topic, t));
+        let answer = if names.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.controller
+                .clone()
+                .delete_topics(pb::DeleteTopicsRequest {
+                    names: names.clone(),
+                })
+                .await
+                .map(|a| a.into_inner().topics)
+                .map_err(|s| Failure::from_controller(&s))
+        };
         let responses = names
             .into_iter()
             .map(|name| {
@@ -196,6 +222,13 @@ impl KafkaApi {
                         .with_error_message(error_message(failure)),
                 }
             })
+            .chain(denied.into_iter().map(|name| {
+                let failure = Failure::unauthorized(Operation::Delete, ResourceType::Topic, &name);
+                DeletableTopicResult::default()
+                    .with_name(Some(super::topic_name(&name)))
+                    .with_error_code(error_code(&failure))
+                    .with_error_message(error_message(&failure))
+            }))
             .chain(unknown_ids.into_iter().map(|id| {
                 let failure = Failure::UnknownTopicId { id: id.to_string() };
                 DeletableTopicResult::default()
@@ -210,10 +243,18 @@ impl KafkaApi {
     pub(super) async fn create_partitions(
         &self,
         r: CreatePartitionsRequest,
+        caller: &Caller<'_>,
     ) -> CreatePartitionsResponse {
         let mut results = Vec::with_capacity(r.topics.len());
         for t in r.topics {
             let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if let Err(failure) = caller.check(Operation::Alter, ResourceType::Topic, &t.name) {
+                results.push(
+                    out.with_error_code(error_code(&failure))
+                        .with_error_message(error_message(&failure)),
+                );
+                continue;
+            }
             if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                 results.push(
                     out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
@@ -252,13 +293,21 @@ impl KafkaApi {
     pub(super) async fn describe_configs(
         &self,
         r: DescribeConfigsRequest,
+        caller: &Caller<'_>,
     ) -> DescribeConfigsResponse {
         let mut results = Vec::with_capacity(r.resources.len());
         for res in r.resources {
             let out = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            let described = match resource(res.resource_type, &res.resource_name) {
+            let described = match config_check(
+                caller,
+                Operation::DescribeConfigs,
+                res.resource_type,
+                &res.resource_name,
+            )
+            .and_then(|()| resource(res.resource_type, &res.resource_name))
+            {
                 Ok(resource) => self.describe(resource).await,
                 Err(e) => Err(e),
             };
@@ -336,10 +385,20 @@ impl KafkaApi {
 
     /// Kafka's AlterConfigs: the resource's configs become exactly the given
     /// ones; any other key set on it goes back to its default.
-    pub(super) async fn alter_configs(&self, r: AlterConfigsRequest) -> AlterConfigsResponse {
+    pub(super) async fn alter_configs(
+        &self,
+        r: AlterConfigsRequest,
+        caller: &Caller<'_>,
+    ) -> AlterConfigsResponse {
         let mut responses = Vec::with_capacity(r.resources.len());
         for res in r.resources {
             let outcome = async {
+                config_check(
+                    caller,
+                    Operation::AlterConfigs,
+                    res.resource_type,
+                    &res.resource_name,
+                )?;
                 let resource = resource(res.resource_type, &res.resource_name)?;
                 let given: BTreeMap<String, Option<String>> = res
                     .configs
@@ -377,10 +436,17 @@ impl KafkaApi {
     pub(super) async fn incremental_alter_configs(
         &self,
         r: IncrementalAlterConfigsRequest,
+        caller: &Caller<'_>,
     ) -> IncrementalAlterConfigsResponse {
         let mut responses = Vec::with_capacity(r.resources.len());
         for res in r.resources {
             let outcome = async {
+                config_check(
+                    caller,
+                    Operation::AlterConfigs,
+                    res.resource_type,
+                    &res.resource_name,
+                )?;
                 let resource = resource(res.resource_type, &res.resource_name)?;
                 let mut ops = Vec::with_capacity(res.configs.len());
                 let mut current: Option<Vec<pb::ConfigEntry>> = None;
@@ -443,6 +509,20 @@ impl KafkaApi {
             });
         }
         IncrementalAlterConfigsResponse::default().with_responses(responses)
+    }
+}
+
+/// Whether the caller may do `operation` on a config resource: a topic's
+/// configs are the topic's, a broker's the cluster's.
+fn config_check(
+    caller: &Caller<'_>,
+    operation: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), Failure> {
+    match resource_type {
+        TOPIC => caller.check(operation, ResourceType::Topic, name),
+        _ => caller.check_cluster(operation),
     }
 }
 

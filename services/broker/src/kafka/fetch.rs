@@ -20,11 +20,18 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_records::batch::{BatchHeader, Compression, legacy};
 use uuid::Uuid;
 
+use runnel_common::acl::{Operation, ResourceType};
+
 use super::sessions::FetchPlan;
-use super::{KafkaApi, UNKNOWN_TOPIC_ID, by_topic, code, raw_code, topic_name};
+use super::{Caller, KafkaApi, UNKNOWN_TOPIC_ID, by_topic, code, raw_code, topic_name};
 
 impl KafkaApi {
-    pub(super) async fn fetch(&self, mut r: FetchRequest, version: i16) -> FetchResponse {
+    pub(super) async fn fetch(
+        &self,
+        mut r: FetchRequest,
+        version: i16,
+        caller: &Caller<'_>,
+    ) -> FetchResponse {
         let replica = if version >= 15 {
             r.replica_state.replica_id.0
         } else {
@@ -72,7 +79,29 @@ impl KafkaApi {
             partitions,
             incremental,
         } = plan;
-        let answer = self
+        // Each topic needs READ; the others are answered without a read
+        // (without an authorizer, nothing to look at).
+        let mut readable: HashMap<&str, bool> = HashMap::new();
+        let mut denied = Vec::new();
+        if caller.enabled() {
+            for ((topic, partition), _) in &partitions {
+                if !*readable
+                    .entry(topic.as_str())
+                    .or_insert_with(|| caller.allowed(Operation::Read, ResourceType::Topic, topic))
+                {
+                    denied.push(pb::FetchPartitionResult {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        error_code: ErrorCode::TopicAuthorizationFailed as i32,
+                        high_watermark: -1,
+                        log_start_offset: -1,
+                        last_stable_offset: -1,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let mut answer = self
             .broker
             .fetch(pb::FetchRequest {
                 max_wait_ms: u32::try_from(r.max_wait_ms).unwrap_or(0),
@@ -80,6 +109,7 @@ impl KafkaApi {
                 max_bytes: u32::try_from(r.max_bytes).unwrap_or(u32::MAX),
                 partitions: partitions
                     .iter()
+                    .filter(|((topic, _), _)| readable.get(topic.as_str()) != Some(&false))
                     .map(|(key, p)| pb::FetchPartition {
                         topic: key.0.clone(),
                         partition: key.1,
@@ -97,6 +127,7 @@ impl KafkaApi {
                 },
             })
             .await;
+        answer.partitions.extend(denied);
         let committed = version >= 4 && r.isolation_level == 1;
         let keep = self
             .sessions
@@ -211,9 +242,24 @@ impl KafkaApi {
     pub(super) async fn offset_for_leader_epoch(
         &self,
         r: OffsetForLeaderEpochRequest,
+        caller: &Caller<'_>,
     ) -> OffsetForLeaderEpochResponse {
-        let partitions = r
+        let (topics, denied): (Vec<_>, Vec<_>) = r
             .topics
+            .into_iter()
+            .partition(|t| caller.allowed(Operation::Describe, ResourceType::Topic, &t.topic));
+        let denied = denied.into_iter().flat_map(|t| {
+            let topic = t.topic.to_string();
+            t.partitions.into_iter().map(move |p| {
+                let out = EpochEndOffset::default()
+                    .with_error_code(code(ErrorCode::TopicAuthorizationFailed))
+                    .with_partition(p.partition)
+                    .with_leader_epoch(-1)
+                    .with_end_offset(-1);
+                (topic.clone(), out)
+            })
+        });
+        let partitions = topics
             .into_iter()
             .flat_map(|t| {
                 let topic = t.topic.to_string();
@@ -239,7 +285,7 @@ impl KafkaApi {
                 .with_end_offset(p.end_offset);
             (p.topic, out)
         });
-        let topics = by_topic(results)
+        let topics = by_topic(results.chain(denied))
             .into_iter()
             .map(|(topic, partitions)| {
                 OffsetForLeaderTopicResult::default()

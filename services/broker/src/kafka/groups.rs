@@ -10,12 +10,8 @@
 use std::collections::HashMap;
 
 use std::future::Future;
-use std::time::Duration;
 use uuid::Uuid;
 
-use parking_lot::Mutex;
-use runnel_common::errors::code_of;
-use runnel_common::telemetry::TraceInterceptor;
 use runnel_kafka::kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment, TopicPartitions as HeartbeatPartitions,
 };
@@ -46,23 +42,15 @@ use runnel_kafka::kafka_protocol::messages::{
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
-use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
-use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
+
+use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
 
 use super::{
-    GROUP_OPERATIONS, KafkaApi, authorized, code, error_code, error_message, message, raw_code,
-    wire,
+    Caller, GROUP_OPERATIONS, KafkaApi, authorized, code, error_code, error_message, message,
+    raw_code, wire,
 };
 use crate::service::Failure;
-
-pub(super) type Client = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
-
-/// Clients for the coordinators, by address.
-#[derive(Debug, Default)]
-pub struct Coordinators {
-    clients: Mutex<HashMap<String, Client>>,
-}
+pub(super) use crate::service::coordinators::{Client, call_coordinator};
 
 /// Kafka's group key type in FindCoordinator.
 const GROUP_KEY: i8 = 0;
@@ -75,23 +63,6 @@ fn empty_if_none(s: &Option<StrBytes>) -> String {
 
 fn optional(s: String) -> Option<StrBytes> {
     (!s.is_empty()).then(|| wire(s))
-}
-
-/// Calls a coordinator; its refusal, or a transport failure (which reads
-/// as COORDINATOR_NOT_AVAILABLE and sends the client to FindCoordinator),
-/// becomes a [`Failure::Coordinator`].
-pub(super) async fn call_coordinator<T, F, Fut>(client: Client, call: F) -> Result<T, Failure>
-where
-    F: FnOnce(Client) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    match call(client).await {
-        Ok(r) => Ok(r.into_inner()),
-        Err(status) => Err(Failure::Coordinator {
-            code: code_of(&status),
-            message: status.message().to_owned(),
-        }),
-    }
 }
 
 impl KafkaApi {
@@ -107,7 +78,7 @@ impl KafkaApi {
                 group: group.to_owned(),
             });
         };
-        self.client_at(&addr)
+        self.broker.coordinator_client(&addr)
     }
 
     /// Every topic's id by name (KIP-848's APIs, Produce v13 and Fetch v13+
@@ -122,22 +93,6 @@ impl KafkaApi {
         })
     }
 
-    /// A client for the coordinator at `addr`, made once.
-    pub(super) fn client_at(&self, addr: &str) -> Result<Client, Failure> {
-        let mut clients = self.coordinators.clients.lock();
-        if let Some(c) = clients.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
-            .map_err(|source| Failure::CoordinatorUnreachable {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let client = CoordinatorClient::with_interceptor(channel, TraceInterceptor);
-        clients.insert(addr.to_owned(), client.clone());
-        Ok(client)
-    }
-
     /// Calls the coordinator owning `group`; a transport failure reads as
     /// COORDINATOR_NOT_AVAILABLE, which sends the client to FindCoordinator.
     pub(super) async fn relay_group<T, F, Fut>(&self, group: &str, call: F) -> Result<T, Failure>
@@ -148,10 +103,28 @@ impl KafkaApi {
         call_coordinator(self.coordinator(group)?, call).await
     }
 
+    /// [`Self::relay_group`] after checking the caller may do `operation`
+    /// on the group (GROUP_AUTHORIZATION_FAILED otherwise).
+    async fn relay_group_as<T, F, Fut>(
+        &self,
+        caller: &Caller<'_>,
+        operation: Operation,
+        group: &str,
+        call: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        caller.check(operation, ResourceType::Group, group)?;
+        self.relay_group(group, call).await
+    }
+
     pub(super) fn find_coordinator(
         &self,
         r: FindCoordinatorRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> FindCoordinatorResponse {
         let keys: Vec<StrBytes> = if version >= 4 {
             r.coordinator_keys.clone()
@@ -171,10 +144,19 @@ impl KafkaApi {
                         .with_error_code(error_code(failure))
                         .with_error_message(error_message(failure))
                 };
+                let resource_type = match r.key_type {
+                    GROUP_KEY => ResourceType::Group,
+                    _ => ResourceType::TransactionalId,
+                };
+                if matches!(r.key_type, GROUP_KEY | TRANSACTION_KEY)
+                    && let Err(failure) = caller.check(Operation::Describe, resource_type, &key)
+                {
+                    return refused(&failure);
+                }
                 match r.key_type {
                     GROUP_KEY => {}
                     TRANSACTION_KEY => {
-                        if let Err(failure) = self.txn_coordinator(&key) {
+                        if let Err(failure) = self.broker.txn_coordinator(&key) {
                             return refused(&failure);
                         }
                         return match &own {
@@ -218,6 +200,7 @@ impl KafkaApi {
         r: JoinGroupRequest,
         version: i16,
         client_id: String,
+        caller: &Caller<'_>,
     ) -> JoinGroupResponse {
         let group = r.group_id.to_string();
         let request = pb::JoinGroupRequest {
@@ -246,7 +229,9 @@ impl KafkaApi {
         };
         let protocol_type = request.protocol_type.clone();
         match self
-            .relay_group(&group, |mut c| async move { c.join_group(request).await })
+            .relay_group_as(caller, Operation::Read, &group, |mut c| async move {
+                c.join_group(request).await
+            })
             .await
         {
             Ok(j) => JoinGroupResponse::default()
@@ -276,7 +261,11 @@ impl KafkaApi {
         }
     }
 
-    pub(super) async fn sync_group(&self, r: SyncGroupRequest) -> SyncGroupResponse {
+    pub(super) async fn sync_group(
+        &self,
+        r: SyncGroupRequest,
+        caller: &Caller<'_>,
+    ) -> SyncGroupResponse {
         let group = r.group_id.to_string();
         let request = pb::SyncGroupRequest {
             group_id: group.clone(),
@@ -293,7 +282,9 @@ impl KafkaApi {
                 .collect(),
         };
         match self
-            .relay_group(&group, |mut c| async move { c.sync_group(request).await })
+            .relay_group_as(caller, Operation::Read, &group, |mut c| async move {
+                c.sync_group(request).await
+            })
             .await
         {
             Ok(s) => SyncGroupResponse::default()
@@ -305,7 +296,11 @@ impl KafkaApi {
         }
     }
 
-    pub(super) async fn heartbeat(&self, r: HeartbeatRequest) -> HeartbeatResponse {
+    pub(super) async fn heartbeat(
+        &self,
+        r: HeartbeatRequest,
+        caller: &Caller<'_>,
+    ) -> HeartbeatResponse {
         let group = r.group_id.to_string();
         let request = pb::HeartbeatRequest {
             group_id: group.clone(),
@@ -314,7 +309,9 @@ impl KafkaApi {
             group_instance_id: empty_if_none(&r.group_instance_id),
         };
         let error = match self
-            .relay_group(&group, |mut c| async move { c.heartbeat(request).await })
+            .relay_group_as(caller, Operation::Read, &group, |mut c| async move {
+                c.heartbeat(request).await
+            })
             .await
         {
             Ok(h) => raw_code(h.error_code),
@@ -327,6 +324,7 @@ impl KafkaApi {
         &self,
         r: LeaveGroupRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> LeaveGroupResponse {
         let group = r.group_id.to_string();
         // v3+ names members (possibly several, by instance id); before, one member id.
@@ -347,7 +345,9 @@ impl KafkaApi {
                 group_instance_id: empty_if_none(&instance),
             };
             let error = match self
-                .relay_group(&group, |mut c| async move { c.leave_group(request).await })
+                .relay_group_as(caller, Operation::Read, &group, |mut c| async move {
+                    c.leave_group(request).await
+                })
                 .await
             {
                 Ok(l) => raw_code(l.error_code),
@@ -370,6 +370,7 @@ impl KafkaApi {
                 code(ErrorCode::NotCoordinator),
                 code(ErrorCode::CoordinatorLoadInProgress),
                 code(ErrorCode::InvalidGroupId),
+                code(ErrorCode::GroupAuthorizationFailed),
             ];
             let top = if group_wide.contains(&top) { top } else { 0 };
             return LeaveGroupResponse::default()
@@ -379,8 +380,24 @@ impl KafkaApi {
         LeaveGroupResponse::default().with_error_code(top)
     }
 
-    pub(super) async fn offset_commit(&self, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    pub(super) async fn offset_commit(
+        &self,
+        r: OffsetCommitRequest,
+        caller: &Caller<'_>,
+    ) -> OffsetCommitResponse {
         let group = r.group_id.to_string();
+        // READ on the group, else every partition is refused with the
+        // group's error; READ on each topic, else that topic's partitions.
+        let group_denied = caller
+            .check(Operation::Read, ResourceType::Group, &group)
+            .err()
+            .map(|f| error_code(&f));
+        let topic_denied: std::collections::HashSet<&str> = r
+            .topics
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|t| !caller.allowed(Operation::Read, ResourceType::Topic, t))
+            .collect();
         // As Kafka: offsets of a partition no topic has are refused one by
         // one (UNKNOWN_TOPIC_OR_PARTITION) and the rest are committed.
         let unknown: std::collections::HashSet<(&str, i32)> = self.metadata.with(|image| {
@@ -403,7 +420,11 @@ impl KafkaApi {
             .flat_map(|t| {
                 t.partitions
                     .iter()
-                    .filter(|p| exists(t.name.as_str(), p.partition_index))
+                    .filter(|p| {
+                        group_denied.is_none()
+                            && !topic_denied.contains(t.name.as_str())
+                            && exists(t.name.as_str(), p.partition_index)
+                    })
                     .map(|p| pb::OffsetCommitPartition {
                         topic: t.name.to_string(),
                         partition: p.partition_index,
@@ -438,6 +459,10 @@ impl KafkaApi {
                     .iter()
                     .map(|p| {
                         let error = match &answer {
+                            _ if group_denied.is_some() => group_denied.unwrap_or_default(),
+                            _ if topic_denied.contains(t.name.as_str()) => {
+                                code(ErrorCode::TopicAuthorizationFailed)
+                            }
                             _ if !exists(t.name.as_str(), p.partition_index) => {
                                 code(ErrorCode::UnknownTopicOrPartition)
                             }
@@ -469,6 +494,7 @@ impl KafkaApi {
         &self,
         r: OffsetFetchRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> OffsetFetchResponse {
         if version >= 8 {
             // v8+ batches groups (and names a KIP-848 member, checked at commit time).
@@ -479,7 +505,9 @@ impl KafkaApi {
                         .map(|t| (t.name.clone(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let (error, topics) = self.committed(&g.group_id, asked, r.require_stable).await;
+                let (error, topics) = self
+                    .committed(&g.group_id, asked, r.require_stable, caller)
+                    .await;
                 groups.push(
                     OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id.clone())
@@ -517,7 +545,7 @@ impl KafkaApi {
         });
         // v7 added require_stable.
         let stable = version >= 7 && r.require_stable;
-        let (error, topics) = self.committed(&r.group_id, asked, stable).await;
+        let (error, topics) = self.committed(&r.group_id, asked, stable, caller).await;
         if error != 0 {
             return OffsetFetchResponse::default().with_error_code(error);
         }
@@ -547,14 +575,23 @@ impl KafkaApi {
     /// A group's committed offsets: those `asked` (-1 where nothing is
     /// committed), or every committed one; with the group-level error code
     /// (with `require_stable`, partitions an open transaction holds a commit
-    /// for answer UNSTABLE_OFFSET_COMMIT).
+    /// for answer UNSTABLE_OFFSET_COMMIT). The caller needs DESCRIBE on the
+    /// group, and on a topic to see its offsets: a topic asked for without
+    /// it answers TOPIC_AUTHORIZATION_FAILED, and "every offset" leaves it out.
     async fn committed(
         &self,
         group_id: &GroupId,
         asked: Option<Vec<(TopicName, Vec<i32>)>>,
         require_stable: bool,
+        caller: &Caller<'_>,
     ) -> (i16, Vec<(TopicName, Vec<pb::OffsetFetchPartition>)>) {
         let group = group_id.to_string();
+        if let Err(failure) = caller.check(Operation::Describe, ResourceType::Group, &group) {
+            return (error_code(&failure), Vec::new());
+        }
+        let describable =
+            |topic: &str| caller.sees(Operation::Describe, ResourceType::Topic, topic);
+        let asked_all = asked.is_none();
         let request = pb::OffsetFetchRequest {
             require_stable,
             group_id: group.clone(),
@@ -611,6 +648,25 @@ impl KafkaApi {
                 topics
             }
         };
+        let topics = topics
+            .into_iter()
+            .filter(|(name, _)| !asked_all || describable(name))
+            .map(|(name, mut partitions)| {
+                if !describable(&name) {
+                    for p in &mut partitions {
+                        *p = pb::OffsetFetchPartition {
+                            topic: name.to_string(),
+                            partition: p.partition,
+                            offset: -1,
+                            leader_epoch: -1,
+                            metadata: String::new(),
+                            error_code: ErrorCode::TopicAuthorizationFailed as i32,
+                        };
+                    }
+                }
+                (name, partitions)
+            })
+            .collect();
         (0, topics)
     }
 
@@ -618,6 +674,7 @@ impl KafkaApi {
     pub(super) async fn consumer_group_heartbeat(
         &self,
         r: ConsumerGroupHeartbeatRequest,
+        caller: &Caller<'_>,
     ) -> ConsumerGroupHeartbeatResponse {
         let refused = |failure: &Failure| {
             ConsumerGroupHeartbeatResponse::default()
@@ -629,6 +686,20 @@ impl KafkaApi {
             .is_some_and(|re| !re.is_empty())
         {
             return refused(&Failure::RegexSubscription);
+        }
+        // Subscribing needs DESCRIBE on every topic named (Kafka refuses
+        // the heartbeat with TOPIC_AUTHORIZATION_FAILED otherwise).
+        if let Some(denied) = r
+            .subscribed_topic_names
+            .iter()
+            .flatten()
+            .find(|t| !caller.allowed(Operation::Describe, ResourceType::Topic, t.as_str()))
+        {
+            return refused(&Failure::unauthorized(
+                Operation::Describe,
+                ResourceType::Topic,
+                denied.as_str(),
+            ));
         }
         let group = r.group_id.to_string();
         let ids = self.topic_ids();
@@ -660,7 +731,7 @@ impl KafkaApi {
             }),
         };
         match self
-            .relay_group(&group, |mut c| async move {
+            .relay_group_as(caller, Operation::Read, &group, |mut c| async move {
                 c.consumer_group_heartbeat(request).await
             })
             .await
@@ -693,6 +764,7 @@ impl KafkaApi {
     pub(super) async fn consumer_group_describe(
         &self,
         r: ConsumerGroupDescribeRequest,
+        caller: &Caller<'_>,
     ) -> ConsumerGroupDescribeResponse {
         use runnel_kafka::kafka_protocol::messages::consumer_group_describe_response::{
             Assignment as Described, DescribedGroup as Group, Member, TopicPartitions as Owned,
@@ -719,7 +791,7 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let described = match self
-                .relay_group(&group, |mut c| async move {
+                .relay_group_as(caller, Operation::Describe, &group, |mut c| async move {
                     c.consumer_group_describe(request).await
                 })
                 .await
@@ -761,7 +833,10 @@ impl KafkaApi {
                 described
                     .with_group_id(id)
                     .with_authorized_operations(authorized(
+                        caller,
                         r.include_authorized_operations,
+                        ResourceType::Group,
+                        &group,
                         GROUP_OPERATIONS,
                     )),
             );
@@ -769,7 +844,14 @@ impl KafkaApi {
         ConsumerGroupDescribeResponse::default().with_groups(groups)
     }
 
-    pub(super) async fn list_groups(&self, r: ListGroupsRequest) -> ListGroupsResponse {
+    pub(super) async fn list_groups(
+        &self,
+        r: ListGroupsRequest,
+        caller: &Caller<'_>,
+    ) -> ListGroupsResponse {
+        // DESCRIBE on the cluster lists every group; else those the caller
+        // may describe.
+        let all = caller.sees(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
         // Every coordinator holds some groups: ask each live one.
         let addrs: Vec<String> = self.metadata.with(|image| {
             image
@@ -782,7 +864,7 @@ impl KafkaApi {
         let mut groups = Vec::new();
         let mut error = 0;
         for addr in addrs {
-            let Ok(mut client) = self.client_at(&addr) else {
+            let Ok(mut client) = self.broker.coordinator_client(&addr) else {
                 continue;
             };
             match client
@@ -792,13 +874,26 @@ impl KafkaApi {
                 })
                 .await
             {
-                Ok(answer) => groups.extend(answer.into_inner().groups.into_iter().map(|g| {
-                    ListedGroup::default()
-                        .with_group_id(GroupId(wire(g.group_id)))
-                        .with_protocol_type(wire(g.protocol_type))
-                        .with_group_state(wire(g.state))
-                        .with_group_type(wire(g.group_type))
-                })),
+                Ok(answer) => groups.extend(
+                    answer
+                        .into_inner()
+                        .groups
+                        .into_iter()
+                        .filter(|g| {
+                            all || caller.sees(
+                                Operation::Describe,
+                                ResourceType::Group,
+                                &g.group_id,
+                            )
+                        })
+                        .map(|g| {
+                            ListedGroup::default()
+                                .with_group_id(GroupId(wire(g.group_id)))
+                                .with_protocol_type(wire(g.protocol_type))
+                                .with_group_state(wire(g.state))
+                                .with_group_type(wire(g.group_type))
+                        }),
+                ),
                 Err(status) => {
                     tracing::debug!(%addr, error = %status.message(), "ListGroups: a coordinator did not answer");
                     error = code(ErrorCode::CoordinatorNotAvailable);
@@ -814,6 +909,7 @@ impl KafkaApi {
         &self,
         r: DescribeGroupsRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> DescribeGroupsResponse {
         let include_operations = r.include_authorized_operations && version >= 3;
         let mut groups = Vec::with_capacity(r.groups.len());
@@ -823,10 +919,9 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let described = match self
-                .relay_group(
-                    &group,
-                    |mut c| async move { c.describe_groups(request).await },
-                )
+                .relay_group_as(caller, Operation::Describe, &group, |mut c| async move {
+                    c.describe_groups(request).await
+                })
                 .await
             {
                 Ok(a) => match a.groups.into_iter().next() {
@@ -865,13 +960,23 @@ impl KafkaApi {
             groups.push(
                 described
                     .with_group_id(id)
-                    .with_authorized_operations(authorized(include_operations, GROUP_OPERATIONS)),
+                    .with_authorized_operations(authorized(
+                        caller,
+                        include_operations,
+                        ResourceType::Group,
+                        &group,
+                        GROUP_OPERATIONS,
+                    )),
             );
         }
         DescribeGroupsResponse::default().with_groups(groups)
     }
 
-    pub(super) async fn delete_groups(&self, r: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    pub(super) async fn delete_groups(
+        &self,
+        r: DeleteGroupsRequest,
+        caller: &Caller<'_>,
+    ) -> DeleteGroupsResponse {
         let mut results = Vec::with_capacity(r.groups_names.len());
         for id in r.groups_names {
             let group = id.to_string();
@@ -879,10 +984,9 @@ impl KafkaApi {
                 group_ids: vec![group.clone()],
             };
             let error = match self
-                .relay_group(
-                    &group,
-                    |mut c| async move { c.delete_groups(request).await },
-                )
+                .relay_group_as(caller, Operation::Delete, &group, |mut c| async move {
+                    c.delete_groups(request).await
+                })
                 .await
             {
                 Ok(a) => a

@@ -16,8 +16,11 @@ use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 use uuid::Uuid;
 
+use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
+
 use super::{
-    CLUSTER_OPERATIONS, KafkaApi, TOPIC_OPERATIONS, authorized, code, raw_code, topic_name, wire,
+    CLUSTER_OPERATIONS, Caller, KafkaApi, TOPIC_OPERATIONS, authorized, code, raw_code, topic_name,
+    wire,
 };
 
 /// Kafka marks these topics internal in Metadata.
@@ -28,7 +31,12 @@ const INTERNAL_TOPICS: [&str; 2] = ["__consumer_offsets", "__transaction_state"]
 const MAX_DESCRIBED_PARTITIONS: i32 = 2000;
 
 impl KafkaApi {
-    pub(super) async fn metadata(&self, r: MetadataRequest, version: i16) -> MetadataResponse {
+    pub(super) async fn metadata(
+        &self,
+        r: MetadataRequest,
+        version: i16,
+        caller: &Caller<'_>,
+    ) -> MetadataResponse {
         // v1+: null means every topic, empty means none; v0: empty means every topic.
         let (wanted, none) = match &r.topics {
             None => (Vec::new(), false),
@@ -50,10 +58,22 @@ impl KafkaApi {
                 (names, false)
             }
         };
-        // Before v4 the field did not exist and Kafka auto-created.
-        let auto_create = version < 4 || r.allow_auto_topic_creation;
+        // Topics named but not describable are answered
+        // TOPIC_AUTHORIZATION_FAILED whether they exist or not.
+        let (wanted, denied): (Vec<String>, Vec<String>) = wanted
+            .into_iter()
+            .partition(|t| caller.allowed(Operation::Describe, ResourceType::Topic, t));
+        let asked_by_name = !wanted.is_empty() || !denied.is_empty();
+        let allowed = wanted.len();
+        // Before v4 the field did not exist and Kafka auto-created; creating
+        // needs CREATE on the cluster or on every topic to create.
+        let auto_create = (version < 4 || r.allow_auto_topic_creation)
+            && (caller.sees(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+                || wanted
+                    .iter()
+                    .all(|t| caller.sees(Operation::Create, ResourceType::Topic, t)));
         // Asking for no topics still needs the brokers; the topics are dropped below.
-        let answer = self
+        let mut answer = self
             .broker
             .metadata(
                 pb::MetadataRequest {
@@ -63,6 +83,7 @@ impl KafkaApi {
                 self.listener,
             )
             .await;
+        keep_describable(caller, &mut answer, !asked_by_name, allowed, denied);
         let mut live = HashSet::new();
         let brokers = answer
             .brokers
@@ -80,10 +101,7 @@ impl KafkaApi {
                 )
             })
             .collect();
-        let topic_operations = authorized(
-            r.include_topic_authorized_operations && version >= 8,
-            TOPIC_OPERATIONS,
-        );
+        let topic_operations = r.include_topic_authorized_operations && version >= 8;
         let topics = if none {
             Vec::new()
         } else {
@@ -115,7 +133,13 @@ impl KafkaApi {
                         .with_name(Some(topic_name(&t.name)))
                         .with_topic_id(id)
                         .with_partitions(partitions)
-                        .with_topic_authorized_operations(topic_operations)
+                        .with_topic_authorized_operations(authorized(
+                            caller,
+                            topic_operations,
+                            ResourceType::Topic,
+                            &t.name,
+                            TOPIC_OPERATIONS,
+                        ))
                 })
                 .collect()
         };
@@ -127,7 +151,10 @@ impl KafkaApi {
             .with_controller_id(BrokerId(self.broker_id))
             .with_topics(topics)
             .with_cluster_authorized_operations(authorized(
+                caller,
                 r.include_cluster_authorized_operations && (8..=10).contains(&version),
+                ResourceType::Cluster,
+                CLUSTER_NAME,
                 CLUSTER_OPERATIONS,
             ))
     }
@@ -138,6 +165,7 @@ impl KafkaApi {
     pub(super) async fn describe_topic_partitions(
         &self,
         r: DescribeTopicPartitionsRequest,
+        caller: &Caller<'_>,
     ) -> DescribeTopicPartitionsResponse {
         use runnel_kafka::kafka_protocol::messages::describe_topic_partitions_response::{
             Cursor, DescribeTopicPartitionsResponsePartition as Partition,
@@ -161,7 +189,12 @@ impl KafkaApi {
                     .with_name(Some(topic_name(topic))),
             ]);
         }
-        let answer = self
+        let every = wanted.is_empty();
+        let (wanted, denied): (Vec<String>, Vec<String>) = wanted
+            .into_iter()
+            .partition(|t| caller.allowed(Operation::Describe, ResourceType::Topic, t));
+        let wanted_count = wanted.len();
+        let mut answer = self
             .broker
             .metadata(
                 pb::MetadataRequest {
@@ -171,6 +204,7 @@ impl KafkaApi {
                 self.listener,
             )
             .await;
+        keep_describable(caller, &mut answer, every, wanted_count, denied);
         let live: HashSet<i32> = answer
             .brokers
             .iter()
@@ -235,7 +269,13 @@ impl KafkaApi {
                     .with_name(Some(topic_name(&t.name)))
                     .with_topic_id(id)
                     .with_partitions(partitions)
-                    .with_topic_authorized_operations(TOPIC_OPERATIONS),
+                    .with_topic_authorized_operations(authorized(
+                        caller,
+                        true,
+                        ResourceType::Topic,
+                        &t.name,
+                        TOPIC_OPERATIONS,
+                    )),
             );
             if next_cursor.is_some() {
                 break;
@@ -246,7 +286,11 @@ impl KafkaApi {
             .with_next_cursor(next_cursor)
     }
 
-    pub(super) fn describe_cluster(&self, r: DescribeClusterRequest) -> DescribeClusterResponse {
+    pub(super) fn describe_cluster(
+        &self,
+        r: DescribeClusterRequest,
+        caller: &Caller<'_>,
+    ) -> DescribeClusterResponse {
         // endpoint_type 2 asks for controllers, which Kafka clients cannot reach here.
         if r.endpoint_type > 1 {
             return DescribeClusterResponse::default()
@@ -280,10 +324,41 @@ impl KafkaApi {
             .with_controller_id(BrokerId(self.broker_id))
             .with_brokers(brokers)
             .with_cluster_authorized_operations(authorized(
+                caller,
                 r.include_cluster_authorized_operations,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
                 CLUSTER_OPERATIONS,
             ))
     }
+}
+
+/// Leaves in a Metadata answer only what the caller may describe: with
+/// `every` topic asked for, those it may; else the `allowed` named ones the
+/// broker answered (none if every named one was `denied`: the broker was
+/// then asked for all), and each denied one as TOPIC_AUTHORIZATION_FAILED,
+/// as a topic that does not exist would be.
+fn keep_describable(
+    caller: &Caller<'_>,
+    answer: &mut pb::MetadataResponse,
+    every: bool,
+    allowed: usize,
+    denied: Vec<String>,
+) {
+    if every {
+        answer
+            .topics
+            .retain(|t| caller.sees(Operation::Describe, ResourceType::Topic, &t.name));
+    } else if allowed == 0 {
+        answer.topics.clear();
+    }
+    answer
+        .topics
+        .extend(denied.into_iter().map(|name| pb::TopicInfo {
+            name,
+            error_code: ErrorCode::TopicAuthorizationFailed as i32,
+            ..Default::default()
+        }));
 }
 
 /// A partition as Metadata and DescribeTopicPartitions show it: a leader

@@ -17,7 +17,11 @@
 //! - `transactions`: the transaction APIs, relayed to the transaction
 //!   coordinator, and KIP-890's check of transactional produces.
 //! - `admin`: topics, partitions and configs.
+//! - `acls`: CreateAcls, DescribeAcls, DeleteAcls.
+//! - `users`: SCRAM credentials (the SASL handshake itself is the
+//!   listener's, `runnel_kafka::auth`).
 
+mod acls;
 mod admin;
 mod fetch;
 mod groups;
@@ -27,20 +31,22 @@ mod produce;
 mod producer_ids;
 mod sessions;
 mod transactions;
+mod users;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
+use runnel_common::acl::{Operation, ResourceType};
 use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::request::Request;
-use runnel_kafka::server::{Handler, Reply};
+use runnel_kafka::server::{Handler, Reply, Session};
 use runnel_kafka::versions::{Feature, Versions};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::metadata::v1::Endpoint;
 
+use crate::authz::{Authorizer, Caller};
 use crate::metadata::{Controller, MetadataCache};
-use crate::service::{Broker, Failure, Listener};
+use crate::service::{Broker, Failure, Listener, by_topic};
 
 /// The endpoint a broker registers for its Kafka listener.
 pub const KAFKA_ENDPOINT: &str = "kafka";
@@ -89,6 +95,17 @@ pub fn versions() -> Versions {
         (ApiKey::EndTxn, 0, 4),
         (ApiKey::DescribeTransactions, 0, 0),
         (ApiKey::ListTransactions, 0, 1),
+        // Answered by the listener itself (`runnel_kafka::auth`). v0 is
+        // listed because librdkafka requires it to enable SASL at all, but
+        // every current client then takes v1 with SaslAuthenticate; a v0
+        // handshake (raw tokens outside Kafka frames) is refused.
+        (ApiKey::SaslHandshake, 0, 1),
+        (ApiKey::SaslAuthenticate, 0, 2),
+        (ApiKey::DescribeUserScramCredentials, 0, 0),
+        (ApiKey::AlterUserScramCredentials, 0, 0),
+        (ApiKey::DescribeAcls, 1, 3),
+        (ApiKey::CreateAcls, 1, 3),
+        (ApiKey::DeleteAcls, 1, 3),
     ])
     .with_features(&[
         // The KRaft metadata versions of Kafka 3.3 to 4.1, at 4.1's.
@@ -128,7 +145,7 @@ pub struct KafkaApi {
     listener: Listener,
     broker_id: i32,
     sessions: sessions::FetchSessions,
-    coordinators: groups::Coordinators,
+    authorizer: Authorizer,
 }
 
 impl KafkaApi {
@@ -139,6 +156,7 @@ impl KafkaApi {
         controller: Controller,
         listener: Listener,
         broker_id: i32,
+        authorizer: Authorizer,
     ) -> KafkaApi {
         KafkaApi {
             broker,
@@ -147,7 +165,7 @@ impl KafkaApi {
             listener,
             broker_id,
             sessions: sessions::FetchSessions::new(sessions::MAX_SESSIONS),
-            coordinators: groups::Coordinators::default(),
+            authorizer,
         }
     }
 
@@ -168,6 +186,21 @@ impl KafkaApi {
             .map(|e| (e.host.clone(), e.port as i32))
     }
 
+    /// Waits (at most [`PROPAGATION_WAIT`]) until `done` holds of this
+    /// broker's metadata, so that what a client just changed through this
+    /// broker (credentials, ACLs) is in force for its next request.
+    async fn wait_until_applied(&self, done: impl Fn() -> bool) {
+        let mut applied = self.metadata.subscribe_applied();
+        let _ = tokio::time::timeout(PROPAGATION_WAIT, async {
+            while !done() {
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// This broker's own address on this listener.
     fn own_address(&self) -> Option<(String, i32)> {
         self.metadata.with(|image| {
@@ -180,8 +213,11 @@ impl KafkaApi {
 }
 
 impl Handler for KafkaApi {
-    async fn handle(&self, request: Request, _peer: SocketAddr) -> Reply {
+    async fn handle(&self, request: Request, session: Arc<Session>) -> Reply {
         let v = request.version;
+        let caller = &self
+            .authorizer
+            .caller(session.as_ref(), request.header.request_api_key);
         let client_id = request
             .header
             .client_id
@@ -189,77 +225,112 @@ impl Handler for KafkaApi {
             .map(|c| c.to_string())
             .unwrap_or_default();
         Reply::Response(Box::new(match request.body {
-            RequestKind::Produce(r) => return self.produce(r, v).await,
-            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, v).await),
-            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(self.list_offsets(r, v).await),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, v).await),
+            RequestKind::Produce(r) => return self.produce(r, v, caller).await,
+            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, v, caller).await),
+            RequestKind::ListOffsets(r) => {
+                ResponseKind::ListOffsets(self.list_offsets(r, v, caller).await)
+            }
+            RequestKind::Metadata(r) => ResponseKind::Metadata(self.metadata(r, v, caller).await),
             RequestKind::OffsetForLeaderEpoch(r) => {
-                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r).await)
+                ResponseKind::OffsetForLeaderEpoch(self.offset_for_leader_epoch(r, caller).await)
             }
             RequestKind::InitProducerId(r) => {
-                ResponseKind::InitProducerId(self.init_producer_id(r, v).await)
+                ResponseKind::InitProducerId(self.init_producer_id(r, v, caller).await)
             }
             RequestKind::DescribeCluster(r) => {
-                ResponseKind::DescribeCluster(self.describe_cluster(r))
+                ResponseKind::DescribeCluster(self.describe_cluster(r, caller))
             }
-            RequestKind::DescribeTopicPartitions(r) => {
-                ResponseKind::DescribeTopicPartitions(self.describe_topic_partitions(r).await)
-            }
+            RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
+                self.describe_topic_partitions(r, caller).await,
+            ),
             RequestKind::DeleteRecords(r) => {
-                ResponseKind::DeleteRecords(self.delete_records(r).await)
+                ResponseKind::DeleteRecords(self.delete_records(r, caller).await)
             }
             RequestKind::DescribeProducers(r) => {
-                ResponseKind::DescribeProducers(self.describe_producers(r))
+                ResponseKind::DescribeProducers(self.describe_producers(r, caller))
             }
             RequestKind::FindCoordinator(r) => {
-                ResponseKind::FindCoordinator(self.find_coordinator(r, v))
+                ResponseKind::FindCoordinator(self.find_coordinator(r, v, caller))
             }
             RequestKind::JoinGroup(r) => {
-                ResponseKind::JoinGroup(self.join_group(r, v, client_id).await)
+                ResponseKind::JoinGroup(self.join_group(r, v, client_id, caller).await)
             }
-            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r).await),
-            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r).await),
-            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.leave_group(r, v).await),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.offset_commit(r).await),
-            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.offset_fetch(r, v).await),
-            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.list_groups(r).await),
+            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, caller).await),
+            RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r, caller).await),
+            RequestKind::LeaveGroup(r) => {
+                ResponseKind::LeaveGroup(self.leave_group(r, v, caller).await)
+            }
+            RequestKind::OffsetCommit(r) => {
+                ResponseKind::OffsetCommit(self.offset_commit(r, caller).await)
+            }
+            RequestKind::OffsetFetch(r) => {
+                ResponseKind::OffsetFetch(self.offset_fetch(r, v, caller).await)
+            }
+            RequestKind::ListGroups(r) => {
+                ResponseKind::ListGroups(self.list_groups(r, caller).await)
+            }
             RequestKind::DescribeGroups(r) => {
-                ResponseKind::DescribeGroups(self.describe_groups(r, v).await)
+                ResponseKind::DescribeGroups(self.describe_groups(r, v, caller).await)
             }
             RequestKind::ConsumerGroupHeartbeat(r) => {
-                ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r).await)
+                ResponseKind::ConsumerGroupHeartbeat(self.consumer_group_heartbeat(r, caller).await)
             }
             RequestKind::ConsumerGroupDescribe(r) => {
-                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r).await)
+                ResponseKind::ConsumerGroupDescribe(self.consumer_group_describe(r, caller).await)
             }
-            RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(self.delete_groups(r).await),
+            RequestKind::DeleteGroups(r) => {
+                ResponseKind::DeleteGroups(self.delete_groups(r, caller).await)
+            }
             RequestKind::AddPartitionsToTxn(r) => {
-                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, v).await)
+                ResponseKind::AddPartitionsToTxn(self.add_partitions_to_txn(r, v, caller).await)
             }
-            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r, v).await),
+            RequestKind::EndTxn(r) => ResponseKind::EndTxn(self.end_txn(r, v, caller).await),
             RequestKind::AddOffsetsToTxn(r) => {
-                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, v).await)
+                ResponseKind::AddOffsetsToTxn(self.add_offsets_to_txn(r, v, caller).await)
             }
             RequestKind::TxnOffsetCommit(r) => {
-                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r, v).await)
+                ResponseKind::TxnOffsetCommit(self.txn_offset_commit(r, v, caller).await)
             }
             RequestKind::DescribeTransactions(r) => {
-                ResponseKind::DescribeTransactions(self.describe_transactions(r).await)
+                ResponseKind::DescribeTransactions(self.describe_transactions(r, caller).await)
             }
             RequestKind::ListTransactions(r) => {
-                ResponseKind::ListTransactions(self.list_transactions(r).await)
+                ResponseKind::ListTransactions(self.list_transactions(r, caller).await)
             }
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(self.create_topics(r).await),
-            RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(self.delete_topics(r).await),
+            RequestKind::CreateTopics(r) => {
+                ResponseKind::CreateTopics(self.create_topics(r, caller).await)
+            }
+            RequestKind::DeleteTopics(r) => {
+                ResponseKind::DeleteTopics(self.delete_topics(r, caller).await)
+            }
             RequestKind::CreatePartitions(r) => {
-                ResponseKind::CreatePartitions(self.create_partitions(r).await)
+                ResponseKind::CreatePartitions(self.create_partitions(r, caller).await)
             }
             RequestKind::DescribeConfigs(r) => {
-                ResponseKind::DescribeConfigs(self.describe_configs(r).await)
+                ResponseKind::DescribeConfigs(self.describe_configs(r, caller).await)
             }
-            RequestKind::AlterConfigs(r) => ResponseKind::AlterConfigs(self.alter_configs(r).await),
-            RequestKind::IncrementalAlterConfigs(r) => {
-                ResponseKind::IncrementalAlterConfigs(self.incremental_alter_configs(r).await)
+            RequestKind::AlterConfigs(r) => {
+                ResponseKind::AlterConfigs(self.alter_configs(r, caller).await)
+            }
+            RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
+                self.incremental_alter_configs(r, caller).await,
+            ),
+            RequestKind::DescribeUserScramCredentials(r) => {
+                ResponseKind::DescribeUserScramCredentials(
+                    self.describe_user_scram_credentials(r, caller),
+                )
+            }
+            RequestKind::AlterUserScramCredentials(r) => ResponseKind::AlterUserScramCredentials(
+                self.alter_user_scram_credentials(r, caller).await,
+            ),
+            RequestKind::CreateAcls(r) => {
+                ResponseKind::CreateAcls(self.create_acls(r, caller).await)
+            }
+            RequestKind::DescribeAcls(r) => {
+                ResponseKind::DescribeAcls(self.describe_acls(r, caller))
+            }
+            RequestKind::DeleteAcls(r) => {
+                ResponseKind::DeleteAcls(self.delete_acls(r, caller).await)
             }
             other => {
                 // `versions()` lists only what is handled above, so the
@@ -271,59 +342,50 @@ impl Handler for KafkaApi {
     }
 }
 
-/// Kafka's `AclOperation` codes that make up the authorized-operations
-/// bitfields (bit n is operation n).
-mod acl {
-    pub const READ: u8 = 3;
-    pub const WRITE: u8 = 4;
-    pub const CREATE: u8 = 5;
-    pub const DELETE: u8 = 6;
-    pub const ALTER: u8 = 7;
-    pub const DESCRIBE: u8 = 8;
-    pub const CLUSTER_ACTION: u8 = 9;
-    pub const DESCRIBE_CONFIGS: u8 = 10;
-    pub const ALTER_CONFIGS: u8 = 11;
-    pub const IDEMPOTENT_WRITE: u8 = 12;
-}
+/// How long a change made through this broker waits for its records to
+/// come back to it.
+const PROPAGATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-const fn operations(ops: &[u8]) -> i32 {
-    let mut bits = 0;
-    let mut i = 0;
-    while i < ops.len() {
-        bits |= 1 << ops[i];
-        i += 1;
-    }
-    bits
-}
-
-/// Every operation Kafka defines on a topic (no authorizer yet: all allowed).
-const TOPIC_OPERATIONS: i32 = operations(&[
-    acl::READ,
-    acl::WRITE,
-    acl::CREATE,
-    acl::DELETE,
-    acl::ALTER,
-    acl::DESCRIBE,
-    acl::DESCRIBE_CONFIGS,
-    acl::ALTER_CONFIGS,
-]);
+/// Every operation Kafka defines on a topic.
+const TOPIC_OPERATIONS: &[Operation] = &[
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
 /// Every operation Kafka defines on a group.
-const GROUP_OPERATIONS: i32 = operations(&[acl::READ, acl::DESCRIBE, acl::DELETE]);
+const GROUP_OPERATIONS: &[Operation] = &[Operation::Read, Operation::Describe, Operation::Delete];
 /// Every operation Kafka defines on the cluster.
-const CLUSTER_OPERATIONS: i32 = operations(&[
-    acl::CREATE,
-    acl::ALTER,
-    acl::DESCRIBE,
-    acl::CLUSTER_ACTION,
-    acl::DESCRIBE_CONFIGS,
-    acl::ALTER_CONFIGS,
-    acl::IDEMPOTENT_WRITE,
-]);
+const CLUSTER_OPERATIONS: &[Operation] = &[
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+];
 
-/// An authorized-operations field: `all` when the client asked for it,
-/// else Kafka's "not asked" (`i32::MIN`).
-fn authorized(requested: bool, all: i32) -> i32 {
-    if requested { all } else { i32::MIN }
+/// An authorized-operations field: the operations of `ops` the caller may
+/// do on the resource (bit n for operation code n) when the client asked
+/// for it, else Kafka's "not asked" (`i32::MIN`).
+fn authorized(
+    caller: &Caller<'_>,
+    requested: bool,
+    resource_type: ResourceType,
+    name: &str,
+    ops: &[Operation],
+) -> i32 {
+    if !requested {
+        return i32::MIN;
+    }
+    ops.iter()
+        .filter(|op| caller.sees(**op, resource_type, name))
+        .fold(0, |bits, op| bits | 1 << op.code())
 }
 
 /// A Kafka error code from Runnel's (the same numbers).
@@ -364,18 +426,6 @@ fn message(s: String) -> Option<StrBytes> {
 /// A topic name for the wire.
 fn topic_name(s: &str) -> TopicName {
     TopicName(wire(s))
-}
-
-/// Items in the order of their first appearance, grouped by topic.
-fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
-    let mut out: Vec<(String, Vec<T>)> = Vec::new();
-    for (topic, item) in items {
-        match out.iter_mut().find(|(t, _)| *t == topic) {
-            Some((_, v)) => v.push(item),
-            None => out.push((topic, vec![item])),
-        }
-    }
-    out
 }
 
 /// Kafka's UNKNOWN_TOPIC_ID: a topic named by an id no topic has.

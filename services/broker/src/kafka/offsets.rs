@@ -10,7 +10,10 @@ use runnel_kafka::kafka_protocol::messages::{
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::common::v1::ErrorCode;
 
-use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name};
+use runnel_common::acl::{Operation, ResourceType};
+
+use super::{Caller, KafkaApi, by_topic, code, error_code, raw_code, topic_name};
+use crate::service::Failure;
 
 /// ListOffsets' EARLIEST_LOCAL_TIMESTAMP (v8+, KIP-405).
 const EARLIEST_LOCAL: i64 = -4;
@@ -22,10 +25,24 @@ impl KafkaApi {
         &self,
         r: ListOffsetsRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> ListOffsetsResponse {
         let mut answered = Vec::new();
         let mut asked = Vec::new();
         for t in r.topics {
+            if !caller.allowed(Operation::Describe, ResourceType::Topic, &t.name) {
+                answered.extend(t.partitions.iter().map(|p| {
+                    (
+                        t.name.to_string(),
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(code(ErrorCode::TopicAuthorizationFailed))
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    )
+                }));
+                continue;
+            }
             for p in t.partitions {
                 if p.timestamp == LATEST_TIERED {
                     // Nothing is in tiered storage: Kafka answers "no offset".
@@ -101,22 +118,35 @@ impl KafkaApi {
         ListOffsetsResponse::default().with_topics(topics)
     }
 
-    pub(super) async fn delete_records(&self, r: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    pub(super) async fn delete_records(
+        &self,
+        r: DeleteRecordsRequest,
+        caller: &Caller<'_>,
+    ) -> DeleteRecordsResponse {
         use runnel_kafka::kafka_protocol::messages::delete_records_response::{
             DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
         };
         let mut topics = Vec::with_capacity(r.topics.len());
         for t in r.topics {
+            let allowed = caller.check(Operation::Delete, ResourceType::Topic, &t.name);
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in t.partitions {
                 let out =
                     DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                let deleted = match &allowed {
+                    Ok(()) => {
+                        self.broker
+                            .delete_records(&t.name, p.partition_index, p.offset)
+                            .await
+                    }
+                    Err(_) => Err(Failure::unauthorized(
+                        Operation::Delete,
+                        ResourceType::Topic,
+                        &t.name,
+                    )),
+                };
                 partitions.push(
-                    match self
-                        .broker
-                        .delete_records(&t.name, p.partition_index, p.offset)
-                        .await
-                    {
+                    match deleted {
                         Ok(start) => out.with_low_watermark(start),
                         Err(failure) => {
                             tracing::debug!(topic = %t.name.as_str(), partition = p.partition_index, error = %failure, "DeleteRecords refused");

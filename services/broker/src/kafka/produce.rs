@@ -14,10 +14,12 @@ use runnel_kafka::kafka_protocol::messages::produce_response::{
 use runnel_kafka::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use runnel_kafka::server::Reply;
 use runnel_proto::broker::v1 as pb;
-use runnel_records::batch::{BatchHeader, Batches, Compression, legacy};
+use runnel_records::batch::{Batches, Compression, legacy};
 use uuid::Uuid;
 
-use super::{KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};
+use runnel_common::acl::{Operation, ResourceType};
+
+use super::{Caller, KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};
 use crate::service::Failure;
 
 /// Produce v13's key for a topic id no topic has (see `produce`).
@@ -27,7 +29,12 @@ impl KafkaApi {
     /// Applies a Produce: its appends are queued, in order, before this
     /// returns, and the answer waits for their acknowledgement without
     /// holding the connection (Kafka answers acks=0 with nothing).
-    pub(super) async fn produce(&self, mut r: ProduceRequest, version: i16) -> Reply {
+    pub(super) async fn produce(
+        &self,
+        mut r: ProduceRequest,
+        version: i16,
+        caller: &Caller<'_>,
+    ) -> Reply {
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -85,12 +92,37 @@ impl KafkaApi {
         // refused alone, the others go on.
         let mut refused = Vec::new();
         let mut partitions = Vec::new();
+        // A transactional produce needs WRITE on its transactional id, each
+        // topic WRITE on the topic (refused alike whether it exists or not).
+        let denied_id = r
+            .transactional_id
+            .as_deref()
+            .filter(|id| !caller.allowed(Operation::Write, ResourceType::TransactionalId, id));
+        let check_topics = caller.enabled();
+        let mut topic_allowed: HashMap<String, bool> = HashMap::new();
         for (topic, p) in asked {
             let records = p.records.unwrap_or_default();
-            let checked = match topic.strip_prefix(UNKNOWN_ID_KEY) {
-                Some(id) => Err(Failure::UnknownTopicId { id: id.to_owned() }),
-                None => up_convert(records, version)
-                    .and_then(|records| check_produce_records(&records, version).map(|()| records)),
+            let checked = if let Some(id) = topic.strip_prefix(UNKNOWN_ID_KEY) {
+                Err(Failure::UnknownTopicId { id: id.to_owned() })
+            } else if let Some(id) = denied_id {
+                Err(Failure::unauthorized(
+                    Operation::Write,
+                    ResourceType::TransactionalId,
+                    id,
+                ))
+            } else if check_topics
+                && !*topic_allowed.entry(topic.clone()).or_insert_with(|| {
+                    caller.allowed(Operation::Write, ResourceType::Topic, &topic)
+                })
+            {
+                Err(Failure::unauthorized(
+                    Operation::Write,
+                    ResourceType::Topic,
+                    &topic,
+                ))
+            } else {
+                up_convert(records, version)
+                    .and_then(|records| check_produce_records(&records, version).map(|()| records))
             };
             match checked {
                 Ok(records) => partitions.push(pb::ProducePartition {
@@ -110,33 +142,16 @@ impl KafkaApi {
                 )),
             }
         }
-        if let Some(id) = r.transactional_id.as_ref().filter(|t| !t.is_empty()) {
-            let failed = self.verify_transactions(&id.to_string(), &partitions).await;
-            if !failed.is_empty() {
-                partitions.retain(|p| {
-                    let Some(failure) = failed.get(&(p.topic.clone(), p.partition)) else {
-                        return true;
-                    };
-                    refused.push((
-                        p.topic.clone(),
-                        PartitionProduceResponse::default()
-                            .with_index(p.partition)
-                            .with_error_code(error_code(failure))
-                            .with_error_message(error_message(failure))
-                            .with_base_offset(-1)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(-1),
-                    ));
-                    false
-                });
-            }
-        }
         let answer = self
             .broker
             .start_produce(pb::ProduceRequest {
                 acks: acks as i32,
                 timeout_ms: u32::try_from(r.timeout_ms).unwrap_or(0),
                 partitions,
+                transactional_id: r
+                    .transactional_id
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
             })
             .await;
         if acks == pb::Acks::None {
@@ -171,52 +186,6 @@ impl KafkaApi {
             }
             .boxed(),
         )
-    }
-}
-
-impl KafkaApi {
-    /// KIP-890: each partition's transactional batch whose producer has no
-    /// transaction open there yet is checked with the coordinator before it
-    /// is written, so no batch starts a transaction the coordinator does
-    /// not know (which nothing would ever end). Returns the refused ones.
-    async fn verify_transactions(
-        &self,
-        transactional_id: &str,
-        partitions: &[pb::ProducePartition],
-    ) -> HashMap<(String, i32), Failure> {
-        let mut to_verify: HashMap<(i64, i16), Vec<(String, i32)>> = HashMap::new();
-        for p in partitions {
-            let Ok(h) = BatchHeader::parse(&p.records) else {
-                continue;
-            };
-            if h.is_transactional()
-                && h.has_producer_id()
-                && !self.broker.transaction_open(
-                    &p.topic,
-                    p.partition,
-                    h.producer_id,
-                    h.producer_epoch,
-                )
-            {
-                to_verify
-                    .entry((h.producer_id, h.producer_epoch))
-                    .or_default()
-                    .push((p.topic.clone(), p.partition));
-            }
-        }
-        let mut failed = HashMap::new();
-        for ((producer_id, producer_epoch), asked) in to_verify {
-            failed.extend(
-                self.verify_transactional_produce(
-                    transactional_id,
-                    producer_id,
-                    producer_epoch,
-                    asked,
-                )
-                .await,
-            );
-        }
-        failed
     }
 }
 

@@ -18,20 +18,19 @@ use runnel_kafka::kafka_protocol::messages::txn_offset_commit_response::{
 use runnel_kafka::kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
-    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse,
-    ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 
-use super::groups::{Client, call_coordinator};
-use super::{KafkaApi, by_topic, code, error_code, raw_code, topic_name, wire};
-use crate::service::Failure;
+use runnel_common::acl::{Operation, ResourceType};
+
+use super::{Caller, KafkaApi, by_topic, code, error_code, raw_code, topic_name, wire};
 
 /// Kafka answers PRODUCER_FENCED only to request versions that know it
 /// (KIP-588: from `since`); older ones get INVALID_PRODUCER_EPOCH.
-fn fenced(code: i16, version: i16, since: i16) -> i16 {
+pub(super) fn fenced(code: i16, version: i16, since: i16) -> i16 {
     if code == ErrorCode::ProducerFenced as i16 && version < since {
         ErrorCode::InvalidProducerEpoch as i16
     } else {
@@ -40,21 +39,6 @@ fn fenced(code: i16, version: i16, since: i16) -> i16 {
 }
 
 impl KafkaApi {
-    /// The client for the coordinator serving `transactional_id` now.
-    pub(super) fn txn_coordinator(&self, transactional_id: &str) -> Result<Client, Failure> {
-        let addr = self.metadata.with(|image| {
-            image
-                .transaction_coordinator(transactional_id)
-                .and_then(|(_, c, _)| c.grpc_address())
-        });
-        let Some(addr) = addr else {
-            return Err(Failure::NoTransactionCoordinator {
-                transactional_id: transactional_id.to_owned(),
-            });
-        };
-        self.client_at(&addr)
-    }
-
     /// The partition of `__consumer_offsets` holding `group` (`None`
     /// while the topic does not exist).
     fn offsets_partition_of(&self, group: &str) -> Option<i32> {
@@ -64,147 +48,34 @@ impl KafkaApi {
         })
     }
 
-    /// Calls the coordinator serving `transactional_id`; a transport
-    /// failure reads as COORDINATOR_NOT_AVAILABLE, which sends the client to
-    /// FindCoordinator.
-    async fn relay_txn<T, F, Fut>(&self, transactional_id: &str, call: F) -> Result<T, Failure>
-    where
-        F: FnOnce(Client) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        call_coordinator(self.txn_coordinator(transactional_id)?, call).await
-    }
-
-    /// InitProducerId for a transactional producer: a fresh id from this
-    /// broker's block goes along, for the coordinator to use if the
-    /// transactional id needs one.
-    pub(super) async fn init_transactional_producer(
-        &self,
-        transactional_id: String,
-        r: &InitProducerIdRequest,
-        version: i16,
-    ) -> InitProducerIdResponse {
-        let refused = |code: i16| {
-            InitProducerIdResponse::default()
-                .with_error_code(fenced(code, version, 4))
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1)
-        };
-        let fresh = self
-            .broker
-            .init_producer_id(runnel_proto::broker::v1::InitProducerIdRequest {
-                producer_id: -1,
-                producer_epoch: -1,
-                ..Default::default()
-            })
-            .await;
-        if fresh.error_code != 0 {
-            return refused(raw_code(fresh.error_code));
-        }
-        let request = pb::TxnInitProducerIdRequest {
-            transactional_id: transactional_id.clone(),
-            transaction_timeout_ms: r.transaction_timeout_ms,
-            producer_id: r.producer_id.0,
-            producer_epoch: i32::from(r.producer_epoch),
-            new_producer_id: fresh.producer_id,
-        };
-        match self
-            .relay_txn(&transactional_id, |mut c| async move {
-                c.init_producer_id(request).await
-            })
-            .await
-        {
-            Ok(a) if a.error_code == 0 => InitProducerIdResponse::default()
-                .with_producer_id(ProducerId(a.producer_id))
-                .with_producer_epoch(i16::try_from(a.producer_epoch).unwrap_or(-1)),
-            Ok(a) => {
-                tracing::debug!(%transactional_id, error = %a.error_message, "transactional InitProducerId refused");
-                refused(raw_code(a.error_code))
-            }
-            Err(failure) => refused(error_code(&failure)),
-        }
-    }
-
-    /// KIP-890's check before a transactional Produce: the partitions (of
-    /// `transactional_id`'s producer `producer_id` at `producer_epoch`)
-    /// where that producer has no transaction open yet must be in its
-    /// transaction at the coordinator. Returns the refusal of each
-    /// partition that is not (or of all, when the coordinator cannot say).
-    pub(super) async fn verify_transactional_produce(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        partitions: Vec<(String, i32)>,
-    ) -> Vec<((String, i32), Failure)> {
-        let request = pb::AddPartitionsToTxnRequest {
-            transactional_id: transactional_id.to_owned(),
-            producer_id,
-            producer_epoch: i32::from(producer_epoch),
-            topics: by_topic(partitions.iter().cloned())
-                .into_iter()
-                .map(|(topic, partitions)| pb::TopicPartitions { topic, partitions })
-                .collect(),
-            verify_only: true,
-        };
-        match self
-            .relay_txn(transactional_id, |mut c| async move {
-                c.add_partitions_to_txn(request).await
-            })
-            .await
-        {
-            Ok(a) => a
-                .results
-                .into_iter()
-                .filter(|p| p.error_code != 0)
-                .map(|p| {
-                    let failure = Failure::PartitionNotInTransaction {
-                        transactional_id: transactional_id.to_owned(),
-                        producer_id,
-                        topic: p.topic.clone(),
-                        partition: p.partition,
-                    };
-                    ((p.topic, p.partition), failure)
-                })
-                .collect(),
-            // The producer retries NOT_ENOUGH_REPLICAS, as KIP-890 answers
-            // a coordinator that cannot be asked.
-            Err(failure) => partitions
-                .into_iter()
-                .map(|p| {
-                    let refusal = Failure::Coordinator {
-                        code: ErrorCode::NotEnoughReplicas,
-                        message: format!("cannot verify the transaction: {failure}"),
-                    };
-                    (p, refusal)
-                })
-                .collect(),
-        }
-    }
-
     /// AddPartitionsToTxn: v0–3 a client's one transaction, v4+ a batch of
     /// transactions (brokers verifying, KIP-890).
     pub(super) async fn add_partitions_to_txn(
         &self,
         r: AddPartitionsToTxnRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> AddPartitionsToTxnResponse {
         if version <= 3 {
             let topics = self
                 .add_partitions_one(
                     r.v3_and_below_transactional_id,
-                    r.v3_and_below_producer_id.0,
-                    r.v3_and_below_producer_epoch,
+                    (r.v3_and_below_producer_id.0, r.v3_and_below_producer_epoch),
                     r.v3_and_below_topics
                         .into_iter()
                         .map(|t| (t.name.to_string(), t.partitions))
                         .collect(),
                     false,
                     version,
+                    Some(caller),
                 )
                 .await;
             return AddPartitionsToTxnResponse::default()
                 .with_results_by_topic_v3_and_below(topics);
+        }
+        // v4+ batches come from brokers verifying produces (KIP-890).
+        if let Err(failure) = caller.check_cluster(Operation::ClusterAction) {
+            return AddPartitionsToTxnResponse::default().with_error_code(error_code(&failure));
         }
         let mut results = Vec::with_capacity(r.transactions.len());
         for t in r.transactions {
@@ -212,14 +83,14 @@ impl KafkaApi {
             let topics = self
                 .add_partitions_one(
                     t.transactional_id,
-                    t.producer_id.0,
-                    t.producer_epoch,
+                    (t.producer_id.0, t.producer_epoch),
                     t.topics
                         .into_iter()
                         .map(|t| (t.name.to_string(), t.partitions))
                         .collect(),
                     t.verify_only,
                     version,
+                    Some(caller),
                 )
                 .await;
             results.push(
@@ -234,13 +105,46 @@ impl KafkaApi {
     async fn add_partitions_one(
         &self,
         transactional_id: TransactionalId,
-        producer_id: i64,
-        producer_epoch: i16,
+        (producer_id, producer_epoch): (i64, i16),
         topics: Vec<(String, Vec<i32>)>,
         verify_only: bool,
         version: i16,
+        caller: Option<&Caller<'_>>,
     ) -> Vec<AddPartitionsToTxnTopicResult> {
         let id = transactional_id.to_string();
+        // With a caller to check: WRITE on the id and on each topic; if any
+        // is refused, nothing is added and the other partitions answer
+        // OPERATION_NOT_ATTEMPTED, as Kafka does.
+        let all = |code: &dyn Fn(&str) -> i16| -> HashMap<(String, i32), i16> {
+            topics
+                .iter()
+                .flat_map(|(t, ps)| {
+                    let c = code(t);
+                    ps.iter().map(move |p| ((t.clone(), *p), c))
+                })
+                .collect()
+        };
+        let denied = caller.and_then(|caller| {
+            if let Err(failure) = caller.check(Operation::Write, ResourceType::TransactionalId, &id)
+            {
+                let c = error_code(&failure);
+                return Some(all(&|_| c));
+            }
+            let refused: Vec<&str> = topics
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .filter(|t| !caller.allowed(Operation::Write, ResourceType::Topic, t))
+                .collect();
+            (!refused.is_empty()).then(|| {
+                all(&|t| {
+                    if refused.contains(&t) {
+                        code(ErrorCode::TopicAuthorizationFailed)
+                    } else {
+                        code(ErrorCode::OperationNotAttempted)
+                    }
+                })
+            })
+        });
         let request = pb::AddPartitionsToTxnRequest {
             transactional_id: id.clone(),
             producer_id,
@@ -254,18 +158,23 @@ impl KafkaApi {
                 .collect(),
             verify_only,
         };
-        let codes: HashMap<(String, i32), i16> = match self
-            .relay_txn(&id, |mut c| async move {
-                c.add_partitions_to_txn(request).await
-            })
-            .await
-        {
-            Ok(a) => a
+        let relayed = match denied {
+            Some(codes) => Err(codes),
+            None => Ok(self
+                .broker
+                .relay_txn(&id, |mut c| async move {
+                    c.add_partitions_to_txn(request).await
+                })
+                .await),
+        };
+        let codes: HashMap<(String, i32), i16> = match relayed {
+            Err(codes) => codes,
+            Ok(Ok(a)) => a
                 .results
                 .into_iter()
                 .map(|p| ((p.topic, p.partition), raw_code(p.error_code)))
                 .collect(),
-            Err(failure) => {
+            Ok(Err(failure)) => {
                 let code = error_code(&failure);
                 topics
                     .iter()
@@ -306,8 +215,19 @@ impl KafkaApi {
         &self,
         r: AddOffsetsToTxnRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> AddOffsetsToTxnResponse {
         let group = r.group_id.to_string();
+        if let Err(failure) = caller
+            .check(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.transactional_id,
+            )
+            .and_then(|()| caller.check(Operation::Read, ResourceType::Group, &group))
+        {
+            return AddOffsetsToTxnResponse::default().with_error_code(error_code(&failure));
+        }
         let Some(partition) = self.offsets_partition_of(&group) else {
             return AddOffsetsToTxnResponse::default()
                 .with_error_code(code(ErrorCode::CoordinatorNotAvailable));
@@ -315,12 +235,14 @@ impl KafkaApi {
         let results = self
             .add_partitions_one(
                 r.transactional_id,
-                r.producer_id.0,
-                r.producer_epoch,
+                (r.producer_id.0, r.producer_epoch),
                 vec![(OFFSETS_TOPIC.to_owned(), vec![partition])],
                 false,
                 // Mapped below, by this request's own version.
                 i16::MAX,
+                // Checked above: the group's partition of __consumer_offsets
+                // is the broker's business, not a topic the producer writes.
+                None,
             )
             .await;
         let error = results
@@ -332,30 +254,36 @@ impl KafkaApi {
         AddOffsetsToTxnResponse::default().with_error_code(fenced(error, version, 2))
     }
 
-    /// TxnOffsetCommit: the group's partition of `__consumer_offsets` must
-    /// be in the producer's transaction (KIP-890: checked with the
-    /// transaction coordinator, or the batch would hang there unended);
-    /// then relayed to the coordinator of the group, which stores the
-    /// offsets as the producer's transactional batch.
+    /// TxnOffsetCommit, relayed to the coordinator of the group, which
+    /// stores the offsets as the producer's transactional batch (whose
+    /// partition's leader first checks with the transaction coordinator
+    /// that the group's partition of `__consumer_offsets` is in the
+    /// transaction, KIP-890, so no batch hangs there unended).
     pub(super) async fn txn_offset_commit(
         &self,
         r: TxnOffsetCommitRequest,
         version: i16,
+        caller: &Caller<'_>,
     ) -> TxnOffsetCommitResponse {
         let group = r.group_id.to_string();
-        let refusal = match self.offsets_partition_of(&group) {
-            None => Some(code(ErrorCode::CoordinatorNotAvailable)),
-            Some(partition) => self
-                .verify_transactional_produce(
-                    &r.transactional_id,
-                    r.producer_id.0,
-                    r.producer_epoch,
-                    vec![(OFFSETS_TOPIC.to_owned(), partition)],
-                )
-                .await
-                .first()
-                .map(|(_, failure)| error_code(failure)),
-        };
+        // WRITE on the transactional id, READ on the group, READ on each topic.
+        let denied: Option<i16> = caller
+            .check(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &r.transactional_id,
+            )
+            .and_then(|()| caller.check(Operation::Read, ResourceType::Group, &group))
+            .err()
+            .map(|f| error_code(&f));
+        let topic_denied: std::collections::HashSet<String> = r
+            .topics
+            .iter()
+            .map(|t| t.name.to_string())
+            .filter(|t| {
+                denied.is_none() && !caller.allowed(Operation::Read, ResourceType::Topic, t)
+            })
+            .collect();
         let request = pb::TxnOffsetCommitRequest {
             transactional_id: r.transactional_id.to_string(),
             group_id: group.clone(),
@@ -386,8 +314,9 @@ impl KafkaApi {
                 })
                 .collect(),
         };
-        let relayed = match refusal {
+        let relayed = match denied {
             Some(code) => Err(code),
+            None if !topic_denied.is_empty() => Err(code(ErrorCode::OperationNotAttempted)),
             None => self
                 .relay_group(
                     &group,
@@ -421,16 +350,17 @@ impl KafkaApi {
                     .partitions
                     .iter()
                     .map(|p| {
+                        let code = if topic_denied.contains(&name) {
+                            code(ErrorCode::TopicAuthorizationFailed)
+                        } else {
+                            codes
+                                .get(&(name.clone(), p.partition_index))
+                                .copied()
+                                .unwrap_or(0)
+                        };
                         TxnOffsetCommitResponsePartition::default()
                             .with_partition_index(p.partition_index)
-                            .with_error_code(fenced(
-                                codes
-                                    .get(&(name.clone(), p.partition_index))
-                                    .copied()
-                                    .unwrap_or(0),
-                                version,
-                                3,
-                            ))
+                            .with_error_code(fenced(code, version, 3))
                     })
                     .collect();
                 TxnOffsetCommitResponseTopic::default()
@@ -441,8 +371,19 @@ impl KafkaApi {
         TxnOffsetCommitResponse::default().with_topics(topics)
     }
 
-    pub(super) async fn end_txn(&self, r: EndTxnRequest, version: i16) -> EndTxnResponse {
+    pub(super) async fn end_txn(
+        &self,
+        r: EndTxnRequest,
+        version: i16,
+        caller: &Caller<'_>,
+    ) -> EndTxnResponse {
         let id = r.transactional_id.to_string();
+        if let Err(failure) = caller.check(Operation::Write, ResourceType::TransactionalId, &id) {
+            return EndTxnResponse::default()
+                .with_error_code(error_code(&failure))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+        }
         let request = pb::EndTxnRequest {
             transactional_id: id.clone(),
             producer_id: r.producer_id.0,
@@ -450,6 +391,7 @@ impl KafkaApi {
             committed: r.committed,
         };
         let error = match self
+            .broker
             .relay_txn(&id, |mut c| async move { c.end_txn(request).await })
             .await
         {
@@ -470,6 +412,7 @@ impl KafkaApi {
     pub(super) async fn describe_transactions(
         &self,
         r: DescribeTransactionsRequest,
+        caller: &Caller<'_>,
     ) -> DescribeTransactionsResponse {
         use runnel_kafka::kafka_protocol::messages::describe_transactions_response::{
             TopicData, TransactionState,
@@ -486,7 +429,14 @@ impl KafkaApi {
                 .with_producer_epoch(-1)
                 .with_transaction_start_time_ms(-1)
                 .with_transaction_state(wire(""));
+            if let Err(failure) =
+                caller.check(Operation::Describe, ResourceType::TransactionalId, &key)
+            {
+                states.push(out.with_error_code(error_code(&failure)));
+                continue;
+            }
             let described = self
+                .broker
                 .relay_txn(&key, |mut c| async move {
                     c.describe_transactions(request).await
                 })
@@ -502,6 +452,10 @@ impl KafkaApi {
                     .with_topics(
                         t.topics
                             .into_iter()
+                            // Only the topics the caller may describe, as Kafka.
+                            .filter(|tp| {
+                                caller.sees(Operation::Describe, ResourceType::Topic, &tp.topic)
+                            })
                             .map(|tp| {
                                 TopicData::default()
                                     .with_topic(topic_name(&tp.topic))
@@ -524,6 +478,7 @@ impl KafkaApi {
     pub(super) async fn list_transactions(
         &self,
         r: ListTransactionsRequest,
+        caller: &Caller<'_>,
     ) -> ListTransactionsResponse {
         use runnel_kafka::kafka_protocol::messages::list_transactions_response::TransactionState;
         const KNOWN: [&str; 8] = [
@@ -558,16 +513,30 @@ impl KafkaApi {
                 duration_filter_ms: r.duration_filter,
             };
             for addr in coordinators {
-                let Ok(mut client) = self.client_at(&addr) else {
+                let Ok(mut client) = self.broker.coordinator_client(&addr) else {
                     continue;
                 };
                 match client.list_transactions(request.clone()).await {
-                    Ok(a) => states.extend(a.into_inner().transactions.into_iter().map(|t| {
-                        TransactionState::default()
-                            .with_transactional_id(TransactionalId(wire(t.transactional_id)))
-                            .with_producer_id(ProducerId(t.producer_id))
-                            .with_transaction_state(wire(t.state))
-                    })),
+                    Ok(a) => states.extend(
+                        a.into_inner()
+                            .transactions
+                            .into_iter()
+                            .filter(|t| {
+                                caller.sees(
+                                    Operation::Describe,
+                                    ResourceType::TransactionalId,
+                                    &t.transactional_id,
+                                )
+                            })
+                            .map(|t| {
+                                TransactionState::default()
+                                    .with_transactional_id(TransactionalId(wire(
+                                        t.transactional_id,
+                                    )))
+                                    .with_producer_id(ProducerId(t.producer_id))
+                                    .with_transaction_state(wire(t.state))
+                            }),
+                    ),
                     Err(status) => {
                         tracing::debug!(%addr, error = %status, "ListTransactions: a coordinator did not answer");
                         return ListTransactionsResponse::default()

@@ -16,14 +16,19 @@ use super::{Broker, Failure, Listener, endpoints_for};
 use crate::grpc::Failed;
 
 impl Broker {
-    /// The coordinator owning group `req.key` as the metadata log says, with
-    /// the address a client on `listener` reaches it at.
+    /// The coordinator serving `req.key` (a group, or a transactional id)
+    /// as the metadata log says, with the address a client on `listener`
+    /// reaches it at.
     pub fn find_coordinator(
         &self,
         req: &pb::FindCoordinatorRequest,
         listener: Listener,
     ) -> pb::FindCoordinatorResponse {
-        match self.group_coordinator(&req.key, listener) {
+        let found = match req.key_type() {
+            pb::CoordinatorKeyType::Group => self.group_coordinator(&req.key, listener),
+            pb::CoordinatorKeyType::Transaction => self.transaction_coordinator(&req.key, listener),
+        };
+        match found {
             Ok((id, e)) => pb::FindCoordinatorResponse {
                 error_code: ErrorCode::None as i32,
                 error_message: String::new(),
@@ -55,14 +60,27 @@ impl Broker {
                     group: group.to_owned(),
                 });
             };
-            let endpoints = endpoints_for(listener, c.endpoints.clone());
-            match endpoints.into_iter().find(|e| e.name == "grpc") {
-                Some(e) => Ok((id, e)),
-                None => Err(Failure::CoordinatorWithoutEndpoint {
-                    coordinator: id,
-                    partition,
-                }),
-            }
+            grpc_endpoint(id, c, partition, listener)
+        })
+    }
+
+    /// The coordinator serving `transactional_id` and the gRPC endpoint a
+    /// client on `listener` reaches it at.
+    pub fn transaction_coordinator(
+        &self,
+        transactional_id: &str,
+        listener: Listener,
+    ) -> Result<(i32, Endpoint), Failure> {
+        if transactional_id.is_empty() {
+            return Err(Failure::EmptyTransactionalId);
+        }
+        self.metadata.with(|image| {
+            let Some((id, c, partition)) = image.transaction_coordinator(transactional_id) else {
+                return Err(Failure::NoTransactionCoordinator {
+                    transactional_id: transactional_id.to_owned(),
+                });
+            };
+            grpc_endpoint(id, c, partition, listener)
         })
     }
 
@@ -210,5 +228,23 @@ impl Broker {
             }
         })
         .await;
+    }
+}
+
+/// Coordinator `id`'s gRPC endpoint as a client on `listener` sees it
+/// (`partition`: the `__consumer_offsets` partition it was found by).
+fn grpc_endpoint(
+    id: i32,
+    c: &runnel_common::metadata::CoordinatorState,
+    partition: i32,
+    listener: Listener,
+) -> Result<(i32, Endpoint), Failure> {
+    let endpoints = endpoints_for(listener, c.endpoints.clone());
+    match endpoints.into_iter().find(|e| e.name == "grpc") {
+        Some(e) => Ok((id, e)),
+        None => Err(Failure::CoordinatorWithoutEndpoint {
+            coordinator: id,
+            partition,
+        }),
     }
 }

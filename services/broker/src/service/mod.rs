@@ -8,10 +8,13 @@
 //! - `metadata_request`: Metadata (with topic auto-creation) and FindCoordinator.
 //! - `producer_ids`: InitProducerId and DescribeProducers.
 //! - `txn_markers`: WriteTxnMarkers (the transaction coordinator ends transactions).
+//! - `coordinators`: the coordinators' gRPC clients, transactional
+//!   InitProducerId and KIP-890's check of a transactional Produce.
 //!
 //! This file holds the [`Broker`] itself and what those share: finding the
 //! partition this broker leads, leader-epoch fencing, and the listeners.
 
+pub mod coordinators;
 mod fetch;
 mod metadata_request;
 mod offsets;
@@ -54,6 +57,8 @@ pub struct Broker {
     shutdown: CancellationToken,
     /// The unused rest of this broker's block of producer ids.
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
+    /// gRPC clients of the coordinators (relays, KIP-890 checks, settled offsets).
+    coordinators: coordinators::Coordinators,
 }
 
 pub use crate::errors::Failure;
@@ -91,6 +96,18 @@ pub fn endpoints_for(listener: Listener, endpoints: Vec<Endpoint>) -> Vec<Endpoi
         .collect()
 }
 
+/// Items in the order of their first appearance, grouped by topic.
+pub(crate) fn by_topic<T>(items: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, v)) => v.push(item),
+            None => out.push((topic, vec![item])),
+        }
+    }
+    out
+}
+
 impl Broker {
     /// The broker's request logic over its logs and metadata.
     pub fn new(
@@ -108,6 +125,7 @@ impl Broker {
             read_permits: Semaphore::new(64),
             shutdown,
             producer_ids: tokio::sync::Mutex::new(0..0),
+            coordinators: coordinators::Coordinators::default(),
         }
     }
 

@@ -22,7 +22,9 @@ impl Broker {
         self.start_produce(req).await.await
     }
 
-    /// Applies a produce: every partition's batches are checked and queued
+    /// Applies a produce: a transactional producer's batches are verified
+    /// with its coordinator where need be (KIP-890, see `coordinators`),
+    /// then every partition's batches are checked and queued
     /// for their log's I/O thread, in request order, before this returns.
     /// The future it returns answers once they are appended and
     /// acknowledged per `acks`; it does not hold the broker, so a
@@ -33,9 +35,30 @@ impl Broker {
     ) -> impl Future<Output = pb::ProduceResponse> + Send + 'static {
         let acks = req.acks();
         let timeout = Duration::from_millis(u64::from(req.timeout_ms).max(1));
+        let mut refused = if req.transactional_id.is_empty() {
+            Default::default()
+        } else {
+            self.verify_transactions(&req.transactional_id, &req.partitions)
+                .await
+        };
         let mut pending = Vec::with_capacity(req.partitions.len());
         for p in req.partitions {
-            pending.push(self.start_produce_partition(acks, timeout, p).await);
+            let future = match refused.remove(&(p.topic.clone(), p.partition)) {
+                Some(failure) => {
+                    let result = pb::ProducePartitionResult {
+                        topic: p.topic,
+                        partition: p.partition,
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                        log_start_offset: -1,
+                        ..Default::default()
+                    }
+                    .failed(&failure);
+                    futures::future::ready(result).boxed()
+                }
+                None => self.start_produce_partition(acks, timeout, p).await,
+            };
+            pending.push(future);
         }
         async move {
             let mut partitions = join_all(pending).await;

@@ -1,4 +1,5 @@
-//! Idempotent producers: InitProducerId (ids from this broker's block) and
+//! Idempotent producers: InitProducerId (ids from this broker's block;
+//! a transactional producer's is relayed, see `coordinators`) and
 //! the producers a partition tracks (DescribeProducers, and whether a
 //! producer's transaction is open in a partition, for KIP-890's check).
 
@@ -8,22 +9,29 @@ use super::{Broker, Failure};
 use crate::grpc::Failed;
 
 impl Broker {
-    /// A new producer id (epoch 0) for an idempotent producer, from this
-    /// broker's block; an exhausted block is replaced by the controller's next.
+    /// InitProducerId: a transactional producer's goes to its transaction
+    /// coordinator; without a transactional id Kafka hands out a fresh id
+    /// whatever the request carries (the producer bumps its epoch itself,
+    /// KIP-360).
     pub async fn init_producer_id(
         &self,
         req: pb::InitProducerIdRequest,
     ) -> pb::InitProducerIdResponse {
+        if req.transactional_id.is_empty() {
+            self.new_producer_id().await
+        } else {
+            self.init_transactional_producer(req).await
+        }
+    }
+
+    /// A new producer id (epoch 0) from this broker's block; an exhausted
+    /// block is replaced by the controller's next.
+    pub(super) async fn new_producer_id(&self) -> pb::InitProducerIdResponse {
         let mut response = pb::InitProducerIdResponse {
             producer_id: -1,
             producer_epoch: -1,
             ..Default::default()
         };
-        if !req.transactional_id.is_empty() {
-            return response.failed(&Failure::TransactionalInitOnBroker);
-        }
-        // Without a transactional id Kafka hands out a fresh id whatever the
-        // request carries (the producer bumps its epoch itself, KIP-360).
         let mut block = self.producer_ids.lock().await;
         if block.is_empty() {
             let me = self.limits.broker_id;

@@ -12,7 +12,6 @@ use runnel_common::backoff::Backoff;
 use runnel_common::metadata::OFFSETS_TOPIC;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::coordinator::v1::CompleteTransactionRequest;
-use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
 use runnel_records::batch::{ControlType, EndTxnMarker};
 
 use super::{Broker, Failure};
@@ -121,14 +120,10 @@ impl Broker {
                 producer_id,
                 committed: marker.control_type == ControlType::Commit,
             };
-            let answered =
-                match runnel_common::transport::lazy_channel(&addr, Duration::from_secs(1)) {
-                    Ok(channel) => CoordinatorClient::new(channel)
-                        .complete_transaction(request)
-                        .await
-                        .is_ok(),
-                    Err(_) => false,
-                };
+            let answered = match self.coordinator_client(&addr) {
+                Ok(mut client) => client.complete_transaction(request).await.is_ok(),
+                Err(_) => false,
+            };
             if answered {
                 return;
             }

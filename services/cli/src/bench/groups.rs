@@ -12,7 +12,9 @@ use runnel_client::{
 };
 use tokio::time::Instant;
 
-use super::{Args, Outcome, available, consume, ensure_topic, histogram, print_latency, produce};
+use super::{
+    Args, Outcome, available, consume, ensure_topic, histogram, print_latency, produce, unique,
+};
 use crate::{errln, outln};
 
 /// `runnel bench group-consume` options.
@@ -66,13 +68,6 @@ pub struct CommitArgs {
     /// Topic (created if missing).
     #[arg(long, default_value = "runnel-bench")]
     topic: String,
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}-{nanos}")
 }
 
 /// Reads `args.records` as the only member of a new group.

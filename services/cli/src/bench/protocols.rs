@@ -245,6 +245,7 @@ async fn grpc_round(
                     records: records.clone(),
                 })
                 .collect(),
+            transactional_id: String::new(),
         };
         sent.push(tokio::spawn(async move {
             let answer = client.produce(request).await;

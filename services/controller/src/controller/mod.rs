@@ -24,6 +24,7 @@
 //! What they refuse, and how a call fails as a whole, is typed in
 //! `crate::error` ([`Refusal`], [`ControllerError`]).
 
+mod acls;
 mod brokers;
 mod configs;
 mod coordinators;
@@ -32,6 +33,7 @@ mod leader_and_isr;
 mod membership;
 mod producer_ids;
 mod topics;
+mod users;
 
 use std::collections::HashMap;
 use std::sync::Arc;
