@@ -207,12 +207,10 @@ fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// A loopback port free now (the quorum's addresses must be known before
-/// any controller starts).
+/// A loopback port free now, for a node whose address must be known before
+/// it starts (a controller quorum's) or stay the same across its restarts.
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind(any_port())
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
+    runnel_common::netfault::free_loopback_addr()
 }
 
 /// Writes the test CA and certificates [`Builder::kafka_client_auth`] lists.
@@ -392,9 +390,10 @@ impl TestCluster {
     }
 
     async fn start_broker(&mut self, i: usize) {
-        // A restarted broker keeps its ports, as a real one would.
+        // A restarted broker keeps its ports, as a real one would (picked
+        // where no connection's local port can take them meanwhile).
         let (listen, admin_listen, kafka_listen) =
-            self.broker_addrs[i].unwrap_or((any_port(), any_port(), any_port()));
+            self.broker_addrs[i].unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let config = runnel_broker::Config {
             broker_id: i as i32 + 1,
             listen,
@@ -680,7 +679,8 @@ impl TestCluster {
     }
 
     async fn start_coordinator(&mut self, i: usize) {
-        let (listen, admin_listen) = self.coordinator_addrs[i].unwrap_or((any_port(), any_port()));
+        let (listen, admin_listen) =
+            self.coordinator_addrs[i].unwrap_or_else(|| (free_port(), free_port()));
         let config = runnel_coordinator::Config {
             coordinator_id: i as i32 + 1,
             listen,

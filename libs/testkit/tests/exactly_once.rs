@@ -84,6 +84,14 @@ async fn read_output(cluster: &TestCluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_transform_produce_is_exactly_once_through_kills() {
+    // The cluster's warnings (or RUST_LOG's choice) are shown with a failure.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,runnel_coordinator=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let rounds = env_u64("RUNNEL_EOS_ROUNDS").unwrap_or(4);
     let seed = env_u64("RUNNEL_EOS_SEED").unwrap_or_else(|| rand::rng().random());
     println!("exactly once: seed {seed}, {rounds} rounds (RUNNEL_EOS_SEED={seed} repeats it)");

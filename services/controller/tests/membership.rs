@@ -37,10 +37,7 @@ async fn client(addr: SocketAddr) -> ControllerClient<Channel> {
 }
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    runnel_common::netfault::free_loopback_addr()
 }
 
 /// A metadata write that needs nothing else in the cluster: a broker registers.

@@ -6,7 +6,10 @@ libs/testkit/tests/exactly_once.rs:
 
     python eos_app.py BOOTSTRAP TOTAL
 
-Recovers as Kafka's documentation says: an abortable error aborts the
+Recovers as Kafka's and librdkafka's documentation say: a retriable error
+from a transactional call (a timeout) means the call is still in progress,
+and only calling it again resumes it (librdkafka answers any other
+transactional call with _CONFLICT meanwhile); an abortable error aborts the
 transaction and rewinds to the committed offsets; a fatal one (fenced)
 starts over with a new producer and consumer. Prints `done` and exits 0 once
 the group's committed offsets cover all TOTAL input records.
@@ -84,6 +87,21 @@ def make(bootstrap):
     return c, p
 
 
+def resume(call, *args):
+    """Calls a transactional API until it returns or fails for good: after a
+    retriable error the same call resumes the one in progress."""
+    while True:
+        try:
+            return WATCHDOG.call(call, *args)
+        except KafkaException as e:
+            error = e.args[0]
+            if not error.retriable() or error.txn_requires_abort() or error.fatal():
+                raise
+            if time.time() > float(os.environ["EOS_APP_DEADLINE"]):
+                raise
+            print(f"calling again after {error}", file=sys.stderr, flush=True)
+
+
 def rewind(c):
     """Back to the committed offsets (what the aborted transaction read is read again)."""
     assignment = c.assignment()
@@ -127,26 +145,26 @@ def main():
             p.begin_transaction()
             for m in msgs:
                 p.produce("eos-out", key=m.key(), value=b"out-" + m.value())
-            WATCHDOG.call(
+            resume(
                 p.send_offsets_to_transaction,
                 c.position(c.assignment()),
                 c.consumer_group_metadata(),
                 TIMEOUT,
             )
-            WATCHDOG.call(p.commit_transaction, TIMEOUT)
+            resume(p.commit_transaction, TIMEOUT)
             time.sleep(0.05)
         except KafkaException as e:
             error = e.args[0]
             print(f"recovering from {error}", file=sys.stderr, flush=True)
-            if error.fatal() or not (error.txn_requires_abort() or error.retriable()):
+            if error.fatal() or not error.txn_requires_abort():
                 try:
                     WATCHDOG.call(c.close)
                 except Exception:
                     pass
                 c, p = make(bootstrap)
                 continue
-            # Abortable or retriable: abort, and read again from the committed offsets.
-            for step in (lambda: WATCHDOG.call(p.abort_transaction, TIMEOUT), lambda: rewind(c)):
+            # Abortable: abort, and read again from the committed offsets.
+            for step in (lambda: resume(p.abort_transaction, TIMEOUT), lambda: rewind(c)):
                 try:
                     step()
                 except KafkaException:
