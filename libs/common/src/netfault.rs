@@ -256,6 +256,41 @@ where
     }
 }
 
+/// A loopback address whose port is free now, for a test node whose address
+/// must be known before it starts (a controller quorum's).
+///
+/// The port is picked below the kernel's ephemeral range: a port the kernel
+/// hands out (a listener on port 0, a connection's local end) could be
+/// taken by another test between this check and the node's bind, and
+/// ports outside that range are only ever taken by explicit binds.
+pub fn free_loopback_addr() -> std::net::SocketAddr {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 4096 {
+        (ephemeral_low / 2, ephemeral_low)
+    } else {
+        // An unusual range: let the kernel choose.
+        (0, 1)
+    };
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = if low == 0 {
+            0
+        } else {
+            rng.random_range(low..high)
+        };
+        if let Ok(addr) =
+            std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr())
+        {
+            return addr;
+        }
+    }
+    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -362,39 +397,4 @@ mod tests {
             Some(&b"14"[..])
         );
     }
-}
-
-/// A loopback address whose port is free now, for a test node whose address
-/// must be known before it starts (a controller quorum's).
-///
-/// The port is picked below the kernel's ephemeral range: a port the kernel
-/// hands out (a listener on port 0, a connection's local end) could be
-/// taken by another test between this check and the node's bind, and
-/// ports outside that range are only ever taken by explicit binds.
-pub fn free_loopback_addr() -> std::net::SocketAddr {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let (low, high) = if ephemeral_low > 4096 {
-        (ephemeral_low / 2, ephemeral_low)
-    } else {
-        // An unusual range: let the kernel choose.
-        (0, 1)
-    };
-    let mut rng = rand::rng();
-    for _ in 0..1000 {
-        let port = if low == 0 {
-            0
-        } else {
-            rng.random_range(low..high)
-        };
-        if let Ok(addr) =
-            std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr())
-        {
-            return addr;
-        }
-    }
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
 }
