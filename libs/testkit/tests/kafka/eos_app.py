@@ -156,6 +156,10 @@ def main():
         except KafkaException as e:
             error = e.args[0]
             print(f"recovering from {error}", file=sys.stderr, flush=True)
+            if error.retriable() and not (error.txn_requires_abort() or error.fatal()):
+                # A consumer call (committed offsets): no transaction is
+                # open here (transactional calls resume above), so try again.
+                continue
             if error.fatal() or not error.txn_requires_abort():
                 try:
                     WATCHDOG.call(c.close)
