@@ -265,30 +265,25 @@ where
 /// ports outside that range are only ever taken by explicit binds.
 pub fn free_loopback_addr() -> std::net::SocketAddr {
     use rand::Rng;
+    let bind = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port))
+            .and_then(|l| l.local_addr())
+            .ok()
+    };
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let (low, high) = if ephemeral_low > 4096 {
-        (ephemeral_low / 2, ephemeral_low)
-    } else {
-        // An unusual range: let the kernel choose.
-        (0, 1)
-    };
-    let mut rng = rand::rng();
-    for _ in 0..1000 {
-        let port = if low == 0 {
-            0
-        } else {
-            rng.random_range(low..high)
-        };
-        if let Ok(addr) =
-            std::net::TcpListener::bind(("127.0.0.1", port)).and_then(|l| l.local_addr())
-        {
-            return addr;
+    if ephemeral_low > 4096 {
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            if let Some(addr) = bind(rng.random_range(ephemeral_low / 2..ephemeral_low)) {
+                return addr;
+            }
         }
     }
-    std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+    // An unusual range, or nothing free below it: let the kernel choose.
+    bind(0).expect("a free loopback port")
 }
 
 #[cfg(test)]

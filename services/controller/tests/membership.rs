@@ -36,10 +36,6 @@ async fn client(addr: SocketAddr) -> ControllerClient<Channel> {
         .unwrap()
 }
 
-fn free_port() -> SocketAddr {
-    runnel_common::netfault::free_loopback_addr()
-}
-
 /// A metadata write that needs nothing else in the cluster: a broker registers.
 async fn register(c: &mut ControllerClient<Channel>, broker_id: i32) -> i64 {
     c.register_broker(pb::RegisterBrokerRequest {
@@ -79,7 +75,9 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_controller_grows_to_three_restarts_into_them_and_shrinks() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port()).collect();
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|_| runnel_common::netfault::free_loopback_addr())
+        .collect();
     let mut first = start(dirs[0].path(), 1, addrs[0], false).await;
     let second = start(dirs[1].path(), 2, addrs[1], true).await;
     let third = start(dirs[2].path(), 3, addrs[2], true).await;
