@@ -11,6 +11,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use runnel_common::backoff::Backoff;
 use runnel_common::telemetry::TraceInterceptor;
+use runnel_common::tls::ClientTls;
 use runnel_common::transport;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_client::BrokerClient;
@@ -43,6 +44,9 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Largest message sent or received (the broker's `socket.request.max.bytes`).
     pub max_message_bytes: usize,
+    /// TLS to the cluster's gRPC listeners (the CA to trust, and a client
+    /// certificate when the client has one); `None` connects in clear.
+    pub tls: Option<Arc<ClientTls>>,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +56,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             max_message_bytes: 100 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -162,11 +167,12 @@ impl Cluster {
         let invalid = |e: tonic::transport::Error| {
             ClientError::Invalid(format!("invalid address {addr:?}: {e}"))
         };
-        let channel =
+        let channel = transport::connect_lazy(
             transport::endpoint(Endpoint::from_shared(format!("http://{addr}")).map_err(invalid)?)
                 .connect_timeout(self.config.connect_timeout)
-                .timeout(self.config.request_timeout)
-                .connect_lazy();
+                .timeout(self.config.request_timeout),
+            self.config.tls.as_ref(),
+        );
         self.channels
             .lock()
             .insert(addr.to_owned(), channel.clone());

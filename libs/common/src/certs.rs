@@ -60,6 +60,20 @@ impl DevCa {
         self.sign(params).map(|(cert, key)| format!("{cert}{key}"))
     }
 
+    /// A service's certificate and key as one PEM: subject `CN=<name>` (its
+    /// principal `User:<name>`), valid for `hosts`, for serving TLS and for
+    /// presenting to the services it calls (mutual TLS).
+    pub fn service_keystore(&self, name: &str, hosts: &[&str]) -> Result<String, CertError> {
+        let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let mut params = CertificateParams::new(names)?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params).map(|(cert, key)| format!("{cert}{key}"))
+    }
+
     /// A client certificate with subject `CN=<common_name>` (plus
     /// `OU=<unit>` when given) and its key, as two PEMs.
     pub fn client(

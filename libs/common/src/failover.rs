@@ -56,7 +56,11 @@ pub struct BadServerList {
 
 impl FailoverChannel {
     /// Lazily connecting channels to each `host:port` in `list` (comma separated).
-    pub fn new(list: &str, connect_timeout: Duration) -> Result<Self, BadServerList> {
+    pub fn new(
+        list: &str,
+        connect_timeout: Duration,
+        tls: Option<&Arc<crate::tls::ClientTls>>,
+    ) -> Result<Self, BadServerList> {
         let bad = |reason: String| BadServerList {
             list: list.to_owned(),
             reason,
@@ -73,7 +77,7 @@ impl FailoverChannel {
         let channels = addrs
             .iter()
             .map(|addr| {
-                crate::transport::lazy_channel(addr, connect_timeout)
+                crate::transport::lazy_channel(addr, connect_timeout, tls)
                     .map_err(|e| bad(format!("{addr}: {e}")))
             })
             .collect::<Result<_, _>>()?;
@@ -163,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn lists_parse_and_failures_rotate() {
-        let c = FailoverChannel::new("a:1, b:2,c:3", Duration::from_secs(1)).expect("valid");
+        let c = FailoverChannel::new("a:1, b:2,c:3", Duration::from_secs(1), None).expect("valid");
         assert_eq!(c.servers(), ["a:1", "b:2", "c:3"]);
         assert_eq!(c.current(), "a:1");
         c.failed(0, false);
@@ -185,6 +189,6 @@ mod tests {
         c.failed(1, true);
         c.failed(2, true);
         assert_eq!(c.current(), "a:1");
-        assert!(FailoverChannel::new(" , ", Duration::from_secs(1)).is_err());
+        assert!(FailoverChannel::new(" , ", Duration::from_secs(1), None).is_err());
     }
 }

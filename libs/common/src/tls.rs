@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::RwLock;
 use rustls::RootCertStore;
+use rustls::client::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
@@ -139,26 +140,71 @@ fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// A listener's TLS config, reloaded when its files change on disk.
-#[derive(Debug)]
-pub struct ReloadingTls {
-    files: TlsFiles,
-    current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
+/// TLS material built from files, rebuilt when the files change on disk.
+pub struct Reloading<T> {
+    /// The files the material is built from, for their modification times.
+    paths: Vec<PathBuf>,
+    build: Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>,
+    current: RwLock<(Arc<T>, Vec<Option<SystemTime>>)>,
 }
 
-impl ReloadingTls {
+impl<T> std::fmt::Debug for Reloading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A listener's TLS config, reloaded when its files change on disk.
+pub type ReloadingTls = Reloading<ServerConfig>;
+
+/// The TLS config of outgoing connections (the CA that server certificates
+/// must chain to, and this process's own certificate when it has one),
+/// reloaded when its files change on disk.
+pub type ClientTls = Reloading<ClientConfig>;
+
+impl Reloading<ServerConfig> {
     /// Loads the files; an error names the file and what is wrong with it.
     pub fn load(files: TlsFiles) -> Result<Arc<ReloadingTls>, TlsError> {
-        let stamps = stamps(&files);
-        let config = Arc::new(server_config(&files)?);
-        Ok(Arc::new(ReloadingTls {
-            files,
+        let paths = std::iter::once(files.keystore.clone())
+            .chain(files.truststore.clone())
+            .collect();
+        Reloading::new(paths, move || server_config(&files))
+    }
+}
+
+impl Reloading<ClientConfig> {
+    /// Outgoing TLS trusting the CAs in `ca_file` (the system's roots when
+    /// `None`), presenting the certificate and key in `identity` (PEM) to
+    /// servers that ask for one.
+    pub fn client(
+        ca_file: Option<PathBuf>,
+        identity: Option<PathBuf>,
+    ) -> Result<Arc<ClientTls>, TlsError> {
+        let paths = ca_file.iter().chain(identity.iter()).cloned().collect();
+        Reloading::new(paths, move || {
+            client_config(ca_file.as_deref(), identity.as_deref())
+        })
+    }
+}
+
+impl<T> Reloading<T> {
+    fn new(
+        paths: Vec<PathBuf>,
+        build: impl Fn() -> Result<T, TlsError> + Send + Sync + 'static,
+    ) -> Result<Arc<Reloading<T>>, TlsError> {
+        let stamps = stamps(&paths);
+        let config = Arc::new(build()?);
+        Ok(Arc::new(Reloading {
+            paths,
+            build: Box::new(build),
             current: RwLock::new((config, stamps)),
         }))
     }
 
-    /// The config to accept a connection with now.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// The config to make a connection with now.
+    pub fn config(&self) -> Arc<T> {
         Arc::clone(&self.current.read().0)
     }
 
@@ -166,11 +212,11 @@ impl ReloadingTls {
     /// change that does not load (a half-written file) keeps the old config
     /// and is tried again next time.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
-        let now = stamps(&self.files);
+        let now = stamps(&self.paths);
         if now == self.current.read().1 {
             return Ok(false);
         }
-        let config = Arc::new(server_config(&self.files)?);
+        let config = Arc::new((self.build)()?);
         *self.current.write() = (config, now);
         Ok(true)
     }
@@ -184,7 +230,7 @@ impl ReloadingTls {
             }
             match self.reload_if_changed() {
                 Ok(true) => {
-                    tracing::info!(keystore = %self.files.keystore.display(), "TLS certificates reloaded")
+                    tracing::info!(files = ?self.paths, "TLS certificates reloaded")
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -196,11 +242,47 @@ impl ReloadingTls {
 }
 
 /// The modification times of the files (None where one cannot be read).
-fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
-    std::iter::once(&files.keystore)
-        .chain(files.truststore.as_ref())
+fn stamps(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths
+        .iter()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .collect()
+}
+
+/// A client config from the files as they are now.
+fn client_config(
+    ca_file: Option<&Path>,
+    identity: Option<&Path>,
+) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for ca in load_certs(path)? {
+                roots.add(ca).map_err(|e| file_error(path, e))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(TlsError::Config(
+                    "no CA file given and the system has no trusted CA certificates".into(),
+                ));
+            }
+        }
+    }
+    let builder = ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match identity {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let chain = load_certs(path)?;
+            let key = PrivateKeyDer::from_pem_file(path)
+                .map_err(|e| file_error(path, format!("no private key: {e}")))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    })
 }
 
 /// A certificate's subject as Java's `X500Principal.getName()` prints it

@@ -53,6 +53,7 @@ pub struct Builder {
     connections_max_reauth_ms: u64,
     kafka_client_auth: String,
     super_users: Option<String>,
+    grpc_tls: bool,
 }
 
 impl Builder {
@@ -110,6 +111,18 @@ impl Builder {
         self
     }
 
+    /// Mutual TLS on every gRPC listener and call (default off): each
+    /// service presents its own certificate from [`TestCluster::tls_dir`]
+    /// (`broker-service.pem`, `controller-service.pem`,
+    /// `coordinator-service.pem`: principals `User:CN=broker`,
+    /// `User:CN=controller`, `User:CN=coordinator`, the only ones allowed the
+    /// internal RPCs), and [`TestCluster::client_config`] trusts `ca.pem`
+    /// without a certificate of its own.
+    pub fn grpc_tls(mut self, enabled: bool) -> Self {
+        self.grpc_tls = enabled;
+        self
+    }
+
     /// How many brokers (default 1).
     pub fn brokers(mut self, n: usize) -> Self {
         self.brokers = n;
@@ -159,10 +172,11 @@ impl Builder {
             coordinators: (0..self.coordinators).map(|_| None).collect(),
             coordinator_addrs: vec![None; self.coordinators],
         };
-        if self
-            .kafka_security_protocol
-            .to_ascii_uppercase()
-            .ends_with("SSL")
+        if self.grpc_tls
+            || self
+                .kafka_security_protocol
+                .to_ascii_uppercase()
+                .ends_with("SSL")
         {
             write_test_certificates(&cluster.tls_dir());
         }
@@ -239,7 +253,20 @@ fn write_test_certificates(dir: &std::path::Path) {
         .expect("mallory's certificate");
     write("mallory.pem", &cert);
     write("mallory.key", &key);
+    for service in SERVICES {
+        write(
+            &format!("{service}-service.pem"),
+            &ca.service_keystore(service, &["127.0.0.1", "localhost"])
+                .expect("a service certificate"),
+        );
+    }
 }
+
+/// The services with certificates of their own under [`Builder::grpc_tls`].
+const SERVICES: [&str; 3] = ["broker", "controller", "coordinator"];
+
+/// `grpc_service_principals` of a [`Builder::grpc_tls`] cluster.
+const SERVICE_PRINCIPALS: &str = "User:CN=broker;User:CN=controller;User:CN=coordinator";
 
 impl TestCluster {
     /// A builder with one broker.
@@ -258,6 +285,7 @@ impl TestCluster {
             connections_max_reauth_ms: 0,
             super_users: None,
             kafka_client_auth: "none".into(),
+            grpc_tls: false,
         }
     }
 
@@ -295,7 +323,25 @@ impl TestCluster {
 
     /// A client config for this cluster.
     pub fn client_config(&self) -> ClientConfig {
-        ClientConfig::new(self.bootstrap())
+        ClientConfig {
+            tls: self.settings.grpc_tls.then(|| {
+                runnel_common::tls::ClientTls::client(Some(self.tls_dir().join("ca.pem")), None)
+                    .expect("the test CA loads")
+            }),
+            ..ClientConfig::new(self.bootstrap())
+        }
+    }
+
+    /// The `grpc_ssl_*` paths of `service` (`broker`, `controller`,
+    /// `coordinator`): its keystore and the CA, under [`Builder::grpc_tls`].
+    fn grpc_ssl(&self, service: &str) -> (Option<PathBuf>, Option<PathBuf>) {
+        if !self.settings.grpc_tls {
+            return (None, None);
+        }
+        (
+            Some(self.tls_dir().join(format!("{service}-service.pem"))),
+            Some(self.tls_dir().join("ca.pem")),
+        )
     }
 
     /// A shared client connection to this cluster.
@@ -360,7 +406,11 @@ impl TestCluster {
 
     async fn start_controller(&mut self, i: usize) {
         let n = self.controller_addrs.len();
+        let (keystore, truststore) = self.grpc_ssl("controller");
         let config = runnel_controller::Config {
+            grpc_ssl_keystore_location: keystore,
+            grpc_ssl_truststore_location: truststore,
+            grpc_service_principals: SERVICE_PRINCIPALS.into(),
             node_id: i as i32 + 1,
             listen: self.controller_addrs[i],
             admin_listen: any_port(),
@@ -394,7 +444,11 @@ impl TestCluster {
         // where no connection's local port can take them meanwhile).
         let (listen, admin_listen, kafka_listen) =
             self.broker_addrs[i].unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let (keystore, truststore) = self.grpc_ssl("broker");
         let config = runnel_broker::Config {
+            grpc_ssl_keystore_location: keystore,
+            grpc_ssl_truststore_location: truststore,
+            grpc_service_principals: SERVICE_PRINCIPALS.into(),
             broker_id: i as i32 + 1,
             listen,
             admin_listen,
@@ -681,7 +735,11 @@ impl TestCluster {
     async fn start_coordinator(&mut self, i: usize) {
         let (listen, admin_listen) =
             self.coordinator_addrs[i].unwrap_or_else(|| (free_port(), free_port()));
+        let (keystore, truststore) = self.grpc_ssl("coordinator");
         let config = runnel_coordinator::Config {
+            grpc_ssl_keystore_location: keystore,
+            grpc_ssl_truststore_location: truststore,
+            grpc_service_principals: SERVICE_PRINCIPALS.into(),
             coordinator_id: i as i32 + 1,
             listen,
             admin_listen,

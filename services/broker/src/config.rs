@@ -74,6 +74,25 @@ pub struct Config {
     /// How often the TLS files are checked for changes (reloaded without a
     /// restart).
     pub ssl_reload_interval_ms: u64,
+    /// `grpc_ssl_keystore_location`: this broker's service certificate chain
+    /// and key (PEM). Set, the gRPC listeners serve TLS, calls to other
+    /// services use TLS and present it, and internal RPCs (replication,
+    /// transaction markers) need a service certificate.
+    pub grpc_ssl_keystore_location: Option<PathBuf>,
+    /// `grpc_ssl_truststore_location`: the CA (PEM) of the cluster's service
+    /// and client certificates.
+    pub grpc_ssl_truststore_location: Option<PathBuf>,
+    /// `grpc_ssl_client_auth` on the gRPC listeners: `requested` (the
+    /// default: services present one, clients may sign in otherwise) or
+    /// `required`.
+    pub grpc_ssl_client_auth: String,
+    /// `grpc_ssl_principal_mapping_rules`: how a gRPC client certificate's
+    /// subject becomes a principal (Kafka's `ssl.principal.mapping.rules`).
+    pub grpc_ssl_principal_mapping_rules: String,
+    /// `grpc_service_principals`: `;`-separated principals that may call
+    /// internal RPCs (`User:CN=broker-1;User:CN=coordinator`); empty for any
+    /// certificate the truststore verifies.
+    pub grpc_service_principals: String,
     /// Whether requests are authorized against the ACLs (Kafka's
     /// `authorizer.class.name` set to its `StandardAuthorizer`); without it
     /// every authenticated client may do everything.
@@ -144,6 +163,11 @@ impl Default for Config {
             ssl_client_auth: "none".into(),
             ssl_principal_mapping_rules: "DEFAULT".into(),
             ssl_reload_interval_ms: 30_000,
+            grpc_ssl_keystore_location: None,
+            grpc_ssl_truststore_location: None,
+            grpc_ssl_client_auth: "requested".into(),
+            grpc_ssl_principal_mapping_rules: "DEFAULT".into(),
+            grpc_service_principals: String::new(),
             authorizer_enabled: false,
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
@@ -227,6 +251,20 @@ impl Config {
                     .map_err(|e| e.to_string())?,
             ),
         })
+    }
+
+    /// TLS on the gRPC listeners and calls, and who may call internal RPCs.
+    pub fn grpc_security(&self) -> Result<runnel_common::transport::GrpcSecurity, String> {
+        runnel_common::transport::GrpcSecurity::from_settings(
+            runnel_common::transport::GrpcSslSettings {
+                keystore: self.grpc_ssl_keystore_location.as_deref(),
+                truststore: self.grpc_ssl_truststore_location.as_deref(),
+                client_auth: &self.grpc_ssl_client_auth,
+                principal_mapping_rules: &self.grpc_ssl_principal_mapping_rules,
+                service_principals: &self.grpc_service_principals,
+            },
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// The authorizer's settings, `None` when no authorizer is enabled.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use runnel_common::telemetry::server_span;
+use runnel_common::transport::PeerInfo;
 use runnel_proto::broker::v1 as pb;
 use runnel_proto::broker::v1::broker_server::Broker as BrokerApi;
 use tonic::{Request, Response, Status};
@@ -60,6 +61,11 @@ impl BrokerApi for BrokerService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        if request.get_ref().replica.is_some() {
+            // A follower's fetch moves the ISR and the high watermark: only
+            // another broker may send one.
+            self.broker.security().guard.check(PeerInfo::of(&request))?;
+        }
         let (meta, _, req) = request.into_parts();
         handle("Fetch", &meta, self.broker.fetch(req)).await
     }

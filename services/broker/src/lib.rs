@@ -26,6 +26,7 @@ pub mod partition;
 mod replica;
 pub mod service;
 
+use runnel_common::transport::GrpcSecurity;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,6 +147,7 @@ pub async fn start(
     } else {
         None
     };
+    let security = config.grpc_security().map_err(StartError::Config)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Setup {
         what: format!("data directory {}", config.data_dir.display()),
         source,
@@ -182,8 +184,8 @@ pub async fn start(
         Arc::clone(&io),
     ));
     let cache = Arc::new(metadata::MetadataCache::default());
-    let controller =
-        metadata::controller_client(&config.controller).map_err(|e| StartError::Controller {
+    let controller = metadata::controller_client(&config.controller, security.client.as_ref())
+        .map_err(|e| StartError::Controller {
             addr: config.controller.clone(),
             message: e.to_string(),
         })?;
@@ -252,6 +254,7 @@ pub async fn start(
         Arc::clone(&logs),
         Arc::clone(&cache),
         controller,
+        security.clone(),
         shutdown.clone(),
     ));
     let mut servers = Tasks::new(shutdown.clone());
@@ -260,6 +263,7 @@ pub async fn start(
         grpc_listener,
         BrokerService::new(Arc::clone(&broker)),
         &config,
+        &security,
         shutdown.clone(),
     );
     servers.spawn(async move {
@@ -272,6 +276,7 @@ pub async fn start(
             listener,
             BrokerService::on(Arc::clone(&broker), service::Listener::External),
             &config,
+            &security,
             shutdown.clone(),
         ));
     }
@@ -328,6 +333,10 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    servers.spawn(security.watch(
+        Duration::from_millis(config.ssl_reload_interval_ms.max(100)),
+        shutdown.clone(),
+    ));
     let token = shutdown.clone();
     let ready = readiness.clone();
     servers.spawn(async move {
@@ -341,6 +350,7 @@ pub async fn start(
             Arc::clone(&logs),
             Arc::clone(&cache),
             config.net_fault.clone(),
+            security.client.clone(),
             shutdown.clone(),
         )
         .supervise(),
@@ -381,24 +391,32 @@ pub async fn start(
     })
 }
 
+/// The broker's RPCs only other services may call (a replica's fetch is
+/// guarded where its replica id is read).
+const INTERNAL_RPCS: &[&str] = &["/runnel.broker.v1.Broker/WriteTxnMarkers"];
+
 /// Serves the broker's gRPC API on `listener` until `shutdown`.
 fn serve_grpc(
     listener: TcpListener,
     service: BrokerService,
     config: &Config,
+    security: &GrpcSecurity,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let max = config.socket_request_max_bytes;
     let net_fault = config.net_fault.clone();
+    let guard = security.guard.layer(INTERNAL_RPCS);
+    let tls = security.server.clone();
     async move {
         let service = BrokerServer::new(service)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         if let Err(e) = runnel_common::transport::server()
             .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
+            .layer(guard)
             .add_service(service)
             .serve_with_incoming_shutdown(
-                runnel_common::transport::incoming(listener),
+                runnel_common::transport::incoming(listener, tls),
                 shutdown.cancelled_owned(),
             )
             .await

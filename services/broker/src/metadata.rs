@@ -29,10 +29,13 @@ pub type Controller = ControllerClient<InterceptedService<FailoverChannel, Trace
 
 /// A lazily connecting client for the controllers at `addrs` (`host:port`
 /// separated by commas): calls move to the next one when one fails.
-pub fn controller_client(addrs: &str) -> Result<Controller, BadServerList> {
+pub fn controller_client(
+    addrs: &str,
+    tls: Option<&Arc<runnel_common::tls::ClientTls>>,
+) -> Result<Controller, BadServerList> {
     // Short: a controller that does not answer a connect in a second is
     // down, and the next one is tried.
-    let channel = FailoverChannel::new(addrs, Duration::from_secs(1))?;
+    let channel = FailoverChannel::new(addrs, Duration::from_secs(1), tls)?;
     Ok(ControllerClient::with_interceptor(
         channel,
         TraceInterceptor,

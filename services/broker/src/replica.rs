@@ -7,6 +7,7 @@
 //! OffsetForLeaderEpoch) and truncates whatever diverged: records a former
 //! leader wrote but never got acknowledged by the ISR.
 
+use runnel_common::tls::ClientTls;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct Fetchers {
     metadata: Arc<MetadataCache>,
     running: Mutex<HashMap<i32, tokio::task::JoinHandle<()>>>,
     net_fault: NetFault,
+    /// TLS to the leaders, with this broker's service certificate.
+    tls: Option<Arc<ClientTls>>,
     shutdown: CancellationToken,
 }
 
@@ -66,6 +69,7 @@ impl Fetchers {
         logs: Arc<LogManager>,
         metadata: Arc<MetadataCache>,
         net_fault: NetFault,
+        tls: Option<Arc<ClientTls>>,
         shutdown: CancellationToken,
     ) -> Arc<Fetchers> {
         Arc::new(Fetchers {
@@ -74,6 +78,7 @@ impl Fetchers {
             metadata,
             running: Mutex::new(HashMap::new()),
             net_fault,
+            tls,
             shutdown,
         })
     }
@@ -159,7 +164,7 @@ impl Fetchers {
                 continue;
             };
             if client.as_ref().is_none_or(|(a, _)| *a != addr) {
-                match connect(&addr, self.me) {
+                match connect(&addr, self.me, self.tls.as_ref()) {
                     Ok(c) => client = Some((addr.clone(), c)),
                     Err(e) => {
                         tracing::warn!(leader, %addr, error = %e, "cannot reach the leader");
@@ -354,8 +359,12 @@ impl Fetchers {
     }
 }
 
-fn connect(addr: &str, me: i32) -> Result<Client, tonic::transport::Error> {
-    let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(3))?;
+fn connect(
+    addr: &str,
+    me: i32,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<Client, tonic::transport::Error> {
+    let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(3), tls)?;
     let peer = PeerInterceptor(PeerName::broker(me).header_value());
     Ok(BrokerClient::with_interceptor(channel, peer)
         .max_decoding_message_size(usize::MAX)

@@ -73,6 +73,13 @@ pub struct Config {
     /// task write its records and its offsets in one transaction; `disabled`
     /// (the default, as Kafka's) and `preparing` do not.
     pub exactly_once_source_support: ExactlyOnceSourceSupport,
+    /// `grpc_ssl_keystore_location`: the worker's certificate chain and key
+    /// (PEM), presented on its calls to the cluster, which then go over TLS.
+    pub grpc_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `grpc_ssl_truststore_location`: the CA (PEM) of the cluster's
+    /// certificates; set alone, the worker calls over TLS without a
+    /// certificate of its own.
+    pub grpc_ssl_truststore_location: Option<std::path::PathBuf>,
 }
 
 /// `exactly.once.source.support`'s values.
@@ -116,7 +123,27 @@ impl Default for Config {
             schemas_enable: true,
             connectors_dir: None,
             exactly_once_source_support: ExactlyOnceSourceSupport::Disabled,
+            grpc_ssl_keystore_location: None,
+            grpc_ssl_truststore_location: None,
         }
+    }
+}
+
+impl Config {
+    /// TLS on the worker's calls to the cluster; `None` calls in clear.
+    pub fn grpc_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<runnel_common::tls::ClientTls>>, runnel_common::tls::TlsError>
+    {
+        if self.grpc_ssl_keystore_location.is_none() && self.grpc_ssl_truststore_location.is_none()
+        {
+            return Ok(None);
+        }
+        runnel_common::tls::ClientTls::client(
+            self.grpc_ssl_truststore_location.clone(),
+            self.grpc_ssl_keystore_location.clone(),
+        )
+        .map(Some)
     }
 }
 

@@ -49,6 +49,9 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The gRPC TLS settings or files are not usable.
+    #[error("connect gRPC TLS: {0}")]
+    Tls(#[from] runnel_common::tls::TlsError),
 }
 
 /// A running worker.
@@ -99,6 +102,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<ConnectHandle, StartError> {
+    let grpc_tls = config.grpc_tls()?;
     let (rest_listener, rest_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let host = config
@@ -117,8 +121,12 @@ pub async fn start(
     let halt = CancellationToken::new();
     let units = TaskTracker::new();
     let (token, id) = (shutdown.clone(), worker_id.clone());
+    if let Some(tls) = &grpc_tls {
+        tasks.spawn(Arc::clone(tls).watch(TLS_RELOAD_INTERVAL, shutdown.clone()));
+    }
     tasks.spawn(run(
         config,
+        grpc_tls,
         id,
         rest_listener,
         readiness,
@@ -137,8 +145,14 @@ pub async fn start(
     })
 }
 
+/// How often the worker's certificate is looked at for a renewal.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+
+// One call site; a struct for its arguments would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     config: Config,
+    grpc_tls: Option<Arc<runnel_common::tls::ClientTls>>,
     worker_id: String,
     rest_listener: TcpListener,
     readiness: Readiness,
@@ -149,7 +163,10 @@ async fn run(
     // The internal topics are read until every unit has stopped (their
     // last status and offset writes wait for the readers), or a kill.
     let readers = halt.child_token();
-    let cluster = Cluster::new(ClientConfig::new(config.bootstrap.clone()));
+    let cluster = Cluster::new(ClientConfig {
+        tls: grpc_tls,
+        ..ClientConfig::new(config.bootstrap.clone())
+    });
     let topics = store::Topics {
         configs: config.config_storage_topic.clone(),
         offsets: config.offset_storage_topic.clone(),

@@ -51,6 +51,21 @@ pub struct Config {
     /// and drop the log before it (a controller further behind is sent the
     /// snapshot).
     pub quorum_snapshot_entries: u64,
+    /// `grpc_ssl_keystore_location`: this service's certificate chain and
+    /// key (PEM). Set, its gRPC listener serves TLS, its calls to other
+    /// services use TLS and present it, and its internal RPCs need a
+    /// service certificate.
+    pub grpc_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `grpc_ssl_truststore_location`: the CA (PEM) of the cluster's service
+    /// and client certificates.
+    pub grpc_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `grpc_ssl_client_auth`: `requested` (the default) or `required`.
+    pub grpc_ssl_client_auth: String,
+    /// `grpc_ssl_principal_mapping_rules` (Kafka's `ssl.principal.mapping.rules`).
+    pub grpc_ssl_principal_mapping_rules: String,
+    /// `grpc_service_principals`: `;`-separated principals that may call
+    /// internal RPCs; empty for any certificate the truststore verifies.
+    pub grpc_service_principals: String,
     /// Failure tests cut the controller off from its peers with this switch.
     #[serde(skip)]
     pub net_fault: runnel_common::netfault::NetFault,
@@ -75,8 +90,30 @@ impl Default for Config {
             quorum_join: false,
             quorum_election_timeout_ms: 400,
             quorum_snapshot_entries: 5000,
+            grpc_ssl_keystore_location: None,
+            grpc_ssl_truststore_location: None,
+            grpc_ssl_client_auth: "requested".into(),
+            grpc_ssl_principal_mapping_rules: "DEFAULT".into(),
+            grpc_service_principals: String::new(),
             net_fault: runnel_common::netfault::NetFault::default(),
         }
+    }
+}
+
+impl Config {
+    /// TLS on the gRPC listener and calls, and who may call internal RPCs.
+    pub fn grpc_security(
+        &self,
+    ) -> Result<runnel_common::transport::GrpcSecurity, runnel_common::tls::TlsError> {
+        runnel_common::transport::GrpcSecurity::from_settings(
+            runnel_common::transport::GrpcSslSettings {
+                keystore: self.grpc_ssl_keystore_location.as_deref(),
+                truststore: self.grpc_ssl_truststore_location.as_deref(),
+                client_auth: &self.grpc_ssl_client_auth,
+                principal_mapping_rules: &self.grpc_ssl_principal_mapping_rules,
+                service_principals: &self.grpc_service_principals,
+            },
+        )
     }
 }
 

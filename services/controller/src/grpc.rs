@@ -17,6 +17,7 @@ use runnel_common::errors::status;
 use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
+use runnel_common::tls::ClientTls;
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
@@ -40,6 +41,8 @@ const FORWARDED_HEADER: &str = "runnel-forwarded";
 pub struct ControllerService {
     controller: Arc<Controller>,
     fault: NetFault,
+    /// TLS to the other controllers, with this one's service certificate.
+    tls: Option<Arc<ClientTls>>,
     shutdown: CancellationToken,
     /// Clients for the other controllers, by address.
     peers: Arc<parking_lot::Mutex<HashMap<String, ControllerClient<Channel>>>>,
@@ -48,10 +51,16 @@ pub struct ControllerService {
 impl ControllerService {
     /// Serves `controller`; `fault` cuts its forwarding in tests; watch
     /// streams end when `shutdown` fires.
-    pub fn new(controller: Arc<Controller>, fault: NetFault, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        controller: Arc<Controller>,
+        fault: NetFault,
+        tls: Option<Arc<ClientTls>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         ControllerService {
             controller,
             fault,
+            tls,
             shutdown,
             peers: Arc::default(),
         }
@@ -62,13 +71,14 @@ impl ControllerService {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
-            .map_err(|source| {
-                to_status(ControllerError::PeerAddress {
-                    addr: addr.to_owned(),
-                    source,
-                })
-            })?;
+        let channel =
+            runnel_common::transport::lazy_channel(addr, Duration::from_secs(1), self.tls.as_ref())
+                .map_err(|source| {
+                    to_status(ControllerError::PeerAddress {
+                        addr: addr.to_owned(),
+                        source,
+                    })
+                })?;
         let client = ControllerClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);

@@ -82,7 +82,31 @@ pub enum StartError {
     /// The quorum settings are invalid or Raft could not start.
     #[error("controller quorum: {0}")]
     Quorum(String),
+    /// The gRPC TLS settings or files are not usable.
+    #[error("controller gRPC TLS: {0}")]
+    Tls(#[from] runnel_common::tls::TlsError),
 }
+
+/// The controller's RPCs only other services may call: brokers' and
+/// coordinators' registrations and heartbeats, the metadata stream (it
+/// carries SCRAM credentials and ACLs), ISR changes, producer id blocks,
+/// and the quorum's own Raft messages.
+const INTERNAL_RPCS: &[&str] = &[
+    "/runnel.controller.v1.Controller/RegisterBroker",
+    "/runnel.controller.v1.Controller/BrokerHeartbeat",
+    "/runnel.controller.v1.Controller/Watch",
+    "/runnel.controller.v1.Controller/AlterPartition",
+    "/runnel.controller.v1.Controller/AllocateProducerIds",
+    "/runnel.controller.v1.Controller/RegisterCoordinator",
+    "/runnel.controller.v1.Controller/CoordinatorHeartbeat",
+    "/runnel.controller.v1.ControllerQuorum/AppendEntries",
+    "/runnel.controller.v1.ControllerQuorum/Vote",
+    "/runnel.controller.v1.ControllerQuorum/InstallSnapshot",
+];
+
+/// How often services without their own setting look for renewed
+/// certificates.
+const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A running controller.
 #[derive(Debug)]
@@ -140,6 +164,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<ControllerHandle, StartError> {
+    let security = config.grpc_security()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         dir: config.data_dir.display().to_string(),
         source,
@@ -198,6 +223,7 @@ pub async fn start(
         quorum::network::Network::new(
             config.net_fault.clone(),
             runnel_common::netfault::PeerName::controller(config.node_id),
+            security.client.clone(),
         ),
         raft_log.clone(),
         state_machine,
@@ -263,15 +289,20 @@ pub async fn start(
     let service = ControllerService::new(
         Arc::clone(&controller),
         config.net_fault.clone(),
+        security.client.clone(),
         shutdown.clone(),
     );
     let quorum_service = quorum::network::QuorumService::new(raft.clone());
     let token = shutdown.clone();
     let net_fault = config.net_fault.clone();
+    let guard = security.guard.layer(INTERNAL_RPCS);
+    let tls = security.server.clone();
+    tasks.spawn(security.watch(TLS_RELOAD_INTERVAL, shutdown.clone()));
     tasks.spawn(async move {
-        let incoming = runnel_common::transport::incoming(grpc_listener);
+        let incoming = runnel_common::transport::incoming(grpc_listener, tls);
         if let Err(e) = runnel_common::transport::server()
             .layer(runnel_common::netfault::NetFaultLayer::new(net_fault))
+            .layer(guard)
             .add_service(ControllerServer::new(service))
             .add_service(ControllerQuorumServer::new(quorum_service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())

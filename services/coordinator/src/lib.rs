@@ -68,7 +68,17 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The gRPC TLS settings or files are not usable.
+    #[error("coordinator gRPC TLS: {0}")]
+    Tls(#[from] runnel_common::tls::TlsError),
 }
+
+/// The coordinator's RPC only other services may call: a broker's word
+/// that it wrote a transaction marker.
+const INTERNAL_RPCS: &[&str] = &["/runnel.coordinator.v1.Coordinator/CompleteTransaction"];
+
+/// How often the service certificate is looked at for a renewal.
+const TLS_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A running coordinator.
 #[derive(Debug)]
@@ -115,6 +125,7 @@ pub async fn start(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<CoordinatorHandle, StartError> {
+    let security = config.grpc_security()?;
     let (grpc_listener, grpc_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let (_, endpoints) = runnel_common::metadata::advertised_endpoints(
@@ -124,8 +135,10 @@ pub async fn start(
         config.external_advertised_host.as_deref(),
         config.external_advertised_port,
     );
-    let cluster =
-        runnel_client::Cluster::new(runnel_client::ClientConfig::new(config.bootstrap.clone()));
+    let cluster = runnel_client::Cluster::new(runnel_client::ClientConfig {
+        tls: security.client.clone(),
+        ..runnel_client::ClientConfig::new(config.bootstrap.clone())
+    });
     let topic = Arc::new(internal_topic::InternalTopic::offsets(Arc::clone(&cluster)));
     let manager = Arc::new(
         manager::GroupManager::new(config.group_config(), topic.clone())
@@ -159,11 +172,15 @@ pub async fn start(
     let token = shutdown.clone();
     let crashed = CancellationToken::new();
     let crash = crashed.clone();
+    let guard = security.guard.layer(INTERNAL_RPCS);
+    let tls = security.server.clone();
+    tasks.spawn(security.watch(TLS_RELOAD_INTERVAL, shutdown.clone()));
     tasks.spawn(async move {
         tracing::info!(%grpc_addr, "coordinator serving");
-        let incoming = runnel_common::transport::incoming(grpc_listener);
+        let incoming = runnel_common::transport::incoming(grpc_listener, tls);
         if let Err(e) = runnel_common::transport::server()
             .layer(runnel_common::netfault::CrashLayer::new(crash))
+            .layer(guard)
             .add_service(CoordinatorServer::new(service))
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())
             .await

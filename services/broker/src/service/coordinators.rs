@@ -57,11 +57,15 @@ impl Broker {
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let channel = runnel_common::transport::lazy_channel(addr, Duration::from_secs(1))
-            .map_err(|source| Failure::CoordinatorUnreachable {
-                addr: addr.to_owned(),
-                source,
-            })?;
+        let channel = runnel_common::transport::lazy_channel(
+            addr,
+            Duration::from_secs(1),
+            self.security.client.as_ref(),
+        )
+        .map_err(|source| Failure::CoordinatorUnreachable {
+            addr: addr.to_owned(),
+            source,
+        })?;
         let client = CoordinatorClient::with_interceptor(channel, TraceInterceptor);
         clients.insert(addr.to_owned(), client.clone());
         Ok(client)

@@ -22,6 +22,7 @@ mod produce;
 mod producer_ids;
 mod txn_markers;
 
+use runnel_common::transport::GrpcSecurity;
 use std::sync::Arc;
 
 use runnel_common::shutdown::CancellationToken;
@@ -49,6 +50,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Broker {
     limits: Limits,
+    /// TLS for calls to coordinators, and who may call internal RPCs.
+    security: GrpcSecurity,
     logs: Arc<LogManager>,
     metadata: Arc<MetadataCache>,
     controller: Controller,
@@ -115,10 +118,12 @@ impl Broker {
         logs: Arc<LogManager>,
         metadata: Arc<MetadataCache>,
         controller: Controller,
+        security: GrpcSecurity,
         shutdown: CancellationToken,
     ) -> Broker {
         Broker {
             limits,
+            security,
             logs,
             metadata,
             controller,
@@ -127,6 +132,11 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new(0..0),
             coordinators: coordinators::Coordinators::default(),
         }
+    }
+
+    /// TLS for calls to other services, and who may call internal RPCs.
+    pub fn security(&self) -> &GrpcSecurity {
+        &self.security
     }
 
     /// The partition if this broker leads it, else why not.

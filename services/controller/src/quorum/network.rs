@@ -5,6 +5,7 @@
 //! it off from its peers or from one of them ([`NetFault`]) drops them
 //! both ways.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -17,6 +18,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
+use runnel_common::tls::ClientTls;
 use runnel_proto::controller::v1::RaftMessage;
 use runnel_proto::controller::v1::controller_quorum_client::ControllerQuorumClient;
 use runnel_proto::controller::v1::controller_quorum_server::ControllerQuorum;
@@ -34,13 +36,15 @@ type NodeId = u64;
 pub struct Network {
     fault: NetFault,
     me: PeerName,
+    /// TLS to the peers, with this controller's service certificate.
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl Network {
     /// Peers reached through gRPC by controller `me`; `fault` cuts it off
     /// in tests.
-    pub fn new(fault: NetFault, me: PeerName) -> Self {
-        Network { fault, me }
+    pub fn new(fault: NetFault, me: PeerName, tls: Option<Arc<ClientTls>>) -> Self {
+        Network { fault, me, tls }
     }
 }
 
@@ -48,8 +52,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
-        let channel =
-            runnel_common::transport::lazy_channel(&node.addr, Duration::from_secs(1)).ok();
+        let channel = runnel_common::transport::lazy_channel(
+            &node.addr,
+            Duration::from_secs(1),
+            self.tls.as_ref(),
+        )
+        .ok();
         Peer {
             target,
             addr: node.addr.clone(),
