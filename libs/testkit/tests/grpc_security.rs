@@ -228,10 +228,9 @@ async fn internal_rpcs_need_a_service_certificate() {
         .metadata(broker_pb::MetadataRequest::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-        "a transport failure, not an answer: {err:?}"
-    );
+    let transport = std::error::Error::source(&err)
+        .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    assert!(transport, "a transport failure, not an answer: {err:?}");
 
     // The broker's own certificate is let through.
     let service = tls(&cluster, Some("broker-service.pem"));
