@@ -24,11 +24,11 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{ClientError, Result};
 
 /// A broker client that propagates trace context.
-pub type Broker = BrokerClient<InterceptedService<Channel, TraceInterceptor>>;
+pub type Broker = BrokerClient<InterceptedService<Channel, ClientInterceptor>>;
 /// A group coordinator client that propagates trace context.
-pub type Coordinator = CoordinatorClient<InterceptedService<Channel, TraceInterceptor>>;
+pub type Coordinator = CoordinatorClient<InterceptedService<Channel, ClientInterceptor>>;
 /// A controller client that propagates trace context.
-pub type Controller = ControllerClient<InterceptedService<Channel, TraceInterceptor>>;
+pub type Controller = ControllerClient<InterceptedService<Channel, ClientInterceptor>>;
 
 /// The default bootstrap address: a local broker (`runnel dev`).
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9094";
@@ -47,6 +47,48 @@ pub struct ClientConfig {
     /// TLS to the cluster's gRPC listeners (the CA to trust, and a client
     /// certificate when the client has one); `None` connects in clear.
     pub tls: Option<Arc<ClientTls>>,
+    /// The user to sign in as, checked against the cluster's SCRAM
+    /// credentials; `None` signs in with the client certificate, if any.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user and password to sign in to a secure cluster with.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user name.
+    pub user: String,
+    /// The password (sent over the connection, so use it over TLS).
+    pub password: String,
+}
+
+// The password stays out of logs and debug output.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds the caller's trace context and credentials to every call.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInterceptor {
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for ClientInterceptor {
+    fn call(
+        &mut self,
+        request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        let mut request = TraceInterceptor.call(request)?;
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert(runnel_common::grpc_auth::AUTHORIZATION, value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Default for ClientConfig {
@@ -57,6 +99,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             max_message_bytes: 100 * 1024 * 1024,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -136,6 +179,8 @@ fn grpc_addr(endpoints: &[runnel_proto::metadata::v1::Endpoint]) -> Option<Strin
 #[derive(Debug)]
 pub struct Cluster {
     config: ClientConfig,
+    /// The `authorization` value of the credentials, made once.
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     channels: Mutex<HashMap<String, Channel>>,
     metadata: RwLock<Arc<ClusterMetadata>>,
     /// Bumped whenever `metadata` is replaced, so callers can cache what they derive from it.
@@ -146,13 +191,29 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster reached through `config.bootstrap`; connects lazily.
     pub fn new(config: ClientConfig) -> Arc<Cluster> {
+        // A user or password that cannot be an HTTP/2 header value (a
+        // newline) would be refused by every server: sent without, the
+        // server says the credentials are missing.
+        let authorization = config.credentials.as_ref().and_then(|c| {
+            runnel_common::grpc_auth::basic_authorization(&c.user, &c.password)
+                .parse()
+                .ok()
+        });
         Arc::new(Cluster {
             config,
+            authorization,
             channels: Mutex::new(HashMap::new()),
             metadata: RwLock::new(Arc::new(ClusterMetadata::default())),
             generation: std::sync::atomic::AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The interceptor that signs calls in with the configured credentials.
+    fn interceptor(&self) -> ClientInterceptor {
+        ClientInterceptor {
+            authorization: self.authorization.clone(),
+        }
     }
 
     /// The client config.
@@ -183,7 +244,7 @@ impl Cluster {
     pub fn broker_at(&self, addr: &str) -> Result<Broker> {
         let max = self.config.max_message_bytes;
         Ok(
-            BrokerClient::with_interceptor(self.channel(addr)?, TraceInterceptor)
+            BrokerClient::with_interceptor(self.channel(addr)?, self.interceptor())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
@@ -206,7 +267,7 @@ impl Cluster {
                     )
                 })?,
         };
-        let client = ControllerClient::with_interceptor(self.channel(&addr)?, TraceInterceptor);
+        let client = ControllerClient::with_interceptor(self.channel(&addr)?, self.interceptor());
         Ok((addr, client))
     }
 
@@ -433,7 +494,7 @@ impl Cluster {
     pub fn coordinator_at(&self, addr: &str) -> Result<Coordinator> {
         Ok(CoordinatorClient::with_interceptor(
             self.channel(addr)?,
-            TraceInterceptor,
+            self.interceptor(),
         ))
     }
 

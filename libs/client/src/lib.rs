@@ -44,7 +44,7 @@ pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, ControllerDescription,
     CoordinatorDescription, NewTopic, PartitionDescription, TopicDescription,
 };
-pub use cluster::{ClientConfig, Cluster, DEFAULT_BOOTSTRAP};
+pub use cluster::{ClientConfig, Cluster, Credentials, DEFAULT_BOOTSTRAP};
 pub use consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, TopicPartition,
 };

@@ -31,6 +31,7 @@ pub mod certs;
 pub mod config;
 pub mod errors;
 pub mod failover;
+pub mod grpc_auth;
 pub mod http;
 pub mod metadata;
 pub mod netfault;

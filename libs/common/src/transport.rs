@@ -442,6 +442,18 @@ pub struct ServiceGuard {
 }
 
 impl ServiceGuard {
+    /// Whether `peer` presented a service certificate (false without TLS).
+    pub fn is_service(&self, peer: Option<&PeerInfo>) -> bool {
+        if !self.enforced {
+            return false;
+        }
+        match (peer.and_then(|p| p.principal.as_deref()), &self.principals) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(p), Some(list)) => list.contains(p),
+        }
+    }
+
     /// `Ok` if `peer` may call an internal RPC, else `PERMISSION_DENIED`
     /// with CLUSTER_AUTHORIZATION_FAILED (Kafka's answer to a client that
     /// calls an inter-broker API).
@@ -449,15 +461,10 @@ impl ServiceGuard {
         if !self.enforced {
             return Ok(());
         }
-        let principal = peer.and_then(|p| p.principal.as_deref());
-        let allowed = match (principal, &self.principals) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(p), Some(list)) => list.contains(p),
-        };
-        if allowed {
+        if self.is_service(peer) {
             return Ok(());
         }
+        let principal = peer.and_then(|p| p.principal.as_deref());
         metrics::counter!("runnel_grpc_internal_denied_total").increment(1);
         tracing::info!(
             target: "runnel::audit",

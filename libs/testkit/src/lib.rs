@@ -114,10 +114,12 @@ impl Builder {
     /// Mutual TLS on every gRPC listener and call (default off): each
     /// service presents its own certificate from [`TestCluster::tls_dir`]
     /// (`broker-service.pem`, `controller-service.pem`,
-    /// `coordinator-service.pem`: principals `User:CN=broker`,
-    /// `User:CN=controller`, `User:CN=coordinator`, the only ones allowed the
-    /// internal RPCs), and [`TestCluster::client_config`] trusts `ca.pem`
-    /// without a certificate of its own.
+    /// `coordinator-service.pem`: principals `User:broker`,
+    /// `User:controller`, `User:coordinator` by the rule that maps `CN=x`
+    /// to `x`, the only ones allowed the internal RPCs), and
+    /// [`TestCluster::client_config`] trusts `ca.pem` and presents
+    /// `admin-client.pem` (`User:admin`). With [`Builder::authorizer`] too,
+    /// the gRPC API requires a sign-in and is authorized.
     pub fn grpc_tls(mut self, enabled: bool) -> Self {
         self.grpc_tls = enabled;
         self
@@ -253,6 +255,8 @@ fn write_test_certificates(dir: &std::path::Path) {
         .expect("mallory's certificate");
     write("mallory.pem", &cert);
     write("mallory.key", &key);
+    let (cert, key) = ca.client("admin", None).expect("the admin's certificate");
+    write("admin-client.pem", &format!("{cert}{key}"));
     for service in SERVICES {
         write(
             &format!("{service}-service.pem"),
@@ -266,7 +270,10 @@ fn write_test_certificates(dir: &std::path::Path) {
 const SERVICES: [&str; 3] = ["broker", "controller", "coordinator"];
 
 /// `grpc_service_principals` of a [`Builder::grpc_tls`] cluster.
-const SERVICE_PRINCIPALS: &str = "User:CN=broker;User:CN=controller;User:CN=coordinator";
+const SERVICE_PRINCIPALS: &str = "User:broker;User:controller;User:coordinator";
+
+/// `grpc_ssl_principal_mapping_rules` of a [`Builder::grpc_tls`] cluster.
+const GRPC_PRINCIPAL_RULES: &str = "RULE:^CN=([^,]+)$/$1/,DEFAULT";
 
 impl TestCluster {
     /// A builder with one broker.
@@ -325,8 +332,11 @@ impl TestCluster {
     pub fn client_config(&self) -> ClientConfig {
         ClientConfig {
             tls: self.settings.grpc_tls.then(|| {
-                runnel_common::tls::ClientTls::client(Some(self.tls_dir().join("ca.pem")), None)
-                    .expect("the test CA loads")
+                runnel_common::tls::ClientTls::client(
+                    Some(self.tls_dir().join("ca.pem")),
+                    Some(self.tls_dir().join("admin-client.pem")),
+                )
+                .expect("the test CA loads")
             }),
             ..ClientConfig::new(self.bootstrap())
         }
@@ -411,6 +421,9 @@ impl TestCluster {
             grpc_ssl_keystore_location: keystore,
             grpc_ssl_truststore_location: truststore,
             grpc_service_principals: SERVICE_PRINCIPALS.into(),
+            grpc_ssl_principal_mapping_rules: GRPC_PRINCIPAL_RULES.into(),
+            grpc_authentication_required: self.settings.grpc_tls
+                && self.settings.super_users.is_some(),
             node_id: i as i32 + 1,
             listen: self.controller_addrs[i],
             admin_listen: any_port(),
@@ -430,6 +443,8 @@ impl TestCluster {
             quorum_election_timeout_ms: 300,
             quorum_snapshot_entries: self.settings.quorum_snapshot_entries,
             net_fault: self.controller_faults[i].clone(),
+            authorizer_enabled: self.settings.super_users.is_some(),
+            super_users: self.settings.super_users.clone().unwrap_or_default(),
             ..runnel_controller::Config::default()
         };
         let handle = start_on(config, "the controller starts", |c| {
@@ -449,6 +464,9 @@ impl TestCluster {
             grpc_ssl_keystore_location: keystore,
             grpc_ssl_truststore_location: truststore,
             grpc_service_principals: SERVICE_PRINCIPALS.into(),
+            grpc_ssl_principal_mapping_rules: GRPC_PRINCIPAL_RULES.into(),
+            grpc_authentication_required: self.settings.grpc_tls
+                && self.settings.super_users.is_some(),
             broker_id: i as i32 + 1,
             listen,
             admin_listen,
@@ -740,6 +758,9 @@ impl TestCluster {
             grpc_ssl_keystore_location: keystore,
             grpc_ssl_truststore_location: truststore,
             grpc_service_principals: SERVICE_PRINCIPALS.into(),
+            grpc_ssl_principal_mapping_rules: GRPC_PRINCIPAL_RULES.into(),
+            grpc_authentication_required: self.settings.grpc_tls
+                && self.settings.super_users.is_some(),
             coordinator_id: i as i32 + 1,
             listen,
             admin_listen,
@@ -751,6 +772,8 @@ impl TestCluster {
             group_min_session_timeout_ms: 500,
             group_consumer_session_timeout_ms: 2_000,
             group_consumer_heartbeat_interval_ms: 200,
+            authorizer_enabled: self.settings.super_users.is_some(),
+            super_users: self.settings.super_users.clone().unwrap_or_default(),
             ..runnel_coordinator::Config::default()
         };
         let handle = start_on(config, "the coordinator starts", |c| {

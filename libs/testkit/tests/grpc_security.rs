@@ -10,7 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runnel_client::{Acks, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use runnel_client::{
+    Acks, AclFilter, Admin, ClientError, DEFAULT_ITERATIONS, NewTopic, Producer, ProducerConfig,
+    ProducerRecord, ScramMechanism,
+};
+use runnel_common::acl::{AclBinding, Operation, PatternType, Permission, ResourceType};
 use runnel_common::errors::code_of;
 use runnel_common::tls::ClientTls;
 use runnel_proto::broker::v1 as broker_pb;
@@ -20,7 +24,7 @@ use runnel_proto::controller::v1 as controller_pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::coordinator::v1 as coordinator_pb;
 use runnel_proto::coordinator::v1::coordinator_client::CoordinatorClient;
-use runnel_testkit::TestCluster;
+use runnel_testkit::{TestCluster, wait_for};
 use tonic::transport::Channel;
 
 /// A channel to `addr` over `tls`.
@@ -238,5 +242,210 @@ async fn internal_rpcs_need_a_service_certificate() {
     b.write_txn_markers(broker_pb::WriteTxnMarkersRequest::default())
         .await
         .unwrap();
+    cluster.shutdown().await;
+}
+
+/// A client of `cluster` trusting its CA, signed in as `user`.
+fn signed_in(cluster: &TestCluster, user: &str, password: &str) -> runnel_client::ClientConfig {
+    runnel_client::ClientConfig {
+        tls: Some(tls(cluster, None)),
+        credentials: Some(runnel_client::Credentials {
+            user: user.into(),
+            password: password.into(),
+        }),
+        ..runnel_client::ClientConfig::new(cluster.bootstrap())
+    }
+}
+
+fn allow(operation: Operation, resource_type: ResourceType, name: &str) -> AclBinding {
+    AclBinding {
+        resource_type,
+        name: name.into(),
+        pattern_type: PatternType::Literal,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation,
+        permission: Permission::Allow,
+    }
+}
+
+async fn produce_one(config: &runnel_client::ClientConfig) -> Result<(), ClientError> {
+    let producer = Producer::new(
+        config.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let sent = match producer
+        .send(ProducerRecord::new("orders", "one").partition(0))
+        .await
+    {
+        Ok(delivery) => delivery.await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let _ = producer.close().await;
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_api_signs_callers_in_and_authorizes_them() {
+    let cluster = TestCluster::builder()
+        .coordinators(1)
+        .grpc_tls(true)
+        .authorizer("User:admin")
+        .auto_create_topics(false)
+        .start()
+        .await;
+    // The test's own client presents CN=admin: a super user.
+    let admin = cluster.admin();
+    cluster.create_topic(NewTopic::new("orders")).await;
+    cluster.create_topic(NewTopic::new("secret")).await;
+    admin
+        .upsert_scram_credential(
+            "alice",
+            ScramMechanism::ScramSha512,
+            "alice-secret",
+            DEFAULT_ITERATIONS,
+        )
+        .await
+        .unwrap();
+    let alice = signed_in(&cluster, "alice", "alice-secret");
+    let alice_admin = Admin::new(alice.clone());
+
+    // Signed in once the credential reached the controller and brokers;
+    // without an ACL alice sees no topic and may write none.
+    wait_for("alice can sign in", Duration::from_secs(10), || {
+        let admin = alice_admin.clone();
+        async move { admin.list_topics().await.is_ok() }
+    })
+    .await;
+    assert!(alice_admin.list_topics().await.unwrap().is_empty());
+    let err = produce_one(&alice).await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let err = alice_admin
+        .create_topic(NewTopic::new("mine"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let err = alice_admin.describe_group("g").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::GroupAuthorizationFailed),
+        "{err}"
+    );
+    let err = alice_admin
+        .upsert_scram_credential(
+            "mallory",
+            ScramMechanism::ScramSha256,
+            "x",
+            DEFAULT_ITERATIONS,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::ClusterAuthorizationFailed),
+        "{err}"
+    );
+
+    // Granted, she writes, reads, and sees that topic alone.
+    admin
+        .create_acls(&[
+            allow(Operation::Write, ResourceType::Topic, "orders"),
+            allow(Operation::Read, ResourceType::Topic, "orders"),
+            allow(Operation::Describe, ResourceType::Group, "g"),
+        ])
+        .await
+        .unwrap();
+    wait_for(
+        "alice's grants reach every service",
+        Duration::from_secs(10),
+        || {
+            let config = alice.clone();
+            async move { produce_one(&config).await.is_ok() }
+        },
+    )
+    .await;
+    assert_eq!(alice_admin.list_topics().await.unwrap(), vec!["orders"]);
+    let err = alice_admin.describe_topic("secret").await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let err = alice_admin
+        .describe_topic("no-such-topic")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::TopicAuthorizationFailed),
+        "an unknown topic looks like a forbidden one: {err}"
+    );
+    wait_for(
+        "the coordinator sees the group grant",
+        Duration::from_secs(10),
+        || {
+            let admin = alice_admin.clone();
+            async move {
+                admin.describe_group("g").await.map_err(|e| e.code())
+                    != Err(Some(ErrorCode::GroupAuthorizationFailed))
+            }
+        },
+    )
+    .await;
+
+    // Revoked, she is refused at her next request.
+    admin
+        .delete_acls(&AclFilter {
+            principal: Some("User:alice".into()),
+            operation: Some(Operation::Write),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // With WRITE on no topic, an idempotent producer is refused its
+    // producer id (Kafka's IDEMPOTENT_WRITE rule) before it writes.
+    wait_for(
+        "the revocation reaches the broker",
+        Duration::from_secs(10),
+        || {
+            let config = alice.clone();
+            async move {
+                produce_one(&config).await.err().and_then(|e| e.code())
+                    == Some(ErrorCode::ClusterAuthorizationFailed)
+            }
+        },
+    )
+    .await;
+
+    // Wrong or missing credentials: UNAUTHENTICATED, with one clear line.
+    let wrong = Admin::new(signed_in(&cluster, "alice", "wrong"));
+    let err = wrong.list_topics().await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::SaslAuthenticationFailed),
+        "{err}"
+    );
+    let nobody = Admin::new(runnel_client::ClientConfig {
+        tls: Some(tls(&cluster, None)),
+        ..runnel_client::ClientConfig::new(cluster.bootstrap())
+    });
+    let err = nobody.list_topics().await.unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::SaslAuthenticationFailed),
+        "{err}"
+    );
+    assert!(err.to_string().contains("--user"), "{err}");
     cluster.shutdown().await;
 }

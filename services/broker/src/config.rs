@@ -93,6 +93,11 @@ pub struct Config {
     /// internal RPCs (`User:CN=broker-1;User:CN=coordinator`); empty for any
     /// certificate the truststore verifies.
     pub grpc_service_principals: String,
+    /// Callers of the public gRPC API must sign in: a user and password
+    /// checked against the SCRAM credentials, or a client certificate;
+    /// others are refused with UNAUTHENTICATED. Without it they are
+    /// `User:ANONYMOUS`.
+    pub grpc_authentication_required: bool,
     /// Whether requests are authorized against the ACLs (Kafka's
     /// `authorizer.class.name` set to its `StandardAuthorizer`); without it
     /// every authenticated client may do everything.
@@ -168,6 +173,7 @@ impl Default for Config {
             grpc_ssl_client_auth: "requested".into(),
             grpc_ssl_principal_mapping_rules: "DEFAULT".into(),
             grpc_service_principals: String::new(),
+            grpc_authentication_required: false,
             authorizer_enabled: false,
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,

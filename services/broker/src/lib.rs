@@ -257,11 +257,18 @@ pub async fn start(
         security.clone(),
         shutdown.clone(),
     ));
+    let grpc_auth = grpc::BrokerAuth::from_settings(
+        &security,
+        config.grpc_authentication_required,
+        config.authorizer(),
+        Arc::clone(&cache),
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
     let mut servers = Tasks::new(shutdown.clone());
     let done = link_token.clone();
     let internal = serve_grpc(
         grpc_listener,
-        BrokerService::new(Arc::clone(&broker)),
+        BrokerService::new(Arc::clone(&broker), grpc_auth.clone()),
         &config,
         &security,
         shutdown.clone(),
@@ -274,7 +281,11 @@ pub async fn start(
     if let Some((listener, _)) = external {
         servers.spawn(serve_grpc(
             listener,
-            BrokerService::on(Arc::clone(&broker), service::Listener::External),
+            BrokerService::on(
+                Arc::clone(&broker),
+                service::Listener::External,
+                grpc_auth.clone(),
+            ),
             &config,
             &security,
             shutdown.clone(),

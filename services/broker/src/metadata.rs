@@ -68,6 +68,13 @@ impl runnel_kafka::auth::CredentialStore for MetadataCache {
     }
 }
 
+/// The gRPC API authenticates and authorizes against the same image.
+impl runnel_common::grpc_auth::ImageSource for MetadataCache {
+    fn with_image<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
+        self.with(f)
+    }
+}
+
 impl Default for MetadataCache {
     fn default() -> Self {
         MetadataCache {

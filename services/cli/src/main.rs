@@ -39,8 +39,57 @@ struct Cli {
     /// A broker's gRPC address, host:port (several: comma-separated).
     #[arg(long, global = true, env = "RUNNEL_BOOTSTRAP", default_value = runnel_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
+    /// The user to sign in as on a secure cluster (its SCRAM credentials
+    /// check the password).
+    #[arg(long, global = true, env = "RUNNEL_USER")]
+    user: Option<String>,
+    /// The user's password; prefer RUNNEL_PASSWORD, as other users of the
+    /// machine can see a command line.
+    #[arg(long, global = true, env = "RUNNEL_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Connect over TLS, trusting this CA certificate (PEM), e.g.
+    /// `<data-dir>/tls/ca.pem` of `runnel dev --secure`.
+    #[arg(long, global = true, env = "RUNNEL_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
+    /// Connect over TLS, presenting this client certificate and its key
+    /// (one PEM file) instead of a user and password.
+    #[arg(long, global = true, env = "RUNNEL_CERT_FILE")]
+    cert_file: Option<std::path::PathBuf>,
+    /// Connect over TLS trusting the system's CA certificates (implied by
+    /// --ca-file and --cert-file).
+    #[arg(long, global = true, env = "RUNNEL_TLS")]
+    tls: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// How commands reach the cluster: the bootstrap servers, TLS and credentials.
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        use anyhow::Context;
+        let tls = if self.tls || self.ca_file.is_some() || self.cert_file.is_some() {
+            Some(
+                runnel_common::tls::ClientTls::client(self.ca_file.clone(), self.cert_file.clone())
+                    .context("cannot set up TLS to the cluster")?,
+            )
+        } else {
+            None
+        };
+        let credentials = match (&self.user, &self.password) {
+            (Some(user), Some(password)) => Some(runnel_client::Credentials {
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--user needs --password (or RUNNEL_PASSWORD)"),
+            (None, Some(_)) => anyhow::bail!("--password needs --user (or RUNNEL_USER)"),
+        };
+        Ok(ClientConfig {
+            tls,
+            credentials,
+            ..ClientConfig::new(self.bootstrap.clone())
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +145,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = ClientConfig::new(cli.bootstrap.clone());
+    let client = match cli.client_config() {
+        Ok(client) => client,
+        Err(e) => {
+            errln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,

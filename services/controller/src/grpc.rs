@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::Stream;
+use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
 use runnel_common::errors::status;
+use runnel_common::grpc_auth::{GrpcAuth, GrpcCaller};
 use runnel_common::netfault::{NetFault, PEER_HEADER, PeerName};
 use runnel_common::shutdown::CancellationToken;
 use runnel_common::telemetry::server_span;
@@ -22,13 +24,31 @@ use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::controller::v1::controller_client::ControllerClient;
 use runnel_proto::controller::v1::controller_server::Controller as ControllerApi;
-use runnel_proto::metadata::v1::MetadataEvent;
+use runnel_proto::metadata::v1::{ConfigResourceType, MetadataEvent};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::controller::{Controller, ControllerError, Refusal};
+
+type Caller = GrpcCaller<Controller>;
+
+/// `caller` may do `operation` on the config resource `resource` (a topic,
+/// or the cluster for broker configs), as Kafka's DescribeConfigs and
+/// AlterConfigs require.
+fn check_config(
+    caller: &Caller,
+    operation: Operation,
+    resource: Option<&runnel_proto::metadata::v1::ConfigResource>,
+) -> Result<(), Status> {
+    match resource {
+        Some(r) if r.r#type == ConfigResourceType::Topic as i32 => {
+            caller.check(operation, ResourceType::Topic, &r.name)
+        }
+        _ => caller.check_cluster(operation),
+    }
+}
 
 /// Events per watch response when catching up from the store.
 const WATCH_PAGE: i64 = 1000;
@@ -43,6 +63,8 @@ pub struct ControllerService {
     fault: NetFault,
     /// TLS to the other controllers, with this one's service certificate.
     tls: Option<Arc<ClientTls>>,
+    /// Who calls, and what they may do.
+    auth: GrpcAuth<Controller>,
     shutdown: CancellationToken,
     /// Clients for the other controllers, by address.
     peers: Arc<parking_lot::Mutex<HashMap<String, ControllerClient<Channel>>>>,
@@ -55,12 +77,14 @@ impl ControllerService {
         controller: Arc<Controller>,
         fault: NetFault,
         tls: Option<Arc<ClientTls>>,
+        auth: GrpcAuth<Controller>,
         shutdown: CancellationToken,
     ) -> Self {
         ControllerService {
             controller,
             fault,
             tls,
+            auth,
             shutdown,
             peers: Arc::default(),
         }
@@ -84,6 +108,11 @@ impl ControllerService {
             .max_encoding_message_size(usize::MAX);
         peers.insert(addr.to_owned(), client.clone());
         Ok(client)
+    }
+
+    /// The caller of `request`, authenticated.
+    fn caller<T>(&self, request: &Request<T>, api: &'static str) -> Result<Caller, Status> {
+        self.auth.caller(request, api)
     }
 
     /// Whether this call should go to the active controller instead.
@@ -325,6 +354,13 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::CreateTopicsRequest>,
     ) -> Result<Response<pb::CreateTopicsResponse>, Status> {
+        let caller = self.caller(&request, "CreateTopics")?;
+        if caller.enabled() && !caller.sees(Operation::Create, ResourceType::Cluster, CLUSTER_NAME)
+        {
+            for topic in &request.get_ref().topics {
+                caller.check(Operation::Create, ResourceType::Topic, &topic.name)?;
+            }
+        }
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "CreateTopics", create_topics);
         let controller = Arc::clone(&self.controller);
@@ -343,6 +379,10 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DeleteTopicsRequest>,
     ) -> Result<Response<pb::DeleteTopicsResponse>, Status> {
+        let caller = self.caller(&request, "DeleteTopics")?;
+        for name in &request.get_ref().names {
+            caller.check(Operation::Delete, ResourceType::Topic, name)?;
+        }
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "DeleteTopics", delete_topics);
         let controller = Arc::clone(&self.controller);
@@ -364,6 +404,11 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::CreatePartitionsRequest>,
     ) -> Result<Response<pb::CreatePartitionsResponse>, Status> {
+        self.caller(&request, "CreatePartitions")?.check(
+            Operation::Alter,
+            ResourceType::Topic,
+            &request.get_ref().topic,
+        )?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "CreatePartitions", create_partitions);
         let controller = Arc::clone(&self.controller);
@@ -384,6 +429,7 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DescribeClusterRequest>,
     ) -> Result<Response<pb::DescribeClusterResponse>, Status> {
+        self.caller(&request, "DescribeCluster")?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "DescribeCluster", describe_cluster);
         handle("DescribeCluster", &meta, async {
@@ -396,10 +442,22 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::GetMetadataRequest>,
     ) -> Result<Response<pb::GetMetadataResponse>, Status> {
+        let caller = self.caller(&request, "GetMetadata")?;
+        // Named topics the caller may not describe are refused; a listing
+        // of every topic leaves them out.
+        for topic in &request.get_ref().topics {
+            caller.check(Operation::Describe, ResourceType::Topic, topic)?;
+        }
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "GetMetadata", get_metadata);
         handle("GetMetadata", &meta, async {
-            Ok(self.controller.metadata(req.topics).await)
+            let mut answer = self.controller.metadata(req.topics).await;
+            if caller.enabled() {
+                answer
+                    .topics
+                    .retain(|t| caller.sees(Operation::Describe, ResourceType::Topic, &t.name));
+            }
+            Ok(answer)
         })
         .await
     }
@@ -408,6 +466,10 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DescribeConfigsRequest>,
     ) -> Result<Response<pb::DescribeConfigsResponse>, Status> {
+        let caller = self.caller(&request, "DescribeConfigs")?;
+        for resource in &request.get_ref().resources {
+            check_config(&caller, Operation::DescribeConfigs, Some(resource))?;
+        }
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "DescribeConfigs", describe_configs);
         handle("DescribeConfigs", &meta, async {
@@ -421,6 +483,12 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::AlterConfigsRequest>,
     ) -> Result<Response<pb::AlterConfigsResponse>, Status> {
+        let caller = self.caller(&request, "AlterConfigs")?;
+        check_config(
+            &caller,
+            Operation::AlterConfigs,
+            request.get_ref().resource.as_ref(),
+        )?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "AlterConfigs", alter_configs);
         let controller = Arc::clone(&self.controller);
@@ -439,6 +507,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::AlterUserScramCredentialsRequest>,
     ) -> Result<Response<pb::AlterUserScramCredentialsResponse>, Status> {
+        self.caller(&request, "AlterUserScramCredentials")?
+            .check_cluster(Operation::Alter)?;
         let (meta, _, req) = request.into_parts();
         on_active!(
             self,
@@ -466,6 +536,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DescribeUserScramCredentialsRequest>,
     ) -> Result<Response<pb::DescribeUserScramCredentialsResponse>, Status> {
+        self.caller(&request, "DescribeUserScramCredentials")?
+            .check_cluster(Operation::Describe)?;
         let (meta, _, req) = request.into_parts();
         on_active!(
             self,
@@ -487,6 +559,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::CreateAclsRequest>,
     ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        self.caller(&request, "CreateAcls")?
+            .check_cluster(Operation::Alter)?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "CreateAcls", create_acls);
         let controller = Arc::clone(&self.controller);
@@ -505,6 +579,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DescribeAclsRequest>,
     ) -> Result<Response<pb::DescribeAclsResponse>, Status> {
+        self.caller(&request, "DescribeAcls")?
+            .check_cluster(Operation::Describe)?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "DescribeAcls", describe_acls);
         let controller = Arc::clone(&self.controller);
@@ -530,6 +606,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::DeleteAclsRequest>,
     ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        self.caller(&request, "DeleteAcls")?
+            .check_cluster(Operation::Alter)?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "DeleteAcls", delete_acls);
         let controller = Arc::clone(&self.controller);
@@ -548,6 +626,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::AddControllerRequest>,
     ) -> Result<Response<pb::AddControllerResponse>, Status> {
+        self.caller(&request, "AddController")?
+            .check_cluster(Operation::Alter)?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "AddController", add_controller);
         let controller = Arc::clone(&self.controller);
@@ -569,6 +649,8 @@ impl ControllerApi for ControllerService {
         &self,
         request: Request<pb::RemoveControllerRequest>,
     ) -> Result<Response<pb::RemoveControllerResponse>, Status> {
+        self.caller(&request, "RemoveController")?
+            .check_cluster(Operation::Alter)?;
         let (meta, _, req) = request.into_parts();
         on_active!(self, meta, req, "RemoveController", remove_controller);
         let controller = Arc::clone(&self.controller);

@@ -290,6 +290,12 @@ pub async fn start(
         Arc::clone(&controller),
         config.net_fault.clone(),
         security.client.clone(),
+        runnel_common::grpc_auth::GrpcAuth::from_settings(
+            &security,
+            config.grpc_authentication_required,
+            config.authorizer(),
+            Arc::clone(&controller),
+        )?,
         shutdown.clone(),
     );
     let quorum_service = quorum::network::QuorumService::new(raft.clone());

@@ -73,6 +73,18 @@ pub struct Config {
     /// `grpc_service_principals`: `;`-separated principals that may call
     /// internal RPCs; empty for any certificate the truststore verifies.
     pub grpc_service_principals: String,
+    /// Callers of the public gRPC API must sign in: a user and password
+    /// checked against the SCRAM credentials, or a client certificate;
+    /// others are refused with UNAUTHENTICATED. Without it they are
+    /// `User:ANONYMOUS`.
+    pub grpc_authentication_required: bool,
+    /// Whether requests are authorized against the ACLs (Kafka's
+    /// `authorizer.class.name` set to its `StandardAuthorizer`).
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals allowed everything, `;`-separated.
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`.
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for Config {
@@ -105,11 +117,26 @@ impl Default for Config {
             grpc_ssl_client_auth: "requested".into(),
             grpc_ssl_principal_mapping_rules: "DEFAULT".into(),
             grpc_service_principals: String::new(),
+            grpc_authentication_required: false,
+            authorizer_enabled: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
 
 impl Config {
+    /// The authorizer's settings, `None` when no authorizer is enabled.
+    pub fn authorizer(&self) -> Option<runnel_common::acl::AuthorizerSettings> {
+        self.authorizer_enabled
+            .then(|| runnel_common::acl::AuthorizerSettings {
+                super_users: runnel_common::acl::AuthorizerSettings::parse_super_users(
+                    &self.super_users,
+                ),
+                allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
+            })
+    }
+
     /// TLS on the gRPC listener and calls, and who may call internal RPCs.
     pub fn grpc_security(
         &self,

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use runnel_client::Cluster;
 use runnel_client::partition_set::{from_partition_set, to_partition_set};
+use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
+use runnel_common::grpc_auth::{GrpcAuth, GrpcCaller};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
 use runnel_proto::coordinator::v1::coordinator_server::Coordinator;
@@ -12,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::consumer_group::Heartbeat;
 use crate::group::JoinRequest;
+use crate::image::FollowedImage;
 use crate::manager::{GroupManager, OffsetCommit};
 use crate::transaction::ExpectedProducer;
 use crate::transactions::{Refusal, TxnManager};
@@ -22,17 +25,48 @@ pub struct CoordinatorService {
     manager: Arc<GroupManager>,
     txns: Arc<TxnManager>,
     cluster: Arc<Cluster>,
+    auth: GrpcAuth<FollowedImage>,
 }
 
 impl CoordinatorService {
-    /// Serves `manager` and `txns`; FindCoordinator asks the brokers of `cluster`.
-    pub fn new(manager: Arc<GroupManager>, txns: Arc<TxnManager>, cluster: Arc<Cluster>) -> Self {
+    /// Serves `manager` and `txns`; FindCoordinator asks the brokers of
+    /// `cluster`; `auth` decides who may call.
+    pub fn new(
+        manager: Arc<GroupManager>,
+        txns: Arc<TxnManager>,
+        cluster: Arc<Cluster>,
+        auth: GrpcAuth<FollowedImage>,
+    ) -> Self {
         CoordinatorService {
             manager,
             txns,
             cluster,
+            auth,
         }
     }
+
+    /// The caller of `request`, authenticated.
+    fn caller<T>(&self, request: &Request<T>, api: &'static str) -> Result<Caller, Status> {
+        self.auth.caller(request, api)
+    }
+}
+
+type Caller = GrpcCaller<FollowedImage>;
+
+/// `caller` may do `operation` on every topic named, else the refusal
+/// naming the first it may not.
+fn check_topics<'a>(
+    caller: &Caller,
+    operation: Operation,
+    topics: impl IntoIterator<Item = &'a str>,
+) -> Result<(), Status> {
+    if !caller.enabled() {
+        return Ok(());
+    }
+    for topic in topics {
+        caller.check(operation, ResourceType::Topic, topic)?;
+    }
+    Ok(())
 }
 
 /// The commits an OffsetCommit or TxnOffsetCommit asks for.
@@ -100,6 +134,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::TxnInitProducerIdRequest>,
     ) -> Result<Response<pb::TxnInitProducerIdResponse>, Status> {
+        self.caller(&request, "InitProducerId")?.check(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &request.get_ref().transactional_id,
+        )?;
         let req = request.into_inner();
         let result = async {
             let expected = (req.producer_id >= 0).then_some(ExpectedProducer {
@@ -135,6 +174,20 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::AddPartitionsToTxnRequest>,
     ) -> Result<Response<pb::AddPartitionsToTxnResponse>, Status> {
+        {
+            let caller = self.caller(&request, "AddPartitionsToTxn")?;
+            let req = request.get_ref();
+            caller.check(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &req.transactional_id,
+            )?;
+            check_topics(
+                &caller,
+                Operation::Write,
+                req.topics.iter().map(|t| t.topic.as_str()),
+            )?;
+        }
         let req = request.into_inner();
         let partitions: Vec<(String, i32)> = req
             .topics
@@ -176,6 +229,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::EndTxnRequest>,
     ) -> Result<Response<pb::EndTxnResponse>, Status> {
+        self.caller(&request, "EndTxn")?.check(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            &request.get_ref().transactional_id,
+        )?;
         let req = request.into_inner();
         let result = async {
             self.txns
@@ -199,6 +257,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::DescribeTransactionsRequest>,
     ) -> Result<Response<pb::DescribeTransactionsResponse>, Status> {
+        {
+            let caller = self.caller(&request, "DescribeTransactions")?;
+            for id in &request.get_ref().transactional_ids {
+                caller.check(Operation::Describe, ResourceType::TransactionalId, id)?;
+            }
+        }
         let req = request.into_inner();
         let transactions = self
             .txns
@@ -246,11 +310,19 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let caller = self.caller(&request, "ListTransactions")?;
         let req = request.into_inner();
         let transactions = self
             .txns
             .list(&req.states, &req.producer_ids, req.duration_filter_ms)
             .into_iter()
+            .filter(|m| {
+                caller.sees(
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    &m.transactional_id,
+                )
+            })
             .map(|m| pb::ListedTransaction {
                 transactional_id: m.transactional_id,
                 producer_id: m.producer_id,
@@ -264,6 +336,18 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ConsumerGroupHeartbeatRequest>,
     ) -> Result<Response<pb::ConsumerGroupHeartbeatResponse>, Status> {
+        {
+            let caller = self.caller(&request, "ConsumerGroupHeartbeat")?;
+            let req = request.get_ref();
+            caller.check(Operation::Read, ResourceType::Group, &req.group_id)?;
+            check_topics(
+                &caller,
+                Operation::Describe,
+                req.subscribed_topics
+                    .iter()
+                    .flat_map(|t| t.names.iter().map(String::as_str)),
+            )?;
+        }
         let req = request.into_inner();
         let refuse = |code: ErrorCode, msg: String| {
             Ok(Response::new(pb::ConsumerGroupHeartbeatResponse {
@@ -334,6 +418,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ConsumerGroupDescribeRequest>,
     ) -> Result<Response<pb::ConsumerGroupDescribeResponse>, Status> {
+        {
+            let caller = self.caller(&request, "ConsumerGroupDescribe")?;
+            for id in &request.get_ref().group_ids {
+                caller.check(Operation::Describe, ResourceType::Group, id)?;
+            }
+        }
         let req = request.into_inner();
         let groups = req
             .group_ids
@@ -366,6 +456,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::FindCoordinatorRequest>,
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        self.caller(&request, "FindCoordinator")?.check(
+            Operation::Describe,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
         let req = request.into_inner();
         let mut r = pb::FindCoordinatorResponse {
             coordinator_id: -1,
@@ -395,6 +490,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::JoinGroupRequest>,
     ) -> Result<Response<pb::JoinGroupResponse>, Status> {
+        self.caller(&request, "JoinGroup")?.check(
+            Operation::Read,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
         let req = request.into_inner();
         if let Err((code, msg)) = check_group_id(&req.group_id) {
             return Ok(Response::new(pb::JoinGroupResponse {
@@ -449,6 +549,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::SyncGroupRequest>,
     ) -> Result<Response<pb::SyncGroupResponse>, Status> {
+        self.caller(&request, "SyncGroup")?.check(
+            Operation::Read,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
         let req = request.into_inner();
         let assignments = req
             .assignments
@@ -476,6 +581,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.caller(&request, "Heartbeat")?.check(
+            Operation::Read,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
         let req = request.into_inner();
         let code = self
             .manager
@@ -497,6 +607,11 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::LeaveGroupRequest>,
     ) -> Result<Response<pb::LeaveGroupResponse>, Status> {
+        self.caller(&request, "LeaveGroup")?.check(
+            Operation::Read,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
         let req = request.into_inner();
         let code = self
             .manager
@@ -517,6 +632,16 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::OffsetCommitRequest>,
     ) -> Result<Response<pb::OffsetCommitResponse>, Status> {
+        {
+            let caller = self.caller(&request, "OffsetCommit")?;
+            let req = request.get_ref();
+            caller.check(Operation::Read, ResourceType::Group, &req.group_id)?;
+            check_topics(
+                &caller,
+                Operation::Read,
+                req.partitions.iter().map(|p| p.topic.as_str()),
+            )?;
+        }
         let req = request.into_inner();
         let commits = commits_of(&req.partitions);
         let code = match check_group_id(&req.group_id) {
@@ -543,6 +668,17 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::OffsetFetchRequest>,
     ) -> Result<Response<pb::OffsetFetchResponse>, Status> {
+        let caller = self.caller(&request, "OffsetFetch")?;
+        caller.check(
+            Operation::Describe,
+            ResourceType::Group,
+            &request.get_ref().group_id,
+        )?;
+        check_topics(
+            &caller,
+            Operation::Describe,
+            request.get_ref().topics.iter().map(|t| t.topic.as_str()),
+        )?;
         let req = request.into_inner();
         if let Err(code) = self.manager.check_owner(&req.group_id) {
             return Ok(Response::new(pb::OffsetFetchResponse {
@@ -598,6 +734,21 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::TxnOffsetCommitRequest>,
     ) -> Result<Response<pb::TxnOffsetCommitResponse>, Status> {
+        {
+            let caller = self.caller(&request, "TxnOffsetCommit")?;
+            let req = request.get_ref();
+            caller.check(
+                Operation::Write,
+                ResourceType::TransactionalId,
+                &req.transactional_id,
+            )?;
+            caller.check(Operation::Read, ResourceType::Group, &req.group_id)?;
+            check_topics(
+                &caller,
+                Operation::Read,
+                req.partitions.iter().map(|p| p.topic.as_str()),
+            )?;
+        }
         let req = request.into_inner();
         let commits = commits_of(&req.partitions);
         let code = match (
@@ -653,13 +804,16 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let caller = self.caller(&request, "ListGroups")?;
+        let all = caller.sees(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
         let req = request.into_inner();
         let groups = self
             .manager
             .list()
             .into_iter()
             .filter(|g| {
-                (req.states.is_empty() || req.states.iter().any(|s| s == g.state.name()))
+                (all || caller.sees(Operation::Describe, ResourceType::Group, &g.group_id))
+                    && (req.states.is_empty() || req.states.iter().any(|s| s == g.state.name()))
                     && (req.types.is_empty()
                         || req
                             .types
@@ -680,6 +834,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::DescribeGroupsRequest>,
     ) -> Result<Response<pb::DescribeGroupsResponse>, Status> {
+        {
+            let caller = self.caller(&request, "DescribeGroups")?;
+            for id in &request.get_ref().group_ids {
+                caller.check(Operation::Describe, ResourceType::Group, id)?;
+            }
+        }
         let req = request.into_inner();
         let groups = req
             .group_ids
@@ -731,6 +891,12 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::DeleteGroupsRequest>,
     ) -> Result<Response<pb::DeleteGroupsResponse>, Status> {
+        {
+            let caller = self.caller(&request, "DeleteGroups")?;
+            for id in &request.get_ref().group_ids {
+                caller.check(Operation::Delete, ResourceType::Group, id)?;
+            }
+        }
         let req = request.into_inner();
         let mut groups = Vec::with_capacity(req.group_ids.len());
         for id in req.group_ids {

@@ -43,6 +43,7 @@ mod config;
 pub mod consumer_group;
 pub mod group;
 pub mod grpc;
+pub mod image;
 pub mod internal_topic;
 pub mod manager;
 pub mod offsets;
@@ -164,10 +165,21 @@ pub async fn start(
             tracing::error!(error = %e, "coordinator admin server failed");
         }
     });
+    let image = Arc::new(image::FollowedImage::default());
+    let auth = runnel_common::grpc_auth::GrpcAuth::from_settings(
+        &security,
+        config.grpc_authentication_required,
+        config.authorizer(),
+        Arc::clone(&image),
+    )?;
+    if auth.enabled() || config.grpc_authentication_required {
+        tasks.spawn(image.follow(Arc::clone(&cluster), shutdown.clone()));
+    }
     let service = grpc::CoordinatorService::new(
         Arc::clone(&manager),
         Arc::clone(&txns),
         Arc::clone(&cluster),
+        auth,
     );
     let token = shutdown.clone();
     let crashed = CancellationToken::new();

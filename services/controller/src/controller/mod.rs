@@ -155,6 +155,13 @@ fn with_consequences(
     Ok(())
 }
 
+/// The gRPC API authenticates and authorizes against the applied image.
+impl runnel_common::grpc_auth::ImageSource for Controller {
+    fn with_image<R>(&self, f: impl FnOnce(&MetadataImage) -> R) -> R {
+        f(&self.shared.image())
+    }
+}
+
 impl Controller {
     /// A controller deciding over the state `shared` (Raft's state machine
     /// over `store`) and writing through `raft`.
