@@ -10,6 +10,10 @@ use runnel_common::telemetry::{self, LogFormat};
 
 use crate::{health, outln};
 
+mod secure;
+
+use secure::Secure;
+
 /// What `runnel dev` logs when `RUST_LOG` is unset: Runnel's own start-up,
 /// changes and problems at `info`, and the libraries under it (Raft's state
 /// dumps, HTTP/2 and connection-pool chatter) only when they warn. A
@@ -66,6 +70,14 @@ pub struct Args {
     /// (`runnel dev` has one broker, so more than 1 is refused at creation).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
     default_replication_factor: i32,
+    /// Secure the cluster: a throwaway CA and certificates under
+    /// `<data-dir>/tls/`, SASL_SSL on the Kafka listener (SCRAM-SHA-512,
+    /// SCRAM-SHA-256, PLAIN), TLS and sign-in on the gRPC API, mutual TLS
+    /// between the services, and the authorizer on with `User:admin` as
+    /// its super user (password: RUNNEL_ADMIN_PASSWORD, else generated into
+    /// `<data-dir>/tls/admin.password`).
+    #[arg(long)]
+    secure: bool,
 }
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
@@ -82,8 +94,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = runnel_common::shutdown::on_signal();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let secure = if args.secure {
+        let ips = [
+            args.broker_listen,
+            args.broker_kafka_listen,
+            args.controller_listen,
+            args.coordinator_listen,
+        ]
+        .map(|a| a.ip());
+        Some(Secure::prepare(&args.data_dir, &ips)?)
+    } else {
+        None
+    };
+    let s = secure.as_ref();
 
     let controller_config = runnel_controller::Config {
+        grpc_ssl_keystore_location: s.map(|s| s.keystore("controller")),
+        grpc_ssl_truststore_location: s.map(|s| s.ca.clone()),
+        grpc_ssl_principal_mapping_rules: secure::PRINCIPAL_RULES.into(),
+        grpc_service_principals: secure::SERVICE_PRINCIPALS.into(),
+        grpc_authentication_required: s.is_some(),
+        authorizer_enabled: s.is_some(),
+        super_users: secure::SUPER_USERS.into(),
         data_dir: args.data_dir.join("controller"),
         listen: args.controller_listen,
         admin_listen: args.controller_admin_listen,
@@ -102,6 +134,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         controller: controller.grpc_addr.to_string(),
         num_partitions: args.num_partitions,
         default_replication_factor: args.default_replication_factor,
+        kafka_security_protocol: if s.is_some() { "SASL_SSL" } else { "PLAINTEXT" }.into(),
+        ssl_keystore_location: s.map(|s| s.keystore("broker")),
+        grpc_ssl_keystore_location: s.map(|s| s.keystore("broker")),
+        grpc_ssl_truststore_location: s.map(|s| s.ca.clone()),
+        grpc_ssl_principal_mapping_rules: secure::PRINCIPAL_RULES.into(),
+        grpc_service_principals: secure::SERVICE_PRINCIPALS.into(),
+        grpc_authentication_required: s.is_some(),
+        authorizer_enabled: s.is_some(),
+        super_users: secure::SUPER_USERS.into(),
         ..runnel_broker::Config::default()
     };
     let broker = runnel_broker::start(broker_config, CancellationToken::new())
@@ -116,6 +157,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    if let Some(secure) = &secure {
+        secure
+            .create_admin(&broker.grpc_addr.to_string())
+            .await
+            .context("creating the admin user")?;
+    }
     // Its groups live in __consumer_offsets on the broker; it loads them in the background.
     let coordinator_config = runnel_coordinator::Config {
         listen: args.coordinator_listen,
@@ -123,6 +170,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bootstrap: broker.grpc_addr.to_string(),
         offsets_topic_replication_factor: 1,
         transaction_state_log_replication_factor: 1,
+        grpc_ssl_keystore_location: s.map(|s| s.keystore("coordinator")),
+        grpc_ssl_truststore_location: s.map(|s| s.ca.clone()),
+        grpc_ssl_principal_mapping_rules: secure::PRINCIPAL_RULES.into(),
+        grpc_service_principals: secure::SERVICE_PRINCIPALS.into(),
+        grpc_authentication_required: s.is_some(),
+        authorizer_enabled: s.is_some(),
+        super_users: secure::SUPER_USERS.into(),
         ..runnel_coordinator::Config::default()
     };
     let coordinator = runnel_coordinator::start(coordinator_config, CancellationToken::new())
@@ -134,6 +188,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bootstrap: broker.grpc_addr.to_string(),
         storage_replication_factor: 1,
         connectors_dir: Some(args.connectors_dir.clone()),
+        grpc_ssl_keystore_location: s.map(|s| s.keystore("connect")),
+        grpc_ssl_truststore_location: s.map(|s| s.ca.clone()),
         ..runnel_connect::Config::default()
     };
     let connect = runnel_connect::start(connect_config, CancellationToken::new())
@@ -152,13 +208,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "runnel dev is running (data in {data})
   broker      {broker}  (runnel --bootstrap {broker})
   kafka       {kafka}  (Kafka clients: bootstrap.servers={kafka})
-  controller  {controller}
+{secure}  controller  {controller}
   coordinator {coordinator}
   connect     http://{connect}  (connectors from {connectors})
   metrics     http://{broker_admin}/metrics  http://{controller_admin}/metrics  http://{coordinator_admin}/metrics  http://{connect_admin}/metrics
   health      http://{broker_admin}/healthz  http://{broker_admin}/readyz
 Press Ctrl-C to stop.",
         data = args.data_dir.display(),
+        secure = secure.as_ref().map(Secure::banner).unwrap_or_default(),
         broker = broker.grpc_addr,
         kafka = broker.kafka_addr,
         controller = controller.grpc_addr,

@@ -40,24 +40,26 @@ struct Cli {
     #[arg(long, global = true, env = "RUNNEL_BOOTSTRAP", default_value = runnel_client::DEFAULT_BOOTSTRAP)]
     bootstrap: String,
     /// The user to sign in as on a secure cluster (its SCRAM credentials
-    /// check the password).
-    #[arg(long, global = true, env = "RUNNEL_USER")]
+    /// check the password). Sign-in and TLS options go before the command
+    /// (`runnel --user admin topics list`), as `users create` has a
+    /// `--password` of its own.
+    #[arg(long, env = "RUNNEL_USER")]
     user: Option<String>,
     /// The user's password; prefer RUNNEL_PASSWORD, as other users of the
     /// machine can see a command line.
-    #[arg(long, global = true, env = "RUNNEL_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "RUNNEL_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Connect over TLS, trusting this CA certificate (PEM), e.g.
     /// `<data-dir>/tls/ca.pem` of `runnel dev --secure`.
-    #[arg(long, global = true, env = "RUNNEL_CA_FILE")]
+    #[arg(long, env = "RUNNEL_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
     /// Connect over TLS, presenting this client certificate and its key
     /// (one PEM file) instead of a user and password.
-    #[arg(long, global = true, env = "RUNNEL_CERT_FILE")]
+    #[arg(long, env = "RUNNEL_CERT_FILE")]
     cert_file: Option<std::path::PathBuf>,
     /// Connect over TLS trusting the system's CA certificates (implied by
     /// --ca-file and --cert-file).
-    #[arg(long, global = true, env = "RUNNEL_TLS")]
+    #[arg(long, env = "RUNNEL_TLS")]
     tls: bool,
     #[command(subcommand)]
     command: Command,
@@ -152,6 +154,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = client.tls.is_some();
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
@@ -177,8 +180,27 @@ fn main() -> ExitCode {
         Err(e) if output::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and its causes.
-            errln!("error: {e:#}");
+            errln!("error: {e:#}{}", hint(&e, tls));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to try when a cluster dropped a connection made in clear: it may
+/// serve TLS (a cleartext HTTP/2 client only sees the connection drop).
+fn hint(e: &anyhow::Error, tls: bool) -> &'static str {
+    let unreachable = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<runnel_client::ClientError>(),
+            // A refused connection says "tcp connect error": no server
+            // there, TLS or not.
+            Some(runnel_client::ClientError::Unreachable { message, .. })
+                if !message.contains("connect error")
+        )
+    });
+    if unreachable && !tls {
+        " (if the cluster serves TLS, give --ca-file or --tls)"
+    } else {
+        ""
     }
 }
