@@ -60,6 +60,7 @@ struct AdminState {
 pub async fn serve(
     listener: TcpListener,
     readiness: Readiness,
+    tls: Option<crate::transport::ServerTls>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     prometheus();
@@ -68,9 +69,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(AdminState { readiness });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::https::serve(listener, app, tls, shutdown).await
 }
 
 async fn metrics_text() -> String {

@@ -1,11 +1,15 @@
 //! A small HTTP/1.1 client on hyper: one request with a body and a
-//! timeout, the whole answer back. What the `runnel connectors` commands,
-//! the HTTP sink connector and tests need; plain `http://` only.
+//! timeout, the whole answer back, over `http://` or `https://` (rustls,
+//! trusting the system's CAs or a given one). What the `runnel connectors`
+//! and `runnel health` commands, the HTTP sink connector and tests need.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -58,7 +62,7 @@ impl Response {
 /// A reusable client (keeps connections alive between requests).
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Default for HttpClient {
@@ -68,11 +72,39 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client.
+    /// A client whose `https://` requests trust the system's CAs (none, on
+    /// a system without them: such a request then fails verification).
     pub fn new() -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        // ring implements every protocol version rustls enables by default.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(crate::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports rustls' default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        HttpClient::with_config(config)
+    }
+
+    /// A client whose `https://` requests trust `tls`'s CA and present its
+    /// certificate, if it has one.
+    pub fn with_tls(tls: &crate::tls::ClientTls) -> HttpClient {
+        HttpClient::with_config((*tls.config()).clone())
+    }
+
+    fn with_config(mut config: rustls::ClientConfig) -> HttpClient {
+        // The connector offers HTTP/1.1 by ALPN itself, and refuses a
+        // config that names protocols already.
+        config.alpn_protocols.clear();
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         HttpClient {
             client: Client::builder(TokioExecutor::new()).build(connector),
         }

@@ -33,6 +33,7 @@ pub mod errors;
 pub mod failover;
 pub mod grpc_auth;
 pub mod http;
+pub mod https;
 pub mod metadata;
 pub mod netfault;
 pub mod scram;

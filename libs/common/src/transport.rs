@@ -103,8 +103,7 @@ async fn accept_loop(
 /// principal.
 async fn handshake(stream: TcpStream, mut peer: PeerInfo, tls: &ServerTls) -> Option<ServerConn> {
     let failed = |reason: &'static str| {
-        metrics::counter!("runnel_grpc_tls_handshake_failures_total", "reason" => reason)
-            .increment(1);
+        metrics::counter!("runnel_tls_handshake_failures_total", "reason" => reason).increment(1);
     };
     let remote = peer.remote;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.config());
@@ -112,12 +111,12 @@ async fn handshake(stream: TcpStream, mut peer: PeerInfo, tls: &ServerTls) -> Op
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             failed("handshake");
-            tracing::info!(peer = ?remote, error = %e, "gRPC TLS handshake failed");
+            tracing::info!(peer = ?remote, error = %e, "TLS handshake failed");
             return None;
         }
         Err(_) => {
             failed("timeout");
-            tracing::info!(peer = ?remote, "gRPC TLS handshake timed out");
+            tracing::info!(peer = ?remote, "TLS handshake timed out");
             return None;
         }
     };
@@ -167,13 +166,20 @@ pub enum ServerConn {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, PeerInfo),
 }
 
+impl ServerConn {
+    /// Who is at the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        match self {
+            ServerConn::Plain(_, peer) | ServerConn::Tls(_, peer) => peer,
+        }
+    }
+}
+
 impl tonic::transport::server::Connected for ServerConn {
     type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> PeerInfo {
-        match self {
-            ServerConn::Plain(_, peer) | ServerConn::Tls(_, peer) => peer.clone(),
-        }
+        self.peer().clone()
     }
 }
 

@@ -118,7 +118,8 @@ impl Builder {
     /// `User:controller`, `User:coordinator` by the rule that maps `CN=x`
     /// to `x`, the only ones allowed the internal RPCs), and
     /// [`TestCluster::client_config`] trusts `ca.pem` and presents
-    /// `admin-client.pem` (`User:admin`). With [`Builder::authorizer`] too,
+    /// `admin-client.pem` (`User:admin`). Brokers serve their admin
+    /// endpoints over HTTPS. With [`Builder::authorizer`] too,
     /// the gRPC API requires a sign-in and is authorized.
     pub fn grpc_tls(mut self, enabled: bool) -> Self {
         self.grpc_tls = enabled;
@@ -461,6 +462,8 @@ impl TestCluster {
             self.broker_addrs[i].unwrap_or_else(|| (free_port(), free_port(), free_port()));
         let (keystore, truststore) = self.grpc_ssl("broker");
         let config = runnel_broker::Config {
+            // The admin endpoints over HTTPS too, with the same certificate.
+            admin_ssl_keystore_location: keystore.clone(),
             grpc_ssl_keystore_location: keystore,
             grpc_ssl_truststore_location: truststore,
             grpc_service_principals: SERVICE_PRINCIPALS.into(),

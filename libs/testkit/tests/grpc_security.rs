@@ -144,6 +144,23 @@ async fn services_replicate_and_serve_clients_over_mutual_tls() {
             .len();
     }
     assert_eq!(seen, 200, "every record read back over TLS");
+
+    // The admin endpoints answer over HTTPS to clients that trust the CA.
+    let readyz = format!("https://{}/readyz", cluster.broker_admin_addr(0));
+    let https = runnel_common::http::HttpClient::with_tls(&tls(&cluster, None));
+    let answer = https
+        .request("GET", &readyz, None, &[], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let plain = readyz.replace("https://", "http://");
+    let answer = runnel_common::http::HttpClient::new()
+        .request("GET", &plain, None, &[], Duration::from_secs(5))
+        .await;
+    assert!(
+        answer.is_err(),
+        "no answer in clear on an HTTPS port: {answer:?}"
+    );
     cluster.shutdown().await;
 }
 

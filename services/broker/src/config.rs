@@ -18,6 +18,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
+    /// `admin_ssl_keystore_location`: certificate chain and key (PEM) of
+    /// the admin endpoints; set, they are served over HTTPS.
+    pub admin_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_truststore_location`: the CA (PEM) of client certificates
+    /// on the admin endpoints.
+    pub admin_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_client_auth` on the admin endpoints: `none`, `requested`
+    /// or `required`.
+    pub admin_ssl_client_auth: String,
     /// Host clients use to reach this broker (default: the listen IP).
     pub advertised_host: Option<String>,
     /// A second gRPC listener for clients outside the brokers' own network
@@ -149,6 +158,9 @@ impl Default for Config {
             broker_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 9094)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9194)),
+            admin_ssl_keystore_location: None,
+            admin_ssl_truststore_location: None,
+            admin_ssl_client_auth: "none".into(),
             advertised_host: None,
             external_listen: None,
             external_advertised_host: None,
@@ -238,6 +250,17 @@ impl SecurityProtocol {
 }
 
 impl Config {
+    /// TLS on the admin endpoints, `None` for plain HTTP.
+    pub fn admin_tls(
+        &self,
+    ) -> Result<Option<runnel_common::transport::ServerTls>, runnel_common::tls::TlsError> {
+        runnel_common::https::server_tls(
+            self.admin_ssl_keystore_location.as_deref(),
+            self.admin_ssl_truststore_location.as_deref(),
+            &self.admin_ssl_client_auth,
+        )
+    }
+
     /// The TLS of the Kafka listeners, when one of them speaks it.
     pub fn kafka_tls(&self) -> Result<runnel_kafka::server::ListenerTls, String> {
         use runnel_common::tls::{ClientAuth, PrincipalMapper, ReloadingTls, TlsFiles};

@@ -148,6 +148,9 @@ pub async fn start(
         None
     };
     let security = config.grpc_security().map_err(StartError::Config)?;
+    let admin_tls = config
+        .admin_tls()
+        .map_err(|e| StartError::Config(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Setup {
         what: format!("data directory {}", config.data_dir.display()),
         source,
@@ -351,7 +354,7 @@ pub async fn start(
     let token = shutdown.clone();
     let ready = readiness.clone();
     servers.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+        if let Err(e) = admin::serve(admin_listener, ready, admin_tls, token).await {
             tracing::error!(error = %e, "broker admin server failed");
         }
     });

@@ -126,10 +126,10 @@ impl Rest {
 }
 
 /// Runs a `runnel connectors` command.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(client: HttpClient, args: Args) -> anyhow::Result<()> {
     let rest = Rest {
         base: args.connect_url,
-        client: HttpClient::new(),
+        client,
     };
     match args.command {
         Command::List => {

@@ -252,11 +252,12 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Waits until every service's `/readyz` answers 200 (or Ctrl-C, or
 /// [`READY_TIMEOUT`], after which a warning names who is not ready).
 async fn wait_until_ready(admins: &[(&str, SocketAddr)], shutdown: &CancellationToken) {
+    let client = runnel_common::http::HttpClient::new();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     for (service, addr) in admins {
         let url = format!("http://{addr}/readyz");
         loop {
-            let answer = health::check(&url, Duration::from_secs(1)).await;
+            let answer = health::check(&client, &url, Duration::from_secs(1)).await;
             let Err(e) = answer else { break };
             if shutdown.is_cancelled() {
                 return;

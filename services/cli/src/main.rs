@@ -54,7 +54,8 @@ struct Cli {
     #[arg(long, env = "RUNNEL_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
     /// Connect over TLS, presenting this client certificate and its key
-    /// (one PEM file) instead of a user and password.
+    /// (one PEM file) instead of a user and password. The CA and
+    /// certificate also serve `https://` URLs of `connectors` and `health`.
     #[arg(long, env = "RUNNEL_CERT_FILE")]
     cert_file: Option<std::path::PathBuf>,
     /// Connect over TLS trusting the system's CA certificates (implied by
@@ -155,6 +156,12 @@ fn main() -> ExitCode {
         }
     };
     let tls = client.tls.is_some();
+    // The connect REST API and the admin endpoints, over https:// with
+    // the same CA and certificate as the cluster.
+    let http = client.tls.as_deref().map_or_else(
+        runnel_common::http::HttpClient::new,
+        runnel_common::http::HttpClient::with_tls,
+    );
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
@@ -165,12 +172,12 @@ fn main() -> ExitCode {
             Command::Transactions(cmd) => transactions::run(client, cmd).await,
             Command::Users(cmd) => users::run(client, cmd).await,
             Command::Acls(cmd) => acls::run(client, cmd).await,
-            Command::Connectors(args) => connectors::run(args).await,
+            Command::Connectors(args) => connectors::run(http, args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,
             Command::Verify(cmd) => verify::run(client, cmd).await,
-            Command::Health(args) => health::run(args).await,
+            Command::Health(args) => health::run(&http, args).await,
         }
     });
     match result {

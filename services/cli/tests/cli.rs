@@ -530,11 +530,11 @@ fn health_succeeds_only_when_the_url_answers_ok() {
     fails_with(&dev.run(&["health", &missing], None), "answered 404");
     fails_with(
         &dev.run(&["health", "http://127.0.0.1:1/readyz"], None),
-        "cannot connect to 127.0.0.1:1",
+        "cannot reach http://127.0.0.1:1/readyz",
     );
     fails_with(
-        &dev.run(&["health", "https://127.0.0.1/readyz"], None),
-        "not an http:// URL",
+        &dev.run(&["health", "ftp://127.0.0.1/readyz"], None),
+        "not an http:// or https:// URL",
     );
 }
 

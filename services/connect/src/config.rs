@@ -14,8 +14,26 @@ use serde::Deserialize;
 pub struct Config {
     /// REST API listen address (`listeners`).
     pub listen: SocketAddr,
+    /// `rest_ssl_keystore_location` (Kafka Connect's
+    /// `listeners.https.ssl.keystore.location`): certificate chain and key
+    /// (PEM) of the REST API; set, it is served over HTTPS.
+    pub rest_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `rest_ssl_truststore_location`: the CA (PEM) of client certificates.
+    pub rest_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `rest_ssl_client_auth` (Kafka Connect's `ssl.client.authentication`):
+    /// `none`, `requested` or `required`.
+    pub rest_ssl_client_auth: String,
     /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
+    /// `admin_ssl_keystore_location`: certificate chain and key (PEM) of
+    /// the admin endpoints; set, they are served over HTTPS.
+    pub admin_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_truststore_location`: the CA (PEM) of client certificates
+    /// on the admin endpoints.
+    pub admin_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_client_auth` on the admin endpoints: `none`, `requested`
+    /// or `required`.
+    pub admin_ssl_client_auth: String,
     /// `rest.advertised.host.name`: the host other workers and users reach
     /// this one at (default: the listen IP). With the port it is the worker id.
     pub rest_advertised_host_name: Option<String>,
@@ -99,7 +117,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            rest_ssl_keystore_location: None,
+            rest_ssl_truststore_location: None,
+            rest_ssl_client_auth: "none".into(),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9183)),
+            admin_ssl_keystore_location: None,
+            admin_ssl_truststore_location: None,
+            admin_ssl_client_auth: "none".into(),
             rest_advertised_host_name: None,
             bootstrap: "127.0.0.1:9094".into(),
             group_id: "connect-cluster".into(),
@@ -130,6 +154,28 @@ impl Default for Config {
 }
 
 impl Config {
+    /// TLS on the REST API, `None` for plain HTTP.
+    pub fn rest_tls(
+        &self,
+    ) -> Result<Option<runnel_common::transport::ServerTls>, runnel_common::tls::TlsError> {
+        runnel_common::https::server_tls(
+            self.rest_ssl_keystore_location.as_deref(),
+            self.rest_ssl_truststore_location.as_deref(),
+            &self.rest_ssl_client_auth,
+        )
+    }
+
+    /// TLS on the admin endpoints, `None` for plain HTTP.
+    pub fn admin_tls(
+        &self,
+    ) -> Result<Option<runnel_common::transport::ServerTls>, runnel_common::tls::TlsError> {
+        runnel_common::https::server_tls(
+            self.admin_ssl_keystore_location.as_deref(),
+            self.admin_ssl_truststore_location.as_deref(),
+            &self.admin_ssl_client_auth,
+        )
+    }
+
     /// TLS on the worker's calls to the cluster; `None` calls in clear.
     pub fn grpc_tls(
         &self,

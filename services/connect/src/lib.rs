@@ -103,6 +103,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ConnectHandle, StartError> {
     let grpc_tls = config.grpc_tls()?;
+    let admin_tls = config.admin_tls()?;
+    let rest_tls = config.rest_tls()?;
     let (rest_listener, rest_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let host = config
@@ -114,7 +116,7 @@ pub async fn start(
     let mut tasks = Tasks::new(shutdown.clone());
     let (token, ready) = (shutdown.clone(), readiness.clone());
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+        if let Err(e) = admin::serve(admin_listener, ready, admin_tls, token).await {
             tracing::error!(error = %e, "connect admin server failed");
         }
     });
@@ -128,7 +130,7 @@ pub async fn start(
         config,
         grpc_tls,
         id,
-        rest_listener,
+        (rest_listener, rest_tls),
         readiness,
         token,
         halt.clone(),
@@ -154,7 +156,7 @@ async fn run(
     config: Config,
     grpc_tls: Option<Arc<runnel_common::tls::ClientTls>>,
     worker_id: String,
-    rest_listener: TcpListener,
+    (rest_listener, rest_tls): (TcpListener, Option<runnel_common::transport::ServerTls>),
     readiness: Readiness,
     shutdown: CancellationToken,
     halt: CancellationToken,
@@ -227,10 +229,7 @@ async fn run(
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = axum::serve(rest_listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-        {
+        if let Err(e) = runnel_common::https::serve(rest_listener, app, rest_tls, token).await {
             tracing::error!(error = %e, "connect REST server failed");
         }
     });

@@ -16,6 +16,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
+    /// `admin_ssl_keystore_location`: certificate chain and key (PEM) of
+    /// the admin endpoints; set, they are served over HTTPS.
+    pub admin_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_truststore_location`: the CA (PEM) of client certificates
+    /// on the admin endpoints.
+    pub admin_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_client_auth` on the admin endpoints: `none`, `requested`
+    /// or `required`.
+    pub admin_ssl_client_auth: String,
     /// Host brokers and clients use to reach this controller (default: the listen IP).
     pub advertised_host: Option<String>,
     /// Host clients outside the cluster's network reach the gRPC listener at
@@ -89,6 +98,9 @@ impl Default for Config {
             node_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 9093)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9193)),
+            admin_ssl_keystore_location: None,
+            admin_ssl_truststore_location: None,
+            admin_ssl_client_auth: "none".into(),
             advertised_host: None,
             external_advertised_host: None,
             external_advertised_port: None,
@@ -117,6 +129,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// TLS on the admin endpoints, `None` for plain HTTP.
+    pub fn admin_tls(
+        &self,
+    ) -> Result<Option<runnel_common::transport::ServerTls>, runnel_common::tls::TlsError> {
+        runnel_common::https::server_tls(
+            self.admin_ssl_keystore_location.as_deref(),
+            self.admin_ssl_truststore_location.as_deref(),
+            &self.admin_ssl_client_auth,
+        )
+    }
+
     /// The authorizer's settings, `None` when no authorizer is enabled.
     pub fn authorizer(&self) -> Option<runnel_common::acl::AuthorizerSettings> {
         self.authorizer_enabled

@@ -165,6 +165,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ControllerHandle, StartError> {
     let security = config.grpc_security()?;
+    let admin_tls = config.admin_tls()?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
         dir: config.data_dir.display().to_string(),
         source,
@@ -320,7 +321,7 @@ pub async fn start(
     let token = shutdown.clone();
     let ready = readiness.clone();
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+        if let Err(e) = admin::serve(admin_listener, ready, admin_tls, token).await {
             tracing::error!(error = %e, "controller admin server failed");
         }
     });

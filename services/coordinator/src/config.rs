@@ -17,6 +17,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin HTTP listen address (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
+    /// `admin_ssl_keystore_location`: certificate chain and key (PEM) of
+    /// the admin endpoints; set, they are served over HTTPS.
+    pub admin_ssl_keystore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_truststore_location`: the CA (PEM) of client certificates
+    /// on the admin endpoints.
+    pub admin_ssl_truststore_location: Option<std::path::PathBuf>,
+    /// `admin_ssl_client_auth` on the admin endpoints: `none`, `requested`
+    /// or `required`.
+    pub admin_ssl_client_auth: String,
     /// Host clients use to reach this coordinator (default: the listen IP).
     pub advertised_host: Option<String>,
     /// Host clients outside the cluster's network use (registered as the
@@ -93,6 +102,9 @@ impl Default for Config {
             coordinator_id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9195)),
+            admin_ssl_keystore_location: None,
+            admin_ssl_truststore_location: None,
+            admin_ssl_client_auth: "none".into(),
             advertised_host: None,
             external_advertised_host: None,
             external_advertised_port: None,
@@ -126,6 +138,17 @@ impl Default for Config {
 }
 
 impl Config {
+    /// TLS on the admin endpoints, `None` for plain HTTP.
+    pub fn admin_tls(
+        &self,
+    ) -> Result<Option<runnel_common::transport::ServerTls>, runnel_common::tls::TlsError> {
+        runnel_common::https::server_tls(
+            self.admin_ssl_keystore_location.as_deref(),
+            self.admin_ssl_truststore_location.as_deref(),
+            &self.admin_ssl_client_auth,
+        )
+    }
+
     /// The authorizer's settings, `None` when no authorizer is enabled.
     pub fn authorizer(&self) -> Option<runnel_common::acl::AuthorizerSettings> {
         self.authorizer_enabled

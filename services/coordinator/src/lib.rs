@@ -127,6 +127,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<CoordinatorHandle, StartError> {
     let security = config.grpc_security()?;
+    let admin_tls = config.admin_tls()?;
     let (grpc_listener, grpc_addr) = bind(config.listen).await?;
     let (admin_listener, admin_addr) = bind(config.admin_listen).await?;
     let (_, endpoints) = runnel_common::metadata::advertised_endpoints(
@@ -161,7 +162,7 @@ pub async fn start(
     let mut tasks = Tasks::new(shutdown.clone());
     let (token, ready) = (shutdown.clone(), readiness.clone());
     tasks.spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, ready, token).await {
+        if let Err(e) = admin::serve(admin_listener, ready, admin_tls, token).await {
             tracing::error!(error = %e, "coordinator admin server failed");
         }
     });
