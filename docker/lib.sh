@@ -3,16 +3,21 @@
 #
 # `compose ARGS...` runs Compose v2 (`docker compose`) when the Docker CLI
 # has it, else the standalone `docker-compose` (v1.29, Debian 12's
-# package), against compose.yaml at the repository root.
+# package), against compose.yaml at the repository root, with
+# compose.secure.yaml over it when RUNNEL_COMPOSE_SECURE is set.
 
 # The repository root (this file lives in docker/).
 runnel_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 compose() {
+    local files=(-f "$runnel_root/compose.yaml")
+    if [ -n "${RUNNEL_COMPOSE_SECURE:-}" ]; then
+        files+=(-f "$runnel_root/compose.secure.yaml")
+    fi
     if docker compose version >/dev/null 2>&1; then
-        docker compose -f "$runnel_root/compose.yaml" "$@"
+        docker compose "${files[@]}" "$@"
     elif command -v docker-compose >/dev/null 2>&1; then
-        docker-compose -f "$runnel_root/compose.yaml" "$@"
+        docker-compose "${files[@]}" "$@"
     else
         echo "error: neither 'docker compose' nor 'docker-compose' is installed" >&2
         return 1

@@ -8,6 +8,7 @@
 
 mod acls;
 mod bench;
+mod certs;
 mod cluster;
 mod connectors;
 mod consume;
@@ -134,6 +135,10 @@ enum Command {
     Verify(verify::Command),
     /// Exit 0 if a service's admin URL (e.g. `/readyz`) answers 200; for health checks.
     Health(health::Args),
+    /// Make a throwaway CA and service certificates (tests, demos, the
+    /// compose stack's secure variant).
+    #[command(subcommand)]
+    Certs(certs::Command),
 }
 
 fn main() -> ExitCode {
@@ -178,6 +183,7 @@ fn main() -> ExitCode {
             Command::Bench(cmd) => bench::run(client, cmd).await,
             Command::Verify(cmd) => verify::run(client, cmd).await,
             Command::Health(args) => health::run(&http, args).await,
+            Command::Certs(cmd) => certs::run(cmd),
         }
     });
     match result {
