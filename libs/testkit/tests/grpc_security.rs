@@ -466,3 +466,52 @@ async fn the_public_api_signs_callers_in_and_authorizes_them() {
     assert!(err.to_string().contains("--user"), "{err}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_stalled_handshakes_do_not_stop_a_grpc_listener() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = TestCluster::builder().grpc_tls(true).start().await;
+    let broker = cluster.bootstrap();
+    let mut served = BrokerClient::new(channel(&broker, tls(&cluster, None)));
+    // Connections that start a handshake and stall hold nothing up.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut conn = tokio::net::TcpStream::connect(&broker).await.unwrap();
+        conn.write_all(b"\x16\x03\x01\x02\x00").await.unwrap();
+        stalled.push(conn);
+    }
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let inputs: [&[u8]; 4] = [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", // cleartext HTTP/2
+        b"\x16\x03\x01\x00\x05hello",        // a record too short to be a ClientHello
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", // a truncated ClientHello
+        &noise,
+    ];
+    for input in inputs {
+        let mut conn = tokio::net::TcpStream::connect(&broker).await.unwrap();
+        conn.write_all(input).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), conn.read_to_end(&mut rest)).await;
+        assert!(
+            read.is_ok(),
+            "the broker closes a connection that sent {input:?}"
+        );
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            served.metadata(broker_pb::MetadataRequest::default()),
+        )
+        .await
+        .expect("others are served at once")
+        .unwrap();
+    }
+    // The stalled ones are dropped after the handshake timeout.
+    for mut conn in stalled {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), conn.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a stalled handshake times out");
+    }
+    cluster.shutdown().await;
+}
