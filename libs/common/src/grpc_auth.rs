@@ -372,7 +372,8 @@ impl<I: ImageSource> GrpcCaller<I> {
     }
 }
 
-/// The audit line of a denied request, the same for every listener.
+/// The audit line of a denied request (target `runnel::audit`), the same
+/// for the Kafka listener and the gRPC API.
 pub fn audit_denial(
     principal: &str,
     host: &str,

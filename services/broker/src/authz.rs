@@ -140,15 +140,13 @@ impl Caller<'_> {
             metrics::counter!("runnel_broker_authorization_denied_total", "api" => api.clone())
                 .increment(1);
             if audit {
-                tracing::info!(
-                    target: "runnel::audit",
-                    principal = %principal,
-                    host = %host,
-                    operation = %operation,
-                    resource_type = %resource_type,
-                    resource = name,
-                    api,
-                    "denied"
+                runnel_common::grpc_auth::audit_denial(
+                    principal,
+                    host,
+                    operation,
+                    resource_type,
+                    name,
+                    &api,
                 );
             }
         }

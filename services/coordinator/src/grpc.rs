@@ -713,9 +713,14 @@ impl Coordinator for CoordinatorService {
             }
         };
         let partitions = if req.topics.is_empty() {
+            // All of the group's offsets: those of topics the caller may
+            // not describe are left out, as Kafka does.
             self.manager
                 .group_offsets(&req.group_id)
                 .into_iter()
+                .filter(|(topic, _, _)| {
+                    caller.sees(Operation::Describe, ResourceType::Topic, topic)
+                })
                 .map(|(topic, partition, _)| fetched(&topic, partition))
                 .collect()
         } else {
