@@ -197,7 +197,9 @@ impl<I: ImageSource> GrpcAuth<I> {
         };
         Ok(GrpcCaller {
             auth: self.clone(),
-            trusted: service,
+            // A service acts for clients a broker already authorized; one
+            // that signs in as a user is that user.
+            trusted: service && credentials.is_none(),
             principal,
             host,
             api,
@@ -221,6 +223,16 @@ impl<I: ImageSource> GrpcAuth<I> {
                 .any(|c| c.stored_key == stored.as_slice())
         {
             return true;
+        }
+        if credentials.is_empty() {
+            // As long as checking a known user's password, so the time of
+            // a refusal does not tell whether the user exists.
+            let _ = crate::scram::Mechanism::ScramSha512.salted_password(
+                password.as_bytes(),
+                b"runnel-unknown-user",
+                crate::scram::MIN_ITERATIONS,
+            );
+            return false;
         }
         let Some(matched) = credentials.iter().find(|c| c.verify(password)) else {
             return false;
