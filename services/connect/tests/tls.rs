@@ -48,12 +48,23 @@ async fn the_rest_api_is_served_over_https_on_a_tls_cluster() {
         }
     };
     assert_eq!(answer.text(), "[]");
+    // The admin endpoints too; ready once the worker has joined its group.
     let readyz = format!("https://{}/readyz", handle.admin_addr);
-    let answer = https
-        .request("GET", &readyz, None, &[], Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(answer.status, 200);
+    loop {
+        let answer = https
+            .request("GET", &readyz, None, &[], Duration::from_secs(5))
+            .await
+            .unwrap();
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let plain = url.replace("https://", "http://");
     assert!(
         HttpClient::new()
