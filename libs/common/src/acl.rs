@@ -307,12 +307,31 @@ pub struct AuthorizerSettings {
 impl AuthorizerSettings {
     /// Parses Kafka's `super.users` (`User:admin;User:ops`).
     pub fn parse_super_users(list: &str) -> BTreeSet<String> {
-        list.split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
+        parse_principals(list)
     }
+
+    /// The settings of a service's `authorizer_enabled`, `super_users` and
+    /// `allow_everyone_if_no_acl_found`; `None` without an authorizer.
+    pub fn from_config(
+        enabled: bool,
+        super_users: &str,
+        allow_everyone_if_no_acl_found: bool,
+    ) -> Option<AuthorizerSettings> {
+        enabled.then(|| AuthorizerSettings {
+            super_users: parse_principals(super_users),
+            allow_everyone_if_no_acl_found,
+        })
+    }
+}
+
+/// A `;`-separated list of principals (`User:admin;User:ops`), as Kafka
+/// writes `super.users`.
+pub fn parse_principals(list: &str) -> BTreeSet<String> {
+    list.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The bindings in force, indexed for authorization.

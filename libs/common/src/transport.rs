@@ -388,13 +388,7 @@ impl GrpcSecurity {
             client_auth: ClientAuth::parse(settings.client_auth)?,
             alpn: vec![b"h2".to_vec()],
         };
-        let principals: BTreeSet<String> = settings
-            .service_principals
-            .split(';')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let principals = crate::acl::parse_principals(settings.service_principals);
         Ok(GrpcSecurity {
             server: Some(ServerTls {
                 config: ReloadingTls::load(files)?,

@@ -151,13 +151,11 @@ impl Config {
 
     /// The authorizer's settings, `None` when no authorizer is enabled.
     pub fn authorizer(&self) -> Option<runnel_common::acl::AuthorizerSettings> {
-        self.authorizer_enabled
-            .then(|| runnel_common::acl::AuthorizerSettings {
-                super_users: runnel_common::acl::AuthorizerSettings::parse_super_users(
-                    &self.super_users,
-                ),
-                allow_everyone_if_no_acl_found: self.allow_everyone_if_no_acl_found,
-            })
+        runnel_common::acl::AuthorizerSettings::from_config(
+            self.authorizer_enabled,
+            &self.super_users,
+            self.allow_everyone_if_no_acl_found,
+        )
     }
 
     /// TLS on the gRPC listener and calls, and who may call internal RPCs.
