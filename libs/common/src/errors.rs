@@ -75,6 +75,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::UnknownLeaderEpoch
         | E::NewLeaderElected => Code::Unavailable,
         E::RequestTimedOut => Code::DeadlineExceeded,
+        E::ThrottlingQuotaExceeded => Code::ResourceExhausted,
         E::TransactionalIdAuthorizationFailed
         | E::TopicAuthorizationFailed
         | E::GroupAuthorizationFailed

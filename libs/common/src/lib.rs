@@ -19,6 +19,7 @@
 //! - [`backoff`]: exponential backoff with jitter for retry loops.
 //! - [`failover`]: one gRPC channel over the controllers of a quorum.
 //! - [`http`]: a small HTTP/1.1 client (the connect REST API, the HTTP sink).
+//! - [`quota`]: Kafka's client quotas: entities, precedence, rate meters.
 //! - [`scram`]: SCRAM credentials (salt, iterations, derived keys) as Kafka keeps them.
 //! - [`tls`]: TLS server configs from PEM files, reloaded when they change,
 //!   and the principal a client certificate stands for.
@@ -36,6 +37,7 @@ pub mod http;
 pub mod https;
 pub mod metadata;
 pub mod netfault;
+pub mod quota;
 pub mod scram;
 pub mod service;
 pub mod shutdown;

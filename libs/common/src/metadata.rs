@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use runnel_proto::controller::v1 as cpb;
 use runnel_proto::metadata::v1::{
-    AclEntry, ConfigResourceType, Endpoint, MetadataRecord, OffsetsPartitionOwner,
+    AclEntry, ConfigResourceType, QuotaEntityPart, Endpoint, MetadataRecord, OffsetsPartitionOwner,
     PartitionChanged, PartitionCreated, UserScramCredentialSet, metadata_record::Record,
 };
 
 use crate::acl::{AclBinding, AclFilter, Acls, Operation, PatternType, Permission, ResourceType};
+use crate::quota::{ClientQuotas, QuotaEntity, QuotaFilter, QuotaKey};
 use crate::scram::{Mechanism, ScramCredential};
 
 /// The endpoint a node registers for clients outside its network (a
@@ -137,6 +138,8 @@ pub struct MetadataImage {
     pub scram_credentials: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
     /// The ACL bindings in force.
     pub acls: Acls,
+    /// Client quotas by entity.
+    pub quotas: ClientQuotas,
 }
 
 /// A record that does not fit the image (a bug in whoever wrote the log).
@@ -243,6 +246,55 @@ pub fn acl_entry(b: &AclBinding) -> AclEntry {
         operation: i32::from(b.operation.code()),
         permission: i32::from(b.permission.code()),
     }
+}
+
+/// The quota entity of a record's or request's parts.
+pub fn quota_entity(parts: &[QuotaEntityPart]) -> Result<QuotaEntity, String> {
+    QuotaEntity::from_parts(
+        parts
+            .iter()
+            .map(|p| (p.entity_type.as_str(), p.name.as_deref())),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The parts of a quota entity, as records and requests carry them.
+pub fn quota_entity_parts(entity: &QuotaEntity) -> Vec<QuotaEntityPart> {
+    entity
+        .parts()
+        .into_iter()
+        .map(|(t, n)| QuotaEntityPart {
+            entity_type: t.to_owned(),
+            name: n.map(str::to_owned),
+        })
+        .collect()
+}
+
+/// The client quotas a DescribeClientQuotas request selects from `quotas`,
+/// or why the request is invalid.
+pub fn describe_quotas(
+    quotas: &ClientQuotas,
+    req: &cpb::DescribeClientQuotasRequest,
+) -> Result<Vec<cpb::ClientQuotaEntry>, String> {
+    let components = req.components.iter().map(|c| {
+        (
+            c.entity_type.as_str(),
+            i8::try_from(c.match_type).unwrap_or(i8::MAX),
+            c.name.as_deref(),
+        )
+    });
+    let filter = QuotaFilter::new(components, req.strict).map_err(|e| e.to_string())?;
+    Ok(quotas
+        .iter()
+        .filter(|(entity, _)| filter.matches(entity))
+        .map(|(entity, values)| cpb::ClientQuotaEntry {
+            entity: quota_entity_parts(entity),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.name().to_owned(), *v))
+                .collect(),
+        })
+        .collect())
 }
 
 /// The filter a DescribeAcls or DeleteAcls request carries (code 0, unset,
@@ -476,6 +528,16 @@ impl MetadataImage {
                     .as_ref()
                     .ok_or_else(|| fail("AclRemoved without a binding".into()))?;
                 self.acls.remove(&acl_binding(acl).map_err(fail)?);
+            }
+            Record::ClientQuotaSet(r) => {
+                let entity = quota_entity(&r.entity).map_err(fail)?;
+                let key = QuotaKey::parse(&r.key).map_err(|e| fail(e.to_string()))?;
+                self.quotas.set(entity, key, r.value);
+            }
+            Record::ClientQuotaRemoved(r) => {
+                let entity = quota_entity(&r.entity).map_err(fail)?;
+                let key = QuotaKey::parse(&r.key).map_err(|e| fail(e.to_string()))?;
+                self.quotas.remove(&entity, key);
             }
         }
         self.next_offset += 1;

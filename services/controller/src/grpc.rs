@@ -555,6 +555,54 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn alter_client_quotas(
+        &self,
+        request: Request<pb::AlterClientQuotasRequest>,
+    ) -> Result<Response<pb::AlterClientQuotasResponse>, Status> {
+        self.caller(&request, "AlterClientQuotas")?
+            .check_cluster(Operation::AlterConfigs)?;
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "AlterClientQuotas", alter_client_quotas);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AlterClientQuotas",
+            &meta,
+            detached(async move {
+                let results = controller
+                    .alter_client_quotas(req)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::AlterClientQuotasResponse { results })
+            }),
+        )
+        .await
+    }
+
+    async fn describe_client_quotas(
+        &self,
+        request: Request<pb::DescribeClientQuotasRequest>,
+    ) -> Result<Response<pb::DescribeClientQuotasResponse>, Status> {
+        self.caller(&request, "DescribeClientQuotas")?
+            .check_cluster(Operation::DescribeConfigs)?;
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "DescribeClientQuotas", describe_client_quotas);
+        let controller = Arc::clone(&self.controller);
+        handle("DescribeClientQuotas", &meta, async move {
+            Ok(match controller.describe_client_quotas(&req) {
+                Ok(entries) => pb::DescribeClientQuotasResponse {
+                    entries,
+                    ..Default::default()
+                },
+                Err(message) => pb::DescribeClientQuotasResponse {
+                    error_code: ErrorCode::InvalidRequest as i32,
+                    error_message: message,
+                    entries: Vec::new(),
+                },
+            })
+        })
+        .await
+    }
+
     async fn create_acls(
         &self,
         request: Request<pb::CreateAclsRequest>,

@@ -12,8 +12,9 @@ use std::str::FromStr;
 use prost::Message;
 use runnel_common::metadata::{
     BrokerState, CoordinatorState, MetadataImage, PartitionState, TopicState, acl_binding,
-    scram_credential, topic_id,
+    quota_entity, scram_credential, topic_id,
 };
+use runnel_common::quota::{EntityName, QuotaEntity, QuotaKey};
 use runnel_proto::metadata::v1::{
     AclEntry, CoordinatorRegistered, Endpoint, MetadataEvent, MetadataRecord,
     OffsetsPartitionOwner, UserScramCredentialSet, metadata_record::Record,
@@ -449,6 +450,20 @@ impl Store {
                 .acls
                 .add(acl_binding(&entry).map_err(StoreError::Corrupt)?);
         }
+        for row in sqlx::query(
+            "SELECT user_part, user, client_id_part, client_id, key, value FROM client_quotas",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            let entity = QuotaEntity {
+                user: entity_part(row.try_get("user_part")?, row.try_get("user")?)?,
+                client_id: entity_part(row.try_get("client_id_part")?, row.try_get("client_id")?)?,
+            };
+            let key: String = row.try_get("key")?;
+            let key = QuotaKey::parse(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            image.quotas.set(entity, key, row.try_get("value")?);
+        }
         Ok(image)
     }
 }
@@ -615,6 +630,19 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
         }
+        Record::ClientQuotaSet(r) => {
+            let sql = "INSERT OR REPLACE INTO client_quotas (user_part, user, client_id_part, client_id, key, value) VALUES (?, ?, ?, ?, ?, ?)";
+            quota_statement(sql, &r.entity, &r.key)?
+                .bind(r.value)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Record::ClientQuotaRemoved(r) => {
+            let sql = "DELETE FROM client_quotas WHERE user_part = ? AND user = ? AND client_id_part = ? AND client_id = ? AND key = ?";
+            quota_statement(sql, &r.entity, &r.key)?
+                .execute(&mut **tx)
+                .await?;
+        }
         Record::UserScramCredentialRemoved(r) => {
             sqlx::query("DELETE FROM scram_credentials WHERE user = ? AND mechanism = ?")
                 .bind(&r.user)
@@ -666,4 +694,38 @@ fn acl_statement(
         .bind(a.host)
         .bind(a.operation)
         .bind(a.permission)
+}
+
+/// `sql` with a quota entity's four columns and its key bound in table order.
+fn quota_statement(
+    sql: &'static str,
+    parts: &[runnel_proto::metadata::v1::QuotaEntityPart],
+    key: &str,
+) -> Result<sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>, StoreError> {
+    let entity = quota_entity(parts).map_err(StoreError::Corrupt)?;
+    let columns = |p: Option<&EntityName>| match p {
+        None => (0_i64, String::new()),
+        Some(EntityName::Default) => (1, String::new()),
+        Some(EntityName::Named(n)) => (2, n.clone()),
+    };
+    let (user_part, user) = columns(entity.user.as_ref());
+    let (client_id_part, client_id) = columns(entity.client_id.as_ref());
+    Ok(sqlx::query(sql)
+        .bind(user_part)
+        .bind(user)
+        .bind(client_id_part)
+        .bind(client_id)
+        .bind(key.to_owned()))
+}
+
+/// One part of a quota entity from its two columns.
+fn entity_part(part: i64, name: String) -> Result<Option<EntityName>, StoreError> {
+    match part {
+        0 => Ok(None),
+        1 => Ok(Some(EntityName::Default)),
+        2 => Ok(Some(EntityName::Named(name))),
+        other => Err(StoreError::Corrupt(format!(
+            "client quota entity part {other}"
+        ))),
+    }
 }

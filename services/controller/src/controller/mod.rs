@@ -25,6 +25,7 @@
 //! `crate::error` ([`Refusal`], [`ControllerError`]).
 
 mod acls;
+mod quotas;
 mod brokers;
 mod configs;
 mod coordinators;
