@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use runnel_proto::controller::v1 as cpb;
 use runnel_proto::metadata::v1::{
-    AclEntry, ConfigResourceType, QuotaEntityPart, Endpoint, MetadataRecord, OffsetsPartitionOwner,
-    PartitionChanged, PartitionCreated, UserScramCredentialSet, metadata_record::Record,
+    AclEntry, ConfigResourceType, Endpoint, MetadataRecord, OffsetsPartitionOwner,
+    PartitionChanged, PartitionCreated, QuotaEntityPart, UserScramCredentialSet,
+    metadata_record::Record,
 };
 
 use crate::acl::{AclBinding, AclFilter, Acls, Operation, PatternType, Permission, ResourceType};

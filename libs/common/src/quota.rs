@@ -459,12 +459,9 @@ impl Rate {
     /// never less than all windows but the current one (so a first burst is
     /// not measured over a few milliseconds).
     fn span(&self, windows: &QuotaWindows, now: Instant) -> Duration {
-        let elapsed = self
-            .samples
-            .front()
-            .map_or(Duration::ZERO, |(start, _)| {
-                now.saturating_duration_since(*start)
-            });
+        let elapsed = self.samples.front().map_or(Duration::ZERO, |(start, _)| {
+            now.saturating_duration_since(*start)
+        });
         elapsed.max(windows.window * windows.samples.saturating_sub(1).max(1))
     }
 
@@ -617,11 +614,7 @@ impl Throttler {
     /// `controller_mutation_rate` quota: refused with the time to wait when
     /// the client has no tokens left, else admitted (it may overdraw) with
     /// the time the client should now wait.
-    pub fn mutate(
-        &self,
-        quota: &AppliedQuota,
-        partitions: u32,
-    ) -> Result<Duration, Duration> {
+    pub fn mutate(&self, quota: &AppliedQuota, partitions: u32) -> Result<Duration, Duration> {
         let now = Instant::now();
         let windows = self.windows;
         let burst = quota.limit * windows.total().as_secs_f64();
@@ -681,10 +674,7 @@ mod tests {
 
     #[test]
     fn entities_are_checked_as_kafka_does() {
-        assert_eq!(
-            QuotaEntity::from_parts([]),
-            Err(QuotaError::EmptyEntity)
-        );
+        assert_eq!(QuotaEntity::from_parts([]), Err(QuotaError::EmptyEntity));
         assert_eq!(
             QuotaEntity::from_parts([(USER, Some("a")), (USER, None)]),
             Err(QuotaError::DuplicateType(USER.into()))
@@ -786,7 +776,10 @@ mod tests {
         let t = Throttler::new(QuotaWindows::default());
         let q = quota(1000.0);
         // 5,000 bytes over the minimum span of 10 s is 500/s: under.
-        assert_eq!(t.record(QuotaKey::ProducerByteRate, &q, 5000.0), Duration::ZERO);
+        assert_eq!(
+            t.record(QuotaKey::ProducerByteRate, &q, 5000.0),
+            Duration::ZERO
+        );
         // 20,000 more is 2,500/s: 1.5 times over, so 15 s, capped at 11.
         let wait = t.record(QuotaKey::ProducerByteRate, &q, 20_000.0);
         assert_eq!(wait, Duration::from_secs(11));
@@ -798,10 +791,16 @@ mod tests {
             limit: 1000.0,
             meter: (Some("v".into()), None),
         };
-        assert_eq!(t.record(QuotaKey::ProducerByteRate, &stranger, 1.0), Duration::ZERO);
+        assert_eq!(
+            t.record(QuotaKey::ProducerByteRate, &stranger, 1.0),
+            Duration::ZERO
+        );
         // Taking back a fetch that was not sent brings the rate down again.
         t.unrecord(QuotaKey::ProducerByteRate, &q, 20_001.0);
-        assert_eq!(t.record(QuotaKey::ProducerByteRate, &q, 0.0), Duration::ZERO);
+        assert_eq!(
+            t.record(QuotaKey::ProducerByteRate, &q, 0.0),
+            Duration::ZERO
+        );
         // Moderately over: (12,000/10 s - 1,000)/1,000 of 10 s is 2 s.
         let t = Throttler::new(QuotaWindows::default());
         let wait = t.record(QuotaKey::ProducerByteRate, &q, 12_000.0);
@@ -819,7 +818,10 @@ mod tests {
         assert_eq!(t.mutate(&q, 20), Ok(Duration::ZERO));
         // Overdrawing is admitted once, with the wait it costs.
         let wait = t.mutate(&q, 6).unwrap();
-        assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
+            "{wait:?}"
+        );
         // Then refused until the tokens are back.
         let refused = t.mutate(&q, 1).unwrap_err();
         assert!(refused > Duration::ZERO && refused <= Duration::from_secs(2));

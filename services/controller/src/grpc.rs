@@ -585,7 +585,13 @@ impl ControllerApi for ControllerService {
         self.caller(&request, "DescribeClientQuotas")?
             .check_cluster(Operation::DescribeConfigs)?;
         let (meta, _, req) = request.into_parts();
-        on_active!(self, meta, req, "DescribeClientQuotas", describe_client_quotas);
+        on_active!(
+            self,
+            meta,
+            req,
+            "DescribeClientQuotas",
+            describe_client_quotas
+        );
         let controller = Arc::clone(&self.controller);
         handle("DescribeClientQuotas", &meta, async move {
             Ok(match controller.describe_client_quotas(&req) {

@@ -855,3 +855,252 @@ async fn acls_are_checked_kept_in_the_log_filtered_deleted_and_survive_restarts(
     assert_eq!(left, vec![bob_writes]);
     handle.shutdown().await;
 }
+
+#[tokio::test]
+async fn client_quotas_are_validated_kept_in_the_log_described_and_survive_restarts() {
+    use runnel_proto::metadata::v1::QuotaEntityPart;
+    let part = |t: &str, name: Option<&str>| QuotaEntityPart {
+        entity_type: t.into(),
+        name: name.map(Into::into),
+    };
+    let set = |key: &str, value: f64| pb::QuotaOp {
+        key: key.into(),
+        value,
+        remove: false,
+    };
+    let alice = vec![part("user", Some("alice"))];
+    let alice_app = vec![part("user", Some("alice")), part("client-id", Some("app"))];
+    let default_user = vec![part("user", None)];
+    let dir = tempfile::tempdir().unwrap();
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let alter =
+        |entries: Vec<pb::QuotaAlteration>, validate_only: bool| pb::AlterClientQuotasRequest {
+            entries,
+            validate_only,
+        };
+    let entry = |entity: &Vec<QuotaEntityPart>, ops: Vec<pb::QuotaOp>| pb::QuotaAlteration {
+        entity: entity.clone(),
+        ops,
+    };
+
+    // validate_only checks and changes nothing.
+    let checked = c
+        .alter_client_quotas(alter(
+            vec![entry(&alice, vec![set("producer_byte_rate", 1024.0)])],
+            true,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(checked[0].error_code(), ErrorCode::None);
+    assert!(
+        handle
+            .controller
+            .image()
+            .await
+            .quotas
+            .iter()
+            .next()
+            .is_none()
+    );
+
+    let results = c
+        .alter_client_quotas(alter(
+            vec![
+                entry(
+                    &alice,
+                    vec![
+                        set("producer_byte_rate", 1024.0),
+                        set("request_percentage", 50.0),
+                    ],
+                ),
+                entry(&alice_app, vec![set("consumer_byte_rate", 2048.0)]),
+                entry(&default_user, vec![set("controller_mutation_rate", 5.0)]),
+                // Refused as a whole: a bad value, an unknown key, a repeated
+                // key, an unknown entity type, a rate with a fraction of a byte.
+                entry(
+                    &alice,
+                    vec![
+                        set("consumer_byte_rate", 1.0),
+                        set("producer_byte_rate", -1.0),
+                    ],
+                ),
+                entry(&alice, vec![set("no_such_quota", 1.0)]),
+                entry(
+                    &alice,
+                    vec![
+                        set("request_percentage", 1.0),
+                        set("request_percentage", 2.0),
+                    ],
+                ),
+                entry(
+                    &vec![part("ip", Some("10.0.0.1"))],
+                    vec![set("producer_byte_rate", 1.0)],
+                ),
+                entry(&alice, vec![set("producer_byte_rate", 1.5)]),
+            ],
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<ErrorCode> = results.iter().map(|r| r.error_code()).collect();
+    assert_eq!(
+        codes,
+        [
+            ErrorCode::None,
+            ErrorCode::None,
+            ErrorCode::None,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InvalidRequest,
+        ]
+    );
+    assert!(
+        results[4].error_message.contains("no_such_quota"),
+        "{:?}",
+        results[4]
+    );
+    let image = handle.controller.image().await;
+    let alice_entity = runnel_common::metadata::quota_entity(&alice).unwrap();
+    let values = image.quotas.get(&alice_entity).unwrap();
+    assert_eq!(
+        values.len(),
+        2,
+        "the refused entry changed nothing: {values:?}"
+    );
+    assert_eq!(replay(&mut c, image.next_offset).await, image);
+
+    // Kafka's precedence: alice's own quota wins over the default user's.
+    use runnel_common::quota::QuotaKey;
+    let applied = image
+        .quotas
+        .resolve(QuotaKey::ProducerByteRate, "alice", "x")
+        .unwrap();
+    assert_eq!(applied.limit, 1024.0);
+    let applied = image
+        .quotas
+        .resolve(QuotaKey::ControllerMutationRate, "bob", "x")
+        .unwrap();
+    assert_eq!(applied.limit, 5.0);
+
+    // Describe: alice exactly, with any client id (not strict) and strictly.
+    let describe = |components: Vec<pb::QuotaFilterComponent>, strict: bool| {
+        pb::DescribeClientQuotasRequest { components, strict }
+    };
+    let alice_exact = pb::QuotaFilterComponent {
+        entity_type: "user".into(),
+        match_type: 0,
+        name: Some("alice".into()),
+    };
+    let loose = c
+        .describe_client_quotas(describe(vec![alice_exact.clone()], false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(loose.error_code(), ErrorCode::None);
+    assert_eq!(loose.entries.len(), 2, "{loose:?}");
+    let strict = c
+        .describe_client_quotas(describe(vec![alice_exact], true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(strict.entries.len(), 1);
+    assert_eq!(
+        strict.entries[0].values.get("request_percentage"),
+        Some(&50.0)
+    );
+    let defaults = c
+        .describe_client_quotas(describe(
+            vec![pb::QuotaFilterComponent {
+                entity_type: "user".into(),
+                match_type: 1,
+                name: None,
+            }],
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(defaults.entries.len(), 1);
+    assert_eq!(defaults.entries[0].entity, default_user);
+    let bad = c
+        .describe_client_quotas(describe(
+            vec![pb::QuotaFilterComponent {
+                entity_type: "user".into(),
+                match_type: 0,
+                name: None,
+            }],
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        bad.error_code(),
+        ErrorCode::InvalidRequest,
+        "EXACT needs a name"
+    );
+    handle.shutdown().await;
+
+    let handle = start(dir.path(), 60_000).await;
+    let mut c = client(&handle).await;
+    let image = handle.controller.image().await;
+    assert_eq!(
+        image.quotas.get(&alice_entity).map(|v| v.len()),
+        Some(2),
+        "kept across a restart"
+    );
+    // Removing a key drops it; removing the last key drops the entity.
+    let removed = c
+        .alter_client_quotas(alter(
+            vec![
+                entry(
+                    &alice,
+                    vec![pb::QuotaOp {
+                        key: "producer_byte_rate".into(),
+                        value: 0.0,
+                        remove: true,
+                    }],
+                ),
+                entry(
+                    &alice_app,
+                    vec![pb::QuotaOp {
+                        key: "consumer_byte_rate".into(),
+                        value: 0.0,
+                        remove: true,
+                    }],
+                ),
+            ],
+            false,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(
+        removed.iter().all(|r| r.error_code() == ErrorCode::None),
+        "{removed:?}"
+    );
+    let image = handle.controller.image().await;
+    let mut left: Vec<_> = image
+        .quotas
+        .iter()
+        .map(|(e, v)| (e.to_string(), v.len()))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        vec![
+            ("user=<default>".to_string(), 1),
+            ("user=alice".to_string(), 1)
+        ]
+    );
+    assert_eq!(replay(&mut c, image.next_offset).await, image);
+    handle.shutdown().await;
+}

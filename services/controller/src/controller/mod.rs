@@ -25,7 +25,6 @@
 //! `crate::error` ([`Refusal`], [`ControllerError`]).
 
 mod acls;
-mod quotas;
 mod brokers;
 mod configs;
 mod coordinators;
@@ -33,6 +32,7 @@ mod describe;
 mod leader_and_isr;
 mod membership;
 mod producer_ids;
+mod quotas;
 mod topics;
 mod users;
 
