@@ -611,10 +611,16 @@ impl Throttler {
     }
 
     /// Admits a mutation of `partitions` partitions under a
-    /// `controller_mutation_rate` quota: refused with the time to wait when
-    /// the client has no tokens left, else admitted (it may overdraw) with
-    /// the time the client should now wait.
-    pub fn mutate(&self, quota: &AppliedQuota, partitions: u32) -> Result<Duration, Duration> {
+    /// `controller_mutation_rate` quota: when `strict`, refused with the
+    /// time to wait if the client has no tokens left; else admitted (it may
+    /// overdraw) with the time the client should now wait. Not `strict`
+    /// (Kafka's permissive mode for old request versions) always admits.
+    pub fn mutate(
+        &self,
+        quota: &AppliedQuota,
+        partitions: u32,
+        strict: bool,
+    ) -> Result<Duration, Duration> {
         let now = Instant::now();
         let windows = self.windows;
         let burst = quota.limit * windows.total().as_secs_f64();
@@ -639,7 +645,7 @@ impl Throttler {
                         Duration::from_secs_f64((-tokens).max(0.0) / quota.limit),
                     )
                 };
-                if bucket.tokens < 0.0 {
+                if strict && bucket.tokens < 0.0 {
                     return Err(wait(bucket.tokens));
                 }
                 bucket.tokens -= f64::from(partitions);
@@ -651,7 +657,7 @@ impl Throttler {
     /// How long a client of `quota` should wait for its mutation tokens,
     /// without taking any.
     pub fn mutation_wait(&self, quota: &AppliedQuota) -> Duration {
-        self.mutate(quota, 0).unwrap_or_else(|wait| wait)
+        self.mutate(quota, 0, true).unwrap_or_else(|wait| wait)
     }
 }
 
@@ -815,17 +821,20 @@ mod tests {
         let t = Throttler::new(QuotaWindows::default());
         // 2 partitions a second: a burst of 22.
         let q = quota(2.0);
-        assert_eq!(t.mutate(&q, 20), Ok(Duration::ZERO));
+        assert_eq!(t.mutate(&q, 20, true), Ok(Duration::ZERO));
         // Overdrawing is admitted once, with the wait it costs.
-        let wait = t.mutate(&q, 6).unwrap();
+        let wait = t.mutate(&q, 6, true).unwrap();
         assert!(
             wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
             "{wait:?}"
         );
         // Then refused until the tokens are back.
-        let refused = t.mutate(&q, 1).unwrap_err();
+        let refused = t.mutate(&q, 1, true).unwrap_err();
         assert!(refused > Duration::ZERO && refused <= Duration::from_secs(2));
         assert!(t.mutation_wait(&q) > Duration::ZERO);
+        // Old request versions are never refused, only throttled.
+        let permissive = t.mutate(&q, 1, false).unwrap();
+        assert!(permissive > refused, "{permissive:?} {refused:?}");
     }
 
     #[test]

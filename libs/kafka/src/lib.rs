@@ -12,6 +12,8 @@
 //!   request order, ApiVersions, metrics per API key and version.
 //! - [`auth`]: SASL authentication on the listener (PLAIN, SCRAM) and the
 //!   principal a connection's requests run as.
+//! - [`throttle`]: quota throttling on the wire (KIP-219): the
+//!   `throttle_time_ms` answers carry and who waits it out.
 //! - [`legacy`]: the old versions Kafka 4.0 dropped and the codec no
 //!   longer knows (Produce v0–2, Fetch v0–3, OffsetCommit v0–1,
 //!   CreateTopics v0–1, DescribeConfigs v0), written by hand.
@@ -23,6 +25,7 @@ pub mod frame;
 pub mod legacy;
 pub mod request;
 pub mod server;
+pub mod throttle;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -44,6 +44,7 @@ use runnel_common::tls::{HANDSHAKE_TIMEOUT, PrincipalMapper, ReloadingTls, subje
 use crate::auth::{Authenticator, Principal, SaslSettings};
 use crate::frame::{self, FrameError};
 use crate::request::{self, DecodeError, Request};
+use crate::throttle;
 use crate::versions::Versions;
 
 /// What a [`Handler`] does with a request.
@@ -59,6 +60,24 @@ pub enum Reply {
     /// connection's next Produce requests are applied behind it. Only a
     /// Produce may answer this way.
     Pending(BoxFuture<'static, Reply>),
+    /// The inner reply, from a client over its quota by this long: the
+    /// answer carries `throttle_time_ms` and the connection reads nothing
+    /// more until the time is up (KIP-219); a client too old to throttle
+    /// itself gets the answer that much later instead.
+    Throttled(Box<Reply>, Duration),
+}
+
+impl Reply {
+    /// This reply from a client that must wait `throttle` (the longer of
+    /// two throttles stands; none changes nothing).
+    pub fn throttled(self, throttle: Duration) -> Reply {
+        match self {
+            _ if throttle.is_zero() => self,
+            Reply::Throttled(reply, earlier) => Reply::Throttled(reply, earlier.max(throttle)),
+            Reply::Close => Reply::Close,
+            reply => Reply::Throttled(Box::new(reply), throttle),
+        }
+    }
 }
 
 impl std::fmt::Debug for Reply {
@@ -68,6 +87,7 @@ impl std::fmt::Debug for Reply {
             Reply::NoResponse => f.write_str("NoResponse"),
             Reply::Close => f.write_str("Close"),
             Reply::Pending(_) => f.write_str("Pending"),
+            Reply::Throttled(r, d) => f.debug_tuple("Throttled").field(r).field(d).finish(),
         }
     }
 }
@@ -311,12 +331,18 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
     let mut applying: Option<BoxFuture<'static, Applied>> = None;
     let mut next: Option<Item> = None;
     let mut reading = true;
+    // Until when a throttled client's connection is muted (KIP-219).
+    let mut muted_until: Option<Instant> = None;
     loop {
-        if applying.is_none() {
+        if muted_until.is_some_and(|until| until <= Instant::now()) {
+            muted_until = None;
+        }
+        if applying.is_none() && muted_until.is_none() {
             match next.take() {
                 Some(Item::Ready(api_key, version, bytes)) => {
-                    answers
-                        .push_back(std::future::ready(Ok(Some((api_key, version, bytes)))).boxed());
+                    answers.push_back(
+                        std::future::ready(Ok(Answered::frame(api_key, version, bytes))).boxed(),
+                    );
                     continue;
                 }
                 // The connection answers the SASL requests itself, in order.
@@ -361,7 +387,12 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
                 waiting => next = waiting,
             }
         }
-        let take = reading && applying.is_none() && next.is_none() && answers.len() < max_in_flight;
+        let take = reading
+            && applying.is_none()
+            && next.is_none()
+            && muted_until.is_none()
+            && answers.len() < max_in_flight;
+        let unmute = muted_until.map(tokio::time::Instant::from_std);
         let answered = tokio::select! {
             item = rx.recv(), if take => {
                 match item {
@@ -376,14 +407,19 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
                 continue;
             }
             Some(answered) = answers.next(), if !answers.is_empty() => answered,
+            () = async {
+                if let Some(until) = unmute {
+                    tokio::time::sleep_until(until).await;
+                }
+            }, if unmute.is_some() => continue,
             else => break,
         };
         let Ok(answered) = answered else { break };
-        let mut ok = write_answer(&mut out, answered).await;
+        let mut ok = write_answer(&mut out, &answered, &mut muted_until).await;
         // Write whatever else is already answered before one flush.
         while ok && let Some(Some(answered)) = answers.next().now_or_never() {
             ok = match answered {
-                Ok(answered) => write_answer(&mut out, answered).await,
+                Ok(answered) => write_answer(&mut out, &answered, &mut muted_until).await,
                 Err(Unanswerable) => false,
             };
         }
@@ -448,7 +484,10 @@ fn sasl(auth: Option<&mut Authenticator>, request: &Request) -> (Answer, bool) {
         &body,
     );
     match encoded {
-        Ok(bytes) => (Ok(Some((request.api_key, request.version, bytes))), close),
+        Ok(bytes) => (
+            Ok(Answered::frame(request.api_key, request.version, bytes)),
+            close,
+        ),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode a SASL answer; closing the connection");
             (Err(Unanswerable), true)
@@ -456,14 +495,20 @@ fn sasl(auth: Option<&mut Authenticator>, request: &Request) -> (Answer, bool) {
     }
 }
 
-/// Writes one encoded answer (none for acks=0); false when the peer is gone.
+/// Writes one encoded answer (none for acks=0) and mutes the connection
+/// for its throttle; false when the peer is gone.
 async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
     out: &mut W,
-    answered: Option<(ApiKey, i16, bytes::Bytes)>,
+    answered: &Answered,
+    muted_until: &mut Option<Instant>,
 ) -> bool {
-    match answered {
+    if !answered.mute.is_zero() {
+        let until = Instant::now() + answered.mute;
+        *muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
+    }
+    match &answered.frame {
         None => true,
-        Some((_, _, bytes)) => frame::write_frame(out, &bytes).await.is_ok(),
+        Some((_, _, bytes)) => frame::write_frame(out, bytes).await.is_ok(),
     }
 }
 
@@ -471,8 +516,24 @@ async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
 /// closes, as the client would otherwise wait forever.
 struct Unanswerable;
 
-/// An encoded answer, `None` when the request gets none.
-type Answer = Result<Option<(ApiKey, i16, bytes::Bytes)>, Unanswerable>;
+/// An encoded answer (`None` when the request gets none), and how long
+/// the connection is muted once it is sent.
+struct Answered {
+    frame: Option<(ApiKey, i16, bytes::Bytes)>,
+    mute: Duration,
+}
+
+impl Answered {
+    fn frame(api_key: ApiKey, version: i16, bytes: bytes::Bytes) -> Answered {
+        Answered {
+            frame: Some((api_key, version, bytes)),
+            mute: Duration::ZERO,
+        }
+    }
+}
+
+/// What the connection writes for a request.
+type Answer = Result<Answered, Unanswerable>;
 
 /// A request the handler has applied: what it asked and what it answered.
 struct Applied {
@@ -515,6 +576,10 @@ fn finish(
         reply,
     } = applied;
     async move {
+        let (reply, throttle) = match reply {
+            Reply::Throttled(reply, throttle) => (*reply, throttle),
+            reply => (reply, Duration::ZERO),
+        };
         let reply = match reply {
             Reply::Pending(answer) => answer.await,
             reply => reply,
@@ -522,17 +587,34 @@ fn finish(
         let name = api_name(api_key);
         metrics::histogram!("runnel_kafka_request_seconds", "api" => name, "version" => version.to_string(), "listener" => listener)
             .record(started.elapsed().as_secs_f64());
-        let response = match reply {
+        // A client that throttles itself is answered at once and muted
+        // after; an older one is answered late and is free once answered.
+        let mut mute = throttle;
+        if !throttle.is_zero() {
+            metrics::counter!("runnel_kafka_throttled_total", "api" => name, "listener" => listener)
+                .increment(1);
+            if !throttle::client_throttles(api_key, version) {
+                tokio::time::sleep(throttle).await;
+                mute = Duration::ZERO;
+            }
+        }
+        let mut response = match reply {
             Reply::Response(response) => *response,
-            Reply::NoResponse => return Ok(None),
+            Reply::NoResponse => return Ok(Answered { frame: None, mute }),
             Reply::Close => return Err(Unanswerable),
-            Reply::Pending(_) => {
-                tracing::error!(%peer, api = name, "a Kafka answer that is pending twice; closing the connection");
+            Reply::Pending(_) | Reply::Throttled(..) => {
+                tracing::error!(%peer, api = name, "a Kafka answer that is pending or throttled twice; closing the connection");
                 return Err(Unanswerable);
             }
         };
+        if !throttle.is_zero() {
+            throttle::set_throttle_time(&mut response, throttle);
+        }
         match request::encode(api_key, version, correlation_id, &response) {
-            Ok(bytes) => Ok(Some((api_key, version, bytes))),
+            Ok(bytes) => Ok(Answered {
+                frame: Some((api_key, version, bytes)),
+                mute,
+            }),
             Err(e) => {
                 // Our own answer does not fit the version asked: a bug here, not
                 // the client's; the client sees the connection close and retries.

@@ -69,6 +69,11 @@ pub struct Config {
     /// `connections.max.reauth.ms`: how long a SASL authentication holds
     /// before the client must re-authenticate (KIP-368); 0 for ever.
     pub connections_max_reauth_ms: u64,
+    /// `quota.window.num`: how many windows client quota rates are
+    /// measured over.
+    pub quota_window_num: u32,
+    /// `quota.window.size.seconds`: each quota window's span.
+    pub quota_window_size_seconds: u64,
     /// `ssl.keystore.location` (type PEM): the certificate chain and private
     /// key of TLS listeners.
     pub ssl_keystore_location: Option<PathBuf>,
@@ -175,6 +180,8 @@ impl Default for Config {
             kafka_external_security_protocol: "PLAINTEXT".into(),
             sasl_enabled_mechanisms: runnel_kafka::auth::MECHANISMS.join(","),
             connections_max_reauth_ms: 0,
+            quota_window_num: 11,
+            quota_window_size_seconds: 1,
             ssl_keystore_location: None,
             ssl_truststore_location: None,
             ssl_client_auth: "none".into(),

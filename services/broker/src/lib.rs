@@ -11,6 +11,8 @@
 //!   it; `kafka`: the Kafka wire protocol over it (`kafka/produce.rs`,
 //!   `kafka/fetch.rs`, ...); `errors`: why a request failed.
 //! - `io`: the disk I/O threads; `maintenance`: retention, flushing, compaction.
+//! - `quotas`: client quotas (byte rates, request time, mutations) on the
+//!   Kafka listeners.
 
 pub mod authz;
 mod checkpoint;
@@ -23,6 +25,7 @@ pub mod log_manager;
 mod maintenance;
 pub mod metadata;
 pub mod partition;
+pub mod quotas;
 mod replica;
 pub mod service;
 
@@ -317,6 +320,14 @@ pub async fn start(
         )
     }));
     let authorizer = authz::Authorizer::new(config.authorizer(), Arc::clone(&cache));
+    // One set of meters for both listeners: a client's quota is per broker.
+    let quotas = Arc::new(quotas::Quotas::new(
+        Arc::clone(&cache),
+        runnel_common::quota::QuotaWindows {
+            samples: config.quota_window_num.max(1),
+            window: Duration::from_secs(config.quota_window_size_seconds.max(1)),
+        },
+    ));
     for (listener, side, name, protocol) in kafka_listeners {
         let api = kafka::KafkaApi::new(
             Arc::clone(&broker),
@@ -325,6 +336,7 @@ pub async fn start(
             side,
             config.broker_id,
             authorizer.clone(),
+            Arc::clone(&quotas),
         );
         servers.spawn(runnel_kafka::server::serve(
             listener,

@@ -1,6 +1,7 @@
 //! Kafka's admin requests, forwarded to the controller.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use runnel_kafka::kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use runnel_kafka::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
@@ -27,6 +28,7 @@ use runnel_common::acl::{CLUSTER_NAME, Operation, ResourceType};
 use super::{
     Caller, KafkaApi, PROPAGATION_WAIT, code, error_code, error_message, message, raw_code, wire,
 };
+use crate::quotas::Client;
 use crate::service::Failure;
 
 /// Kafka's resource type for topics in the config APIs.
@@ -37,6 +39,35 @@ const BROKER: i8 = 4;
 /// Kafka's config sources in DescribeConfigs.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
+
+/// A topic result refused by `controller_mutation_rate`, as Kafka words it.
+fn throttled<T: ThrottledResult>(out: T) -> T {
+    out.refuse(
+        code(ErrorCode::ThrottlingQuotaExceeded),
+        StrBytes::from_static_str("The throttling quota has been exceeded."),
+    )
+}
+
+/// The per-topic results a mutation quota can refuse.
+trait ThrottledResult {
+    fn refuse(self, code: i16, message: StrBytes) -> Self;
+}
+
+macro_rules! throttled_result {
+    ($($t:ty),*) => {$(
+        impl ThrottledResult for $t {
+            fn refuse(self, code: i16, message: StrBytes) -> Self {
+                self.with_error_code(code).with_error_message(Some(message))
+            }
+        }
+    )*};
+}
+
+throttled_result!(
+    CreatableTopicResult,
+    DeletableTopicResult,
+    CreatePartitionsTopicResult
+);
 
 fn resource(resource_type: i8, name: &StrBytes) -> Result<ConfigResource, Failure> {
     let kind = match resource_type {
@@ -67,8 +98,11 @@ impl KafkaApi {
     pub(super) async fn create_topics(
         &self,
         r: CreateTopicsRequest,
+        version: i16,
         caller: &Caller<'_>,
-    ) -> CreateTopicsResponse {
+        client: Client<'_>,
+    ) -> (CreateTopicsResponse, Duration) {
+        let mut throttle = Duration::ZERO;
         let mut results: Vec<CreatableTopicResult> = Vec::with_capacity(r.topics.len());
         let mut asked = Vec::new();
         // CREATE on the cluster allows every topic; else CREATE on each.
@@ -91,6 +125,13 @@ impl KafkaApi {
                             "manual replica assignments are not supported: give a partition count and replication factor",
                         ))),
                 );
+                continue;
+            }
+            // Kafka counts a default partition count (-1) as one.
+            if !r.validate_only
+                && !self.mutation(client, version >= 6, t.num_partitions.max(1), &mut throttle)
+            {
+                results.push(throttled(out));
                 continue;
             }
             let configs = t
@@ -157,14 +198,19 @@ impl KafkaApi {
                 }
             }
         }
-        CreateTopicsResponse::default().with_topics(results)
+        (
+            CreateTopicsResponse::default().with_topics(results),
+            throttle,
+        )
     }
 
     pub(super) async fn delete_topics(
         &self,
         r: DeleteTopicsRequest,
+        version: i16,
         caller: &Caller<'_>,
-    ) -> DeleteTopicsResponse {
+        client: Client<'_>,
+    ) -> (DeleteTopicsResponse, Duration) {
         // v6+ name topics in `topics` (by name or by id); before, in `topic_names`.
         let mut unknown_ids = Vec::new();
         let names: Vec<String> = if r.topics.is_empty() {
@@ -194,6 +240,24 @@ impl KafkaApi {
         let (names, denied): (Vec<String>, Vec<String>) = names
             .into_iter()
             .partition(|t| caller.allowed(Operation::Delete, ResourceType::Topic, t));
+        // `controller_mutation_rate`: each topic costs its partitions.
+        let mut throttle = Duration::ZERO;
+        let sizes: Vec<i32> = self.metadata.with(|image| {
+            names
+                .iter()
+                .map(|n| image.topics.get(n).map_or(0, |t| t.partitions.len() as i32))
+                .collect()
+        });
+        let mut admitted = Vec::with_capacity(names.len());
+        let mut over = Vec::new();
+        for (name, size) in names.into_iter().zip(sizes) {
+            if self.mutation(client, version >= 5, size, &mut throttle) {
+                admitted.push(name);
+            } else {
+                over.push(name);
+            }
+        }
+        let names = admitted;
         let answer = if names.is_empty() {
             Ok(Vec::new())
         } else {
@@ -229,6 +293,9 @@ impl KafkaApi {
                     .with_error_code(error_code(&failure))
                     .with_error_message(error_message(&failure))
             }))
+            .chain(over.into_iter().map(|name| {
+                throttled(DeletableTopicResult::default().with_name(Some(super::topic_name(&name))))
+            }))
             .chain(unknown_ids.into_iter().map(|id| {
                 let failure = Failure::UnknownTopicId { id: id.to_string() };
                 DeletableTopicResult::default()
@@ -237,14 +304,20 @@ impl KafkaApi {
                     .with_error_message(error_message(&failure))
             }))
             .collect();
-        DeleteTopicsResponse::default().with_responses(responses)
+        (
+            DeleteTopicsResponse::default().with_responses(responses),
+            throttle,
+        )
     }
 
     pub(super) async fn create_partitions(
         &self,
         r: CreatePartitionsRequest,
+        version: i16,
         caller: &Caller<'_>,
-    ) -> CreatePartitionsResponse {
+        client: Client<'_>,
+    ) -> (CreatePartitionsResponse, Duration) {
+        let mut throttle = Duration::ZERO;
         let mut results = Vec::with_capacity(r.topics.len());
         for t in r.topics {
             let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
@@ -262,6 +335,19 @@ impl KafkaApi {
                             "manual replica assignments are not supported",
                         ))),
                 );
+                continue;
+            }
+            // `controller_mutation_rate`: the partitions added.
+            let current = self.metadata.with(|image| {
+                image
+                    .topics
+                    .get(t.name.as_str())
+                    .map_or(0, |topic| topic.partitions.len() as i32)
+            });
+            if !r.validate_only
+                && !self.mutation(client, version >= 3, t.count - current, &mut throttle)
+            {
+                results.push(throttled(out));
                 continue;
             }
             let answer = self
@@ -287,7 +373,29 @@ impl KafkaApi {
                 }
             });
         }
-        CreatePartitionsResponse::default().with_results(results)
+        (
+            CreatePartitionsResponse::default().with_results(results),
+            throttle,
+        )
+    }
+
+    /// Admits a mutation of `partitions` partitions under the client's
+    /// `controller_mutation_rate` (KIP-599): false when `strict` and the
+    /// client is over it; the time to wait is raised into `throttle`.
+    fn mutation(
+        &self,
+        client: Client<'_>,
+        strict: bool,
+        partitions: i32,
+        throttle: &mut Duration,
+    ) -> bool {
+        let partitions = u32::try_from(partitions).unwrap_or(0);
+        let (admitted, wait) = match self.quotas.mutate(client, partitions, strict) {
+            Ok(wait) => (true, wait),
+            Err(wait) => (false, wait),
+        };
+        *throttle = (*throttle).max(wait);
+        admitted
     }
 
     pub(super) async fn describe_configs(

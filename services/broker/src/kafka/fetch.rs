@@ -3,6 +3,7 @@
 //! OffsetForLeaderEpoch, on the broker's fetch.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use bytes::Bytes;
 use runnel_kafka::kafka_protocol::messages::fetch_response::{
@@ -21,9 +22,11 @@ use runnel_records::batch::{BatchHeader, Compression, legacy};
 use uuid::Uuid;
 
 use runnel_common::acl::{Operation, ResourceType};
+use runnel_common::quota::QuotaKey;
 
 use super::sessions::FetchPlan;
 use super::{Caller, KafkaApi, UNKNOWN_TOPIC_ID, by_topic, code, raw_code, topic_name};
+use crate::quotas::Client;
 
 impl KafkaApi {
     pub(super) async fn fetch(
@@ -31,7 +34,8 @@ impl KafkaApi {
         mut r: FetchRequest,
         version: i16,
         caller: &Caller<'_>,
-    ) -> FetchResponse {
+        client: Client<'_>,
+    ) -> (FetchResponse, Duration) {
         let replica = if version >= 15 {
             r.replica_state.replica_id.0
         } else {
@@ -64,14 +68,20 @@ impl KafkaApi {
         }
         if replica >= 0 {
             // Replication between Runnel brokers runs over gRPC.
-            return FetchResponse::default().with_error_code(code(ErrorCode::InvalidRequest));
+            return (
+                FetchResponse::default().with_error_code(code(ErrorCode::InvalidRequest)),
+                Duration::ZERO,
+            );
         }
         let plan = match self.sessions.plan(&r, version) {
             Ok(plan) => plan,
             Err(error) => {
-                return FetchResponse::default()
-                    .with_error_code(error)
-                    .with_session_id(0);
+                return (
+                    FetchResponse::default()
+                        .with_error_code(error)
+                        .with_session_id(0),
+                    Duration::ZERO,
+                );
             }
         };
         let FetchPlan {
@@ -127,6 +137,25 @@ impl KafkaApi {
                 },
             })
             .await;
+        // `consumer_byte_rate`, as Kafka: a fetch that takes the consumer
+        // over its quota is answered empty (and so costs nothing) with the
+        // time to wait; the session stays where it was, so the next fetch
+        // asks for the same data again.
+        let fetched: usize = answer.partitions.iter().map(|p| p.records.len()).sum();
+        let throttle = self
+            .quotas
+            .record(QuotaKey::ConsumerByteRate, client, fetched as f64);
+        if !throttle.is_zero() {
+            self.quotas
+                .unrecord(QuotaKey::ConsumerByteRate, client, fetched as f64);
+            // A full fetch's session is not kept (Kafka's throttled full
+            // fetch names none); an incremental one goes on.
+            let session_id = if incremental { session_id } else { 0 };
+            return (
+                FetchResponse::default().with_session_id(session_id),
+                throttle,
+            );
+        }
         answer.partitions.extend(denied);
         let committed = version >= 4 && r.isolation_level == 1;
         let keep = self
@@ -234,9 +263,12 @@ impl KafkaApi {
                         .collect(),
                 )
         }));
-        FetchResponse::default()
-            .with_session_id(session_id)
-            .with_responses(responses)
+        (
+            FetchResponse::default()
+                .with_session_id(session_id)
+                .with_responses(responses),
+            Duration::ZERO,
+        )
     }
 
     pub(super) async fn offset_for_leader_epoch(

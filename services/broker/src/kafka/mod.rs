@@ -18,6 +18,8 @@
 //!   coordinator, and KIP-890's check of transactional produces.
 //! - `admin`: topics, partitions and configs.
 //! - `acls`: CreateAcls, DescribeAcls, DeleteAcls.
+//! - `quotas`: DescribeClientQuotas, AlterClientQuotas (the throttling
+//!   itself is `crate::quotas`).
 //! - `users`: SCRAM credentials (the SASL handshake itself is the
 //!   listener's, `runnel_kafka::auth`).
 
@@ -29,13 +31,17 @@ mod metadata_request;
 mod offsets;
 mod produce;
 mod producer_ids;
+mod quotas;
 mod sessions;
 mod transactions;
 mod users;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use runnel_common::acl::{Operation, ResourceType};
+use runnel_common::quota::QuotaKey;
 use runnel_kafka::kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind, TopicName};
 use runnel_kafka::kafka_protocol::protocol::StrBytes;
 use runnel_kafka::request::Request;
@@ -46,6 +52,7 @@ use runnel_proto::metadata::v1::Endpoint;
 
 use crate::authz::{Authorizer, Caller};
 use crate::metadata::{Controller, MetadataCache};
+use crate::quotas::{Client, Quotas, Timed};
 use crate::service::{Broker, Failure, Listener, by_topic};
 
 /// The endpoint a broker registers for its Kafka listener.
@@ -106,6 +113,8 @@ pub fn versions() -> Versions {
         (ApiKey::DescribeAcls, 1, 3),
         (ApiKey::CreateAcls, 1, 3),
         (ApiKey::DeleteAcls, 1, 3),
+        (ApiKey::DescribeClientQuotas, 0, 1),
+        (ApiKey::AlterClientQuotas, 0, 1),
     ])
     .with_features(&[
         // The KRaft metadata versions of Kafka 3.3 to 4.1, at 4.1's.
@@ -146,6 +155,7 @@ pub struct KafkaApi {
     broker_id: i32,
     sessions: sessions::FetchSessions,
     authorizer: Authorizer,
+    quotas: Arc<Quotas>,
 }
 
 impl KafkaApi {
@@ -157,6 +167,7 @@ impl KafkaApi {
         listener: Listener,
         broker_id: i32,
         authorizer: Authorizer,
+        quotas: Arc<Quotas>,
     ) -> KafkaApi {
         KafkaApi {
             broker,
@@ -166,6 +177,7 @@ impl KafkaApi {
             broker_id,
             sessions: sessions::FetchSessions::new(sessions::MAX_SESSIONS),
             authorizer,
+            quotas,
         }
     }
 
@@ -214,19 +226,41 @@ impl KafkaApi {
 
 impl Handler for KafkaApi {
     async fn handle(&self, request: Request, session: Arc<Session>) -> Reply {
-        let v = request.version;
-        let caller = &self
-            .authorizer
-            .caller(session.as_ref(), request.header.request_api_key);
         let client_id = request
             .header
             .client_id
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default();
+        let client = Client {
+            user: &session.principal.name,
+            client_id: &client_id,
+        };
+        // `request_percentage`: the time spent handling, when any is set.
+        if !self.quotas.any(QuotaKey::RequestPercentage) {
+            return self.dispatch(request, &session, client).await;
+        }
+        let spent = AtomicU64::new(0);
+        let reply = Timed::new(self.dispatch(request, &session, client), &spent).await;
+        let spent = Duration::from_nanos(spent.load(std::sync::atomic::Ordering::Relaxed));
+        reply.throttled(self.quotas.record_time(client, spent))
+    }
+}
+
+impl KafkaApi {
+    async fn dispatch(&self, request: Request, session: &Session, client: Client<'_>) -> Reply {
+        let v = request.version;
+        let caller = &self
+            .authorizer
+            .caller(session, request.header.request_api_key);
+        let client_id = client.client_id.to_owned();
         Reply::Response(Box::new(match request.body {
-            RequestKind::Produce(r) => return self.produce(r, v, caller).await,
-            RequestKind::Fetch(r) => ResponseKind::Fetch(self.fetch(r, v, caller).await),
+            RequestKind::Produce(r) => return self.produce(r, v, caller, client).await,
+            RequestKind::Fetch(r) => {
+                let (response, throttle) = self.fetch(r, v, caller, client).await;
+                return Reply::Response(Box::new(ResponseKind::Fetch(response)))
+                    .throttled(throttle);
+            }
             RequestKind::ListOffsets(r) => {
                 ResponseKind::ListOffsets(self.list_offsets(r, v, caller).await)
             }
@@ -298,13 +332,19 @@ impl Handler for KafkaApi {
                 ResponseKind::ListTransactions(self.list_transactions(r, caller).await)
             }
             RequestKind::CreateTopics(r) => {
-                ResponseKind::CreateTopics(self.create_topics(r, caller).await)
+                let (response, throttle) = self.create_topics(r, v, caller, client).await;
+                return Reply::Response(Box::new(ResponseKind::CreateTopics(response)))
+                    .throttled(throttle);
             }
             RequestKind::DeleteTopics(r) => {
-                ResponseKind::DeleteTopics(self.delete_topics(r, caller).await)
+                let (response, throttle) = self.delete_topics(r, v, caller, client).await;
+                return Reply::Response(Box::new(ResponseKind::DeleteTopics(response)))
+                    .throttled(throttle);
             }
             RequestKind::CreatePartitions(r) => {
-                ResponseKind::CreatePartitions(self.create_partitions(r, caller).await)
+                let (response, throttle) = self.create_partitions(r, v, caller, client).await;
+                return Reply::Response(Box::new(ResponseKind::CreatePartitions(response)))
+                    .throttled(throttle);
             }
             RequestKind::DescribeConfigs(r) => {
                 ResponseKind::DescribeConfigs(self.describe_configs(r, caller).await)
@@ -331,6 +371,12 @@ impl Handler for KafkaApi {
             }
             RequestKind::DeleteAcls(r) => {
                 ResponseKind::DeleteAcls(self.delete_acls(r, caller).await)
+            }
+            RequestKind::DescribeClientQuotas(r) => {
+                ResponseKind::DescribeClientQuotas(self.describe_client_quotas(r, caller))
+            }
+            RequestKind::AlterClientQuotas(r) => {
+                ResponseKind::AlterClientQuotas(self.alter_client_quotas(r, caller).await)
             }
             other => {
                 // `versions()` lists only what is handled above, so the

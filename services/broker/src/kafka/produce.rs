@@ -18,8 +18,10 @@ use runnel_records::batch::{Batches, Compression, legacy};
 use uuid::Uuid;
 
 use runnel_common::acl::{Operation, ResourceType};
+use runnel_common::quota::QuotaKey;
 
 use super::{Caller, KafkaApi, by_topic, error_code, error_message, message, raw_code, topic_name};
+use crate::quotas::Client;
 use crate::service::Failure;
 
 /// Produce v13's key for a topic id no topic has (see `produce`).
@@ -34,7 +36,16 @@ impl KafkaApi {
         mut r: ProduceRequest,
         version: i16,
         caller: &Caller<'_>,
+        client: Client<'_>,
     ) -> Reply {
+        // `producer_byte_rate` meters what the producer sent, whatever
+        // becomes of it.
+        let sent: usize = r
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .filter_map(|p| p.records.as_ref().map(Bytes::len))
+            .sum();
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -154,10 +165,13 @@ impl KafkaApi {
                     .unwrap_or_default(),
             })
             .await;
+        let throttle = self
+            .quotas
+            .record(QuotaKey::ProducerByteRate, client, sent as f64);
         if acks == pb::Acks::None {
             // Queued is all the producer asked for; the appends finish on
             // their I/O threads without anyone waiting.
-            return Reply::NoResponse;
+            return Reply::NoResponse.throttled(throttle);
         }
         Reply::Pending(
             async move {
@@ -186,6 +200,7 @@ impl KafkaApi {
             }
             .boxed(),
         )
+        .throttled(throttle)
     }
 }
 
