@@ -549,3 +549,29 @@ async fn acl_changes_reach_every_broker_through_the_metadata_log() {
     }
     cluster.shutdown().await;
 }
+
+/// Client quotas with real clients: set and described through Kafka's own
+/// API (kafka-python's encoding), a producer and a consumer throttled by
+/// their byte rates without losing a record, CreateTopics refused once
+/// `controller_mutation_rate` is spent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_quotas_throttle_real_clients_without_dropping_records() {
+    let cluster = TestCluster::builder()
+        .coordinators(1)
+        .auto_create_topics(false)
+        .kafka_security_protocol("SASL_PLAINTEXT")
+        .start()
+        .await;
+    cluster
+        .admin()
+        .upsert_scram_credential(
+            "alice",
+            ScramMechanism::ScramSha512,
+            "alice-secret",
+            DEFAULT_ITERATIONS,
+        )
+        .await
+        .unwrap();
+    run_scenario("quotas_compat.py", "quotas", &cluster.kafka_bootstrap()).await;
+    cluster.shutdown().await;
+}

@@ -27,6 +27,7 @@ pub struct Client<'a> {
 #[derive(Debug)]
 pub struct Quotas {
     metadata: Arc<MetadataCache>,
+    windows: QuotaWindows,
     throttler: Throttler,
 }
 
@@ -35,6 +36,7 @@ impl Quotas {
     pub fn new(metadata: Arc<MetadataCache>, windows: QuotaWindows) -> Quotas {
         Quotas {
             metadata,
+            windows,
             throttler: Throttler::new(windows),
         }
     }
@@ -69,6 +71,13 @@ impl Quotas {
         }
     }
 
+    /// The most `client` may take in one quota window of `key` (Kafka caps
+    /// a consumer's fetch at this, so no single answer puts it far over).
+    pub fn window_bytes(&self, key: QuotaKey, client: Client<'_>) -> Option<u64> {
+        self.applied(key, client)
+            .map(|q| (q.limit * self.windows.window.as_secs_f64()).max(1.0) as u64)
+    }
+
     /// Request handling time against `request_percentage`.
     pub fn record_time(&self, client: Client<'_>, time: Duration) -> Duration {
         self.record(
@@ -80,7 +89,8 @@ impl Quotas {
 
     /// Admits a mutation of `partitions` partitions under `client`'s
     /// `controller_mutation_rate`: `Err` with the time to wait when it is
-    /// refused, else the time the client should wait after it.
+    /// refused (only when `strict`), else the time the client should wait
+    /// after it.
     pub fn mutate(
         &self,
         client: Client<'_>,

@@ -111,12 +111,18 @@ impl KafkaApi {
                 }
             }
         }
+        // Kafka's cap under `consumer_byte_rate`: one quota window's bytes.
+        let window = self
+            .quotas
+            .window_bytes(QuotaKey::ConsumerByteRate, client)
+            .map_or(u32::MAX, |b| u32::try_from(b).unwrap_or(u32::MAX));
+        let max_bytes = u32::try_from(r.max_bytes).unwrap_or(u32::MAX).min(window);
         let mut answer = self
             .broker
             .fetch(pb::FetchRequest {
                 max_wait_ms: u32::try_from(r.max_wait_ms).unwrap_or(0),
-                min_bytes: u32::try_from(r.min_bytes).unwrap_or(0),
-                max_bytes: u32::try_from(r.max_bytes).unwrap_or(u32::MAX),
+                min_bytes: u32::try_from(r.min_bytes).unwrap_or(0).min(max_bytes),
+                max_bytes,
                 partitions: partitions
                     .iter()
                     .filter(|((topic, _), _)| readable.get(topic.as_str()) != Some(&false))
