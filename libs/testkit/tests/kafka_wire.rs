@@ -1165,3 +1165,103 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
     );
     cluster.shutdown().await;
 }
+
+/// Sets one quota of client id `runnel-testkit` (the id `KafkaConn` sends)
+/// through Kafka's AlterClientQuotas.
+async fn set_client_quota(conn: &mut KafkaConn, key: &'static str, value: f64) {
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let answer = conn
+        .call(
+            1,
+            &AlterClientQuotasRequest::default().with_entries(vec![
+                EntryData::default()
+                    .with_entity(vec![
+                        EntityData::default()
+                            .with_entity_type(StrBytes::from_static_str("client-id"))
+                            .with_entity_name(Some(StrBytes::from_static_str("runnel-testkit"))),
+                    ])
+                    .with_ops(vec![
+                        OpData::default()
+                            .with_key(StrBytes::from_static_str(key))
+                            .with_value(value),
+                    ]),
+            ]),
+        )
+        .await;
+    assert_eq!(answer.entries[0].error_code, 0, "{answer:?}");
+}
+
+/// KIP-219: a client over its quota gets its answer at once with
+/// `throttle_time_ms`, then the broker reads nothing more from that
+/// connection until the time is up; a client too old to throttle itself
+/// (Produce before v6) gets its answer that much later instead. Request
+/// time (`request_percentage`) throttles any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_throttles_are_announced_then_waited_out_as_kip_219_says() {
+    use kafka_protocol::messages::MetadataRequest;
+    use std::time::{Duration, Instant};
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .start()
+        .await;
+    cluster
+        .create_topic(
+            NewTopic::new("throttled")
+                .partitions(1)
+                .replication_factor(1),
+        )
+        .await;
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    // 10 KB a second; 120 KB at once is 12 KB a second over the 10 s the
+    // quota windows span: about 2 s to wait.
+    set_client_quota(&mut conn, "producer_byte_rate", 10_000.0).await;
+    let mut value = vec![b'.'; 120 * 1024];
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(1_700_000_000_000, None, Some(&value), &[]);
+    let big = Bytes::from(b.build().unwrap());
+    let answer = conn.call(9, &produce("throttled", big)).await;
+    let partition = &answer.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 0, "throttled, not refused");
+    let throttle = Duration::from_millis(u64::try_from(answer.throttle_time_ms).unwrap());
+    assert!(
+        throttle > Duration::from_millis(500) && throttle <= Duration::from_secs(11),
+        "{throttle:?}"
+    );
+    // The next request waits out the throttle before it is even read.
+    let asked = Instant::now();
+    let _: kafka_protocol::messages::MetadataResponse =
+        conn.call(12, &MetadataRequest::default()).await;
+    assert!(
+        asked.elapsed() >= throttle / 2,
+        "answered after {:?} of a {throttle:?} throttle",
+        asked.elapsed()
+    );
+
+    // Produce v5 does not throttle itself: its answer comes late.
+    let mut old = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    value.truncate(1024);
+    let mut b = BatchBuilder::new(Compression::None);
+    b.append(1_700_000_000_001, None, Some(&value), &[]);
+    let asked = Instant::now();
+    let answer = old
+        .call(5, &produce("throttled", Bytes::from(b.build().unwrap())))
+        .await;
+    let waited = asked.elapsed();
+    let throttle = Duration::from_millis(u64::try_from(answer.throttle_time_ms).unwrap());
+    assert!(throttle > Duration::ZERO, "{answer:?}");
+    assert!(
+        waited >= throttle,
+        "answered after {waited:?}, throttle {throttle:?}"
+    );
+    assert_eq!(answer.responses[0].partition_responses[0].error_code, 0);
+
+    // Request time: a quota no request can stay under throttles even a
+    // Metadata request.
+    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
+    set_client_quota(&mut conn, "request_percentage", 0.0001).await;
+    let answer: kafka_protocol::messages::MetadataResponse =
+        conn.call(12, &MetadataRequest::default()).await;
+    assert!(answer.throttle_time_ms > 0, "{answer:?}");
+    cluster.shutdown().await;
+}
