@@ -4,7 +4,8 @@
 //! wire: nothing but ApiVersions and SASL before authentication, unknown
 //! mechanisms and wrong passwords refused and the connection closed,
 //! sessions that run out (KIP-368) closed unless re-authenticated, and
-//! ILLEGAL_SASL_STATE on a listener without SASL.
+//! ILLEGAL_SASL_STATE on a listener without SASL. Also TLS, ACLs and
+//! client quotas as real clients and the wire see them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -573,5 +574,72 @@ async fn client_quotas_throttle_real_clients_without_dropping_records() {
         .await
         .unwrap();
     run_scenario("quotas_compat.py", "quotas", &cluster.kafka_bootstrap()).await;
+    cluster.shutdown().await;
+}
+
+/// The quota APIs need DESCRIBE_CONFIGS (DescribeClientQuotas) and
+/// ALTER_CONFIGS (AlterClientQuotas) on the cluster, as in Kafka: without
+/// them CLUSTER_AUTHORIZATION_FAILED and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_apis_need_the_cluster_config_operations() {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
+    const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+    let cluster = TestCluster::builder()
+        .auto_create_topics(false)
+        .kafka_security_protocol("SASL_PLAINTEXT")
+        .authorizer("User:admin")
+        .start()
+        .await;
+    let admin = cluster.admin();
+    for user in ["admin", "alice"] {
+        admin
+            .upsert_scram_credential(
+                user,
+                ScramMechanism::ScramSha512,
+                &format!("{user}-secret"),
+                DEFAULT_ITERATIONS,
+            )
+            .await
+            .unwrap();
+    }
+    let alter = AlterClientQuotasRequest::default().with_entries(vec![
+        EntryData::default()
+            .with_entity(vec![
+                EntityData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_entity_name(Some(StrBytes::from_static_str("alice"))),
+            ])
+            .with_ops(vec![
+                OpData::default()
+                    .with_key(StrBytes::from_static_str("producer_byte_rate"))
+                    .with_value(1024.0),
+            ]),
+    ]);
+    let describe = DescribeClientQuotasRequest::default();
+    let bootstrap = cluster.kafka_bootstrap();
+    let mut alice = KafkaConn::connect(&bootstrap).await;
+    assert_eq!(plain(&mut alice, "alice", "alice-secret").await.0, 0);
+    let refused = alice.call(1, &alter).await;
+    assert_eq!(
+        refused.entries[0].error_code, CLUSTER_AUTHORIZATION_FAILED,
+        "{refused:?}"
+    );
+    assert_eq!(
+        alice.call(1, &describe).await.error_code,
+        CLUSTER_AUTHORIZATION_FAILED
+    );
+    let mut root = KafkaConn::connect(&bootstrap).await;
+    assert_eq!(plain(&mut root, "admin", "admin-secret").await.0, 0);
+    let described = root.call(1, &describe).await;
+    assert_eq!(described.error_code, 0);
+    assert_eq!(
+        described.entries.map(|e| e.len()),
+        Some(0),
+        "alice's refused change left nothing"
+    );
+    assert_eq!(root.call(1, &alter).await.entries[0].error_code, 0);
+    let described = root.call(1, &describe).await;
+    assert_eq!(described.entries.map(|e| e.len()), Some(1));
     cluster.shutdown().await;
 }
