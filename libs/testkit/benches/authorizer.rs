@@ -14,28 +14,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
-use std::time::Instant;
+mod wire;
 
-use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
 use runnel_client::{
     AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, DEFAULT_ITERATIONS,
     NewTopic, ScramMechanism,
 };
-use runnel_records::batch::{BatchBuilder, Compression};
 use runnel_testkit::TestCluster;
-use runnel_testkit::kafka_wire::KafkaConn;
+use wire::{PARTITIONS, RECORDS_PER_BATCH, connect, median, produce_request, round};
 
 const TOPIC: &str = "bench-orders";
-const PARTITIONS: i32 = 6;
-const RECORDS_PER_BATCH: usize = 100;
-const RECORD_SIZE: usize = 100;
-const IN_FLIGHT: usize = 5;
-const PRODUCE_VERSION: i16 = 9;
 
 /// 1,000 bindings: the bench user's WRITE on its topic's prefix, and 999
 /// others on other principals, topics (literal and prefixed) and groups.
@@ -112,68 +100,8 @@ async fn cluster(authorizer: bool) -> TestCluster {
     cluster
 }
 
-/// A connection authenticated as the bench user (SASL PLAIN).
-async fn connect(cluster: &TestCluster) -> KafkaConn {
-    let mut conn = KafkaConn::connect(&cluster.kafka_bootstrap()).await;
-    let h = conn
-        .call(
-            1,
-            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )
-        .await;
-    assert_eq!(h.error_code, 0);
-    let a = conn
-        .call(
-            2,
-            &SaslAuthenticateRequest::default()
-                .with_auth_bytes(Bytes::from_static(b"\0bench\0bench-secret")),
-        )
-        .await;
-    assert_eq!(a.error_code, 0, "authenticated");
-    conn
-}
-
-/// Produces `requests` requests, `IN_FLIGHT` at a time; records per second.
-async fn round(conn: &mut KafkaConn, request: &ProduceRequest, requests: usize) -> f64 {
-    let start = Instant::now();
-    let mut pending = std::collections::VecDeque::new();
-    for _ in 0..requests {
-        if pending.len() == IN_FLIGHT {
-            let id = pending.pop_front().unwrap();
-            check(conn.receive::<ProduceRequest>(PRODUCE_VERSION, id).await);
-        }
-        pending.push_back(conn.send(PRODUCE_VERSION, request).await);
-    }
-    while let Some(id) = pending.pop_front() {
-        check(conn.receive::<ProduceRequest>(PRODUCE_VERSION, id).await);
-    }
-    let records = requests * PARTITIONS as usize * RECORDS_PER_BATCH;
-    records as f64 / start.elapsed().as_secs_f64()
-}
-
-fn check(r: kafka_protocol::messages::ProduceResponse) {
-    for t in r.responses {
-        for p in t.partition_responses {
-            assert_eq!(p.error_code, 0, "produce refused");
-        }
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let records: usize = args
-        .first()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(3_000_000);
-    let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let (records, rounds) = wire::args(3_000_000, 3);
     let requests = records / (PARTITIONS as usize * RECORDS_PER_BATCH);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -182,29 +110,11 @@ fn main() {
     runtime.block_on(async {
         let open = cluster(false).await;
         let guarded = cluster(true).await;
-        let mut builder = BatchBuilder::new(Compression::None);
-        let value = vec![b'x'; RECORD_SIZE];
-        for _ in 0..RECORDS_PER_BATCH {
-            builder.append(1_700_000_000_000, None, Some(&value), &[]);
-        }
-        let batch = Bytes::from(builder.build().unwrap());
-        let request = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(30_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partition_data(
-                        (0..PARTITIONS)
-                            .map(|p| {
-                                PartitionProduceData::default()
-                                    .with_index(p)
-                                    .with_records(Some(batch.clone()))
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let mut conns = [connect(&open).await, connect(&guarded).await];
+        let request = produce_request(TOPIC);
+        let mut conns = [
+            connect(&open, "bench", "bench-secret").await,
+            connect(&guarded, "bench", "bench-secret").await,
+        ];
         // Warm both up (page cache, allocator) before measuring.
         for conn in &mut conns {
             round(conn, &request, requests / 10).await;
