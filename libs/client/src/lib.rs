@@ -18,6 +18,10 @@
 //!   `describe_transaction`, `describe_producers`,
 //!   `find_hanging_transactions`, `abort_transaction`), as Kafka's
 //!   `kafka-transactions.sh`.
+//! - ACLs, SCRAM users and client quotas on [`Admin`] (`create_acls`,
+//!   `upsert_scram_credential`, `alter_client_quotas`,
+//!   `describe_client_quotas`, ...), as Kafka's `kafka-acls.sh` and
+//!   `kafka-configs.sh`.
 //!
 //! All of them start from a [`ClientConfig`] naming bootstrap brokers, or
 //! share one [`Cluster`] (connections and metadata) between them. Record
@@ -34,6 +38,7 @@ mod group_admin;
 pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
+mod quota_admin;
 mod txn_admin;
 mod user_admin;
 
@@ -54,6 +59,10 @@ pub use group_admin::{GroupDescription, GroupMemberDescription, ListedGroup};
 pub use producer::{
     Acks, ConsumerGroupMetadata, DeliveryFuture, Producer, ProducerConfig, ProducerRecord,
     RecordMetadata,
+};
+pub use quota_admin::{
+    QUOTA_CLIENT_ID, QUOTA_USER, QuotaEntity, QuotaEntityName, QuotaError, QuotaFilterComponent,
+    QuotaKey, QuotaMatch,
 };
 pub use runnel_proto::common::v1::ErrorCode;
 pub use runnel_records::batch::{Compression, Header};

@@ -17,6 +17,7 @@ mod groups;
 mod health;
 mod output;
 mod produce;
+mod quotas;
 mod topics;
 mod transactions;
 mod users;
@@ -119,6 +120,10 @@ enum Command {
     /// Add, list and remove ACL bindings (who may do what on which resources).
     #[command(subcommand)]
     Acls(acls::Command),
+    /// Set, remove and describe client quotas (byte rates, request time,
+    /// mutation rate) of users and client ids.
+    #[command(subcommand)]
+    Quotas(quotas::Command),
     /// Create, list, pause, resume, restart and delete connectors on a connect worker.
     Connectors(connectors::Args),
     /// Show the controllers, brokers and coordinators and their liveness.
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
             Command::Transactions(cmd) => transactions::run(client, cmd).await,
             Command::Users(cmd) => users::run(client, cmd).await,
             Command::Acls(cmd) => acls::run(client, cmd).await,
+            Command::Quotas(cmd) => quotas::run(client, cmd).await,
             Command::Connectors(args) => connectors::run(http, args).await,
             Command::Cluster => cluster::run(client).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,

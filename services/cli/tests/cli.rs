@@ -1234,3 +1234,152 @@ fn acls_are_added_listed_and_removed() {
     let (clean, _) = dev.terminate();
     assert!(clean);
 }
+
+#[test]
+fn quotas_are_set_described_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = Dev::start(dir.path());
+    assert_eq!(ok(&dev.run(&["quotas", "describe"], None)), "");
+    let altered = ok(&dev.run(
+        &[
+            "quotas",
+            "alter",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+            "--add-config",
+            "producer_byte_rate=1024,consumer_byte_rate=2048,request_percentage=12.5",
+        ],
+        None,
+    ));
+    assert_eq!(
+        altered,
+        "updated quota configs for user-principal 'alice', client-id 'app'\n"
+    );
+    ok(&dev.run(
+        &[
+            "quotas",
+            "alter",
+            "--user-defaults",
+            "--add-config",
+            "consumer_byte_rate=4096",
+        ],
+        None,
+    ));
+    let all = ok(&dev.run(&["quotas", "describe"], None));
+    assert_eq!(
+        all,
+        "Quota configs for the default user-principal are consumer_byte_rate=4096.0\n\
+         Quota configs for user-principal 'alice', client-id 'app' are \
+         producer_byte_rate=1024.0, consumer_byte_rate=2048.0, request_percentage=12.5\n"
+    );
+    // A named entity is that entity only, as kafka-configs.sh describes it.
+    assert_eq!(
+        ok(&dev.run(&["quotas", "describe", "--user", "alice"], None)),
+        ""
+    );
+    let pair = ok(&dev.run(
+        &[
+            "quotas",
+            "describe",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+        ],
+        None,
+    ));
+    assert!(pair.contains("producer_byte_rate=1024.0"), "{pair}");
+
+    ok(&dev.run(
+        &[
+            "quotas",
+            "alter",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+            "--delete-config",
+            "producer_byte_rate,request_percentage",
+        ],
+        None,
+    ));
+    let pair = ok(&dev.run(
+        &[
+            "quotas",
+            "describe",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+        ],
+        None,
+    ));
+    assert_eq!(
+        pair,
+        "Quota configs for user-principal 'alice', client-id 'app' are consumer_byte_rate=2048.0\n"
+    );
+    // The entity's last quota removed, the entity is gone.
+    ok(&dev.run(
+        &[
+            "quotas",
+            "alter",
+            "--user",
+            "alice",
+            "--client-id",
+            "app",
+            "--delete-config",
+            "consumer_byte_rate",
+        ],
+        None,
+    ));
+    let all = ok(&dev.run(&["quotas", "describe"], None));
+    assert_eq!(
+        all,
+        "Quota configs for the default user-principal are consumer_byte_rate=4096.0\n"
+    );
+
+    fails_with(
+        &dev.run(
+            &[
+                "quotas",
+                "alter",
+                "--user",
+                "alice",
+                "--add-config",
+                "producer_rate=1024",
+            ],
+            None,
+        ),
+        "unknown quota \"producer_rate\" (known: producer_byte_rate, consumer_byte_rate",
+    );
+    fails_with(
+        &dev.run(
+            &[
+                "quotas",
+                "alter",
+                "--client-defaults",
+                "--add-config",
+                "consumer_byte_rate=1.5",
+            ],
+            None,
+        ),
+        "whole number",
+    );
+    fails_with(
+        &dev.run(
+            &["quotas", "alter", "--add-config", "consumer_byte_rate=1"],
+            None,
+        ),
+        "--user-defaults",
+    );
+    fails_with(
+        &dev.run(&["quotas", "alter", "--user", "alice"], None),
+        "--add-config",
+    );
+    // Nothing of the refused changes was applied.
+    assert_eq!(ok(&dev.run(&["quotas", "describe"], None)), all);
+    let (clean, _) = dev.terminate();
+    assert!(clean);
+}
