@@ -21,7 +21,7 @@ use runnel_client::{
     NewTopic, ScramMechanism,
 };
 use runnel_testkit::TestCluster;
-use wire::{PARTITIONS, RECORDS_PER_BATCH, connect, median, produce_request, round};
+use wire::{PARTITIONS, RECORDS_PER_BATCH, connect, produce_request};
 
 const TOPIC: &str = "bench-orders";
 
@@ -115,25 +115,14 @@ fn main() {
             connect(&open, "bench", "bench-secret").await,
             connect(&guarded, "bench", "bench-secret").await,
         ];
-        // Warm both up (page cache, allocator) before measuring.
-        for conn in &mut conns {
-            round(conn, &request, requests / 10).await;
-        }
-        let (mut none, mut thousand) = (Vec::new(), Vec::new());
-        for r in 0..rounds {
-            // Alternate which goes first, so neither always runs warmer.
-            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let rate = round(&mut conns[i], &request, requests).await;
-                println!(
-                    "round {r}: {} {:.0} records/s",
-                    if i == 0 { "no authorizer   " } else { "1,000 ACLs      " },
-                    rate
-                );
-                if i == 0 { none.push(rate) } else { thousand.push(rate) }
-            }
-        }
-        let (none, thousand) = (median(none), median(thousand));
+        let [none, thousand] = wire::side_by_side(
+            &mut conns,
+            ["no authorizer", "1,000 ACLs"],
+            &request,
+            requests,
+            rounds,
+        )
+        .await;
         println!(
             "produce through the Kafka listener, {records} records x {rounds} rounds: no authorizer {none:.0}/s, 1,000 ACLs {thousand:.0}/s, ratio {:.3}",
             thousand / none

@@ -23,34 +23,15 @@ mod wire;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::AlterClientQuotasRequest;
-use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::alter_client_quotas_request::EntryData;
 use runnel_client::{DEFAULT_ITERATIONS, NewTopic, ScramMechanism};
 use runnel_testkit::TestCluster;
-use runnel_testkit::kafka_wire::KafkaConn;
-use wire::{
-    IN_FLIGHT, PARTITIONS, PRODUCE_VERSION, RECORDS_PER_BATCH, connect, median, produce_request,
-    round,
-};
+use runnel_testkit::kafka_wire::{KafkaConn, quota_entry};
+use wire::{IN_FLIGHT, PARTITIONS, PRODUCE_VERSION, RECORDS_PER_BATCH, connect, produce_request};
 
 const TOPIC: &str = "bench-quotas";
 /// The throttled producer's quota, bytes a second.
 const CAP: f64 = 4_000_000.0;
-
-/// One AlterClientQuotas entry: `user`'s `key` set to `value`.
-fn entry(user: String, key: &'static str, value: f64) -> EntryData {
-    EntryData::default()
-        .with_entity(vec![
-            EntityData::default()
-                .with_entity_type(StrBytes::from_static_str("user"))
-                .with_entity_name(Some(StrBytes::from_string(user))),
-        ])
-        .with_ops(vec![
-            OpData::default()
-                .with_key(StrBytes::from_static_str(key))
-                .with_value(value),
-        ])
-}
 
 async fn set_quotas(conn: &mut KafkaConn, entries: Vec<EntryData>) {
     let answer = conn
@@ -90,14 +71,21 @@ async fn cluster(quotas: bool) -> TestCluster {
     if quotas {
         let mut conn = connect(&cluster, "bench", "bench-secret").await;
         let mut entries: Vec<EntryData> = (0..998)
-            .map(|i| entry(format!("user-{i}"), "producer_byte_rate", 1_000_000.0))
+            .map(|i| {
+                quota_entry(
+                    "user",
+                    &format!("user-{i}"),
+                    "producer_byte_rate",
+                    1_000_000.0,
+                )
+            })
             .collect();
-        entries.push(entry("bench".into(), "producer_byte_rate", 1e12));
-        entries.push(entry("bench".into(), "request_percentage", 1e6));
+        entries.push(quota_entry("user", "bench", "producer_byte_rate", 1e12));
+        entries.push(quota_entry("user", "bench", "request_percentage", 1e6));
         set_quotas(&mut conn, entries).await;
         set_quotas(
             &mut conn,
-            vec![entry("capped".into(), "producer_byte_rate", CAP)],
+            vec![quota_entry("user", "capped", "producer_byte_rate", CAP)],
         )
         .await;
     }
@@ -153,22 +141,14 @@ fn main() {
             connect(&open, "bench", "bench-secret").await,
             connect(&metered, "bench", "bench-secret").await,
         ];
-        for conn in &mut conns {
-            round(conn, &request, requests / 10).await;
-        }
-        let (mut none, mut with) = (Vec::new(), Vec::new());
-        for r in 0..rounds {
-            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
-                let rate = round(&mut conns[i], &request, requests).await;
-                println!(
-                    "round {r}: {} {rate:.0} records/s",
-                    if i == 0 { "no quotas       " } else { "1,000 quotas    " }
-                );
-                if i == 0 { none.push(rate) } else { with.push(rate) }
-            }
-        }
-        let (none, with) = (median(none), median(with));
+        let [none, with] = wire::side_by_side(
+            &mut conns,
+            ["no quotas", "1,000 quotas"],
+            &request,
+            requests,
+            rounds,
+        )
+        .await;
         println!(
             "produce through the Kafka listener, {records} records x {rounds} rounds: no quotas {none:.0}/s, 1,000 quotas and the producer metered {with:.0}/s, ratio {:.3}",
             with / none

@@ -196,3 +196,25 @@ pub async fn read_frame<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Opti
         .await
         .expect("the broker neither answered nor closed the connection")
 }
+
+/// One AlterClientQuotas entry: `key` set to `value` for the entity whose
+/// only part is `entity_type` (`user`, `client-id`) named `name`.
+pub fn quota_entry(
+    entity_type: &'static str,
+    name: &str,
+    key: &'static str,
+    value: f64,
+) -> kafka_protocol::messages::alter_client_quotas_request::EntryData {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    EntryData::default()
+        .with_entity(vec![
+            EntityData::default()
+                .with_entity_type(StrBytes::from_static_str(entity_type))
+                .with_entity_name(Some(StrBytes::from_string(name.to_owned()))),
+        ])
+        .with_ops(vec![
+            OpData::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_value(value),
+        ])
+}

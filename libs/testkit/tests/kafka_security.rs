@@ -582,8 +582,8 @@ async fn client_quotas_throttle_real_clients_without_dropping_records() {
 /// them CLUSTER_AUTHORIZATION_FAILED and nothing changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_apis_need_the_cluster_config_operations() {
-    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
     use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
+    use runnel_testkit::kafka_wire::quota_entry;
     const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
     let cluster = TestCluster::builder()
         .auto_create_topics(false)
@@ -603,19 +603,12 @@ async fn quota_apis_need_the_cluster_config_operations() {
             .await
             .unwrap();
     }
-    let alter = AlterClientQuotasRequest::default().with_entries(vec![
-        EntryData::default()
-            .with_entity(vec![
-                EntityData::default()
-                    .with_entity_type(StrBytes::from_static_str("user"))
-                    .with_entity_name(Some(StrBytes::from_static_str("alice"))),
-            ])
-            .with_ops(vec![
-                OpData::default()
-                    .with_key(StrBytes::from_static_str("producer_byte_rate"))
-                    .with_value(1024.0),
-            ]),
-    ]);
+    let alter = AlterClientQuotasRequest::default().with_entries(vec![quota_entry(
+        "user",
+        "alice",
+        "producer_byte_rate",
+        1024.0,
+    )]);
     let describe = DescribeClientQuotasRequest::default();
     let bootstrap = cluster.kafka_bootstrap();
     let mut alice = KafkaConn::connect(&bootstrap).await;

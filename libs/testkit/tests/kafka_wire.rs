@@ -1170,23 +1170,11 @@ async fn old_versions_and_message_formats_are_served_and_converted() {
 /// through Kafka's AlterClientQuotas.
 async fn set_client_quota(conn: &mut KafkaConn, key: &'static str, value: f64) {
     use kafka_protocol::messages::AlterClientQuotasRequest;
-    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let entry = runnel_testkit::kafka_wire::quota_entry("client-id", "runnel-testkit", key, value);
     let answer = conn
         .call(
             1,
-            &AlterClientQuotasRequest::default().with_entries(vec![
-                EntryData::default()
-                    .with_entity(vec![
-                        EntityData::default()
-                            .with_entity_type(StrBytes::from_static_str("client-id"))
-                            .with_entity_name(Some(StrBytes::from_static_str("runnel-testkit"))),
-                    ])
-                    .with_ops(vec![
-                        OpData::default()
-                            .with_key(StrBytes::from_static_str(key))
-                            .with_value(value),
-                    ]),
-            ]),
+            &AlterClientQuotasRequest::default().with_entries(vec![entry]),
         )
         .await;
     assert_eq!(answer.entries[0].error_code, 0, "{answer:?}");

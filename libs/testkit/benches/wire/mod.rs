@@ -68,7 +68,7 @@ pub async fn connect(cluster: &TestCluster, user: &str, password: &str) -> Kafka
 }
 
 /// Produces `requests` requests, `IN_FLIGHT` at a time; records per second.
-pub async fn round(conn: &mut KafkaConn, request: &ProduceRequest, requests: usize) -> f64 {
+async fn round(conn: &mut KafkaConn, request: &ProduceRequest, requests: usize) -> f64 {
     let start = Instant::now();
     let mut pending = std::collections::VecDeque::new();
     for _ in 0..requests {
@@ -93,8 +93,34 @@ fn check(r: kafka_protocol::messages::ProduceResponse) {
     }
 }
 
+/// Warms both connections up, then runs `rounds` alternating rounds of
+/// `requests` on each (which goes first alternates, so neither always runs
+/// warmer), printing each; the medians, in `labels`' order.
+pub async fn side_by_side(
+    conns: &mut [KafkaConn; 2],
+    labels: [&str; 2],
+    request: &ProduceRequest,
+    requests: usize,
+    rounds: usize,
+) -> [f64; 2] {
+    for conn in conns.iter_mut() {
+        round(conn, request, requests / 10).await;
+    }
+    let mut rates = [Vec::new(), Vec::new()];
+    for r in 0..rounds {
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let rate = round(&mut conns[i], request, requests).await;
+            println!("round {r}: {:<16} {rate:.0} records/s", labels[i]);
+            rates[i].push(rate);
+        }
+    }
+    let [a, b] = rates;
+    [median(a), median(b)]
+}
+
 /// The middle value.
-pub fn median(mut v: Vec<f64>) -> f64 {
+fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
