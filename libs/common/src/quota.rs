@@ -417,7 +417,9 @@ impl Default for QuotaWindows {
 
 impl QuotaWindows {
     fn total(&self) -> Duration {
-        self.window * self.samples.max(1)
+        self.window
+            .checked_mul(self.samples.max(1))
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -455,21 +457,29 @@ impl Rate {
         }
     }
 
-    /// The span the rate is taken over: since the oldest window began, and
-    /// never less than all windows but the current one (so a first burst is
-    /// not measured over a few milliseconds).
-    fn span(&self, windows: &QuotaWindows, now: Instant) -> Duration {
-        let elapsed = self.samples.front().map_or(Duration::ZERO, |(start, _)| {
-            now.saturating_duration_since(*start)
+    /// The seconds the rate is taken over (Kafka's `Rate.windowSize`):
+    /// since the oldest window began, plus the whole windows missing to
+    /// make all windows but the current one (so a first burst is not
+    /// measured over a few milliseconds).
+    fn span(&self, windows: &QuotaWindows, now: Instant) -> f64 {
+        let window = windows.window.as_secs_f64().max(f64::MIN_POSITIVE);
+        let elapsed = self.samples.front().map_or(0.0, |(start, _)| {
+            now.saturating_duration_since(*start).as_secs_f64()
         });
-        elapsed.max(windows.window * windows.samples.saturating_sub(1).max(1))
+        let full = (elapsed / window).floor();
+        let min_full = f64::from(windows.samples.saturating_sub(1).max(1));
+        if full < min_full {
+            elapsed + (min_full - full) * window
+        } else {
+            elapsed
+        }
     }
 
-    /// Per second, and the span it was taken over.
-    fn measure(&self, windows: &QuotaWindows, now: Instant) -> (f64, Duration) {
+    /// Per second, and the seconds it was taken over.
+    fn measure(&self, windows: &QuotaWindows, now: Instant) -> (f64, f64) {
         let total: f64 = self.samples.iter().map(|(_, v)| v).sum();
         let span = self.span(windows, now);
-        (total / span.as_secs_f64(), span)
+        (total / span, span)
     }
 }
 
@@ -478,16 +488,38 @@ impl Rate {
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
+    limit: f64,
     at: Instant,
 }
 
 impl Bucket {
-    fn refill(&mut self, windows: &QuotaWindows, limit: f64, now: Instant) {
-        let burst = limit * windows.total().as_secs_f64();
+    fn burst(&self, windows: &QuotaWindows) -> f64 {
+        self.limit * windows.total().as_secs_f64()
+    }
+
+    /// The tokens at `now`.
+    fn at(&self, windows: &QuotaWindows, now: Instant) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * limit).min(burst);
+        (self.tokens + elapsed * self.limit).min(self.burst(windows))
+    }
+
+    fn refill(&mut self, windows: &QuotaWindows, limit: f64, now: Instant) {
+        self.tokens = self.at(windows, now);
+        self.limit = limit;
         self.at = now;
     }
+}
+
+/// `secs` as a throttle: never negative, at most `i32::MAX` milliseconds
+/// (the wire's `throttle_time_ms`), and at most `cap` when there is one.
+fn throttle(secs: f64, cap: Option<Duration>) -> Duration {
+    let max = Duration::from_millis(i32::MAX as u64);
+    let d = if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
+    };
+    cap.map_or(d, |cap| d.min(cap))
 }
 
 /// A meter: who it counts, for which quota.
@@ -499,7 +531,8 @@ enum Meter {
 }
 
 /// The meters of every client a broker serves, and the throttle times
-/// they earn. Meters idle for a whole quota window are dropped.
+/// they earn. Rates idle for all their windows are dropped (nothing in
+/// them counts any more), buckets once they are full again.
 pub struct Throttler {
     windows: QuotaWindows,
     meters: Mutex<Meters>,
@@ -516,12 +549,6 @@ impl fmt::Debug for Throttler {
             .field("windows", &self.windows)
             .finish_non_exhaustive()
     }
-}
-
-/// How long a throttled client waits at most: one whole quota window
-/// measures it again from scratch.
-fn cap(windows: &QuotaWindows, d: Duration) -> Duration {
-    d.min(windows.total())
 }
 
 impl Throttler {
@@ -548,11 +575,13 @@ impl Throttler {
             .meters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let total = self.windows.total();
+        let windows = self.windows;
+        let total = windows.total();
         if now.saturating_duration_since(meters.swept) >= total {
-            meters
-                .by_key
-                .retain(|_, (_, used)| now.saturating_duration_since(*used) < total);
+            meters.by_key.retain(|_, (meter, used)| match meter {
+                Meter::Rate(_) => now.saturating_duration_since(*used) < total,
+                Meter::Bucket(b) => b.at(&windows, now) < b.burst(&windows),
+            });
             meters.swept = now;
         }
         let (user, client) = quota.meter.clone();
@@ -566,7 +595,8 @@ impl Throttler {
 
     /// Records `value` (bytes, or percent-seconds of request time) against
     /// `quota` and returns how long the client must wait for its rate to
-    /// come back under the limit (zero when it is under).
+    /// come back under the limit (zero when it is under). As in Kafka, a
+    /// byte rate's wait has no bound and request time's is one window.
     pub fn record(&self, key: QuotaKey, quota: &AppliedQuota, value: f64) -> Duration {
         let now = Instant::now();
         let windows = self.windows;
@@ -587,7 +617,8 @@ impl Throttler {
                 // Kafka's: how long until the average over the span is back
                 // at the limit.
                 let over = (measured - quota.limit) / quota.limit;
-                cap(&windows, span.mul_f64(over.min(1e6)))
+                let cap = (key == QuotaKey::RequestPercentage).then_some(windows.window);
+                throttle(over * span, cap)
             },
         )
     }
@@ -611,10 +642,11 @@ impl Throttler {
     }
 
     /// Admits a mutation of `partitions` partitions under a
-    /// `controller_mutation_rate` quota: when `strict`, refused with the
-    /// time to wait if the client has no tokens left; else admitted (it may
-    /// overdraw) with the time the client should now wait. Not `strict`
-    /// (Kafka's permissive mode for old request versions) always admits.
+    /// `controller_mutation_rate` quota (KIP-599). `strict` (Kafka's mode for
+    /// new request versions): refused with the time to wait when the client
+    /// has no tokens left, else admitted without a wait, even if it
+    /// overdraws. Not `strict` (old request versions): always admitted, with
+    /// the time to wait for the tokens it overdrew. Neither wait has a bound.
     pub fn mutate(
         &self,
         quota: &AppliedQuota,
@@ -623,15 +655,19 @@ impl Throttler {
     ) -> Result<Duration, Duration> {
         let now = Instant::now();
         let windows = self.windows;
-        let burst = quota.limit * windows.total().as_secs_f64();
         self.with_meter(
             QuotaKey::ControllerMutationRate,
             quota,
             now,
             || {
-                Meter::Bucket(Bucket {
-                    tokens: burst,
+                let bucket = Bucket {
+                    tokens: 0.0,
+                    limit: quota.limit,
                     at: now,
+                };
+                Meter::Bucket(Bucket {
+                    tokens: bucket.burst(&windows),
+                    ..bucket
                 })
             },
             |meter| {
@@ -639,25 +675,18 @@ impl Throttler {
                     return Ok(Duration::ZERO);
                 };
                 bucket.refill(&windows, quota.limit, now);
-                let wait = |tokens: f64| {
-                    cap(
-                        &windows,
-                        Duration::from_secs_f64((-tokens).max(0.0) / quota.limit),
-                    )
-                };
-                if strict && bucket.tokens < 0.0 {
-                    return Err(wait(bucket.tokens));
+                let wait = |tokens: f64| throttle(-tokens / quota.limit, None);
+                if strict {
+                    if bucket.tokens < 0.0 {
+                        return Err(wait(bucket.tokens));
+                    }
+                    bucket.tokens -= f64::from(partitions);
+                    return Ok(Duration::ZERO);
                 }
                 bucket.tokens -= f64::from(partitions);
                 Ok(wait(bucket.tokens))
             },
         )
-    }
-
-    /// How long a client of `quota` should wait for its mutation tokens,
-    /// without taking any.
-    pub fn mutation_wait(&self, quota: &AppliedQuota) -> Duration {
-        self.mutate(quota, 0, true).unwrap_or_else(|wait| wait)
     }
 }
 
@@ -786,9 +815,17 @@ mod tests {
             t.record(QuotaKey::ProducerByteRate, &q, 5000.0),
             Duration::ZERO
         );
-        // 20,000 more is 2,500/s: 1.5 times over, so 15 s, capped at 11.
+        // 20,000 more is 2,500/s: 1.5 times over, so 15 s (a byte rate's
+        // wait has no bound, as in Kafka).
         let wait = t.record(QuotaKey::ProducerByteRate, &q, 20_000.0);
-        assert_eq!(wait, Duration::from_secs(11));
+        assert!(
+            wait > Duration::from_millis(14_900) && wait <= Duration::from_secs(15),
+            "{wait:?}"
+        );
+        // Request time's wait is bounded by one window.
+        let cpu = quota(1.0);
+        let wait = t.record(QuotaKey::RequestPercentage, &cpu, 500.0);
+        assert_eq!(wait, Duration::from_secs(1));
         // Another client id of the same user shares the meter; another
         // user does not.
         let other = quota(1000.0);
@@ -822,19 +859,29 @@ mod tests {
         // 2 partitions a second: a burst of 22.
         let q = quota(2.0);
         assert_eq!(t.mutate(&q, 20, true), Ok(Duration::ZERO));
-        // Overdrawing is admitted once, with the wait it costs.
-        let wait = t.mutate(&q, 6, true).unwrap();
-        assert!(
-            wait > Duration::from_millis(1900) && wait <= Duration::from_secs(2),
-            "{wait:?}"
-        );
-        // Then refused until the tokens are back.
+        // Strict: overdrawing is admitted once, without a wait (Kafka's
+        // strict quota throttles only what it refuses).
+        assert_eq!(t.mutate(&q, 6, true), Ok(Duration::ZERO));
+        // Then refused until the tokens are back (4 missing: about 2 s).
         let refused = t.mutate(&q, 1, true).unwrap_err();
-        assert!(refused > Duration::ZERO && refused <= Duration::from_secs(2));
-        assert!(t.mutation_wait(&q) > Duration::ZERO);
+        assert!(
+            refused > Duration::from_millis(1900) && refused <= Duration::from_secs(2),
+            "{refused:?}"
+        );
         // Old request versions are never refused, only throttled.
         let permissive = t.mutate(&q, 1, false).unwrap();
         assert!(permissive > refused, "{permissive:?} {refused:?}");
+        // A limit so small the wait would overflow a Duration: the wire's
+        // largest throttle, not a panic.
+        let tiny = AppliedQuota {
+            limit: 1e-300,
+            meter: (Some("tiny".into()), None),
+        };
+        assert_eq!(t.mutate(&tiny, 1_000_000, false).map(|_| ()), Ok(()));
+        assert_eq!(
+            t.mutate(&tiny, 1, true),
+            Err(Duration::from_millis(i32::MAX as u64))
+        );
     }
 
     #[test]

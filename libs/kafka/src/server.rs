@@ -412,6 +412,8 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
                     tokio::time::sleep_until(until).await;
                 }
             }, if unmute.is_some() => continue,
+            // A muted connection is not reading: it learns of shutdown here.
+            () = shutdown.cancelled(), if unmute.is_some() => break,
             else => break,
         };
         let Ok(answered) = answered else { break };

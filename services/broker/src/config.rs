@@ -70,9 +70,9 @@ pub struct Config {
     /// before the client must re-authenticate (KIP-368); 0 for ever.
     pub connections_max_reauth_ms: u64,
     /// `quota.window.num`: how many windows client quota rates are
-    /// measured over.
+    /// measured over (1 to 1000).
     pub quota_window_num: u32,
-    /// `quota.window.size.seconds`: each quota window's span.
+    /// `quota.window.size.seconds`: each quota window's span (1 to 3600).
     pub quota_window_size_seconds: u64,
     /// `ssl.keystore.location` (type PEM): the certificate chain and private
     /// key of TLS listeners.

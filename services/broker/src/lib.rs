@@ -324,8 +324,8 @@ pub async fn start(
     let quotas = Arc::new(quotas::Quotas::new(
         Arc::clone(&cache),
         runnel_common::quota::QuotaWindows {
-            samples: config.quota_window_num.max(1),
-            window: Duration::from_secs(config.quota_window_size_seconds.max(1)),
+            samples: config.quota_window_num.clamp(1, 1000),
+            window: Duration::from_secs(config.quota_window_size_seconds.clamp(1, 3600)),
         },
     ));
     for (listener, side, name, protocol) in kafka_listeners {

@@ -71,11 +71,15 @@ impl Quotas {
         }
     }
 
-    /// The most `client` may take in one quota window of `key` (Kafka caps
-    /// a consumer's fetch at this, so no single answer puts it far over).
+    /// The most `client` may take at once under `key`: the limit over all
+    /// quota windows but one (Kafka caps a consumer's fetch at this, so one
+    /// answer cannot put it over by more).
     pub fn window_bytes(&self, key: QuotaKey, client: Client<'_>) -> Option<u64> {
+        let span = self.windows.window.as_secs_f64()
+            * f64::from(self.windows.samples.saturating_sub(1).max(1));
+        // `as` saturates: a limit too large for u64 is no cap.
         self.applied(key, client)
-            .map(|q| (q.limit * self.windows.window.as_secs_f64()).max(1.0) as u64)
+            .map(|q| (q.limit * span).max(1.0) as u64)
     }
 
     /// Request handling time against `request_percentage`.

@@ -142,10 +142,10 @@ def scenario_quotas(bootstrap):
             **confluent_auth(),
             "client.id": "slow-producer",
             "acks": "all",
-            # Batches well under a quota window's bytes: a consumer's fetch
-            # is capped at one window (5000 bytes) but always takes a whole
-            # batch, and one larger than the windows hold could never be read
-            # under the quota (in Kafka either).
+            # Batches well under what the quota windows hold: a consumer's
+            # fetch is capped at the quota over ten windows (50,000 bytes)
+            # but always takes a whole batch, and one larger than that could
+            # never be read under the quota (in Kafka either).
             "batch.size": 2000,
             "throttle_cb": lambda event: throttles.append(event.throttle_time),
         }
@@ -189,26 +189,27 @@ def scenario_quotas(bootstrap):
 
     admin.close()
 
-    # controller_mutation_rate 1: a burst of 11 partitions, overdrawn once
-    # (and the client told to wait: kafka-python then holds back its next
-    # request on that connection), then CreateTopics (v6+, strict) from the
-    # same client id refuses with THROTTLING_QUOTA_EXCEEDED.
-    first_admin = python_admin(bootstrap)
-    first = first_admin.create_topics(
+    # controller_mutation_rate 1: a burst of 11 partitions. CreateTopics
+    # v6+ is strict (KIP-599): the request that overdraws is admitted, the
+    # next is refused per topic with THROTTLING_QUOTA_EXCEEDED and a
+    # throttle, and kafka-python then holds that connection back.
+    from kafka.errors import NodeNotReadyError
+
+    admin = python_admin(bootstrap)
+    first = admin.create_topics(
         {"quota-wide": {"num_partitions": 20, "replication_factor": 1}}, raise_errors=False
     )
     assert [t["error_code"] for t in first["topics"]] == [0], first
-    try:
-        first_admin.create_topics({"quota-more": {"num_partitions": 1}}, raise_errors=False)
-        raise AssertionError("kafka-python sent a request while throttled")
-    except Exception as e:  # kafka-python: NodeNotReadyError, paused for 'throttle'
-        assert "throttle" in str(e), e
-    first_admin.close()
-    admin = python_admin(bootstrap)
     second = admin.create_topics(
         {"quota-more": {"num_partitions": 1, "replication_factor": 1}}, raise_errors=False
     )
     assert [t["error_code"] for t in second["topics"]] == [THROTTLING_QUOTA_EXCEEDED], second
+    try:
+        admin.create_topics({"quota-more": {"num_partitions": 1}}, raise_errors=False)
+    except NodeNotReadyError as e:
+        assert "throttle" in str(e), e
+    else:
+        raise AssertionError("kafka-python sent a request while throttled")
     admin.close()
 
     # Removing the quotas lifts them (a fresh connection: the last one was

@@ -127,8 +127,13 @@ impl KafkaApi {
                 );
                 continue;
             }
-            // Kafka counts a default partition count (-1) as one.
+            // A default partition count (-1) costs one here (Kafka charges
+            // its `num.partitions`); a topic that exists costs nothing.
+            let exists = self
+                .metadata
+                .with(|image| image.topics.contains_key(t.name.as_str()));
             if !r.validate_only
+                && !exists
                 && !self.mutation(client, version >= 6, t.num_partitions.max(1), &mut throttle)
             {
                 results.push(throttled(out));

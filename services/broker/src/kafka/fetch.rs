@@ -111,7 +111,8 @@ impl KafkaApi {
                 }
             }
         }
-        // Kafka's cap under `consumer_byte_rate`: one quota window's bytes.
+        // Kafka's cap under `consumer_byte_rate` (its
+        // `getMaxValueInQuotaWindow`): the quota's bytes over all windows but one.
         let window = self
             .quotas
             .window_bytes(QuotaKey::ConsumerByteRate, client)
@@ -154,9 +155,14 @@ impl KafkaApi {
         if !throttle.is_zero() {
             self.quotas
                 .unrecord(QuotaKey::ConsumerByteRate, client, fetched as f64);
-            // A full fetch's session is not kept (Kafka's throttled full
+            // A full fetch's new session is not kept (Kafka's throttled full
             // fetch names none); an incremental one goes on.
-            let session_id = if incremental { session_id } else { 0 };
+            let session_id = if incremental {
+                session_id
+            } else {
+                self.sessions.close(session_id);
+                0
+            };
             return (
                 FetchResponse::default().with_session_id(session_id),
                 throttle,

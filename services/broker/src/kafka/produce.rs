@@ -46,6 +46,9 @@ impl KafkaApi {
             .flat_map(|t| &t.partition_data)
             .filter_map(|p| p.records.as_ref().map(Bytes::len))
             .sum();
+        let throttle = self
+            .quotas
+            .record(QuotaKey::ProducerByteRate, client, sent as f64);
         let acks = match r.acks {
             0 => Some(pb::Acks::None),
             1 => Some(pb::Acks::Leader),
@@ -81,7 +84,7 @@ impl KafkaApi {
         });
         let (Some(acks), None) = (acks, &refusal) else {
             if acks == Some(pb::Acks::None) {
-                return Reply::NoResponse;
+                return Reply::NoResponse.throttled(throttle);
             }
             let failure = refusal.unwrap_or(Failure::InvalidRequiredAcks { acks: r.acks });
             let results = asked
@@ -96,7 +99,7 @@ impl KafkaApi {
                     (topic, out)
                 })
                 .collect();
-            return produce_reply(results, &keys);
+            return produce_reply(results, &keys).throttled(throttle);
         };
         // Kafka's per-partition checks of the request itself (its
         // `ProduceRequest.validateRecords`): a partition that fails them is
@@ -165,9 +168,6 @@ impl KafkaApi {
                     .unwrap_or_default(),
             })
             .await;
-        let throttle = self
-            .quotas
-            .record(QuotaKey::ProducerByteRate, client, sent as f64);
         if acks == pb::Acks::None {
             // Queued is all the producer asked for; the appends finish on
             // their I/O threads without anyone waiting.

@@ -195,6 +195,12 @@ impl FetchSessions {
         }
     }
 
+    /// Drops session `id` (a full fetch answered without it: Kafka keeps
+    /// none for a throttled one).
+    pub fn close(&self, id: i32) {
+        self.inner.lock().sessions.remove(&id);
+    }
+
     /// After reading: which of `results` (in plan order) go into the answer,
     /// remembering what the client is told.
     pub fn record(
