@@ -403,6 +403,13 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
             }
             applied = async { applying.as_mut().expect("guarded by is_some").await }, if applying.is_some() => {
                 applying = None;
+                // Muted from now, as Kafka's channel is while a request is
+                // in flight: pipelined requests behind a throttled one wait
+                // (the answer then mutes again for the full throttle).
+                if let Reply::Throttled(_, throttle) = &applied.reply {
+                    let until = Instant::now() + *throttle;
+                    muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
+                }
                 answers.push_back(finish(applied, peer, config.listener));
                 continue;
             }
