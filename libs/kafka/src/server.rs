@@ -407,8 +407,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + 'static>(
                 // in flight: pipelined requests behind a throttled one wait
                 // (the answer then mutes again for the full throttle).
                 if let Reply::Throttled(_, throttle) = &applied.reply {
-                    let until = Instant::now() + *throttle;
-                    muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
+                    mute(&mut muted_until, *throttle);
                 }
                 answers.push_back(finish(applied, peer, config.listener));
                 continue;
@@ -511,13 +510,19 @@ async fn write_answer<W: tokio::io::AsyncWrite + Unpin>(
     answered: &Answered,
     muted_until: &mut Option<Instant>,
 ) -> bool {
-    if !answered.mute.is_zero() {
-        let until = Instant::now() + answered.mute;
-        *muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
-    }
+    mute(muted_until, answered.mute);
     match &answered.frame {
         None => true,
         Some((_, _, bytes)) => frame::write_frame(out, bytes).await.is_ok(),
+    }
+}
+
+/// Mutes the connection for `throttle` from now, unless it already is for
+/// longer.
+fn mute(muted_until: &mut Option<Instant>, throttle: Duration) {
+    if !throttle.is_zero() {
+        let until = Instant::now() + throttle;
+        *muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
     }
 }
 

@@ -253,13 +253,10 @@ impl KafkaApi {
         let caller = &self
             .authorizer
             .caller(session, request.header.request_api_key);
-        let client_id = client.client_id.to_owned();
         Reply::Response(Box::new(match request.body {
             RequestKind::Produce(r) => return self.produce(r, v, caller, client).await,
             RequestKind::Fetch(r) => {
-                let (response, throttle) = self.fetch(r, v, caller, client).await;
-                return Reply::Response(Box::new(ResponseKind::Fetch(response)))
-                    .throttled(throttle);
+                return throttled(self.fetch(r, v, caller, client).await, ResponseKind::Fetch);
             }
             RequestKind::ListOffsets(r) => {
                 ResponseKind::ListOffsets(self.list_offsets(r, v, caller).await)
@@ -286,9 +283,10 @@ impl KafkaApi {
             RequestKind::FindCoordinator(r) => {
                 ResponseKind::FindCoordinator(self.find_coordinator(r, v, caller))
             }
-            RequestKind::JoinGroup(r) => {
-                ResponseKind::JoinGroup(self.join_group(r, v, client_id, caller).await)
-            }
+            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+                self.join_group(r, v, client.client_id.to_owned(), caller)
+                    .await,
+            ),
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.sync_group(r, caller).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.heartbeat(r, caller).await),
             RequestKind::LeaveGroup(r) => {
@@ -332,19 +330,22 @@ impl KafkaApi {
                 ResponseKind::ListTransactions(self.list_transactions(r, caller).await)
             }
             RequestKind::CreateTopics(r) => {
-                let (response, throttle) = self.create_topics(r, v, caller, client).await;
-                return Reply::Response(Box::new(ResponseKind::CreateTopics(response)))
-                    .throttled(throttle);
+                return throttled(
+                    self.create_topics(r, v, caller, client).await,
+                    ResponseKind::CreateTopics,
+                );
             }
             RequestKind::DeleteTopics(r) => {
-                let (response, throttle) = self.delete_topics(r, v, caller, client).await;
-                return Reply::Response(Box::new(ResponseKind::DeleteTopics(response)))
-                    .throttled(throttle);
+                return throttled(
+                    self.delete_topics(r, v, caller, client).await,
+                    ResponseKind::DeleteTopics,
+                );
             }
             RequestKind::CreatePartitions(r) => {
-                let (response, throttle) = self.create_partitions(r, v, caller, client).await;
-                return Reply::Response(Box::new(ResponseKind::CreatePartitions(response)))
-                    .throttled(throttle);
+                return throttled(
+                    self.create_partitions(r, v, caller, client).await,
+                    ResponseKind::CreatePartitions,
+                );
             }
             RequestKind::DescribeConfigs(r) => {
                 ResponseKind::DescribeConfigs(self.describe_configs(r, caller).await)
@@ -386,6 +387,11 @@ impl KafkaApi {
             }
         }))
     }
+}
+
+/// A handler's answer and the time its client must wait, as a reply.
+fn throttled<T>((response, throttle): (T, Duration), kind: fn(T) -> ResponseKind) -> Reply {
+    Reply::Response(Box::new(kind(response))).throttled(throttle)
 }
 
 /// How long a change made through this broker waits for its records to
