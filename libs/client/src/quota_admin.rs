@@ -45,16 +45,11 @@ impl QuotaFilterComponent {
     }
 
     fn to_proto(&self) -> pb::QuotaFilterComponent {
-        // Kafka's match type codes (see the proto).
-        let (match_type, name) = match &self.match_type {
-            QuotaMatch::Exact(name) => (0, Some(name.clone())),
-            QuotaMatch::Default => (1, None),
-            QuotaMatch::Specified => (2, None),
-        };
+        let (match_type, name) = self.match_type.code();
         pb::QuotaFilterComponent {
             entity_type: self.entity_type.clone(),
-            match_type,
-            name,
+            match_type: i32::from(match_type),
+            name: name.map(str::to_owned),
         }
     }
 }

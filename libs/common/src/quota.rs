@@ -164,15 +164,8 @@ impl QuotaEntity {
     ) -> Result<QuotaEntity, QuotaError> {
         let mut entity = QuotaEntity::default();
         for (entity_type, name) in parts {
-            let slot = match entity_type {
-                USER => &mut entity.user,
-                CLIENT_ID => &mut entity.client_id,
-                other => return Err(QuotaError::UnknownType(other.to_owned())),
-            };
-            if slot.is_some() {
-                return Err(QuotaError::DuplicateType(entity_type.to_owned()));
-            }
-            *slot = Some(EntityName::from_name(name));
+            *slot(&mut entity.user, &mut entity.client_id, entity_type)? =
+                Some(EntityName::from_name(name));
         }
         if entity.user.is_none() && entity.client_id.is_none() {
             return Err(QuotaError::EmptyEntity);
@@ -204,6 +197,24 @@ impl fmt::Display for QuotaEntity {
     }
 }
 
+/// The still empty place of an entity's or filter's part of `entity_type`:
+/// Kafka refuses unknown types and a type named twice.
+fn slot<'a, T>(
+    user: &'a mut Option<T>,
+    client_id: &'a mut Option<T>,
+    entity_type: &str,
+) -> Result<&'a mut Option<T>, QuotaError> {
+    let slot = match entity_type {
+        USER => user,
+        CLIENT_ID => client_id,
+        other => return Err(QuotaError::UnknownType(other.to_owned())),
+    };
+    if slot.is_some() {
+        return Err(QuotaError::DuplicateType(entity_type.to_owned()));
+    }
+    Ok(slot)
+}
+
 /// How a filter component selects an entity's part (Kafka's match types).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchType {
@@ -213,6 +224,32 @@ pub enum MatchType {
     Default,
     /// 2: any name, not the default.
     Specified,
+}
+
+impl MatchType {
+    /// Kafka's match type code and the name it carries.
+    pub fn code(&self) -> (i8, Option<&str>) {
+        match self {
+            MatchType::Exact(name) => (0, Some(name)),
+            MatchType::Default => (1, None),
+            MatchType::Specified => (2, None),
+        }
+    }
+
+    /// The match type of Kafka's `code` with `name`, or why there is none.
+    fn from_code(entity_type: &str, code: i8, name: Option<&str>) -> Result<Self, QuotaError> {
+        match (code, name) {
+            (0, Some(name)) => Ok(MatchType::Exact(name.to_owned())),
+            (0, None) => Err(QuotaError::InvalidFilter(format!(
+                "Request specified exact match for {entity_type} without a name"
+            ))),
+            (1, _) => Ok(MatchType::Default),
+            (2, _) => Ok(MatchType::Specified),
+            (other, _) => Err(QuotaError::InvalidFilter(format!(
+                "Unexpected match type {other}"
+            ))),
+        }
+    }
 }
 
 /// What DescribeClientQuotas selects: entities whose parts match every
@@ -236,29 +273,8 @@ impl QuotaFilter {
             strict,
         };
         for (entity_type, match_type, name) in components {
-            let slot = match entity_type {
-                USER => &mut filter.user,
-                CLIENT_ID => &mut filter.client_id,
-                other => return Err(QuotaError::UnknownType(other.to_owned())),
-            };
-            if slot.is_some() {
-                return Err(QuotaError::DuplicateType(entity_type.to_owned()));
-            }
-            *slot = Some(match (match_type, name) {
-                (0, Some(name)) => MatchType::Exact(name.to_owned()),
-                (0, None) => {
-                    return Err(QuotaError::InvalidFilter(format!(
-                        "Request specified exact match for {entity_type} without a name"
-                    )));
-                }
-                (1, _) => MatchType::Default,
-                (2, _) => MatchType::Specified,
-                (other, _) => {
-                    return Err(QuotaError::InvalidFilter(format!(
-                        "Unexpected match type {other}"
-                    )));
-                }
-            });
+            let slot = slot(&mut filter.user, &mut filter.client_id, entity_type)?;
+            *slot = Some(MatchType::from_code(entity_type, match_type, name)?);
         }
         Ok(filter)
     }
@@ -367,22 +383,35 @@ impl ClientQuotas {
         if !self.any(key) {
             return None;
         }
-        let named = |n: &str| Some(EntityName::Named(n.to_owned()));
-        let default = || Some(EntityName::Default);
+        // Each level's parts: the client's own name, the default, or none.
+        #[derive(Clone, Copy)]
+        enum Part {
+            Own,
+            Default,
+            Absent,
+        }
+        let part = |p: Part, own: &str| match p {
+            Part::Own => Some(EntityName::Named(own.to_owned())),
+            Part::Default => Some(EntityName::Default),
+            Part::Absent => None,
+        };
+        use Part::{Absent, Own};
+        let dflt = Part::Default;
         let order = [
-            (named(user), named(client_id)),
-            (named(user), default()),
-            (named(user), None),
-            (default(), named(client_id)),
-            (default(), default()),
-            (default(), None),
-            (None, named(client_id)),
-            (None, default()),
+            (Own, Own),
+            (Own, dflt),
+            (Own, Absent),
+            (dflt, Own),
+            (dflt, dflt),
+            (dflt, Absent),
+            (Absent, Own),
+            (Absent, dflt),
         ];
+        // Built level by level: the first that sets `key` ends the search.
         order.into_iter().find_map(|(u, c)| {
             let entity = QuotaEntity {
-                user: u,
-                client_id: c,
+                user: part(u, user),
+                client_id: part(c, client_id),
             };
             let limit = *self.entries.get(&entity)?.get(&key)?;
             Some(AppliedQuota {
