@@ -129,6 +129,16 @@ pub(crate) fn write_offset(
     write_atomically(storage, path, format!("{VERSION}\n{offset}\n").as_bytes())
 }
 
+/// Writes a single-offset checkpoint without fsync, for a caller that syncs
+/// the whole file system afterwards.
+pub(crate) fn write_unsynced_offset(
+    storage: &dyn Storage,
+    path: &Path,
+    offset: Offset,
+) -> Result<(), LogError> {
+    write_unsynced(storage, path, format!("{VERSION}\n{offset}\n").as_bytes())
+}
+
 /// Where a leader epoch began: its first offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEntry {
@@ -147,6 +157,8 @@ pub struct LeaderEpochCache {
     storage: Arc<dyn Storage>,
     path: PathBuf,
     entries: Vec<EpochEntry>,
+    /// The file was last written without fsync (see [`Self::assign_at_end`]).
+    unsynced: bool,
 }
 
 impl LeaderEpochCache {
@@ -190,15 +202,79 @@ impl LeaderEpochCache {
             storage,
             path,
             entries,
+            unsynced: false,
         })
     }
 
-    fn persist(&self) -> Result<(), LogError> {
+    /// An empty cache at `path` that replaces whatever file is there on its first write.
+    pub(crate) fn empty(storage: Arc<dyn Storage>, path: PathBuf) -> Self {
+        LeaderEpochCache {
+            storage,
+            path,
+            entries: Vec::new(),
+            unsynced: false,
+        }
+    }
+
+    fn encode(&self) -> String {
         let mut text = format!("{VERSION}\n{}\n", self.entries.len());
         for e in &self.entries {
             text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
-        write_atomically(self.storage.as_ref(), &self.path, text.as_bytes())
+        text
+    }
+
+    /// Writes the file (fsynced) as the cache is now.
+    pub(crate) fn persist(&mut self) -> Result<(), LogError> {
+        write_atomically(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Records that `epoch` starts at `log_end`, the end of the log: a new
+    /// leader taking over. Written without fsync, because no data depends
+    /// on the entry yet: a crash that loses it loses nothing (the restarted
+    /// broker is never leader in that epoch again, and batches appended in
+    /// it carry it, see [`crate::Log::open_with`]). The log makes it durable
+    /// before any data after it ([`Self::sync`]).
+    pub(crate) fn assign_at_end(
+        &mut self,
+        epoch: LeaderEpoch,
+        log_end: Offset,
+    ) -> Result<(), LogError> {
+        if epoch < 0
+            || self
+                .entries
+                .last()
+                .is_some_and(|l| l.epoch == epoch && l.start_offset <= log_end)
+        {
+            return Ok(());
+        }
+        let before = self.entries.clone();
+        self.entries
+            .retain(|e| e.epoch < epoch && e.start_offset < log_end);
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset: log_end,
+        });
+        match write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes()) {
+            Ok(()) => {
+                self.unsynced = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.entries = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes a file written by [`Self::assign_at_end`] durable.
+    pub(crate) fn sync(&mut self) -> Result<(), LogError> {
+        if self.unsynced {
+            self.persist()?;
+        }
+        Ok(())
     }
 
     /// Every entry, oldest first.

@@ -33,7 +33,9 @@
 //! - [`LogConfig`]: Kafka's topic config names, defaults and bounds;
 //!   [`TopicConfig`] adds the two replication keys a topic can also set.
 //! - [`storage`]: the file-system surface, with a fault-injecting
-//!   implementation for tests (full disk, crash at the N-th operation).
+//!   implementation for tests (full disk, crash at the N-th operation);
+//!   [`CachedStorage`] keeps the files of many logs within a budget of
+//!   open descriptors.
 //!
 //! ```
 //! use runnel_log::{Log, LogConfig};
@@ -67,6 +69,7 @@ pub mod cleaner;
 mod clock;
 mod config;
 mod error;
+mod file_cache;
 mod index;
 mod log;
 pub mod producer;
@@ -81,6 +84,7 @@ pub use cleaner::{CleanStats, CleanedLog, CleanerConfig, CleaningPlan};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CleanupPolicy, LogConfig};
 pub use error::{LogError, RecordError};
+pub use file_cache::{CachedStorage, FileCacheStats};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
 pub use topic_config::{TopicConfig, TopicConfigError};

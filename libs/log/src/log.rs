@@ -142,6 +142,8 @@ pub struct Log {
     /// The high watermark as last told by the broker (`update_high_watermark`):
     /// ended transactions count as unstable until it passes their markers.
     high_watermark: Offset,
+    /// Offset of the newest producer snapshot on disk, when known.
+    snapshot_offset: Option<Offset>,
 }
 
 impl Log {
@@ -157,13 +159,39 @@ impl Log {
     /// is cut at the last valid batch (segments after it are dropped), and
     /// missing or malformed indexes are rebuilt. Interrupted compactions are
     /// rolled back or finished.
+    ///
+    /// Batches carry their leader epoch, so a leader-epoch checkpoint that a
+    /// crash left unreadable is rebuilt from them.
     pub fn open_with(
         dir: impl AsRef<Path>,
         config: LogConfig,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
     ) -> Result<Log, LogError> {
-        let dir = dir.as_ref().to_owned();
+        Self::open_inner(dir.as_ref(), config, storage, clock, false)
+    }
+
+    /// Opens a log closed by [`Log::close_unsynced`] whose caller then made
+    /// the whole directory of logs durable and recorded that in a marker of
+    /// its own (a broker's clean-shutdown marker for its data directory):
+    /// the log is trusted as after [`Log::close`], without a marker of its own.
+    pub fn open_after_clean_shutdown(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log, LogError> {
+        Self::open_inner(dir.as_ref(), config, storage, clock, true)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        dir_clean: bool,
+    ) -> Result<Log, LogError> {
+        let dir = dir.to_owned();
         let st = storage.as_ref();
         st.create_dir_all(&dir)
             .map_err(LogError::io("create log directory", &dir))?;
@@ -185,8 +213,9 @@ impl Log {
         remove_orphan_indexes(st, &dir, &names, &bases)?;
 
         let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
-        let clean = st.exists(&marker);
-        if clean {
+        let marked = st.exists(&marker);
+        let clean = dir_clean || marked;
+        if marked {
             // From here on a crash must be treated as unclean.
             st.remove_file(&marker)
                 .map_err(LogError::io("remove clean shutdown marker", &marker))?;
@@ -306,8 +335,17 @@ impl Log {
             segment.delete(st)?;
         }
 
-        let mut epochs =
-            LeaderEpochCache::load(Arc::clone(&storage), dir.join(LEADER_EPOCH_CHECKPOINT))?;
+        let epochs_path = dir.join(LEADER_EPOCH_CHECKPOINT);
+        let (mut epochs, rebuild_epochs) =
+            match LeaderEpochCache::load(Arc::clone(&storage), epochs_path.clone()) {
+                Ok(epochs) => (epochs, false),
+                // Torn by a crash after an unsynced write: the batches say it again.
+                Err(LogError::Corrupt { .. }) => (
+                    LeaderEpochCache::empty(Arc::clone(&storage), epochs_path),
+                    true,
+                ),
+                Err(e) => return Err(e),
+            };
         epochs.truncate_from_end(log_end)?;
         epochs.truncate_from_start(log_start)?;
 
@@ -333,6 +371,7 @@ impl Log {
             report,
             producers: ProducerStates::default(),
             high_watermark: log_start,
+            snapshot_offset: None,
         };
         let active_base = log.active_base();
         for base in &recovered {
@@ -349,13 +388,36 @@ impl Log {
         }
         if restart_empty {
             log.truncate_fully_and_start_at(log_start)?;
-        } else if start_checkpoint != Some(log_start) {
+        } else if start_checkpoint.unwrap_or(first_base) != log_start {
+            // Absent means "the first segment's base": a new log writes nothing.
             log.write_log_start_checkpoint()?;
+        }
+        if rebuild_epochs {
+            log.rebuild_leader_epochs()?;
         }
         txn_rebuild.retain(|b| log.segments.contains_key(b));
         log.report.rebuilt_txn_indexes = txn_rebuild.len();
         log.rebuild_producer_state(&txn_rebuild)?;
         Ok(log)
+    }
+
+    /// Rebuilds the leader-epoch checkpoint from the epochs the batches carry.
+    fn rebuild_leader_epochs(&mut self) -> Result<(), LogError> {
+        let mut starts: Vec<(LeaderEpoch, Offset)> = Vec::new();
+        for segment in self.segments.values() {
+            segment.for_each_header_from(self.log_start_offset, |h, _| {
+                let epoch = h.partition_leader_epoch;
+                if epoch >= 0 && starts.last().is_none_or(|&(e, _)| epoch > e) {
+                    starts.push((epoch, h.base_offset.max(self.log_start_offset)));
+                }
+                Ok(())
+            })?;
+        }
+        for (epoch, start) in starts {
+            self.epochs.assign(epoch, start)?;
+        }
+        // With no epoch to assign nothing was written yet: replace the torn file.
+        self.epochs.persist()
     }
 
     /// Rebuilds the producer state: the newest snapshot at or below the log
@@ -368,6 +430,7 @@ impl Log {
             .map_or(self.log_end_offset, |&b| b.min(self.log_end_offset));
         let (loaded, discarded) = producer::load_latest(self.storage.as_ref(), &self.dir, at_most)?;
         self.report.discarded_producer_snapshots += discarded;
+        self.snapshot_offset = loaded.as_ref().map(|(_, at)| *at);
         let (mut state, from) =
             loaded.unwrap_or_else(|| (ProducerStates::default(), self.log_start_offset));
         let from = from.max(self.log_start_offset);
@@ -534,7 +597,10 @@ impl Log {
 
     /// Records that `epoch` starts at the current log end (a new leader takes over).
     pub fn assign_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<(), LogError> {
-        self.epochs.assign(epoch, self.log_end_offset)
+        // Not fsynced here: a broker taking over thousands of partitions at
+        // once must not wait for a disk flush each; `flush` makes it durable
+        // before the data that follows.
+        self.epochs.assign_at_end(epoch, self.log_end_offset)
     }
 
     fn active_base(&self) -> Offset {
@@ -1026,8 +1092,12 @@ impl Log {
         let now = self.clock.now_ms();
         // The new segment's snapshot: a restart replays at most the active segment.
         producer::write_snapshot(self.storage.as_ref(), &self.dir, base, &self.producers)?;
+        self.snapshot_offset = Some(base);
         let active_base = self.active_base();
         let active = self.active_mut();
+        // A failed write may have left bytes past the logical size: a sealed
+        // segment is opened by its file's length.
+        active.trim()?;
         if active.size() == 0 {
             if active_base == base {
                 return Ok(());
@@ -1207,6 +1277,7 @@ impl Log {
                 .map_err(LogError::io("sync directory", &self.dir))?;
         }
         self.producers = ProducerStates::default();
+        self.snapshot_offset = None;
         self.write_log_start_checkpoint()?;
         self.write_recovery_checkpoint(offset)?;
         self.segments_changed = true;
@@ -1319,6 +1390,7 @@ impl Log {
     /// from the checkpointed recovery point on is synced with its indexes,
     /// then the directory, then the recovery-point checkpoint is written.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.epochs.sync()?;
         let active_base = self.active_base();
         if !self.segments_changed && self.checkpointed_recovery_point >= active_base {
             self.active_mut().sync_log()?;
@@ -1374,6 +1446,41 @@ impl Log {
         )?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);
         checkpoint::write_atomically(self.storage.as_ref(), &marker, b"")?;
+        Ok(())
+    }
+
+    /// Closes the log for a caller that makes a whole directory of logs
+    /// durable at once (one `syncfs` for the file system, then one marker,
+    /// then [`Log::open_after_clean_shutdown`]): it leaves the files as
+    /// [`Log::close`] does, but fsyncs nothing and writes no marker. A log
+    /// with nothing new since it was opened or last flushed writes nothing.
+    pub fn close_unsynced(mut self) -> Result<(), LogError> {
+        // Only the active segment takes appends, so only it can hold a
+        // failed write's bytes past its logical size (rolling trims).
+        self.active_mut().trim()?;
+        for segment in self.segments.values_mut() {
+            if segment.index_damaged() {
+                segment.rebuild_index_files()?;
+            }
+            segment.persist_index()?;
+        }
+        if self.checkpointed_recovery_point != self.log_end_offset {
+            checkpoint::write_unsynced_offset(
+                self.storage.as_ref(),
+                &self.dir.join(RECOVERY_POINT_CHECKPOINT),
+                self.log_end_offset,
+            )?;
+        }
+        if self.log_end_offset > self.log_start_offset
+            && self.snapshot_offset != Some(self.log_end_offset)
+        {
+            producer::write_snapshot(
+                self.storage.as_ref(),
+                &self.dir,
+                self.log_end_offset,
+                &self.producers,
+            )?;
+        }
         Ok(())
     }
 

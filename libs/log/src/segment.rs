@@ -933,6 +933,15 @@ impl Segment {
             storage
                 .rename(&from, &to)
                 .map_err(LogError::io("rename segment file", &from))?;
+            let file = match suffix {
+                LOG_SUFFIX => Some(&self.log),
+                INDEX_SUFFIX => Some(&self.offset_index_file),
+                TIME_INDEX_SUFFIX => Some(&self.time_index_file),
+                _ => self.txn_file.as_ref(),
+            };
+            if let Some(file) = file {
+                file.renamed(&to);
+            }
         }
         self.extra = extra;
         Ok(())

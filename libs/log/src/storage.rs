@@ -28,6 +28,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Flushes the file's data (and the metadata needed to read it) to the device.
     fn sync_data(&self) -> io::Result<()>;
+    /// Told that the file was renamed to `to` (through [`Storage::rename`]):
+    /// a handle that reopens its file by name must use the new one.
+    fn renamed(&self, _to: &Path) {}
 
     /// Fills `buf` from `pos`, failing with `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
@@ -143,6 +146,8 @@ struct FaultState {
     ops_left: Option<u64>,
     /// Mutating operations performed so far.
     ops: u64,
+    /// File and directory fsyncs performed so far.
+    syncs: u64,
 }
 
 impl FaultyStorage {
@@ -168,6 +173,15 @@ impl FaultyStorage {
     /// Mutating operations performed so far.
     pub fn mutating_ops(&self) -> u64 {
         self.lock().ops
+    }
+
+    /// File and directory fsyncs performed so far (each is also a mutating operation).
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    fn count_sync(&self) {
+        self.lock().syncs += 1;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
@@ -234,6 +248,7 @@ impl StorageFile for FaultyFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.faults.mutate()?;
+        self.faults.count_sync();
         self.file.sync_data()
     }
 }
@@ -278,6 +293,7 @@ impl Storage for FaultyStorage {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.mutate()?;
+        self.count_sync();
         StdStorage.sync_dir(dir)
     }
 }

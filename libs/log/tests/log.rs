@@ -983,3 +983,122 @@ fn a_steady_state_flush_is_one_sync() {
     log.append_as_leader(&mut batch(10, 1, 10, T0), 0).unwrap();
     assert_eq!(ops(&mut || log.flush().unwrap()), 1);
 }
+
+#[test]
+fn a_new_partition_and_its_leadership_cost_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let storage = runnel_log::storage::FaultyStorage::new();
+    let shared = std::sync::Arc::new(storage.clone());
+    let mut log = open_on(dir.path(), LogConfig::default(), &clock, shared.clone());
+    log.assign_leader_epoch(4).unwrap();
+    assert_eq!(
+        storage.syncs(),
+        0,
+        "creating and leading an empty log syncs nothing"
+    );
+    assert!(
+        !dir.path().join("log-start-offset-checkpoint").exists(),
+        "a log starting at its first segment needs no start checkpoint"
+    );
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 0)));
+    // Data in the epoch: the flush that makes it durable makes the epoch durable first.
+    log.append_as_leader(&mut batch(0, 2, 1, T0), 4).unwrap();
+    let before = storage.syncs();
+    log.flush().unwrap();
+    assert!(
+        storage.syncs() >= before + 3,
+        "epoch checkpoint, directory, data"
+    );
+    let text = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(text, "0\n1\n4 0\n");
+    drop(log);
+    let log = open_on(dir.path(), LogConfig::default(), &clock, shared);
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 2)));
+}
+
+#[test]
+fn a_torn_leader_epoch_checkpoint_is_rebuilt_from_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    log.append_as_leader(&mut batch(0, 2, 1, T0), 1).unwrap();
+    log.append_as_leader(&mut batch(2, 3, 1, T0), 1).unwrap();
+    log.append_as_leader(&mut batch(5, 1, 1, T0), 6).unwrap();
+    let want = log.leader_epochs().entries().to_vec();
+    drop(log);
+    for torn in ["", "0\n", "0\n2\n1 0\n", "garbage"] {
+        std::fs::write(dir.path().join("leader-epoch-checkpoint"), torn).unwrap();
+        let log = open(dir.path(), LogConfig::default(), &clock);
+        assert_eq!(log.leader_epochs().entries(), want, "file was {torn:?}");
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, 5)));
+        drop(log);
+        let text = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
+        assert_eq!(text, "0\n2\n1 0\n6 5\n", "rewritten");
+    }
+    // An empty log with a torn file starts with no epochs and a good file.
+    let empty = tempfile::tempdir().unwrap();
+    drop(open(empty.path(), LogConfig::default(), &clock));
+    std::fs::write(empty.path().join("leader-epoch-checkpoint"), "0\n").unwrap();
+    let log = open(empty.path(), LogConfig::default(), &clock);
+    assert!(log.leader_epochs().entries().is_empty());
+    let text = std::fs::read_to_string(empty.path().join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(text, "0\n0\n");
+}
+
+#[test]
+fn a_directory_level_clean_shutdown_needs_no_marker_and_no_fsync_per_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let storage = runnel_log::storage::FaultyStorage::new();
+    let shared = std::sync::Arc::new(storage.clone());
+    let open_clean = || {
+        Log::open_after_clean_shutdown(
+            dir.path(),
+            small_segments(2048),
+            shared.clone(),
+            std::sync::Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let mut log = open_on(dir.path(), small_segments(2048), &clock, shared.clone());
+    for i in 0..30u64 {
+        log.append_as_leader(&mut batch(i, 1, 200, T0), 0).unwrap();
+    }
+    let bytes = read_all_bytes(&log);
+    let before = storage.syncs();
+    log.close_unsynced().unwrap();
+    assert_eq!(
+        storage.syncs(),
+        before,
+        "the caller syncs the file system once"
+    );
+    assert!(
+        !dir.path().join(".clean-shutdown").exists(),
+        "the caller's marker"
+    );
+
+    let log = open_clean();
+    let report = log.open_report().clone();
+    assert!(report.clean_shutdown);
+    assert_eq!(report.recovered_segments, 0);
+    assert_eq!(
+        report.replayed_producer_batches, 0,
+        "snapshot written at close"
+    );
+    assert_eq!(read_all_bytes(&log), bytes);
+    assert_eq!(log.recovery_point(), 30);
+
+    // Nothing new since it opened: closing writes nothing at all.
+    let before = storage.mutating_ops();
+    log.close_unsynced().unwrap();
+    assert_eq!(storage.mutating_ops(), before);
+    let log = open_clean();
+    assert_eq!(read_all_bytes(&log), bytes);
+    drop(log);
+
+    // Without the caller's marker the same files recover as after a crash.
+    let log = open_on(dir.path(), small_segments(2048), &clock, shared.clone());
+    assert!(!log.open_report().clean_shutdown);
+    assert_eq!(read_all_bytes(&log), bytes);
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use runnel_log::storage::{StdStorage, Storage};
-use runnel_log::{Log, LogConfig, ManualClock, Offset};
+use runnel_log::{CachedStorage, Log, LogConfig, ManualClock, Offset};
 use runnel_records::batch::{BatchBuilder, Batches, Compression, Record};
 
 /// Start of every test clock: 2023-11-14T22:13:20Z.
@@ -48,8 +48,17 @@ pub fn kv_batch(records: &[(&str, Option<&str>)], ts: i64) -> Vec<u8> {
 }
 
 /// Opens a log at `dir` with a manual clock.
+///
+/// Through a file cache of three descriptors: a log uses at least four
+/// files, so every model test here also runs with its files closed and
+/// reopened under it all the time, as on a broker with many partitions.
 pub fn open(dir: &Path, config: LogConfig, clock: &ManualClock) -> Log {
-    open_on(dir, config, clock, Arc::new(StdStorage))
+    open_on(
+        dir,
+        config,
+        clock,
+        Arc::new(CachedStorage::new(Arc::new(StdStorage), 3)),
+    )
 }
 
 /// Opens a log through a given storage.
