@@ -54,6 +54,7 @@ pub struct Builder {
     kafka_client_auth: String,
     super_users: Option<String>,
     grpc_tls: bool,
+    log_max_open_files: usize,
 }
 
 impl Builder {
@@ -123,6 +124,12 @@ impl Builder {
     /// the gRPC API requires a sign-in and is authorized.
     pub fn grpc_tls(mut self, enabled: bool) -> Self {
         self.grpc_tls = enabled;
+        self
+    }
+
+    /// The brokers' `log_max_open_files` (default 0: half the open-file limit).
+    pub fn log_max_open_files(mut self, n: usize) -> Self {
+        self.log_max_open_files = n;
         self
     }
 
@@ -294,6 +301,7 @@ impl TestCluster {
             super_users: None,
             kafka_client_auth: "none".into(),
             grpc_tls: false,
+            log_max_open_files: 0,
         }
     }
 
@@ -484,6 +492,7 @@ impl TestCluster {
             auto_create_topics_enable: self.settings.auto_create_topics,
             num_partitions: self.settings.num_partitions,
             io_threads: 2,
+            log_max_open_files: self.settings.log_max_open_files,
             kafka_security_protocol: self.settings.kafka_security_protocol.clone(),
             connections_max_reauth_ms: self.settings.connections_max_reauth_ms,
             authorizer_enabled: self.settings.super_users.is_some(),

@@ -148,6 +148,11 @@ pub struct Config {
     pub io_threads: usize,
     /// Jobs queued per I/O thread before producers wait.
     pub io_queue_depth: usize,
+    /// Segment and index files kept open at most, over every partition
+    /// (least recently used closed first, reopened on demand); 0 means half
+    /// the process's open-file limit, which the broker raises to its hard
+    /// limit at start.
+    pub log_max_open_files: usize,
     /// `socket.request.max.bytes`: the largest request accepted.
     pub socket_request_max_bytes: usize,
     /// `log.cleaner.dedupe.buffer.size`.
@@ -208,6 +213,7 @@ impl Default for Config {
             default_replication_factor: 1,
             io_threads: 0,
             io_queue_depth: 256,
+            log_max_open_files: 0,
             socket_request_max_bytes: 100 * 1024 * 1024,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,

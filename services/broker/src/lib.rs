@@ -184,11 +184,18 @@ pub async fn start(
             source,
         })?,
     );
-    let logs = Arc::new(log_manager::LogManager::new(
-        config.data_dir.clone(),
-        config.broker_id,
-        Arc::clone(&io),
-    ));
+    let logs = Arc::new(
+        log_manager::LogManager::new(
+            config.data_dir.clone(),
+            config.broker_id,
+            Arc::clone(&io),
+            log_manager::open_files_budget(config.log_max_open_files),
+        )
+        .map_err(|source| StartError::Setup {
+            what: format!("data directory {}", config.data_dir.display()),
+            source,
+        })?,
+    );
     let cache = Arc::new(metadata::MetadataCache::default());
     let controller = metadata::controller_client(&config.controller, security.client.as_ref())
         .map_err(|e| StartError::Controller {
@@ -392,6 +399,7 @@ pub async fn start(
     ));
     servers.spawn(maintenance::run(
         Arc::clone(&logs),
+        Arc::clone(&cache),
         maintenance::Upkeep {
             retention_interval: Duration::from_millis(config.log_retention_check_interval_ms),
             cleaner: CleanerConfig {

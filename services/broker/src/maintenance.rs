@@ -1,6 +1,7 @@
 //! Background upkeep of the hosted logs: retention, compaction and the
-//! expiry of idle producers every `log.retention.check.interval.ms`, and the
-//! `flush.ms` policy every second.
+//! expiry of idle producers every `log.retention.check.interval.ms`, the
+//! `flush.ms` policy and the open-file metrics every second, and another
+//! try for offline partitions every ten.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,18 @@ use std::time::Duration;
 use runnel_common::shutdown::CancellationToken;
 use runnel_log::CleanerConfig;
 
+use futures::StreamExt;
+
 use crate::log_manager::LogManager;
+use crate::metadata::MetadataCache;
 use crate::partition::Partition;
 
 /// Kafka's `replica.high.watermark.checkpoint.interval.ms` default.
 const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often offline partitions are tried again.
+const OFFLINE_RETRY_INTERVAL: Duration = Duration::from_secs(10);
+/// Partitions a sweep works on at once (each on its I/O thread).
+const SWEEP_PARALLELISM: usize = 64;
 
 /// What the periodic upkeep needs to know.
 #[derive(Debug, Clone)]
@@ -25,8 +33,14 @@ pub struct Upkeep {
     pub producer_id_expiration_ms: i64,
 }
 
-/// Runs retention, flushing and compaction until `shutdown`.
-pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationToken) {
+/// Runs retention, flushing and compaction, and retries offline
+/// partitions, until `shutdown`.
+pub async fn run(
+    logs: Arc<LogManager>,
+    metadata: Arc<MetadataCache>,
+    upkeep: Upkeep,
+    shutdown: CancellationToken,
+) {
     let Upkeep {
         retention_interval,
         cleaner,
@@ -35,6 +49,8 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
     let mut retention = tokio::time::interval(retention_interval.max(Duration::from_millis(10)));
     let mut flush = tokio::time::interval(Duration::from_secs(1));
     let mut checkpoint = tokio::time::interval(HW_CHECKPOINT_INTERVAL);
+    let mut retry = tokio::time::interval(OFFLINE_RETRY_INTERVAL);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,9 +58,11 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = retention.tick() => {
-                for p in logs.all() {
-                    retain_and_compact(&logs, p, &cleaner, producer_id_expiration_ms).await;
-                }
+                futures::stream::iter(logs.all())
+                    .for_each_concurrent(SWEEP_PARALLELISM, |p| {
+                        retain_and_compact(&logs, p, &cleaner, producer_id_expiration_ms)
+                    })
+                    .await;
             }
             _ = checkpoint.tick() => {
                 let logs = Arc::clone(&logs);
@@ -54,13 +72,29 @@ pub async fn run(logs: Arc<LogManager>, upkeep: Upkeep, shutdown: CancellationTo
                 }
             }
             _ = flush.tick() => {
-                for p in logs.all() {
-                    let key = p.key();
-                    let target = Arc::clone(&p);
-                    // Cheap when nothing is due: it only compares a counter and a time.
-                    if let Ok(Err(e)) = logs.io().run(&key, move || target.flush_if_due()).await {
-                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                    }
+                let due = logs.all().into_iter().filter(|p| p.may_flush_by_time());
+                futures::stream::iter(due)
+                    .for_each_concurrent(SWEEP_PARALLELISM, |p| {
+                        let logs = &logs;
+                        async move {
+                            let key = p.key();
+                            let target = Arc::clone(&p);
+                            if let Ok(Err(e)) = logs.io().run(&key, move || target.flush_if_due()).await {
+                                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+                            }
+                        }
+                    })
+                    .await;
+                let files = logs.file_stats();
+                metrics::gauge!("runnel_broker_log_open_files").set(files.open as f64);
+                metrics::gauge!("runnel_broker_log_open_files_budget").set(files.budget as f64);
+                metrics::counter!("runnel_broker_log_file_evictions_total").absolute(files.evicted);
+                metrics::gauge!("runnel_broker_partitions").set(logs.count() as f64);
+            }
+            _ = retry.tick(), if logs.has_offline() => {
+                // Offline partitions get another try with the metadata as it is now.
+                if let Err(e) = logs.reconcile(&metadata.snapshot(), false).await {
+                    tracing::error!(error = %e, "retrying offline partitions failed");
                 }
             }
         }

@@ -235,6 +235,40 @@ async fn watch(
 
 /// Whether a failed controller call is what an election looks like: no
 /// controller reachable, or none active yet.
+/// Batches folded into the image at most between two reconciliations.
+const MAX_BATCHES_PER_RECONCILE: usize = 256;
+
+/// Applies one `Watch` batch to the image, noting a change of active
+/// controller; returns the offset after the last applied record.
+fn apply_batch(
+    cache: &MetadataCache,
+    batch: &pb::WatchResponse,
+    active_controller: &mut Option<i32>,
+    heartbeat: &mut tokio::time::Interval,
+) -> Result<i64, LinkError> {
+    let active = (batch.active_controller_id >= 0).then_some(batch.active_controller_id);
+    if active.is_some() && active != *active_controller {
+        if active_controller.is_some() {
+            // Elected just now: the heartbeat's answer says where it listens.
+            heartbeat.reset_immediately();
+        }
+        *active_controller = active;
+    }
+    let mut image = cache.image.write();
+    for event in &batch.events {
+        if event.offset < image.next_offset {
+            continue; // already applied before a reconnect
+        }
+        let Some(record) = &event.record else { continue };
+        if let Err(e) = image.apply(event.offset, record) {
+            tracing::error!(error = %e, "metadata record does not apply; resyncing");
+            *image = MetadataImage::default();
+            return Err(LinkError::StreamEnded);
+        }
+    }
+    Ok(image.next_offset)
+}
+
 fn in_election(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
@@ -357,31 +391,25 @@ async fn session(
                 if identity.net_fault.is_isolated() {
                     return Err(LinkError::Isolated);
                 }
-                let active = (batch.active_controller_id >= 0).then_some(batch.active_controller_id);
-                if active.is_some() && active != active_controller {
-                    if active_controller.is_some() {
-                        // Elected just now: the heartbeat's answer says where it listens.
-                        heartbeat.reset_immediately();
+                let mut applied = apply_batch(cache, &batch, &mut active_controller, &mut heartbeat)?;
+                // Batches already here are folded in before the logs are
+                // reconciled once: a burst costs one pass over the partitions.
+                for _ in 0..MAX_BATCHES_PER_RECONCILE {
+                    match futures::FutureExt::now_or_never(stream.message()) {
+                        Some(Ok(Some(batch))) => {
+                            applied = apply_batch(cache, &batch, &mut active_controller, &mut heartbeat)?;
+                        }
+                        // Nothing more yet; an end or error shows on the next receive.
+                        _ => break,
                     }
-                    active_controller = active;
                 }
-                let applied = {
-                    let mut image = cache.image.write();
-                    for event in &batch.events {
-                        if event.offset < image.next_offset {
-                            continue; // already applied before a reconnect
-                        }
-                        let Some(record) = &event.record else { continue };
-                        if let Err(e) = image.apply(event.offset, record) {
-                            tracing::error!(error = %e, "metadata record does not apply; resyncing");
-                            *image = MetadataImage::default();
-                            return Err(LinkError::StreamEnded);
-                        }
-                    }
-                    image.next_offset
-                };
                 let caught_up = applied >= catch_up_to;
-                let first_catch_up = caught_up && !*caught_up_once;
+                if !caught_up {
+                    // Catching up (a restart replays the whole log): the
+                    // logs are reconciled once, with the image it ends at.
+                    continue;
+                }
+                let first_catch_up = !*caught_up_once;
                 let snapshot = cache.snapshot();
                 if let Err(e) = logs.reconcile(&snapshot, first_catch_up).await {
                     tracing::error!(error = %e, "applying metadata to local partitions failed");

@@ -87,6 +87,8 @@ pub struct Partition {
     high_watermark: AtomicI64,
     log_start: AtomicI64,
     log_end: AtomicI64,
+    /// The log end at the last flush the `flush.ms` policy made (or at open).
+    flushed_end: AtomicI64,
     /// Woken whenever the log end or the high watermark moves (long-polling
     /// fetches and acks=all produces wait on it).
     pub data: Notify,
@@ -142,6 +144,7 @@ impl Partition {
             high_watermark: AtomicI64::new(log.log_start_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
             log_end: AtomicI64::new(log.log_end_offset()),
+            flushed_end: AtomicI64::new(log.log_end_offset()),
             log: RwLock::new(log),
             state: Mutex::new(state),
             data: Notify::new(),
@@ -163,6 +166,11 @@ impl Partition {
     /// Leadership and config.
     pub fn state(&self) -> ReplicaState {
         self.state.lock().clone()
+    }
+
+    /// Whether the partition is in `state` already (without copying it).
+    pub(crate) fn has_state(&self, state: &ReplicaState) -> bool {
+        *self.state.lock() == *state
     }
 
     /// The current leader epoch (without copying the whole state: fetch paths ask per partition).
@@ -529,9 +537,19 @@ impl Partition {
     pub fn flush_if_due(&self) -> Result<(), LogError> {
         let mut log = self.log.write();
         if log.maybe_flush()? {
+            self.flushed_end
+                .store(log.log_end_offset(), Ordering::Release);
             self.publish(&mut log);
         }
         Ok(())
+    }
+
+    /// Whether the `flush.ms` policy may have work here: the topic sets it
+    /// and the log end moved since its last flush. Lets the periodic sweep
+    /// skip idle partitions without a trip to their I/O thread.
+    pub fn may_flush_by_time(&self) -> bool {
+        self.state.lock().config.log.flush_ms != i64::MAX
+            && self.log_end.load(Ordering::Acquire) != self.flushed_end.load(Ordering::Acquire)
     }
 
     /// What a compaction would rewrite, if the log wants one now (blocking).
@@ -608,8 +626,9 @@ impl Partition {
         self.log.write().flush()
     }
 
-    /// Flushes and closes the log cleanly (blocking).
-    pub(crate) fn close(self) -> Result<(), LogError> {
-        self.log.into_inner().close()
+    /// Closes the log for the data directory's clean-shutdown marker: no
+    /// fsync here, the log manager syncs the file system once (blocking).
+    pub(crate) fn close_unsynced(self) -> Result<(), LogError> {
+        self.log.into_inner().close_unsynced()
     }
 }
