@@ -679,6 +679,13 @@ impl TestCluster {
         self.wait_ready().await;
     }
 
+    /// Starts a stopped or killed broker `i` without waiting for it: with a
+    /// great many partitions, readiness takes longer than
+    /// [`Self::start_broker_again`] allows.
+    pub async fn start_broker_only(&mut self, i: usize) {
+        self.start_broker(i).await;
+    }
+
     /// Restarts every controller (same ports and data).
     pub async fn restart_controller(&mut self) {
         for i in 0..self.controllers.len() {

@@ -256,6 +256,15 @@ impl LogManager {
         self.partitions.read().len()
     }
 
+    /// How many hosted partitions this broker leads.
+    pub fn leader_count(&self) -> usize {
+        self.partitions
+            .read()
+            .values()
+            .filter(|p| p.is_leader())
+            .count()
+    }
+
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.partitions.read().values().cloned().collect()

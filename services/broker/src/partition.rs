@@ -178,6 +178,11 @@ impl Partition {
         self.state.lock().leader_epoch
     }
 
+    /// Whether this broker leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.state.lock().is_leader
+    }
+
     /// Whether broker `id` holds a replica of this partition.
     pub fn has_replica(&self, id: i32) -> bool {
         self.state.lock().replicas.contains(&id)
