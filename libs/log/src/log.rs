@@ -196,14 +196,19 @@ impl Log {
         st.create_dir_all(&dir)
             .map_err(LogError::io("create log directory", &dir))?;
         let now = clock.now_ms();
-        let mut report = OpenReport {
-            completed_swaps: crate::cleaner::recover_interrupted_cleaning(st, &dir)?,
-            ..OpenReport::default()
+        let list = || {
+            st.list(&dir)
+                .map_err(LogError::io("list log directory", &dir))
         };
-
-        let names = st
-            .list(&dir)
-            .map_err(LogError::io("list log directory", &dir))?;
+        let mut names = list()?;
+        let mut report = OpenReport::default();
+        if names
+            .iter()
+            .any(|n| n.ends_with(CLEANED_SUFFIX) || n.ends_with(SWAP_SUFFIX))
+        {
+            report.completed_swaps = crate::cleaner::recover_interrupted_cleaning(st, &dir)?;
+            names = list()?;
+        }
         let mut bases: Vec<Offset> = names
             .iter()
             .filter_map(|n| n.strip_suffix(LOG_SUFFIX))

@@ -656,9 +656,19 @@ pub(crate) fn load_latest(
     dir: &Path,
     at_most: Offset,
 ) -> Result<Loaded, LogError> {
-    delete_snapshots(storage, dir, |o| o > at_most)?;
     let mut discarded = 0;
-    for offset in list_snapshots(storage, dir)?.into_iter().rev() {
+    let mut kept = Vec::new();
+    for offset in list_snapshots(storage, dir)? {
+        if offset > at_most {
+            let path = snapshot_path(dir, offset);
+            storage
+                .remove_file(&path)
+                .map_err(LogError::io("delete producer snapshot", &path))?;
+        } else {
+            kept.push(offset);
+        }
+    }
+    for offset in kept.into_iter().rev() {
         let path = snapshot_path(dir, offset);
         let decoded = checkpoint::read_file(storage, &path)?
             .ok_or_else(|| "vanished".to_owned())
