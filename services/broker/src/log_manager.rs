@@ -171,7 +171,7 @@ impl LogManager {
     }
 
     /// Logs whose open had to recover them (validate their tails) since the
-    /// broker started: none after a clean shutdown.
+    /// broker started: none after a clean shutdown, none for new partitions.
     pub fn recovered_logs(&self) -> usize {
         self.recovered.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -258,11 +258,20 @@ impl LogManager {
 
     /// How many hosted partitions this broker leads.
     pub fn leader_count(&self) -> usize {
-        self.partitions
-            .read()
-            .values()
-            .filter(|p| p.is_leader())
-            .count()
+        self.counts().1
+    }
+
+    /// Partitions hosted, led, and led with fewer in-sync replicas than replicas.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let hosted = self.partitions.read();
+        let (mut leading, mut under) = (0, 0);
+        for p in hosted.values() {
+            if let Some(under_replicated) = p.leading_under_replicated() {
+                leading += 1;
+                under += usize::from(under_replicated);
+            }
+        }
+        (hosted.len(), leading, under)
     }
 
     /// Every hosted partition.
@@ -436,11 +445,11 @@ impl LogManager {
                     partition: index,
                     source,
                 })?;
-                Ok((p, report.clean_shutdown))
+                Ok((p, report.recovered_segments > 0))
             })
             .await??;
-        let (opened, clean) = opened;
-        if !clean {
+        let (opened, recovered) = opened;
+        if recovered {
             self.recovered
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("runnel_broker_logs_recovered_total").increment(1);

@@ -89,7 +89,10 @@ pub async fn run(
                 metrics::gauge!("runnel_broker_log_open_files").set(files.open as f64);
                 metrics::gauge!("runnel_broker_log_open_files_budget").set(files.budget as f64);
                 metrics::counter!("runnel_broker_log_file_evictions_total").absolute(files.evicted);
-                metrics::gauge!("runnel_broker_partitions").set(logs.count() as f64);
+                let (hosted, leading, under) = logs.counts();
+                metrics::gauge!("runnel_broker_partitions").set(hosted as f64);
+                metrics::gauge!("runnel_broker_leader_partitions").set(leading as f64);
+                metrics::gauge!("runnel_broker_under_replicated_partitions").set(under as f64);
             }
             _ = retry.tick(), if logs.has_offline() => {
                 // Offline partitions get another try with the metadata as it is now.

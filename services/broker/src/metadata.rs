@@ -170,18 +170,31 @@ pub async fn run_link(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(RELINK_BACKOFF, Duration::from_secs(2));
-    let mut caught_up_once = false;
     let mut epoch = None;
+    // Opening thousands of logs takes a while: the link keeps heartbeating
+    // meanwhile, and the reconciler works on the newest image when done.
+    let (targets, wanted) = watch::channel(0i64);
+    let caught_up = Arc::new(tokio::sync::Notify::new());
+    let reconciler = tokio::spawn(reconcile_logs(
+        Arc::clone(&cache),
+        logs,
+        readiness,
+        wanted,
+        Arc::clone(&caught_up),
+        shutdown.clone(),
+    ));
+    let link = Link {
+        targets,
+        caught_up,
+    };
     loop {
         let mut registered_at = None;
         let session = session(
             &mut controller,
             &identity,
             &cache,
-            &logs,
-            &readiness,
+            &link,
             &shutdown,
-            &mut caught_up_once,
             &mut epoch,
             &mut registered_at,
         );
@@ -204,6 +217,8 @@ pub async fn run_link(
             }
         }
     }
+    // Logs being opened are in the hosted set before the broker closes them all.
+    let _ = reconciler.await;
     // Tell the controller we are going, so it does not wait for the session to time out.
     if let Some(epoch) = epoch {
         let goodbye = controller.broker_heartbeat(pb::BrokerHeartbeatRequest {
@@ -213,6 +228,50 @@ pub async fn run_link(
             shutting_down: true,
         });
         let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
+    }
+}
+
+/// What a session shares with the log reconciler.
+struct Link {
+    /// The offset the image is caught up to, for the reconciler.
+    targets: watch::Sender<i64>,
+    /// Told once the logs first match a caught-up image (heartbeat now).
+    caught_up: Arc<tokio::sync::Notify>,
+}
+
+/// Brings the hosted logs in line with the image each time the link says
+/// it moved (several moves while one pass runs make one more pass), then
+/// publishes the applied offset. The first pass (the broker caught up with
+/// the metadata log) also removes stray partition directories and makes
+/// the broker ready.
+async fn reconcile_logs(
+    cache: Arc<MetadataCache>,
+    logs: Arc<LogManager>,
+    readiness: Readiness,
+    mut wanted: watch::Receiver<i64>,
+    caught_up: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut first = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = wanted.changed() => if changed.is_err() { return },
+        }
+        wanted.borrow_and_update();
+        let snapshot = cache.snapshot();
+        let applied = snapshot.next_offset;
+        if let Err(e) = logs.reconcile(&snapshot, first).await {
+            tracing::error!(error = %e, "applying metadata to local partitions failed");
+        }
+        drop(snapshot);
+        cache.applied.send_replace(applied);
+        if first {
+            first = false;
+            readiness.set(true);
+            tracing::info!(metadata_offset = applied, "caught up with the metadata log");
+            caught_up.notify_one();
+        }
     }
 }
 
@@ -293,10 +352,8 @@ async fn session(
     controller: &mut Controller,
     identity: &Identity,
     cache: &Arc<MetadataCache>,
-    logs: &Arc<LogManager>,
-    readiness: &Readiness,
+    link: &Link,
     shutdown: &CancellationToken,
-    caught_up_once: &mut bool,
     epoch_slot: &mut Option<i64>,
     registered_at: &mut Option<std::time::Instant>,
 ) -> Result<(), LinkError> {
@@ -403,25 +460,15 @@ async fn session(
                         _ => break,
                     }
                 }
-                let caught_up = applied >= catch_up_to;
-                if !caught_up {
-                    // Catching up (a restart replays the whole log): the
-                    // logs are reconciled once, with the image it ends at.
-                    continue;
+                if applied >= catch_up_to {
+                    // Caught up: the logs follow. While catching up (a
+                    // restart replays the whole log) they wait for the end.
+                    link.targets.send_replace(applied);
                 }
-                let first_catch_up = !*caught_up_once;
-                let snapshot = cache.snapshot();
-                if let Err(e) = logs.reconcile(&snapshot, first_catch_up).await {
-                    tracing::error!(error = %e, "applying metadata to local partitions failed");
-                }
-                cache.applied.send_replace(applied);
-                if first_catch_up {
-                    *caught_up_once = true;
-                    readiness.set(true);
-                    tracing::info!(metadata_offset = applied, "caught up with the metadata log");
-                    // Heartbeat at once so the controller unfences us without waiting a tick.
-                    heartbeat.reset_immediately();
-                }
+            }
+            () = link.caught_up.notified() => {
+                // The controller unfences a caught-up broker: tell it now, not a tick later.
+                heartbeat.reset_immediately();
             }
         }
     }

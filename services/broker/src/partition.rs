@@ -92,7 +92,6 @@ pub struct Partition {
     /// Woken whenever the log end or the high watermark moves (long-polling
     /// fetches and acks=all produces wait on it).
     pub data: Notify,
-    end_offset_gauge: metrics::Gauge,
     /// The leader's view of its followers; a leaf lock (nothing else is taken under it).
     replication: Mutex<Replication>,
 }
@@ -135,8 +134,7 @@ impl Partition {
         log: Log,
         state: ReplicaState,
     ) -> Partition {
-        let gauge = metrics::gauge!("runnel_log_end_offset", "topic" => topic.to_owned(), "partition" => index.to_string());
-        let p = Partition {
+        Partition {
             topic: topic.to_owned(),
             index,
             topic_id,
@@ -148,14 +146,11 @@ impl Partition {
             log: RwLock::new(log),
             state: Mutex::new(state),
             data: Notify::new(),
-            end_offset_gauge: gauge,
             replication: Mutex::new(Replication {
                 broker_id,
                 ..Replication::default()
             }),
-        };
-        p.end_offset_gauge.set(p.log_end_offset() as f64);
-        p
+        }
     }
 
     /// The partition's key.
@@ -178,9 +173,12 @@ impl Partition {
         self.state.lock().leader_epoch
     }
 
-    /// Whether this broker leads the partition now.
-    pub fn is_leader(&self) -> bool {
-        self.state.lock().is_leader
+    /// As leader, whether the ISR lacks any replica; `None` when not leading.
+    pub fn leading_under_replicated(&self) -> Option<bool> {
+        let state = self.state.lock();
+        state
+            .is_leader
+            .then(|| state.isr.len() < state.replicas.len())
     }
 
     /// Whether broker `id` holds a replica of this partition.
@@ -214,7 +212,6 @@ impl Partition {
         self.log_start
             .store(log.log_start_offset(), Ordering::Release);
         self.log_end.store(log.log_end_offset(), Ordering::Release);
-        self.end_offset_gauge.set(log.log_end_offset() as f64);
         self.advance_high_watermark();
         // The log settles transactions whose markers are now replicated.
         log.update_high_watermark(self.high_watermark());

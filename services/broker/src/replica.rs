@@ -395,14 +395,9 @@ pub async fn manage_isr(
         }
         let mut changes = Vec::new();
         let mut asked = HashMap::new();
-        let (mut leading, mut under) = (0u64, 0u64);
         for p in logs.all() {
-            let state = p.state();
-            if state.is_leader {
-                leading += 1;
-                under += u64::from(state.isr.len() < state.replicas.len());
-            }
             if let Some(isr) = p.wanted_isr(max_lag) {
+                let state = p.state();
                 let partition_epoch = metadata.with(|image| {
                     image
                         .topics
@@ -425,8 +420,6 @@ pub async fn manage_isr(
                 asked.insert(p.key(), p);
             }
         }
-        metrics::gauge!("runnel_broker_leader_partitions").set(leading as f64);
-        metrics::gauge!("runnel_broker_under_replicated_partitions").set(under as f64);
         if changes.is_empty() {
             continue;
         }
