@@ -232,49 +232,58 @@ impl LeaderEpochCache {
     }
 
     /// Records that `epoch` starts at `log_end`, the end of the log: a new
-    /// leader taking over. Written without fsync, because no data depends
-    /// on the entry yet: a crash that loses it loses nothing (the restarted
-    /// broker is never leader in that epoch again, and batches appended in
-    /// it carry it, see [`crate::Log::open_with`]). The log makes it durable
-    /// before any data after it ([`Self::sync`]).
-    pub(crate) fn assign_at_end(
-        &mut self,
-        epoch: LeaderEpoch,
-        log_end: Offset,
-    ) -> Result<(), LogError> {
+    /// leader taking over. Kept in memory only until the log is flushed or
+    /// closed ([`Self::sync`], [`Self::write_unsynced`]): no data depends on
+    /// the entry yet, and batches appended in the epoch carry it, so a
+    /// crash that loses it loses nothing (recovery takes the epochs of the
+    /// batches it validates, and the restarted broker never leads in that
+    /// epoch again). A broker taking over thousands of partitions at once
+    /// then writes no file for each.
+    pub(crate) fn assign_at_end(&mut self, epoch: LeaderEpoch, log_end: Offset) {
         if epoch < 0
             || self
                 .entries
                 .last()
                 .is_some_and(|l| l.epoch == epoch && l.start_offset <= log_end)
         {
-            return Ok(());
+            return;
         }
-        let before = self.entries.clone();
         self.entries
             .retain(|e| e.epoch < epoch && e.start_offset < log_end);
         self.entries.push(EpochEntry {
             epoch,
             start_offset: log_end,
         });
-        match write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes()) {
-            Ok(()) => {
-                self.unsynced = true;
-                Ok(())
-            }
-            Err(e) => {
-                self.entries = before;
-                Err(e)
-            }
-        }
+        self.unsynced = true;
     }
 
-    /// Makes a file written by [`Self::assign_at_end`] durable.
+    /// Writes entries kept in memory by [`Self::assign_at_end`] without
+    /// fsync, for a caller that syncs the whole file system next.
+    pub(crate) fn write_unsynced(&mut self) -> Result<(), LogError> {
+        if self.unsynced {
+            write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Makes entries kept by [`Self::assign_at_end`] durable.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
         if self.unsynced {
             self.persist()?;
         }
         Ok(())
+    }
+
+    /// Takes the epoch a recovered batch carries: a later epoch starts at its base.
+    pub(crate) fn assign_recovered(&mut self, epoch: LeaderEpoch, base_offset: Offset) {
+        if epoch >= 0 && self.latest_epoch().is_none_or(|e| epoch > e) {
+            self.entries.push(EpochEntry {
+                epoch,
+                start_offset: base_offset,
+            });
+            self.unsynced = true;
+        }
     }
 
     /// Every entry, oldest first.

@@ -353,6 +353,19 @@ impl Log {
             };
         epochs.truncate_from_end(log_end)?;
         epochs.truncate_from_start(log_start)?;
+        // A crash may have lost epochs kept in memory (see `assign_leader_epoch`):
+        // the batches recovery validated carry them.
+        if !rebuild_epochs {
+            for base in &recovered {
+                if let Some(segment) = segments.get(base) {
+                    segment.for_each_header_from(log_start, |h, _| {
+                        epochs.assign_recovered(h.partition_leader_epoch, h.base_offset.max(log_start));
+                        Ok(())
+                    })?;
+                }
+            }
+            epochs.sync()?;
+        }
 
         let first_dirty_offset = checkpoint::read_offset(st, &dir.join(CLEANER_OFFSET_CHECKPOINT))?
             .unwrap_or(log_start)
@@ -602,10 +615,11 @@ impl Log {
 
     /// Records that `epoch` starts at the current log end (a new leader takes over).
     pub fn assign_leader_epoch(&mut self, epoch: LeaderEpoch) -> Result<(), LogError> {
-        // Not fsynced here: a broker taking over thousands of partitions at
-        // once must not wait for a disk flush each; `flush` makes it durable
-        // before the data that follows.
-        self.epochs.assign_at_end(epoch, self.log_end_offset)
+        // Not written here: a broker taking over thousands of partitions at
+        // once must not wait on a file each; `flush` makes it durable
+        // before the data that follows, recovery finds it in the batches.
+        self.epochs.assign_at_end(epoch, self.log_end_offset);
+        Ok(())
     }
 
     fn active_base(&self) -> Offset {
@@ -1460,6 +1474,7 @@ impl Log {
     /// [`Log::close`] does, but fsyncs nothing and writes no marker. A log
     /// with nothing new since it was opened or last flushed writes nothing.
     pub fn close_unsynced(mut self) -> Result<(), LogError> {
+        self.epochs.write_unsynced()?;
         // Only the active segment takes appends, so only it can hold a
         // failed write's bytes past its logical size (rolling trims).
         self.active_mut().trim()?;

@@ -767,6 +767,12 @@ fn leader_epochs_are_checkpointed() {
     log.append_as_leader(&mut batch(0, 2, 1, T0), 3).unwrap();
     assert_eq!(log.end_offset_for_epoch(3), Some((3, 4)));
     assert_eq!(log.end_offset_for_epoch(2), Some((0, 2)));
+    // A crash before any flush: the new leader's epoch is in its batches.
+    drop(log);
+    let mut log = open(dir.path(), LogConfig::default(), &clock);
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 4)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((0, 2)));
+    log.flush().unwrap();
     let text = std::fs::read_to_string(dir.path().join("leader-epoch-checkpoint")).unwrap();
     assert_eq!(text, "0\n2\n0 0\n3 2\n");
     drop(log);

@@ -341,6 +341,7 @@ impl LogManager {
             })
             .await;
         self.offline.lock().retain(|k, _| desired.contains_key(k));
+        let started = std::time::Instant::now();
         let mut updates = Vec::new();
         let mut opens = Vec::new();
         {
@@ -353,6 +354,7 @@ impl LogManager {
                 }
             }
         }
+        let (updated, opened) = (updates.len(), opens.len());
         futures::stream::iter(updates)
             .for_each_concurrent(PARALLEL_JOBS, |(p, want)| async move {
                 let key = p.key();
@@ -381,6 +383,9 @@ impl LogManager {
                 }
             })
             .await;
+        if updated + opened >= 1000 {
+            tracing::info!(opened, updated, elapsed_ms = started.elapsed().as_millis() as u64, "partitions reconciled with the metadata");
+        }
         if delete_strays {
             self.delete_strays()?;
         }
