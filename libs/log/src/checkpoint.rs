@@ -275,15 +275,18 @@ impl LeaderEpochCache {
         Ok(())
     }
 
-    /// Takes the epoch a recovered batch carries: a later epoch starts at its base.
-    pub(crate) fn assign_recovered(&mut self, epoch: LeaderEpoch, base_offset: Offset) {
-        if epoch >= 0 && self.latest_epoch().is_none_or(|e| epoch > e) {
+    /// Takes the epoch a recovered batch carries: a later epoch starts at
+    /// its base. Whether it was new.
+    pub(crate) fn assign_recovered(&mut self, epoch: LeaderEpoch, base_offset: Offset) -> bool {
+        let new = epoch >= 0 && self.latest_epoch().is_none_or(|e| epoch > e);
+        if new {
             self.entries.push(EpochEntry {
                 epoch,
                 start_offset: base_offset,
             });
             self.unsynced = true;
         }
+        new
     }
 
     /// Every entry, oldest first.
@@ -335,6 +338,21 @@ impl LeaderEpochCache {
         let before = self.entries.clone();
         self.entries.retain(|e| e.start_offset < end_offset);
         self.persist().inspect_err(|_| self.entries = before)
+    }
+
+    /// [`Self::truncate_from_end`] kept in memory until the next flush or
+    /// close: for opening a log, where the entries it drops (epochs with no
+    /// data, such as a leader's that never wrote) come back from the file
+    /// after a crash only to be dropped again.
+    pub(crate) fn truncate_from_end_lazily(&mut self, end_offset: Offset) {
+        if self
+            .entries
+            .last()
+            .is_some_and(|l| l.start_offset >= end_offset)
+        {
+            self.entries.retain(|e| e.start_offset < end_offset);
+            self.unsynced = true;
+        }
     }
 
     /// Drops epochs wholly before `start_offset` (the log start advanced); the

@@ -351,20 +351,26 @@ impl Log {
                 ),
                 Err(e) => return Err(e),
             };
-        epochs.truncate_from_end(log_end)?;
+        epochs.truncate_from_end_lazily(log_end);
         epochs.truncate_from_start(log_start)?;
         // A crash may have lost epochs kept in memory (see `assign_leader_epoch`):
         // the batches recovery validated carry them.
         if !rebuild_epochs {
+            let mut found = false;
             for base in &recovered {
                 if let Some(segment) = segments.get(base) {
                     segment.for_each_header_from(log_start, |h, _| {
-                        epochs.assign_recovered(h.partition_leader_epoch, h.base_offset.max(log_start));
+                        found |= epochs.assign_recovered(
+                            h.partition_leader_epoch,
+                            h.base_offset.max(log_start),
+                        );
                         Ok(())
                     })?;
                 }
             }
-            epochs.sync()?;
+            if found {
+                epochs.sync()?;
+            }
         }
 
         let first_dirty_offset = checkpoint::read_offset(st, &dir.join(CLEANER_OFFSET_CHECKPOINT))?

@@ -116,14 +116,21 @@ async fn a_hundred_thousand_partitions_open_and_serve_within_the_file_budget() {
     let sample: Vec<i32> = (0..200).map(|i| (i * 7919) % n).collect();
     produce_and_check(&cluster, "wide", &sample, "first").await;
     step("produced");
-    assert_eq!(read_partition(&cluster, "wide", sample[7]).await, [format!("first-{}", sample[7])]);
+    assert_eq!(
+        read_partition(&cluster, "wide", sample[7]).await,
+        [format!("first-{}", sample[7])]
+    );
 
     // A clean restart opens every log without recovery.
     cluster.stop_broker(0).await;
     cluster.start_broker_only(0).await;
     wait_led(&cluster, n as usize).await;
     step("restarted cleanly");
-    assert_eq!(cluster.broker_logs(0).recovered_logs(), 0, "clean restart recovers nothing");
+    assert_eq!(
+        cluster.broker_logs(0).recovered_logs(),
+        0,
+        "clean restart recovers nothing"
+    );
     assert_within_budget(&cluster, files);
     produce_and_check(&cluster, "wide", &sample, "second").await;
     step("produced again");
@@ -157,26 +164,36 @@ async fn a_partition_that_cannot_open_is_offline_retried_and_stops_nothing() {
         .await
         .unwrap();
     let logs = cluster.broker_logs(0);
-    wait_for("the other partitions open, one offline", Duration::from_secs(20), || {
-        let logs = std::sync::Arc::clone(&logs);
-        async move { logs.count() >= 3 && logs.has_offline() }
-    })
+    wait_for(
+        "the other partitions open, one offline",
+        Duration::from_secs(20),
+        || {
+            let logs = std::sync::Arc::clone(&logs);
+            async move { logs.count() >= 3 && logs.has_offline() }
+        },
+    )
     .await;
     let offline = logs.offline();
     let entry = &offline[&("mixed".to_owned(), 1)];
     assert!(entry.error.contains("mixed-1"), "{entry:?}");
 
     // The rest of the metadata still applies: a later topic opens and serves.
-    cluster.create_topic(NewTopic::new("after").partitions(2)).await;
+    cluster
+        .create_topic(NewTopic::new("after").partitions(2))
+        .await;
     produce_and_check(&cluster, "after", &[0, 1], "ok").await;
     produce_and_check(&cluster, "mixed", &[0, 2, 3], "ok").await;
 
     // Once the cause is gone the retry brings it online.
     std::fs::remove_file(&blocker).unwrap();
-    wait_for("the offline partition back online", Duration::from_secs(30), || {
-        let logs = std::sync::Arc::clone(&logs);
-        async move { logs.count() == 6 && !logs.has_offline() }
-    })
+    wait_for(
+        "the offline partition back online",
+        Duration::from_secs(30),
+        || {
+            let logs = std::sync::Arc::clone(&logs);
+            async move { logs.count() == 6 && !logs.has_offline() }
+        },
+    )
     .await;
     produce_and_check(&cluster, "mixed", &[1], "back").await;
     assert_eq!(read_partition(&cluster, "mixed", 1).await, ["back-1"]);

@@ -384,7 +384,12 @@ impl LogManager {
             })
             .await;
         if updated + opened >= 1000 {
-            tracing::info!(opened, updated, elapsed_ms = started.elapsed().as_millis() as u64, "partitions reconciled with the metadata");
+            tracing::info!(
+                opened,
+                updated,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "partitions reconciled with the metadata"
+            );
         }
         if delete_strays {
             self.delete_strays()?;

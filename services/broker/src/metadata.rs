@@ -183,10 +183,7 @@ pub async fn run_link(
         Arc::clone(&caught_up),
         shutdown.clone(),
     ));
-    let link = Link {
-        targets,
-        caught_up,
-    };
+    let link = Link { targets, caught_up };
     loop {
         let mut registered_at = None;
         let session = session(
@@ -318,7 +315,9 @@ fn apply_batch(
         if event.offset < image.next_offset {
             continue; // already applied before a reconnect
         }
-        let Some(record) = &event.record else { continue };
+        let Some(record) = &event.record else {
+            continue;
+        };
         if let Err(e) = image.apply(event.offset, record) {
             tracing::error!(error = %e, "metadata record does not apply; resyncing");
             *image = MetadataImage::default();
