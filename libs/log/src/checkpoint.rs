@@ -157,8 +157,10 @@ pub struct LeaderEpochCache {
     storage: Arc<dyn Storage>,
     path: PathBuf,
     entries: Vec<EpochEntry>,
-    /// The file was last written without fsync (see [`Self::assign_at_end`]).
+    /// Entries changed in memory only (see [`Self::assign_at_end`]).
     unsynced: bool,
+    /// The entries as the file holds them.
+    on_disk: Vec<EpochEntry>,
 }
 
 impl LeaderEpochCache {
@@ -201,6 +203,7 @@ impl LeaderEpochCache {
         Ok(LeaderEpochCache {
             storage,
             path,
+            on_disk: entries.clone(),
             entries,
             unsynced: false,
         })
@@ -213,6 +216,7 @@ impl LeaderEpochCache {
             path,
             entries: Vec::new(),
             unsynced: false,
+            on_disk: Vec::new(),
         }
     }
 
@@ -227,6 +231,7 @@ impl LeaderEpochCache {
     /// Writes the file (fsynced) as the cache is now.
     pub(crate) fn persist(&mut self) -> Result<(), LogError> {
         write_atomically(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
+        self.on_disk = self.entries.clone();
         self.unsynced = false;
         Ok(())
     }
@@ -258,12 +263,26 @@ impl LeaderEpochCache {
     }
 
     /// Writes entries kept in memory by [`Self::assign_at_end`] without
-    /// fsync, for a caller that syncs the whole file system next.
-    pub(crate) fn write_unsynced(&mut self) -> Result<(), LogError> {
-        if self.unsynced {
-            write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
-            self.unsynced = false;
+    /// fsync, for a caller that syncs the whole file system next and a log
+    /// ending at `log_end`. Entries from `log_end` on have no data: the next
+    /// open drops them whatever the file says, so a change in those alone
+    /// (a partition led but never written) writes nothing.
+    pub(crate) fn write_unsynced(&mut self, log_end: Offset) -> Result<(), LogError> {
+        if !self.unsynced {
+            return Ok(());
         }
+        let with_data = |v: &[EpochEntry]| -> Vec<EpochEntry> {
+            v.iter()
+                .copied()
+                .filter(|e| e.start_offset < log_end)
+                .collect()
+        };
+        let same = with_data(&self.entries) == with_data(&self.on_disk);
+        if !same {
+            write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
+            self.on_disk = self.entries.clone();
+        }
+        self.unsynced = false;
         Ok(())
     }
 

@@ -1480,7 +1480,7 @@ impl Log {
     /// [`Log::close`] does, but fsyncs nothing and writes no marker. A log
     /// with nothing new since it was opened or last flushed writes nothing.
     pub fn close_unsynced(mut self) -> Result<(), LogError> {
-        self.epochs.write_unsynced()?;
+        self.epochs.write_unsynced(self.log_end_offset)?;
         // Only the active segment takes appends, so only it can hold a
         // failed write's bytes past its logical size (rolling trims).
         self.active_mut().trim()?;
