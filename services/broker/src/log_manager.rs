@@ -427,7 +427,7 @@ impl LogManager {
                     source,
                 })?;
                 let report = log.open_report().clone();
-                if report.recovered_segments > 0 || report.truncated_bytes > 0 {
+                if report.recovered_bytes > 0 || report.truncated_bytes > 0 {
                     // At info, unlike the routine per-partition lines: only
                     // an unclean stop gets here, and it may have cut records.
                     tracing::info!(topic = %topic, partition = index, ?report, "log recovered");
