@@ -289,8 +289,6 @@ async fn watch(
     Ok(stream.into_inner())
 }
 
-/// Whether a failed controller call is what an election looks like: no
-/// controller reachable, or none active yet.
 /// Batches folded into the image at most between two reconciliations.
 const MAX_BATCHES_PER_RECONCILE: usize = 256;
 
@@ -327,6 +325,8 @@ fn apply_batch(
     Ok(image.next_offset)
 }
 
+/// Whether a failed controller call is what an election looks like: no
+/// controller reachable, or none active yet.
 fn in_election(status: &tonic::Status) -> bool {
     matches!(
         status.code(),
