@@ -84,6 +84,9 @@ pub struct PartitionDescription {
     pub log_start_offset: i64,
     /// Offset the next record gets, as consumers see it: the high watermark (-1 if unknown).
     pub log_end_offset: i64,
+    /// Replicas whose broker cannot open their log (Kafka's offline
+    /// replicas): broker id and the broker's error.
+    pub offline_replicas: Vec<(i32, String)>,
 }
 
 impl PartitionDescription {
@@ -336,6 +339,11 @@ impl Admin {
                 isr: p.isr,
                 log_start_offset: start,
                 log_end_offset: end,
+                offline_replicas: p
+                    .offline_replicas
+                    .into_iter()
+                    .map(|r| (r.broker_id, r.error))
+                    .collect(),
             });
         }
         Ok(TopicDescription {

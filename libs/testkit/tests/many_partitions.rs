@@ -176,6 +176,31 @@ async fn a_partition_that_cannot_open_is_offline_retried_and_stops_nothing() {
     let offline = logs.offline();
     let entry = &offline[&("mixed".to_owned(), 1)];
     assert!(entry.error.contains("mixed-1"), "{entry:?}");
+    // The broker reports it; describing the topic shows it with the error.
+    let admin = cluster.admin();
+    let offline_in_describe = |admin: runnel_client::Admin| async move {
+        let t = admin.describe_topic("mixed").await.unwrap();
+        t.partitions
+            .iter()
+            .map(|p| (p.partition, p.offline_replicas.clone()))
+            .filter(|(_, o)| !o.is_empty())
+            .collect::<Vec<_>>()
+    };
+    wait_for(
+        "the offline replica in describe",
+        Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move {
+                let shown = offline_in_describe(admin).await;
+                shown.len() == 1
+                    && shown[0].0 == 1
+                    && shown[0].1[0].0 == 1
+                    && shown[0].1[0].1.contains("mixed-1")
+            }
+        },
+    )
+    .await;
 
     // The rest of the metadata still applies: a later topic opens and serves.
     cluster
@@ -196,5 +221,14 @@ async fn a_partition_that_cannot_open_is_offline_retried_and_stops_nothing() {
     )
     .await;
     produce_and_check(&cluster, "mixed", &[1], "back").await;
+    wait_for(
+        "no offline replica in describe",
+        Duration::from_secs(10),
+        || {
+            let admin = admin.clone();
+            async move { offline_in_describe(admin).await.is_empty() }
+        },
+    )
+    .await;
     assert_eq!(read_partition(&cluster, "mixed", 1).await, ["back-1"]);
 }

@@ -177,13 +177,17 @@ pub async fn run_link(
     let caught_up = Arc::new(tokio::sync::Notify::new());
     let reconciler = tokio::spawn(reconcile_logs(
         Arc::clone(&cache),
-        logs,
+        Arc::clone(&logs),
         readiness,
         wanted,
         Arc::clone(&caught_up),
         shutdown.clone(),
     ));
-    let link = Link { targets, caught_up };
+    let link = Link {
+        targets,
+        caught_up,
+        logs: Arc::clone(&logs),
+    };
     loop {
         let mut registered_at = None;
         let session = session(
@@ -223,6 +227,7 @@ pub async fn run_link(
             broker_epoch: epoch,
             metadata_offset: cache.applied_offset(),
             shutting_down: true,
+            offline_replicas: Vec::new(),
         });
         let _ = tokio::time::timeout(Duration::from_secs(2), goodbye).await;
     }
@@ -234,6 +239,23 @@ struct Link {
     targets: watch::Sender<i64>,
     /// Told once the logs first match a caught-up image (heartbeat now).
     caught_up: Arc<tokio::sync::Notify>,
+    /// The hosted logs, for the offline partitions each heartbeat reports.
+    logs: Arc<LogManager>,
+}
+
+impl Link {
+    /// Every assigned partition whose log cannot open, for the controller.
+    fn offline_replicas(&self) -> Vec<pb::OfflineReplica> {
+        self.logs
+            .offline()
+            .into_iter()
+            .map(|((topic, partition), r)| pb::OfflineReplica {
+                topic,
+                partition,
+                error: r.error,
+            })
+            .collect()
+    }
 }
 
 /// Brings the hosted logs in line with the image each time the link says
@@ -406,6 +428,7 @@ async fn session(
                         broker_epoch: epoch,
                         metadata_offset: cache.applied_offset(),
                         shutting_down: false,
+                        offline_replicas: link.offline_replicas(),
                     })
                     .await
                 {

@@ -121,7 +121,14 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             )?;
             let ids = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             let (mut under, mut offline) = (0, 0);
+            let mut replica_errors = Vec::new();
             for p in &t.partitions {
+                for (broker, error) in &p.offline_replicas {
+                    replica_errors.push(format!(
+                        "partition {} replica on broker {broker} is offline: {error}",
+                        p.partition
+                    ));
+                }
                 let flag = if p.leader < 0 {
                     offline += 1;
                     "  offline (no leader)"
@@ -146,6 +153,9 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             }
             if offline > 0 {
                 outln!("{offline} offline partition(s): no in-sync replica is serving")?;
+            }
+            for line in &replica_errors {
+                outln!("{line}")?;
             }
         }
         Command::Alter { name, partitions } => {

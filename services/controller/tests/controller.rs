@@ -63,6 +63,7 @@ async fn brokers(c: &mut ControllerClient<Channel>, n: i32) -> Vec<i64> {
                 broker_epoch: epoch,
                 metadata_offset: end,
                 shutting_down: false,
+                offline_replicas: Vec::new(),
             })
             .await
             .unwrap()
@@ -358,6 +359,7 @@ async fn brokers_are_fenced_when_silent_and_unfenced_when_back() {
                 broker_epoch: epochs[0],
                 metadata_offset: end.metadata_end_offset,
                 shutting_down: false,
+                offline_replicas: Vec::new(),
             })
             .await
             .unwrap()
@@ -380,6 +382,7 @@ async fn brokers_are_fenced_when_silent_and_unfenced_when_back() {
             broker_epoch: epochs[1] - 1,
             metadata_offset: 0,
             shutting_down: false,
+            offline_replicas: Vec::new(),
         })
         .await
         .unwrap()
@@ -404,6 +407,7 @@ async fn brokers_are_fenced_when_silent_and_unfenced_when_back() {
             broker_epoch: epochs[0],
             metadata_offset: 1000,
             shutting_down: true,
+            offline_replicas: Vec::new(),
         })
         .await
         .unwrap()
@@ -549,6 +553,7 @@ async fn leadership_moves_when_a_leader_is_fenced_and_isr_changes_are_checked() 
             broker_epoch: epochs[(leader - 1) as usize],
             metadata_offset: 0,
             shutting_down: true,
+            offline_replicas: Vec::new(),
         })
         .await
         .unwrap()

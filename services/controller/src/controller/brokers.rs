@@ -96,6 +96,16 @@ impl Controller {
         }
         let (fenced, epoch) = (b.fenced, b.epoch);
         inner.heartbeats.insert(req.broker_id, Instant::now());
+        let offline: std::collections::HashMap<(String, i32), String> = req
+            .offline_replicas
+            .iter()
+            .map(|r| ((r.topic.clone(), r.partition), r.error.clone()))
+            .collect();
+        if offline.is_empty() {
+            inner.offline_replicas.remove(&req.broker_id);
+        } else {
+            inner.offline_replicas.insert(req.broker_id, offline);
+        }
         let id = req.broker_id;
         if req.shutting_down {
             if !fenced {

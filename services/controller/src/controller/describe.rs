@@ -60,7 +60,6 @@ impl Controller {
             .into_iter()
             .map(|name| match image.topics.get(&name) {
                 Some(t) => pb::TopicMetadata {
-                    name,
                     topic_id: t.id.to_vec().into(),
                     error_code: ErrorCode::None as i32,
                     partitions: t
@@ -72,8 +71,15 @@ impl Controller {
                             leader_epoch: p.leader_epoch,
                             replicas: p.replicas.clone(),
                             isr: p.isr.clone(),
+                            offline_replicas: offline_replicas(
+                                &inner,
+                                &name,
+                                partition,
+                                &p.replicas,
+                            ),
                         })
                         .collect(),
+                    name,
                 },
                 None => pb::TopicMetadata {
                     name,
@@ -129,6 +135,29 @@ fn coordinator_infos(image: &MetadataImage, inner: &Inner) -> Vec<pb::Coordinato
                 .coordinator_heartbeats
                 .get(&id)
                 .map_or(-1, |t| now.duration_since(*t).as_millis() as i64),
+        })
+        .collect()
+}
+
+/// The replicas of `topic`-`partition` whose brokers report them offline.
+fn offline_replicas(
+    inner: &Inner,
+    topic: &str,
+    partition: i32,
+    replicas: &[i32],
+) -> Vec<pb::ReplicaError> {
+    if inner.offline_replicas.is_empty() {
+        return Vec::new();
+    }
+    let key = (topic.to_owned(), partition);
+    replicas
+        .iter()
+        .filter_map(|&broker_id| {
+            let error = inner.offline_replicas.get(&broker_id)?.get(&key)?;
+            Some(pb::ReplicaError {
+                broker_id,
+                error: error.clone(),
+            })
         })
         .collect()
 }

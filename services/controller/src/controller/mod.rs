@@ -109,6 +109,9 @@ struct Inner {
     heartbeats: HashMap<i32, Instant>,
     /// Last heartbeat per group coordinator, likewise.
     coordinator_heartbeats: HashMap<i32, Instant>,
+    /// Per broker, the partitions it said in its last heartbeat it cannot
+    /// open, with its error. Not persisted: every heartbeat says it again.
+    offline_replicas: HashMap<i32, HashMap<(String, i32), String>>,
 }
 
 /// The controller: state, store and the metadata event stream.
@@ -182,6 +185,7 @@ impl Controller {
                 active_term: None,
                 heartbeats: HashMap::new(),
                 coordinator_heartbeats: HashMap::new(),
+                offline_replicas: HashMap::new(),
             }),
         }
     }
