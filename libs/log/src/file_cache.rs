@@ -377,7 +377,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for round in 0..50u64 {
                         for (i, f) in files.iter().enumerate() {
-                            if (i as u64 + t) % 4 == 0 {
+                            if (i as u64 + t).is_multiple_of(4) {
                                 f.write_all_at(&[t as u8], round * 4 + t).unwrap();
                             }
                         }
