@@ -812,12 +812,23 @@ impl TestCluster {
             .flatten()
             .map(|c| std::sync::Arc::clone(&c.manager))
             .collect();
+        let transactions: Vec<_> = self
+            .coordinators
+            .iter()
+            .flatten()
+            .map(|c| std::sync::Arc::clone(&c.transactions))
+            .collect();
         wait_for(
-            "coordinators to own and load __consumer_offsets",
+            "coordinators to own and load __consumer_offsets and __transaction_state",
             Duration::from_secs(60),
             || {
                 let managers = managers.clone();
+                let transactions = transactions.clone();
                 async move {
+                    // Groups load first, then the transactions of the same partition.
+                    if transactions.iter().any(|t| t.is_loading()) {
+                        return false;
+                    }
                     let mut active = 0;
                     for m in &managers {
                         let Some(owned) = m.owned() else {

@@ -178,6 +178,15 @@ impl TxnManager {
         }
     }
 
+    /// Whether a partition of `__transaction_state` taken over here is still being loaded.
+    pub fn is_loading(&self) -> bool {
+        self.inner
+            .lock()
+            .partitions
+            .values()
+            .any(|l| matches!(l, Load::Loading))
+    }
+
     /// Starts taking over partition `q`: its ids wait until [`Self::finish_load`].
     pub fn begin_load(&self, q: i32) {
         let mut inner = self.inner.lock();
