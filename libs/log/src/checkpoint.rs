@@ -157,9 +157,8 @@ pub struct LeaderEpochCache {
     storage: Arc<dyn Storage>,
     path: PathBuf,
     entries: Vec<EpochEntry>,
-    /// Entries changed in memory only (see [`Self::assign_at_end`]).
-    unsynced: bool,
-    /// The entries as the file holds them.
+    /// The entries as the file holds them: `entries` differ after changes
+    /// kept in memory (see [`Self::assign_at_end`]).
     on_disk: Vec<EpochEntry>,
 }
 
@@ -205,7 +204,6 @@ impl LeaderEpochCache {
             path,
             on_disk: entries.clone(),
             entries,
-            unsynced: false,
         })
     }
 
@@ -215,7 +213,6 @@ impl LeaderEpochCache {
             storage,
             path,
             entries: Vec::new(),
-            unsynced: false,
             on_disk: Vec::new(),
         }
     }
@@ -232,8 +229,35 @@ impl LeaderEpochCache {
     pub(crate) fn persist(&mut self) -> Result<(), LogError> {
         write_atomically(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
         self.on_disk = self.entries.clone();
-        self.unsynced = false;
         Ok(())
+    }
+
+    /// Makes `epoch` start at `start_offset` in memory, dropping entries
+    /// that contradict it; whether anything changed.
+    fn put(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> bool {
+        if epoch < 0
+            || self
+                .entries
+                .last()
+                .is_some_and(|l| l.epoch == epoch && l.start_offset <= start_offset)
+        {
+            return false;
+        }
+        self.entries
+            .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
+        self.entries.push(EpochEntry {
+            epoch,
+            start_offset,
+        });
+        true
+    }
+
+    /// Drops, in memory, the entries starting at or after `end_offset`;
+    /// whether anything changed.
+    fn drop_from(&mut self, end_offset: Offset) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.start_offset < end_offset);
+        self.entries.len() != before
     }
 
     /// Records that `epoch` starts at `log_end`, the end of the log: a new
@@ -245,21 +269,7 @@ impl LeaderEpochCache {
     /// epoch again). A broker taking over thousands of partitions at once
     /// then writes no file for each.
     pub(crate) fn assign_at_end(&mut self, epoch: LeaderEpoch, log_end: Offset) {
-        if epoch < 0
-            || self
-                .entries
-                .last()
-                .is_some_and(|l| l.epoch == epoch && l.start_offset <= log_end)
-        {
-            return;
-        }
-        self.entries
-            .retain(|e| e.epoch < epoch && e.start_offset < log_end);
-        self.entries.push(EpochEntry {
-            epoch,
-            start_offset: log_end,
-        });
-        self.unsynced = true;
+        self.put(epoch, log_end);
     }
 
     /// Writes entries kept in memory by [`Self::assign_at_end`] without
@@ -268,9 +278,6 @@ impl LeaderEpochCache {
     /// open drops them whatever the file says, so a change in those alone
     /// (a partition led but never written) writes nothing.
     pub(crate) fn write_unsynced(&mut self, log_end: Offset) -> Result<(), LogError> {
-        if !self.unsynced {
-            return Ok(());
-        }
         let with_data = |v: &[EpochEntry]| -> Vec<EpochEntry> {
             v.iter()
                 .copied()
@@ -282,13 +289,12 @@ impl LeaderEpochCache {
             write_unsynced(self.storage.as_ref(), &self.path, self.encode().as_bytes())?;
             self.on_disk = self.entries.clone();
         }
-        self.unsynced = false;
         Ok(())
     }
 
     /// Makes entries kept by [`Self::assign_at_end`] durable.
     pub(crate) fn sync(&mut self) -> Result<(), LogError> {
-        if self.unsynced {
+        if self.entries != self.on_disk {
             self.persist()?;
         }
         Ok(())
@@ -303,7 +309,6 @@ impl LeaderEpochCache {
                 epoch,
                 start_offset: base_offset,
             });
-            self.unsynced = true;
         }
         new
     }
@@ -325,37 +330,19 @@ impl LeaderEpochCache {
         epoch: LeaderEpoch,
         start_offset: Offset,
     ) -> Result<(), LogError> {
-        if epoch < 0 {
-            return Ok(());
-        }
-        if self
-            .entries
-            .last()
-            .is_some_and(|l| l.epoch == epoch && l.start_offset <= start_offset)
-        {
-            return Ok(());
-        }
         let before = self.entries.clone();
-        self.entries
-            .retain(|e| e.epoch < epoch && e.start_offset < start_offset);
-        self.entries.push(EpochEntry {
-            epoch,
-            start_offset,
-        });
+        if !self.put(epoch, start_offset) {
+            return Ok(());
+        }
         self.persist().inspect_err(|_| self.entries = before)
     }
 
     /// Forgets epochs starting at or after `end_offset` (the log was truncated there).
     pub(crate) fn truncate_from_end(&mut self, end_offset: Offset) -> Result<(), LogError> {
-        if self
-            .entries
-            .last()
-            .is_none_or(|l| l.start_offset < end_offset)
-        {
+        let before = self.entries.clone();
+        if !self.drop_from(end_offset) {
             return Ok(());
         }
-        let before = self.entries.clone();
-        self.entries.retain(|e| e.start_offset < end_offset);
         self.persist().inspect_err(|_| self.entries = before)
     }
 
@@ -364,14 +351,7 @@ impl LeaderEpochCache {
     /// data, such as a leader's that never wrote) come back from the file
     /// after a crash only to be dropped again.
     pub(crate) fn truncate_from_end_lazily(&mut self, end_offset: Offset) {
-        if self
-            .entries
-            .last()
-            .is_some_and(|l| l.start_offset >= end_offset)
-        {
-            self.entries.retain(|e| e.start_offset < end_offset);
-            self.unsynced = true;
-        }
+        self.drop_from(end_offset);
     }
 
     /// Drops epochs wholly before `start_offset` (the log start advanced); the

@@ -353,24 +353,29 @@ impl Log {
             };
         epochs.truncate_from_end_lazily(log_end);
         epochs.truncate_from_start(log_start)?;
-        // A crash may have lost epochs kept in memory (see `assign_leader_epoch`):
-        // the batches recovery validated carry them.
-        if !rebuild_epochs {
-            let mut found = false;
-            for base in &recovered {
-                if let Some(segment) = segments.get(base) {
-                    segment.for_each_header_from(log_start, |h, _| {
-                        found |= epochs.assign_recovered(
-                            h.partition_leader_epoch,
-                            h.base_offset.max(log_start),
-                        );
-                        Ok(())
-                    })?;
-                }
+        // A crash may have lost epochs kept in memory (see
+        // `assign_leader_epoch`): the batches recovery validated carry them.
+        // A torn checkpoint is rebuilt from every batch.
+        let scan: Vec<Offset> = if rebuild_epochs {
+            segments.keys().copied().collect()
+        } else {
+            recovered.clone()
+        };
+        let mut found = false;
+        for base in &scan {
+            if let Some(segment) = segments.get(base) {
+                segment.for_each_header_from(log_start, |h, _| {
+                    found |= epochs
+                        .assign_recovered(h.partition_leader_epoch, h.base_offset.max(log_start));
+                    Ok(())
+                })?;
             }
-            if found {
-                epochs.sync()?;
-            }
+        }
+        if rebuild_epochs {
+            // Written even with no epoch found: it replaces the torn file.
+            epochs.persist()?;
+        } else if found {
+            epochs.sync()?;
         }
 
         let first_dirty_offset = checkpoint::read_offset(st, &dir.join(CLEANER_OFFSET_CHECKPOINT))?
@@ -419,32 +424,10 @@ impl Log {
             // Absent means "the first segment's base": a new log writes nothing.
             log.write_log_start_checkpoint()?;
         }
-        if rebuild_epochs {
-            log.rebuild_leader_epochs()?;
-        }
         txn_rebuild.retain(|b| log.segments.contains_key(b));
         log.report.rebuilt_txn_indexes = txn_rebuild.len();
         log.rebuild_producer_state(&txn_rebuild)?;
         Ok(log)
-    }
-
-    /// Rebuilds the leader-epoch checkpoint from the epochs the batches carry.
-    fn rebuild_leader_epochs(&mut self) -> Result<(), LogError> {
-        let mut starts: Vec<(LeaderEpoch, Offset)> = Vec::new();
-        for segment in self.segments.values() {
-            segment.for_each_header_from(self.log_start_offset, |h, _| {
-                let epoch = h.partition_leader_epoch;
-                if epoch >= 0 && starts.last().is_none_or(|&(e, _)| epoch > e) {
-                    starts.push((epoch, h.base_offset.max(self.log_start_offset)));
-                }
-                Ok(())
-            })?;
-        }
-        for (epoch, start) in starts {
-            self.epochs.assign(epoch, start)?;
-        }
-        // With no epoch to assign nothing was written yet: replace the torn file.
-        self.epochs.persist()
     }
 
     /// Rebuilds the producer state: the newest snapshot at or below the log

@@ -634,14 +634,18 @@ pub(crate) fn delete_snapshots(
     let mut deleted = 0;
     for offset in list_snapshots(storage, dir)? {
         if doomed(offset) {
-            let path = snapshot_path(dir, offset);
-            storage
-                .remove_file(&path)
-                .map_err(LogError::io("delete producer snapshot", &path))?;
+            delete_snapshot(storage, dir, offset)?;
             deleted += 1;
         }
     }
     Ok(deleted)
+}
+
+fn delete_snapshot(storage: &dyn Storage, dir: &Path, offset: Offset) -> Result<(), LogError> {
+    let path = snapshot_path(dir, offset);
+    storage
+        .remove_file(&path)
+        .map_err(LogError::io("delete producer snapshot", &path))
 }
 
 /// What [`load_latest`] found: the state and the offset it is as of, if any
@@ -660,10 +664,7 @@ pub(crate) fn load_latest(
     let mut kept = Vec::new();
     for offset in list_snapshots(storage, dir)? {
         if offset > at_most {
-            let path = snapshot_path(dir, offset);
-            storage
-                .remove_file(&path)
-                .map_err(LogError::io("delete producer snapshot", &path))?;
+            delete_snapshot(storage, dir, offset)?;
         } else {
             kept.push(offset);
         }
@@ -677,9 +678,7 @@ pub(crate) fn load_latest(
             Ok(state) => return Ok((Some((state, offset)), discarded)),
             Err(_) => {
                 discarded += 1;
-                storage
-                    .remove_file(&path)
-                    .map_err(LogError::io("delete producer snapshot", &path))?;
+                delete_snapshot(storage, dir, offset)?;
             }
         }
     }
