@@ -63,6 +63,7 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::TransactionalIdNotFound
         | E::TransactionAbortable
         | E::OperationNotAttempted
+        | E::NoReassignmentInProgress
         | E::InvalidUpdateVersion => Code::FailedPrecondition,
         E::InvalidTransactionTimeout => Code::InvalidArgument,
         E::ConcurrentTransactions => Code::Unavailable,

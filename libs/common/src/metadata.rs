@@ -105,6 +105,35 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Bumped on every change.
     pub partition_epoch: i32,
+    /// While a reassignment runs: target replicas not in the original set.
+    pub adding_replicas: Vec<i32>,
+    /// While a reassignment runs: original replicas not in the target set.
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment of this partition is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (all of them when none runs).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing_replicas.contains(r))
+            .collect()
+    }
+
+    /// The replicas before the reassignment in progress (all of them when none runs).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding_replicas.contains(r))
+            .collect()
+    }
 }
 
 /// A topic, its partitions and its config overrides.
@@ -412,6 +441,8 @@ impl MetadataImage {
                         leader: *leader,
                         leader_epoch: *leader_epoch,
                         partition_epoch: *partition_epoch,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     },
                 );
             }
@@ -424,12 +455,28 @@ impl MetadataImage {
                     isr,
                     leader_epoch,
                     partition_epoch,
+                    assignment,
                 } = r;
                 let t = self.topic(topic, topic_id).map_err(fail)?;
                 let p = t
                     .partitions
                     .get_mut(partition)
                     .ok_or_else(|| fail(format!("no partition {topic}-{partition}")))?;
+                if let Some(a) = assignment {
+                    let part_of = |ids: &[i32]| ids.iter().all(|id| a.replicas.contains(id));
+                    if a.replicas.is_empty()
+                        || !part_of(&a.adding_replicas)
+                        || !part_of(&a.removing_replicas)
+                    {
+                        return Err(fail(format!(
+                            "partition {topic}-{partition}: replicas {:?} do not hold adding {:?} and removing {:?}",
+                            a.replicas, a.adding_replicas, a.removing_replicas
+                        )));
+                    }
+                    p.replicas = a.replicas.clone();
+                    p.adding_replicas = a.adding_replicas.clone();
+                    p.removing_replicas = a.removing_replicas.clone();
+                }
                 p.leader = *leader;
                 p.isr = isr.clone();
                 p.leader_epoch = *leader_epoch;

@@ -17,7 +17,7 @@
 
 use runnel_common::metadata::{MetadataImage, PartitionState, TopicState};
 use runnel_log::TopicConfig;
-use runnel_proto::metadata::v1::PartitionChanged;
+use runnel_proto::metadata::v1::{PartitionChanged, ReplicaAssignment};
 
 use crate::error::Refusal;
 
@@ -25,7 +25,7 @@ use crate::error::Refusal;
 pub const NO_LEADER: i32 = -1;
 
 /// Whether broker `id` is registered and not fenced.
-fn eligible(image: &MetadataImage, id: i32) -> bool {
+pub(crate) fn eligible(image: &MetadataImage, id: i32) -> bool {
     image.brokers.get(&id).is_some_and(|b| !b.fenced)
 }
 
@@ -35,8 +35,123 @@ fn unclean_allowed(topic: &TopicState) -> bool {
         .unwrap_or(false)
 }
 
-/// The record that moves `p` of `topic` to `leader` and `isr` (bumping the
-/// epochs as needed), or `None` if that is where it already is.
+/// The state a partition change moves a partition to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Replicas, preferred leader first (during a reassignment, target then leaving).
+    pub replicas: Vec<i32>,
+    /// Replicas a reassignment adds.
+    pub adding: Vec<i32>,
+    /// Replicas a reassignment removes.
+    pub removing: Vec<i32>,
+    /// The leader (-1: none).
+    pub leader: i32,
+    /// In-sync replicas.
+    pub isr: Vec<i32>,
+}
+
+impl Target {
+    /// Where `p` is now.
+    pub fn of(p: &PartitionState) -> Target {
+        Target {
+            replicas: p.replicas.clone(),
+            adding: p.adding_replicas.clone(),
+            removing: p.removing_replicas.clone(),
+            leader: p.leader,
+            isr: p.isr.clone(),
+        }
+    }
+
+    /// `p` with a new leader and ISR, replicas as they are.
+    fn leader_and_isr(p: &PartitionState, leader: i32, isr: Vec<i32>) -> Target {
+        Target {
+            leader,
+            isr,
+            ..Target::of(p)
+        }
+    }
+
+    /// Completes the reassignment in progress if every target replica is in
+    /// the ISR (Kafka's `maybeCompleteReassignment`): the leaving replicas
+    /// go, and a leaving leader hands over to the first in-sync target replica.
+    pub fn completing(mut self, image: &MetadataImage) -> Target {
+        if self.adding.is_empty() && self.removing.is_empty() {
+            return self;
+        }
+        let removing = std::mem::take(&mut self.removing);
+        let isr: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !removing.contains(r))
+            .collect();
+        let replicas: Vec<i32> = self
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !removing.contains(r))
+            .collect();
+        if isr.is_empty() || !replicas.iter().all(|r| isr.contains(r)) {
+            self.removing = removing;
+            return self;
+        }
+        if !replicas.contains(&self.leader) {
+            self.leader = replicas
+                .iter()
+                .copied()
+                .find(|&r| isr.contains(&r) && eligible(image, r))
+                .unwrap_or(NO_LEADER);
+        }
+        self.replicas = replicas;
+        self.isr = isr;
+        self.adding.clear();
+        self
+    }
+}
+
+/// The record that moves `p` of `topic` to `target` (bumping the epochs as
+/// needed), or `None` if that is where it already is.
+///
+/// Every change bumps the partition epoch; a new leader, or replicas
+/// leaving the replica set, bump the leader epoch too (as KRaft does, so a
+/// removed replica's fetches with the old epoch are fenced).
+pub fn change_to(
+    name: &str,
+    topic: &TopicState,
+    partition: i32,
+    p: &PartitionState,
+    target: Target,
+) -> Option<PartitionChanged> {
+    let now = Target::of(p);
+    if target == now {
+        return None;
+    }
+    let replicas_changed = target.replicas != now.replicas
+        || target.adding != now.adding
+        || target.removing != now.removing;
+    let replicas_left = now.replicas.iter().any(|r| !target.replicas.contains(r));
+    Some(PartitionChanged {
+        topic: name.to_owned(),
+        topic_id: topic.id.to_vec().into(),
+        partition,
+        leader: target.leader,
+        isr: target.isr,
+        leader_epoch: if target.leader == p.leader && !replicas_left {
+            p.leader_epoch
+        } else {
+            p.leader_epoch + 1
+        },
+        partition_epoch: p.partition_epoch + 1,
+        assignment: replicas_changed.then(|| ReplicaAssignment {
+            replicas: target.replicas,
+            adding_replicas: target.adding,
+            removing_replicas: target.removing,
+        }),
+    })
+}
+
+/// The record that moves `p` of `topic` to `leader` and `isr`, or `None` if
+/// that is where it already is.
 fn change(
     name: &str,
     topic: &TopicState,
@@ -45,22 +160,13 @@ fn change(
     leader: i32,
     isr: Vec<i32>,
 ) -> Option<PartitionChanged> {
-    if leader == p.leader && isr == p.isr {
-        return None;
-    }
-    Some(PartitionChanged {
-        topic: name.to_owned(),
-        topic_id: topic.id.to_vec().into(),
+    change_to(
+        name,
+        topic,
         partition,
-        leader,
-        isr,
-        leader_epoch: if leader == p.leader {
-            p.leader_epoch
-        } else {
-            p.leader_epoch + 1
-        },
-        partition_epoch: p.partition_epoch + 1,
-    })
+        p,
+        Target::leader_and_isr(p, leader, isr),
+    )
 }
 
 /// Where `p` should be with `gone` no longer able to serve: out of the ISR
@@ -249,14 +355,9 @@ pub fn alter_isr(
             });
         }
     }
-    Ok(change(
-        &req.topic,
-        topic,
-        req.partition,
-        p,
-        p.leader,
-        req.isr.clone(),
-    ))
+    // The last target replica joining the ISR completes a reassignment.
+    let target = Target::leader_and_isr(p, p.leader, req.isr.clone()).completing(image);
+    Ok(change_to(&req.topic, topic, req.partition, p, target))
 }
 
 #[cfg(test)]

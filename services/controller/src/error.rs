@@ -319,6 +319,75 @@ pub enum Refusal {
         /// The offset asked for.
         from: i64,
     },
+    /// A manual assignment with no replica.
+    #[error("The manual partition assignment includes an empty replica list.")]
+    EmptyAssignment,
+    /// A manual assignment naming a broker that never registered.
+    #[error(
+        "The manual partition assignment includes broker {broker}, but no such broker is registered."
+    )]
+    AssignmentToUnknownBroker {
+        /// The broker.
+        broker: i32,
+    },
+    /// A manual assignment naming a broker twice.
+    #[error("The manual partition assignment includes the broker {broker} more than once.")]
+    AssignmentRepeatsBroker {
+        /// The broker.
+        broker: i32,
+    },
+    /// Manual assignments of one topic with different replica counts.
+    #[error(
+        "The manual partition assignment includes a partition with {replicas} replica(s), but this is not consistent with previous partitions, which have {replication_factor} replica(s)."
+    )]
+    InconsistentAssignment {
+        /// Replicas of the partition refused.
+        replicas: usize,
+        /// Replicas of the others.
+        replication_factor: usize,
+    },
+    /// A new partition placed by hand on fenced brokers only.
+    #[error(
+        "All brokers specified in the manual partition assignment for partition {partition} are fenced or in controlled shutdown."
+    )]
+    AssignmentAllFenced {
+        /// The partition.
+        partition: i32,
+    },
+    /// A topic created with both counts and manual assignments.
+    #[error(
+        "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."
+    )]
+    AssignmentWithCounts,
+    /// Manual assignments of a new topic that skip or repeat a partition.
+    #[error("partitions should be a consecutive 0-based integer sequence")]
+    AssignmentNotConsecutive,
+    /// CreatePartitions with a number of assignments that is not the number of new partitions.
+    #[error(
+        "Attempted to add {additional} additional partition(s), but only {assignments} assignment(s) were specified."
+    )]
+    AssignmentCountMismatch {
+        /// New partitions.
+        additional: i32,
+        /// Assignments given.
+        assignments: usize,
+    },
+    /// Cancelling a reassignment where none runs.
+    #[error("No ongoing reassignment for {topic}-{partition}.")]
+    NoReassignmentInProgress {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A reassignment that changes the replica count when the request forbids it.
+    #[error("The replication factor is changed from {from} to {to}")]
+    ReplicationFactorChange {
+        /// Replicas now.
+        from: usize,
+        /// Replicas asked for.
+        to: usize,
+    },
 }
 
 fn fenced_suffix(fenced: bool) -> &'static str {
@@ -343,7 +412,17 @@ impl Refusal {
             | R::NotAVoter { .. }
             | R::LastController
             | R::MembershipChange(_)
-            | R::NegativeWatchOffset { .. } => ErrorCode::InvalidRequest,
+            | R::NegativeWatchOffset { .. }
+            | R::AssignmentWithCounts => ErrorCode::InvalidRequest,
+            R::EmptyAssignment
+            | R::AssignmentToUnknownBroker { .. }
+            | R::AssignmentRepeatsBroker { .. }
+            | R::InconsistentAssignment { .. }
+            | R::AssignmentAllFenced { .. }
+            | R::AssignmentNotConsecutive
+            | R::AssignmentCountMismatch { .. } => ErrorCode::InvalidReplicaAssignment,
+            R::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
+            R::ReplicationFactorChange { .. } => ErrorCode::InvalidReplicationFactor,
             R::StaleBrokerEpoch { .. } | R::UnregisteredBroker { .. } => {
                 ErrorCode::StaleBrokerEpoch
             }

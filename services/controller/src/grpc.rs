@@ -676,6 +676,57 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn alter_partition_reassignments(
+        &self,
+        request: Request<pb::AlterPartitionReassignmentsRequest>,
+    ) -> Result<Response<pb::AlterPartitionReassignmentsResponse>, Status> {
+        self.caller(&request, "AlterPartitionReassignments")?
+            .check_cluster(Operation::Alter)?;
+        let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "AlterPartitionReassignments",
+            alter_partition_reassignments
+        );
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "AlterPartitionReassignments",
+            &meta,
+            detached(async move {
+                let partitions = controller
+                    .alter_partition_reassignments(req)
+                    .await
+                    .map_err(to_status)?;
+                Ok(pb::AlterPartitionReassignmentsResponse { partitions })
+            }),
+        )
+        .await
+    }
+
+    async fn list_partition_reassignments(
+        &self,
+        request: Request<pb::ListPartitionReassignmentsRequest>,
+    ) -> Result<Response<pb::ListPartitionReassignmentsResponse>, Status> {
+        self.caller(&request, "ListPartitionReassignments")?
+            .check_cluster(Operation::Describe)?;
+        let (meta, _, req) = request.into_parts();
+        on_active!(
+            self,
+            meta,
+            req,
+            "ListPartitionReassignments",
+            list_partition_reassignments
+        );
+        handle("ListPartitionReassignments", &meta, async {
+            Ok(pb::ListPartitionReassignmentsResponse {
+                reassignments: self.controller.list_partition_reassignments(&req.topics),
+            })
+        })
+        .await
+    }
+
     async fn add_controller(
         &self,
         request: Request<pb::AddControllerRequest>,

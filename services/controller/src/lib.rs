@@ -38,6 +38,7 @@ mod metrics;
 pub mod offsets_assignment;
 mod placement;
 pub mod quorum;
+pub mod reassignment;
 pub mod store;
 
 use std::net::SocketAddr;

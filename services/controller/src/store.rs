@@ -337,7 +337,7 @@ impl Store {
             );
         }
         for row in sqlx::query(
-            "SELECT topic, partition, replicas, isr, leader, leader_epoch, partition_epoch FROM partitions",
+            "SELECT topic, partition, replicas, isr, leader, leader_epoch, partition_epoch, adding_replicas, removing_replicas FROM partitions",
         )
         .fetch_all(&self.pool)
         .await?
@@ -355,6 +355,10 @@ impl Store {
                     leader: row.try_get("leader")?,
                     leader_epoch: row.try_get("leader_epoch")?,
                     partition_epoch: row.try_get("partition_epoch")?,
+                    adding_replicas: text_to_ids(&row.try_get::<String, _>("adding_replicas")?)?,
+                    removing_replicas: text_to_ids(&row.try_get::<String, _>(
+                        "removing_replicas",
+                    )?)?,
                 },
             );
         }
@@ -537,6 +541,18 @@ async fn apply(
             .await?;
         }
         Record::PartitionChanged(r) => {
+            if let Some(a) = &r.assignment {
+                sqlx::query(
+                    "UPDATE partitions SET replicas = ?, adding_replicas = ?, removing_replicas = ? WHERE topic = ? AND partition = ?",
+                )
+                .bind(ids_to_text(&a.replicas))
+                .bind(ids_to_text(&a.adding_replicas))
+                .bind(ids_to_text(&a.removing_replicas))
+                .bind(&r.topic)
+                .bind(r.partition)
+                .execute(&mut **tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE partitions SET isr = ?, leader = ?, leader_epoch = ?, partition_epoch = ? WHERE topic = ? AND partition = ?",
             )

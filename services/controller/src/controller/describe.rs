@@ -77,6 +77,8 @@ impl Controller {
                                 partition,
                                 &p.replicas,
                             ),
+                            adding_replicas: p.adding_replicas.clone(),
+                            removing_replicas: p.removing_replicas.clone(),
                         })
                         .collect(),
                     name,

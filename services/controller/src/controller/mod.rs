@@ -33,6 +33,7 @@ mod leader_and_isr;
 mod membership;
 mod producer_ids;
 mod quotas;
+mod reassignments;
 mod topics;
 mod users;
 

@@ -18,7 +18,7 @@ use runnel_proto::metadata::v1::{
 
 use super::configs::topic_resource;
 use super::{Controller, ControllerError, Refusal, record};
-use crate::placement;
+use crate::{placement, reassignment};
 
 /// The result for one item of a batch request (a topic to create, say).
 type ItemResult = Result<(), Refusal>;
@@ -94,31 +94,54 @@ impl Controller {
                 topic: name.clone(),
             });
         }
-        let partitions = if topic.partitions == -1 {
-            self.settings.num_partitions
-        } else {
-            topic.partitions
-        };
-        if partitions < 1 {
-            return Err(Refusal::TooFewPartitions { partitions });
-        }
-        let rf = if topic.replication_factor == -1 {
-            self.settings.default_replication_factor
-        } else {
-            topic.replication_factor
-        };
         let brokers: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
-        if rf < 1 {
-            return Err(Refusal::ReplicationFactorTooSmall {
-                replication_factor: rf,
-            });
-        }
-        if rf as usize > brokers.len() {
-            return Err(Refusal::NotEnoughBrokers {
-                replication_factor: rf as usize,
-                brokers: brokers.len(),
-            });
-        }
+        let placed = if topic.assignments.is_empty() {
+            let partitions = if topic.partitions == -1 {
+                self.settings.num_partitions
+            } else {
+                topic.partitions
+            };
+            if partitions < 1 {
+                return Err(Refusal::TooFewPartitions { partitions });
+            }
+            let rf = if topic.replication_factor == -1 {
+                self.settings.default_replication_factor
+            } else {
+                topic.replication_factor
+            };
+            if rf < 1 {
+                return Err(Refusal::ReplicationFactorTooSmall {
+                    replication_factor: rf,
+                });
+            }
+            if rf as usize > brokers.len() {
+                return Err(Refusal::NotEnoughBrokers {
+                    replication_factor: rf as usize,
+                    brokers: brokers.len(),
+                });
+            }
+            auto_place(&brokers, 0, partitions as usize, rf as usize)
+        } else {
+            if topic.partitions != -1 || topic.replication_factor != -1 {
+                return Err(Refusal::AssignmentWithCounts);
+            }
+            let mut assignments: Vec<&pb::ManualAssignment> = topic.assignments.iter().collect();
+            assignments.sort_by_key(|a| a.partition);
+            if assignments
+                .iter()
+                .enumerate()
+                .any(|(i, a)| a.partition != i as i32)
+            {
+                return Err(Refusal::AssignmentNotConsecutive);
+            }
+            let rf = assignments[0].replicas.len();
+            manual(
+                image,
+                0,
+                assignments.iter().map(|a| a.replicas.as_slice()),
+                rf,
+            )?
+        };
         TopicConfig::from_pairs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
 
         let id = *uuid::Uuid::new_v4().as_bytes();
@@ -126,14 +149,7 @@ impl Controller {
             name: name.clone(),
             topic_id: id.to_vec().into(),
         }))];
-        records.extend(partition_records(
-            name,
-            &id,
-            &brokers,
-            0,
-            partitions as usize,
-            rf as usize,
-        ));
+        records.extend(partition_records(name, &id, 0, placed));
         for (key, value) in &topic.configs {
             records.push(record(Record::ConfigSet(ConfigSet {
                 resource: Some(topic_resource(name)),
@@ -212,21 +228,31 @@ impl Controller {
                 });
             }
             let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
-            let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
-            if rf > brokers.len() {
-                return Err(Refusal::NotEnoughBrokers {
-                    replication_factor: rf,
-                    brokers: brokers.len(),
-                });
-            }
-            Ok(partition_records(
-                &name,
-                &t.id,
-                &brokers,
-                current as usize,
-                (req.count - current) as usize,
-                rf,
-            ))
+            let additional = req.count - current;
+            let placed = if req.assignments.is_empty() {
+                let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
+                if rf > brokers.len() {
+                    return Err(Refusal::NotEnoughBrokers {
+                        replication_factor: rf,
+                        brokers: brokers.len(),
+                    });
+                }
+                auto_place(&brokers, current as usize, additional as usize, rf)
+            } else {
+                if req.assignments.len() != additional as usize {
+                    return Err(Refusal::AssignmentCountMismatch {
+                        additional,
+                        assignments: req.assignments.len(),
+                    });
+                }
+                manual(
+                    &inner.image,
+                    current,
+                    req.assignments.iter().map(|a| a.broker_ids.as_slice()),
+                    rf,
+                )?
+            };
+            Ok(partition_records(&name, &t.id, current as usize, placed))
         })();
         let result = match planned {
             Ok(records) => {
@@ -257,36 +283,76 @@ fn topic_result(name: &str, result: ItemResult) -> pb::TopicResult {
     }
 }
 
-/// Records for new partitions `first..first + count` of a topic.
-fn partition_records(
-    name: &str,
-    id: &[u8; 16],
-    brokers: &[i32],
-    first: usize,
-    count: usize,
-    rf: usize,
-) -> Vec<MetadataRecord> {
+/// Replicas, leader and ISR of one new partition.
+struct Placed {
+    replicas: Vec<i32>,
+    leader: i32,
+    isr: Vec<i32>,
+}
+
+/// The controller's placement of partitions `first..first + count` over
+/// `brokers` (every replica in sync, the first leading).
+fn auto_place(brokers: &[i32], first: usize, count: usize, rf: usize) -> Vec<Placed> {
     let mut rng = rand::rng();
     let n = brokers.len();
-    let assignment = placement::assign(
+    placement::assign(
         brokers,
         first,
         count,
         rf,
         rng.random_range(0..n),
         rng.random_range(0..n),
-    );
-    assignment
-        .into_iter()
+    )
+    .into_iter()
+    .map(|replicas| Placed {
+        leader: replicas[0],
+        isr: replicas.clone(),
+        replicas,
+    })
+    .collect()
+}
+
+/// Manual assignments of partitions `first..`, checked as Kafka checks them
+/// (`rf` replicas each, registered brokers, not all fenced).
+fn manual<'a>(
+    image: &MetadataImage,
+    first: i32,
+    assignments: impl Iterator<Item = &'a [i32]>,
+    rf: usize,
+) -> Result<Vec<Placed>, Refusal> {
+    assignments
         .enumerate()
         .map(|(i, replicas)| {
+            reassignment::check_assignment(image, replicas, Some(rf))?;
+            let (leader, isr) =
+                reassignment::initial_leadership(image, first + i as i32, replicas)?;
+            Ok(Placed {
+                replicas: replicas.to_vec(),
+                leader,
+                isr,
+            })
+        })
+        .collect()
+}
+
+/// Records for new partitions `first..` of a topic.
+fn partition_records(
+    name: &str,
+    id: &[u8; 16],
+    first: usize,
+    placed: Vec<Placed>,
+) -> Vec<MetadataRecord> {
+    placed
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
             record(Record::PartitionCreated(PartitionCreated {
                 topic: name.to_owned(),
                 topic_id: id.to_vec().into(),
                 partition: (first + i) as i32,
-                leader: replicas[0],
-                isr: replicas.clone(),
-                replicas,
+                leader: p.leader,
+                isr: p.isr,
+                replicas: p.replicas,
                 leader_epoch: 0,
                 partition_epoch: 0,
             }))
