@@ -37,6 +37,9 @@ pub struct NewTopic {
     pub replication_factor: Option<i32>,
     /// Topic configs.
     pub configs: BTreeMap<String, String>,
+    /// Replicas of each partition by hand, partition 0 first (then neither
+    /// `partitions` nor `replication_factor` may be set).
+    pub assignments: Vec<Vec<i32>>,
 }
 
 impl NewTopic {
@@ -57,6 +60,13 @@ impl NewTopic {
     /// Sets the replication factor.
     pub fn replication_factor(mut self, n: i32) -> Self {
         self.replication_factor = Some(n);
+        self
+    }
+
+    /// Places the partitions by hand: `replicas[p]` for partition `p`,
+    /// preferred leader first.
+    pub fn assignments(mut self, replicas: Vec<Vec<i32>>) -> Self {
+        self.assignments = replicas;
         self
     }
 
@@ -87,6 +97,10 @@ pub struct PartitionDescription {
     /// Replicas whose broker cannot open their log (Kafka's offline
     /// replicas): broker id and the broker's error.
     pub offline_replicas: Vec<(i32, String)>,
+    /// While the partition is being reassigned: replicas joining.
+    pub adding_replicas: Vec<i32>,
+    /// While the partition is being reassigned: replicas leaving.
+    pub removing_replicas: Vec<i32>,
 }
 
 impl PartitionDescription {
@@ -239,6 +253,15 @@ impl Admin {
                     partitions: t.partitions.unwrap_or(-1),
                     replication_factor: t.replication_factor.unwrap_or(-1),
                     configs: t.configs.into_iter().collect(),
+                    assignments: t
+                        .assignments
+                        .into_iter()
+                        .enumerate()
+                        .map(|(p, replicas)| pb::ManualAssignment {
+                            partition: p as i32,
+                            replicas,
+                        })
+                        .collect(),
                 })
                 .collect(),
             validate_only,
@@ -276,6 +299,17 @@ impl Admin {
 
     /// Grows a topic to `total` partitions.
     pub async fn create_partitions(&self, name: &str, total: i32) -> Result<()> {
+        self.create_partitions_on(name, total, Vec::new()).await
+    }
+
+    /// Grows a topic to `total` partitions placed by hand: `assignments[i]`
+    /// are the replicas of the i-th new partition (empty: the controller places them).
+    pub async fn create_partitions_on(
+        &self,
+        name: &str,
+        total: i32,
+        assignments: Vec<Vec<i32>>,
+    ) -> Result<()> {
         let response = self
             .cluster
             .call_controller(
@@ -283,6 +317,10 @@ impl Admin {
                     topic: name.to_owned(),
                     count: total,
                     validate_only: false,
+                    assignments: assignments
+                        .into_iter()
+                        .map(|broker_ids| pb::ReplicaList { broker_ids })
+                        .collect(),
                 },
                 |mut c, r| async move { c.create_partitions(r).await },
             )
@@ -344,6 +382,8 @@ impl Admin {
                     .into_iter()
                     .map(|r| (r.broker_id, r.error))
                     .collect(),
+                adding_replicas: p.adding_replicas,
+                removing_replicas: p.removing_replicas,
             });
         }
         Ok(TopicDescription {

@@ -39,6 +39,7 @@ pub mod partition_set;
 pub mod partitioner;
 pub mod producer;
 mod quota_admin;
+mod reassign_admin;
 mod txn_admin;
 mod user_admin;
 
@@ -64,6 +65,7 @@ pub use quota_admin::{
     QUOTA_CLIENT_ID, QUOTA_USER, QuotaEntity, QuotaEntityName, QuotaError, QuotaFilterComponent,
     QuotaKey, QuotaMatch,
 };
+pub use reassign_admin::{Assignments, Reassignment};
 pub use runnel_proto::common::v1::ErrorCode;
 pub use runnel_records::batch::{Compression, Header};
 pub use txn_admin::{

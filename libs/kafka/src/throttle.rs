@@ -101,6 +101,8 @@ pub fn set_throttle_time(response: &mut ResponseKind, throttle: Duration) {
         AlterUserScramCredentials,
         DescribeClientQuotas,
         AlterClientQuotas,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
     );
 }
 

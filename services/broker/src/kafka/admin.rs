@@ -118,23 +118,19 @@ impl KafkaApi {
                 );
                 continue;
             }
-            if !t.assignments.is_empty() {
-                results.push(
-                    out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
-                        .with_error_message(Some(StrBytes::from_static_str(
-                            "manual replica assignments are not supported: give a partition count and replication factor",
-                        ))),
-                );
-                continue;
-            }
             // A default partition count (-1) costs one here (Kafka charges
             // its `num.partitions`); a topic that exists costs nothing.
+            let partitions = if t.assignments.is_empty() {
+                t.num_partitions.max(1)
+            } else {
+                t.assignments.len() as i32
+            };
             let exists = self
                 .metadata
                 .with(|image| image.topics.contains_key(t.name.as_str()));
             if !r.validate_only
                 && !exists
-                && !self.mutation(client, version >= 6, t.num_partitions.max(1), &mut throttle)
+                && !self.mutation(client, version >= 6, partitions, &mut throttle)
             {
                 results.push(throttled(out));
                 continue;
@@ -149,6 +145,14 @@ impl KafkaApi {
                 partitions: t.num_partitions,
                 replication_factor: i32::from(t.replication_factor),
                 configs,
+                assignments: t
+                    .assignments
+                    .iter()
+                    .map(|a| pb::ManualAssignment {
+                        partition: a.partition_index,
+                        replicas: a.broker_ids.iter().map(|b| b.0).collect(),
+                    })
+                    .collect(),
             });
             results.push(out);
         }
@@ -333,15 +337,6 @@ impl KafkaApi {
                 );
                 continue;
             }
-            if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-                results.push(
-                    out.with_error_code(code(ErrorCode::InvalidReplicaAssignment))
-                        .with_error_message(Some(StrBytes::from_static_str(
-                            "manual replica assignments are not supported",
-                        ))),
-                );
-                continue;
-            }
             // `controller_mutation_rate`: the partitions added.
             let current = self.metadata.with(|image| {
                 image
@@ -362,6 +357,14 @@ impl KafkaApi {
                     topic: t.name.to_string(),
                     count: t.count,
                     validate_only: r.validate_only,
+                    assignments: t
+                        .assignments
+                        .iter()
+                        .flatten()
+                        .map(|a| pb::ReplicaList {
+                            broker_ids: a.broker_ids.iter().map(|b| b.0).collect(),
+                        })
+                        .collect(),
                 })
                 .await;
             results.push(match answer {

@@ -18,6 +18,7 @@
 //!   coordinator, and KIP-890's check of transactional produces.
 //! - `admin`: topics, partitions and configs.
 //! - `acls`: CreateAcls, DescribeAcls, DeleteAcls.
+//! - `reassignments`: AlterPartitionReassignments, ListPartitionReassignments.
 //! - `quotas`: DescribeClientQuotas, AlterClientQuotas (the throttling
 //!   itself is `crate::quotas`).
 //! - `users`: SCRAM credentials (the SASL handshake itself is the
@@ -32,6 +33,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod quotas;
+mod reassignments;
 mod sessions;
 mod transactions;
 mod users;
@@ -90,6 +92,8 @@ pub fn versions() -> Versions {
         (ApiKey::AlterConfigs, 0, 2),
         (ApiKey::DeleteGroups, 0, 2),
         (ApiKey::CreatePartitions, 0, 3),
+        (ApiKey::AlterPartitionReassignments, 0, 1),
+        (ApiKey::ListPartitionReassignments, 0, 0),
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 2),
         (ApiKey::DescribeProducers, 0, 0),
@@ -347,6 +351,14 @@ impl KafkaApi {
                     ResponseKind::CreatePartitions,
                 );
             }
+            RequestKind::AlterPartitionReassignments(r) => {
+                ResponseKind::AlterPartitionReassignments(
+                    self.alter_partition_reassignments(r, caller).await,
+                )
+            }
+            RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
+                self.list_partition_reassignments(r, caller).await,
+            ),
             RequestKind::DescribeConfigs(r) => {
                 ResponseKind::DescribeConfigs(self.describe_configs(r, caller).await)
             }

@@ -181,6 +181,7 @@ impl Broker {
                     partitions: self.limits.num_partitions,
                     replication_factor: self.limits.default_replication_factor,
                     configs: Default::default(),
+                    assignments: Vec::new(),
                 })
                 .collect(),
             validate_only: false,

@@ -108,12 +108,11 @@ pub async fn run(client: ClientConfig, args: MetadataArgs) -> anyhow::Result<()>
 
 async fn create(admin: &Admin, name: &str, partitions: i32) -> runnel_client::Result<()> {
     admin
-        .create_topic(NewTopic {
-            name: name.to_owned(),
-            partitions: Some(partitions),
-            replication_factor: Some(1),
-            configs: Default::default(),
-        })
+        .create_topic(
+            NewTopic::new(name)
+                .partitions(partitions)
+                .replication_factor(1),
+        )
         .await
 }
 
