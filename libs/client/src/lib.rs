@@ -65,7 +65,7 @@ pub use quota_admin::{
     QUOTA_CLIENT_ID, QUOTA_USER, QuotaEntity, QuotaEntityName, QuotaError, QuotaFilterComponent,
     QuotaKey, QuotaMatch,
 };
-pub use reassign_admin::{Assignments, Reassignment};
+pub use reassign_admin::{Assignments, PlanError, Reassignment, plan_moves};
 pub use runnel_proto::common::v1::ErrorCode;
 pub use runnel_records::batch::{Compression, Header};
 pub use txn_admin::{

@@ -16,6 +16,7 @@ mod dev;
 mod groups;
 mod health;
 mod output;
+mod partitions;
 mod produce;
 mod quotas;
 mod topics;
@@ -104,6 +105,9 @@ enum Command {
     /// Create, list, describe, alter and delete topics.
     #[command(subcommand)]
     Topics(topics::Command),
+    /// Move partitions' replicas between brokers (plan, execute, verify, cancel).
+    #[command(subcommand)]
+    Partitions(partitions::Command),
     /// Send one record per stdin line.
     Produce(produce::Args),
     /// Print records, one value per line (with --group: as a consumer-group member, committing).
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Topics(cmd) => topics::run(client, cmd).await,
+            Command::Partitions(cmd) => partitions::run(client, cmd).await,
             Command::Produce(args) => produce::run(client, args).await,
             Command::Consume(args) => consume::run(client, args).await,
             Command::Groups(cmd) => groups::run(client, cmd).await,

@@ -123,6 +123,14 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
             let (mut under, mut offline) = (0, 0);
             let mut replica_errors = Vec::new();
             for p in &t.partitions {
+                if !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty() {
+                    replica_errors.push(format!(
+                        "partition {} is being reassigned: adding replicas {}, removing replicas {}",
+                        p.partition,
+                        ids(&p.adding_replicas),
+                        ids(&p.removing_replicas)
+                    ));
+                }
                 for (broker, error) in &p.offline_replicas {
                     replica_errors.push(format!(
                         "partition {} replica on broker {broker} is offline: {error}",

@@ -1,0 +1,368 @@
+//! `runnel partitions reassign ...`: moving partitions' replicas between
+//! brokers, in the spirit of Kafka's `kafka-reassign-partitions.sh`: the
+//! same JSON files (`{"version":1,"partitions":[{"topic":..,"partition":..,
+//! "replicas":[..]}]}`), the same steps (plan, execute, verify, cancel) and
+//! the same lines of output, so scripts written for one work with the other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use runnel_client::{Admin, Assignments, ClientConfig, plan_moves};
+use serde_json::json;
+
+use crate::outln;
+
+/// `runnel partitions` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Plan, start, check or cancel moves of partitions' replicas.
+    Reassign(ReassignArgs),
+}
+
+/// What `runnel partitions reassign` does: exactly one of the four steps.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("step").required(true).args(["plan", "execute", "verify", "cancel"])))]
+pub struct ReassignArgs {
+    /// Print the current replicas of --topics and a plan that spreads them
+    /// evenly over --brokers (and their racks) with as few moves as possible.
+    #[arg(long, alias = "generate")]
+    plan: bool,
+    /// Start the moves of --reassignment-json-file.
+    #[arg(long)]
+    execute: bool,
+    /// Report whether the moves of --reassignment-json-file are done.
+    #[arg(long)]
+    verify: bool,
+    /// Cancel the moves of --reassignment-json-file still in progress: their
+    /// partitions go back to their original replicas.
+    #[arg(long)]
+    cancel: bool,
+    /// Topics to plan for, comma-separated (--plan).
+    #[arg(long, value_name = "TOPIC,...", value_delimiter = ',')]
+    topics: Vec<String>,
+    /// Brokers to place replicas on, comma-separated (--plan; default: every
+    /// broker the controller sees serving).
+    #[arg(
+        long,
+        alias = "broker-list",
+        value_name = "ID,...",
+        value_delimiter = ','
+    )]
+    brokers: Vec<i32>,
+    /// Replicas per partition in the plan (--plan; default: as now).
+    #[arg(long, value_name = "N")]
+    replication_factor: Option<usize>,
+    /// The plan: Kafka's reassignment JSON (--execute, --verify, --cancel).
+    #[arg(long, alias = "file", value_name = "FILE")]
+    reassignment_json_file: Option<PathBuf>,
+    /// Start the moves even though others are in progress (--execute).
+    #[arg(long)]
+    additional: bool,
+}
+
+/// Runs a `runnel partitions` command.
+pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
+    let admin = Admin::new(client);
+    match cmd {
+        Command::Reassign(args) => reassign(&admin, args).await,
+    }
+}
+
+async fn reassign(admin: &Admin, args: ReassignArgs) -> anyhow::Result<()> {
+    if args.plan {
+        return plan(admin, &args).await;
+    }
+    let Some(path) = &args.reassignment_json_file else {
+        bail!("--reassignment-json-file is required with --execute, --verify and --cancel");
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let moves = parse_plan(&text)
+        .with_context(|| format!("{} is not a reassignment plan", path.display()))?;
+    if args.execute {
+        execute(admin, &moves, args.additional).await
+    } else if args.verify {
+        verify(admin, &moves).await
+    } else {
+        cancel(admin, &moves).await
+    }
+}
+
+async fn plan(admin: &Admin, args: &ReassignArgs) -> anyhow::Result<()> {
+    if args.topics.is_empty() {
+        bail!("--plan needs --topics");
+    }
+    let current = admin.assignments(&args.topics).await?;
+    let cluster = admin.describe_cluster().await?;
+    let brokers: Vec<(i32, String)> = if args.brokers.is_empty() {
+        cluster
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.id, b.rack.clone()))
+            .collect()
+    } else {
+        args.brokers
+            .iter()
+            .map(|&id| {
+                let b = cluster
+                    .brokers
+                    .iter()
+                    .find(|b| b.id == id)
+                    .with_context(|| format!("broker {id} is not registered"))?;
+                Ok((id, b.rack.clone()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let proposed = plan_moves(&current, &brokers, args.replication_factor)?;
+    outln!("Current partition replica assignment")?;
+    outln!("{}", plan_json(&current))?;
+    outln!("")?;
+    outln!("Proposed partition reassignment configuration")?;
+    outln!("{}", plan_json(&proposed))?;
+    Ok(())
+}
+
+async fn execute(admin: &Admin, moves: &Assignments, additional: bool) -> anyhow::Result<()> {
+    if !additional && !admin.list_partition_reassignments(None).await?.is_empty() {
+        bail!(
+            "Cannot execute because there is an existing partition assignment. Use --additional to override this and create a new partition assignment in addition to the existing one."
+        );
+    }
+    let topics: Vec<String> = moves.keys().cloned().collect();
+    let current = admin.assignments(&topics).await?;
+    let mut rollback = Assignments::new();
+    for (topic, partitions) in moves {
+        for partition in partitions.keys() {
+            let replicas = current
+                .get(topic)
+                .and_then(|t| t.get(partition))
+                .with_context(|| format!("partition {topic}-{partition} does not exist"))?;
+            rollback
+                .entry(topic.clone())
+                .or_default()
+                .insert(*partition, replicas.clone());
+        }
+    }
+    outln!("Current partition replica assignment")?;
+    outln!("")?;
+    outln!("{}", plan_json(&rollback))?;
+    outln!("")?;
+    outln!("Save this to use as the --reassignment-json-file option during rollback")?;
+    let results = admin
+        .alter_partition_reassignments(
+            moves
+                .iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(|(&p, replicas)| (topic.clone(), p, Some(replicas.clone())))
+                })
+                .collect(),
+        )
+        .await?;
+    report(
+        results,
+        "Successfully started partition reassignments for ",
+        "Error reassigning partition(s):",
+    )
+}
+
+async fn verify(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
+    let topics: Vec<String> = moves.keys().cloned().collect();
+    let asked: Vec<(String, i32)> = moves
+        .iter()
+        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
+        .collect();
+    let ongoing: BTreeSet<(String, i32)> = admin
+        .list_partition_reassignments(Some(&asked))
+        .await?
+        .into_iter()
+        .map(|r| (r.topic, r.partition))
+        .collect();
+    let current = admin.assignments(&topics).await?;
+    outln!("Status of partition reassignment:")?;
+    let mut mismatched = 0;
+    for (topic, partitions) in moves {
+        for (partition, target) in partitions {
+            let key = (topic.clone(), *partition);
+            if ongoing.contains(&key) {
+                outln!("Reassignment of partition {topic}-{partition} is still in progress.")?;
+                continue;
+            }
+            let now = current.get(topic).and_then(|t| t.get(partition));
+            if now == Some(target) {
+                outln!("Reassignment of partition {topic}-{partition} is completed.")?;
+            } else {
+                mismatched += 1;
+                outln!(
+                    "There is no active reassignment of partition {topic}-{partition}, but replica set is {} rather than {}.",
+                    now.map_or_else(|| "unknown".to_owned(), |r| ids(r)),
+                    ids(target)
+                )?;
+            }
+        }
+    }
+    if mismatched > 0 {
+        bail!("{mismatched} partition(s) are not where the plan puts them and are not moving");
+    }
+    Ok(())
+}
+
+async fn cancel(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
+    let asked: Vec<(String, i32)> = moves
+        .iter()
+        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
+        .collect();
+    let ongoing = admin.list_partition_reassignments(Some(&asked)).await?;
+    if ongoing.is_empty() {
+        outln!("None of the specified partition moves are active.")?;
+        return Ok(());
+    }
+    let results = admin
+        .alter_partition_reassignments(
+            ongoing
+                .into_iter()
+                .map(|r| (r.topic, r.partition, None))
+                .collect(),
+        )
+        .await?;
+    report(
+        results,
+        "Successfully cancelled partition reassignments for: ",
+        "Error cancelling partition reassignment(s):",
+    )
+}
+
+/// Prints the partitions that were accepted after `ok`, and fails listing
+/// the refused ones after `failed`.
+fn report(
+    results: Vec<((String, i32), runnel_client::Result<()>)>,
+    ok: &str,
+    failed: &str,
+) -> anyhow::Result<()> {
+    let mut done = Vec::new();
+    let mut errors = Vec::new();
+    for ((topic, partition), result) in results {
+        match result {
+            Ok(()) => done.push(format!("{topic}-{partition}")),
+            Err(e) => errors.push(format!("{topic}-{partition}: {e}")),
+        }
+    }
+    if !done.is_empty() {
+        outln!("{ok}{}", done.join(","))?;
+    }
+    if !errors.is_empty() {
+        bail!("{failed}\n{}", errors.join("\n"));
+    }
+    Ok(())
+}
+
+fn ids(replicas: &[i32]) -> String {
+    replicas
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Kafka's reassignment JSON for `a`.
+fn plan_json(a: &Assignments) -> String {
+    let partitions: Vec<serde_json::Value> = a
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions.iter().map(move |(partition, replicas)| {
+                json!({
+                    "topic": topic,
+                    "partition": partition,
+                    "replicas": replicas,
+                    "log_dirs": vec!["any"; replicas.len()],
+                })
+            })
+        })
+        .collect();
+    json!({"version": 1, "partitions": partitions}).to_string()
+}
+
+/// The moves of a Kafka reassignment JSON document.
+fn parse_plan(text: &str) -> anyhow::Result<Assignments> {
+    let doc: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
+    match doc.get("version").and_then(serde_json::Value::as_i64) {
+        Some(1) => {}
+        Some(v) => bail!("version {v} is not supported (only 1)"),
+        None => bail!("no \"version\""),
+    }
+    let entries = doc
+        .get("partitions")
+        .and_then(serde_json::Value::as_array)
+        .context("no \"partitions\" list")?;
+    if entries.is_empty() {
+        bail!("Partition reassignment list cannot be empty");
+    }
+    let mut moves: Assignments = BTreeMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let topic = e
+            .get("topic")
+            .and_then(serde_json::Value::as_str)
+            .with_context(|| format!("entry {i} has no \"topic\""))?;
+        let partition = e
+            .get("partition")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|p| i32::try_from(p).ok())
+            .with_context(|| format!("entry {i} has no \"partition\""))?;
+        let replicas = e
+            .get("replicas")
+            .and_then(serde_json::Value::as_array)
+            .with_context(|| format!("entry {i} has no \"replicas\" list"))?
+            .iter()
+            .map(|r| r.as_i64().and_then(|r| i32::try_from(r).ok()))
+            .collect::<Option<Vec<i32>>>()
+            .with_context(|| format!("entry {i}: replicas must be broker ids"))?;
+        if moves
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, replicas)
+            .is_some()
+        {
+            bail!("Duplicate reassignment partitions: {topic}-{partition}");
+        }
+    }
+    Ok(moves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip_and_bad_files_say_why() {
+        let text = r#"{"version":1,"partitions":[{"topic":"t","partition":1,"replicas":[3,1],"log_dirs":["any","any"]}]}"#;
+        let moves = parse_plan(text).unwrap();
+        assert_eq!(moves["t"][&1], vec![3, 1]);
+        assert_eq!(plan_json(&moves), text);
+        let err = |t: &str| format!("{:#}", parse_plan(t).unwrap_err());
+        assert_eq!(
+            err("{"),
+            "not JSON: EOF while parsing an object at line 1 column 1"
+        );
+        assert_eq!(
+            err(r#"{"version":2}"#),
+            "version 2 is not supported (only 1)"
+        );
+        assert_eq!(
+            err(r#"{"version":1,"partitions":[]}"#),
+            "Partition reassignment list cannot be empty"
+        );
+        assert_eq!(
+            err(
+                r#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1]},{"topic":"t","partition":0,"replicas":[2]}]}"#
+            ),
+            "Duplicate reassignment partitions: t-0"
+        );
+        assert_eq!(
+            err(r#"{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":["a"]}]}"#),
+            "entry 0: replicas must be broker ids"
+        );
+    }
+}
