@@ -1,0 +1,377 @@
+//! Moving partitions' replicas (KIP-455) under acks=all load from an
+//! idempotent producer: across every broker and back, with the leader or
+//! the active controller killed mid-move, cancelled; and the requests the
+//! controller must refuse, refused with Kafka's errors and nothing changed.
+//! A move is held "in progress" by stopping the broker that joins, so the
+//! faults land while it runs rather than by timing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use runnel_client::{
+    Acks, Admin, ClientConfig, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    TopicPartition,
+};
+use runnel_testkit::{TestCluster, wait_for};
+
+/// Produces to partition 0 of `topic` until `stop`, returning offset →
+/// value of every acknowledged record and how many failed for good.
+async fn produce_until(
+    config: ClientConfig,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (BTreeMap<i64, String>, u64) {
+    let producer = Producer::new(
+        config,
+        ProducerConfig {
+            acks: Acks::All,
+            linger: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(60),
+            ..ProducerConfig::default()
+        },
+    );
+    let mut pending = Vec::new();
+    let mut acked = BTreeMap::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        let value = format!("v-{n}");
+        match producer
+            .send(ProducerRecord::new(topic, value.clone()).partition(0))
+            .await
+        {
+            Ok(d) => pending.push((value, d)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+        n += 1;
+        if pending.len() >= 100 {
+            for (value, d) in pending.drain(..) {
+                if let Ok(m) = d.await {
+                    acked.insert(m.offset, value);
+                }
+            }
+        }
+        if n.is_multiple_of(20) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for (value, d) in pending {
+        if let Ok(m) = d.await {
+            acked.insert(m.offset, value);
+        }
+    }
+    let failed = producer.failed_records();
+    let _ = producer.close().await;
+    (acked, failed)
+}
+
+/// A producer running in the background until `finish` is called.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(BTreeMap<i64, String>, u64)>,
+}
+
+impl Load {
+    fn start(cluster: &TestCluster, topic: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(produce_until(
+            cluster.client_config(),
+            topic,
+            Arc::clone(&stop),
+        ));
+        Load { stop, task }
+    }
+
+    /// Stops producing; checks that every acknowledged record is at its
+    /// offset on the partition and that no record is stored twice.
+    async fn finish_and_check(self, cluster: &TestCluster, topic: &str) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let (acked, failed) = self.task.await.unwrap();
+        assert_eq!(failed, 0, "no record may fail for good during a move");
+        let end = acked.keys().next_back().map_or(0, |o| o + 1);
+        let mut consumer = cluster.earliest_consumer();
+        let tp = TopicPartition::new(topic, 0);
+        consumer.assign(vec![tp.clone()]).await.unwrap();
+        let mut stored = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while consumer.position(&tp).unwrap_or(0) < end && tokio::time::Instant::now() < deadline {
+            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                stored.insert(
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                );
+            }
+        }
+        for (offset, value) in &acked {
+            assert_eq!(
+                stored.get(offset),
+                Some(value),
+                "acknowledged record at offset {offset} lost or changed"
+            );
+        }
+        let distinct: BTreeSet<&String> = stored.values().collect();
+        assert_eq!(distinct.len(), stored.len(), "a record is stored twice");
+        assert!(acked.len() > 100, "the load ran: {} records", acked.len());
+        acked.len()
+    }
+}
+
+/// Replicas, ISR and leader of partition 0, and whether it is moving.
+async fn placement(admin: &Admin, topic: &str) -> (Vec<i32>, Vec<i32>, i32, bool) {
+    let p = admin.describe_topic(topic).await.unwrap().partitions[0].clone();
+    let moving = !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty();
+    (p.replicas, p.isr, p.leader, moving)
+}
+
+/// Waits until partition 0 of `topic` is on exactly `target`, all in sync,
+/// with no move in progress, and led by one of them.
+async fn wait_moved(admin: &Admin, topic: &str, target: &[i32]) {
+    wait_for(
+        &format!("{topic}-0 moved to {target:?}"),
+        Duration::from_secs(60),
+        || async move {
+            let (replicas, mut isr, leader, moving) = placement(admin, topic).await;
+            isr.sort_unstable();
+            let mut want = target.to_vec();
+            want.sort_unstable();
+            !moving && replicas == target && isr == want && target.contains(&leader)
+        },
+    )
+    .await;
+}
+
+async fn reassign(admin: &Admin, topic: &str, target: Option<Vec<i32>>) {
+    let results = admin
+        .alter_partition_reassignments(vec![(topic.to_owned(), 0, target)])
+        .await
+        .unwrap();
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+}
+
+/// A topic with one partition on brokers 1 and 2 (min.insync.replicas 2).
+async fn topic_on_1_and_2(cluster: &TestCluster, topic: &str) {
+    cluster
+        .create_topic(
+            NewTopic::new(topic)
+                .assignments(vec![vec![1, 2]])
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_across_every_broker_and_back_under_load() {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    topic_on_1_and_2(&cluster, "moving").await;
+    let admin = cluster.admin();
+    let load = Load::start(&cluster, "moving");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for target in [vec![2, 3], vec![3, 1], vec![1, 2]] {
+        reassign(&admin, "moving", Some(target.clone())).await;
+        wait_moved(&admin, "moving", &target).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Broker 3 held the partition and gave it back: its copy is gone.
+    wait_for(
+        "broker 3 dropped its replica",
+        Duration::from_secs(10),
+        || async { cluster.broker_logs(2).get("moving", 0).is_none() },
+    )
+    .await;
+    load.finish_and_check(&cluster, "moving").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_mid_move_loses_nothing_and_the_move_completes() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    topic_on_1_and_2(&cluster, "leader-kill").await;
+    let admin = cluster.admin();
+    let leader = placement(&admin, "leader-kill").await.2;
+    let stays = if leader == 1 { 2 } else { 1 };
+    let load = Load::start(&cluster, "leader-kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Broker 3 joins but cannot catch up while stopped: the move is held open.
+    cluster.stop_broker(2).await;
+    reassign(&admin, "leader-kill", Some(vec![3, stays])).await;
+    let (replicas, _, _, moving) = placement(&admin, "leader-kill").await;
+    assert!(moving, "in progress while broker 3 is down");
+    assert_eq!(replicas, vec![3, stays, leader]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.kill_broker((leader - 1) as usize).await;
+    cluster.start_broker_again(2).await;
+    wait_moved(&admin, "leader-kill", &[3, stays]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.finish_and_check(&cluster, "leader-kill").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_killed_mid_move_hands_the_move_to_the_next_one() {
+    let mut cluster = TestCluster::builder()
+        .controllers(3)
+        .brokers(3)
+        .start()
+        .await;
+    topic_on_1_and_2(&cluster, "controller-kill").await;
+    let admin = cluster.admin();
+    let load = Load::start(&cluster, "controller-kill");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.stop_broker(2).await;
+    reassign(&admin, "controller-kill", Some(vec![2, 3])).await;
+    assert!(placement(&admin, "controller-kill").await.3);
+    let active = cluster.wait_active_controller().await;
+    cluster.kill_controller(active).await;
+    cluster.start_broker_again(2).await;
+    wait_moved(&admin, "controller-kill", &[2, 3]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.finish_and_check(&cluster, "controller-kill").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_move_restores_the_original_replicas() {
+    let mut cluster = TestCluster::builder().brokers(3).start().await;
+    topic_on_1_and_2(&cluster, "cancelled").await;
+    let admin = cluster.admin();
+    let before = placement(&admin, "cancelled").await;
+    let load = Load::start(&cluster, "cancelled");
+    cluster.stop_broker(2).await;
+    reassign(&admin, "cancelled", Some(vec![3, 2])).await;
+    let listed = admin.list_partition_reassignments(None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            &listed[0].replicas,
+            &listed[0].adding_replicas,
+            &listed[0].removing_replicas
+        ),
+        (&vec![3, 2, 1], &vec![3], &vec![1])
+    );
+    reassign(&admin, "cancelled", None).await;
+    // As Kafka's revert: the original replicas, in the order the move left
+    // them (the rollback file of `partitions reassign --execute` restores
+    // the order too).
+    let (mut after, _, _, moving) = placement(&admin, "cancelled").await;
+    after.sort_unstable();
+    assert_eq!((after, moving), (before.0.clone(), false));
+    assert!(
+        admin
+            .list_partition_reassignments(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    cluster.start_broker_again(2).await;
+    wait_moved(&admin, "cancelled", &[2, 1]).await;
+    // Cancelling again: nothing in progress.
+    let results = admin
+        .alter_partition_reassignments(vec![("cancelled".into(), 0, None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        results[0].1.as_ref().unwrap_err().code(),
+        Some(ErrorCode::NoReassignmentInProgress)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.finish_and_check(&cluster, "cancelled").await;
+    assert!(cluster.broker_logs(2).get("cancelled", 0).is_none());
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_assignments_are_refused_with_kafkas_errors_and_change_nothing() {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    topic_on_1_and_2(&cluster, "fixed").await;
+    let admin = cluster.admin();
+    let before = admin.assignments(&[]).await.unwrap();
+    let refused = |target: Option<Vec<i32>>, topic: &str, partition: i32| {
+        let admin = admin.clone();
+        let topic = topic.to_owned();
+        async move {
+            let results = admin
+                .alter_partition_reassignments(vec![(topic, partition, target)])
+                .await
+                .unwrap();
+            let e = results.into_iter().next().unwrap().1.unwrap_err();
+            (e.code(), e.to_string())
+        }
+    };
+    let (code, message) = refused(Some(vec![1, 9]), "fixed", 0).await;
+    assert_eq!(code, Some(ErrorCode::InvalidReplicaAssignment));
+    assert!(
+        message.contains("includes broker 9, but no such broker is registered"),
+        "{message}"
+    );
+    let (code, message) = refused(Some(vec![2, 2]), "fixed", 0).await;
+    assert_eq!(code, Some(ErrorCode::InvalidReplicaAssignment));
+    assert!(message.contains("the broker 2 more than once"), "{message}");
+    let (code, _) = refused(Some(vec![1, 2, 3, 4]), "fixed", 0).await;
+    assert_eq!(
+        code,
+        Some(ErrorCode::InvalidReplicaAssignment),
+        "a factor no broker set can meet"
+    );
+    let (code, _) = refused(Some(vec![1, 2]), "fixed", 5).await;
+    assert_eq!(code, Some(ErrorCode::UnknownTopicOrPartition));
+    let (code, _) = refused(Some(vec![1, 2]), "nowhere", 0).await;
+    assert_eq!(code, Some(ErrorCode::UnknownTopicOrPartition));
+
+    // Manual placement at creation and growth, checked the same way.
+    let create = |topic: NewTopic| {
+        let admin = admin.clone();
+        async move { admin.create_topic(topic).await.unwrap_err().code() }
+    };
+    assert_eq!(
+        create(NewTopic::new("uneven").assignments(vec![vec![1, 2], vec![3]])).await,
+        Some(ErrorCode::InvalidReplicaAssignment)
+    );
+    assert_eq!(
+        create(NewTopic::new("unknown-broker").assignments(vec![vec![7]])).await,
+        Some(ErrorCode::InvalidReplicaAssignment)
+    );
+    assert_eq!(
+        create(
+            NewTopic::new("both")
+                .partitions(1)
+                .assignments(vec![vec![1]])
+        )
+        .await,
+        Some(ErrorCode::InvalidRequest)
+    );
+    let e = admin
+        .create_partitions_on("fixed", 3, vec![vec![3, 1]])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidReplicaAssignment));
+    assert!(
+        e.to_string().contains(
+            "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified."
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        admin.assignments(&[]).await.unwrap(),
+        before,
+        "nothing changed"
+    );
+
+    // What is accepted lands where it was asked to.
+    admin
+        .create_partitions_on("fixed", 2, vec![vec![3, 1]])
+        .await
+        .unwrap();
+    cluster
+        .create_topic(NewTopic::new("placed").assignments(vec![vec![3], vec![2], vec![1]]))
+        .await;
+    let now = admin.assignments(&[]).await.unwrap();
+    assert_eq!(now["fixed"][&1], vec![3, 1]);
+    assert_eq!(
+        now["placed"].values().cloned().collect::<Vec<_>>(),
+        vec![vec![3], vec![2], vec![1]]
+    );
+    cluster.shutdown().await;
+}
