@@ -1253,3 +1253,174 @@ async fn quota_throttles_are_announced_then_waited_out_as_kip_219_says() {
     assert!(answer.throttle_time_ms > 0, "{answer:?}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignments_and_manual_placement_over_the_kafka_protocol() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::create_partitions_request::{
+        CreatePartitionsAssignment, CreatePartitionsTopic,
+    };
+    use kafka_protocol::messages::create_topics_request::{
+        CreatableReplicaAssignment, CreatableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+        ListPartitionReassignmentsRequest,
+    };
+
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    let admin = cluster.admin();
+    let first = cluster.kafka_bootstrap();
+    let mut conn = KafkaConn::connect(first.split(',').next().unwrap()).await;
+    let ids = |v: &[i32]| v.iter().map(|&b| BrokerId(b)).collect::<Vec<_>>();
+
+    // Placed by hand: partition 0 on 1,2 and partition 1 on 2,3.
+    let created = conn
+        .call(
+            7,
+            &CreateTopicsRequest::default()
+                .with_topics(vec![
+                    CreatableTopic::default()
+                        .with_name(topic("placed"))
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_assignments(vec![
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(0)
+                                .with_broker_ids(ids(&[1, 2])),
+                            CreatableReplicaAssignment::default()
+                                .with_partition_index(1)
+                                .with_broker_ids(ids(&[2, 3])),
+                        ]),
+                ])
+                .with_timeout_ms(30_000),
+        )
+        .await;
+    let t = &created.topics[0];
+    assert_eq!(
+        (t.error_code, t.num_partitions, t.replication_factor),
+        (0, 2, 2)
+    );
+    let placed = admin.assignments(&["placed".to_owned()]).await.unwrap();
+    assert_eq!(placed["placed"][&0], vec![1, 2]);
+    assert_eq!(placed["placed"][&1], vec![2, 3]);
+
+    // A third partition by hand; a count the assignments do not match is refused.
+    let grow = |count: i32, assignments: Vec<Vec<i32>>| {
+        CreatePartitionsRequest::default()
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(topic("placed"))
+                    .with_count(count)
+                    .with_assignments(Some(
+                        assignments
+                            .iter()
+                            .map(|a| CreatePartitionsAssignment::default().with_broker_ids(ids(a)))
+                            .collect(),
+                    )),
+            ])
+            .with_timeout_ms(30_000)
+    };
+    let refused = conn.call(3, &grow(4, vec![vec![3, 1]])).await;
+    assert_eq!(
+        refused.results[0].error_code, 39,
+        "INVALID_REPLICA_ASSIGNMENT"
+    );
+    let grown = conn.call(3, &grow(3, vec![vec![3, 1]])).await;
+    assert_eq!(grown.results[0].error_code, 0);
+
+    // Move partition 0 to 3,1; cancel partition 1 (no move: refused); an
+    // unknown broker and a forbidden factor change are refused per partition.
+    let reassign = |allow: bool, partitions: Vec<(i32, Option<Vec<i32>>)>| {
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(allow)
+            .with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(topic("placed"))
+                    .with_partitions(
+                        partitions
+                            .into_iter()
+                            .map(|(p, r)| {
+                                ReassignablePartition::default()
+                                    .with_partition_index(p)
+                                    .with_replicas(r.map(|r| ids(&r)))
+                            })
+                            .collect(),
+                    ),
+            ])
+    };
+    let answer = conn
+        .call(
+            1,
+            &reassign(
+                true,
+                vec![(0, Some(vec![3, 1])), (1, None), (2, Some(vec![9]))],
+            ),
+        )
+        .await;
+    assert_eq!(answer.error_code, 0);
+    let codes: Vec<(i32, i16)> = answer.responses[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![(0, 0), (1, 85), (2, 39)],
+        "NO_REASSIGNMENT_IN_PROGRESS, INVALID_REPLICA_ASSIGNMENT"
+    );
+    let answer = conn
+        .call(1, &reassign(false, vec![(2, Some(vec![3]))]))
+        .await;
+    assert_eq!(
+        answer.responses[0].partitions[0].error_code, 38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+    assert!(!answer.allow_replication_factor_change);
+
+    // Listed while it runs (it may already be done), then gone.
+    let listed = conn
+        .call(
+            0,
+            &ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000),
+        )
+        .await;
+    assert_eq!(listed.error_code, 0);
+    for t in &listed.topics {
+        for p in &t.partitions {
+            assert_eq!(
+                (p.partition_index, p.adding_replicas.clone()),
+                (0, ids(&[3]))
+            );
+        }
+    }
+    wait_for(
+        "partition 0 on 3,1",
+        std::time::Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .list_partition_reassignments(None)
+                    .await
+                    .is_ok_and(|l| l.is_empty())
+                    && admin
+                        .assignments(&["placed".to_owned()])
+                        .await
+                        .is_ok_and(|a| a["placed"][&0] == vec![3, 1])
+            }
+        },
+    )
+    .await;
+    let listed = conn
+        .call(
+            0,
+            &ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000),
+        )
+        .await;
+    assert!(listed.topics.is_empty());
+    cluster.shutdown().await;
+}
