@@ -22,6 +22,18 @@ use crate::scram::{Mechanism, ScramCredential};
 /// broker's `external_listen`, a coordinator's external address).
 pub const EXTERNAL_GRPC_ENDPOINT: &str = "grpc-external";
 
+/// `leader.replication.throttled.rate`: bytes a second a broker's leaders
+/// send to throttled followers that are out of sync (a dynamic broker config).
+pub const LEADER_THROTTLED_RATE: &str = "leader.replication.throttled.rate";
+
+/// `follower.replication.throttled.rate`: bytes a second a broker fetches
+/// for its throttled replicas that are out of sync (a dynamic broker config).
+pub const FOLLOWER_THROTTLED_RATE: &str = "follower.replication.throttled.rate";
+
+/// The broker configs that can be altered at runtime (the rest are static,
+/// from each broker's own configuration).
+pub const DYNAMIC_BROKER_CONFIGS: [&str; 2] = [FOLLOWER_THROTTLED_RATE, LEADER_THROTTLED_RATE];
+
 /// The internal topic holding consumer groups' committed offsets and metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -666,6 +678,16 @@ impl MetadataImage {
             c,
             partition,
         ))
+    }
+
+    /// A dynamic broker config of broker `id`: its own value, else the
+    /// cluster-wide default's (set on broker ""), else none.
+    pub fn broker_config(&self, id: i32, key: &str) -> Option<&str> {
+        self.broker_configs
+            .get(&id.to_string())
+            .and_then(|c| c.get(key))
+            .or_else(|| self.broker_configs.get("").and_then(|c| c.get(key)))
+            .map(String::as_str)
     }
 
     /// Brokers that may lead partitions and take new replicas.

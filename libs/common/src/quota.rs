@@ -512,6 +512,44 @@ impl Rate {
     }
 }
 
+/// A byte rate measured over the quota windows, checked against a limit
+/// that may change at any time (Kafka's replication quotas: a sensor
+/// without a fixed bound).
+#[derive(Debug, Default)]
+pub struct RateMeter {
+    windows: QuotaWindows,
+    rate: Mutex<Rate>,
+}
+
+impl RateMeter {
+    /// A meter over `windows`.
+    pub fn new(windows: QuotaWindows) -> RateMeter {
+        RateMeter {
+            windows,
+            rate: Mutex::new(Rate::default()),
+        }
+    }
+
+    /// Counts `value` now.
+    pub fn record(&self, value: f64) {
+        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        rate.record(&self.windows, Instant::now(), value);
+    }
+
+    /// The rate now, per second.
+    pub fn rate(&self) -> f64 {
+        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        rate.expire(&self.windows, now);
+        rate.measure(&self.windows, now).0
+    }
+
+    /// Whether the rate is above `limit` a second.
+    pub fn exceeds(&self, limit: f64) -> bool {
+        self.rate() > limit
+    }
+}
+
 /// Kafka's token bucket for `controller_mutation_rate`: `limit` tokens a
 /// second, up to a burst of a whole quota window's worth.
 #[derive(Debug)]

@@ -87,5 +87,8 @@ pub use error::{LogError, RecordError};
 pub use file_cache::{CachedStorage, FileCacheStats};
 pub use log::{AppendInfo, Log, OpenReport, parse_partition_dir_name, partition_dir_name};
 pub use runnel_records::{LeaderEpoch, Offset, TimestampMs};
-pub use topic_config::{TopicConfig, TopicConfigError};
+pub use topic_config::{
+    FOLLOWER_THROTTLED_REPLICAS, LEADER_THROTTLED_REPLICAS, ThrottledReplicas, TopicConfig,
+    TopicConfigError,
+};
 pub use txn_index::AbortedTxn;

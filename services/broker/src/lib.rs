@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod partition;
 pub mod quotas;
 mod replica;
+pub mod replication_quota;
 pub mod service;
 
 use runnel_common::transport::GrpcSecurity;
@@ -359,6 +360,7 @@ pub async fn start(
             shutdown.clone(),
         ));
     }
+    let replication_quotas = Arc::clone(broker.replication_quotas());
     drop(broker);
     if let Some(tls) = kafka_tls {
         servers.spawn(tls.config.watch(
@@ -384,6 +386,7 @@ pub async fn start(
             Arc::clone(&cache),
             config.net_fault.clone(),
             security.client.clone(),
+            replication_quotas,
             shutdown.clone(),
         )
         .supervise(),

@@ -13,6 +13,8 @@ use runnel_log::{AbortedTxn, AppendInfo, Log, LogError, Offset, TimestampMs};
 use runnel_records::batch::{BatchHeader, EndTxnMarker};
 use tokio::sync::Notify;
 
+use crate::replication_quota::Side;
+
 /// A partition's identity: topic name and index.
 pub type PartitionKey = (String, i32);
 
@@ -184,6 +186,18 @@ impl Partition {
     /// Whether broker `id` holds a replica of this partition.
     pub fn has_replica(&self, id: i32) -> bool {
         self.state.lock().replicas.contains(&id)
+    }
+
+    /// Whether copying this partition to `replica` is throttled on `side`
+    /// (see `crate::replication_quota`): the topic lists broker `me`'s
+    /// replica for that side, and `replica` is not in the ISR.
+    pub fn replication_throttled(&self, side: Side, me: i32, replica: i32) -> bool {
+        let s = self.state.lock();
+        let listed = match side {
+            Side::Leader => &s.config.leader_throttled_replicas,
+            Side::Follower => &s.config.follower_throttled_replicas,
+        };
+        listed.covers(self.index, me) && !s.isr.contains(&replica)
     }
 
     /// Whether this broker follows `leader` for this partition.

@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use crate::log_manager::LogManager;
 use crate::metadata::MetadataCache;
 use crate::partition::{Partition, PartitionKey};
+use crate::replication_quota::{ReplicationQuotas, Side};
 
 type Client = BrokerClient<InterceptedService<Channel, PeerInterceptor>>;
 
@@ -59,6 +60,8 @@ pub struct Fetchers {
     net_fault: NetFault,
     /// TLS to the leaders, with this broker's service certificate.
     tls: Option<Arc<ClientTls>>,
+    /// `follower.replication.throttled.rate` and its meter.
+    quotas: Arc<ReplicationQuotas>,
     shutdown: CancellationToken,
 }
 
@@ -70,6 +73,7 @@ impl Fetchers {
         metadata: Arc<MetadataCache>,
         net_fault: NetFault,
         tls: Option<Arc<ClientTls>>,
+        quotas: Arc<ReplicationQuotas>,
         shutdown: CancellationToken,
     ) -> Arc<Fetchers> {
         Arc::new(Fetchers {
@@ -78,6 +82,7 @@ impl Fetchers {
             metadata,
             running: Mutex::new(HashMap::new()),
             net_fault,
+            quotas,
             tls,
             shutdown,
         })
@@ -207,9 +212,18 @@ impl Fetchers {
         if !stale.is_empty() {
             self.truncate(client, &stale, truncated).await?;
         }
+        // Throttled replicas sit out rounds while this broker's throttled
+        // fetching is over `follower.replication.throttled.rate`.
+        let throttled: HashSet<PartitionKey> = partitions
+            .iter()
+            .filter(|p| p.replication_throttled(Side::Follower, self.me, self.me))
+            .map(|p| p.key())
+            .collect();
+        let hold = !throttled.is_empty() && self.quotas.exceeded(Side::Follower);
         let ready: Vec<&Arc<Partition>> = partitions
             .iter()
             .filter(|p| truncated.get(&p.key()) == Some(&p.leader_epoch()))
+            .filter(|p| !(hold && throttled.contains(&p.key())))
             .collect();
         if ready.is_empty() {
             self.pause().await;
@@ -247,6 +261,9 @@ impl Fetchers {
             let Some(&p) = by_key.get(&key) else { continue };
             match r.error_code() {
                 ErrorCode::None => {
+                    if throttled.contains(&key) {
+                        self.quotas.record(Side::Follower, r.records.len());
+                    }
                     let target = Arc::clone(p);
                     let records = r.records;
                     let leader_start = r.log_start_offset;

@@ -380,6 +380,28 @@ pub enum Refusal {
         /// Partition.
         partition: i32,
     },
+    /// A broker config resource that is not a broker id (nor "" for the default).
+    #[error("broker config resource {name:?} is not a broker id")]
+    InvalidBrokerResource {
+        /// The resource name.
+        name: String,
+    },
+    /// A broker config that cannot change at runtime.
+    #[error(
+        "Cannot update these configs dynamically: {key} (only leader.replication.throttled.rate and follower.replication.throttled.rate are dynamic)"
+    )]
+    StaticBrokerConfig {
+        /// The key.
+        key: String,
+    },
+    /// A dynamic broker config with a value out of range.
+    #[error("invalid value {value:?} for broker config {key}: must be a number of bytes a second")]
+    InvalidBrokerConfig {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
     /// A reassignment that changes the replica count when the request forbids it.
     #[error("The replication factor is changed from {from} to {to}")]
     ReplicationFactorChange {
@@ -436,7 +458,10 @@ impl Refusal {
             R::ReplicationFactorTooSmall { .. } | R::NotEnoughBrokers { .. } => {
                 ErrorCode::InvalidReplicationFactor
             }
-            R::InvalidConfig(_) => ErrorCode::InvalidConfig,
+            R::InvalidConfig(_) | R::StaticBrokerConfig { .. } | R::InvalidBrokerConfig { .. } => {
+                ErrorCode::InvalidConfig
+            }
+            R::InvalidBrokerResource { .. } => ErrorCode::InvalidRequest,
             R::UnknownTopic { .. } | R::UnknownPartition { .. } => {
                 ErrorCode::UnknownTopicOrPartition
             }

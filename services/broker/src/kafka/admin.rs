@@ -38,6 +38,8 @@ const BROKER: i8 = 4;
 
 /// Kafka's config sources in DescribeConfigs.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_DEFAULT: i8 = 5;
 
 /// A topic result refused by `controller_mutation_rate`, as Kafka words it.
@@ -437,10 +439,15 @@ impl KafkaApi {
                                 wanted.is_none_or(|w| w.iter().any(|k| k.as_str() == e.key))
                             })
                             .map(|e| {
-                                let source = if e.source == pb::ConfigSource::Topic as i32 {
-                                    SOURCE_TOPIC
-                                } else {
-                                    SOURCE_DEFAULT
+                                let source = match e.source() {
+                                    pb::ConfigSource::Topic => SOURCE_TOPIC,
+                                    pb::ConfigSource::DynamicBroker => SOURCE_DYNAMIC_BROKER,
+                                    pb::ConfigSource::DynamicDefaultBroker => {
+                                        SOURCE_DYNAMIC_DEFAULT_BROKER
+                                    }
+                                    pb::ConfigSource::Default | pb::ConfigSource::Unspecified => {
+                                        SOURCE_DEFAULT
+                                    }
                                 };
                                 DescribeConfigsResourceResult::default()
                                     .with_name(wire(e.key))
@@ -525,7 +532,13 @@ impl KafkaApi {
                 let mut ops: Vec<pb::AlterConfigOp> = current
                     .iter()
                     .filter(|e| {
-                        e.source == pb::ConfigSource::Topic as i32 && !given.contains_key(&e.key)
+                        let set_here = match e.source() {
+                            pb::ConfigSource::Topic | pb::ConfigSource::DynamicBroker => true,
+                            // Broker "" holds the defaults themselves.
+                            pb::ConfigSource::DynamicDefaultBroker => res.resource_name.is_empty(),
+                            _ => false,
+                        };
+                        set_here && !given.contains_key(&e.key)
                     })
                     .map(|e| delete_op(&e.key))
                     .collect();

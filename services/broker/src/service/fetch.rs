@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::{Broker, Failure, check_leader_epoch};
 use crate::grpc::Failed;
 use crate::partition::{CommittedRead, Partition};
+use crate::replication_quota::Side;
 
 /// Kafka's default `fetch.max.bytes`.
 const DEFAULT_FETCH_MAX_BYTES: usize = 52_428_800;
@@ -233,6 +234,13 @@ impl Broker {
         if req.fetch_offset >= readable_end || budget == 0 {
             return result;
         }
+        // An out-of-sync follower of a throttled replica waits while the
+        // leader's throttled bytes are over `leader.replication.throttled.rate`.
+        let throttled = follower
+            .is_some_and(|id| p.replication_throttled(Side::Leader, self.limits.broker_id, id));
+        if throttled && self.replication_quotas.exceeded(Side::Leader) {
+            return result;
+        }
         let limit = if req.partition_max_bytes == 0 {
             DEFAULT_PARTITION_FETCH_BYTES
         } else {
@@ -265,6 +273,10 @@ impl Broker {
         };
         match tokio::task::spawn_blocking(read).await {
             Ok(Ok(read)) => {
+                if throttled {
+                    self.replication_quotas
+                        .record(Side::Leader, read.records.len());
+                }
                 result.records = read.records;
                 result.aborted_transactions = read
                     .aborted

@@ -32,6 +32,7 @@ use tokio::sync::Semaphore;
 use crate::log_manager::LogManager;
 use crate::metadata::{Controller, MetadataCache};
 use crate::partition::Partition;
+use crate::replication_quota::ReplicationQuotas;
 
 /// Broker settings the request logic uses.
 #[derive(Debug, Clone)]
@@ -62,6 +63,8 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// gRPC clients of the coordinators (relays, KIP-890 checks, settled offsets).
     coordinators: coordinators::Coordinators,
+    /// What throttled replicas may take (shared with the follower fetchers).
+    replication_quotas: Arc<ReplicationQuotas>,
 }
 
 pub use crate::errors::Failure;
@@ -122,6 +125,10 @@ impl Broker {
         shutdown: CancellationToken,
     ) -> Broker {
         Broker {
+            replication_quotas: Arc::new(ReplicationQuotas::new(
+                limits.broker_id,
+                Arc::clone(&metadata),
+            )),
             limits,
             security,
             logs,
@@ -132,6 +139,11 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new(0..0),
             coordinators: coordinators::Coordinators::default(),
         }
+    }
+
+    /// The replication throttles, which the follower fetchers share.
+    pub fn replication_quotas(&self) -> &Arc<ReplicationQuotas> {
+        &self.replication_quotas
     }
 
     /// TLS for calls to other services, and who may call internal RPCs.

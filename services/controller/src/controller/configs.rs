@@ -1,8 +1,10 @@
-//! Topic configs: describing them (with where each value comes from) and
-//! altering them, all or nothing. Broker configs are static.
+//! Topic configs and the dynamic broker configs (the replication
+//! throttles): describing them, with where each value comes from, and
+//! altering them, all or nothing. Other broker configs are static.
 
 use std::collections::BTreeMap;
 
+use runnel_common::metadata::{DYNAMIC_BROKER_CONFIGS, MetadataImage};
 use runnel_log::{TopicConfig, TopicConfigError};
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
@@ -70,6 +72,22 @@ impl Controller {
                         };
                         refused_configs(resource, &refused)
                     }
+                    (ConfigResourceType::Broker, _)
+                        if resource.name.is_empty() || resource.name.parse::<u32>().is_ok() =>
+                    {
+                        pb::ResourceConfigs {
+                            entries: broker_entries(&image, &resource.name),
+                            resource: Some(resource),
+                            error_code: ErrorCode::None as i32,
+                            error_message: String::new(),
+                        }
+                    }
+                    (ConfigResourceType::Broker, _) => {
+                        let refused = Refusal::InvalidBrokerResource {
+                            name: resource.name.clone(),
+                        };
+                        refused_configs(resource, &refused)
+                    }
                     _ => refused_configs(resource, &Refusal::DescribeNonTopicConfigs),
                 },
             )
@@ -78,9 +96,11 @@ impl Controller {
 
     /// Sets and removes topic config keys, all or nothing.
     pub async fn alter_configs(&self, req: pb::AlterConfigsRequest) -> Result<(), ControllerError> {
-        let resource = req.resource.unwrap_or_default();
-        if resource.r#type() != ConfigResourceType::Topic {
-            return Err(Refusal::AlterNonTopicConfigs.into());
+        let resource = req.resource.clone().unwrap_or_default();
+        match resource.r#type() {
+            ConfigResourceType::Topic => {}
+            ConfigResourceType::Broker => return self.alter_broker_configs(resource, req).await,
+            ConfigResourceType::Unspecified => return Err(Refusal::AlterNonTopicConfigs.into()),
         }
         let mut inner = self.lock_active().await?;
         let name = resource.name.clone();
@@ -130,4 +150,86 @@ impl Controller {
         }
         Ok(())
     }
+
+    /// Sets and removes dynamic broker configs of one broker (or, on broker
+    /// "", the cluster-wide default), all or nothing.
+    async fn alter_broker_configs(
+        &self,
+        resource: ConfigResource,
+        req: pb::AlterConfigsRequest,
+    ) -> Result<(), ControllerError> {
+        let name = resource.name.clone();
+        if !name.is_empty() && name.parse::<u32>().is_err() {
+            return Err(Refusal::InvalidBrokerResource { name }.into());
+        }
+        let mut records = Vec::new();
+        for op in &req.ops {
+            if !DYNAMIC_BROKER_CONFIGS.contains(&op.key.as_str()) {
+                return Err(Refusal::StaticBrokerConfig {
+                    key: op.key.clone(),
+                }
+                .into());
+            }
+            match pb::AlterOp::try_from(op.op) {
+                Ok(pb::AlterOp::Set) => {
+                    if op.value.trim().parse::<u64>().is_err() {
+                        return Err(Refusal::InvalidBrokerConfig {
+                            key: op.key.clone(),
+                            value: op.value.clone(),
+                        }
+                        .into());
+                    }
+                    records.push(record(Record::ConfigSet(ConfigSet {
+                        resource: Some(resource.clone()),
+                        key: op.key.clone(),
+                        value: op.value.trim().to_owned(),
+                    })));
+                }
+                Ok(pb::AlterOp::Delete) => {
+                    records.push(record(Record::ConfigRemoved(ConfigRemoved {
+                        resource: Some(resource.clone()),
+                        key: op.key.clone(),
+                    })));
+                }
+                Err(_) => return Err(Refusal::UnknownAlterOp.into()),
+            }
+        }
+        let mut inner = self.lock_active().await?;
+        let set = inner.image.broker_configs.get(&name);
+        // Removing a key that is not set changes nothing (and writes nothing).
+        records.retain(|r| match &r.record {
+            Some(Record::ConfigRemoved(c)) => set.is_some_and(|s| s.contains_key(&c.key)),
+            _ => true,
+        });
+        if !req.validate_only {
+            self.commit(&mut inner, records).await?;
+            tracing::info!(broker = %name, "dynamic broker configs altered");
+        }
+        Ok(())
+    }
+}
+
+/// The dynamic configs of broker `name` ("" for the cluster-wide default):
+/// its own value, the default's, or Kafka's default (no limit).
+fn broker_entries(image: &MetadataImage, name: &str) -> Vec<pb::ConfigEntry> {
+    let own = image.broker_configs.get(name);
+    let default = image.broker_configs.get("");
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .map(|&key| {
+            let (value, source) = match (
+                own.and_then(|c| c.get(key)),
+                default.and_then(|c| c.get(key)),
+            ) {
+                (Some(v), _) if !name.is_empty() => (v.clone(), pb::ConfigSource::DynamicBroker),
+                (_, Some(v)) => (v.clone(), pb::ConfigSource::DynamicDefaultBroker),
+                _ => (i64::MAX.to_string(), pb::ConfigSource::Default),
+            };
+            pb::ConfigEntry {
+                key: key.to_owned(),
+                value,
+                source: source as i32,
+            }
+        })
+        .collect()
 }
