@@ -213,6 +213,13 @@ fn topic_resource(name: &str) -> ConfigResource {
     }
 }
 
+fn broker_resource(broker: Option<i32>) -> ConfigResource {
+    ConfigResource {
+        r#type: ConfigResourceType::Broker as i32,
+        name: broker.map(|b| b.to_string()).unwrap_or_default(),
+    }
+}
+
 fn check(result: pb::TopicResult) -> Result<()> {
     match result.error_code() {
         ErrorCode::None => Ok(()),
@@ -492,11 +499,26 @@ impl Admin {
 
     /// Every config of a topic.
     pub async fn describe_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>> {
+        self.describe_resource_configs(topic_resource(topic)).await
+    }
+
+    /// The dynamic configs of broker `broker` (`None`: the cluster-wide
+    /// defaults); `is_set` when set on that very resource.
+    pub async fn describe_broker_configs(&self, broker: Option<i32>) -> Result<Vec<ConfigEntry>> {
+        self.describe_resource_configs(broker_resource(broker))
+            .await
+    }
+
+    async fn describe_resource_configs(
+        &self,
+        resource: ConfigResource,
+    ) -> Result<Vec<ConfigEntry>> {
+        let broker_default = resource.name.is_empty();
         let response = self
             .cluster
             .call_controller(
                 pb::DescribeConfigsRequest {
-                    resources: vec![topic_resource(topic)],
+                    resources: vec![resource],
                 },
                 |mut c, r| async move { c.describe_configs(r).await },
             )
@@ -514,7 +536,11 @@ impl Admin {
         Ok(r.entries
             .into_iter()
             .map(|e| ConfigEntry {
-                is_set: e.source() == pb::ConfigSource::Topic,
+                is_set: match e.source() {
+                    pb::ConfigSource::Topic | pb::ConfigSource::DynamicBroker => true,
+                    pb::ConfigSource::DynamicDefaultBroker => broker_default,
+                    _ => false,
+                },
                 key: e.key,
                 value: e.value,
             })
@@ -525,6 +551,28 @@ impl Admin {
     pub async fn alter_configs(
         &self,
         topic: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        self.alter_resource_configs(topic_resource(topic), set, delete)
+            .await
+    }
+
+    /// Sets and removes dynamic configs (the replication throttle rates) of
+    /// broker `broker` (`None`: the cluster-wide defaults), all or nothing.
+    pub async fn alter_broker_configs(
+        &self,
+        broker: Option<i32>,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        self.alter_resource_configs(broker_resource(broker), set, delete)
+            .await
+    }
+
+    async fn alter_resource_configs(
+        &self,
+        resource: ConfigResource,
         set: &[(String, String)],
         delete: &[String],
     ) -> Result<()> {
@@ -542,7 +590,7 @@ impl Admin {
             op: pb::AlterOp::Delete as i32,
         }));
         let request = pb::AlterConfigsRequest {
-            resource: Some(topic_resource(topic)),
+            resource: Some(resource),
             ops,
             validate_only: false,
         };

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use runnel_client::{Admin, Assignments, ClientConfig, plan_moves};
+use runnel_common::metadata::{FOLLOWER_THROTTLED_RATE, LEADER_THROTTLED_RATE};
+use runnel_log::{FOLLOWER_THROTTLED_REPLICAS, LEADER_THROTTLED_REPLICAS};
 use serde_json::json;
 
 use crate::outln;
@@ -59,6 +61,13 @@ pub struct ReassignArgs {
     /// Start the moves even though others are in progress (--execute).
     #[arg(long)]
     additional: bool,
+    /// Hold the copying of moved replicas to this many bytes a second per
+    /// broker (--execute; --verify clears it once every move is done).
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    throttle: Option<u64>,
+    /// Leave the throttles in place (--verify).
+    #[arg(long)]
+    preserve_throttles: bool,
 }
 
 /// Runs a `runnel partitions` command.
@@ -81,9 +90,9 @@ async fn reassign(admin: &Admin, args: ReassignArgs) -> anyhow::Result<()> {
     let moves = parse_plan(&text)
         .with_context(|| format!("{} is not a reassignment plan", path.display()))?;
     if args.execute {
-        execute(admin, &moves, args.additional).await
+        execute(admin, &moves, args.additional, args.throttle).await
     } else if args.verify {
-        verify(admin, &moves).await
+        verify(admin, &moves, args.preserve_throttles).await
     } else {
         cancel(admin, &moves).await
     }
@@ -124,7 +133,12 @@ async fn plan(admin: &Admin, args: &ReassignArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn execute(admin: &Admin, moves: &Assignments, additional: bool) -> anyhow::Result<()> {
+async fn execute(
+    admin: &Admin,
+    moves: &Assignments,
+    additional: bool,
+    throttle: Option<u64>,
+) -> anyhow::Result<()> {
     if !additional && !admin.list_partition_reassignments(None).await?.is_empty() {
         bail!(
             "Cannot execute because there is an existing partition assignment. Use --additional to override this and create a new partition assignment in addition to the existing one."
@@ -150,6 +164,13 @@ async fn execute(admin: &Admin, moves: &Assignments, additional: bool) -> anyhow
     outln!("{}", plan_json(&rollback))?;
     outln!("")?;
     outln!("Save this to use as the --reassignment-json-file option during rollback")?;
+    if let Some(rate) = throttle {
+        set_throttles(admin, moves, &rollback, rate).await?;
+        outln!(
+            "Warning: You must run --verify periodically, until the reassignment completes, to ensure the throttle is removed."
+        )?;
+        outln!("The inter-broker throttle limit was set to {rate} B/s")?;
+    }
     let results = admin
         .alter_partition_reassignments(
             moves
@@ -169,7 +190,100 @@ async fn execute(admin: &Admin, moves: &Assignments, additional: bool) -> anyhow
     )
 }
 
-async fn verify(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
+/// Kafka's throttles for `moves` from `current`: the leader side on every
+/// current replica, the follower side on every new one, and `rate` on
+/// every broker either way.
+async fn set_throttles(
+    admin: &Admin,
+    moves: &Assignments,
+    current: &Assignments,
+    rate: u64,
+) -> anyhow::Result<()> {
+    let mut brokers = BTreeSet::new();
+    for (topic, partitions) in moves {
+        let (mut leader, mut follower) = (Vec::new(), Vec::new());
+        for (partition, target) in partitions {
+            let now = current
+                .get(topic)
+                .and_then(|t| t.get(partition))
+                .map_or(&[][..], Vec::as_slice);
+            leader.extend(now.iter().map(|b| format!("{partition}:{b}")));
+            follower.extend(
+                target
+                    .iter()
+                    .filter(|b| !now.contains(b))
+                    .map(|b| format!("{partition}:{b}")),
+            );
+            brokers.extend(now.iter().chain(target).copied());
+        }
+        admin
+            .alter_configs(
+                topic,
+                &[
+                    (LEADER_THROTTLED_REPLICAS.to_owned(), leader.join(",")),
+                    (FOLLOWER_THROTTLED_REPLICAS.to_owned(), follower.join(",")),
+                ],
+                &[],
+            )
+            .await
+            .with_context(|| format!("cannot set the throttled replicas of {topic}"))?;
+    }
+    for broker in brokers {
+        admin
+            .alter_broker_configs(
+                Some(broker),
+                &[
+                    (LEADER_THROTTLED_RATE.to_owned(), rate.to_string()),
+                    (FOLLOWER_THROTTLED_RATE.to_owned(), rate.to_string()),
+                ],
+                &[],
+            )
+            .await
+            .with_context(|| format!("cannot set the throttle of broker {broker}"))?;
+    }
+    Ok(())
+}
+
+/// Removes the throttles `set_throttles` sets: from every broker and from
+/// the topics of `moves`.
+async fn clear_throttles(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
+    let brokers: Vec<i32> = admin
+        .describe_cluster()
+        .await?
+        .brokers
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    outln!("")?;
+    outln!(
+        "Clearing broker-level throttles on brokers {}",
+        ids(&brokers)
+    )?;
+    let rates = [
+        LEADER_THROTTLED_RATE.to_owned(),
+        FOLLOWER_THROTTLED_RATE.to_owned(),
+    ];
+    for broker in brokers {
+        admin
+            .alter_broker_configs(Some(broker), &[], &rates)
+            .await?;
+    }
+    let replicas = [
+        LEADER_THROTTLED_REPLICAS.to_owned(),
+        FOLLOWER_THROTTLED_REPLICAS.to_owned(),
+    ];
+    for topic in moves.keys() {
+        outln!("Clearing topic-level throttles on topic {topic}")?;
+        admin.alter_configs(topic, &[], &replicas).await?;
+    }
+    Ok(())
+}
+
+async fn verify(
+    admin: &Admin,
+    moves: &Assignments,
+    preserve_throttles: bool,
+) -> anyhow::Result<()> {
     let topics: Vec<String> = moves.keys().cloned().collect();
     let asked: Vec<(String, i32)> = moves
         .iter()
@@ -206,6 +320,9 @@ async fn verify(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
     }
     if mismatched > 0 {
         bail!("{mismatched} partition(s) are not where the plan puts them and are not moving");
+    }
+    if ongoing.is_empty() && !preserve_throttles {
+        clear_throttles(admin, moves).await?;
     }
     Ok(())
 }
