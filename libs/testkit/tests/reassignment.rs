@@ -375,3 +375,149 @@ async fn bad_assignments_are_refused_with_kafkas_errors_and_change_nothing() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_move_copies_at_the_throttle_until_it_is_lifted() {
+    const RECORD: usize = 10_000;
+    const RECORDS: i64 = 500;
+    const RATE: u64 = 100_000;
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(NewTopic::new("throttled").assignments(vec![vec![1]]))
+        .await;
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for _ in 0..RECORDS {
+        let value = vec![b'x'; RECORD];
+        deliveries.push(
+            producer
+                .send(ProducerRecord::new("throttled", value).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    producer.close().await.unwrap();
+
+    // What `partitions reassign --execute --throttle` sets for a move of
+    // partition 0 from broker 1 to broker 2.
+    let admin = cluster.admin();
+    admin
+        .alter_configs(
+            "throttled",
+            &[
+                ("leader.replication.throttled.replicas".into(), "0:1".into()),
+                (
+                    "follower.replication.throttled.replicas".into(),
+                    "0:2".into(),
+                ),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let rates = [
+        (
+            "leader.replication.throttled.rate".to_owned(),
+            RATE.to_string(),
+        ),
+        (
+            "follower.replication.throttled.rate".to_owned(),
+            RATE.to_string(),
+        ),
+    ];
+    for broker in [1, 2] {
+        admin
+            .alter_broker_configs(Some(broker), &rates, &[])
+            .await
+            .unwrap();
+    }
+    let described = admin.describe_broker_configs(Some(2)).await.unwrap();
+    assert!(
+        described
+            .iter()
+            .any(|e| e.key == "follower.replication.throttled.rate"
+                && e.value == "100000"
+                && e.is_set),
+        "{described:?}"
+    );
+    reassign(&admin, "throttled", Some(vec![2])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Unthrottled, 5 MB cross in well under a second here. Throttled, the
+    // quota windows let through their first burst (ten windows' worth) plus
+    // what one fetch carries past the limit on each side, no more.
+    let copied = cluster
+        .broker_logs(1)
+        .get("throttled", 0)
+        .map_or(0, |p| p.log_end_offset());
+    let bound = ((10 * RATE as usize + 2 * (1 << 20)) / RECORD) as i64 + 20;
+    assert!(
+        copied < bound && copied < RECORDS,
+        "broker 2 copied {copied} of {RECORDS} records in 2 s at {RATE} B/s (bound {bound})"
+    );
+    assert!(placement(&admin, "throttled").await.3, "still moving");
+    // Lifting the throttle lets the move finish.
+    let keys: Vec<String> = rates.iter().map(|(k, _)| k.clone()).collect();
+    for broker in [1, 2] {
+        admin
+            .alter_broker_configs(Some(broker), &[], &keys)
+            .await
+            .unwrap();
+    }
+    wait_moved(&admin, "throttled", &[2]).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_configs_other_than_the_throttles_are_static() {
+    let cluster = TestCluster::builder().start().await;
+    cluster.create_topic(NewTopic::new("plain")).await;
+    let admin = cluster.admin();
+    let e = admin
+        .alter_broker_configs(Some(1), &[("log.retention.ms".into(), "1".into())], &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidConfig));
+    let e = admin
+        .alter_broker_configs(
+            None,
+            &[("leader.replication.throttled.rate".into(), "-5".into())],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidConfig));
+    let e = admin
+        .alter_configs(
+            "plain",
+            &[("leader.replication.throttled.replicas".into(), "0".into())],
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::InvalidConfig));
+    // The cluster default applies to every broker without its own value.
+    admin
+        .alter_broker_configs(
+            None,
+            &[("leader.replication.throttled.rate".into(), "5000".into())],
+            &[],
+        )
+        .await
+        .unwrap();
+    let described = admin.describe_broker_configs(Some(1)).await.unwrap();
+    let leader = described
+        .iter()
+        .find(|e| e.key == "leader.replication.throttled.rate")
+        .unwrap();
+    assert_eq!((leader.value.as_str(), leader.is_set), ("5000", false));
+    cluster.shutdown().await;
+}
