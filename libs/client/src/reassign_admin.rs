@@ -80,6 +80,50 @@ impl Admin {
             .collect())
     }
 
+    /// Kafka's ElectLeaders: the preferred replica takes over each partition
+    /// (or, `unclean`, partitions without a serving leader get one); every
+    /// partition when `partitions` is `None`, and then only those that
+    /// needed an election are reported.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<((String, i32), Result<()>)>> {
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, partition) in partitions.unwrap_or_default() {
+            topics.entry(topic).or_default().push(*partition);
+        }
+        if partitions.is_some() && topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request = pb::ElectLeadersRequest {
+            unclean,
+            topics: topics
+                .into_iter()
+                .map(|(topic, partitions)| pb::TopicPartitions {
+                    topic: topic.to_owned(),
+                    partitions,
+                })
+                .collect(),
+        };
+        let response = self
+            .cluster
+            .call_controller(request, |mut c, r| async move { c.elect_leaders(r).await })
+            .await?
+            .into_inner();
+        Ok(response
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let result = match p.error_code() {
+                    ErrorCode::None => Ok(()),
+                    code => Err(ClientError::server(code, p.error_message)),
+                };
+                ((p.topic, p.partition), result)
+            })
+            .collect())
+    }
+
     /// The reassignments in progress (of `partitions` only, when given).
     pub async fn list_partition_reassignments(
         &self,

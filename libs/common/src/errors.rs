@@ -64,6 +64,9 @@ pub fn grpc_code(code: ErrorCode) -> Code {
         | E::TransactionAbortable
         | E::OperationNotAttempted
         | E::NoReassignmentInProgress
+        | E::ElectionNotNeeded
+        | E::PreferredLeaderNotAvailable
+        | E::EligibleLeadersNotAvailable
         | E::InvalidUpdateVersion => Code::FailedPrecondition,
         E::InvalidTransactionTimeout => Code::InvalidArgument,
         E::ConcurrentTransactions => Code::Unavailable,

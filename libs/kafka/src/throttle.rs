@@ -103,6 +103,8 @@ pub fn set_throttle_time(response: &mut ResponseKind, throttle: Duration) {
         AlterClientQuotas,
         AlterPartitionReassignments,
         ListPartitionReassignments,
+        ElectLeaders,
+        DescribeLogDirs,
     );
 }
 

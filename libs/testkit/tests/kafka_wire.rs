@@ -1422,5 +1422,81 @@ async fn reassignments_and_manual_placement_over_the_kafka_protocol() {
         )
         .await;
     assert!(listed.topics.is_empty());
+
+    // Partition 0 kept leader 1 through the move; its preferred replica is
+    // now 3: a preferred election moves it, a second is not needed.
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{DescribeLogDirsRequest, ElectLeadersRequest};
+    let elect = |election_type: i8, partitions: Option<Vec<i32>>| {
+        ElectLeadersRequest::default()
+            .with_election_type(election_type)
+            .with_timeout_ms(30_000)
+            .with_topic_partitions(partitions.map(|p| {
+                vec![
+                    TopicPartitions::default()
+                        .with_topic(topic("placed"))
+                        .with_partitions(p),
+                ]
+            }))
+    };
+    let codes = |r: &kafka_protocol::messages::ElectLeadersResponse| -> Vec<(i32, i16)> {
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect()
+    };
+    let before = admin.describe_topic("placed").await.unwrap().partitions[0].leader;
+    let answer = conn.call(2, &elect(0, Some(vec![0, 7]))).await;
+    let expected_first = if before == 3 { 84 } else { 0 };
+    assert_eq!(
+        codes(&answer),
+        vec![(0, expected_first), (7, 3)],
+        "elected; UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        admin.describe_topic("placed").await.unwrap().partitions[0].leader,
+        3
+    );
+    let answer = conn.call(2, &elect(0, Some(vec![0]))).await;
+    assert_eq!(codes(&answer), vec![(0, 84)], "ELECTION_NOT_NEEDED");
+    let answer = conn.call(2, &elect(1, Some(vec![0]))).await;
+    assert_eq!(
+        codes(&answer),
+        vec![(0, 84)],
+        "an unclean election with a leader serving"
+    );
+    let answer = conn.call(2, &elect(0, None)).await;
+    assert!(
+        codes(&answer).iter().all(|(_, code)| *code != 84),
+        "all partitions: those needing nothing are left out: {answer:?}"
+    );
+
+    // DescribeLogDirs: this broker's directory and the partitions it holds.
+    let dirs = conn
+        .call(4, &DescribeLogDirsRequest::default().with_topics(None))
+        .await;
+    assert_eq!((dirs.error_code, dirs.results.len()), (0, 1));
+    let dir = &dirs.results[0];
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0 && !dir.log_dir.is_empty());
+    let held: Vec<i32> = dir
+        .topics
+        .iter()
+        .filter(|t| t.name.as_str() == "placed")
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition_index))
+        .collect();
+    let on_this_broker: Vec<i32> =
+        admin.assignments(&["placed".to_owned()]).await.unwrap()["placed"]
+            .iter()
+            .filter(|(_, replicas)| replicas.contains(&1))
+            .map(|(p, _)| *p)
+            .collect();
+    assert_eq!(
+        held, on_this_broker,
+        "broker 1 (the first bootstrap address) answers for its own"
+    );
     cluster.shutdown().await;
 }

@@ -238,6 +238,21 @@ impl LogManager {
         std::fs::File::open(&self.data_dir)?.sync_all()
     }
 
+    /// The directory holding every partition's log.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The data directory's file system: its size and the bytes free for
+    /// this process, as DescribeLogDirs reports them.
+    pub fn disk_space(&self) -> std::io::Result<(u64, u64)> {
+        let stat = rustix::fs::statvfs(&self.data_dir)?;
+        Ok((
+            stat.f_blocks.saturating_mul(stat.f_frsize),
+            stat.f_bavail.saturating_mul(stat.f_frsize),
+        ))
+    }
+
     /// The I/O threads.
     pub fn io(&self) -> &Arc<IoPool> {
         &self.io

@@ -211,6 +211,11 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
+    /// Bytes in the log's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.read().size_bytes()
+    }
+
     /// First readable offset.
     pub fn log_start_offset(&self) -> Offset {
         self.log_start.load(Ordering::Acquire)

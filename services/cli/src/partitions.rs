@@ -20,6 +20,28 @@ use crate::outln;
 pub enum Command {
     /// Plan, start, check or cancel moves of partitions' replicas.
     Reassign(ReassignArgs),
+    /// Move leadership to preferred replicas, or elect leaders for
+    /// partitions without one (Kafka's kafka-leader-election.sh).
+    ElectLeaders(ElectArgs),
+}
+
+/// Which partitions `runnel partitions elect-leaders` elects for, and how.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["topic", "all_topic_partitions"])))]
+pub struct ElectArgs {
+    /// PREFERRED: the first replica takes over where it is in sync;
+    /// UNCLEAN: partitions with no serving leader get one, even out of sync.
+    #[arg(long, value_name = "PREFERRED|UNCLEAN", default_value = "PREFERRED", value_parser = ["PREFERRED", "UNCLEAN", "preferred", "unclean"])]
+    election_type: String,
+    /// The topic (with --partition: that partition only).
+    #[arg(long)]
+    topic: Option<String>,
+    /// The partition of --topic.
+    #[arg(long, requires = "topic")]
+    partition: Option<i32>,
+    /// Every partition of every topic.
+    #[arg(long)]
+    all_topic_partitions: bool,
 }
 
 /// What `runnel partitions reassign` does: exactly one of the four steps.
@@ -75,7 +97,59 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
     let admin = Admin::new(client);
     match cmd {
         Command::Reassign(args) => reassign(&admin, args).await,
+        Command::ElectLeaders(args) => elect_leaders(&admin, args).await,
     }
+}
+
+async fn elect_leaders(admin: &Admin, args: ElectArgs) -> anyhow::Result<()> {
+    let unclean = args.election_type.eq_ignore_ascii_case("unclean");
+    let kind = if unclean { "UNCLEAN" } else { "PREFERRED" };
+    let asked: Option<Vec<(String, i32)>> = match (&args.topic, args.partition) {
+        (Some(topic), Some(p)) => Some(vec![(topic.clone(), p)]),
+        (Some(topic), None) => {
+            let a = admin.assignments(std::slice::from_ref(topic)).await?;
+            Some(
+                a.get(topic)
+                    .map(|ps| ps.keys().map(|p| (topic.clone(), *p)).collect())
+                    .unwrap_or_default(),
+            )
+        }
+        (None, _) => None,
+    };
+    let results = admin.elect_leaders(unclean, asked.as_deref()).await?;
+    let (mut done, mut not_needed, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for ((topic, partition), result) in results {
+        let name = format!("{topic}-{partition}");
+        match result {
+            Ok(()) => done.push(name),
+            Err(e) if e.code() == Some(runnel_client::ErrorCode::ElectionNotNeeded) => {
+                not_needed.push(name);
+            }
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    if !done.is_empty() {
+        outln!(
+            "Successfully completed leader election ({kind}) for partitions {}",
+            done.join(", ")
+        )?;
+    }
+    if !not_needed.is_empty() {
+        outln!(
+            "Valid replica already elected for partitions {}",
+            not_needed.join(", ")
+        )?;
+    }
+    if done.is_empty() && not_needed.is_empty() && failed.is_empty() {
+        outln!("No partition needed an election")?;
+    }
+    if !failed.is_empty() {
+        for line in &failed {
+            outln!("Error completing leader election ({kind}) for partition: {line}")?;
+        }
+        bail!("{} replica(s) could not be elected", failed.len());
+    }
+    Ok(())
 }
 
 async fn reassign(admin: &Admin, args: ReassignArgs) -> anyhow::Result<()> {

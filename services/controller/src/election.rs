@@ -269,6 +269,67 @@ pub fn preferred_leaders(image: &MetadataImage) -> Vec<PartitionChanged> {
     out
 }
 
+/// Kafka's ElectLeaders for one partition: the preferred replica (the
+/// first) takes over if it is in sync and serving; with `unclean`, a
+/// partition without a serving leader gets the first serving replica, in
+/// sync if one is (else, as Kafka's unclean election, any, restarting the ISR).
+pub fn elect_leader(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+    unclean: bool,
+) -> Result<PartitionChanged, Refusal> {
+    let (t, p) = image
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.get(&partition).map(|p| (t, p)))
+        .ok_or_else(|| Refusal::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+        })?;
+    let not_needed = || Refusal::ElectionNotNeeded {
+        topic: topic.to_owned(),
+        partition,
+    };
+    if unclean {
+        if p.leader != NO_LEADER && eligible(image, p.leader) {
+            return Err(not_needed());
+        }
+        let in_sync = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|&r| p.isr.contains(&r) && eligible(image, r));
+        let (leader, isr) = match in_sync {
+            Some(r) => (r, p.isr.clone()),
+            None => match p.replicas.iter().copied().find(|&r| eligible(image, r)) {
+                Some(r) => (r, vec![r]),
+                None => {
+                    return Err(Refusal::EligibleLeadersNotAvailable {
+                        topic: topic.to_owned(),
+                        partition,
+                    });
+                }
+            },
+        };
+        return change(topic, t, partition, p, leader, isr).ok_or_else(not_needed);
+    }
+    let Some(&preferred) = p.replicas.first() else {
+        return Err(not_needed());
+    };
+    if p.leader == preferred {
+        return Err(not_needed());
+    }
+    if !p.isr.contains(&preferred) || !eligible(image, preferred) {
+        return Err(Refusal::PreferredLeaderNotAvailable {
+            topic: topic.to_owned(),
+            partition,
+            preferred,
+        });
+    }
+    change(topic, t, partition, p, preferred, p.isr.clone()).ok_or_else(not_needed)
+}
+
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {

@@ -380,6 +380,32 @@ pub enum Refusal {
         /// Partition.
         partition: i32,
     },
+    /// ElectLeaders for a partition already led by the replica it would elect.
+    #[error("{topic}-{partition}: the leader is already the one an election would choose")]
+    ElectionNotNeeded {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// A preferred election whose preferred replica cannot lead.
+    #[error("{topic}-{partition}: the preferred replica {preferred} is not in sync or not serving")]
+    PreferredLeaderNotAvailable {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The preferred replica.
+        preferred: i32,
+    },
+    /// An unclean election with no serving replica.
+    #[error("{topic}-{partition}: no replica is serving")]
+    EligibleLeadersNotAvailable {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
     /// A broker config resource that is not a broker id (nor "" for the default).
     #[error("broker config resource {name:?} is not a broker id")]
     InvalidBrokerResource {
@@ -444,6 +470,9 @@ impl Refusal {
             | R::AssignmentNotConsecutive
             | R::AssignmentCountMismatch { .. } => ErrorCode::InvalidReplicaAssignment,
             R::NoReassignmentInProgress { .. } => ErrorCode::NoReassignmentInProgress,
+            R::ElectionNotNeeded { .. } => ErrorCode::ElectionNotNeeded,
+            R::PreferredLeaderNotAvailable { .. } => ErrorCode::PreferredLeaderNotAvailable,
+            R::EligibleLeadersNotAvailable { .. } => ErrorCode::EligibleLeadersNotAvailable,
             R::ReplicationFactorChange { .. } => ErrorCode::InvalidReplicationFactor,
             R::StaleBrokerEpoch { .. } | R::UnregisteredBroker { .. } => {
                 ErrorCode::StaleBrokerEpoch

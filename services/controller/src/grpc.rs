@@ -705,6 +705,26 @@ impl ControllerApi for ControllerService {
         .await
     }
 
+    async fn elect_leaders(
+        &self,
+        request: Request<pb::ElectLeadersRequest>,
+    ) -> Result<Response<pb::ElectLeadersResponse>, Status> {
+        self.caller(&request, "ElectLeaders")?
+            .check_cluster(Operation::Alter)?;
+        let (meta, _, req) = request.into_parts();
+        on_active!(self, meta, req, "ElectLeaders", elect_leaders);
+        let controller = Arc::clone(&self.controller);
+        handle(
+            "ElectLeaders",
+            &meta,
+            detached(async move {
+                let partitions = controller.elect_leaders(req).await.map_err(to_status)?;
+                Ok(pb::ElectLeadersResponse { partitions })
+            }),
+        )
+        .await
+    }
+
     async fn list_partition_reassignments(
         &self,
         request: Request<pb::ListPartitionReassignmentsRequest>,

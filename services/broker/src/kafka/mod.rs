@@ -18,7 +18,8 @@
 //!   coordinator, and KIP-890's check of transactional produces.
 //! - `admin`: topics, partitions and configs.
 //! - `acls`: CreateAcls, DescribeAcls, DeleteAcls.
-//! - `reassignments`: AlterPartitionReassignments, ListPartitionReassignments.
+//! - `reassignments`: AlterPartitionReassignments, ListPartitionReassignments,
+//!   ElectLeaders, DescribeLogDirs.
 //! - `quotas`: DescribeClientQuotas, AlterClientQuotas (the throttling
 //!   itself is `crate::quotas`).
 //! - `users`: SCRAM credentials (the SASL handshake itself is the
@@ -94,6 +95,8 @@ pub fn versions() -> Versions {
         (ApiKey::CreatePartitions, 0, 3),
         (ApiKey::AlterPartitionReassignments, 0, 1),
         (ApiKey::ListPartitionReassignments, 0, 0),
+        (ApiKey::ElectLeaders, 0, 2),
+        (ApiKey::DescribeLogDirs, 1, 4),
         (ApiKey::IncrementalAlterConfigs, 0, 1),
         (ApiKey::DescribeCluster, 0, 2),
         (ApiKey::DescribeProducers, 0, 0),
@@ -355,6 +358,12 @@ impl KafkaApi {
                 ResponseKind::AlterPartitionReassignments(
                     self.alter_partition_reassignments(r, caller).await,
                 )
+            }
+            RequestKind::DescribeLogDirs(r) => {
+                ResponseKind::DescribeLogDirs(self.describe_log_dirs(r, caller).await)
+            }
+            RequestKind::ElectLeaders(r) => {
+                ResponseKind::ElectLeaders(self.elect_leaders(r, v, caller).await)
             }
             RequestKind::ListPartitionReassignments(r) => ResponseKind::ListPartitionReassignments(
                 self.list_partition_reassignments(r, caller).await,

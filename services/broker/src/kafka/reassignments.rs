@@ -1,18 +1,22 @@
-//! Kafka's partition reassignment APIs (KIP-455), forwarded to the
-//! controller: AlterPartitionReassignments needs ALTER on the cluster,
-//! ListPartitionReassignments DESCRIBE, as in Kafka.
+//! Kafka's APIs that move partitions' replicas and leaders, forwarded to
+//! the controller: AlterPartitionReassignments (KIP-455) and ElectLeaders
+//! need ALTER on the cluster, ListPartitionReassignments DESCRIBE, as in
+//! Kafka; and DescribeLogDirs (DESCRIBE on the cluster), which each broker
+//! answers for its own data directory.
 
 use std::collections::BTreeMap;
 
 use runnel_common::acl::Operation;
 use runnel_kafka::kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    DescribeLogDirsRequest, DescribeLogDirsResponse, ElectLeadersRequest, ElectLeadersResponse,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
-    alter_partition_reassignments_response as alter, list_partition_reassignments_response as list,
+    alter_partition_reassignments_response as alter, describe_log_dirs_response as log_dirs,
+    elect_leaders_response as elect, list_partition_reassignments_response as list,
 };
 use runnel_proto::controller::v1 as pb;
 
-use super::{Caller, KafkaApi, error_code, error_message, message, raw_code, topic_name};
+use super::{Caller, KafkaApi, error_code, error_message, message, raw_code, topic_name, wire};
 use crate::service::Failure;
 
 fn broker_ids(ids: Vec<i32>) -> Vec<BrokerId> {
@@ -143,5 +147,143 @@ impl KafkaApi {
                 })
                 .collect(),
         )
+    }
+
+    pub(super) async fn elect_leaders(
+        &self,
+        r: ElectLeadersRequest,
+        version: i16,
+        caller: &Caller<'_>,
+    ) -> ElectLeadersResponse {
+        // v0 knows only preferred elections.
+        let unclean = version >= 1 && r.election_type == 1;
+        let asked: Vec<(String, Vec<i32>)> = r
+            .topic_partitions
+            .iter()
+            .flatten()
+            .map(|t| (t.topic.to_string(), t.partitions.clone()))
+            .collect();
+        // Every asked partition answered alike.
+        let refused = |f: &Failure| {
+            let results = asked
+                .iter()
+                .map(|(topic, partitions)| {
+                    elect::ReplicaElectionResult::default()
+                        .with_topic(topic_name(topic))
+                        .with_partition_result(
+                            partitions
+                                .iter()
+                                .map(|&p| {
+                                    elect::PartitionResult::default()
+                                        .with_partition_id(p)
+                                        .with_error_code(error_code(f))
+                                        .with_error_message(error_message(f))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            ElectLeadersResponse::default()
+                .with_error_code(error_code(f))
+                .with_replica_election_results(results)
+        };
+        if let Err(f) = caller.check_cluster(Operation::Alter) {
+            return refused(&f);
+        }
+        // Null: every partition; an empty list: none.
+        if r.topic_partitions.as_ref().is_some_and(|t| t.is_empty()) {
+            return ElectLeadersResponse::default();
+        }
+        let request = pb::ElectLeadersRequest {
+            unclean,
+            topics: asked
+                .iter()
+                .map(|(topic, partitions)| pb::TopicPartitions {
+                    topic: topic.clone(),
+                    partitions: partitions.clone(),
+                })
+                .collect(),
+        };
+        let answer = self
+            .controller
+            .clone()
+            .elect_leaders(request)
+            .await
+            .map(|a| a.into_inner().partitions)
+            .map_err(|s| Failure::from_controller(&s));
+        let results = match answer {
+            Ok(results) => results,
+            Err(f) => return refused(&f),
+        };
+        let mut by_topic: Vec<elect::ReplicaElectionResult> = Vec::new();
+        for res in results {
+            let partition = elect::PartitionResult::default()
+                .with_partition_id(res.partition)
+                .with_error_code(raw_code(res.error_code))
+                .with_error_message(message(res.error_message));
+            match by_topic.iter_mut().find(|t| t.topic.as_str() == res.topic) {
+                Some(t) => t.partition_result.push(partition),
+                None => by_topic.push(
+                    elect::ReplicaElectionResult::default()
+                        .with_topic(topic_name(&res.topic))
+                        .with_partition_result(vec![partition]),
+                ),
+            }
+        }
+        ElectLeadersResponse::default().with_replica_election_results(by_topic)
+    }
+
+    pub(super) async fn describe_log_dirs(
+        &self,
+        r: DescribeLogDirsRequest,
+        caller: &Caller<'_>,
+    ) -> DescribeLogDirsResponse {
+        if let Err(f) = caller.check_cluster(Operation::Describe) {
+            return DescribeLogDirsResponse::default().with_error_code(error_code(&f));
+        }
+        let logs = self.broker.logs();
+        let wanted = |topic: &str, partition: i32| {
+            r.topics.as_ref().is_none_or(|topics| {
+                topics
+                    .iter()
+                    .any(|t| t.topic.as_str() == topic && t.partitions.contains(&partition))
+            })
+        };
+        let mut topics: BTreeMap<String, Vec<log_dirs::DescribeLogDirsPartition>> = BTreeMap::new();
+        for p in logs.all() {
+            if !wanted(&p.topic, p.index) {
+                continue;
+            }
+            let lag = (p.high_watermark() - p.log_end_offset()).max(0);
+            topics.entry(p.topic.clone()).or_default().push(
+                log_dirs::DescribeLogDirsPartition::default()
+                    .with_partition_index(p.index)
+                    .with_partition_size(i64::try_from(p.size_bytes()).unwrap_or(i64::MAX))
+                    .with_offset_lag(lag),
+            );
+        }
+        let mut dir = log_dirs::DescribeLogDirsResult::default()
+            .with_log_dir(wire(logs.data_dir().display().to_string()))
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(name, mut partitions)| {
+                        partitions.sort_by_key(|p| p.partition_index);
+                        log_dirs::DescribeLogDirsTopic::default()
+                            .with_name(topic_name(&name))
+                            .with_partitions(partitions)
+                    })
+                    .collect(),
+            );
+        // -1: unknown (Kafka's value when the file system cannot say).
+        let (total, usable) = logs.disk_space().map_or((-1, -1), |(t, u)| {
+            (
+                i64::try_from(t).unwrap_or(i64::MAX),
+                i64::try_from(u).unwrap_or(i64::MAX),
+            )
+        });
+        // Partitions that cannot open are not listed; the directory itself serves.
+        dir = dir.with_total_bytes(total).with_usable_bytes(usable);
+        DescribeLogDirsResponse::default().with_results(vec![dir])
     }
 }

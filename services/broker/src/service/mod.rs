@@ -141,6 +141,11 @@ impl Broker {
         }
     }
 
+    /// The partitions hosted here.
+    pub fn logs(&self) -> &Arc<LogManager> {
+        &self.logs
+    }
+
     /// The replication throttles, which the follower fetchers share.
     pub fn replication_quotas(&self) -> &Arc<ReplicationQuotas> {
         &self.replication_quotas

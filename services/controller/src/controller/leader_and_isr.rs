@@ -9,7 +9,7 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{MetadataRecord, metadata_record::Record};
 
 use super::brokers::check_live_broker;
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, Refusal, record};
 use crate::election;
 
 impl Controller {
@@ -88,5 +88,61 @@ impl Controller {
             );
         }
         Ok(moved)
+    }
+
+    /// Kafka's ElectLeaders: each partition elected on its own, the
+    /// accepted ones committed together. Every partition when `topics` is
+    /// empty, and then those needing no election are not reported.
+    pub async fn elect_leaders(
+        &self,
+        req: pb::ElectLeadersRequest,
+    ) -> Result<Vec<pb::PartitionElectionResult>, ControllerError> {
+        let mut inner = self.lock_active().await?;
+        let mut image = (*inner.image).clone();
+        let all = req.topics.is_empty();
+        let partitions: Vec<(String, i32)> = if all {
+            image
+                .topics
+                .iter()
+                .flat_map(|(name, t)| t.partitions.keys().map(move |&p| (name.clone(), p)))
+                .collect()
+        } else {
+            req.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |&p| (t.topic.clone(), p)))
+                .collect()
+        };
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for (topic, partition) in partitions {
+            let mut result = pb::PartitionElectionResult {
+                topic,
+                partition,
+                ..Default::default()
+            };
+            match election::elect_leader(&image, &result.topic, partition, req.unclean) {
+                Ok(change) => {
+                    let r = record(Record::PartitionChanged(change));
+                    image.apply(image.next_offset, &r)?;
+                    records.push(r);
+                }
+                Err(Refusal::ElectionNotNeeded { .. }) if all => continue,
+                Err(refused) => {
+                    result.error_code = refused.code() as i32;
+                    result.error_message = refused.to_string();
+                }
+            }
+            results.push(result);
+        }
+        let elected = records.len();
+        self.commit(&mut inner, records).await?;
+        if elected > 0 {
+            tracing::info!(
+                partitions = elected,
+                unclean = req.unclean,
+                "leaders elected on request"
+            );
+        }
+        Ok(results)
     }
 }
