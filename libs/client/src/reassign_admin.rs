@@ -231,10 +231,13 @@ pub enum PlanError {
 /// must move go to the least loaded broker, in another rack where one is
 /// free; then preferred leaders (each partition's first replica) are evened
 /// out. `replication_factor` changes every partition's replica count.
+/// Without `balance`, only replicas that must move (off brokers not in
+/// `brokers`, or doubled up in a rack) move, and leaders stay where they are.
 pub fn plan_moves(
     current: &Assignments,
     brokers: &[(i32, String)],
     replication_factor: Option<usize>,
+    balance: bool,
 ) -> std::result::Result<Assignments, PlanError> {
     let mut ids: Vec<i32> = brokers.iter().map(|(id, _)| *id).collect();
     ids.sort_unstable();
@@ -300,6 +303,9 @@ pub fn plan_moves(
                 *load.entry(pick).or_default() += 1;
             }
         }
+    }
+    if !balance {
+        return Ok(plan);
     }
     // Move one replica at a time from the most to the least loaded broker
     // until no two differ by more than one (or no move keeps the racks spread).
@@ -391,7 +397,8 @@ mod tests {
     #[test]
     fn a_balanced_topic_stays_put() {
         let current = assignments(&[&[1, 2], &[2, 3], &[3, 1]]);
-        let plan = plan_moves(&current, &brokers(&[(1, ""), (2, ""), (3, "")]), None).unwrap();
+        let plan =
+            plan_moves(&current, &brokers(&[(1, ""), (2, ""), (3, "")]), None, true).unwrap();
         assert_eq!(plan, current);
     }
 
@@ -399,7 +406,7 @@ mod tests {
     fn a_new_broker_takes_its_share_and_a_retired_one_gives_everything_away() {
         let current = assignments(&[&[1, 2, 3][..]; 8]);
         let b = brokers(&[(1, ""), (2, ""), (3, ""), (4, "")]);
-        let plan = plan_moves(&current, &b, None).unwrap();
+        let plan = plan_moves(&current, &b, None, true).unwrap();
         assert_eq!(
             load(&plan),
             BTreeMap::from([(1, 6), (2, 6), (3, 6), (4, 6)])
@@ -415,7 +422,9 @@ mod tests {
             .sum();
         assert_eq!(moved, 6, "only broker 4's share moves");
 
-        let retired = plan_moves(&plan, &brokers(&[(1, ""), (2, ""), (3, "")]), None).unwrap();
+        // Draining broker 4 moves its replicas only.
+        let retired =
+            plan_moves(&plan, &brokers(&[(1, ""), (2, ""), (3, "")]), None, false).unwrap();
         assert!(
             retired["t"]
                 .values()
@@ -428,20 +437,23 @@ mod tests {
     fn replicas_spread_over_racks_and_bad_factors_are_refused() {
         let current = assignments(&[&[1, 2], &[1, 2], &[3, 4], &[2, 1]]);
         let b = brokers(&[(1, "a"), (2, "a"), (3, "b"), (4, "b")]);
-        let plan = plan_moves(&current, &b, None).unwrap();
+        let plan = plan_moves(&current, &b, None, true).unwrap();
         for r in plan["t"].values() {
             let rack = |id: i32| if id <= 2 { "a" } else { "b" };
             assert_ne!(rack(r[0]), rack(r[1]), "{plan:?}");
         }
         assert_eq!(
-            plan_moves(&current, &b, Some(5)),
+            plan_moves(&current, &b, Some(5), true),
             Err(PlanError::TooFewBrokers {
                 replication_factor: 5,
                 brokers: 4
             })
         );
-        let grown = plan_moves(&current, &b, Some(3)).unwrap();
+        let grown = plan_moves(&current, &b, Some(3), true).unwrap();
         assert!(grown["t"].values().all(|r| r.len() == 3));
-        assert_eq!(plan_moves(&current, &[], None), Err(PlanError::NoBrokers));
+        assert_eq!(
+            plan_moves(&current, &[], None, true),
+            Err(PlanError::NoBrokers)
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod clients;
 pub mod kafka_wire;
+pub mod load;
 pub mod txn;
 
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ pub struct Builder {
     super_users: Option<String>,
     grpc_tls: bool,
     log_max_open_files: usize,
+    racks: Vec<String>,
 }
 
 impl Builder {
@@ -130,6 +132,13 @@ impl Builder {
     /// The brokers' `log_max_open_files` (default 0: half the open-file limit).
     pub fn log_max_open_files(mut self, n: usize) -> Self {
         self.log_max_open_files = n;
+        self
+    }
+
+    /// The brokers' `broker.rack`: broker `i` gets `racks[i % racks.len()]`
+    /// (default: none).
+    pub fn racks(mut self, racks: &[&str]) -> Self {
+        self.racks = racks.iter().map(|r| (*r).to_owned()).collect();
         self
     }
 
@@ -302,6 +311,7 @@ impl TestCluster {
             kafka_client_auth: "none".into(),
             grpc_tls: false,
             log_max_open_files: 0,
+            racks: Vec::new(),
         }
     }
 
@@ -493,6 +503,11 @@ impl TestCluster {
             num_partitions: self.settings.num_partitions,
             io_threads: 2,
             log_max_open_files: self.settings.log_max_open_files,
+            rack: if self.settings.racks.is_empty() {
+                String::new()
+            } else {
+                self.settings.racks[i % self.settings.racks.len()].clone()
+            },
             kafka_security_protocol: self.settings.kafka_security_protocol.clone(),
             connections_max_reauth_ms: self.settings.connections_max_reauth_ms,
             authorizer_enabled: self.settings.super_users.is_some(),
@@ -677,6 +692,18 @@ impl TestCluster {
     pub async fn start_broker_again(&mut self, i: usize) {
         self.start_broker(i).await;
         self.wait_ready().await;
+    }
+
+    /// Adds a broker to the cluster (the next id) and waits until it is
+    /// ready; returns its index.
+    pub async fn add_broker(&mut self) -> usize {
+        let i = self.brokers.len();
+        self.brokers.push(None);
+        self.broker_addrs.push(None);
+        self.faults.push(NetFault::default());
+        self.start_broker(i).await;
+        self.wait_ready().await;
+        i
     }
 
     /// Starts a stopped or killed broker `i` without waiting for it: with a

@@ -43,6 +43,7 @@ async fn create_topics(
                 partitions: Some(2),
                 replication_factor: Some(rf),
                 configs: Default::default(),
+                assignments: Default::default(),
             })
             .await;
         match result {
@@ -289,6 +290,7 @@ async fn brokers_hear_of_a_new_active_controller_without_waiting_for_a_heartbeat
             partitions: Some(1),
             replication_factor: Some(1),
             configs: Default::default(),
+            assignments: Default::default(),
         })
         .await
         .expect("a topic is created through the new active controller");
@@ -353,6 +355,7 @@ async fn a_controller_cut_off_from_the_quorum_stops_deciding_and_rejoins_as_foll
                 partitions: 1,
                 replication_factor: 1,
                 configs: Default::default(),
+                assignments: Default::default(),
             }],
             validate_only: false,
         })

@@ -7,117 +7,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use runnel_client::{
-    Acks, Admin, ClientConfig, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    TopicPartition,
-};
+use runnel_client::{Acks, Admin, ErrorCode, NewTopic, Producer, ProducerConfig, ProducerRecord};
+use runnel_testkit::load::Load;
 use runnel_testkit::{TestCluster, wait_for};
-
-/// Produces to partition 0 of `topic` until `stop`, returning offset →
-/// value of every acknowledged record and how many failed for good.
-async fn produce_until(
-    config: ClientConfig,
-    topic: &'static str,
-    stop: Arc<AtomicBool>,
-) -> (BTreeMap<i64, String>, u64) {
-    let producer = Producer::new(
-        config,
-        ProducerConfig {
-            acks: Acks::All,
-            linger: Duration::from_millis(2),
-            delivery_timeout: Duration::from_secs(60),
-            ..ProducerConfig::default()
-        },
-    );
-    let mut pending = Vec::new();
-    let mut acked = BTreeMap::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) {
-        let value = format!("v-{n}");
-        match producer
-            .send(ProducerRecord::new(topic, value.clone()).partition(0))
-            .await
-        {
-            Ok(d) => pending.push((value, d)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-        n += 1;
-        if pending.len() >= 100 {
-            for (value, d) in pending.drain(..) {
-                if let Ok(m) = d.await {
-                    acked.insert(m.offset, value);
-                }
-            }
-        }
-        if n.is_multiple_of(20) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    for (value, d) in pending {
-        if let Ok(m) = d.await {
-            acked.insert(m.offset, value);
-        }
-    }
-    let failed = producer.failed_records();
-    let _ = producer.close().await;
-    (acked, failed)
-}
-
-/// A producer running in the background until `finish` is called.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(BTreeMap<i64, String>, u64)>,
-}
-
-impl Load {
-    fn start(cluster: &TestCluster, topic: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(produce_until(
-            cluster.client_config(),
-            topic,
-            Arc::clone(&stop),
-        ));
-        Load { stop, task }
-    }
-
-    /// Stops producing; checks that every acknowledged record is at its
-    /// offset on the partition and that no record is stored twice.
-    async fn finish_and_check(self, cluster: &TestCluster, topic: &str) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        let (acked, failed) = self.task.await.unwrap();
-        assert_eq!(failed, 0, "no record may fail for good during a move");
-        let end = acked.keys().next_back().map_or(0, |o| o + 1);
-        let mut consumer = cluster.earliest_consumer();
-        let tp = TopicPartition::new(topic, 0);
-        consumer.assign(vec![tp.clone()]).await.unwrap();
-        let mut stored = BTreeMap::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while consumer.position(&tp).unwrap_or(0) < end && tokio::time::Instant::now() < deadline {
-            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
-                stored.insert(
-                    r.offset,
-                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
-                );
-            }
-        }
-        for (offset, value) in &acked {
-            assert_eq!(
-                stored.get(offset),
-                Some(value),
-                "acknowledged record at offset {offset} lost or changed"
-            );
-        }
-        let distinct: BTreeSet<&String> = stored.values().collect();
-        assert_eq!(distinct.len(), stored.len(), "a record is stored twice");
-        assert!(acked.len() > 100, "the load ran: {} records", acked.len());
-        acked.len()
-    }
-}
 
 /// Replicas, ISR and leader of partition 0, and whether it is moving.
 async fn placement(admin: &Admin, topic: &str) -> (Vec<i32>, Vec<i32>, i32, bool) {
@@ -167,7 +61,7 @@ async fn a_partition_moves_across_every_broker_and_back_under_load() {
     let cluster = TestCluster::builder().brokers(3).start().await;
     topic_on_1_and_2(&cluster, "moving").await;
     let admin = cluster.admin();
-    let load = Load::start(&cluster, "moving");
+    let load = Load::start(&cluster, "moving", 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     for target in [vec![2, 3], vec![3, 1], vec![1, 2]] {
         reassign(&admin, "moving", Some(target.clone())).await;
@@ -181,7 +75,7 @@ async fn a_partition_moves_across_every_broker_and_back_under_load() {
         || async { cluster.broker_logs(2).get("moving", 0).is_none() },
     )
     .await;
-    load.finish_and_check(&cluster, "moving").await;
+    load.finish_and_check(&cluster).await;
     cluster.shutdown().await;
 }
 
@@ -192,7 +86,7 @@ async fn the_leader_killed_mid_move_loses_nothing_and_the_move_completes() {
     let admin = cluster.admin();
     let leader = placement(&admin, "leader-kill").await.2;
     let stays = if leader == 1 { 2 } else { 1 };
-    let load = Load::start(&cluster, "leader-kill");
+    let load = Load::start(&cluster, "leader-kill", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Broker 3 joins but cannot catch up while stopped: the move is held open.
     cluster.stop_broker(2).await;
@@ -205,7 +99,7 @@ async fn the_leader_killed_mid_move_loses_nothing_and_the_move_completes() {
     cluster.start_broker_again(2).await;
     wait_moved(&admin, "leader-kill", &[3, stays]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    load.finish_and_check(&cluster, "leader-kill").await;
+    load.finish_and_check(&cluster).await;
     cluster.shutdown().await;
 }
 
@@ -218,7 +112,7 @@ async fn the_controller_killed_mid_move_hands_the_move_to_the_next_one() {
         .await;
     topic_on_1_and_2(&cluster, "controller-kill").await;
     let admin = cluster.admin();
-    let load = Load::start(&cluster, "controller-kill");
+    let load = Load::start(&cluster, "controller-kill", 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.stop_broker(2).await;
     reassign(&admin, "controller-kill", Some(vec![2, 3])).await;
@@ -228,7 +122,7 @@ async fn the_controller_killed_mid_move_hands_the_move_to_the_next_one() {
     cluster.start_broker_again(2).await;
     wait_moved(&admin, "controller-kill", &[2, 3]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    load.finish_and_check(&cluster, "controller-kill").await;
+    load.finish_and_check(&cluster).await;
     cluster.shutdown().await;
 }
 
@@ -238,7 +132,7 @@ async fn cancelling_a_move_restores_the_original_replicas() {
     topic_on_1_and_2(&cluster, "cancelled").await;
     let admin = cluster.admin();
     let before = placement(&admin, "cancelled").await;
-    let load = Load::start(&cluster, "cancelled");
+    let load = Load::start(&cluster, "cancelled", 1);
     cluster.stop_broker(2).await;
     reassign(&admin, "cancelled", Some(vec![3, 2])).await;
     let listed = admin.list_partition_reassignments(None).await.unwrap();
@@ -277,7 +171,7 @@ async fn cancelling_a_move_restores_the_original_replicas() {
         Some(ErrorCode::NoReassignmentInProgress)
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    load.finish_and_check(&cluster, "cancelled").await;
+    load.finish_and_check(&cluster).await;
     assert!(cluster.broker_logs(2).get("cancelled", 0).is_none());
     cluster.shutdown().await;
 }

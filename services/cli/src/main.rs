@@ -8,6 +8,7 @@
 
 mod acls;
 mod bench;
+mod brokers;
 mod certs;
 mod cluster;
 mod connectors;
@@ -130,8 +131,12 @@ enum Command {
     Quotas(quotas::Command),
     /// Create, list, pause, resume, restart and delete connectors on a connect worker.
     Connectors(connectors::Args),
-    /// Show the controllers, brokers and coordinators and their liveness.
-    Cluster,
+    /// Show the controllers, brokers and coordinators and their liveness
+    /// (`runnel cluster rebalance`: even out replicas and leaders).
+    Cluster(ClusterArgs),
+    /// Take a broker out of service: move every replica off it.
+    #[command(subcommand)]
+    Brokers(brokers::Command),
     /// Add a controller to the quorum or remove one.
     #[command(subcommand)]
     Controllers(cluster::ControllersCommand),
@@ -148,6 +153,21 @@ enum Command {
     /// compose stack's secure variant).
     #[command(subcommand)]
     Certs(certs::Command),
+}
+
+/// `runnel cluster [rebalance]`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    command: Option<ClusterCommand>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ClusterCommand {
+    /// Move replicas so every broker (and rack) holds its share, with as
+    /// few moves as possible, then elect preferred leaders.
+    Rebalance(brokers::RebalanceArgs),
 }
 
 fn main() -> ExitCode {
@@ -189,7 +209,11 @@ fn main() -> ExitCode {
             Command::Acls(cmd) => acls::run(client, cmd).await,
             Command::Quotas(cmd) => quotas::run(client, cmd).await,
             Command::Connectors(args) => connectors::run(http, args).await,
-            Command::Cluster => cluster::run(client).await,
+            Command::Cluster(ClusterArgs { command: None }) => cluster::run(client).await,
+            Command::Cluster(ClusterArgs {
+                command: Some(ClusterCommand::Rebalance(args)),
+            }) => brokers::rebalance(client, args).await,
+            Command::Brokers(cmd) => brokers::run(client, cmd).await,
             Command::Controllers(cmd) => cluster::controllers(client, cmd).await,
             Command::Bench(cmd) => bench::run(client, cmd).await,
             Command::Verify(cmd) => verify::run(client, cmd).await,

@@ -198,7 +198,7 @@ async fn plan(admin: &Admin, args: &ReassignArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let proposed = plan_moves(&current, &brokers, args.replication_factor)?;
+    let proposed = plan_moves(&current, &brokers, args.replication_factor, true)?;
     outln!("Current partition replica assignment")?;
     outln!("{}", plan_json(&current))?;
     outln!("")?;
@@ -262,6 +262,87 @@ async fn execute(
         "Successfully started partition reassignments for ",
         "Error reassigning partition(s):",
     )
+}
+
+/// The partitions of `plan` whose replicas differ from `current`.
+pub fn changes(current: &Assignments, plan: &Assignments) -> Assignments {
+    let mut out = Assignments::new();
+    for (topic, partitions) in plan {
+        for (partition, target) in partitions {
+            if current.get(topic).and_then(|t| t.get(partition)) != Some(target) {
+                out.entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, target.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Moves every partition `plan` puts elsewhere than `current` (within
+/// `throttle` B/s per broker, if given), waits until every move is done,
+/// then lifts the throttles; returns how many partitions moved.
+pub async fn move_and_wait(
+    admin: &Admin,
+    current: &Assignments,
+    plan: &Assignments,
+    throttle: Option<u64>,
+) -> anyhow::Result<usize> {
+    let moves = changes(current, plan);
+    let asked: Vec<(String, i32)> = moves
+        .iter()
+        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
+        .collect();
+    if asked.is_empty() {
+        return Ok(0);
+    }
+    if let Some(rate) = throttle {
+        set_throttles(admin, &moves, current, rate).await?;
+    }
+    let results = admin
+        .alter_partition_reassignments(
+            moves
+                .iter()
+                .flat_map(|(topic, partitions)| {
+                    partitions
+                        .iter()
+                        .map(|(&p, replicas)| (topic.clone(), p, Some(replicas.clone())))
+                })
+                .collect(),
+        )
+        .await?;
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|((t, p), r)| r.as_ref().err().map(|e| format!("{t}-{p}: {e}")))
+        .collect();
+    if !refused.is_empty() {
+        bail!("Error reassigning partition(s):\n{}", refused.join("\n"));
+    }
+    outln!("Moving {} partition(s)", asked.len())?;
+    let mut last = usize::MAX;
+    loop {
+        let left = admin
+            .list_partition_reassignments(Some(&asked))
+            .await?
+            .len();
+        if left == 0 {
+            break;
+        }
+        if left != last {
+            outln!(
+                "{} of {} partition move(s) done",
+                asked.len() - left,
+                asked.len()
+            )?;
+            last = left;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    outln!("{} of {} partition move(s) done", asked.len(), asked.len())?;
+    if throttle.is_some() {
+        clear_throttles(admin, &moves).await?;
+    }
+    Ok(asked.len())
 }
 
 /// Kafka's throttles for `moves` from `current`: the leader side on every
@@ -459,7 +540,7 @@ fn ids(replicas: &[i32]) -> String {
 }
 
 /// Kafka's reassignment JSON for `a`.
-fn plan_json(a: &Assignments) -> String {
+pub fn plan_json(a: &Assignments) -> String {
     let partitions: Vec<serde_json::Value> = a
         .iter()
         .flat_map(|(topic, partitions)| {

@@ -186,7 +186,7 @@ mod tests {
     /// Brokers 1..=4 serving; topic `t` partition 0 on 1,2,3, all in sync, 1 leading.
     fn cluster() -> MetadataImage {
         let mut image = MetadataImage::default();
-        let mut apply = |image: &mut MetadataImage, r: Record| {
+        let apply = |image: &mut MetadataImage, r: Record| {
             let offset = image.next_offset;
             image
                 .apply(offset, &MetadataRecord { record: Some(r) })

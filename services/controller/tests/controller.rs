@@ -83,6 +83,7 @@ fn topic(name: &str, partitions: i32, rf: i32, configs: &[(&str, &str)]) -> pb::
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        assignments: Vec::new(),
     }
 }
 
@@ -202,6 +203,7 @@ async fn topics_are_created_validated_placed_and_survive_restarts() {
         topic: "orders".into(),
         count,
         validate_only: false,
+        assignments: Vec::new(),
     };
     let r = c
         .create_partitions(grow(8))

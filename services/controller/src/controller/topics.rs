@@ -94,7 +94,10 @@ impl Controller {
                 topic: name.clone(),
             });
         }
-        let brokers: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
+        let brokers: Vec<(i32, String)> = image
+            .live_brokers()
+            .map(|(id, b)| (id, b.rack.clone()))
+            .collect();
         let placed = if topic.assignments.is_empty() {
             let partitions = if topic.partitions == -1 {
                 self.settings.num_partitions
@@ -230,7 +233,11 @@ impl Controller {
             let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
             let additional = req.count - current;
             let placed = if req.assignments.is_empty() {
-                let brokers: Vec<i32> = inner.image.live_brokers().map(|(id, _)| id).collect();
+                let brokers: Vec<(i32, String)> = inner
+                    .image
+                    .live_brokers()
+                    .map(|(id, b)| (id, b.rack.clone()))
+                    .collect();
                 if rf > brokers.len() {
                     return Err(Refusal::NotEnoughBrokers {
                         replication_factor: rf,
@@ -291,11 +298,11 @@ struct Placed {
 }
 
 /// The controller's placement of partitions `first..first + count` over
-/// `brokers` (every replica in sync, the first leading).
-fn auto_place(brokers: &[i32], first: usize, count: usize, rf: usize) -> Vec<Placed> {
+/// `brokers` and their racks (every replica in sync, the first leading).
+fn auto_place(brokers: &[(i32, String)], first: usize, count: usize, rf: usize) -> Vec<Placed> {
     let mut rng = rand::rng();
     let n = brokers.len();
-    placement::assign(
+    placement::assign_with_racks(
         brokers,
         first,
         count,
