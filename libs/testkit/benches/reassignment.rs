@@ -70,8 +70,14 @@ async fn set_throttle(admin: &Admin, from: i32, to: i32, rate: Option<u64>) {
                 .alter_configs(
                     "bulk",
                     &[
-                        ("leader.replication.throttled.replicas".into(), format!("0:{from}")),
-                        ("follower.replication.throttled.replicas".into(), format!("0:{to}")),
+                        (
+                            "leader.replication.throttled.replicas".into(),
+                            format!("0:{from}"),
+                        ),
+                        (
+                            "follower.replication.throttled.replicas".into(),
+                            format!("0:{to}"),
+                        ),
                     ],
                     &[],
                 )
@@ -80,12 +86,18 @@ async fn set_throttle(admin: &Admin, from: i32, to: i32, rate: Option<u64>) {
             let set: Vec<(String, String)> =
                 keys.iter().map(|k| (k.clone(), rate.to_string())).collect();
             for b in [from, to] {
-                admin.alter_broker_configs(Some(b), &set, &[]).await.unwrap();
+                admin
+                    .alter_broker_configs(Some(b), &set, &[])
+                    .await
+                    .unwrap();
             }
         }
         None => {
             for b in [from, to] {
-                admin.alter_broker_configs(Some(b), &[], &keys).await.unwrap();
+                admin
+                    .alter_broker_configs(Some(b), &[], &keys)
+                    .await
+                    .unwrap();
             }
         }
     }
@@ -99,7 +111,12 @@ async fn timed_move(admin: &Admin, to: i32) -> f64 {
         .await
         .unwrap();
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
-    while !admin.list_partition_reassignments(None).await.unwrap().is_empty() {
+    while !admin
+        .list_partition_reassignments(None)
+        .await
+        .unwrap()
+        .is_empty()
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     start.elapsed().as_secs_f64()
@@ -114,7 +131,12 @@ fn main() {
     let throttles: Vec<Option<u64>> = if args.len() > 1 {
         args[1..]
             .iter()
-            .map(|a| a.parse::<u64>().ok().filter(|&t| t > 0).map(|t| t * 1_000_000))
+            .map(|a| {
+                a.parse::<u64>()
+                    .ok()
+                    .filter(|&t| t > 0)
+                    .map(|t| t * 1_000_000)
+            })
             .collect()
     } else {
         vec![None, Some(64_000_000), Some(16_000_000)]

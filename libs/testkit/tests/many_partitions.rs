@@ -242,3 +242,54 @@ async fn a_partition_that_cannot_open_is_offline_retried_and_stops_nothing() {
     .await;
     assert_eq!(read_partition(&cluster, "mixed", 1).await, ["back-1"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_open_its_replica_hands_the_partition_over() {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    // Broker 1 cannot open its replica of led-0, which it would lead.
+    let blocker = cluster.data_dir().join("broker-1").join("led-0");
+    std::fs::create_dir_all(blocker.parent().unwrap()).unwrap();
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    cluster
+        .create_topic(
+            NewTopic::new("led")
+                .assignments(vec![vec![1, 2, 3]])
+                .config("min.insync.replicas", "2"),
+        )
+        .await;
+    let admin = cluster.admin();
+    let state = |admin: runnel_client::Admin| async move {
+        let p = admin.describe_topic("led").await.unwrap().partitions[0].clone();
+        let mut isr = p.isr.clone();
+        isr.sort_unstable();
+        (p.leader, isr)
+    };
+    wait_for(
+        "leadership and the ISR place moved off the offline replica",
+        Duration::from_secs(20),
+        || {
+            let admin = admin.clone();
+            async move {
+                let (leader, isr) = state(admin).await;
+                leader > 1 && isr == [2, 3]
+            }
+        },
+    )
+    .await;
+    produce_and_check(&cluster, "led", &[0], "moved").await;
+    // Its replica opens once the cause is gone, catches up and rejoins;
+    // a preferred election gives it its leadership back.
+    std::fs::remove_file(&blocker).unwrap();
+    wait_for(
+        "the replica back in the ISR",
+        Duration::from_secs(40),
+        || {
+            let admin = admin.clone();
+            async move { state(admin).await.1 == [1, 2, 3] }
+        },
+    )
+    .await;
+    admin.elect_leaders(false, None).await.unwrap();
+    assert_eq!(state(admin.clone()).await.0, 1);
+    assert_eq!(read_partition(&cluster, "led", 0).await, ["moved-0"]);
+}

@@ -252,6 +252,63 @@ pub fn on_broker_unfenced(image: &MetadataImage, id: i32) -> Vec<PartitionChange
     out
 }
 
+/// The changes once broker `id` reports replicas of `partitions` it cannot
+/// open (a full or failed disk, say): they leave their ISRs (the last
+/// member stays, as for a fenced broker) and lose their leaderships.
+pub fn on_replicas_offline<'a>(
+    image: &MetadataImage,
+    id: i32,
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<PartitionChanged> {
+    let mut out = Vec::new();
+    for (name, partition) in partitions {
+        let Some((topic, p)) = image
+            .topics
+            .get(name)
+            .and_then(|t| t.partitions.get(partition).map(|p| (t, p)))
+        else {
+            continue;
+        };
+        if p.leader != id && !p.isr.contains(&id) {
+            continue;
+        }
+        let (leader, isr) = without(image, topic, p, id);
+        out.extend(change(name, topic, *partition, p, leader, isr));
+    }
+    out
+}
+
+/// The changes once broker `id`'s replicas of `partitions` open again:
+/// those left without a leader get one (it, if it is the one in sync).
+pub fn on_replicas_back<'a>(
+    image: &MetadataImage,
+    id: i32,
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<PartitionChanged> {
+    let mut out = Vec::new();
+    for (name, partition) in partitions {
+        let Some((topic, p)) = image
+            .topics
+            .get(name)
+            .and_then(|t| t.partitions.get(partition).map(|p| (t, p)))
+        else {
+            continue;
+        };
+        if p.leader != NO_LEADER || !p.replicas.contains(&id) {
+            continue;
+        }
+        if let Some(leader) = elect(image, topic, p, &p.isr, NO_LEADER) {
+            let isr = if p.isr.contains(&leader) {
+                p.isr.clone()
+            } else {
+                vec![leader]
+            };
+            out.extend(change(name, topic, *partition, p, leader, isr));
+        }
+    }
+    out
+}
+
 /// Moves leadership back to preferred replicas that are in sync and serving
 /// (`auto.leader.rebalance.enable`).
 pub fn preferred_leaders(image: &MetadataImage) -> Vec<PartitionChanged> {

@@ -101,12 +101,46 @@ impl Controller {
             .iter()
             .map(|r| ((r.topic.clone(), r.partition), r.error.clone()))
             .collect();
+        let before: std::collections::BTreeSet<(String, i32)> = inner
+            .offline_replicas
+            .get(&req.broker_id)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let now: std::collections::BTreeSet<(String, i32)> = offline.keys().cloned().collect();
         if offline.is_empty() {
             inner.offline_replicas.remove(&req.broker_id);
         } else {
             inner.offline_replicas.insert(req.broker_id, offline);
         }
         let id = req.broker_id;
+        if !fenced && !req.shutting_down && before != now {
+            // Replicas that cannot open lose their leaderships and ISR
+            // places; once they open again, leaderless ones get a leader.
+            let mut image = (*inner.image).clone();
+            let mut records = Vec::new();
+            let gone = election::on_replicas_offline(&image, id, now.difference(&before));
+            for c in gone {
+                let r = record(Record::PartitionChanged(c));
+                image.apply(image.next_offset, &r)?;
+                records.push(r);
+            }
+            let moved = records.len();
+            for c in election::on_replicas_back(&image, id, before.difference(&now)) {
+                let r = record(Record::PartitionChanged(c));
+                image.apply(image.next_offset, &r)?;
+                records.push(r);
+            }
+            if !records.is_empty() {
+                let changed = records.len();
+                self.commit(&mut inner, records).await?;
+                tracing::info!(
+                    broker = id,
+                    moved_off_offline = moved,
+                    elected = changed - moved,
+                    "partitions changed for replicas offline or back"
+                );
+            }
+        }
         if req.shutting_down {
             if !fenced {
                 // Controlled shutdown: its leaderships move before it goes.
