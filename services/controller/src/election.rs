@@ -142,7 +142,7 @@ pub fn change_to(
             p.leader_epoch + 1
         },
         partition_epoch: p.partition_epoch + 1,
-        assignment: replicas_changed.then(|| ReplicaAssignment {
+        assignment: replicas_changed.then_some(ReplicaAssignment {
             replicas: target.replicas,
             adding_replicas: target.adding,
             removing_replicas: target.removing,
