@@ -548,6 +548,19 @@ impl RateMeter {
     pub fn exceeds(&self, limit: f64) -> bool {
         self.rate() > limit
     }
+
+    /// How long until the rate is back at `limit` a second with nothing
+    /// more recorded (at most; windows expiring meanwhile only shorten it).
+    pub fn wait_for(&self, limit: f64) -> Duration {
+        let mut rate = self.rate.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        rate.expire(&self.windows, now);
+        let (per_sec, span) = rate.measure(&self.windows, now);
+        if limit <= 0.0 || per_sec <= limit {
+            return Duration::ZERO;
+        }
+        throttle(per_sec * span / limit - span, None)
+    }
 }
 
 /// Kafka's token bucket for `controller_mutation_rate`: `limit` tokens a
@@ -766,6 +779,21 @@ pub fn request_time_units(time: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_meter_allows_a_first_burst_then_says_how_long_to_wait() {
+        let meter = RateMeter::new(QuotaWindows::default());
+        // Ten windows' worth of the limit passes at once (Kafka's windowing).
+        meter.record(10_000.0);
+        assert!(!meter.exceeds(1_000.0));
+        assert_eq!(meter.wait_for(1_000.0), Duration::ZERO);
+        meter.record(5_000.0);
+        assert!(meter.exceeds(1_000.0));
+        let wait = meter.wait_for(1_000.0).as_secs_f64();
+        // 15,000 bytes at 1,000 a second: 15 s of span, 10 of them counted already.
+        assert!((4.9..=5.0).contains(&wait), "{wait}");
+        assert!(!meter.exceeds(1e9));
+    }
 
     fn entity(user: Option<Option<&str>>, client: Option<Option<&str>>) -> QuotaEntity {
         QuotaEntity {

@@ -226,11 +226,34 @@ impl Fetchers {
             .filter(|p| !(hold && throttled.contains(&p.key())))
             .collect();
         if ready.is_empty() {
-            self.pause().await;
+            if hold {
+                // Only throttled replicas here: back as soon as the throttle allows.
+                let wait = self
+                    .quotas
+                    .wait(Side::Follower, BACKOFF)
+                    .max(Duration::from_millis(5));
+                tokio::select! {
+                    () = self.shutdown.cancelled() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            } else {
+                self.pause().await;
+            }
             return Ok(());
         }
+        // Held replicas may fetch again once the throttle allows: the long
+        // poll ends by then so they are not held longer than that.
+        let max_wait_ms = if hold {
+            let wait = self.quotas.wait(
+                Side::Follower,
+                Duration::from_millis(u64::from(FETCH_WAIT_MS)),
+            );
+            (wait.as_millis() as u32).clamp(5, FETCH_WAIT_MS)
+        } else {
+            FETCH_WAIT_MS
+        };
         let request = pb::FetchRequest {
-            max_wait_ms: FETCH_WAIT_MS,
+            max_wait_ms,
             min_bytes: 1,
             max_bytes: FETCH_BYTES,
             partitions: ready

@@ -90,6 +90,14 @@ impl ReplicationQuotas {
             .is_some_and(|limit| self.meter(side).exceeds(limit))
     }
 
+    /// How long until throttled replicas may copy again (zero when they may
+    /// now), capped at `cap`.
+    pub fn wait(&self, side: Side, cap: std::time::Duration) -> std::time::Duration {
+        self.limit(side).map_or(std::time::Duration::ZERO, |limit| {
+            self.meter(side).wait_for(limit).min(cap)
+        })
+    }
+
     /// Counts `bytes` copied for throttled replicas.
     pub fn record(&self, side: Side, bytes: usize) {
         if bytes == 0 {

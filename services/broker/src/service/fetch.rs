@@ -132,6 +132,8 @@ impl Broker {
             let mut results = Vec::with_capacity(req.partitions.len());
             let mut total = 0usize;
             let mut errors = false;
+            // A throttled replica held back: look again once the throttle allows.
+            let mut held = false;
             for fp in &req.partitions {
                 let r = self
                     .fetch_partition(
@@ -140,6 +142,7 @@ impl Broker {
                         total == 0,
                         follower,
                         committed,
+                        &mut held,
                     )
                     .await;
                 total += r.records.len();
@@ -162,9 +165,18 @@ impl Broker {
                 }
                 futures::future::select_all(wakeups).await;
             };
+            let recheck = if held {
+                let wait = self
+                    .replication_quotas
+                    .wait(Side::Leader, Duration::from_millis(500))
+                    .max(Duration::from_millis(5));
+                deadline.min(Instant::now() + wait)
+            } else {
+                deadline
+            };
             tokio::select! {
                 () = any_data => {}
-                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep_until(recheck) => {}
                 () = self.shutdown.cancelled() => {}
             }
         }
@@ -177,6 +189,7 @@ impl Broker {
         first: bool,
         follower: Option<i32>,
         committed: bool,
+        held: &mut bool,
     ) -> pb::FetchPartitionResult {
         let mut result = pb::FetchPartitionResult {
             topic: req.topic.clone(),
@@ -239,6 +252,7 @@ impl Broker {
         let throttled = follower
             .is_some_and(|id| p.replication_throttled(Side::Leader, self.limits.broker_id, id));
         if throttled && self.replication_quotas.exceeded(Side::Leader) {
+            *held = true;
             return result;
         }
         let limit = if req.partition_max_bytes == 0 {
