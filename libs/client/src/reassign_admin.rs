@@ -41,6 +41,44 @@ impl Reassignment {
 /// preferred leader first.
 pub type Assignments = BTreeMap<String, BTreeMap<i32, Vec<i32>>>;
 
+/// One partition's outcome, keyed by topic and partition.
+type PartitionResult = ((String, i32), Result<()>);
+
+/// A per-partition answer as a result.
+fn partition_result(
+    topic: String,
+    partition: i32,
+    code: ErrorCode,
+    message: String,
+) -> PartitionResult {
+    let result = match code {
+        ErrorCode::None => Ok(()),
+        code => Err(ClientError::server(code, message)),
+    };
+    ((topic, partition), result)
+}
+
+/// `partitions` grouped by topic for a request (`None`: every partition,
+/// an empty list); `None` back when the caller named no partition at all.
+fn by_topic(partitions: Option<&[(String, i32)]>) -> Option<Vec<pb::TopicPartitions>> {
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions.unwrap_or_default() {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    if partitions.is_some() && topics.is_empty() {
+        return None;
+    }
+    Some(
+        topics
+            .into_iter()
+            .map(|(topic, partitions)| pb::TopicPartitions {
+                topic: topic.to_owned(),
+                partitions,
+            })
+            .collect(),
+    )
+}
+
 impl Admin {
     /// Starts moving each `(topic, partition)` to its target replicas, or
     /// cancels the move in progress where the target is `None`; one result
@@ -48,7 +86,7 @@ impl Admin {
     pub async fn alter_partition_reassignments(
         &self,
         moves: Vec<(String, i32, Option<Vec<i32>>)>,
-    ) -> Result<Vec<((String, i32), Result<()>)>> {
+    ) -> Result<Vec<PartitionResult>> {
         let request = pb::AlterPartitionReassignmentsRequest {
             partitions: moves
                 .into_iter()
@@ -71,11 +109,12 @@ impl Admin {
             .partitions
             .into_iter()
             .map(|p| {
-                let result = match p.error_code() {
-                    ErrorCode::None => Ok(()),
-                    code => Err(ClientError::server(code, p.error_message)),
-                };
-                ((p.topic, p.partition), result)
+                partition_result(
+                    p.topic.clone(),
+                    p.partition,
+                    p.error_code(),
+                    p.error_message,
+                )
             })
             .collect())
     }
@@ -88,24 +127,11 @@ impl Admin {
         &self,
         unclean: bool,
         partitions: Option<&[(String, i32)]>,
-    ) -> Result<Vec<((String, i32), Result<()>)>> {
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (topic, partition) in partitions.unwrap_or_default() {
-            topics.entry(topic).or_default().push(*partition);
-        }
-        if partitions.is_some() && topics.is_empty() {
+    ) -> Result<Vec<PartitionResult>> {
+        let Some(topics) = by_topic(partitions) else {
             return Ok(Vec::new());
-        }
-        let request = pb::ElectLeadersRequest {
-            unclean,
-            topics: topics
-                .into_iter()
-                .map(|(topic, partitions)| pb::TopicPartitions {
-                    topic: topic.to_owned(),
-                    partitions,
-                })
-                .collect(),
         };
+        let request = pb::ElectLeadersRequest { unclean, topics };
         let response = self
             .cluster
             .call_controller(request, |mut c, r| async move { c.elect_leaders(r).await })
@@ -115,11 +141,12 @@ impl Admin {
             .partitions
             .into_iter()
             .map(|p| {
-                let result = match p.error_code() {
-                    ErrorCode::None => Ok(()),
-                    code => Err(ClientError::server(code, p.error_message)),
-                };
-                ((p.topic, p.partition), result)
+                partition_result(
+                    p.topic.clone(),
+                    p.partition,
+                    p.error_code(),
+                    p.error_message,
+                )
             })
             .collect())
     }
@@ -129,22 +156,10 @@ impl Admin {
         &self,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<Reassignment>> {
-        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for (topic, partition) in partitions.unwrap_or_default() {
-            topics.entry(topic).or_default().push(*partition);
-        }
-        if partitions.is_some() && topics.is_empty() {
+        let Some(topics) = by_topic(partitions) else {
             return Ok(Vec::new());
-        }
-        let request = pb::ListPartitionReassignmentsRequest {
-            topics: topics
-                .into_iter()
-                .map(|(topic, partitions)| pb::TopicPartitions {
-                    topic: topic.to_owned(),
-                    partitions,
-                })
-                .collect(),
         };
+        let request = pb::ListPartitionReassignmentsRequest { topics };
         let response = self
             .cluster
             .call_controller(request, |mut c, r| async move {

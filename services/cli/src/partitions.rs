@@ -245,18 +245,7 @@ async fn execute(
         )?;
         outln!("The inter-broker throttle limit was set to {rate} B/s")?;
     }
-    let results = admin
-        .alter_partition_reassignments(
-            moves
-                .iter()
-                .flat_map(|(topic, partitions)| {
-                    partitions
-                        .iter()
-                        .map(|(&p, replicas)| (topic.clone(), p, Some(replicas.clone())))
-                })
-                .collect(),
-        )
-        .await?;
+    let results = admin.alter_partition_reassignments(targets(moves)).await?;
     report(
         results,
         "Successfully started partition reassignments for ",
@@ -289,28 +278,14 @@ pub async fn move_and_wait(
     throttle: Option<u64>,
 ) -> anyhow::Result<usize> {
     let moves = changes(current, plan);
-    let asked: Vec<(String, i32)> = moves
-        .iter()
-        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
-        .collect();
+    let asked = partitions_of(&moves);
     if asked.is_empty() {
         return Ok(0);
     }
     if let Some(rate) = throttle {
         set_throttles(admin, &moves, current, rate).await?;
     }
-    let results = admin
-        .alter_partition_reassignments(
-            moves
-                .iter()
-                .flat_map(|(topic, partitions)| {
-                    partitions
-                        .iter()
-                        .map(|(&p, replicas)| (topic.clone(), p, Some(replicas.clone())))
-                })
-                .collect(),
-        )
-        .await?;
+    let results = admin.alter_partition_reassignments(targets(&moves)).await?;
     let refused: Vec<String> = results
         .iter()
         .filter_map(|((t, p), r)| r.as_ref().err().map(|e| format!("{t}-{p}: {e}")))
@@ -440,10 +415,7 @@ async fn verify(
     preserve_throttles: bool,
 ) -> anyhow::Result<()> {
     let topics: Vec<String> = moves.keys().cloned().collect();
-    let asked: Vec<(String, i32)> = moves
-        .iter()
-        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
-        .collect();
+    let asked = partitions_of(moves);
     let ongoing: BTreeSet<(String, i32)> = admin
         .list_partition_reassignments(Some(&asked))
         .await?
@@ -483,10 +455,7 @@ async fn verify(
 }
 
 async fn cancel(admin: &Admin, moves: &Assignments) -> anyhow::Result<()> {
-    let asked: Vec<(String, i32)> = moves
-        .iter()
-        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
-        .collect();
+    let asked = partitions_of(moves);
     let ongoing = admin.list_partition_reassignments(Some(&asked)).await?;
     if ongoing.is_empty() {
         outln!("None of the specified partition moves are active.")?;
@@ -529,6 +498,26 @@ fn report(
         bail!("{failed}\n{}", errors.join("\n"));
     }
     Ok(())
+}
+
+/// Every partition of `moves` with its target replicas, as a request takes them.
+fn targets(moves: &Assignments) -> Vec<(String, i32, Option<Vec<i32>>)> {
+    moves
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions
+                .iter()
+                .map(|(&p, replicas)| (topic.clone(), p, Some(replicas.clone())))
+        })
+        .collect()
+}
+
+/// Every partition of `moves`.
+fn partitions_of(moves: &Assignments) -> Vec<(String, i32)> {
+    moves
+        .iter()
+        .flat_map(|(t, ps)| ps.keys().map(|p| (t.clone(), *p)))
+        .collect()
 }
 
 fn ids(replicas: &[i32]) -> String {

@@ -24,6 +24,30 @@ use crate::error::Refusal;
 /// No leader: the partition is offline.
 pub const NO_LEADER: i32 = -1;
 
+/// Topic `name` and its partition `partition`, if both exist.
+pub(crate) fn partition<'a>(
+    image: &'a MetadataImage,
+    name: &str,
+    partition: i32,
+) -> Option<(&'a TopicState, &'a PartitionState)> {
+    image
+        .topics
+        .get(name)
+        .and_then(|t| t.partitions.get(&partition).map(|p| (t, p)))
+}
+
+/// As [`partition`], refused with UNKNOWN_TOPIC_OR_PARTITION when missing.
+pub(crate) fn known_partition<'a>(
+    image: &'a MetadataImage,
+    name: &str,
+    index: i32,
+) -> Result<(&'a TopicState, &'a PartitionState), Refusal> {
+    partition(image, name, index).ok_or_else(|| Refusal::UnknownPartition {
+        topic: name.to_owned(),
+        partition: index,
+    })
+}
+
 /// Whether broker `id` is registered and not fenced.
 pub(crate) fn eligible(image: &MetadataImage, id: i32) -> bool {
     image.brokers.get(&id).is_some_and(|b| !b.fenced)
@@ -236,20 +260,32 @@ pub fn on_broker_unfenced(image: &MetadataImage, id: i32) -> Vec<PartitionChange
     let mut out = Vec::new();
     for (name, topic) in &image.topics {
         for (&partition, p) in &topic.partitions {
-            if p.leader != NO_LEADER || !p.replicas.contains(&id) {
-                continue;
-            }
-            if let Some(leader) = elect(image, topic, p, &p.isr, NO_LEADER) {
-                let isr = if p.isr.contains(&leader) {
-                    p.isr.clone()
-                } else {
-                    vec![leader]
-                };
-                out.extend(change(name, topic, partition, p, leader, isr));
-            }
+            out.extend(leader_for_leaderless(image, id, name, topic, partition, p));
         }
     }
     out
+}
+
+/// A leader for `p` if it has none and broker `id` holds one of its
+/// replicas (in sync if one can serve; else, where the topic allows, any).
+fn leader_for_leaderless(
+    image: &MetadataImage,
+    id: i32,
+    name: &str,
+    topic: &TopicState,
+    partition: i32,
+    p: &PartitionState,
+) -> Option<PartitionChanged> {
+    if p.leader != NO_LEADER || !p.replicas.contains(&id) {
+        return None;
+    }
+    let leader = elect(image, topic, p, &p.isr, NO_LEADER)?;
+    let isr = if p.isr.contains(&leader) {
+        p.isr.clone()
+    } else {
+        vec![leader]
+    };
+    change(name, topic, partition, p, leader, isr)
 }
 
 /// The changes once broker `id` reports replicas of `partitions` it cannot
@@ -262,11 +298,7 @@ pub fn on_replicas_offline<'a>(
 ) -> Vec<PartitionChanged> {
     let mut out = Vec::new();
     for (name, partition) in partitions {
-        let Some((topic, p)) = image
-            .topics
-            .get(name)
-            .and_then(|t| t.partitions.get(partition).map(|p| (t, p)))
-        else {
+        let Some((topic, p)) = self::partition(image, name, *partition) else {
             continue;
         };
         if p.leader != id && !p.isr.contains(&id) {
@@ -287,24 +319,10 @@ pub fn on_replicas_back<'a>(
 ) -> Vec<PartitionChanged> {
     let mut out = Vec::new();
     for (name, partition) in partitions {
-        let Some((topic, p)) = image
-            .topics
-            .get(name)
-            .and_then(|t| t.partitions.get(partition).map(|p| (t, p)))
-        else {
+        let Some((topic, p)) = self::partition(image, name, *partition) else {
             continue;
         };
-        if p.leader != NO_LEADER || !p.replicas.contains(&id) {
-            continue;
-        }
-        if let Some(leader) = elect(image, topic, p, &p.isr, NO_LEADER) {
-            let isr = if p.isr.contains(&leader) {
-                p.isr.clone()
-            } else {
-                vec![leader]
-            };
-            out.extend(change(name, topic, *partition, p, leader, isr));
-        }
+        out.extend(leader_for_leaderless(image, id, name, topic, *partition, p));
     }
     out
 }
@@ -336,14 +354,7 @@ pub fn elect_leader(
     partition: i32,
     unclean: bool,
 ) -> Result<PartitionChanged, Refusal> {
-    let (t, p) = image
-        .topics
-        .get(topic)
-        .and_then(|t| t.partitions.get(&partition).map(|p| (t, p)))
-        .ok_or_else(|| Refusal::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-        })?;
+    let (t, p) = known_partition(image, topic, partition)?;
     let not_needed = || Refusal::ElectionNotNeeded {
         topic: topic.to_owned(),
         partition,
@@ -410,14 +421,7 @@ pub fn alter_isr(
     image: &MetadataImage,
     req: &IsrChange,
 ) -> Result<Option<PartitionChanged>, Refusal> {
-    let (topic, p) = image
-        .topics
-        .get(&req.topic)
-        .and_then(|t| t.partitions.get(&req.partition).map(|p| (t, p)))
-        .ok_or_else(|| Refusal::UnknownPartition {
-            topic: req.topic.clone(),
-            partition: req.partition,
-        })?;
+    let (topic, p) = known_partition(image, &req.topic, req.partition)?;
     if p.leader != req.leader || p.leader_epoch != req.leader_epoch {
         return Err(Refusal::FencedLeaderEpoch {
             topic: req.topic.clone(),

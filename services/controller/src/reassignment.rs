@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use runnel_common::metadata::{MetadataImage, PartitionState};
 use runnel_proto::metadata::v1::PartitionChanged;
 
-use crate::election::{NO_LEADER, Target, change_to, eligible};
+use crate::election::{NO_LEADER, Target, change_to, eligible, known_partition};
 use crate::error::Refusal;
 
 /// Checks a manual replica assignment for one partition (Kafka's
@@ -82,14 +82,7 @@ pub fn reassign(
     target: Option<&[i32]>,
     allow_replication_factor_change: bool,
 ) -> Result<Option<PartitionChanged>, Refusal> {
-    let (t, p) = image
-        .topics
-        .get(topic)
-        .and_then(|t| t.partitions.get(&partition).map(|p| (t, p)))
-        .ok_or_else(|| Refusal::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-        })?;
+    let (t, p) = known_partition(image, topic, partition)?;
     if target.is_none() && !p.is_reassigning() {
         return Err(Refusal::NoReassignmentInProgress {
             topic: topic.to_owned(),
