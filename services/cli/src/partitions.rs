@@ -528,22 +528,23 @@ fn ids(replicas: &[i32]) -> String {
         .join(",")
 }
 
-/// Kafka's reassignment JSON for `a`.
+/// Kafka's reassignment JSON for `a`, its keys in Kafka's order (which
+/// `serde_json` would sort).
 pub fn plan_json(a: &Assignments) -> String {
-    let partitions: Vec<serde_json::Value> = a
+    let partitions: Vec<String> = a
         .iter()
         .flat_map(|(topic, partitions)| {
             partitions.iter().map(move |(partition, replicas)| {
-                json!({
-                    "topic": topic,
-                    "partition": partition,
-                    "replicas": replicas,
-                    "log_dirs": vec!["any"; replicas.len()],
-                })
+                format!(
+                    r#"{{"topic":{},"partition":{partition},"replicas":{},"log_dirs":{}}}"#,
+                    json!(topic),
+                    json!(replicas),
+                    json!(vec!["any"; replicas.len()])
+                )
             })
         })
         .collect();
-    json!({"version": 1, "partitions": partitions}).to_string()
+    format!(r#"{{"version":1,"partitions":[{}]}}"#, partitions.join(","))
 }
 
 /// The moves of a Kafka reassignment JSON document.

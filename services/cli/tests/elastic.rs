@@ -67,7 +67,7 @@ async fn reassign_plans_executes_verifies_and_cancels_with_kafkas_files_and_line
     assert_eq!(lines[0], "Current partition replica assignment");
     assert_eq!(
         lines[1],
-        r#"{"partitions":[{"log_dirs":["any","any"],"partition":0,"replicas":[1,2],"topic":"orders"},{"log_dirs":["any","any"],"partition":1,"replicas":[1,2],"topic":"orders"}],"version":1}"#
+        r#"{"version":1,"partitions":[{"topic":"orders","partition":0,"replicas":[1,2],"log_dirs":["any","any"]},{"topic":"orders","partition":1,"replicas":[1,2],"log_dirs":["any","any"]}]}"#
     );
     assert_eq!(lines[3], "Proposed partition reassignment configuration");
     let proposed: serde_json::Value = serde_json::from_str(lines[4]).unwrap();
@@ -100,7 +100,7 @@ async fn reassign_plans_executes_verifies_and_cancels_with_kafkas_files_and_line
         ],
     )
     .await);
-    assert!(out.starts_with("Current partition replica assignment\n\n{\"partitions\":[{\"log_dirs\":[\"any\",\"any\"],\"partition\":0,\"replicas\":[1,2],\"topic\":\"orders\"}],\"version\":1}\n\nSave this to use as the --reassignment-json-file option during rollback\n"), "{out}");
+    assert!(out.starts_with("Current partition replica assignment\n\n{\"version\":1,\"partitions\":[{\"topic\":\"orders\",\"partition\":0,\"replicas\":[1,2],\"log_dirs\":[\"any\",\"any\"]}]}\n\nSave this to use as the --reassignment-json-file option during rollback\n"), "{out}");
     assert!(
         out.contains("The inter-broker throttle limit was set to 50000000 B/s"),
         "{out}"

@@ -230,7 +230,11 @@ impl Controller {
                     current,
                 });
             }
-            let rf = t.partitions.get(&0).map_or(1, |p| p.replicas.len());
+            // The replicas partition 0 has, or is moving to.
+            let rf = t
+                .partitions
+                .get(&0)
+                .map_or(1, |p| p.target_replicas().len());
             let additional = req.count - current;
             let placed = if req.assignments.is_empty() {
                 let brokers: Vec<(i32, String)> = inner
