@@ -104,9 +104,14 @@ pub struct PartitionDescription {
 }
 
 impl PartitionDescription {
-    /// Fewer in-sync replicas than replicas.
+    /// Fewer in-sync replicas than replicas (not counting those a
+    /// reassignment is still adding, as Kafka's KIP-352).
     pub fn under_replicated(&self) -> bool {
-        self.isr.len() < self.replicas.len()
+        self.isr.len()
+            < self
+                .replicas
+                .len()
+                .saturating_sub(self.adding_replicas.len())
     }
 }
 

@@ -145,6 +145,15 @@ async fn cancelling_a_move_restores_the_original_replicas() {
         ),
         (&vec![3, 2, 1], &vec![3], &vec![1])
     );
+    // Replicas still being added do not make the partition under-replicated
+    // (KIP-352), neither in describe nor in the leader's gauge.
+    let p = admin.describe_topic("cancelled").await.unwrap().partitions[0].clone();
+    assert!(!p.under_replicated(), "{p:?}");
+    let leader = (p.leader - 1) as usize;
+    wait_for("the leader's state", Duration::from_secs(10), || async {
+        cluster.broker_logs(leader).counts().2 == 0
+    })
+    .await;
     reassign(&admin, "cancelled", None).await;
     // As Kafka's revert: the original replicas, in the order the move left
     // them (the rollback file of `partitions reassign --execute` restores

@@ -55,6 +55,9 @@ pub struct ReplicaState {
     pub leader_epoch: i32,
     /// Every replica, preferred leader first.
     pub replicas: Vec<i32>,
+    /// Replicas a reassignment in progress adds (not yet counted for
+    /// under-replication, as Kafka's KIP-352).
+    pub adding: Vec<i32>,
     /// In-sync replicas.
     pub isr: Vec<i32>,
     /// The topic's configs.
@@ -180,7 +183,7 @@ impl Partition {
         let state = self.state.lock();
         state
             .is_leader
-            .then(|| state.isr.len() < state.replicas.len())
+            .then(|| state.isr.len() < state.replicas.len().saturating_sub(state.adding.len()))
     }
 
     /// Whether broker `id` holds a replica of this partition.
