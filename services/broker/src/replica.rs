@@ -213,12 +213,17 @@ impl Fetchers {
             self.truncate(client, &stale, truncated).await?;
         }
         // Throttled replicas sit out rounds while this broker's throttled
-        // fetching is over `follower.replication.throttled.rate`.
-        let throttled: HashSet<PartitionKey> = partitions
-            .iter()
-            .filter(|p| p.replication_throttled(Side::Follower, self.me, self.me))
-            .map(|p| p.key())
-            .collect();
+        // fetching is over `follower.replication.throttled.rate` (with no
+        // rate set, no replica is looked at: nothing can be held).
+        let throttled: HashSet<PartitionKey> = if self.quotas.limit(Side::Follower).is_some() {
+            partitions
+                .iter()
+                .filter(|p| p.replication_throttled(Side::Follower, self.me, self.me))
+                .map(|p| p.key())
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let hold = !throttled.is_empty() && self.quotas.exceeded(Side::Follower);
         let ready: Vec<&Arc<Partition>> = partitions
             .iter()

@@ -45,7 +45,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
 }
 
 /// Serving brokers (id and rack), leaving out `except`.
-async fn serving(admin: &Admin, except: Option<i32>) -> anyhow::Result<Vec<(i32, String)>> {
+pub async fn serving(admin: &Admin, except: Option<i32>) -> anyhow::Result<Vec<(i32, String)>> {
     let cluster = admin.describe_cluster().await?;
     if let Some(id) = except
         && !cluster.brokers.iter().any(|b| b.id == id)

@@ -177,15 +177,10 @@ async fn plan(admin: &Admin, args: &ReassignArgs) -> anyhow::Result<()> {
         bail!("--plan needs --topics");
     }
     let current = admin.assignments(&args.topics).await?;
-    let cluster = admin.describe_cluster().await?;
     let brokers: Vec<(i32, String)> = if args.brokers.is_empty() {
-        cluster
-            .brokers
-            .iter()
-            .filter(|b| !b.fenced)
-            .map(|b| (b.id, b.rack.clone()))
-            .collect()
+        crate::brokers::serving(admin, None).await?
     } else {
+        let cluster = admin.describe_cluster().await?;
         args.brokers
             .iter()
             .map(|&id| {

@@ -25,6 +25,21 @@ async fn runnel(bootstrap: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `runnel partitions reassign STEP --reassignment-json-file FILE`.
+async fn reassign_step(bootstrap: &str, step: &str, file: &str) -> Output {
+    runnel(
+        bootstrap,
+        &[
+            "partitions",
+            "reassign",
+            step,
+            "--reassignment-json-file",
+            file,
+        ],
+    )
+    .await
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -118,17 +133,7 @@ async fn reassign_plans_executes_verifies_and_cancels_with_kafkas_files_and_line
             .is_empty()
     })
     .await;
-    let out = ok(&runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--verify",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await);
+    let out = ok(&reassign_step(&bootstrap, "--verify", file).await);
     assert_eq!(
         out,
         "Status of partition reassignment:\nReassignment of partition orders-0 is completed.\n\nClearing broker-level throttles on brokers 1,2,3\nClearing topic-level throttles on topic orders\n"
@@ -155,78 +160,28 @@ async fn reassign_plans_executes_verifies_and_cancels_with_kafkas_files_and_line
         r#"{"version":1,"partitions":[{"topic":"orders","partition":1,"replicas":[2,1,3]}]}"#,
     )
     .unwrap();
-    let out = ok(&runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--execute",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await);
+    let out = ok(&reassign_step(&bootstrap, "--execute", file).await);
     assert!(
         out.ends_with("Successfully started partition reassignments for orders-1\n"),
         "{out}"
     );
-    let out = runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--execute",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await;
+    let out = reassign_step(&bootstrap, "--execute", file).await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("Cannot execute because there is an existing partition assignment")
     );
-    let out = ok(&runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--verify",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await);
+    let out = ok(&reassign_step(&bootstrap, "--verify", file).await);
     assert!(
         out.contains("Reassignment of partition orders-1 is still in progress."),
         "{out}"
     );
-    let out = ok(&runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--cancel",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await);
+    let out = ok(&reassign_step(&bootstrap, "--cancel", file).await);
     assert_eq!(
         out,
         "Successfully cancelled partition reassignments for: orders-1\n"
     );
-    let out = ok(&runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--cancel",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await);
+    let out = ok(&reassign_step(&bootstrap, "--cancel", file).await);
     assert_eq!(out, "None of the specified partition moves are active.\n");
     cluster.start_broker_again(1).await;
 
@@ -237,32 +192,12 @@ async fn reassign_plans_executes_verifies_and_cancels_with_kafkas_files_and_line
         r#"{"version":1,"partitions":[{"topic":"orders","partition":0,"replicas":[9]}]}"#,
     )
     .unwrap();
-    let out = runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--execute",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await;
+    let out = reassign_step(&bootstrap, "--execute", file).await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("orders-0: The manual partition assignment includes broker 9, but no such broker is registered."), "{err}");
     std::fs::write(&plan, "not json").unwrap();
-    let out = runnel(
-        &bootstrap,
-        &[
-            "partitions",
-            "reassign",
-            "--execute",
-            "--reassignment-json-file",
-            file,
-        ],
-    )
-    .await;
+    let out = reassign_step(&bootstrap, "--execute", file).await;
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a reassignment plan: not JSON"));
     assert_eq!(placement(&cluster).await, before);
 

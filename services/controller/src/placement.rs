@@ -22,33 +22,23 @@ pub fn assign(
     start: usize,
     shift: usize,
 ) -> Vec<Vec<i32>> {
-    let n = brokers.len();
-    assert!(
-        n > 0 && replication_factor >= 1 && replication_factor <= n,
-        "checked by the caller"
-    );
-    let mut shift = shift % n;
-    let mut out = Vec::with_capacity(count);
-    for p in first_partition..first_partition + count {
-        if p > 0 && p % n == 0 {
-            shift += 1;
-        }
-        let first = (p + start) % n;
-        let mut replicas = vec![brokers[first]];
-        for j in 0..replication_factor - 1 {
-            // Skips the first replica's own slot: offsets 1..n-1 from it.
-            let offset = 1 + (shift + j) % (n - 1);
-            replicas.push(brokers[(first + offset) % n]);
-        }
-        out.push(replicas);
-    }
-    out
+    // Without racks, as one rack: every broker may take any replica.
+    let arranged: Vec<(i32, &str)> = brokers.iter().map(|&id| (id, "")).collect();
+    place(
+        &arranged,
+        1,
+        first_partition,
+        count,
+        replication_factor,
+        start,
+        shift,
+    )
 }
 
 /// Brokers ordered alternating between racks (Kafka's
 /// `getRackAlternatedBrokerList`): racks sorted, each rack's brokers
 /// sorted, one from each rack in turn.
-fn rack_alternated(brokers: &[(i32, String)]) -> Vec<(i32, String)> {
+fn rack_alternated(brokers: &[(i32, String)]) -> Vec<(i32, &str)> {
     let mut by_rack: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
     for (id, rack) in brokers {
         by_rack.entry(rack.as_str()).or_default().push(*id);
@@ -63,7 +53,7 @@ fn rack_alternated(brokers: &[(i32, String)]) -> Vec<(i32, String)> {
         }
         for (rack, ids) in &by_rack {
             if let Some(&id) = ids.get(i) {
-                out.push((id, (*rack).to_owned()));
+                out.push((id, *rack));
             }
         }
     }
@@ -94,7 +84,31 @@ pub fn assign_with_racks(
             shift,
         );
     }
-    let arranged = rack_alternated(brokers);
+    place(
+        &rack_alternated(brokers),
+        racks.len(),
+        first_partition,
+        count,
+        replication_factor,
+        start,
+        shift,
+    )
+}
+
+/// Kafka's assignment over brokers in `arranged` order (in `racks` racks):
+/// partition `p` starts at broker `(start + p) mod n`; each next replica
+/// steps on by the shift, skipping a broker already chosen and, until every
+/// rack holds a replica, a broker in a rack that holds one. With one rack
+/// that is the rack-unaware assignment.
+fn place(
+    arranged: &[(i32, &str)],
+    racks: usize,
+    first_partition: usize,
+    count: usize,
+    replication_factor: usize,
+    start: usize,
+    shift: usize,
+) -> Vec<Vec<i32>> {
     let n = arranged.len();
     assert!(
         n > 0 && replication_factor >= 1 && replication_factor <= n,
@@ -108,16 +122,17 @@ pub fn assign_with_racks(
         }
         let first = (p + start) % n;
         let mut replicas = vec![arranged[first].0];
-        let mut used_racks = vec![arranged[first].1.as_str()];
+        let mut used_racks = vec![arranged[first].1];
         let mut k = 0;
         while replicas.len() < replication_factor {
-            let offset = 1 + (shift * racks.len() + k) % (n - 1);
-            let (id, rack) = &arranged[(first + offset) % n];
+            // Skips the first replica's own slot: offsets 1..n-1 from it.
+            let offset = 1 + (shift * racks + k) % (n - 1);
+            let (id, rack) = arranged[(first + offset) % n];
             k += 1;
-            let rack_ok = !used_racks.contains(&rack.as_str()) || used_racks.len() == racks.len();
-            if rack_ok && !replicas.contains(id) {
-                replicas.push(*id);
-                if !used_racks.contains(&rack.as_str()) {
+            let rack_ok = !used_racks.contains(&rack) || used_racks.len() == racks;
+            if rack_ok && !replicas.contains(&id) {
+                replicas.push(id);
+                if !used_racks.contains(&rack) {
                     used_racks.push(rack);
                 }
             }

@@ -19,6 +19,19 @@ use runnel_proto::controller::v1 as pb;
 use super::{Caller, KafkaApi, error_code, error_message, message, raw_code, topic_name, wire};
 use crate::service::Failure;
 
+/// Per-partition answers grouped by topic, topics in the order they first
+/// appear (the order the request named them).
+fn in_topic_order<T>(answers: impl IntoIterator<Item = (String, T)>) -> Vec<(String, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, answer) in answers {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, answers)) => answers.push(answer),
+            None => out.push((topic, vec![answer])),
+        }
+    }
+    out
+}
+
 fn broker_ids(ids: Vec<i32>) -> Vec<BrokerId> {
     ids.into_iter().map(BrokerId).collect()
 }
@@ -68,21 +81,20 @@ impl KafkaApi {
             }
         };
         // Topics in the order the request named them.
-        let mut topics: Vec<alter::ReassignableTopicResponse> = Vec::new();
-        for res in results {
+        let topics = in_topic_order(results.into_iter().map(|res| {
             let partition = alter::ReassignablePartitionResponse::default()
                 .with_partition_index(res.partition)
                 .with_error_code(raw_code(res.error_code))
                 .with_error_message(message(res.error_message));
-            match topics.iter_mut().find(|t| t.name.as_str() == res.topic) {
-                Some(t) => t.partitions.push(partition),
-                None => topics.push(
-                    alter::ReassignableTopicResponse::default()
-                        .with_name(topic_name(&res.topic))
-                        .with_partitions(vec![partition]),
-                ),
-            }
-        }
+            (res.topic, partition)
+        }))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            alter::ReassignableTopicResponse::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(partitions)
+        })
+        .collect();
         response.with_responses(topics)
     }
 
@@ -215,21 +227,20 @@ impl KafkaApi {
             Ok(results) => results,
             Err(f) => return refused(&f),
         };
-        let mut by_topic: Vec<elect::ReplicaElectionResult> = Vec::new();
-        for res in results {
+        let by_topic = in_topic_order(results.into_iter().map(|res| {
             let partition = elect::PartitionResult::default()
                 .with_partition_id(res.partition)
                 .with_error_code(raw_code(res.error_code))
                 .with_error_message(message(res.error_message));
-            match by_topic.iter_mut().find(|t| t.topic.as_str() == res.topic) {
-                Some(t) => t.partition_result.push(partition),
-                None => by_topic.push(
-                    elect::ReplicaElectionResult::default()
-                        .with_topic(topic_name(&res.topic))
-                        .with_partition_result(vec![partition]),
-                ),
-            }
-        }
+            (res.topic, partition)
+        }))
+        .into_iter()
+        .map(|(topic, partitions)| {
+            elect::ReplicaElectionResult::default()
+                .with_topic(topic_name(&topic))
+                .with_partition_result(partitions)
+        })
+        .collect();
         ElectLeadersResponse::default().with_replica_election_results(by_topic)
     }
 

@@ -9,7 +9,7 @@ use runnel_common::metadata::MetadataImage;
 use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{BrokerRegistered, BrokerUnfenced, metadata_record::Record};
 
-use super::{Controller, ControllerError, Refusal, record, with_consequences};
+use super::{Controller, ControllerError, Refusal, apply_changes, record, with_consequences};
 use crate::election;
 
 /// A broker request must come from a registered, unfenced broker in the
@@ -119,24 +119,15 @@ impl Controller {
             let mut image = (*inner.image).clone();
             let mut records = Vec::new();
             let gone = election::on_replicas_offline(&image, id, now.difference(&before));
-            for c in gone {
-                let r = record(Record::PartitionChanged(c));
-                image.apply(image.next_offset, &r)?;
-                records.push(r);
-            }
-            let moved = records.len();
-            for c in election::on_replicas_back(&image, id, before.difference(&now)) {
-                let r = record(Record::PartitionChanged(c));
-                image.apply(image.next_offset, &r)?;
-                records.push(r);
-            }
+            let moved = apply_changes(&mut image, gone, &mut records)?;
+            let back = election::on_replicas_back(&image, id, before.difference(&now));
+            let elected = apply_changes(&mut image, back, &mut records)?;
             if !records.is_empty() {
-                let changed = records.len();
                 self.commit(&mut inner, records).await?;
                 tracing::info!(
                     broker = id,
                     moved_off_offline = moved,
-                    elected = changed - moved,
+                    elected,
                     "partitions changed for replicas offline or back"
                 );
             }

@@ -72,9 +72,7 @@ impl Controller {
                         };
                         refused_configs(resource, &refused)
                     }
-                    (ConfigResourceType::Broker, _)
-                        if resource.name.is_empty() || resource.name.parse::<u32>().is_ok() =>
-                    {
+                    (ConfigResourceType::Broker, _) if is_broker_resource(&resource.name) => {
                         pb::ResourceConfigs {
                             entries: broker_entries(&image, &resource.name),
                             resource: Some(resource),
@@ -159,7 +157,7 @@ impl Controller {
         req: pb::AlterConfigsRequest,
     ) -> Result<(), ControllerError> {
         let name = resource.name.clone();
-        if !name.is_empty() && name.parse::<u32>().is_err() {
+        if !is_broker_resource(&name) {
             return Err(Refusal::InvalidBrokerResource { name }.into());
         }
         let mut records = Vec::new();
@@ -207,6 +205,12 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Whether `name` names a broker config resource: a broker id, or "" for
+/// the cluster-wide default.
+fn is_broker_resource(name: &str) -> bool {
+    name.is_empty() || name.parse::<u32>().is_ok()
 }
 
 /// The dynamic configs of broker `name` ("" for the cluster-wide default):

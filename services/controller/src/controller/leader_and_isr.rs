@@ -9,7 +9,7 @@ use runnel_proto::controller::v1 as pb;
 use runnel_proto::metadata::v1::{MetadataRecord, metadata_record::Record};
 
 use super::brokers::check_live_broker;
-use super::{Controller, ControllerError, Refusal, record};
+use super::{Controller, ControllerError, Refusal, apply_changes, record};
 use crate::election;
 
 impl Controller {
@@ -40,12 +40,9 @@ impl Controller {
                 ..Default::default()
             };
             match election::alter_isr(&image, &change) {
-                Ok(Some(c)) => {
-                    let r = record(Record::PartitionChanged(c));
-                    image.apply(image.next_offset, &r)?;
-                    records.push(r);
+                Ok(change) => {
+                    apply_changes(&mut image, change, &mut records)?;
                 }
-                Ok(None) => {}
                 Err(refused) => {
                     result.error_code = refused.code() as i32;
                     result.error_message = refused.to_string();
@@ -122,9 +119,7 @@ impl Controller {
             };
             match election::elect_leader(&image, &result.topic, partition, req.unclean) {
                 Ok(change) => {
-                    let r = record(Record::PartitionChanged(change));
-                    image.apply(image.next_offset, &r)?;
-                    records.push(r);
+                    apply_changes(&mut image, [change], &mut records)?;
                 }
                 Err(Refusal::ElectionNotNeeded { .. }) if all => continue,
                 Err(refused) => {

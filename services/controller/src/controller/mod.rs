@@ -152,12 +152,26 @@ fn with_consequences(
 ) -> Result<(), ApplyError> {
     image.apply(image.next_offset, &first)?;
     out.push(first);
-    for change in then(image) {
+    let changes = then(image);
+    apply_changes(image, changes, out)?;
+    Ok(())
+}
+
+/// Applies partition `changes` to `image` (so each is decided on the image
+/// the previous ones leave) and appends their records to `out`; how many.
+fn apply_changes(
+    image: &mut MetadataImage,
+    changes: impl IntoIterator<Item = PartitionChanged>,
+    out: &mut Vec<MetadataRecord>,
+) -> Result<usize, ApplyError> {
+    let mut applied = 0;
+    for change in changes {
         let r = record(Record::PartitionChanged(change));
         image.apply(image.next_offset, &r)?;
         out.push(r);
+        applied += 1;
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// The gRPC API authenticates and authorizes against the applied image.
@@ -315,11 +329,8 @@ impl Controller {
         let mut records = Vec::new();
         let live: Vec<i32> = image.live_brokers().map(|(id, _)| id).collect();
         for id in live {
-            for change in election::on_broker_unfenced(&image, id) {
-                let r = record(Record::PartitionChanged(change));
-                image.apply(image.next_offset, &r)?;
-                records.push(r);
-            }
+            let changes = election::on_broker_unfenced(&image, id);
+            apply_changes(&mut image, changes, &mut records)?;
         }
         if !records.is_empty() {
             tracing::info!(

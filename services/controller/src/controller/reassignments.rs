@@ -5,9 +5,8 @@
 
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::controller::v1 as pb;
-use runnel_proto::metadata::v1::metadata_record::Record;
 
-use super::{Controller, ControllerError, record};
+use super::{Controller, ControllerError, apply_changes};
 use crate::reassignment;
 
 impl Controller {
@@ -37,11 +36,7 @@ impl Controller {
                 !req.keep_replication_factor,
             ) {
                 Ok(change) => {
-                    if let Some(change) = change {
-                        let r = record(Record::PartitionChanged(change));
-                        image.apply(image.next_offset, &r)?;
-                        records.push(r);
-                    }
+                    apply_changes(&mut image, change, &mut records)?;
                     tracing::info!(
                         topic = %item.topic,
                         partition = item.partition,
