@@ -222,12 +222,16 @@ async fn commit(
                         server(p.error_code(), p.error_message)
                     }
                     // KIP-848: the member's epoch moved on while the commit
-                    // was in flight; the same offsets go again with the new one.
+                    // was in flight; the same offsets go again with the new
+                    // one, once the heartbeat that moved it has been read
+                    // (the coordinator may answer the commit first).
                     Some(p)
                         if p.error_code() == ErrorCode::StaleMemberEpoch
-                            && shared.lock().generation != generation
                             && Instant::now() < deadline =>
                     {
+                        if shared.lock().generation == generation {
+                            backoff.wait().await;
+                        }
                         continue;
                     }
                     Some(p) => {
