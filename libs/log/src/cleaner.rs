@@ -477,7 +477,7 @@ impl CleaningPlan {
         let st = self.storage.as_ref();
         let base = group[0].base;
         let mut out = Segment::create(
-            st,
+            &self.storage,
             &self.dir,
             base,
             CLEANED_SUFFIX,
@@ -739,7 +739,7 @@ fn write_pending(
 /// Finishes or rolls back a cleaning interrupted by a crash; returns how many
 /// swaps were completed. Runs before the log's segments are opened.
 pub(crate) fn recover_interrupted_cleaning(
-    storage: &dyn Storage,
+    storage: &Arc<dyn Storage>,
     dir: &Path,
 ) -> Result<usize, LogError> {
     let names = match storage.list(dir) {
@@ -799,7 +799,7 @@ pub(crate) fn recover_interrupted_cleaning(
             }
         }
         swap.flush()?;
-        swap.rename_extra(storage, "")?;
+        swap.rename_extra(storage.as_ref(), "")?;
         completed += 1;
     }
     // Swap indexes whose log was never renamed belong to an uncommitted cleaning.

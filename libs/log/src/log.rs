@@ -206,7 +206,7 @@ impl Log {
             .iter()
             .any(|n| n.ends_with(CLEANED_SUFFIX) || n.ends_with(SWAP_SUFFIX))
         {
-            report.completed_swaps = crate::cleaner::recover_interrupted_cleaning(st, &dir)?;
+            report.completed_swaps = crate::cleaner::recover_interrupted_cleaning(&storage, &dir)?;
             names = list()?;
         }
         let mut bases: Vec<Offset> = names
@@ -236,7 +236,7 @@ impl Log {
         let mut rebuild = Vec::new();
         for &base in &bases {
             let (segment, needs_rebuild) =
-                Segment::open(st, &dir, base, "", config.index_interval_bytes, now)?;
+                Segment::open(&storage, &dir, base, "", config.index_interval_bytes, now)?;
             if needs_rebuild {
                 rebuild.push(base);
             }
@@ -311,7 +311,7 @@ impl Log {
             let base = log_start.max(0);
             segments.insert(
                 base,
-                Segment::create(st, &dir, base, "", config.index_interval_bytes, now)?,
+                Segment::create(&storage, &dir, base, "", config.index_interval_bytes, now)?,
             );
         }
         let active = segments.values().next_back().expect("at least one segment");
@@ -1120,7 +1120,7 @@ impl Log {
             active.seal()?;
         }
         let segment = Segment::create(
-            self.storage.as_ref(),
+            &self.storage,
             &self.dir,
             base,
             "",
@@ -1269,7 +1269,7 @@ impl Log {
         }
         let now = self.clock.now_ms();
         let segment = Segment::create(
-            self.storage.as_ref(),
+            &self.storage,
             &self.dir,
             offset,
             "",

@@ -1,6 +1,12 @@
 //! One segment: a `.log` file of batches plus its `.index` and `.timeindex`,
 //! and a `.txnindex` once a transaction aborts in it.
 //!
+//! The two indexes are created by their first entry, not with the segment: a
+//! segment that has not reached `index.interval.bytes` (every new partition,
+//! most idle ones) has only its `.log` on disk, so creating a partition costs
+//! one segment file, not three. A sealed segment always has its `.timeindex`
+//! (sealing writes its max timestamp there).
+//!
 //! Files are named by the segment's base offset, zero-padded to 20 digits
 //! (`00000000000000000000.log`). Appends write at the segment's logical size
 //! with a positional write, so a failed write (a full disk) is undone by
@@ -75,9 +81,11 @@ pub(crate) struct Segment {
     dir: PathBuf,
     /// Extra suffix while the segment is being built by the cleaner (`.cleaned`, `.swap`).
     extra: &'static str,
+    /// Where the index files are created when their first entry comes.
+    storage: Arc<dyn Storage>,
     log: Arc<dyn StorageFile>,
-    offset_index_file: Arc<dyn StorageFile>,
-    time_index_file: Arc<dyn StorageFile>,
+    offset_index_file: IndexFile,
+    time_index_file: IndexFile,
     /// Logical size: the bytes of whole batches; anything after is ignored and overwritten.
     size: u64,
     index: OnceLock<SegmentIndex>,
@@ -102,49 +110,53 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates an empty segment (any existing files with these names are emptied).
+    /// Creates an empty segment (any existing files with these names are
+    /// emptied or removed).
     pub(crate) fn create(
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: Offset,
         extra: &'static str,
         index_interval_bytes: u64,
         now_ms: TimestampMs,
     ) -> Result<Segment, LogError> {
-        let open = |suffix: &str| -> Result<Arc<dyn StorageFile>, LogError> {
-            let path = dir.join(file_name(base_offset, suffix, extra));
+        let log_path = dir.join(file_name(base_offset, LOG_SUFFIX, extra));
+        let log = {
+            let path = &log_path;
             let file = storage
-                .open(&path, true)
-                .map_err(LogError::io("create segment file", &path))?;
+                .open(path, true)
+                .map_err(LogError::io("create segment file", path))?;
             // Only when there is something to cut: on ext4, truncating a file
             // makes its close write back all its dirty pages.
             if file
                 .len()
-                .map_err(LogError::io("stat segment file", &path))?
+                .map_err(LogError::io("stat segment file", path))?
                 > 0
             {
                 file.set_len(0)
-                    .map_err(LogError::io("truncate segment file", &path))?;
+                    .map_err(LogError::io("truncate segment file", path))?;
             }
-            Ok(file)
+            file
         };
         let index = OnceLock::new();
         index
             .set(SegmentIndex::default())
             .expect("fresh OnceLock is empty");
-        let txn_path = dir.join(file_name(base_offset, TXN_INDEX_SUFFIX, extra));
-        if storage.exists(&txn_path) {
-            storage
-                .remove_file(&txn_path)
-                .map_err(LogError::io("remove stale transaction index", &txn_path))?;
+        // Indexes left by an earlier segment of this name would be read as
+        // this one's once it wrote its first entry.
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
+            let path = dir.join(file_name(base_offset, suffix, extra));
+            remove_if_present(storage.as_ref(), &path)
+                .map_err(LogError::io("remove stale index", &path))?;
         }
         Ok(Segment {
             base_offset,
             dir: dir.to_owned(),
             extra,
-            log: open(LOG_SUFFIX)?,
-            offset_index_file: open(INDEX_SUFFIX)?,
-            time_index_file: open(TIME_INDEX_SUFFIX)?,
+            storage: Arc::clone(storage),
+            log,
+            offset_index_file: IndexFile::absent(INDEX_SUFFIX),
+            time_index_file: IndexFile::absent(TIME_INDEX_SUFFIX),
             size: 0,
             index,
             max_timestamp: runnel_records::batch::NO_TIMESTAMP,
@@ -164,7 +176,7 @@ impl Segment {
     /// Opens an existing segment without scanning it. Returns the segment and
     /// whether its indexes are missing or malformed (the caller rebuilds them).
     pub(crate) fn open(
-        storage: &dyn Storage,
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: Offset,
         extra: &'static str,
@@ -178,25 +190,33 @@ impl Segment {
             .map_err(LogError::io("open segment", &log_path))?;
         let size = log.len().map_err(LogError::io("stat segment", &log_path))?;
         let mut indexes_ok = true;
-        let mut open_index =
-            |suffix: &str, entry: usize| -> Result<Arc<dyn StorageFile>, LogError> {
-                let p = path(suffix);
-                indexes_ok &= storage.exists(&p);
-                let file = storage
-                    .open(&p, true)
-                    .map_err(LogError::io("open index", &p))?;
-                let len = file.len().map_err(LogError::io("stat index", &p))?;
-                indexes_ok &= len % entry as u64 == 0;
-                Ok(file)
-            };
+        let mut open_index = |suffix: &'static str, entry: usize| -> Result<IndexFile, LogError> {
+            let p = path(suffix);
+            match storage.open(&p, false) {
+                Ok(file) => {
+                    let len = file.len().map_err(LogError::io("stat index", &p))?;
+                    indexes_ok &= len % entry as u64 == 0;
+                    Ok(IndexFile::opened(suffix, file))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    // Nothing reached `index.interval.bytes`, so there was no
+                    // entry to write: no file is the empty index. A longer
+                    // log lost its index, which is rebuilt.
+                    indexes_ok &= size <= index_interval_bytes;
+                    Ok(IndexFile::absent(suffix))
+                }
+                Err(e) => Err(LogError::io("open index", &p)(e)),
+            }
+        };
         let offset_index_file = open_index(INDEX_SUFFIX, OFFSET_ENTRY_SIZE)?;
         let time_index_file = open_index(TIME_INDEX_SUFFIX, TIME_ENTRY_SIZE)?;
         let (aborted, txn_file, txn_index_damaged) =
-            open_txn_index(storage, &path(TXN_INDEX_SUFFIX))?;
+            open_txn_index(storage.as_ref(), &path(TXN_INDEX_SUFFIX))?;
         let mut segment = Segment {
             base_offset,
             dir: dir.to_owned(),
             extra,
+            storage: Arc::clone(storage),
             log,
             offset_index_file,
             time_index_file,
@@ -214,17 +234,15 @@ impl Segment {
             txn_file,
             txn_index_damaged,
         };
-        if indexes_ok {
+        if indexes_ok && let Some(time_index) = segment.time_index_file.get() {
             // The last time index entry of a closed segment is its max timestamp
             // (written when the segment rolled); reading 12 bytes avoids loading it all.
-            let len = segment
-                .time_index_file
+            let len = time_index
                 .len()
                 .map_err(LogError::io("stat index", path(TIME_INDEX_SUFFIX)))?;
             if len >= TIME_ENTRY_SIZE as u64 {
                 let mut e = [0u8; TIME_ENTRY_SIZE];
-                segment
-                    .time_index_file
+                time_index
                     .read_exact_at(&mut e, len - TIME_ENTRY_SIZE as u64)
                     .map_err(LogError::io("read index", path(TIME_INDEX_SUFFIX)))?;
                 segment.max_timestamp = i64::from_be_bytes(e[..8].try_into().expect("8 bytes"));
@@ -298,16 +316,19 @@ impl Segment {
 
     /// Reads the index files, rebuilding them from the log if they do not make sense.
     fn load_index(&self) -> Result<SegmentIndex, LogError> {
-        let read_all = |file: &Arc<dyn StorageFile>, suffix: &str| -> Result<Vec<u8>, LogError> {
-            let p = self.path(suffix);
+        let read_all = |index: &IndexFile| -> Result<Vec<u8>, LogError> {
+            let Some(file) = index.get() else {
+                return Ok(Vec::new());
+            };
+            let p = self.path(index.suffix);
             let len = file.len().map_err(LogError::io("stat index", &p))?;
             let mut buf = vec![0u8; len as usize];
             file.read_exact_at(&mut buf, 0)
                 .map_err(LogError::io("read index", &p))?;
             Ok(buf)
         };
-        let offsets = read_all(&self.offset_index_file, INDEX_SUFFIX)?;
-        let times = read_all(&self.time_index_file, TIME_INDEX_SUFFIX)?;
+        let offsets = read_all(&self.offset_index_file)?;
+        let times = read_all(&self.time_index_file)?;
         if let Some(index) = SegmentIndex::decode(&offsets, &times, self.size) {
             return Ok(index);
         }
@@ -784,13 +805,36 @@ impl Segment {
             let index = self.index()?;
             (index.persisted_offsets, index.persisted_times)
         };
-        self.offset_index_file
-            .set_len((po * OFFSET_ENTRY_SIZE) as u64)
-            .map_err(LogError::io("truncate index", self.path(INDEX_SUFFIX)))?;
-        self.time_index_file
-            .set_len((pt * TIME_ENTRY_SIZE) as u64)
-            .map_err(LogError::io("truncate index", self.path(TIME_INDEX_SUFFIX)))?;
+        self.cut_index(&self.offset_index_file, po * OFFSET_ENTRY_SIZE)?;
+        self.cut_index(&self.time_index_file, pt * TIME_ENTRY_SIZE)
+    }
+
+    /// Cuts an index file to `len` bytes (nothing to cut if it was never written).
+    fn cut_index(&self, index: &IndexFile, len: usize) -> Result<(), LogError> {
+        if let Some(file) = index.get() {
+            file.set_len(len as u64)
+                .map_err(LogError::io("truncate index", self.path(index.suffix)))?;
+        }
         Ok(())
+    }
+
+    /// Writes `buf` at `pos` of an index file, creating the file with its first entry.
+    fn write_index(&self, index: &IndexFile, buf: &[u8], pos: u64) -> Result<(), LogError> {
+        let path = self.path(index.suffix);
+        let file = match index.get() {
+            Some(file) => file,
+            None => {
+                let file = self
+                    .storage
+                    .open(&path, true)
+                    .map_err(LogError::io("create index", &path))?;
+                // A racing loader's handle is the same file; either serves.
+                let _ = index.file.set(file);
+                index.get().expect("just set")
+            }
+        };
+        file.write_all_at(buf, pos)
+            .map_err(LogError::io("write index", &path))
     }
 
     /// Writes index entries that are not yet in the files.
@@ -806,25 +850,17 @@ impl Segment {
 
     fn write_index_files(&self, index: &mut SegmentIndex) -> Result<(), LogError> {
         if index.persisted_offsets == 0 {
-            self.offset_index_file
-                .set_len(0)
-                .map_err(LogError::io("truncate index", self.path(INDEX_SUFFIX)))?;
+            self.cut_index(&self.offset_index_file, 0)?;
         }
         if index.persisted_times == 0 {
-            self.time_index_file
-                .set_len(0)
-                .map_err(LogError::io("truncate index", self.path(TIME_INDEX_SUFFIX)))?;
+            self.cut_index(&self.time_index_file, 0)?;
         }
         if let Some((pos, buf)) = index.pending_offsets() {
-            self.offset_index_file
-                .write_all_at(&buf, pos)
-                .map_err(LogError::io("write index", self.path(INDEX_SUFFIX)))?;
+            self.write_index(&self.offset_index_file, &buf, pos)?;
             index.persisted_offsets = index.offsets.len();
         }
         if let Some((pos, buf)) = index.pending_times() {
-            self.time_index_file
-                .write_all_at(&buf, pos)
-                .map_err(LogError::io("write index", self.path(TIME_INDEX_SUFFIX)))?;
+            self.write_index(&self.time_index_file, &buf, pos)?;
             index.persisted_times = index.times.len();
         }
         Ok(())
@@ -859,17 +895,17 @@ impl Segment {
             .map_err(LogError::io("sync segment", self.path(LOG_SUFFIX)))
     }
 
-    /// Fsyncs the log and both index files as they are.
+    /// Fsyncs the log and the index files there are, as they are.
     pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.log
             .sync_data()
             .map_err(LogError::io("sync segment", self.path(LOG_SUFFIX)))?;
-        self.offset_index_file
-            .sync_data()
-            .map_err(LogError::io("sync index", self.path(INDEX_SUFFIX)))?;
-        self.time_index_file
-            .sync_data()
-            .map_err(LogError::io("sync index", self.path(TIME_INDEX_SUFFIX)))?;
+        for index in [&self.offset_index_file, &self.time_index_file] {
+            if let Some(file) = index.get() {
+                file.sync_data()
+                    .map_err(LogError::io("sync index", self.path(index.suffix)))?;
+            }
+        }
         if let Some(file) = &self.txn_file {
             file.sync_data()
                 .map_err(LogError::io("sync index", self.path(TXN_INDEX_SUFFIX)))?;
@@ -918,30 +954,25 @@ impl Segment {
         storage: &dyn Storage,
         extra: &'static str,
     ) -> Result<(), LogError> {
-        let txn = self.txn_file.is_some().then_some(TXN_INDEX_SUFFIX);
-        for suffix in [
-            Some(INDEX_SUFFIX),
-            Some(TIME_INDEX_SUFFIX),
-            txn,
-            Some(LOG_SUFFIX),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        let files = [
+            (INDEX_SUFFIX, self.offset_index_file.get()),
+            (TIME_INDEX_SUFFIX, self.time_index_file.get()),
+            (TXN_INDEX_SUFFIX, self.txn_file.as_ref()),
+            (LOG_SUFFIX, Some(&self.log)),
+        ];
+        for (suffix, file) in files {
             let from = self.path(suffix);
             let to = self.dir.join(file_name(self.base_offset, suffix, extra));
+            let Some(file) = file else {
+                // No file of this kind: none may be left under the new name
+                // to be taken for this segment's.
+                remove_if_present(storage, &to).map_err(LogError::io("remove stale index", &to))?;
+                continue;
+            };
             storage
                 .rename(&from, &to)
                 .map_err(LogError::io("rename segment file", &from))?;
-            let file = match suffix {
-                LOG_SUFFIX => Some(&self.log),
-                INDEX_SUFFIX => Some(&self.offset_index_file),
-                TIME_INDEX_SUFFIX => Some(&self.time_index_file),
-                _ => self.txn_file.as_ref(),
-            };
-            if let Some(file) = file {
-                file.renamed(&to);
-            }
+            file.renamed(&to);
         }
         self.extra = extra;
         Ok(())
@@ -1022,6 +1053,43 @@ impl Segment {
         self.adopt(index, &acc);
         self.index_damaged.store(false, Ordering::Relaxed);
         self.persist_index()
+    }
+}
+
+/// One of a segment's two index files, created by its first entry.
+#[derive(Debug)]
+struct IndexFile {
+    suffix: &'static str,
+    file: OnceLock<Arc<dyn StorageFile>>,
+}
+
+impl IndexFile {
+    /// An index with no file yet.
+    fn absent(suffix: &'static str) -> IndexFile {
+        IndexFile {
+            suffix,
+            file: OnceLock::new(),
+        }
+    }
+
+    /// An index whose file exists.
+    fn opened(suffix: &'static str, file: Arc<dyn StorageFile>) -> IndexFile {
+        let index = IndexFile::absent(suffix);
+        let _ = index.file.set(file);
+        index
+    }
+
+    /// The open file, if it exists.
+    fn get(&self) -> Option<&Arc<dyn StorageFile>> {
+        self.file.get()
+    }
+}
+
+/// Removes a file if it is there.
+fn remove_if_present(storage: &dyn Storage, path: &Path) -> std::io::Result<()> {
+    match storage.remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
