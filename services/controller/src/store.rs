@@ -5,7 +5,7 @@
 //! always exactly the log folded up to `applied.next_offset`. The schema is in
 //! `migrations/`, run at start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -17,10 +17,11 @@ use runnel_common::metadata::{
 use runnel_common::quota::{EntityName, QuotaEntity, QuotaKey};
 use runnel_proto::metadata::v1::{
     AclEntry, CoordinatorRegistered, Endpoint, MetadataEvent, MetadataRecord,
-    OffsetsPartitionOwner, UserScramCredentialSet, metadata_record::Record,
+    OffsetsPartitionOwner, PartitionChanged, PartitionCreated, UserScramCredentialSet,
+    metadata_record::Record,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +128,8 @@ impl Store {
             .await?
             .try_get("next_offset")?;
         let mut expected = next;
+        let mut log_rows = Vec::with_capacity(events.len());
+        let mut partitions = PartitionRows::default();
         for event in events {
             if event.offset != expected {
                 return Err(StoreError::Corrupt(format!(
@@ -138,16 +141,24 @@ impl Store {
                 .record
                 .as_ref()
                 .ok_or_else(|| StoreError::Corrupt("event without record".into()))?;
-            sqlx::query(
-                r#"INSERT INTO metadata_log ("offset", timestamp_ms, record) VALUES (?, ?, ?)"#,
-            )
-            .bind(event.offset)
-            .bind(event.timestamp_ms)
-            .bind(record.encode_to_vec())
-            .execute(&mut *tx)
-            .await?;
-            apply(&mut tx, record).await?;
+            log_rows.push((event.offset, event.timestamp_ms, record.encode_to_vec()));
+            if !partitions.add(&mut tx, record).await? {
+                partitions.flush(&mut tx).await?;
+                apply(&mut tx, record).await?;
+            }
             expected += 1;
+        }
+        partitions.flush(&mut tx).await?;
+        for chunk in log_rows.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                r#"INSERT INTO metadata_log ("offset", timestamp_ms, record) "#,
+            );
+            insert.push_values(chunk, |mut row, (offset, timestamp_ms, record)| {
+                row.push_bind(offset)
+                    .push_bind(timestamp_ms)
+                    .push_bind(record.as_slice());
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         sqlx::query("UPDATE applied SET next_offset = ? WHERE id = 1")
             .bind(expected)
@@ -473,6 +484,115 @@ impl Store {
 }
 
 /// Applies one record to the state tables (the SQL twin of `MetadataImage::apply`).
+/// Rows written by one multi-row statement. Each statement is a round trip
+/// to SQLite's worker thread: a topic of 100,000 partitions took 200,000 of
+/// them, one per row, and seconds of thread switches.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A run of consecutive partition creations or plain partition changes (the
+/// bulk of a big topic's creation, of a broker's fencing and unfencing),
+/// written as multi-row statements. Every other record flushes the run
+/// first, so the tables change in log order.
+#[derive(Default)]
+struct PartitionRows {
+    created: Vec<PartitionCreated>,
+    changed: Vec<PartitionChanged>,
+    /// The partitions in `changed`: one statement may change each only once.
+    changed_keys: HashSet<(String, i32)>,
+}
+
+impl PartitionRows {
+    /// Takes `record` into the run if it is one the run writes; false if
+    /// the caller applies it (after flushing the run).
+    async fn add(
+        &mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+        record: &MetadataRecord,
+    ) -> Result<bool, StoreError> {
+        match &record.record {
+            Some(Record::PartitionCreated(r)) => {
+                if !self.changed.is_empty() || self.created.len() == ROWS_PER_STATEMENT {
+                    self.flush(tx).await?;
+                }
+                self.created.push(r.clone());
+            }
+            Some(Record::PartitionChanged(r)) if r.assignment.is_none() => {
+                let key = (r.topic.clone(), r.partition);
+                if !self.created.is_empty()
+                    || self.changed.len() == ROWS_PER_STATEMENT
+                    || self.changed_keys.contains(&key)
+                {
+                    self.flush(tx).await?;
+                }
+                self.changed_keys.insert(key);
+                self.changed.push(r.clone());
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Writes the run.
+    async fn flush(&mut self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        if !self.created.is_empty() {
+            insert_partitions(tx, &self.created).await?;
+            self.created.clear();
+        }
+        if !self.changed.is_empty() {
+            update_partitions(tx, &self.changed).await?;
+            self.changed.clear();
+            self.changed_keys.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Inserts created partitions, in one statement.
+async fn insert_partitions(
+    tx: &mut Transaction<'_, Sqlite>,
+    created: &[PartitionCreated],
+) -> Result<(), StoreError> {
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO partitions (topic, partition, replicas, isr, leader, leader_epoch, partition_epoch) ",
+    );
+    insert.push_values(created, |mut row, r| {
+        row.push_bind(r.topic.as_str())
+            .push_bind(r.partition)
+            .push_bind(ids_to_text(&r.replicas))
+            .push_bind(ids_to_text(&r.isr))
+            .push_bind(r.leader)
+            .push_bind(r.leader_epoch)
+            .push_bind(r.partition_epoch);
+    });
+    insert.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Sets the leader, ISR and epochs of changed partitions (each at most once), in one statement.
+async fn update_partitions(
+    tx: &mut Transaction<'_, Sqlite>,
+    changed: &[PartitionChanged],
+) -> Result<(), StoreError> {
+    let mut update = QueryBuilder::<Sqlite>::new(
+        "WITH v(topic, partition, isr, leader, leader_epoch, partition_epoch) AS (",
+    );
+    update.push_values(changed, |mut row, r| {
+        row.push_bind(r.topic.as_str())
+            .push_bind(r.partition)
+            .push_bind(ids_to_text(&r.isr))
+            .push_bind(r.leader)
+            .push_bind(r.leader_epoch)
+            .push_bind(r.partition_epoch);
+    });
+    update.push(
+        ") UPDATE partitions SET isr = v.isr, leader = v.leader, leader_epoch = v.leader_epoch, \
+         partition_epoch = v.partition_epoch FROM v \
+         WHERE partitions.topic = v.topic AND partitions.partition = v.partition",
+    );
+    update.build().execute(&mut **tx).await?;
+    Ok(())
+}
+
 async fn apply(
     tx: &mut Transaction<'_, Sqlite>,
     record: &MetadataRecord,
@@ -526,20 +646,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
         }
-        Record::PartitionCreated(r) => {
-            sqlx::query(
-                "INSERT INTO partitions (topic, partition, replicas, isr, leader, leader_epoch, partition_epoch) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&r.topic)
-            .bind(r.partition)
-            .bind(ids_to_text(&r.replicas))
-            .bind(ids_to_text(&r.isr))
-            .bind(r.leader)
-            .bind(r.leader_epoch)
-            .bind(r.partition_epoch)
-            .execute(&mut **tx)
-            .await?;
-        }
+        Record::PartitionCreated(r) => insert_partitions(tx, std::slice::from_ref(r)).await?,
         Record::PartitionChanged(r) => {
             if let Some(a) = &r.assignment {
                 sqlx::query(
@@ -553,17 +660,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
             }
-            sqlx::query(
-                "UPDATE partitions SET isr = ?, leader = ?, leader_epoch = ?, partition_epoch = ? WHERE topic = ? AND partition = ?",
-            )
-            .bind(ids_to_text(&r.isr))
-            .bind(r.leader)
-            .bind(r.leader_epoch)
-            .bind(r.partition_epoch)
-            .bind(&r.topic)
-            .bind(r.partition)
-            .execute(&mut **tx)
-            .await?;
+            update_partitions(tx, std::slice::from_ref(r)).await?;
         }
         Record::ProducerIdsAllocated(r) => {
             sqlx::query("UPDATE producer_ids SET next_producer_id = ? WHERE id = 1")
@@ -743,5 +840,106 @@ fn entity_part(part: i64, name: String) -> Result<Option<EntityName>, StoreError
         other => Err(StoreError::Corrupt(format!(
             "client quota entity part {other}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runnel_proto::metadata::v1::{ConfigResource, ConfigSet, ReplicaAssignment, TopicCreated};
+
+    fn rec(r: Record) -> MetadataRecord {
+        MetadataRecord { record: Some(r) }
+    }
+
+    fn changed(partition: i32, leader: i32, epoch: i32) -> Record {
+        Record::PartitionChanged(PartitionChanged {
+            topic: "wide".into(),
+            topic_id: vec![7u8; 16].into(),
+            partition,
+            leader,
+            isr: if leader < 0 { vec![] } else { vec![leader] },
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            assignment: None,
+        })
+    }
+
+    /// Runs of partition records go to SQLite many rows per statement; the
+    /// tables must still be the log folded in order, record by record.
+    #[tokio::test]
+    async fn runs_of_partition_records_store_what_folding_them_one_by_one_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("metadata.db")).await.unwrap();
+        let id = vec![7u8; 16];
+        let n = 3 * ROWS_PER_STATEMENT as i32 + 7;
+        let mut records = vec![rec(Record::TopicCreated(TopicCreated {
+            name: "wide".into(),
+            topic_id: id.clone().into(),
+        }))];
+        records.extend((0..n).map(|p| {
+            rec(Record::PartitionCreated(PartitionCreated {
+                topic: "wide".into(),
+                topic_id: id.clone().into(),
+                partition: p,
+                replicas: vec![1, 2],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            }))
+        }));
+        // A fencing: every partition changes, then partition 3 again (a
+        // second run) and 5, whose last change skips the runs.
+        records.extend((0..n).map(|p| rec(changed(p, 2, 1))));
+        records.push(rec(changed(3, -1, 2)));
+        records.push(rec(changed(5, 1, 2)));
+        records.push(rec(Record::ConfigSet(ConfigSet {
+            resource: Some(ConfigResource {
+                r#type: 2,
+                name: "wide".into(),
+            }),
+            key: "retention.ms".into(),
+            value: "1000".into(),
+        })));
+        records.push(rec(Record::PartitionChanged(PartitionChanged {
+            assignment: Some(ReplicaAssignment {
+                replicas: vec![1, 2, 3],
+                adding_replicas: vec![3],
+                removing_replicas: vec![],
+            }),
+            ..match changed(5, 2, 3) {
+                Record::PartitionChanged(c) => c,
+                _ => unreachable!(),
+            }
+        })));
+        let mut expected = MetadataImage::default();
+        let mut events = Vec::new();
+        for (offset, record) in records.into_iter().enumerate() {
+            expected.apply(offset as i64, &record).unwrap();
+            events.push(MetadataEvent {
+                offset: offset as i64,
+                timestamp_ms: 1,
+                record: Some(record),
+            });
+        }
+        // Two transactions, the second starting mid-run.
+        let (first, second) = events.split_at(n as usize + 10);
+        store.apply(first, None, ("a", "m")).await.unwrap();
+        store.apply(second, None, ("b", "m")).await.unwrap();
+        let loaded = store.load_image().await.unwrap();
+        let (got, want) = (&loaded.topics["wide"], &expected.topics["wide"]);
+        let wrong: Vec<_> = want
+            .partitions
+            .iter()
+            .filter(|(p, s)| got.partitions.get(p) != Some(s))
+            .map(|(p, s)| (p, s, got.partitions.get(p)))
+            .collect();
+        assert!(wrong.is_empty(), "(partition, folded, stored): {wrong:?}");
+        assert_eq!(loaded.topics, expected.topics);
+        assert_eq!(loaded.next_offset, expected.next_offset);
+        let log = store.read_log(0, i64::MAX).await.unwrap();
+        assert_eq!(log, events, "the log holds every record once, in order");
+        store.close().await;
     }
 }
