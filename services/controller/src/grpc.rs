@@ -839,7 +839,12 @@ impl ControllerApi for ControllerService {
                             let fresh: Vec<_> = events.iter().filter(|e| e.offset >= next).cloned().collect();
                             if let Some(last) = fresh.last() {
                                 next = last.offset + 1;
-                                yield pb::WatchResponse { events: fresh, active_controller_id: active_id(active.current()) };
+                            }
+                            // In pages, as from the store: the creation of a
+                            // 100,000-partition topic is one entry, and as one
+                            // message it would pass a client's 4 MB limit.
+                            for page in fresh.chunks(WATCH_PAGE as usize) {
+                                yield pb::WatchResponse { events: page.to_vec(), active_controller_id: active_id(active.current()) };
                             }
                         }
                         // Fell behind the channel: catch up from the store again.

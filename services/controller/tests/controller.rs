@@ -474,6 +474,25 @@ async fn watchers_get_live_events_after_history() {
         vec![2, 3, 4],
         "topic + 2 partitions, no gaps or repeats"
     );
+    // One entry of 5 MB of records (a long name, 20,000 partitions) comes
+    // in pages a client with the default 4 MB message limit can read.
+    let name = "x".repeat(240);
+    create(&mut c, vec![topic(&name, 20_000, 1, &[])]).await;
+    let mut partitions = 0;
+    while partitions < 20_000 {
+        let page = stream.message().await.unwrap().unwrap();
+        assert!(page.events.len() <= 1000, "{} events", page.events.len());
+        partitions += page
+            .events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.record.as_ref().and_then(|r| r.record.as_ref()),
+                    Some(Record::PartitionCreated(_))
+                )
+            })
+            .count();
+    }
     handle.shutdown().await;
 }
 
