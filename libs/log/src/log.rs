@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! 00000000000000000000.log        batches, as received
-//! 00000000000000000000.index      sparse offset index (every index.interval.bytes)
-//! 00000000000000000000.timeindex  time index
+//! 00000000000000000000.index      sparse offset index (every index.interval.bytes; from the first entry)
+//! 00000000000000000000.timeindex  time index (from the first entry; every sealed segment has one)
 //! 00000000000000000000.txnindex   aborted transactions whose markers are in the segment (when any)
 //! 00000000000000052318.log ...    later segments, named by base offset
 //! leader-epoch-checkpoint         epoch -> start offset
