@@ -118,14 +118,14 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         Command::Transactions(args) => transactions::run(Cluster::new(client), args).await?,
         Command::Produce(args) => {
             let cluster = Cluster::new(client);
-            ensure_topic(&cluster, &args.topic, args.partitions).await?;
+            let partitions = ensure_topic(&cluster, &args.topic, args.partitions).await?;
             let r = produce(&cluster, &args, true).await?;
             outln!(
                 "produce: {} records ({} B) on {} ({} partitions), acks={}, {} producer(s), compression={}",
                 r.records,
                 args.record_size,
                 args.topic,
-                args.partitions,
+                partitions,
                 acks_name(args.acks),
                 args.producers,
                 args.compression
@@ -135,7 +135,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
         }
         Command::Consume(args) => {
             let cluster = Cluster::new(client);
-            ensure_topic(&cluster, &args.topic, args.partitions).await?;
+            let partitions = ensure_topic(&cluster, &args.topic, args.partitions).await?;
             let have = available(&cluster, &args.topic).await?;
             if have < args.records {
                 errln!("preparing: producing {} records first", args.records - have);
@@ -151,7 +151,7 @@ pub async fn run(client: ClientConfig, cmd: Command) -> anyhow::Result<()> {
                 r.records,
                 args.record_size,
                 args.topic,
-                args.partitions
+                partitions
             )?;
             print_throughput(&r)?;
             print_latency("poll latency", &r.latency)?;
@@ -193,29 +193,32 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}")
 }
 
-async fn ensure_topic(cluster: &Arc<Cluster>, topic: &str, partitions: i32) -> anyhow::Result<()> {
+/// Creates the benchmark topic with `partitions` unless it exists; returns
+/// how many partitions it has.
+async fn ensure_topic(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<usize> {
     let admin = Admin::with_cluster(Arc::clone(cluster));
-    if admin.list_topics().await?.iter().any(|t| t == topic) {
-        return Ok(());
+    if !admin.list_topics().await?.iter().any(|t| t == topic) {
+        admin
+            .create_topic(NewTopic::new(topic).partitions(partitions))
+            .await
+            .with_context(|| format!("cannot create benchmark topic {topic}"))?;
     }
-    admin
-        .create_topic(NewTopic::new(topic).partitions(partitions))
-        .await
-        .with_context(|| format!("cannot create benchmark topic {topic}"))?;
     // Wait until the brokers serve it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !cluster
-        .refresh(&[topic.to_owned()], false)
-        .await?
-        .topics
-        .contains_key(topic)
-    {
+    loop {
+        let md = cluster.refresh(&[topic.to_owned()], false).await?;
+        if let Some(t) = md.topics.get(topic) {
+            return Ok(t.partitions.len());
+        }
         if Instant::now() > deadline {
             bail!("topic {topic} was created but no broker serves it yet");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 async fn available(cluster: &Arc<Cluster>, topic: &str) -> anyhow::Result<u64> {
