@@ -44,6 +44,64 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn serialize(&self, topic: &str, value: &T) -> Result<Bytes, SerdeError>;
     /// The value `data` holds, from a record of `topic`.
     fn deserialize(&self, topic: &str, data: &[u8]) -> Result<T, SerdeError>;
+
+    /// The bytes of `value`, or none (a null key or value on the wire).
+    fn serialize_nullable(&self, topic: &str, value: &T) -> Result<Option<Bytes>, SerdeError> {
+        self.serialize(topic, value).map(Some)
+    }
+    /// What a null key or value reads as: an error, unless the type has a
+    /// null ([`Nullable`]).
+    fn deserialize_null(&self, topic: &str) -> Result<T, SerdeError> {
+        Err(SerdeError::deserialize(
+            self.name(),
+            topic,
+            "null where a value belongs (use Nullable for optional keys or values)",
+        ))
+    }
+}
+
+/// `Option<T>` through the serde of `T`: `None` is a null key or value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Nullable<S>(pub S);
+
+impl<T, S: Serde<T>> Serde<Option<T>> for Nullable<S> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn serialize(&self, topic: &str, value: &Option<T>) -> Result<Bytes, SerdeError> {
+        match value {
+            Some(v) => self.0.serialize(topic, v),
+            None => Ok(Bytes::new()),
+        }
+    }
+    fn deserialize(&self, topic: &str, data: &[u8]) -> Result<Option<T>, SerdeError> {
+        self.0.deserialize(topic, data).map(Some)
+    }
+    fn serialize_nullable(
+        &self,
+        topic: &str,
+        value: &Option<T>,
+    ) -> Result<Option<Bytes>, SerdeError> {
+        value
+            .as_ref()
+            .map(|v| self.0.serialize(topic, v))
+            .transpose()
+    }
+    fn deserialize_null(&self, _topic: &str) -> Result<Option<T>, SerdeError> {
+        Ok(None)
+    }
+}
+
+/// Reads an optional key or value: null through [`Serde::deserialize_null`].
+pub(crate) fn read<T>(
+    serde: &impl Serde<T>,
+    topic: &str,
+    data: Option<&[u8]>,
+) -> Result<T, SerdeError> {
+    match data {
+        Some(d) => serde.deserialize(topic, d),
+        None => serde.deserialize_null(topic),
+    }
 }
 
 /// Bytes as they are.
@@ -246,6 +304,13 @@ mod tests {
             (e.serde, e.action, e.topic.as_str()),
             ("json", "deserialize", "orders")
         );
+
+        let opt = Nullable(StringSerde);
+        assert_eq!(read(&opt, "t", None).unwrap(), None);
+        assert_eq!(read(&opt, "t", Some(b"a")).unwrap(), Some("a".to_owned()));
+        assert_eq!(opt.serialize_nullable("t", &None).unwrap(), None);
+        let e = read(&StringSerde, "orders", None).unwrap_err();
+        assert!(e.reason.starts_with("null where a value belongs"), "{e}");
 
         assert!(UnitSerde.serialize("t", &()).unwrap().is_empty());
         assert!(UnitSerde.deserialize("t", b"x").is_err());

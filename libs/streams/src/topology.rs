@@ -1,0 +1,450 @@
+//! The topology: what an application does to the records it reads, built
+//! with [`StreamsBuilder`] and typed [`KStream`]s, kept as a graph of
+//! processor nodes that pass records on to their children.
+//!
+//! Inside the graph keys and values are type-erased (`Arc<dyn Any>`), so
+//! one node can feed several children without cloning user types; the typed
+//! builder methods are the only place that knows what each node holds, and
+//! each closure they install downcasts to exactly the type it was built for.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::StreamsError;
+use crate::serde::{Serde, read};
+
+/// A key or value inside the graph.
+pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
+
+/// A record inside the graph.
+#[derive(Clone)]
+pub(crate) struct Rec {
+    pub key: Erased,
+    pub value: Erased,
+    pub timestamp: i64,
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// A record as it reaches a sink: bytes for one output topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// The topic it goes to.
+    pub topic: String,
+    /// Its key (`None`: null).
+    pub key: Option<Bytes>,
+    /// Its value (`None`: null, a tombstone).
+    pub value: Option<Bytes>,
+    /// Its timestamp (the input record's, as Kafka Streams keeps it).
+    pub timestamp: i64,
+    /// Its headers.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Node index in the graph.
+pub(crate) type NodeId = usize;
+
+/// What a processor node does with one record: pushes what it passes on
+/// to `out` as (output port, record); most nodes have one port, 0.
+pub(crate) type ProcessFn =
+    dyn Fn(&Rec, &mut Vec<(usize, Rec)>) -> Result<(), StreamsError> + Send + Sync;
+
+/// Reads a source record's bytes into the graph's types.
+pub(crate) type SourceFn = dyn Fn(&str, Option<&[u8]>, Option<&[u8]>) -> Result<(Erased, Erased), StreamsError>
+    + Send
+    + Sync;
+
+/// Writes a record's key and value as bytes for a sink topic.
+pub(crate) type SinkFn =
+    dyn Fn(&str, &Rec) -> Result<(Option<Bytes>, Option<Bytes>), StreamsError> + Send + Sync;
+
+pub(crate) enum Node {
+    Source {
+        topics: Vec<String>,
+        read: Arc<SourceFn>,
+    },
+    Processor(Arc<ProcessFn>),
+    Sink {
+        topic: String,
+        write: Arc<SinkFn>,
+    },
+}
+
+/// The built topology: nodes and who feeds whom.
+pub struct Topology {
+    pub(crate) nodes: Vec<Node>,
+    /// For each node, its children and the output port each hangs off.
+    pub(crate) children: Vec<Vec<(usize, NodeId)>>,
+}
+
+impl Topology {
+    /// The topics the topology reads.
+    pub fn source_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Source { topics, .. } => Some(topics.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The topics the topology writes.
+    pub fn sink_topics(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Sink { topic, .. } => Some(topic.clone()),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Runs one input record through the graph from every source of
+    /// `topic`, collecting what reaches the sinks.
+    pub(crate) fn process(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(String, Option<Bytes>)],
+        sink: &mut Vec<OutputRecord>,
+    ) -> Result<(), StreamsError> {
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Node::Source { topics, read } = node
+                && topics.iter().any(|t| t == topic)
+            {
+                let (key, value) = read(topic, key, value)?;
+                let rec = Rec {
+                    key,
+                    value,
+                    timestamp,
+                    headers: headers.to_vec(),
+                };
+                self.forward(id, 0, &rec, sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `rec` to the children of `from` on `port`, depth first, as
+    /// Kafka Streams does: a record reaches every sink before the next one
+    /// enters.
+    fn forward(
+        &self,
+        from: NodeId,
+        port: usize,
+        rec: &Rec,
+        sink: &mut Vec<OutputRecord>,
+    ) -> Result<(), StreamsError> {
+        for &(p, child) in &self.children[from] {
+            if p != port {
+                continue;
+            }
+            match &self.nodes[child] {
+                Node::Source { .. } => {}
+                Node::Processor(f) => {
+                    let mut out = Vec::new();
+                    f(rec, &mut out)?;
+                    for (port, r) in &out {
+                        self.forward(child, *port, r, sink)?;
+                    }
+                }
+                Node::Sink { topic, write } => {
+                    let (key, value) = write(topic, rec)?;
+                    sink.push(OutputRecord {
+                        topic: topic.clone(),
+                        key,
+                        value,
+                        timestamp: rec.timestamp,
+                        headers: rec.headers.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The graph while it is being built.
+#[derive(Default)]
+struct Graph {
+    nodes: Vec<Node>,
+    children: Vec<Vec<(usize, NodeId)>>,
+}
+
+impl Graph {
+    fn add(&mut self, node: Node, parents: &[(NodeId, usize)]) -> NodeId {
+        let id = self.nodes.len();
+        self.nodes.push(node);
+        self.children.push(Vec::new());
+        for &(parent, port) in parents {
+            self.children[parent].push((port, id));
+        }
+        id
+    }
+}
+
+/// Builds a [`Topology`] (Kafka Streams' `StreamsBuilder`).
+#[derive(Default)]
+pub struct StreamsBuilder {
+    graph: Rc<RefCell<Graph>>,
+}
+
+/// Downcasts a graph key or value to the type its node was built for.
+fn cast<T: 'static>(v: &Erased) -> Result<&T, StreamsError> {
+    v.downcast_ref::<T>().ok_or_else(|| {
+        StreamsError::Topology(format!(
+            "a node expected {}, the graph passed something else",
+            std::any::type_name::<T>()
+        ))
+    })
+}
+
+impl StreamsBuilder {
+    /// A new, empty builder.
+    pub fn new() -> StreamsBuilder {
+        StreamsBuilder::default()
+    }
+
+    /// The records of `topic`, keys and values read with the serdes given.
+    pub fn stream<K, V>(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> KStream<K, V>
+    where
+        K: Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let read: Arc<SourceFn> = Arc::new(move |topic, key, value| {
+            let k = read(&key_serde, topic, key)?;
+            let v = read(&value_serde, topic, value)?;
+            Ok((Arc::new(k) as Erased, Arc::new(v) as Erased))
+        });
+        let id = self.graph.borrow_mut().add(
+            Node::Source {
+                topics: vec![topic.to_owned()],
+                read,
+            },
+            &[],
+        );
+        KStream::at(&self.graph, vec![(id, 0)])
+    }
+
+    /// The topology built so far.
+    pub fn build(self) -> Topology {
+        let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        Topology {
+            nodes: graph.nodes,
+            children: graph.children,
+        }
+    }
+}
+
+/// A test on a record's key and value, for [`KStream::branch`].
+pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
+
+/// A stream of keyed records (Kafka Streams' `KStream`).
+pub struct KStream<K, V> {
+    graph: Rc<RefCell<Graph>>,
+    /// The nodes (and ports) whose output this stream is: one, or several
+    /// after [`KStream::merge`].
+    parents: Vec<(NodeId, usize)>,
+    types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> KStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    fn at(graph: &Rc<RefCell<Graph>>, parents: Vec<(NodeId, usize)>) -> KStream<K, V> {
+        KStream {
+            graph: Rc::clone(graph),
+            parents,
+            types: PhantomData,
+        }
+    }
+
+    fn then<K2, V2>(
+        &self,
+        f: impl Fn(&K, &V, &Rec, &mut Vec<(usize, Rec)>) + Send + Sync + 'static,
+    ) -> KStream<K2, V2>
+    where
+        K2: Send + Sync + 'static,
+        V2: Send + Sync + 'static,
+    {
+        let process: Arc<ProcessFn> = Arc::new(move |rec, out| {
+            f(cast::<K>(&rec.key)?, cast::<V>(&rec.value)?, rec, out);
+            Ok(())
+        });
+        let id = self
+            .graph
+            .borrow_mut()
+            .add(Node::Processor(process), &self.parents);
+        KStream::at(&self.graph, vec![(id, 0)])
+    }
+
+    /// The records for which `keep` is true.
+    pub fn filter(&self, keep: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
+        self.then(move |k, v, rec, out| {
+            if keep(k, v) {
+                out.push((0, rec.clone()));
+            }
+        })
+    }
+
+    /// The records for which `drop` is false (Kafka's `filterNot`).
+    pub fn filter_not(
+        &self,
+        drop: impl Fn(&K, &V) -> bool + Send + Sync + 'static,
+    ) -> KStream<K, V> {
+        self.filter(move |k, v| !drop(k, v))
+    }
+
+    /// Each record turned into a new key and value.
+    pub fn map<K2, V2>(
+        &self,
+        f: impl Fn(&K, &V) -> (K2, V2) + Send + Sync + 'static,
+    ) -> KStream<K2, V2>
+    where
+        K2: Send + Sync + 'static,
+        V2: Send + Sync + 'static,
+    {
+        self.then(move |k, v, rec, out| {
+            let (k2, v2) = f(k, v);
+            out.push((0, with(rec, Arc::new(k2), Arc::new(v2))));
+        })
+    }
+
+    /// Each record with a new value, the key kept.
+    pub fn map_values<V2>(&self, f: impl Fn(&V) -> V2 + Send + Sync + 'static) -> KStream<K, V2>
+    where
+        V2: Send + Sync + 'static,
+    {
+        self.then(move |_, v, rec, out| {
+            out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(f(v)))));
+        })
+    }
+
+    /// Each record with a new key computed from it (Kafka's `selectKey`).
+    pub fn select_key<K2>(&self, f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static) -> KStream<K2, V>
+    where
+        K2: Send + Sync + 'static,
+    {
+        self.then(move |k, v, rec, out| {
+            out.push((0, with(rec, Arc::new(f(k, v)), Arc::clone(&rec.value))));
+        })
+    }
+
+    /// Each record turned into zero or more records.
+    pub fn flat_map<K2, V2, I>(
+        &self,
+        f: impl Fn(&K, &V) -> I + Send + Sync + 'static,
+    ) -> KStream<K2, V2>
+    where
+        K2: Send + Sync + 'static,
+        V2: Send + Sync + 'static,
+        I: IntoIterator<Item = (K2, V2)>,
+    {
+        self.then(move |k, v, rec, out| {
+            for (k2, v2) in f(k, v) {
+                out.push((0, with(rec, Arc::new(k2), Arc::new(v2))));
+            }
+        })
+    }
+
+    /// Each record turned into zero or more values under its key.
+    pub fn flat_map_values<V2, I>(
+        &self,
+        f: impl Fn(&V) -> I + Send + Sync + 'static,
+    ) -> KStream<K, V2>
+    where
+        V2: Send + Sync + 'static,
+        I: IntoIterator<Item = V2>,
+    {
+        self.then(move |_, v, rec, out| {
+            for v2 in f(v) {
+                out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(v2))));
+            }
+        })
+    }
+
+    /// Calls `f` on each record and passes it on unchanged.
+    pub fn peek(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
+        self.then(move |k, v, rec, out| {
+            f(k, v);
+            out.push((0, rec.clone()));
+        })
+    }
+
+    /// Splits the stream: each record goes to the first branch whose
+    /// predicate it matches, or is dropped if none does (Kafka's `branch`;
+    /// end with `|_, _| true` for a default branch).
+    pub fn branch(&self, predicates: Vec<Predicate<K, V>>) -> Vec<KStream<K, V>> {
+        let n = predicates.len();
+        let process: Arc<ProcessFn> = Arc::new(move |rec, out| {
+            let (k, v) = (cast::<K>(&rec.key)?, cast::<V>(&rec.value)?);
+            if let Some(port) = predicates.iter().position(|p| p(k, v)) {
+                out.push((port, rec.clone()));
+            }
+            Ok(())
+        });
+        let id = self
+            .graph
+            .borrow_mut()
+            .add(Node::Processor(process), &self.parents);
+        (0..n)
+            .map(|port| KStream::at(&self.graph, vec![(id, port)]))
+            .collect()
+    }
+
+    /// This stream and `other` as one.
+    pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
+        let mut parents = self.parents.clone();
+        parents.extend(other.parents.iter().copied());
+        KStream::at(&self.graph, parents)
+    }
+
+    /// Writes the stream to `topic`, keys and values with the serdes given.
+    pub fn to(&self, topic: &str, key_serde: impl Serde<K>, value_serde: impl Serde<V>) {
+        let write: Arc<SinkFn> = Arc::new(move |topic, rec| {
+            let key = key_serde.serialize_nullable(topic, cast::<K>(&rec.key)?)?;
+            let value = value_serde.serialize_nullable(topic, cast::<V>(&rec.value)?)?;
+            Ok((key, value))
+        });
+        self.graph.borrow_mut().add(
+            Node::Sink {
+                topic: topic.to_owned(),
+                write,
+            },
+            &self.parents,
+        );
+    }
+}
+
+/// `rec` with a new key and value, its timestamp and headers kept.
+fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
+    Rec {
+        key,
+        value,
+        timestamp: rec.timestamp,
+        headers: rec.headers.clone(),
+    }
+}
