@@ -84,29 +84,26 @@ pub struct Topology {
 impl Topology {
     /// The topics the topology reads.
     pub fn source_topics(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .nodes
-            .iter()
-            .filter_map(|n| match n {
-                Node::Source { topics, .. } => Some(topics.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+        self.topics(|n| match n {
+            Node::Source { topics, .. } => topics.as_slice(),
+            _ => &[],
+        })
     }
 
     /// The topics the topology writes.
     pub fn sink_topics(&self) -> Vec<String> {
+        self.topics(|n| match n {
+            Node::Sink { topic, .. } => std::slice::from_ref(topic),
+            _ => &[],
+        })
+    }
+
+    /// The topics `of` names across the nodes, sorted, once each.
+    fn topics(&self, of: impl Fn(&Node) -> &[String]) -> Vec<String> {
         let mut out: Vec<String> = self
             .nodes
             .iter()
-            .filter_map(|n| match n {
-                Node::Sink { topic, .. } => Some(topic.clone()),
-                _ => None,
-            })
+            .flat_map(|n| of(n).iter().cloned())
             .collect();
         out.sort();
         out.dedup();
