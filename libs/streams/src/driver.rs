@@ -3,31 +3,49 @@
 //! Records are processed one at a time, in the order piped, each through
 //! the whole graph before the next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 
 use bytes::Bytes;
 
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
-use crate::topology::{OutputRecord, Topology};
+use crate::store::{KeyValueStore, MemoryStore};
+use crate::topology::{Ctx, OutputRecord, Topology};
 
 /// A topology run in memory.
 pub struct TestDriver {
     topology: Topology,
+    application_id: String,
+    stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
 }
 
 impl TestDriver {
-    /// A driver for `topology`.
-    pub fn new(topology: Topology) -> TestDriver {
+    /// A driver for `topology` as application `application_id` (the prefix
+    /// of its internal topics, as Kafka's `application.id`).
+    pub fn new(topology: Topology, application_id: &str) -> TestDriver {
+        let stores = topology
+            .stores()
+            .iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    Box::new(MemoryStore::new()) as Box<dyn KeyValueStore>,
+                )
+            })
+            .collect();
         TestDriver {
             topology,
+            application_id: application_id.to_owned(),
+            stores,
             outputs: BTreeMap::new(),
         }
     }
 
-    /// Processes one record of `topic` given as bytes (`None`: null).
+    /// Processes one record of `topic` given as bytes (`None`: null), then
+    /// whatever it wrote to the topology's own repartition topics, until
+    /// nothing is left.
     pub fn pipe_raw(
         &mut self,
         topic: &str,
@@ -35,11 +53,35 @@ impl TestDriver {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), StreamsError> {
-        let mut out = Vec::new();
-        self.topology
-            .process(topic, key, value, timestamp, &[], &mut out)?;
-        for r in out {
-            self.outputs.entry(r.topic.clone()).or_default().push(r);
+        let mut pending = VecDeque::from([OutputRecord {
+            topic: topic.to_owned(),
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            timestamp,
+            headers: Vec::new(),
+        }]);
+        let repartition = self.topology.repartition_topics(&self.application_id);
+        while let Some(r) = pending.pop_front() {
+            let mut out = Vec::new();
+            let mut ctx = Ctx {
+                application_id: &self.application_id,
+                stores: &mut self.stores,
+                sink: &mut out,
+            };
+            self.topology.process(
+                &mut ctx,
+                &r.topic,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.timestamp,
+                &r.headers,
+            )?;
+            for o in out {
+                if repartition.contains(&o.topic) {
+                    pending.push_back(o.clone());
+                }
+                self.outputs.entry(o.topic.clone()).or_default().push(o);
+            }
         }
         Ok(())
     }

@@ -13,13 +13,22 @@
 //!   other's topics.
 //! - [`topology`]: [`StreamsBuilder`] and the stateless [`KStream`]
 //!   operations (`filter`, `map`, `map_values`, `select_key`, `flat_map`,
-//!   `flat_map_values`, `peek`, `branch`, `merge`, `to`).
+//!   `flat_map_values`, `peek`, `branch`, `merge`, `to`); grouping
+//!   (`group_by_key`, `group_by` through a repartition topic) and the
+//!   aggregations `count`, `reduce` and `aggregate` into a [`KTable`],
+//!   each update written to its store and to the store's changelog topic
+//!   (`<application.id>-<store>-changelog`).
+//! - [`store`]: the key-value store a task keeps its state in.
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
-//!   Kafka's `TopologyTestDriver`.
+//!   Kafka's `TopologyTestDriver`, repartition topics included.
+//!
+//! Still to come: windows, joins, tables from topics, persistent stores,
+//! and running on a cluster with exactly-once.
 
 pub mod driver;
 pub mod error;
 pub mod serde;
+pub mod store;
 pub mod topology;
 
 pub use driver::{TestDriver, TestInput};
@@ -28,4 +37,7 @@ pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,
     UnitSerde,
 };
-pub use topology::{KStream, OutputRecord, Predicate, StreamsBuilder, Topology};
+pub use store::{KeyValueStore, MemoryStore};
+pub use topology::{
+    KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, Topology,
+};

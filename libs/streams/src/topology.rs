@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
+use crate::store::KeyValueStore;
 
 /// A key or value inside the graph.
 pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
@@ -51,7 +53,34 @@ pub(crate) type NodeId = usize;
 /// What a processor node does with one record: pushes what it passes on
 /// to `out` as (output port, record); most nodes have one port, 0.
 pub(crate) type ProcessFn =
-    dyn Fn(&Rec, &mut Vec<(usize, Rec)>) -> Result<(), StreamsError> + Send + Sync;
+    dyn Fn(&mut Ctx<'_>, &Rec, &mut Vec<(usize, Rec)>) -> Result<(), StreamsError> + Send + Sync;
+
+/// What a task gives its processors: its stores, and where records for
+/// topics (sinks, changelogs) go.
+pub(crate) struct Ctx<'a> {
+    pub application_id: &'a str,
+    pub stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
+    pub sink: &'a mut Vec<OutputRecord>,
+}
+
+impl Ctx<'_> {
+    /// The store `name` of this task.
+    fn store(&mut self, name: &str) -> Result<&mut Box<dyn KeyValueStore>, StreamsError> {
+        self.stores
+            .get_mut(name)
+            .ok_or_else(|| StreamsError::Topology(format!("no state store {name}")))
+    }
+
+    /// The real name of a topic: internal ones (repartition, changelog)
+    /// carry the application id first, as Kafka Streams names them.
+    pub fn topic(&self, name: &str, internal: bool) -> String {
+        if internal {
+            format!("{}-{name}", self.application_id)
+        } else {
+            name.to_owned()
+        }
+    }
+}
 
 /// Reads a source record's bytes into the graph's types.
 pub(crate) type SourceFn = dyn Fn(&str, Option<&[u8]>, Option<&[u8]>) -> Result<(Erased, Erased), StreamsError>
@@ -65,11 +94,13 @@ pub(crate) type SinkFn =
 pub(crate) enum Node {
     Source {
         topics: Vec<String>,
+        internal: bool,
         read: Arc<SourceFn>,
     },
     Processor(Arc<ProcessFn>),
     Sink {
         topic: String,
+        internal: bool,
         write: Arc<SinkFn>,
     },
 }
@@ -79,9 +110,16 @@ pub struct Topology {
     pub(crate) nodes: Vec<Node>,
     /// For each node, its children and the output port each hangs off.
     pub(crate) children: Vec<Vec<(usize, NodeId)>>,
+    /// The state stores a task of this topology holds.
+    pub(crate) stores: Vec<String>,
 }
 
 impl Topology {
+    /// The names of its state stores.
+    pub fn stores(&self) -> &[String] {
+        &self.stores
+    }
+
     /// The topics the topology reads.
     pub fn source_topics(&self) -> Vec<String> {
         self.topics(|n| match n {
@@ -114,16 +152,20 @@ impl Topology {
     /// `topic`, collecting what reaches the sinks.
     pub(crate) fn process(
         &self,
+        ctx: &mut Ctx<'_>,
         topic: &str,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         timestamp: i64,
         headers: &[(String, Option<Bytes>)],
-        sink: &mut Vec<OutputRecord>,
     ) -> Result<(), StreamsError> {
         for (id, node) in self.nodes.iter().enumerate() {
-            if let Node::Source { topics, read } = node
-                && topics.iter().any(|t| t == topic)
+            if let Node::Source {
+                topics,
+                internal,
+                read,
+            } = node
+                && topics.iter().any(|t| ctx.topic(t, *internal) == topic)
             {
                 let (key, value) = read(topic, key, value)?;
                 let rec = Rec {
@@ -132,7 +174,7 @@ impl Topology {
                     timestamp,
                     headers: headers.to_vec(),
                 };
-                self.forward(id, 0, &rec, sink)?;
+                self.forward(ctx, id, 0, &rec)?;
             }
         }
         Ok(())
@@ -143,10 +185,10 @@ impl Topology {
     /// enters.
     fn forward(
         &self,
+        ctx: &mut Ctx<'_>,
         from: NodeId,
         port: usize,
         rec: &Rec,
-        sink: &mut Vec<OutputRecord>,
     ) -> Result<(), StreamsError> {
         for &(p, child) in &self.children[from] {
             if p != port {
@@ -156,15 +198,20 @@ impl Topology {
                 Node::Source { .. } => {}
                 Node::Processor(f) => {
                     let mut out = Vec::new();
-                    f(rec, &mut out)?;
+                    f(ctx, rec, &mut out)?;
                     for (port, r) in &out {
-                        self.forward(child, *port, r, sink)?;
+                        self.forward(ctx, child, *port, r)?;
                     }
                 }
-                Node::Sink { topic, write } => {
-                    let (key, value) = write(topic, rec)?;
-                    sink.push(OutputRecord {
-                        topic: topic.clone(),
+                Node::Sink {
+                    topic,
+                    internal,
+                    write,
+                } => {
+                    let topic = ctx.topic(topic, *internal);
+                    let (key, value) = write(&topic, rec)?;
+                    ctx.sink.push(OutputRecord {
+                        topic,
                         key,
                         value,
                         timestamp: rec.timestamp,
@@ -182,6 +229,7 @@ impl Topology {
 struct Graph {
     nodes: Vec<Node>,
     children: Vec<Vec<(usize, NodeId)>>,
+    stores: Vec<String>,
 }
 
 impl Graph {
@@ -237,6 +285,7 @@ impl StreamsBuilder {
         let id = self.graph.borrow_mut().add(
             Node::Source {
                 topics: vec![topic.to_owned()],
+                internal: false,
                 read,
             },
             &[],
@@ -250,6 +299,7 @@ impl StreamsBuilder {
         Topology {
             nodes: graph.nodes,
             children: graph.children,
+            stores: graph.stores,
         }
     }
 }
@@ -287,7 +337,7 @@ where
         K2: Send + Sync + 'static,
         V2: Send + Sync + 'static,
     {
-        let process: Arc<ProcessFn> = Arc::new(move |rec, out| {
+        let process: Arc<ProcessFn> = Arc::new(move |_, rec, out| {
             f(cast::<K>(&rec.key)?, cast::<V>(&rec.value)?, rec, out);
             Ok(())
         });
@@ -396,7 +446,7 @@ where
     /// end with `|_, _| true` for a default branch).
     pub fn branch(&self, predicates: Vec<Predicate<K, V>>) -> Vec<KStream<K, V>> {
         let n = predicates.len();
-        let process: Arc<ProcessFn> = Arc::new(move |rec, out| {
+        let process: Arc<ProcessFn> = Arc::new(move |_, rec, out| {
             let (k, v) = (cast::<K>(&rec.key)?, cast::<V>(&rec.value)?);
             if let Some(port) = predicates.iter().position(|p| p(k, v)) {
                 out.push((port, rec.clone()));
@@ -429,6 +479,7 @@ where
         self.graph.borrow_mut().add(
             Node::Sink {
                 topic: topic.to_owned(),
+                internal: false,
                 write,
             },
             &self.parents,
@@ -443,5 +494,266 @@ fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
         value,
         timestamp: rec.timestamp,
         headers: rec.headers.clone(),
+    }
+}
+
+impl Topology {
+    /// The real names of the repartition topics the topology writes and
+    /// reads back, for application `application_id`.
+    pub(crate) fn repartition_topics(&self, application_id: &str) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n {
+                Node::Sink {
+                    topic,
+                    internal: true,
+                    ..
+                } if topic.ends_with(REPARTITION_SUFFIX) => {
+                    Some(format!("{application_id}-{topic}"))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+const REPARTITION_SUFFIX: &str = "-repartition";
+const CHANGELOG_SUFFIX: &str = "-changelog";
+
+impl<K, V> KStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The records grouped by their key, for an aggregation (Kafka's
+    /// `groupByKey` with `Grouped.with(keySerde, valueSerde)`).
+    pub fn group_by_key(
+        &self,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> KGroupedStream<K, V> {
+        KGroupedStream {
+            stream: KStream::at(&self.graph, self.parents.clone()),
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            repartition: false,
+        }
+    }
+
+    /// The records grouped by a new key: they go through a repartition
+    /// topic first, so every record of one key reaches the same task
+    /// (Kafka's `groupBy`).
+    pub fn group_by<K2>(
+        &self,
+        key: impl Fn(&K, &V) -> K2 + Send + Sync + 'static,
+        key_serde: impl Serde<K2>,
+        value_serde: impl Serde<V>,
+    ) -> KGroupedStream<K2, V>
+    where
+        K2: Send + Sync + 'static,
+    {
+        KGroupedStream {
+            stream: self.select_key(key),
+            key_serde: Arc::new(key_serde),
+            value_serde: Arc::new(value_serde),
+            repartition: true,
+        }
+    }
+}
+
+/// A stream grouped by key, ready to aggregate (Kafka's `KGroupedStream`).
+pub struct KGroupedStream<K, V> {
+    stream: KStream<K, V>,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+    repartition: bool,
+}
+
+impl<K, V> KGroupedStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// How many records each key had, in store `store` (Kafka's `count`).
+    pub fn count(&self, store: &str) -> KTable<K, i64> {
+        self.fold(store, crate::serde::I64Serde, |_, _, old: Option<i64>| {
+            old.unwrap_or(0) + 1
+        })
+    }
+
+    /// Each key's values combined with `combine` (the first value as it
+    /// is), in store `store` (Kafka's `reduce`).
+    pub fn reduce(
+        &self,
+        store: &str,
+        combine: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> KTable<K, V>
+    where
+        V: Clone,
+    {
+        let serde = Arc::clone(&self.value_serde);
+        self.fold(
+            store,
+            ArcSerde(serde),
+            move |_, v, old: Option<V>| match old {
+                Some(agg) => combine(&agg, v),
+                None => v.clone(),
+            },
+        )
+    }
+
+    /// Each key's values folded into an aggregate that starts as `init()`,
+    /// in store `store`, written with `serde` (Kafka's `aggregate`).
+    pub fn aggregate<A>(
+        &self,
+        store: &str,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+        serde: impl Serde<A>,
+    ) -> KTable<K, A>
+    where
+        A: Send + Sync + 'static,
+    {
+        self.fold(store, serde, move |k, v, old: Option<A>| {
+            add(k, v, old.unwrap_or_else(&init))
+        })
+    }
+
+    /// The aggregation node: reads the key's aggregate from the store,
+    /// folds the record in, writes the store and its changelog, and passes
+    /// the new aggregate on. Records with a null key are dropped, as Kafka
+    /// Streams drops them.
+    fn fold<A>(
+        &self,
+        store: &str,
+        serde: impl Serde<A>,
+        step: impl Fn(&K, &V, Option<A>) -> A + Send + Sync + 'static,
+    ) -> KTable<K, A>
+    where
+        A: Send + Sync + 'static,
+    {
+        let parents = if self.repartition {
+            self.through_repartition(store)
+        } else {
+            self.stream.parents.clone()
+        };
+        let key_serde = Arc::clone(&self.key_serde);
+        let name = store.to_owned();
+        let changelog = format!("{store}{CHANGELOG_SUFFIX}");
+        let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
+            let (k, v) = (cast::<K>(&rec.key)?, cast::<V>(&rec.value)?);
+            let changelog = ctx.topic(&changelog, true);
+            let Some(key) = key_serde.serialize_nullable(&changelog, k)? else {
+                return Ok(());
+            };
+            let store = ctx.store(&name)?;
+            let old = match store.get(&key)? {
+                Some(bytes) => Some(serde.deserialize(&changelog, &bytes)?),
+                None => None,
+            };
+            let new = step(k, v, old);
+            let bytes = serde.serialize(&changelog, &new)?;
+            store.put(&key, Some(bytes.clone()))?;
+            ctx.sink.push(OutputRecord {
+                topic: changelog,
+                key: Some(key),
+                value: Some(bytes),
+                timestamp: rec.timestamp,
+                headers: Vec::new(),
+            });
+            out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(new))));
+            Ok(())
+        });
+        let graph = &self.stream.graph;
+        let id = {
+            let mut g = graph.borrow_mut();
+            g.stores.push(store.to_owned());
+            g.add(Node::Processor(process), &parents)
+        };
+        KTable {
+            graph: Rc::clone(graph),
+            parents: vec![(id, 0)],
+            types: PhantomData,
+        }
+    }
+
+    /// Writes the stream to `<store>-repartition` and reads it back: the
+    /// parents an aggregation hangs off after a key change.
+    fn through_repartition(&self, store: &str) -> Vec<(NodeId, usize)> {
+        let topic = format!("{store}{REPARTITION_SUFFIX}");
+        let (ks, vs) = (Arc::clone(&self.key_serde), Arc::clone(&self.value_serde));
+        let write: Arc<SinkFn> = Arc::new(move |topic, rec| {
+            let key = ks.serialize_nullable(topic, cast::<K>(&rec.key)?)?;
+            let value = vs.serialize_nullable(topic, cast::<V>(&rec.value)?)?;
+            Ok((key, value))
+        });
+        let (ks, vs) = (Arc::clone(&self.key_serde), Arc::clone(&self.value_serde));
+        let read: Arc<SourceFn> = Arc::new(move |topic, key, value| {
+            let k = read(&ArcSerde(Arc::clone(&ks)), topic, key)?;
+            let v = read(&ArcSerde(Arc::clone(&vs)), topic, value)?;
+            Ok((Arc::new(k) as Erased, Arc::new(v) as Erased))
+        });
+        let mut g = self.stream.graph.borrow_mut();
+        g.add(
+            Node::Sink {
+                topic: topic.clone(),
+                internal: true,
+                write,
+            },
+            &self.stream.parents,
+        );
+        let source = g.add(
+            Node::Source {
+                topics: vec![topic],
+                internal: true,
+                read,
+            },
+            &[],
+        );
+        vec![(source, 0)]
+    }
+}
+
+/// A shared serde used where an owned one is wanted.
+struct ArcSerde<T>(Arc<dyn Serde<T>>);
+
+impl<T: 'static> Serde<T> for ArcSerde<T> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn serialize(&self, topic: &str, value: &T) -> Result<Bytes, crate::serde::SerdeError> {
+        self.0.serialize(topic, value)
+    }
+    fn deserialize(&self, topic: &str, data: &[u8]) -> Result<T, crate::serde::SerdeError> {
+        self.0.deserialize(topic, data)
+    }
+    fn serialize_nullable(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<Option<Bytes>, crate::serde::SerdeError> {
+        self.0.serialize_nullable(topic, value)
+    }
+    fn deserialize_null(&self, topic: &str) -> Result<T, crate::serde::SerdeError> {
+        self.0.deserialize_null(topic)
+    }
+}
+
+/// A table: the latest value of each key, as a changelog of updates
+/// (Kafka Streams' `KTable`).
+pub struct KTable<K, V> {
+    graph: Rc<RefCell<Graph>>,
+    parents: Vec<(NodeId, usize)>,
+    types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> KTable<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The table's updates as a stream (Kafka's `toStream`).
+    pub fn to_stream(&self) -> KStream<K, V> {
+        KStream::at(&self.graph, self.parents.clone())
     }
 }

@@ -1,0 +1,97 @@
+//! Grouping and aggregations against the in-memory driver: the tables'
+//! updates, the stores' changelogs and the repartition a key change needs.
+
+use runnel_streams::{I64Serde, Nullable, StreamsBuilder, StringSerde, TestDriver};
+
+fn s(v: &str) -> String {
+    v.to_owned()
+}
+
+#[test]
+fn word_count_repartitions_by_word_and_logs_every_update() {
+    let b = StreamsBuilder::new();
+    b.stream("lines", Nullable(StringSerde), StringSerde)
+        .flat_map_values(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .group_by(|_, word| word.clone(), StringSerde, StringSerde)
+        .count("counts")
+        .to_stream()
+        .to("word-counts", StringSerde, I64Serde);
+    let topology = b.build();
+    assert_eq!(topology.stores(), ["counts"]);
+    let mut d = TestDriver::new(topology, "wc");
+    let mut lines = d.input("lines", Nullable(StringSerde), StringSerde);
+    lines.pipe(None, s("a b a"), 1).unwrap();
+    lines.pipe(Some(s("x")), s("b"), 2).unwrap();
+    assert_eq!(
+        d.read("word-counts", &StringSerde, &I64Serde).unwrap(),
+        [
+            (s("a"), 1, 1),
+            (s("b"), 1, 1),
+            (s("a"), 2, 1),
+            (s("b"), 2, 2)
+        ]
+    );
+    // The internal topics carry the application id, as Kafka names them.
+    let repartitioned = d
+        .read("wc-counts-repartition", &StringSerde, &StringSerde)
+        .unwrap();
+    assert_eq!(repartitioned.len(), 4);
+    assert_eq!(
+        d.read("wc-counts-changelog", &StringSerde, &I64Serde)
+            .unwrap(),
+        [
+            (s("a"), 1, 1),
+            (s("b"), 1, 1),
+            (s("a"), 2, 1),
+            (s("b"), 2, 2)
+        ],
+        "every store update is in the changelog, in order"
+    );
+}
+
+#[test]
+fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
+    let b = StreamsBuilder::new();
+    let orders = b.stream("orders", Nullable(StringSerde), I64Serde);
+    let grouped = orders.group_by_key(Nullable(StringSerde), I64Serde);
+    grouped
+        .reduce("max", |a, b| *a.max(b))
+        .to_stream()
+        .to("max", Nullable(StringSerde), I64Serde);
+    grouped
+        .aggregate(
+            "spent",
+            || s("0"),
+            |_, cents, total: String| (total.parse::<i64>().unwrap_or(0) + cents).to_string(),
+            StringSerde,
+        )
+        .to_stream()
+        .to("spent", Nullable(StringSerde), StringSerde);
+    let mut d = TestDriver::new(b.build(), "shop");
+    let mut input = d.input("orders", Nullable(StringSerde), I64Serde);
+    input.pipe(Some(s("ann")), 300, 1).unwrap();
+    input.pipe(None, 999, 2).unwrap();
+    input.pipe(Some(s("bob")), 50, 3).unwrap();
+    input.pipe(Some(s("ann")), 200, 4).unwrap();
+    input.pipe(Some(s("ann")), 700, 5).unwrap();
+    assert_eq!(
+        d.read("max", &Nullable(StringSerde), &I64Serde).unwrap(),
+        [
+            (Some(s("ann")), 300, 1),
+            (Some(s("bob")), 50, 3),
+            (Some(s("ann")), 300, 4),
+            (Some(s("ann")), 700, 5)
+        ],
+        "the null-keyed order is dropped"
+    );
+    assert_eq!(
+        d.read("spent", &Nullable(StringSerde), &StringSerde)
+            .unwrap(),
+        [
+            (Some(s("ann")), s("300"), 1),
+            (Some(s("bob")), s("50"), 3),
+            (Some(s("ann")), s("500"), 4),
+            (Some(s("ann")), s("1200"), 5)
+        ]
+    );
+}
