@@ -19,6 +19,8 @@ pub struct TestDriver {
     application_id: String,
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
+    stream_time: i64,
+    dropped_late: u64,
 }
 
 impl TestDriver {
@@ -40,7 +42,15 @@ impl TestDriver {
             application_id: application_id.to_owned(),
             stores,
             outputs: BTreeMap::new(),
+            stream_time: i64::MIN,
+            dropped_late: 0,
         }
+    }
+
+    /// Records dropped so far for arriving after their window closed
+    /// (Kafka's `dropped-records` for late records).
+    pub fn dropped_late_records(&self) -> u64 {
+        self.dropped_late
     }
 
     /// Processes one record of `topic` given as bytes (`None`: null), then
@@ -63,10 +73,13 @@ impl TestDriver {
         let repartition = self.topology.repartition_topics(&self.application_id);
         while let Some(r) = pending.pop_front() {
             let mut out = Vec::new();
+            self.stream_time = self.stream_time.max(r.timestamp);
             let mut ctx = Ctx {
                 application_id: &self.application_id,
                 stores: &mut self.stores,
                 sink: &mut out,
+                stream_time: self.stream_time,
+                dropped_late: &mut self.dropped_late,
             };
             self.topology.process(
                 &mut ctx,

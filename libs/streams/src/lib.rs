@@ -18,18 +18,24 @@
 //!   aggregations `count`, `reduce` and `aggregate` into a [`KTable`],
 //!   each update written to its store and to the store's changelog topic
 //!   (`<application.id>-<store>-changelog`).
+//! - [`window`]: tumbling and hopping [`TimeWindows`] with a grace period
+//!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
+//!   records for closed windows dropped and counted), and [`Windowed`] keys
+//!   in Kafka's byte layout.
 //! - [`store`]: the key-value store a task keeps its state in.
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: windows, joins, tables from topics, persistent stores,
-//! and running on a cluster with exactly-once.
+//! Still to come: sliding and session windows, `suppress`, joins, tables
+//! from topics, persistent stores, and running on a cluster with
+//! exactly-once.
 
 pub mod driver;
 pub mod error;
 pub mod serde;
 pub mod store;
 pub mod topology;
+pub mod window;
 
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
@@ -39,5 +45,7 @@ pub use serde::{
 };
 pub use store::{KeyValueStore, MemoryStore};
 pub use topology::{
-    KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, Topology,
+    KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, TimeWindowedKStream,
+    Topology,
 };
+pub use window::{TimeWindows, Windowed, WindowedSerde};

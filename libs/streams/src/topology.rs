@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::KeyValueStore;
+use crate::window::{TimeWindows, Windowed};
 
 /// A key or value inside the graph.
 pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
@@ -61,6 +62,10 @@ pub(crate) struct Ctx<'a> {
     pub application_id: &'a str,
     pub stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
     pub sink: &'a mut Vec<OutputRecord>,
+    /// The task's stream time: the largest timestamp it has processed.
+    pub stream_time: i64,
+    /// Records dropped for arriving after their window closed.
+    pub dropped_late: &'a mut u64,
 }
 
 impl Ctx<'_> {
@@ -755,5 +760,160 @@ where
     /// The table's updates as a stream (Kafka's `toStream`).
     pub fn to_stream(&self) -> KStream<K, V> {
         KStream::at(&self.graph, self.parents.clone())
+    }
+}
+
+impl<K, V> KGroupedStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The grouped records in time windows, for a windowed aggregation
+    /// (Kafka's `windowedBy(TimeWindows)`).
+    pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
+        TimeWindowedKStream {
+            grouped: KGroupedStream {
+                stream: KStream::at(&self.stream.graph, self.stream.parents.clone()),
+                key_serde: Arc::clone(&self.key_serde),
+                value_serde: Arc::clone(&self.value_serde),
+                repartition: self.repartition,
+            },
+            windows,
+        }
+    }
+}
+
+/// A grouped stream cut into time windows (Kafka's `TimeWindowedKStream`).
+pub struct TimeWindowedKStream<K, V> {
+    grouped: KGroupedStream<K, V>,
+    windows: TimeWindows,
+}
+
+impl<K, V> TimeWindowedKStream<K, V>
+where
+    K: Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// How many records each key had in each window.
+    pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
+        self.fold(store, crate::serde::I64Serde, |_, _, old: Option<i64>| {
+            old.unwrap_or(0) + 1
+        })
+    }
+
+    /// Each key's values in each window combined with `combine`.
+    pub fn reduce(
+        &self,
+        store: &str,
+        combine: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, V>
+    where
+        V: Clone,
+    {
+        let serde = ArcSerde(Arc::clone(&self.grouped.value_serde));
+        self.fold(store, serde, move |_, v, old: Option<V>| match old {
+            Some(agg) => combine(&agg, v),
+            None => v.clone(),
+        })
+    }
+
+    /// Each key's values in each window folded into an aggregate that
+    /// starts as `init()`, written with `serde`.
+    pub fn aggregate<A>(
+        &self,
+        store: &str,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+        serde: impl Serde<A>,
+    ) -> KTable<Windowed<K>, A>
+    where
+        A: Send + Sync + 'static,
+    {
+        self.fold(store, serde, move |k, v, old: Option<A>| {
+            add(k, v, old.unwrap_or_else(&init))
+        })
+    }
+
+    /// The windowed aggregation node: the record is folded into every
+    /// window holding its timestamp that is still open (stream time before
+    /// its end plus grace); one that is closed for all of them is dropped
+    /// and counted, as Kafka Streams drops late records. The store and its
+    /// changelog are keyed by the key's bytes, the window start (eight
+    /// bytes) and a sequence number (four), Kafka's window-store layout.
+    fn fold<A>(
+        &self,
+        store: &str,
+        serde: impl Serde<A>,
+        step: impl Fn(&K, &V, Option<A>) -> A + Send + Sync + 'static,
+    ) -> KTable<Windowed<K>, A>
+    where
+        A: Send + Sync + 'static,
+    {
+        let g = &self.grouped;
+        let parents = if g.repartition {
+            g.through_repartition(store)
+        } else {
+            g.stream.parents.clone()
+        };
+        let key_serde = Arc::clone(&g.key_serde);
+        let windows = self.windows;
+        let name = store.to_owned();
+        let changelog = format!("{store}{CHANGELOG_SUFFIX}");
+        let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
+            let (k, v) = (cast::<K>(&rec.key)?, cast::<V>(&rec.value)?);
+            let changelog = ctx.topic(&changelog, true);
+            let Some(key) = key_serde.serialize_nullable(&changelog, k)? else {
+                return Ok(());
+            };
+            let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+            let open: Vec<i64> = windows
+                .starts_for(rec.timestamp)
+                .into_iter()
+                .filter(|start| start + windows.size_ms > close)
+                .collect();
+            if open.is_empty() {
+                *ctx.dropped_late += 1;
+                return Ok(());
+            }
+            for start in open {
+                let mut store_key = Vec::with_capacity(key.len() + 12);
+                store_key.extend_from_slice(&key);
+                store_key.extend_from_slice(&start.to_be_bytes());
+                store_key.extend_from_slice(&0u32.to_be_bytes());
+                let store = ctx.store(&name)?;
+                let old = match store.get(&store_key)? {
+                    Some(bytes) => Some(serde.deserialize(&changelog, &bytes)?),
+                    None => None,
+                };
+                let new = step(k, v, old);
+                let bytes = serde.serialize(&changelog, &new)?;
+                store.put(&store_key, Some(bytes.clone()))?;
+                ctx.sink.push(OutputRecord {
+                    topic: changelog.clone(),
+                    key: Some(Bytes::from(store_key)),
+                    value: Some(bytes),
+                    timestamp: rec.timestamp,
+                    headers: Vec::new(),
+                });
+                let windowed = Windowed {
+                    key: k.clone(),
+                    start,
+                    end: start + windows.size_ms,
+                };
+                out.push((0, with(rec, Arc::new(windowed), Arc::new(new))));
+            }
+            Ok(())
+        });
+        let graph = &g.stream.graph;
+        let id = {
+            let mut gr = graph.borrow_mut();
+            gr.stores.push(store.to_owned());
+            gr.add(Node::Processor(process), &parents)
+        };
+        KTable {
+            graph: Rc::clone(graph),
+            parents: vec![(id, 0)],
+            types: PhantomData,
+        }
     }
 }
