@@ -76,6 +76,36 @@ impl Ctx<'_> {
             .ok_or_else(|| StreamsError::Topology(format!("no state store {name}")))
     }
 
+    /// Folds a record into the value under `key` of store `name`: reads
+    /// it, applies `step`, writes the result to the store and to the
+    /// store's changelog topic, and returns it.
+    fn fold_into<A>(
+        &mut self,
+        name: &str,
+        changelog: &str,
+        key: Bytes,
+        serde: &impl Serde<A>,
+        timestamp: i64,
+        step: impl FnOnce(Option<A>) -> A,
+    ) -> Result<A, StreamsError> {
+        let store = self.store(name)?;
+        let old = match store.get(&key)? {
+            Some(bytes) => Some(serde.deserialize(changelog, &bytes)?),
+            None => None,
+        };
+        let new = step(old);
+        let bytes = serde.serialize(changelog, &new)?;
+        store.put(&key, Some(bytes.clone()))?;
+        self.sink.push(OutputRecord {
+            topic: changelog.to_owned(),
+            key: Some(key),
+            value: Some(bytes),
+            timestamp,
+            headers: Vec::new(),
+        });
+        Ok(new)
+    }
+
     /// The real name of a topic: internal ones (repartition, changelog)
     /// carry the application id first, as Kafka Streams names them.
     pub fn topic(&self, name: &str, internal: bool) -> String {
@@ -637,11 +667,7 @@ where
     where
         A: Send + Sync + 'static,
     {
-        let parents = if self.repartition {
-            self.through_repartition(store)
-        } else {
-            self.stream.parents.clone()
-        };
+        let parents = self.aggregation_parents(store);
         let key_serde = Arc::clone(&self.key_serde);
         let name = store.to_owned();
         let changelog = format!("{store}{CHANGELOG_SUFFIX}");
@@ -651,24 +677,22 @@ where
             let Some(key) = key_serde.serialize_nullable(&changelog, k)? else {
                 return Ok(());
             };
-            let store = ctx.store(&name)?;
-            let old = match store.get(&key)? {
-                Some(bytes) => Some(serde.deserialize(&changelog, &bytes)?),
-                None => None,
-            };
-            let new = step(k, v, old);
-            let bytes = serde.serialize(&changelog, &new)?;
-            store.put(&key, Some(bytes.clone()))?;
-            ctx.sink.push(OutputRecord {
-                topic: changelog,
-                key: Some(key),
-                value: Some(bytes),
-                timestamp: rec.timestamp,
-                headers: Vec::new(),
-            });
+            let new = ctx.fold_into(&name, &changelog, key, &serde, rec.timestamp, |old| {
+                step(k, v, old)
+            })?;
             out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(new))));
             Ok(())
         });
+        self.aggregation(store, parents, process)
+    }
+
+    /// Adds an aggregation node keeping store `store` under `parents`.
+    fn aggregation<K2, A>(
+        &self,
+        store: &str,
+        parents: Vec<(NodeId, usize)>,
+        process: Arc<ProcessFn>,
+    ) -> KTable<K2, A> {
         let graph = &self.stream.graph;
         let id = {
             let mut g = graph.borrow_mut();
@@ -679,6 +703,16 @@ where
             graph: Rc::clone(graph),
             parents: vec![(id, 0)],
             types: PhantomData,
+        }
+    }
+
+    /// Where an aggregation over store `store` reads from: the stream, or
+    /// the repartition topic after a key change.
+    fn aggregation_parents(&self, store: &str) -> Vec<(NodeId, usize)> {
+        if self.repartition {
+            self.through_repartition(store)
+        } else {
+            self.stream.parents.clone()
         }
     }
 
@@ -850,11 +884,7 @@ where
         A: Send + Sync + 'static,
     {
         let g = &self.grouped;
-        let parents = if g.repartition {
-            g.through_repartition(store)
-        } else {
-            g.stream.parents.clone()
-        };
+        let parents = g.aggregation_parents(store);
         let key_serde = Arc::clone(&g.key_serde);
         let windows = self.windows;
         let name = store.to_owned();
@@ -880,21 +910,14 @@ where
                 store_key.extend_from_slice(&key);
                 store_key.extend_from_slice(&start.to_be_bytes());
                 store_key.extend_from_slice(&0u32.to_be_bytes());
-                let store = ctx.store(&name)?;
-                let old = match store.get(&store_key)? {
-                    Some(bytes) => Some(serde.deserialize(&changelog, &bytes)?),
-                    None => None,
-                };
-                let new = step(k, v, old);
-                let bytes = serde.serialize(&changelog, &new)?;
-                store.put(&store_key, Some(bytes.clone()))?;
-                ctx.sink.push(OutputRecord {
-                    topic: changelog.clone(),
-                    key: Some(Bytes::from(store_key)),
-                    value: Some(bytes),
-                    timestamp: rec.timestamp,
-                    headers: Vec::new(),
-                });
+                let new = ctx.fold_into(
+                    &name,
+                    &changelog,
+                    Bytes::from(store_key),
+                    &serde,
+                    rec.timestamp,
+                    |old| step(k, v, old),
+                )?;
                 let windowed = Windowed {
                     key: k.clone(),
                     start,
@@ -904,16 +927,6 @@ where
             }
             Ok(())
         });
-        let graph = &g.stream.graph;
-        let id = {
-            let mut gr = graph.borrow_mut();
-            gr.stores.push(store.to_owned());
-            gr.add(Node::Processor(process), &parents)
-        };
-        KTable {
-            graph: Rc::clone(graph),
-            parents: vec![(id, 0)],
-            types: PhantomData,
-        }
+        g.aggregation(store, parents, process)
     }
 }
