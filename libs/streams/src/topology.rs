@@ -328,14 +328,24 @@ impl StreamsBuilder {
         KStream::at(&self.graph, vec![(id, 0)])
     }
 
-    /// The topology built so far.
-    pub fn build(self) -> Topology {
+    /// The topology built so far. Refuses one in which two aggregations
+    /// name the same store (they would share its state and its changelog),
+    /// as Kafka's `TopologyException`.
+    pub fn build(self) -> Result<Topology, StreamsError> {
         let graph = std::mem::take(&mut *self.graph.borrow_mut());
-        Topology {
+        let mut names = graph.stores.clone();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StreamsError::Topology(format!(
+                "state store {} is named by two operations",
+                w[0]
+            )));
+        }
+        Ok(Topology {
             nodes: graph.nodes,
             children: graph.children,
             stores: graph.stores,
-        }
+        })
     }
 }
 

@@ -16,7 +16,7 @@ fn word_count_repartitions_by_word_and_logs_every_update() {
         .count("counts")
         .to_stream()
         .to("word-counts", StringSerde, I64Serde);
-    let topology = b.build();
+    let topology = b.build().unwrap();
     assert_eq!(topology.stores(), ["counts"]);
     let mut d = TestDriver::new(topology, "wc");
     let mut lines = d.input("lines", Nullable(StringSerde), StringSerde);
@@ -67,7 +67,7 @@ fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
         )
         .to_stream()
         .to("spent", Nullable(StringSerde), StringSerde);
-    let mut d = TestDriver::new(b.build(), "shop");
+    let mut d = TestDriver::new(b.build().unwrap(), "shop");
     let mut input = d.input("orders", Nullable(StringSerde), I64Serde);
     input.pipe(Some(s("ann")), 300, 1).unwrap();
     input.pipe(None, 999, 2).unwrap();
@@ -93,5 +93,20 @@ fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
             (Some(s("ann")), s("500"), 4),
             (Some(s("ann")), s("1200"), 5)
         ]
+    );
+}
+
+#[test]
+fn two_aggregations_may_not_share_a_store() {
+    let b = StreamsBuilder::new();
+    let grouped = b
+        .stream("t", StringSerde, I64Serde)
+        .group_by_key(StringSerde, I64Serde);
+    grouped.count("n");
+    grouped.reduce("n", |a, b| a + b);
+    let e = b.build().err().expect("refused");
+    assert_eq!(
+        e.to_string(),
+        "topology: state store n is named by two operations"
     );
 }

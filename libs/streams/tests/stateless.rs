@@ -27,7 +27,7 @@ fn records_flow_through_filter_map_flat_map_and_peek_in_order_with_their_timesta
         .peek(move |k, _| seen2.lock().unwrap().push(k.clone()))
         .map_values(|word| word.len() as i64)
         .to("lengths", StringSerde, I64Serde);
-    let topology = b.build();
+    let topology = b.build().unwrap();
     assert_eq!(topology.source_topics(), ["lines"]);
     assert_eq!(topology.sink_topics(), ["lengths"]);
     let mut d = TestDriver::new(topology, "app");
@@ -67,7 +67,7 @@ fn branch_sends_each_record_to_its_first_match_and_merge_joins_streams() {
         .merge(&branches[0])
         .map(|k, v| (format!("{k}!"), v * 10))
         .to("flagged", StringSerde, I64Serde);
-    let mut d = TestDriver::new(b.build(), "app");
+    let mut d = TestDriver::new(b.build().unwrap(), "app");
     let mut input = d.input("amounts", StringSerde, I64Serde);
     for (i, v) in [-5i64, 50, 500, 5000].into_iter().enumerate() {
         input.pipe(format!("a{i}"), v, i as i64).unwrap();
@@ -92,7 +92,7 @@ fn a_record_that_does_not_deserialize_is_an_error_naming_the_topic() {
     b.stream("clicks", StringSerde, JsonSerde::<Click>::new())
         .map_values(|c: &Click| c.user.clone())
         .to("users", StringSerde, StringSerde);
-    let mut d = TestDriver::new(b.build(), "app");
+    let mut d = TestDriver::new(b.build().unwrap(), "app");
     d.pipe_raw("clicks", Some(b"k"), Some(br#"{"user":"ann"}"#), 1)
         .unwrap();
     let e = d
