@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 use bytes::Bytes;
 
+use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, MemoryStore};
@@ -16,17 +17,18 @@ use crate::topology::{Ctx, OutputRecord, Topology};
 /// A topology run in memory.
 pub struct TestDriver {
     topology: Topology,
-    application_id: String,
+    config: StreamsConfig,
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
     stream_time: i64,
     dropped_late: u64,
+    skipped: u64,
 }
 
 impl TestDriver {
-    /// A driver for `topology` as application `application_id` (the prefix
-    /// of its internal topics, as Kafka's `application.id`).
-    pub fn new(topology: Topology, application_id: &str) -> TestDriver {
+    /// A driver for `topology` run with `config` (its `application_id`
+    /// prefixes the internal topics).
+    pub fn new(topology: Topology, config: StreamsConfig) -> TestDriver {
         let stores = topology
             .stores()
             .iter()
@@ -39,12 +41,19 @@ impl TestDriver {
             .collect();
         TestDriver {
             topology,
-            application_id: application_id.to_owned(),
+            config,
             stores,
             outputs: BTreeMap::new(),
             stream_time: i64::MIN,
             dropped_late: 0,
+            skipped: 0,
         }
+    }
+
+    /// Input records skipped because they did not deserialize (with
+    /// [`OnDeserializationError::LogAndContinue`]).
+    pub fn skipped_records(&self) -> u64 {
+        self.skipped
     }
 
     /// Records dropped so far for arriving after their window closed
@@ -70,25 +79,38 @@ impl TestDriver {
             timestamp,
             headers: Vec::new(),
         }]);
-        let repartition = self.topology.repartition_topics(&self.application_id);
+        let repartition = self
+            .topology
+            .repartition_topics(&self.config.application_id);
         while let Some(r) = pending.pop_front() {
             let mut out = Vec::new();
             self.stream_time = self.stream_time.max(r.timestamp);
             let mut ctx = Ctx {
-                application_id: &self.application_id,
+                application_id: &self.config.application_id,
                 stores: &mut self.stores,
                 sink: &mut out,
                 stream_time: self.stream_time,
                 dropped_late: &mut self.dropped_late,
             };
-            self.topology.process(
+            let processed = self.topology.process(
                 &mut ctx,
                 &r.topic,
                 r.key.as_deref(),
                 r.value.as_deref(),
                 r.timestamp,
                 &r.headers,
-            )?;
+            );
+            match processed {
+                Err(StreamsError::Deserialize { source, .. })
+                    if self.config.on_deserialization_error
+                        == OnDeserializationError::LogAndContinue =>
+                {
+                    tracing::warn!(topic = %r.topic, timestamp = r.timestamp, error = %source, "skipping an input record that does not deserialize");
+                    self.skipped += 1;
+                    continue;
+                }
+                other => other?,
+            }
             for o in out {
                 if repartition.contains(&o.topic) {
                     pending.push_back(o.clone());

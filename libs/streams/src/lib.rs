@@ -23,6 +23,8 @@
 //!   records for closed windows dropped and counted), and [`Windowed`] keys
 //!   in Kafka's byte layout.
 //! - [`store`]: the key-value store a task keeps its state in.
+//! - [`config`]: [`StreamsConfig`] (`application.id`, what to do with an
+//!   input record that does not deserialize).
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
@@ -30,6 +32,7 @@
 //! from topics, persistent stores, and running on a cluster with
 //! exactly-once.
 
+pub mod config;
 pub mod driver;
 pub mod error;
 pub mod serde;
@@ -37,6 +40,7 @@ pub mod store;
 pub mod topology;
 pub mod window;
 
+pub use config::{OnDeserializationError, StreamsConfig};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
 pub use serde::{

@@ -202,7 +202,10 @@ impl Topology {
             } = node
                 && topics.iter().any(|t| ctx.topic(t, *internal) == topic)
             {
-                let (key, value) = read(topic, key, value)?;
+                let (key, value) = read(topic, key, value).map_err(|e| match e {
+                    StreamsError::Serde(source) => StreamsError::Deserialize { timestamp, source },
+                    other => other,
+                })?;
                 let rec = Rec {
                     key,
                     value,

@@ -1,7 +1,7 @@
 //! Grouping and aggregations against the in-memory driver: the tables'
 //! updates, the stores' changelogs and the repartition a key change needs.
 
-use runnel_streams::{I64Serde, Nullable, StreamsBuilder, StringSerde, TestDriver};
+use runnel_streams::{I64Serde, Nullable, StreamsBuilder, StreamsConfig, StringSerde, TestDriver};
 
 fn s(v: &str) -> String {
     v.to_owned()
@@ -18,7 +18,7 @@ fn word_count_repartitions_by_word_and_logs_every_update() {
         .to("word-counts", StringSerde, I64Serde);
     let topology = b.build().unwrap();
     assert_eq!(topology.stores(), ["counts"]);
-    let mut d = TestDriver::new(topology, "wc");
+    let mut d = TestDriver::new(topology, StreamsConfig::new("wc"));
     let mut lines = d.input("lines", Nullable(StringSerde), StringSerde);
     lines.pipe(None, s("a b a"), 1).unwrap();
     lines.pipe(Some(s("x")), s("b"), 2).unwrap();
@@ -67,7 +67,7 @@ fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
         )
         .to_stream()
         .to("spent", Nullable(StringSerde), StringSerde);
-    let mut d = TestDriver::new(b.build().unwrap(), "shop");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
     let mut input = d.input("orders", Nullable(StringSerde), I64Serde);
     input.pipe(Some(s("ann")), 300, 1).unwrap();
     input.pipe(None, 999, 2).unwrap();

@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 
 use runnel_streams::{
-    I64Serde, JsonSerde, Nullable, StreamsBuilder, StreamsError, StringSerde, TestDriver,
+    I64Serde, JsonSerde, Nullable, OnDeserializationError, StreamsBuilder, StreamsConfig,
+    StreamsError, StringSerde, TestDriver,
 };
 
 fn s(v: &str) -> String {
@@ -30,7 +31,7 @@ fn records_flow_through_filter_map_flat_map_and_peek_in_order_with_their_timesta
     let topology = b.build().unwrap();
     assert_eq!(topology.source_topics(), ["lines"]);
     assert_eq!(topology.sink_topics(), ["lengths"]);
-    let mut d = TestDriver::new(topology, "app");
+    let mut d = TestDriver::new(topology, StreamsConfig::new("app"));
     let mut lines = d.input("lines", Nullable(StringSerde), StringSerde);
     lines.pipe(None, s("The cat sat"), 10).unwrap();
     lines.pipe(Some(s("k")), s("on THE mat"), 20).unwrap();
@@ -67,7 +68,7 @@ fn branch_sends_each_record_to_its_first_match_and_merge_joins_streams() {
         .merge(&branches[0])
         .map(|k, v| (format!("{k}!"), v * 10))
         .to("flagged", StringSerde, I64Serde);
-    let mut d = TestDriver::new(b.build().unwrap(), "app");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
     let mut input = d.input("amounts", StringSerde, I64Serde);
     for (i, v) in [-5i64, 50, 500, 5000].into_iter().enumerate() {
         input.pipe(format!("a{i}"), v, i as i64).unwrap();
@@ -92,14 +93,14 @@ fn a_record_that_does_not_deserialize_is_an_error_naming_the_topic() {
     b.stream("clicks", StringSerde, JsonSerde::<Click>::new())
         .map_values(|c: &Click| c.user.clone())
         .to("users", StringSerde, StringSerde);
-    let mut d = TestDriver::new(b.build().unwrap(), "app");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
     d.pipe_raw("clicks", Some(b"k"), Some(br#"{"user":"ann"}"#), 1)
         .unwrap();
     let e = d
         .pipe_raw("clicks", Some(b"k"), Some(b"not json"), 2)
         .unwrap_err();
     assert!(
-        matches!(&e, StreamsError::Serde(s) if s.topic == "clicks" && s.serde == "json"),
+        matches!(&e, StreamsError::Deserialize { timestamp: 2, source } if source.topic == "clicks" && source.serde == "json"),
         "{e}"
     );
     let e = d
@@ -111,4 +112,27 @@ fn a_record_that_does_not_deserialize_is_an_error_naming_the_topic() {
         [(s("k"), s("ann"), 1)],
         "nothing from the failed records"
     );
+}
+
+#[test]
+fn log_and_continue_skips_and_counts_what_does_not_deserialize() {
+    let b = StreamsBuilder::new();
+    b.stream("n", StringSerde, I64Serde)
+        .to("copy", StringSerde, I64Serde);
+    let config = StreamsConfig {
+        on_deserialization_error: OnDeserializationError::LogAndContinue,
+        ..StreamsConfig::new("app")
+    };
+    let mut d = TestDriver::new(b.build().unwrap(), config);
+    d.pipe_raw("n", Some(b"a"), Some(&1i64.to_be_bytes()), 1)
+        .unwrap();
+    d.pipe_raw("n", Some(b"b"), Some(b"three bytes?"), 2)
+        .unwrap();
+    d.pipe_raw("n", Some(b"c"), Some(&3i64.to_be_bytes()), 3)
+        .unwrap();
+    assert_eq!(
+        d.read("copy", &StringSerde, &I64Serde).unwrap(),
+        [(s("a"), 1, 1), (s("c"), 3, 3)]
+    );
+    assert_eq!(d.skipped_records(), 1);
 }

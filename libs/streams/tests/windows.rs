@@ -3,7 +3,8 @@
 //! count, later ones are dropped and counted.
 
 use runnel_streams::{
-    I64Serde, StreamsBuilder, StringSerde, TestDriver, TimeWindows, Windowed, WindowedSerde,
+    I64Serde, StreamsBuilder, StreamsConfig, StringSerde, TestDriver, TimeWindows, Windowed,
+    WindowedSerde,
 };
 
 const MINUTE: i64 = 60_000;
@@ -25,7 +26,7 @@ fn order_totals_per_customer_per_minute_take_late_orders_within_the_grace_period
         .reduce("totals", |a, b| a + b)
         .to_stream()
         .to("totals", WindowedSerde::new(StringSerde, MINUTE), I64Serde);
-    let mut d = TestDriver::new(b.build().unwrap(), "shop");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
     let mut orders = d.input("orders", StringSerde, I64Serde);
     orders.pipe("ann".into(), 100, 1_000).unwrap();
     orders.pipe("ann".into(), 50, 59_000).unwrap();
@@ -71,7 +72,7 @@ fn hopping_windows_count_a_record_in_each_window_that_holds_it() {
         .count("clicks-per-10ms")
         .to_stream()
         .to("counts", WindowedSerde::new(StringSerde, 10), I64Serde);
-    let mut d = TestDriver::new(b.build().unwrap(), "app");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
     let mut clicks = d.input("clicks", StringSerde, StringSerde);
     clicks.pipe("u".into(), "a".into(), 7).unwrap();
     clicks.pipe("u".into(), "b".into(), 12).unwrap();
