@@ -18,6 +18,14 @@ pub enum StreamsError {
     /// a repartition or output topic).
     #[error(transparent)]
     Serde(#[from] SerdeError),
+    /// A state store failed (its file, its disk).
+    #[error("state store {store}: {reason}")]
+    Store {
+        /// Which store.
+        store: String,
+        /// What failed.
+        reason: String,
+    },
     /// The topology is inconsistent (a bug in how it was built).
     #[error("topology: {0}")]
     Topology(String),

@@ -22,7 +22,8 @@
 //!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
 //!   records for closed windows dropped and counted), and [`Windowed`] keys
 //!   in Kafka's byte layout.
-//! - [`store`]: the key-value store a task keeps its state in.
+//! - [`store`]: the key-value stores a task keeps its state in (in memory,
+//!   or on disk in redb).
 //! - [`config`]: [`StreamsConfig`] (`application.id`, what to do with an
 //!   input record that does not deserialize).
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
@@ -47,7 +48,7 @@ pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,
     UnitSerde,
 };
-pub use store::{KeyValueStore, MemoryStore};
+pub use store::{KeyValueStore, MemoryStore, RedbStore};
 pub use topology::{
     KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, TimeWindowedKStream,
     Topology,

@@ -1,10 +1,20 @@
 //! State stores: the keyed state of aggregations, in serialized bytes as
 //! Kafka Streams keeps it, so what a store holds is exactly what its
 //! changelog topic carries.
+//!
+//! [`RedbStore`] keeps a task's state on local disk in redb: pure Rust (no
+//! C++ toolchain, as RocksDB would need), one file per store, ACID commits
+//! and MVCC reads, so interactive queries read while the task writes.
+//! Writes wait in memory until [`KeyValueStore::flush`], which the task
+//! calls at each commit: the changelog, not the local file, is what makes
+//! state survive, so the file is synced once per commit interval rather
+//! than per record.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::StreamsError;
 
@@ -14,6 +24,8 @@ pub trait KeyValueStore: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError>;
     /// Sets `key` to `value`; `None` deletes it.
     fn put(&mut self, key: &[u8], value: Option<Bytes>) -> Result<(), StreamsError>;
+    /// Makes every write so far durable in the store's own file.
+    fn flush(&mut self) -> Result<(), StreamsError>;
 }
 
 /// A store in memory (what the test driver runs on).
@@ -43,5 +55,133 @@ impl KeyValueStore for MemoryStore {
             }
         }
         Ok(())
+    }
+    fn flush(&mut self) -> Result<(), StreamsError> {
+        Ok(())
+    }
+}
+
+/// The one table a store file holds.
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+
+/// A store in a redb file.
+pub struct RedbStore {
+    path: PathBuf,
+    db: redb::Database,
+    /// Writes since the last flush (`None`: a deletion).
+    pending: BTreeMap<Bytes, Option<Bytes>>,
+}
+
+impl RedbStore {
+    /// Opens the store file at `path`, creating it if needed.
+    pub fn open(path: &Path) -> Result<RedbStore, StreamsError> {
+        let db = redb::Database::create(path).map_err(|e| store_error(path, e))?;
+        Ok(RedbStore {
+            path: path.to_owned(),
+            db,
+            pending: BTreeMap::new(),
+        })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StreamsError {
+        store_error(&self.path, e)
+    }
+}
+
+fn store_error(path: &Path, e: impl std::fmt::Display) -> StreamsError {
+    StreamsError::Store {
+        store: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl KeyValueStore for RedbStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
+        if let Some(pending) = self.pending.get(key) {
+            return Ok(pending.clone());
+        }
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(ENTRIES) {
+            Ok(t) => t,
+            // Nothing flushed yet.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let value = table.get(key).map_err(|e| self.error(e))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    fn put(&mut self, key: &[u8], value: Option<Bytes>) -> Result<(), StreamsError> {
+        self.pending.insert(Bytes::copy_from_slice(key), value);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamsError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut table = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
+            for (key, value) in &self.pending {
+                match value {
+                    Some(v) => {
+                        table
+                            .insert(key.as_ref(), v.as_ref())
+                            .map_err(|e| self.error(e))?;
+                    }
+                    None => {
+                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
+                    }
+                }
+            }
+        }
+        write.commit().map_err(|e| self.error(e))?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redb_store_reads_its_own_writes_and_keeps_what_was_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counts.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get(b"a").unwrap(), None);
+        store.put(b"a", Some(Bytes::from_static(b"1"))).unwrap();
+        store.put(b"b", Some(Bytes::from_static(b"2"))).unwrap();
+        assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        store.flush().unwrap();
+        store.put(b"b", None).unwrap();
+        assert_eq!(
+            store.get(b"b").unwrap(),
+            None,
+            "a pending delete hides the flushed value"
+        );
+        store.flush().unwrap();
+        store.put(b"c", Some(Bytes::from_static(b"3"))).unwrap();
+        drop(store);
+        // Reopened: flushed writes are there; the unflushed one is for the
+        // changelog to restore.
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.get(b"b").unwrap(), None);
+        assert_eq!(store.get(b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_that_cannot_open_says_which_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = RedbStore::open(dir.path())
+            .err()
+            .expect("a directory is no store file");
+        assert!(
+            matches!(&e, StreamsError::Store { store, .. } if store == &dir.path().display().to_string()),
+            "{e}"
+        );
     }
 }
