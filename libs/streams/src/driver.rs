@@ -3,6 +3,7 @@
 //! Records are processed one at a time, in the order piped, each through
 //! the whole graph before the next.
 
+use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 
@@ -19,6 +20,7 @@ pub struct TestDriver {
     topology: Topology,
     config: StreamsConfig,
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
+    slots: BTreeMap<usize, Box<dyn Any + Send>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
     stream_time: i64,
     dropped_late: u64,
@@ -43,6 +45,7 @@ impl TestDriver {
             topology,
             config,
             stores,
+            slots: BTreeMap::new(),
             outputs: BTreeMap::new(),
             stream_time: i64::MIN,
             dropped_late: 0,
@@ -88,6 +91,7 @@ impl TestDriver {
             let mut ctx = Ctx {
                 application_id: &self.config.application_id,
                 stores: &mut self.stores,
+                slots: &mut self.slots,
                 sink: &mut out,
                 stream_time: self.stream_time,
                 dropped_late: &mut self.dropped_late,

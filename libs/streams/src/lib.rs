@@ -20,8 +20,8 @@
 //!   (`<application.id>-<store>-changelog`).
 //! - [`window`]: tumbling and hopping [`TimeWindows`] with a grace period
 //!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
-//!   records for closed windows dropped and counted), and [`Windowed`] keys
-//!   in Kafka's byte layout.
+//!   records for closed windows dropped and counted), `suppress` until a
+//!   window closes, and [`Windowed`] keys in Kafka's byte layout.
 //! - [`store`]: the key-value stores a task keeps its state in (in memory,
 //!   or on disk in redb).
 //! - [`config`]: [`StreamsConfig`] (`application.id`, what to do with an
@@ -29,9 +29,8 @@
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: sliding and session windows, `suppress`, joins, tables
-//! from topics, persistent stores, and running on a cluster with
-//! exactly-once.
+//! Still to come: sliding and session windows, joins, tables from topics,
+//! and running on a cluster with exactly-once.
 
 pub mod config;
 pub mod driver;

@@ -61,6 +61,8 @@ pub(crate) type ProcessFn =
 pub(crate) struct Ctx<'a> {
     pub application_id: &'a str,
     pub stores: &'a mut BTreeMap<String, Box<dyn KeyValueStore>>,
+    /// Per-task state of nodes that keep some in memory, by slot.
+    pub slots: &'a mut BTreeMap<usize, Box<dyn Any + Send>>,
     pub sink: &'a mut Vec<OutputRecord>,
     /// The task's stream time: the largest timestamp it has processed.
     pub stream_time: i64,
@@ -268,6 +270,8 @@ struct Graph {
     nodes: Vec<Node>,
     children: Vec<Vec<(usize, NodeId)>>,
     stores: Vec<String>,
+    /// Per-task state slots handed out so far (suppression buffers).
+    slots: usize,
 }
 
 impl Graph {
@@ -696,7 +700,7 @@ where
             out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(new))));
             Ok(())
         });
-        self.aggregation(store, parents, process)
+        self.aggregation(store, parents, None, process)
     }
 
     /// Adds an aggregation node keeping store `store` under `parents`.
@@ -704,6 +708,7 @@ where
         &self,
         store: &str,
         parents: Vec<(NodeId, usize)>,
+        windows: Option<TimeWindows>,
         process: Arc<ProcessFn>,
     ) -> KTable<K2, A> {
         let graph = &self.stream.graph;
@@ -715,6 +720,7 @@ where
         KTable {
             graph: Rc::clone(graph),
             parents: vec![(id, 0)],
+            windows,
             types: PhantomData,
         }
     }
@@ -796,6 +802,8 @@ impl<T: 'static> Serde<T> for ArcSerde<T> {
 pub struct KTable<K, V> {
     graph: Rc<RefCell<Graph>>,
     parents: Vec<(NodeId, usize)>,
+    /// The windows of a windowed aggregation's table.
+    windows: Option<TimeWindows>,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -940,6 +948,65 @@ where
             }
             Ok(())
         });
-        g.aggregation(store, parents, process)
+        g.aggregation(store, parents, Some(windows), process)
+    }
+}
+
+/// Buffered windowed updates of one suppression, by (window end, window
+/// start, key): the latest update of each window waits here until the
+/// window closes.
+type SuppressBuffer<K> = BTreeMap<(i64, i64, K), Rec>;
+
+impl<K, V> KTable<Windowed<K>, V>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Holds each window's updates back until the window closes (its end
+    /// plus the grace period behind stream time), then passes on its final
+    /// value once (Kafka's `suppress(Suppressed.untilWindowCloses(...))`).
+    /// As in Kafka Streams, closed windows are let out when a later record
+    /// reaches this point, not on a timer.
+    pub fn suppress_until_window_closes(&self) -> Result<KTable<Windowed<K>, V>, StreamsError> {
+        let windows = self.windows.ok_or_else(|| {
+            StreamsError::Topology(
+                "suppress until window closes needs a windowed aggregation".into(),
+            )
+        })?;
+        let slot = {
+            let mut g = self.graph.borrow_mut();
+            g.slots += 1;
+            g.slots - 1
+        };
+        let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
+            let w = cast::<Windowed<K>>(&rec.key)?;
+            let buffer = ctx
+                .slots
+                .entry(slot)
+                .or_insert_with(|| Box::new(SuppressBuffer::<K>::new()))
+                .downcast_mut::<SuppressBuffer<K>>()
+                .ok_or_else(|| {
+                    StreamsError::Topology(format!("state slot {slot} holds another type"))
+                })?;
+            buffer.insert((w.end, w.start, w.key.clone()), rec.clone());
+            let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+            while let Some(entry) = buffer.first_entry() {
+                if entry.key().0 > close {
+                    break;
+                }
+                out.push((0, entry.remove()));
+            }
+            Ok(())
+        });
+        let id = self
+            .graph
+            .borrow_mut()
+            .add(Node::Processor(process), &self.parents);
+        Ok(KTable {
+            graph: Rc::clone(&self.graph),
+            parents: vec![(id, 0)],
+            windows: self.windows,
+            types: PhantomData,
+        })
     }
 }

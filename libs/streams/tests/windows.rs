@@ -85,3 +85,66 @@ fn hopping_windows_count_a_record_in_each_window_that_holds_it() {
     // 7 is in [0,10) and [5,15); 12 in [5,15) and [10,20).
     assert_eq!(counts, [(0, 1), (5, 1), (5, 2), (10, 1)]);
 }
+
+#[test]
+fn suppression_lets_out_each_windows_final_total_once_when_it_closes() {
+    let b = StreamsBuilder::new();
+    let totals = b
+        .stream("orders", StringSerde, I64Serde)
+        .group_by_key(StringSerde, I64Serde)
+        .windowed_by(TimeWindows::of_size_with_grace(MINUTE, 10_000))
+        .reduce("totals", |a, b| a + b);
+    totals
+        .suppress_until_window_closes()
+        .unwrap()
+        .to_stream()
+        .to("final", WindowedSerde::new(StringSerde, MINUTE), I64Serde);
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
+    let mut orders = d.input("orders", StringSerde, I64Serde);
+    orders.pipe("ann".into(), 100, 1_000).unwrap();
+    orders.pipe("ann".into(), 50, 59_000).unwrap();
+    orders.pipe("ann".into(), 70, 61_000).unwrap();
+    orders.pipe("ann".into(), 5, 30_000).unwrap(); // late, within the grace
+    let read = |d: &mut TestDriver| -> Vec<(Windowed<String>, i64)> {
+        d.read("final", &WindowedSerde::new(StringSerde, MINUTE), &I64Serde)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v, _)| (k, v))
+            .collect()
+    };
+    assert!(read(&mut d).is_empty(), "no window has closed yet");
+    let mut orders = d.input("orders", StringSerde, I64Serde);
+    orders.pipe("bob".into(), 1, 75_000).unwrap(); // minute 0 closes at 70 s
+    assert_eq!(read(&mut d), [(w("ann", 0, MINUTE), 155)]);
+    let mut orders = d.input("orders", StringSerde, I64Serde);
+    orders.pipe("ann".into(), 999, 45_000).unwrap(); // dropped: nothing new
+    orders.pipe("carl".into(), 3, 200_000).unwrap();
+    assert_eq!(
+        read(&mut d),
+        [
+            (w("ann", MINUTE, MINUTE), 70),
+            (w("bob", MINUTE, MINUTE), 1)
+        ],
+        "each window once, with its final value, in window-end order"
+    );
+}
+
+#[test]
+fn only_a_windowed_table_can_wait_for_its_windows_to_close() {
+    let b = StreamsBuilder::new();
+    let windowed_keys = b
+        .stream("t", StringSerde, I64Serde)
+        .map(|k: &String, v: &i64| {
+            (
+                Windowed {
+                    key: k.clone(),
+                    start: 0,
+                    end: 1,
+                },
+                *v,
+            )
+        })
+        .group_by_key(WindowedSerde::new(StringSerde, 1), I64Serde)
+        .count("c");
+    assert!(windowed_keys.suppress_until_window_closes().is_err());
+}
