@@ -17,7 +17,9 @@
 //!   (`group_by_key`, `group_by` through a repartition topic) and the
 //!   aggregations `count`, `reduce` and `aggregate` into a [`KTable`],
 //!   each update written to its store and to the store's changelog topic
-//!   (`<application.id>-<store>-changelog`).
+//!   (`<application.id>-<store>-changelog`); tables from topics
+//!   (`StreamsBuilder::table`, null values delete) and stream–table
+//!   `join` / `left_join`.
 //! - [`window`]: tumbling and hopping [`TimeWindows`] with a grace period
 //!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
 //!   records for closed windows dropped and counted), `suppress` until a
@@ -29,8 +31,9 @@
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: sliding and session windows, joins, tables from topics,
-//! and running on a cluster with exactly-once.
+//! Still to come: sliding and session windows, table–table and
+//! stream–stream joins, global tables, and running on a cluster with
+//! exactly-once.
 
 pub mod config;
 pub mod driver;

@@ -272,6 +272,8 @@ struct Graph {
     stores: Vec<String>,
     /// Per-task state slots handed out so far (suppression buffers).
     slots: usize,
+    /// Mistakes found while building, reported by `build`.
+    errors: Vec<String>,
 }
 
 impl Graph {
@@ -340,6 +342,9 @@ impl StreamsBuilder {
     /// as Kafka's `TopologyException`.
     pub fn build(self) -> Result<Topology, StreamsError> {
         let graph = std::mem::take(&mut *self.graph.borrow_mut());
+        if let Some(e) = graph.errors.first() {
+            return Err(StreamsError::Topology(e.clone()));
+        }
         let mut names = graph.stores.clone();
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -685,6 +690,9 @@ where
         A: Send + Sync + 'static,
     {
         let parents = self.aggregation_parents(store);
+        let serde: Arc<dyn Serde<A>> = Arc::new(serde);
+        let lookup = store_lookup(store, Arc::clone(&self.key_serde), Arc::clone(&serde));
+        let serde = ArcSerde(serde);
         let key_serde = Arc::clone(&self.key_serde);
         let name = store.to_owned();
         let changelog = format!("{store}{CHANGELOG_SUFFIX}");
@@ -697,10 +705,10 @@ where
             let new = ctx.fold_into(&name, &changelog, key, &serde, rec.timestamp, |old| {
                 step(k, v, old)
             })?;
-            out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(new))));
+            out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(Some(new)))));
             Ok(())
         });
-        self.aggregation(store, parents, None, process)
+        self.aggregation(store, parents, None, Some(lookup), process)
     }
 
     /// Adds an aggregation node keeping store `store` under `parents`.
@@ -709,6 +717,7 @@ where
         store: &str,
         parents: Vec<(NodeId, usize)>,
         windows: Option<TimeWindows>,
+        lookup: Option<Arc<LookupFn<K2, A>>>,
         process: Arc<ProcessFn>,
     ) -> KTable<K2, A> {
         let graph = &self.stream.graph;
@@ -721,6 +730,7 @@ where
             graph: Rc::clone(graph),
             parents: vec![(id, 0)],
             windows,
+            lookup,
             types: PhantomData,
         }
     }
@@ -797,13 +807,40 @@ impl<T: 'static> Serde<T> for ArcSerde<T> {
     }
 }
 
+/// Reads a key's current value from a table's store.
+type LookupFn<K, V> = dyn Fn(&mut Ctx<'_>, &K) -> Result<Option<V>, StreamsError> + Send + Sync;
+
+/// The lookup of a table kept in store `store`, keys and values written
+/// with the serdes given.
+fn store_lookup<K: 'static, V: 'static>(
+    store: &str,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+) -> Arc<LookupFn<K, V>> {
+    let (name, changelog) = (store.to_owned(), format!("{store}{CHANGELOG_SUFFIX}"));
+    Arc::new(move |ctx, k| {
+        let changelog = ctx.topic(&changelog, true);
+        let Some(key) = key_serde.serialize_nullable(&changelog, k)? else {
+            return Ok(None);
+        };
+        match ctx.store(&name)?.get(&key)? {
+            Some(bytes) => Ok(Some(value_serde.deserialize(&changelog, &bytes)?)),
+            None => Ok(None),
+        }
+    })
+}
+
 /// A table: the latest value of each key, as a changelog of updates
-/// (Kafka Streams' `KTable`).
+/// (Kafka Streams' `KTable`). Inside the graph an update's value is an
+/// `Option<V>`: `None` deletes the key.
 pub struct KTable<K, V> {
     graph: Rc<RefCell<Graph>>,
     parents: Vec<(NodeId, usize)>,
     /// The windows of a windowed aggregation's table.
     windows: Option<TimeWindows>,
+    /// How a join reads the table's current value of a key; none for
+    /// tables kept by window (their store is keyed by window too).
+    lookup: Option<Arc<LookupFn<K, V>>>,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -812,8 +849,9 @@ where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    /// The table's updates as a stream (Kafka's `toStream`).
-    pub fn to_stream(&self) -> KStream<K, V> {
+    /// The table's updates as a stream (Kafka's `toStream`): `None` is a
+    /// deletion, written as a tombstone through a [`crate::Nullable`] serde.
+    pub fn to_stream(&self) -> KStream<K, Option<V>> {
         KStream::at(&self.graph, self.parents.clone())
     }
 }
@@ -944,11 +982,11 @@ where
                     start,
                     end: start + windows.size_ms,
                 };
-                out.push((0, with(rec, Arc::new(windowed), Arc::new(new))));
+                out.push((0, with(rec, Arc::new(windowed), Arc::new(Some(new)))));
             }
             Ok(())
         });
-        g.aggregation(store, parents, Some(windows), process)
+        g.aggregation(store, parents, Some(windows), None, process)
     }
 }
 
@@ -1006,7 +1044,152 @@ where
             graph: Rc::clone(&self.graph),
             parents: vec![(id, 0)],
             windows: self.windows,
+            lookup: None,
             types: PhantomData,
         })
+    }
+}
+
+impl StreamsBuilder {
+    /// The records of `topic` as a table kept in store `store`: each record
+    /// sets its key's value, a null value deletes it, a null key is
+    /// skipped (Kafka's `builder.table`). The store is logged to
+    /// `<application.id>-<store>-changelog`.
+    pub fn table<K, V>(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+        store: &str,
+    ) -> KTable<K, V>
+    where
+        K: Clone + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let (key_serde, value_serde): (Arc<dyn Serde<K>>, Arc<dyn Serde<V>>) =
+            (Arc::new(key_serde), Arc::new(value_serde));
+        let (ks, vs) = (Arc::clone(&key_serde), Arc::clone(&value_serde));
+        // Keys and values both optional here: a table reads nulls as
+        // "skip" and "delete", whatever its serdes make of them.
+        let read: Arc<SourceFn> = Arc::new(move |topic, key, value| {
+            let k = key.map(|k| ks.deserialize(topic, k)).transpose()?;
+            let v = value.map(|v| vs.deserialize(topic, v)).transpose()?;
+            Ok((Arc::new(k) as Erased, Arc::new(v) as Erased))
+        });
+        let (name, changelog) = (store.to_owned(), format!("{store}{CHANGELOG_SUFFIX}"));
+        let (ks, vs) = (Arc::clone(&key_serde), Arc::clone(&value_serde));
+        let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
+            let Some(k) = cast::<Option<K>>(&rec.key)? else {
+                return Ok(());
+            };
+            let v = cast::<Option<V>>(&rec.value)?;
+            let changelog = ctx.topic(&changelog, true);
+            let key = ks.serialize(&changelog, k)?;
+            let value = v
+                .as_ref()
+                .map(|v| vs.serialize(&changelog, v))
+                .transpose()?;
+            ctx.store(&name)?.put(&key, value.clone())?;
+            ctx.sink.push(OutputRecord {
+                topic: changelog,
+                key: Some(key),
+                value,
+                timestamp: rec.timestamp,
+                headers: Vec::new(),
+            });
+            out.push((0, with(rec, Arc::new(k.clone()), Arc::clone(&rec.value))));
+            Ok(())
+        });
+        let id = {
+            let mut g = self.graph.borrow_mut();
+            let source = g.add(
+                Node::Source {
+                    topics: vec![topic.to_owned()],
+                    internal: false,
+                    read,
+                },
+                &[],
+            );
+            g.stores.push(store.to_owned());
+            g.add(Node::Processor(process), &[(source, 0)])
+        };
+        KTable {
+            graph: Rc::clone(&self.graph),
+            parents: vec![(id, 0)],
+            windows: None,
+            lookup: Some(store_lookup(store, key_serde, value_serde)),
+            types: PhantomData,
+        }
+    }
+}
+
+impl<K, V> KStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Each record joined with the table's current value of its key;
+    /// records whose key the table lacks are dropped (Kafka's stream–table
+    /// `join`). Table updates produce nothing by themselves.
+    pub fn join<VT, VR>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&V, &VT) -> VR + Send + Sync + 'static,
+    ) -> KStream<K, VR>
+    where
+        VT: Send + Sync + 'static,
+        VR: Send + Sync + 'static,
+    {
+        self.join_table(table, move |v, vt| vt.map(|vt| joiner(v, vt)))
+    }
+
+    /// Each record joined with the table's current value of its key, or
+    /// with `None` when the table lacks it (Kafka's stream–table `leftJoin`).
+    pub fn left_join<VT, VR>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&V, Option<&VT>) -> VR + Send + Sync + 'static,
+    ) -> KStream<K, VR>
+    where
+        VT: Send + Sync + 'static,
+        VR: Send + Sync + 'static,
+    {
+        self.join_table(table, move |v, vt| Some(joiner(v, vt)))
+    }
+
+    fn join_table<VT, VR>(
+        &self,
+        table: &KTable<K, VT>,
+        joiner: impl Fn(&V, Option<&VT>) -> Option<VR> + Send + Sync + 'static,
+    ) -> KStream<K, VR>
+    where
+        VT: Send + Sync + 'static,
+        VR: Send + Sync + 'static,
+    {
+        let lookup = match table.lookup.as_ref() {
+            Some(lookup) if Rc::ptr_eq(&self.graph, &table.graph) => Arc::clone(lookup),
+            found => {
+                let why = if found.is_some() {
+                    "a stream can only join a table of the same builder"
+                } else {
+                    "a stream can only join a table kept by key (not a windowed or suppressed one)"
+                };
+                self.graph.borrow_mut().errors.push(why.to_owned());
+                return KStream::at(&self.graph, Vec::new());
+            }
+        };
+        let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
+            let (k, v) = (cast::<K>(&rec.key)?, cast::<V>(&rec.value)?);
+            let current = lookup(ctx, k)?;
+            if let Some(joined) = joiner(v, current.as_ref()) {
+                out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(joined))));
+            }
+            Ok(())
+        });
+        let id = self
+            .graph
+            .borrow_mut()
+            .add(Node::Processor(process), &self.parents);
+        KStream::at(&self.graph, vec![(id, 0)])
     }
 }

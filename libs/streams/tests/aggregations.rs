@@ -15,7 +15,7 @@ fn word_count_repartitions_by_word_and_logs_every_update() {
         .group_by(|_, word| word.clone(), StringSerde, StringSerde)
         .count("counts")
         .to_stream()
-        .to("word-counts", StringSerde, I64Serde);
+        .to("word-counts", StringSerde, Nullable(I64Serde));
     let topology = b.build().unwrap();
     assert_eq!(topology.stores(), ["counts"]);
     let mut d = TestDriver::new(topology, StreamsConfig::new("wc"));
@@ -54,10 +54,11 @@ fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
     let b = StreamsBuilder::new();
     let orders = b.stream("orders", Nullable(StringSerde), I64Serde);
     let grouped = orders.group_by_key(Nullable(StringSerde), I64Serde);
-    grouped
-        .reduce("max", |a, b| *a.max(b))
-        .to_stream()
-        .to("max", Nullable(StringSerde), I64Serde);
+    grouped.reduce("max", |a, b| *a.max(b)).to_stream().to(
+        "max",
+        Nullable(StringSerde),
+        Nullable(I64Serde),
+    );
     grouped
         .aggregate(
             "spent",
@@ -66,7 +67,7 @@ fn reduce_and_aggregate_fold_each_key_and_drop_null_keys() {
             StringSerde,
         )
         .to_stream()
-        .to("spent", Nullable(StringSerde), StringSerde);
+        .to("spent", Nullable(StringSerde), Nullable(StringSerde));
     let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
     let mut input = d.input("orders", Nullable(StringSerde), I64Serde);
     input.pipe(Some(s("ann")), 300, 1).unwrap();

@@ -3,8 +3,8 @@
 //! count, later ones are dropped and counted.
 
 use runnel_streams::{
-    I64Serde, StreamsBuilder, StreamsConfig, StringSerde, TestDriver, TimeWindows, Windowed,
-    WindowedSerde,
+    I64Serde, Nullable, StreamsBuilder, StreamsConfig, StringSerde, TestDriver, TimeWindows,
+    Windowed, WindowedSerde,
 };
 
 const MINUTE: i64 = 60_000;
@@ -25,7 +25,11 @@ fn order_totals_per_customer_per_minute_take_late_orders_within_the_grace_period
         .windowed_by(TimeWindows::of_size_with_grace(MINUTE, 10_000))
         .reduce("totals", |a, b| a + b)
         .to_stream()
-        .to("totals", WindowedSerde::new(StringSerde, MINUTE), I64Serde);
+        .to(
+            "totals",
+            WindowedSerde::new(StringSerde, MINUTE),
+            Nullable(I64Serde),
+        );
     let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
     let mut orders = d.input("orders", StringSerde, I64Serde);
     orders.pipe("ann".into(), 100, 1_000).unwrap();
@@ -71,7 +75,11 @@ fn hopping_windows_count_a_record_in_each_window_that_holds_it() {
         .windowed_by(TimeWindows::of_size_no_grace(10).advance_by(5))
         .count("clicks-per-10ms")
         .to_stream()
-        .to("counts", WindowedSerde::new(StringSerde, 10), I64Serde);
+        .to(
+            "counts",
+            WindowedSerde::new(StringSerde, 10),
+            Nullable(I64Serde),
+        );
     let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
     let mut clicks = d.input("clicks", StringSerde, StringSerde);
     clicks.pipe("u".into(), "a".into(), 7).unwrap();
@@ -98,7 +106,11 @@ fn suppression_lets_out_each_windows_final_total_once_when_it_closes() {
         .suppress_until_window_closes()
         .unwrap()
         .to_stream()
-        .to("final", WindowedSerde::new(StringSerde, MINUTE), I64Serde);
+        .to(
+            "final",
+            WindowedSerde::new(StringSerde, MINUTE),
+            Nullable(I64Serde),
+        );
     let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("shop"));
     let mut orders = d.input("orders", StringSerde, I64Serde);
     orders.pipe("ann".into(), 100, 1_000).unwrap();
