@@ -334,7 +334,7 @@ impl StreamsBuilder {
             },
             &[],
         );
-        KStream::at(&self.graph, vec![(id, 0)])
+        KStream::at(&self.graph, vec![(id, 0)], false)
     }
 
     /// The topology built so far. Refuses one in which two aggregations
@@ -370,6 +370,11 @@ pub struct KStream<K, V> {
     /// The nodes (and ports) whose output this stream is: one, or several
     /// after [`KStream::merge`].
     parents: Vec<(NodeId, usize)>,
+    /// Whether an operation since the source may have changed keys, so
+    /// records are no longer in the partition their key hashes to: an
+    /// aggregation must then repartition first (Kafka's "key changing"
+    /// operations: `map`, `select_key`, `flat_map`).
+    key_changed: bool,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -378,16 +383,22 @@ where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    fn at(graph: &Rc<RefCell<Graph>>, parents: Vec<(NodeId, usize)>) -> KStream<K, V> {
+    fn at(
+        graph: &Rc<RefCell<Graph>>,
+        parents: Vec<(NodeId, usize)>,
+        key_changed: bool,
+    ) -> KStream<K, V> {
         KStream {
             graph: Rc::clone(graph),
             parents,
+            key_changed,
             types: PhantomData,
         }
     }
 
     fn then<K2, V2>(
         &self,
+        changes_key: bool,
         f: impl Fn(&K, &V, &Rec, &mut Vec<(usize, Rec)>) + Send + Sync + 'static,
     ) -> KStream<K2, V2>
     where
@@ -402,12 +413,12 @@ where
             .graph
             .borrow_mut()
             .add(Node::Processor(process), &self.parents);
-        KStream::at(&self.graph, vec![(id, 0)])
+        KStream::at(&self.graph, vec![(id, 0)], self.key_changed || changes_key)
     }
 
     /// The records for which `keep` is true.
     pub fn filter(&self, keep: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> KStream<K, V> {
-        self.then(move |k, v, rec, out| {
+        self.then(false, move |k, v, rec, out| {
             if keep(k, v) {
                 out.push((0, rec.clone()));
             }
@@ -431,7 +442,7 @@ where
         K2: Send + Sync + 'static,
         V2: Send + Sync + 'static,
     {
-        self.then(move |k, v, rec, out| {
+        self.then(true, move |k, v, rec, out| {
             let (k2, v2) = f(k, v);
             out.push((0, with(rec, Arc::new(k2), Arc::new(v2))));
         })
@@ -442,7 +453,7 @@ where
     where
         V2: Send + Sync + 'static,
     {
-        self.then(move |_, v, rec, out| {
+        self.then(false, move |_, v, rec, out| {
             out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(f(v)))));
         })
     }
@@ -452,7 +463,7 @@ where
     where
         K2: Send + Sync + 'static,
     {
-        self.then(move |k, v, rec, out| {
+        self.then(true, move |k, v, rec, out| {
             out.push((0, with(rec, Arc::new(f(k, v)), Arc::clone(&rec.value))));
         })
     }
@@ -467,7 +478,7 @@ where
         V2: Send + Sync + 'static,
         I: IntoIterator<Item = (K2, V2)>,
     {
-        self.then(move |k, v, rec, out| {
+        self.then(true, move |k, v, rec, out| {
             for (k2, v2) in f(k, v) {
                 out.push((0, with(rec, Arc::new(k2), Arc::new(v2))));
             }
@@ -483,7 +494,7 @@ where
         V2: Send + Sync + 'static,
         I: IntoIterator<Item = V2>,
     {
-        self.then(move |_, v, rec, out| {
+        self.then(false, move |_, v, rec, out| {
             for v2 in f(v) {
                 out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(v2))));
             }
@@ -492,7 +503,7 @@ where
 
     /// Calls `f` on each record and passes it on unchanged.
     pub fn peek(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) -> KStream<K, V> {
-        self.then(move |k, v, rec, out| {
+        self.then(false, move |k, v, rec, out| {
             f(k, v);
             out.push((0, rec.clone()));
         })
@@ -515,7 +526,7 @@ where
             .borrow_mut()
             .add(Node::Processor(process), &self.parents);
         (0..n)
-            .map(|port| KStream::at(&self.graph, vec![(id, port)]))
+            .map(|port| KStream::at(&self.graph, vec![(id, port)], self.key_changed))
             .collect()
     }
 
@@ -523,7 +534,7 @@ where
     pub fn merge(&self, other: &KStream<K, V>) -> KStream<K, V> {
         let mut parents = self.parents.clone();
         parents.extend(other.parents.iter().copied());
-        KStream::at(&self.graph, parents)
+        KStream::at(&self.graph, parents, self.key_changed || other.key_changed)
     }
 
     /// Writes the stream to `topic`, keys and values with the serdes given.
@@ -583,17 +594,18 @@ where
     V: Send + Sync + 'static,
 {
     /// The records grouped by their key, for an aggregation (Kafka's
-    /// `groupByKey` with `Grouped.with(keySerde, valueSerde)`).
+    /// `groupByKey` with `Grouped.with(keySerde, valueSerde)`); through a
+    /// repartition topic if an operation before may have changed keys.
     pub fn group_by_key(
         &self,
         key_serde: impl Serde<K>,
         value_serde: impl Serde<V>,
     ) -> KGroupedStream<K, V> {
         KGroupedStream {
-            stream: KStream::at(&self.graph, self.parents.clone()),
+            stream: KStream::at(&self.graph, self.parents.clone(), self.key_changed),
             key_serde: Arc::new(key_serde),
             value_serde: Arc::new(value_serde),
-            repartition: false,
+            repartition: self.key_changed,
         }
     }
 
@@ -852,7 +864,7 @@ where
     /// The table's updates as a stream (Kafka's `toStream`): `None` is a
     /// deletion, written as a tombstone through a [`crate::Nullable`] serde.
     pub fn to_stream(&self) -> KStream<K, Option<V>> {
-        KStream::at(&self.graph, self.parents.clone())
+        KStream::at(&self.graph, self.parents.clone(), false)
     }
 }
 
@@ -866,7 +878,11 @@ where
     pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
         TimeWindowedKStream {
             grouped: KGroupedStream {
-                stream: KStream::at(&self.stream.graph, self.stream.parents.clone()),
+                stream: KStream::at(
+                    &self.stream.graph,
+                    self.stream.parents.clone(),
+                    self.stream.key_changed,
+                ),
                 key_serde: Arc::clone(&self.key_serde),
                 value_serde: Arc::clone(&self.value_serde),
                 repartition: self.repartition,
@@ -1175,7 +1191,7 @@ where
                     "a stream can only join a table kept by key (not a windowed or suppressed one)"
                 };
                 self.graph.borrow_mut().errors.push(why.to_owned());
-                return KStream::at(&self.graph, Vec::new());
+                return KStream::at(&self.graph, Vec::new(), false);
             }
         };
         let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
@@ -1190,6 +1206,6 @@ where
             .graph
             .borrow_mut()
             .add(Node::Processor(process), &self.parents);
-        KStream::at(&self.graph, vec![(id, 0)])
+        KStream::at(&self.graph, vec![(id, 0)], self.key_changed)
     }
 }

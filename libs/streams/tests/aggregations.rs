@@ -111,3 +111,34 @@ fn two_aggregations_may_not_share_a_store() {
         "topology: state store n is named by two operations"
     );
 }
+
+#[test]
+fn grouping_after_a_key_change_repartitions_and_after_a_value_change_does_not() {
+    let b = StreamsBuilder::new();
+    let input = b.stream("in", StringSerde, StringSerde);
+    input
+        .select_key(|_, v| v.clone())
+        .filter(|_, _| true)
+        .group_by_key(StringSerde, StringSerde)
+        .count("by-value");
+    input
+        .map_values(|v: &String| v.len() as i64)
+        .group_by_key(StringSerde, I64Serde)
+        .count("by-key");
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
+    d.input("in", StringSerde, StringSerde)
+        .pipe(s("k"), s("x"), 1)
+        .unwrap();
+    assert_eq!(d.read_raw("app-by-value-repartition").len(), 1);
+    assert!(d.read_raw("app-by-key-repartition").is_empty());
+    assert_eq!(
+        d.read("app-by-value-changelog", &StringSerde, &I64Serde)
+            .unwrap(),
+        [(s("x"), 1, 1)]
+    );
+    assert_eq!(
+        d.read("app-by-key-changelog", &StringSerde, &I64Serde)
+            .unwrap(),
+        [(s("k"), 1, 1)]
+    );
+}
