@@ -45,6 +45,7 @@ use crate::log::{CLEANED_SUFFIX, CLEANER_OFFSET_CHECKPOINT, Log, SWAP_SUFFIX};
 use crate::scan::{SCAN_CHUNK, ScanError, Scanner};
 use crate::segment::{
     BatchMeta, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, file_name,
+    remove_if_present,
 };
 use crate::storage::{Storage, StorageFile};
 use crate::txn_index::AbortedTxn;
@@ -790,11 +791,8 @@ pub(crate) fn recover_interrupted_cleaning(
                     TXN_INDEX_SUFFIX,
                 ] {
                     let p = dir.join(file_name(b, suffix, ""));
-                    match storage.remove_file(&p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(LogError::io("remove replaced segment", &p)(e)),
-                    }
+                    remove_if_present(storage.as_ref(), &p)
+                        .map_err(LogError::io("remove replaced segment", &p))?;
                 }
             }
         }

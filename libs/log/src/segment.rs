@@ -938,11 +938,7 @@ impl Segment {
             TXN_INDEX_SUFFIX,
         ] {
             let p = self.path(suffix);
-            match storage.remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("delete segment", &p)(e)),
-            }
+            remove_if_present(storage, &p).map_err(LogError::io("delete segment", &p))?;
         }
         Ok(())
     }
@@ -1086,7 +1082,7 @@ impl IndexFile {
 }
 
 /// Removes a file if it is there.
-fn remove_if_present(storage: &dyn Storage, path: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_if_present(storage: &dyn Storage, path: &Path) -> std::io::Result<()> {
     match storage.remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
