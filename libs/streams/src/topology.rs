@@ -585,6 +585,29 @@ impl Topology {
     }
 }
 
+/// `count`'s step: one more.
+fn count_step<K, V>(_: &K, _: &V, old: Option<i64>) -> i64 {
+    old.unwrap_or(0) + 1
+}
+
+/// `reduce`'s step: the first value as it is, later ones combined in.
+fn reduce_step<K, V: Clone>(
+    combine: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+) -> impl Fn(&K, &V, Option<V>) -> V + Send + Sync + 'static {
+    move |_, v, old| match old {
+        Some(agg) => combine(&agg, v),
+        None => v.clone(),
+    }
+}
+
+/// `aggregate`'s step: `add` onto the aggregate so far, or onto `init()`.
+fn aggregate_step<K, V, A>(
+    init: impl Fn() -> A + Send + Sync + 'static,
+    add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
+) -> impl Fn(&K, &V, Option<A>) -> A + Send + Sync + 'static {
+    move |k, v, old| add(k, v, old.unwrap_or_else(&init))
+}
+
 const REPARTITION_SUFFIX: &str = "-repartition";
 const CHANGELOG_SUFFIX: &str = "-changelog";
 
@@ -645,9 +668,7 @@ where
 {
     /// How many records each key had, in store `store` (Kafka's `count`).
     pub fn count(&self, store: &str) -> KTable<K, i64> {
-        self.fold(store, crate::serde::I64Serde, |_, _, old: Option<i64>| {
-            old.unwrap_or(0) + 1
-        })
+        self.fold(store, crate::serde::I64Serde, count_step)
     }
 
     /// Each key's values combined with `combine` (the first value as it
@@ -660,15 +681,8 @@ where
     where
         V: Clone,
     {
-        let serde = Arc::clone(&self.value_serde);
-        self.fold(
-            store,
-            ArcSerde(serde),
-            move |_, v, old: Option<V>| match old {
-                Some(agg) => combine(&agg, v),
-                None => v.clone(),
-            },
-        )
+        let serde = ArcSerde(Arc::clone(&self.value_serde));
+        self.fold(store, serde, reduce_step(combine))
     }
 
     /// Each key's values folded into an aggregate that starts as `init()`,
@@ -683,9 +697,7 @@ where
     where
         A: Send + Sync + 'static,
     {
-        self.fold(store, serde, move |k, v, old: Option<A>| {
-            add(k, v, old.unwrap_or_else(&init))
-        })
+        self.fold(store, serde, aggregate_step(init, add))
     }
 
     /// The aggregation node: reads the key's aggregate from the store,
@@ -905,9 +917,7 @@ where
 {
     /// How many records each key had in each window.
     pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
-        self.fold(store, crate::serde::I64Serde, |_, _, old: Option<i64>| {
-            old.unwrap_or(0) + 1
-        })
+        self.fold(store, crate::serde::I64Serde, count_step)
     }
 
     /// Each key's values in each window combined with `combine`.
@@ -920,10 +930,7 @@ where
         V: Clone,
     {
         let serde = ArcSerde(Arc::clone(&self.grouped.value_serde));
-        self.fold(store, serde, move |_, v, old: Option<V>| match old {
-            Some(agg) => combine(&agg, v),
-            None => v.clone(),
-        })
+        self.fold(store, serde, reduce_step(combine))
     }
 
     /// Each key's values in each window folded into an aggregate that
@@ -938,9 +945,7 @@ where
     where
         A: Send + Sync + 'static,
     {
-        self.fold(store, serde, move |k, v, old: Option<A>| {
-            add(k, v, old.unwrap_or_else(&init))
-        })
+        self.fold(store, serde, aggregate_step(init, add))
     }
 
     /// The windowed aggregation node: the record is folded into every
