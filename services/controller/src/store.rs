@@ -494,30 +494,30 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// written as multi-row statements. Every other record flushes the run
 /// first, so the tables change in log order.
 #[derive(Default)]
-struct PartitionRows {
-    created: Vec<PartitionCreated>,
-    changed: Vec<PartitionChanged>,
+struct PartitionRows<'a> {
+    created: Vec<&'a PartitionCreated>,
+    changed: Vec<&'a PartitionChanged>,
     /// The partitions in `changed`: one statement may change each only once.
-    changed_keys: HashSet<(String, i32)>,
+    changed_keys: HashSet<(&'a str, i32)>,
 }
 
-impl PartitionRows {
+impl<'a> PartitionRows<'a> {
     /// Takes `record` into the run if it is one the run writes; false if
     /// the caller applies it (after flushing the run).
     async fn add(
         &mut self,
         tx: &mut Transaction<'_, Sqlite>,
-        record: &MetadataRecord,
+        record: &'a MetadataRecord,
     ) -> Result<bool, StoreError> {
         match &record.record {
             Some(Record::PartitionCreated(r)) => {
                 if !self.changed.is_empty() || self.created.len() == ROWS_PER_STATEMENT {
                     self.flush(tx).await?;
                 }
-                self.created.push(r.clone());
+                self.created.push(r);
             }
             Some(Record::PartitionChanged(r)) if r.assignment.is_none() => {
-                let key = (r.topic.clone(), r.partition);
+                let key = (r.topic.as_str(), r.partition);
                 if !self.created.is_empty()
                     || self.changed.len() == ROWS_PER_STATEMENT
                     || self.changed_keys.contains(&key)
@@ -525,7 +525,7 @@ impl PartitionRows {
                     self.flush(tx).await?;
                 }
                 self.changed_keys.insert(key);
-                self.changed.push(r.clone());
+                self.changed.push(r);
             }
             _ => return Ok(false),
         }
@@ -550,7 +550,7 @@ impl PartitionRows {
 /// Inserts created partitions, in one statement.
 async fn insert_partitions(
     tx: &mut Transaction<'_, Sqlite>,
-    created: &[PartitionCreated],
+    created: &[&PartitionCreated],
 ) -> Result<(), StoreError> {
     let mut insert = QueryBuilder::<Sqlite>::new(
         "INSERT INTO partitions (topic, partition, replicas, isr, leader, leader_epoch, partition_epoch) ",
@@ -571,7 +571,7 @@ async fn insert_partitions(
 /// Sets the leader, ISR and epochs of changed partitions (each at most once), in one statement.
 async fn update_partitions(
     tx: &mut Transaction<'_, Sqlite>,
-    changed: &[PartitionChanged],
+    changed: &[&PartitionChanged],
 ) -> Result<(), StoreError> {
     let mut update = QueryBuilder::<Sqlite>::new(
         "WITH v(topic, partition, isr, leader, leader_epoch, partition_epoch) AS (",
@@ -646,7 +646,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
         }
-        Record::PartitionCreated(r) => insert_partitions(tx, std::slice::from_ref(r)).await?,
+        Record::PartitionCreated(r) => insert_partitions(tx, &[r]).await?,
         Record::PartitionChanged(r) => {
             if let Some(a) = &r.assignment {
                 sqlx::query(
@@ -660,7 +660,7 @@ async fn apply(
                 .execute(&mut **tx)
                 .await?;
             }
-            update_partitions(tx, std::slice::from_ref(r)).await?;
+            update_partitions(tx, &[r]).await?;
         }
         Record::ProducerIdsAllocated(r) => {
             sqlx::query("UPDATE producer_ids SET next_producer_id = ? WHERE id = 1")
