@@ -19,6 +19,8 @@ use crate::topology::{Ctx, OutputRecord, Topology};
 pub struct TestDriver {
     topology: Topology,
     config: StreamsConfig,
+    /// The repartition topics' real names, whose records are fed back in.
+    repartition: Vec<String>,
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     slots: BTreeMap<usize, Box<dyn Any + Send>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
@@ -42,6 +44,7 @@ impl TestDriver {
             })
             .collect();
         TestDriver {
+            repartition: topology.repartition_topics(&config.application_id),
             topology,
             config,
             stores,
@@ -82,9 +85,6 @@ impl TestDriver {
             timestamp,
             headers: Vec::new(),
         }]);
-        let repartition = self
-            .topology
-            .repartition_topics(&self.config.application_id);
         while let Some(r) = pending.pop_front() {
             let mut out = Vec::new();
             self.stream_time = self.stream_time.max(r.timestamp);
@@ -116,7 +116,7 @@ impl TestDriver {
                 other => other?,
             }
             for o in out {
-                if repartition.contains(&o.topic) {
+                if self.repartition.contains(&o.topic) {
                     pending.push_back(o.clone());
                 }
                 self.outputs.entry(o.topic.clone()).or_default().push(o);
