@@ -115,6 +115,10 @@ impl TestDriver {
                 }
                 other => other?,
             }
+            // Each record is its own commit here.
+            for store in self.stores.values_mut() {
+                store.commit(None)?;
+            }
             for o in out {
                 if self.repartition.contains(&o.topic) {
                     pending.push_back(o.clone());

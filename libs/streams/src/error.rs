@@ -1,9 +1,11 @@
 //! What can go wrong while a topology runs.
 
+use runnel_client::ClientError;
+
 use crate::serde::SerdeError;
 
 /// An error that stops a task.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StreamsError {
     /// An input record's key or value did not deserialize (what
     /// [`crate::config::OnDeserializationError`] decides about).
@@ -29,4 +31,31 @@ pub enum StreamsError {
     /// The topology is inconsistent (a bug in how it was built).
     #[error("topology: {0}")]
     Topology(String),
+    /// Processing a record failed: which task, which record, and why.
+    #[error("task {task}, {topic}-{partition} offset {offset}: {source}")]
+    Task {
+        /// The task id.
+        task: String,
+        /// The input record's topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
+        /// What went wrong.
+        source: Box<StreamsError>,
+    },
+    /// The cluster refused or could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] ClientError),
+    /// The application cannot start on this cluster (missing source
+    /// topics, partition counts that do not match).
+    #[error("{0}")]
+    Setup(String),
+    /// Output records could not be written.
+    #[error("{0}")]
+    Produce(String),
+    /// A stream thread panicked.
+    #[error("stream thread: {0}")]
+    Thread(String),
 }

@@ -38,12 +38,14 @@
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod runtime;
 pub mod serde;
 pub mod store;
 pub mod topology;
 pub mod window;
 
-pub use config::{OnDeserializationError, StreamsConfig};
+pub use config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
+pub use runtime::{AppState, StreamsApp, TaskMetrics};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
 pub use serde::{

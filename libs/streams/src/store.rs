@@ -5,10 +5,15 @@
 //! [`RedbStore`] keeps a task's state on local disk in redb: pure Rust (no
 //! C++ toolchain, as RocksDB would need), one file per store, ACID commits
 //! and MVCC reads, so interactive queries read while the task writes.
-//! Writes wait in memory until [`KeyValueStore::flush`], which the task
-//! calls at each commit: the changelog, not the local file, is what makes
-//! state survive, so the file is synced once per commit interval rather
-//! than per record.
+//! Writes wait in memory until [`KeyValueStore::commit`], which the task
+//! calls once the commit interval's outputs are safe in the cluster: the
+//! changelog, not the local file, is what makes state survive, so the file
+//! is synced once per commit interval rather than per record. Each commit
+//! records, in the same redb transaction, the changelog offset the store
+//! is complete up to (Kafka Streams' checkpoint file), so a restart
+//! restores only what came after it; with exactly-once, uncommitted writes
+//! are discarded when a transaction aborts and the file only ever holds
+//! state of committed transactions.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,18 +25,28 @@ use crate::error::StreamsError;
 
 /// A task's key-value store.
 pub trait KeyValueStore: Send {
-    /// The value under `key`.
+    /// The value under `key` (writes not yet committed included).
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError>;
     /// Sets `key` to `value`; `None` deletes it.
     fn put(&mut self, key: &[u8], value: Option<Bytes>) -> Result<(), StreamsError>;
-    /// Makes every write so far durable in the store's own file.
-    fn flush(&mut self) -> Result<(), StreamsError>;
+    /// Makes every write so far durable, with `checkpoint` (when given) as
+    /// the changelog offset the store now holds everything before.
+    fn commit(&mut self, checkpoint: Option<i64>) -> Result<(), StreamsError>;
+    /// Forgets the writes since the last commit.
+    fn discard(&mut self);
+    /// The changelog offset of the last commit that gave one.
+    fn checkpoint(&self) -> Result<Option<i64>, StreamsError>;
+    /// Empties the store and forgets its checkpoint (its changelog is
+    /// restored from the start).
+    fn clear(&mut self) -> Result<(), StreamsError>;
 }
 
 /// A store in memory (what the test driver runs on).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     entries: BTreeMap<Bytes, Bytes>,
+    pending: BTreeMap<Bytes, Option<Bytes>>,
+    checkpoint: Option<i64>,
 }
 
 impl MemoryStore {
@@ -43,32 +58,50 @@ impl MemoryStore {
 
 impl KeyValueStore for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
-        Ok(self.entries.get(key).cloned())
+        match self.pending.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.entries.get(key).cloned()),
+        }
     }
     fn put(&mut self, key: &[u8], value: Option<Bytes>) -> Result<(), StreamsError> {
-        match value {
-            Some(v) => {
-                self.entries.insert(Bytes::copy_from_slice(key), v);
-            }
-            None => {
-                self.entries.remove(key);
-            }
+        self.pending.insert(Bytes::copy_from_slice(key), value);
+        Ok(())
+    }
+    fn commit(&mut self, checkpoint: Option<i64>) -> Result<(), StreamsError> {
+        for (key, value) in std::mem::take(&mut self.pending) {
+            match value {
+                Some(v) => self.entries.insert(key, v),
+                None => self.entries.remove(&key),
+            };
+        }
+        if checkpoint.is_some() {
+            self.checkpoint = checkpoint;
         }
         Ok(())
     }
-    fn flush(&mut self) -> Result<(), StreamsError> {
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+    fn checkpoint(&self) -> Result<Option<i64>, StreamsError> {
+        Ok(self.checkpoint)
+    }
+    fn clear(&mut self) -> Result<(), StreamsError> {
+        *self = MemoryStore::default();
         Ok(())
     }
 }
 
-/// The one table a store file holds.
+/// The table of a store file's entries.
 const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// The table holding the checkpoint, under [`CHECKPOINT`].
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const CHECKPOINT: &str = "changelog-offset";
 
 /// A store in a redb file.
 pub struct RedbStore {
     path: PathBuf,
     db: redb::Database,
-    /// Writes since the last flush (`None`: a deletion).
+    /// Writes since the last commit (`None`: a deletion).
     pending: BTreeMap<Bytes, Option<Bytes>>,
 }
 
@@ -103,7 +136,7 @@ impl KeyValueStore for RedbStore {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
         let table = match read.open_table(ENTRIES) {
             Ok(t) => t,
-            // Nothing flushed yet.
+            // Nothing committed yet.
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(self.error(e)),
         };
@@ -116,8 +149,8 @@ impl KeyValueStore for RedbStore {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), StreamsError> {
-        if self.pending.is_empty() {
+    fn commit(&mut self, checkpoint: Option<i64>) -> Result<(), StreamsError> {
+        if self.pending.is_empty() && checkpoint.is_none() {
             return Ok(());
         }
         let write = self.db.begin_write().map_err(|e| self.error(e))?;
@@ -135,10 +168,38 @@ impl KeyValueStore for RedbStore {
                     }
                 }
             }
+            if let Some(offset) = checkpoint {
+                let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+                meta.insert(CHECKPOINT, offset)
+                    .map_err(|e| self.error(e))?;
+            }
         }
         write.commit().map_err(|e| self.error(e))?;
         self.pending.clear();
         Ok(())
+    }
+
+    fn discard(&mut self) {
+        self.pending.clear();
+    }
+
+    fn checkpoint(&self) -> Result<Option<i64>, StreamsError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let meta = match read.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        let offset = meta.get(CHECKPOINT).map_err(|e| self.error(e))?;
+        Ok(offset.map(|v| v.value()))
+    }
+
+    fn clear(&mut self) -> Result<(), StreamsError> {
+        self.pending.clear();
+        let write = self.db.begin_write().map_err(|e| self.error(e))?;
+        write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
+        write.delete_table(META).map_err(|e| self.error(e))?;
+        write.commit().map_err(|e| self.error(e))
     }
 }
 
@@ -155,14 +216,14 @@ mod tests {
         store.put(b"a", Some(Bytes::from_static(b"1"))).unwrap();
         store.put(b"b", Some(Bytes::from_static(b"2"))).unwrap();
         assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
-        store.flush().unwrap();
+        store.commit(None).unwrap();
         store.put(b"b", None).unwrap();
         assert_eq!(
             store.get(b"b").unwrap(),
             None,
             "a pending delete hides the flushed value"
         );
-        store.flush().unwrap();
+        store.commit(None).unwrap();
         store.put(b"c", Some(Bytes::from_static(b"3"))).unwrap();
         drop(store);
         // Reopened: flushed writes are there; the unflushed one is for the
@@ -171,6 +232,40 @@ mod tests {
         assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(store.get(b"b").unwrap(), None);
         assert_eq!(store.get(b"c").unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_keeps_its_checkpoint_with_the_data_and_discard_drops_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counts.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), None);
+        store.put(b"a", Some(Bytes::from_static(b"1"))).unwrap();
+        store.commit(Some(7)).unwrap();
+        store.put(b"a", Some(Bytes::from_static(b"2"))).unwrap();
+        store.put(b"b", Some(Bytes::from_static(b"3"))).unwrap();
+        store.discard();
+        assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(store.get(b"b").unwrap(), None);
+        // A commit without a checkpoint keeps the last one.
+        store.put(b"c", Some(Bytes::from_static(b"4"))).unwrap();
+        store.commit(None).unwrap();
+        drop(store);
+        let mut store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.checkpoint().unwrap(), Some(7));
+        assert_eq!(store.get(b"c").unwrap().as_deref(), Some(&b"4"[..]));
+        store.clear().unwrap();
+        assert_eq!(store.checkpoint().unwrap(), None);
+        assert_eq!(store.get(b"a").unwrap(), None);
+        // The memory store behaves the same.
+        let mut mem = MemoryStore::new();
+        mem.put(b"a", Some(Bytes::from_static(b"1"))).unwrap();
+        mem.commit(Some(3)).unwrap();
+        mem.put(b"a", None).unwrap();
+        assert_eq!(mem.get(b"a").unwrap(), None);
+        mem.discard();
+        assert_eq!(mem.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(mem.checkpoint().unwrap(), Some(3));
     }
 
     #[test]

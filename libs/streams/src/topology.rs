@@ -566,6 +566,31 @@ fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
 }
 
 impl Topology {
+    /// The topics the topology reads as application `application_id`
+    /// names them on the cluster, sorted, each with whether it is one of
+    /// the application's own (a repartition topic).
+    pub(crate) fn input_topics(&self, application_id: &str) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| match n {
+                Node::Source {
+                    topics, internal, ..
+                } => topics
+                    .iter()
+                    .map(|t| match internal {
+                        true => (format!("{application_id}-{t}"), true),
+                        false => (t.clone(), false),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The real names of the repartition topics the topology writes and
     /// reads back, for application `application_id`.
     pub(crate) fn repartition_topics(&self, application_id: &str) -> Vec<String> {
@@ -609,7 +634,7 @@ fn aggregate_step<K, V, A>(
 }
 
 const REPARTITION_SUFFIX: &str = "-repartition";
-const CHANGELOG_SUFFIX: &str = "-changelog";
+pub(crate) const CHANGELOG_SUFFIX: &str = "-changelog";
 
 impl<K, V> KStream<K, V>
 where

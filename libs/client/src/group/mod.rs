@@ -314,6 +314,24 @@ impl GroupConsumer {
         self.consumer.position(tp)
     }
 
+    /// Reads `tp` (one of this member's partitions) from `offset` next
+    /// (Kafka's `seek`): to go back to the committed offsets after an
+    /// aborted transaction.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) {
+        self.consumer.seek(tp, offset);
+    }
+
+    /// Whether the next `poll` takes part in a rebalance first (the
+    /// coordinator asked for one, or this member's subscription changed)
+    /// while this member is still in its generation,
+    /// so work on the current partitions can be committed before they may
+    /// be revoked. The classic protocol only; with KIP-848 partitions move
+    /// one by one and this is always false.
+    pub fn rebalance_pending(&self) -> bool {
+        self.config.group_protocol == GroupProtocol::Classic
+            && self.shared.lock().state == MemberState::Rejoin
+    }
+
     /// Records from this member's partitions, waiting up to `timeout`. Joins
     /// the group first, takes part in rebalances, and commits positions
     /// every `auto.commit.interval.ms` when auto commit is on.

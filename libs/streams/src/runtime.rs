@@ -1,0 +1,824 @@
+//! Running a topology on a cluster (Kafka's `KafkaStreams`): stream
+//! threads that are members of the application's consumer group, tasks
+//! per input partition with their stores restored from changelogs, and
+//! commits at least once or exactly once.
+//!
+//! A task is one partition number: partition `p` of every source topic
+//! and of every repartition topic, with the stores those records update.
+//! Source topics must therefore have one partition count (Kafka demands as
+//! much of topics that are joined), and the group assigns with the range
+//! assignor, which gives a member partition `p` of every topic together.
+//! Internal topics (repartition, changelog) are created with that count.
+
+use std::any::Any;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use runnel_client::{
+    Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
+    DeliveryFuture, ErrorCode, GroupConfig, GroupConsumer, Header, IsolationLevel, NewTopic,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
+use crate::error::StreamsError;
+use crate::store::{KeyValueStore, RedbStore};
+use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
+
+/// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
+/// Streams' task-level metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskMetrics {
+    /// The task id, `0_<partition>` as Kafka Streams names it.
+    pub task: String,
+    /// Input records processed (`process-total`).
+    pub records_processed: u64,
+    /// Records dropped for arriving after their window closed
+    /// (`dropped-records-total` for late records).
+    pub dropped_late_records: u64,
+    /// Input records skipped because they did not deserialize (with
+    /// [`OnDeserializationError::LogAndContinue`]).
+    pub skipped_records: u64,
+    /// Changelog records restored into the task's stores when it opened.
+    pub restored_records: u64,
+    /// Changelog records the restore had to read when it began.
+    pub restore_total: u64,
+    /// Input records behind the end of the task's partitions, as of the
+    /// last time the thread looked (every few seconds).
+    pub lag: i64,
+}
+
+/// Where an application stands (Kafka Streams' `KafkaStreams.State`,
+/// simplified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppState {
+    /// Threads run (or wait for their first assignment).
+    Running,
+    /// A thread stopped with this error; the others go on (Kafka's default
+    /// uncaught-exception handling replaces the thread; here the caller
+    /// decides, by closing and starting again).
+    Failed(String),
+    /// Closed.
+    Stopped,
+}
+
+/// What the threads and the handle share.
+#[derive(Default)]
+struct Shared {
+    metrics: Mutex<BTreeMap<i32, TaskMetrics>>,
+    failed: Mutex<Option<String>>,
+    stopped: Mutex<bool>,
+}
+
+/// A running application: its stream threads on one instance.
+pub struct StreamsApp {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    threads: Vec<JoinHandle<Result<(), StreamsError>>>,
+}
+
+impl std::fmt::Debug for StreamsApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamsApp")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamsApp {
+    /// Checks the source topics, creates the internal topics, and starts
+    /// `num.stream.threads` threads running `topology` on the cluster
+    /// `client` names.
+    pub async fn start(
+        topology: Topology,
+        config: StreamsConfig,
+        client: ClientConfig,
+    ) -> Result<StreamsApp, StreamsError> {
+        let cluster = Cluster::new(client);
+        let partitions = prepare_topics(&topology, &config, &cluster).await?;
+        tracing::info!(application = %config.application_id, partitions, threads = config.num_stream_threads, "starting stream threads");
+        let topology = Arc::new(topology);
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = watch::channel(false);
+        let process = uuid::Uuid::new_v4();
+        let threads = (0..config.num_stream_threads.max(1))
+            .map(|i| {
+                let thread = StreamThread::new(
+                    i,
+                    process,
+                    Arc::clone(&topology),
+                    config.clone(),
+                    Arc::clone(&cluster),
+                    Arc::clone(&shared),
+                );
+                let shared = Arc::clone(&shared);
+                let stopped = stopped.clone();
+                let span = tracing::info_span!("stream_thread", application = %config.application_id, thread = i);
+                tokio::spawn(
+                    async move {
+                        let result = thread.run(stopped).await;
+                        if let Err(e) = &result {
+                            tracing::error!(error = %e, "stream thread failed");
+                            shared.failed.lock().get_or_insert_with(|| e.to_string());
+                        }
+                        result
+                    }
+                    .instrument(span),
+                )
+            })
+            .collect();
+        Ok(StreamsApp {
+            shared,
+            stop,
+            threads,
+        })
+    }
+
+    /// Where the application stands.
+    pub fn state(&self) -> AppState {
+        if let Some(e) = self.shared.failed.lock().clone() {
+            AppState::Failed(e)
+        } else if *self.shared.stopped.lock() {
+            AppState::Stopped
+        } else {
+            AppState::Running
+        }
+    }
+
+    /// Each task's metrics on this instance, by task id.
+    pub fn metrics(&self) -> Vec<TaskMetrics> {
+        self.shared.metrics.lock().values().cloned().collect()
+    }
+
+    /// Stops the threads at once, as a crash would: nothing is committed,
+    /// the group is not told (it moves the tasks after the session
+    /// timeout), an open transaction stays open until the coordinator
+    /// times it out. For tests of failover.
+    pub fn abort(mut self) {
+        for t in self.threads.drain(..) {
+            t.abort();
+        }
+        *self.shared.stopped.lock() = true;
+    }
+
+    /// Stops the threads: each commits what it processed, leaves the group
+    /// (its tasks move at once) and closes its stores. Returns the first
+    /// error a thread stopped with.
+    pub async fn close(mut self) -> Result<(), StreamsError> {
+        let _ = self.stop.send(true);
+        let mut first = None;
+        for t in self.threads.drain(..) {
+            let result = match t.await {
+                Ok(r) => r,
+                Err(e) => Err(StreamsError::Thread(e.to_string())),
+            };
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
+        }
+        *self.shared.stopped.lock() = true;
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// The changelog topic of store `store`.
+fn changelog_topic(application_id: &str, store: &str) -> String {
+    format!("{application_id}-{store}{CHANGELOG_SUFFIX}")
+}
+
+/// Checks that the source topics exist with one partition count, and
+/// creates the internal topics with it (Kafka Streams'
+/// `InternalTopicManager`). Returns the partition count.
+async fn prepare_topics(
+    topology: &Topology,
+    config: &StreamsConfig,
+    cluster: &Arc<Cluster>,
+) -> Result<i32, StreamsError> {
+    let admin = Admin::with_cluster(Arc::clone(cluster));
+    let app = &config.application_id;
+    let mut counts = BTreeMap::new();
+    for (topic, internal) in topology.input_topics(app) {
+        if internal {
+            continue;
+        }
+        let d = admin.describe_topic(&topic).await.map_err(|e| {
+            if e.code() == Some(ErrorCode::UnknownTopicOrPartition) {
+                StreamsError::Setup(format!("source topic {topic} does not exist"))
+            } else {
+                StreamsError::Cluster(e)
+            }
+        })?;
+        counts.insert(topic, d.partitions.len() as i32);
+    }
+    let distinct: BTreeSet<i32> = counts.values().copied().collect();
+    let partitions = match distinct.len() {
+        1 => *distinct.first().unwrap_or(&1),
+        0 => {
+            return Err(StreamsError::Setup(
+                "the topology reads no topic".to_owned(),
+            ));
+        }
+        _ => {
+            let listed: Vec<String> = counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+            return Err(StreamsError::Setup(format!(
+                "source topics are not co-partitioned (one task reads partition p of every source topic, so they need one partition count): {}",
+                listed.join(", ")
+            )));
+        }
+    };
+    let mut wanted: Vec<NewTopic> = topology
+        .repartition_topics(app)
+        .iter()
+        .map(|t| NewTopic::new(t.clone()))
+        .collect();
+    for store in topology.stores() {
+        wanted.push(NewTopic::new(changelog_topic(app, store)).config("cleanup.policy", "compact"));
+    }
+    let wanted: Vec<NewTopic> = wanted
+        .into_iter()
+        .map(|t| {
+            t.partitions(partitions)
+                .replication_factor(config.replication_factor)
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(partitions);
+    }
+    let names: Vec<String> = wanted.iter().map(|t| t.name.clone()).collect();
+    for (name, result) in admin.create_topics(wanted, false).await? {
+        match result {
+            Ok(()) => tracing::info!(topic = %name, partitions, "created internal topic"),
+            Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {}
+            Err(e) => return Err(StreamsError::Cluster(e)),
+        }
+    }
+    for name in names {
+        let found = admin.describe_topic(&name).await?.partitions.len() as i32;
+        if found != partitions {
+            return Err(StreamsError::Setup(format!(
+                "internal topic {name} has {found} partitions, the source topics {partitions}: delete it (the application's internal topics) or give the sources {found}"
+            )));
+        }
+    }
+    Ok(partitions)
+}
+
+/// One task's state on a thread.
+struct Task {
+    partition: i32,
+    stores: BTreeMap<String, Box<dyn KeyValueStore>>,
+    slots: BTreeMap<usize, Box<dyn Any + Send>>,
+    stream_time: i64,
+    /// The stream time at the last commit (an aborted transaction goes back to it).
+    committed_stream_time: i64,
+    /// Per input topic: the next offset to commit.
+    consumed: BTreeMap<Arc<str>, i64>,
+    /// Per input topic: the first offset processed since the last commit
+    /// (an aborted transaction rewinds to it).
+    first_uncommitted: BTreeMap<Arc<str>, i64>,
+    /// Per store: the delivery of its last changelog record since the
+    /// last commit, whose offset becomes the store's checkpoint.
+    changelog_acks: BTreeMap<String, DeliveryFuture>,
+    metrics: TaskMetrics,
+}
+
+impl Task {
+    fn dirty(&self) -> bool {
+        !self.consumed.is_empty()
+    }
+
+    /// Forgets what was processed since the last commit.
+    fn discard(&mut self) {
+        for s in self.stores.values_mut() {
+            s.discard();
+        }
+        self.stream_time = self.committed_stream_time;
+        self.consumed.clear();
+        self.first_uncommitted.clear();
+        self.changelog_acks.clear();
+    }
+}
+
+/// One group member and its tasks.
+struct StreamThread {
+    transactional_id: String,
+    topology: Arc<Topology>,
+    config: StreamsConfig,
+    cluster: Arc<Cluster>,
+    group: GroupConsumer,
+    producer: Producer,
+    restore: Consumer,
+    /// Changelog topic → store.
+    changelogs: BTreeMap<String, String>,
+    tasks: BTreeMap<i32, Task>,
+    txn_open: bool,
+    last_commit: Instant,
+    last_lag: Instant,
+    failed_sends: u64,
+    shared: Arc<Shared>,
+}
+
+impl StreamThread {
+    fn new(
+        index: usize,
+        process: uuid::Uuid,
+        topology: Arc<Topology>,
+        config: StreamsConfig,
+        cluster: Arc<Cluster>,
+        shared: Arc<Shared>,
+    ) -> StreamThread {
+        let app = config.application_id.clone();
+        let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
+        let isolation = if eos {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        };
+        let mut group_config = GroupConfig::new(app.clone());
+        group_config.client_id = format!("{app}-{process}-StreamThread-{index}");
+        group_config.enable_auto_commit = false;
+        group_config.assignment_strategy = vec!["range".into()];
+        group_config.session_timeout = config.session_timeout;
+        group_config.heartbeat_interval = config.heartbeat_interval;
+        group_config.consumer.auto_offset_reset = OffsetReset::Earliest;
+        group_config.consumer.isolation_level = isolation;
+        group_config.consumer.max_poll_records = 1000;
+        let mut group = GroupConsumer::with_cluster(Arc::clone(&cluster), group_config);
+        let topics = topology
+            .input_topics(&app)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        group.subscribe(topics);
+        let transactional_id = format!("{app}-{process}-{index}");
+        let producer = new_producer(&cluster, &config, &transactional_id);
+        let restore = Consumer::with_cluster(
+            Arc::clone(&cluster),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                isolation_level: isolation,
+                max_poll_records: 10_000,
+                ..ConsumerConfig::default()
+            },
+        );
+        let changelogs = topology
+            .stores()
+            .iter()
+            .map(|s| (changelog_topic(&app, s), s.clone()))
+            .collect();
+        let now = Instant::now();
+        StreamThread {
+            transactional_id,
+            topology,
+            config,
+            cluster,
+            group,
+            producer,
+            restore,
+            changelogs,
+            tasks: BTreeMap::new(),
+            txn_open: false,
+            last_commit: now,
+            last_lag: now,
+            failed_sends: 0,
+            shared,
+        }
+    }
+
+    fn eos(&self) -> bool {
+        self.config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2
+    }
+
+    async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), StreamsError> {
+        if self.eos() {
+            self.producer.init_transactions().await?;
+        }
+        let result = self.run_loop(&mut stop).await;
+        let closed = self.shut_down(result.is_ok()).await;
+        result.and(closed)
+    }
+
+    async fn run_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), StreamsError> {
+        let interval = self.config.commit_interval();
+        while !*stop.borrow() {
+            if self.group.rebalance_pending() {
+                // Commit while the partitions are still this member's.
+                self.commit().await?;
+            }
+            let records = match self.group.poll(self.config.poll).await {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(error = %e, "poll failed; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.sync_tasks().await?;
+            for r in records {
+                self.process(r).await?;
+            }
+            self.publish_metrics();
+            if self.last_commit.elapsed() >= interval {
+                self.commit().await?;
+            }
+            if self.last_lag.elapsed() >= Duration::from_secs(5) {
+                self.update_lag().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits (after a clean run) or aborts (after a failure), leaves the
+    /// group and closes the producer.
+    async fn shut_down(mut self, clean: bool) -> Result<(), StreamsError> {
+        let committed = if clean {
+            self.commit().await
+        } else {
+            if self.txn_open {
+                let _ = self.producer.abort_transaction().await;
+            }
+            Ok(())
+        };
+        {
+            let mut metrics = self.shared.metrics.lock();
+            for p in self.tasks.keys() {
+                metrics.remove(p);
+            }
+        }
+        let StreamThread {
+            group, producer, ..
+        } = self;
+        if let Err(e) = group.close().await {
+            tracing::warn!(error = %e, "leaving the group failed");
+        }
+        if let Err(e) = producer.close().await {
+            tracing::warn!(error = %e, "closing the producer failed");
+        }
+        committed
+    }
+
+    /// Opens tasks for new partitions and closes those that went.
+    async fn sync_tasks(&mut self) -> Result<(), StreamsError> {
+        let assigned: BTreeSet<i32> = self
+            .group
+            .assignment()
+            .iter()
+            .map(|tp| tp.partition)
+            .collect();
+        let gone: Vec<i32> = self
+            .tasks
+            .keys()
+            .filter(|p| !assigned.contains(p))
+            .copied()
+            .collect();
+        if gone.iter().any(|p| self.tasks[p].dirty()) {
+            // The partitions moved before this thread committed them: their
+            // work since the last commit is the new owner's to redo.
+            if self.eos() {
+                self.abort().await?;
+            } else {
+                for p in &gone {
+                    if let Some(t) = self.tasks.get_mut(p) {
+                        t.discard();
+                    }
+                }
+            }
+        }
+        for p in gone {
+            tracing::info!(task = %format!("0_{p}"), "task closed: its partitions moved");
+            self.tasks.remove(&p);
+            self.shared.metrics.lock().remove(&p);
+        }
+        for p in assigned {
+            if !self.tasks.contains_key(&p) {
+                let task = self.open_task(p).await?;
+                self.tasks.insert(p, task);
+            }
+        }
+        Ok(())
+    }
+
+    fn task_dir(&self, partition: i32) -> PathBuf {
+        self.config
+            .state_dir
+            .join(&self.config.application_id)
+            .join(format!("0_{partition}"))
+    }
+
+    /// Opens task `partition`'s stores and restores each from its
+    /// changelog, from the store's checkpoint on.
+    async fn open_task(&mut self, partition: i32) -> Result<Task, StreamsError> {
+        let dir = self.task_dir(partition);
+        std::fs::create_dir_all(&dir).map_err(|e| StreamsError::Store {
+            store: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut task = Task {
+            partition,
+            stores: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            stream_time: i64::MIN,
+            committed_stream_time: i64::MIN,
+            consumed: BTreeMap::new(),
+            first_uncommitted: BTreeMap::new(),
+            changelog_acks: BTreeMap::new(),
+            metrics: TaskMetrics {
+                task: format!("0_{partition}"),
+                ..TaskMetrics::default()
+            },
+        };
+        let started = Instant::now();
+        for name in self.topology.stores().to_vec() {
+            let mut store: Box<dyn KeyValueStore> =
+                Box::new(RedbStore::open(&dir.join(format!("{name}.redb")))?);
+            let topic = changelog_topic(&self.config.application_id, &name);
+            let (total, restored) = self
+                .restore_store(store.as_mut(), &topic, partition)
+                .await?;
+            task.metrics.restore_total += total;
+            task.metrics.restored_records += restored;
+            task.stores.insert(name, store);
+        }
+        tracing::info!(task = %task.metrics.task, restored = task.metrics.restored_records, elapsed_ms = started.elapsed().as_millis() as u64, "task opened");
+        Ok(task)
+    }
+
+    /// Reads `topic`-`partition` from the store's checkpoint to its end
+    /// into the store. Returns (records to read, records read).
+    async fn restore_store(
+        &mut self,
+        store: &mut dyn KeyValueStore,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(u64, u64), StreamsError> {
+        let level = if self.eos() {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        };
+        let admin = Admin::with_cluster(Arc::clone(&self.cluster));
+        let (start, end) = admin.offsets_at(topic, partition, level).await?;
+        let mut checkpoint = store.checkpoint()?;
+        if checkpoint.is_some_and(|c| c > end) {
+            // The store is ahead of its changelog: the topic was recreated.
+            tracing::warn!(topic, partition, ?checkpoint, end, "store checkpoint beyond its changelog; restoring from scratch");
+            store.clear()?;
+            checkpoint = None;
+        }
+        let from = checkpoint.unwrap_or(start).max(start);
+        if from >= end {
+            return Ok((0, 0));
+        }
+        let tp = TopicPartition::new(topic, partition);
+        self.restore.assign(vec![tp.clone()]).await?;
+        self.restore.seek(&tp, from);
+        let mut read = 0u64;
+        let mut since_commit = 0usize;
+        loop {
+            let records = self.restore.poll(Duration::from_millis(500)).await?;
+            for r in records {
+                let Some(key) = r.key else { continue };
+                store.put(&key, r.value)?;
+                read += 1;
+                since_commit += 1;
+            }
+            let position = self.restore.position(&tp).unwrap_or(from);
+            if position >= end {
+                store.commit(Some(position))?;
+                break;
+            }
+            // Bounded memory: the pending writes go to disk now and then.
+            if since_commit >= 100_000 {
+                store.commit(Some(position))?;
+                since_commit = 0;
+            }
+        }
+        self.restore.assign(Vec::new()).await?;
+        Ok(((end - from) as u64, read))
+    }
+
+    /// Runs one input record through its task and sends what it produced.
+    async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
+        let eos = self.eos();
+        let Some(task) = self.tasks.get_mut(&r.partition) else {
+            return Ok(());
+        };
+        if eos && !self.txn_open {
+            self.producer.begin_transaction()?;
+            self.txn_open = true;
+        }
+        task.stream_time = task.stream_time.max(r.timestamp);
+        let headers: Vec<(String, Option<Bytes>)> = r
+            .headers
+            .iter()
+            .map(|h| (String::from_utf8_lossy(&h.key).into_owned(), h.value.clone()))
+            .collect();
+        let mut out = Vec::new();
+        let processed = {
+            let mut ctx = Ctx {
+                application_id: &self.config.application_id,
+                stores: &mut task.stores,
+                slots: &mut task.slots,
+                sink: &mut out,
+                stream_time: task.stream_time,
+                dropped_late: &mut task.metrics.dropped_late_records,
+            };
+            self.topology.process(
+                &mut ctx,
+                &r.topic,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.timestamp,
+                &headers,
+            )
+        };
+        match processed {
+            Ok(()) => task.metrics.records_processed += 1,
+            Err(StreamsError::Deserialize { source, .. })
+                if self.config.on_deserialization_error
+                    == OnDeserializationError::LogAndContinue =>
+            {
+                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %source, "skipping an input record that does not deserialize");
+                task.metrics.skipped_records += 1;
+            }
+            Err(e) => {
+                return Err(StreamsError::Task {
+                    task: task.metrics.task.clone(),
+                    topic: r.topic.to_string(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    source: Box::new(e),
+                });
+            }
+        }
+        task.consumed.insert(Arc::clone(&r.topic), r.offset + 1);
+        task.first_uncommitted
+            .entry(Arc::clone(&r.topic))
+            .or_insert(r.offset);
+        for o in out {
+            let store = self.changelogs.get(&o.topic).cloned();
+            let record = producer_record(o, store.as_ref().map(|_| task.partition));
+            let delivery = self.producer.send(record).await?;
+            if let Some(store) = store {
+                task.changelog_acks.insert(store, delivery);
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits every task: at least once, outputs flushed, then stores
+    /// checkpointed, then offsets committed; exactly once, outputs and
+    /// offsets in the thread's transaction, then stores checkpointed.
+    async fn commit(&mut self) -> Result<(), StreamsError> {
+        self.last_commit = Instant::now();
+        if !self.tasks.values().any(Task::dirty) {
+            return Ok(());
+        }
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .tasks
+            .values()
+            .flat_map(|t| {
+                t.consumed
+                    .iter()
+                    .map(|(topic, o)| (TopicPartition::new(topic.to_string(), t.partition), *o))
+            })
+            .collect();
+        if self.eos() {
+            let group = self.group.group_metadata();
+            let committed = async {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &group)
+                    .await?;
+                self.producer.commit_transaction().await
+            }
+            .await;
+            if let Err(e) = committed {
+                tracing::warn!(error = %e, "committing the transaction failed; aborting it and processing again from the last commit");
+                return self.abort().await;
+            }
+            self.txn_open = false;
+        } else {
+            self.producer.flush().await?;
+            let failed = self.producer.failed_records();
+            if failed > self.failed_sends {
+                let newly = failed - self.failed_sends;
+                self.failed_sends = failed;
+                return Err(StreamsError::Produce(format!(
+                    "{newly} output records could not be written (see the producer's errors above)"
+                )));
+            }
+        }
+        for task in self.tasks.values_mut() {
+            for (name, store) in task.stores.iter_mut() {
+                let checkpoint = match task.changelog_acks.remove(name) {
+                    Some(delivery) => Some(delivery.await?.offset + 1),
+                    None => None,
+                };
+                store.commit(checkpoint)?;
+            }
+            task.committed_stream_time = task.stream_time;
+            task.first_uncommitted.clear();
+        }
+        if !self.eos()
+            && let Err(e) = self.group.commit_offsets(offsets).await
+        {
+            // The records are processed again by whoever owns them next:
+            // what at least once allows.
+            tracing::warn!(error = %e, "committing offsets failed");
+        }
+        for task in self.tasks.values_mut() {
+            task.consumed.clear();
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction and goes back to the last commit: stores
+    /// lose their uncommitted writes, inputs are read again from the first
+    /// uncommitted offset.
+    async fn abort(&mut self) -> Result<(), StreamsError> {
+        if self.txn_open {
+            if let Err(e) = self.producer.abort_transaction().await {
+                tracing::warn!(error = %e, "aborting failed; starting a new producer");
+                let old = std::mem::replace(
+                    &mut self.producer,
+                    new_producer(&self.cluster, &self.config, &self.transactional_id),
+                );
+                drop(old);
+                // A new epoch fences whatever the old producer left open.
+                self.producer.init_transactions().await?;
+            }
+            self.txn_open = false;
+        }
+        let owned: BTreeSet<TopicPartition> = self.group.assignment().iter().cloned().collect();
+        for task in self.tasks.values_mut() {
+            for (topic, offset) in &task.first_uncommitted {
+                let tp = TopicPartition::new(topic.to_string(), task.partition);
+                if owned.contains(&tp) {
+                    self.group.seek(&tp, *offset);
+                }
+            }
+            task.discard();
+        }
+        Ok(())
+    }
+
+    /// Updates each task's lag (end offset minus position).
+    async fn update_lag(&mut self) {
+        self.last_lag = Instant::now();
+        let Ok(lags) = self.group.lag().await else {
+            return;
+        };
+        let mut per_task: BTreeMap<i32, i64> = BTreeMap::new();
+        for (tp, lag) in lags {
+            *per_task.entry(tp.partition).or_default() += lag;
+        }
+        for (p, task) in self.tasks.iter_mut() {
+            task.metrics.lag = per_task.get(p).copied().unwrap_or(0);
+        }
+    }
+
+    fn publish_metrics(&self) {
+        let mut m = self.shared.metrics.lock();
+        for (p, t) in &self.tasks {
+            m.insert(*p, t.metrics.clone());
+        }
+    }
+}
+
+/// The thread's producer: idempotent, and with exactly once transactional.
+fn new_producer(cluster: &Arc<Cluster>, config: &StreamsConfig, transactional_id: &str) -> Producer {
+    let mut producer = ProducerConfig {
+        allow_auto_topic_creation: false,
+        ..ProducerConfig::default()
+    };
+    if config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2 {
+        producer.transactional_id = Some(transactional_id.to_owned());
+        producer.transaction_timeout = config.transaction_timeout;
+    }
+    Producer::with_cluster(Arc::clone(cluster), producer)
+}
+
+/// What to send for an output record; changelog records go to the task's
+/// own partition, others are partitioned by key.
+fn producer_record(o: OutputRecord, partition: Option<i32>) -> ProducerRecord {
+    ProducerRecord {
+        topic: o.topic,
+        partition,
+        key: o.key,
+        value: o.value,
+        headers: o
+            .headers
+            .into_iter()
+            .map(|(k, v)| Header::new(k, v))
+            .collect(),
+        timestamp: Some(o.timestamp),
+    }
+}

@@ -1,0 +1,343 @@
+//! Streams applications on a real cluster: word count run by several
+//! instances while instances are added, closed and killed, with at least
+//! once and exactly once; and a task's local state lost and restored from
+//! its changelog. The results are checked against a straightforward count
+//! of the input.
+//!
+//! `RUNNEL_STREAMS_SEED` repeats a run's schedule (a failure prints it).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use runnel_client::{
+    ConsumerConfig, IsolationLevel, NewTopic, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord, TopicPartition,
+};
+use runnel_streams::{
+    I64Serde, Nullable, ProcessingGuarantee, StreamsApp, StreamsBuilder, StreamsConfig,
+    StringSerde, Topology,
+};
+use runnel_testkit::TestCluster;
+
+const PARTITIONS: i32 = 4;
+const WORDS: [&str; 12] = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima",
+];
+
+fn word_count() -> Topology {
+    let b = StreamsBuilder::new();
+    b.stream("lines", Nullable(StringSerde), StringSerde)
+        .flat_map_values(|l: &String| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .group_by(|_, w| w.clone(), StringSerde, StringSerde)
+        .count("counts")
+        .to_stream()
+        .to("word-counts", StringSerde, Nullable(I64Serde));
+    b.build().unwrap()
+}
+
+fn config(app: &str, state: &Path, guarantee: ProcessingGuarantee) -> StreamsConfig {
+    let mut c = StreamsConfig::new(app);
+    c.state_dir = state.to_owned();
+    c.processing_guarantee = guarantee;
+    c.commit_interval = Some(Duration::from_millis(200));
+    c.session_timeout = Duration::from_secs(6);
+    c.heartbeat_interval = Duration::from_millis(500);
+    c
+}
+
+async fn start(cluster: &TestCluster, config: StreamsConfig) -> StreamsApp {
+    StreamsApp::start(word_count(), config, cluster.client_config())
+        .await
+        .unwrap()
+}
+
+/// Lines of three words each, from `rng`; returns them with the count of
+/// every word.
+fn lines(rng: &mut impl Rng, n: usize) -> (Vec<String>, BTreeMap<String, i64>) {
+    let mut counts = BTreeMap::new();
+    let lines = (0..n)
+        .map(|_| {
+            let words: Vec<&str> = (0..3)
+                .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+                .collect();
+            for w in &words {
+                *counts.entry((*w).to_owned()).or_insert(0) += 1;
+            }
+            words.join(" ")
+        })
+        .collect();
+    (lines, counts)
+}
+
+async fn produce(cluster: &TestCluster, lines: &[String]) {
+    produce_through(cluster.client(), lines.to_vec()).await;
+}
+
+async fn produce_through(client: std::sync::Arc<runnel_client::Cluster>, lines: Vec<String>) {
+    let producer = Producer::with_cluster(client, ProducerConfig::default());
+    let mut pending = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let r = ProducerRecord::new("lines", l.clone().into_bytes())
+            .key(format!("line-{i}").into_bytes());
+        pending.push(producer.send(r).await.unwrap());
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+}
+
+/// Every (word, count) `word-counts` holds, in order per word, read with
+/// `isolation`, until nothing new comes for two seconds.
+async fn read_counts(
+    cluster: &TestCluster,
+    isolation: IsolationLevel,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut consumer = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            isolation_level: isolation,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(
+            (0..PARTITIONS)
+                .map(|p| TopicPartition::new("word-counts", p))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut idle = 0;
+    while idle < 8 {
+        let records = consumer.poll(Duration::from_millis(250)).await.unwrap();
+        idle = if records.is_empty() { idle + 1 } else { 0 };
+        for r in records {
+            let word = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let count = i64::from_be_bytes(r.value.unwrap().as_ref().try_into().unwrap());
+            out.entry(word).or_default().push(count);
+        }
+    }
+    out
+}
+
+/// Waits until every word's latest count reaches what `expected` says.
+async fn wait_for_counts(cluster: &TestCluster, expected: &BTreeMap<String, i64>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = read_counts(cluster, IsolationLevel::ReadCommitted).await;
+        let reached = expected.iter().all(|(w, n)| {
+            got.get(w)
+                .and_then(|c| c.iter().max())
+                .is_some_and(|m| m >= n)
+        });
+        if reached {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "counts never reached the input's: expected {expected:?}, latest {:?}",
+            got.iter()
+                .map(|(w, c)| (w, c.last().copied()))
+                .collect::<BTreeMap<_, _>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn cluster() -> TestCluster {
+    let cluster = TestCluster::builder().brokers(3).start().await;
+    cluster
+        .create_topic(
+            NewTopic::new("lines")
+                .partitions(PARTITIONS)
+                .replication_factor(3),
+        )
+        .await;
+    cluster
+        .create_topic(
+            NewTopic::new("word-counts")
+                .partitions(PARTITIONS)
+                .replication_factor(3),
+        )
+        .await;
+    cluster
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("RUNNEL_STREAMS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("RUNNEL_STREAMS_SEED={seed}");
+    seed
+}
+
+/// With exactly once, each word's counts read read_committed are exactly
+/// 1, 2, ..., n: every update once, none lost, none repeated.
+fn assert_exact(got: &BTreeMap<String, Vec<i64>>, expected: &BTreeMap<String, i64>, seed: u64) {
+    for (w, n) in expected {
+        let want: Vec<i64> = (1..=*n).collect();
+        assert_eq!(
+            got.get(w),
+            Some(&want),
+            "word {w} (seed {seed}): every count exactly once"
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "no other words (seed {seed})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn word_count_on_three_instances_with_one_added_closed_and_killed_at_least_once() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = |i: usize| {
+        config(
+            "wc-alos",
+            &state.path().join(format!("i{i}")),
+            ProcessingGuarantee::AtLeastOnce,
+        )
+    };
+    let mut apps = Vec::new();
+    for i in 0..3 {
+        apps.push(start(&cluster, cfg(i)).await);
+    }
+    let mut expected = BTreeMap::new();
+    let mut add = |rng: &mut rand::rngs::StdRng, n| {
+        let (l, counts) = lines(rng, n);
+        for (w, c) in counts {
+            *expected.entry(w).or_insert(0) += c;
+        }
+        l
+    };
+    produce(&cluster, &add(&mut rng, 300)).await;
+    // A fourth instance joins; then one closes cleanly; then one crashes.
+    apps.push(start(&cluster, cfg(3)).await);
+    produce(&cluster, &add(&mut rng, 300)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    apps.remove(0).close().await.unwrap();
+    produce(&cluster, &add(&mut rng, 300)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    apps.remove(0).abort();
+    produce(&cluster, &add(&mut rng, 300)).await;
+    wait_for_counts(&cluster, &expected).await;
+    let processed: u64 = apps
+        .iter()
+        .flat_map(|a| a.metrics())
+        .map(|m| m.records_processed)
+        .sum();
+    assert!(processed > 0, "the remaining instances report their tasks");
+    for app in apps {
+        app.close().await.unwrap();
+    }
+    let got = read_counts(&cluster, IsolationLevel::ReadUncommitted).await;
+    // At least once: a word's final count is at least its true count; the
+    // crash may have counted some records twice.
+    let mut over = 0;
+    for (w, n) in &expected {
+        let last = *got[w].last().unwrap();
+        assert!(last >= *n, "word {w}: {last} < {n} (seed {seed})");
+        if last > *n {
+            over += 1;
+        }
+    }
+    eprintln!(
+        "at least once: {over} of {} words over-counted after one crash",
+        expected.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_word_count_is_exact_through_instance_and_leader_kills() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = |i: usize| {
+        config(
+            "wc-eos",
+            &state.path().join(format!("i{i}")),
+            ProcessingGuarantee::ExactlyOnceV2,
+        )
+    };
+    let mut apps = Vec::new();
+    let mut next = 0;
+    for _ in 0..3 {
+        apps.push(start(&cluster, cfg(next)).await);
+        next += 1;
+    }
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let rounds = std::env::var("RUNNEL_STREAMS_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    for round in 0..rounds {
+        let (l, counts) = lines(&mut rng, 200);
+        for (w, c) in counts {
+            *expected.entry(w).or_insert(0) += c;
+        }
+        let load = tokio::spawn(produce_through(cluster.client(), l));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
+        if rng.random_bool(0.5) {
+            let victim = rng.random_range(0..apps.len());
+            eprintln!("round {round}: killing instance {victim}, starting another");
+            apps.remove(victim).abort();
+            apps.push(start(&cluster, cfg(next)).await);
+            next += 1;
+        } else {
+            let partition = rng.random_range(0..PARTITIONS);
+            let leader = cluster.controller_leader("word-counts", partition).await;
+            eprintln!("round {round}: killing broker {leader} (leads word-counts-{partition})");
+            let i = (leader - 1) as usize;
+            cluster.kill_broker(i).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            cluster.start_broker_again(i).await;
+        }
+        load.await.unwrap();
+    }
+    wait_for_counts(&cluster, &expected).await;
+    for app in apps {
+        app.close().await.unwrap();
+    }
+    let got = read_counts(&cluster, IsolationLevel::ReadCommitted).await;
+    assert_exact(&got, &expected, seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_whose_local_state_is_lost_is_restored_from_its_changelog() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config("wc-restore", state.path(), ProcessingGuarantee::ExactlyOnceV2);
+    let app = start(&cluster, cfg.clone()).await;
+    let (first, mut expected) = lines(&mut rng, 400);
+    produce(&cluster, &first).await;
+    wait_for_counts(&cluster, &expected).await;
+    app.close().await.unwrap();
+    // The whole local state goes; the changelog has it all.
+    std::fs::remove_dir_all(state.path().join("wc-restore")).unwrap();
+    let app = start(&cluster, cfg).await;
+    let (second, counts) = lines(&mut rng, 100);
+    for (w, c) in counts {
+        *expected.entry(w).or_insert(0) += c;
+    }
+    produce(&cluster, &second).await;
+    wait_for_counts(&cluster, &expected).await;
+    let restored: u64 = app.metrics().iter().map(|m| m.restored_records).sum();
+    assert!(
+        restored >= WORDS.len() as u64,
+        "every word's count came back from the changelog: {restored} restored"
+    );
+    app.close().await.unwrap();
+    let got = read_counts(&cluster, IsolationLevel::ReadCommitted).await;
+    assert_exact(&got, &expected, seed);
+}
