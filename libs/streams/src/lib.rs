@@ -45,9 +45,9 @@ pub mod topology;
 pub mod window;
 
 pub use config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
-pub use runtime::{AppState, StreamsApp, TaskMetrics};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
+pub use runtime::{AppState, StreamsApp, TaskMetrics};
 pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,
     UnitSerde,

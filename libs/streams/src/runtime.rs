@@ -19,10 +19,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use runnel_client::{
-    Admin, ClientConfig, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
+    Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
     DeliveryFuture, ErrorCode, GroupConfig, GroupConsumer, Header, IsolationLevel, NewTopic,
     OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
+use runnel_common::backoff::Backoff;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -51,6 +52,8 @@ pub struct TaskMetrics {
     pub restored_records: u64,
     /// Changelog records the restore had to read when it began.
     pub restore_total: u64,
+    /// How long the restore took, in milliseconds.
+    pub restore_millis: u64,
     /// Input records behind the end of the task's partitions, as of the
     /// last time the thread looked (every few seconds).
     pub lag: i64,
@@ -121,7 +124,8 @@ impl StreamsApp {
                 );
                 let shared = Arc::clone(&shared);
                 let stopped = stopped.clone();
-                let span = tracing::info_span!("stream_thread", application = %config.application_id, thread = i);
+                let instance = process.simple().to_string();
+                let span = tracing::info_span!("stream_thread", application = %config.application_id, instance = %&instance[..8], thread = i);
                 tokio::spawn(
                     async move {
                         let result = thread.run(stopped).await;
@@ -186,6 +190,28 @@ impl StreamsApp {
         }
         *self.shared.stopped.lock() = true;
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// How long a thread keeps retrying a call that failed for a reason that
+/// passes (a leader moving, a broker restarting) before it gives up.
+const RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// Runs `call` until it succeeds, fails for good, or [`RETRY_FOR`] passes.
+async fn retrying<T, F>(what: &str, mut call: impl FnMut() -> F) -> Result<T, ClientError>
+where
+    F: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        match call().await {
+            Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                tracing::debug!(error = %e, "{what} failed; retrying");
+                backoff.wait().await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -320,6 +346,12 @@ struct StreamThread {
     changelogs: BTreeMap<String, String>,
     tasks: BTreeMap<i32, Task>,
     txn_open: bool,
+    /// The partitions an abort moved back to their first uncommitted
+    /// offset; while any are, the rest of the polled records are read
+    /// again, not processed now.
+    rewound: BTreeSet<TopicPartition>,
+    /// Set by an abort until the polled records left are put back.
+    aborted: bool,
     last_commit: Instant,
     last_lag: Instant,
     failed_sends: u64,
@@ -386,6 +418,8 @@ impl StreamThread {
             changelogs,
             tasks: BTreeMap::new(),
             txn_open: false,
+            rewound: BTreeSet::new(),
+            aborted: false,
             last_commit: now,
             last_lag: now,
             failed_sends: 0,
@@ -399,7 +433,10 @@ impl StreamThread {
 
     async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), StreamsError> {
         if self.eos() {
-            self.producer.init_transactions().await?;
+            retrying("initialising the transactional producer", || {
+                self.producer.init_transactions()
+            })
+            .await?;
         }
         let result = self.run_loop(&mut stop).await;
         let closed = self.shut_down(result.is_ok()).await;
@@ -408,21 +445,36 @@ impl StreamThread {
 
     async fn run_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), StreamsError> {
         let interval = self.config.commit_interval();
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
         while !*stop.borrow() {
             if self.group.rebalance_pending() {
                 // Commit while the partitions are still this member's.
                 self.commit().await?;
             }
             let records = match self.group.poll(self.config.poll).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    backoff.reset();
+                    r
+                }
                 Err(e) if e.is_retriable() => {
-                    tracing::warn!(error = %e, "poll failed; retrying");
+                    // A leader moving: ask again shortly, without spinning.
+                    tracing::debug!(error = %e, "poll failed; retrying");
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
+            self.aborted = false;
+            self.rewound.clear();
             self.sync_tasks().await?;
-            for r in records {
+            let mut records = records.into_iter();
+            while let Some(r) = records.next() {
+                if self.aborted {
+                    // This record and the rest were not processed in what
+                    // commits next: they must be read again too.
+                    self.put_back(std::iter::once(r).chain(records));
+                    break;
+                }
                 self.process(r).await?;
             }
             self.publish_metrics();
@@ -483,6 +535,7 @@ impl StreamThread {
             // The partitions moved before this thread committed them: their
             // work since the last commit is the new owner's to redo.
             if self.eos() {
+                tracing::warn!(tasks = ?gone, "partitions moved before this thread committed them; aborting its transaction");
                 self.abort().await?;
             } else {
                 for p in &gone {
@@ -547,7 +600,8 @@ impl StreamThread {
             task.metrics.restored_records += restored;
             task.stores.insert(name, store);
         }
-        tracing::info!(task = %task.metrics.task, restored = task.metrics.restored_records, elapsed_ms = started.elapsed().as_millis() as u64, "task opened");
+        task.metrics.restore_millis = started.elapsed().as_millis() as u64;
+        tracing::info!(task = %task.metrics.task, restored = task.metrics.restored_records, elapsed_ms = task.metrics.restore_millis, "task opened");
         Ok(task)
     }
 
@@ -565,11 +619,20 @@ impl StreamThread {
             IsolationLevel::ReadUncommitted
         };
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
-        let (start, end) = admin.offsets_at(topic, partition, level).await?;
+        let (start, end) = retrying("reading the changelog's offsets", || {
+            admin.offsets_at(topic, partition, level)
+        })
+        .await?;
         let mut checkpoint = store.checkpoint()?;
         if checkpoint.is_some_and(|c| c > end) {
             // The store is ahead of its changelog: the topic was recreated.
-            tracing::warn!(topic, partition, ?checkpoint, end, "store checkpoint beyond its changelog; restoring from scratch");
+            tracing::warn!(
+                topic,
+                partition,
+                ?checkpoint,
+                end,
+                "store checkpoint beyond its changelog; restoring from scratch"
+            );
             store.clear()?;
             checkpoint = None;
         }
@@ -583,7 +646,14 @@ impl StreamThread {
         let mut read = 0u64;
         let mut since_commit = 0usize;
         loop {
-            let records = self.restore.poll(Duration::from_millis(500)).await?;
+            let records = match self.restore.poll(Duration::from_millis(500)).await {
+                Ok(records) => records,
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(error = %e, topic, partition, "restore fetch failed; retrying");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             for r in records {
                 let Some(key) = r.key else { continue };
                 store.put(&key, r.value)?;
@@ -608,18 +678,33 @@ impl StreamThread {
     /// Runs one input record through its task and sends what it produced.
     async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
         let eos = self.eos();
-        let Some(task) = self.tasks.get_mut(&r.partition) else {
-            return Ok(());
-        };
         if eos && !self.txn_open {
-            self.producer.begin_transaction()?;
+            if let Err(e) = self.producer.begin_transaction() {
+                tracing::warn!(error = %e, "beginning a transaction failed; starting a new producer");
+                self.renew_producer().await?;
+                self.abort().await?;
+                // This record was not processed: it is read again too.
+                self.put_back(std::iter::once(r));
+                return Ok(());
+            }
             self.txn_open = true;
         }
+        let Some(task) = self.tasks.get_mut(&r.partition) else {
+            return Err(StreamsError::Thread(format!(
+                "a record of {}-{} reached a thread without its task",
+                r.topic, r.partition
+            )));
+        };
         task.stream_time = task.stream_time.max(r.timestamp);
         let headers: Vec<(String, Option<Bytes>)> = r
             .headers
             .iter()
-            .map(|h| (String::from_utf8_lossy(&h.key).into_owned(), h.value.clone()))
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(&h.key).into_owned(),
+                    h.value.clone(),
+                )
+            })
             .collect();
         let mut out = Vec::new();
         let processed = {
@@ -666,7 +751,14 @@ impl StreamThread {
         for o in out {
             let store = self.changelogs.get(&o.topic).cloned();
             let record = producer_record(o, store.as_ref().map(|_| task.partition));
-            let delivery = self.producer.send(record).await?;
+            let delivery = match self.producer.send(record).await {
+                Ok(d) => d,
+                Err(e) if eos => {
+                    tracing::warn!(error = %e, "sending in the transaction failed; starting over from the last commit");
+                    return self.abort().await;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(store) = store {
                 task.changelog_acks.insert(store, delivery);
             }
@@ -744,16 +836,11 @@ impl StreamThread {
     /// lose their uncommitted writes, inputs are read again from the first
     /// uncommitted offset.
     async fn abort(&mut self) -> Result<(), StreamsError> {
+        self.aborted = true;
         if self.txn_open {
             if let Err(e) = self.producer.abort_transaction().await {
                 tracing::warn!(error = %e, "aborting failed; starting a new producer");
-                let old = std::mem::replace(
-                    &mut self.producer,
-                    new_producer(&self.cluster, &self.config, &self.transactional_id),
-                );
-                drop(old);
-                // A new epoch fences whatever the old producer left open.
-                self.producer.init_transactions().await?;
+                self.renew_producer().await?;
             }
             self.txn_open = false;
         }
@@ -763,10 +850,44 @@ impl StreamThread {
                 let tp = TopicPartition::new(topic.to_string(), task.partition);
                 if owned.contains(&tp) {
                     self.group.seek(&tp, *offset);
+                    self.rewound.insert(tp);
                 }
             }
             task.discard();
         }
+        Ok(())
+    }
+
+    /// Moves each partition of `unprocessed` (records polled but not
+    /// processed, after an abort) back to its first such record, unless the
+    /// abort moved it back further already.
+    fn put_back(&mut self, unprocessed: impl Iterator<Item = ConsumerRecord>) {
+        let mut first: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        for r in unprocessed {
+            let tp = TopicPartition::new(r.topic.to_string(), r.partition);
+            if !self.rewound.contains(&tp) {
+                first.entry(tp).or_insert(r.offset);
+            }
+        }
+        for (tp, offset) in first {
+            self.group.seek(&tp, offset);
+            self.rewound.insert(tp);
+        }
+    }
+
+    /// Replaces a producer that can no longer transact (fenced, or its
+    /// transaction stuck): the new one's epoch fences whatever the old one
+    /// left open.
+    async fn renew_producer(&mut self) -> Result<(), StreamsError> {
+        let old = std::mem::replace(
+            &mut self.producer,
+            new_producer(&self.cluster, &self.config, &self.transactional_id),
+        );
+        drop(old);
+        retrying("initialising the transactional producer", || {
+            self.producer.init_transactions()
+        })
+        .await?;
         Ok(())
     }
 
@@ -794,7 +915,11 @@ impl StreamThread {
 }
 
 /// The thread's producer: idempotent, and with exactly once transactional.
-fn new_producer(cluster: &Arc<Cluster>, config: &StreamsConfig, transactional_id: &str) -> Producer {
+fn new_producer(
+    cluster: &Arc<Cluster>,
+    config: &StreamsConfig,
+    transactional_id: &str,
+) -> Producer {
     let mut producer = ProducerConfig {
         allow_auto_topic_creation: false,
         ..ProducerConfig::default()

@@ -170,8 +170,7 @@ impl KeyValueStore for RedbStore {
             }
             if let Some(offset) = checkpoint {
                 let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
-                meta.insert(CHECKPOINT, offset)
-                    .map_err(|e| self.error(e))?;
+                meta.insert(CHECKPOINT, offset).map_err(|e| self.error(e))?;
             }
         }
         write.commit().map_err(|e| self.error(e))?;

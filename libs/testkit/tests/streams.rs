@@ -127,6 +127,40 @@ async fn read_counts(
     out
 }
 
+/// What a stuck run looks like: each topic partition's log start, high
+/// watermark and last stable offset, and the group's committed offsets.
+async fn diagnose(cluster: &TestCluster, app: &str) {
+    let admin = cluster.admin();
+    for topic in [
+        "lines".to_owned(),
+        format!("{app}-counts-repartition"),
+        format!("{app}-counts-changelog"),
+        "word-counts".to_owned(),
+    ] {
+        for p in 0..PARTITIONS {
+            let hw = admin.offsets(&topic, p).await;
+            let lso = admin
+                .offsets_at(&topic, p, IsolationLevel::ReadCommitted)
+                .await;
+            eprintln!("{topic}-{p}: (start, hw) {hw:?}, (start, lso) {lso:?}");
+            if let (Ok((_, hw)), Ok((_, lso))) = (&hw, &lso)
+                && lso < hw
+            {
+                eprintln!(
+                    "  producers: {:?}",
+                    admin.describe_producers(&topic, p).await
+                );
+            }
+        }
+    }
+    eprintln!("committed: {:?}", admin.group_offsets(app).await);
+    eprintln!(
+        "transactions: {:?}",
+        admin.list_transactions(&[], &[]).await
+    );
+    eprintln!("group: {:?}", admin.describe_group(app).await);
+}
+
 /// Waits until every word's latest count reaches what `expected` says.
 async fn wait_for_counts(cluster: &TestCluster, expected: &BTreeMap<String, i64>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -140,6 +174,11 @@ async fn wait_for_counts(cluster: &TestCluster, expected: &BTreeMap<String, i64>
         if reached {
             return;
         }
+        if tokio::time::Instant::now() >= deadline {
+            for app in ["wc-alos", "wc-eos", "wc-restore"] {
+                diagnose(cluster, app).await;
+            }
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "counts never reached the input's: expected {expected:?}, latest {:?}",
@@ -152,7 +191,12 @@ async fn wait_for_counts(cluster: &TestCluster, expected: &BTreeMap<String, i64>
 }
 
 async fn cluster() -> TestCluster {
-    let cluster = TestCluster::builder().brokers(3).start().await;
+    let cluster = TestCluster::builder()
+        .brokers(3)
+        .coordinators(1)
+        .auto_create_topics(false)
+        .start()
+        .await;
     cluster
         .create_topic(
             NewTopic::new("lines")
@@ -170,7 +214,16 @@ async fn cluster() -> TestCluster {
     cluster
 }
 
+/// The run's seed; also sets up logging (the cluster's warnings and the
+/// application's lines, or RUST_LOG's choice, shown with a failure).
 fn seed() -> u64 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,runnel_streams=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let seed = std::env::var("RUNNEL_STREAMS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -317,7 +370,11 @@ async fn a_task_whose_local_state_is_lost_is_restored_from_its_changelog() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let cluster = cluster().await;
     let state = tempfile::tempdir().unwrap();
-    let cfg = config("wc-restore", state.path(), ProcessingGuarantee::ExactlyOnceV2);
+    let cfg = config(
+        "wc-restore",
+        state.path(),
+        ProcessingGuarantee::ExactlyOnceV2,
+    );
     let app = start(&cluster, cfg.clone()).await;
     let (first, mut expected) = lines(&mut rng, 400);
     produce(&cluster, &first).await;

@@ -53,6 +53,18 @@ pub enum Failure {
         /// The leader the metadata names (-1: none).
         leader: i32,
     },
+    /// The broker started and has not caught up with the metadata log yet:
+    /// a topic it does not know may exist (Kafka's brokers do not serve
+    /// requests until then; a retriable code tells clients to ask again).
+    #[error(
+        "broker {broker} is still catching up with the cluster's metadata; {topic} is not known to it yet"
+    )]
+    MetadataCatchingUp {
+        /// This broker.
+        broker: i32,
+        /// The topic asked for.
+        topic: String,
+    },
     /// This broker leads the partition but has not opened its log yet.
     #[error("{topic}-{partition} is still being opened on broker {broker}")]
     PartitionOpening {
@@ -401,7 +413,9 @@ impl Failure {
             | Failure::LeadershipMoved { .. }
             | Failure::ShuttingDown
             | Failure::NotAReplica { .. } => ErrorCode::NotLeaderOrFollower,
-            Failure::PartitionOpening { .. } => ErrorCode::LeaderNotAvailable,
+            Failure::PartitionOpening { .. } | Failure::MetadataCatchingUp { .. } => {
+                ErrorCode::LeaderNotAvailable
+            }
             Failure::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
             Failure::NotEnoughReplicasAfterAppend { .. } => ErrorCode::NotEnoughReplicasAfterAppend,
             Failure::ReplicationTimedOut { .. } => ErrorCode::RequestTimedOut,
@@ -546,6 +560,14 @@ mod tests {
                 },
                 ErrorCode::LeaderNotAvailable,
                 "orders-0 is still being opened on broker 1",
+            ),
+            (
+                Failure::MetadataCatchingUp {
+                    broker: 2,
+                    topic: "orders".into(),
+                },
+                ErrorCode::LeaderNotAvailable,
+                "broker 2 is still catching up with the cluster's metadata; orders is not known to it yet",
             ),
             (
                 Failure::LeadershipMoved {

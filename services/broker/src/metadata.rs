@@ -47,6 +47,9 @@ pub fn controller_client(
 pub struct MetadataCache {
     image: RwLock<MetadataImage>,
     applied: watch::Sender<i64>,
+    /// The image has caught up with the metadata log once since start:
+    /// before that, a topic missing from it may just not be replayed yet.
+    caught_up: std::sync::atomic::AtomicBool,
     cluster_id: RwLock<String>,
     controller_endpoints: RwLock<Vec<Endpoint>>,
 }
@@ -80,6 +83,7 @@ impl Default for MetadataCache {
         MetadataCache {
             image: RwLock::new(MetadataImage::default()),
             applied: watch::channel(0).0,
+            caught_up: std::sync::atomic::AtomicBool::new(false),
             cluster_id: RwLock::new(String::new()),
             controller_endpoints: RwLock::new(Vec::new()),
         }
@@ -92,7 +96,19 @@ impl MetadataCache {
     pub(crate) fn of(image: MetadataImage) -> MetadataCache {
         let cache = MetadataCache::default();
         *cache.image.write() = image;
+        cache.set_caught_up();
         cache
+    }
+
+    /// Whether the image has caught up with the metadata log since the
+    /// broker started (a topic it lacks before then may exist).
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_caught_up(&self) {
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Reads the image.
@@ -287,6 +303,7 @@ async fn reconcile_logs(
         cache.applied.send_replace(applied);
         if first {
             first = false;
+            cache.set_caught_up();
             readiness.set(true);
             tracing::info!(metadata_offset = applied, "caught up with the metadata log");
             caught_up.notify_one();

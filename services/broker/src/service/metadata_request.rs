@@ -115,6 +115,10 @@ impl Broker {
             .map(|name| {
                 let Some(t) = image.topics.get(&name) else {
                     let failure = match validate_topic_name(&name) {
+                        Ok(()) if !self.metadata.caught_up() => Failure::MetadataCatchingUp {
+                            broker: self.limits.broker_id,
+                            topic: name.clone(),
+                        },
                         Ok(()) => Failure::UnknownTopic {
                             topic: name.clone(),
                         },

@@ -159,13 +159,17 @@ impl Broker {
     /// The partition if this broker leads it, else why not.
     fn leader(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, Failure> {
         let me = self.limits.broker_id;
+        let caught_up = self.metadata.caught_up();
         self.metadata.with(|image| {
-            let t = image
-                .topics
-                .get(topic)
-                .ok_or_else(|| Failure::UnknownTopic {
+            let t = image.topics.get(topic).ok_or_else(|| match caught_up {
+                true => Failure::UnknownTopic {
                     topic: topic.to_owned(),
-                })?;
+                },
+                false => Failure::MetadataCatchingUp {
+                    broker: me,
+                    topic: topic.to_owned(),
+                },
+            })?;
             let p = t
                 .partitions
                 .get(&partition)
