@@ -13,7 +13,7 @@ use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, MemoryStore};
-use crate::topology::{Ctx, OutputRecord, Topology};
+use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
 
 /// A topology run in memory.
 pub struct TestDriver {
@@ -21,6 +21,9 @@ pub struct TestDriver {
     config: StreamsConfig,
     /// The repartition topics' real names, whose records are fed back in.
     repartition: Vec<String>,
+    /// Each store's changelog topic, and every record written to it (what
+    /// [`TestDriver::move_task`] restores from).
+    changelogs: BTreeMap<String, (String, Vec<OutputRecord>)>,
     stores: BTreeMap<String, Box<dyn KeyValueStore>>,
     slots: BTreeMap<usize, Box<dyn Any + Send>>,
     outputs: BTreeMap<String, Vec<OutputRecord>>,
@@ -43,8 +46,17 @@ impl TestDriver {
                 )
             })
             .collect();
+        let changelogs = topology
+            .stores()
+            .iter()
+            .map(|name| {
+                let topic = format!("{}-{name}{CHANGELOG_SUFFIX}", config.application_id);
+                (topic, (name.clone(), Vec::new()))
+            })
+            .collect();
         TestDriver {
             repartition: topology.repartition_topics(&config.application_id),
+            changelogs,
             topology,
             config,
             stores,
@@ -120,12 +132,35 @@ impl TestDriver {
                 store.commit(None)?;
             }
             for o in out {
+                if let Some((_, log)) = self.changelogs.get_mut(&o.topic) {
+                    log.push(o.clone());
+                }
                 if self.repartition.contains(&o.topic) {
                     pending.push_back(o.clone());
                 }
                 self.outputs.entry(o.topic.clone()).or_default().push(o);
             }
         }
+        Ok(())
+    }
+
+    /// Moves the task as a rebalance would: its stores are rebuilt from
+    /// nothing but their changelogs, and what it held in memory (stream
+    /// time, suppression buffers) is gone. What comes out after must not
+    /// differ from what would have without the move.
+    pub fn move_task(&mut self) -> Result<(), StreamsError> {
+        for (name, log) in self.changelogs.values() {
+            let mut store = MemoryStore::new();
+            for r in log {
+                if let Some(key) = &r.key {
+                    store.put(key, r.value.clone())?;
+                }
+            }
+            store.commit(None)?;
+            self.stores.insert(name.clone(), Box::new(store));
+        }
+        self.slots.clear();
+        self.stream_time = i64::MIN;
         Ok(())
     }
 

@@ -25,15 +25,22 @@
 //!   records for closed windows dropped and counted), `suppress` until a
 //!   window closes, and [`Windowed`] keys in Kafka's byte layout.
 //! - [`store`]: the key-value stores a task keeps its state in (in memory,
-//!   or on disk in redb).
-//! - [`config`]: [`StreamsConfig`] (`application.id`, what to do with an
-//!   input record that does not deserialize).
+//!   or on disk in redb), each commit recording the changelog offset the
+//!   store holds everything before.
+//! - [`config`]: [`StreamsConfig`] (`application.id`,
+//!   `processing.guarantee`, `commit.interval.ms`, `num.stream.threads`,
+//!   `state.dir`, what to do with an input record that does not
+//!   deserialize).
+//! - [`runtime`]: [`StreamsApp`], which runs a topology on a cluster:
+//!   stream threads in the application's consumer group, a task per input
+//!   partition with its stores restored from their changelogs, commits at
+//!   least once or exactly once (`exactly_once_v2`), per-task metrics.
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
 //! Still to come: sliding and session windows, table–table and
-//! stream–stream joins, global tables, and running on a cluster with
-//! exactly-once.
+//! stream–stream joins, global tables, punctuation, standby replicas and
+//! interactive queries.
 
 pub mod config;
 pub mod driver;

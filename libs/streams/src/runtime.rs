@@ -321,11 +321,13 @@ impl Task {
         !self.consumed.is_empty()
     }
 
-    /// Forgets what was processed since the last commit.
+    /// Forgets what was processed since the last commit; state held in
+    /// memory (suppression buffers) is rebuilt from the stores on next use.
     fn discard(&mut self) {
         for s in self.stores.values_mut() {
             s.discard();
         }
+        self.slots.clear();
         self.stream_time = self.committed_stream_time;
         self.consumed.clear();
         self.first_uncommitted.clear();

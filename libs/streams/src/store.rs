@@ -39,6 +39,24 @@ pub trait KeyValueStore: Send {
     /// Empties the store and forgets its checkpoint (its changelog is
     /// restored from the start).
     fn clear(&mut self) -> Result<(), StreamsError>;
+    /// Every entry, in key order (writes not yet committed included).
+    fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError>;
+}
+
+/// `committed` with `pending` writes laid over it, in key order.
+fn merged(
+    committed: impl Iterator<Item = (Bytes, Bytes)>,
+    pending: &BTreeMap<Bytes, Option<Bytes>>,
+) -> Vec<(Bytes, Bytes)> {
+    let mut all: BTreeMap<Bytes, Bytes> = committed
+        .filter(|(k, _)| !pending.contains_key(k))
+        .collect();
+    for (k, v) in pending {
+        if let Some(v) = v {
+            all.insert(k.clone(), v.clone());
+        }
+    }
+    all.into_iter().collect()
 }
 
 /// A store in memory (what the test driver runs on).
@@ -88,6 +106,10 @@ impl KeyValueStore for MemoryStore {
     fn clear(&mut self) -> Result<(), StreamsError> {
         *self = MemoryStore::default();
         Ok(())
+    }
+    fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let committed = self.entries.iter().map(|(k, v)| (k.clone(), v.clone()));
+        Ok(merged(committed, &self.pending))
     }
 }
 
@@ -199,6 +221,26 @@ impl KeyValueStore for RedbStore {
         write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
         write.delete_table(META).map_err(|e| self.error(e))?;
         write.commit().map_err(|e| self.error(e))
+    }
+
+    fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match read.open_table(ENTRIES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(merged(std::iter::empty(), &self.pending));
+            }
+            Err(e) => return Err(self.error(e)),
+        };
+        let mut committed = Vec::new();
+        for entry in table.iter().map_err(|e| self.error(e))? {
+            let (k, v) = entry.map_err(|e| self.error(e))?;
+            committed.push((
+                Bytes::copy_from_slice(k.value()),
+                Bytes::copy_from_slice(v.value()),
+            ));
+        }
+        Ok(merged(committed.into_iter(), &self.pending))
     }
 }
 

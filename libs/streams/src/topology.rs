@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::KeyValueStore;
-use crate::window::{TimeWindows, Windowed};
+use crate::window::{TimeWindows, Windowed, WindowedSerde};
 
 /// A key or value inside the graph.
 pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
@@ -97,15 +97,29 @@ impl Ctx<'_> {
         };
         let new = step(old);
         let bytes = serde.serialize(changelog, &new)?;
-        store.put(&key, Some(bytes.clone()))?;
+        self.log(name, changelog, key, Some(bytes), timestamp)?;
+        Ok(new)
+    }
+
+    /// Writes `value` under `key` to store `name` and to its changelog
+    /// topic (`None`: a deletion and a tombstone).
+    fn log(
+        &mut self,
+        name: &str,
+        changelog: &str,
+        key: Bytes,
+        value: Option<Bytes>,
+        timestamp: i64,
+    ) -> Result<(), StreamsError> {
+        self.store(name)?.put(&key, value.clone())?;
         self.sink.push(OutputRecord {
             topic: changelog.to_owned(),
             key: Some(key),
-            value: Some(bytes),
+            value,
             timestamp,
             headers: Vec::new(),
         });
-        Ok(new)
+        Ok(())
     }
 
     /// The real name of a topic: internal ones (repartition, changelog)
@@ -741,6 +755,11 @@ where
         let parents = self.aggregation_parents(store);
         let serde: Arc<dyn Serde<A>> = Arc::new(serde);
         let lookup = store_lookup(store, Arc::clone(&self.key_serde), Arc::clone(&serde));
+        let kept = Kept {
+            store: store.to_owned(),
+            key_serde: Arc::clone(&self.key_serde),
+            value_serde: Arc::clone(&serde),
+        };
         let serde = ArcSerde(serde);
         let key_serde = Arc::clone(&self.key_serde);
         let name = store.to_owned();
@@ -757,18 +776,19 @@ where
             out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(Some(new)))));
             Ok(())
         });
-        self.aggregation(store, parents, None, Some(lookup), process)
+        self.aggregation(kept, parents, None, Some(lookup), process)
     }
 
     /// Adds an aggregation node keeping store `store` under `parents`.
     fn aggregation<K2, A>(
         &self,
-        store: &str,
+        kept: Kept<K2, A>,
         parents: Vec<(NodeId, usize)>,
         windows: Option<TimeWindows>,
         lookup: Option<Arc<LookupFn<K2, A>>>,
         process: Arc<ProcessFn>,
     ) -> KTable<K2, A> {
+        let store = kept.store.as_str();
         let graph = &self.stream.graph;
         let id = {
             let mut g = graph.borrow_mut();
@@ -780,6 +800,7 @@ where
             parents: vec![(id, 0)],
             windows,
             lookup,
+            kept: Some(kept),
             types: PhantomData,
         }
     }
@@ -890,7 +911,27 @@ pub struct KTable<K, V> {
     /// How a join reads the table's current value of a key; none for
     /// tables kept by window (their store is keyed by window too).
     lookup: Option<Arc<LookupFn<K, V>>>,
+    /// The store the table is kept in, and the serdes of its keys and
+    /// values (what a suppression buffer logs its entries with).
+    kept: Option<Kept<K, V>>,
     types: PhantomData<fn() -> (K, V)>,
+}
+
+/// Where a table is kept: its store and how its keys and values are written.
+struct Kept<K, V> {
+    store: String,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+}
+
+impl<K, V> Clone for Kept<K, V> {
+    fn clone(&self) -> Self {
+        Kept {
+            store: self.store.clone(),
+            key_serde: Arc::clone(&self.key_serde),
+            value_serde: Arc::clone(&self.value_serde),
+        }
+    }
 }
 
 impl<K, V> KTable<K, V>
@@ -992,6 +1033,16 @@ where
         let parents = g.aggregation_parents(store);
         let key_serde = Arc::clone(&g.key_serde);
         let windows = self.windows;
+        let serde: Arc<dyn Serde<A>> = Arc::new(serde);
+        let kept = Kept {
+            store: store.to_owned(),
+            key_serde: Arc::new(WindowedSerde::new(
+                ArcSerde(Arc::clone(&key_serde)),
+                windows.size_ms,
+            )) as Arc<dyn Serde<Windowed<K>>>,
+            value_serde: Arc::clone(&serde),
+        };
+        let serde = ArcSerde(serde);
         let name = store.to_owned();
         let changelog = format!("{store}{CHANGELOG_SUFFIX}");
         let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
@@ -1032,14 +1083,51 @@ where
             }
             Ok(())
         });
-        g.aggregation(store, parents, Some(windows), None, process)
+        g.aggregation(kept, parents, Some(windows), None, process)
     }
 }
 
 /// Buffered windowed updates of one suppression, by (window end, window
 /// start, key): the latest update of each window waits here until the
-/// window closes.
+/// window closes. The buffer's store (and changelog) holds the same
+/// entries, so a task that moves or restarts rebuilds it.
 type SuppressBuffer<K> = BTreeMap<(i64, i64, K), Rec>;
+
+/// A suppression buffer entry's value in its store: a flag (1: a value, 0:
+/// a deletion), the update's timestamp, then the value's bytes.
+fn buffer_entry(value: Option<Bytes>, timestamp: i64) -> Bytes {
+    let mut out = Vec::with_capacity(9 + value.as_ref().map_or(0, Bytes::len));
+    out.push(u8::from(value.is_some()));
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    if let Some(v) = value {
+        out.extend_from_slice(&v);
+    }
+    Bytes::from(out)
+}
+
+/// Reads [`buffer_entry`]'s layout back: (value bytes, timestamp).
+fn read_buffer_entry<'a>(
+    store: &str,
+    entry: &'a [u8],
+) -> Result<(Option<&'a [u8]>, i64), StreamsError> {
+    match entry {
+        [flag @ (0 | 1), ts @ ..] if ts.len() >= 8 => {
+            let (ts, value) = ts.split_at(8);
+            let mut t = [0u8; 8];
+            t.copy_from_slice(ts);
+            Ok(((*flag == 1).then_some(value), i64::from_be_bytes(t)))
+        }
+        _ => Err(StreamsError::Store {
+            store: store.to_owned(),
+            reason: format!(
+                "a suppression buffer entry of {} bytes is malformed",
+                entry.len()
+            ),
+        }),
+    }
+}
+
+const SUPPRESS_SUFFIX: &str = "-suppress";
 
 impl<K, V> KTable<Windowed<K>, V>
 where
@@ -1050,35 +1138,81 @@ where
     /// plus the grace period behind stream time), then passes on its final
     /// value once (Kafka's `suppress(Suppressed.untilWindowCloses(...))`).
     /// As in Kafka Streams, closed windows are let out when a later record
-    /// reaches this point, not on a timer.
+    /// reaches this point, not on a timer. The buffer is kept in store
+    /// `<store>-suppress` (logged to its changelog like any store), so a
+    /// window's pending result survives its task moving.
     pub fn suppress_until_window_closes(&self) -> Result<KTable<Windowed<K>, V>, StreamsError> {
-        let windows = self.windows.ok_or_else(|| {
-            StreamsError::Topology(
+        let (Some(windows), Some(kept)) = (self.windows, self.kept.clone()) else {
+            return Err(StreamsError::Topology(
                 "suppress until window closes needs a windowed aggregation".into(),
-            )
-        })?;
+            ));
+        };
+        let name = name_of(&kept.store);
+        let changelog = format!("{name}{CHANGELOG_SUFFIX}");
         let slot = {
             let mut g = self.graph.borrow_mut();
+            if g.stores.contains(&name) {
+                g.errors.push(format!(
+                    "the table of store {} is suppressed twice",
+                    kept.store
+                ));
+            }
+            g.stores.push(name.clone());
             g.slots += 1;
             g.slots - 1
         };
+        let (ks, vs) = (Arc::clone(&kept.key_serde), Arc::clone(&kept.value_serde));
         let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
             let w = cast::<Windowed<K>>(&rec.key)?;
-            let buffer = ctx
-                .slots
-                .entry(slot)
-                .or_insert_with(|| Box::new(SuppressBuffer::<K>::new()))
-                .downcast_mut::<SuppressBuffer<K>>()
-                .ok_or_else(|| {
-                    StreamsError::Topology(format!("state slot {slot} holds another type"))
-                })?;
-            buffer.insert((w.end, w.start, w.key.clone()), rec.clone());
-            let close = ctx.stream_time.saturating_sub(windows.grace_ms);
-            while let Some(entry) = buffer.first_entry() {
-                if entry.key().0 > close {
-                    break;
+            let v = cast::<Option<V>>(&rec.value)?;
+            let changelog = ctx.topic(&changelog, true);
+            if !ctx.slots.contains_key(&slot) {
+                // First use in this task: the buffer is what its store holds.
+                let mut buffer = SuppressBuffer::<K>::new();
+                for (key, entry) in ctx.store(&name)?.all()? {
+                    let w: Windowed<K> = ks.deserialize(&changelog, &key)?;
+                    let (value, timestamp) = read_buffer_entry(&name, &entry)?;
+                    let value: Option<V> =
+                        value.map(|b| vs.deserialize(&changelog, b)).transpose()?;
+                    let rec = Rec {
+                        key: Arc::new(w.clone()),
+                        value: Arc::new(value),
+                        timestamp,
+                        headers: Vec::new(),
+                    };
+                    buffer.insert((w.end, w.start, w.key), rec);
                 }
-                out.push((0, entry.remove()));
+                ctx.slots.insert(slot, Box::new(buffer));
+            }
+            let key = ks.serialize(&changelog, w)?;
+            let value = v
+                .as_ref()
+                .map(|v| vs.serialize(&changelog, v))
+                .transpose()?;
+            let entry = buffer_entry(value, rec.timestamp);
+            ctx.log(&name, &changelog, key, Some(entry), rec.timestamp)?;
+            let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+            let mut closed = Vec::new();
+            {
+                let buffer = ctx
+                    .slots
+                    .get_mut(&slot)
+                    .and_then(|b| b.downcast_mut::<SuppressBuffer<K>>())
+                    .ok_or_else(|| {
+                        StreamsError::Topology(format!("state slot {slot} holds another type"))
+                    })?;
+                buffer.insert((w.end, w.start, w.key.clone()), rec.clone());
+                while let Some(entry) = buffer.first_entry() {
+                    if entry.key().0 > close {
+                        break;
+                    }
+                    closed.push(entry.remove());
+                }
+            }
+            for r in closed {
+                let key = ks.serialize(&changelog, cast::<Windowed<K>>(&r.key)?)?;
+                ctx.log(&name, &changelog, key, None, rec.timestamp)?;
+                out.push((0, r));
             }
             Ok(())
         });
@@ -1091,9 +1225,18 @@ where
             parents: vec![(id, 0)],
             windows: self.windows,
             lookup: None,
+            kept: Some(Kept {
+                store: name_of(&kept.store),
+                ..kept
+            }),
             types: PhantomData,
         })
     }
+}
+
+/// The suppression buffer store of a table kept in `store`.
+fn name_of(store: &str) -> String {
+    format!("{store}{SUPPRESS_SUFFIX}")
 }
 
 impl StreamsBuilder {
@@ -1135,14 +1278,7 @@ impl StreamsBuilder {
                 .as_ref()
                 .map(|v| vs.serialize(&changelog, v))
                 .transpose()?;
-            ctx.store(&name)?.put(&key, value.clone())?;
-            ctx.sink.push(OutputRecord {
-                topic: changelog,
-                key: Some(key),
-                value,
-                timestamp: rec.timestamp,
-                headers: Vec::new(),
-            });
+            ctx.log(&name, &changelog, key, value, rec.timestamp)?;
             out.push((0, with(rec, Arc::new(k.clone()), Arc::clone(&rec.value))));
             Ok(())
         });
@@ -1163,7 +1299,16 @@ impl StreamsBuilder {
             graph: Rc::clone(&self.graph),
             parents: vec![(id, 0)],
             windows: None,
-            lookup: Some(store_lookup(store, key_serde, value_serde)),
+            lookup: Some(store_lookup(
+                store,
+                Arc::clone(&key_serde),
+                Arc::clone(&value_serde),
+            )),
+            kept: Some(Kept {
+                store: store.to_owned(),
+                key_serde,
+                value_serde,
+            }),
             types: PhantomData,
         }
     }

@@ -160,3 +160,52 @@ fn only_a_windowed_table_can_wait_for_its_windows_to_close() {
         .count("c");
     assert!(windowed_keys.suppress_until_window_closes().is_err());
 }
+
+#[test]
+fn a_suppressed_windows_pending_result_survives_its_task_moving() {
+    let b = StreamsBuilder::new();
+    b.stream("orders", StringSerde, I64Serde)
+        .group_by_key(StringSerde, I64Serde)
+        .windowed_by(TimeWindows::of_size_with_grace(MINUTE, 10_000))
+        .reduce("totals", |a, b| a + b)
+        .suppress_until_window_closes()
+        .unwrap()
+        .to_stream()
+        .to(
+            "final",
+            WindowedSerde::new(StringSerde, MINUTE),
+            Nullable(I64Serde),
+        );
+    let topology = b.build().unwrap();
+    assert_eq!(
+        topology.stores(),
+        ["totals", "totals-suppress"],
+        "the buffer is a store, logged to its changelog"
+    );
+    let mut d = TestDriver::new(topology, StreamsConfig::new("shop"));
+    let mut orders = d.input("orders", StringSerde, I64Serde);
+    orders.pipe("ann".into(), 100, 1_000).unwrap();
+    orders.pipe("bob".into(), 7, 2_000).unwrap();
+    orders.pipe("ann".into(), 50, 59_000).unwrap();
+    // The task moves: its new owner has only the changelogs.
+    d.move_task().unwrap();
+    let mut orders = d.input("orders", StringSerde, I64Serde);
+    orders.pipe("ann".into(), 1, 30_000).unwrap();
+    orders.pipe("carl".into(), 3, 75_000).unwrap(); // minute 0 closes
+    let finals: Vec<(Windowed<String>, i64)> = d
+        .read("final", &WindowedSerde::new(StringSerde, MINUTE), &I64Serde)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    assert_eq!(
+        finals,
+        [(w("ann", 0, MINUTE), 151), (w("bob", 0, MINUTE), 7)],
+        "the windows buffered before the move come out once, complete"
+    );
+    let buffered = d.read_raw("shop-totals-suppress-changelog");
+    assert!(
+        buffered.iter().rev().take(2).all(|r| r.value.is_none()),
+        "the let-out windows are deleted from the buffer's changelog"
+    );
+}
