@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use runnel_proto::common::v1::ErrorCode;
 use runnel_proto::coordinator::v1 as pb;
-use runnel_records::consumer_protocol::MemberAssignment;
+use runnel_records::consumer_protocol::{MemberAssignment, Subscription};
 
 use crate::admin::Admin;
 use crate::cluster::Coordinator;
@@ -37,6 +37,9 @@ pub struct GroupMemberDescription {
     pub client_id: String,
     /// The partitions it reads.
     pub partitions: Vec<TopicPartition>,
+    /// The user data of its subscription (what an application puts there
+    /// for the others to read, e.g. Kafka Streams' `application.server`).
+    pub user_data: Option<Vec<u8>>,
 }
 
 /// A group's state and members.
@@ -146,6 +149,9 @@ impl Admin {
                     partitions: MemberAssignment::decode(&m.assignment)
                         .map(|a| a.partitions)
                         .unwrap_or_default(),
+                    user_data: Subscription::decode(&m.metadata)
+                        .ok()
+                        .and_then(|s| s.user_data),
                 })
                 .collect(),
         })

@@ -59,6 +59,11 @@ pub struct StreamsConfig {
     pub session_timeout: Duration,
     /// `heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
+    /// `application.server`: where this instance answers queries
+    /// (`host:port`), told to the other instances through the group so
+    /// that [`crate::StreamsApp::query_metadata_for_key`] can say which
+    /// instance holds a key.
+    pub application_server: Option<String>,
 }
 
 impl StreamsConfig {
@@ -76,6 +81,7 @@ impl StreamsConfig {
             transaction_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(45),
             heartbeat_interval: Duration::from_secs(3),
+            application_server: None,
         }
     }
 

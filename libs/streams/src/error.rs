@@ -55,6 +55,15 @@ pub enum StreamsError {
     /// Output records could not be written.
     #[error("{0}")]
     Produce(String),
+    /// A query asked this instance for a key whose task runs elsewhere
+    /// (find it with `query_metadata_for_key`).
+    #[error("store {store}: task 0_{partition} does not run on this instance")]
+    NotLocal {
+        /// The store asked.
+        store: String,
+        /// The key's partition.
+        partition: i32,
+    },
     /// A stream thread panicked.
     #[error("stream thread: {0}")]
     Thread(String),

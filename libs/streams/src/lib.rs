@@ -54,12 +54,12 @@ pub mod window;
 pub use config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
-pub use runtime::{AppState, StreamsApp, TaskMetrics};
+pub use runtime::{AppState, KeyQueryMetadata, StreamsApp, TaskMetrics};
 pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,
     UnitSerde,
 };
-pub use store::{KeyValueStore, MemoryStore, RedbStore};
+pub use store::{KeyValueStore, MemoryStore, RedbStore, StoreReader};
 pub use topology::{
     KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, TimeWindowedKStream,
     Topology,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use runnel_client::partitioner::partition_for_key;
 use runnel_client::{
     Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
     DeliveryFuture, ErrorCode, GroupConfig, GroupConsumer, Header, IsolationLevel, NewTopic,
@@ -31,7 +32,8 @@ use tracing::Instrument;
 
 use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 use crate::error::StreamsError;
-use crate::store::{KeyValueStore, RedbStore};
+use crate::serde::Serde;
+use crate::store::{KeyValueStore, RedbStore, StoreReader};
 use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
 
 /// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
@@ -73,17 +75,49 @@ pub enum AppState {
     Stopped,
 }
 
+/// Where a key's task runs, as [`StreamsApp::query_metadata_for_key`]
+/// finds it (Kafka's `KeyQueryMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQueryMetadata {
+    /// The task (partition) the key belongs to.
+    pub partition: i32,
+    /// The `application.server` of the instance running it (`None`: no
+    /// instance runs it now, or it set no `application.server`).
+    pub host: Option<String>,
+    /// Whether this instance runs it.
+    pub local: bool,
+}
+
+/// The subscription user data that carries `application.server`.
+const SERVER_PREFIX: &[u8] = b"application.server=";
+
 /// What the threads and the handle share.
 #[derive(Default)]
 struct Shared {
     metrics: Mutex<BTreeMap<i32, TaskMetrics>>,
+    /// The stores of the tasks running here, by (store, partition), for queries.
+    stores: Mutex<BTreeMap<(String, i32), StoreReader>>,
     failed: Mutex<Option<String>>,
     stopped: Mutex<bool>,
+}
+
+impl Shared {
+    /// Forgets task `partition`: it no longer runs here.
+    fn forget(&self, partition: i32) {
+        self.metrics.lock().remove(&partition);
+        self.stores.lock().retain(|(_, p), _| *p != partition);
+    }
 }
 
 /// A running application: its stream threads on one instance.
 pub struct StreamsApp {
     shared: Arc<Shared>,
+    application_id: String,
+    /// The source topics' partition count (the number of tasks).
+    partitions: i32,
+    /// The external source topics (whose partitions name tasks in the group).
+    sources: Vec<String>,
+    cluster: Arc<Cluster>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<Result<(), StreamsError>>>,
 }
@@ -108,6 +142,12 @@ impl StreamsApp {
         let cluster = Cluster::new(client);
         let partitions = prepare_topics(&topology, &config, &cluster).await?;
         tracing::info!(application = %config.application_id, partitions, threads = config.num_stream_threads, "starting stream threads");
+        let sources = topology
+            .input_topics(&config.application_id)
+            .into_iter()
+            .filter(|(_, internal)| !internal)
+            .map(|(t, _)| t)
+            .collect();
         let topology = Arc::new(topology);
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = watch::channel(false);
@@ -141,6 +181,10 @@ impl StreamsApp {
             .collect();
         Ok(StreamsApp {
             shared,
+            application_id: config.application_id,
+            partitions,
+            sources,
+            cluster,
             stop,
             threads,
         })
@@ -160,6 +204,102 @@ impl StreamsApp {
     /// Each task's metrics on this instance, by task id.
     pub fn metrics(&self) -> Vec<TaskMetrics> {
         self.shared.metrics.lock().values().cloned().collect()
+    }
+
+    /// Which task holds `key` of store `store`, and which instance runs
+    /// it (Kafka's `queryMetadataForKey`): the key's partition as the
+    /// default partitioner puts it, and the `application.server` of the
+    /// group member that owns that partition now.
+    pub async fn query_metadata_for_key<K>(
+        &self,
+        store: &str,
+        key: &K,
+        key_serde: &impl Serde<K>,
+    ) -> Result<KeyQueryMetadata, StreamsError> {
+        let partition = self.partition_of(store, key, key_serde)?;
+        let local = self
+            .shared
+            .stores
+            .lock()
+            .contains_key(&(store.to_owned(), partition));
+        let group = Admin::with_cluster(Arc::clone(&self.cluster))
+            .describe_group(&self.application_id)
+            .await?;
+        let host = group
+            .members
+            .iter()
+            .find(|m| {
+                m.partitions
+                    .iter()
+                    .any(|tp| tp.partition == partition && self.sources.contains(&tp.topic))
+            })
+            .and_then(|m| m.user_data.as_deref())
+            .and_then(|d| d.strip_prefix(SERVER_PREFIX))
+            .map(|h| String::from_utf8_lossy(h).into_owned());
+        Ok(KeyQueryMetadata {
+            partition,
+            host,
+            local,
+        })
+    }
+
+    /// The value of `key` in store `store` as this instance last committed
+    /// it (Kafka's interactive queries on a key-value store). Fails with
+    /// [`StreamsError::NotLocal`] when another instance runs the key's task.
+    pub fn get<K, V>(
+        &self,
+        store: &str,
+        key: &K,
+        key_serde: &impl Serde<K>,
+        value_serde: &impl Serde<V>,
+    ) -> Result<Option<V>, StreamsError> {
+        let partition = self.partition_of(store, key, key_serde)?;
+        let reader = self
+            .shared
+            .stores
+            .lock()
+            .get(&(store.to_owned(), partition))
+            .cloned()
+            .ok_or_else(|| StreamsError::NotLocal {
+                store: store.to_owned(),
+                partition,
+            })?;
+        let topic = changelog_topic(&self.application_id, store);
+        let bytes = key_serde.serialize(&topic, key)?;
+        reader
+            .get(&bytes)?
+            .map(|v| value_serde.deserialize(&topic, &v))
+            .transpose()
+            .map_err(StreamsError::from)
+    }
+
+    /// Every entry of store `store` in the tasks this instance runs (keys
+    /// and values as bytes, in key order per task).
+    pub fn all(&self, store: &str) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let readers: Vec<StoreReader> = self
+            .shared
+            .stores
+            .lock()
+            .iter()
+            .filter(|((s, _), _)| s == store)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let mut out = Vec::new();
+        for r in readers {
+            out.extend(r.all()?);
+        }
+        Ok(out)
+    }
+
+    /// The task `key` of store `store` belongs to.
+    fn partition_of<K>(
+        &self,
+        store: &str,
+        key: &K,
+        key_serde: &impl Serde<K>,
+    ) -> Result<i32, StreamsError> {
+        let bytes = key_serde.serialize(&changelog_topic(&self.application_id, store), key)?;
+        Ok(partition_for_key(&bytes, self.partitions))
     }
 
     /// Stops the threads at once, as a crash would: nothing is committed,
@@ -385,6 +525,11 @@ impl StreamThread {
         group_config.consumer.auto_offset_reset = OffsetReset::Earliest;
         group_config.consumer.isolation_level = isolation;
         group_config.consumer.max_poll_records = 1000;
+        group_config.subscription_user_data = config.application_server.as_ref().map(|s| {
+            let mut data = SERVER_PREFIX.to_vec();
+            data.extend_from_slice(s.as_bytes());
+            data
+        });
         let mut group = GroupConsumer::with_cluster(Arc::clone(&cluster), group_config);
         let topics = topology
             .input_topics(&app)
@@ -501,11 +646,8 @@ impl StreamThread {
             }
             Ok(())
         };
-        {
-            let mut metrics = self.shared.metrics.lock();
-            for p in self.tasks.keys() {
-                metrics.remove(p);
-            }
+        for p in self.tasks.keys() {
+            self.shared.forget(*p);
         }
         let StreamThread {
             group, producer, ..
@@ -550,7 +692,7 @@ impl StreamThread {
         for p in gone {
             tracing::info!(task = %format!("0_{p}"), "task closed: its partitions moved");
             self.tasks.remove(&p);
-            self.shared.metrics.lock().remove(&p);
+            self.shared.forget(p);
         }
         for p in assigned {
             if !self.tasks.contains_key(&p) {
@@ -592,14 +734,19 @@ impl StreamThread {
         };
         let started = Instant::now();
         for name in self.topology.stores().to_vec() {
-            let mut store: Box<dyn KeyValueStore> =
-                Box::new(RedbStore::open(&dir.join(format!("{name}.redb")))?);
+            let redb = RedbStore::open(&dir.join(format!("{name}.redb")))?;
+            let reader = redb.reader();
+            let mut store: Box<dyn KeyValueStore> = Box::new(redb);
             let topic = changelog_topic(&self.config.application_id, &name);
             let (total, restored) = self
                 .restore_store(store.as_mut(), &topic, partition)
                 .await?;
             task.metrics.restore_total += total;
             task.metrics.restored_records += restored;
+            self.shared
+                .stores
+                .lock()
+                .insert((name.clone(), partition), reader);
             task.stores.insert(name, store);
         }
         task.metrics.restore_millis = started.elapsed().as_millis() as u64;

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -122,7 +123,7 @@ const CHECKPOINT: &str = "changelog-offset";
 /// A store in a redb file.
 pub struct RedbStore {
     path: PathBuf,
-    db: redb::Database,
+    db: Arc<redb::Database>,
     /// Writes since the last commit (`None`: a deletion).
     pending: BTreeMap<Bytes, Option<Bytes>>,
 }
@@ -133,14 +134,86 @@ impl RedbStore {
         let db = redb::Database::create(path).map_err(|e| store_error(path, e))?;
         Ok(RedbStore {
             path: path.to_owned(),
-            db,
+            db: Arc::new(db),
             pending: BTreeMap::new(),
         })
+    }
+
+    /// A handle that reads what the store has committed, from any thread,
+    /// while the task goes on writing (for interactive queries).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            path: self.path.clone(),
+            db: Arc::clone(&self.db),
+        }
     }
 
     fn error(&self, e: impl std::fmt::Display) -> StreamsError {
         store_error(&self.path, e)
     }
+}
+
+/// Reads a [`RedbStore`]'s committed state (redb's MVCC: readers never
+/// wait for the writer).
+#[derive(Clone)]
+pub struct StoreReader {
+    path: PathBuf,
+    db: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl StoreReader {
+    /// The committed value under `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
+        read_committed(&self.db, &self.path, |table| {
+            let value = table.get(key).map_err(|e| store_error(&self.path, e))?;
+            Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
+        })
+        .map(Option::flatten)
+    }
+
+    /// Every committed entry, in key order.
+    pub fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        read_committed(&self.db, &self.path, |table| entries(&self.path, table))
+            .map(Option::unwrap_or_default)
+    }
+}
+
+/// Runs `read` on the committed entries table (`None`: nothing committed yet).
+fn read_committed<T>(
+    db: &redb::Database,
+    path: &Path,
+    read: impl FnOnce(&redb::ReadOnlyTable<&[u8], &[u8]>) -> Result<T, StreamsError>,
+) -> Result<Option<T>, StreamsError> {
+    let tx = db.begin_read().map_err(|e| store_error(path, e))?;
+    match tx.open_table(ENTRIES) {
+        Ok(table) => read(&table).map(Some),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(store_error(path, e)),
+    }
+}
+
+/// Every entry of `table`, in key order.
+fn entries(
+    path: &Path,
+    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
+) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(|e| store_error(path, e))? {
+        let (k, v) = entry.map_err(|e| store_error(path, e))?;
+        out.push((
+            Bytes::copy_from_slice(k.value()),
+            Bytes::copy_from_slice(v.value()),
+        ));
+    }
+    Ok(out)
 }
 
 fn store_error(path: &Path, e: impl std::fmt::Display) -> StreamsError {
@@ -152,18 +225,10 @@ fn store_error(path: &Path, e: impl std::fmt::Display) -> StreamsError {
 
 impl KeyValueStore for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
-        if let Some(pending) = self.pending.get(key) {
-            return Ok(pending.clone());
+        match self.pending.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.reader().get(key),
         }
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(ENTRIES) {
-            Ok(t) => t,
-            // Nothing committed yet.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.error(e)),
-        };
-        let value = table.get(key).map_err(|e| self.error(e))?;
-        Ok(value.map(|v| Bytes::copy_from_slice(v.value())))
     }
 
     fn put(&mut self, key: &[u8], value: Option<Bytes>) -> Result<(), StreamsError> {
@@ -224,22 +289,7 @@ impl KeyValueStore for RedbStore {
     }
 
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        let read = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match read.open_table(ENTRIES) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => {
-                return Ok(merged(std::iter::empty(), &self.pending));
-            }
-            Err(e) => return Err(self.error(e)),
-        };
-        let mut committed = Vec::new();
-        for entry in table.iter().map_err(|e| self.error(e))? {
-            let (k, v) = entry.map_err(|e| self.error(e))?;
-            committed.push((
-                Bytes::copy_from_slice(k.value()),
-                Bytes::copy_from_slice(v.value()),
-            ));
-        }
+        let committed = self.reader().all()?;
         Ok(merged(committed.into_iter(), &self.pending))
     }
 }

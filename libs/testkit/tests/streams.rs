@@ -398,3 +398,74 @@ async fn a_task_whose_local_state_is_lost_is_restored_from_its_changelog() {
     let got = read_counts(&cluster, IsolationLevel::ReadCommitted).await;
     assert_exact(&got, &expected, seed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interactive_queries_find_each_words_instance_and_read_its_count_there() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let cluster = cluster().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut apps = Vec::new();
+    for host in ["a.example:7001", "b.example:7002"] {
+        let mut c = config(
+            "wc-query",
+            &state.path().join(host),
+            ProcessingGuarantee::AtLeastOnce,
+        );
+        c.application_server = Some(host.to_owned());
+        apps.push((host, start(&cluster, c).await));
+    }
+    let (l, expected) = lines(&mut rng, 300);
+    produce(&cluster, &l).await;
+    wait_for_counts(&cluster, &expected).await;
+    let mut hosts = std::collections::BTreeSet::new();
+    for (word, n) in &expected {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let meta = apps[0]
+                .1
+                .query_metadata_for_key("counts", word, &StringSerde)
+                .await
+                .unwrap();
+            let Some(host) = meta.host.clone() else {
+                assert!(tokio::time::Instant::now() < deadline, "{word}: no host");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let (_, owner) = apps.iter().find(|(h, _)| *h == host).unwrap();
+            let (_, other) = apps.iter().find(|(h, _)| *h != host).unwrap();
+            let got = owner.get("counts", word, &StringSerde, &I64Serde).unwrap();
+            if got != Some(*n) {
+                // The store commits after its outputs are out: a moment later.
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{word}: {got:?} on {host}, expected {n}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert!(
+                matches!(
+                    other.get("counts", word, &StringSerde, &I64Serde),
+                    Err(runnel_streams::StreamsError::NotLocal { .. })
+                ),
+                "{word} is not on the other instance"
+            );
+            hosts.insert(host);
+            break;
+        }
+    }
+    assert_eq!(hosts.len(), 2, "both instances hold some words");
+    let all: usize = apps
+        .iter()
+        .map(|(_, a)| a.all("counts").unwrap().len())
+        .sum();
+    assert_eq!(
+        all,
+        expected.len(),
+        "every word is in exactly one instance's store"
+    );
+    for (_, app) in apps {
+        app.close().await.unwrap();
+    }
+}

@@ -431,3 +431,103 @@ async fn a_killed_broker_keeps_its_transactions() {
     );
     cluster.shutdown().await;
 }
+
+/// A transaction aborted while its partition's only replica is down, so
+/// its marker waits, and meanwhile another broker crashes and comes back.
+/// Until that broker has caught up with the metadata log it answers the
+/// coordinator's metadata refresh (it is first in the bootstrap list)
+/// without the topic: LEADER_NOT_AVAILABLE, not UNKNOWN_TOPIC_OR_PARTITION.
+/// The topic is not gone: the marker must wait for a leader, not be
+/// skipped, or the abort completes while the partition holds the
+/// transaction open, and read_committed readers stop at its first record
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_is_not_skipped_when_a_restarted_broker_does_not_know_the_topic_yet() {
+    use runnel_client::{Producer, ProducerConfig, ProducerRecord};
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init(); // TEMP
+
+    let mut cluster = TestCluster::builder()
+        .brokers(3)
+        .coordinators(1)
+        .start()
+        .await;
+    cluster.wait_coordinators().await;
+    cluster
+        .create_topic(NewTopic::new(TOPIC).assignments(vec![vec![2]]))
+        .await;
+    let producer = Producer::with_cluster(
+        cluster.client(),
+        ProducerConfig {
+            transactional_id: Some("app-1".into()),
+            linger: Duration::from_millis(1),
+            ..ProducerConfig::default()
+        },
+    );
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+        .send(ProducerRecord::new(TOPIC, "a0").partition(0))
+        .await
+        .unwrap();
+    producer.flush().await.unwrap();
+
+    // The partition's replica goes; the abort is stored, its marker waits.
+    cluster.kill_broker(1).await;
+    producer.abort_transaction().await.unwrap();
+
+    // Broker 1 crashes and comes back cut off from the controller: it
+    // serves clients from an empty metadata image, as every restarted
+    // broker does until it has caught up (held here so the test does not
+    // race the catch-up).
+    cluster.isolate(0);
+    cluster.kill_broker(0).await;
+    cluster.start_broker_only(0).await;
+    let restarted = broker(&cluster, 1).await;
+    wait_for(
+        "the restarted broker to answer metadata without the topic",
+        Duration::from_secs(30),
+        || {
+            let mut restarted = restarted.clone();
+            async move {
+                restarted
+                    .metadata(pb::MetadataRequest {
+                        topics: vec![TOPIC.into()],
+                        allow_auto_topic_creation: false,
+                    })
+                    .await
+                    .is_ok_and(|r| {
+                        r.into_inner().topics[0].error_code() == ErrorCode::LeaderNotAvailable
+                    })
+            }
+        },
+    )
+    .await;
+    // Long enough for the coordinator's marker retries to ask it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    cluster.heal();
+    cluster.start_broker_again(1).await;
+    let admin = cluster.admin();
+    wait_for("the abort to complete", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .describe_transaction("app-1")
+                .await
+                .is_ok_and(|t| t.state == "CompleteAbort")
+        }
+    })
+    .await;
+    // The record (offset 0) and its abort marker (offset 1): nothing is
+    // left open, so read_committed readers reach the high watermark.
+    let mut c = broker(&cluster, 2).await;
+    let hw = latest(&mut c, pb::IsolationLevel::ReadUncommitted).await;
+    let lso = latest(&mut c, pb::IsolationLevel::ReadCommitted).await;
+    assert_eq!((lso, hw), (2, 2), "(last stable offset, high watermark)");
+    let producers = admin.describe_producers(TOPIC, 0).await.unwrap();
+    assert_eq!(producers[0].current_txn_start_offset, -1, "no longer open");
+    cluster.shutdown().await;
+}

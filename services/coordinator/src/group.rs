@@ -224,6 +224,9 @@ pub struct MemberDescription {
     pub client_id: String,
     /// Its assignment bytes.
     pub assignment: Vec<u8>,
+    /// Its metadata for the group's chosen protocol (a consumer's
+    /// subscription, user data included), as Kafka's DescribeGroups gives it.
+    pub metadata: Vec<u8>,
 }
 
 /// One consumer group.
@@ -333,6 +336,12 @@ impl Group {
                 group_instance_id: m.group_instance_id.clone(),
                 client_id: m.client_id.clone(),
                 assignment: m.assignment.clone(),
+                metadata: self
+                    .protocol
+                    .as_deref()
+                    .and_then(|chosen| m.protocols.iter().find(|(name, _)| name == chosen))
+                    .map(|(_, metadata)| metadata.clone())
+                    .unwrap_or_default(),
             })
             .collect()
     }

@@ -876,6 +876,7 @@ impl Coordinator for CoordinatorService {
                                 client_id: m.client_id,
                                 client_host: String::new(),
                                 assignment: m.assignment.into(),
+                                metadata: m.metadata.into(),
                             })
                             .collect(),
                         ..Default::default()

@@ -1080,6 +1080,7 @@ impl GroupManager {
                                 user_data: None,
                             }
                             .encode(),
+                            metadata: Vec::new(),
                         })
                         .collect(),
                 })

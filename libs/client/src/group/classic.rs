@@ -92,7 +92,7 @@ impl GroupConsumer {
         };
         let subscription = Subscription {
             topics: self.topics.keys().cloned().collect(),
-            user_data: None,
+            user_data: self.config.subscription_user_data.clone(),
             owned_partitions: self.owned.clone(),
             generation,
             rack: None,

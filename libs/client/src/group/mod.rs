@@ -93,6 +93,11 @@ pub struct GroupConfig {
     /// `group.remote.assignor` for the consumer protocol (`uniform`, `range`;
     /// none: the coordinator's default).
     pub group_remote_assignor: Option<String>,
+    /// User data in this member's subscription (classic protocol), which
+    /// every member can read back through DescribeGroups: how an
+    /// application tells the others where it serves (Kafka Streams'
+    /// `application.server`).
+    pub subscription_user_data: Option<Vec<u8>>,
 }
 
 /// `group.protocol`.
@@ -122,6 +127,7 @@ impl GroupConfig {
             consumer: ConsumerConfig::default(),
             group_protocol: GroupProtocol::Classic,
             group_remote_assignor: None,
+            subscription_user_data: None,
         }
     }
 }

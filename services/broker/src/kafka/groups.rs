@@ -940,6 +940,7 @@ impl KafkaApi {
                                         .with_group_instance_id(optional(m.group_instance_id))
                                         .with_client_id(wire(m.client_id))
                                         .with_client_host(wire(m.client_host))
+                                        .with_member_metadata(m.metadata)
                                         .with_member_assignment(m.assignment)
                                 })
                                 .collect(),
