@@ -34,13 +34,13 @@
 //! - [`runtime`]: [`StreamsApp`], which runs a topology on a cluster:
 //!   stream threads in the application's consumer group, a task per input
 //!   partition with its stores restored from their changelogs, commits at
-//!   least once or exactly once (`exactly_once_v2`), per-task metrics.
+//!   least once or exactly once (`exactly_once_v2`), per-task metrics,
+//!   interactive queries of the local stores.
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
 //! Still to come: sliding and session windows, table–table and
-//! stream–stream joins, global tables, punctuation, standby replicas and
-//! interactive queries.
+//! stream–stream joins, global tables, punctuation and standby replicas.
 
 pub mod config;
 pub mod driver;
