@@ -19,8 +19,9 @@ use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
 pub struct TestDriver {
     topology: Topology,
     config: StreamsConfig,
-    /// The repartition topics' real names, whose records are fed back in.
-    repartition: Vec<String>,
+    /// The topics the topology both writes and reads (repartition topics,
+    /// `through` topics), by their real names: their records are fed back in.
+    loops: Vec<String>,
     /// Each store's changelog topic, and every record written to it (what
     /// [`TestDriver::move_task`] restores from).
     changelogs: BTreeMap<String, (String, Vec<OutputRecord>)>,
@@ -55,7 +56,15 @@ impl TestDriver {
             })
             .collect();
         TestDriver {
-            repartition: topology.repartition_topics(&config.application_id),
+            loops: {
+                let sources = topology.input_topics(&config.application_id);
+                let mut sinks = topology.sink_topics();
+                sinks.extend(topology.repartition_topics(&config.application_id));
+                sinks
+                    .into_iter()
+                    .filter(|t| sources.iter().any(|(s, _)| s == t))
+                    .collect()
+            },
             changelogs,
             topology,
             config,
@@ -81,8 +90,8 @@ impl TestDriver {
     }
 
     /// Processes one record of `topic` given as bytes (`None`: null), then
-    /// whatever it wrote to the topology's own repartition topics, until
-    /// nothing is left.
+    /// whatever it wrote to topics it also reads (repartition and `through`
+    /// topics), until nothing is left.
     pub fn pipe_raw(
         &mut self,
         topic: &str,
@@ -135,7 +144,7 @@ impl TestDriver {
                 if let Some((_, log)) = self.changelogs.get_mut(&o.topic) {
                     log.push(o.clone());
                 }
-                if self.repartition.contains(&o.topic) {
+                if self.loops.contains(&o.topic) {
                     pending.push_back(o.clone());
                 }
                 self.outputs.entry(o.topic.clone()).or_default().push(o);

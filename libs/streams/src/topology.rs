@@ -569,6 +569,33 @@ where
     }
 }
 
+impl<K, V> KStream<K, V>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// Writes the stream to `topic` and goes on from what is read back
+    /// from it (Kafka's `through`): the records are then partitioned by
+    /// their key. The topic is the application's to create, with the
+    /// source topics' partition count.
+    pub fn through(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+    ) -> KStream<K, V> {
+        let parents = round_trip(
+            &self.graph,
+            &self.parents,
+            topic.to_owned(),
+            false,
+            Arc::new(key_serde),
+            Arc::new(value_serde),
+        );
+        KStream::at(&self.graph, parents, false)
+    }
+}
+
 /// `rec` with a new key and value, its timestamp and headers kept.
 fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
     Rec {
@@ -818,38 +845,61 @@ where
     /// Writes the stream to `<store>-repartition` and reads it back: the
     /// parents an aggregation hangs off after a key change.
     fn through_repartition(&self, store: &str) -> Vec<(NodeId, usize)> {
-        let topic = format!("{store}{REPARTITION_SUFFIX}");
-        let (ks, vs) = (Arc::clone(&self.key_serde), Arc::clone(&self.value_serde));
-        let write: Arc<SinkFn> = Arc::new(move |topic, rec| {
-            let key = ks.serialize_nullable(topic, cast::<K>(&rec.key)?)?;
-            let value = vs.serialize_nullable(topic, cast::<V>(&rec.value)?)?;
-            Ok((key, value))
-        });
-        let (ks, vs) = (Arc::clone(&self.key_serde), Arc::clone(&self.value_serde));
-        let read: Arc<SourceFn> = Arc::new(move |topic, key, value| {
-            let k = read(&ArcSerde(Arc::clone(&ks)), topic, key)?;
-            let v = read(&ArcSerde(Arc::clone(&vs)), topic, value)?;
-            Ok((Arc::new(k) as Erased, Arc::new(v) as Erased))
-        });
-        let mut g = self.stream.graph.borrow_mut();
-        g.add(
-            Node::Sink {
-                topic: topic.clone(),
-                internal: true,
-                write,
-            },
+        round_trip(
+            &self.stream.graph,
             &self.stream.parents,
-        );
-        let source = g.add(
-            Node::Source {
-                topics: vec![topic],
-                internal: true,
-                read,
-            },
-            &[],
-        );
-        vec![(source, 0)]
+            format!("{store}{REPARTITION_SUFFIX}"),
+            true,
+            Arc::clone(&self.key_serde),
+            Arc::clone(&self.value_serde),
+        )
     }
+}
+
+/// A sink writing the records under `parents` to `topic` and a source
+/// reading them back, keys and values with the serdes given; returns the
+/// source, for what hangs off it. The records come back partitioned by key.
+fn round_trip<K, V>(
+    graph: &Rc<RefCell<Graph>>,
+    parents: &[(NodeId, usize)],
+    topic: String,
+    internal: bool,
+    key_serde: Arc<dyn Serde<K>>,
+    value_serde: Arc<dyn Serde<V>>,
+) -> Vec<(NodeId, usize)>
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let (ks, vs) = (Arc::clone(&key_serde), Arc::clone(&value_serde));
+    let write: Arc<SinkFn> = Arc::new(move |topic, rec| {
+        let key = ks.serialize_nullable(topic, cast::<K>(&rec.key)?)?;
+        let value = vs.serialize_nullable(topic, cast::<V>(&rec.value)?)?;
+        Ok((key, value))
+    });
+    let read: Arc<SourceFn> = Arc::new(move |topic, key, value| {
+        let k = read(&ArcSerde(Arc::clone(&key_serde)), topic, key)?;
+        let v = read(&ArcSerde(Arc::clone(&value_serde)), topic, value)?;
+        Ok((Arc::new(k) as Erased, Arc::new(v) as Erased))
+    });
+    let mut g = graph.borrow_mut();
+    g.add(
+        Node::Sink {
+            topic: topic.clone(),
+            internal,
+            write,
+        },
+        parents,
+    );
+    let source = g.add(
+        Node::Source {
+            topics: vec![topic],
+            internal,
+            read,
+        },
+        &[],
+    );
+    vec![(source, 0)]
 }
 
 /// A shared serde used where an owned one is wanted.

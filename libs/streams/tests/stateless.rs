@@ -136,3 +136,25 @@ fn log_and_continue_skips_and_counts_what_does_not_deserialize() {
     );
     assert_eq!(d.skipped_records(), 1);
 }
+
+#[test]
+fn through_writes_the_stream_to_a_topic_and_goes_on_from_it() {
+    let b = StreamsBuilder::new();
+    b.stream("clicks", Nullable(StringSerde), StringSerde)
+        .select_key(|_, page: &String| page.clone())
+        .through("clicks-by-page", StringSerde, StringSerde)
+        .map_values(|page: &String| page.len() as i64)
+        .to("page-lengths", StringSerde, I64Serde);
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
+    d.pipe_raw("clicks", None, Some(b"/home"), 7).unwrap();
+    assert_eq!(
+        d.read("clicks-by-page", &StringSerde, &StringSerde)
+            .unwrap(),
+        [(s("/home"), s("/home"), 7)],
+        "the records go through the topic, keyed as they are then"
+    );
+    assert_eq!(
+        d.read("page-lengths", &StringSerde, &I64Serde).unwrap(),
+        [(s("/home"), 5, 7)]
+    );
+}

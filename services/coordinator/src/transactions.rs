@@ -732,11 +732,22 @@ impl MarkerWriter for BrokerMarkers {
                 match self.cluster.leader_addr(&p.0, p.1) {
                     Some((_, addr)) => by_leader.entry(addr).or_default().push(p),
                     None => {
-                        let known = self.cluster.metadata().topics.contains_key(&p.0);
-                        let code = if known {
-                            ErrorCode::LeaderNotAvailable
-                        } else {
+                        // Gone only if a broker said so: one restarted and
+                        // still catching up with the metadata log answers
+                        // LEADER_NOT_AVAILABLE for every topic (and names no
+                        // broker), and a failed refresh says nothing. Skipping
+                        // the marker then would complete the transaction while
+                        // the partition keeps it open, its last stable offset
+                        // held at the transaction's first record for good.
+                        let md = self.cluster.metadata();
+                        let gone = !md.topics.contains_key(&p.0)
+                            && md.topic_errors.get(&p.0).is_some_and(|(code, _)| {
+                                *code == ErrorCode::UnknownTopicOrPartition
+                            });
+                        let code = if gone {
                             ErrorCode::UnknownTopicOrPartition
+                        } else {
+                            ErrorCode::LeaderNotAvailable
                         };
                         failed.push((p, code, "no leader known".to_owned()));
                     }
