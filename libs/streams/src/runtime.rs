@@ -484,6 +484,8 @@ struct StreamThread {
     group: GroupConsumer,
     producer: Producer,
     restore: Consumer,
+    /// Where each changelog partition about to be restored starts.
+    restore_from: BTreeMap<TopicPartition, i64>,
     /// Changelog topic → store.
     changelogs: BTreeMap<String, String>,
     tasks: BTreeMap<i32, Task>,
@@ -545,6 +547,8 @@ impl StreamThread {
                 auto_offset_reset: OffsetReset::Earliest,
                 isolation_level: isolation,
                 max_poll_records: 10_000,
+                // Restoring reads whole changelogs: large fetches, fewer round trips.
+                max_partition_fetch_bytes: 8 * 1024 * 1024,
                 ..ConsumerConfig::default()
             },
         );
@@ -562,6 +566,7 @@ impl StreamThread {
             group,
             producer,
             restore,
+            restore_from: BTreeMap::new(),
             changelogs,
             tasks: BTreeMap::new(),
             txn_open: false,
@@ -694,11 +699,20 @@ impl StreamThread {
             self.tasks.remove(&p);
             self.shared.forget(p);
         }
-        for p in assigned {
-            if !self.tasks.contains_key(&p) {
-                let task = self.open_task(p).await?;
-                self.tasks.insert(p, task);
+        let new: Vec<i32> = assigned
+            .into_iter()
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        for task in self.open_tasks(&new).await? {
+            for (name, store) in &task.stores {
+                if let Some(reader) = store.reader() {
+                    self.shared
+                        .stores
+                        .lock()
+                        .insert((name.clone(), task.partition), reader);
+                }
             }
+            self.tasks.insert(task.partition, task);
         }
         Ok(())
     }
@@ -710,118 +724,156 @@ impl StreamThread {
             .join(format!("0_{partition}"))
     }
 
-    /// Opens task `partition`'s stores and restores each from its
-    /// changelog, from the store's checkpoint on.
-    async fn open_task(&mut self, partition: i32) -> Result<Task, StreamsError> {
-        let dir = self.task_dir(partition);
-        std::fs::create_dir_all(&dir).map_err(|e| StreamsError::Store {
-            store: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut task = Task {
-            partition,
-            stores: BTreeMap::new(),
-            slots: BTreeMap::new(),
-            stream_time: i64::MIN,
-            committed_stream_time: i64::MIN,
-            consumed: BTreeMap::new(),
-            first_uncommitted: BTreeMap::new(),
-            changelog_acks: BTreeMap::new(),
-            metrics: TaskMetrics {
-                task: format!("0_{partition}"),
-                ..TaskMetrics::default()
-            },
-        };
+    /// Opens the tasks of `partitions` and restores their stores from
+    /// their changelogs, each from its checkpoint on, all in one pass (the
+    /// changelog partitions are fetched together, as Kafka Streams' restore
+    /// consumer does).
+    async fn open_tasks(&mut self, partitions: &[i32]) -> Result<Vec<Task>, StreamsError> {
         let started = Instant::now();
-        for name in self.topology.stores().to_vec() {
-            let redb = RedbStore::open(&dir.join(format!("{name}.redb")))?;
-            let reader = redb.reader();
-            let mut store: Box<dyn KeyValueStore> = Box::new(redb);
-            let topic = changelog_topic(&self.config.application_id, &name);
-            let (total, restored) = self
-                .restore_store(store.as_mut(), &topic, partition)
-                .await?;
-            task.metrics.restore_total += total;
-            task.metrics.restored_records += restored;
-            self.shared
-                .stores
-                .lock()
-                .insert((name.clone(), partition), reader);
-            task.stores.insert(name, store);
-        }
-        task.metrics.restore_millis = started.elapsed().as_millis() as u64;
-        tracing::info!(task = %task.metrics.task, restored = task.metrics.restored_records, elapsed_ms = task.metrics.restore_millis, "task opened");
-        Ok(task)
-    }
-
-    /// Reads `topic`-`partition` from the store's checkpoint to its end
-    /// into the store. Returns (records to read, records read).
-    async fn restore_store(
-        &mut self,
-        store: &mut dyn KeyValueStore,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(u64, u64), StreamsError> {
+        let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
+        // Changelog partition → (task, store, where to stop).
+        let mut restoring: BTreeMap<TopicPartition, (i32, String, i64)> = BTreeMap::new();
         let level = if self.eos() {
             IsolationLevel::ReadCommitted
         } else {
             IsolationLevel::ReadUncommitted
         };
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
-        let (start, end) = retrying("reading the changelog's offsets", || {
-            admin.offsets_at(topic, partition, level)
-        })
-        .await?;
-        let mut checkpoint = store.checkpoint()?;
-        if checkpoint.is_some_and(|c| c > end) {
-            // The store is ahead of its changelog: the topic was recreated.
-            tracing::warn!(
-                topic,
+        for &partition in partitions {
+            let dir = self.task_dir(partition);
+            std::fs::create_dir_all(&dir).map_err(|e| StreamsError::Store {
+                store: dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut task = Task {
                 partition,
-                ?checkpoint,
-                end,
-                "store checkpoint beyond its changelog; restoring from scratch"
-            );
-            store.clear()?;
-            checkpoint = None;
+                stores: BTreeMap::new(),
+                slots: BTreeMap::new(),
+                stream_time: i64::MIN,
+                committed_stream_time: i64::MIN,
+                consumed: BTreeMap::new(),
+                first_uncommitted: BTreeMap::new(),
+                changelog_acks: BTreeMap::new(),
+                metrics: TaskMetrics {
+                    task: format!("0_{partition}"),
+                    ..TaskMetrics::default()
+                },
+            };
+            for name in self.topology.stores() {
+                let mut store = RedbStore::open(&dir.join(format!("{name}.redb")))?;
+                let topic = changelog_topic(&self.config.application_id, name);
+                let (start, end) = retrying("reading the changelog's offsets", || {
+                    admin.offsets_at(&topic, partition, level)
+                })
+                .await?;
+                let mut checkpoint = store.checkpoint()?;
+                if checkpoint.is_some_and(|c| c > end) {
+                    // The store is ahead of its changelog: the topic was recreated.
+                    tracing::warn!(
+                        topic,
+                        partition,
+                        ?checkpoint,
+                        end,
+                        "store checkpoint beyond its changelog; restoring from scratch"
+                    );
+                    store.clear()?;
+                    checkpoint = None;
+                }
+                let from = checkpoint.unwrap_or(start).max(start);
+                if from < end {
+                    task.metrics.restore_total += (end - from) as u64;
+                    let tp = TopicPartition::new(topic, partition);
+                    self.restore_from.insert(tp.clone(), from);
+                    restoring.insert(tp, (partition, name.clone(), end));
+                }
+                task.stores.insert(name.clone(), Box::new(store));
+            }
+            tasks.insert(partition, task);
         }
-        let from = checkpoint.unwrap_or(start).max(start);
-        if from >= end {
-            return Ok((0, 0));
+        self.restore_changelogs(&mut tasks, restoring).await?;
+        let millis = started.elapsed().as_millis() as u64;
+        let mut opened = Vec::with_capacity(tasks.len());
+        for mut task in tasks.into_values() {
+            task.metrics.restore_millis = millis;
+            tracing::info!(task = %task.metrics.task, restored = task.metrics.restored_records, elapsed_ms = millis, "task opened");
+            opened.push(task);
         }
-        let tp = TopicPartition::new(topic, partition);
-        self.restore.assign(vec![tp.clone()]).await?;
-        self.restore.seek(&tp, from);
-        let mut read = 0u64;
+        Ok(opened)
+    }
+
+    /// Reads each changelog partition of `restoring` from where its store
+    /// stopped to the end the restore began with, into the store.
+    async fn restore_changelogs(
+        &mut self,
+        tasks: &mut BTreeMap<i32, Task>,
+        mut restoring: BTreeMap<TopicPartition, (i32, String, i64)>,
+    ) -> Result<(), StreamsError> {
+        if restoring.is_empty() {
+            return Ok(());
+        }
+        self.restore
+            .assign(restoring.keys().cloned().collect())
+            .await?;
+        for tp in restoring.keys() {
+            if let Some(from) = self.restore_from.remove(tp) {
+                self.restore.seek(tp, from);
+            }
+        }
         let mut since_commit = 0usize;
-        loop {
+        while !restoring.is_empty() {
             let records = match self.restore.poll(Duration::from_millis(500)).await {
                 Ok(records) => records,
                 Err(e) if e.is_retriable() => {
-                    tracing::debug!(error = %e, topic, partition, "restore fetch failed; retrying");
+                    tracing::debug!(error = %e, "restore fetch failed; retrying");
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             for r in records {
-                let Some(key) = r.key else { continue };
-                store.put(&key, r.value)?;
-                read += 1;
-                since_commit += 1;
-            }
-            let position = self.restore.position(&tp).unwrap_or(from);
-            if position >= end {
-                store.commit(Some(position))?;
-                break;
+                let tp = TopicPartition::new(r.topic.to_string(), r.partition);
+                let Some((partition, name, end)) = restoring.get(&tp) else {
+                    continue;
+                };
+                let (Some(key), true) = (r.key, r.offset < *end) else {
+                    continue;
+                };
+                let Some(task) = tasks.get_mut(partition) else {
+                    continue;
+                };
+                if let Some(store) = task.stores.get_mut(name) {
+                    store.put(&key, r.value)?;
+                    task.metrics.restored_records += 1;
+                    since_commit += 1;
+                }
             }
             // Bounded memory: the pending writes go to disk now and then.
-            if since_commit >= 100_000 {
-                store.commit(Some(position))?;
+            let flush_all = since_commit >= 100_000;
+            if flush_all {
                 since_commit = 0;
+            }
+            let mut done = Vec::new();
+            for (tp, (partition, name, end)) in &restoring {
+                let Some(position) = self.restore.position(tp) else {
+                    continue;
+                };
+                let finished = position >= *end;
+                if (finished || flush_all)
+                    && let Some(store) = tasks
+                        .get_mut(partition)
+                        .and_then(|t| t.stores.get_mut(name))
+                {
+                    store.commit(Some(position.min(*end)))?;
+                }
+                if finished {
+                    done.push(tp.clone());
+                }
+            }
+            for tp in done {
+                restoring.remove(&tp);
             }
         }
         self.restore.assign(Vec::new()).await?;
-        Ok(((end - from) as u64, read))
+        Ok(())
     }
 
     /// Runs one input record through its task and sends what it produced.

@@ -42,6 +42,11 @@ pub trait KeyValueStore: Send {
     fn clear(&mut self) -> Result<(), StreamsError>;
     /// Every entry, in key order (writes not yet committed included).
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError>;
+    /// A handle reading the committed state from other threads, for
+    /// stores that have one (interactive queries).
+    fn reader(&self) -> Option<StoreReader> {
+        None
+    }
 }
 
 /// `committed` with `pending` writes laid over it, in key order.
@@ -141,7 +146,7 @@ impl RedbStore {
 
     /// A handle that reads what the store has committed, from any thread,
     /// while the task goes on writing (for interactive queries).
-    pub fn reader(&self) -> StoreReader {
+    fn committed(&self) -> StoreReader {
         StoreReader {
             path: self.path.clone(),
             db: Arc::clone(&self.db),
@@ -227,7 +232,7 @@ impl KeyValueStore for RedbStore {
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
         match self.pending.get(key) {
             Some(pending) => Ok(pending.clone()),
-            None => self.reader().get(key),
+            None => self.committed().get(key),
         }
     }
 
@@ -289,8 +294,12 @@ impl KeyValueStore for RedbStore {
     }
 
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        let committed = self.reader().all()?;
+        let committed = self.committed().all()?;
         Ok(merged(committed.into_iter(), &self.pending))
+    }
+
+    fn reader(&self) -> Option<StoreReader> {
+        Some(self.committed())
     }
 }
 
