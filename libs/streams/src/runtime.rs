@@ -333,6 +333,9 @@ impl StreamsApp {
     }
 }
 
+/// `max.poll.records` of the restore consumer.
+const RESTORE_MAX_POLL: usize = 10_000;
+
 /// How long a thread keeps retrying a call that failed for a reason that
 /// passes (a leader moving, a broker restarting) before it gives up.
 const RETRY_FOR: Duration = Duration::from_secs(120);
@@ -486,6 +489,8 @@ struct StreamThread {
     restore: Consumer,
     /// Where each changelog partition about to be restored starts.
     restore_from: BTreeMap<TopicPartition, i64>,
+    /// The restore consumer's `max.poll.records`.
+    restore_max_poll: usize,
     /// Changelog topic → store.
     changelogs: BTreeMap<String, String>,
     tasks: BTreeMap<i32, Task>,
@@ -546,7 +551,7 @@ impl StreamThread {
             ConsumerConfig {
                 auto_offset_reset: OffsetReset::Earliest,
                 isolation_level: isolation,
-                max_poll_records: 10_000,
+                max_poll_records: RESTORE_MAX_POLL,
                 // Restoring reads whole changelogs: large fetches, fewer round trips.
                 max_partition_fetch_bytes: 8 * 1024 * 1024,
                 ..ConsumerConfig::default()
@@ -567,6 +572,7 @@ impl StreamThread {
             producer,
             restore,
             restore_from: BTreeMap::new(),
+            restore_max_poll: RESTORE_MAX_POLL,
             changelogs,
             tasks: BTreeMap::new(),
             txn_open: false,
@@ -820,6 +826,9 @@ impl StreamThread {
             }
         }
         let mut since_commit = 0usize;
+        // Per changelog partition: the offset after the last record restored.
+        let mut next: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        let max_poll = self.restore_max_poll;
         while !restoring.is_empty() {
             let records = match self.restore.poll(Duration::from_millis(500)).await {
                 Ok(records) => records,
@@ -829,15 +838,19 @@ impl StreamThread {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // A short poll has emptied the consumer's buffer: only then are
+            // positions cheap to ask for and past the records seen.
+            let drained = records.len() < max_poll;
             for r in records {
                 let tp = TopicPartition::new(r.topic.to_string(), r.partition);
                 let Some((partition, name, end)) = restoring.get(&tp) else {
                     continue;
                 };
-                let (Some(key), true) = (r.key, r.offset < *end) else {
+                if r.offset >= *end {
                     continue;
-                };
-                let Some(task) = tasks.get_mut(partition) else {
+                }
+                next.insert(tp, r.offset + 1);
+                let (Some(key), Some(task)) = (r.key, tasks.get_mut(partition)) else {
                     continue;
                 };
                 if let Some(store) = task.stores.get_mut(name) {
@@ -846,27 +859,37 @@ impl StreamThread {
                     since_commit += 1;
                 }
             }
-            // Bounded memory: the pending writes go to disk now and then.
-            let flush_all = since_commit >= 100_000;
-            if flush_all {
+            // Bounded memory: the pending writes go to disk now and then,
+            // each store checkpointed after the last record it holds.
+            if since_commit >= 100_000 {
                 since_commit = 0;
+                for (tp, (partition, name, _)) in &restoring {
+                    if let Some(store) = tasks
+                        .get_mut(partition)
+                        .and_then(|t| t.stores.get_mut(name))
+                    {
+                        store.commit(next.get(tp).copied())?;
+                    }
+                }
+            }
+            if !drained {
+                continue;
             }
             let mut done = Vec::new();
             for (tp, (partition, name, end)) in &restoring {
                 let Some(position) = self.restore.position(tp) else {
                     continue;
                 };
-                let finished = position >= *end;
-                if (finished || flush_all)
-                    && let Some(store) = tasks
-                        .get_mut(partition)
-                        .and_then(|t| t.stores.get_mut(name))
+                if position < *end {
+                    continue;
+                }
+                if let Some(store) = tasks
+                    .get_mut(partition)
+                    .and_then(|t| t.stores.get_mut(name))
                 {
-                    store.commit(Some(position.min(*end)))?;
+                    store.commit(Some(*end))?;
                 }
-                if finished {
-                    done.push(tp.clone());
-                }
+                done.push(tp.clone());
             }
             for tp in done {
                 restoring.remove(&tp);

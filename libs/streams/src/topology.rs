@@ -122,6 +122,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Whether `real` is the real name of topic `name` (as [`Self::topic`]
+    /// makes it, without building it: this runs for every input record).
+    fn is_topic(&self, real: &str, name: &str, internal: bool) -> bool {
+        if internal {
+            real.strip_prefix(self.application_id)
+                .and_then(|r| r.strip_prefix('-'))
+                == Some(name)
+        } else {
+            real == name
+        }
+    }
+
     /// The real name of a topic: internal ones (repartition, changelog)
     /// carry the application id first, as Kafka Streams names them.
     pub fn topic(&self, name: &str, internal: bool) -> String {
@@ -216,7 +228,7 @@ impl Topology {
                 internal,
                 read,
             } = node
-                && topics.iter().any(|t| ctx.topic(t, *internal) == topic)
+                && topics.iter().any(|t| ctx.is_topic(topic, t, *internal))
             {
                 let (key, value) = read(topic, key, value).map_err(|e| match e {
                     StreamsError::Serde(source) => StreamsError::Deserialize { timestamp, source },
