@@ -54,7 +54,8 @@ pub struct TaskMetrics {
     pub restored_records: u64,
     /// Changelog records the restore had to read when it began.
     pub restore_total: u64,
-    /// How long the restore took, in milliseconds.
+    /// How long the restore took, in milliseconds (tasks opened together
+    /// restore in one pass, and each reports that pass's time).
     pub restore_millis: u64,
     /// Input records behind the end of the task's partitions, as of the
     /// last time the thread looked (every few seconds).
