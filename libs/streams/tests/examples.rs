@@ -2,6 +2,10 @@
 //! what each prints and writes for a few records. The cluster tests in
 //! `runnel-testkit` (`tests/streams.rs`) run word count on brokers.
 
+// Each example is its own program with its own `mod common;`: loaded here
+// side by side, the shared file is compiled once per example.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "../examples/word_count.rs"]
 #[allow(dead_code)]
 mod word_count;
