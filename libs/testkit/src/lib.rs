@@ -518,7 +518,15 @@ impl TestCluster {
             ssl_reload_interval_ms: 200,
             ..runnel_broker::Config::default()
         };
-        let handle = start_on(config, "the broker starts", |c| {
+        let first = self.broker_addrs[i].is_none();
+        let handle = start_on(config, "the broker starts", |mut c| {
+            if first {
+                // Nobody knows a new broker's ports yet: when another test
+                // of this binary took one between the pick and the bind,
+                // pick again rather than wait for that test to end.
+                (c.listen, c.admin_listen, c.kafka_listen) =
+                    (free_port(), free_port(), free_port());
+            }
             runnel_broker::start(c, CancellationToken::new())
         })
         .await;

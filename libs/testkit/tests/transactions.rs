@@ -523,16 +523,7 @@ async fn a_marker_waits_for_a_leader_when_a_restarted_broker_does_not_know_the_t
     cluster.heal();
     cluster.start_broker_again(1).await;
     let admin = cluster.admin();
-    wait_for("the abort to complete", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move {
-            admin
-                .describe_transaction("app-1")
-                .await
-                .is_ok_and(|t| t.state == "CompleteAbort")
-        }
-    })
-    .await;
+    wait_complete_abort(&admin, "app-1").await;
     // The record (offset 0) and its abort marker (offset 1): nothing is
     // left open, so read_committed readers reach the high watermark.
     let mut c = broker(&cluster, 2).await;
@@ -542,6 +533,21 @@ async fn a_marker_waits_for_a_leader_when_a_restarted_broker_does_not_know_the_t
     let producers = admin.describe_producers(TOPIC, 0).await.unwrap();
     assert_eq!(producers[0].current_txn_start_offset, -1, "no longer open");
     cluster.shutdown().await;
+}
+
+/// Waits until the coordinator has finished aborting `transactional_id`'s
+/// transaction (every marker written).
+async fn wait_complete_abort(admin: &runnel_client::Admin, transactional_id: &str) {
+    wait_for("the abort to complete", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            admin
+                .describe_transaction(transactional_id)
+                .await
+                .is_ok_and(|t| t.state == "CompleteAbort")
+        }
+    })
+    .await;
 }
 
 /// A partition whose topic was deleted while a transaction held it is
@@ -588,16 +594,7 @@ async fn a_marker_for_a_deleted_topic_is_skipped() {
     })
     .await;
     producer.abort_transaction().await.unwrap();
-    wait_for("the abort to complete", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move {
-            admin
-                .describe_transaction("app-1")
-                .await
-                .is_ok_and(|t| t.state == "CompleteAbort")
-        }
-    })
-    .await;
+    wait_complete_abort(&admin, "app-1").await;
     let mut c = broker(&cluster, 1).await;
     let hw = latest(&mut c, pb::IsolationLevel::ReadUncommitted).await;
     let lso = latest(&mut c, pb::IsolationLevel::ReadCommitted).await;
