@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use runnel_client::IsolationLevel;
+
 /// What happens to an input record whose key or value does not
 /// deserialize (Kafka's `default.deserialization.exception.handler`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +28,17 @@ pub enum ProcessingGuarantee {
     /// offsets go in one transaction per commit interval; a crash aborts
     /// it, and read_committed readers see every result once.
     ExactlyOnceV2,
+}
+
+impl ProcessingGuarantee {
+    /// How the application reads its inputs and changelogs: exactly once
+    /// reads only committed transactions.
+    pub fn isolation_level(self) -> IsolationLevel {
+        match self {
+            ProcessingGuarantee::AtLeastOnce => IsolationLevel::ReadUncommitted,
+            ProcessingGuarantee::ExactlyOnceV2 => IsolationLevel::ReadCommitted,
+        }
+    }
 }
 
 /// An application's settings.

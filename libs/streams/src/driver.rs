@@ -13,7 +13,7 @@ use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, MemoryStore};
-use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
+use crate::topology::{Ctx, OutputRecord, Topology, changelog_topic};
 
 /// A topology run in memory.
 pub struct TestDriver {
@@ -51,7 +51,7 @@ impl TestDriver {
             .stores()
             .iter()
             .map(|name| {
-                let topic = format!("{}-{name}{CHANGELOG_SUFFIX}", config.application_id);
+                let topic = changelog_topic(&config.application_id, name);
                 (topic, (name.clone(), Vec::new()))
             })
             .collect();

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use runnel_client::partitioner::partition_for_key;
 use runnel_client::{
     Admin, ClientConfig, ClientError, Cluster, Consumer, ConsumerConfig, ConsumerRecord,
-    DeliveryFuture, ErrorCode, GroupConfig, GroupConsumer, Header, IsolationLevel, NewTopic,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    DeliveryFuture, ErrorCode, GroupConfig, GroupConsumer, Header, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicPartition,
 };
 use runnel_common::backoff::Backoff;
 use tokio::sync::watch;
@@ -34,7 +34,7 @@ use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::Serde;
 use crate::store::{KeyValueStore, RedbStore, StoreReader};
-use crate::topology::{CHANGELOG_SUFFIX, Ctx, OutputRecord, Topology};
+use crate::topology::{Ctx, OutputRecord, Topology, changelog_topic};
 
 /// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
 /// Streams' task-level metrics).
@@ -359,11 +359,6 @@ where
     }
 }
 
-/// The changelog topic of store `store`.
-fn changelog_topic(application_id: &str, store: &str) -> String {
-    format!("{application_id}-{store}{CHANGELOG_SUFFIX}")
-}
-
 /// Checks that the source topics exist with one partition count, and
 /// creates the internal topics with it (Kafka Streams'
 /// `InternalTopicManager`). Returns the partition count.
@@ -518,12 +513,7 @@ impl StreamThread {
         shared: Arc<Shared>,
     ) -> StreamThread {
         let app = config.application_id.clone();
-        let eos = config.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2;
-        let isolation = if eos {
-            IsolationLevel::ReadCommitted
-        } else {
-            IsolationLevel::ReadUncommitted
-        };
+        let isolation = config.processing_guarantee.isolation_level();
         let mut group_config = GroupConfig::new(app.clone());
         group_config.client_id = format!("{app}-{process}-StreamThread-{index}");
         group_config.enable_auto_commit = false;
@@ -740,11 +730,7 @@ impl StreamThread {
         let mut tasks: BTreeMap<i32, Task> = BTreeMap::new();
         // Changelog partition → (task, store, where to stop).
         let mut restoring: BTreeMap<TopicPartition, (i32, String, i64)> = BTreeMap::new();
-        let level = if self.eos() {
-            IsolationLevel::ReadCommitted
-        } else {
-            IsolationLevel::ReadUncommitted
-        };
+        let level = self.config.processing_guarantee.isolation_level();
         let admin = Admin::with_cluster(Arc::clone(&self.cluster));
         for &partition in partitions {
             let dir = self.task_dir(partition);

@@ -687,7 +687,13 @@ fn aggregate_step<K, V, A>(
 }
 
 const REPARTITION_SUFFIX: &str = "-repartition";
-pub(crate) const CHANGELOG_SUFFIX: &str = "-changelog";
+const CHANGELOG_SUFFIX: &str = "-changelog";
+
+/// The changelog topic of store `store` in application `application_id`,
+/// as Kafka Streams names it.
+pub(crate) fn changelog_topic(application_id: &str, store: &str) -> String {
+    format!("{application_id}-{store}{CHANGELOG_SUFFIX}")
+}
 
 impl<K, V> KStream<K, V>
 where
