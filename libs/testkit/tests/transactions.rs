@@ -442,7 +442,7 @@ async fn a_killed_broker_keeps_its_transactions() {
 /// and read_committed readers would stop at its first record forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_waits_for_a_leader_when_a_restarted_broker_does_not_know_the_topic_yet() {
-    use runnel_client::{Producer, ProducerConfig, ProducerRecord};
+    use runnel_client::ProducerRecord;
     use runnel_coordinator::transaction::TxnState;
 
     // Sessions long enough that the coordinator keeps its partitions
@@ -457,16 +457,7 @@ async fn a_marker_waits_for_a_leader_when_a_restarted_broker_does_not_know_the_t
     cluster
         .create_topic(NewTopic::new(TOPIC).assignments(vec![vec![2]]))
         .await;
-    let producer = Producer::with_cluster(
-        cluster.client(),
-        ProducerConfig {
-            transactional_id: Some("app-1".into()),
-            linger: Duration::from_millis(1),
-            ..ProducerConfig::default()
-        },
-    );
-    producer.init_transactions().await.unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = transaction_of_app_1(&cluster).await;
     producer
         .send(ProducerRecord::new(TOPIC, "a0").partition(0))
         .await
@@ -535,6 +526,21 @@ async fn a_marker_waits_for_a_leader_when_a_restarted_broker_does_not_know_the_t
     cluster.shutdown().await;
 }
 
+/// A transactional producer `app-1` with its transaction begun.
+async fn transaction_of_app_1(cluster: &TestCluster) -> runnel_client::Producer {
+    let producer = runnel_client::Producer::with_cluster(
+        cluster.client(),
+        runnel_client::ProducerConfig {
+            transactional_id: Some("app-1".into()),
+            linger: Duration::from_millis(1),
+            ..runnel_client::ProducerConfig::default()
+        },
+    );
+    producer.init_transactions().await.unwrap();
+    producer.begin_transaction().unwrap();
+    producer
+}
+
 /// Waits until the coordinator has finished aborting `transactional_id`'s
 /// transaction (every marker written).
 async fn wait_complete_abort(admin: &runnel_client::Admin, transactional_id: &str) {
@@ -556,7 +562,7 @@ async fn wait_complete_abort(admin: &runnel_client::Admin, transactional_id: &st
 /// markers written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_for_a_deleted_topic_is_skipped() {
-    use runnel_client::{Producer, ProducerConfig, ProducerRecord};
+    use runnel_client::ProducerRecord;
 
     let cluster = TestCluster::builder()
         .brokers(1)
@@ -569,16 +575,7 @@ async fn a_marker_for_a_deleted_topic_is_skipped() {
             .create_topic(NewTopic::new(topic).partitions(1).replication_factor(1))
             .await;
     }
-    let producer = Producer::with_cluster(
-        cluster.client(),
-        ProducerConfig {
-            transactional_id: Some("app-1".into()),
-            linger: Duration::from_millis(1),
-            ..ProducerConfig::default()
-        },
-    );
-    producer.init_transactions().await.unwrap();
-    producer.begin_transaction().unwrap();
+    let producer = transaction_of_app_1(&cluster).await;
     for topic in [TOPIC, "doomed"] {
         producer
             .send(ProducerRecord::new(topic, "a0").partition(0))
