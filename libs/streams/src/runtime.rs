@@ -337,6 +337,69 @@ impl StreamsApp {
 /// `max.poll.records` of the restore consumer.
 const RESTORE_MAX_POLL: usize = 10_000;
 
+/// Changelog records per load into a store: enough that a load's sort and
+/// transaction are paid rarely, few enough to bound the memory in flight.
+const RESTORE_BATCH: usize = 100_000;
+
+/// A changelog partition being restored.
+struct Restoring {
+    tp: TopicPartition,
+    task: i32,
+    store: String,
+    /// Where the restore stops (the end when it began).
+    end: i64,
+    /// Which loader thread writes into the store.
+    loader: usize,
+    /// Records fetched, not yet handed to the loader.
+    batch: Vec<(Bytes, Option<Bytes>)>,
+    done: bool,
+}
+
+impl Restoring {
+    /// The batch so far, complete up to `checkpoint`.
+    fn load(&mut self, checkpoint: i64, last: bool) -> Load {
+        Load {
+            store: (self.task, self.store.clone()),
+            batch: std::mem::take(&mut self.batch),
+            checkpoint,
+            last,
+        }
+    }
+}
+
+/// Writes the batches that come through `pending` into `stores`, until
+/// the fetch is done; gives the stores back.
+fn load_stores(
+    mut stores: BTreeMap<(i32, String), Box<dyn KeyValueStore>>,
+    mut pending: tokio::sync::mpsc::Receiver<Load>,
+) -> Result<BTreeMap<(i32, String), Box<dyn KeyValueStore>>, StreamsError> {
+    let mut loaded: BTreeMap<(i32, String), usize> = BTreeMap::new();
+    while let Some(load) = pending.blocking_recv() {
+        let Some(store) = stores.get_mut(&load.store) else {
+            continue;
+        };
+        store.load(load.batch, load.checkpoint)?;
+        let count = loaded.entry(load.store).or_default();
+        *count += 1;
+        // Synced now and then, so that a restart in the middle of a long
+        // restore does not begin it again.
+        if load.last || *count % 16 == 0 {
+            store.commit(Some(load.checkpoint))?;
+        }
+    }
+    Ok(stores)
+}
+
+/// A batch of changelog records for the loader to write into a store.
+struct Load {
+    /// (task, store name).
+    store: (i32, String),
+    batch: Vec<(Bytes, Option<Bytes>)>,
+    checkpoint: i64,
+    /// The partition's last batch: the store is synced after it.
+    last: bool,
+}
+
 /// How long a thread keeps retrying a call that failed for a reason that
 /// passes (a leader moving, a broker restarting) before it gives up.
 const RETRY_FOR: Duration = Duration::from_secs(120);
@@ -796,10 +859,14 @@ impl StreamThread {
 
     /// Reads each changelog partition of `restoring` from where its store
     /// stopped to the end the restore began with, into the store.
+    ///
+    /// The stores move to a loader thread for the restore, so that writing
+    /// one batch into its store overlaps fetching and decoding the next:
+    /// with both on one thread, a restore runs at the sum of the two costs.
     async fn restore_changelogs(
         &mut self,
         tasks: &mut BTreeMap<i32, Task>,
-        mut restoring: BTreeMap<TopicPartition, (i32, String, i64)>,
+        restoring: BTreeMap<TopicPartition, (i32, String, i64)>,
     ) -> Result<(), StreamsError> {
         if restoring.is_empty() {
             return Ok(());
@@ -812,11 +879,68 @@ impl StreamThread {
                 self.restore.seek(tp, from);
             }
         }
-        let mut since_commit = 0usize;
-        // Per changelog partition: the offset after the last record restored.
-        let mut next: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+        // Stores load independently: spread over a few threads, as many
+        // as there are cores, since one B-tree write at a time is slower
+        // than the fetch.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(restoring.len());
+        let mut groups: Vec<BTreeMap<(i32, String), Box<dyn KeyValueStore>>> =
+            (0..threads).map(|_| BTreeMap::new()).collect();
+        let mut parts = Vec::with_capacity(restoring.len());
+        for (i, (tp, (task, name, end))) in restoring.into_iter().enumerate() {
+            if let Some(store) = tasks.get_mut(&task).and_then(|t| t.stores.remove(&name)) {
+                groups[i % threads].insert((task, name.clone()), store);
+            }
+            parts.push(Restoring {
+                tp,
+                task,
+                store: name,
+                end,
+                loader: i % threads,
+                batch: Vec::new(),
+                done: false,
+            });
+        }
+        let (loads, loaders): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .map(|stores| {
+                let (load, pending) = tokio::sync::mpsc::channel::<Load>(2);
+                (
+                    load,
+                    tokio::task::spawn_blocking(move || load_stores(stores, pending)),
+                )
+            })
+            .unzip();
+        let fetched = self.fetch_changelogs(tasks, parts, &loads).await;
+        drop(loads);
+        for loader in loaders {
+            let stores = loader
+                .await
+                .map_err(|e| StreamsError::Thread(format!("a restore loader failed: {e}")))??;
+            for ((task, name), store) in stores {
+                if let Some(task) = tasks.get_mut(&task) {
+                    task.stores.insert(name, store);
+                }
+            }
+        }
+        fetched?;
+        self.restore.assign(Vec::new()).await?;
+        Ok(())
+    }
+
+    /// Fetches the changelog partitions of `parts` to their ends, handing
+    /// the records to the loader in batches.
+    async fn fetch_changelogs(
+        &mut self,
+        tasks: &mut BTreeMap<i32, Task>,
+        mut parts: Vec<Restoring>,
+        loads: &[tokio::sync::mpsc::Sender<Load>],
+    ) -> Result<(), StreamsError> {
+        // The loader only stops early on an error, which it returns itself.
+        let stopped = || StreamsError::Thread("the restore loader stopped".into());
         let max_poll = self.restore_max_poll;
-        while !restoring.is_empty() {
+        while parts.iter().any(|p| !p.done) {
             let records = match self.restore.poll(Duration::from_millis(500)).await {
                 Ok(records) => records,
                 Err(e) if e.is_retriable() => {
@@ -829,60 +953,42 @@ impl StreamThread {
             // positions cheap to ask for and past the records seen.
             let drained = records.len() < max_poll;
             for r in records {
-                let tp = TopicPartition::new(r.topic.to_string(), r.partition);
-                let Some((partition, name, end)) = restoring.get(&tp) else {
+                let Some(part) = parts
+                    .iter_mut()
+                    .find(|p| p.tp.partition == r.partition && *p.tp.topic == *r.topic)
+                else {
                     continue;
                 };
-                if r.offset >= *end {
+                if part.done || r.offset >= part.end {
                     continue;
                 }
-                next.insert(tp, r.offset + 1);
-                let (Some(key), Some(task)) = (r.key, tasks.get_mut(partition)) else {
+                let Some(key) = r.key else {
                     continue;
                 };
-                if let Some(store) = task.stores.get_mut(name) {
-                    store.put(&key, r.value)?;
+                part.batch.push((key, r.value));
+                if let Some(task) = tasks.get_mut(&part.task) {
                     task.metrics.restored_records += 1;
-                    since_commit += 1;
                 }
-            }
-            // Bounded memory: the pending writes go to disk now and then,
-            // each store checkpointed after the last record it holds.
-            if since_commit >= 100_000 {
-                since_commit = 0;
-                for (tp, (partition, name, _)) in &restoring {
-                    if let Some(store) = tasks
-                        .get_mut(partition)
-                        .and_then(|t| t.stores.get_mut(name))
-                    {
-                        store.commit(next.get(tp).copied())?;
-                    }
+                if part.batch.len() >= RESTORE_BATCH {
+                    let load = part.load(r.offset + 1, false);
+                    loads[part.loader].send(load).await.map_err(|_| stopped())?;
                 }
             }
             if !drained {
                 continue;
             }
-            let mut done = Vec::new();
-            for (tp, (partition, name, end)) in &restoring {
-                let Some(position) = self.restore.position(tp) else {
-                    continue;
-                };
-                if position < *end {
-                    continue;
-                }
-                if let Some(store) = tasks
-                    .get_mut(partition)
-                    .and_then(|t| t.stores.get_mut(name))
+            for part in parts.iter_mut().filter(|p| !p.done) {
+                if self
+                    .restore
+                    .position(&part.tp)
+                    .is_some_and(|at| at >= part.end)
                 {
-                    store.commit(Some(*end))?;
+                    part.done = true;
+                    let load = part.load(part.end, true);
+                    loads[part.loader].send(load).await.map_err(|_| stopped())?;
                 }
-                done.push(tp.clone());
-            }
-            for tp in done {
-                restoring.remove(&tp);
             }
         }
-        self.restore.assign(Vec::new()).await?;
         Ok(())
     }
 

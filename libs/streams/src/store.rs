@@ -47,6 +47,21 @@ pub trait KeyValueStore: Send {
     fn reader(&self) -> Option<StoreReader> {
         None
     }
+    /// Writes a batch of changelog records (in changelog order, `None`
+    /// values deleting) restored into the store, complete up to the
+    /// changelog offset `checkpoint`. Stores may defer making a load
+    /// durable until the next [`KeyValueStore::commit`]: a crash before it
+    /// restores again from the last durable checkpoint.
+    fn load(
+        &mut self,
+        batch: Vec<(Bytes, Option<Bytes>)>,
+        checkpoint: i64,
+    ) -> Result<(), StreamsError> {
+        for (key, value) in batch {
+            self.put(&key, value)?;
+        }
+        self.commit(Some(checkpoint))
+    }
 }
 
 /// `committed` with `pending` writes laid over it, in key order.
@@ -301,6 +316,50 @@ impl KeyValueStore for RedbStore {
     fn reader(&self) -> Option<StoreReader> {
         Some(self.committed())
     }
+
+    fn load(
+        &mut self,
+        mut batch: Vec<(Bytes, Option<Bytes>)>,
+        checkpoint: i64,
+    ) -> Result<(), StreamsError> {
+        if !self.pending.is_empty() {
+            // Loads go under the pending writes, which must stay on top.
+            self.commit(None)?;
+        }
+        // B-tree inserts in key order touch each page once; the stable sort
+        // keeps a key's records in changelog order, so its last one wins.
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut write = self.db.begin_write().map_err(|e| self.error(e))?;
+        // Not synced: the next commit's sync makes this durable too (redb
+        // persists a non-durable commit with the next durable one), and a
+        // crash before it only means restoring this part again.
+        write
+            .set_durability(redb::Durability::None)
+            .map_err(|e| self.error(e))?;
+        {
+            let mut table = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
+            let mut records = batch.iter().peekable();
+            while let Some((key, value)) = records.next() {
+                if records.peek().is_some_and(|(next, _)| next == key) {
+                    continue;
+                }
+                match value {
+                    Some(v) => {
+                        table
+                            .insert(key.as_ref(), v.as_ref())
+                            .map_err(|e| self.error(e))?;
+                    }
+                    None => {
+                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
+                    }
+                }
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+            meta.insert(CHECKPOINT, checkpoint)
+                .map_err(|e| self.error(e))?;
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
 }
 
 #[cfg(test)]
@@ -366,6 +425,46 @@ mod tests {
         mem.discard();
         assert_eq!(mem.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(mem.checkpoint().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn a_load_keeps_each_keys_last_changelog_record_and_its_checkpoint() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let batch = || {
+            vec![
+                (b("b"), Some(b("1"))),
+                (b("a"), Some(b("1"))),
+                (b("b"), Some(b("2"))),
+                (b("c"), Some(b("1"))),
+                (b("a"), None),
+                (b("c"), Some(b("2"))),
+            ]
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counts.redb");
+        let mut stores: Vec<Box<dyn KeyValueStore>> = vec![
+            Box::new(RedbStore::open(&path).unwrap()),
+            Box::new(MemoryStore::new()),
+        ];
+        for store in &mut stores {
+            store.put(b"a", Some(b("0"))).unwrap();
+            store.load(batch(), 6).unwrap();
+            store.commit(Some(6)).unwrap();
+            assert_eq!(
+                store.all().unwrap(),
+                vec![(b("b"), b("2")), (b("c"), b("2"))],
+                "the last record of a key wins, a tombstone deletes"
+            );
+            assert_eq!(store.checkpoint().unwrap(), Some(6));
+        }
+        drop(stores);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store.get(b"c").unwrap(),
+            Some(b("2")),
+            "synced by the commit"
+        );
+        assert_eq!(store.checkpoint().unwrap(), Some(6));
     }
 
     #[test]

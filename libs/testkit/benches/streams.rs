@@ -2,8 +2,11 @@
 //! by side in one run on one in-process broker.
 //!
 //! ```sh
-//! cargo bench -p runnel-testkit --bench streams [-- RECORDS]
+//! cargo bench -p runnel-testkit --bench streams [-- RECORDS] [PART...]
 //! ```
+//!
+//! PART picks what runs (all by default): `stateless`, `wordcount`,
+//! `latency`, `restore`.
 //!
 //! - Stateless: `map_values` + `filter` + `to` at least once, against a
 //!   group consumer whose loop does the same and produces with the same
@@ -16,7 +19,9 @@
 //!   read read_committed.
 //! - Restore: a table of RECORDS distinct keys (100-byte values) restored
 //!   into an empty state directory from its changelog, against a plain
-//!   consumer reading the same changelog: MB/s and the ratio (goal ≥ 0.7).
+//!   consumer reading the same changelog: MB/s and the ratio (goal ≥ 0.7);
+//!   and the store engine alone loading the same records, with no
+//!   cluster, which bounds what a restore can reach.
 //!
 //! RECORDS defaults to 1,000,000 (lines, and table keys). Throughputs
 //! count from the first record processed to the last, leaving out the
@@ -26,13 +31,14 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use runnel_client::{
     Consumer, ConsumerConfig, GroupConfig, GroupConsumer, IsolationLevel, NewTopic, OffsetReset,
     Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use runnel_streams::{
-    I64Serde, Nullable, ProcessingGuarantee, StreamsApp, StreamsBuilder, StreamsConfig,
-    StringSerde, Topology,
+    I64Serde, KeyValueStore, Nullable, ProcessingGuarantee, RedbStore, StreamsApp, StreamsBuilder,
+    StreamsConfig, StringSerde, Topology,
 };
 use runnel_testkit::TestCluster;
 
@@ -255,8 +261,13 @@ async fn latency(cluster: &TestCluster, state: &std::path::Path) -> (f64, f64, u
 }
 
 /// Restores a table of `keys` keys into an empty state directory; returns
-/// (restore MB/s, plain consumer MB/s over the same changelog, MB).
-async fn restore(cluster: &TestCluster, state: &std::path::Path, keys: usize) -> (f64, f64, f64) {
+/// (restore MB/s, plain consumer MB/s over the same changelog, the store
+/// engine's MB/s loading the same records alone, MB).
+async fn restore(
+    cluster: &TestCluster,
+    state: &std::path::Path,
+    keys: usize,
+) -> (f64, f64, f64, f64) {
     create(cluster, "users").await;
     fill(cluster, "users", keys, |i| format!("{i:0>100}")).await;
     let table = || {
@@ -302,24 +313,71 @@ async fn restore(cluster: &TestCluster, state: &std::path::Path, keys: usize) ->
         .await
         .unwrap();
     let (mut read, mut bytes) = (0u64, 0usize);
+    let mut kept: Vec<Vec<(Bytes, Option<Bytes>)>> = vec![Vec::new(); PARTITIONS as usize];
     while read < restored {
         for r in consumer.poll(Duration::from_millis(100)).await.unwrap() {
             read += 1;
-            bytes += r.key.map_or(0, |k| k.len()) + r.value.map_or(0, |v| v.len());
+            bytes +=
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+            if let Some(key) = r.key {
+                kept[r.partition as usize].push((key, r.value));
+            }
         }
     }
     let plain = start.elapsed().as_secs_f64();
+    let engine = engine_bound(state, kept);
     let mb = bytes as f64 / 1e6;
-    (mb / (millis as f64 / 1000.0), mb / plain, mb)
+    (mb / (millis as f64 / 1000.0), mb / plain, mb / engine, mb)
+}
+
+/// Seconds for the store engine alone to load `records` (one partition's
+/// changelog each) into fresh stores, as a restore does (the same batches,
+/// the same threads, the same final sync), with no cluster: the bound on
+/// what a restore can reach on this machine.
+fn engine_bound(state: &std::path::Path, records: Vec<Vec<(Bytes, Option<Bytes>)>>) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let dir = state.join("engine-bound");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut groups: Vec<Vec<(RedbStore, Vec<(Bytes, Option<Bytes>)>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (p, records) in records.into_iter().enumerate() {
+        let store = RedbStore::open(&dir.join(format!("{p}.redb"))).unwrap();
+        groups[p % threads].push((store, records));
+    }
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for group in groups {
+            s.spawn(move || {
+                for (mut store, records) in group {
+                    let mut at = 0;
+                    for batch in records.chunks(100_000) {
+                        at += batch.len() as i64;
+                        store.load(batch.to_vec(), at).unwrap();
+                    }
+                    store.commit(Some(at)).unwrap();
+                }
+            });
+        }
+    });
+    start.elapsed().as_secs_f64()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let records: usize = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .and_then(|a| a.parse().ok())
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let records: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let parts: Vec<&str> = args
+        .iter()
+        .filter(|a| a.parse::<usize>().is_err())
+        .map(String::as_str)
+        .collect();
+    let runs = |part: &str| parts.is_empty() || parts.contains(&part);
     let cluster = TestCluster::builder()
         .brokers(1)
         .coordinators(1)
@@ -336,18 +394,44 @@ async fn main() {
     ] {
         create(&cluster, t).await;
     }
-    fill(&cluster, "in", records, line).await;
-    println!("{records} input lines of 3 words, {PARTITIONS} partitions, one broker in process");
+    if runs("stateless") || runs("wordcount") || runs("latency") {
+        fill(&cluster, "in", records, line).await;
+        println!(
+            "{records} input lines of 3 words, {PARTITIONS} partitions, one broker in process"
+        );
+    }
 
-    let plain = plain_loop(&cluster, records).await;
+    if runs("stateless") {
+        stateless_vs_plain(&cluster, state.path(), records).await;
+    }
+    if runs("wordcount") {
+        word_counts(&cluster, state.path(), records).await;
+    }
+    if runs("latency") {
+        let (p50, p99, n) = latency(&cluster, state.path()).await;
+        println!(
+            "word count exactly once at 10,000 lines/s, commit 100 ms: p50 {p50:.0} ms, p99 {p99:.0} ms ({n} counts read)"
+        );
+    }
+    if runs("restore") {
+        let (restore_rate, plain_rate, engine_rate, mb) =
+            restore(&cluster, state.path(), records).await;
+        println!(
+            "restore {mb:.1} MB of changelog: {restore_rate:.1} MB/s, plain consumer {plain_rate:.1} MB/s, ratio {:.2}; \
+             the store engine alone loading the same records {engine_rate:.1} MB/s (restore at {:.2} of it)",
+            restore_rate / plain_rate,
+            restore_rate / engine_rate
+        );
+    }
+}
+
+/// The stateless topology against the plain loop.
+async fn stateless_vs_plain(cluster: &TestCluster, state: &std::path::Path, records: usize) {
+    let plain = plain_loop(cluster, records).await;
     let streams = run_until(
-        &cluster,
+        cluster,
         stateless(),
-        config(
-            "bench-stateless",
-            state.path(),
-            ProcessingGuarantee::AtLeastOnce,
-        ),
+        config("bench-stateless", state, ProcessingGuarantee::AtLeastOnce),
         records as u64,
     )
     .await;
@@ -356,7 +440,10 @@ async fn main() {
         "stateless map+filter: streams {streams_rate:.0} rec/s, plain loop {plain_rate:.0} rec/s, ratio {:.2}",
         streams_rate / plain_rate
     );
+}
 
+/// Word count at least once and exactly once.
+async fn word_counts(cluster: &TestCluster, state: &std::path::Path, records: usize) {
     // Word count: every line is processed once, and each of its 3 words
     // once more from the repartition topic.
     for (guarantee, name, output) in [
@@ -373,9 +460,9 @@ async fn main() {
     ] {
         let app = format!("bench-wc-{output}");
         let secs = run_until(
-            &cluster,
+            cluster,
             word_count(output),
-            config(&app, state.path(), guarantee),
+            config(&app, state, guarantee),
             records as u64 * 4,
         )
         .await;
@@ -385,15 +472,4 @@ async fn main() {
             records as f64 * 4.0 / secs
         );
     }
-
-    let (p50, p99, n) = latency(&cluster, state.path()).await;
-    println!(
-        "word count exactly once at 10,000 lines/s, commit 100 ms: p50 {p50:.0} ms, p99 {p99:.0} ms ({n} counts read)"
-    );
-
-    let (restore_rate, plain_rate, mb) = restore(&cluster, state.path(), records).await;
-    println!(
-        "restore {mb:.1} MB of changelog: {restore_rate:.1} MB/s, plain consumer {plain_rate:.1} MB/s, ratio {:.2}",
-        restore_rate / plain_rate
-    );
 }
