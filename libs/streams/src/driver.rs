@@ -13,7 +13,7 @@ use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, MemoryStore};
-use crate::topology::{Ctx, OutputRecord, Topology, changelog_topic};
+use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
 
 /// A topology run in memory.
 pub struct TestDriver {
@@ -31,6 +31,7 @@ pub struct TestDriver {
     stream_time: i64,
     dropped_late: u64,
     skipped: u64,
+    scratch: Vec<Vec<(usize, Rec)>>,
 }
 
 impl TestDriver {
@@ -74,6 +75,7 @@ impl TestDriver {
             stream_time: i64::MIN,
             dropped_late: 0,
             skipped: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -116,6 +118,7 @@ impl TestDriver {
                 sink: &mut out,
                 stream_time: self.stream_time,
                 dropped_late: &mut self.dropped_late,
+                scratch: &mut self.scratch,
             };
             let processed = self.topology.process(
                 &mut ctx,

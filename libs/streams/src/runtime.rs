@@ -34,7 +34,7 @@ use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::Serde;
 use crate::store::{KeyValueStore, RedbStore, StoreReader};
-use crate::topology::{Ctx, OutputRecord, Topology, changelog_topic};
+use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
 
 /// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
 /// Streams' task-level metrics).
@@ -554,6 +554,10 @@ struct StreamThread {
     changelogs: BTreeMap<String, String>,
     tasks: BTreeMap<i32, Task>,
     txn_open: bool,
+    /// What the record being processed sends, emptied between records.
+    out: Vec<OutputRecord>,
+    /// The topology's emptied processor buffers (see [`Ctx::scratch`]).
+    scratch: Vec<Vec<(usize, Rec)>>,
     /// The partitions an abort moved back to their first uncommitted
     /// offset; while any are, the rest of the polled records are read
     /// again, not processed now.
@@ -630,6 +634,8 @@ impl StreamThread {
             changelogs,
             tasks: BTreeMap::new(),
             txn_open: false,
+            out: Vec::new(),
+            scratch: Vec::new(),
             rewound: BTreeSet::new(),
             aborted: false,
             last_commit: now,
@@ -1023,7 +1029,7 @@ impl StreamThread {
                 )
             })
             .collect();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.out);
         let processed = {
             let mut ctx = Ctx {
                 application_id: &self.config.application_id,
@@ -1032,6 +1038,7 @@ impl StreamThread {
                 sink: &mut out,
                 stream_time: task.stream_time,
                 dropped_late: &mut task.metrics.dropped_late_records,
+                scratch: &mut self.scratch,
             };
             self.topology.process(
                 &mut ctx,
@@ -1061,11 +1068,18 @@ impl StreamThread {
                 });
             }
         }
-        task.consumed.insert(Arc::clone(&r.topic), r.offset + 1);
-        task.first_uncommitted
-            .entry(Arc::clone(&r.topic))
-            .or_insert(r.offset);
-        for o in out {
+        // Looked up by name first: the topic's entries exist after its
+        // first record, and cloning its name per record is not free.
+        match task.consumed.get_mut(&*r.topic) {
+            Some(next) => *next = r.offset + 1,
+            None => {
+                task.consumed.insert(Arc::clone(&r.topic), r.offset + 1);
+            }
+        }
+        if !task.first_uncommitted.contains_key(&*r.topic) {
+            task.first_uncommitted.insert(Arc::clone(&r.topic), r.offset);
+        }
+        for o in out.drain(..) {
             let store = self.changelogs.get(&o.topic).cloned();
             let record = producer_record(o, store.as_ref().map(|_| task.partition));
             let delivery = match self.producer.send(record).await {
@@ -1080,6 +1094,7 @@ impl StreamThread {
                 task.changelog_acks.insert(store, delivery);
             }
         }
+        self.out = out;
         Ok(())
     }
 

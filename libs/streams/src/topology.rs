@@ -68,6 +68,9 @@ pub(crate) struct Ctx<'a> {
     pub stream_time: i64,
     /// Records dropped for arriving after their window closed.
     pub dropped_late: &'a mut u64,
+    /// Emptied output buffers of processor nodes, kept from record to
+    /// record so that passing one along allocates nothing.
+    pub scratch: &'a mut Vec<Vec<(usize, Rec)>>,
 }
 
 impl Ctx<'_> {
@@ -263,11 +266,14 @@ impl Topology {
             match &self.nodes[child] {
                 Node::Source { .. } => {}
                 Node::Processor(f) => {
-                    let mut out = Vec::new();
-                    f(ctx, rec, &mut out)?;
-                    for (port, r) in &out {
-                        self.forward(ctx, child, *port, r)?;
-                    }
+                    let mut out = ctx.scratch.pop().unwrap_or_default();
+                    let passed = f(ctx, rec, &mut out).and_then(|()| {
+                        out.iter()
+                            .try_for_each(|(port, r)| self.forward(ctx, child, *port, r))
+                    });
+                    out.clear();
+                    ctx.scratch.push(out);
+                    passed?;
                 }
                 Node::Sink {
                     topic,
