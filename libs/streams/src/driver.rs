@@ -110,7 +110,6 @@ impl TestDriver {
         }]);
         while let Some(r) = pending.pop_front() {
             let mut out = Vec::new();
-            self.stream_time = self.stream_time.max(r.timestamp);
             let mut ctx = Ctx {
                 application_id: &self.config.application_id,
                 stores: &mut self.stores,
@@ -128,12 +127,14 @@ impl TestDriver {
                 r.timestamp,
                 &r.headers,
             );
+            self.stream_time = ctx.stream_time;
             match processed {
-                Err(StreamsError::Deserialize { source, .. })
-                    if self.config.on_deserialization_error
-                        == OnDeserializationError::LogAndContinue =>
+                Err(e)
+                    if e.is_bad_input()
+                        && self.config.on_deserialization_error
+                            == OnDeserializationError::LogAndContinue =>
                 {
-                    tracing::warn!(topic = %r.topic, timestamp = r.timestamp, error = %source, "skipping an input record that does not deserialize");
+                    tracing::warn!(topic = %r.topic, timestamp = r.timestamp, error = %e, "skipping an input record that does not deserialize");
                     self.skipped += 1;
                     continue;
                 }

@@ -16,6 +16,15 @@ pub enum StreamsError {
         /// What the serde said.
         source: SerdeError,
     },
+    /// A source's timestamp extractor gave an input record a negative
+    /// timestamp (handled as a record that does not deserialize).
+    #[error("input record of {topic}: invalid (negative) timestamp {timestamp}")]
+    InvalidTimestamp {
+        /// The topic it came from.
+        topic: String,
+        /// The timestamp extracted.
+        timestamp: i64,
+    },
     /// A key or value did not (de)serialize inside the topology (a store,
     /// a repartition or output topic).
     #[error(transparent)]
@@ -67,4 +76,16 @@ pub enum StreamsError {
     /// A stream thread panicked.
     #[error("stream thread: {0}")]
     Thread(String),
+}
+
+impl StreamsError {
+    /// Whether the error is an input record's own fault (it does not
+    /// deserialize, or its timestamp is invalid): what
+    /// `on_deserialization_error` decides about.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StreamsError::Deserialize { .. } | StreamsError::InvalidTimestamp { .. }
+        )
+    }
 }

@@ -1018,7 +1018,6 @@ impl StreamThread {
                 r.topic, r.partition
             )));
         };
-        task.stream_time = task.stream_time.max(r.timestamp);
         let headers: Vec<(String, Option<Bytes>)> = r
             .headers
             .iter()
@@ -1077,7 +1076,8 @@ impl StreamThread {
             }
         }
         if !task.first_uncommitted.contains_key(&*r.topic) {
-            task.first_uncommitted.insert(Arc::clone(&r.topic), r.offset);
+            task.first_uncommitted
+                .insert(Arc::clone(&r.topic), r.offset);
         }
         for o in out.drain(..) {
             let store = self.changelogs.get(&o.topic).cloned();

@@ -16,6 +16,7 @@
 //! state of committed transactions.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,6 +43,9 @@ pub trait KeyValueStore: Send {
     fn clear(&mut self) -> Result<(), StreamsError>;
     /// Every entry, in key order (writes not yet committed included).
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError>;
+    /// The entries with keys from `from` (inclusive) to `to` (exclusive),
+    /// in key order (writes not yet committed included).
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StreamsError>;
     /// A handle reading the committed state from other threads, for
     /// stores that have one (interactive queries).
     fn reader(&self) -> Option<StoreReader> {
@@ -64,15 +68,22 @@ pub trait KeyValueStore: Send {
     }
 }
 
-/// `committed` with `pending` writes laid over it, in key order.
+/// `committed` with the `pending` writes between `from` and `to` laid over
+/// it (all of them when `to` is `None`), in key order.
 fn merged(
     committed: impl Iterator<Item = (Bytes, Bytes)>,
     pending: &BTreeMap<Bytes, Option<Bytes>>,
+    from: &[u8],
+    to: Option<&[u8]>,
 ) -> Vec<(Bytes, Bytes)> {
     let mut all: BTreeMap<Bytes, Bytes> = committed
         .filter(|(k, _)| !pending.contains_key(k))
         .collect();
-    for (k, v) in pending {
+    if to.is_some_and(|to| to <= from) {
+        return Vec::new();
+    }
+    let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+    for (k, v) in pending.range::<[u8], _>((Bound::Included(from), upper)) {
         if let Some(v) = v {
             all.insert(k.clone(), v.clone());
         }
@@ -130,7 +141,17 @@ impl KeyValueStore for MemoryStore {
     }
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
         let committed = self.entries.iter().map(|(k, v)| (k.clone(), v.clone()));
-        Ok(merged(committed, &self.pending))
+        Ok(merged(committed, &self.pending, &[], None))
+    }
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let committed = self
+            .entries
+            .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        Ok(merged(committed, &self.pending, from, Some(to)))
     }
 }
 
@@ -201,8 +222,26 @@ impl StoreReader {
 
     /// Every committed entry, in key order.
     pub fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        read_committed(&self.db, &self.path, |table| entries(&self.path, table))
-            .map(Option::unwrap_or_default)
+        read_committed(&self.db, &self.path, |table| {
+            let entries = table.iter().map_err(|e| store_error(&self.path, e))?;
+            collect(&self.path, entries)
+        })
+        .map(Option::unwrap_or_default)
+    }
+
+    /// The committed entries with keys from `from` (inclusive) to `to`
+    /// (exclusive), in key order.
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        read_committed(&self.db, &self.path, |table| {
+            let entries = table
+                .range((Bound::Included(from), Bound::Excluded(to)))
+                .map_err(|e| store_error(&self.path, e))?;
+            collect(&self.path, entries)
+        })
+        .map(Option::unwrap_or_default)
     }
 }
 
@@ -220,13 +259,13 @@ fn read_committed<T>(
     }
 }
 
-/// Every entry of `table`, in key order.
-fn entries(
+/// The entries a redb table iterator yields, copied out.
+fn collect(
     path: &Path,
-    table: &redb::ReadOnlyTable<&[u8], &[u8]>,
+    entries: redb::Range<'_, &'static [u8], &'static [u8]>,
 ) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
     let mut out = Vec::new();
-    for entry in table.iter().map_err(|e| store_error(path, e))? {
+    for entry in entries {
         let (k, v) = entry.map_err(|e| store_error(path, e))?;
         out.push((
             Bytes::copy_from_slice(k.value()),
@@ -310,7 +349,12 @@ impl KeyValueStore for RedbStore {
 
     fn all(&self) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
         let committed = self.committed().all()?;
-        Ok(merged(committed.into_iter(), &self.pending))
+        Ok(merged(committed.into_iter(), &self.pending, &[], None))
+    }
+
+    fn range(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let committed = self.committed().range(from, to)?;
+        Ok(merged(committed.into_iter(), &self.pending, from, Some(to)))
     }
 
     fn reader(&self) -> Option<StoreReader> {
@@ -465,6 +509,31 @@ mod tests {
             "synced by the commit"
         );
         assert_eq!(store.checkpoint().unwrap(), Some(6));
+    }
+
+    #[test]
+    fn a_range_reads_committed_and_pending_entries_between_its_bounds() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let mut stores: Vec<Box<dyn KeyValueStore>> = vec![
+            Box::new(RedbStore::open(&dir.path().join("s.redb")).unwrap()),
+            Box::new(MemoryStore::new()),
+        ];
+        for store in &mut stores {
+            for k in ["a", "b", "c", "d"] {
+                store.put(k.as_bytes(), Some(b("1"))).unwrap();
+            }
+            store.commit(None).unwrap();
+            store.put(b"b", None).unwrap();
+            store.put(b"bb", Some(b("2"))).unwrap();
+            store.put(b"e", Some(b("2"))).unwrap();
+            assert_eq!(
+                store.range(b"b", b"d").unwrap(),
+                vec![(b("bb"), b("2")), (b("c"), b("1"))],
+                "a pending delete hides a committed entry, the upper bound is excluded"
+            );
+            assert!(store.range(b"d", b"a").unwrap().is_empty());
+        }
     }
 
     #[test]

@@ -148,6 +148,11 @@ impl Ctx<'_> {
     }
 }
 
+/// A source's timestamp extractor, on the record read into the graph's
+/// types and the timestamp it carries.
+pub(crate) type TimestampFn =
+    dyn Fn(&Erased, &Erased, i64) -> Result<i64, StreamsError> + Send + Sync;
+
 /// Reads a source record's bytes into the graph's types.
 pub(crate) type SourceFn = dyn Fn(&str, Option<&[u8]>, Option<&[u8]>) -> Result<(Erased, Erased), StreamsError>
     + Send
@@ -162,6 +167,8 @@ pub(crate) enum Node {
         topics: Vec<String>,
         internal: bool,
         read: Arc<SourceFn>,
+        /// The source's timestamp extractor, if it has one.
+        timestamps: Option<Arc<TimestampFn>>,
     },
     Processor(Arc<ProcessFn>),
     Sink {
@@ -230,6 +237,7 @@ impl Topology {
                 topics,
                 internal,
                 read,
+                timestamps,
             } = node
                 && topics.iter().any(|t| ctx.is_topic(topic, t, *internal))
             {
@@ -237,6 +245,19 @@ impl Topology {
                     StreamsError::Serde(source) => StreamsError::Deserialize { timestamp, source },
                     other => other,
                 })?;
+                let timestamp = match timestamps {
+                    Some(extract) => extract(&key, &value, timestamp)?,
+                    None => timestamp,
+                };
+                if timestamp < 0 {
+                    return Err(StreamsError::InvalidTimestamp {
+                        topic: topic.to_owned(),
+                        timestamp,
+                    });
+                }
+                // Stream time follows the timestamps records are processed
+                // with: the extracted ones where the source has an extractor.
+                ctx.stream_time = ctx.stream_time.max(timestamp);
                 let rec = Rec {
                     key,
                     value,
@@ -363,10 +384,39 @@ impl StreamsBuilder {
                 topics: vec![topic.to_owned()],
                 internal: false,
                 read,
+                timestamps: None,
             },
             &[],
         );
         KStream::at(&self.graph, vec![(id, 0)], false)
+    }
+
+    /// The records of `topic` as a stream, each processed with the
+    /// timestamp `extract` gives it from its key, its value and the
+    /// timestamp it was written with (Kafka's `Consumed` with a
+    /// `TimestampExtractor`): windows, joins and stream time go by it, and
+    /// the outputs carry it. A negative timestamp is an error handled as
+    /// one that does not deserialize (`on_deserialization_error`).
+    pub fn stream_with_timestamps<K, V>(
+        &self,
+        topic: &str,
+        key_serde: impl Serde<K>,
+        value_serde: impl Serde<V>,
+        extract: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static,
+    ) -> KStream<K, V>
+    where
+        K: Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let stream = self.stream(topic, key_serde, value_serde);
+        let extract: Arc<TimestampFn> =
+            Arc::new(move |k, v, timestamp| Ok(extract(cast::<K>(k)?, cast::<V>(v)?, timestamp)));
+        if let Some(&(id, _)) = stream.parents.first()
+            && let Some(Node::Source { timestamps, .. }) = self.graph.borrow_mut().nodes.get_mut(id)
+        {
+            *timestamps = Some(extract);
+        }
+        stream
     }
 
     /// The topology built so far. Refuses one in which two aggregations
@@ -920,6 +970,7 @@ where
             topics: vec![topic],
             internal,
             read,
+            timestamps: None,
         },
         &[],
     );
@@ -1363,6 +1414,7 @@ impl StreamsBuilder {
                     topics: vec![topic.to_owned()],
                     internal: false,
                     read,
+                    timestamps: None,
                 },
                 &[],
             );

@@ -209,3 +209,61 @@ fn a_suppressed_windows_pending_result_survives_its_task_moving() {
         "the let-out windows are deleted from the buffer's changelog"
     );
 }
+
+#[test]
+fn a_timestamp_extractor_puts_records_in_the_windows_of_their_own_time() {
+    // Values are "<event time ms>:<amount>"; the records were written late,
+    // all at 1,000,000 ms.
+    let event_time = |_: &String, v: &String| -> i64 {
+        v.split_once(':')
+            .and_then(|(t, _)| t.parse().ok())
+            .unwrap_or(-1)
+    };
+    let b = StreamsBuilder::new();
+    b.stream_with_timestamps("orders", StringSerde, StringSerde, move |k, v, _| {
+        event_time(k, v)
+    })
+    .group_by_key(StringSerde, StringSerde)
+    .windowed_by(TimeWindows::of_size_no_grace(MINUTE))
+    .count("per-minute")
+    .to_stream()
+    .to(
+        "counts",
+        WindowedSerde::new(StringSerde, MINUTE),
+        Nullable(I64Serde),
+    );
+    let mut config = StreamsConfig::new("shop");
+    config.on_deserialization_error = runnel_streams::OnDeserializationError::LogAndContinue;
+    let mut d = TestDriver::new(b.build().unwrap(), config);
+    let mut orders = d.input("orders", StringSerde, StringSerde);
+    orders
+        .pipe("ann".into(), "1000:5".into(), 1_000_000)
+        .unwrap();
+    orders
+        .pipe("ann".into(), "61000:5".into(), 1_000_000)
+        .unwrap();
+    orders
+        .pipe("ann".into(), "no time".into(), 1_000_000)
+        .unwrap();
+    // Stream time is the extracted 61 s: minute 0 is closed for this one.
+    orders
+        .pipe("ann".into(), "2000:5".into(), 1_000_000)
+        .unwrap();
+    let counts = d
+        .read(
+            "counts",
+            &WindowedSerde::new(StringSerde, MINUTE),
+            &I64Serde,
+        )
+        .unwrap();
+    assert_eq!(
+        counts,
+        [
+            (w("ann", 0, MINUTE), 1, 1_000),
+            (w("ann", MINUTE, MINUTE), 1, 61_000),
+        ],
+        "outputs carry the extracted timestamps"
+    );
+    assert_eq!(d.skipped_records(), 1, "the negative timestamp is skipped");
+    assert_eq!(d.dropped_late_records(), 1);
+}
