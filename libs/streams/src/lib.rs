@@ -45,6 +45,7 @@
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod join;
 pub mod runtime;
 pub mod serde;
 pub mod store;

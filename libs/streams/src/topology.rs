@@ -75,7 +75,10 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The store `name` of this task.
-    fn store(&mut self, name: &str) -> Result<&mut Box<dyn KeyValueStore>, StreamsError> {
+    pub(crate) fn store(
+        &mut self,
+        name: &str,
+    ) -> Result<&mut Box<dyn KeyValueStore>, StreamsError> {
         self.stores
             .get_mut(name)
             .ok_or_else(|| StreamsError::Topology(format!("no state store {name}")))
@@ -106,7 +109,7 @@ impl Ctx<'_> {
 
     /// Writes `value` under `key` to store `name` and to its changelog
     /// topic (`None`: a deletion and a tombstone).
-    fn log(
+    pub(crate) fn log(
         &mut self,
         name: &str,
         changelog: &str,
@@ -319,18 +322,18 @@ impl Topology {
 
 /// The graph while it is being built.
 #[derive(Default)]
-struct Graph {
+pub(crate) struct Graph {
     nodes: Vec<Node>,
     children: Vec<Vec<(usize, NodeId)>>,
-    stores: Vec<String>,
+    pub(crate) stores: Vec<String>,
     /// Per-task state slots handed out so far (suppression buffers).
     slots: usize,
     /// Mistakes found while building, reported by `build`.
-    errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
 }
 
 impl Graph {
-    fn add(&mut self, node: Node, parents: &[(NodeId, usize)]) -> NodeId {
+    pub(crate) fn add(&mut self, node: Node, parents: &[(NodeId, usize)]) -> NodeId {
         let id = self.nodes.len();
         self.nodes.push(node);
         self.children.push(Vec::new());
@@ -348,7 +351,7 @@ pub struct StreamsBuilder {
 }
 
 /// Downcasts a graph key or value to the type its node was built for.
-fn cast<T: 'static>(v: &Erased) -> Result<&T, StreamsError> {
+pub(crate) fn cast<T: 'static>(v: &Erased) -> Result<&T, StreamsError> {
     v.downcast_ref::<T>().ok_or_else(|| {
         StreamsError::Topology(format!(
             "a node expected {}, the graph passed something else",
@@ -448,15 +451,15 @@ pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
 /// A stream of keyed records (Kafka Streams' `KStream`).
 pub struct KStream<K, V> {
-    graph: Rc<RefCell<Graph>>,
+    pub(crate) graph: Rc<RefCell<Graph>>,
     /// The nodes (and ports) whose output this stream is: one, or several
     /// after [`KStream::merge`].
-    parents: Vec<(NodeId, usize)>,
+    pub(crate) parents: Vec<(NodeId, usize)>,
     /// Whether an operation since the source may have changed keys, so
     /// records are no longer in the partition their key hashes to: an
     /// aggregation must then repartition first (Kafka's "key changing"
     /// operations: `map`, `select_key`, `flat_map`).
-    key_changed: bool,
+    pub(crate) key_changed: bool,
     types: PhantomData<fn() -> (K, V)>,
 }
 
@@ -465,7 +468,7 @@ where
     K: Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    fn at(
+    pub(crate) fn at(
         graph: &Rc<RefCell<Graph>>,
         parents: Vec<(NodeId, usize)>,
         key_changed: bool,
@@ -665,7 +668,7 @@ where
 }
 
 /// `rec` with a new key and value, its timestamp and headers kept.
-fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
+pub(crate) fn with(rec: &Rec, key: Erased, value: Erased) -> Rec {
     Rec {
         key,
         value,
@@ -743,7 +746,7 @@ fn aggregate_step<K, V, A>(
 }
 
 const REPARTITION_SUFFIX: &str = "-repartition";
-const CHANGELOG_SUFFIX: &str = "-changelog";
+pub(crate) const CHANGELOG_SUFFIX: &str = "-changelog";
 
 /// The changelog topic of store `store` in application `application_id`,
 /// as Kafka Streams names it.
@@ -1003,7 +1006,8 @@ impl<T: 'static> Serde<T> for ArcSerde<T> {
 }
 
 /// Reads a key's current value from a table's store.
-type LookupFn<K, V> = dyn Fn(&mut Ctx<'_>, &K) -> Result<Option<V>, StreamsError> + Send + Sync;
+pub(crate) type LookupFn<K, V> =
+    dyn Fn(&mut Ctx<'_>, &K) -> Result<Option<V>, StreamsError> + Send + Sync;
 
 /// The lookup of a table kept in store `store`, keys and values written
 /// with the serdes given.
@@ -1029,21 +1033,21 @@ fn store_lookup<K: 'static, V: 'static>(
 /// (Kafka Streams' `KTable`). Inside the graph an update's value is an
 /// `Option<V>`: `None` deletes the key.
 pub struct KTable<K, V> {
-    graph: Rc<RefCell<Graph>>,
-    parents: Vec<(NodeId, usize)>,
+    pub(crate) graph: Rc<RefCell<Graph>>,
+    pub(crate) parents: Vec<(NodeId, usize)>,
     /// The windows of a windowed aggregation's table.
-    windows: Option<TimeWindows>,
+    pub(crate) windows: Option<TimeWindows>,
     /// How a join reads the table's current value of a key; none for
     /// tables kept by window (their store is keyed by window too).
-    lookup: Option<Arc<LookupFn<K, V>>>,
+    pub(crate) lookup: Option<Arc<LookupFn<K, V>>>,
     /// The store the table is kept in, and the serdes of its keys and
     /// values (what a suppression buffer logs its entries with).
-    kept: Option<Kept<K, V>>,
-    types: PhantomData<fn() -> (K, V)>,
+    pub(crate) kept: Option<Kept<K, V>>,
+    pub(crate) types: PhantomData<fn() -> (K, V)>,
 }
 
 /// Where a table is kept: its store and how its keys and values are written.
-struct Kept<K, V> {
+pub(crate) struct Kept<K, V> {
     store: String,
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,

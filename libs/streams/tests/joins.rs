@@ -122,3 +122,79 @@ fn a_stream_joins_an_aggregated_table_but_not_a_windowed_one() {
     let e = b.build().err().expect("refused");
     assert!(e.to_string().contains("kept by key"), "{e}");
 }
+
+#[test]
+fn table_table_joins_follow_updates_and_deletions_on_both_sides() {
+    let b = StreamsBuilder::new();
+    let users = b.table("users", StringSerde, StringSerde, "users-store");
+    let accounts = b.table("accounts", StringSerde, StringSerde, "accounts-store");
+    let show = |v: Option<&String>| v.map_or("-", String::as_str).to_owned();
+    users
+        .join(&accounts, |region: &String, plan: &String| {
+            format!("{region}/{plan}")
+        })
+        .to_stream()
+        .to("inner", StringSerde, Nullable(StringSerde));
+    users
+        .left_join(&accounts, move |region: &String, plan| {
+            format!("{region}/{}", show(plan))
+        })
+        .to_stream()
+        .to("left", StringSerde, Nullable(StringSerde));
+    users
+        .outer_join(&accounts, move |region, plan| {
+            format!("{}/{}", show(region), show(plan))
+        })
+        .to_stream()
+        .to("outer", StringSerde, Nullable(StringSerde));
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
+    d.pipe_raw("users", Some(b"ann"), Some(b"eu"), 1).unwrap();
+    d.pipe_raw("accounts", Some(b"ann"), Some(b"pro"), 2)
+        .unwrap();
+    d.pipe_raw("accounts", Some(b"bob"), Some(b"free"), 3)
+        .unwrap();
+    d.pipe_raw("users", Some(b"ann"), None, 4).unwrap();
+    d.pipe_raw("accounts", Some(b"ann"), None, 5).unwrap();
+    let mut read = |t: &str| d.read(t, &StringSerde, &Nullable(StringSerde)).unwrap();
+    let some = |k: &str, v: &str, t: i64| (s(k), Some(s(v)), t);
+    assert_eq!(
+        read("inner"),
+        [some("ann", "eu/pro", 2), (s("ann"), None, 4)],
+        "an inner join holds only while both sides do"
+    );
+    assert_eq!(
+        read("left"),
+        [
+            some("ann", "eu/-", 1),
+            some("ann", "eu/pro", 2),
+            (s("ann"), None, 4)
+        ],
+        "a left join follows the left side; right updates without it pass nothing"
+    );
+    assert_eq!(
+        read("outer"),
+        [
+            some("ann", "eu/-", 1),
+            some("ann", "eu/pro", 2),
+            some("bob", "-/free", 3),
+            some("ann", "-/pro", 4),
+            (s("ann"), None, 5)
+        ]
+    );
+}
+
+#[test]
+fn a_table_join_needs_tables_kept_by_key() {
+    let b = StreamsBuilder::new();
+    let counts = b
+        .stream("clicks", StringSerde, StringSerde)
+        .group_by_key(StringSerde, StringSerde)
+        .windowed_by(TimeWindows::of_size_no_grace(10))
+        .count("clicks-per-window");
+    drop(counts.join(&counts, |a: &i64, b: &i64| a + b));
+    let e = b
+        .build()
+        .err()
+        .expect("windowed tables have no lookup by key");
+    assert!(e.to_string().contains("kept by key"), "{e}");
+}
