@@ -188,7 +188,7 @@ where
         KTable {
             graph: Rc::clone(&self.graph),
             parents: vec![(left, 0), (right, 0)],
-            windows: None,
+            grace: None,
             lookup: None,
             kept: None,
             types: PhantomData,
@@ -202,7 +202,7 @@ where
         KTable {
             graph: Rc::clone(&self.graph),
             parents: Vec::new(),
-            windows: None,
+            grace: None,
             lookup: None,
             kept: None,
             types: PhantomData,

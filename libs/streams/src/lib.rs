@@ -48,6 +48,7 @@ pub mod error;
 pub mod join;
 pub mod runtime;
 pub mod serde;
+pub mod session;
 pub mod store;
 pub mod topology;
 pub mod window;
@@ -60,6 +61,7 @@ pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,
     UnitSerde,
 };
+pub use session::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};
 pub use store::{KeyValueStore, MemoryStore, RedbStore, StoreReader};
 pub use topology::{
     KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, TimeWindowedKStream,

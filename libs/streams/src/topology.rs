@@ -723,7 +723,7 @@ impl Topology {
 }
 
 /// `count`'s step: one more.
-fn count_step<K, V>(_: &K, _: &V, old: Option<i64>) -> i64 {
+pub(crate) fn count_step<K, V>(_: &K, _: &V, old: Option<i64>) -> i64 {
     old.unwrap_or(0) + 1
 }
 
@@ -798,10 +798,10 @@ where
 
 /// A stream grouped by key, ready to aggregate (Kafka's `KGroupedStream`).
 pub struct KGroupedStream<K, V> {
-    stream: KStream<K, V>,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
-    repartition: bool,
+    pub(crate) stream: KStream<K, V>,
+    pub(crate) key_serde: Arc<dyn Serde<K>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
+    pub(crate) repartition: bool,
 }
 
 impl<K, V> KGroupedStream<K, V>
@@ -884,11 +884,11 @@ where
     }
 
     /// Adds an aggregation node keeping store `store` under `parents`.
-    fn aggregation<K2, A>(
+    pub(crate) fn aggregation<K2, A>(
         &self,
         kept: Kept<K2, A>,
         parents: Vec<(NodeId, usize)>,
-        windows: Option<TimeWindows>,
+        grace: Option<i64>,
         lookup: Option<Arc<LookupFn<K2, A>>>,
         process: Arc<ProcessFn>,
     ) -> KTable<K2, A> {
@@ -902,7 +902,7 @@ where
         KTable {
             graph: Rc::clone(graph),
             parents: vec![(id, 0)],
-            windows,
+            grace,
             lookup,
             kept: Some(kept),
             types: PhantomData,
@@ -911,7 +911,7 @@ where
 
     /// Where an aggregation over store `store` reads from: the stream, or
     /// the repartition topic after a key change.
-    fn aggregation_parents(&self, store: &str) -> Vec<(NodeId, usize)> {
+    pub(crate) fn aggregation_parents(&self, store: &str) -> Vec<(NodeId, usize)> {
         if self.repartition {
             self.through_repartition(store)
         } else {
@@ -981,7 +981,7 @@ where
 }
 
 /// A shared serde used where an owned one is wanted.
-struct ArcSerde<T>(Arc<dyn Serde<T>>);
+pub(crate) struct ArcSerde<T>(pub(crate) Arc<dyn Serde<T>>);
 
 impl<T: 'static> Serde<T> for ArcSerde<T> {
     fn name(&self) -> &'static str {
@@ -1035,8 +1035,8 @@ fn store_lookup<K: 'static, V: 'static>(
 pub struct KTable<K, V> {
     pub(crate) graph: Rc<RefCell<Graph>>,
     pub(crate) parents: Vec<(NodeId, usize)>,
-    /// The windows of a windowed aggregation's table.
-    pub(crate) windows: Option<TimeWindows>,
+    /// A windowed aggregation's table: the grace period of its windows.
+    pub(crate) grace: Option<i64>,
     /// How a join reads the table's current value of a key; none for
     /// tables kept by window (their store is keyed by window too).
     pub(crate) lookup: Option<Arc<LookupFn<K, V>>>,
@@ -1048,9 +1048,9 @@ pub struct KTable<K, V> {
 
 /// Where a table is kept: its store and how its keys and values are written.
 pub(crate) struct Kept<K, V> {
-    store: String,
-    key_serde: Arc<dyn Serde<K>>,
-    value_serde: Arc<dyn Serde<V>>,
+    pub(crate) store: String,
+    pub(crate) key_serde: Arc<dyn Serde<K>>,
+    pub(crate) value_serde: Arc<dyn Serde<V>>,
 }
 
 impl<K, V> Clone for Kept<K, V> {
@@ -1212,7 +1212,7 @@ where
             }
             Ok(())
         });
-        g.aggregation(kept, parents, Some(windows), None, process)
+        g.aggregation(kept, parents, Some(windows.grace_ms), None, process)
     }
 }
 
@@ -1271,7 +1271,7 @@ where
     /// `<store>-suppress` (logged to its changelog like any store), so a
     /// window's pending result survives its task moving.
     pub fn suppress_until_window_closes(&self) -> Result<KTable<Windowed<K>, V>, StreamsError> {
-        let (Some(windows), Some(kept)) = (self.windows, self.kept.clone()) else {
+        let (Some(grace), Some(kept)) = (self.grace, self.kept.clone()) else {
             return Err(StreamsError::Topology(
                 "suppress until window closes needs a windowed aggregation".into(),
             ));
@@ -1320,7 +1320,7 @@ where
                 .transpose()?;
             let entry = buffer_entry(value, rec.timestamp);
             ctx.log(&name, &changelog, key, Some(entry), rec.timestamp)?;
-            let close = ctx.stream_time.saturating_sub(windows.grace_ms);
+            let close = ctx.stream_time.saturating_sub(grace);
             let mut closed = Vec::new();
             {
                 let buffer = ctx
@@ -1352,7 +1352,7 @@ where
         Ok(KTable {
             graph: Rc::clone(&self.graph),
             parents: vec![(id, 0)],
-            windows: self.windows,
+            grace: self.grace,
             lookup: None,
             kept: Some(Kept {
                 store: name_of(&kept.store),
@@ -1428,7 +1428,7 @@ impl StreamsBuilder {
         KTable {
             graph: Rc::clone(&self.graph),
             parents: vec![(id, 0)],
-            windows: None,
+            grace: None,
             lookup: Some(store_lookup(
                 store,
                 Arc::clone(&key_serde),

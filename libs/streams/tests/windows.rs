@@ -3,8 +3,8 @@
 //! count, later ones are dropped and counted.
 
 use runnel_streams::{
-    I64Serde, Nullable, StreamsBuilder, StreamsConfig, StringSerde, TestDriver, TimeWindows,
-    Windowed, WindowedSerde,
+    I64Serde, Nullable, SessionWindowedSerde, SessionWindows, StreamsBuilder, StreamsConfig,
+    StringSerde, TestDriver, TimeWindows, Windowed, WindowedSerde,
 };
 
 const MINUTE: i64 = 60_000;
@@ -266,4 +266,92 @@ fn a_timestamp_extractor_puts_records_in_the_windows_of_their_own_time() {
     );
     assert_eq!(d.skipped_records(), 1, "the negative timestamp is skipped");
     assert_eq!(d.dropped_late_records(), 1);
+}
+
+#[test]
+fn sessions_grow_merge_and_close_by_inactivity_gap() {
+    let b = StreamsBuilder::new();
+    let grouped = b
+        .stream("clicks", StringSerde, StringSerde)
+        .group_by_key(StringSerde, StringSerde);
+    let sessions =
+        grouped.windowed_by_session(SessionWindows::with_inactivity_gap_and_grace(10, 20));
+    sessions.count("sessions").to_stream().to(
+        "counts",
+        SessionWindowedSerde(StringSerde),
+        Nullable(I64Serde),
+    );
+    sessions
+        .reduce("pages", |a, b| format!("{a},{b}"))
+        .to_stream()
+        .to(
+            "pages",
+            SessionWindowedSerde(StringSerde),
+            Nullable(StringSerde),
+        );
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("web"));
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    clicks.pipe("ann".into(), "a".into(), 0).unwrap();
+    clicks.pipe("ann".into(), "b".into(), 5).unwrap(); // within the gap: grows
+    clicks.pipe("ann".into(), "c".into(), 30).unwrap(); // a new session
+    clicks.pipe("ann".into(), "d".into(), 18).unwrap(); // out of order, alone
+    d.move_task().unwrap(); // sessions survive their task moving
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    clicks.pipe("ann".into(), "e".into(), 24).unwrap(); // bridges 18 and 30
+    clicks.pipe("bob".into(), "f".into(), 100).unwrap(); // stream time 100
+    clicks.pipe("ann".into(), "g".into(), 40).unwrap(); // its session ended before 80
+    let session = |start, end| Windowed {
+        key: "ann".to_owned(),
+        start,
+        end,
+    };
+    let counts = d
+        .read(
+            "counts",
+            &SessionWindowedSerde(StringSerde),
+            &Nullable(I64Serde),
+        )
+        .unwrap();
+    let counts: Vec<_> = counts.into_iter().map(|(k, v, _)| (k, v)).collect();
+    assert_eq!(
+        counts,
+        [
+            (session(0, 0), Some(1)),
+            (session(0, 0), None),
+            (session(0, 5), Some(2)),
+            (session(30, 30), Some(1)),
+            (session(18, 18), Some(1)),
+            (session(18, 18), None),
+            (session(30, 30), None),
+            (session(18, 30), Some(3)),
+            (
+                Windowed {
+                    key: "bob".to_owned(),
+                    start: 100,
+                    end: 100
+                },
+                Some(1)
+            ),
+        ]
+    );
+    let pages = d
+        .read(
+            "pages",
+            &SessionWindowedSerde(StringSerde),
+            &Nullable(StringSerde),
+        )
+        .unwrap();
+    assert_eq!(
+        pages[7],
+        (session(18, 30), Some("d,c,e".to_owned()), 24),
+        "merged sessions reduce in key order of their ends, then the record"
+    );
+    assert_eq!(d.dropped_late_records(), 2, "g, in both aggregations");
+    // The changelog keys: key bytes, end, start.
+    let changelog = d.read_raw("web-sessions-changelog");
+    let first = changelog[0].key.as_ref().unwrap();
+    assert_eq!(first.len(), 3 + 16);
+    let grown = changelog[2].key.as_ref().unwrap();
+    assert_eq!(&grown[3..11], &5i64.to_be_bytes());
+    assert_eq!(&grown[11..], &0i64.to_be_bytes());
 }
