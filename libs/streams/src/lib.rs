@@ -56,6 +56,7 @@ pub mod window;
 pub use config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
+pub use join::{JoinWindows, StreamJoined};
 pub use runtime::{AppState, KeyQueryMetadata, StreamsApp, TaskMetrics};
 pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,

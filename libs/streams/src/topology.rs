@@ -327,7 +327,7 @@ pub(crate) struct Graph {
     children: Vec<Vec<(usize, NodeId)>>,
     pub(crate) stores: Vec<String>,
     /// Per-task state slots handed out so far (suppression buffers).
-    slots: usize,
+    pub(crate) slots: usize,
     /// Mistakes found while building, reported by `build`.
     pub(crate) errors: Vec<String>,
 }
@@ -745,7 +745,7 @@ fn aggregate_step<K, V, A>(
     move |k, v, old| add(k, v, old.unwrap_or_else(&init))
 }
 
-const REPARTITION_SUFFIX: &str = "-repartition";
+pub(crate) const REPARTITION_SUFFIX: &str = "-repartition";
 pub(crate) const CHANGELOG_SUFFIX: &str = "-changelog";
 
 /// The changelog topic of store `store` in application `application_id`,
@@ -936,7 +936,7 @@ where
 /// A sink writing the records under `parents` to `topic` and a source
 /// reading them back, keys and values with the serdes given; returns the
 /// source, for what hangs off it. The records come back partitioned by key.
-fn round_trip<K, V>(
+pub(crate) fn round_trip<K, V>(
     graph: &Rc<RefCell<Graph>>,
     parents: &[(NodeId, usize)],
     topic: String,

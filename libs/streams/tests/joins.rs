@@ -1,7 +1,8 @@
 //! Tables from topics and stream–table joins against the in-memory driver.
 
 use runnel_streams::{
-    I64Serde, Nullable, StreamsBuilder, StreamsConfig, StringSerde, TestDriver, TimeWindows,
+    I64Serde, JoinWindows, Nullable, StreamJoined, StreamsBuilder, StreamsConfig, StringSerde,
+    TestDriver, TimeWindows,
 };
 
 fn s(v: &str) -> String {
@@ -197,4 +198,119 @@ fn a_table_join_needs_tables_kept_by_key() {
         .err()
         .expect("windowed tables have no lookup by key");
     assert!(e.to_string().contains("kept by key"), "{e}");
+}
+
+#[test]
+fn stream_stream_joins_pair_records_within_the_window_and_pass_on_the_unjoined_once_it_closes() {
+    let b = StreamsBuilder::new();
+    let impressions = b.stream("impressions", StringSerde, StringSerde);
+    let clicks = b.stream("clicks", StringSerde, StringSerde);
+    let windows = JoinWindows::of_time_difference_no_grace(10);
+    let joined = |name: &str| StreamJoined::with(name, StringSerde, StringSerde, StringSerde);
+    let show = |v: Option<&String>| v.map_or("-", String::as_str).to_owned();
+    impressions
+        .join_stream(
+            &clicks,
+            |i: &String, c: &String| format!("{i}+{c}"),
+            windows,
+            joined("inner"),
+        )
+        .to("inner", StringSerde, StringSerde);
+    impressions
+        .left_join_stream(
+            &clicks,
+            move |i: &String, c| format!("{i}+{}", show(c)),
+            windows,
+            joined("left"),
+        )
+        .to("left", StringSerde, StringSerde);
+    impressions
+        .outer_join_stream(
+            &clicks,
+            move |i, c| format!("{}+{}", show(i), show(c)),
+            windows,
+            joined("outer"),
+        )
+        .to("outer", StringSerde, StringSerde);
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("ads"));
+    d.pipe_raw("impressions", Some(b"ad1"), Some(b"imp1"), 0)
+        .unwrap();
+    d.pipe_raw("clicks", Some(b"ad1"), Some(b"click1"), 5)
+        .unwrap(); // joins imp1, which came before
+    d.pipe_raw("impressions", Some(b"ad1"), Some(b"imp2"), 8)
+        .unwrap(); // joins click1, which came before
+    d.pipe_raw("clicks", Some(b"ad1"), Some(b"click2"), 30)
+        .unwrap(); // nothing within 10 ms
+    d.pipe_raw("impressions", Some(b"ad2"), Some(b"imp3"), 31)
+        .unwrap(); // another key: nothing
+    d.move_task().unwrap(); // the join's records survive their task moving
+    d.pipe_raw("impressions", Some(b"ad1"), Some(b"imp4"), 50)
+        .unwrap(); // stream time 50: click2's and imp3's windows closed
+    d.pipe_raw("impressions", Some(b"ad1"), Some(b"late"), 20)
+        .unwrap(); // older than the join keeps records: dropped
+    let mut read = |t: &str| d.read(t, &StringSerde, &StringSerde).unwrap();
+    let r = |k: &str, v: &str, t: i64| (s(k), s(v), t);
+    assert_eq!(
+        read("inner"),
+        [r("ad1", "imp1+click1", 5), r("ad1", "imp2+click1", 8)],
+        "a result carries the later timestamp"
+    );
+    assert_eq!(
+        read("left"),
+        [
+            r("ad1", "imp1+click1", 5),
+            r("ad1", "imp2+click1", 8),
+            r("ad2", "imp3+-", 31)
+        ],
+        "an impression that joined nothing comes out alone once its window closed"
+    );
+    assert_eq!(
+        read("outer"),
+        [
+            r("ad1", "imp1+click1", 5),
+            r("ad1", "imp2+click1", 8),
+            r("ad1", "-+click2", 30),
+            r("ad2", "imp3+-", 31)
+        ]
+    );
+    assert_eq!(d.dropped_late_records(), 3, "the late record, in each join");
+    let stores = d.read_raw("ads-outer-this-join-store-changelog");
+    assert_eq!(
+        stores[0].key.as_deref().map(<[u8]>::len),
+        Some(3 + 8 + 4),
+        "key, timestamp, sequence number"
+    );
+}
+
+#[test]
+fn stream_stream_join_keeps_records_of_one_key_and_time_apart() {
+    let b = StreamsBuilder::new();
+    let left = b.stream("l", StringSerde, StringSerde);
+    // A key-changing step: the right side goes through a repartition topic.
+    let right = b
+        .stream("r", StringSerde, StringSerde)
+        .select_key(|k: &String, _: &String| k.clone());
+    left.join_stream(
+        &right,
+        |a: &String, b: &String| format!("{a}{b}"),
+        JoinWindows::of_time_difference_no_grace(0),
+        StreamJoined::with("j", StringSerde, StringSerde, StringSerde),
+    )
+    .to("out", StringSerde, StringSerde);
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("app"));
+    d.pipe_raw("l", Some(b"k"), Some(b"a"), 7).unwrap();
+    d.pipe_raw("l", Some(b"k"), Some(b"b"), 7).unwrap();
+    d.pipe_raw("r", Some(b"k"), Some(b"x"), 7).unwrap();
+    d.pipe_raw("r", Some(b"kk"), Some(b"y"), 7).unwrap();
+    let out: Vec<String> = d
+        .read("out", &StringSerde, &StringSerde)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    assert_eq!(
+        out,
+        ["ax", "bx"],
+        "both left records at 7 kept; key kk is not k"
+    );
 }
