@@ -367,12 +367,15 @@ impl Restoring {
     }
 }
 
+/// The stores a restore loader writes into, by (task, store name).
+type LoadedStores = BTreeMap<(i32, String), Box<dyn KeyValueStore>>;
+
 /// Writes the batches that come through `pending` into `stores`, until
 /// the fetch is done; gives the stores back.
 fn load_stores(
-    mut stores: BTreeMap<(i32, String), Box<dyn KeyValueStore>>,
+    mut stores: LoadedStores,
     mut pending: tokio::sync::mpsc::Receiver<Load>,
-) -> Result<BTreeMap<(i32, String), Box<dyn KeyValueStore>>, StreamsError> {
+) -> Result<LoadedStores, StreamsError> {
     let mut loaded: BTreeMap<(i32, String), usize> = BTreeMap::new();
     while let Some(load) = pending.blocking_recv() {
         let Some(store) = stores.get_mut(&load.store) else {
@@ -383,7 +386,7 @@ fn load_stores(
         *count += 1;
         // Synced now and then, so that a restart in the middle of a long
         // restore does not begin it again.
-        if load.last || *count % 16 == 0 {
+        if load.last || count.is_multiple_of(16) {
             store.commit(Some(load.checkpoint))?;
         }
     }
@@ -891,8 +894,7 @@ impl StreamThread {
         let threads = std::thread::available_parallelism()
             .map_or(1, usize::from)
             .min(restoring.len());
-        let mut groups: Vec<BTreeMap<(i32, String), Box<dyn KeyValueStore>>> =
-            (0..threads).map(|_| BTreeMap::new()).collect();
+        let mut groups: Vec<LoadedStores> = (0..threads).map(|_| BTreeMap::new()).collect();
         let mut parts = Vec::with_capacity(restoring.len());
         for (i, (tp, (task, name, end))) in restoring.into_iter().enumerate() {
             if let Some(store) = tasks.get_mut(&task).and_then(|t| t.stores.remove(&name)) {

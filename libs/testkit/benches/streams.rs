@@ -313,7 +313,7 @@ async fn restore(
         .await
         .unwrap();
     let (mut read, mut bytes) = (0u64, 0usize);
-    let mut kept: Vec<Vec<(Bytes, Option<Bytes>)>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut kept: Vec<Changelog> = vec![Vec::new(); PARTITIONS as usize];
     while read < restored {
         for r in consumer.poll(Duration::from_millis(100)).await.unwrap() {
             read += 1;
@@ -330,16 +330,18 @@ async fn restore(
     (mb / (millis as f64 / 1000.0), mb / plain, mb / engine, mb)
 }
 
+/// One changelog partition's records: (key, value).
+type Changelog = Vec<(Bytes, Option<Bytes>)>;
+
 /// Seconds for the store engine alone to load `records` (one partition's
 /// changelog each) into fresh stores, as a restore does (the same batches,
 /// the same threads, the same final sync), with no cluster: the bound on
 /// what a restore can reach on this machine.
-fn engine_bound(state: &std::path::Path, records: Vec<Vec<(Bytes, Option<Bytes>)>>) -> f64 {
+fn engine_bound(state: &std::path::Path, records: Vec<Changelog>) -> f64 {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let dir = state.join("engine-bound");
     std::fs::create_dir_all(&dir).unwrap();
-    let mut groups: Vec<Vec<(RedbStore, Vec<(Bytes, Option<Bytes>)>)>> =
-        (0..threads).map(|_| Vec::new()).collect();
+    let mut groups: Vec<Vec<(RedbStore, Changelog)>> = (0..threads).map(|_| Vec::new()).collect();
     for (p, records) in records.into_iter().enumerate() {
         let store = RedbStore::open(&dir.join(format!("{p}.redb"))).unwrap();
         groups[p % threads].push((store, records));
