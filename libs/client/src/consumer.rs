@@ -171,6 +171,8 @@ pub struct Consumer {
     pending: HashMap<TopicPartition, Target>,
     buffered: VecDeque<ConsumerRecord>,
     fetch: Option<InFlightFetch>,
+    /// Each partition's end as its last fetch reported it.
+    ends: HashMap<TopicPartition, i64>,
 }
 
 impl Drop for Consumer {
@@ -195,6 +197,7 @@ impl Consumer {
             pending: HashMap::new(),
             buffered: VecDeque::new(),
             fetch: None,
+            ends: HashMap::new(),
         }
     }
 
@@ -273,6 +276,13 @@ impl Consumer {
     /// Reads `tp` from the first record at or after `timestamp_ms` next (the end if none).
     pub fn seek_to_timestamp(&mut self, tp: &TopicPartition, timestamp_ms: i64) {
         self.set_target(tp, Target::Timestamp(timestamp_ms));
+    }
+
+    /// `tp`'s end as its last fetch reported it: the high watermark, or
+    /// at read_committed the last stable offset (what Kafka's consumer
+    /// reckons a partition's lag from).
+    pub fn fetched_end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.ends.get(tp).copied()
     }
 
     /// The offset of the next record to be returned for `tp`, if known.
@@ -516,7 +526,14 @@ impl Consumer {
                     continue;
                 }
                 match p.error_code() {
-                    ErrorCode::None => self.decode(&tp, &p.records, &p.aborted_transactions)?,
+                    ErrorCode::None => {
+                        let end = match self.config.isolation_level {
+                            IsolationLevel::ReadCommitted => p.last_stable_offset,
+                            IsolationLevel::ReadUncommitted => p.high_watermark,
+                        };
+                        self.decode(&tp, &p.records, &p.aborted_transactions)?;
+                        self.ends.insert(tp, end);
+                    }
                     ErrorCode::OffsetOutOfRange => match self.config.auto_offset_reset {
                         OffsetReset::Earliest => self.set_target(&tp, Target::Earliest),
                         OffsetReset::Latest => self.set_target(&tp, Target::Latest),

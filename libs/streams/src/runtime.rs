@@ -11,7 +11,7 @@
 //! Internal topics (repartition, changelog) are created with that count.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,16 +255,7 @@ impl StreamsApp {
         value_serde: &impl Serde<V>,
     ) -> Result<Option<V>, StreamsError> {
         let partition = self.partition_of(store, key, key_serde)?;
-        let reader = self
-            .shared
-            .stores
-            .lock()
-            .get(&(store.to_owned(), partition))
-            .cloned()
-            .ok_or_else(|| StreamsError::NotLocal {
-                store: store.to_owned(),
-                partition,
-            })?;
+        let reader = self.reader(store, partition)?;
         let topic = changelog_topic(&self.application_id, store);
         let bytes = key_serde.serialize(&topic, key)?;
         reader
@@ -277,19 +268,92 @@ impl StreamsApp {
     /// Every entry of store `store` in the tasks this instance runs (keys
     /// and values as bytes, in key order per task).
     pub fn all(&self, store: &str) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
-        let readers: Vec<StoreReader> = self
-            .shared
+        let mut out = Vec::new();
+        for r in self.local_readers(store) {
+            out.extend(r.all()?);
+        }
+        Ok(out)
+    }
+
+    /// The entries of store `store` in the tasks this instance runs with
+    /// keys (as bytes) from `from` (inclusive) to `to` (exclusive), in key
+    /// order (Kafka's `ReadOnlyKeyValueStore#range`).
+    pub fn range(
+        &self,
+        store: &str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Vec<(Bytes, Bytes)>, StreamsError> {
+        let mut out = Vec::new();
+        for r in self.local_readers(store) {
+            out.extend(r.range(from, to)?);
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// The windows of `key` in the windowed aggregation store `store` that
+    /// start from `from_ms` to `to_ms` (both inclusive), as (window start,
+    /// value), oldest first (Kafka's `ReadOnlyWindowStore#fetch`). Fails
+    /// with [`StreamsError::NotLocal`] when another instance runs the
+    /// key's task.
+    pub fn fetch_window<K, V>(
+        &self,
+        store: &str,
+        key: &K,
+        key_serde: &impl Serde<K>,
+        value_serde: &impl Serde<V>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, V)>, StreamsError> {
+        let partition = self.partition_of(store, key, key_serde)?;
+        let reader = self.reader(store, partition)?;
+        let topic = changelog_topic(&self.application_id, store);
+        let key = key_serde.serialize(&topic, key)?;
+        // Window-store keys: the key, the window start, a sequence number.
+        let bound = |start: i64| {
+            let mut b = key.to_vec();
+            b.extend_from_slice(&start.max(0).to_be_bytes());
+            b.extend_from_slice(&[0; 4]);
+            b
+        };
+        let mut out = Vec::new();
+        for (k, v) in reader.range(&bound(from_ms), &bound(to_ms.saturating_add(1)))? {
+            let Some(rest) = k.strip_prefix(key.as_ref()).filter(|r| r.len() == 12) else {
+                continue;
+            };
+            let mut start = [0u8; 8];
+            start.copy_from_slice(&rest[..8]);
+            out.push((
+                i64::from_be_bytes(start),
+                value_serde.deserialize(&topic, &v)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The readers of store `store` of every task this instance runs.
+    fn local_readers(&self, store: &str) -> Vec<StoreReader> {
+        self.shared
             .stores
             .lock()
             .iter()
             .filter(|((s, _), _)| s == store)
             .map(|(_, r)| r.clone())
-            .collect();
-        let mut out = Vec::new();
-        for r in readers {
-            out.extend(r.all()?);
-        }
-        Ok(out)
+            .collect()
+    }
+
+    /// The reader of store `store` of task `partition`, if it runs here.
+    fn reader(&self, store: &str, partition: i32) -> Result<StoreReader, StreamsError> {
+        self.shared
+            .stores
+            .lock()
+            .get(&(store.to_owned(), partition))
+            .cloned()
+            .ok_or_else(|| StreamsError::NotLocal {
+                store: store.to_owned(),
+                partition,
+            })
     }
 
     /// The task `key` of store `store` belongs to.
@@ -518,10 +582,41 @@ struct Task {
     /// Per store: the delivery of its last changelog record since the
     /// last commit, whose offset becomes the store's checkpoint.
     changelog_acks: BTreeMap<String, DeliveryFuture>,
+    /// Per input topic: records polled, not processed yet. A task takes
+    /// the one with the smallest timestamp across its topics next, as
+    /// Kafka Streams' partition group does, so that joins and windows see
+    /// the topics' records in time order rather than in fetch order.
+    queues: BTreeMap<Arc<str>, VecDeque<ConsumerRecord>>,
     metrics: TaskMetrics,
 }
 
 impl Task {
+    /// The queued record to process next: the earliest by timestamp
+    /// (ties to the first topic), provided that every input topic has a
+    /// record queued or has nothing more to fetch (`caught_up`), so that
+    /// a record is not taken ahead of an earlier one still on its way
+    /// (Kafka's `max.task.idle.ms` of 0).
+    fn pop_ready(&mut self, mut caught_up: impl FnMut(&str) -> bool) -> Option<ConsumerRecord> {
+        let mut next: Option<(&Arc<str>, i64)> = None;
+        for (topic, queue) in &self.queues {
+            if let Some(r) = queue.front()
+                && next.is_none_or(|(_, t)| r.timestamp < t)
+            {
+                next = Some((topic, r.timestamp));
+            }
+        }
+        let (topic, _) = next?;
+        let topic = Arc::clone(topic);
+        if self
+            .queues
+            .iter()
+            .any(|(t, q)| q.is_empty() && !caught_up(t))
+        {
+            return None;
+        }
+        self.queues.get_mut(&topic).and_then(VecDeque::pop_front)
+    }
+
     fn dirty(&self) -> bool {
         !self.consumed.is_empty()
     }
@@ -537,6 +632,11 @@ impl Task {
         self.consumed.clear();
         self.first_uncommitted.clear();
         self.changelog_acks.clear();
+    }
+
+    /// Empties the queues, returning what they held.
+    fn drain_queues(&mut self) -> Vec<ConsumerRecord> {
+        self.queues.values_mut().flat_map(|q| q.drain(..)).collect()
     }
 }
 
@@ -688,16 +788,8 @@ impl StreamThread {
             self.aborted = false;
             self.rewound.clear();
             self.sync_tasks().await?;
-            let mut records = records.into_iter();
-            while let Some(r) = records.next() {
-                if self.aborted {
-                    // This record and the rest were not processed in what
-                    // commits next: they must be read again too.
-                    self.put_back(std::iter::once(r).chain(records));
-                    break;
-                }
-                self.process(r).await?;
-            }
+            self.enqueue(records)?;
+            self.process_ready().await?;
             self.publish_metrics();
             if self.last_commit.elapsed() >= interval {
                 self.commit().await?;
@@ -707,6 +799,80 @@ impl StreamThread {
             }
         }
         Ok(())
+    }
+
+    /// Queues polled records on their tasks.
+    fn enqueue(&mut self, records: Vec<ConsumerRecord>) -> Result<(), StreamsError> {
+        for r in records {
+            let Some(task) = self.tasks.get_mut(&r.partition) else {
+                return Err(StreamsError::Thread(format!(
+                    "a record of {}-{} reached a thread without its task",
+                    r.topic, r.partition
+                )));
+            };
+            match task.queues.get_mut(&*r.topic) {
+                Some(queue) => queue.push_back(r),
+                None => {
+                    task.queues
+                        .insert(Arc::clone(&r.topic), VecDeque::from([r]));
+                }
+            }
+        }
+        if self.aborted {
+            // Aborted while opening or closing tasks: nothing polled may be
+            // processed in what commits next; it is all read again.
+            self.put_back_queued();
+        }
+        Ok(())
+    }
+
+    /// Processes the queued records each task may take (see
+    /// [`Task::pop_ready`]), task by task.
+    async fn process_ready(&mut self) -> Result<(), StreamsError> {
+        // Whether a partition has nothing more to fetch, asked once per
+        // partition per poll (the answer does not change in between).
+        let mut caught_up: BTreeMap<(i32, Arc<str>), bool> = BTreeMap::new();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in partitions {
+            loop {
+                let group = &self.group;
+                let Some(task) = self.tasks.get_mut(&p) else {
+                    break;
+                };
+                let next = task.pop_ready(|topic| {
+                    *caught_up
+                        .entry((p, Arc::from(topic)))
+                        .or_insert_with(|| {
+                            let tp = TopicPartition::new(topic.to_owned(), p);
+                            matches!(
+                                (group.position(&tp), group.fetched_end(&tp)),
+                                (Some(at), Some(end)) if at >= end
+                            )
+                        })
+                });
+                let Some(r) = next else {
+                    break;
+                };
+                self.process(r).await?;
+                if self.aborted {
+                    // What is still queued was not processed in what
+                    // commits next: it must be read again too.
+                    self.put_back_queued();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts every queued record back (see [`StreamThread::put_back`]).
+    fn put_back_queued(&mut self) {
+        let queued: Vec<ConsumerRecord> = self
+            .tasks
+            .values_mut()
+            .flat_map(Task::drain_queues)
+            .collect();
+        self.put_back(queued.into_iter());
     }
 
     /// Commits (after a clean run) or aborts (after a failure), leaves the
@@ -783,6 +949,15 @@ impl StreamThread {
             }
             self.tasks.insert(task.partition, task);
         }
+        // A queue for each input partition, polled yet or not: a task waits
+        // for one that has records to fetch before it takes later ones.
+        for tp in self.group.assignment() {
+            if let Some(task) = self.tasks.get_mut(&tp.partition)
+                && !task.queues.contains_key(tp.topic.as_str())
+            {
+                task.queues.insert(Arc::from(tp.topic.as_str()), VecDeque::new());
+            }
+        }
         Ok(())
     }
 
@@ -819,6 +994,7 @@ impl StreamThread {
                 consumed: BTreeMap::new(),
                 first_uncommitted: BTreeMap::new(),
                 changelog_acks: BTreeMap::new(),
+                queues: BTreeMap::new(),
                 metrics: TaskMetrics {
                     task: format!("0_{partition}"),
                     ..TaskMetrics::default()

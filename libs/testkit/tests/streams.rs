@@ -18,8 +18,8 @@ use runnel_client::{
     ProducerRecord, TopicPartition,
 };
 use runnel_streams::{
-    I64Serde, Nullable, ProcessingGuarantee, StreamsApp, StreamsBuilder, StreamsConfig,
-    StringSerde, Topology,
+    I64Serde, JoinWindows, Nullable, ProcessingGuarantee, StreamJoined, StreamsApp, StreamsBuilder,
+    StreamsConfig, StringSerde, TimeWindows, Topology,
 };
 use runnel_testkit::TestCluster;
 
@@ -468,4 +468,163 @@ async fn interactive_queries_find_each_words_instance_and_read_its_count_there()
     for (_, app) in apps {
         app.close().await.unwrap();
     }
+}
+
+/// Impressions joined with clicks within a minute, and clicks counted per
+/// ad per minute, exactly once.
+fn ad_clicks() -> Topology {
+    let b = StreamsBuilder::new();
+    let impressions = b.stream("impressions", StringSerde, StringSerde);
+    let clicks = b.stream("clicks", StringSerde, StringSerde);
+    impressions
+        .join_stream(
+            &clicks,
+            |i: &String, c: &String| format!("{i}+{c}"),
+            JoinWindows::of_time_difference_no_grace(MINUTE),
+            StreamJoined::with("ad-join", StringSerde, StringSerde, StringSerde),
+        )
+        .to("ad-joins", StringSerde, StringSerde);
+    clicks
+        .group_by_key(StringSerde, StringSerde)
+        .windowed_by(TimeWindows::of_size_no_grace(MINUTE))
+        .count("clicks-per-minute");
+    b.build().unwrap()
+}
+
+const MINUTE: i64 = 60_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_from_changelogs() {
+    let _ = seed();
+    let cluster = cluster().await;
+    for t in ["impressions", "clicks", "ad-joins"] {
+        cluster
+            .create_topic(
+                NewTopic::new(t)
+                    .partitions(PARTITIONS)
+                    .replication_factor(3),
+            )
+            .await;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config("ads", state.path(), ProcessingGuarantee::ExactlyOnceV2);
+    let app = StreamsApp::start(ad_clicks(), cfg.clone(), cluster.client_config())
+        .await
+        .unwrap();
+    // Ad i: an impression at minute i, clicks 10 s and 70 s after it (the
+    // second outside the window), and ad i's third click in the next minute.
+    let producer = Producer::with_cluster(cluster.client(), ProducerConfig::default());
+    let ads = 20i64;
+    let mut pending = Vec::new();
+    for i in 0..ads {
+        let (key, t) = (format!("ad-{i}"), i * MINUTE);
+        let events = [
+            ("impressions", "imp", t),
+            ("clicks", "c1", t + 10_000),
+            ("clicks", "c2", t + 70_000),
+        ];
+        for (topic, value, ts) in events {
+            let r = ProducerRecord::new(topic, value.as_bytes().to_vec())
+                .key(key.clone().into_bytes())
+                .timestamp(ts);
+            pending.push(producer.send(r).await.unwrap());
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    // Every ad's impression joins its first click only, once.
+    let mut consumer = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(
+            (0..PARTITIONS)
+                .map(|p| TopicPartition::new("ad-joins", p))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut joins: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while joins.values().map(Vec::len).sum::<usize>() < ads as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "joins so far: {joins:?}"
+        );
+        for r in consumer.poll(Duration::from_millis(250)).await.unwrap() {
+            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            joins
+                .entry(key)
+                .or_default()
+                .push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    for i in 0..ads {
+        assert_eq!(joins[&format!("ad-{i}")], ["imp+c1"], "ad-{i}");
+    }
+    // Each ad's clicks per minute, read from the window store.
+    let per_minute = |app: &StreamsApp, i: i64| {
+        app.fetch_window(
+            "clicks-per-minute",
+            &format!("ad-{i}"),
+            &StringSerde,
+            &I64Serde,
+            0,
+            ads * MINUTE + MINUTE,
+        )
+    };
+    let expected = |i: i64| vec![(i * MINUTE, 1), ((i + 1) * MINUTE, 1)];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for i in 0..ads {
+        // The stores commit after the transaction: a moment after the output.
+        while per_minute(&app, i).unwrap() != expected(i) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ad-{i}: {:?}",
+                per_minute(&app, i)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    app.close().await.unwrap();
+    // The local state lost: the stores come back from their changelogs,
+    // the join's window stores with them (a late click still joins).
+    std::fs::remove_dir_all(state.path().join("ads")).unwrap();
+    let app = StreamsApp::start(ad_clicks(), cfg, cluster.client_config())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.metrics().len() < PARTITIONS as usize
+        || (0..ads).any(|i| per_minute(&app, i).ok() != Some(expected(i)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restore did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = ads - 1;
+    let r = ProducerRecord::new("clicks", b"c3".to_vec())
+        .key(format!("ad-{last}").into_bytes())
+        .timestamp(last * MINUTE + 20_000);
+    producer.send(r).await.unwrap().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restored join did not join"
+        );
+        let joined = consumer.poll(Duration::from_millis(250)).await.unwrap();
+        if let Some(r) = joined.first() {
+            assert_eq!(r.value.as_deref(), Some(&b"imp+c3"[..]));
+            break;
+        }
+    }
+    app.close().await.unwrap();
 }

@@ -320,6 +320,12 @@ impl GroupConsumer {
         self.consumer.position(tp)
     }
 
+    /// `tp`'s end as its last fetch reported it (see
+    /// [`Consumer::fetched_end`]).
+    pub fn fetched_end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.consumer.fetched_end(tp)
+    }
+
     /// Reads `tp` (one of this member's partitions) from `offset` next
     /// (Kafka's `seek`): to go back to the committed offsets after an
     /// aborted transaction.
