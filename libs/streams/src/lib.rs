@@ -19,11 +19,18 @@
 //!   each update written to its store and to the store's changelog topic
 //!   (`<application.id>-<store>-changelog`); tables from topics
 //!   (`StreamsBuilder::table`, null values delete) and stream–table
-//!   `join` / `left_join`.
+//!   `join` / `left_join`; sources with a timestamp extractor
+//!   (`StreamsBuilder::stream_with_timestamps`).
 //! - [`window`]: tumbling and hopping [`TimeWindows`] with a grace period
 //!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
 //!   records for closed windows dropped and counted), `suppress` until a
 //!   window closes, and [`Windowed`] keys in Kafka's byte layout.
+//! - [`session`]: [`SessionWindows`] (inactivity gap and grace; a record
+//!   that bridges two sessions merges them) for `count`, `reduce` and
+//!   `aggregate`.
+//! - [`join`]: table–table `join`, `left_join` and `outer_join`, and
+//!   stream–stream windowed joins ([`JoinWindows`], [`StreamJoined`]),
+//!   their records kept in changelogged window stores.
 //! - [`store`]: the key-value stores a task keeps its state in (in memory,
 //!   or on disk in redb), each commit recording the changelog offset the
 //!   store holds everything before.
@@ -34,13 +41,14 @@
 //! - [`runtime`]: [`StreamsApp`], which runs a topology on a cluster:
 //!   stream threads in the application's consumer group, a task per input
 //!   partition with its stores restored from their changelogs, commits at
-//!   least once or exactly once (`exactly_once_v2`), per-task metrics,
-//!   interactive queries of the local stores.
+//!   least once or exactly once (`exactly_once_v2`), records of a task's
+//!   topics taken in timestamp order, per-task metrics, interactive
+//!   queries of the local stores (a key, a key range, a key's windows).
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: sliding and session windows, table–table and
-//! stream–stream joins, global tables, punctuation and standby replicas.
+//! Still to come: sliding windows, global tables, punctuation and standby
+//! replicas.
 
 pub mod config;
 pub mod driver;
