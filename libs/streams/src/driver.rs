@@ -6,13 +6,15 @@
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
-use crate::store::{KeyValueStore, MemoryStore};
+use crate::store::{KeyValueStore, MemoryStore, ReadStore};
 use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
 
 /// A topology run in memory.
@@ -32,12 +34,23 @@ pub struct TestDriver {
     dropped_late: u64,
     skipped: u64,
     scratch: Vec<Vec<(usize, Rec)>>,
+    /// The global tables' stores, by topic (written when a record is piped
+    /// to the topic) and by store name (what the topology reads).
+    global_topics: BTreeMap<String, Arc<Mutex<MemoryStore>>>,
+    globals: BTreeMap<String, Arc<dyn ReadStore>>,
 }
 
 impl TestDriver {
     /// A driver for `topology` run with `config` (its `application_id`
     /// prefixes the internal topics).
     pub fn new(topology: Topology, config: StreamsConfig) -> TestDriver {
+        let mut global_topics = BTreeMap::new();
+        let mut globals: BTreeMap<String, Arc<dyn ReadStore>> = BTreeMap::new();
+        for (topic, store) in topology.global_tables() {
+            let s = Arc::new(Mutex::new(MemoryStore::new()));
+            globals.insert(store.clone(), Arc::clone(&s) as Arc<dyn ReadStore>);
+            global_topics.insert(topic.clone(), s);
+        }
         let stores = topology
             .stores()
             .iter()
@@ -76,6 +89,8 @@ impl TestDriver {
             dropped_late: 0,
             skipped: 0,
             scratch: Vec::new(),
+            global_topics,
+            globals,
         }
     }
 
@@ -101,6 +116,15 @@ impl TestDriver {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), StreamsError> {
+        if let Some(global) = self.global_topics.get(topic) {
+            // A global table's topic goes into its store, not to a task.
+            if let Some(key) = key {
+                let mut store = global.lock();
+                store.put(key, value.map(Bytes::copy_from_slice))?;
+                store.commit(None)?;
+            }
+            return Ok(());
+        }
         let mut pending = VecDeque::from([OutputRecord {
             topic: topic.to_owned(),
             key: key.map(Bytes::copy_from_slice),
@@ -118,6 +142,7 @@ impl TestDriver {
                 stream_time: self.stream_time,
                 dropped_late: &mut self.dropped_late,
                 scratch: &mut self.scratch,
+                globals: &self.globals,
             };
             let processed = self.topology.process(
                 &mut ctx,

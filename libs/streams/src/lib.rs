@@ -53,6 +53,7 @@
 pub mod config;
 pub mod driver;
 pub mod error;
+pub mod global;
 pub mod join;
 pub mod runtime;
 pub mod serde;
@@ -64,6 +65,7 @@ pub mod window;
 pub use config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
+pub use global::GlobalKTable;
 pub use join::{JoinWindows, StreamJoined};
 pub use runtime::{AppState, KeyQueryMetadata, StreamsApp, TaskMetrics};
 pub use serde::{

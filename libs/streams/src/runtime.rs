@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 use crate::error::StreamsError;
 use crate::serde::Serde;
-use crate::store::{KeyValueStore, RedbStore, StoreReader};
+use crate::store::{KeyValueStore, ReadStore, RedbStore, StoreReader};
 use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
 
 /// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
@@ -149,11 +149,15 @@ impl StreamsApp {
             .filter(|(_, internal)| !internal)
             .map(|(t, _)| t)
             .collect();
-        let topology = Arc::new(topology);
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = watch::channel(false);
+        // The global tables load before any task runs: a join must not
+        // miss a table entry that was there when the application started.
+        let globals = crate::global::open(&topology, &config, &cluster, stopped.clone()).await?;
+        let readers = Arc::new(globals.readers);
+        let topology = Arc::new(topology);
         let process = uuid::Uuid::new_v4();
-        let threads = (0..config.num_stream_threads.max(1))
+        let mut threads: Vec<JoinHandle<Result<(), StreamsError>>> = (0..config.num_stream_threads.max(1))
             .map(|i| {
                 let thread = StreamThread::new(
                     i,
@@ -162,6 +166,7 @@ impl StreamsApp {
                     config.clone(),
                     Arc::clone(&cluster),
                     Arc::clone(&shared),
+                    Arc::clone(&readers),
                 );
                 let shared = Arc::clone(&shared);
                 let stopped = stopped.clone();
@@ -180,6 +185,21 @@ impl StreamsApp {
                 )
             })
             .collect();
+        if let Some(follower) = globals.follower {
+            let shared = Arc::clone(&shared);
+            let span = tracing::info_span!("global_thread", application = %config.application_id);
+            threads.push(tokio::spawn(
+                async move {
+                    let result = follower.await;
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, "global table thread failed");
+                        shared.failed.lock().get_or_insert_with(|| e.to_string());
+                    }
+                    result
+                }
+                .instrument(span),
+            ));
+        }
         Ok(StreamsApp {
             shared,
             application_id: config.application_id,
@@ -661,6 +681,8 @@ struct StreamThread {
     out: Vec<OutputRecord>,
     /// The topology's emptied processor buffers (see [`Ctx::scratch`]).
     scratch: Vec<Vec<(usize, Rec)>>,
+    /// The global tables' stores.
+    globals: Arc<BTreeMap<String, Arc<dyn ReadStore>>>,
     /// The partitions an abort moved back to their first uncommitted
     /// offset; while any are, the rest of the polled records are read
     /// again, not processed now.
@@ -681,6 +703,7 @@ impl StreamThread {
         config: StreamsConfig,
         cluster: Arc<Cluster>,
         shared: Arc<Shared>,
+        globals: Arc<BTreeMap<String, Arc<dyn ReadStore>>>,
     ) -> StreamThread {
         let app = config.application_id.clone();
         let isolation = config.processing_guarantee.isolation_level();
@@ -739,6 +762,7 @@ impl StreamThread {
             txn_open: false,
             out: Vec::new(),
             scratch: Vec::new(),
+            globals,
             rewound: BTreeSet::new(),
             aborted: false,
             last_commit: now,
@@ -840,15 +864,13 @@ impl StreamThread {
                     break;
                 };
                 let next = task.pop_ready(|topic| {
-                    *caught_up
-                        .entry((p, Arc::from(topic)))
-                        .or_insert_with(|| {
-                            let tp = TopicPartition::new(topic.to_owned(), p);
-                            matches!(
-                                (group.position(&tp), group.fetched_end(&tp)),
-                                (Some(at), Some(end)) if at >= end
-                            )
-                        })
+                    *caught_up.entry((p, Arc::from(topic))).or_insert_with(|| {
+                        let tp = TopicPartition::new(topic.to_owned(), p);
+                        matches!(
+                            (group.position(&tp), group.fetched_end(&tp)),
+                            (Some(at), Some(end)) if at >= end
+                        )
+                    })
                 });
                 let Some(r) = next else {
                     break;
@@ -955,7 +977,8 @@ impl StreamThread {
             if let Some(task) = self.tasks.get_mut(&tp.partition)
                 && !task.queues.contains_key(tp.topic.as_str())
             {
-                task.queues.insert(Arc::from(tp.topic.as_str()), VecDeque::new());
+                task.queues
+                    .insert(Arc::from(tp.topic.as_str()), VecDeque::new());
             }
         }
         Ok(())
@@ -1207,7 +1230,7 @@ impl StreamThread {
             })
             .collect();
         let mut out = std::mem::take(&mut self.out);
-        let processed = {
+        let (processed, stream_time) = {
             let mut ctx = Ctx {
                 application_id: &self.config.application_id,
                 stores: &mut task.stores,
@@ -1216,23 +1239,29 @@ impl StreamThread {
                 stream_time: task.stream_time,
                 dropped_late: &mut task.metrics.dropped_late_records,
                 scratch: &mut self.scratch,
+                globals: &self.globals,
             };
-            self.topology.process(
+            let processed = self.topology.process(
                 &mut ctx,
                 &r.topic,
                 r.key.as_deref(),
                 r.value.as_deref(),
                 r.timestamp,
                 &headers,
-            )
+            );
+            (processed, ctx.stream_time)
         };
+        // The topology moves stream time by the timestamps it processes
+        // records with (a source's extractor may give others).
+        task.stream_time = stream_time;
         match processed {
             Ok(()) => task.metrics.records_processed += 1,
-            Err(StreamsError::Deserialize { source, .. })
-                if self.config.on_deserialization_error
-                    == OnDeserializationError::LogAndContinue =>
+            Err(e)
+                if e.is_bad_input()
+                    && self.config.on_deserialization_error
+                        == OnDeserializationError::LogAndContinue =>
             {
-                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %source, "skipping an input record that does not deserialize");
+                tracing::warn!(topic = %r.topic, partition = r.partition, offset = r.offset, error = %e, "skipping an input record that does not deserialize");
                 task.metrics.skipped_records += 1;
             }
             Err(e) => {

@@ -192,6 +192,95 @@ impl RedbStore {
     fn error(&self, e: impl std::fmt::Display) -> StreamsError {
         store_error(&self.path, e)
     }
+
+    /// Writes `batch` (changelog records in order, `None` deleting) and
+    /// records each (mark, offset) of `marks` in the same transaction;
+    /// synced now if `durable`, else with the next synced commit.
+    pub fn load_marked(
+        &mut self,
+        mut batch: Vec<(Bytes, Option<Bytes>)>,
+        marks: &[(&str, i64)],
+        durable: bool,
+    ) -> Result<(), StreamsError> {
+        if !self.pending.is_empty() {
+            // Loads go under the pending writes, which must stay on top.
+            self.commit(None)?;
+        }
+        // B-tree inserts in key order touch each page once; the stable sort
+        // keeps a key's records in changelog order, so its last one wins.
+        batch.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut write = self.db.begin_write().map_err(|e| self.error(e))?;
+        // Not synced: the next commit's sync makes this durable too (redb
+        // persists a non-durable commit with the next durable one), and a
+        // crash before it only means restoring this part again.
+        if !durable {
+            write
+                .set_durability(redb::Durability::None)
+                .map_err(|e| self.error(e))?;
+        }
+        {
+            let mut table = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
+            let mut records = batch.iter().peekable();
+            while let Some((key, value)) = records.next() {
+                if records.peek().is_some_and(|(next, _)| next == key) {
+                    continue;
+                }
+                match value {
+                    Some(v) => {
+                        table
+                            .insert(key.as_ref(), v.as_ref())
+                            .map_err(|e| self.error(e))?;
+                    }
+                    None => {
+                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
+                    }
+                }
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
+            for (mark, offset) in marks {
+                meta.insert(*mark, *offset).map_err(|e| self.error(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.error(e))
+    }
+
+    /// The offsets recorded by [`RedbStore::load_marked`] under marks
+    /// that begin with `prefix`, with the rest of each mark.
+    pub fn marks(&self, prefix: &str) -> Result<Vec<(String, i64)>, StreamsError> {
+        let read = self.db.begin_read().map_err(|e| self.error(e))?;
+        let meta = match read.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.error(e)),
+        };
+        let mut out = Vec::new();
+        for entry in meta.iter().map_err(|e| self.error(e))? {
+            let (mark, offset) = entry.map_err(|e| self.error(e))?;
+            if let Some(rest) = mark.value().strip_prefix(prefix) {
+                out.push((rest.to_owned(), offset.value()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A store read by key from any thread: a global table's, which one
+/// thread keeps up to date and every task reads.
+pub trait ReadStore: Send + Sync {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError>;
+}
+
+impl ReadStore for StoreReader {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
+        StoreReader::get(self, key)
+    }
+}
+
+impl ReadStore for parking_lot::Mutex<MemoryStore> {
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StreamsError> {
+        KeyValueStore::get(&*self.lock(), key)
+    }
 }
 
 /// Reads a [`RedbStore`]'s committed state (redb's MVCC: readers never
@@ -363,46 +452,10 @@ impl KeyValueStore for RedbStore {
 
     fn load(
         &mut self,
-        mut batch: Vec<(Bytes, Option<Bytes>)>,
+        batch: Vec<(Bytes, Option<Bytes>)>,
         checkpoint: i64,
     ) -> Result<(), StreamsError> {
-        if !self.pending.is_empty() {
-            // Loads go under the pending writes, which must stay on top.
-            self.commit(None)?;
-        }
-        // B-tree inserts in key order touch each page once; the stable sort
-        // keeps a key's records in changelog order, so its last one wins.
-        batch.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut write = self.db.begin_write().map_err(|e| self.error(e))?;
-        // Not synced: the next commit's sync makes this durable too (redb
-        // persists a non-durable commit with the next durable one), and a
-        // crash before it only means restoring this part again.
-        write
-            .set_durability(redb::Durability::None)
-            .map_err(|e| self.error(e))?;
-        {
-            let mut table = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
-            let mut records = batch.iter().peekable();
-            while let Some((key, value)) = records.next() {
-                if records.peek().is_some_and(|(next, _)| next == key) {
-                    continue;
-                }
-                match value {
-                    Some(v) => {
-                        table
-                            .insert(key.as_ref(), v.as_ref())
-                            .map_err(|e| self.error(e))?;
-                    }
-                    None => {
-                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
-                    }
-                }
-            }
-            let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
-            meta.insert(CHECKPOINT, checkpoint)
-                .map_err(|e| self.error(e))?;
-        }
-        write.commit().map_err(|e| self.error(e))
+        self.load_marked(batch, &[(CHECKPOINT, checkpoint)], false)
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use crate::error::StreamsError;
 use crate::serde::{Serde, read};
-use crate::store::KeyValueStore;
+use crate::store::{KeyValueStore, ReadStore};
 use crate::window::{TimeWindows, Windowed, WindowedSerde};
 
 /// A key or value inside the graph.
@@ -71,6 +71,8 @@ pub(crate) struct Ctx<'a> {
     /// Emptied output buffers of processor nodes, kept from record to
     /// record so that passing one along allocates nothing.
     pub scratch: &'a mut Vec<Vec<(usize, Rec)>>,
+    /// The global tables' stores, by name (shared by every task).
+    pub globals: &'a BTreeMap<String, Arc<dyn ReadStore>>,
 }
 
 impl Ctx<'_> {
@@ -188,12 +190,19 @@ pub struct Topology {
     pub(crate) children: Vec<Vec<(usize, NodeId)>>,
     /// The state stores a task of this topology holds.
     pub(crate) stores: Vec<String>,
+    /// The global tables every instance keeps whole: (topic, store).
+    pub(crate) globals: Vec<(String, String)>,
 }
 
 impl Topology {
     /// The names of its state stores.
     pub fn stores(&self) -> &[String] {
         &self.stores
+    }
+
+    /// Its global tables, as (topic, store).
+    pub fn global_tables(&self) -> &[(String, String)] {
+        &self.globals
     }
 
     /// The topics the topology reads.
@@ -330,6 +339,8 @@ pub(crate) struct Graph {
     pub(crate) slots: usize,
     /// Mistakes found while building, reported by `build`.
     pub(crate) errors: Vec<String>,
+    /// The global tables: (topic, store).
+    pub(crate) globals: Vec<(String, String)>,
 }
 
 impl Graph {
@@ -347,7 +358,7 @@ impl Graph {
 /// Builds a [`Topology`] (Kafka Streams' `StreamsBuilder`).
 #[derive(Default)]
 pub struct StreamsBuilder {
-    graph: Rc<RefCell<Graph>>,
+    pub(crate) graph: Rc<RefCell<Graph>>,
 }
 
 /// Downcasts a graph key or value to the type its node was built for.
@@ -431,6 +442,7 @@ impl StreamsBuilder {
             return Err(StreamsError::Topology(e.clone()));
         }
         let mut names = graph.stores.clone();
+        names.extend(graph.globals.iter().map(|(_, store)| store.clone()));
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(StreamsError::Topology(format!(
@@ -442,6 +454,7 @@ impl StreamsBuilder {
             nodes: graph.nodes,
             children: graph.children,
             stores: graph.stores,
+            globals: graph.globals,
         })
     }
 }

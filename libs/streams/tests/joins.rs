@@ -314,3 +314,60 @@ fn stream_stream_join_keeps_records_of_one_key_and_time_apart() {
         "both left records at 7 kept; key kk is not k"
     );
 }
+
+#[test]
+fn a_stream_joins_a_global_table_by_a_key_it_computes() {
+    let b = StreamsBuilder::new();
+    let regions = b.global_table("regions", StringSerde, StringSerde, "regions-store");
+    // Orders keyed by order id, valued "<customer>:<amount>"; the table is
+    // keyed by customer.
+    let customer = |_: &String, v: &String| v.split(':').next().unwrap_or("").to_owned();
+    let orders = b.stream("orders", StringSerde, StringSerde);
+    orders
+        .join_global(&regions, customer, |order: &String, region: &String| {
+            format!("{order}@{region}")
+        })
+        .to("joined", StringSerde, StringSerde);
+    orders
+        .left_join_global(&regions, customer, |order: &String, region| {
+            format!("{order}@{}", region.map_or("?", String::as_str))
+        })
+        .to("left-joined", StringSerde, StringSerde);
+    let topology = b.build().unwrap();
+    assert_eq!(
+        topology.global_tables(),
+        [("regions".to_owned(), "regions-store".to_owned())]
+    );
+    let mut d = TestDriver::new(topology, StreamsConfig::new("shop"));
+    d.pipe_raw("regions", Some(b"ann"), Some(b"eu"), 1).unwrap();
+    d.pipe_raw("orders", Some(b"o1"), Some(b"ann:5"), 2)
+        .unwrap();
+    d.pipe_raw("orders", Some(b"o2"), Some(b"bob:7"), 3)
+        .unwrap();
+    d.pipe_raw("regions", Some(b"ann"), None, 4).unwrap();
+    d.pipe_raw("orders", Some(b"o3"), Some(b"ann:1"), 5)
+        .unwrap();
+    let mut read = |t: &str| d.read(t, &StringSerde, &StringSerde).unwrap();
+    assert_eq!(
+        read("joined"),
+        [(s("o1"), s("ann:5@eu"), 2)],
+        "the record keeps its own key"
+    );
+    assert_eq!(
+        read("left-joined"),
+        [
+            (s("o1"), s("ann:5@eu"), 2),
+            (s("o2"), s("bob:7@?"), 3),
+            (s("o3"), s("ann:1@?"), 5)
+        ]
+    );
+}
+
+#[test]
+fn a_global_store_may_not_share_a_name_with_another_store() {
+    let b = StreamsBuilder::new();
+    b.global_table("regions", StringSerde, StringSerde, "store");
+    b.table("users", StringSerde, StringSerde, "store");
+    let e = b.build().err().expect("two stores named store");
+    assert!(e.to_string().contains("named by two operations"), "{e}");
+}

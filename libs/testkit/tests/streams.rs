@@ -470,6 +470,44 @@ async fn interactive_queries_find_each_words_instance_and_read_its_count_there()
     }
 }
 
+/// Every (key, value) of `topic` as text, read read_committed until
+/// `n` records came.
+async fn read_values(
+    cluster: &TestCluster,
+    topic: &str,
+    n: usize,
+) -> BTreeMap<String, Vec<String>> {
+    let mut consumer = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(
+            (0..PARTITIONS)
+                .map(|p| TopicPartition::new(topic, p))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while out.values().map(Vec::len).sum::<usize>() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{topic} so far: {out:?}"
+        );
+        for r in consumer.poll(Duration::from_millis(250)).await.unwrap() {
+            let text = |b: Option<bytes::Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+            out.entry(text(r.key)).or_default().push(text(r.value));
+        }
+    }
+    out
+}
+
 /// Impressions joined with clicks within a minute, and clicks counted per
 /// ad per minute, exactly once.
 fn ad_clicks() -> Topology {
@@ -488,6 +526,15 @@ fn ad_clicks() -> Topology {
         .group_by_key(StringSerde, StringSerde)
         .windowed_by(TimeWindows::of_size_no_grace(MINUTE))
         .count("clicks-per-minute");
+    // Campaigns: a global table, on a topic of another partition count.
+    let campaigns = b.global_table("campaigns", StringSerde, StringSerde, "campaigns");
+    impressions
+        .join_global(
+            &campaigns,
+            |ad: &String, _: &String| ad.clone(),
+            |_: &String, campaign: &String| campaign.clone(),
+        )
+        .to("ad-campaigns", StringSerde, StringSerde);
     b.build().unwrap()
 }
 
@@ -497,7 +544,7 @@ const MINUTE: i64 = 60_000;
 async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_from_changelogs() {
     let _ = seed();
     let cluster = cluster().await;
-    for t in ["impressions", "clicks", "ad-joins"] {
+    for t in ["impressions", "clicks", "ad-joins", "ad-campaigns"] {
         cluster
             .create_topic(
                 NewTopic::new(t)
@@ -506,16 +553,25 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
             )
             .await;
     }
-    let state = tempfile::tempdir().unwrap();
-    let cfg = config("ads", state.path(), ProcessingGuarantee::ExactlyOnceV2);
-    let app = StreamsApp::start(ad_clicks(), cfg.clone(), cluster.client_config())
-        .await
-        .unwrap();
-    // Ad i: an impression at minute i, clicks 10 s and 70 s after it (the
-    // second outside the window), and ad i's third click in the next minute.
+    cluster
+        .create_topic(
+            NewTopic::new("campaigns")
+                .partitions(3)
+                .replication_factor(3),
+        )
+        .await;
+    // Ad i: a campaign; an impression at minute i, clicks 10 s and 70 s
+    // after it (the second outside the window). All written before the
+    // application starts: it takes each task's topics in time order, so
+    // the backlog joins as it would have live.
     let producer = Producer::with_cluster(cluster.client(), ProducerConfig::default());
     let ads = 20i64;
     let mut pending = Vec::new();
+    for i in 0..ads {
+        let r = ProducerRecord::new("campaigns", format!("spring-{i}").into_bytes())
+            .key(format!("ad-{i}").into_bytes());
+        pending.push(producer.send(r).await.unwrap());
+    }
     for i in 0..ads {
         let (key, t) = (format!("ad-{i}"), i * MINUTE);
         let events = [
@@ -533,6 +589,11 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
     for p in pending {
         p.await.unwrap();
     }
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config("ads", state.path(), ProcessingGuarantee::ExactlyOnceV2);
+    let app = StreamsApp::start(ad_clicks(), cfg.clone(), cluster.client_config())
+        .await
+        .unwrap();
     // Every ad's impression joins its first click only, once.
     let mut consumer = runnel_client::Consumer::with_cluster(
         cluster.client(),
@@ -568,6 +629,14 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
     for i in 0..ads {
         assert_eq!(joins[&format!("ad-{i}")], ["imp+c1"], "ad-{i}");
     }
+    let campaigns = read_values(&cluster, "ad-campaigns", ads as usize).await;
+    for i in 0..ads {
+        assert_eq!(
+            campaigns[&format!("ad-{i}")],
+            [format!("spring-{i}")],
+            "every impression found its campaign in the global table"
+        );
+    }
     // Each ad's clicks per minute, read from the window store.
     let per_minute = |app: &StreamsApp, i: i64| {
         app.fetch_window(
@@ -592,6 +661,27 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // A click for minute 0 of ad 0 after its task's stream time passed
+    // 70 s: that window is closed, the click dropped and counted.
+    let late = ProducerRecord::new("clicks", b"late".to_vec())
+        .key(b"ad-0".to_vec())
+        .timestamp(5_000);
+    producer.send(late).await.unwrap().await.unwrap();
+    let dropped = |app: &StreamsApp| {
+        app.metrics()
+            .iter()
+            .map(|m| m.dropped_late_records)
+            .sum::<u64>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while dropped(&app) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late click was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(per_minute(&app, 0).unwrap(), expected(0));
     app.close().await.unwrap();
     // The local state lost: the stores come back from their changelogs,
     // the join's window stores with them (a late click still joins).
@@ -621,9 +711,54 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
             "the restored join did not join"
         );
         let joined = consumer.poll(Duration::from_millis(250)).await.unwrap();
-        if let Some(r) = joined.first() {
-            assert_eq!(r.value.as_deref(), Some(&b"imp+c3"[..]));
+        // The late click may still join ad 0's impression: the join keeps
+        // records for two minutes of stream time, the window count for none.
+        let mut values = joined
+            .iter()
+            .filter_map(|r| r.value.as_deref())
+            .filter(|v| *v != b"imp+late");
+        if let Some(v) = values.next() {
+            assert_eq!(v, b"imp+c3");
             break;
+        }
+    }
+    // A campaign changed while the application runs: the global table
+    // follows its topic, so impressions soon join the new value.
+    let key = format!("ad-{last}").into_bytes();
+    let update = ProducerRecord::new("campaigns", b"summer".to_vec()).key(key.clone());
+    producer.send(update).await.unwrap().await.unwrap();
+    let mut campaigns = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Latest,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    campaigns
+        .assign(
+            (0..PARTITIONS)
+                .map(|p| TopicPartition::new("ad-campaigns", p))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    'seen: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the update never joined"
+        );
+        let imp = ProducerRecord::new("impressions", b"imp".to_vec())
+            .key(key.clone())
+            .timestamp(last * MINUTE + 30_000);
+        producer.send(imp).await.unwrap().await.unwrap();
+        for _ in 0..8 {
+            for r in campaigns.poll(Duration::from_millis(250)).await.unwrap() {
+                if r.value.as_deref() == Some(&b"summer"[..]) {
+                    break 'seen;
+                }
+            }
         }
     }
     app.close().await.unwrap();
