@@ -31,6 +31,9 @@
 //! - [`join`]: table–table `join`, `left_join` and `outer_join`, and
 //!   stream–stream windowed joins ([`JoinWindows`], [`StreamJoined`]),
 //!   their records kept in changelogged window stores.
+//! - [`global`]: [`GlobalKTable`]s, which every instance loads whole
+//!   before its tasks run and then follows, joined by a key computed from
+//!   each record (`join_global`, `left_join_global`).
 //! - [`store`]: the key-value stores a task keeps its state in (in memory,
 //!   or on disk in redb), each commit recording the changelog offset the
 //!   store holds everything before.
@@ -47,8 +50,7 @@
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: sliding windows, global tables, punctuation and standby
-//! replicas.
+//! Still to come: sliding windows, punctuation and standby replicas.
 
 pub mod config;
 pub mod driver;
