@@ -60,6 +60,7 @@ pub mod join;
 pub mod runtime;
 pub mod serde;
 pub mod session;
+pub mod sliding;
 pub mod store;
 pub mod topology;
 pub mod window;
@@ -75,6 +76,7 @@ pub use serde::{
     UnitSerde,
 };
 pub use session::{SessionWindowedKStream, SessionWindowedSerde, SessionWindows};
+pub use sliding::{SlidingWindowedKStream, SlidingWindows};
 pub use store::{KeyValueStore, MemoryStore, RedbStore, StoreReader};
 pub use topology::{
     KGroupedStream, KStream, KTable, OutputRecord, Predicate, StreamsBuilder, TimeWindowedKStream,

@@ -602,11 +602,12 @@ struct Task {
     /// Per store: the delivery of its last changelog record since the
     /// last commit, whose offset becomes the store's checkpoint.
     changelog_acks: BTreeMap<String, DeliveryFuture>,
-    /// Per input topic: records polled, not processed yet. A task takes
-    /// the one with the smallest timestamp across its topics next, as
-    /// Kafka Streams' partition group does, so that joins and windows see
-    /// the topics' records in time order rather than in fetch order.
-    queues: BTreeMap<Arc<str>, VecDeque<ConsumerRecord>>,
+    /// Per input topic: records polled, not processed yet. Within a
+    /// sub-topology a task takes the one with the smallest timestamp
+    /// across its topics next, as Kafka Streams' partition group does, so
+    /// that joins and windows see the topics' records in time order rather
+    /// than in fetch order. (A few topics per task: a list.)
+    queues: Vec<Queue>,
     metrics: TaskMetrics,
 }
 
@@ -616,25 +617,58 @@ impl Task {
     /// record queued or has nothing more to fetch (`caught_up`), so that
     /// a record is not taken ahead of an earlier one still on its way
     /// (Kafka's `max.task.idle.ms` of 0).
-    fn pop_ready(&mut self, mut caught_up: impl FnMut(&str) -> bool) -> Option<ConsumerRecord> {
-        let mut next: Option<(&Arc<str>, i64)> = None;
-        for (topic, queue) in &self.queues {
-            if let Some(r) = queue.front()
-                && next.is_none_or(|(_, t)| r.timestamp < t)
-            {
-                next = Some((topic, r.timestamp));
+    fn pop_ready(
+        &mut self,
+        mut caught_up: impl FnMut(usize, &str) -> bool,
+    ) -> Option<ConsumerRecord> {
+        if let [only] = self.queues.as_mut_slice() {
+            return only.records.pop_front();
+        }
+        // Per sub-topology, its earliest record, if each of its topics has
+        // a record queued or nothing more to fetch; then the earliest of those.
+        let mut pick: Option<(i64, usize)> = None;
+        for (i, q) in self.queues.iter().enumerate() {
+            let Some(head) = q.records.front() else {
+                continue;
+            };
+            let earliest = self.queues.iter().enumerate().all(|(j, o)| {
+                o.group != q.group
+                    || o.records.front().is_none_or(|h| {
+                        h.timestamp > head.timestamp || (h.timestamp == head.timestamp && j >= i)
+                    })
+            });
+            if !earliest || pick.is_some_and(|(t, _)| t <= head.timestamp) {
+                continue;
+            }
+            let waiting = self.queues.iter().enumerate().any(|(j, o)| {
+                o.group == q.group && o.records.is_empty() && !caught_up(j, &o.topic)
+            });
+            if !waiting {
+                pick = Some((head.timestamp, i));
             }
         }
-        let (topic, _) = next?;
-        let topic = Arc::clone(topic);
-        if self
-            .queues
-            .iter()
-            .any(|(t, q)| q.is_empty() && !caught_up(t))
-        {
-            return None;
-        }
-        self.queues.get_mut(&topic).and_then(VecDeque::pop_front)
+        let (_, i) = pick?;
+        self.queues.get_mut(i).and_then(|q| q.records.pop_front())
+    }
+
+    /// The queue of `topic` (of sub-topology `group`), made if it has none yet.
+    fn queue(
+        &mut self,
+        topic: &Arc<str>,
+        group: impl FnOnce() -> usize,
+    ) -> &mut VecDeque<ConsumerRecord> {
+        let at = match self.queues.iter().position(|q| *q.topic == **topic) {
+            Some(at) => at,
+            None => {
+                self.queues.push(Queue {
+                    topic: Arc::clone(topic),
+                    group: group(),
+                    records: VecDeque::new(),
+                });
+                self.queues.len() - 1
+            }
+        };
+        &mut self.queues[at].records
     }
 
     fn dirty(&self) -> bool {
@@ -656,8 +690,19 @@ impl Task {
 
     /// Empties the queues, returning what they held.
     fn drain_queues(&mut self) -> Vec<ConsumerRecord> {
-        self.queues.values_mut().flat_map(|q| q.drain(..)).collect()
+        self.queues
+            .iter_mut()
+            .flat_map(|q| q.records.drain(..))
+            .collect()
     }
+}
+
+/// A task's records of one input topic, polled and not processed yet.
+struct Queue {
+    topic: Arc<str>,
+    /// The topic's sub-topology (see [`Topology::sub_topologies`]).
+    group: usize,
+    records: VecDeque<ConsumerRecord>,
 }
 
 /// One group member and its tasks.
@@ -683,6 +728,8 @@ struct StreamThread {
     scratch: Vec<Vec<(usize, Rec)>>,
     /// The global tables' stores.
     globals: Arc<BTreeMap<String, Arc<dyn ReadStore>>>,
+    /// Each input topic's sub-topology.
+    sub_topologies: BTreeMap<String, usize>,
     /// The partitions an abort moved back to their first uncommitted
     /// offset; while any are, the rest of the polled records are read
     /// again, not processed now.
@@ -706,6 +753,7 @@ impl StreamThread {
         globals: Arc<BTreeMap<String, Arc<dyn ReadStore>>>,
     ) -> StreamThread {
         let app = config.application_id.clone();
+        let sub_topologies = topology.sub_topologies(&app);
         let isolation = config.processing_guarantee.isolation_level();
         let mut group_config = GroupConfig::new(app.clone());
         group_config.client_id = format!("{app}-{process}-StreamThread-{index}");
@@ -763,6 +811,7 @@ impl StreamThread {
             out: Vec::new(),
             scratch: Vec::new(),
             globals,
+            sub_topologies,
             rewound: BTreeSet::new(),
             aborted: false,
             last_commit: now,
@@ -834,13 +883,10 @@ impl StreamThread {
                     r.topic, r.partition
                 )));
             };
-            match task.queues.get_mut(&*r.topic) {
-                Some(queue) => queue.push_back(r),
-                None => {
-                    task.queues
-                        .insert(Arc::clone(&r.topic), VecDeque::from([r]));
-                }
-            }
+            let topic = Arc::clone(&r.topic);
+            let groups = &self.sub_topologies;
+            task.queue(&topic, || groups.get(&*topic).copied().unwrap_or(0))
+                .push_back(r);
         }
         if self.aborted {
             // Aborted while opening or closing tasks: nothing polled may be
@@ -855,7 +901,7 @@ impl StreamThread {
     async fn process_ready(&mut self) -> Result<(), StreamsError> {
         // Whether a partition has nothing more to fetch, asked once per
         // partition per poll (the answer does not change in between).
-        let mut caught_up: BTreeMap<(i32, Arc<str>), bool> = BTreeMap::new();
+        let mut caught_up: BTreeMap<(i32, usize), bool> = BTreeMap::new();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for p in partitions {
             loop {
@@ -863,8 +909,8 @@ impl StreamThread {
                 let Some(task) = self.tasks.get_mut(&p) else {
                     break;
                 };
-                let next = task.pop_ready(|topic| {
-                    *caught_up.entry((p, Arc::from(topic))).or_insert_with(|| {
+                let next = task.pop_ready(|queue, topic| {
+                    *caught_up.entry((p, queue)).or_insert_with(|| {
                         let tp = TopicPartition::new(topic.to_owned(), p);
                         matches!(
                             (group.position(&tp), group.fetched_end(&tp)),
@@ -974,11 +1020,11 @@ impl StreamThread {
         // A queue for each input partition, polled yet or not: a task waits
         // for one that has records to fetch before it takes later ones.
         for tp in self.group.assignment() {
-            if let Some(task) = self.tasks.get_mut(&tp.partition)
-                && !task.queues.contains_key(tp.topic.as_str())
-            {
-                task.queues
-                    .insert(Arc::from(tp.topic.as_str()), VecDeque::new());
+            if let Some(task) = self.tasks.get_mut(&tp.partition) {
+                let groups = &self.sub_topologies;
+                task.queue(&Arc::from(tp.topic.as_str()), || {
+                    groups.get(&tp.topic).copied().unwrap_or(0)
+                });
             }
         }
         Ok(())
@@ -1017,7 +1063,7 @@ impl StreamThread {
                 consumed: BTreeMap::new(),
                 first_uncommitted: BTreeMap::new(),
                 changelog_acks: BTreeMap::new(),
-                queues: BTreeMap::new(),
+                queues: Vec::new(),
                 metrics: TaskMetrics {
                     task: format!("0_{partition}"),
                     ..TaskMetrics::default()

@@ -716,6 +716,48 @@ impl Topology {
         out
     }
 
+    /// Each input topic's sub-topology (by its real name for application
+    /// `application_id`): topics whose records meet in the graph (their
+    /// sources reach a common node) share one. Kafka Streams runs each
+    /// sub-topology as a task of its own and takes records in timestamp
+    /// order only among its topics; a repartition topic starts a new one.
+    pub(crate) fn sub_topologies(&self, application_id: &str) -> BTreeMap<String, usize> {
+        let mut root: Vec<usize> = (0..self.nodes.len()).collect();
+        fn find(root: &mut [usize], mut n: usize) -> usize {
+            while root[n] != n {
+                root[n] = root[root[n]];
+                n = root[n];
+            }
+            n
+        }
+        for (from, children) in self.children.iter().enumerate() {
+            for &(_, child) in children {
+                let (a, b) = (find(&mut root, from), find(&mut root, child));
+                root[a] = b;
+            }
+        }
+        let mut ids: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if let Node::Source {
+                topics, internal, ..
+            } = node
+            {
+                let r = find(&mut root, id);
+                let next = ids.len();
+                let group = *ids.entry(r).or_insert(next);
+                for t in topics {
+                    let name = match internal {
+                        true => format!("{application_id}-{t}"),
+                        false => t.clone(),
+                    };
+                    out.insert(name, group);
+                }
+            }
+        }
+        out
+    }
+
     /// The real names of the repartition topics the topology writes and
     /// reads back, for application `application_id`.
     pub(crate) fn repartition_topics(&self, application_id: &str) -> Vec<String> {
@@ -741,7 +783,7 @@ pub(crate) fn count_step<K, V>(_: &K, _: &V, old: Option<i64>) -> i64 {
 }
 
 /// `reduce`'s step: the first value as it is, later ones combined in.
-fn reduce_step<K, V: Clone>(
+pub(crate) fn reduce_step<K, V: Clone>(
     combine: impl Fn(&V, &V) -> V + Send + Sync + 'static,
 ) -> impl Fn(&K, &V, Option<V>) -> V + Send + Sync + 'static {
     move |_, v, old| match old {
@@ -751,7 +793,7 @@ fn reduce_step<K, V: Clone>(
 }
 
 /// `aggregate`'s step: `add` onto the aggregate so far, or onto `init()`.
-fn aggregate_step<K, V, A>(
+pub(crate) fn aggregate_step<K, V, A>(
     init: impl Fn() -> A + Send + Sync + 'static,
     add: impl Fn(&K, &V, A) -> A + Send + Sync + 'static,
 ) -> impl Fn(&K, &V, Option<A>) -> A + Send + Sync + 'static {
@@ -1525,5 +1567,37 @@ where
             .borrow_mut()
             .add(Node::Processor(process), &self.parents);
         KStream::at(&self.graph, vec![(id, 0)], self.key_changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::join::{JoinWindows, StreamJoined};
+    use crate::serde::StringSerde;
+
+    #[test]
+    fn a_repartition_starts_a_sub_topology_and_a_join_keeps_its_sides_in_one() {
+        let b = StreamsBuilder::new();
+        let lines = b.stream("lines", StringSerde, StringSerde);
+        lines
+            .group_by(|_, w: &String| w.clone(), StringSerde, StringSerde)
+            .count("counts");
+        let clicks = b.stream("clicks", StringSerde, StringSerde);
+        lines
+            .join_stream(
+                &clicks,
+                |a: &String, b: &String| format!("{a}{b}"),
+                JoinWindows::of_time_difference_no_grace(10),
+                StreamJoined::with("j", StringSerde, StringSerde, StringSerde),
+            )
+            .to("out", StringSerde, StringSerde);
+        b.stream("other", StringSerde, StringSerde)
+            .to("copy", StringSerde, StringSerde);
+        let groups = b.build().unwrap().sub_topologies("app");
+        assert_eq!(groups["lines"], groups["clicks"], "joined sides meet");
+        assert_ne!(groups["lines"], groups["app-counts-repartition"]);
+        assert_ne!(groups["lines"], groups["other"]);
+        assert_eq!(groups.len(), 4);
     }
 }

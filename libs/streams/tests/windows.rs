@@ -3,8 +3,8 @@
 //! count, later ones are dropped and counted.
 
 use runnel_streams::{
-    I64Serde, Nullable, SessionWindowedSerde, SessionWindows, StreamsBuilder, StreamsConfig,
-    StringSerde, TestDriver, TimeWindows, Windowed, WindowedSerde,
+    I64Serde, Nullable, SessionWindowedSerde, SessionWindows, SlidingWindows, StreamsBuilder,
+    StreamsConfig, StringSerde, TestDriver, TimeWindows, Windowed, WindowedSerde,
 };
 
 const MINUTE: i64 = 60_000;
@@ -354,4 +354,100 @@ fn sessions_grow_merge_and_close_by_inactivity_gap() {
     let grown = changelog[2].key.as_ref().unwrap();
     assert_eq!(&grown[3..11], &5i64.to_be_bytes());
     assert_eq!(&grown[11..], &0i64.to_be_bytes());
+}
+
+#[test]
+fn sliding_windows_aggregate_each_set_of_records_within_the_time_difference() {
+    let b = StreamsBuilder::new();
+    b.stream("clicks", StringSerde, StringSerde)
+        .group_by_key(StringSerde, StringSerde)
+        .windowed_by_sliding(SlidingWindows::of_time_difference_and_grace(10, 20))
+        .count("sliding")
+        .to_stream()
+        .to(
+            "counts",
+            WindowedSerde::new(StringSerde, 10),
+            Nullable(I64Serde),
+        );
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("web"));
+    let mut read = |d: &mut TestDriver| -> Vec<(i64, i64, Option<i64>)> {
+        d.read(
+            "counts",
+            &WindowedSerde::new(StringSerde, 10),
+            &Nullable(I64Serde),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(w, n, _)| (w.start, w.end, n))
+        .collect()
+    };
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    clicks.pipe("a".into(), "x".into(), 20).unwrap();
+    clicks.pipe("a".into(), "x".into(), 25).unwrap();
+    clicks.pipe("a".into(), "x".into(), 40).unwrap();
+    assert_eq!(
+        read(&mut d),
+        [
+            (10, 20, Some(1)),
+            (15, 25, Some(2)), // the window ending at 25
+            (21, 31, Some(1)), // the window just after 20
+            (30, 40, Some(1)),
+        ]
+    );
+    d.move_task().unwrap(); // the records survive their task moving
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    // Out of order, within the grace: every window holding it changes,
+    // and its own right window appears.
+    clicks.pipe("a".into(), "x".into(), 22).unwrap();
+    assert_eq!(
+        read(&mut d),
+        [
+            (12, 22, Some(2)),
+            (15, 25, Some(3)),
+            (21, 31, Some(2)),
+            (23, 33, Some(1)),
+        ]
+    );
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    clicks.pipe("b".into(), "x".into(), 100).unwrap(); // stream time 100
+    clicks.pipe("a".into(), "x".into(), 50).unwrap(); // its windows closed at 80
+    assert_eq!(read(&mut d), [(90, 100, Some(1))]);
+    assert_eq!(d.dropped_late_records(), 1);
+}
+
+#[test]
+fn records_earlier_than_the_time_difference_fall_in_the_first_window() {
+    let b = StreamsBuilder::new();
+    b.stream("clicks", StringSerde, StringSerde)
+        .group_by_key(StringSerde, StringSerde)
+        .windowed_by_sliding(SlidingWindows::of_time_difference_no_grace(10))
+        .reduce("sliding", |a, b| format!("{a}{b}"))
+        .to_stream()
+        .to(
+            "out",
+            WindowedSerde::new(StringSerde, 10),
+            Nullable(StringSerde),
+        );
+    let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("web"));
+    let mut clicks = d.input("clicks", StringSerde, StringSerde);
+    clicks.pipe("a".into(), "x".into(), 3).unwrap();
+    clicks.pipe("a".into(), "y".into(), 8).unwrap();
+    let out: Vec<_> = d
+        .read(
+            "out",
+            &WindowedSerde::new(StringSerde, 10),
+            &Nullable(StringSerde),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(w, v, _)| (w.start, w.end, v))
+        .collect();
+    assert_eq!(
+        out,
+        [
+            (0, 10, Some("x".to_owned())),
+            (0, 10, Some("xy".to_owned())),
+            (4, 14, Some("y".to_owned())), // the window just after 3
+        ]
+    );
 }
