@@ -370,7 +370,7 @@ fn sliding_windows_aggregate_each_set_of_records_within_the_time_difference() {
             Nullable(I64Serde),
         );
     let mut d = TestDriver::new(b.build().unwrap(), StreamsConfig::new("web"));
-    let mut read = |d: &mut TestDriver| -> Vec<(i64, i64, Option<i64>)> {
+    let read = |d: &mut TestDriver| -> Vec<(i64, i64, Option<i64>)> {
         d.read(
             "counts",
             &WindowedSerde::new(StringSerde, 10),
