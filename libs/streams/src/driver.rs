@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 
 use crate::config::{OnDeserializationError, StreamsConfig};
 use crate::error::StreamsError;
+use crate::processor::PunctuationType;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, MemoryStore, ReadStore};
 use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
@@ -38,6 +39,16 @@ pub struct TestDriver {
     /// to the topic) and by store name (what the topology reads).
     global_topics: BTreeMap<String, Arc<Mutex<MemoryStore>>>,
     globals: BTreeMap<String, Arc<dyn ReadStore>>,
+    /// The driver's wall clock, ms (moved by `advance_wall_clock`).
+    wall_clock: i64,
+}
+
+/// What the driver runs through the topology next.
+enum Step {
+    /// A record of a topic the topology reads.
+    Record(OutputRecord),
+    /// A wall-clock punctuation at this time.
+    WallClock(i64),
 }
 
 impl TestDriver {
@@ -91,6 +102,7 @@ impl TestDriver {
             scratch: Vec::new(),
             global_topics,
             globals,
+            wall_clock: 0,
         }
     }
 
@@ -125,14 +137,28 @@ impl TestDriver {
             }
             return Ok(());
         }
-        let mut pending = VecDeque::from([OutputRecord {
+        self.run(Step::Record(OutputRecord {
             topic: topic.to_owned(),
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
             timestamp,
             headers: Vec::new(),
-        }]);
-        while let Some(r) = pending.pop_front() {
+        }))
+    }
+
+    /// Moves the driver's wall clock `ms` ahead and gives the processors
+    /// that punctuate by wall-clock time their punctuations (Kafka's
+    /// `advanceWallClockTime`). The clock starts at 0.
+    pub fn advance_wall_clock(&mut self, ms: i64) -> Result<(), StreamsError> {
+        self.wall_clock = self.wall_clock.saturating_add(ms.max(0));
+        self.run(Step::WallClock(self.wall_clock))
+    }
+
+    /// Runs `first`, then every record it wrote to a topic the topology
+    /// reads, until nothing is left.
+    fn run(&mut self, first: Step) -> Result<(), StreamsError> {
+        let mut pending = VecDeque::from([first]);
+        while let Some(step) = pending.pop_front() {
             let mut out = Vec::new();
             let mut ctx = Ctx {
                 application_id: &self.config.application_id,
@@ -144,14 +170,27 @@ impl TestDriver {
                 scratch: &mut self.scratch,
                 globals: &self.globals,
             };
-            let processed = self.topology.process(
-                &mut ctx,
-                &r.topic,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                r.timestamp,
-                &r.headers,
-            );
+            let processed = match &step {
+                Step::Record(r) => self
+                    .topology
+                    .process(
+                        &mut ctx,
+                        &r.topic,
+                        r.key.as_deref(),
+                        r.value.as_deref(),
+                        r.timestamp,
+                        &r.headers,
+                    )
+                    .and_then(|()| {
+                        let now = ctx.stream_time;
+                        self.topology
+                            .punctuate(&mut ctx, PunctuationType::StreamTime, now)
+                    }),
+                Step::WallClock(now) => {
+                    self.topology
+                        .punctuate(&mut ctx, PunctuationType::WallClockTime, *now)
+                }
+            };
             self.stream_time = ctx.stream_time;
             match processed {
                 Err(e)
@@ -159,7 +198,7 @@ impl TestDriver {
                         && self.config.on_deserialization_error
                             == OnDeserializationError::LogAndContinue =>
                 {
-                    tracing::warn!(topic = %r.topic, timestamp = r.timestamp, error = %e, "skipping an input record that does not deserialize");
+                    tracing::warn!(error = %e, "skipping an input record that does not deserialize");
                     self.skipped += 1;
                     continue;
                 }
@@ -174,7 +213,7 @@ impl TestDriver {
                     log.push(o.clone());
                 }
                 if self.loops.contains(&o.topic) {
-                    pending.push_back(o.clone());
+                    pending.push_back(Step::Record(o.clone()));
                 }
                 self.outputs.entry(o.topic.clone()).or_default().push(o);
             }

@@ -57,6 +57,7 @@ pub mod driver;
 pub mod error;
 pub mod global;
 pub mod join;
+pub mod processor;
 pub mod runtime;
 pub mod serde;
 pub mod session;
@@ -70,6 +71,7 @@ pub use driver::{TestDriver, TestInput};
 pub use error::StreamsError;
 pub use global::GlobalKTable;
 pub use join::{JoinWindows, StreamJoined};
+pub use processor::{Processor, ProcessorContext, PunctuationType};
 pub use runtime::{AppState, KeyQueryMetadata, StreamsApp, TaskMetrics};
 pub use serde::{
     BytesSerde, F64Serde, I32Serde, I64Serde, JsonSerde, Nullable, Serde, SerdeError, StringSerde,

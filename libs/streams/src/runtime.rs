@@ -32,6 +32,7 @@ use tracing::Instrument;
 
 use crate::config::{OnDeserializationError, ProcessingGuarantee, StreamsConfig};
 use crate::error::StreamsError;
+use crate::processor::PunctuationType;
 use crate::serde::Serde;
 use crate::store::{KeyValueStore, ReadStore, RedbStore, StoreReader};
 use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
@@ -602,6 +603,9 @@ struct Task {
     /// Per store: the delivery of its last changelog record since the
     /// last commit, whose offset becomes the store's checkpoint.
     changelog_acks: BTreeMap<String, DeliveryFuture>,
+    /// Whether a wall-clock punctuation produced something since the last
+    /// commit (it has no input offset to show for it).
+    punctuated: bool,
     /// Per input topic: records polled, not processed yet. Within a
     /// sub-topology a task takes the one with the smallest timestamp
     /// across its topics next, as Kafka Streams' partition group does, so
@@ -672,7 +676,7 @@ impl Task {
     }
 
     fn dirty(&self) -> bool {
-        !self.consumed.is_empty()
+        !self.consumed.is_empty() || self.punctuated
     }
 
     /// Forgets what was processed since the last commit; state held in
@@ -686,6 +690,7 @@ impl Task {
         self.consumed.clear();
         self.first_uncommitted.clear();
         self.changelog_acks.clear();
+        self.punctuated = false;
     }
 
     /// Empties the queues, returning what they held.
@@ -863,6 +868,9 @@ impl StreamThread {
             self.sync_tasks().await?;
             self.enqueue(records)?;
             self.process_ready().await?;
+            if !self.aborted {
+                self.punctuate_wall_clock().await?;
+            }
             self.publish_metrics();
             if self.last_commit.elapsed() >= interval {
                 self.commit().await?;
@@ -1063,6 +1071,7 @@ impl StreamThread {
                 consumed: BTreeMap::new(),
                 first_uncommitted: BTreeMap::new(),
                 changelog_acks: BTreeMap::new(),
+                punctuated: false,
                 queues: Vec::new(),
                 metrics: TaskMetrics {
                     task: format!("0_{partition}"),
@@ -1247,17 +1256,10 @@ impl StreamThread {
 
     /// Runs one input record through its task and sends what it produced.
     async fn process(&mut self, r: ConsumerRecord) -> Result<(), StreamsError> {
-        let eos = self.eos();
-        if eos && !self.txn_open {
-            if let Err(e) = self.producer.begin_transaction() {
-                tracing::warn!(error = %e, "beginning a transaction failed; starting a new producer");
-                self.renew_producer().await?;
-                self.abort().await?;
-                // This record was not processed: it is read again too.
-                self.put_back(std::iter::once(r));
-                return Ok(());
-            }
-            self.txn_open = true;
+        if !self.ensure_transaction().await? {
+            // This record was not processed: it is read again too.
+            self.put_back(std::iter::once(r));
+            return Ok(());
         }
         let Some(task) = self.tasks.get_mut(&r.partition) else {
             return Err(StreamsError::Thread(format!(
@@ -1287,14 +1289,24 @@ impl StreamThread {
                 scratch: &mut self.scratch,
                 globals: &self.globals,
             };
-            let processed = self.topology.process(
-                &mut ctx,
-                &r.topic,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                r.timestamp,
-                &headers,
-            );
+            let processed = self
+                .topology
+                .process(
+                    &mut ctx,
+                    &r.topic,
+                    r.key.as_deref(),
+                    r.value.as_deref(),
+                    r.timestamp,
+                    &headers,
+                )
+                .and_then(|()| {
+                    if !self.topology.punctuates() {
+                        return Ok(());
+                    }
+                    let now = ctx.stream_time;
+                    self.topology
+                        .punctuate(&mut ctx, PunctuationType::StreamTime, now)
+                });
             (processed, ctx.stream_time)
         };
         // The topology moves stream time by the timestamps it processes
@@ -1332,9 +1344,41 @@ impl StreamThread {
             task.first_uncommitted
                 .insert(Arc::clone(&r.topic), r.offset);
         }
+        let partition = task.partition;
+        self.send_outputs(partition, &mut out).await?;
+        self.out = out;
+        Ok(())
+    }
+
+    /// Opens the thread's transaction when exactly once and none is open.
+    /// False when that failed and the thread aborted (what was about to
+    /// be processed must be read again).
+    async fn ensure_transaction(&mut self) -> Result<bool, StreamsError> {
+        if !self.eos() || self.txn_open {
+            return Ok(true);
+        }
+        if let Err(e) = self.producer.begin_transaction() {
+            tracing::warn!(error = %e, "beginning a transaction failed; starting a new producer");
+            self.renew_producer().await?;
+            self.abort().await?;
+            return Ok(false);
+        }
+        self.txn_open = true;
+        Ok(true)
+    }
+
+    /// Sends what task `partition` produced (outputs and changelog
+    /// records), emptying `out`; a changelog record's delivery becomes its
+    /// store's checkpoint at the next commit.
+    async fn send_outputs(
+        &mut self,
+        partition: i32,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), StreamsError> {
+        let eos = self.eos();
         for o in out.drain(..) {
             let store = self.changelogs.get(&o.topic).cloned();
-            let record = producer_record(o, store.as_ref().map(|_| task.partition));
+            let record = producer_record(o, store.as_ref().map(|_| partition));
             let delivery = match self.producer.send(record).await {
                 Ok(d) => d,
                 Err(e) if eos => {
@@ -1343,11 +1387,62 @@ impl StreamThread {
                 }
                 Err(e) => return Err(e.into()),
             };
-            if let Some(store) = store {
+            if let Some(store) = store
+                && let Some(task) = self.tasks.get_mut(&partition)
+            {
                 task.changelog_acks.insert(store, delivery);
             }
         }
-        self.out = out;
+        Ok(())
+    }
+
+    /// Gives each task's processors that punctuate by wall-clock time their
+    /// due punctuations, and sends what they produce.
+    async fn punctuate_wall_clock(&mut self) -> Result<(), StreamsError> {
+        if !self.topology.punctuates() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in partitions {
+            if !self.ensure_transaction().await? {
+                return Ok(());
+            }
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            let mut out = std::mem::take(&mut self.out);
+            let punctuated = {
+                let mut ctx = Ctx {
+                    application_id: &self.config.application_id,
+                    stores: &mut task.stores,
+                    slots: &mut task.slots,
+                    sink: &mut out,
+                    stream_time: task.stream_time,
+                    dropped_late: &mut task.metrics.dropped_late_records,
+                    scratch: &mut self.scratch,
+                    globals: &self.globals,
+                };
+                self.topology
+                    .punctuate(&mut ctx, PunctuationType::WallClockTime, now)
+            };
+            punctuated.map_err(|e| {
+                StreamsError::Thread(format!(
+                    "task {}: a wall-clock punctuation failed: {e}",
+                    task.metrics.task
+                ))
+            })?;
+            if !out.is_empty() {
+                task.punctuated = true;
+            }
+            self.send_outputs(p, &mut out).await?;
+            self.out = out;
+            if self.aborted {
+                return Ok(());
+            }
+        }
         Ok(())
     }
 
@@ -1371,9 +1466,12 @@ impl StreamThread {
         if self.eos() {
             let group = self.group.group_metadata();
             let committed = async {
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &group)
-                    .await?;
+                // A transaction of wall-clock punctuations alone consumed nothing.
+                if !offsets.is_empty() {
+                    self.producer
+                        .send_offsets_to_transaction(&offsets, &group)
+                        .await?;
+                }
                 self.producer.commit_transaction().await
             }
             .await;
@@ -1413,6 +1511,7 @@ impl StreamThread {
         }
         for task in self.tasks.values_mut() {
             task.consumed.clear();
+            task.punctuated = false;
         }
         Ok(())
     }

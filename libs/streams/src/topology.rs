@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::StreamsError;
+use crate::processor::PunctuationType;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, ReadStore};
 use crate::window::{TimeWindows, Windowed, WindowedSerde};
@@ -55,6 +56,12 @@ pub(crate) type NodeId = usize;
 /// to `out` as (output port, record); most nodes have one port, 0.
 pub(crate) type ProcessFn =
     dyn Fn(&mut Ctx<'_>, &Rec, &mut Vec<(usize, Rec)>) -> Result<(), StreamsError> + Send + Sync;
+
+/// What a hand-written processor does at a punctuation of a kind, at a
+/// time: pushes what it passes on to `out`, as [`ProcessFn`] does.
+pub(crate) type PunctuateFn = dyn Fn(&mut Ctx<'_>, PunctuationType, i64, &mut Vec<(usize, Rec)>) -> Result<(), StreamsError>
+    + Send
+    + Sync;
 
 /// What a task gives its processors: its stores, and where records for
 /// topics (sinks, changelogs) go.
@@ -192,6 +199,8 @@ pub struct Topology {
     pub(crate) stores: Vec<String>,
     /// The global tables every instance keeps whole: (topic, store).
     pub(crate) globals: Vec<(String, String)>,
+    /// The nodes that punctuate, and how.
+    pub(crate) punctuators: Vec<(NodeId, Arc<PunctuateFn>)>,
 }
 
 impl Topology {
@@ -282,6 +291,33 @@ impl Topology {
         Ok(())
     }
 
+    /// Whether any processor punctuates (its instance decides by which
+    /// clock).
+    pub(crate) fn punctuates(&self) -> bool {
+        !self.punctuators.is_empty()
+    }
+
+    /// Gives every punctuating processor a punctuation of `kind` at `now`,
+    /// passing on what each forwards.
+    pub(crate) fn punctuate(
+        &self,
+        ctx: &mut Ctx<'_>,
+        kind: PunctuationType,
+        now: i64,
+    ) -> Result<(), StreamsError> {
+        for (node, punctuate) in &self.punctuators {
+            let mut out = ctx.scratch.pop().unwrap_or_default();
+            let passed = punctuate(ctx, kind, now, &mut out).and_then(|()| {
+                out.iter()
+                    .try_for_each(|(port, r)| self.forward(ctx, *node, *port, r))
+            });
+            out.clear();
+            ctx.scratch.push(out);
+            passed?;
+        }
+        Ok(())
+    }
+
     /// Hands `rec` to the children of `from` on `port`, depth first, as
     /// Kafka Streams does: a record reaches every sink before the next one
     /// enters.
@@ -341,9 +377,16 @@ pub(crate) struct Graph {
     pub(crate) errors: Vec<String>,
     /// The global tables: (topic, store).
     pub(crate) globals: Vec<(String, String)>,
+    /// The nodes that punctuate, and how.
+    pub(crate) punctuators: Vec<(NodeId, Arc<PunctuateFn>)>,
 }
 
 impl Graph {
+    /// How many nodes it has (the next node's id).
+    pub(crate) fn nodes_len(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub(crate) fn add(&mut self, node: Node, parents: &[(NodeId, usize)]) -> NodeId {
         let id = self.nodes.len();
         self.nodes.push(node);
@@ -455,6 +498,7 @@ impl StreamsBuilder {
             children: graph.children,
             stores: graph.stores,
             globals: graph.globals,
+            punctuators: graph.punctuators,
         })
     }
 }

@@ -18,8 +18,9 @@ use runnel_client::{
     ProducerRecord, TopicPartition,
 };
 use runnel_streams::{
-    I64Serde, JoinWindows, Nullable, ProcessingGuarantee, StreamJoined, StreamsApp, StreamsBuilder,
-    StreamsConfig, StringSerde, TimeWindows, Topology,
+    I64Serde, JoinWindows, Nullable, ProcessingGuarantee, Processor, ProcessorContext,
+    PunctuationType, StreamJoined, StreamsApp, StreamsBuilder, StreamsConfig, StringSerde,
+    TimeWindows, Topology,
 };
 use runnel_testkit::TestCluster;
 
@@ -759,6 +760,99 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
                     break 'seen;
                 }
             }
+        }
+    }
+    app.close().await.unwrap();
+}
+
+/// Counts records in a store; every 100 ms of wall-clock time passes on
+/// the count under `tick-<the instance's id>` (one instance per task).
+struct Ticker(u64);
+
+impl Processor<Option<String>, String, String, i64> for Ticker {
+    fn init(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, i64>,
+    ) -> Result<(), runnel_streams::StreamsError> {
+        ctx.schedule(100, PunctuationType::WallClockTime);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, i64>,
+        _: &Option<String>,
+        _: &String,
+    ) -> Result<(), runnel_streams::StreamsError> {
+        let n = count(ctx.get("ticks", b"n")?);
+        ctx.put(
+            "ticks",
+            bytes::Bytes::from_static(b"n"),
+            Some(bytes::Bytes::copy_from_slice(&(n + 1).to_be_bytes())),
+        )
+    }
+
+    fn punctuate(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, i64>,
+        _: PunctuationType,
+        _: i64,
+    ) -> Result<(), runnel_streams::StreamsError> {
+        let n = count(ctx.get("ticks", b"n")?);
+        ctx.forward(format!("tick-{}", self.0), n);
+        Ok(())
+    }
+}
+
+fn count(stored: Option<bytes::Bytes>) -> i64 {
+    stored.map_or(0, |b| i64::from_be_bytes(b.as_ref().try_into().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_processor_punctuates_by_wall_clock_time_with_no_input_exactly_once() {
+    let _ = seed();
+    let cluster = cluster().await;
+    let b = StreamsBuilder::new();
+    b.stream("lines", Nullable(StringSerde), StringSerde)
+        .process(|| Ticker(rand::random()), &["ticks"])
+        .to("word-counts", StringSerde, I64Serde);
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config("ticker", state.path(), ProcessingGuarantee::ExactlyOnceV2);
+    let app = StreamsApp::start(b.build().unwrap(), cfg, cluster.client_config())
+        .await
+        .unwrap();
+    let lines: Vec<String> = (0..5).map(|i| format!("line {i}")).collect();
+    produce(&cluster, &lines).await;
+    // The ticks go on after the input stops: each task's latest tick
+    // carries its partition's count, and they add up to the input.
+    let mut latest: BTreeMap<String, i64> = BTreeMap::new();
+    let mut consumer = runnel_client::Consumer::with_cluster(
+        cluster.client(),
+        ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            isolation_level: IsolationLevel::ReadCommitted,
+            ..ConsumerConfig::default()
+        },
+    );
+    consumer
+        .assign(
+            (0..PARTITIONS)
+                .map(|p| TopicPartition::new("word-counts", p))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while latest.values().sum::<i64>() != 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ticks never added up to 5: {latest:?}"
+        );
+        for r in consumer.poll(Duration::from_millis(250)).await.unwrap() {
+            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            assert!(key.starts_with("tick-"), "{key}");
+            let n = i64::from_be_bytes(r.value.as_deref().unwrap().try_into().unwrap());
+            latest.insert(key, n);
         }
     }
     app.close().await.unwrap();
