@@ -25,12 +25,17 @@
 //!   (`windowed_by`, then `count`, `reduce` or `aggregate` per window;
 //!   records for closed windows dropped and counted), `suppress` until a
 //!   window closes, and [`Windowed`] keys in Kafka's byte layout.
+//! - [`sliding`]: [`SlidingWindows`] (KIP-450: a window per distinct set
+//!   of a key's records within a time difference).
 //! - [`session`]: [`SessionWindows`] (inactivity gap and grace; a record
 //!   that bridges two sessions merges them) for `count`, `reduce` and
 //!   `aggregate`.
 //! - [`join`]: table–table `join`, `left_join` and `outer_join`, and
 //!   stream–stream windowed joins ([`JoinWindows`], [`StreamJoined`]),
 //!   their records kept in changelogged window stores.
+//! - [`processor`]: the processor API, `KStream::process` with a
+//!   [`Processor`] per task, its own logged stores, and punctuation by
+//!   stream time or wall-clock time.
 //! - [`global`]: [`GlobalKTable`]s, which every instance loads whole
 //!   before its tasks run and then follows, joined by a key computed from
 //!   each record (`join_global`, `left_join_global`).
@@ -50,7 +55,7 @@
 //! - [`driver`]: [`TestDriver`], which runs a topology in memory, as
 //!   Kafka's `TopologyTestDriver`, repartition topics included.
 //!
-//! Still to come: sliding windows, punctuation and standby replicas.
+//! Still to come: standby replicas.
 
 pub mod config;
 pub mod driver;
