@@ -17,8 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::StreamsError;
 use crate::serde::Serde;
 use crate::topology::{
-    CHANGELOG_SUFFIX, Ctx, KStream, KTable, Node, NodeId, ProcessFn, REPARTITION_SUFFIX, Rec, cast,
-    round_trip, with,
+    CHANGELOG_SUFFIX, Ctx, KStream, KTable, LookupFn, Node, NodeId, ProcessFn, REPARTITION_SUFFIX,
+    Rec, cast, round_trip, with,
 };
 
 /// Which sides a table–table join needs a value on to hold.
@@ -54,7 +54,7 @@ impl TableJoin {
     }
 }
 
-/// A table–table joiner over the two sides' current values.
+/// A joiner over the left and right sides' values, either possibly missing.
 type Joiner<V, VO, VR> = dyn Fn(Option<&V>, Option<&VO>) -> VR + Send + Sync;
 
 impl<K, V> KTable<K, V>
@@ -150,41 +150,13 @@ where
                 );
             }
         };
-        // An update of this (left) side.
-        let left = {
-            let joiner = Arc::clone(&joiner);
-            let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
-                let k = cast::<K>(&rec.key)?;
-                let v = cast::<Option<V>>(&rec.value)?;
-                let vo = other_lookup(ctx, k)?;
-                if vo.is_none() && kind.needs(false) {
-                    return Ok(());
-                }
-                let joined = kind
-                    .holds(v.is_some(), vo.is_some())
-                    .then(|| joiner(v.as_ref(), vo.as_ref()));
-                out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(joined))));
-                Ok(())
-            });
-            process
-        };
-        // An update of the other (right) side.
-        let right = {
-            let process: Arc<ProcessFn> = Arc::new(move |ctx, rec, out| {
-                let k = cast::<K>(&rec.key)?;
-                let vo = cast::<Option<VO>>(&rec.value)?;
-                let v = this_lookup(ctx, k)?;
-                if v.is_none() && kind.needs(true) {
-                    return Ok(());
-                }
-                let joined = kind
-                    .holds(v.is_some(), vo.is_some())
-                    .then(|| joiner(v.as_ref(), vo.as_ref()));
-                out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(joined))));
-                Ok(())
-            });
-            process
-        };
+        let left = table_side::<K, V, VO, VR>(kind, false, other_lookup, Arc::clone(&joiner));
+        let right = table_side::<K, VO, V, VR>(
+            kind,
+            true,
+            this_lookup,
+            Arc::new(move |vo, v| joiner(v, vo)),
+        );
         let (left, right) = {
             let mut g = self.graph.borrow_mut();
             (
@@ -313,6 +285,43 @@ enum StreamJoin {
 /// of records that joined nothing yet.
 const LEFT: u8 = 0;
 const RIGHT: u8 = 1;
+
+/// The processor of one side of a table–table join: an update of this
+/// side (value `A`) looks the key up in the other side (`B`, through
+/// `other`) and passes on the joined value, a deletion when the join stops
+/// holding, or nothing when the other side is one the join needs and it
+/// is missing. `join` takes (this side, other side); `other_is_left` says
+/// which side the other is.
+fn table_side<K, A, B, VR>(
+    kind: TableJoin,
+    other_is_left: bool,
+    other: Arc<LookupFn<K, B>>,
+    join: Arc<SideJoiner<A, B, VR>>,
+) -> Arc<ProcessFn>
+where
+    K: Send + Sync + 'static,
+    A: Send + Sync + 'static,
+    B: Send + Sync + 'static,
+    VR: Send + Sync + 'static,
+{
+    Arc::new(move |ctx, rec, out| {
+        let k = cast::<K>(&rec.key)?;
+        let this = cast::<Option<A>>(&rec.value)?;
+        let that = other(ctx, k)?;
+        if that.is_none() && kind.needs(other_is_left) {
+            return Ok(());
+        }
+        let (left, right) = match other_is_left {
+            false => (this.is_some(), that.is_some()),
+            true => (that.is_some(), this.is_some()),
+        };
+        let joined = kind
+            .holds(left, right)
+            .then(|| join(this.as_ref(), that.as_ref()));
+        out.push((0, with(rec, Arc::clone(&rec.key), Arc::new(joined))));
+        Ok(())
+    })
+}
 
 /// A joiner over a side's value and the other side's, either possibly
 /// missing, in the order (this side, other side).

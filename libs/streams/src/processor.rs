@@ -287,31 +287,20 @@ where
     VO: Send + Sync + 'static,
     P: Processor<K, V, KO, VO>,
 {
-    let mut instance = match ctx.slots.remove(&slot) {
-        Some(any) => any
-            .downcast::<Instance<P>>()
-            .map_err(|_| StreamsError::Topology(format!("state slot {slot} holds another type")))?,
-        None => {
-            let mut made = Box::new(Instance {
+    let (mut instance, fresh) = match ctx.slots.remove(&slot) {
+        Some(any) => (
+            any.downcast::<Instance<P>>().map_err(|_| {
+                StreamsError::Topology(format!("state slot {slot} holds another type"))
+            })?,
+            false,
+        ),
+        None => (
+            Box::new(Instance {
                 processor: supplier(),
                 schedules: Vec::new(),
-            });
-            let Instance {
-                processor,
-                schedules,
-            } = &mut *made;
-            let mut pc = ProcessorContext {
-                ctx: &mut *ctx,
-                out: &mut *out,
-                schedules,
-                stores,
-                timestamp: rec.timestamp,
-                headers: &rec.headers,
-                types: PhantomData,
-            };
-            processor.init(&mut pc)?;
-            made
-        }
+            }),
+            true,
+        ),
     };
     let result = {
         let Instance {
@@ -327,8 +316,17 @@ where
             headers: &rec.headers,
             types: PhantomData,
         };
-        f(processor, &mut pc)
+        let initialised = if fresh {
+            processor.init(&mut pc)
+        } else {
+            Ok(())
+        };
+        initialised.and_then(|()| f(processor, &mut pc))
     };
+    if fresh && result.is_err() {
+        // Not kept: the next record or punctuation makes it again.
+        return result;
+    }
     ctx.slots.insert(slot, instance as Box<dyn Any + Send>);
     result
 }

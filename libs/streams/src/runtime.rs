@@ -702,6 +702,26 @@ impl Task {
     }
 }
 
+/// What task `task` gives its topology for one record or punctuation.
+fn task_ctx<'a>(
+    application_id: &'a str,
+    task: &'a mut Task,
+    out: &'a mut Vec<OutputRecord>,
+    scratch: &'a mut Vec<Vec<(usize, Rec)>>,
+    globals: &'a BTreeMap<String, Arc<dyn ReadStore>>,
+) -> Ctx<'a> {
+    Ctx {
+        application_id,
+        stores: &mut task.stores,
+        slots: &mut task.slots,
+        sink: out,
+        stream_time: task.stream_time,
+        dropped_late: &mut task.metrics.dropped_late_records,
+        scratch,
+        globals,
+    }
+}
+
 /// A task's records of one input topic, polled and not processed yet.
 struct Queue {
     topic: Arc<str>,
@@ -1279,16 +1299,13 @@ impl StreamThread {
             .collect();
         let mut out = std::mem::take(&mut self.out);
         let (processed, stream_time) = {
-            let mut ctx = Ctx {
-                application_id: &self.config.application_id,
-                stores: &mut task.stores,
-                slots: &mut task.slots,
-                sink: &mut out,
-                stream_time: task.stream_time,
-                dropped_late: &mut task.metrics.dropped_late_records,
-                scratch: &mut self.scratch,
-                globals: &self.globals,
-            };
+            let mut ctx = task_ctx(
+                &self.config.application_id,
+                task,
+                &mut out,
+                &mut self.scratch,
+                &self.globals,
+            );
             let processed = self
                 .topology
                 .process(
@@ -1415,16 +1432,13 @@ impl StreamThread {
             };
             let mut out = std::mem::take(&mut self.out);
             let punctuated = {
-                let mut ctx = Ctx {
-                    application_id: &self.config.application_id,
-                    stores: &mut task.stores,
-                    slots: &mut task.slots,
-                    sink: &mut out,
-                    stream_time: task.stream_time,
-                    dropped_late: &mut task.metrics.dropped_late_records,
-                    scratch: &mut self.scratch,
-                    globals: &self.globals,
-                };
+                let mut ctx = task_ctx(
+                    &self.config.application_id,
+                    task,
+                    &mut out,
+                    &mut self.scratch,
+                    &self.globals,
+                );
                 self.topology
                     .punctuate(&mut ctx, PunctuationType::WallClockTime, now)
             };

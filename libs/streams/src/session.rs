@@ -107,16 +107,7 @@ where
     /// aggregation (Kafka's `windowedBy(SessionWindows)`).
     pub fn windowed_by_session(&self, windows: SessionWindows) -> SessionWindowedKStream<K, V> {
         SessionWindowedKStream {
-            grouped: KGroupedStream {
-                stream: crate::topology::KStream::at(
-                    &self.stream.graph,
-                    self.stream.parents.clone(),
-                    self.stream.key_changed,
-                ),
-                key_serde: Arc::clone(&self.key_serde),
-                value_serde: Arc::clone(&self.value_serde),
-                repartition: self.repartition,
-            },
+            grouped: self.copy(),
             windows,
         }
     }

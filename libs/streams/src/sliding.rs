@@ -26,7 +26,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::error::StreamsError;
 use crate::serde::Serde;
 use crate::topology::{
-    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KStream, KTable, Kept, ProcessFn, cast, with,
+    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, cast, with,
 };
 use crate::window::{Windowed, WindowedSerde};
 
@@ -65,16 +65,7 @@ where
     /// (Kafka's `windowedBy(SlidingWindows)`).
     pub fn windowed_by_sliding(&self, windows: SlidingWindows) -> SlidingWindowedKStream<K, V> {
         SlidingWindowedKStream {
-            grouped: KGroupedStream {
-                stream: KStream::at(
-                    &self.stream.graph,
-                    self.stream.parents.clone(),
-                    self.stream.key_changed,
-                ),
-                key_serde: Arc::clone(&self.key_serde),
-                value_serde: Arc::clone(&self.value_serde),
-                repartition: self.repartition,
-            },
+            grouped: self.copy(),
             windows,
         }
     }

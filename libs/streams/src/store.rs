@@ -193,6 +193,20 @@ impl RedbStore {
         store_error(&self.path, e)
     }
 
+    /// Sets `key` to `value` in `table`, or deletes it for `None`.
+    fn write_entry(
+        &self,
+        table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+        key: &Bytes,
+        value: Option<&Bytes>,
+    ) -> Result<(), StreamsError> {
+        match value {
+            Some(v) => table.insert(key.as_ref(), v.as_ref()).map(drop),
+            None => table.remove(key.as_ref()).map(drop),
+        }
+        .map_err(|e| self.error(e))
+    }
+
     /// Writes `batch` (changelog records in order, `None` deleting) and
     /// records each (mark, offset) of `marks` in the same transaction;
     /// synced now if `durable`, else with the next synced commit.
@@ -225,16 +239,7 @@ impl RedbStore {
                 if records.peek().is_some_and(|(next, _)| next == key) {
                     continue;
                 }
-                match value {
-                    Some(v) => {
-                        table
-                            .insert(key.as_ref(), v.as_ref())
-                            .map_err(|e| self.error(e))?;
-                    }
-                    None => {
-                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
-                    }
-                }
+                self.write_entry(&mut table, key, value.as_ref())?;
             }
             let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
             for (mark, offset) in marks {
@@ -392,16 +397,7 @@ impl KeyValueStore for RedbStore {
         {
             let mut table = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
             for (key, value) in &self.pending {
-                match value {
-                    Some(v) => {
-                        table
-                            .insert(key.as_ref(), v.as_ref())
-                            .map_err(|e| self.error(e))?;
-                    }
-                    None => {
-                        table.remove(key.as_ref()).map_err(|e| self.error(e))?;
-                    }
-                }
+                self.write_entry(&mut table, key, value.as_ref())?;
             }
             if let Some(offset) = checkpoint {
                 let mut meta = write.open_table(META).map_err(|e| self.error(e))?;

@@ -1183,17 +1183,22 @@ where
     /// (Kafka's `windowedBy(TimeWindows)`).
     pub fn windowed_by(&self, windows: TimeWindows) -> TimeWindowedKStream<K, V> {
         TimeWindowedKStream {
-            grouped: KGroupedStream {
-                stream: KStream::at(
-                    &self.stream.graph,
-                    self.stream.parents.clone(),
-                    self.stream.key_changed,
-                ),
-                key_serde: Arc::clone(&self.key_serde),
-                value_serde: Arc::clone(&self.value_serde),
-                repartition: self.repartition,
-            },
+            grouped: self.copy(),
             windows,
+        }
+    }
+
+    /// The same grouped stream (for a windowed one to hold).
+    pub(crate) fn copy(&self) -> KGroupedStream<K, V> {
+        KGroupedStream {
+            stream: KStream::at(
+                &self.stream.graph,
+                self.stream.parents.clone(),
+                self.stream.key_changed,
+            ),
+            key_serde: Arc::clone(&self.key_serde),
+            value_serde: Arc::clone(&self.value_serde),
+            repartition: self.repartition,
         }
     }
 }

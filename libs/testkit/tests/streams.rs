@@ -92,16 +92,18 @@ async fn produce_through(client: std::sync::Arc<runnel_client::Cluster>, lines: 
     }
 }
 
-/// Every (word, count) `word-counts` holds, in order per word, read with
-/// `isolation`, until nothing new comes for two seconds.
-async fn read_counts(
+/// A consumer of every partition of `topic`, reading with `isolation`
+/// from `reset`.
+async fn reader(
     cluster: &TestCluster,
+    topic: &str,
     isolation: IsolationLevel,
-) -> BTreeMap<String, Vec<i64>> {
+    reset: OffsetReset,
+) -> runnel_client::Consumer {
     let mut consumer = runnel_client::Consumer::with_cluster(
         cluster.client(),
         ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
+            auto_offset_reset: reset,
             isolation_level: isolation,
             ..ConsumerConfig::default()
         },
@@ -109,11 +111,21 @@ async fn read_counts(
     consumer
         .assign(
             (0..PARTITIONS)
-                .map(|p| TopicPartition::new("word-counts", p))
+                .map(|p| TopicPartition::new(topic, p))
                 .collect(),
         )
         .await
         .unwrap();
+    consumer
+}
+
+/// Every (word, count) `word-counts` holds, in order per word, read with
+/// `isolation`, until nothing new comes for two seconds.
+async fn read_counts(
+    cluster: &TestCluster,
+    isolation: IsolationLevel,
+) -> BTreeMap<String, Vec<i64>> {
+    let mut consumer = reader(cluster, "word-counts", isolation, OffsetReset::Earliest).await;
     let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let mut idle = 0;
     while idle < 8 {
@@ -478,22 +490,13 @@ async fn read_values(
     topic: &str,
     n: usize,
 ) -> BTreeMap<String, Vec<String>> {
-    let mut consumer = runnel_client::Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            isolation_level: IsolationLevel::ReadCommitted,
-            ..ConsumerConfig::default()
-        },
-    );
-    consumer
-        .assign(
-            (0..PARTITIONS)
-                .map(|p| TopicPartition::new(topic, p))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = reader(
+        cluster,
+        topic,
+        IsolationLevel::ReadCommitted,
+        OffsetReset::Earliest,
+    )
+    .await;
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while out.values().map(Vec::len).sum::<usize>() < n {
@@ -596,22 +599,13 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
         .await
         .unwrap();
     // Every ad's impression joins its first click only, once.
-    let mut consumer = runnel_client::Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            isolation_level: IsolationLevel::ReadCommitted,
-            ..ConsumerConfig::default()
-        },
-    );
-    consumer
-        .assign(
-            (0..PARTITIONS)
-                .map(|p| TopicPartition::new("ad-joins", p))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = reader(
+        &cluster,
+        "ad-joins",
+        IsolationLevel::ReadCommitted,
+        OffsetReset::Earliest,
+    )
+    .await;
     let mut joins: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while joins.values().map(Vec::len).sum::<usize>() < ads as usize {
@@ -728,22 +722,13 @@ async fn a_windowed_join_and_window_store_queries_run_on_a_cluster_and_restore_f
     let key = format!("ad-{last}").into_bytes();
     let update = ProducerRecord::new("campaigns", b"summer".to_vec()).key(key.clone());
     producer.send(update).await.unwrap().await.unwrap();
-    let mut campaigns = runnel_client::Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Latest,
-            isolation_level: IsolationLevel::ReadCommitted,
-            ..ConsumerConfig::default()
-        },
-    );
-    campaigns
-        .assign(
-            (0..PARTITIONS)
-                .map(|p| TopicPartition::new("ad-campaigns", p))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let mut campaigns = reader(
+        &cluster,
+        "ad-campaigns",
+        IsolationLevel::ReadCommitted,
+        OffsetReset::Latest,
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     'seen: loop {
         assert!(
@@ -826,22 +811,13 @@ async fn a_processor_punctuates_by_wall_clock_time_with_no_input_exactly_once() 
     // The ticks go on after the input stops: each task's latest tick
     // carries its partition's count, and they add up to the input.
     let mut latest: BTreeMap<String, i64> = BTreeMap::new();
-    let mut consumer = runnel_client::Consumer::with_cluster(
-        cluster.client(),
-        ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            isolation_level: IsolationLevel::ReadCommitted,
-            ..ConsumerConfig::default()
-        },
-    );
-    consumer
-        .assign(
-            (0..PARTITIONS)
-                .map(|p| TopicPartition::new("word-counts", p))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = reader(
+        &cluster,
+        "word-counts",
+        IsolationLevel::ReadCommitted,
+        OffsetReset::Earliest,
+    )
+    .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while latest.values().sum::<i64>() != 5 {
         assert!(
