@@ -702,6 +702,33 @@ impl Task {
     }
 }
 
+/// Kafka Streams' committed-offset metadata for a partition's time
+/// (`TopicPartitionMetadata` version 1): a version byte, then the time as
+/// eight big-endian bytes, in base64.
+fn encode_stream_time(time: i64) -> String {
+    use base64::Engine;
+    let mut bytes = vec![1u8];
+    bytes.extend_from_slice(&time.to_be_bytes());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The partition time in committed-offset metadata Kafka Streams wrote
+/// (version 1, or 2 with processor metadata after it); none for metadata
+/// of another kind or of no time yet.
+fn decode_stream_time(metadata: &str) -> Option<i64> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(metadata)
+        .ok()?;
+    match bytes.as_slice() {
+        [1 | 2, time @ ..] if time.len() >= 8 => {
+            let time = i64::from_be_bytes(time[..8].try_into().ok()?);
+            (time >= 0).then_some(time)
+        }
+        _ => None,
+    }
+}
+
 /// What task `task` gives its topology for one record or punctuation.
 fn task_ctx<'a>(
     application_id: &'a str,
@@ -1130,6 +1157,7 @@ impl StreamThread {
             tasks.insert(partition, task);
         }
         self.restore_changelogs(&mut tasks, restoring).await?;
+        self.resume_stream_time(&mut tasks).await?;
         let millis = started.elapsed().as_millis() as u64;
         let mut opened = Vec::with_capacity(tasks.len());
         for mut task in tasks.into_values() {
@@ -1138,6 +1166,40 @@ impl StreamThread {
             opened.push(task);
         }
         Ok(opened)
+    }
+
+    /// Sets each task's stream time to what its last owner committed with
+    /// its offsets (the largest over its partitions), so that records too
+    /// late for their windows stay too late after a task moves.
+    async fn resume_stream_time(
+        &mut self,
+        tasks: &mut BTreeMap<i32, Task>,
+    ) -> Result<(), StreamsError> {
+        let partitions: Vec<TopicPartition> = self
+            .group
+            .assignment()
+            .iter()
+            .filter(|tp| tasks.contains_key(&tp.partition))
+            .cloned()
+            .collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let group = &self.group;
+        let committed = retrying("reading the committed offsets", || {
+            group.committed_with_metadata(&partitions)
+        })
+        .await?;
+        for (tp, c) in committed {
+            let (Some((_, metadata)), Some(task)) = (c, tasks.get_mut(&tp.partition)) else {
+                continue;
+            };
+            if let Some(time) = decode_stream_time(&metadata) {
+                task.stream_time = task.stream_time.max(time);
+                task.committed_stream_time = task.stream_time;
+            }
+        }
+        Ok(())
     }
 
     /// Reads each changelog partition of `restoring` from where its store
@@ -1468,13 +1530,20 @@ impl StreamThread {
         if !self.tasks.values().any(Task::dirty) {
             return Ok(());
         }
-        let offsets: Vec<(TopicPartition, i64)> = self
+        // Each offset carries its task's stream time, as Kafka Streams
+        // commits partition time: whoever runs the task next starts from it.
+        let offsets: Vec<(TopicPartition, i64, String)> = self
             .tasks
             .values()
             .flat_map(|t| {
-                t.consumed
-                    .iter()
-                    .map(|(topic, o)| (TopicPartition::new(topic.to_string(), t.partition), *o))
+                let time = encode_stream_time(t.stream_time);
+                t.consumed.iter().map(move |(topic, o)| {
+                    (
+                        TopicPartition::new(topic.to_string(), t.partition),
+                        *o,
+                        time.clone(),
+                    )
+                })
             })
             .collect();
         if self.eos() {
@@ -1483,7 +1552,7 @@ impl StreamThread {
                 // A transaction of wall-clock punctuations alone consumed nothing.
                 if !offsets.is_empty() {
                     self.producer
-                        .send_offsets_to_transaction(&offsets, &group)
+                        .send_offsets_with_metadata_to_transaction(&offsets, &group)
                         .await?;
                 }
                 self.producer.commit_transaction().await
@@ -1517,7 +1586,7 @@ impl StreamThread {
             task.first_uncommitted.clear();
         }
         if !self.eos()
-            && let Err(e) = self.group.commit_offsets(offsets).await
+            && let Err(e) = self.group.commit_offsets_with_metadata(offsets).await
         {
             // The records are processed again by whoever owns them next:
             // what at least once allows.
@@ -1643,5 +1712,28 @@ fn producer_record(o: OutputRecord, partition: Option<i32>) -> ProducerRecord {
             .map(|(k, v)| Header::new(k, v))
             .collect(),
         timestamp: Some(o.timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_time_travels_in_kafka_streams_offset_metadata() {
+        let encoded = encode_stream_time(1_609_459_200_000);
+        assert_eq!(decode_stream_time(&encoded), Some(1_609_459_200_000));
+        // Version 1 as Kafka Streams writes it: 0x01, then the time.
+        assert_eq!(encoded, "AQAAAXa7PnAA");
+        // Version 2 carries processor metadata after the time.
+        use base64::Engine;
+        let mut v2 = vec![2u8];
+        v2.extend_from_slice(&42i64.to_be_bytes());
+        v2.extend_from_slice(&[0, 0, 0, 0]);
+        let v2 = base64::engine::general_purpose::STANDARD.encode(v2);
+        assert_eq!(decode_stream_time(&v2), Some(42));
+        for other in ["", "not base64!", "AQ==", &encode_stream_time(i64::MIN)] {
+            assert_eq!(decode_stream_time(other), None, "{other}");
+        }
     }
 }

@@ -50,6 +50,20 @@ impl GroupConsumer {
 
     /// Commits these offsets (the next offset to read, per partition).
     pub async fn commit_offsets(&self, offsets: Vec<(TopicPartition, i64)>) -> Result<()> {
+        let offsets = offsets
+            .into_iter()
+            .map(|(tp, offset)| (tp, offset, String::new()))
+            .collect();
+        self.commit_offsets_with_metadata(offsets).await
+    }
+
+    /// Commits these offsets, each with a metadata string stored beside it
+    /// (Kafka's `OffsetAndMetadata`; [`GroupConsumer::committed_with_metadata`]
+    /// reads it back).
+    pub async fn commit_offsets_with_metadata(
+        &self,
+        offsets: Vec<(TopicPartition, i64, String)>,
+    ) -> Result<()> {
         commit(
             &self.cluster,
             &self.shared,
@@ -69,6 +83,10 @@ impl GroupConsumer {
         let group = self.config.group_id.clone();
         let instance = self.config.group_instance_id.clone().unwrap_or_default();
         let deadline = Instant::now() + self.cluster.config().request_timeout;
+        let offsets = offsets
+            .into_iter()
+            .map(|(tp, offset)| (tp, offset, String::new()))
+            .collect();
         tokio::spawn(async move {
             commit(&cluster, &shared, &group, &instance, offsets, deadline).await
         })
@@ -79,6 +97,20 @@ impl GroupConsumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, Option<i64>>> {
+        Ok(self
+            .committed_with_metadata(partitions)
+            .await?
+            .into_iter()
+            .map(|(tp, c)| (tp, c.map(|(offset, _)| offset)))
+            .collect())
+    }
+
+    /// The group's committed offsets for `partitions`, each with the
+    /// metadata string committed with it (None: nothing committed).
+    pub async fn committed_with_metadata(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, Option<(i64, String)>>> {
         if partitions.is_empty() {
             return Ok(HashMap::new());
         }
@@ -128,8 +160,9 @@ impl GroupConsumer {
                                 .partitions
                                 .into_iter()
                                 .map(|p| {
-                                    let offset = (p.offset >= 0).then_some(p.offset);
-                                    (TopicPartition::new(p.topic, p.partition), offset)
+                                    let committed =
+                                        (p.offset >= 0).then_some((p.offset, p.metadata));
+                                    (TopicPartition::new(p.topic, p.partition), committed)
                                 })
                                 .collect());
                         }
@@ -166,7 +199,7 @@ async fn commit(
     shared: &Mutex<Membership>,
     group: &str,
     instance: &str,
-    offsets: Vec<(TopicPartition, i64)>,
+    offsets: Vec<(TopicPartition, i64, String)>,
     deadline: Instant,
 ) -> Result<()> {
     if offsets.is_empty() {
@@ -199,12 +232,12 @@ async fn commit(
             group_instance_id: instance.to_owned(),
             partitions: offsets
                 .iter()
-                .map(|(tp, offset)| pb::OffsetCommitPartition {
+                .map(|(tp, offset, metadata)| pb::OffsetCommitPartition {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
                     offset: *offset,
                     leader_epoch: -1,
-                    metadata: String::new(),
+                    metadata: metadata.clone(),
                 })
                 .collect(),
         };

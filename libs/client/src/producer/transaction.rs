@@ -291,6 +291,21 @@ impl Producer {
         offsets: &[(TopicPartition, i64)],
         group: &ConsumerGroupMetadata,
     ) -> Result<()> {
+        let offsets: Vec<(TopicPartition, i64, String)> = offsets
+            .iter()
+            .map(|(tp, offset)| (tp.clone(), *offset, String::new()))
+            .collect();
+        self.send_offsets_with_metadata_to_transaction(&offsets, group)
+            .await
+    }
+
+    /// As [`Producer::send_offsets_to_transaction`], each offset with a
+    /// metadata string committed beside it (Kafka's `OffsetAndMetadata`).
+    pub async fn send_offsets_with_metadata_to_transaction(
+        &self,
+        offsets: &[(TopicPartition, i64, String)],
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
         let txn = self.transactions()?;
         let _one = txn.calls.lock().await;
         txn.check_open()?;
@@ -323,12 +338,12 @@ impl Producer {
             group_instance_id: group.group_instance_id.clone().unwrap_or_default(),
             partitions: offsets
                 .iter()
-                .map(|(tp, offset)| pb::OffsetCommitPartition {
+                .map(|(tp, offset, metadata)| pb::OffsetCommitPartition {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
                     offset: *offset,
                     leader_epoch: -1,
-                    metadata: String::new(),
+                    metadata: metadata.clone(),
                 })
                 .collect(),
         };
