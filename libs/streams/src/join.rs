@@ -20,6 +20,7 @@ use crate::topology::{
     CHANGELOG_SUFFIX, Ctx, KStream, KTable, LookupFn, Node, NodeId, ProcessFn, REPARTITION_SUFFIX,
     Rec, cast, round_trip, with,
 };
+use crate::window::{purge_window_stores, window_store_key, window_store_time};
 
 /// Which sides a table–table join needs a value on to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,6 +336,10 @@ struct Side<K, A, B, VR> {
     other_store: String,
     /// The store of records that joined nothing yet (left and outer joins).
     outer_store: Option<String>,
+    /// The stores' changelog names (before the application id).
+    this_changelog: String,
+    other_changelog: String,
+    outer_changelog: String,
     /// Whether this side's / the other side's unjoined records are passed on.
     this_outer: bool,
     other_outer: bool,
@@ -346,35 +351,12 @@ struct Side<K, A, B, VR> {
     other_forward_ms: i64,
     grace_ms: i64,
     retention_ms: i64,
-    /// The join's slot: the stream time of the last purge of its stores.
+    /// The join's slot: where the last purge of its stores stopped.
     slot: usize,
     key_serde: Arc<dyn Serde<K>>,
     this_serde: Arc<dyn Serde<A>>,
     other_serde: Arc<dyn Serde<B>>,
     join: Arc<SideJoiner<A, B, VR>>,
-}
-
-/// A window-store key: the key's bytes, the timestamp, a sequence number
-/// (Kafka's window-store layout with duplicates kept).
-fn window_key(key: &[u8], timestamp: i64, seq: u32) -> Bytes {
-    let mut out = BytesMut::with_capacity(key.len() + 12);
-    out.put_slice(key);
-    out.put_i64(timestamp);
-    out.put_u32(seq);
-    out.freeze()
-}
-
-/// A window-store key's (timestamp, sequence number), if it is one of `key`.
-fn window_key_of(store_key: &[u8], key: &[u8]) -> Option<(i64, u32)> {
-    let rest = store_key.strip_prefix(key)?;
-    let (ts, seq) = (rest.get(..8)?, rest.get(8..)?);
-    if seq.len() != 4 {
-        return None;
-    }
-    Some((
-        i64::from_be_bytes(ts.try_into().ok()?),
-        u32::from_be_bytes(seq.try_into().ok()?),
-    ))
 }
 
 /// A key of the shared store of unjoined records: timestamp first, so
@@ -407,9 +389,7 @@ where
     fn processor(self) -> Arc<ProcessFn> {
         Arc::new(move |ctx, rec, out| {
             let (k, v) = (cast::<K>(&rec.key)?, cast::<A>(&rec.value)?);
-            let changelog =
-                |ctx: &Ctx<'_>, store: &str| ctx.topic(&format!("{store}{CHANGELOG_SUFFIX}"), true);
-            let this_changelog = changelog(ctx, &self.this_store);
+            let this_changelog = ctx.topic(&self.this_changelog, true);
             // Null keys and values join nothing, as in Kafka Streams.
             let (Some(key), Some(value)) = (
                 self.key_serde.serialize_nullable(&this_changelog, k)?,
@@ -418,19 +398,26 @@ where
                 return Ok(());
             };
             let t = rec.timestamp;
-            self.purge(ctx)?;
+            // Records no window can reach any more, from both sides.
+            purge_window_stores(
+                ctx,
+                self.slot,
+                &[&self.this_store, &self.other_store],
+                ctx.stream_time.saturating_sub(self.retention_ms),
+                self.retention_ms,
+            )?;
             self.emit_closed(ctx, rec, out)?;
             if t < ctx.stream_time.saturating_sub(self.retention_ms) {
                 *ctx.dropped_late += 1;
                 return Ok(());
             }
             // The other side's records within the window.
-            let from = window_key(&key, t.saturating_sub(self.back_ms).max(0), 0);
-            let to = window_key(&key, t.saturating_add(self.forward_ms).saturating_add(1), 0);
-            let other_changelog = changelog(ctx, &self.other_store);
+            let from = window_store_key(&key, t.saturating_sub(self.back_ms).max(0), 0);
+            let to = window_store_key(&key, t.saturating_add(self.forward_ms).saturating_add(1), 0);
+            let other_changelog = ctx.topic(&self.other_changelog, true);
             let mut joined = false;
             for (store_key, bytes) in ctx.store(&self.other_store)?.range(&from, &to)? {
-                let Some((ot, seq)) = window_key_of(&store_key, &key) else {
+                let Some((ot, seq)) = window_store_time(&store_key, &key) else {
                     continue;
                 };
                 joined = true;
@@ -444,26 +431,26 @@ where
                     // to be passed on alone.
                     let waiting = outer_key(ot, 1 - self.side, &key, seq);
                     if ctx.store(outer)?.get(&waiting)?.is_some() {
-                        let outer_changelog = changelog(ctx, outer);
+                        let outer_changelog = ctx.topic(&self.outer_changelog, true);
                         ctx.log(outer, &outer_changelog, waiting, None, t)?;
                     }
                 }
             }
             // This record, kept for the other side's records to come.
-            let here = window_key(&key, t, 0);
-            let next = window_key(&key, t.saturating_add(1), 0);
+            let here = window_store_key(&key, t, 0);
+            let next = window_store_key(&key, t.saturating_add(1), 0);
             let seq = ctx
                 .store(&self.this_store)?
                 .range(&here, &next)?
                 .iter()
-                .filter_map(|(k, _)| window_key_of(k, &key))
+                .filter_map(|(k, _)| window_store_time(k, &key))
                 .map(|(_, seq)| seq + 1)
                 .max()
                 .unwrap_or(0);
             ctx.log(
                 &self.this_store,
                 &this_changelog,
-                window_key(&key, t, seq),
+                window_store_key(&key, t, seq),
                 Some(value.clone()),
                 t,
             )?;
@@ -476,7 +463,7 @@ where
                     let result = (self.join)(Some(v), None);
                     out.push((0, joined_rec(rec, t, result)));
                 } else {
-                    let outer_changelog = changelog(ctx, outer);
+                    let outer_changelog = ctx.topic(&self.outer_changelog, true);
                     let waiting = outer_key(t, self.side, &key, seq);
                     ctx.log(outer, &outer_changelog, waiting, Some(value), t)?;
                 }
@@ -516,7 +503,7 @@ where
         if bound <= 0 {
             return Ok(());
         }
-        let outer_changelog = ctx.topic(&format!("{outer}{CHANGELOG_SUFFIX}"), true);
+        let outer_changelog = ctx.topic(&self.outer_changelog, true);
         let waiting = ctx.store(outer)?.range(&[], &bound.to_be_bytes())?;
         for (store_key, bytes) in waiting {
             let Some((t, side, key)) = split_outer_key(&store_key) else {
@@ -541,41 +528,6 @@ where
             };
             out.push((0, alone));
             ctx.log(outer, &outer_changelog, store_key, None, rec.timestamp)?;
-        }
-        Ok(())
-    }
-
-    /// Deletes the records no window can reach any more from both sides'
-    /// stores, once per retention period of stream time (a scan of both
-    /// stores: their keys are ordered by key before time).
-    fn purge(&self, ctx: &mut Ctx<'_>) -> Result<(), StreamsError> {
-        let now = ctx.stream_time;
-        let last = ctx
-            .slots
-            .get(&self.slot)
-            .and_then(|s| s.downcast_ref::<i64>())
-            .copied();
-        if last.is_some_and(|last| now < last.saturating_add(self.retention_ms.max(1))) {
-            return Ok(());
-        }
-        ctx.slots.insert(self.slot, Box::new(now));
-        let expired_before = now.saturating_sub(self.retention_ms);
-        for store in [&self.this_store, &self.other_store] {
-            let changelog = ctx.topic(&format!("{store}{CHANGELOG_SUFFIX}"), true);
-            for (store_key, _) in ctx.store(store)?.all()? {
-                let Some(ts) = store_key
-                    .len()
-                    .checked_sub(12)
-                    .and_then(|at| store_key.get(at..at + 8))
-                    .and_then(|b| b.try_into().ok())
-                    .map(i64::from_be_bytes)
-                else {
-                    continue;
-                };
-                if ts < expired_before {
-                    ctx.log(store, &changelog, store_key, None, now)?;
-                }
-            }
         }
         Ok(())
     }
@@ -738,6 +690,9 @@ where
             g.slots += 1;
             g.slots - 1
         };
+        let changelog = |store: &str| format!("{store}{CHANGELOG_SUFFIX}");
+        let (this_changelog, other_changelog) = (changelog(&this_store), changelog(&other_store));
+        let outer_changelog = outer_store.as_deref().map(changelog).unwrap_or_default();
         let (left_outer, right_outer) = match kind {
             StreamJoin::Inner => (false, false),
             StreamJoin::Left => (true, false),
@@ -748,6 +703,9 @@ where
             this_store: this_store.clone(),
             other_store: other_store.clone(),
             outer_store: outer_store.clone(),
+            this_changelog: this_changelog.clone(),
+            other_changelog: other_changelog.clone(),
+            outer_changelog: outer_changelog.clone(),
             this_outer: left_outer,
             other_outer: right_outer,
             back_ms: windows.before_ms,
@@ -759,17 +717,16 @@ where
             key_serde: Arc::clone(&joined.key_serde),
             this_serde: Arc::clone(&joined.value_serde),
             other_serde: Arc::clone(&joined.other_value_serde),
-            join: {
-                let joiner = Arc::clone(&joiner);
-                Arc::new(move |v: Option<&V>, vo: Option<&VO>| joiner(v, vo))
-                    as Arc<SideJoiner<V, VO, VR>>
-            },
+            join: Arc::clone(&joiner),
         };
         let right = Side {
             side: RIGHT,
             this_store: other_store,
             other_store: this_store,
             outer_store,
+            this_changelog: other_changelog,
+            other_changelog: this_changelog,
+            outer_changelog,
             this_outer: right_outer,
             other_outer: left_outer,
             back_ms: windows.after_ms,

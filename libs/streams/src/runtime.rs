@@ -36,6 +36,7 @@ use crate::processor::PunctuationType;
 use crate::serde::Serde;
 use crate::store::{KeyValueStore, ReadStore, RedbStore, StoreReader};
 use crate::topology::{Ctx, OutputRecord, Rec, Topology, changelog_topic};
+use crate::window::{window_store_key, window_store_time};
 
 /// What one task has done, as [`StreamsApp::metrics`] reports it (Kafka
 /// Streams' task-level metrics).
@@ -331,24 +332,13 @@ impl StreamsApp {
         let reader = self.reader(store, partition)?;
         let topic = changelog_topic(&self.application_id, store);
         let key = key_serde.serialize(&topic, key)?;
-        // Window-store keys: the key, the window start, a sequence number.
-        let bound = |start: i64| {
-            let mut b = key.to_vec();
-            b.extend_from_slice(&start.max(0).to_be_bytes());
-            b.extend_from_slice(&[0; 4]);
-            b
-        };
+        let from = window_store_key(&key, from_ms.max(0), 0);
+        let to = window_store_key(&key, to_ms.saturating_add(1).max(0), 0);
         let mut out = Vec::new();
-        for (k, v) in reader.range(&bound(from_ms), &bound(to_ms.saturating_add(1)))? {
-            let Some(rest) = k.strip_prefix(key.as_ref()).filter(|r| r.len() == 12) else {
-                continue;
-            };
-            let mut start = [0u8; 8];
-            start.copy_from_slice(&rest[..8]);
-            out.push((
-                i64::from_be_bytes(start),
-                value_serde.deserialize(&topic, &v)?,
-            ));
+        for (k, v) in reader.range(&from, &to)? {
+            if let Some((start, _)) = window_store_time(&k, &key) {
+                out.push((start, value_serde.deserialize(&topic, &v)?));
+            }
         }
         Ok(out)
     }

@@ -21,14 +21,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-
-use crate::error::StreamsError;
 use crate::serde::Serde;
 use crate::topology::{
     ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, cast, with,
 };
-use crate::window::{Windowed, WindowedSerde};
+use crate::window::{
+    Windowed, WindowedSerde, purge_window_stores, window_store_key, window_store_time,
+};
 
 /// Windows of records at most `time_difference_ms` apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,24 +75,6 @@ where
 pub struct SlidingWindowedKStream<K, V> {
     grouped: KGroupedStream<K, V>,
     windows: SlidingWindows,
-}
-
-/// The store key of `key`'s record or window at `time`, number `seq`.
-fn window_key(key: &[u8], time: i64, seq: u32) -> Bytes {
-    let mut out = BytesMut::with_capacity(key.len() + 12);
-    out.put_slice(key);
-    out.put_i64(time);
-    out.put_u32(seq);
-    out.freeze()
-}
-
-/// A window-store key's time, if it is one of `key`.
-fn time_of(store_key: &[u8], key: &[u8]) -> Option<i64> {
-    let rest = store_key.strip_prefix(key)?;
-    if rest.len() != 12 {
-        return None;
-    }
-    Some(i64::from_be_bytes(rest[..8].try_into().ok()?))
 }
 
 impl<K, V> SlidingWindowedKStream<K, V>
@@ -185,23 +166,17 @@ where
                 *ctx.dropped_late += 1;
                 return Ok(());
             }
-            purge(
-                ctx,
-                slot,
-                &records,
-                &records_changelog,
-                close.saturating_sub(2 * d + 2),
-                d,
-            )?;
+            // Records no window that is still open may hold.
+            purge_window_stores(ctx, slot, &[&records], close.saturating_sub(2 * d + 2), d)?;
             // The record joins the key's recent records.
             let value = value_serde.serialize(&records_changelog, v)?;
-            let at = window_key(&key, t, 0);
-            let next = window_key(&key, t.saturating_add(1), 0);
+            let at = window_store_key(&key, t, 0);
+            let next = window_store_key(&key, t.saturating_add(1), 0);
             let seq = ctx.store(&records)?.range(&at, &next)?.len() as u32;
             ctx.log(
                 &records,
                 &records_changelog,
-                window_key(&key, t, seq),
+                window_store_key(&key, t, seq),
                 Some(value),
                 t,
             )?;
@@ -210,11 +185,11 @@ where
             let lo = t.saturating_sub(d).max(0);
             let hi = t.saturating_add(d + 2);
             let mut near: Vec<(i64, V)> = Vec::new();
-            for (store_key, bytes) in ctx
-                .store(&records)?
-                .range(&window_key(&key, lo, 0), &window_key(&key, hi, 0))?
-            {
-                if let Some(time) = time_of(&store_key, &key) {
+            for (store_key, bytes) in ctx.store(&records)?.range(
+                &window_store_key(&key, lo, 0),
+                &window_store_key(&key, hi, 0),
+            )? {
+                if let Some((time, _)) = window_store_time(&store_key, &key) {
                     near.push((time, value_serde.deserialize(&records_changelog, &bytes)?));
                 }
             }
@@ -248,7 +223,7 @@ where
                 ctx.log(
                     &name,
                     &changelog,
-                    window_key(&key, start, 0),
+                    window_store_key(&key, start, 0),
                     Some(bytes),
                     t,
                 )?;
@@ -269,38 +244,4 @@ where
 /// records before `d`.
 fn left_window(r: i64, d: i64) -> (i64, i64) {
     if r < d { (0, d) } else { (r - d, r) }
-}
-
-/// Deletes the records before `before` from the records store `store`,
-/// once per advance of `before` by the window's difference `d` (a scan of
-/// the store: its keys are ordered by key before time).
-fn purge(
-    ctx: &mut crate::topology::Ctx<'_>,
-    slot: usize,
-    store: &str,
-    changelog: &str,
-    before: i64,
-    d: i64,
-) -> Result<(), StreamsError> {
-    let last = ctx
-        .slots
-        .get(&slot)
-        .and_then(|s| s.downcast_ref::<i64>())
-        .copied();
-    if last.is_some_and(|last| before < last.saturating_add(d)) {
-        return Ok(());
-    }
-    ctx.slots.insert(slot, Box::new(before));
-    for (store_key, _) in ctx.store(store)?.all()? {
-        let time = store_key
-            .len()
-            .checked_sub(12)
-            .and_then(|at| store_key.get(at..at + 8))
-            .and_then(|b| b.try_into().ok())
-            .map(i64::from_be_bytes);
-        if time.is_some_and(|time| time < before) {
-            ctx.log(store, changelog, store_key, None, ctx.stream_time)?;
-        }
-    }
-    Ok(())
 }

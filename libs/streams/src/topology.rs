@@ -20,7 +20,7 @@ use crate::error::StreamsError;
 use crate::processor::PunctuationType;
 use crate::serde::{Serde, read};
 use crate::store::{KeyValueStore, ReadStore};
-use crate::window::{TimeWindows, Windowed, WindowedSerde};
+use crate::window::{TimeWindows, Windowed, WindowedSerde, window_store_key};
 
 /// A key or value inside the graph.
 pub(crate) type Erased = Arc<dyn Any + Send + Sync>;
@@ -1295,14 +1295,10 @@ where
                 return Ok(());
             }
             for start in open {
-                let mut store_key = Vec::with_capacity(key.len() + 12);
-                store_key.extend_from_slice(&key);
-                store_key.extend_from_slice(&start.to_be_bytes());
-                store_key.extend_from_slice(&0u32.to_be_bytes());
                 let new = ctx.fold_into(
                     &name,
                     &changelog,
-                    Bytes::from(store_key),
+                    window_store_key(&key, start, 0),
                     &serde,
                     rec.timestamp,
                     |old| step(k, v, old),

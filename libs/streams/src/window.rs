@@ -4,7 +4,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::error::StreamsError;
 use crate::serde::{Serde, SerdeError};
+use crate::topology::{CHANGELOG_SUFFIX, Ctx};
 
 /// Fixed-size windows aligned to the epoch: tumbling when they advance by
 /// their size, hopping when by less.
@@ -115,6 +117,67 @@ impl<K, S: Serde<K>> Serde<Windowed<K>> for WindowedSerde<S> {
             end: start.saturating_add(self.size_ms),
         })
     }
+}
+
+/// A window-store key: the record key's bytes, a time (a window's start
+/// or a record's timestamp, eight big-endian bytes) and a sequence number
+/// (four), Kafka's window-store layout with duplicates kept.
+pub(crate) fn window_store_key(key: &[u8], time: i64, seq: u32) -> Bytes {
+    let mut out = BytesMut::with_capacity(key.len() + 12);
+    out.put_slice(key);
+    out.put_i64(time);
+    out.put_u32(seq);
+    out.freeze()
+}
+
+/// A window-store key's (time, sequence number) if it is one of `key`,
+/// not of a longer key that merely begins with `key`'s bytes (a range
+/// scan from `key` finds those too).
+pub(crate) fn window_store_time(store_key: &[u8], key: &[u8]) -> Option<(i64, u32)> {
+    let rest = store_key.strip_prefix(key)?;
+    let (time, seq) = (rest.get(..8)?, rest.get(8..)?);
+    Some((
+        i64::from_be_bytes(time.try_into().ok()?),
+        u32::from_be_bytes(seq.try_into().ok()?),
+    ))
+}
+
+/// Deletes the entries with times before `before` from the window stores
+/// `stores` (logging each deletion), once per advance of `before` by
+/// `every` ms of stream time: a scan of each store, whose keys are ordered
+/// by key before time. `slot` keeps the `before` of the last purge.
+pub(crate) fn purge_window_stores(
+    ctx: &mut Ctx<'_>,
+    slot: usize,
+    stores: &[&str],
+    before: i64,
+    every: i64,
+) -> Result<(), StreamsError> {
+    let last = ctx
+        .slots
+        .get(&slot)
+        .and_then(|s| s.downcast_ref::<i64>())
+        .copied();
+    if last.is_some_and(|last| before < last.saturating_add(every.max(1))) {
+        return Ok(());
+    }
+    ctx.slots.insert(slot, Box::new(before));
+    let now = ctx.stream_time;
+    for store in stores {
+        let changelog = ctx.topic(&format!("{store}{CHANGELOG_SUFFIX}"), true);
+        for (store_key, _) in ctx.store(store)?.all()? {
+            let time = store_key
+                .len()
+                .checked_sub(12)
+                .and_then(|at| store_key.get(at..at + 8))
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes);
+            if time.is_some_and(|time| time < before) {
+                ctx.log(store, &changelog, store_key, None, now)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
