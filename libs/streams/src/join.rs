@@ -58,6 +58,28 @@ impl TableJoin {
 /// A joiner over the left and right sides' values, either possibly missing.
 type Joiner<V, VO, VR> = dyn Fn(Option<&V>, Option<&VO>) -> VR + Send + Sync;
 
+/// An inner join's joiner as a [`Joiner`]: inner joins call it only with
+/// both sides present.
+fn inner_joiner<V, VO, VR>(
+    joiner: impl Fn(&V, &VO) -> VR + Send + Sync + 'static,
+) -> Arc<Joiner<V, VO, VR>> {
+    Arc::new(move |v, vo| match (v, vo) {
+        (Some(v), Some(vo)) => joiner(v, vo),
+        _ => unreachable!("an inner join joins only when both sides are present"),
+    })
+}
+
+/// A left join's joiner as a [`Joiner`]: left joins call it only with the
+/// left side present.
+fn left_joiner<V, VO, VR>(
+    joiner: impl Fn(&V, Option<&VO>) -> VR + Send + Sync + 'static,
+) -> Arc<Joiner<V, VO, VR>> {
+    Arc::new(move |v, vo| match v {
+        Some(v) => joiner(v, vo),
+        None => unreachable!("a left join joins only when its left side is present"),
+    })
+}
+
 impl<K, V> KTable<K, V>
 where
     K: Send + Sync + 'static,
@@ -76,14 +98,7 @@ where
         VO: Send + Sync + 'static,
         VR: Send + Sync + 'static,
     {
-        self.join_tables(
-            other,
-            TableJoin::Inner,
-            Arc::new(move |v, vo| match (v, vo) {
-                (Some(v), Some(vo)) => joiner(v, vo),
-                _ => unreachable!("an inner join is only computed with both sides"),
-            }),
-        )
+        self.join_tables(other, TableJoin::Inner, inner_joiner(joiner))
     }
 
     /// The table of this table's keys, valued `joiner(this, other)` with
@@ -98,14 +113,7 @@ where
         VO: Send + Sync + 'static,
         VR: Send + Sync + 'static,
     {
-        self.join_tables(
-            other,
-            TableJoin::Left,
-            Arc::new(move |v, vo| match v {
-                Some(v) => joiner(v, vo),
-                None => unreachable!("a left join is only computed with its left side"),
-            }),
-        )
+        self.join_tables(other, TableJoin::Left, left_joiner(joiner))
     }
 
     /// The table of the keys either table holds, valued
@@ -593,10 +601,7 @@ where
         self.join_streams(
             other,
             StreamJoin::Inner,
-            Arc::new(move |v: Option<&V>, vo: Option<&VO>| match (v, vo) {
-                (Some(v), Some(vo)) => joiner(v, vo),
-                _ => unreachable!("an inner join joins two records"),
-            }),
+            inner_joiner(joiner),
             windows,
             joined,
         )
@@ -620,10 +625,7 @@ where
         self.join_streams(
             other,
             StreamJoin::Left,
-            Arc::new(move |v: Option<&V>, vo: Option<&VO>| match v {
-                Some(v) => joiner(v, vo),
-                None => unreachable!("a left join passes on left records only"),
-            }),
+            left_joiner(joiner),
             windows,
             joined,
         )

@@ -15,7 +15,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::serde::{Serde, SerdeError};
 use crate::topology::{
-    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, cast, with,
+    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, aggregate_step, cast,
+    reduce_step, with,
 };
 use crate::window::Windowed;
 
@@ -151,14 +152,8 @@ where
         self.fold_with(
             store,
             Arc::new(serde),
-            move |_, v, agg| match agg {
-                Some(agg) => combine(&agg, v),
-                None => v.clone(),
-            },
-            move |_, a, b| match (a, b) {
-                (Some(a), Some(b)) => Some(merge(&a, &b)),
-                (a, b) => a.or(b),
-            },
+            reduce_step(move |a: &V, b: &V| combine(a, b)),
+            move |_, a, b| merge(&a, &b),
         )
     }
 
@@ -177,15 +172,7 @@ where
     where
         A: Send + Sync + 'static,
     {
-        self.fold_with(
-            store,
-            Arc::new(serde),
-            move |k, v, agg| add(k, v, agg.unwrap_or_else(&init)),
-            move |k, a, b| match (a, b) {
-                (Some(a), Some(b)) => Some(merge(k, a, b)),
-                (a, b) => a.or(b),
-            },
-        )
+        self.fold_with(store, Arc::new(serde), aggregate_step(init, add), merge)
     }
 
     /// The session aggregation node. For a record of key `k` at `t`: the
@@ -200,7 +187,7 @@ where
         store: &str,
         serde: Arc<S>,
         step: impl Fn(&K, &V, Option<A>) -> A + Send + Sync + 'static,
-        merge: impl Fn(&K, Option<A>, Option<A>) -> Option<A> + Send + Sync + 'static,
+        merge: impl Fn(&K, A, A) -> A + Send + Sync + 'static,
     ) -> KTable<Windowed<K>, A>
     where
         A: Send + Sync + 'static,
@@ -253,7 +240,10 @@ where
             let mut agg: Option<A> = None;
             for (store_key, s, e, bytes) in merged {
                 let value = serde.deserialize(&changelog, &bytes)?;
-                agg = merge(k, agg, Some(value));
+                agg = Some(match agg {
+                    Some(agg) => merge(k, agg, value),
+                    None => value,
+                });
                 if (s, e) != (start, end) {
                     ctx.log(&name, &changelog, store_key, None, t)?;
                     let old = Windowed {

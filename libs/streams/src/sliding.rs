@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use crate::serde::Serde;
 use crate::topology::{
-    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, cast, with,
+    ArcSerde, CHANGELOG_SUFFIX, KGroupedStream, KTable, Kept, ProcessFn, aggregate_step, cast,
+    count_step, reduce_step, with,
 };
 use crate::window::{
     Windowed, WindowedSerde, purge_window_stores, window_store_key, window_store_time,
@@ -84,7 +85,7 @@ where
 {
     /// How many records each key had in each window.
     pub fn count(&self, store: &str) -> KTable<Windowed<K>, i64> {
-        self.aggregate(store, || 0, |_, _, n| n + 1, crate::serde::I64Serde)
+        self.fold(store, crate::serde::I64Serde, count_step)
     }
 
     /// Each key's values in each window combined with `combine`.
@@ -97,7 +98,7 @@ where
         V: Clone,
     {
         let serde = ArcSerde(Arc::clone(&self.grouped.value_serde));
-        self.fold(store, serde, crate::topology::reduce_step(combine))
+        self.fold(store, serde, reduce_step(combine))
     }
 
     /// Each key's values in each window folded into an aggregate that
@@ -112,7 +113,7 @@ where
     where
         A: Send + Sync + 'static,
     {
-        self.fold(store, serde, crate::topology::aggregate_step(init, add))
+        self.fold(store, serde, aggregate_step(init, add))
     }
 
     /// The sliding aggregation node (see the module docs). A record whose
