@@ -204,11 +204,11 @@ where
         P: Processor<K, V, KO, VO>,
     {
         let stores: Arc<[String]> = stores.iter().map(|s| (*s).to_owned()).collect();
-        let (id, slot) = {
+        let slot = {
             let mut g = self.graph.borrow_mut();
             g.stores.extend(stores.iter().cloned());
             g.slots += 1;
-            (g.nodes_len(), g.slots - 1)
+            g.slots - 1
         };
         let supplier = Arc::new(supplier);
         let process: Arc<ProcessFn> = {
@@ -261,12 +261,12 @@ where
                 Ok(())
             })
         });
-        let added = self
-            .graph
-            .borrow_mut()
-            .add(Node::Processor(process), &self.parents);
-        debug_assert_eq!(added, id);
-        self.graph.borrow_mut().punctuators.push((id, punctuate));
+        let id = {
+            let mut g = self.graph.borrow_mut();
+            let id = g.add(Node::Processor(process), &self.parents);
+            g.punctuators.push((id, punctuate));
+            id
+        };
         KStream::at(&self.graph, vec![(id, 0)], true)
     }
 }

@@ -239,7 +239,7 @@ impl StreamsApp {
         key: &K,
         key_serde: &impl Serde<K>,
     ) -> Result<KeyQueryMetadata, StreamsError> {
-        let partition = self.partition_of(store, key, key_serde)?;
+        let (_, _, partition) = self.locate(store, key, key_serde)?;
         let local = self
             .shared
             .stores
@@ -276,11 +276,8 @@ impl StreamsApp {
         key_serde: &impl Serde<K>,
         value_serde: &impl Serde<V>,
     ) -> Result<Option<V>, StreamsError> {
-        let partition = self.partition_of(store, key, key_serde)?;
-        let reader = self.reader(store, partition)?;
-        let topic = changelog_topic(&self.application_id, store);
-        let bytes = key_serde.serialize(&topic, key)?;
-        reader
+        let (topic, bytes, partition) = self.locate(store, key, key_serde)?;
+        self.reader(store, partition)?
             .get(&bytes)?
             .map(|v| value_serde.deserialize(&topic, &v))
             .transpose()
@@ -328,10 +325,8 @@ impl StreamsApp {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(i64, V)>, StreamsError> {
-        let partition = self.partition_of(store, key, key_serde)?;
+        let (topic, key, partition) = self.locate(store, key, key_serde)?;
         let reader = self.reader(store, partition)?;
-        let topic = changelog_topic(&self.application_id, store);
-        let key = key_serde.serialize(&topic, key)?;
         let from = window_store_key(&key, from_ms.max(0), 0);
         let to = window_store_key(&key, to_ms.saturating_add(1).max(0), 0);
         let mut out = Vec::new();
@@ -367,15 +362,18 @@ impl StreamsApp {
             })
     }
 
-    /// The task `key` of store `store` belongs to.
-    fn partition_of<K>(
+    /// `key` as store `store` holds it: (the store's changelog topic, the
+    /// key's bytes, the task it belongs to).
+    fn locate<K>(
         &self,
         store: &str,
         key: &K,
         key_serde: &impl Serde<K>,
-    ) -> Result<i32, StreamsError> {
-        let bytes = key_serde.serialize(&changelog_topic(&self.application_id, store), key)?;
-        Ok(partition_for_key(&bytes, self.partitions))
+    ) -> Result<(String, Bytes, i32), StreamsError> {
+        let topic = changelog_topic(&self.application_id, store);
+        let bytes = key_serde.serialize(&topic, key)?;
+        let partition = partition_for_key(&bytes, self.partitions);
+        Ok((topic, bytes, partition))
     }
 
     /// Stops the threads at once, as a crash would: nothing is committed,

@@ -382,11 +382,6 @@ pub(crate) struct Graph {
 }
 
 impl Graph {
-    /// How many nodes it has (the next node's id).
-    pub(crate) fn nodes_len(&self) -> usize {
-        self.nodes.len()
-    }
-
     pub(crate) fn add(&mut self, node: Node, parents: &[(NodeId, usize)]) -> NodeId {
         let id = self.nodes.len();
         self.nodes.push(node);
